@@ -1,0 +1,53 @@
+//! One module per component: what it installs, which files it owns, which
+//! service runs it. The plan and the runner ask these modules, never hard-code.
+
+pub mod etcd;
+pub mod glb;
+pub mod haproxy;
+pub mod packages;
+pub mod patroni;
+
+use serde::Serialize;
+
+/// The parts of a deployment, in the order a cloud is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    Packages,
+    Etcd,
+    Governor,
+    Haproxy,
+    Cluster,
+    Glb,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Packages => "packages",
+            Component::Etcd => "etcd",
+            Component::Governor => "governor",
+            Component::Haproxy => "haproxy",
+            Component::Cluster => "cluster",
+            Component::Glb => "glb",
+        }
+    }
+}
+
+/// A file pgha renders from a template and installs on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSpec {
+    pub component: Component,
+    pub template: &'static str,
+    pub path: &'static str,
+    pub owner: &'static str,
+    pub group: &'static str,
+    pub mode: u32,
+    /// The systemd unit that reads this file.
+    pub service: &'static str,
+}
+
+/// The files of a database host, in the order they are applied.
+pub const DB_HOST_FILES: [FileSpec; 3] = [etcd::CONFIG, patroni::CONFIG, haproxy::CONFIG];
+/// The files of a GLB host.
+pub const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];

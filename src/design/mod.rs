@@ -1,0 +1,199 @@
+//! The design: what the DBA asked for, checked and with every default filled in.
+//!
+//! `raw` mirrors the YAML; `validate` turns it into the types below. Nothing
+//! downstream ever looks at raw YAML.
+
+pub mod raw;
+mod validate;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Problem;
+
+pub use validate::{load, load_mode, load_str, load_str_mode, Loaded, Mode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudStatus {
+    Primary,
+    Secondary,
+}
+
+impl CloudStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudStatus::Primary => "primary",
+            CloudStatus::Secondary => "secondary",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Single,
+    Redundant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    Asynchronous,
+    Synchronous,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Design {
+    /// The design file, as given on the command line.
+    pub path: PathBuf,
+    pub platform: Platform,
+    pub clouds: Vec<Cloud>,
+    pub etcd: Etcd,
+    pub governor: Governor,
+    pub haproxy: Haproxy,
+    pub glb: Option<Glb>,
+    /// Where the passwords live (0600); generated on first deploy.
+    pub secrets_file: PathBuf,
+    /// A directory whose `*.j2` files replace the embedded templates.
+    pub templates_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Platform {
+    /// The cluster name: Patroni's scope, etcd's key prefix.
+    pub name: String,
+    pub postgres_version: u32,
+    pub postgres_port: u16,
+    pub data_dir: String,
+    pub bin_dir: String,
+    pub availability: Availability,
+    pub replication: Replication,
+    pub client_networks: Vec<String>,
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cloud {
+    pub name: String,
+    pub status: CloudStatus,
+    pub scaling: usize,
+    pub hosts: Vec<Host>,
+}
+
+impl Cloud {
+    pub fn is_primary(&self) -> bool {
+        self.status == CloudStatus::Primary
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub ssh: Ssh,
+}
+
+/// SSH settings after layering global -> cloud -> host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ssh {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Etcd {
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub heartbeat_interval_ms: u32,
+    pub election_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Governor {
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub maximum_lag_on_failover: u64,
+    pub rest_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Haproxy {
+    pub port: u16,
+    pub stats_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Glb {
+    pub fqdn: String,
+    pub port: u16,
+    pub stats_port: u16,
+    pub kind: GlbKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GlbKind {
+    /// HAProxy hosts that pgha configures to forward to the primary cloud.
+    Haproxy { hosts: Vec<Host> },
+    /// Someone else's load balancer: pgha runs this command (with
+    /// PGHA_PRIMARY_CLOUD and PGHA_TARGETS set) when the primary cloud changes.
+    External { command: String },
+}
+
+impl Design {
+    pub fn primary_clouds(&self) -> impl Iterator<Item = &Cloud> {
+        self.clouds.iter().filter(|c| c.is_primary())
+    }
+
+    /// Clouds in deployment order: primary first, then secondary, each in
+    /// the order the design lists them.
+    pub fn clouds_in_order(&self) -> Vec<&Cloud> {
+        let (mut first, rest): (Vec<&Cloud>, Vec<&Cloud>) =
+            self.clouds.iter().partition(|c| c.is_primary());
+        first.extend(rest);
+        first
+    }
+
+    pub fn cloud(&self, name: &str) -> Option<&Cloud> {
+        self.clouds.iter().find(|c| c.name == name)
+    }
+
+    pub fn glb_hosts(&self) -> &[Host] {
+        match &self.glb {
+            Some(Glb {
+                kind: GlbKind::Haproxy { hosts },
+                ..
+            }) => hosts,
+            _ => &[],
+        }
+    }
+
+    /// Every host pgha manages, with its cloud (`None` for GLB hosts).
+    pub fn all_hosts(&self) -> impl Iterator<Item = (Option<&Cloud>, &Host)> {
+        let db = self
+            .clouds
+            .iter()
+            .flat_map(|c| c.hosts.iter().map(move |h| (Some(c), h)));
+        db.chain(self.glb_hosts().iter().map(|h| (None, h)))
+    }
+
+    pub fn find_host(&self, name: &str) -> Option<(Option<&Cloud>, &Host)> {
+        self.all_hosts()
+            .find(|(_, h)| h.name == name || h.address == name)
+    }
+
+    /// The directory the design file is in; relative paths in it start here.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+}
+
+/// Warnings that did not stop the load.
+pub type Warnings = Vec<Problem>;

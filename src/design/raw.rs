@@ -1,0 +1,105 @@
+//! The design file exactly as written: every field optional, no meaning
+//! attached yet. `validate` turns it into a `Design`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDesign {
+    pub platform: Option<RawPlatform>,
+    pub ssh: Option<RawSsh>,
+    pub secrets: Option<RawSecrets>,
+    pub templates: Option<String>,
+    #[serde(default)]
+    pub clouds: Vec<RawCloud>,
+    pub components: Option<RawComponents>,
+    pub glb: Option<RawGlb>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPlatform {
+    pub name: Option<String>,
+    pub postgres_version: Option<u32>,
+    pub postgres_port: Option<u16>,
+    pub data_dir: Option<String>,
+    pub availability: Option<String>,
+    pub replication: Option<String>,
+    pub client_networks: Option<Vec<String>>,
+    pub parameters: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawSsh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSecrets {
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCloud {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub scaling: Option<usize>,
+    pub hosts: Option<Vec<RawHost>>,
+    pub inventory: Option<String>,
+    pub ssh: Option<RawSsh>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHost {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub ssh: Option<RawSsh>,
+}
+
+/// An inventory file: the hosts of one cloud, kept apart from the design.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawInventory {
+    #[serde(default)]
+    pub hosts: Vec<RawHost>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawComponents {
+    pub etcd: Option<RawEtcd>,
+    pub governor: Option<RawGovernor>,
+    pub haproxy: Option<RawHaproxy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEtcd {
+    pub client_port: Option<u16>,
+    pub peer_port: Option<u16>,
+    pub heartbeat_interval_ms: Option<u32>,
+    pub election_timeout_ms: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGovernor {
+    pub ttl: Option<u32>,
+    pub loop_wait: Option<u32>,
+    pub retry_timeout: Option<u32>,
+    pub maximum_lag_on_failover: Option<u64>,
+    pub rest_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHaproxy {
+    pub port: Option<u16>,
+    pub stats_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGlb {
+    pub fqdn: Option<String>,
+    pub port: Option<u16>,
+    pub kind: Option<String>,
+    pub hosts: Option<Vec<RawHost>>,
+    pub command: Option<String>,
+    pub stats_port: Option<u16>,
+}

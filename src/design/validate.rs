@@ -1,0 +1,974 @@
+//! RawDesign -> Design: defaults, layering and every check, each problem
+//! located in the file that caused it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use super::raw::*;
+use super::yaml::{self, Node};
+use super::*;
+use crate::error::{Invalid, Problem, Severity};
+
+/// A loaded design and the warnings it raised.
+#[derive(Debug)]
+pub struct Loaded {
+    pub design: Design,
+    pub warnings: Vec<Problem>,
+}
+
+/// Which checks apply. Cloud flips pass through a moment with no primary
+/// cloud (the seed's order: make-secondary, then make-primary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Deployable,
+    AllowNoPrimary,
+}
+
+pub fn load(path: &Path) -> Result<Loaded, Invalid> {
+    load_mode(path, Mode::Deployable)
+}
+
+pub fn load_mode(path: &Path, mode: Mode) -> Result<Loaded, Invalid> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(src) => load_str_mode(&src, path, mode),
+            Err(_) => Err(single(path, "the design file is not UTF-8 text", None)),
+        },
+        Err(e) => Err(single(
+            path,
+            &format!("cannot read the design file: {e}"),
+            Some("pass the design with -f FILE (default: pgha.yaml in the current directory)"),
+        )),
+    }
+}
+
+pub fn load_str(src: &str, path: &Path) -> Result<Loaded, Invalid> {
+    load_str_mode(src, path, Mode::Deployable)
+}
+
+pub fn load_str_mode(src: &str, path: &Path, mode: Mode) -> Result<Loaded, Invalid> {
+    let mut cx = Checker::new(path);
+    let root = cx.parse(src).ok_or_else(|| cx.finish_err())?;
+    let raw: Option<RawDesign> = cx.deserialize(&root);
+    let Some(raw) = raw else {
+        return Err(cx.finish_err());
+    };
+    let design = build(&mut cx, &root, raw, mode);
+    if cx.problems.iter().any(Problem::is_error) {
+        return Err(cx.finish_err());
+    }
+    Ok(Loaded {
+        design: design.expect("a design without errors is complete"),
+        warnings: cx.problems,
+    })
+}
+
+fn single(path: &Path, message: &str, hint: Option<&str>) -> Invalid {
+    let mut p = Problem::new(Severity::Error, path, None, "", message);
+    p.hint = hint.map(str::to_string);
+    Invalid { problems: vec![p] }
+}
+
+/// Collects problems for one file, locating fields through its YAML tree.
+struct Checker {
+    file: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn new(file: &Path) -> Self {
+        Checker {
+            file: file.to_path_buf(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn parse(&mut self, src: &str) -> Option<Node> {
+        match Node::parse(src) {
+            Ok(node) => Some(node),
+            Err(e) => {
+                self.problems.push(
+                    Problem::new(
+                        Severity::Error,
+                        &self.file,
+                        Some(e.span),
+                        "",
+                        format!("invalid YAML: {}", e.message),
+                    )
+                    .hint("check indentation and quoting around this place"),
+                );
+                None
+            }
+        }
+    }
+
+    fn deserialize<T: serde::de::DeserializeOwned>(&mut self, root: &Node) -> Option<T> {
+        match yaml::from_node::<T>(root) {
+            Ok((value, unknown)) => {
+                for u in unknown {
+                    let hint = match suggest(&u.key, &u.expected) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("expected one of: {}", u.expected.join(", ")),
+                    };
+                    self.problems.push(
+                        Problem::new(
+                            Severity::Error,
+                            &self.file,
+                            Some(u.span),
+                            &u.path,
+                            format!("unknown key `{}`", u.key),
+                        )
+                        .hint(hint),
+                    );
+                }
+                Some(value)
+            }
+            Err(e) => {
+                self.problems.push(
+                    Problem::new(Severity::Error, &self.file, e.span, &e.path, e.message)
+                        .hint("see the design file reference in README.md"),
+                );
+                None
+            }
+        }
+    }
+
+    fn error(
+        &mut self,
+        root: &Node,
+        field: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let span = root.span_of(field);
+        self.problems
+            .push(Problem::new(Severity::Error, &self.file, Some(span), field, message).hint(hint));
+    }
+
+    fn warn(
+        &mut self,
+        root: &Node,
+        field: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let span = root.span_of(field);
+        self.problems.push(
+            Problem::new(Severity::Warning, &self.file, Some(span), field, message).hint(hint),
+        );
+    }
+
+    fn finish_err(&mut self) -> Invalid {
+        Invalid {
+            problems: std::mem::take(&mut self.problems),
+        }
+    }
+}
+
+/// The closest known key, if it is close enough to be a typo.
+fn suggest<'a>(key: &str, expected: &[&'a str]) -> Option<&'a str> {
+    expected
+        .iter()
+        .map(|e| (strsim::damerau_levenshtein(key, e), *e))
+        .filter(|(d, e)| *d <= 2.max(e.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+const NAME_HINT: &str =
+    "use letters, digits, '-', '_' or '.', starting with a letter or digit (at most 63)";
+
+fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<Design> {
+    let base = cx.file.parent().unwrap_or(Path::new("")).to_path_buf();
+    let platform = build_platform(cx, root, raw.platform.unwrap_or_default());
+    let components = raw.components.unwrap_or_default();
+    let etcd = build_etcd(cx, root, components.etcd.unwrap_or_default());
+    let governor = build_governor(cx, root, components.governor.unwrap_or_default());
+    let hp = components.haproxy.unwrap_or_default();
+    let haproxy = Haproxy {
+        port: hp.port.unwrap_or(5000),
+        stats_port: hp.stats_port.unwrap_or(7000),
+    };
+    if platform
+        .as_ref()
+        .is_some_and(|p| p.postgres_port == haproxy.port)
+    {
+        cx.error(
+            root,
+            "components.haproxy.port",
+            format!("the HAProxy port {} is the PostgreSQL port", haproxy.port),
+            "clients reach the master through HAProxy on its own port (default 5000); PostgreSQL keeps its port",
+        );
+    }
+
+    let global_ssh = layer_ssh(cx, root, &base, default_ssh(), raw.ssh.as_ref(), "ssh");
+    let clouds = build_clouds(cx, root, &base, raw.clouds, &global_ssh, &platform, mode);
+    let glb = raw
+        .glb
+        .map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
+
+    check_unique_hosts(cx, root, &clouds, glb.as_ref());
+    check_ports(
+        cx,
+        root,
+        &platform,
+        &etcd,
+        &governor,
+        &haproxy,
+        &clouds,
+        glb.as_ref(),
+    );
+
+    let secrets_file = match raw.secrets.and_then(|s| s.file) {
+        Some(f) => base.join(f),
+        None => {
+            let stem = cx
+                .file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("pgha");
+            base.join(format!("{stem}.secrets.yaml"))
+        }
+    };
+    let templates_dir = raw.templates.map(|t| base.join(t));
+    if let Some(dir) = &templates_dir {
+        if !dir.is_dir() {
+            cx.error(
+                root,
+                "templates",
+                format!("the templates directory {} does not exist", dir.display()),
+                "name a directory holding *.j2 files that replace the built-in templates",
+            );
+        }
+    }
+
+    Some(Design {
+        path: cx.file.clone(),
+        platform: platform?,
+        clouds,
+        etcd,
+        governor,
+        haproxy,
+        glb: glb.flatten(),
+        secrets_file,
+        templates_dir,
+    })
+}
+
+fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Platform> {
+    let name = match raw.name {
+        Some(n) if valid_name(&n) => Some(n),
+        Some(n) => {
+            cx.error(
+                root,
+                "platform.name",
+                format!("invalid cluster name `{n}`"),
+                NAME_HINT,
+            );
+            None
+        }
+        None => {
+            cx.error(
+                root,
+                "platform.name",
+                "the platform has no name",
+                "add `platform: {name: mycluster}`: it names the Patroni cluster",
+            );
+            None
+        }
+    };
+    let version = raw.postgres_version.unwrap_or(15);
+    if !(10..=99).contains(&version) {
+        cx.error(
+            root,
+            "platform.postgres_version",
+            format!("PostgreSQL {version} is not a supported major version"),
+            "use a major version such as 15 (Debian 12 ships 15)",
+        );
+    }
+    let availability = match raw.availability.as_deref() {
+        None | Some("redundant") => Availability::Redundant,
+        Some("single") => Availability::Single,
+        Some(other) => {
+            cx.error(
+                root,
+                "platform.availability",
+                format!("unknown availability `{other}`"),
+                "use `redundant` (several computes per cloud) or `single` (one)",
+            );
+            Availability::Redundant
+        }
+    };
+    let replication = match raw.replication.as_deref() {
+        None | Some("asynchronous") => Replication::Asynchronous,
+        Some("synchronous") => Replication::Synchronous,
+        Some(other) => {
+            cx.error(
+                root,
+                "platform.replication",
+                format!("unknown replication mode `{other}`"),
+                "use `asynchronous` (default) or `synchronous`",
+            );
+            Replication::Asynchronous
+        }
+    };
+    let data_dir = raw
+        .data_dir
+        .unwrap_or_else(|| format!("/var/lib/postgresql/{version}/pgha"));
+    if !data_dir.starts_with('/') || data_dir.contains(char::is_whitespace) {
+        cx.error(
+            root,
+            "platform.data_dir",
+            format!("data directory `{data_dir}` is not an absolute path without spaces"),
+            "use an absolute path such as /var/lib/postgresql/15/pgha",
+        );
+    }
+    let client_networks = raw
+        .client_networks
+        .unwrap_or_else(|| vec!["0.0.0.0/0".into()]);
+    for (i, net) in client_networks.iter().enumerate() {
+        if !valid_cidr(net) {
+            cx.error(
+                root,
+                &format!("platform.client_networks[{i}]"),
+                format!("`{net}` is not a network in CIDR form"),
+                "write it like 10.0.0.0/8 or 192.168.1.10/32",
+            );
+        }
+    }
+    Some(Platform {
+        name: name?,
+        postgres_version: version,
+        postgres_port: raw.postgres_port.unwrap_or(5432),
+        bin_dir: format!("/usr/lib/postgresql/{version}/bin"),
+        data_dir,
+        availability,
+        replication,
+        client_networks,
+        parameters: raw.parameters.unwrap_or_default(),
+    })
+}
+
+fn valid_cidr(s: &str) -> bool {
+    let Some((addr, bits)) = s.split_once('/') else {
+        return false;
+    };
+    match (addr.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
+        _ => false,
+    }
+}
+
+fn build_etcd(cx: &mut Checker, root: &Node, raw: RawEtcd) -> Etcd {
+    let etcd = Etcd {
+        client_port: raw.client_port.unwrap_or(2379),
+        peer_port: raw.peer_port.unwrap_or(2380),
+        heartbeat_interval_ms: raw.heartbeat_interval_ms.unwrap_or(100),
+        election_timeout_ms: raw.election_timeout_ms.unwrap_or(1000),
+    };
+    if etcd.election_timeout_ms < 5 * etcd.heartbeat_interval_ms {
+        cx.error(
+            root,
+            "components.etcd.election_timeout_ms",
+            format!(
+                "election timeout {} ms is less than 5 x the heartbeat interval ({} ms)",
+                etcd.election_timeout_ms, etcd.heartbeat_interval_ms
+            ),
+            "etcd refuses to start unless election_timeout_ms >= 5 x heartbeat_interval_ms",
+        );
+    }
+    etcd
+}
+
+fn build_governor(cx: &mut Checker, root: &Node, raw: RawGovernor) -> Governor {
+    let g = Governor {
+        ttl: raw.ttl.unwrap_or(30),
+        loop_wait: raw.loop_wait.unwrap_or(10),
+        retry_timeout: raw.retry_timeout.unwrap_or(10),
+        maximum_lag_on_failover: raw.maximum_lag_on_failover.unwrap_or(1_048_576),
+        rest_port: raw.rest_port.unwrap_or(8008),
+    };
+    if g.loop_wait + 2 * g.retry_timeout > g.ttl {
+        cx.error(
+            root,
+            "components.governor.ttl",
+            format!(
+                "loop_wait ({}) + 2 x retry_timeout ({}) = {} exceeds ttl ({})",
+                g.loop_wait,
+                g.retry_timeout,
+                g.loop_wait + 2 * g.retry_timeout,
+                g.ttl
+            ),
+            "Patroni needs loop_wait + 2*retry_timeout <= ttl, or a healthy leader can lose its lock",
+        );
+    }
+    if g.loop_wait == 0 {
+        cx.error(
+            root,
+            "components.governor.loop_wait",
+            "loop_wait must be at least 1 second",
+            "use 1 to 10",
+        );
+    }
+    g
+}
+
+fn default_ssh() -> Ssh {
+    Ssh {
+        user: "root".into(),
+        port: 22,
+        identity_file: None,
+        known_hosts: None,
+    }
+}
+
+/// Applies one layer of SSH settings on top of `base`, checking the files it names.
+fn layer_ssh(
+    cx: &mut Checker,
+    root: &Node,
+    dir: &Path,
+    mut ssh: Ssh,
+    raw: Option<&RawSsh>,
+    field: &str,
+) -> Ssh {
+    let Some(raw) = raw else { return ssh };
+    if let Some(user) = &raw.user {
+        ssh.user = user.clone();
+    }
+    if let Some(port) = raw.port {
+        ssh.port = port;
+    }
+    for (value, key, slot, what) in [
+        (
+            &raw.identity_file,
+            "identity_file",
+            &mut ssh.identity_file,
+            "identity file",
+        ),
+        (
+            &raw.known_hosts,
+            "known_hosts",
+            &mut ssh.known_hosts,
+            "known_hosts file",
+        ),
+    ] {
+        if let Some(file) = value {
+            let path = dir.join(file);
+            if let Err(e) = std::fs::File::open(&path) {
+                cx.error(
+                    root,
+                    &format!("{field}.{key}"),
+                    format!("cannot read the {what} {}: {e}", path.display()),
+                    "paths are relative to the file that names them; `pgha lab up` writes one for the lab",
+                );
+            }
+            *slot = Some(path);
+        }
+    }
+    ssh
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_clouds(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    raw: Vec<RawCloud>,
+    global_ssh: &Ssh,
+    platform: &Option<Platform>,
+    mode: Mode,
+) -> Vec<Cloud> {
+    if raw.is_empty() {
+        cx.error(
+            root,
+            "clouds",
+            "the design lists no clouds",
+            "add at least one cloud with `status: primary`",
+        );
+        return Vec::new();
+    }
+    let mut clouds = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, rc) in raw.into_iter().enumerate() {
+        let at = format!("clouds[{i}]");
+        let name = match rc.name {
+            Some(n) if valid_name(&n) => n,
+            Some(n) => {
+                cx.error(
+                    root,
+                    &format!("{at}.name"),
+                    format!("invalid cloud name `{n}`"),
+                    NAME_HINT,
+                );
+                continue;
+            }
+            None => {
+                cx.error(root, &at, "this cloud has no name", "add `name: dc1`");
+                continue;
+            }
+        };
+        if let Some(first) = names.insert(name.clone(), i) {
+            cx.error(
+                root,
+                &format!("{at}.name"),
+                format!("cloud `{name}` is listed twice (also clouds[{first}])"),
+                "give every cloud its own name",
+            );
+        }
+        let status = match rc.status.as_deref() {
+            Some("primary") => CloudStatus::Primary,
+            Some("secondary") => CloudStatus::Secondary,
+            Some(other) => {
+                cx.error(
+                    root,
+                    &format!("{at}.status"),
+                    format!("unknown cloud status `{other}`"),
+                    "use `primary` or `secondary`",
+                );
+                CloudStatus::Secondary
+            }
+            None => {
+                cx.error(
+                    root,
+                    &format!("{at}.status"),
+                    format!("cloud `{name}` has no status"),
+                    "add `status: primary` or `status: secondary`",
+                );
+                CloudStatus::Secondary
+            }
+        };
+        let cloud_ssh = layer_ssh(
+            cx,
+            root,
+            base,
+            global_ssh.clone(),
+            rc.ssh.as_ref(),
+            &format!("{at}.ssh"),
+        );
+        let hosts = match (rc.hosts, rc.inventory) {
+            (Some(_), Some(_)) => {
+                cx.error(
+                    root,
+                    &format!("{at}.inventory"),
+                    format!("cloud `{name}` has both `hosts` and `inventory`"),
+                    "list the hosts in one place",
+                );
+                Vec::new()
+            }
+            (Some(hosts), None) => {
+                build_hosts(cx, root, base, hosts, &cloud_ssh, &format!("{at}.hosts"))
+            }
+            (None, Some(file)) => load_inventory(
+                cx,
+                root,
+                base,
+                &file,
+                &cloud_ssh,
+                &format!("{at}.inventory"),
+            ),
+            (None, None) => {
+                cx.error(
+                    root,
+                    &at,
+                    format!("cloud `{name}` has no hosts"),
+                    "add `hosts:` (name and address of each compute) or `inventory: inventories/FILE.yaml`",
+                );
+                Vec::new()
+            }
+        };
+        let scaling = rc.scaling.unwrap_or(hosts.len());
+        if scaling != hosts.len() && !hosts.is_empty() {
+            cx.error(
+                root,
+                &format!("{at}.scaling"),
+                format!(
+                    "cloud `{name}` has scaling {scaling} but {} host(s)",
+                    hosts.len()
+                ),
+                "scaling is the number of computes: list exactly that many hosts",
+            );
+        }
+        if scaling == 0 && rc.scaling.is_some() {
+            cx.error(
+                root,
+                &format!("{at}.scaling"),
+                "scaling must be at least 1",
+                "a cloud needs at least one compute",
+            );
+        }
+        let single = platform
+            .as_ref()
+            .is_some_and(|p| p.availability == Availability::Single);
+        if single && hosts.len() > 1 {
+            cx.error(
+                root,
+                &format!("{at}.scaling"),
+                format!(
+                    "availability is `single` but cloud `{name}` has {} computes",
+                    hosts.len()
+                ),
+                "use `availability: redundant` for more than one compute per cloud",
+            );
+        } else if !single && !hosts.is_empty() {
+            let n = hosts.len();
+            if n < 3 {
+                cx.warn(
+                    root,
+                    &format!("{at}.scaling"),
+                    format!("cloud `{name}` has {n} compute(s): its etcd cannot keep quorum if one fails"),
+                    "use at least 3 computes per cloud",
+                );
+            } else if n > 5 {
+                cx.warn(
+                    root,
+                    &format!("{at}.scaling"),
+                    format!("cloud `{name}` has {n} computes: more than 5 adds replicas but little availability"),
+                    "3 or 5 computes per cloud are usually enough",
+                );
+            }
+            if n % 2 == 0 {
+                cx.warn(
+                    root,
+                    &format!("{at}.scaling"),
+                    format!("cloud `{name}` runs an even number ({n}) of etcd members"),
+                    "an odd number tolerates as many failures with one member fewer",
+                );
+            }
+        }
+        clouds.push(Cloud {
+            name,
+            status,
+            scaling,
+            hosts,
+        });
+    }
+    let primaries: Vec<&Cloud> = clouds.iter().filter(|c| c.is_primary()).collect();
+    if primaries.is_empty() && mode == Mode::Deployable && !clouds.is_empty() {
+        cx.error(
+            root,
+            "clouds",
+            "no cloud has `status: primary`",
+            "mark the cloud that serves traffic `status: primary` (after `pgha cloud make-secondary`, run `pgha cloud make-primary NAME`)",
+        );
+    }
+    if primaries.len() > 1 {
+        let names: Vec<&str> = primaries.iter().map(|c| c.name.as_str()).collect();
+        let second = names[1];
+        let i = clouds.iter().position(|c| c.name == second).unwrap_or(0);
+        cx.error(
+            root,
+            &format!("clouds[{i}].status"),
+            format!("more than one primary cloud ({})", names.join(", ")),
+            "exactly one cloud elects the master and serves traffic; make the others `secondary`",
+        );
+    }
+    clouds
+}
+
+fn build_hosts(
+    cx: &mut Checker,
+    root: &Node,
+    dir: &Path,
+    raw: Vec<RawHost>,
+    ssh: &Ssh,
+    at: &str,
+) -> Vec<Host> {
+    let mut hosts = Vec::new();
+    for (i, rh) in raw.into_iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        let name = match rh.name {
+            Some(n) if valid_name(&n) => Some(n),
+            Some(n) => {
+                cx.error(
+                    root,
+                    &format!("{here}.name"),
+                    format!("invalid host name `{n}`"),
+                    NAME_HINT,
+                );
+                None
+            }
+            None => {
+                cx.error(root, &here, "this host has no name", "add `name: pg1`");
+                None
+            }
+        };
+        let address = match rh.address {
+            Some(a)
+                if !a.is_empty()
+                    && !a.contains(|c: char| c.is_whitespace() || c == ',' || c == '/') =>
+            {
+                Some(a)
+            }
+            Some(a) => {
+                cx.error(
+                    root,
+                    &format!("{here}.address"),
+                    format!("invalid address `{a}`"),
+                    "use an IP address or a DNS name",
+                );
+                None
+            }
+            None => {
+                cx.error(
+                    root,
+                    &here,
+                    "this host has no address",
+                    "add `address: 10.0.0.11` (IP or DNS name)",
+                );
+                None
+            }
+        };
+        let ssh = layer_ssh(
+            cx,
+            root,
+            dir,
+            ssh.clone(),
+            rh.ssh.as_ref(),
+            &format!("{here}.ssh"),
+        );
+        if let (Some(name), Some(address)) = (name, address) {
+            hosts.push(Host { name, address, ssh });
+        }
+    }
+    hosts
+}
+
+fn load_inventory(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    file: &str,
+    ssh: &Ssh,
+    at: &str,
+) -> Vec<Host> {
+    let path = base.join(file);
+    let src = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.error(
+                root,
+                at,
+                format!("cannot read the inventory {}: {e}", path.display()),
+                "inventory paths are relative to the design file",
+            );
+            return Vec::new();
+        }
+    };
+    // Problems inside the inventory name the inventory, not the design.
+    let mut inner = Checker::new(&path);
+    let hosts = inner
+        .parse(&src)
+        .and_then(|node| {
+            let raw: Option<RawInventory> = inner.deserialize(&node);
+            raw.map(|raw| {
+                let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+                if raw.hosts.is_empty() {
+                    inner.error(
+                        &node,
+                        "hosts",
+                        "the inventory lists no hosts",
+                        "add `hosts:` with a name and address each",
+                    );
+                }
+                build_hosts(&mut inner, &node, &dir, raw.hosts, ssh, "hosts")
+            })
+        })
+        .unwrap_or_default();
+    cx.problems.append(&mut inner.problems);
+    hosts
+}
+
+fn build_glb(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    raw: RawGlb,
+    ssh: &Ssh,
+    haproxy: &Haproxy,
+) -> Option<Glb> {
+    let fqdn = raw.fqdn.unwrap_or_default();
+    if fqdn.is_empty() {
+        cx.error(
+            root,
+            "glb.fqdn",
+            "the GLB has no fqdn",
+            "add `fqdn: db.example.com`: the name clients connect to",
+        );
+    }
+    let kind = match (raw.kind.as_deref(), raw.hosts, raw.command) {
+        (None | Some("haproxy"), Some(hosts), None) => {
+            let hosts = build_hosts(cx, root, base, hosts, ssh, "glb.hosts");
+            if hosts.is_empty() {
+                cx.error(
+                    root,
+                    "glb.hosts",
+                    "the GLB lists no hosts",
+                    "add at least one host for pgha to configure",
+                );
+            }
+            GlbKind::Haproxy { hosts }
+        }
+        (Some("external"), None, Some(command)) if !command.trim().is_empty() => {
+            GlbKind::External { command }
+        }
+        (Some("external"), _, _) => {
+            cx.error(
+                root,
+                "glb.command",
+                "an external GLB needs `command` (and no `hosts`)",
+                "pgha runs the command with PGHA_PRIMARY_CLOUD and PGHA_TARGETS when the primary cloud changes",
+            );
+            return None;
+        }
+        (None | Some("haproxy"), _, _) => {
+            cx.error(
+                root,
+                "glb.hosts",
+                "a `haproxy` GLB needs `hosts` (and no `command`)",
+                "list the GLB hosts, or set `kind: external` with a `command`",
+            );
+            return None;
+        }
+        (Some(other), _, _) => {
+            cx.error(
+                root,
+                "glb.kind",
+                format!("unknown GLB kind `{other}`"),
+                "use `haproxy` or `external`",
+            );
+            return None;
+        }
+    };
+    Some(Glb {
+        fqdn,
+        port: raw.port.unwrap_or(haproxy.port),
+        stats_port: raw.stats_port.unwrap_or(haproxy.stats_port),
+        kind,
+    })
+}
+
+/// Host names and addresses identify a host in every command: no two alike.
+fn check_unique_hosts(cx: &mut Checker, root: &Node, clouds: &[Cloud], glb: Option<&Option<Glb>>) {
+    let mut names: HashMap<&str, String> = HashMap::new();
+    let mut addresses: HashMap<&str, String> = HashMap::new();
+    let glb_hosts = match glb {
+        Some(Some(Glb {
+            kind: GlbKind::Haproxy { hosts },
+            ..
+        })) => hosts.as_slice(),
+        _ => &[],
+    };
+    let located = clouds
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, c)| {
+            c.hosts
+                .iter()
+                .enumerate()
+                .map(move |(hi, h)| (format!("clouds[{ci}].hosts[{hi}]"), h))
+        })
+        .chain(
+            glb_hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (format!("glb.hosts[{i}]"), h)),
+        );
+    for (at, host) in located {
+        if let Some(first) = names.insert(&host.name, at.clone()) {
+            cx.error(
+                root,
+                &format!("{at}.name"),
+                format!("host name `{}` is used twice (also {first})", host.name),
+                "host names identify hosts in every command: make them unique",
+            );
+        }
+        if let Some(first) = addresses.insert(&host.address, at.clone()) {
+            cx.error(
+                root,
+                &format!("{at}.address"),
+                format!("address `{}` is used twice (also {first})", host.address),
+                "every compute needs its own address",
+            );
+        }
+    }
+}
+
+/// Every port one host listens on must be distinct.
+#[allow(clippy::too_many_arguments)]
+fn check_ports(
+    cx: &mut Checker,
+    root: &Node,
+    platform: &Option<Platform>,
+    etcd: &Etcd,
+    governor: &Governor,
+    haproxy: &Haproxy,
+    clouds: &[Cloud],
+    glb: Option<&Option<Glb>>,
+) {
+    let Some(platform) = platform else { return };
+    let db_ports = [
+        ("platform.postgres_port", platform.postgres_port),
+        ("components.etcd.client_port", etcd.client_port),
+        ("components.etcd.peer_port", etcd.peer_port),
+        ("components.governor.rest_port", governor.rest_port),
+        ("components.haproxy.port", haproxy.port),
+        ("components.haproxy.stats_port", haproxy.stats_port),
+    ];
+    let mut by_address: BTreeMap<&str, Vec<(&str, u16)>> = BTreeMap::new();
+    for host in clouds.iter().flat_map(|c| &c.hosts) {
+        by_address
+            .entry(&host.address)
+            .or_default()
+            .extend(db_ports);
+    }
+    if let Some(Some(g)) = glb {
+        if let GlbKind::Haproxy { hosts } = &g.kind {
+            for host in hosts {
+                by_address
+                    .entry(&host.address)
+                    .or_default()
+                    .extend([("glb.port", g.port), ("glb.stats_port", g.stats_port)]);
+            }
+        }
+    }
+    // Report each colliding pair once, not once per host.
+    let mut reported = Vec::new();
+    for ports in by_address.values() {
+        for (i, (field_a, a)) in ports.iter().enumerate() {
+            for (field_b, b) in &ports[i + 1..] {
+                if a == b && field_a != field_b && !reported.contains(&(*field_a, *field_b)) {
+                    reported.push((*field_a, *field_b));
+                    if (*field_a, *field_b) == ("platform.postgres_port", "components.haproxy.port")
+                    {
+                        continue; // reported with its own message
+                    }
+                    // Point at the one the user wrote; defaults have no line.
+                    let (here, other) =
+                        if root.lookup(field_b).is_some() || root.lookup(field_a).is_none() {
+                            (field_b, field_a)
+                        } else {
+                            (field_a, field_b)
+                        };
+                    cx.error(
+                        root,
+                        here,
+                        format!("port {b} of `{here}` collides with `{other}` on the same host"),
+                        "every component on a host needs its own port",
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

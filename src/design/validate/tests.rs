@@ -1,0 +1,368 @@
+//! One test per check: the message, the field and the line it points at.
+
+use super::*;
+
+const BASE: &str = "\
+platform:
+  name: demo
+clouds:
+  - name: dc1
+    status: primary
+    hosts:
+      - {name: a1, address: 10.0.0.1}
+      - {name: a2, address: 10.0.0.2}
+      - {name: a3, address: 10.0.0.3}
+  - name: dc2
+    status: secondary
+    hosts:
+      - {name: b1, address: 10.0.1.1}
+      - {name: b2, address: 10.0.1.2}
+      - {name: b3, address: 10.0.1.3}
+";
+
+fn load(src: &str) -> Result<Loaded, Invalid> {
+    load_str(src, Path::new("design.yaml"))
+}
+
+/// The problems of an invalid design.
+fn problems(src: &str) -> Vec<Problem> {
+    match load(src) {
+        Ok(l) => panic!("expected an invalid design, got warnings {:?}", l.warnings),
+        Err(e) => e.problems,
+    }
+}
+
+/// Asserts that some error mentions `text` at `line`, in field `field`.
+fn assert_error(src: &str, text: &str, field: &str, line: usize) {
+    let ps = problems(src);
+    let found = ps
+        .iter()
+        .find(|p| p.is_error() && p.message.contains(text))
+        .unwrap_or_else(|| panic!("no error containing {text:?} in {ps:#?}"));
+    assert_eq!(found.field, field, "{found}");
+    assert_eq!(found.line, Some(line), "{found}");
+    assert!(
+        found.hint.is_some(),
+        "every problem carries a hint: {found}"
+    );
+}
+
+fn warnings(src: &str) -> Vec<Problem> {
+    load(src).unwrap_or_else(|e| panic!("{e}")).warnings
+}
+
+#[test]
+fn base_design_is_valid_and_quiet() {
+    let l = load(BASE).unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    assert_eq!(l.design.clouds.len(), 2);
+    assert_eq!(l.design.haproxy.port, 5000);
+    assert_eq!(l.design.platform.data_dir, "/var/lib/postgresql/15/pgha");
+    assert_eq!(l.design.secrets_file, Path::new("design.secrets.yaml"));
+}
+
+#[test]
+fn unknown_key_suggests_the_close_one() {
+    let src = BASE.replace(
+        "    status: secondary",
+        "    status: secondary\n    scalling: 3",
+    );
+    assert_error(&src, "unknown key `scalling`", "clouds[1].scalling", 12);
+    let p = problems(&src)
+        .into_iter()
+        .find(|p| p.message.contains("scalling"))
+        .unwrap();
+    assert_eq!(p.hint.as_deref(), Some("did you mean `scaling`?"));
+}
+
+#[test]
+fn unknown_keys_are_all_reported() {
+    let src = format!("{BASE}bogus: 1\nglb:\n  fqdn: x\n  hots: []\n");
+    let ps = problems(&src);
+    let unknown: Vec<_> = ps
+        .iter()
+        .filter(|p| p.message.starts_with("unknown key"))
+        .collect();
+    assert_eq!(unknown.len(), 2, "{ps:#?}");
+    assert_eq!(unknown[0].line, Some(16));
+    assert_eq!(unknown[1].line, Some(19));
+    assert_eq!(unknown[1].hint.as_deref(), Some("did you mean `hosts`?"));
+}
+
+#[test]
+fn wrong_type_names_line_and_field() {
+    let src = BASE.replace("  name: demo", "  name: demo\n  postgres_port: lots");
+    assert_error(&src, "invalid type", "platform.postgres_port", 3);
+}
+
+#[test]
+fn syntax_error_has_a_location() {
+    let ps = problems("platform:\n  name: [unclosed\n");
+    assert!(ps[0].message.starts_with("invalid YAML"), "{ps:?}");
+    assert!(ps[0].line.is_some());
+}
+
+#[test]
+fn no_primary_cloud() {
+    let src = BASE.replace("status: primary", "status: secondary");
+    assert_error(&src, "no cloud has `status: primary`", "clouds", 3);
+    // ...but a cloud flip may pass through that state.
+    assert!(load_str_mode(&src, Path::new("d.yaml"), Mode::AllowNoPrimary).is_ok());
+}
+
+#[test]
+fn two_primary_clouds() {
+    let src = BASE.replace("status: secondary", "status: primary");
+    assert_error(&src, "more than one primary cloud", "clouds[1].status", 11);
+}
+
+#[test]
+fn unknown_status() {
+    let src = BASE.replace("status: secondary", "status: standby");
+    assert_error(
+        &src,
+        "unknown cloud status `standby`",
+        "clouds[1].status",
+        11,
+    );
+}
+
+#[test]
+fn duplicate_cloud_names() {
+    let src = BASE.replace("name: dc2", "name: dc1");
+    assert_error(&src, "cloud `dc1` is listed twice", "clouds[1].name", 10);
+}
+
+#[test]
+fn duplicate_host_names() {
+    let src = BASE.replace("name: b2,", "name: a1,");
+    assert_error(
+        &src,
+        "host name `a1` is used twice",
+        "clouds[1].hosts[1].name",
+        14,
+    );
+}
+
+#[test]
+fn duplicate_addresses() {
+    let src = BASE.replace("10.0.1.3", "10.0.0.2");
+    assert_error(
+        &src,
+        "address `10.0.0.2` is used twice",
+        "clouds[1].hosts[2].address",
+        15,
+    );
+}
+
+#[test]
+fn scaling_must_match_hosts() {
+    let src = BASE.replace(
+        "    status: secondary",
+        "    status: secondary\n    scaling: 5",
+    );
+    assert_error(&src, "scaling 5 but 3 host(s)", "clouds[1].scaling", 12);
+}
+
+#[test]
+fn haproxy_port_is_not_the_postgres_port() {
+    let src = format!("{BASE}components:\n  haproxy:\n    port: 5432\n");
+    assert_error(
+        &src,
+        "HAProxy port 5432 is the PostgreSQL port",
+        "components.haproxy.port",
+        18,
+    );
+}
+
+#[test]
+fn port_collision_between_components() {
+    let src = format!("{BASE}components:\n  etcd:\n    client_port: 8008\n");
+    assert_error(
+        &src,
+        "collides with `components.governor.rest_port`",
+        "components.etcd.client_port",
+        18,
+    );
+    let src =
+        format!("{BASE}glb:\n  fqdn: x\n  port: 7000\n  hosts: [{{name: g, address: 10.0.0.1}}]\n");
+    // The GLB shares a1's address: its port 7000 meets HAProxy's stats port.
+    let ps = problems(&src);
+    assert!(
+        ps.iter()
+            .any(|p| p.message.contains("collides") && p.field == "glb.port"),
+        "{ps:#?}"
+    );
+}
+
+#[test]
+fn patroni_timing_rule() {
+    let src = format!(
+        "{BASE}components:\n  governor:\n    ttl: 20\n    loop_wait: 10\n    retry_timeout: 10\n"
+    );
+    assert_error(&src, "exceeds ttl (20)", "components.governor.ttl", 18);
+}
+
+#[test]
+fn etcd_timing_rule() {
+    let src = format!("{BASE}components:\n  etcd:\n    election_timeout_ms: 300\n");
+    assert_error(
+        &src,
+        "less than 5 x the heartbeat",
+        "components.etcd.election_timeout_ms",
+        18,
+    );
+}
+
+#[test]
+fn unreadable_inventory() {
+    let src = BASE.replace(
+        "    hosts:\n      - {name: b1, address: 10.0.1.1}\n      - {name: b2, address: 10.0.1.2}\n      - {name: b3, address: 10.0.1.3}\n",
+        "    inventory: missing.yaml\n",
+    );
+    assert_error(&src, "cannot read the inventory", "clouds[1].inventory", 12);
+}
+
+#[test]
+fn problems_inside_an_inventory_name_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("inv.yaml"),
+        "hosts:\n  - name: b1\n    adress: 10.0.1.1\n",
+    )
+    .unwrap();
+    let design = dir.path().join("d.yaml");
+    let src = BASE.replace(
+        "    hosts:\n      - {name: b1, address: 10.0.1.1}\n      - {name: b2, address: 10.0.1.2}\n      - {name: b3, address: 10.0.1.3}\n",
+        "    inventory: inv.yaml\n",
+    );
+    let ps = load_str(&src, &design).unwrap_err().problems;
+    let p = ps
+        .iter()
+        .find(|p| p.message.contains("unknown key `adress`"))
+        .expect("typo found");
+    assert_eq!(p.file, dir.path().join("inv.yaml"));
+    assert_eq!(p.line, Some(3));
+    assert_eq!(p.hint.as_deref(), Some("did you mean `address`?"));
+}
+
+#[test]
+fn unreadable_identity_file() {
+    let src = format!("{BASE}ssh:\n  identity_file: nowhere/id_ed25519\n");
+    assert_error(
+        &src,
+        "cannot read the identity file",
+        "ssh.identity_file",
+        17,
+    );
+}
+
+#[test]
+fn ssh_settings_layer_global_cloud_host() {
+    let src = BASE
+        .replace("platform:", "ssh: {user: admin, port: 2222}\nplatform:")
+        .replace(
+            "    status: secondary",
+            "    status: secondary\n    ssh: {user: ops}",
+        )
+        .replace(
+            "{name: b3, address: 10.0.1.3}",
+            "{name: b3, address: 10.0.1.3, ssh: {port: 22}}",
+        );
+    let d = load(&src).unwrap().design;
+    let a1 = &d.clouds[0].hosts[0].ssh;
+    assert_eq!((a1.user.as_str(), a1.port), ("admin", 2222));
+    let b1 = &d.clouds[1].hosts[0].ssh;
+    assert_eq!((b1.user.as_str(), b1.port), ("ops", 2222));
+    let b3 = &d.clouds[1].hosts[2].ssh;
+    assert_eq!((b3.user.as_str(), b3.port), ("ops", 22));
+}
+
+#[test]
+fn glb_needs_hosts_or_command() {
+    let src = format!("{BASE}glb:\n  fqdn: db.example.com\n");
+    assert_error(&src, "needs `hosts`", "glb.hosts", 16);
+    let src = format!("{BASE}glb:\n  fqdn: db.example.com\n  kind: external\n");
+    assert_error(&src, "needs `command`", "glb.command", 16);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let src = BASE
+        .replace("name: dc2", "name: dc1")
+        .replace("10.0.1.3", "10.0.0.2")
+        .replace("status: primary", "status: primry");
+    let errors = problems(&src).into_iter().filter(Problem::is_error).count();
+    assert!(errors >= 3, "{errors}");
+}
+
+#[test]
+fn small_cloud_warns_about_quorum() {
+    let src = BASE.replace("      - {name: b3, address: 10.0.1.3}\n", "");
+    let ws = warnings(&src);
+    assert!(
+        ws.iter()
+            .any(|w| w.message.contains("cannot keep quorum") && w.line == Some(10)),
+        "{ws:#?}"
+    );
+    assert!(
+        ws.iter().any(|w| w.message.contains("even number (2)")),
+        "{ws:#?}"
+    );
+}
+
+#[test]
+fn large_cloud_warns_about_waste() {
+    let extra: String = (4..=7)
+        .map(|i| format!("      - {{name: b{i}, address: 10.0.1.{i}}}\n"))
+        .collect();
+    let src = format!("{BASE}{extra}");
+    let ws = warnings(&src);
+    assert!(
+        ws.iter().any(|w| w.message.contains("more than 5")),
+        "{ws:#?}"
+    );
+}
+
+#[test]
+fn single_availability_means_one_compute() {
+    let src = BASE.replace("  name: demo", "  name: demo\n  availability: single");
+    assert_error(&src, "availability is `single`", "clouds[0].scaling", 5);
+}
+
+#[test]
+fn missing_name_and_bad_names() {
+    assert_error(
+        &BASE.replace("  name: demo\n", ""),
+        "the platform has no name",
+        "platform.name",
+        1,
+    );
+    assert_error(
+        &BASE.replace("name: dc2", "name: 'dc 2'"),
+        "invalid cloud name",
+        "clouds[1].name",
+        10,
+    );
+}
+
+#[test]
+fn bad_client_network() {
+    let src = BASE.replace(
+        "  name: demo",
+        "  name: demo\n  client_networks: [10.0.0.0/33]",
+    );
+    assert_error(
+        &src,
+        "not a network in CIDR form",
+        "platform.client_networks[0]",
+        3,
+    );
+}
+
+#[test]
+fn empty_file_is_reported_not_panicked() {
+    let ps = problems("");
+    assert!(ps.iter().any(|p| p.message.contains("no name")));
+    assert!(ps.iter().any(|p| p.message.contains("lists no clouds")));
+}

@@ -1,0 +1,11 @@
+//! pgha: highly available PostgreSQL across clouds, deployed over SSH.
+
+pub mod app;
+pub mod cli;
+pub mod components;
+pub mod design;
+pub mod error;
+pub mod plan;
+pub mod render;
+pub mod secrets;
+pub mod ui;

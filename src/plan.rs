@@ -1,0 +1,242 @@
+//! The deployment plan: plain data computed from the design before anything
+//! runs. Primary cloud first, then each secondary cloud, then the GLB.
+
+use serde::Serialize;
+
+use crate::components::{packages, Component, DB_HOST_FILES, GLB_HOST_FILES};
+use crate::design::{Cloud, CloudStatus, Design, GlbKind};
+
+/// What a step does. The runner dispatches on this; the plan only lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    InstallPackages,
+    ConfigureEtcd,
+    /// Start Patroni on the first host: it initialises the cluster (primary
+    /// cloud) or clones the standby cluster from the primary cloud.
+    BootstrapLeader,
+    /// Start Patroni on the other hosts: they clone and stream.
+    JoinReplicas,
+    ConfigureHaproxy,
+    /// Wait until the cloud is what the design says.
+    VerifyCloud,
+    ConfigureGlb,
+    RunGlbCommand,
+    VerifyGlb,
+}
+
+impl Action {
+    pub fn component(self) -> Component {
+        match self {
+            Action::InstallPackages => Component::Packages,
+            Action::ConfigureEtcd => Component::Etcd,
+            Action::BootstrapLeader | Action::JoinReplicas => Component::Governor,
+            Action::ConfigureHaproxy => Component::Haproxy,
+            Action::VerifyCloud => Component::Cluster,
+            Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::InstallPackages => "install",
+            Action::ConfigureEtcd => "configure",
+            Action::BootstrapLeader => "bootstrap",
+            Action::JoinReplicas => "join",
+            Action::ConfigureHaproxy => "configure",
+            Action::VerifyCloud => "verify",
+            Action::ConfigureGlb => "configure",
+            Action::RunGlbCommand => "repoint",
+            Action::VerifyGlb => "verify",
+        }
+    }
+
+    /// Does this step change hosts (as opposed to only observing them)?
+    pub fn changes_hosts(self) -> bool {
+        !matches!(self, Action::VerifyCloud | Action::VerifyGlb)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub number: usize,
+    /// `None` for GLB steps.
+    pub cloud: Option<String>,
+    pub cloud_status: Option<CloudStatus>,
+    pub component: Component,
+    pub action: Action,
+    pub hosts: Vec<String>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub cluster: String,
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The deployment plan for the whole design.
+    pub fn deployment(design: &Design) -> Plan {
+        Self::for_clouds(design, &design.clouds_in_order(), true)
+    }
+
+    /// The plan for some clouds only (and the GLB when `with_glb`).
+    pub fn for_clouds(design: &Design, clouds: &[&Cloud], with_glb: bool) -> Plan {
+        let mut b = Builder::default();
+        for cloud in clouds {
+            cloud_steps(&mut b, design, cloud);
+        }
+        if with_glb {
+            glb_steps(&mut b, design);
+        }
+        Plan {
+            cluster: design.platform.name.clone(),
+            steps: b.steps,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    steps: Vec<Step>,
+}
+
+impl Builder {
+    fn push(
+        &mut self,
+        cloud: Option<&Cloud>,
+        action: Action,
+        hosts: Vec<String>,
+        description: String,
+    ) {
+        self.steps.push(Step {
+            number: self.steps.len() + 1,
+            cloud: cloud.map(|c| c.name.clone()),
+            cloud_status: cloud.map(|c| c.status),
+            component: action.component(),
+            action,
+            hosts,
+            description,
+        });
+    }
+}
+
+fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
+    let names: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
+    let c = Some(cloud);
+    let [etcd_file, patroni_file, haproxy_file] = DB_HOST_FILES;
+    b.push(
+        c,
+        Action::InstallPackages,
+        names.clone(),
+        format!(
+            "install {} where missing",
+            packages::db_host(design.platform.postgres_version).join(", ")
+        ),
+    );
+    b.push(
+        c,
+        Action::ConfigureEtcd,
+        names.clone(),
+        format!(
+            "write {}, run the {}-member etcd cluster of {} (client :{}, peer :{})",
+            etcd_file.path,
+            names.len(),
+            cloud.name,
+            design.etcd.client_port,
+            design.etcd.peer_port
+        ),
+    );
+    let (first, rest) = names.split_first().expect("a validated cloud has hosts");
+    let bootstrap = match cloud.status {
+        CloudStatus::Primary => format!(
+            "write {}, start Patroni on {first}: it initialises cluster {} or rejoins it",
+            patroni_file.path, design.platform.name
+        ),
+        CloudStatus::Secondary => {
+            let primary = design
+                .primary_clouds()
+                .next()
+                .map_or("-", |p| p.name.as_str());
+            format!(
+                "write {}, start Patroni on {first} as standby leader, following {primary}'s master through HAProxy :{}",
+                patroni_file.path, design.haproxy.port
+            )
+        }
+    };
+    b.push(c, Action::BootstrapLeader, vec![first.clone()], bootstrap);
+    if !rest.is_empty() {
+        let from = match cloud.status {
+            CloudStatus::Primary => "the master",
+            CloudStatus::Secondary => "the standby leader",
+        };
+        b.push(
+            c,
+            Action::JoinReplicas,
+            rest.to_vec(),
+            format!(
+                "write {}, start Patroni: replicas clone from {from} and stream",
+                patroni_file.path
+            ),
+        );
+    }
+    b.push(
+        c,
+        Action::ConfigureHaproxy,
+        names.clone(),
+        format!(
+            "write {}, route :{} to the read-write master (Patroni /primary on :{})",
+            haproxy_file.path, design.haproxy.port, design.governor.rest_port
+        ),
+    );
+    let verify = match cloud.status {
+        CloudStatus::Primary => {
+            "wait for one leader, streaming replicas and HAProxy routing to the leader"
+        }
+        CloudStatus::Secondary => {
+            "wait for a standby leader streaming from the primary cloud, and its replicas"
+        }
+    };
+    b.push(c, Action::VerifyCloud, names, verify.to_string());
+}
+
+fn glb_steps(b: &mut Builder, design: &Design) {
+    let Some(glb) = &design.glb else { return };
+    let primary = design.primary_clouds().next();
+    let target = match primary {
+        Some(p) => format!("{}'s HAProxy instances (:{})", p.name, design.haproxy.port),
+        None => "nothing (no cloud is primary)".to_string(),
+    };
+    match &glb.kind {
+        GlbKind::Haproxy { hosts } => {
+            let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+            b.push(
+                None,
+                Action::ConfigureGlb,
+                names.clone(),
+                format!(
+                    "write {}: {}:{} -> {target}",
+                    GLB_HOST_FILES[0].path, glb.fqdn, glb.port
+                ),
+            );
+            b.push(
+                None,
+                Action::VerifyGlb,
+                names,
+                format!("wait until {}:{} reaches the master", glb.fqdn, glb.port),
+            );
+        }
+        GlbKind::External { .. } => {
+            b.push(
+                None,
+                Action::RunGlbCommand,
+                Vec::new(),
+                format!(
+                    "run the external GLB command: {}:{} -> {target}",
+                    glb.fqdn, glb.port
+                ),
+            );
+        }
+    }
+}

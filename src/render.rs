@@ -1,0 +1,272 @@
+//! Renders every file pgha installs, from the embedded templates or the
+//! user's replacements. Rendering is pure: same design, same bytes.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::components::{self, FileSpec};
+use crate::design::{Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication};
+use crate::secrets::{Secrets, TemplateSecrets};
+
+const EMBEDDED: [(&str, &str); 4] = [
+    ("etcd.env.j2", include_str!("../templates/etcd.env.j2")),
+    (
+        "patroni.yml.j2",
+        include_str!("../templates/patroni.yml.j2"),
+    ),
+    (
+        "haproxy.cfg.j2",
+        include_str!("../templates/haproxy.cfg.j2"),
+    ),
+    ("glb.cfg.j2", include_str!("../templates/glb.cfg.j2")),
+];
+
+/// A file ready to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub spec: FileSpec,
+    pub content: String,
+}
+
+/// The files of one host.
+#[derive(Debug, Clone)]
+pub struct HostFiles {
+    /// `None` for a GLB host.
+    pub cloud: Option<String>,
+    pub host: String,
+    pub files: Vec<RenderedFile>,
+}
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+/// How a cloud's etcd members start: all at once, or joining a running cluster.
+#[derive(Debug, Clone)]
+pub struct EtcdBootstrap {
+    pub members: Vec<Host>,
+    pub state: &'static str,
+}
+
+#[derive(Serialize)]
+struct DbHost<'a> {
+    name: &'a str,
+    address: &'a str,
+    cloud: &'a str,
+    hba_address: String,
+}
+
+#[derive(Serialize)]
+struct Standby {
+    hosts: Vec<String>,
+    port: u16,
+}
+
+#[derive(Serialize)]
+struct TemplateContext<'a> {
+    platform: &'a Platform,
+    cloud: Option<&'a Cloud>,
+    host: &'a Host,
+    db_hosts: Vec<DbHost<'a>>,
+    etcd: &'a Etcd,
+    etcd_members: &'a [Host],
+    etcd_cluster_state: &'a str,
+    etcd_data_dir: String,
+    governor: &'a Governor,
+    haproxy: &'a Haproxy,
+    glb: Option<&'a Glb>,
+    primary_cloud: Option<&'a Cloud>,
+    standby: Option<Standby>,
+    synchronous_mode: bool,
+    secrets: TemplateSecrets<'a>,
+}
+
+impl Renderer {
+    /// The embedded templates, each replaced by `dir/NAME` when that exists.
+    pub fn new(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        // Debug info lists the template's variables, passwords included.
+        env.set_debug(false);
+        // Config files, not HTML: `.yml` would otherwise be JSON-escaped.
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        for (name, source) in EMBEDDED {
+            let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read template {}", path.display()))?,
+                None => source.to_string(),
+            };
+            env.add_template_owned(name.to_string(), source)
+                .map_err(|e| anyhow!("template {name}: {e}"))?;
+        }
+        Ok(Renderer { env })
+    }
+
+    pub fn for_design(design: &Design) -> anyhow::Result<Self> {
+        Self::new(design.templates_dir.as_deref())
+    }
+
+    fn render(&self, spec: FileSpec, cx: &TemplateContext) -> anyhow::Result<RenderedFile> {
+        let content = self
+            .env
+            .get_template(spec.template)
+            .and_then(|t| t.render(cx))
+            .map_err(|e| anyhow!("rendering {} for {}: {e}", spec.template, cx.host.name))?;
+        Ok(RenderedFile { spec, content })
+    }
+
+    /// The files of a database host.
+    pub fn db_host(
+        &self,
+        design: &Design,
+        cloud: &Cloud,
+        host: &Host,
+        etcd: Option<&EtcdBootstrap>,
+        secrets: &Secrets,
+    ) -> anyhow::Result<Vec<RenderedFile>> {
+        let primary = design.primary_clouds().next();
+        let standby = if cloud.is_primary() {
+            None
+        } else {
+            let primary = primary.ok_or_else(|| {
+                anyhow!(
+                    "cloud {} is secondary and no cloud is primary: there is nothing to follow",
+                    cloud.name
+                )
+            })?;
+            Some(Standby {
+                hosts: primary.hosts.iter().map(|h| h.address.clone()).collect(),
+                port: design.haproxy.port,
+            })
+        };
+        let (members, state) = match etcd {
+            Some(e) => (e.members.as_slice(), e.state),
+            None => (cloud.hosts.as_slice(), "new"),
+        };
+        let cx = TemplateContext {
+            standby,
+            synchronous_mode: cloud.is_primary()
+                && design.platform.replication == Replication::Synchronous,
+            etcd_members: members,
+            etcd_cluster_state: state,
+            ..self.context(design, Some(cloud), host, primary, secrets)
+        };
+        components::DB_HOST_FILES
+            .iter()
+            .map(|spec| self.render(*spec, &cx))
+            .collect()
+    }
+
+    /// The files of a GLB host.
+    pub fn glb_host(
+        &self,
+        design: &Design,
+        host: &Host,
+        secrets: &Secrets,
+    ) -> anyhow::Result<Vec<RenderedFile>> {
+        let primary = design.primary_clouds().next();
+        let cx = self.context(design, None, host, primary, secrets);
+        components::GLB_HOST_FILES
+            .iter()
+            .map(|spec| self.render(*spec, &cx))
+            .collect()
+    }
+
+    fn context<'a>(
+        &self,
+        design: &'a Design,
+        cloud: Option<&'a Cloud>,
+        host: &'a Host,
+        primary: Option<&'a Cloud>,
+        secrets: &'a Secrets,
+    ) -> TemplateContext<'a> {
+        TemplateContext {
+            platform: &design.platform,
+            cloud,
+            host,
+            db_hosts: db_hosts(design),
+            etcd: &design.etcd,
+            etcd_members: &[],
+            etcd_cluster_state: "new",
+            etcd_data_dir: components::etcd::data_dir(&design.platform.name),
+            governor: &design.governor,
+            haproxy: &design.haproxy,
+            glb: design.glb.as_ref(),
+            primary_cloud: primary,
+            standby: None,
+            synchronous_mode: false,
+            secrets: secrets.for_templates(),
+        }
+    }
+
+    /// Every host's files, primary cloud first, GLB last.
+    pub fn all(&self, design: &Design, secrets: &Secrets) -> anyhow::Result<Vec<HostFiles>> {
+        let mut out = Vec::new();
+        for cloud in design.clouds_in_order() {
+            for host in &cloud.hosts {
+                out.push(HostFiles {
+                    cloud: Some(cloud.name.clone()),
+                    host: host.name.clone(),
+                    files: self.db_host(design, cloud, host, None, secrets)?,
+                });
+            }
+        }
+        for host in design.glb_hosts() {
+            out.push(HostFiles {
+                cloud: None,
+                host: host.name.clone(),
+                files: self.glb_host(design, host, secrets)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn db_hosts(design: &Design) -> Vec<DbHost<'_>> {
+    design
+        .clouds_in_order()
+        .into_iter()
+        .flat_map(|c| {
+            c.hosts.iter().map(move |h| DbHost {
+                name: &h.name,
+                address: &h.address,
+                cloud: &c.name,
+                hba_address: hba_address(&h.address),
+            })
+        })
+        .collect()
+}
+
+/// pg_hba wants a CIDR for an IP; a DNS name stands as it is.
+fn hba_address(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => format!("{address}/32"),
+        Ok(std::net::IpAddr::V6(_)) => format!("{address}/128"),
+        Err(_) => address.to_string(),
+    }
+}
+
+/// Writes `files` under `out` as `out/<cloud or glb>/<host>/<absolute path>`.
+pub fn write_tree(out: &Path, all: &[HostFiles]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::new();
+    for hf in all {
+        let dir = out
+            .join(hf.cloud.as_deref().unwrap_or("glb"))
+            .join(&hf.host);
+        for f in &hf.files {
+            let path = dir.join(f.spec.path.trim_start_matches('/'));
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&path, &f.content)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,207 @@
+//! Passwords: never in the design, never printed. They live in a 0600 YAML
+//! file next to the design (generated on first deploy) and may be overridden
+//! by environment variables.
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+pub const REPLICATION_USER: &str = "replicator";
+pub const RESTAPI_USER: &str = "pgha";
+
+/// Environment variables that override the file, by field.
+pub const ENV: [(&str, &str); 3] = [
+    ("superuser_password", "PGHA_SUPERUSER_PASSWORD"),
+    ("replication_password", "PGHA_REPLICATION_PASSWORD"),
+    ("restapi_password", "PGHA_RESTAPI_PASSWORD"),
+];
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    pub superuser_password: String,
+    pub replication_password: String,
+    pub restapi_password: String,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+/// What templates see: the secrets plus the fixed user names.
+#[derive(Serialize)]
+pub struct TemplateSecrets<'a> {
+    pub superuser_password: &'a str,
+    pub replication_password: &'a str,
+    pub restapi_password: &'a str,
+    pub replication_user: &'static str,
+    pub restapi_user: &'static str,
+}
+
+impl Secrets {
+    /// Stand-ins for `pgha render`, whose files are for reading, not installing.
+    pub fn redacted() -> Self {
+        let r = || "REDACTED".to_string();
+        Secrets {
+            superuser_password: r(),
+            replication_password: r(),
+            restapi_password: r(),
+        }
+    }
+
+    pub fn generate() -> anyhow::Result<Self> {
+        Ok(Secrets {
+            superuser_password: random_password()?,
+            replication_password: random_password()?,
+            restapi_password: random_password()?,
+        })
+    }
+
+    pub fn for_templates(&self) -> TemplateSecrets<'_> {
+        TemplateSecrets {
+            superuser_password: &self.superuser_password,
+            replication_password: &self.replication_password,
+            restapi_password: &self.restapi_password,
+            replication_user: REPLICATION_USER,
+            restapi_user: RESTAPI_USER,
+        }
+    }
+
+    /// Reads the file (refusing one others can read) and applies the
+    /// environment. `Ok(None)` when there is no file and no full environment.
+    pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
+        let from_file = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                check_mode(path)?;
+                let s: Secrets = serde_yaml::from_str(&text)
+                    .with_context(|| format!("{}: not a pgha secrets file", path.display()))?;
+                Some(s)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut secrets = match from_file {
+            Some(s) => s,
+            None => match (env(ENV[0].1), env(ENV[1].1), env(ENV[2].1)) {
+                (Some(a), Some(b), Some(c)) => {
+                    return Ok(Some(Secrets {
+                        superuser_password: a,
+                        replication_password: b,
+                        restapi_password: c,
+                    }))
+                }
+                _ => return Ok(None),
+            },
+        };
+        for (slot, (_, var)) in [
+            &mut secrets.superuser_password,
+            &mut secrets.replication_password,
+            &mut secrets.restapi_password,
+        ]
+        .into_iter()
+        .zip(ENV)
+        {
+            if let Some(v) = env(var) {
+                *slot = v;
+            }
+        }
+        Ok(Some(secrets))
+    }
+
+    /// Loads the secrets, generating and saving them (0600) when absent.
+    pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
+        if let Some(s) = Self::load(path)? {
+            return Ok(s);
+        }
+        let s = Self::generate()?;
+        s.save(path)?;
+        Ok(s)
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = format!(
+            "# pgha secrets for the design next to this file. Keep it 0600 and out of version control.\n{}",
+            serde_yaml::to_string(self)?
+        );
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+}
+
+fn check_mode(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// 32 characters from [A-Za-z0-9], from the kernel's random source: safe in
+/// YAML, libpq connection strings and HAProxy without quoting.
+fn random_password() -> anyhow::Result<String> {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    let mut f = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
+    let mut buf = [0u8; 64];
+    while out.len() < 32 {
+        f.read_exact(&mut buf)?;
+        // Rejection sampling keeps every character equally likely.
+        for b in buf {
+            if (b as usize) < 248 && out.len() < 32 {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_passwords() {
+        let s = Secrets::generate().unwrap();
+        assert!(!format!("{s:?}").contains(&s.superuser_password));
+        assert_eq!(s.superuser_password.len(), 32);
+    }
+
+    #[test]
+    fn saved_file_is_private_and_round_trips() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.secrets.yaml");
+        let s = Secrets::load_or_generate(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(Secrets::load(&path).unwrap().unwrap(), s);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Secrets::load(&path).is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Everything users read: tables, JSON, problems. Commands build data and
+//! hand it here.
+
+use std::io::Write;
+
+use comfy_table::{presets, Cell, ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::error::Problem;
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// A table in pgha's one style.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().map(Cell::new));
+    t
+}
+
+pub fn plan_table(plan: &Plan) -> String {
+    let mut t = table(&["#", "Cloud", "Component", "Action", "Hosts", "What"]);
+    for s in &plan.steps {
+        let cloud = match (&s.cloud, s.cloud_status) {
+            (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
+            _ => "GLB".to_string(),
+        };
+        t.add_row(vec![
+            s.number.to_string(),
+            cloud,
+            s.component.as_str().to_string(),
+            s.action.as_str().to_string(),
+            s.hosts.join(", "),
+            s.description.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Warnings go to stderr so that stdout stays data.
+pub fn print_warnings(warnings: &[Problem]) {
+    for w in warnings {
+        eprintln!("{w}");
+    }
+}

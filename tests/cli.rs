@@ -1,0 +1,142 @@
+//! The binary as users meet it: exit codes, messages, help.
+
+mod common;
+
+use common::{example, pgha, stderr, stdout};
+
+#[test]
+fn plan_exits_zero_and_numbers_steps() {
+    let out = pgha(["plan", "-f"]).clone();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing value for -f is a usage error"
+    );
+    let out = pgha([
+        "plan".as_ref(),
+        "-f".as_ref(),
+        example("two-clouds.yaml").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("14 steps"));
+}
+
+#[test]
+fn plan_json_is_data_on_stdout() {
+    let out = pgha([
+        "plan".as_ref(),
+        "--output".as_ref(),
+        "json".as_ref(),
+        "--design".as_ref(),
+        example("single-cloud.yaml").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cluster"], "pgha-single");
+    assert_eq!(v["steps"][0]["number"], 1);
+}
+
+#[test]
+fn default_design_is_pgha_yaml_in_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgha"))
+        .arg("plan")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pgha.yaml"), "{}", stderr(&out));
+}
+
+#[test]
+fn invalid_design_exits_two_with_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "platform:\n  name: x\n  postgres_prot: 5432\nclouds: []\n",
+    )
+    .unwrap();
+    let out = pgha(["validate".as_ref(), "-f".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:3:3", path.display())), "{err}");
+    assert!(err.contains("did you mean `postgres_port`?"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn validate_json_lists_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, "clouds: 3\n").unwrap();
+    let out = pgha([
+        "validate".as_ref(),
+        "--output".as_ref(),
+        "json".as_ref(),
+        "-f".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["problems"][0]["line"], 1);
+}
+
+#[test]
+fn binary_garbage_exits_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.yaml");
+    std::fs::write(&path, [0xff, 0x00, 0x13, 0x37, b':', b'\n']).unwrap();
+    let out = pgha(["plan".as_ref(), "-f".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn render_writes_every_file_per_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pgha([
+        "render".as_ref(),
+        "-f".as_ref(),
+        example("two-clouds.yaml").as_os_str(),
+        "--out".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for host in ["dc1/dc1-pg1", "dc2/dc2-pg3"] {
+        for f in [
+            "etc/default/etcd",
+            "etc/patroni/config.yml",
+            "etc/haproxy/haproxy.cfg",
+        ] {
+            assert!(dir.path().join(host).join(f).is_file(), "{host}/{f}");
+        }
+    }
+    assert!(dir
+        .path()
+        .join("glb/glb1/etc/haproxy/haproxy.cfg")
+        .is_file());
+    let patroni =
+        std::fs::read_to_string(dir.path().join("dc1/dc1-pg1/etc/patroni/config.yml")).unwrap();
+    assert!(patroni.contains("REDACTED"));
+}
+
+#[test]
+fn help_text() {
+    insta::assert_snapshot!("help", stdout(&pgha(["--help"])));
+    insta::assert_snapshot!("help_plan", stdout(&pgha(["plan", "--help"])));
+}
+
+#[test]
+fn completions_and_man_pages() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = pgha(["completions", shell]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout(&out).contains("pgha"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = pgha(["man".as_ref(), "--out".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(dir.path().join("pgha.1").is_file());
+    assert!(dir.path().join("pgha-plan.1").is_file());
+}

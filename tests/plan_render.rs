@@ -1,0 +1,149 @@
+//! Snapshots of the plan and of every rendered file, for both examples.
+
+mod common;
+
+use common::example;
+use pgha::design;
+use pgha::plan::Plan;
+use pgha::render::Renderer;
+use pgha::secrets::Secrets;
+
+const EXAMPLES: [&str; 2] = ["two-clouds", "single-cloud"];
+
+fn load(name: &str) -> design::Design {
+    design::load(&example(&format!("{name}.yaml")))
+        .expect("example is valid")
+        .design
+}
+
+#[test]
+fn plan_table_and_json() {
+    for name in EXAMPLES {
+        let plan = Plan::deployment(&load(name));
+        insta::assert_snapshot!(format!("plan_table_{name}"), pgha::ui::plan_table(&plan));
+        insta::assert_json_snapshot!(format!("plan_json_{name}"), plan);
+    }
+}
+
+#[test]
+fn plan_orders_primary_then_secondary_then_glb() {
+    let plan = Plan::deployment(&load("two-clouds"));
+    let order: Vec<_> = plan
+        .steps
+        .iter()
+        .map(|s| s.cloud.clone().unwrap_or_else(|| "GLB".into()))
+        .collect();
+    let first_dc2 = order.iter().position(|c| c == "dc2").unwrap();
+    assert!(order[..first_dc2].iter().all(|c| c == "dc1"));
+    assert!(order[first_dc2..].iter().all(|c| c != "dc1"));
+    assert_eq!(order.last().unwrap(), "GLB");
+    assert!(plan
+        .steps
+        .iter()
+        .enumerate()
+        .all(|(i, s)| s.number == i + 1));
+}
+
+#[test]
+fn plan_puts_a_primary_listed_second_first() {
+    let src = std::fs::read_to_string(example("two-clouds.yaml")).unwrap();
+    // Swap the statuses: dc2 becomes primary although listed second.
+    let swapped = src
+        .replace("status: primary", "status: XX")
+        .replace("status: secondary", "status: primary")
+        .replace("status: XX", "status: secondary");
+    let d = design::load_str(&swapped, &example("two-clouds.yaml"))
+        .unwrap()
+        .design;
+    let plan = Plan::deployment(&d);
+    assert_eq!(plan.steps[0].cloud.as_deref(), Some("dc2"));
+}
+
+#[test]
+fn every_rendered_file() {
+    for name in EXAMPLES {
+        let d = load(name);
+        let all = Renderer::for_design(&d)
+            .unwrap()
+            .all(&d, &Secrets::redacted())
+            .unwrap();
+        for hf in all {
+            for f in hf.files {
+                let cloud = hf.cloud.as_deref().unwrap_or("glb");
+                let file = f.spec.path.trim_start_matches('/').replace('/', "_");
+                insta::assert_snapshot!(format!("{name}__{cloud}__{}__{file}", hf.host), f.content);
+            }
+        }
+    }
+}
+
+#[test]
+fn rendered_files_never_hold_real_secrets() {
+    let d = load("two-clouds");
+    let secrets = Secrets::generate().unwrap();
+    let all = Renderer::for_design(&d).unwrap().all(&d, &secrets).unwrap();
+    let patroni: Vec<_> = all
+        .iter()
+        .flat_map(|h| &h.files)
+        .filter(|f| f.spec.path.contains("patroni"))
+        .collect();
+    assert!(patroni
+        .iter()
+        .all(|f| f.content.contains(&secrets.superuser_password) && f.spec.mode == 0o600));
+    let others = all
+        .iter()
+        .flat_map(|h| &h.files)
+        .filter(|f| !f.spec.path.contains("patroni"));
+    for f in others {
+        assert!(
+            !f.content.contains(&secrets.superuser_password),
+            "{} leaks",
+            f.spec.path
+        );
+    }
+}
+
+#[test]
+fn template_override_directory_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haproxy.cfg.j2"),
+        "# custom for {{ host.name }}\n",
+    )
+    .unwrap();
+    let d = load("single-cloud");
+    let r = Renderer::new(Some(dir.path())).unwrap();
+    let files = r
+        .db_host(
+            &d,
+            &d.clouds[0],
+            &d.clouds[0].hosts[0],
+            None,
+            &Secrets::redacted(),
+        )
+        .unwrap();
+    let haproxy = files
+        .iter()
+        .find(|f| f.spec.path == "/etc/haproxy/haproxy.cfg")
+        .unwrap();
+    assert_eq!(haproxy.content, "# custom for dc1-pg1\n");
+}
+
+#[test]
+fn template_errors_name_the_template_and_never_the_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("patroni.yml.j2"),
+        "{{ secrets.superuser_password }} {{ nope }}\n",
+    )
+    .unwrap();
+    let d = load("single-cloud");
+    let secrets = Secrets::generate().unwrap();
+    let err = Renderer::new(Some(dir.path()))
+        .unwrap()
+        .db_host(&d, &d.clouds[0], &d.clouds[0].hosts[0], None, &secrets)
+        .unwrap_err();
+    let msg = format!("{err:#} {err:?}");
+    assert!(msg.contains("patroni.yml.j2"), "{msg}");
+    assert!(!msg.contains(&secrets.superuser_password), "{msg}");
+}
