@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LabCommand};
 use crate::design::{self, Design};
 use crate::error;
 use crate::plan::Plan;
@@ -31,9 +31,13 @@ pub fn main() -> ExitCode {
 
 /// `pgha plan | head` closing the pipe early is not a failure.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                == Some(BrokenPipe)
     })
 }
 
@@ -45,15 +49,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let plan = Plan::deployment(&design);
             match cli.output {
                 Output::Json => ui::print_json(&plan),
-                Output::Text => {
-                    println!(
-                        "Deployment plan for {} ({} steps):",
-                        plan.cluster,
-                        plan.steps.len()
-                    );
-                    println!("{}", ui::plan_table(&plan));
-                    Ok(())
-                }
+                Output::Text => ui::print(&format!(
+                    "Deployment plan for {} ({} steps):\n{}",
+                    plan.cluster,
+                    plan.steps.len(),
+                    ui::plan_table(&plan)
+                )),
             }
         }
         Command::Render(args) => {
@@ -63,16 +64,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let written = render::write_tree(&args.out, &files)?;
             match cli.output {
                 Output::Json => ui::print_json(&written),
-                Output::Text => {
-                    println!(
-                        "wrote {} files under {} (passwords redacted)",
-                        written.len(),
-                        args.out.display()
-                    );
-                    Ok(())
-                }
+                Output::Text => ui::print(&format!(
+                    "wrote {} files under {} (passwords redacted)",
+                    written.len(),
+                    args.out.display()
+                )),
             }
         }
+        Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,
@@ -121,14 +120,13 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
             ui::print_warnings(&loaded.warnings);
             let d = &loaded.design;
             let hosts: usize = d.clouds.iter().map(|c| c.hosts.len()).sum();
-            println!(
+            ui::print(&format!(
                 "{}: valid ({} clouds, {} database hosts, {} warning(s))",
                 cli.design.display(),
                 d.clouds.len(),
                 hosts,
                 loaded.warnings.len()
-            );
-            Ok(())
+            ))
         }
     }
 }
@@ -138,6 +136,86 @@ fn man(out: &std::path::Path) -> anyhow::Result<()> {
     let cmd = Cli::command();
     clap_mangen::generate_to(cmd, out)
         .with_context(|| format!("cannot write man pages to {}", out.display()))?;
-    println!("wrote man pages to {}", out.display());
-    Ok(())
+    ui::print(&format!("wrote man pages to {}", out.display()))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
+    use crate::lab::{self, Fault};
+    match cmd {
+        LabCommand::Up(a) => {
+            let prefix = a
+                .subnet
+                .strip_suffix(".0/24")
+                .filter(|p| {
+                    p.split('.').count() == 3 && p.split('.').all(|o| o.parse::<u8>().is_ok())
+                })
+                .ok_or_else(|| {
+                    error::Usage(format!(
+                        "--subnet {} is not a /24 like 10.77.0.0/24",
+                        a.subnet
+                    ))
+                })?;
+            let spec = lab::LabSpec {
+                name: a.name.clone(),
+                dir: a.lab.dir.clone(),
+                clouds: a.clouds.into(),
+                hosts_per_cloud: a.hosts.into(),
+                variant: a.image,
+                subnet_prefix: prefix.to_string(),
+            };
+            let l = lab::up(&spec, &say).await?;
+            match output {
+                Output::Json => ui::print_json(&l)?,
+                Output::Text => {
+                    print_lab_status(&l).await?;
+                    let design = a.lab.dir.join(lab::DESIGN_FILE);
+                    ui::print(&format!(
+                        "lab directory: {} (id_ed25519, known_hosts, inventories/, {})\nnext: pgha deploy -f {}",
+                        a.lab.dir.display(),
+                        lab::DESIGN_FILE,
+                        design.display()
+                    ))?;
+                }
+            }
+            Ok(())
+        }
+        LabCommand::Image(a) => {
+            let tag = lab::image::ensure(a.image, &say).await?;
+            ui::print(&tag)
+        }
+        LabCommand::Status(d) => {
+            let l = lab::Lab::load(&d.dir)?;
+            match output {
+                Output::Json => ui::print_json(&lab::status(&l).await?),
+                Output::Text => print_lab_status(&l).await,
+            }
+        }
+        LabCommand::Down(d) => lab::down(&d.dir, &say).await,
+        LabCommand::Kill(t) => lab::fault(&t.lab.dir, &t.target, Fault::Kill, &say).await,
+        LabCommand::Start(t) => lab::fault(&t.lab.dir, &t.target, Fault::Start, &say).await,
+        LabCommand::Cut(t) => lab::fault(&t.lab.dir, &t.target, Fault::Cut, &say).await,
+        LabCommand::Heal(t) => lab::fault(&t.lab.dir, &t.target, Fault::Heal, &say).await,
+    }
+}
+
+async fn print_lab_status(l: &crate::lab::Lab) -> anyhow::Result<()> {
+    let mut t = ui::table(&["Cloud", "Host", "Address", "State", "Network"]);
+    for r in crate::lab::status(l).await? {
+        t.add_row(vec![r.cloud, r.name, r.address, r.state, r.network]);
+    }
+    ui::print(&format!(
+        "lab {} ({}, image {}):\n{t}",
+        l.name, l.subnet, l.image
+    ))
 }

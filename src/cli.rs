@@ -46,6 +46,9 @@ pub enum Command {
     Plan,
     /// Write every file pgha would install, per host, for review (passwords redacted).
     Render(RenderArgs),
+    /// A lab of real hosts (systemd containers with sshd) on this machine.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Write man pages.
@@ -70,4 +73,66 @@ pub struct ManArgs {
     /// Directory to write pgha.1 and one page per subcommand into.
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LabDir {
+    /// The lab's directory: keys, known_hosts, inventories, design, state.
+    #[arg(long = "lab", value_name = "DIR", default_value = "lab")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Build the image if missing, start every host, write keys, inventory and design.
+    Up(LabUpArgs),
+    /// Build the host image if it is missing (up does this too) and print its tag.
+    Image(LabImageArgs),
+    /// List the lab's hosts: cloud, name, address, running or not, network.
+    Status(LabDir),
+    /// Remove the lab's containers, network and directory, and nothing else.
+    Down(LabDir),
+    /// Power a host off (HOST may be a cloud name, or `glb`).
+    Kill(LabTarget),
+    /// Boot a killed host again, disks intact; waits until SSH answers.
+    Start(LabTarget),
+    /// Cut a host off the lab network.
+    Cut(LabTarget),
+    /// Reconnect a cut host.
+    Heal(LabTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    #[command(flatten)]
+    pub lab: LabDir,
+    /// Name of the lab: prefix of its containers and name of its network.
+    #[arg(long, default_value = "pgha-lab")]
+    pub name: String,
+    /// Number of clouds (dc1 is primary).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub clouds: u8,
+    /// Hosts per cloud.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+    pub hosts: u8,
+    /// `baked`: PostgreSQL, Patroni, etcd and HAProxy pre-installed; `bare`: deploy installs them.
+    #[arg(long, value_enum, default_value_t = crate::lab::Variant::Baked)]
+    pub image: crate::lab::Variant,
+    /// The lab network, a /24.
+    #[arg(long, default_value = "10.77.0.0/24")]
+    pub subnet: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LabTarget {
+    /// A host name, a cloud name, or `glb`.
+    pub target: String,
+    #[command(flatten)]
+    pub lab: LabDir,
+}
+
+#[derive(Debug, Args)]
+pub struct LabImageArgs {
+    #[arg(long, value_enum, default_value_t = crate::lab::Variant::Baked)]
+    pub image: crate::lab::Variant,
 }

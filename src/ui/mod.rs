@@ -50,6 +50,15 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a line of data to stdout; a closed pipe is an error the caller
+/// treats as success, never a panic.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Warnings go to stderr so that stdout stays data.
 pub fn print_warnings(warnings: &[Problem]) {
     for w in warnings {

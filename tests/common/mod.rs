@@ -31,3 +31,13 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// End-to-end tests need root and Docker (`.ci/setup`). They run unless
+/// PGHA_SKIP_E2E=1 says otherwise, so a missing engine fails loudly in CI.
+pub fn e2e() -> bool {
+    if std::env::var("PGHA_SKIP_E2E").as_deref() == Ok("1") {
+        eprintln!("skipped: PGHA_SKIP_E2E=1");
+        return false;
+    }
+    true
+}

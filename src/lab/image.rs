@@ -1,0 +1,246 @@
+//! The lab's host image: Debian's packages via debootstrap, imported into
+//! Docker (no registry is reachable). The tag is keyed on the inputs, so a
+//! changed recipe builds a new image and an unchanged one is reused.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use super::docker::docker;
+use crate::components::packages;
+
+/// Bump when the build steps change in a way the package list does not show.
+const RECIPE: &str = "pgha-lab-image-1";
+const SUITE: &str = "bookworm";
+const BASE_PACKAGES: [&str; 9] = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "sudo",
+    "iproute2",
+    "procps",
+    "ca-certificates",
+    "python3",
+];
+
+/// Baked: the HA stack pre-installed. Bare: a plain VM, deploy installs it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Baked,
+    Bare,
+}
+
+impl Variant {
+    pub fn packages(self) -> Vec<String> {
+        let mut p: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+        if self == Variant::Baked {
+            p.extend(packages::db_host(15));
+        }
+        p
+    }
+
+    pub fn tag(self) -> String {
+        let mut h = Sha256::new();
+        h.update(RECIPE);
+        h.update(SUITE);
+        h.update(self.packages().join(","));
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let name = match self {
+            Variant::Baked => "baked",
+            Variant::Bare => "bare",
+        };
+        format!("pgha-lab/host:{name}-{hex}")
+    }
+}
+
+/// The tag of an image for `variant`, building it first when missing.
+pub async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<String> {
+    let tag = variant.tag();
+    if docker(&["image", "inspect", "-f", "{{.Id}}", &tag])
+        .await
+        .is_ok()
+    {
+        return Ok(tag);
+    }
+    // Two pgha processes must not debootstrap into the same place.
+    let _lock = lock(&format!("/var/tmp/{}.lock", tag.replace([':', '/'], "-")))?;
+    if docker(&["image", "inspect", "-f", "{{.Id}}", &tag])
+        .await
+        .is_ok()
+    {
+        return Ok(tag);
+    }
+    say(&format!(
+        "building image {tag} with debootstrap (once; about 2 minutes)"
+    ));
+    let start = std::time::Instant::now();
+    build(variant, &tag).await?;
+    say(&format!(
+        "built {tag} in {:.0} s",
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(tag)
+}
+
+async fn build(variant: Variant, tag: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("building the lab image needs root (debootstrap)");
+    }
+    if which("debootstrap").is_none() {
+        bail!("debootstrap is not installed: apt-get install -y debootstrap (or run .ci/setup)");
+    }
+    let work = PathBuf::from(format!("/var/tmp/{}", tag.replace([':', '/'], "-")));
+    require_space(Path::new("/var/tmp"), 2 << 30)?;
+    require_space(Path::new("/var/lib/docker"), 2 << 30)?;
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let rootfs = work.join("rootfs");
+    let mirror = apt_mirror()?;
+    let include = variant.packages().join(",");
+    let status = tokio::process::Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={include}"), SUITE])
+        .arg(&rootfs)
+        .arg(&mirror)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .context("cannot run debootstrap")?;
+    if !status.status.success() {
+        let _ = std::fs::remove_dir_all(&work);
+        bail!(
+            "debootstrap failed: {}\n  hint: see {}/rootfs/debootstrap/debootstrap.log",
+            crate::remote::last_lines(&String::from_utf8_lossy(&status.stderr), 5),
+            work.display()
+        );
+    }
+    prepare_rootfs(&rootfs)?;
+    let script = "set -o pipefail; tar -C \"$1\" -c . | docker import -c 'CMD [\"/lib/systemd/systemd\"]' - \"$2\" >/dev/null";
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", script, "import"])
+        .arg(&rootfs)
+        .arg(tag)
+        .output()
+        .await?;
+    let _ = std::fs::remove_dir_all(&work);
+    if !out.status.success() {
+        bail!(
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Makes one root filesystem serve many distinct hosts.
+fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
+    // Every host gets its own SSH host keys and machine id at first boot.
+    for entry in std::fs::read_dir(rootfs.join("etc/ssh"))? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    std::fs::write(rootfs.join("etc/machine-id"), "")?;
+    let dropin = rootfs.join("etc/systemd/system/ssh.service.d");
+    std::fs::create_dir_all(&dropin)?;
+    std::fs::write(
+        dropin.join("pgha-lab-hostkeys.conf"),
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
+    )?;
+    // Downloaded packages only make the image bigger.
+    if let Ok(entries) = std::fs::read_dir(rootfs.join("var/cache/apt/archives")) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "deb") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Debian mirror this machine's apt already uses; never a hard-coded one.
+fn apt_mirror() -> anyhow::Result<String> {
+    if let Ok(text) = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources") {
+        if let Some(uri) = text.lines().find_map(|l| l.strip_prefix("URIs:")) {
+            if let Some(first) = uri.split_whitespace().next() {
+                return Ok(first.to_string());
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/etc/apt/sources.list") {
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.first() == Some(&"deb") {
+                if let Some(url) = parts.iter().skip(1).find(|p| p.starts_with("http")) {
+                    return Ok(url.to_string());
+                }
+            }
+        }
+    }
+    bail!("cannot find this machine's Debian mirror in /etc/apt/sources.list(.d): the image is built from it")
+}
+
+/// An exclusive lock, released when the file is dropped (or the process dies).
+fn lock(path: &str) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own; blocks until the other builder is done.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        bail!("cannot lock {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+fn require_space(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    let probe = if path.exists() { path } else { Path::new("/") };
+    let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statvfs writes into the zeroed struct; c is a valid C string.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Ok(()); // cannot tell: let the build speak for itself
+    }
+    let free = s.f_bavail as u64 * s.f_frsize as u64;
+    if free < bytes {
+        bail!(
+            "not enough disk space on {}: {} MiB free, the lab image needs about {} MiB",
+            probe.display(),
+            free >> 20,
+            bytes >> 20
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_keyed_on_the_package_list() {
+        assert_ne!(Variant::Baked.tag(), Variant::Bare.tag());
+        assert_eq!(Variant::Baked.tag(), Variant::Baked.tag());
+        assert!(Variant::Baked.packages().contains(&"patroni".to_string()));
+        assert!(!Variant::Bare.packages().contains(&"patroni".to_string()));
+    }
+}

@@ -1,0 +1,599 @@
+//! A lab of real hosts on one machine: systemd containers with sshd on a
+//! private Docker network, grouped into clouds like the examples, plus a GLB
+//! host. Everything the lab creates carries the label `pgha.lab=<name>`, and
+//! nothing without it is ever changed or removed.
+
+pub mod docker;
+pub mod image;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+
+use self::docker::{docker, docker_with_input, exec, label_of};
+pub use self::image::Variant;
+use crate::design::{Host, Ssh};
+use crate::remote::Remote;
+
+/// What `lab up` builds.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub name: String,
+    pub dir: PathBuf,
+    pub clouds: usize,
+    pub hosts_per_cloud: usize,
+    pub variant: Variant,
+    /// The first three octets of a /24, e.g. `10.77.0`.
+    pub subnet_prefix: String,
+}
+
+impl LabSpec {
+    pub fn hosts(&self) -> Vec<LabHost> {
+        let mut hosts = Vec::new();
+        for c in 1..=self.clouds {
+            for h in 1..=self.hosts_per_cloud {
+                let name = format!("dc{c}-pg{h}");
+                hosts.push(LabHost {
+                    container: format!("{}-{name}", self.name),
+                    address: format!("{}.{}", self.subnet_prefix, 10 * c + h),
+                    cloud: Some(format!("dc{c}")),
+                    name,
+                });
+            }
+        }
+        hosts.push(LabHost {
+            container: format!("{}-glb1", self.name),
+            address: format!("{}.5", self.subnet_prefix),
+            cloud: None,
+            name: "glb1".into(),
+        });
+        hosts
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LabHost {
+    pub name: String,
+    /// `None` for the GLB host.
+    pub cloud: Option<String>,
+    pub address: String,
+    pub container: String,
+}
+
+/// `lab.json`: what exists, so later commands need no flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lab {
+    pub name: String,
+    pub network: String,
+    pub subnet: String,
+    pub image: String,
+    pub variant: Variant,
+    pub hosts: Vec<LabHost>,
+}
+
+pub const STATE_FILE: &str = "lab.json";
+pub const DESIGN_FILE: &str = "pgha.yaml";
+
+impl Lab {
+    pub fn load(dir: &Path) -> anyhow::Result<Lab> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no lab in {} (missing {STATE_FILE}): run `pgha lab up` first",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+    }
+
+    /// Hosts named by `target`: a host name, a cloud name, or `glb`.
+    pub fn select(&self, target: &str) -> anyhow::Result<Vec<&LabHost>> {
+        let hosts: Vec<&LabHost> = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.name == target
+                    || h.cloud.as_deref() == Some(target)
+                    || (target == "glb" && h.cloud.is_none())
+            })
+            .collect();
+        if hosts.is_empty() {
+            let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+            bail!(crate::error::Usage(format!(
+                "no lab host or cloud named `{target}` (hosts: {})",
+                names.join(", ")
+            )));
+        }
+        Ok(hosts)
+    }
+
+    pub fn ssh(&self, dir: &Path) -> Ssh {
+        Ssh {
+            user: "root".into(),
+            port: 22,
+            identity_file: Some(dir.join("id_ed25519")),
+            known_hosts: Some(dir.join("known_hosts")),
+        }
+    }
+}
+
+fn run_args<'a>(network: &'a str, image: &'a str, h: &'a LabHost, label: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--name",
+        &h.container,
+        "--hostname",
+        &h.name,
+        "--network",
+        network,
+        "--ip",
+        &h.address,
+        "--label",
+        label,
+    ];
+    // LAB.md: systemd as PID 1 without --privileged, which this sandbox refuses.
+    args.extend([
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "NET_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--cgroupns=host",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/run/lock",
+        "--stop-signal",
+        "SIGRTMIN+3",
+    ]);
+    args.extend([image, "/lib/systemd/systemd"]);
+    args
+}
+
+/// Brings the lab up, reusing what exists and repairing what is missing.
+pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
+    docker::require_engine().await?;
+    std::fs::create_dir_all(&spec.dir)
+        .with_context(|| format!("cannot create {}", spec.dir.display()))?;
+    let dir = spec.dir.canonicalize()?;
+    let key = dir.join("id_ed25519");
+    if !key.exists() {
+        let st = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "pgha-lab", "-f"])
+            .arg(&key)
+            .status()
+            .context("cannot run ssh-keygen (package openssh-client)")?;
+        if !st.success() {
+            bail!("ssh-keygen failed");
+        }
+    }
+    let pubkey = std::fs::read(dir.join("id_ed25519.pub"))?;
+    let image = image::ensure(spec.variant, say).await?;
+
+    let label = format!("pgha.lab={}", spec.name);
+    let network = spec.name.clone();
+    let subnet = format!("{}.0/24", spec.subnet_prefix);
+    match label_of("network", &network).await? {
+        Some(l) if l == spec.name => {}
+        Some(_) => bail!(
+            "a Docker network named `{network}` exists and is not this lab's: remove or rename it, or pick another lab name with --name"
+        ),
+        None => {
+            docker(&["network", "create", "--subnet", &subnet, "--label", &label, &network])
+                .await
+                .map_err(|e| {
+                    anyhow!("{e}\n  hint: subnet {subnet} may collide with another network; pick another with --subnet")
+                })?;
+        }
+    }
+
+    let hosts = spec.hosts();
+    // Refuse before touching anything if a name belongs to someone else.
+    for h in &hosts {
+        if let Some(l) = label_of("container", &h.container).await? {
+            if l != spec.name {
+                bail!(
+                    "a container named `{}` exists and is not this lab's: remove or rename it",
+                    h.container
+                );
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for h in hosts.clone() {
+        let (label, network, image, pubkey) = (
+            label.clone(),
+            network.clone(),
+            image.clone(),
+            pubkey.clone(),
+        );
+        set.spawn(async move {
+            let r = start_host(&network, &image, &h, &label, &pubkey).await;
+            (h.name.clone(), r)
+        });
+    }
+    let mut keys = Vec::new();
+    while let Some(res) = set.join_next().await {
+        let (name, r) = res.expect("host task does not panic");
+        let key = r.with_context(|| format!("lab host {name}"))?;
+        keys.push((name, key));
+    }
+    // known_hosts with each host's real key, in host order.
+    let mut known = String::new();
+    for h in &hosts {
+        let key = &keys
+            .iter()
+            .find(|(n, _)| *n == h.name)
+            .expect("every host reported")
+            .1;
+        known.push_str(&format!("{} {}\n", h.address, key.trim()));
+    }
+    std::fs::write(dir.join("known_hosts"), known)?;
+
+    let lab = Lab {
+        name: spec.name.clone(),
+        network,
+        subnet,
+        image,
+        variant: spec.variant,
+        hosts,
+    };
+    // Prove it the way pgha will use it: SSH with strict host key checking.
+    let ssh = lab.ssh(&dir);
+    wait_ssh(
+        &lab.hosts.iter().collect::<Vec<_>>(),
+        &ssh,
+        Duration::from_secs(60),
+    )
+    .await?;
+    write_files(&lab, &dir)?;
+    say(&format!(
+        "{} hosts up and answering SSH in {:.1} s",
+        lab.hosts.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(lab)
+}
+
+/// Starts (or creates) one host, waits for systemd, installs the lab key;
+/// returns the host's SSH public key.
+async fn start_host(
+    network: &str,
+    image: &str,
+    h: &LabHost,
+    label: &str,
+    pubkey: &[u8],
+) -> anyhow::Result<String> {
+    let running = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}} {{.Config.Image}}",
+        &h.container,
+    ])
+    .await;
+    match running.as_deref().map(str::trim) {
+        Ok(s) if s.ends_with(image) && s.starts_with("true") => {}
+        Ok(s) if s.ends_with(image) => {
+            docker(&["start", &h.container]).await?;
+        }
+        Ok(_) => {
+            // Built from an older image: replace it.
+            docker(&["rm", "-f", &h.container]).await?;
+            docker(&run_args(network, image, h, label)).await?;
+        }
+        Err(_) => {
+            docker(&run_args(network, image, h, label)).await?;
+        }
+    }
+    ensure_connected(network, h).await?;
+    wait_systemd(&h.container, Duration::from_secs(90)).await?;
+    exec(&h.container, "mkdir -p /root/.ssh && chmod 700 /root/.ssh").await?;
+    docker_with_input(
+        &[
+            "exec",
+            "-i",
+            &h.container,
+            "sh",
+            "-c",
+            "cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
+        ],
+        Some(pubkey),
+    )
+    .await?;
+    // ssh.service makes the host keys at its first start (see image.rs).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match exec(&h.container, "cat /etc/ssh/ssh_host_ed25519_key.pub").await {
+            Ok(k) if !k.trim().is_empty() => {
+                let mut parts = k.split_whitespace();
+                return Ok(format!(
+                    "{} {}",
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default()
+                ));
+            }
+            _ if Instant::now() > deadline => bail!("{}: sshd never created its host key", h.name),
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+async fn ensure_connected(network: &str, h: &LabHost) -> anyhow::Result<()> {
+    let nets = docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        &h.container,
+    ])
+    .await?;
+    if !nets.split_whitespace().any(|n| n == network) {
+        docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &h.address,
+            network,
+            &h.container,
+        ])
+        .await?;
+    }
+    Ok(())
+}
+
+async fn wait_systemd(container: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        // is-system-running exits non-zero while starting or degraded.
+        let out = tokio::process::Command::new("docker")
+            .args(["exec", container, "systemctl", "is-system-running"])
+            .output()
+            .await?;
+        last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if last == "running" || last == "degraded" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!(
+        "{container}: systemd did not reach `running` within {} s (last: {last:?})",
+        limit.as_secs()
+    )
+}
+
+/// Polls until every host answers over SSH with strict host key checking.
+pub async fn wait_ssh(hosts: &[&LabHost], ssh: &Ssh, limit: Duration) -> anyhow::Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for h in hosts {
+        let host = Host {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            ssh: ssh.clone(),
+        };
+        set.spawn(async move {
+            let deadline = Instant::now() + limit;
+            loop {
+                let attempt = async {
+                    let r = Remote::connect(&host, Duration::from_secs(5)).await?;
+                    let out = r
+                        .check("systemctl", "systemctl is-system-running || true")
+                        .await;
+                    r.close().await;
+                    anyhow::Ok(out?)
+                };
+                match attempt.await {
+                    Ok(state) if matches!(state.trim(), "running" | "degraded") => return Ok(()),
+                    Ok(state) if Instant::now() > deadline => {
+                        bail!("{}: systemd is {:?}", host.name, state.trim())
+                    }
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    _ => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("ssh wait task does not panic")?;
+    }
+    Ok(())
+}
+
+/// The inventory, design and state a deploy needs, inside the lab directory.
+fn write_files(lab: &Lab, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("inventories"))?;
+    let mut clouds: Vec<&str> = lab
+        .hosts
+        .iter()
+        .filter_map(|h| h.cloud.as_deref())
+        .collect();
+    clouds.dedup();
+    for cloud in &clouds {
+        let mut inv =
+            format!("# Computes of lab cloud {cloud}, written by `pgha lab up`.\nhosts:\n");
+        for h in lab
+            .hosts
+            .iter()
+            .filter(|h| h.cloud.as_deref() == Some(cloud))
+        {
+            inv.push_str(&format!(
+                "  - name: {}\n    address: {}\n",
+                h.name, h.address
+            ));
+        }
+        std::fs::write(dir.join("inventories").join(format!("{cloud}.yaml")), inv)?;
+    }
+    let glb = lab
+        .hosts
+        .iter()
+        .find(|h| h.cloud.is_none())
+        .expect("the lab has a GLB host");
+    let design_path = dir.join(DESIGN_FILE);
+    // Keep a design the user (or a cloud flip) edited: only write it once.
+    if !design_path.exists() {
+        std::fs::write(&design_path, lab_design(lab, &clouds, glb))?;
+    }
+    std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(lab)?)?;
+    Ok(())
+}
+
+fn lab_design(lab: &Lab, clouds: &[&str], glb: &LabHost) -> String {
+    let mut d = format!(
+        "# The two-clouds example pointed at the lab `{}` (written by `pgha lab up`).\n\
+platform:\n  name: pgha-lab\n  postgres_version: 15\n  availability: redundant\n  replication: asynchronous\n\n\
+ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclouds:\n",
+        lab.name
+    );
+    for (i, c) in clouds.iter().enumerate() {
+        let status = if i == 0 { "primary" } else { "secondary" };
+        let n = lab
+            .hosts
+            .iter()
+            .filter(|h| h.cloud.as_deref() == Some(c))
+            .count();
+        d.push_str(&format!("  - name: {c}\n    status: {status}\n    scaling: {n}\n    inventory: inventories/{c}.yaml\n"));
+    }
+    // Faster failover than the defaults, still within loop_wait + 2*retry_timeout <= ttl.
+    d.push_str(
+        "\ncomponents:\n  governor:\n    ttl: 12\n    loop_wait: 2\n    retry_timeout: 5\n  haproxy:\n    port: 5000\n\n",
+    );
+    d.push_str(&format!(
+        "glb:\n  fqdn: {}\n  port: 5000\n  kind: haproxy\n  hosts:\n    - name: {}\n      address: {}\n",
+        glb.address, glb.name, glb.address
+    ));
+    d
+}
+
+/// One row of `lab status`.
+#[derive(Debug, Serialize)]
+pub struct HostState {
+    pub cloud: String,
+    pub name: String,
+    pub address: String,
+    pub container: String,
+    /// running | stopped | missing
+    pub state: String,
+    /// connected | cut
+    pub network: String,
+}
+
+pub async fn status(lab: &Lab) -> anyhow::Result<Vec<HostState>> {
+    let mut rows = Vec::new();
+    for h in &lab.hosts {
+        let inspect = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+            &h.container,
+        ])
+        .await;
+        let (state, network) = match inspect {
+            Ok(s) => {
+                let (running, nets) = s.trim().split_once('|').unwrap_or((s.trim(), ""));
+                let state = if running == "true" {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                let connected = nets.split_whitespace().any(|n| n == lab.network);
+                (state, if connected { "connected" } else { "cut" })
+            }
+            Err(_) => ("missing", "-"),
+        };
+        rows.push(HostState {
+            cloud: h.cloud.clone().unwrap_or_else(|| "glb".into()),
+            name: h.name.clone(),
+            address: h.address.clone(),
+            container: h.container.clone(),
+            state: state.into(),
+            network: network.into(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Removes the lab's containers, its network and its directory; nothing else.
+pub async fn down(dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    docker::require_engine().await?;
+    let lab = Lab::load(dir)?;
+    for h in &lab.hosts {
+        match label_of("container", &h.container).await? {
+            Some(l) if l == lab.name => {
+                docker(&["rm", "-f", "-v", &h.container]).await?;
+            }
+            Some(_) => say(&format!("left {}: it is not this lab's", h.container)),
+            None => {}
+        }
+    }
+    match label_of("network", &lab.network).await? {
+        Some(l) if l == lab.name => {
+            docker(&["network", "rm", &lab.network]).await?;
+        }
+        Some(_) => say(&format!(
+            "left network {}: it is not this lab's",
+            lab.network
+        )),
+        None => {}
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    say(&format!(
+        "removed lab {} ({} hosts, network, {})",
+        lab.name,
+        lab.hosts.len(),
+        dir.display()
+    ));
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Power off: the container is killed.
+    Kill,
+    /// Boot again, disks intact; waits until SSH answers.
+    Start,
+    /// Disconnect from the lab network.
+    Cut,
+    /// Reconnect with the same address.
+    Heal,
+}
+
+pub async fn fault(
+    dir: &Path,
+    target: &str,
+    fault: Fault,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    docker::require_engine().await?;
+    let lab = Lab::load(dir)?;
+    let hosts = lab.select(target)?;
+    for h in &hosts {
+        match fault {
+            Fault::Kill => {
+                docker(&["kill", &h.container]).await?;
+            }
+            Fault::Start => {
+                docker(&["start", &h.container]).await?;
+            }
+            Fault::Cut => {
+                docker(&["network", "disconnect", "-f", &lab.network, &h.container]).await?;
+            }
+            Fault::Heal => ensure_connected(&lab.network, h).await?,
+        }
+        say(&format!("{:?}: {} ({})", fault, h.name, h.address).to_lowercase());
+    }
+    if fault == Fault::Start {
+        wait_ssh(
+            &hosts,
+            &lab.ssh(&dir.canonicalize()?),
+            Duration::from_secs(90),
+        )
+        .await?;
+    }
+    Ok(())
+}

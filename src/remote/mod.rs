@@ -1,0 +1,337 @@
+//! One small abstraction over SSH: connect once per host (multiplexed), run
+//! scripts, install files. Host keys are always checked strictly.
+//!
+//! Scripts and file contents travel on stdin, never in the remote argv, so
+//! passwords never show up in `ps` on the host.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use openssh::{KnownHosts, SessionBuilder, Stdio};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::design::{Host, Ssh};
+
+/// sshd allows 10 sessions per connection by default; stay under it.
+const MAX_SESSIONS_PER_HOST: usize = 8;
+
+/// A connected host.
+#[derive(Clone)]
+pub struct Remote {
+    pub name: String,
+    pub address: String,
+    session: Arc<openssh::Session>,
+    slots: Arc<Semaphore>,
+}
+
+/// What a remote command left behind.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+/// Why a connection failed, in the user's terms.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub host: String,
+    pub address: String,
+    pub reason: String,
+    pub hint: String,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): cannot connect over SSH: {}\n  hint: {}",
+            self.host, self.address, self.reason, self.hint
+        )
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl Remote {
+    pub async fn connect(host: &Host, timeout: Duration) -> Result<Remote, ConnectError> {
+        let ssh = &host.ssh;
+        let mut b = SessionBuilder::default();
+        b.user(ssh.user.clone())
+            .port(ssh.port)
+            .known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(timeout)
+            .server_alive_interval(Duration::from_secs(5));
+        if let Some(key) = &ssh.identity_file {
+            b.keyfile(key);
+        }
+        if let Some(kh) = &ssh.known_hosts {
+            b.user_known_hosts_file(kh);
+        }
+        let session = b
+            .connect(&host.address)
+            .await
+            .map_err(|e| explain(host, ssh, e))?;
+        Ok(Remote {
+            name: host.name.clone(),
+            address: host.address.clone(),
+            session: Arc::new(session),
+            slots: Arc::new(Semaphore::new(MAX_SESSIONS_PER_HOST)),
+        })
+    }
+
+    /// Runs a shell script, given on stdin to `sh -s`.
+    pub async fn run(&self, script: &str) -> anyhow::Result<Output> {
+        self.run_with_input(script, None).await
+    }
+
+    /// Runs `script`; when `input` is given, the script reads it from the
+    /// file `$PGHA_INPUT` (a private temporary file, removed afterwards).
+    pub async fn run_with_input(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+    ) -> anyhow::Result<Output> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        let full = match input {
+            None => script.to_string(),
+            Some(data) => {
+                // Here-doc of base64: binary-safe, and the data never touches argv.
+                let encoded = base64(data);
+                format!(
+                    "set -e\numask 077\nPGHA_INPUT=$(mktemp)\ntrap 'rm -f \"$PGHA_INPUT\"' EXIT\nbase64 -d > \"$PGHA_INPUT\" <<'PGHA_EOF'\n{encoded}\nPGHA_EOF\nset +e\n{script}\n"
+                )
+            }
+        };
+        let mut child = self
+            .session
+            .command("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .with_context(|| format!("{}: cannot start a remote shell", self.name))?;
+        let mut stdin = child.stdin().take().expect("stdin is piped");
+        stdin
+            .write_all(full.as_bytes())
+            .await
+            .with_context(|| format!("{}: cannot send the script", self.name))?;
+        stdin.shutdown().await.ok();
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .await
+            .with_context(|| format!("{}: the SSH connection failed", self.name))?;
+        Ok(Output {
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs `script` and fails, naming the host and quoting stderr, unless it exits 0.
+    pub async fn check(&self, what: &str, script: &str) -> anyhow::Result<String> {
+        let out = self.run(script).await?;
+        if !out.success() {
+            bail!(
+                "{}: {what} failed (exit {:?}): {}",
+                self.name,
+                out.status,
+                last_lines(&out.stderr, 8)
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Installs `content` at `path` atomically (temp file + rename in the
+    /// same directory), with owner, group and mode set before the rename.
+    pub async fn install_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        owner: &str,
+        group: &str,
+        mode: u32,
+    ) -> anyhow::Result<()> {
+        let script = install_script(path, owner, group, mode);
+        let out = self.run_with_input(&script, Some(content)).await?;
+        if !out.success() {
+            bail!(
+                "{}: writing {path} failed: {}",
+                self.name,
+                last_lines(&out.stderr, 8)
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        if let Ok(session) = Arc::try_unwrap(self.session) {
+            let _ = session.close().await;
+        }
+    }
+}
+
+/// The shell that installs `$PGHA_INPUT` at `path`. Pure, so it is tested as a string.
+pub fn install_script(path: &str, owner: &str, group: &str, mode: u32) -> String {
+    let dir = Path::new(path)
+        .parent()
+        .map_or("/".into(), |d| d.display().to_string());
+    format!(
+        "set -e\nmkdir -p {dir}\ntmp=$(mktemp {dir}/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner}:{group} \"$tmp\"\nchmod {mode:o} \"$tmp\"\nmv -f \"$tmp\" {path}\n"
+    )
+}
+
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn explain(host: &Host, ssh: &Ssh, err: openssh::Error) -> ConnectError {
+    let detail = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let text = format!("{err}: {detail}");
+    let known_hosts = ssh
+        .known_hosts
+        .as_ref()
+        .map_or("~/.ssh/known_hosts".to_string(), |p| {
+            p.display().to_string()
+        });
+    let (reason, hint) = if text.contains("Host key verification failed")
+        || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || text.contains("No ED25519 host key is known")
+        || text.contains("host key")
+    {
+        (
+            "the host key is unknown or does not match known_hosts".to_string(),
+            format!(
+                "verify the host's key out of band, then add it: ssh-keyscan -t ed25519 {} >> {known_hosts}",
+                host.address
+            ),
+        )
+    } else if text.contains("Permission denied") {
+        (
+            "authentication refused".to_string(),
+            format!(
+                "check ssh.user ({}) and ssh.identity_file in the design",
+                ssh.user
+            ),
+        )
+    } else if text.contains("timed out")
+        || text.contains("No route")
+        || text.contains("Connection refused")
+        || text.contains("unreachable")
+    {
+        (
+            format!("unreachable ({})", detail.trim()),
+            "check that the host is up and port 22 (ssh.port) is reachable; limit the run with --cloud to skip a lost cloud".to_string(),
+        )
+    } else {
+        (
+            text.trim().to_string(),
+            "run `ssh` to this host by hand to see more".to_string(),
+        )
+    };
+    ConnectError {
+        host: host.name.clone(),
+        address: host.address.clone(),
+        reason,
+        hint,
+    }
+}
+
+/// Standard base64, to move bytes through a here-document.
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 57 + 4);
+    for (i, chunk) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push('\n'); // 76-column lines, as base64(1) writes them
+        }
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (j, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if j <= chunk.len() {
+                out.push(T[(n >> shift) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Connects to many hosts at once; reports every host that failed.
+pub async fn connect_all(hosts: &[Host], timeout: Duration) -> (Vec<Remote>, Vec<ConnectError>) {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, h) in hosts.iter().cloned().enumerate() {
+        set.spawn(async move { (i, Remote::connect(&h, timeout).await) });
+    }
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(res) = set.join_next().await {
+        match res.expect("connect task does not panic") {
+            (i, Ok(r)) => ok.push((i, r)),
+            (i, Err(e)) => failed.push((i, e)),
+        }
+    }
+    ok.sort_by_key(|(i, _)| *i);
+    failed.sort_by_key(|(i, _)| *i);
+    (
+        ok.into_iter().map(|(_, r)| r).collect(),
+        failed.into_iter().map(|(_, e)| e).collect(),
+    )
+}
+
+pub fn connect_errors(errors: Vec<ConnectError>) -> anyhow::Error {
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    anyhow!(
+        "{} host(s) unreachable, nothing was changed:\n{}",
+        errors.len(),
+        text.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_reference() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        let long = base64(&[0u8; 100]);
+        assert!(long.lines().all(|l| l.len() <= 76));
+    }
+
+    #[test]
+    fn install_script_is_atomic_and_exact() {
+        assert_eq!(
+            install_script("/etc/patroni/config.yml", "postgres", "postgres", 0o600),
+            "set -e\nmkdir -p /etc/patroni\ntmp=$(mktemp /etc/patroni/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown postgres:postgres \"$tmp\"\nchmod 600 \"$tmp\"\nmv -f \"$tmp\" /etc/patroni/config.yml\n"
+        );
+    }
+}
