@@ -25,9 +25,7 @@ fn design(clouds: usize, hosts: usize) -> String {
             );
         }
     }
-    s.push_str(
-        "glb:\n  fqdn: bench.example.com\n  hosts:\n    - {name: glb1, address: 10.255.255.254}\n",
-    );
+    s.push_str("glb:\n  fqdn: bench.example.com\n  hosts:\n    - {name: glb1, address: 10.255.255.254}\n");
     s
 }
 

@@ -35,9 +35,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == BrokenPipe)
-            || e.downcast_ref::<serde_json::Error>()
-                .and_then(|j| j.io_error_kind())
-                == Some(BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>().and_then(|j| j.io_error_kind()) == Some(BrokenPipe)
     })
 }
 
@@ -71,14 +69,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )),
             }
         }
+        Command::Deploy(args) => {
+            let design = load(&cli)?;
+            let opts = crate::deploy::Options {
+                only: args.clouds.clone(),
+                yes: args.yes,
+                dry_run: args.dry_run,
+            };
+            runtime()?.block_on(crate::deploy::run(&design, &opts, cli.output))
+        }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "pgha",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(args.shell, &mut Cli::command(), "pgha", &mut std::io::stdout());
             Ok(())
         }
         Command::Man(args) => man(&args.out),
@@ -134,8 +136,7 @@ fn validate(cli: &Cli) -> anyhow::Result<()> {
 fn man(out: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let cmd = Cli::command();
-    clap_mangen::generate_to(cmd, out)
-        .with_context(|| format!("cannot write man pages to {}", out.display()))?;
+    clap_mangen::generate_to(cmd, out).with_context(|| format!("cannot write man pages to {}", out.display()))?;
     ui::print(&format!("wrote man pages to {}", out.display()))
 }
 
@@ -157,15 +158,8 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
             let prefix = a
                 .subnet
                 .strip_suffix(".0/24")
-                .filter(|p| {
-                    p.split('.').count() == 3 && p.split('.').all(|o| o.parse::<u8>().is_ok())
-                })
-                .ok_or_else(|| {
-                    error::Usage(format!(
-                        "--subnet {} is not a /24 like 10.77.0.0/24",
-                        a.subnet
-                    ))
-                })?;
+                .filter(|p| p.split('.').count() == 3 && p.split('.').all(|o| o.parse::<u8>().is_ok()))
+                .ok_or_else(|| error::Usage(format!("--subnet {} is not a /24 like 10.77.0.0/24", a.subnet)))?;
             let spec = lab::LabSpec {
                 name: a.name.clone(),
                 dir: a.lab.dir.clone(),
@@ -214,8 +208,5 @@ async fn print_lab_status(l: &crate::lab::Lab) -> anyhow::Result<()> {
     for r in crate::lab::status(l).await? {
         t.add_row(vec![r.cloud, r.name, r.address, r.state, r.network]);
     }
-    ui::print(&format!(
-        "lab {} ({}, image {}):\n{t}",
-        l.name, l.subnet, l.image
-    ))
+    ui::print(&format!("lab {} ({}, image {}):\n{t}", l.name, l.subnet, l.image))
 }

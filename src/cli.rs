@@ -46,6 +46,8 @@ pub enum Command {
     Plan,
     /// Write every file pgha would install, per host, for review (passwords redacted).
     Render(RenderArgs),
+    /// Deploy the design over SSH: primary cloud first, then secondary clouds, then the GLB.
+    Deploy(DeployArgs),
     /// A lab of real hosts (systemd containers with sshd) on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -135,4 +137,17 @@ pub struct LabTarget {
 pub struct LabImageArgs {
     #[arg(long, value_enum, default_value_t = crate::lab::Variant::Baked)]
     pub image: crate::lab::Variant,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Connect and read facts, print the plan of changes, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Deploy only this cloud (repeatable; `glb` names the GLB).
+    #[arg(long = "cloud", value_name = "NAME")]
+    pub clouds: Vec<String>,
 }

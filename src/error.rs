@@ -30,13 +30,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(
-        severity: Severity,
-        file: &Path,
-        span: Option<Span>,
-        field: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(severity: Severity, file: &Path, span: Option<Span>, field: &str, message: impl Into<String>) -> Self {
         Problem {
             severity,
             file: file.to_path_buf(),

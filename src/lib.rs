@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cli;
 pub mod components;
+pub mod deploy;
 pub mod design;
 pub mod error;
 pub mod lab;

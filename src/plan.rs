@@ -103,13 +103,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(
-        &mut self,
-        cloud: Option<&Cloud>,
-        action: Action,
-        hosts: Vec<String>,
-        description: String,
-    ) {
+    fn push(&mut self, cloud: Option<&Cloud>, action: Action, hosts: Vec<String>, description: String) {
         self.steps.push(Step {
             number: self.steps.len() + 1,
             cloud: cloud.map(|c| c.name.clone()),
@@ -155,10 +149,7 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             patroni_file.path, design.platform.name
         ),
         CloudStatus::Secondary => {
-            let primary = design
-                .primary_clouds()
-                .next()
-                .map_or("-", |p| p.name.as_str());
+            let primary = design.primary_clouds().next().map_or("-", |p| p.name.as_str());
             format!(
                 "write {}, start Patroni on {first} as standby leader, following {primary}'s master through HAProxy :{}",
                 patroni_file.path, design.haproxy.port
@@ -191,12 +182,8 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         ),
     );
     let verify = match cloud.status {
-        CloudStatus::Primary => {
-            "wait for one leader, streaming replicas and HAProxy routing to the leader"
-        }
-        CloudStatus::Secondary => {
-            "wait for a standby leader streaming from the primary cloud, and its replicas"
-        }
+        CloudStatus::Primary => "wait for one leader, streaming replicas and HAProxy routing to the leader",
+        CloudStatus::Secondary => "wait for a standby leader streaming from the primary cloud, and its replicas",
     };
     b.push(c, Action::VerifyCloud, names, verify.to_string());
 }
@@ -232,10 +219,7 @@ fn glb_steps(b: &mut Builder, design: &Design) {
                 None,
                 Action::RunGlbCommand,
                 Vec::new(),
-                format!(
-                    "run the external GLB command: {}:{} -> {target}",
-                    glb.fqdn, glb.port
-                ),
+                format!("run the external GLB command: {}:{} -> {target}", glb.fqdn, glb.port),
             );
         }
     }

@@ -13,14 +13,8 @@ use crate::secrets::{Secrets, TemplateSecrets};
 
 const EMBEDDED: [(&str, &str); 4] = [
     ("etcd.env.j2", include_str!("../templates/etcd.env.j2")),
-    (
-        "patroni.yml.j2",
-        include_str!("../templates/patroni.yml.j2"),
-    ),
-    (
-        "haproxy.cfg.j2",
-        include_str!("../templates/haproxy.cfg.j2"),
-    ),
+    ("patroni.yml.j2", include_str!("../templates/patroni.yml.j2")),
+    ("haproxy.cfg.j2", include_str!("../templates/haproxy.cfg.j2")),
     ("glb.cfg.j2", include_str!("../templates/glb.cfg.j2")),
 ];
 
@@ -149,8 +143,7 @@ impl Renderer {
         };
         let cx = TemplateContext {
             standby,
-            synchronous_mode: cloud.is_primary()
-                && design.platform.replication == Replication::Synchronous,
+            synchronous_mode: cloud.is_primary() && design.platform.replication == Replication::Synchronous,
             etcd_members: members,
             etcd_cluster_state: state,
             ..self.context(design, Some(cloud), host, primary, secrets)
@@ -162,12 +155,7 @@ impl Renderer {
     }
 
     /// The files of a GLB host.
-    pub fn glb_host(
-        &self,
-        design: &Design,
-        host: &Host,
-        secrets: &Secrets,
-    ) -> anyhow::Result<Vec<RenderedFile>> {
+    pub fn glb_host(&self, design: &Design, host: &Host, secrets: &Secrets) -> anyhow::Result<Vec<RenderedFile>> {
         let primary = design.primary_clouds().next();
         let cx = self.context(design, None, host, primary, secrets);
         components::GLB_HOST_FILES
@@ -254,17 +242,13 @@ fn hba_address(address: &str) -> String {
 pub fn write_tree(out: &Path, all: &[HostFiles]) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut written = Vec::new();
     for hf in all {
-        let dir = out
-            .join(hf.cloud.as_deref().unwrap_or("glb"))
-            .join(&hf.host);
+        let dir = out.join(hf.cloud.as_deref().unwrap_or("glb")).join(&hf.host);
         for f in &hf.files {
             let path = dir.join(f.spec.path.trim_start_matches('/'));
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create {}", parent.display()))?;
+                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
             }
-            std::fs::write(&path, &f.content)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, &f.content).with_context(|| format!("cannot write {}", path.display()))?;
             written.push(path);
         }
     }

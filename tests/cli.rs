@@ -7,16 +7,8 @@ use common::{example, pgha, stderr, stdout};
 #[test]
 fn plan_exits_zero_and_numbers_steps() {
     let out = pgha(["plan", "-f"]).clone();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "missing value for -f is a usage error"
-    );
-    let out = pgha([
-        "plan".as_ref(),
-        "-f".as_ref(),
-        example("two-clouds.yaml").as_os_str(),
-    ]);
+    assert_eq!(out.status.code(), Some(2), "missing value for -f is a usage error");
+    let out = pgha(["plan".as_ref(), "-f".as_ref(), example("two-clouds.yaml").as_os_str()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("14 steps"));
 }
@@ -52,11 +44,7 @@ fn default_design_is_pgha_yaml_in_the_current_directory() {
 fn invalid_design_exits_two_with_location() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        "platform:\n  name: x\n  postgres_prot: 5432\nclouds: []\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "platform:\n  name: x\n  postgres_prot: 5432\nclouds: []\n").unwrap();
     let out = pgha(["validate".as_ref(), "-f".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -104,20 +92,12 @@ fn render_writes_every_file_per_host() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     for host in ["dc1/dc1-pg1", "dc2/dc2-pg3"] {
-        for f in [
-            "etc/default/etcd",
-            "etc/patroni/config.yml",
-            "etc/haproxy/haproxy.cfg",
-        ] {
+        for f in ["etc/default/etcd", "etc/patroni/config.yml", "etc/haproxy/haproxy.cfg"] {
             assert!(dir.path().join(host).join(f).is_file(), "{host}/{f}");
         }
     }
-    assert!(dir
-        .path()
-        .join("glb/glb1/etc/haproxy/haproxy.cfg")
-        .is_file());
-    let patroni =
-        std::fs::read_to_string(dir.path().join("dc1/dc1-pg1/etc/patroni/config.yml")).unwrap();
+    assert!(dir.path().join("glb/glb1/etc/haproxy/haproxy.cfg").is_file());
+    let patroni = std::fs::read_to_string(dir.path().join("dc1/dc1-pg1/etc/patroni/config.yml")).unwrap();
     assert!(patroni.contains("REDACTED"));
 }
 

@@ -12,10 +12,7 @@ use common::{pgha, stderr, stdout};
 const NAME: &str = "pgha-labtest";
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
+    let out = Command::new("docker").args(args).output().expect("docker runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -93,8 +90,7 @@ fn lab_lifecycle() {
         assert_eq!(ssh(&dir, &kh, addr, "hostname").as_deref(), Some(name));
     }
     let keys = std::fs::read_to_string(&kh).unwrap();
-    let distinct: std::collections::HashSet<_> =
-        keys.lines().map(|l| l.split_whitespace().nth(2)).collect();
+    let distinct: std::collections::HashSet<_> = keys.lines().map(|l| l.split_whitespace().nth(2)).collect();
     assert_eq!(distinct.len(), 3, "each host has its own key:\n{keys}");
 
     // An unknown host key is refused.
@@ -103,23 +99,14 @@ fn lab_lifecycle() {
     assert_eq!(ssh(&dir, &empty, "10.79.0.11", "true"), None);
 
     // The generated design is valid and points at the lab.
-    let v = pgha([
-        "validate".as_ref(),
-        "-f".as_ref(),
-        dir.join("pgha.yaml").as_os_str(),
-    ]);
+    let v = pgha(["validate".as_ref(), "-f".as_ref(), dir.join("pgha.yaml").as_os_str()]);
     assert_eq!(v.status.code(), Some(0), "{}", stderr(&v));
 
     // kill: powered off; start: boots again with its disk intact.
     assert!(ssh(&dir, &kh, "10.79.0.11", "echo before > /root/marker").is_some());
     assert_eq!(lab(&dir, &["kill", "dc1-pg1"]).status.code(), Some(0));
     assert_eq!(
-        docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Running}}",
-            &format!("{NAME}-dc1-pg1")
-        ]),
+        docker(&["inspect", "-f", "{{.State.Running}}", &format!("{NAME}-dc1-pg1")]),
         "false"
     );
     assert_eq!(ssh(&dir, &kh, "10.79.0.11", "true"), None);
@@ -178,13 +165,7 @@ fn lab_lifecycle() {
         ""
     );
     assert_eq!(
-        docker(&[
-            "network",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=pgha.lab={NAME}")
-        ]),
+        docker(&["network", "ls", "-q", "--filter", &format!("label=pgha.lab={NAME}")]),
         ""
     );
     assert!(!dir.exists());

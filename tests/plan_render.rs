@@ -37,11 +37,7 @@ fn plan_orders_primary_then_secondary_then_glb() {
     assert!(order[..first_dc2].iter().all(|c| c == "dc1"));
     assert!(order[first_dc2..].iter().all(|c| c != "dc1"));
     assert_eq!(order.last().unwrap(), "GLB");
-    assert!(plan
-        .steps
-        .iter()
-        .enumerate()
-        .all(|(i, s)| s.number == i + 1));
+    assert!(plan.steps.iter().enumerate().all(|(i, s)| s.number == i + 1));
 }
 
 #[test]
@@ -52,9 +48,7 @@ fn plan_puts_a_primary_listed_second_first() {
         .replace("status: primary", "status: XX")
         .replace("status: secondary", "status: primary")
         .replace("status: XX", "status: secondary");
-    let d = design::load_str(&swapped, &example("two-clouds.yaml"))
-        .unwrap()
-        .design;
+    let d = design::load_str(&swapped, &example("two-clouds.yaml")).unwrap().design;
     let plan = Plan::deployment(&d);
     assert_eq!(plan.steps[0].cloud.as_deref(), Some("dc2"));
 }
@@ -63,10 +57,7 @@ fn plan_puts_a_primary_listed_second_first() {
 fn every_rendered_file() {
     for name in EXAMPLES {
         let d = load(name);
-        let all = Renderer::for_design(&d)
-            .unwrap()
-            .all(&d, &Secrets::redacted())
-            .unwrap();
+        let all = Renderer::for_design(&d).unwrap().all(&d, &Secrets::redacted()).unwrap();
         for hf in all {
             for f in hf.files {
                 let cloud = hf.cloud.as_deref().unwrap_or("glb");
@@ -106,21 +97,11 @@ fn rendered_files_never_hold_real_secrets() {
 #[test]
 fn template_override_directory_wins() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("haproxy.cfg.j2"),
-        "# custom for {{ host.name }}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("haproxy.cfg.j2"), "# custom for {{ host.name }}\n").unwrap();
     let d = load("single-cloud");
     let r = Renderer::new(Some(dir.path())).unwrap();
     let files = r
-        .db_host(
-            &d,
-            &d.clouds[0],
-            &d.clouds[0].hosts[0],
-            None,
-            &Secrets::redacted(),
-        )
+        .db_host(&d, &d.clouds[0], &d.clouds[0].hosts[0], None, &Secrets::redacted())
         .unwrap();
     let haproxy = files
         .iter()

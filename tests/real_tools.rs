@@ -43,12 +43,7 @@ fn haproxy_accepts_every_rendered_config() {
             .collect();
         assert!(!cfgs.is_empty());
         for cfg in cfgs {
-            let out = Command::new("haproxy")
-                .arg("-c")
-                .arg("-f")
-                .arg(cfg)
-                .output()
-                .unwrap();
+            let out = Command::new("haproxy").arg("-c").arg("-f").arg(cfg).output().unwrap();
             assert!(
                 out.status.success(),
                 "{}: {}",
@@ -64,10 +59,7 @@ fn patroni_accepts_every_rendered_config() {
     require("patroni");
     for name in ["two-clouds.yaml", "single-cloud.yaml"] {
         let (_dir, files) = rendered(name);
-        let cfgs: Vec<_> = files
-            .iter()
-            .filter(|f| f.ends_with("etc/patroni/config.yml"))
-            .collect();
+        let cfgs: Vec<_> = files.iter().filter(|f| f.ends_with("etc/patroni/config.yml")).collect();
         assert!(!cfgs.is_empty());
         for cfg in cfgs {
             let out = Command::new("patroni")

@@ -11,10 +11,67 @@ pub const CONFIG: FileSpec = FileSpec {
     group: "root",
     mode: 0o644,
     service: "etcd",
+    check: None,
 };
 
 /// pgha's own data directory: the package's default member in
 /// /var/lib/etcd/default belongs to a one-member cluster and must not be reused.
 pub fn data_dir(cluster: &str) -> String {
     format!("/var/lib/etcd/pgha-{cluster}")
+}
+
+fn etcdctl(client_port: u16) -> String {
+    format!("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:{client_port} --command-timeout=3s")
+}
+
+/// Exits 0 when the local member is healthy (it has a leader and quorum).
+pub fn health_script(client_port: u16) -> String {
+    format!("{} endpoint health", etcdctl(client_port))
+}
+
+/// Lines `id, status, name, peer urls, client urls, learner`.
+pub fn member_list_script(client_port: u16) -> String {
+    format!("{} member list", etcdctl(client_port))
+}
+
+/// Adds a member to the running cluster: the only safe way to grow it.
+pub fn member_add_script(client_port: u16, name: &str, peer_url: &str) -> String {
+    format!("{} member add {name} --peer-urls={peer_url}", etcdctl(client_port))
+}
+
+/// Member names from `member list` output (an unstarted member has no name yet:
+/// it is identified by its peer URL instead).
+pub fn parse_members(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(',').map(str::trim).collect();
+            (cols.len() >= 4).then(|| (cols[2].to_string(), cols[3].to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_exact() {
+        assert_eq!(
+            member_add_script(2379, "dc1-pg4", "http://10.0.0.4:2380"),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member add dc1-pg4 --peer-urls=http://10.0.0.4:2380"
+        );
+    }
+
+    #[test]
+    fn member_list_is_parsed() {
+        let out = "8e9e05c52164694d, started, dc1-pg1, http://10.0.0.1:2380, http://10.0.0.1:2379, false\n\
+                   91bc3c398fb3c146, unstarted, , http://10.0.0.4:2380, , false\n";
+        assert_eq!(
+            parse_members(out),
+            [
+                ("dc1-pg1".to_string(), "http://10.0.0.1:2380".to_string()),
+                (String::new(), "http://10.0.0.4:2380".to_string())
+            ]
+        );
+    }
 }

@@ -11,4 +11,5 @@ pub const CONFIG: FileSpec = FileSpec {
     group: "root",
     mode: 0o644,
     service: "haproxy",
+    check: Some("haproxy -c -q -f"),
 };

@@ -10,4 +10,45 @@ pub const CONFIG: FileSpec = FileSpec {
     group: "root",
     mode: 0o644,
     service: "haproxy",
+    check: Some("haproxy -c -q -f"),
 };
+
+/// Prints HAProxy's statistics as CSV.
+pub fn stats_script(stats_port: u16) -> String {
+    format!("python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:{stats_port}/;csv\", timeout=3).read().decode())'")
+}
+
+/// `(server, status)` of every server of `proxy` in a stats CSV.
+pub fn servers(csv: &str, proxy: &str) -> Vec<(String, String)> {
+    csv.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            (cols.len() > 17 && cols[0] == proxy && cols[1] != "FRONTEND" && cols[1] != "BACKEND")
+                .then(|| (cols[1].to_string(), cols[17].to_string()))
+        })
+        .collect()
+}
+
+/// The proxy name a database host's HAProxy routes the master through.
+pub fn primary_proxy(cluster: &str) -> String {
+    format!("{cluster}-primary")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_read_from_stats() {
+        let csv =
+            "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status\n\
+x-primary,FRONTEND,,,0,0,1000,0,0,0,0,0,0,,,,,OPEN\n\
+x-primary,a1,0,0,0,0,500,0,0,0,,0,,0,0,0,0,UP\n\
+x-primary,a2,0,0,0,0,500,0,0,0,,0,,0,0,0,0,DOWN\n\
+x-primary,BACKEND,0,0,0,0,100,0,0,0,0,0,,0,0,0,0,UP\n";
+        assert_eq!(
+            servers(csv, "x-primary"),
+            [("a1".into(), "UP".into()), ("a2".into(), "DOWN".into())]
+        );
+    }
+}

@@ -45,6 +45,9 @@ pub struct FileSpec {
     pub mode: u32,
     /// The systemd unit that reads this file.
     pub service: &'static str,
+    /// A command that must accept the new file (appended as its last
+    /// argument) before it replaces the old one.
+    pub check: Option<&'static str>,
 }
 
 /// The files of a database host, in the order they are applied.

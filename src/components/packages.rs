@@ -1,4 +1,4 @@
-//! The Debian packages each kind of host needs.
+//! The Debian packages each kind of host needs, and how to install them.
 
 /// What a database host runs, for a PostgreSQL major version.
 pub fn db_host(postgres_version: u32) -> Vec<String> {
@@ -19,4 +19,21 @@ pub fn db_host(postgres_version: u32) -> Vec<String> {
 
 pub fn glb_host() -> Vec<String> {
     vec!["haproxy".to_string()]
+}
+
+/// Installs packages without letting them start services or create the
+/// distribution's default PostgreSQL cluster: pgha configures and starts
+/// each service itself, and Patroni owns the only cluster.
+pub fn install_script(packages: &[String]) -> String {
+    format!(
+        "set -e\n\
+export DEBIAN_FRONTEND=noninteractive\n\
+mkdir -p /etc/postgresql-common/createcluster.d\n\
+echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/pgha.conf\n\
+printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d\n\
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT\n\
+apt-get update -q >/dev/null\n\
+apt-get install -y -q --no-install-recommends {} >/dev/null\n",
+        packages.join(" ")
+    )
 }

@@ -12,4 +12,85 @@ pub const CONFIG: FileSpec = FileSpec {
     // Holds the passwords.
     mode: 0o600,
     service: "patroni",
+    check: None,
 };
+
+/// Prints Patroni's `/cluster` document from the local REST API.
+pub fn cluster_script(rest_port: u16) -> String {
+    http_get_script(rest_port, "/cluster")
+}
+
+/// Prints the dynamic configuration (`/config`).
+pub fn config_script(rest_port: u16) -> String {
+    http_get_script(rest_port, "/config")
+}
+
+fn http_get_script(rest_port: u16, path: &str) -> String {
+    format!(
+        "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:{rest_port}{path}\", timeout=3).read().decode())'"
+    )
+}
+
+/// Changes the dynamic configuration (kept in this cloud's etcd) with
+/// patronictl on the host, which reads the REST credentials from the config
+/// file: no password in any command line.
+pub fn edit_config_script(sets: &[(String, String)]) -> String {
+    let mut s = format!("patronictl -c {} edit-config --force --quiet", CONFIG.path);
+    for (k, v) in sets {
+        s.push_str(&format!(" -s '{k}={v}'"));
+    }
+    s
+}
+
+/// Restarts PostgreSQL on one member if a parameter change requires it.
+pub fn restart_pending_script(scope: &str, member: &str) -> String {
+    format!(
+        "patronictl -c {} restart {scope} {member} --pending --force",
+        CONFIG.path
+    )
+}
+
+/// One member as Patroni's `/cluster` describes it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Member {
+    pub name: String,
+    /// leader | standby_leader | sync_standby | quorum_standby | replica
+    pub role: String,
+    /// running | streaming | starting | stopped | creating replica | ...
+    pub state: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader; "unknown" when Patroni cannot tell.
+    #[serde(default)]
+    pub lag: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pending_restart: Option<bool>,
+}
+
+impl Member {
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader" || self.role == "master" || self.role == "primary"
+    }
+
+    pub fn is_standby_leader(&self) -> bool {
+        self.role == "standby_leader"
+    }
+
+    /// Up and replicating (or serving, for a leader).
+    pub fn is_healthy(&self) -> bool {
+        self.state == "running" || self.state == "streaming"
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ClusterDoc {
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+pub fn parse_cluster(text: &str) -> anyhow::Result<Vec<Member>> {
+    let doc: ClusterDoc = serde_json::from_str(text.trim())?;
+    Ok(doc.members)
+}

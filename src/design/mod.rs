@@ -155,8 +155,7 @@ impl Design {
     /// Clouds in deployment order: primary first, then secondary, each in
     /// the order the design lists them.
     pub fn clouds_in_order(&self) -> Vec<&Cloud> {
-        let (mut first, rest): (Vec<&Cloud>, Vec<&Cloud>) =
-            self.clouds.iter().partition(|c| c.is_primary());
+        let (mut first, rest): (Vec<&Cloud>, Vec<&Cloud>) = self.clouds.iter().partition(|c| c.is_primary());
         first.extend(rest);
         first
     }
@@ -185,8 +184,7 @@ impl Design {
     }
 
     pub fn find_host(&self, name: &str) -> Option<(Option<&Cloud>, &Host)> {
-        self.all_hosts()
-            .find(|(_, h)| h.name == name || h.address == name)
+        self.all_hosts().find(|(_, h)| h.name == name || h.address == name)
     }
 
     /// The directory the design file is in; relative paths in it start here.

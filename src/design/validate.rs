@@ -133,29 +133,16 @@ impl Checker {
         }
     }
 
-    fn error(
-        &mut self,
-        root: &Node,
-        field: &str,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
+    fn error(&mut self, root: &Node, field: &str, message: impl Into<String>, hint: impl Into<String>) {
         let span = root.span_of(field);
         self.problems
             .push(Problem::new(Severity::Error, &self.file, Some(span), field, message).hint(hint));
     }
 
-    fn warn(
-        &mut self,
-        root: &Node,
-        field: &str,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
+    fn warn(&mut self, root: &Node, field: &str, message: impl Into<String>, hint: impl Into<String>) {
         let span = root.span_of(field);
-        self.problems.push(
-            Problem::new(Severity::Warning, &self.file, Some(span), field, message).hint(hint),
-        );
+        self.problems
+            .push(Problem::new(Severity::Warning, &self.file, Some(span), field, message).hint(hint));
     }
 
     fn finish_err(&mut self) -> Invalid {
@@ -183,8 +170,7 @@ fn valid_name(s: &str) -> bool {
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
-const NAME_HINT: &str =
-    "use letters, digits, '-', '_' or '.', starting with a letter or digit (at most 63)";
+const NAME_HINT: &str = "use letters, digits, '-', '_' or '.', starting with a letter or digit (at most 63)";
 
 fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<Design> {
     let base = cx.file.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -197,10 +183,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         port: hp.port.unwrap_or(5000),
         stats_port: hp.stats_port.unwrap_or(7000),
     };
-    if platform
-        .as_ref()
-        .is_some_and(|p| p.postgres_port == haproxy.port)
-    {
+    if platform.as_ref().is_some_and(|p| p.postgres_port == haproxy.port) {
         cx.error(
             root,
             "components.haproxy.port",
@@ -211,30 +194,15 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
 
     let global_ssh = layer_ssh(cx, root, &base, default_ssh(), raw.ssh.as_ref(), "ssh");
     let clouds = build_clouds(cx, root, &base, raw.clouds, &global_ssh, &platform, mode);
-    let glb = raw
-        .glb
-        .map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
+    let glb = raw.glb.map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
 
     check_unique_hosts(cx, root, &clouds, glb.as_ref());
-    check_ports(
-        cx,
-        root,
-        &platform,
-        &etcd,
-        &governor,
-        &haproxy,
-        &clouds,
-        glb.as_ref(),
-    );
+    check_ports(cx, root, &platform, &etcd, &governor, &haproxy, &clouds, glb.as_ref());
 
     let secrets_file = match raw.secrets.and_then(|s| s.file) {
         Some(f) => base.join(f),
         None => {
-            let stem = cx
-                .file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("pgha");
+            let stem = cx.file.file_stem().and_then(|s| s.to_str()).unwrap_or("pgha");
             base.join(format!("{stem}.secrets.yaml"))
         }
     };
@@ -267,12 +235,7 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
     let name = match raw.name {
         Some(n) if valid_name(&n) => Some(n),
         Some(n) => {
-            cx.error(
-                root,
-                "platform.name",
-                format!("invalid cluster name `{n}`"),
-                NAME_HINT,
-            );
+            cx.error(root, "platform.name", format!("invalid cluster name `{n}`"), NAME_HINT);
             None
         }
         None => {
@@ -331,9 +294,7 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
             "use an absolute path such as /var/lib/postgresql/15/pgha",
         );
     }
-    let client_networks = raw
-        .client_networks
-        .unwrap_or_else(|| vec!["0.0.0.0/0".into()]);
+    let client_networks = raw.client_networks.unwrap_or_else(|| vec!["0.0.0.0/0".into()]);
     for (i, net) in client_networks.iter().enumerate() {
         if !valid_cidr(net) {
             cx.error(
@@ -432,14 +393,7 @@ fn default_ssh() -> Ssh {
 }
 
 /// Applies one layer of SSH settings on top of `base`, checking the files it names.
-fn layer_ssh(
-    cx: &mut Checker,
-    root: &Node,
-    dir: &Path,
-    mut ssh: Ssh,
-    raw: Option<&RawSsh>,
-    field: &str,
-) -> Ssh {
+fn layer_ssh(cx: &mut Checker, root: &Node, dir: &Path, mut ssh: Ssh, raw: Option<&RawSsh>, field: &str) -> Ssh {
     let Some(raw) = raw else { return ssh };
     if let Some(user) = &raw.user {
         ssh.user = user.clone();
@@ -564,17 +518,8 @@ fn build_clouds(
                 );
                 Vec::new()
             }
-            (Some(hosts), None) => {
-                build_hosts(cx, root, base, hosts, &cloud_ssh, &format!("{at}.hosts"))
-            }
-            (None, Some(file)) => load_inventory(
-                cx,
-                root,
-                base,
-                &file,
-                &cloud_ssh,
-                &format!("{at}.inventory"),
-            ),
+            (Some(hosts), None) => build_hosts(cx, root, base, hosts, &cloud_ssh, &format!("{at}.hosts")),
+            (None, Some(file)) => load_inventory(cx, root, base, &file, &cloud_ssh, &format!("{at}.inventory")),
             (None, None) => {
                 cx.error(
                     root,
@@ -590,10 +535,7 @@ fn build_clouds(
             cx.error(
                 root,
                 &format!("{at}.scaling"),
-                format!(
-                    "cloud `{name}` has scaling {scaling} but {} host(s)",
-                    hosts.len()
-                ),
+                format!("cloud `{name}` has scaling {scaling} but {} host(s)", hosts.len()),
                 "scaling is the number of computes: list exactly that many hosts",
             );
         }
@@ -674,14 +616,7 @@ fn build_clouds(
     clouds
 }
 
-fn build_hosts(
-    cx: &mut Checker,
-    root: &Node,
-    dir: &Path,
-    raw: Vec<RawHost>,
-    ssh: &Ssh,
-    at: &str,
-) -> Vec<Host> {
+fn build_hosts(cx: &mut Checker, root: &Node, dir: &Path, raw: Vec<RawHost>, ssh: &Ssh, at: &str) -> Vec<Host> {
     let mut hosts = Vec::new();
     for (i, rh) in raw.into_iter().enumerate() {
         let here = format!("{at}[{i}]");
@@ -702,12 +637,7 @@ fn build_hosts(
             }
         };
         let address = match rh.address {
-            Some(a)
-                if !a.is_empty()
-                    && !a.contains(|c: char| c.is_whitespace() || c == ',' || c == '/') =>
-            {
-                Some(a)
-            }
+            Some(a) if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || c == ',' || c == '/') => Some(a),
             Some(a) => {
                 cx.error(
                     root,
@@ -727,14 +657,7 @@ fn build_hosts(
                 None
             }
         };
-        let ssh = layer_ssh(
-            cx,
-            root,
-            dir,
-            ssh.clone(),
-            rh.ssh.as_ref(),
-            &format!("{here}.ssh"),
-        );
+        let ssh = layer_ssh(cx, root, dir, ssh.clone(), rh.ssh.as_ref(), &format!("{here}.ssh"));
         if let (Some(name), Some(address)) = (name, address) {
             hosts.push(Host { name, address, ssh });
         }
@@ -742,14 +665,7 @@ fn build_hosts(
     hosts
 }
 
-fn load_inventory(
-    cx: &mut Checker,
-    root: &Node,
-    base: &Path,
-    file: &str,
-    ssh: &Ssh,
-    at: &str,
-) -> Vec<Host> {
+fn load_inventory(cx: &mut Checker, root: &Node, base: &Path, file: &str, ssh: &Ssh, at: &str) -> Vec<Host> {
     let path = base.join(file);
     let src = match std::fs::read_to_string(&path) {
         Ok(s) => s,
@@ -787,14 +703,7 @@ fn load_inventory(
     hosts
 }
 
-fn build_glb(
-    cx: &mut Checker,
-    root: &Node,
-    base: &Path,
-    raw: RawGlb,
-    ssh: &Ssh,
-    haproxy: &Haproxy,
-) -> Option<Glb> {
+fn build_glb(cx: &mut Checker, root: &Node, base: &Path, raw: RawGlb, ssh: &Ssh, haproxy: &Haproxy) -> Option<Glb> {
     let fqdn = raw.fqdn.unwrap_or_default();
     if fqdn.is_empty() {
         cx.error(
@@ -817,9 +726,7 @@ fn build_glb(
             }
             GlbKind::Haproxy { hosts }
         }
-        (Some("external"), None, Some(command)) if !command.trim().is_empty() => {
-            GlbKind::External { command }
-        }
+        (Some("external"), None, Some(command)) if !command.trim().is_empty() => GlbKind::External { command },
         (Some("external"), _, _) => {
             cx.error(
                 root,
@@ -925,10 +832,7 @@ fn check_ports(
     ];
     let mut by_address: BTreeMap<&str, Vec<(&str, u16)>> = BTreeMap::new();
     for host in clouds.iter().flat_map(|c| &c.hosts) {
-        by_address
-            .entry(&host.address)
-            .or_default()
-            .extend(db_ports);
+        by_address.entry(&host.address).or_default().extend(db_ports);
     }
     if let Some(Some(g)) = glb {
         if let GlbKind::Haproxy { hosts } = &g.kind {
@@ -947,17 +851,15 @@ fn check_ports(
             for (field_b, b) in &ports[i + 1..] {
                 if a == b && field_a != field_b && !reported.contains(&(*field_a, *field_b)) {
                     reported.push((*field_a, *field_b));
-                    if (*field_a, *field_b) == ("platform.postgres_port", "components.haproxy.port")
-                    {
+                    if (*field_a, *field_b) == ("platform.postgres_port", "components.haproxy.port") {
                         continue; // reported with its own message
                     }
                     // Point at the one the user wrote; defaults have no line.
-                    let (here, other) =
-                        if root.lookup(field_b).is_some() || root.lookup(field_a).is_none() {
-                            (field_b, field_a)
-                        } else {
-                            (field_a, field_b)
-                        };
+                    let (here, other) = if root.lookup(field_b).is_some() || root.lookup(field_a).is_none() {
+                        (field_b, field_a)
+                    } else {
+                        (field_a, field_b)
+                    };
                     cx.error(
                         root,
                         here,

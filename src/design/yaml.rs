@@ -65,9 +65,7 @@ impl Node {
         let mut node = self;
         for part in path_parts(path) {
             node = match (part, &node.kind) {
-                (Part::Key(k), Kind::Map(entries)) => {
-                    &entries.iter().find(|(key, _)| key.as_str() == Some(k))?.1
-                }
+                (Part::Key(k), Kind::Map(entries)) => &entries.iter().find(|(key, _)| key.as_str() == Some(k))?.1,
                 (Part::Index(i), Kind::Seq(items)) => items.get(i)?,
                 _ => return None,
             };
@@ -152,25 +150,18 @@ impl Builder {
             }
             let done = match event {
                 Event::StreamEnd => break,
-                Event::DocumentStart if root.is_some() => {
-                    return Err(err("only one YAML document is allowed"))
-                }
+                Event::DocumentStart if root.is_some() => return Err(err("only one YAML document is allowed")),
                 Event::Scalar(text, style, anchor, _) => {
                     let plain = style == TScalarStyle::Plain;
-                    let kind =
-                        if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
-                            Kind::Null
-                        } else {
-                            Kind::Scalar(text, plain)
-                        };
+                    let kind = if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
+                        Kind::Null
+                    } else {
+                        Kind::Scalar(text, plain)
+                    };
                     Some((Node { kind, span }, anchor))
                 }
                 Event::Alias(id) => {
-                    let node = self
-                        .anchors
-                        .get(&id)
-                        .cloned()
-                        .ok_or_else(|| err("unknown alias"))?;
+                    let node = self.anchors.get(&id).cloned().ok_or_else(|| err("unknown alias"))?;
                     self.nodes += count(&node);
                     Some((node, 0))
                 }
@@ -187,8 +178,7 @@ impl Builder {
                     None
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
-                    let (node, _, anchor) =
-                        self.stack.pop().ok_or_else(|| err("unbalanced document"))?;
+                    let (node, _, anchor) = self.stack.pop().ok_or_else(|| err("unbalanced document"))?;
                     Some((node, anchor))
                 }
                 _ => None,
@@ -220,12 +210,7 @@ impl Builder {
 fn count(node: &Node) -> usize {
     match &node.kind {
         Kind::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Kind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count(k) + count(v))
-                .sum::<usize>()
-        }
+        Kind::Map(entries) => 1 + entries.iter().map(|(k, v)| count(k) + count(v)).sum::<usize>(),
         _ => 1,
     }
 }
@@ -376,9 +361,7 @@ impl<'de, 'a> de::Deserializer<'de> for De<'a> {
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let result = match self.scalar() {
-            Some((s, true)) if parse_bool(s).is_some() => {
-                visitor.visit_bool(parse_bool(s).unwrap_or_default())
-            }
+            Some((s, true)) if parse_bool(s).is_some() => visitor.visit_bool(parse_bool(s).unwrap_or_default()),
             _ => Err(de::Error::invalid_type(self.unexpected(), &visitor)),
         };
         result.map_err(|e| self.locate(e))
@@ -450,19 +433,11 @@ impl<'de, 'a> de::Deserializer<'de> for De<'a> {
         result.map_err(|e| self.locate(e))
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _: &'static str, visitor: V) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -553,14 +528,12 @@ impl<'a> De<'a> {
             }
             seen.push(name);
             match fields {
-                Some(fields) if !fields.contains(&name) => {
-                    self.unknown.borrow_mut().push(UnknownKey {
-                        span: key.span,
-                        path: join(self.path, name),
-                        key: name.to_string(),
-                        expected: fields.to_vec(),
-                    })
-                }
+                Some(fields) if !fields.contains(&name) => self.unknown.borrow_mut().push(UnknownKey {
+                    span: key.span,
+                    path: join(self.path, name),
+                    key: name.to_string(),
+                    expected: fields.to_vec(),
+                }),
                 _ => kept.push((key, value)),
             }
         }
@@ -590,10 +563,7 @@ struct SeqAccess<'a, I> {
 impl<'de, 'a, I: Iterator<Item = (usize, &'a Node)>> de::SeqAccess<'de> for SeqAccess<'a, I> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         let Some((i, node)) = self.items.next() else {
             return Ok(None);
         };
@@ -617,10 +587,7 @@ struct MapAccess<'a, I> {
 impl<'de, 'a, I: Iterator<Item = (&'a Node, &'a Node)>> de::MapAccess<'de> for MapAccess<'a, I> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
@@ -700,7 +667,9 @@ mod tests {
         let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let p = i - 1;
-            src.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            src.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         assert!(Node::parse(&src).is_err());
     }

@@ -14,11 +14,7 @@ pub async fn docker(args: &[&str]) -> anyhow::Result<String> {
 pub async fn docker_with_input(args: &[&str], input: Option<&[u8]>) -> anyhow::Result<String> {
     let mut child = Command::new("docker")
         .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -62,11 +58,7 @@ pub async fn label_of(kind: &str, name: &str) -> anyhow::Result<Option<String>> 
         .context("cannot run `docker`")?;
     if out.status.success() {
         let label = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Ok(Some(if label == "<no value>" {
-            String::new()
-        } else {
-            label
-        }))
+        Ok(Some(if label == "<no value>" { String::new() } else { label }))
     } else {
         Ok(None)
     }

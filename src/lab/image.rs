@@ -26,9 +26,7 @@ const BASE_PACKAGES: [&str; 9] = [
 ];
 
 /// Baked: the HA stack pre-installed. Bare: a plain VM, deploy installs it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     Baked,
@@ -62,18 +60,12 @@ impl Variant {
 /// The tag of an image for `variant`, building it first when missing.
 pub async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<String> {
     let tag = variant.tag();
-    if docker(&["image", "inspect", "-f", "{{.Id}}", &tag])
-        .await
-        .is_ok()
-    {
+    if docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).await.is_ok() {
         return Ok(tag);
     }
     // Two pgha processes must not debootstrap into the same place.
     let _lock = lock(&format!("/var/tmp/{}.lock", tag.replace([':', '/'], "-")))?;
-    if docker(&["image", "inspect", "-f", "{{.Id}}", &tag])
-        .await
-        .is_ok()
-    {
+    if docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).await.is_ok() {
         return Ok(tag);
     }
     say(&format!(
@@ -81,10 +73,7 @@ pub async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<Stri
     ));
     let start = std::time::Instant::now();
     build(variant, &tag).await?;
-    say(&format!(
-        "built {tag} in {:.0} s",
-        start.elapsed().as_secs_f64()
-    ));
+    say(&format!("built {tag} in {:.0} s", start.elapsed().as_secs_f64()));
     Ok(tag)
 }
 
@@ -122,7 +111,8 @@ async fn build(variant: Variant, tag: &str) -> anyhow::Result<()> {
         );
     }
     prepare_rootfs(&rootfs)?;
-    let script = "set -o pipefail; tar -C \"$1\" -c . | docker import -c 'CMD [\"/lib/systemd/systemd\"]' - \"$2\" >/dev/null";
+    let script =
+        "set -o pipefail; tar -C \"$1\" -c . | docker import -c 'CMD [\"/lib/systemd/systemd\"]' - \"$2\" >/dev/null";
     let out = tokio::process::Command::new("bash")
         .args(["-c", script, "import"])
         .arg(&rootfs)
@@ -131,10 +121,7 @@ async fn build(variant: Variant, tag: &str) -> anyhow::Result<()> {
         .await?;
     let _ = std::fs::remove_dir_all(&work);
     if !out.status.success() {
-        bail!(
-            "docker import failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("docker import failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }

@@ -94,9 +94,7 @@ impl Lab {
             .hosts
             .iter()
             .filter(|h| {
-                h.name == target
-                    || h.cloud.as_deref() == Some(target)
-                    || (target == "glb" && h.cloud.is_none())
+                h.name == target || h.cloud.as_deref() == Some(target) || (target == "glb" && h.cloud.is_none())
             })
             .collect();
         if hosts.is_empty() {
@@ -159,8 +157,7 @@ fn run_args<'a>(network: &'a str, image: &'a str, h: &'a LabHost, label: &'a str
 /// Brings the lab up, reusing what exists and repairing what is missing.
 pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
     docker::require_engine().await?;
-    std::fs::create_dir_all(&spec.dir)
-        .with_context(|| format!("cannot create {}", spec.dir.display()))?;
+    std::fs::create_dir_all(&spec.dir).with_context(|| format!("cannot create {}", spec.dir.display()))?;
     let dir = spec.dir.canonicalize()?;
     let key = dir.join("id_ed25519");
     if !key.exists() {
@@ -208,12 +205,7 @@ pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for h in hosts.clone() {
-        let (label, network, image, pubkey) = (
-            label.clone(),
-            network.clone(),
-            image.clone(),
-            pubkey.clone(),
-        );
+        let (label, network, image, pubkey) = (label.clone(), network.clone(), image.clone(), pubkey.clone());
         set.spawn(async move {
             let r = start_host(&network, &image, &h, &label, &pubkey).await;
             (h.name.clone(), r)
@@ -228,11 +220,7 @@ pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
     // known_hosts with each host's real key, in host order.
     let mut known = String::new();
     for h in &hosts {
-        let key = &keys
-            .iter()
-            .find(|(n, _)| *n == h.name)
-            .expect("every host reported")
-            .1;
+        let key = &keys.iter().find(|(n, _)| *n == h.name).expect("every host reported").1;
         known.push_str(&format!("{} {}\n", h.address, key.trim()));
     }
     std::fs::write(dir.join("known_hosts"), known)?;
@@ -247,12 +235,7 @@ pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
     };
     // Prove it the way pgha will use it: SSH with strict host key checking.
     let ssh = lab.ssh(&dir);
-    wait_ssh(
-        &lab.hosts.iter().collect::<Vec<_>>(),
-        &ssh,
-        Duration::from_secs(60),
-    )
-    .await?;
+    wait_ssh(&lab.hosts.iter().collect::<Vec<_>>(), &ssh, Duration::from_secs(60)).await?;
     write_files(&lab, &dir)?;
     say(&format!(
         "{} hosts up and answering SSH in {:.1} s",
@@ -264,20 +247,8 @@ pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
 
 /// Starts (or creates) one host, waits for systemd, installs the lab key;
 /// returns the host's SSH public key.
-async fn start_host(
-    network: &str,
-    image: &str,
-    h: &LabHost,
-    label: &str,
-    pubkey: &[u8],
-) -> anyhow::Result<String> {
-    let running = docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Running}} {{.Config.Image}}",
-        &h.container,
-    ])
-    .await;
+async fn start_host(network: &str, image: &str, h: &LabHost, label: &str, pubkey: &[u8]) -> anyhow::Result<String> {
+    let running = docker(&["inspect", "-f", "{{.State.Running}} {{.Config.Image}}", &h.container]).await;
     match running.as_deref().map(str::trim) {
         Ok(s) if s.ends_with(image) && s.starts_with("true") => {}
         Ok(s) if s.ends_with(image) => {
@@ -334,15 +305,7 @@ async fn ensure_connected(network: &str, h: &LabHost) -> anyhow::Result<()> {
     ])
     .await?;
     if !nets.split_whitespace().any(|n| n == network) {
-        docker(&[
-            "network",
-            "connect",
-            "--ip",
-            &h.address,
-            network,
-            &h.container,
-        ])
-        .await?;
+        docker(&["network", "connect", "--ip", &h.address, network, &h.container]).await?;
     }
     Ok(())
 }
@@ -382,9 +345,7 @@ pub async fn wait_ssh(hosts: &[&LabHost], ssh: &Ssh, limit: Duration) -> anyhow:
             loop {
                 let attempt = async {
                     let r = Remote::connect(&host, Duration::from_secs(5)).await?;
-                    let out = r
-                        .check("systemctl", "systemctl is-system-running || true")
-                        .await;
+                    let out = r.check("systemctl", "systemctl is-system-running || true").await;
                     r.close().await;
                     anyhow::Ok(out?)
                 };
@@ -408,24 +369,12 @@ pub async fn wait_ssh(hosts: &[&LabHost], ssh: &Ssh, limit: Duration) -> anyhow:
 /// The inventory, design and state a deploy needs, inside the lab directory.
 fn write_files(lab: &Lab, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("inventories"))?;
-    let mut clouds: Vec<&str> = lab
-        .hosts
-        .iter()
-        .filter_map(|h| h.cloud.as_deref())
-        .collect();
+    let mut clouds: Vec<&str> = lab.hosts.iter().filter_map(|h| h.cloud.as_deref()).collect();
     clouds.dedup();
     for cloud in &clouds {
-        let mut inv =
-            format!("# Computes of lab cloud {cloud}, written by `pgha lab up`.\nhosts:\n");
-        for h in lab
-            .hosts
-            .iter()
-            .filter(|h| h.cloud.as_deref() == Some(cloud))
-        {
-            inv.push_str(&format!(
-                "  - name: {}\n    address: {}\n",
-                h.name, h.address
-            ));
+        let mut inv = format!("# Computes of lab cloud {cloud}, written by `pgha lab up`.\nhosts:\n");
+        for h in lab.hosts.iter().filter(|h| h.cloud.as_deref() == Some(cloud)) {
+            inv.push_str(&format!("  - name: {}\n    address: {}\n", h.name, h.address));
         }
         std::fs::write(dir.join("inventories").join(format!("{cloud}.yaml")), inv)?;
     }
@@ -452,12 +401,10 @@ ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nc
     );
     for (i, c) in clouds.iter().enumerate() {
         let status = if i == 0 { "primary" } else { "secondary" };
-        let n = lab
-            .hosts
-            .iter()
-            .filter(|h| h.cloud.as_deref() == Some(c))
-            .count();
-        d.push_str(&format!("  - name: {c}\n    status: {status}\n    scaling: {n}\n    inventory: inventories/{c}.yaml\n"));
+        let n = lab.hosts.iter().filter(|h| h.cloud.as_deref() == Some(c)).count();
+        d.push_str(&format!(
+            "  - name: {c}\n    status: {status}\n    scaling: {n}\n    inventory: inventories/{c}.yaml\n"
+        ));
     }
     // Faster failover than the defaults, still within loop_wait + 2*retry_timeout <= ttl.
     d.push_str(
@@ -496,11 +443,7 @@ pub async fn status(lab: &Lab) -> anyhow::Result<Vec<HostState>> {
         let (state, network) = match inspect {
             Ok(s) => {
                 let (running, nets) = s.trim().split_once('|').unwrap_or((s.trim(), ""));
-                let state = if running == "true" {
-                    "running"
-                } else {
-                    "stopped"
-                };
+                let state = if running == "true" { "running" } else { "stopped" };
                 let connected = nets.split_whitespace().any(|n| n == lab.network);
                 (state, if connected { "connected" } else { "cut" })
             }
@@ -535,10 +478,7 @@ pub async fn down(dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         Some(l) if l == lab.name => {
             docker(&["network", "rm", &lab.network]).await?;
         }
-        Some(_) => say(&format!(
-            "left network {}: it is not this lab's",
-            lab.network
-        )),
+        Some(_) => say(&format!("left network {}: it is not this lab's", lab.network)),
         None => {}
     }
     std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -563,12 +503,7 @@ pub enum Fault {
     Heal,
 }
 
-pub async fn fault(
-    dir: &Path,
-    target: &str,
-    fault: Fault,
-    say: &dyn Fn(&str),
-) -> anyhow::Result<()> {
+pub async fn fault(dir: &Path, target: &str, fault: Fault, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     docker::require_engine().await?;
     let lab = Lab::load(dir)?;
     let hosts = lab.select(target)?;
@@ -588,12 +523,7 @@ pub async fn fault(
         say(&format!("{:?}: {} ({})", fault, h.name, h.address).to_lowercase());
     }
     if fault == Fault::Start {
-        wait_ssh(
-            &hosts,
-            &lab.ssh(&dir.canonicalize()?),
-            Duration::from_secs(90),
-        )
-        .await?;
+        wait_ssh(&hosts, &lab.ssh(&dir.canonicalize()?), Duration::from_secs(90)).await?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use openssh::{KnownHosts, SessionBuilder, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
+use crate::components::FileSpec;
 use crate::design::{Host, Ssh};
 
 /// sshd allows 10 sessions per connection by default; stay under it.
@@ -77,10 +78,7 @@ impl Remote {
         if let Some(kh) = &ssh.known_hosts {
             b.user_known_hosts_file(kh);
         }
-        let session = b
-            .connect(&host.address)
-            .await
-            .map_err(|e| explain(host, ssh, e))?;
+        let session = b.connect(&host.address).await.map_err(|e| explain(host, ssh, e))?;
         Ok(Remote {
             name: host.name.clone(),
             address: host.address.clone(),
@@ -96,16 +94,8 @@ impl Remote {
 
     /// Runs `script`; when `input` is given, the script reads it from the
     /// file `$PGHA_INPUT` (a private temporary file, removed afterwards).
-    pub async fn run_with_input(
-        &self,
-        script: &str,
-        input: Option<&[u8]>,
-    ) -> anyhow::Result<Output> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("semaphore is never closed");
+    pub async fn run_with_input(&self, script: &str, input: Option<&[u8]>) -> anyhow::Result<Output> {
+        let _slot = self.slots.acquire().await.expect("semaphore is never closed");
         let full = match input {
             None => script.to_string(),
             Some(data) => {
@@ -158,22 +148,16 @@ impl Remote {
         Ok(out.stdout)
     }
 
-    /// Installs `content` at `path` atomically (temp file + rename in the
-    /// same directory), with owner, group and mode set before the rename.
-    pub async fn install_file(
-        &self,
-        path: &str,
-        content: &[u8],
-        owner: &str,
-        group: &str,
-        mode: u32,
-    ) -> anyhow::Result<()> {
-        let script = install_script(path, owner, group, mode);
-        let out = self.run_with_input(&script, Some(content)).await?;
+    /// Installs `content` at the spec's path atomically (temp file + rename
+    /// in the same directory), owner, group and mode set and the file
+    /// checked (when the spec has a check) before the rename.
+    pub async fn install_file(&self, spec: &FileSpec, content: &[u8]) -> anyhow::Result<()> {
+        let out = self.run_with_input(&install_script(spec), Some(content)).await?;
         if !out.success() {
             bail!(
-                "{}: writing {path} failed: {}",
+                "{}: writing {} failed: {}",
                 self.name,
+                spec.path,
                 last_lines(&out.stderr, 8)
             );
         }
@@ -187,13 +171,22 @@ impl Remote {
     }
 }
 
-/// The shell that installs `$PGHA_INPUT` at `path`. Pure, so it is tested as a string.
-pub fn install_script(path: &str, owner: &str, group: &str, mode: u32) -> String {
-    let dir = Path::new(path)
-        .parent()
-        .map_or("/".into(), |d| d.display().to_string());
+/// The shell that installs `$PGHA_INPUT` per `spec`. Pure, so it is tested as a string.
+pub fn install_script(spec: &FileSpec) -> String {
+    let FileSpec {
+        path,
+        owner,
+        group,
+        mode,
+        ..
+    } = *spec;
+    let dir = Path::new(path).parent().map_or("/".into(), |d| d.display().to_string());
+    let check = spec
+        .check
+        .map(|c| format!("{c} \"$tmp\" || {{ rm -f \"$tmp\"; echo 'the new {path} was rejected; the old one stays' >&2; exit 1; }}\n"))
+        .unwrap_or_default();
     format!(
-        "set -e\nmkdir -p {dir}\ntmp=$(mktemp {dir}/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner}:{group} \"$tmp\"\nchmod {mode:o} \"$tmp\"\nmv -f \"$tmp\" {path}\n"
+        "set -e\nmkdir -p {dir}\ntmp=$(mktemp {dir}/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner}:{group} \"$tmp\"\nchmod {mode:o} \"$tmp\"\n{check}mv -f \"$tmp\" {path}\n"
     )
 }
 
@@ -210,9 +203,7 @@ fn explain(host: &Host, ssh: &Ssh, err: openssh::Error) -> ConnectError {
     let known_hosts = ssh
         .known_hosts
         .as_ref()
-        .map_or("~/.ssh/known_hosts".to_string(), |p| {
-            p.display().to_string()
-        });
+        .map_or("~/.ssh/known_hosts".to_string(), |p| p.display().to_string());
     let (reason, hint) = if text.contains("Host key verification failed")
         || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
         || text.contains("No ED25519 host key is known")
@@ -228,10 +219,7 @@ fn explain(host: &Host, ssh: &Ssh, err: openssh::Error) -> ConnectError {
     } else if text.contains("Permission denied") {
         (
             "authentication refused".to_string(),
-            format!(
-                "check ssh.user ({}) and ssh.identity_file in the design",
-                ssh.user
-            ),
+            format!("check ssh.user ({}) and ssh.identity_file in the design", ssh.user),
         )
     } else if text.contains("timed out")
         || text.contains("No route")
@@ -264,11 +252,7 @@ pub fn base64(data: &[u8]) -> String {
         if i > 0 && i % 19 == 0 {
             out.push('\n'); // 76-column lines, as base64(1) writes them
         }
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (j, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if j <= chunk.len() {
@@ -330,8 +314,15 @@ mod tests {
     #[test]
     fn install_script_is_atomic_and_exact() {
         assert_eq!(
-            install_script("/etc/patroni/config.yml", "postgres", "postgres", 0o600),
+            install_script(&crate::components::patroni::CONFIG),
             "set -e\nmkdir -p /etc/patroni\ntmp=$(mktemp /etc/patroni/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown postgres:postgres \"$tmp\"\nchmod 600 \"$tmp\"\nmv -f \"$tmp\" /etc/patroni/config.yml\n"
         );
+    }
+
+    #[test]
+    fn checked_files_are_checked_before_the_rename() {
+        let s = install_script(&crate::components::haproxy::CONFIG);
+        let check = s.find("haproxy -c -q -f \"$tmp\"").expect("checked");
+        assert!(check < s.find("mv -f").unwrap());
     }
 }

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+pub mod progress;
+
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 use serde::Serialize;
 

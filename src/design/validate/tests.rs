@@ -41,10 +41,7 @@ fn assert_error(src: &str, text: &str, field: &str, line: usize) {
         .unwrap_or_else(|| panic!("no error containing {text:?} in {ps:#?}"));
     assert_eq!(found.field, field, "{found}");
     assert_eq!(found.line, Some(line), "{found}");
-    assert!(
-        found.hint.is_some(),
-        "every problem carries a hint: {found}"
-    );
+    assert!(found.hint.is_some(), "every problem carries a hint: {found}");
 }
 
 fn warnings(src: &str) -> Vec<Problem> {
@@ -63,10 +60,7 @@ fn base_design_is_valid_and_quiet() {
 
 #[test]
 fn unknown_key_suggests_the_close_one() {
-    let src = BASE.replace(
-        "    status: secondary",
-        "    status: secondary\n    scalling: 3",
-    );
+    let src = BASE.replace("    status: secondary", "    status: secondary\n    scalling: 3");
     assert_error(&src, "unknown key `scalling`", "clouds[1].scalling", 12);
     let p = problems(&src)
         .into_iter()
@@ -79,10 +73,7 @@ fn unknown_key_suggests_the_close_one() {
 fn unknown_keys_are_all_reported() {
     let src = format!("{BASE}bogus: 1\nglb:\n  fqdn: x\n  hots: []\n");
     let ps = problems(&src);
-    let unknown: Vec<_> = ps
-        .iter()
-        .filter(|p| p.message.starts_with("unknown key"))
-        .collect();
+    let unknown: Vec<_> = ps.iter().filter(|p| p.message.starts_with("unknown key")).collect();
     assert_eq!(unknown.len(), 2, "{ps:#?}");
     assert_eq!(unknown[0].line, Some(16));
     assert_eq!(unknown[1].line, Some(19));
@@ -119,12 +110,7 @@ fn two_primary_clouds() {
 #[test]
 fn unknown_status() {
     let src = BASE.replace("status: secondary", "status: standby");
-    assert_error(
-        &src,
-        "unknown cloud status `standby`",
-        "clouds[1].status",
-        11,
-    );
+    assert_error(&src, "unknown cloud status `standby`", "clouds[1].status", 11);
 }
 
 #[test]
@@ -136,12 +122,7 @@ fn duplicate_cloud_names() {
 #[test]
 fn duplicate_host_names() {
     let src = BASE.replace("name: b2,", "name: a1,");
-    assert_error(
-        &src,
-        "host name `a1` is used twice",
-        "clouds[1].hosts[1].name",
-        14,
-    );
+    assert_error(&src, "host name `a1` is used twice", "clouds[1].hosts[1].name", 14);
 }
 
 #[test]
@@ -157,10 +138,7 @@ fn duplicate_addresses() {
 
 #[test]
 fn scaling_must_match_hosts() {
-    let src = BASE.replace(
-        "    status: secondary",
-        "    status: secondary\n    scaling: 5",
-    );
+    let src = BASE.replace("    status: secondary", "    status: secondary\n    scaling: 5");
     assert_error(&src, "scaling 5 but 3 host(s)", "clouds[1].scaling", 12);
 }
 
@@ -184,8 +162,7 @@ fn port_collision_between_components() {
         "components.etcd.client_port",
         18,
     );
-    let src =
-        format!("{BASE}glb:\n  fqdn: x\n  port: 7000\n  hosts: [{{name: g, address: 10.0.0.1}}]\n");
+    let src = format!("{BASE}glb:\n  fqdn: x\n  port: 7000\n  hosts: [{{name: g, address: 10.0.0.1}}]\n");
     // The GLB shares a1's address: its port 7000 meets HAProxy's stats port.
     let ps = problems(&src);
     assert!(
@@ -197,9 +174,7 @@ fn port_collision_between_components() {
 
 #[test]
 fn patroni_timing_rule() {
-    let src = format!(
-        "{BASE}components:\n  governor:\n    ttl: 20\n    loop_wait: 10\n    retry_timeout: 10\n"
-    );
+    let src = format!("{BASE}components:\n  governor:\n    ttl: 20\n    loop_wait: 10\n    retry_timeout: 10\n");
     assert_error(&src, "exceeds ttl (20)", "components.governor.ttl", 18);
 }
 
@@ -249,22 +224,14 @@ fn problems_inside_an_inventory_name_the_inventory() {
 #[test]
 fn unreadable_identity_file() {
     let src = format!("{BASE}ssh:\n  identity_file: nowhere/id_ed25519\n");
-    assert_error(
-        &src,
-        "cannot read the identity file",
-        "ssh.identity_file",
-        17,
-    );
+    assert_error(&src, "cannot read the identity file", "ssh.identity_file", 17);
 }
 
 #[test]
 fn ssh_settings_layer_global_cloud_host() {
     let src = BASE
         .replace("platform:", "ssh: {user: admin, port: 2222}\nplatform:")
-        .replace(
-            "    status: secondary",
-            "    status: secondary\n    ssh: {user: ops}",
-        )
+        .replace("    status: secondary", "    status: secondary\n    ssh: {user: ops}")
         .replace(
             "{name: b3, address: 10.0.1.3}",
             "{name: b3, address: 10.0.1.3, ssh: {port: 22}}",
@@ -305,10 +272,7 @@ fn small_cloud_warns_about_quorum() {
             .any(|w| w.message.contains("cannot keep quorum") && w.line == Some(10)),
         "{ws:#?}"
     );
-    assert!(
-        ws.iter().any(|w| w.message.contains("even number (2)")),
-        "{ws:#?}"
-    );
+    assert!(ws.iter().any(|w| w.message.contains("even number (2)")), "{ws:#?}");
 }
 
 #[test]
@@ -318,10 +282,7 @@ fn large_cloud_warns_about_waste() {
         .collect();
     let src = format!("{BASE}{extra}");
     let ws = warnings(&src);
-    assert!(
-        ws.iter().any(|w| w.message.contains("more than 5")),
-        "{ws:#?}"
-    );
+    assert!(ws.iter().any(|w| w.message.contains("more than 5")), "{ws:#?}");
 }
 
 #[test]
@@ -348,16 +309,8 @@ fn missing_name_and_bad_names() {
 
 #[test]
 fn bad_client_network() {
-    let src = BASE.replace(
-        "  name: demo",
-        "  name: demo\n  client_networks: [10.0.0.0/33]",
-    );
-    assert_error(
-        &src,
-        "not a network in CIDR form",
-        "platform.client_networks[0]",
-        3,
-    );
+    let src = BASE.replace("  name: demo", "  name: demo\n  client_networks: [10.0.0.0/33]");
+    assert_error(&src, "not a network in CIDR form", "platform.client_networks[0]", 3);
 }
 
 #[test]

@@ -1,0 +1,545 @@
+//! Executes step work on hosts and waits, with deadlines, for each step's
+//! outcome to be real. Never prints: it sends events.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+use super::facts;
+use super::work::{HostWork, StepWork, Work};
+use crate::components::{etcd, haproxy, patroni};
+use crate::design::{Cloud, Design};
+use crate::plan::Action;
+use crate::remote::Remote;
+use crate::render::{EtcdBootstrap, Renderer};
+use crate::secrets::Secrets;
+use crate::ui::progress::{emit, Event, Events, Outcome};
+
+pub struct Ctx<'a> {
+    pub design: &'a Design,
+    pub remotes: &'a BTreeMap<String, Remote>,
+    pub renderer: &'a Renderer,
+    pub secrets: &'a Secrets,
+    pub events: Events,
+}
+
+impl Ctx<'_> {
+    fn remote(&self, host: &str) -> anyhow::Result<&Remote> {
+        self.remotes.get(host).ok_or_else(|| anyhow!("{host}: not connected"))
+    }
+}
+
+/// The result of one host in one step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostResult {
+    pub step: usize,
+    pub host: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub seconds: f64,
+}
+
+/// Runs a step: host work (in parallel, or one host at a time where a
+/// running cluster must keep quorum), then the step's wait.
+pub async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, anyhow::Result<()>) {
+    let step = &sw.step;
+    emit(
+        &ctx.events,
+        Event::StepStarted {
+            number: step.number,
+            title: title(sw),
+        },
+    );
+    let cloud = step.cloud.as_deref().and_then(|c| ctx.design.cloud(c));
+    let mut results = Vec::new();
+    let mut failure = None;
+    if sw.serial {
+        for hw in &sw.hosts {
+            let r = run_host(ctx, sw, cloud, hw).await;
+            let failed = matches!(r.outcome, Outcome::Failed(_));
+            results.push(r);
+            if failed {
+                break;
+            }
+            if hw.changes() {
+                if let Some(c) = cloud {
+                    if let Err(e) = wait_etcd(ctx, c, step.number).await {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+    } else {
+        results = futures::future::join_all(sw.hosts.iter().map(|hw| run_host(ctx, sw, cloud, hw))).await;
+    }
+    if let Some(r) = results.iter().find(|r| matches!(r.outcome, Outcome::Failed(_))) {
+        let Outcome::Failed(why) = &r.outcome else {
+            unreachable!()
+        };
+        let e = anyhow!("step {} ({}) failed on {}: {why}", step.number, title(sw), r.host);
+        return (results, Err(e));
+    }
+    if let Some(e) = failure {
+        return (results, Err(e.context(format!("step {} ({})", step.number, title(sw)))));
+    }
+    let waited = match (step.action, cloud) {
+        (Action::ConfigureEtcd, Some(c)) => wait_etcd(ctx, c, step.number).await,
+        (Action::BootstrapLeader, Some(c)) => {
+            wait_members(ctx, c, &step.hosts, true, step.number, Duration::from_secs(300)).await
+        }
+        (Action::JoinReplicas, Some(c)) => {
+            wait_members(ctx, c, &step.hosts, false, step.number, Duration::from_secs(600)).await
+        }
+        (Action::VerifyCloud, Some(c)) => verify_cloud(ctx, c, step.number).await,
+        (Action::VerifyGlb, _) => verify_glb(ctx, &step.hosts, step.number).await,
+        _ => Ok(()),
+    };
+    let waited = waited.map_err(|e| e.context(format!("step {} ({})", step.number, title(sw))));
+    (results, waited)
+}
+
+pub fn title(sw: &StepWork) -> String {
+    let s = &sw.step;
+    let cloud = s.cloud.as_deref().unwrap_or("GLB");
+    format!("{cloud} {}/{}", s.component.as_str(), s.action.as_str())
+}
+
+async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &HostWork) -> HostResult {
+    let number = sw.step.number;
+    let start = Instant::now();
+    let what = match sw.step.action {
+        Action::VerifyCloud | Action::VerifyGlb => "verifying".to_string(),
+        _ => hw.describe(),
+    };
+    emit(
+        &ctx.events,
+        Event::HostStarted {
+            number,
+            host: hw.host.clone(),
+            what,
+        },
+    );
+    let mut result = Ok(());
+    for item in &hw.items {
+        emit(
+            &ctx.events,
+            Event::HostMessage {
+                number,
+                host: hw.host.clone(),
+                message: item.describe(),
+            },
+        );
+        if let Err(e) = run_work(ctx, cloud, &hw.host, item).await {
+            result = Err(e);
+            break;
+        }
+    }
+    let outcome = match result {
+        Err(e) => Outcome::Failed(format!("{e:#}")),
+        Ok(()) if hw.changes() => Outcome::Changed(hw.describe()),
+        Ok(()) if matches!(sw.step.action, Action::VerifyCloud | Action::VerifyGlb) => Outcome::Verified,
+        Ok(()) => Outcome::Unchanged,
+    };
+    let elapsed = start.elapsed();
+    emit(
+        &ctx.events,
+        Event::HostDone {
+            number,
+            host: hw.host.clone(),
+            outcome: outcome.clone(),
+            elapsed,
+        },
+    );
+    HostResult {
+        step: number,
+        host: hw.host.clone(),
+        outcome,
+        seconds: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+    }
+}
+
+async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work) -> anyhow::Result<()> {
+    let d = ctx.design;
+    match item {
+        Work::RunGlbCommand(command) => return run_glb_command(d, command).await,
+        Work::PatchDynamicConfig(sets) => {
+            ctx.remote(host)?
+                .check(
+                    "updating Patroni's dynamic configuration",
+                    &patroni::edit_config_script(sets),
+                )
+                .await?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    let r = ctx.remote(host)?;
+    match item {
+        Work::InstallPackages(pkgs) => {
+            r.check(
+                "installing packages",
+                &crate::components::packages::install_script(pkgs),
+            )
+            .await?;
+        }
+        Work::DisableDistroCluster(unit) => {
+            let v = d.platform.postgres_version;
+            let script = format!(
+                "systemctl disable --now {unit} 2>&1; f=/etc/postgresql/{v}/main/start.conf; [ -f $f ] && echo manual > $f; systemctl is-active --quiet {unit} && exit 1 || exit 0"
+            );
+            r.check(&format!("stopping {unit}"), &script).await?;
+        }
+        Work::RequirePortsFree(ports) => {
+            let live = facts::parse(&r.check("listing listeners", "ss -Hltnp | sed 's/^/ss /'").await?);
+            for (port, what) in ports {
+                if let Some(proc) = live.listeners.get(port) {
+                    bail!("port {port} ({what}) is already in use by `{proc}`: free it, then run deploy again");
+                }
+            }
+        }
+        Work::WriteFile(f) => r.install_file(&f.spec, f.content.as_bytes()).await?,
+        Work::EtcdJoin => etcd_join(ctx, cloud.expect("etcd work has a cloud"), host).await?,
+        Work::Enable(s) => {
+            r.check(&format!("enabling {s}"), &format!("systemctl enable {s} 2>&1"))
+                .await?;
+        }
+        Work::Start(s) => {
+            // A new etcd member waits for its peers: start them all, then wait for health.
+            let no_block = if *s == "etcd" { "--no-block " } else { "" };
+            let script =
+                format!("systemctl start {no_block}{s} || {{ journalctl -u {s} -n 20 --no-pager >&2; exit 1; }}");
+            r.check(&format!("starting {s}"), &script).await?;
+        }
+        Work::Restart(s) => {
+            let no_block = if *s == "etcd" { "--no-block " } else { "" };
+            let script =
+                format!("systemctl restart {no_block}{s} || {{ journalctl -u {s} -n 20 --no-pager >&2; exit 1; }}");
+            r.check(&format!("restarting {s}"), &script).await?;
+        }
+        Work::Reload(s) => {
+            r.check(&format!("reloading {s}"), &format!("systemctl reload {s}"))
+                .await?;
+        }
+        Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+/// Grows a running etcd cluster by one member: `member add` on a member
+/// that is in it, start the new one with state `existing`, wait until it is
+/// healthy, then store the canonical config (no restart: etcd ignores the
+/// initial-cluster settings once it has data).
+async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let port = d.etcd.client_port;
+    let me = cloud.hosts.iter().find(|h| h.name == host).expect("host of this cloud");
+    let peer = format!("http://{}:{}", me.address, d.etcd.peer_port);
+    let mut member = None;
+    for h in cloud.hosts.iter().filter(|h| h.name != host) {
+        if let Some(r) = ctx.remotes.get(&h.name) {
+            if let Ok(out) = r.check("listing etcd members", &etcd::member_list_script(port)).await {
+                member = Some((r, out));
+                break;
+            }
+        }
+    }
+    let (existing, list) = member.ok_or_else(|| anyhow!("no running etcd member in {} to join", cloud.name))?;
+    if !etcd::parse_members(&list).iter().any(|(_, p)| *p == peer) {
+        existing
+            .check("adding the etcd member", &etcd::member_add_script(port, host, &peer))
+            .await?;
+    }
+    let list = existing
+        .check("listing etcd members", &etcd::member_list_script(port))
+        .await?;
+    let members: Vec<crate::design::Host> = etcd::parse_members(&list)
+        .into_iter()
+        .filter_map(|(_, p)| {
+            let h = cloud
+                .hosts
+                .iter()
+                .find(|h| format!("http://{}:{}", h.address, d.etcd.peer_port) == p)?;
+            Some(h.clone())
+        })
+        .collect();
+    let boot = EtcdBootstrap {
+        members,
+        state: "existing",
+    };
+    let files = ctx.renderer.db_host(d, cloud, me, Some(&boot), ctx.secrets)?;
+    let joining = files
+        .iter()
+        .find(|f| f.spec.path == etcd::CONFIG.path)
+        .expect("etcd file");
+    let r = ctx.remote(host)?;
+    r.install_file(&joining.spec, joining.content.as_bytes()).await?;
+    r.check("starting etcd", "systemctl restart --no-block etcd").await?;
+    poll(Duration::from_secs(60), || async {
+        r.check("etcd health", &etcd::health_script(port)).await.map(|_| true)
+    })
+    .await
+    .with_context(|| format!("{host}: the new etcd member did not become healthy"))?;
+    let canonical = ctx.renderer.db_host(d, cloud, me, None, ctx.secrets)?;
+    let f = canonical
+        .iter()
+        .find(|f| f.spec.path == etcd::CONFIG.path)
+        .expect("etcd file");
+    r.install_file(&f.spec, f.content.as_bytes()).await
+}
+
+/// Polls `check` until it returns Ok(true) or the deadline passes; the last
+/// error is the cause reported.
+pub async fn poll<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = anyhow!("condition not met");
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = e,
+        }
+        if Instant::now() >= deadline {
+            return Err(last.context(format!("gave up after {} s", limit.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: format!("waiting for etcd quorum in {}", cloud.name),
+        },
+    );
+    let script = etcd::health_script(ctx.design.etcd.client_port);
+    for h in &cloud.hosts {
+        let r = ctx.remote(&h.name)?;
+        poll(Duration::from_secs(90), || async {
+            r.check("etcd health", &script).await.map(|_| true)
+        })
+        .await
+        .with_context(|| format!("{}: etcd is not healthy", h.name))?;
+    }
+    Ok(())
+}
+
+/// The cloud's Patroni cluster as one of its members sees it.
+pub async fn cluster_view(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
+    let script = patroni::cluster_script(ctx.design.governor.rest_port);
+    let mut last = anyhow!("no member of {} answered", cloud.name);
+    for h in &cloud.hosts {
+        if let Some(r) = ctx.remotes.get(&h.name) {
+            match r
+                .check("reading the Patroni cluster", &script)
+                .await
+                .and_then(|t| patroni::parse_cluster(&t))
+            {
+                Ok(members) if !members.is_empty() => return Ok(members),
+                Ok(_) => {}
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Waits for the cloud's leader (`leader`) or for `hosts` to be healthy members.
+async fn wait_members(
+    ctx: &Ctx<'_>,
+    cloud: &Cloud,
+    hosts: &[String],
+    leader: bool,
+    number: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let want = if cloud.is_primary() {
+        "a leader"
+    } else {
+        "a standby leader"
+    };
+    let message = if leader {
+        format!("waiting for {want} in {}", cloud.name)
+    } else {
+        format!("waiting for {} to stream", hosts.join(", "))
+    };
+    emit(&ctx.events, Event::StepMessage { number, message });
+    let last = std::sync::Mutex::new(String::new());
+    let result = poll(limit, || async {
+        let members = cluster_view(ctx, cloud).await?;
+        *last.lock().expect("not poisoned") = describe_members(&members);
+        Ok(if leader {
+            members
+                .iter()
+                .any(|m| (m.is_leader() || m.is_standby_leader()) && m.is_healthy())
+        } else {
+            hosts
+                .iter()
+                .all(|h| members.iter().any(|m| &m.name == h && m.is_healthy()))
+        })
+    })
+    .await;
+    result.with_context(|| {
+        format!(
+            "{} never reached the wanted state; members: {}",
+            cloud.name,
+            last.lock().expect("not poisoned")
+        )
+    })
+}
+
+pub fn describe_members(members: &[patroni::Member]) -> String {
+    let parts: Vec<String> = members
+        .iter()
+        .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+        .collect();
+    parts.join(", ")
+}
+
+/// The cloud is what the design says: one (standby) leader, everyone else
+/// streaming, pending restarts done (replicas first), and HAProxy on every
+/// host routing to the one read-write master.
+async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let members = cluster_view(ctx, cloud).await?;
+    let mut pending: Vec<&patroni::Member> = members.iter().filter(|m| m.pending_restart == Some(true)).collect();
+    pending.sort_by_key(|m| m.is_leader() || m.is_standby_leader());
+    for m in pending {
+        emit(
+            &ctx.events,
+            Event::StepMessage {
+                number,
+                message: format!("restarting PostgreSQL on {} (a parameter needs it)", m.name),
+            },
+        );
+        ctx.remote(&m.name)?
+            .check(
+                "restarting PostgreSQL",
+                &patroni::restart_pending_script(&d.platform.name, &m.name),
+            )
+            .await?;
+    }
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: format!("verifying {}", cloud.name),
+        },
+    );
+    let last = std::sync::Mutex::new(String::new());
+    let primary_names: Vec<String> = d
+        .primary_clouds()
+        .flat_map(|c| c.hosts.iter().map(|h| h.name.clone()))
+        .collect();
+    let result = poll(Duration::from_secs(180), || async {
+        let members = cluster_view(ctx, cloud).await?;
+        *last.lock().expect("not poisoned") = describe_members(&members);
+        let leaders: Vec<&patroni::Member> = members.iter().filter(|m| m.is_leader()).collect();
+        let standby_leaders = members.iter().filter(|m| m.is_standby_leader()).count();
+        if !cloud.is_primary() && !leaders.is_empty() {
+            bail!(
+                "secondary cloud {} has a read-write leader: {}",
+                cloud.name,
+                leaders[0].name
+            );
+        }
+        let led = if cloud.is_primary() {
+            leaders.len() == 1
+        } else {
+            standby_leaders == 1
+        };
+        let all = cloud
+            .hosts
+            .iter()
+            .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy()));
+        if !(led && all) {
+            return Ok(false);
+        }
+        // HAProxy everywhere in this cloud routes to the primary cloud's leader only.
+        let leader = if cloud.is_primary() {
+            Some(leaders[0].name.clone())
+        } else {
+            None
+        };
+        for h in &cloud.hosts {
+            let csv = ctx
+                .remote(&h.name)?
+                .check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
+                .await?;
+            let up: Vec<String> = haproxy::servers(&csv, &haproxy::primary_proxy(&d.platform.name))
+                .into_iter()
+                .filter(|(_, s)| s == "UP")
+                .map(|(n, _)| n)
+                .collect();
+            let ok = match &leader {
+                Some(l) => up == [l.clone()],
+                None => up.len() == 1 && primary_names.contains(&up[0]),
+            };
+            if !ok {
+                *last.lock().expect("not poisoned") = format!("HAProxy on {} routes to {:?}", h.name, up);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    result.with_context(|| format!("{} is not healthy: {}", cloud.name, last.lock().expect("not poisoned")))
+}
+
+async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let Some(glb) = &d.glb else { return Ok(()) };
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: format!("waiting until {}:{} reaches the primary cloud", glb.fqdn, glb.port),
+        },
+    );
+    let proxy = format!("{}-glb", d.platform.name);
+    for host in hosts {
+        let r = ctx.remote(host)?;
+        poll(Duration::from_secs(60), || async {
+            let csv = r
+                .check("reading GLB stats", &haproxy::stats_script(glb.stats_port))
+                .await?;
+            Ok(haproxy::servers(&csv, &proxy).iter().any(|(_, s)| s == "UP"))
+        })
+        .await
+        .with_context(|| format!("{host}: the GLB sees no primary-cloud HAProxy up"))?;
+    }
+    Ok(())
+}
+
+async fn run_glb_command(d: &Design, command: &str) -> anyhow::Result<()> {
+    let primary = d.primary_clouds().next();
+    let targets: Vec<String> = primary
+        .map(|c| {
+            c.hosts
+                .iter()
+                .map(|h| format!("{}:{}", h.address, d.haproxy.port))
+                .collect()
+        })
+        .unwrap_or_default();
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .env("PGHA_PRIMARY_CLOUD", primary.map_or("", |c| c.name.as_str()))
+        .env("PGHA_TARGETS", targets.join(","))
+        .output()
+        .await
+        .context("cannot run the external GLB command")?;
+    if !out.status.success() {
+        bail!(
+            "the external GLB command failed: {}",
+            crate::remote::last_lines(&String::from_utf8_lossy(&out.stderr), 8)
+        );
+    }
+    super::state::record_glb(d, primary.map(|c| c.name.as_str()))
+}

@@ -1,0 +1,154 @@
+//! What a host is like now, read in one SSH round trip: packages, hashes of
+//! the files pgha manages, services, data directories, listening ports.
+
+use std::collections::BTreeMap;
+
+use crate::components::{self, FileSpec};
+use crate::design::Design;
+use crate::remote::Remote;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Service {
+    pub active: String,
+    pub enabled: String,
+}
+
+impl Service {
+    pub fn is_active(&self) -> bool {
+        self.active == "active"
+    }
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == "enabled"
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    pub os: String,
+    pub missing_packages: Vec<String>,
+    /// sha256 of each managed file, `None` when absent.
+    pub files: BTreeMap<String, Option<String>>,
+    pub services: BTreeMap<String, Service>,
+    pub etcd_initialized: bool,
+    pub pgdata: bool,
+    /// Listening TCP port -> process name.
+    pub listeners: BTreeMap<u16, String>,
+}
+
+impl HostFacts {
+    pub fn service(&self, name: &str) -> Service {
+        self.services.get(name).cloned().unwrap_or_default()
+    }
+
+    pub fn hash(&self, path: &str) -> Option<&str> {
+        self.files.get(path).and_then(|h| h.as_deref())
+    }
+}
+
+/// The distribution's own cluster unit, which Patroni must not fight.
+pub fn distro_unit(design: &Design) -> String {
+    format!("postgresql@{}-main", design.platform.postgres_version)
+}
+
+/// The facts script for a host with these packages and files. Pure.
+pub fn script(design: &Design, packages: &[String], files: &[FileSpec]) -> String {
+    let mut services: Vec<String> = files.iter().map(|f| f.service.to_string()).collect();
+    services.push(distro_unit(design));
+    services.dedup();
+    let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
+    format!(
+        r#". /etc/os-release 2>/dev/null; echo "os $ID $VERSION_ID"
+for p in {pkgs}; do s=$(dpkg-query -W -f='${{db:Status-Status}}' "$p" 2>/dev/null); echo "pkg $p ${{s:-missing}}"; done
+for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"; else echo "file $f absent"; fi; done
+for s in {svcs}; do echo "svc $s $(systemctl is-active "$s" 2>/dev/null | head -1) $(systemctl is-enabled "$s" 2>/dev/null | head -1)"; done
+[ -d {etcd}/member ] && echo "etcd_initialized"
+[ -f {data}/PG_VERSION ] && echo "pgdata"
+ss -Hltnp 2>/dev/null | sed 's/^/ss /'
+true
+"#,
+        pkgs = packages.join(" "),
+        paths = paths.join(" "),
+        svcs = services.join(" "),
+        etcd = components::etcd::data_dir(&design.platform.name),
+        data = design.platform.data_dir,
+    )
+}
+
+pub fn parse(text: &str) -> HostFacts {
+    let mut f = HostFacts::default();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match w.next() {
+            Some("os") => f.os = w.collect::<Vec<_>>().join(" "),
+            Some("pkg") => {
+                if let (Some(name), Some(status)) = (w.next(), w.next()) {
+                    if status != "installed" {
+                        f.missing_packages.push(name.to_string());
+                    }
+                }
+            }
+            Some("file") => {
+                if let (Some(path), Some(hash)) = (w.next(), w.next()) {
+                    f.files
+                        .insert(path.to_string(), (hash != "absent").then(|| hash.to_string()));
+                }
+            }
+            Some("svc") => {
+                if let Some(name) = w.next() {
+                    let active = w.next().unwrap_or("unknown").to_string();
+                    let enabled = w.next().unwrap_or("").to_string();
+                    f.services.insert(name.to_string(), Service { active, enabled });
+                }
+            }
+            Some("etcd_initialized") => f.etcd_initialized = true,
+            Some("pgdata") => f.pgdata = true,
+            Some("ss") => {
+                // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let port = cols
+                    .get(4)
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok());
+                let proc = line
+                    .split("((\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or("?");
+                if let Some(port) = port {
+                    f.listeners.entry(port).or_insert_with(|| proc.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    f
+}
+
+pub async fn gather(remote: &Remote, script: &str) -> anyhow::Result<HostFacts> {
+    let out = remote.check("reading facts", script).await?;
+    Ok(parse(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_fact() {
+        let f = parse(
+            "os debian 12\npkg patroni installed\npkg haproxy not-installed\npkg etcd-server missing\n\
+file /etc/a absent\nfile /etc/b 0123abcd\nsvc patroni active enabled\nsvc etcd inactive disabled\netcd_initialized\n\
+ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
+ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
+        );
+        assert_eq!(f.os, "debian 12");
+        assert_eq!(f.missing_packages, ["haproxy", "etcd-server"]);
+        assert_eq!(f.hash("/etc/a"), None);
+        assert_eq!(f.hash("/etc/b"), Some("0123abcd"));
+        assert!(f.service("patroni").is_active() && f.service("patroni").is_enabled());
+        assert!(!f.service("etcd").is_active());
+        assert!(f.etcd_initialized && !f.pgdata);
+        assert_eq!(f.listeners.get(&8008).map(String::as_str), Some("nc"));
+        assert_eq!(f.listeners.get(&5432).map(String::as_str), Some("postgres"));
+    }
+}

@@ -1,0 +1,341 @@
+//! `pgha deploy`: load -> connect -> gather facts -> compute work -> show the
+//! plan of changes -> confirm -> execute cloud by cloud -> report.
+
+mod exec;
+pub mod facts;
+pub mod state;
+pub mod work;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use serde::Serialize;
+
+pub use self::exec::{poll, HostResult};
+use self::facts::HostFacts;
+use self::work::{CloudFacts, StepWork};
+use crate::components::{self, packages, patroni};
+use crate::design::{Cloud, Design, Host};
+use crate::error::Usage;
+use crate::plan::Plan;
+use crate::remote::{self, Remote};
+use crate::render::{RenderedFile, Renderer};
+use crate::secrets::Secrets;
+use crate::ui::{self, progress};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Only these clouds (and `glb` for the GLB); empty: everything.
+    pub only: Vec<String>,
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+/// What a deploy did, for the summary and `--output json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub changed: usize,
+    pub dry_run: bool,
+    pub results: Vec<HostResult>,
+}
+
+/// Everything known before executing: connections, facts, rendered files, work.
+pub struct Prepared<'a> {
+    pub design: &'a Design,
+    pub plan: Plan,
+    pub remotes: BTreeMap<String, Remote>,
+    pub work: Vec<StepWork>,
+    pub secrets: Secrets,
+    pub renderer: Renderer,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Clouds selected by `--cloud`, in deployment order, and whether the GLB is.
+fn select<'a>(design: &'a Design, only: &[String]) -> anyhow::Result<(Vec<&'a Cloud>, bool)> {
+    for name in only {
+        if name != "glb" && design.cloud(name).is_none() {
+            let names: Vec<&str> = design.clouds.iter().map(|c| c.name.as_str()).collect();
+            bail!(Usage(format!(
+                "--cloud {name}: no such cloud (clouds: {}, and glb)",
+                names.join(", ")
+            )));
+        }
+    }
+    let all = only.is_empty();
+    let clouds = design
+        .clouds_in_order()
+        .into_iter()
+        .filter(|c| all || only.contains(&c.name))
+        .collect();
+    Ok((clouds, all || only.iter().any(|o| o == "glb")))
+}
+
+pub async fn prepare<'a>(design: &'a Design, opts: &Options) -> anyhow::Result<Prepared<'a>> {
+    let (clouds, with_glb) = select(design, &opts.only)?;
+    let plan = Plan::for_clouds(design, &clouds, with_glb);
+    let secrets = if opts.dry_run {
+        // A dry run writes nothing, not even the secrets file.
+        Secrets::load(&design.secrets_file)?.map_or_else(Secrets::generate, Ok)?
+    } else {
+        Secrets::load_or_generate(&design.secrets_file)?
+    };
+    let renderer = Renderer::for_design(design)?;
+
+    // Hosts to reach: every host of the selected clouds, the GLB's if selected.
+    let mut hosts: Vec<(Option<&Cloud>, &Host)> = clouds
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(move |h| (Some(*c), h)))
+        .collect();
+    if with_glb {
+        hosts.extend(design.glb_hosts().iter().map(|h| (None, h)));
+    }
+    let plain: Vec<Host> = hosts.iter().map(|(_, h)| (*h).clone()).collect();
+    let (connected, failed) = remote::connect_all(&plain, CONNECT_TIMEOUT).await;
+    if !failed.is_empty() {
+        for r in connected {
+            r.close().await;
+        }
+        return Err(remote::connect_errors(failed));
+    }
+    let remotes: BTreeMap<String, Remote> = connected.into_iter().map(|r| (r.name.clone(), r)).collect();
+
+    // Facts from every host at once.
+    let db_script = facts::script(
+        design,
+        &packages::db_host(design.platform.postgres_version),
+        &components::DB_HOST_FILES,
+    );
+    let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES);
+    let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
+        let script = if cloud.is_some() { &db_script } else { &glb_script };
+        let r = &remotes[&h.name];
+        async move { (h.name.clone(), facts::gather(r, script).await) }
+    }))
+    .await;
+    let mut host_facts: BTreeMap<String, HostFacts> = BTreeMap::new();
+    for (name, f) in gathered {
+        let f = f?;
+        if !f.os.starts_with("debian") && !f.os.starts_with("ubuntu") {
+            bail!(
+                "{name}: pgha installs with apt and supports Debian and Ubuntu; this host runs `{}`",
+                f.os
+            );
+        }
+        host_facts.insert(name, f);
+    }
+    let mut cloud_facts = BTreeMap::new();
+    for cloud in &clouds {
+        cloud_facts.insert(
+            cloud.name.clone(),
+            read_cloud_facts(design, cloud, &remotes, &host_facts).await,
+        );
+    }
+
+    let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();
+    for (cloud, h) in &hosts {
+        let rendered = match cloud {
+            Some(c) => renderer.db_host(design, c, h, None, &secrets)?,
+            None => renderer.glb_host(design, h, &secrets)?,
+        };
+        files.insert(h.name.clone(), rendered);
+    }
+    let recorded = state::load(design)?.glb_primary_cloud;
+    let work = work::compute(&work::Inputs {
+        design,
+        plan: &plan,
+        facts: &host_facts,
+        cloud_facts: &cloud_facts,
+        files: &files,
+        glb_applied: recorded.as_deref(),
+    });
+    Ok(Prepared {
+        design,
+        plan,
+        remotes,
+        work,
+        secrets,
+        renderer,
+    })
+}
+
+async fn read_cloud_facts(
+    design: &Design,
+    cloud: &Cloud,
+    remotes: &BTreeMap<String, Remote>,
+    facts: &BTreeMap<String, HostFacts>,
+) -> CloudFacts {
+    let script = patroni::config_script(design.governor.rest_port);
+    for h in &cloud.hosts {
+        if !facts.get(&h.name).is_some_and(|f| f.service("patroni").is_active()) {
+            continue;
+        }
+        if let Ok(out) = remotes[&h.name]
+            .check("reading Patroni's dynamic config", &script)
+            .await
+        {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(out.trim()) {
+                return CloudFacts {
+                    dynamic_config: Some(v),
+                };
+            }
+        }
+    }
+    CloudFacts::default()
+}
+
+/// The plan of changes as a table: one row per step, hosts and what changes.
+pub fn work_table(work: &[StepWork]) -> String {
+    let mut t = ui::table(&["#", "Cloud", "Component", "Action", "Hosts", "Changes"]);
+    for sw in work {
+        let s = &sw.step;
+        let cloud = match (&s.cloud, s.cloud_status) {
+            (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
+            _ => "GLB".to_string(),
+        };
+        let changes = if matches!(
+            s.action,
+            crate::plan::Action::VerifyCloud | crate::plan::Action::VerifyGlb
+        ) {
+            s.description.clone()
+        } else if sw.changes() {
+            let lines: Vec<String> = sw
+                .hosts
+                .iter()
+                .filter(|h| h.changes())
+                .map(|h| format!("{}: {}", h.host, h.describe()))
+                .collect();
+            lines.join("\n")
+        } else {
+            "unchanged".to_string()
+        };
+        t.add_row(vec![
+            s.number.to_string(),
+            cloud,
+            s.component.as_str().into(),
+            s.action.as_str().into(),
+            s.hosts.join(", "),
+            changes,
+        ]);
+    }
+    t.to_string()
+}
+
+/// Asks before changing hosts: `--yes` answers; no terminal and no `--yes` refuses.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(Usage(
+            "refusing to change hosts without confirmation: no terminal to ask on; pass --yes".into()
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!(Usage("not confirmed: nothing was changed".into()))
+    }
+}
+
+/// Executes prepared work step by step, stopping at the first failed step.
+pub async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) {
+    let (events, monitor) = progress::monitor();
+    let ctx = exec::Ctx {
+        design: p.design,
+        remotes: &p.remotes,
+        renderer: &p.renderer,
+        secrets: &p.secrets,
+        events,
+    };
+    let mut results = Vec::new();
+    let mut outcome = Ok(());
+    for sw in &p.work {
+        let (r, res) = exec::run_step(&ctx, sw).await;
+        results.extend(r);
+        if let Err(e) = res {
+            outcome = Err(e);
+            break;
+        }
+    }
+    drop(ctx);
+    let _ = monitor.await;
+    (results, outcome)
+}
+
+pub fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
+    let mut t = ui::table(&["#", "Step", "Host", "Outcome", "Seconds"]);
+    for r in results {
+        let title = work
+            .iter()
+            .find(|w| w.step.number == r.step)
+            .map(exec::title)
+            .unwrap_or_default();
+        t.add_row(vec![
+            r.step.to_string(),
+            title,
+            r.host.clone(),
+            r.outcome.label().to_string(),
+            format!("{:.1}", r.seconds),
+        ]);
+    }
+    t.to_string()
+}
+
+/// The whole command.
+pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let p = prepare(design, opts).await?;
+    let changes = p.work.iter().filter(|w| w.changes()).count();
+    if output == ui::Output::Text {
+        ui::print(&format!(
+            "Deployment plan for {} ({} steps, {changes} with changes):\n{}",
+            design.platform.name,
+            p.work.len(),
+            work_table(&p.work)
+        ))?;
+    }
+    if opts.dry_run {
+        close(p).await;
+        if output == ui::Output::Json {
+            ui::print_json(&Report {
+                changed: changes,
+                dry_run: true,
+                results: Vec::new(),
+            })?;
+        }
+        return Ok(());
+    }
+    if changes > 0 {
+        if let Err(e) = confirm(&format!("Apply {changes} step(s) with changes?"), opts.yes) {
+            close(p).await;
+            return Err(e);
+        }
+    }
+    let (results, outcome) = execute(&p).await;
+    let changed = results
+        .iter()
+        .filter(|r| matches!(r.outcome, progress::Outcome::Changed(_)))
+        .count();
+    match output {
+        ui::Output::Text => ui::print(&format!("Summary:\n{}", summary_table(&results, &p.work)))?,
+        ui::Output::Json => ui::print_json(&Report {
+            changed,
+            dry_run: false,
+            results,
+        })?,
+    }
+    close(p).await;
+    outcome.map_err(|e| anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged"))
+}
+
+async fn close(p: Prepared<'_>) {
+    for (_, r) in p.remotes {
+        r.close().await;
+    }
+}

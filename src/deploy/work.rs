@@ -1,0 +1,319 @@
+//! From plan + facts to the work each host must do. Pure: facts in, work out,
+//! so "a second run changes nothing" is decided here and unit-tested here.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::facts::{distro_unit, HostFacts};
+use crate::components::{self, patroni};
+use crate::design::{Cloud, Design, GlbKind, Replication};
+use crate::plan::{Action, Plan, Step};
+use crate::render::RenderedFile;
+
+/// One thing to do on one host.
+#[derive(Debug, Clone)]
+pub enum Work {
+    InstallPackages(Vec<String>),
+    /// Stop and disable the package's default cluster; its data stays.
+    DisableDistroCluster(String),
+    /// A precondition, not a change: these ports must be free for the service.
+    RequirePortsFree(Vec<(u16, &'static str)>),
+    WriteFile(RenderedFile),
+    /// Join a running etcd cluster: `member add`, then start with state `existing`.
+    EtcdJoin,
+    Enable(&'static str),
+    Start(&'static str),
+    Restart(&'static str),
+    Reload(&'static str),
+    PatchDynamicConfig(Vec<(String, String)>),
+    RunGlbCommand(String),
+}
+
+impl Work {
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Work::RequirePortsFree(_))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Work::InstallPackages(p) => format!("install {}", p.join(" ")),
+            Work::DisableDistroCluster(u) => format!("stop and disable {u} (data kept)"),
+            Work::RequirePortsFree(p) => {
+                let ports: Vec<String> = p.iter().map(|(port, _)| port.to_string()).collect();
+                format!("check ports {} are free", ports.join(", "))
+            }
+            Work::WriteFile(f) => format!("write {}", f.spec.path),
+            Work::EtcdJoin => "join the running etcd cluster (member add)".into(),
+            Work::Enable(s) => format!("enable {s}"),
+            Work::Start(s) => format!("start {s}"),
+            Work::Restart(s) => format!("restart {s}"),
+            Work::Reload(s) => format!("reload {s}"),
+            Work::PatchDynamicConfig(sets) => {
+                let keys: Vec<&str> = sets.iter().map(|(k, _)| k.as_str()).collect();
+                format!("set dynamic config {}", keys.join(", "))
+            }
+            Work::RunGlbCommand(_) => "run the external GLB command".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HostWork {
+    pub host: String,
+    pub items: Vec<Work>,
+}
+
+impl HostWork {
+    pub fn changes(&self) -> bool {
+        self.items.iter().any(Work::is_change)
+    }
+
+    pub fn describe(&self) -> String {
+        let changes: Vec<String> = self
+            .items
+            .iter()
+            .filter(|w| w.is_change())
+            .map(Work::describe)
+            .collect();
+        if changes.is_empty() {
+            "unchanged".into()
+        } else {
+            changes.join(", ")
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepWork {
+    pub step: Step,
+    pub hosts: Vec<HostWork>,
+    /// One host at a time, each followed by the step's health wait: a running
+    /// etcd cluster must keep quorum while its members restart or join.
+    pub serial: bool,
+}
+
+impl StepWork {
+    pub fn changes(&self) -> bool {
+        self.hosts.iter().any(HostWork::changes)
+    }
+}
+
+/// What pgha knows about a cloud as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct CloudFacts {
+    /// Patroni's dynamic configuration, when a member answers.
+    pub dynamic_config: Option<serde_json::Value>,
+}
+
+pub fn sha256(content: &str) -> String {
+    let d = Sha256::digest(content.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Everything needed to decide.
+pub struct Inputs<'a> {
+    pub design: &'a Design,
+    pub plan: &'a Plan,
+    pub facts: &'a BTreeMap<String, HostFacts>,
+    pub cloud_facts: &'a BTreeMap<String, CloudFacts>,
+    pub files: &'a BTreeMap<String, Vec<RenderedFile>>,
+    /// Last GLB target recorded for an external GLB.
+    pub glb_applied: Option<&'a str>,
+}
+
+pub fn compute(i: &Inputs) -> Vec<StepWork> {
+    i.plan
+        .steps
+        .iter()
+        .map(|step| {
+            let cloud = step.cloud.as_deref().and_then(|c| i.design.cloud(c));
+            let hosts = match step.action {
+                Action::RunGlbCommand => vec![glb_command_work(i)],
+                _ => step.hosts.iter().map(|h| host_work(i, step, cloud, h)).collect(),
+            };
+            let serial = step.action == Action::ConfigureEtcd && cloud.is_some_and(|c| etcd_exists(i, c));
+            StepWork {
+                step: step.clone(),
+                hosts,
+                serial,
+            }
+        })
+        .collect()
+}
+
+fn file<'a>(i: &'a Inputs, host: &str, path: &str) -> &'a RenderedFile {
+    i.files[host]
+        .iter()
+        .find(|f| f.spec.path == path)
+        .expect("every managed file is rendered")
+}
+
+/// Write the file if it differs; then restart/reload/start as the service needs.
+fn converge(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile, on_change: fn(&'static str) -> Work) {
+    let differs = facts.hash(f.spec.path) != Some(sha256(&f.content).as_str());
+    let svc = facts.service(f.spec.service);
+    if differs {
+        items.push(Work::WriteFile(f.clone()));
+    }
+    if !svc.is_enabled() {
+        items.push(Work::Enable(f.spec.service));
+    }
+    if !svc.is_active() {
+        items.push(Work::Start(f.spec.service));
+    } else if differs {
+        items.push(on_change(f.spec.service));
+    }
+}
+
+fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> HostWork {
+    let facts = i.facts.get(host).cloned().unwrap_or_default();
+    let d = i.design;
+    let mut items = Vec::new();
+    match step.action {
+        Action::InstallPackages => {
+            if !facts.missing_packages.is_empty() {
+                items.push(Work::InstallPackages(facts.missing_packages.clone()));
+            }
+        }
+        Action::ConfigureEtcd => {
+            let f = file(i, host, components::etcd::CONFIG.path);
+            let cloud = cloud.expect("etcd steps belong to a cloud");
+            if etcd_exists(i, cloud) && !facts.etcd_initialized {
+                items.push(Work::EtcdJoin);
+                if !facts.service("etcd").is_enabled() {
+                    items.push(Work::Enable("etcd"));
+                }
+            } else {
+                converge(&mut items, &facts, f, Work::Restart);
+            }
+        }
+        Action::BootstrapLeader | Action::JoinReplicas => {
+            let unit = distro_unit(d);
+            let distro = facts.service(&unit);
+            if distro.is_active() || distro.is_enabled() {
+                items.push(Work::DisableDistroCluster(unit));
+            }
+            let patroni_file = file(i, host, patroni::CONFIG.path);
+            if !facts.service("patroni").is_active() {
+                items.push(Work::RequirePortsFree(vec![
+                    (d.platform.postgres_port, "PostgreSQL"),
+                    (d.governor.rest_port, "the Patroni REST API"),
+                ]));
+            }
+            converge(&mut items, &facts, patroni_file, Work::Reload);
+            if step.action == Action::BootstrapLeader {
+                if let Some(sets) = cloud.and_then(|c| dynamic_config_changes(d, c, i.cloud_facts.get(&c.name))) {
+                    items.push(Work::PatchDynamicConfig(sets));
+                }
+            }
+        }
+        Action::ConfigureHaproxy => converge(
+            &mut items,
+            &facts,
+            file(i, host, components::haproxy::CONFIG.path),
+            Work::Reload,
+        ),
+        Action::ConfigureGlb => {
+            if !facts.missing_packages.is_empty() {
+                items.push(Work::InstallPackages(facts.missing_packages.clone()));
+            }
+            converge(
+                &mut items,
+                &facts,
+                file(i, host, components::glb::CONFIG.path),
+                Work::Reload,
+            )
+        }
+        Action::VerifyCloud | Action::VerifyGlb | Action::RunGlbCommand => {}
+    }
+    HostWork {
+        host: host.to_string(),
+        items,
+    }
+}
+
+/// Has this cloud's etcd cluster (pgha's data directory) been created?
+fn etcd_exists(i: &Inputs, cloud: &Cloud) -> bool {
+    cloud
+        .hosts
+        .iter()
+        .any(|h| i.facts.get(&h.name).is_some_and(|f| f.etcd_initialized))
+}
+
+fn glb_command_work(i: &Inputs) -> HostWork {
+    let mut items = Vec::new();
+    if let Some(glb) = &i.design.glb {
+        if let GlbKind::External { command } = &glb.kind {
+            let target = i.design.primary_clouds().next().map(|c| c.name.as_str());
+            if target != i.glb_applied {
+                items.push(Work::RunGlbCommand(command.clone()));
+            }
+        }
+    }
+    HostWork {
+        host: "local".into(),
+        items,
+    }
+}
+
+/// The dynamic configuration the design asks of a cloud's Patroni cluster.
+pub fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, serde_json::Value)> {
+    use serde_json::json;
+    let sync = cloud.is_primary() && d.platform.replication == Replication::Synchronous;
+    let standby = if cloud.is_primary() {
+        serde_json::Value::Null
+    } else {
+        let hosts: Vec<&str> = d
+            .primary_clouds()
+            .flat_map(|c| c.hosts.iter().map(|h| h.address.as_str()))
+            .collect();
+        if hosts.is_empty() {
+            // Mid-flip, with no primary cloud: keep following whatever it follows.
+            return Vec::new();
+        }
+        json!({"host": hosts.join(","), "port": d.haproxy.port, "create_replica_methods": ["basebackup"]})
+    };
+    vec![
+        ("ttl".into(), json!(d.governor.ttl)),
+        ("loop_wait".into(), json!(d.governor.loop_wait)),
+        ("retry_timeout".into(), json!(d.governor.retry_timeout)),
+        (
+            "maximum_lag_on_failover".into(),
+            json!(d.governor.maximum_lag_on_failover),
+        ),
+        ("synchronous_mode".into(), json!(sync)),
+        ("standby_cluster".into(), standby),
+    ]
+}
+
+/// `patronictl edit-config -s` pairs that bring the live config to the design,
+/// or `None` when it already matches (or no member answered: a fresh cluster
+/// takes the bootstrap config instead).
+pub fn dynamic_config_changes(d: &Design, cloud: &Cloud, facts: Option<&CloudFacts>) -> Option<Vec<(String, String)>> {
+    let current = facts?.dynamic_config.as_ref()?;
+    let mut sets = Vec::new();
+    for (key, want) in desired_dynamic_config(d, cloud) {
+        let have = current.get(&key).cloned().unwrap_or(serde_json::Value::Null);
+        let same = match (&want, &have) {
+            (serde_json::Value::Object(w), serde_json::Value::Object(h)) => {
+                w.iter().all(|(k, v)| h.get(k).map(normalize) == Some(normalize(v)))
+            }
+            _ => normalize(&want) == normalize(&have),
+        };
+        if !same {
+            // edit-config reads values as YAML: JSON is YAML.
+            sets.push((key, want.to_string()));
+        }
+    }
+    (!sets.is_empty()).then_some(sets)
+}
+
+/// Patroni stores some numbers as strings; compare by text.
+fn normalize(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(false) => "false".into(),
+        other => other.to_string(),
+    }
+}
