@@ -84,7 +84,9 @@ pub async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, anyhow:
     if let Some(e) = failure {
         return (results, Err(e.context(format!("step {} ({})", step.number, title(sw)))));
     }
+    // An unchanged step needs no wait: the cloud's verify step checks it all.
     let waited = match (step.action, cloud) {
+        (Action::ConfigureEtcd | Action::BootstrapLeader | Action::JoinReplicas, _) if !sw.changes() => Ok(()),
         (Action::ConfigureEtcd, Some(c)) => wait_etcd(ctx, c, step.number).await,
         (Action::BootstrapLeader, Some(c)) => {
             wait_members(ctx, c, &step.hosts, true, step.number, Duration::from_secs(300)).await
@@ -320,15 +322,15 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Resul
         },
     );
     let script = etcd::health_script(ctx.design.etcd.client_port);
-    for h in &cloud.hosts {
+    let waits = cloud.hosts.iter().map(|h| async {
         let r = ctx.remote(&h.name)?;
         poll(Duration::from_secs(90), || async {
             r.check("etcd health", &script).await.map(|_| true)
         })
         .await
-        .with_context(|| format!("{}: etcd is not healthy", h.name))?;
-    }
-    Ok(())
+        .with_context(|| format!("{}: etcd is not healthy", h.name))
+    });
+    futures::future::try_join_all(waits).await.map(|_| ())
 }
 
 /// The cloud's Patroni cluster as one of its members sees it.
@@ -468,11 +470,13 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
         } else {
             None
         };
-        for h in &cloud.hosts {
-            let csv = ctx
-                .remote(&h.name)?
-                .check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
-                .await?;
+        let stats = futures::future::try_join_all(cloud.hosts.iter().map(|h| async {
+            let r = ctx.remote(&h.name)?;
+            r.check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
+                .await
+        }))
+        .await?;
+        for (h, csv) in cloud.hosts.iter().zip(stats) {
             let up: Vec<String> = haproxy::servers(&csv, &haproxy::primary_proxy(&d.platform.name))
                 .into_iter()
                 .filter(|(_, s)| s == "UP")

@@ -41,3 +41,131 @@ pub fn e2e() -> bool {
     }
     true
 }
+
+/// A lab brought up for one test binary, removed when dropped (unless
+/// PGHA_KEEP_LAB=1, to look at it after a failure).
+pub struct TestLab {
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl TestLab {
+    pub fn up(name: &str, subnet: &str, extra: &[&str]) -> TestLab {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("lab");
+        let mut args: Vec<&std::ffi::OsStr> = ["lab", "up", "--name", name, "--subnet", subnet]
+            .map(std::ffi::OsStr::new)
+            .to_vec();
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        args.extend(["--lab".as_ref(), dir.as_os_str()]);
+        let out = pgha(args);
+        assert_eq!(out.status.code(), Some(0), "lab up failed: {}", stderr(&out));
+        TestLab { dir, _tmp: tmp }
+    }
+
+    pub fn design(&self) -> PathBuf {
+        self.dir.join("pgha.yaml")
+    }
+
+    /// `pgha ARGS -f <lab design>`.
+    pub fn pgha(&self, args: &[&str]) -> Output {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+        all.extend(["-f".into(), self.design().into_os_string()]);
+        pgha(all)
+    }
+
+    pub fn lab(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&std::ffi::OsStr> = vec!["lab".as_ref()];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        all.extend(["--lab".as_ref(), self.dir.as_os_str()]);
+        pgha(all)
+    }
+
+    /// Runs `cmd` on a host over SSH, strict host key checking.
+    pub fn ssh(&self, address: &str, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(self.dir.join("id_ed25519"))
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=3",
+            ])
+            .arg(format!("root@{address}"))
+            .arg(cmd)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ssh_ok(&self, address: &str, cmd: &str) -> String {
+        let out = self.ssh(address, cmd);
+        assert!(out.status.success(), "{address}: {cmd}: {}", stderr(&out));
+        stdout(&out).trim().to_string()
+    }
+
+    pub fn superuser_password(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("pgha.secrets.yaml")).unwrap();
+        let line = text.lines().find(|l| l.starts_with("superuser_password:")).unwrap();
+        line.split_once(':').unwrap().1.trim().to_string()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if std::env::var("PGHA_KEEP_LAB").as_deref() == Ok("1") {
+            let kept = self.dir.with_extension("kept");
+            let _ = std::fs::rename(&self.dir, &kept);
+            eprintln!("lab kept in {}", kept.display());
+            return;
+        }
+        let _ = self.lab(&["down"]);
+    }
+}
+
+/// Runs SQL through a real PostgreSQL connection; rows as text.
+pub fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conf =
+            format!("host={host} port={port} user=postgres password={password} dbname=postgres connect_timeout=3");
+        let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let handle = tokio::spawn(conn);
+        let msgs = tokio::time::timeout(std::time::Duration::from_secs(10), client.simple_query(query))
+            .await
+            .map_err(|_| "query timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        drop(client);
+        let _ = handle.await;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+/// Polls until `f` returns true; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

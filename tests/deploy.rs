@@ -1,0 +1,186 @@
+//! `pgha deploy` end to end on the lab: the acceptance list of the deploy
+//! issue, in an order that lets one fresh lab serve them all.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{sql, stderr, stdout, wait_for, TestLab};
+
+const PRIMARY: [&str; 3] = ["10.75.0.11", "10.75.0.12", "10.75.0.13"];
+const SECONDARY: [&str; 3] = ["10.75.0.21", "10.75.0.22", "10.75.0.23"];
+const GLB: &str = "10.75.0.5";
+
+const CREATE: &str = "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL, age int NOT NULL, \
+address char(50), salary real, join_date date)";
+const PAUL: &str = "INSERT INTO company VALUES (1, 'Paul', 32, 'California', 20000.00, '2001-07-13')";
+
+/// Patroni's own view of a cloud, from one of its hosts.
+fn members(lab: &TestLab, address: &str) -> Vec<serde_json::Value> {
+    let out = lab.ssh_ok(address, "patronictl -c /etc/patroni/config.yml list -f json");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Start times of the services and PostgreSQL's postmaster, per host.
+fn start_marks(lab: &TestLab, address: &str) -> String {
+    lab.ssh_ok(
+        address,
+        "systemctl show -p ExecMainStartTimestampMonotonic etcd patroni haproxy; head -1 /var/lib/postgresql/15/pgha/postmaster.pid",
+    )
+}
+
+#[test]
+fn deploy_end_to_end() {
+    if !common::e2e() {
+        return;
+    }
+    let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &[]);
+
+    // 7. A host key that does not match known_hosts: refused before any change.
+    let kh = lab.dir.join("known_hosts");
+    let good = std::fs::read_to_string(&kh).unwrap();
+    let key_of = |addr: &str| {
+        good.lines()
+            .find(|l| l.starts_with(&format!("{addr} ")))
+            .unwrap()
+            .split_once(' ')
+            .unwrap()
+            .1
+            .to_string()
+    };
+    let forged = good.replace(&key_of("10.75.0.12"), &key_of("10.75.0.13"));
+    std::fs::write(&kh, forged).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    std::fs::write(&kh, &good).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dc1-pg2") && stderr(&out).contains("host key"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        lab.ssh_ok(PRIMARY[0], "test -e /etc/patroni/config.yml && echo yes || echo no"),
+        "no"
+    );
+
+    // No terminal and no --yes: refuse, exit 2.
+    let out = lab.pgha(&["deploy"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"));
+
+    // 5. An unreachable host is reported before anything changes...
+    assert!(lab.lab(&["cut", "dc2-pg3"]).status.success());
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dc2-pg3") && stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        lab.ssh_ok(PRIMARY[0], "test -e /etc/patroni/config.yml && echo yes || echo no"),
+        "no"
+    );
+    // ...and limiting the run to reachable clouds deploys them.
+    let out = lab.pgha(&["deploy", "--yes", "--cloud", "dc1", "--cloud", "glb"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(lab.lab(&["heal", "dc2-pg3"]).status.success());
+    wait_for("dc2-pg3 to answer again", Duration::from_secs(30), || {
+        lab.ssh(SECONDARY[2], "true").status.success()
+    });
+
+    // 4. A step that fails on one host: the Patroni REST port of dc2-pg2 is taken.
+    lab.ssh_ok(
+        SECONDARY[1],
+        "systemd-run --unit pgha-squatter python3 -m http.server 8008 >/dev/null 2>&1",
+    );
+    wait_for("the squatter to listen", Duration::from_secs(10), || {
+        lab.ssh(SECONDARY[1], "ss -Hltn 'sport = :8008' | grep -q LISTEN")
+            .status
+            .success()
+    });
+    let out = lab.pgha(&["deploy", "--yes"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dc2-pg2") && err.contains("port 8008") && err.contains("governor/join"),
+        "{err}"
+    );
+    // The primary cloud serves writes through its HAProxy port meanwhile.
+    let pw = lab.superuser_password();
+    sql(PRIMARY[1], 5000, &pw, CREATE).unwrap();
+    lab.ssh_ok(SECONDARY[1], "systemctl stop pgha-squatter");
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains(&pw) && !stderr(&out).contains(&pw),
+        "a password was printed"
+    );
+
+    // 1. Through the GLB: the seed's insert, readable on every other host.
+    sql(GLB, 5000, &pw, PAUL).unwrap();
+    for addr in PRIMARY.iter().chain(&SECONDARY) {
+        wait_for(&format!("Paul on {addr}"), Duration::from_secs(30), || {
+            sql(addr, 5432, &pw, "SELECT name FROM company WHERE id = 1")
+                .is_ok_and(|rows| rows == vec![vec![Some("Paul".to_string())]])
+        });
+    }
+
+    // 2. One leader in dc1, the others streaming; a standby leader in dc2;
+    // nothing in dc2 is read-write.
+    let dc1 = members(&lab, PRIMARY[0]);
+    assert_eq!(dc1.iter().filter(|m| m["Role"] == "Leader").count(), 1, "{dc1:?}");
+    assert!(
+        dc1.iter()
+            .filter(|m| m["Role"] != "Leader")
+            .all(|m| m["Role"] == "Replica" && m["State"] == "running"),
+        "{dc1:?}"
+    );
+    let dc2 = members(&lab, SECONDARY[0]);
+    assert_eq!(
+        dc2.iter().filter(|m| m["Role"] == "Standby Leader").count(),
+        1,
+        "{dc2:?}"
+    );
+    assert!(dc2.iter().all(|m| m["Role"] != "Leader"), "{dc2:?}");
+    for addr in SECONDARY {
+        let rows = sql(addr, 5432, &pw, "SELECT pg_is_in_recovery()").unwrap();
+        assert_eq!(rows, vec![vec![Some("t".to_string())]], "{addr} must be read-only");
+    }
+
+    // 3. The same deploy again: every step unchanged, nothing restarted.
+    let before: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(&lab, a)).collect();
+    let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 0, "{report}");
+    let after: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(&lab, a)).collect();
+    assert_eq!(before, after, "a service was restarted");
+}
+
+#[test]
+fn deploy_on_bare_hosts_installs_everything() {
+    if !common::e2e() {
+        return;
+    }
+    // One host per cloud keeps the package downloads small; the path is the same.
+    let lab = TestLab::up("pgha-bare", "10.76.0.0/24", &["--image", "bare", "--hosts", "1"]);
+    assert_eq!(
+        lab.ssh_ok("10.76.0.11", "command -v patroni || echo missing"),
+        "missing"
+    );
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let pw = lab.superuser_password();
+    sql("10.76.0.5", 5000, &pw, CREATE).unwrap();
+    sql("10.76.0.5", 5000, &pw, PAUL).unwrap();
+    wait_for("Paul in the secondary cloud", Duration::from_secs(30), || {
+        sql("10.76.0.21", 5432, &pw, "SELECT name FROM company")
+            .is_ok_and(|r| r == vec![vec![Some("Paul".to_string())]])
+    });
+    // The distribution's default cluster was never created.
+    assert_eq!(
+        lab.ssh_ok("10.76.0.11", "test -d /etc/postgresql/15/main && echo yes || echo no"),
+        "no"
+    );
+}
