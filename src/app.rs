@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, LabCommand};
+use crate::cli::{Cli, CloudCommand, Command, LabCommand};
 use crate::design::{self, Design};
 use crate::error;
 use crate::plan::Plan;
@@ -77,6 +77,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: args.dry_run,
             };
             runtime()?.block_on(crate::deploy::run(&design, &opts, cli.output))
+        }
+        Command::Status(args) => {
+            let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
+            runtime()?.block_on(crate::ops::status::run(&design, cli.output, args.watch))
+        }
+        Command::Cloud(cmd) => {
+            use crate::ops::cloud::{self, Flip};
+            let (args, flip) = match cmd {
+                CloudCommand::MakePrimary(a) => (a, Flip::MakePrimary),
+                CloudCommand::MakeSecondary(a) => (a, Flip::MakeSecondary),
+            };
+            let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
+            let opts = cloud::Options {
+                yes: args.yes,
+                force: args.force,
+            };
+            runtime()?.block_on(cloud::run(&design, &args.name, flip, &opts, cli.output))
+        }
+        Command::RecoverNode(args) => {
+            let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
+            let opts = crate::ops::recover::Options {
+                yes: args.yes,
+                force: args.force,
+                reclone: args.reclone,
+            };
+            runtime()?.block_on(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
+        }
+        Command::Switchover(args) => {
+            let design = load(&cli)?;
+            runtime()?.block_on(crate::ops::switchover::run(&design, args.to.as_deref(), args.yes))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {

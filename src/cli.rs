@@ -48,6 +48,15 @@ pub enum Command {
     Render(RenderArgs),
     /// Deploy the design over SSH: primary cloud first, then secondary clouds, then the GLB.
     Deploy(DeployArgs),
+    /// The cluster at a glance: cloud, host, role, state, timeline, lag, etcd, HAProxy, GLB.
+    Status(StatusArgs),
+    /// Flip which cloud serves traffic and may elect the master.
+    #[command(subcommand)]
+    Cloud(CloudCommand),
+    /// Bring a failed node back as a replica, safely.
+    RecoverNode(RecoverArgs),
+    /// Planned master change inside the primary cloud, no data loss.
+    Switchover(SwitchoverArgs),
     /// A lab of real hosts (systemd containers with sshd) on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -150,4 +159,58 @@ pub struct DeployArgs {
     /// Deploy only this cloud (repeatable; `glb` names the GLB).
     #[arg(long = "cloud", value_name = "NAME")]
     pub clouds: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh every SECONDS until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Make NAME the primary cloud: a planned switchover when another cloud is
+    /// primary and healthy, a promotion when none is.
+    MakePrimary(CloudArgs),
+    /// Make NAME secondary: drain the GLB and fence the cloud; no cloud is
+    /// primary until `make-primary`.
+    MakeSecondary(CloudArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    /// The cloud.
+    pub name: String,
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Promote even if another host holds commits the new primary lacks.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The host to recover.
+    pub host: String,
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Copy the data afresh from the leader instead of trying pg_rewind.
+    #[arg(long)]
+    pub reclone: bool,
+    /// Recover the current leader, or discard commits only this node holds (kept aside on disk).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// The replica to make master (default: the one with the least lag).
+    #[arg(long, value_name = "HOST")]
+    pub to: Option<String>,
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod design;
 pub mod error;
 pub mod lab;
+pub mod ops;
 pub mod plan;
 pub mod remote;
 pub mod render;

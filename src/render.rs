@@ -126,14 +126,18 @@ impl Renderer {
         let standby = if cloud.is_primary() {
             None
         } else {
-            let primary = primary.ok_or_else(|| {
-                anyhow!(
-                    "cloud {} is secondary and no cloud is primary: there is nothing to follow",
-                    cloud.name
-                )
-            })?;
+            // Mid-flip, with no primary cloud, it waits on every other cloud's HAProxy.
+            let hosts = match primary {
+                Some(p) => p.hosts.iter().map(|h| h.address.clone()).collect(),
+                None => design
+                    .clouds
+                    .iter()
+                    .filter(|c| c.name != cloud.name)
+                    .flat_map(|c| c.hosts.iter().map(|h| h.address.clone()))
+                    .collect(),
+            };
             Some(Standby {
-                hosts: primary.hosts.iter().map(|h| h.address.clone()).collect(),
+                hosts,
                 port: design.haproxy.port,
             })
         };

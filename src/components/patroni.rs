@@ -15,6 +15,9 @@ pub const CONFIG: FileSpec = FileSpec {
     check: None,
 };
 
+/// Where the clusters live in etcd (the config file's `namespace`).
+pub const NAMESPACE: &str = "/pgha/";
+
 /// Prints Patroni's `/cluster` document from the local REST API.
 pub fn cluster_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/cluster")

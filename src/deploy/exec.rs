@@ -335,22 +335,7 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Resul
 
 /// The cloud's Patroni cluster as one of its members sees it.
 pub async fn cluster_view(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
-    let script = patroni::cluster_script(ctx.design.governor.rest_port);
-    let mut last = anyhow!("no member of {} answered", cloud.name);
-    for h in &cloud.hosts {
-        if let Some(r) = ctx.remotes.get(&h.name) {
-            match r
-                .check("reading the Patroni cluster", &script)
-                .await
-                .and_then(|t| patroni::parse_cluster(&t))
-            {
-                Ok(members) if !members.is_empty() => return Ok(members),
-                Ok(_) => {}
-                Err(e) => last = e,
-            }
-        }
-    }
-    Err(last)
+    crate::ops::cluster_view(ctx.design, ctx.remotes, cloud).await
 }
 
 /// Waits for the cloud's leader (`leader`) or for `hosts` to be healthy members.

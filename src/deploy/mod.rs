@@ -331,6 +331,11 @@ pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow:
         })?,
     }
     close(p).await;
+    if outcome.is_ok() {
+        let (clouds, _) = select(design, &opts.only)?;
+        let names: Vec<String> = clouds.iter().map(|c| c.name.clone()).collect();
+        state::clear_pending(design, &names)?;
+    }
     outcome.map_err(|e| anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged"))
 }
 

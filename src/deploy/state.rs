@@ -13,6 +13,10 @@ pub struct State {
     /// The primary cloud the external GLB command was last run for.
     #[serde(default)]
     pub glb_primary_cloud: Option<String>,
+    /// Per cloud, changes a cloud flip could not make because the cloud was
+    /// unreachable; the next deploy of that cloud applies them.
+    #[serde(default)]
+    pub pending: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 pub fn path(d: &Design) -> PathBuf {
@@ -37,4 +41,25 @@ pub fn record_glb(d: &Design, primary: Option<&str>) -> anyhow::Result<()> {
     let mut s = load(d)?;
     s.glb_primary_cloud = primary.map(str::to_string);
     save(d, &s)
+}
+
+/// Remembers a change a cloud's unreachable hosts still need.
+pub fn record_pending(d: &Design, cloud: &str, what: &str) -> anyhow::Result<()> {
+    let mut s = load(d)?;
+    let list = s.pending.entry(cloud.to_string()).or_default();
+    if !list.iter().any(|w| w == what) {
+        list.push(what.to_string());
+    }
+    save(d, &s)
+}
+
+/// Forgets what a deploy has now applied to these clouds.
+pub fn clear_pending(d: &Design, clouds: &[String]) -> anyhow::Result<()> {
+    let mut s = load(d)?;
+    let before = s.pending.len();
+    s.pending.retain(|c, _| !clouds.contains(c));
+    if s.pending.len() != before {
+        save(d, &s)?;
+    }
+    Ok(())
 }

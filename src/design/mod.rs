@@ -3,6 +3,7 @@
 //! `raw` mirrors the YAML; `validate` turns it into the types below. Nothing
 //! downstream ever looks at raw YAML.
 
+pub mod edit;
 pub mod raw;
 mod validate;
 pub mod yaml;

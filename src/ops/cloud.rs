@@ -1,0 +1,643 @@
+//! `pgha cloud make-primary|make-secondary NAME`: flip which cloud serves
+//! traffic and may elect the master.
+//!
+//! The plan is plain data, printed and confirmed before anything runs. The
+//! order is what keeps data and prevents split brain: traffic is drained and
+//! the old primary fenced (demoted to a standby cluster) *before* the new one
+//! is promoted, and a planned flip promotes only once the new cloud has
+//! replayed everything the old one wrote.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+
+use super::wal::{self, WalPos};
+use super::{format_lsn, Fleet};
+use crate::components::{glb as glb_component, haproxy, patroni};
+use crate::deploy::{self, poll, state};
+use crate::design::{edit, Cloud, CloudStatus, Design};
+use crate::error::Usage;
+use crate::render::Renderer;
+use crate::secrets::Secrets;
+use crate::ui;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FlipAction {
+    /// Refuse unless no other host holds WAL (commits) the new primary lacks.
+    CheckNoDataLoss { new: String },
+    /// The GLB forwards to no cloud.
+    GlbDrain,
+    /// The cloud becomes a standby cluster following `follow` (its master demotes).
+    Demote { cloud: String, follow: Vec<String> },
+    /// Wait until `new`'s standby leader has replayed all of `old`'s WAL.
+    WaitCaughtUp { new: String, old: String },
+    /// Remove `standby_cluster`: the standby leader becomes the master.
+    Promote { cloud: String },
+    /// A secondary cloud follows the new primary cloud's HAProxy ports.
+    Follow { cloud: String, follow: Vec<String> },
+    /// Rewrite HAProxy everywhere for the new primary cloud.
+    Haproxy,
+    /// The GLB forwards to the new primary cloud.
+    GlbPoint,
+    /// Record the new statuses in the design file.
+    SaveDesign,
+    /// Wait for a healthy leader and the GLB routing to it.
+    Verify { cloud: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlipStep {
+    pub number: usize,
+    pub description: String,
+    #[serde(flatten)]
+    pub action: FlipAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flip {
+    MakePrimary,
+    MakeSecondary,
+}
+
+/// The design after the flip.
+fn flipped(design: &Design, name: &str, flip: Flip) -> Design {
+    let mut d = design.clone();
+    for c in &mut d.clouds {
+        if c.name == name {
+            c.status = if flip == Flip::MakePrimary {
+                CloudStatus::Primary
+            } else {
+                CloudStatus::Secondary
+            };
+        } else if flip == Flip::MakePrimary {
+            c.status = CloudStatus::Secondary;
+        }
+    }
+    d
+}
+
+fn addresses(cloud: &Cloud) -> Vec<String> {
+    cloud.hosts.iter().map(|h| h.address.clone()).collect()
+}
+
+/// The numbered plan. Pure: the design, the target and which clouds answer.
+pub fn plan(
+    design: &Design,
+    name: &str,
+    flip: Flip,
+    reachable: &dyn Fn(&Cloud) -> bool,
+) -> anyhow::Result<Vec<FlipStep>> {
+    let target = design.cloud(name).ok_or_else(|| {
+        let names: Vec<&str> = design.clouds.iter().map(|c| c.name.as_str()).collect();
+        Usage(format!("no cloud named `{name}` (clouds: {})", names.join(", ")))
+    })?;
+    let file = design.path.display();
+    let mut steps: Vec<(String, FlipAction)> = Vec::new();
+    match flip {
+        Flip::MakeSecondary => {
+            if !target.is_primary() {
+                bail!(Usage(format!("cloud {name} is already secondary")));
+            }
+            let others: Vec<String> = design
+                .clouds
+                .iter()
+                .filter(|c| c.name != name)
+                .flat_map(addresses)
+                .collect();
+            steps.push((
+                "GLB: forward to no cloud until one is made primary".into(),
+                FlipAction::GlbDrain,
+            ));
+            steps.push((
+                format!("governor: {name} becomes a standby cluster (its master, if any, demotes) and will follow the next primary cloud"),
+                FlipAction::Demote { cloud: name.into(), follow: others },
+            ));
+            steps.push((
+                "haproxy on every host: route to no master until a cloud is primary".into(),
+                FlipAction::Haproxy,
+            ));
+            steps.push((format!("record {name} as secondary in {file}"), FlipAction::SaveDesign));
+        }
+        Flip::MakePrimary => {
+            if target.is_primary() {
+                bail!(Usage(format!("cloud {name} is already primary")));
+            }
+            let new_hosts = addresses(target);
+            match design.primary_clouds().next() {
+                Some(old) if !reachable(old) => bail!(Usage(format!(
+                    "cloud {} is primary and unreachable: make it secondary first (`pgha cloud make-secondary {}`): \
+                     that drains the GLB, fences it in the design and records what its hosts must change when they return",
+                    old.name, old.name
+                ))),
+                Some(old) => {
+                    // A planned switchover between two healthy clouds.
+                    steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
+                    steps.push((
+                        format!("governor: {} becomes a standby cluster following {name}; its master demotes (no writes anywhere now)", old.name),
+                        FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
+                    ));
+                    steps.push((
+                        format!("wait until {name}'s standby leader has replayed all of {}'s WAL (zero data loss)", old.name),
+                        FlipAction::WaitCaughtUp { new: name.into(), old: old.name.clone() },
+                    ));
+                }
+                None => steps.push((
+                    format!("check that no host outside {name} holds commits {name} has not replayed"),
+                    FlipAction::CheckNoDataLoss { new: name.into() },
+                )),
+            }
+            steps.push((
+                format!("governor: promote {name}'s standby leader to master"),
+                FlipAction::Promote { cloud: name.into() },
+            ));
+            let old_primary = design.primary_clouds().next().map(|c| c.name.clone());
+            for c in design
+                .clouds
+                .iter()
+                .filter(|c| c.name != name && Some(&c.name) != old_primary.as_ref())
+            {
+                steps.push((
+                    format!("governor: {} follows {name} (standby cluster)", c.name),
+                    FlipAction::Follow {
+                        cloud: c.name.clone(),
+                        follow: new_hosts.clone(),
+                    },
+                ));
+            }
+            steps.push((
+                format!("haproxy on every host: route to {name}'s master"),
+                FlipAction::Haproxy,
+            ));
+            steps.push((
+                format!("GLB: forward to {name}'s HAProxy instances"),
+                FlipAction::GlbPoint,
+            ));
+            steps.push((format!("record {name} as primary in {file}"), FlipAction::SaveDesign));
+            steps.push((
+                format!("verify: one master in {name}, the GLB routing to it"),
+                FlipAction::Verify { cloud: name.into() },
+            ));
+        }
+    }
+    Ok(steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (description, action))| FlipStep {
+            number: i + 1,
+            description,
+            action,
+        })
+        .collect())
+}
+
+pub fn plan_table(steps: &[FlipStep]) -> String {
+    let mut t = ui::table(&["#", "Step"]);
+    for s in steps {
+        t.add_row(vec![s.number.to_string(), s.description.clone()]);
+    }
+    t.to_string()
+}
+
+pub struct Options {
+    pub yes: bool,
+    pub force: bool,
+}
+
+pub async fn run(design: &Design, name: &str, flip: Flip, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let fleet = Fleet::connect(design, true).await;
+    let reachable = |c: &Cloud| fleet.cloud_reachable(c);
+    let steps = match plan(design, name, flip, &reachable) {
+        Ok(s) => s,
+        Err(e) => {
+            fleet.close().await;
+            return Err(e);
+        }
+    };
+    let verb = if flip == Flip::MakePrimary {
+        "make-primary"
+    } else {
+        "make-secondary"
+    };
+    match output {
+        ui::Output::Json => ui::print_json(&steps)?,
+        ui::Output::Text => ui::print(&format!(
+            "Plan for `cloud {verb} {name}` ({} steps):\n{}",
+            steps.len(),
+            plan_table(&steps)
+        ))?,
+    }
+    for u in &fleet.unreachable {
+        eprintln!(
+            "warning: {} ({}) is unreachable: what it must change is recorded and applied by the next deploy",
+            u.host, u.address
+        );
+    }
+    if let Err(e) = deploy::confirm(&format!("Run these {} steps?", steps.len()), opts.yes) {
+        fleet.close().await;
+        return Err(e);
+    }
+    let after = flipped(design, name, flip);
+    let secrets = Secrets::load(&design.secrets_file)?
+        .ok_or_else(|| anyhow!("no secrets file {}: deploy first", design.secrets_file.display()))?;
+    let runner = Runner {
+        fleet: &fleet,
+        before: design,
+        after: &after,
+        renderer: Renderer::for_design(design)?,
+        secrets,
+        force: opts.force,
+    };
+    let started = std::time::Instant::now();
+    let mut result = Ok(());
+    for s in &steps {
+        eprintln!(
+            "[{:>5.1} s] step {}: {}",
+            started.elapsed().as_secs_f64(),
+            s.number,
+            s.description
+        );
+        if let Err(e) = runner.step(&s.action).await {
+            result = Err(e.context(format!("step {} ({}) failed", s.number, s.description)));
+            break;
+        }
+    }
+    fleet.close().await;
+    result?;
+    eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+struct Runner<'a> {
+    fleet: &'a Fleet<'a>,
+    before: &'a Design,
+    after: &'a Design,
+    renderer: Renderer,
+    secrets: Secrets,
+    force: bool,
+}
+
+impl Runner<'_> {
+    async fn step(&self, action: &FlipAction) -> anyhow::Result<()> {
+        match action {
+            FlipAction::SaveDesign => self.save_design(),
+            FlipAction::GlbDrain => {
+                let mut drained = self.after.clone();
+                for c in &mut drained.clouds {
+                    c.status = CloudStatus::Secondary;
+                }
+                self.write_glb(&drained).await
+            }
+            FlipAction::GlbPoint => self.write_glb(self.after).await,
+            FlipAction::Haproxy => self.write_haproxy().await,
+            FlipAction::Demote { cloud, follow } => self.demote(cloud, follow).await,
+            FlipAction::Follow { cloud, follow } => {
+                let c = self.cloud(cloud)?;
+                if !self.fleet.cloud_reachable(c) {
+                    return self.pending(cloud, &format!("follow the primary cloud ({})", follow.join(",")));
+                }
+                self.set_standby(c, Some(follow)).await
+            }
+            FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
+            FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
+            FlipAction::Promote { cloud } => self.promote(cloud).await,
+            FlipAction::Verify { cloud } => self.verify(cloud).await,
+        }
+    }
+
+    fn cloud(&self, name: &str) -> anyhow::Result<&Cloud> {
+        self.after.cloud(name).ok_or_else(|| anyhow!("no cloud {name}"))
+    }
+
+    fn save_design(&self) -> anyhow::Result<()> {
+        for c in &self.after.clouds {
+            if self.before.cloud(&c.name).map(|b| b.status) != Some(c.status) {
+                edit::set_cloud_status(&self.after.path, &c.name, c.status)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pending(&self, cloud: &str, what: &str) -> anyhow::Result<()> {
+        eprintln!("  {cloud} is unreachable: recorded; `pgha deploy` applies it when {cloud} is back");
+        state::record_pending(self.after, cloud, what)
+    }
+
+    async fn write_glb(&self, design: &Design) -> anyhow::Result<()> {
+        for h in design.glb_hosts() {
+            let Some(r) = self.fleet.remotes.get(&h.name) else {
+                eprintln!(
+                    "  GLB host {} is unreachable: it keeps its old target until the next deploy",
+                    h.name
+                );
+                continue;
+            };
+            let files = self.renderer.glb_host(design, h, &self.secrets)?;
+            let f = files
+                .iter()
+                .find(|f| f.spec.path == glb_component::CONFIG.path)
+                .expect("GLB config");
+            r.install_file(&f.spec, f.content.as_bytes()).await?;
+            r.check("reloading the GLB", "systemctl reload-or-restart haproxy")
+                .await?;
+        }
+        // An external GLB is repointed by its command.
+        if let Some(crate::design::Glb {
+            kind: crate::design::GlbKind::External { command },
+            ..
+        }) = &design.glb
+        {
+            let out = tokio::process::Command::new("sh")
+                .args(["-c", command])
+                .env(
+                    "PGHA_PRIMARY_CLOUD",
+                    design.primary_clouds().next().map_or("", |c| c.name.as_str()),
+                )
+                .env(
+                    "PGHA_TARGETS",
+                    design
+                        .primary_clouds()
+                        .flat_map(|c| c.hosts.iter().map(|h| format!("{}:{}", h.address, design.haproxy.port)))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+                .output()
+                .await?;
+            if !out.status.success() {
+                bail!(
+                    "the external GLB command failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            state::record_glb(design, design.primary_clouds().next().map(|c| c.name.as_str()))?;
+        }
+        Ok(())
+    }
+
+    async fn write_haproxy(&self) -> anyhow::Result<()> {
+        let jobs = self
+            .after
+            .clouds
+            .iter()
+            .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
+            .map(|(c, h)| async move {
+                let Some(r) = self.fleet.remotes.get(&h.name) else {
+                    return Ok(());
+                };
+                let files = self.renderer.db_host(self.after, c, h, None, &self.secrets)?;
+                let f = files
+                    .iter()
+                    .find(|f| f.spec.path == haproxy::CONFIG.path)
+                    .expect("haproxy config");
+                r.install_file(&f.spec, f.content.as_bytes()).await?;
+                r.check("reloading HAProxy", "systemctl reload-or-restart haproxy")
+                    .await
+                    .map(|_| ())
+            });
+        futures::future::try_join_all(jobs).await.map(|_| ())
+    }
+
+    /// Sets (or with `None` removes) the cloud's `standby_cluster`.
+    async fn set_standby(&self, cloud: &Cloud, follow: Option<&[String]>) -> anyhow::Result<()> {
+        let value = match follow {
+            Some(hosts) => serde_json::json!({
+                "host": hosts.join(","), "port": self.after.haproxy.port, "create_replica_methods": ["basebackup"]
+            })
+            .to_string(),
+            None => "null".into(),
+        };
+        let mut sets = vec![("standby_cluster".to_string(), value)];
+        if follow.is_none() {
+            let sync = self.after.platform.replication == crate::design::Replication::Synchronous;
+            sets.push(("synchronous_mode".into(), sync.to_string()));
+        }
+        let script = patroni::edit_config_script(&sets);
+        let mut last = anyhow!("no host of {} answered", cloud.name);
+        for h in &cloud.hosts {
+            if let Some(r) = self.fleet.remotes.get(&h.name) {
+                match r.check("changing Patroni's dynamic configuration", &script).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e,
+                }
+            }
+        }
+        Err(last.context(format!(
+            "{}: its etcd must have quorum to change the cluster's configuration",
+            cloud.name
+        )))
+    }
+
+    async fn demote(&self, name: &str, follow: &[String]) -> anyhow::Result<()> {
+        let cloud = self.cloud(name)?;
+        if !self.fleet.cloud_reachable(cloud) {
+            return self.pending(name, "become a standby cluster");
+        }
+        if let Err(e) = self.set_standby(cloud, Some(follow)).await {
+            if self.before.cloud(name).is_some_and(|c| c.is_primary()) && self.after.primary_clouds().next().is_some() {
+                // A planned switchover must not go on with the old master writable.
+                return Err(e);
+            }
+            eprintln!("  {e:#}");
+            return self.pending(name, "become a standby cluster");
+        }
+        // Fenced: no host of the cloud may still be read-write.
+        poll(Duration::from_secs(90), || async {
+            for h in &cloud.hosts {
+                if self.fleet.reachable(&h.name) {
+                    if let Ok(out) = self.fleet.psql(&h.name, "select pg_is_in_recovery()").await {
+                        if out == "f" {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .with_context(|| format!("a host of {name} is still read-write"))
+    }
+
+    /// The new cloud's standby leader position.
+    async fn standby_leader_position(&self, cloud: &Cloud) -> anyhow::Result<(String, WalPos)> {
+        let members = self.fleet.cluster_view(cloud).await?;
+        let leader = members
+            .iter()
+            .find(|m| m.is_standby_leader() && m.is_healthy())
+            .ok_or_else(|| anyhow!("{} has no running standby leader to promote", cloud.name))?;
+        Ok((leader.name.clone(), wal::position(self.fleet, &leader.name).await?))
+    }
+
+    async fn wait_caught_up(&self, new: &str, old: &str) -> anyhow::Result<()> {
+        let old_cloud = self.cloud(old)?;
+        let mut old_end = 0;
+        for h in old_cloud.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
+            if let Ok(p) = wal::position(self.fleet, &h.name).await {
+                old_end = old_end.max(p.lsn);
+            }
+        }
+        let new_cloud = self.cloud(new)?;
+        let last = std::sync::Mutex::new(0);
+        poll(Duration::from_secs(60), || async {
+            let (_, p) = self.standby_leader_position(new_cloud).await?;
+            *last.lock().expect("not poisoned") = p.lsn;
+            Ok(p.lsn >= old_end)
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{new} replayed up to {} but {old} wrote up to {}: not promoting; {old} stays fenced \
+                 (`pgha cloud make-primary {old}` takes it back)",
+                format_lsn(*last.lock().expect("not poisoned")),
+                format_lsn(old_end)
+            )
+        })
+    }
+
+    async fn check_no_data_loss(&self, new: &str) -> anyhow::Result<()> {
+        let new_cloud = self.cloud(new)?;
+        let (leader, pos) = self.standby_leader_position(new_cloud).await?;
+        let mut problems = Vec::new();
+        for c in self.after.clouds.iter().filter(|c| c.name != new) {
+            for h in c.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
+                let Ok(p) = wal::position(self.fleet, &h.name).await else {
+                    continue;
+                };
+                if p.mode == "primary" {
+                    problems.push(format!(
+                        "{} is a read-write master: make {} secondary first",
+                        h.name, c.name
+                    ));
+                } else if p.lsn > pos.lsn {
+                    let commits = wal::commits_after(self.fleet, &h.name, p.timeline, pos.lsn)
+                        .await
+                        .unwrap_or(usize::MAX);
+                    if commits > 0 {
+                        problems.push(format!(
+                            "{} has WAL up to {} with {} commit(s) past {leader}'s {}",
+                            h.name,
+                            format_lsn(p.lsn),
+                            if commits == usize::MAX {
+                                "unknown".to_string()
+                            } else {
+                                commits.to_string()
+                            },
+                            format_lsn(pos.lsn)
+                        ));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if self.force && !problems.iter().any(|p| p.contains("read-write")) {
+            eprintln!(
+                "  --force: promoting anyway; these commits will be lost:\n  {}",
+                problems.join("\n  ")
+            );
+            return Ok(());
+        }
+        bail!("promoting {new} now would lose data:\n  {}\n  hint: start Patroni on those hosts so {new} can catch up, or pass --force to accept the loss", problems.join("\n  "))
+    }
+
+    async fn promote(&self, name: &str) -> anyhow::Result<()> {
+        let cloud = self.cloud(name)?;
+        self.set_standby(cloud, None).await?;
+        poll(Duration::from_secs(90), || async {
+            let members = self.fleet.cluster_view(cloud).await?;
+            Ok(members.iter().any(|m| m.is_leader() && m.is_healthy()))
+        })
+        .await
+        .with_context(|| format!("{name} did not get a master"))
+    }
+
+    async fn verify(&self, name: &str) -> anyhow::Result<()> {
+        let cloud = self.cloud(name)?;
+        let d = self.after;
+        let proxy = haproxy::primary_proxy(&d.platform.name);
+        poll(Duration::from_secs(90), || async {
+            let members = self.fleet.cluster_view(cloud).await?;
+            let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) else {
+                return Ok(false);
+            };
+            for h in &cloud.hosts {
+                let Some(r) = self.fleet.remotes.get(&h.name) else {
+                    continue;
+                };
+                let csv = r
+                    .check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
+                    .await?;
+                let up: Vec<String> = haproxy::servers(&csv, &proxy)
+                    .into_iter()
+                    .filter(|(_, s)| s == "UP")
+                    .map(|(n, _)| n)
+                    .collect();
+                if up != [leader.name.clone()] {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .with_context(|| format!("{name} is not serving through HAProxy"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn design() -> Design {
+        crate::design::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml"))
+            .unwrap()
+            .design
+    }
+
+    fn descriptions(steps: &[FlipStep]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| format!("{}. {}", s.number, s.description))
+            .collect()
+    }
+
+    #[test]
+    fn make_secondary_is_the_seeds_four_steps() {
+        let steps = plan(&design(), "dc1", Flip::MakeSecondary, &|_| true).unwrap();
+        assert_eq!(steps.len(), 4, "{:#?}", descriptions(&steps));
+        assert!(matches!(steps[0].action, FlipAction::GlbDrain));
+    }
+
+    #[test]
+    fn make_primary_after_make_secondary_is_the_seeds_seven_steps() {
+        let mut d = design();
+        d.clouds[0].status = CloudStatus::Secondary;
+        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true).unwrap();
+        assert_eq!(steps.len(), 7, "{:#?}", descriptions(&steps));
+        assert!(matches!(steps[0].action, FlipAction::CheckNoDataLoss { .. }));
+        assert!(matches!(steps[1].action, FlipAction::Promote { .. }));
+    }
+
+    #[test]
+    fn planned_switchover_fences_before_promoting() {
+        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|_| true).unwrap();
+        let pos = |f: fn(&FlipAction) -> bool| steps.iter().position(|s| f(&s.action)).unwrap();
+        let demote = pos(|a| matches!(a, FlipAction::Demote { .. }));
+        let caught_up = pos(|a| matches!(a, FlipAction::WaitCaughtUp { .. }));
+        let promote = pos(|a| matches!(a, FlipAction::Promote { .. }));
+        assert!(pos(|a| matches!(a, FlipAction::GlbDrain)) < demote && demote < caught_up && caught_up < promote);
+    }
+
+    #[test]
+    fn make_primary_with_the_old_primary_unreachable_is_refused() {
+        let err = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1").unwrap_err();
+        assert!(err.to_string().contains("make-secondary dc1"), "{err}");
+    }
+
+    #[test]
+    fn flips_of_the_wrong_cloud_are_usage_errors() {
+        assert!(plan(&design(), "dc2", Flip::MakeSecondary, &|_| true).is_err());
+        assert!(plan(&design(), "dc1", Flip::MakePrimary, &|_| true).is_err());
+        assert!(plan(&design(), "dc9", Flip::MakePrimary, &|_| true).is_err());
+    }
+}

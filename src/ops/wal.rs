@@ -1,0 +1,97 @@
+//! Where a host's WAL ends and what lies beyond a point: the facts that decide
+//! whether promoting, rewinding or re-cloning would lose committed data.
+
+use super::{parse_lsn, Fleet};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalPos {
+    pub timeline: u32,
+    /// Start of the last WAL record the host has (replayed, or on disk when stopped).
+    pub lsn: u64,
+    /// `primary`, `recovery` (a running replica) or `stopped`.
+    pub mode: String,
+}
+
+/// Reads the WAL position of a host whose PostgreSQL may be running or stopped.
+pub fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
+    format!(
+        r#"D={data_dir}; B={bin_dir}
+q() {{ runuser -u postgres -- psql -p {port} -XAtq -c "$1" 2>/dev/null; }}
+# A primary's timeline is in its current WAL file name (the checkpoint's may lag a promotion).
+if out=$(q "select case when pg_is_in_recovery() then 'recovery ' || pg_last_wal_replay_lsn() || ' ' || coalesce((select received_tli from pg_stat_wal_receiver), (select timeline_id from pg_control_checkpoint())) else 'primary ' || pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end") && [ -n "$out" ]; then
+  echo "$out" | tr '|' ' '
+  exit 0
+fi
+[ -f "$D/PG_VERSION" ] || {{ echo "no data directory" >&2; exit 3; }}
+redo=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint's REDO location: *//p")
+tli=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
+last=$(runuser -u postgres -- $B/pg_waldump -p "$D/pg_wal" -t "$tli" -s "$redo" 2>/dev/null | tail -1 | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
+echo "stopped ${{last:-$redo}} $tli"
+"#
+    )
+}
+
+pub fn parse_position(out: &str) -> anyhow::Result<WalPos> {
+    let mut w = out.split_whitespace();
+    let (mode, lsn, tli) = (w.next(), w.next(), w.next());
+    match (mode, lsn, tli) {
+        (Some(mode), Some(lsn), Some(tli)) => Ok(WalPos {
+            timeline: tli.parse()?,
+            lsn: parse_lsn(lsn)?,
+            mode: mode.to_string(),
+        }),
+        _ => anyhow::bail!("cannot read the WAL position: {out:?}"),
+    }
+}
+
+pub async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
+    let p = &fleet.design.platform;
+    let out = fleet
+        .remote(host)?
+        .check(
+            "reading the WAL position",
+            &position_script(&p.data_dir, &p.bin_dir, p.postgres_port),
+        )
+        .await?;
+    parse_position(&out)
+}
+
+/// Committed transactions in a host's WAL after `from` on `timeline`: the
+/// commits that exist nowhere else when `from` is where another copy ends.
+pub fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
+    format!(
+        "runuser -u postgres -- {bin_dir}/pg_waldump -p {data_dir}/pg_wal -t {timeline} -s {} 2>/dev/null | grep -c 'desc: COMMIT' || true",
+        super::format_lsn(from)
+    )
+}
+
+pub async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u64) -> anyhow::Result<usize> {
+    let p = &fleet.design.platform;
+    let out = fleet
+        .remote(host)?
+        .check(
+            "reading WAL",
+            &commits_after_script(&p.data_dir, &p.bin_dir, timeline, from),
+        )
+        .await?;
+    Ok(out.trim().parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_parsed() {
+        assert_eq!(
+            parse_position("recovery 0/5000148 2\n").unwrap(),
+            WalPos {
+                timeline: 2,
+                lsn: 0x5000148,
+                mode: "recovery".into()
+            }
+        );
+        assert_eq!(parse_position("stopped 0/3000028 1").unwrap().mode, "stopped");
+        assert!(parse_position("no data directory").is_err());
+    }
+}
