@@ -577,6 +577,26 @@ impl Runner<'_> {
                     return Ok(false);
                 }
             }
+            // The GLB forwards to this cloud's HAProxy instances only.
+            if let Some(g) = &d.glb {
+                let glb_proxy = format!("{}-glb", d.platform.name);
+                for h in d.glb_hosts() {
+                    let Some(r) = self.fleet.remotes.get(&h.name) else {
+                        continue;
+                    };
+                    let csv = r
+                        .check("reading GLB stats", &haproxy::stats_script(g.stats_port))
+                        .await?;
+                    let up: Vec<String> = haproxy::servers(&csv, &glb_proxy)
+                        .into_iter()
+                        .filter(|(_, s)| s == "UP")
+                        .map(|(n, _)| n)
+                        .collect();
+                    if up.is_empty() || !up.iter().all(|u| cloud.hosts.iter().any(|h| &h.name == u)) {
+                        return Ok(false);
+                    }
+                }
+            }
             Ok(true)
         })
         .await

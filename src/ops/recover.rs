@@ -334,19 +334,27 @@ async fn read_history(fleet: &Fleet<'_>, host: &str, tli: u32) -> anyhow::Result
     ))
 }
 
-/// Do both hosts hold the same bytes for timeline `tli` from `from` up to `upto`?
-/// A segment the master no longer has proves nothing: false.
+/// Do both hosts hold the same WAL records on timeline `tli` from `from` up
+/// to `upto`? Records, not raw bytes: page padding and recycled tails differ
+/// between copies of one history, while two histories born apart differ in
+/// their records (transaction ids, LSNs, back-pointers). WAL the master no
+/// longer has proves nothing: false.
 async fn same_wal(fleet: &Fleet<'_>, node: &str, master: &str, tli: u32, from: u64, upto: u64) -> anyhow::Result<bool> {
-    let data = &fleet.design.platform.data_dir;
-    // The segment holding the tip is enough: records chain by CRC and
-    // back-pointers, and two histories born apart differ there.
-    let seg_start = upto.max(from) - upto.max(from) % WAL_SEGMENT;
-    let name = segment_name(tli, seg_start);
-    let len = upto.max(from) - seg_start;
-    let script =
-        format!("f={data}/pg_wal/{name}; [ -f $f ] && head -c {len} $f | sha256sum | cut -d' ' -f1 || echo missing");
-    let a = fleet.remote(node)?.check("hashing WAL", &script).await?;
-    let b = fleet.remote(master)?.check("hashing WAL", &script).await?;
+    let p = &fleet.design.platform;
+    // Start inside the tip's segment: that is enough, and older files may be gone.
+    let start = from.max(upto - upto % WAL_SEGMENT);
+    if start >= upto {
+        return Ok(true);
+    }
+    let script = format!(
+        "out=$(runuser -u postgres -- {}/pg_waldump -p {}/pg_wal -t {tli} -s {} -e {} 2>/dev/null); [ -n \"$out\" ] && echo \"$out\" | sha256sum | cut -d' ' -f1 || echo missing",
+        p.bin_dir,
+        p.data_dir,
+        format_lsn(start),
+        format_lsn(upto)
+    );
+    let a = fleet.remote(node)?.check("reading WAL records", &script).await?;
+    let b = fleet.remote(master)?.check("reading WAL records", &script).await?;
     Ok(a.trim() != "missing" && b.trim() != "missing" && a == b)
 }
 

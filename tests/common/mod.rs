@@ -46,11 +46,14 @@ pub fn e2e() -> bool {
 /// PGHA_KEEP_LAB=1, to look at it after a failure).
 pub struct TestLab {
     pub dir: PathBuf,
-    _tmp: tempfile::TempDir,
+    name: String,
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl TestLab {
     pub fn up(name: &str, subnet: &str, extra: &[&str]) -> TestLab {
+        // A run that died (or kept its lab) may have left this lab's hosts behind.
+        remove_leftovers(name);
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("lab");
         let mut args: Vec<&std::ffi::OsStr> = ["lab", "up", "--name", name, "--subnet", subnet]
@@ -60,7 +63,11 @@ impl TestLab {
         args.extend(["--lab".as_ref(), dir.as_os_str()]);
         let out = pgha(args);
         assert_eq!(out.status.code(), Some(0), "lab up failed: {}", stderr(&out));
-        TestLab { dir, _tmp: tmp }
+        TestLab {
+            dir,
+            name: name.to_string(),
+            tmp: Some(tmp),
+        }
     }
 
     pub fn design(&self) -> PathBuf {
@@ -118,12 +125,13 @@ impl TestLab {
 impl Drop for TestLab {
     fn drop(&mut self) {
         if std::env::var("PGHA_KEEP_LAB").as_deref() == Ok("1") {
-            let kept = self.dir.with_extension("kept");
-            let _ = std::fs::rename(&self.dir, &kept);
-            eprintln!("lab kept in {}", kept.display());
+            if let Some(tmp) = self.tmp.take() {
+                eprintln!("lab {} kept in {}", self.name, tmp.keep().join("lab").display());
+            }
             return;
         }
         let _ = self.lab(&["down"]);
+        remove_leftovers(&self.name);
     }
 }
 
@@ -138,12 +146,12 @@ pub fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec
             format!("host={host} port={port} user=postgres password={password} dbname=postgres connect_timeout=3");
         let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e:?}"))?;
         let handle = tokio::spawn(conn);
         let msgs = tokio::time::timeout(std::time::Duration::from_secs(10), client.simple_query(query))
             .await
             .map_err(|_| "query timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e:?}"))?;
         drop(client);
         let _ = handle.await;
         Ok(msgs
@@ -167,5 +175,28 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> b
             "timed out after {limit:?} waiting for {what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// Removes containers and the network a lab named `name` left behind.
+fn remove_leftovers(name: &str) {
+    let label = format!("label=pgha.lab={name}");
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+    }
+    let nets = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &label])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&nets.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["network", "rm", id]).output();
     }
 }

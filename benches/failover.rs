@@ -1,0 +1,140 @@
+//! `cargo bench --bench failover`: on a fresh deployed lab, a client writes
+//! through the GLB every 100 ms and the write gap is measured for a clean
+//! governor stop, a kill and a network cut of the master; then the planned
+//! cloud flip (make-primary to the first acknowledged write) and recover-node
+//! on a database of about 1 GB (fast path, then --reclone). Prints figures.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{sql, TestLab};
+
+const P: &str = "10.72.0";
+const DC1: [&str; 3] = ["10.72.0.11", "10.72.0.12", "10.72.0.13"];
+
+fn glb() -> String {
+    format!("{P}.5")
+}
+
+fn master(pw: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, a) in DC1.iter().enumerate() {
+            if sql(a, 5432, pw, "SELECT NOT pg_is_in_recovery()").is_ok_and(|r| r == vec![vec![Some("t".to_string())]])
+            {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no master");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Writes every 100 ms from `start` until one is acknowledged; the gap.
+fn gap_after(pw: &str, start: Instant, id: &mut i64) -> Duration {
+    let deadline = start + Duration::from_secs(120);
+    loop {
+        *id += 1;
+        if sql(&glb(), 5000, pw, &format!("INSERT INTO ticks VALUES ({id})")).is_ok() {
+            return start.elapsed();
+        }
+        assert!(Instant::now() < deadline, "no write acknowledged within 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn main() {
+    let lab = TestLab::up("pgha-failover", &format!("{P}.0/24"), &[]);
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pw = lab.superuser_password();
+    sql(&glb(), 5000, &pw, "CREATE TABLE ticks (id bigint PRIMARY KEY)").unwrap();
+    let mut id = 0;
+    println!("lab governor settings: ttl 12 s, loop_wait 2 s, retry_timeout 5 s");
+
+    // Clean governor stop.
+    let m = master(&pw);
+    let t = Instant::now();
+    lab.ssh_ok(DC1[m], "systemctl stop patroni");
+    println!(
+        "failover write gap, governor stopped: {:.1} s",
+        gap_after(&pw, t, &mut id).as_secs_f64()
+    );
+    lab.ssh_ok(DC1[m], "systemctl start patroni");
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Kill (power off).
+    let m = master(&pw);
+    let name = format!("dc1-pg{}", m + 1);
+    let t = Instant::now();
+    assert!(lab.lab(&["kill", &name]).status.success());
+    println!(
+        "failover write gap, master killed: {:.1} s",
+        gap_after(&pw, t, &mut id).as_secs_f64()
+    );
+    assert!(lab.lab(&["start", &name]).status.success());
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Network cut.
+    let m = master(&pw);
+    let name = format!("dc1-pg{}", m + 1);
+    let t = Instant::now();
+    assert!(lab.lab(&["cut", &name]).status.success());
+    println!(
+        "failover write gap, master cut off: {:.1} s",
+        gap_after(&pw, t, &mut id).as_secs_f64()
+    );
+    assert!(lab.lab(&["heal", &name]).status.success());
+    std::thread::sleep(Duration::from_secs(10));
+
+    // Planned cloud flip.
+    let t = Instant::now();
+    let flip = std::thread::spawn({
+        let design = lab.design();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pgha"))
+                .args(["cloud", "make-primary", "dc2", "--yes", "-f"])
+                .arg(design)
+                .output()
+                .unwrap()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let gap = gap_after(&pw, t, &mut id);
+    let out = flip.join().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!(
+        "cloud flip (make-primary dc2, planned): first acknowledged write after {:.1} s, command took {:.1} s",
+        gap.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // recover-node on ~1 GB.
+    let t = Instant::now();
+    sql(
+        &glb(),
+        5000,
+        &pw,
+        "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 900000) g",
+    )
+    .unwrap();
+    let size = sql(&glb(), 5000, &pw, "SELECT pg_size_pretty(pg_database_size('postgres'))").unwrap();
+    println!(
+        "loaded {} in {:.0} s",
+        size[0][0].as_deref().unwrap_or("?"),
+        t.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    let replica = "dc2-pg3";
+    lab.ssh_ok("10.72.0.23", "systemctl stop patroni");
+    for (label, extra) in [("fast path", None), ("--reclone", Some("--reclone"))] {
+        let mut args = vec!["recover-node", replica, "--yes"];
+        args.extend(extra);
+        let t = Instant::now();
+        let out = lab.pgha(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        println!("recover-node {label} on ~1 GB: {:.1} s", t.elapsed().as_secs_f64());
+    }
+}

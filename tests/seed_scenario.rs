@@ -1,0 +1,303 @@
+//! The seed's scenario end to end on the lab (issue 5): failovers inside the
+//! primary cloud, losing the whole primary cloud, the flip, recovering the
+//! old primary cloud's nodes with their data compared row by row, a planned
+//! flip back under write load, and kill / network-cut failovers. A watcher
+//! polls every host throughout and fails the test if two are ever read-write.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{sql, stderr, wait_for, TestLab};
+
+const P: &str = "10.73.0";
+const DC1: [&str; 3] = ["dc1-pg1", "dc1-pg2", "dc1-pg3"];
+const DC2: [&str; 3] = ["dc2-pg1", "dc2-pg2", "dc2-pg3"];
+
+fn addr(host: &str) -> String {
+    let (cloud, n) = host.split_once("-pg").unwrap();
+    let c: u32 = cloud.trim_start_matches("dc").parse().unwrap();
+    format!("{P}.{}", 10 * c + n.parse::<u32>().unwrap())
+}
+
+fn glb() -> String {
+    format!("{P}.5")
+}
+
+/// `Some(true)` when the host's PostgreSQL accepts writes, `None` when it does not answer.
+fn read_write(pw: &str, host: &str) -> Option<bool> {
+    sql(&addr(host), 5432, pw, "SELECT NOT pg_is_in_recovery()")
+        .ok()
+        .map(|r| r == vec![vec![Some("t".to_string())]])
+}
+
+fn masters(pw: &str, hosts: &[&str]) -> Vec<String> {
+    hosts
+        .iter()
+        .filter(|h| read_write(pw, h) == Some(true))
+        .map(|h| h.to_string())
+        .collect()
+}
+
+/// Every host's rows, as text, in id order.
+fn rows(pw: &str, host: &str) -> Option<String> {
+    sql(
+        &addr(host),
+        5432,
+        pw,
+        "SELECT id, name, age, address, salary, join_date FROM company ORDER BY id",
+    )
+    .ok()
+    .map(|r| format!("{r:?}"))
+}
+
+fn through_glb(pw: &str, query: &str, limit: Duration) {
+    wait_for(&format!("`{query}` through the GLB"), limit, || {
+        sql(&glb(), 5000, pw, query).is_ok()
+    });
+}
+
+/// Polls every host until stopped; records any moment with two masters.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(pw: String) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, v) = (stop.clone(), seen.clone());
+        let handle = std::thread::spawn(move || {
+            let all: Vec<&str> = DC1.iter().chain(&DC2).copied().collect();
+            // Bounded: at most 20 minutes of polling.
+            let deadline = Instant::now() + Duration::from_secs(1200);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let m = masters(&pw, &all);
+                if m.len() > 1 {
+                    v.lock().unwrap().push(m.join("+"));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Watcher {
+            stop,
+            seen,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn stop_patroni(lab: &TestLab, host: &str) {
+    lab.ssh_ok(&addr(host), "systemctl stop patroni");
+}
+
+fn pgha_ok(lab: &TestLab, args: &[&str]) -> String {
+    let out = lab.pgha(args);
+    assert_eq!(out.status.code(), Some(0), "pgha {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The single master among `hosts`, waited for.
+fn wait_master(pw: &str, hosts: &[&str], limit: Duration) -> String {
+    let mut found = String::new();
+    wait_for(&format!("one master among {hosts:?}"), limit, || {
+        let m = masters(pw, hosts);
+        if m.len() == 1 {
+            found = m[0].clone();
+        }
+        m.len() == 1
+    });
+    found
+}
+
+#[test]
+fn seed_scenario() {
+    if !common::e2e() {
+        return;
+    }
+    let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &[]);
+    pgha_ok(&lab, &["deploy", "--yes"]);
+    let pw = lab.superuser_password();
+    let ttl = Duration::from_secs(12); // the lab design's governor ttl
+    let failover_limit = ttl + Duration::from_secs(2) + Duration::from_secs(20);
+    let watcher = Watcher::start(pw.clone());
+
+    // 1. The seed's table and Paul, through the GLB.
+    through_glb(&pw, "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL, age int NOT NULL, address char(50), salary real, join_date date)", Duration::from_secs(10));
+    through_glb(
+        &pw,
+        "INSERT INTO company VALUES (1, 'Paul', 32, 'California', 20000.00, '2001-07-13')",
+        Duration::from_secs(10),
+    );
+
+    // 2. Stop the governor on the master: a new one among dc1's other hosts.
+    let first = wait_master(&pw, &DC1, Duration::from_secs(5));
+    stop_patroni(&lab, &first);
+    let rest: Vec<&str> = DC1.iter().copied().filter(|h| *h != first).collect();
+    let second = wait_master(&pw, &rest, failover_limit);
+    assert!(masters(&pw, &DC2).is_empty(), "a secondary host became master");
+    through_glb(
+        &pw,
+        "INSERT INTO company VALUES (2, 'Allen', 25, 'Texas', NULL, '2007-12-13')",
+        failover_limit,
+    );
+    for h in DC2 {
+        wait_for(&format!("Allen on {h}"), Duration::from_secs(30), || {
+            sql(&addr(h), 5432, &pw, "SELECT name FROM company WHERE id = 2").is_ok_and(|r| r.len() == 1)
+        });
+    }
+
+    // 3. Stop the new master: the last dc1 host takes over.
+    stop_patroni(&lab, &second);
+    let last: Vec<&str> = rest.iter().copied().filter(|h| *h != second).collect();
+    let third = wait_master(&pw, &last, failover_limit);
+    through_glb(&pw, "SELECT count(*) FROM company", failover_limit);
+
+    // 4. Stop the last one: nobody is elected, and dc2 stays read-only for 2 x ttl.
+    stop_patroni(&lab, &third);
+    let until = Instant::now() + 2 * ttl;
+    while Instant::now() < until {
+        let all: Vec<&str> = DC1.iter().chain(&DC2).copied().collect();
+        assert!(
+            masters(&pw, &all).is_empty(),
+            "a master appeared with the primary cloud down"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // 5. The seed's order: make dc1 secondary, then dc2 primary.
+    pgha_ok(&lab, &["cloud", "make-secondary", "dc1", "--yes"]);
+    pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    assert!(
+        design.contains("name: dc2\n    status: primary") && design.contains("name: dc1\n    status: secondary"),
+        "{design}"
+    );
+    let paul_allen = vec![vec![Some("Paul".to_string())], vec![Some("Allen".to_string())]];
+    wait_for("Paul and Allen through the GLB", Duration::from_secs(15), || {
+        sql(&glb(), 5000, &pw, "SELECT name FROM company ORDER BY id").is_ok_and(|r| r == paul_allen)
+    });
+    through_glb(
+        &pw,
+        "INSERT INTO company VALUES (3, 'Teddy', 23, 'Norway', 20000.00, DEFAULT)",
+        Duration::from_secs(10),
+    );
+
+    // 6. Recover the old primary cloud, the most advanced node first (it
+    // becomes dc1's standby leader); data compared row by row.
+    for h in [third.as_str(), second.as_str(), first.as_str()] {
+        pgha_ok(&lab, &["recover-node", h, "--yes"]);
+    }
+    let reference = rows(&pw, "dc2-pg1").unwrap();
+    assert!(reference.contains("Teddy"));
+    for h in DC1.iter().chain(&DC2) {
+        wait_for(
+            &format!("{h} to hold exactly the new primary's rows"),
+            Duration::from_secs(60),
+            || rows(&pw, h).as_ref() == Some(&reference),
+        );
+    }
+
+    // 7. Status shows it; no two masters at any moment so far.
+    let status: serde_json::Value = serde_json::from_str(&pgha_ok(&lab, &["status", "--output", "json"])).unwrap();
+    let role = |h: &str| {
+        status["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == h)
+            .unwrap()["role"]
+            .clone()
+    };
+    assert_eq!(DC2.iter().filter(|h| role(h) == "leader").count(), 1, "{status}");
+    assert_eq!(
+        DC1.iter().filter(|h| role(h) == "standby leader").count(),
+        1,
+        "{status}"
+    );
+    assert_eq!(status["glb"]["routes_to_cloud"], "dc2", "{status}");
+    let doubles = watcher.finish();
+    assert!(doubles.is_empty(), "two masters at once: {doubles:?}");
+
+    // 8. Planned flip back with both clouds healthy, under writes every 100 ms.
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop, pw) = (acked.clone(), stop.clone(), pw.clone());
+        std::thread::spawn(move || {
+            let _ = sql(
+                &glb(),
+                5000,
+                &pw,
+                "CREATE TABLE IF NOT EXISTS ticks (id bigint PRIMARY KEY)",
+            );
+            for id in 1..=1500i64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if sql(&glb(), 5000, &pw, &format!("INSERT INTO ticks VALUES ({id})")).is_ok() {
+                    acked.lock().unwrap().push(id);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    pgha_ok(&lab, &["cloud", "make-primary", "dc1", "--yes"]);
+    wait_for("writes through the GLB again", Duration::from_secs(30), || {
+        let before = acked.lock().unwrap().len();
+        std::thread::sleep(Duration::from_millis(400));
+        acked.lock().unwrap().len() > before
+    });
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let stored = sql(&glb(), 5000, &pw, "SELECT id FROM ticks").unwrap();
+    let stored: std::collections::HashSet<i64> =
+        stored.iter().map(|r| r[0].as_ref().unwrap().parse().unwrap()).collect();
+    let lost: Vec<i64> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost in the planned flip: {lost:?}"
+    );
+
+    // 9a. A master killed outright: a new master in dc1; the old one, back, is read-only.
+    let master = wait_master(&pw, &DC1, Duration::from_secs(10));
+    assert!(lab.lab(&["kill", &master]).status.success());
+    let others: Vec<&str> = DC1.iter().copied().filter(|h| *h != master).collect();
+    let next = wait_master(&pw, &others, failover_limit);
+    assert!(lab.lab(&["start", &master]).status.success());
+    wait_for(
+        &format!("{master} back as a read-only member"),
+        Duration::from_secs(90),
+        || read_write(&pw, &master) == Some(false),
+    );
+    assert_eq!(masters(&pw, &DC1), vec![next.clone()]);
+
+    // 9b. The master's network cut: a new master; the old one, healed, is read-only.
+    assert!(lab.lab(&["cut", &next]).status.success());
+    let others: Vec<&str> = DC1.iter().copied().filter(|h| *h != next).collect();
+    let after_cut = wait_master(&pw, &others, failover_limit);
+    assert!(lab.lab(&["heal", &next]).status.success());
+    wait_for(
+        &format!("{next} back as a read-only member"),
+        Duration::from_secs(90),
+        || read_write(&pw, &next) == Some(false),
+    );
+    assert_eq!(masters(&pw, &DC1), vec![after_cut]);
+}
