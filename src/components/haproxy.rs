@@ -29,6 +29,15 @@ pub fn servers(csv: &str, proxy: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The servers of `proxy` that HAProxy's health checks see up.
+pub fn up_servers(csv: &str, proxy: &str) -> Vec<String> {
+    servers(csv, proxy)
+        .into_iter()
+        .filter(|(_, s)| s == "UP")
+        .map(|(n, _)| n)
+        .collect()
+}
+
 /// The proxy name a database host's HAProxy routes the master through.
 pub fn primary_proxy(cluster: &str) -> String {
     format!("{cluster}-primary")

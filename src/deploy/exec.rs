@@ -165,7 +165,7 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
 async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work) -> anyhow::Result<()> {
     let d = ctx.design;
     match item {
-        Work::RunGlbCommand(command) => return run_glb_command(d, command).await,
+        Work::RunGlbCommand(command) => return crate::components::glb::run_external(d, command).await,
         Work::PatchDynamicConfig(sets) => {
             ctx.remote(host)?
                 .check(
@@ -462,11 +462,7 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
         }))
         .await?;
         for (h, csv) in cloud.hosts.iter().zip(stats) {
-            let up: Vec<String> = haproxy::servers(&csv, &haproxy::primary_proxy(&d.platform.name))
-                .into_iter()
-                .filter(|(_, s)| s == "UP")
-                .map(|(n, _)| n)
-                .collect();
+            let up: Vec<String> = haproxy::up_servers(&csv, &haproxy::primary_proxy(&d.platform.name));
             let ok = match &leader {
                 Some(l) => up == [l.clone()],
                 None => up.len() == 1 && primary_names.contains(&up[0]),
@@ -499,36 +495,10 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
             let csv = r
                 .check("reading GLB stats", &haproxy::stats_script(glb.stats_port))
                 .await?;
-            Ok(haproxy::servers(&csv, &proxy).iter().any(|(_, s)| s == "UP"))
+            Ok(!haproxy::up_servers(&csv, &proxy).is_empty())
         })
         .await
         .with_context(|| format!("{host}: the GLB sees no primary-cloud HAProxy up"))?;
     }
     Ok(())
-}
-
-async fn run_glb_command(d: &Design, command: &str) -> anyhow::Result<()> {
-    let primary = d.primary_clouds().next();
-    let targets: Vec<String> = primary
-        .map(|c| {
-            c.hosts
-                .iter()
-                .map(|h| format!("{}:{}", h.address, d.haproxy.port))
-                .collect()
-        })
-        .unwrap_or_default();
-    let out = tokio::process::Command::new("sh")
-        .args(["-c", command])
-        .env("PGHA_PRIMARY_CLOUD", primary.map_or("", |c| c.name.as_str()))
-        .env("PGHA_TARGETS", targets.join(","))
-        .output()
-        .await
-        .context("cannot run the external GLB command")?;
-    if !out.status.success() {
-        bail!(
-            "the external GLB command failed: {}",
-            crate::remote::last_lines(&String::from_utf8_lossy(&out.stderr), 8)
-        );
-    }
-    super::state::record_glb(d, primary.map(|c| c.name.as_str()))
 }

@@ -191,10 +191,7 @@ pub fn work_table(work: &[StepWork]) -> String {
     let mut t = ui::table(&["#", "Cloud", "Component", "Action", "Hosts", "Changes"]);
     for sw in work {
         let s = &sw.step;
-        let cloud = match (&s.cloud, s.cloud_status) {
-            (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
-            _ => "GLB".to_string(),
-        };
+        let cloud = ui::cloud_label(s);
         let changes = if matches!(
             s.action,
             crate::plan::Action::VerifyCloud | crate::plan::Action::VerifyGlb

@@ -126,11 +126,19 @@ pub fn plan(
             }
             let new_hosts = addresses(target);
             match design.primary_clouds().next() {
-                Some(old) if !reachable(old) => bail!(Usage(format!(
-                    "cloud {} is primary and unreachable: make it secondary first (`pgha cloud make-secondary {}`): \
-                     that drains the GLB, fences it in the design and records what its hosts must change when they return",
-                    old.name, old.name
-                ))),
+                Some(old) if !reachable(old) => {
+                    // The old primary cloud is lost: fence it as far as we can
+                    // (GLB, design, pending change) and promote from what we have.
+                    steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
+                    steps.push((
+                        format!("governor: {} (unreachable) is recorded to become a standby cluster following {name} when it returns", old.name),
+                        FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
+                    ));
+                    steps.push((
+                        format!("check that no reachable host outside {name} holds commits {name} has not replayed"),
+                        FlipAction::CheckNoDataLoss { new: name.into() },
+                    ));
+                }
                 Some(old) => {
                     // A planned switchover between two healthy clouds.
                     steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
@@ -139,8 +147,14 @@ pub fn plan(
                         FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
                     ));
                     steps.push((
-                        format!("wait until {name}'s standby leader has replayed all of {}'s WAL (zero data loss)", old.name),
-                        FlipAction::WaitCaughtUp { new: name.into(), old: old.name.clone() },
+                        format!(
+                            "wait until {name}'s standby leader has replayed all of {}'s WAL (zero data loss)",
+                            old.name
+                        ),
+                        FlipAction::WaitCaughtUp {
+                            new: name.into(),
+                            old: old.name.clone(),
+                        },
                     ));
                 }
                 None => steps.push((
@@ -348,29 +362,7 @@ impl Runner<'_> {
             ..
         }) = &design.glb
         {
-            let out = tokio::process::Command::new("sh")
-                .args(["-c", command])
-                .env(
-                    "PGHA_PRIMARY_CLOUD",
-                    design.primary_clouds().next().map_or("", |c| c.name.as_str()),
-                )
-                .env(
-                    "PGHA_TARGETS",
-                    design
-                        .primary_clouds()
-                        .flat_map(|c| c.hosts.iter().map(|h| format!("{}:{}", h.address, design.haproxy.port)))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-                .output()
-                .await?;
-            if !out.status.success() {
-                bail!(
-                    "the external GLB command failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            state::record_glb(design, design.primary_clouds().next().map(|c| c.name.as_str()))?;
+            glb_component::run_external(design, command).await?;
         }
         Ok(())
     }
@@ -568,11 +560,7 @@ impl Runner<'_> {
                 let csv = r
                     .check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
                     .await?;
-                let up: Vec<String> = haproxy::servers(&csv, &proxy)
-                    .into_iter()
-                    .filter(|(_, s)| s == "UP")
-                    .map(|(n, _)| n)
-                    .collect();
+                let up: Vec<String> = haproxy::up_servers(&csv, &proxy);
                 if up != [leader.name.clone()] {
                     return Ok(false);
                 }
@@ -587,11 +575,7 @@ impl Runner<'_> {
                     let csv = r
                         .check("reading GLB stats", &haproxy::stats_script(g.stats_port))
                         .await?;
-                    let up: Vec<String> = haproxy::servers(&csv, &glb_proxy)
-                        .into_iter()
-                        .filter(|(_, s)| s == "UP")
-                        .map(|(n, _)| n)
-                        .collect();
+                    let up: Vec<String> = haproxy::up_servers(&csv, &glb_proxy);
                     if up.is_empty() || !up.iter().all(|u| cloud.hosts.iter().any(|h| &h.name == u)) {
                         return Ok(false);
                     }
@@ -649,9 +633,15 @@ mod tests {
     }
 
     #[test]
-    fn make_primary_with_the_old_primary_unreachable_is_refused() {
-        let err = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1").unwrap_err();
-        assert!(err.to_string().contains("make-secondary dc1"), "{err}");
+    fn make_primary_with_the_old_primary_lost_fences_it_then_promotes() {
+        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1").unwrap();
+        assert!(matches!(steps[0].action, FlipAction::GlbDrain));
+        assert!(matches!(&steps[1].action, FlipAction::Demote { cloud, .. } if cloud == "dc1"));
+        assert!(matches!(steps[2].action, FlipAction::CheckNoDataLoss { .. }));
+        assert!(matches!(steps[3].action, FlipAction::Promote { .. }));
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s.action, FlipAction::WaitCaughtUp { .. })));
     }
 
     #[test]

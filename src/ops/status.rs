@@ -84,11 +84,7 @@ pub async fn gather(fleet: &Fleet<'_>) -> Status {
                         .filter_map(|l| l.strip_prefix("csv "))
                         .collect::<Vec<_>>()
                         .join("\n");
-                    let up: Vec<String> = haproxy::servers(&csv, &proxy)
-                        .into_iter()
-                        .filter(|(_, s)| s == "UP")
-                        .map(|(n, _)| n)
-                        .collect();
+                    let up: Vec<String> = haproxy::up_servers(&csv, &proxy);
                     (
                         p.contains("patroni active"),
                         if p.contains("etcd healthy") {
@@ -130,12 +126,7 @@ pub async fn gather(fleet: &Fleet<'_>) -> Status {
             for h in d.glb_hosts() {
                 if let Some(r) = fleet.remotes.get(&h.name) {
                     if let Ok(csv) = r.check("reading GLB stats", &haproxy::stats_script(g.stats_port)).await {
-                        up.extend(
-                            haproxy::servers(&csv, &proxy)
-                                .into_iter()
-                                .filter(|(_, s)| s == "UP")
-                                .map(|(n, _)| n),
-                        );
+                        up.extend(haproxy::up_servers(&csv, &proxy));
                     }
                 }
             }

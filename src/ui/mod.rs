@@ -26,13 +26,18 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
+/// `dc1 (primary)`, or `GLB` for the load balancer's steps.
+pub fn cloud_label(step: &crate::plan::Step) -> String {
+    match (&step.cloud, step.cloud_status) {
+        (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
+        _ => "GLB".to_string(),
+    }
+}
+
 pub fn plan_table(plan: &Plan) -> String {
     let mut t = table(&["#", "Cloud", "Component", "Action", "Hosts", "What"]);
     for s in &plan.steps {
-        let cloud = match (&s.cloud, s.cloud_status) {
-            (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
-            _ => "GLB".to_string(),
-        };
+        let cloud = cloud_label(s);
         t.add_row(vec![
             s.number.to_string(),
             cloud,
