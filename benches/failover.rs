@@ -52,7 +52,7 @@ fn main() {
     let pw = lab.superuser_password();
     sql(&glb(), 5000, &pw, "CREATE TABLE ticks (id bigint PRIMARY KEY)").unwrap();
     let mut id = 0;
-    println!("lab governor settings: ttl 12 s, loop_wait 2 s, retry_timeout 5 s");
+    println!("lab governor settings: ttl 10 s, loop_wait 2 s, retry_timeout 4 s");
 
     // Clean governor stop.
     let m = master(&pw);
@@ -101,8 +101,24 @@ fn main() {
                 .unwrap()
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let gap = gap_after(&pw, t, &mut id);
+    // The first write acknowledged by dc2's master, not one that slipped in before the drain.
+    let gap = loop {
+        id += 1;
+        let landed = sql(
+            &glb(),
+            5000,
+            &pw,
+            &format!("INSERT INTO ticks VALUES ({id}) RETURNING host(inet_server_addr())"),
+        );
+        if landed.is_ok_and(|r| r[0][0].as_deref().is_some_and(|a| a.starts_with(&format!("{P}.2")))) {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no write reached dc2 within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let out = flip.join().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     println!(
@@ -113,13 +129,16 @@ fn main() {
 
     // recover-node on ~1 GB.
     let t = Instant::now();
-    sql(
-        &glb(),
-        5000,
-        &pw,
-        "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 900000) g",
-    )
-    .unwrap();
+    sql(&glb(), 5000, &pw, "CREATE TABLE big (g int, pad text)").unwrap();
+    // In slices that each finish well inside the client's timeout.
+    for slice in 0..18 {
+        let q = format!(
+            "INSERT INTO big SELECT g, repeat(md5(g::text), 31) FROM generate_series({}, {}) g",
+            slice * 50_000 + 1,
+            (slice + 1) * 50_000
+        );
+        sql(&glb(), 5000, &pw, &q).unwrap();
+    }
     let size = sql(&glb(), 5000, &pw, "SELECT pg_size_pretty(pg_database_size('postgres'))").unwrap();
     println!(
         "loaded {} in {:.0} s",

@@ -128,7 +128,7 @@ fn seed_scenario() {
     let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &[]);
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
-    let ttl = Duration::from_secs(12); // the lab design's governor ttl
+    let ttl = Duration::from_secs(10); // the lab design's governor ttl
     let failover_limit = ttl + Duration::from_secs(2) + Duration::from_secs(20);
     let watcher = Watcher::start(pw.clone());
 
@@ -300,4 +300,20 @@ fn seed_scenario() {
         || read_write(&pw, &next) == Some(false),
     );
     assert_eq!(masters(&pw, &DC1), vec![after_cut]);
+
+    // 10. Losing the whole primary data center: dc1 powered off, dc2 promoted,
+    // the GLB repointed, dc1's change recorded for when it returns.
+    wait_master(&pw, &DC1, Duration::from_secs(30));
+    assert!(lab.lab(&["kill", "dc1"]).status.success());
+    pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
+    assert_eq!(masters(&pw, &DC2).len(), 1);
+    through_glb(
+        &pw,
+        "INSERT INTO company VALUES (4, 'Mark', 25, 'Rich-Mond', 65000.00, '2007-12-13')",
+        Duration::from_secs(20),
+    );
+    let names = sql(&glb(), 5000, &pw, "SELECT name FROM company ORDER BY id").unwrap();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let state = std::fs::read_to_string(lab.dir.join("pgha.state.yaml")).unwrap();
+    assert!(state.contains("dc1:") && state.contains("standby cluster"), "{state}");
 }

@@ -408,7 +408,7 @@ ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nc
     }
     // Faster failover than the defaults, still within loop_wait + 2*retry_timeout <= ttl.
     d.push_str(
-        "\ncomponents:\n  governor:\n    ttl: 12\n    loop_wait: 2\n    retry_timeout: 5\n  haproxy:\n    port: 5000\n\n",
+        "\ncomponents:\n  governor:\n    ttl: 10\n    loop_wait: 2\n    retry_timeout: 4\n  haproxy:\n    port: 5000\n\n",
     );
     d.push_str(&format!(
         "glb:\n  fqdn: {}\n  port: 5000\n  kind: haproxy\n  hosts:\n    - name: {}\n      address: {}\n",
