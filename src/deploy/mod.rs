@@ -128,10 +128,15 @@ pub async fn prepare<'a>(design: &'a Design, opts: &Options) -> anyhow::Result<P
     }
     let mut cloud_facts = BTreeMap::new();
     for cloud in &clouds {
-        cloud_facts.insert(
-            cloud.name.clone(),
-            read_cloud_facts(design, cloud, &remotes, &host_facts).await,
-        );
+        let f = read_cloud_facts(design, cloud, &remotes, &host_facts).await;
+        for (name, want, have) in work::parameter_drift(design, Some(&f)) {
+            eprintln!(
+                "warning: {}: PostgreSQL parameter {name} is {have}, the design says {want}; deploy sets parameters only \
+                 when a cluster is created: apply it with `patronictl edit-config` (standby clouds first when raising max_* settings)",
+                cloud.name
+            );
+        }
+        cloud_facts.insert(cloud.name.clone(), f);
     }
 
     let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();

@@ -309,11 +309,104 @@ pub fn dynamic_config_changes(d: &Design, cloud: &Cloud, facts: Option<&CloudFac
     (!sets.is_empty()).then_some(sets)
 }
 
+/// Design parameters whose live value (in the cloud's dynamic config)
+/// differs: `(name, wanted, live)`. Deploy reports them rather than changing
+/// them, because hot standby needs some of them (max_connections,
+/// max_wal_senders, ...) raised on standbys before their upstream and lowered
+/// after it, across clouds; `patronictl edit-config` applies them in that order.
+pub fn parameter_drift(d: &Design, facts: Option<&CloudFacts>) -> Vec<(String, String, String)> {
+    let Some(current) = facts.and_then(|f| f.dynamic_config.as_ref()) else {
+        return Vec::new();
+    };
+    let live = current.get("postgresql").and_then(|p| p.get("parameters"));
+    d.platform
+        .parameters
+        .iter()
+        .filter_map(|(k, want)| {
+            let have = live
+                .and_then(|l| l.get(k))
+                .map(normalize)
+                .unwrap_or_else(|| "(unset)".into());
+            (have != *want).then(|| (k.clone(), want.clone(), have))
+        })
+        .collect()
+}
+
 /// Patroni stores some numbers as strings; compare by text.
 fn normalize(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Bool(false) => "false".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn design(params: &str) -> Design {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
+        let src = std::fs::read_to_string(&path).unwrap().replace(
+            "  replication: asynchronous",
+            &format!("  replication: asynchronous\n{params}"),
+        );
+        crate::design::load_str(&src, &path).unwrap().design
+    }
+
+    fn facts(v: serde_json::Value) -> CloudFacts {
+        CloudFacts {
+            dynamic_config: Some(v),
+        }
+    }
+
+    #[test]
+    fn live_config_matching_the_design_needs_no_change() {
+        let d = design("");
+        let live = serde_json::json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
+            "synchronous_mode": false, "postgresql": {"parameters": {}}});
+        assert_eq!(
+            dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live.clone()))),
+            None
+        );
+        // The secondary cloud must follow the primary's HAProxy ports.
+        let sets = dynamic_config_changes(&d, &d.clouds[1], Some(&facts(live))).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].0, "standby_cluster");
+        assert!(
+            sets[0].1.contains("10.77.0.11,10.77.0.12,10.77.0.13") && sets[0].1.contains("5000"),
+            "{}",
+            sets[0].1
+        );
+    }
+
+    #[test]
+    fn a_promoted_cloud_loses_its_standby_section_and_timing_follows_the_design() {
+        let d = design("");
+        let live = serde_json::json!({"ttl": "20", "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
+            "synchronous_mode": false, "standby_cluster": {"host": "x", "port": 5000}});
+        let sets = dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live))).unwrap();
+        assert_eq!(
+            sets,
+            [
+                ("ttl".to_string(), "30".to_string()),
+                ("standby_cluster".to_string(), "null".to_string())
+            ]
+        );
+        assert_eq!(
+            dynamic_config_changes(&d, &d.clouds[0], None),
+            None,
+            "a fresh cluster takes the bootstrap config"
+        );
+    }
+
+    #[test]
+    fn parameter_drift_is_reported() {
+        let d = design("  parameters:\n    max_connections: \"200\"\n    work_mem: 8MB");
+        let live = serde_json::json!({"postgresql": {"parameters": {"max_connections": 100, "work_mem": "8MB"}}});
+        assert_eq!(
+            parameter_drift(&d, Some(&facts(live))),
+            [("max_connections".to_string(), "200".to_string(), "100".to_string())]
+        );
     }
 }
