@@ -461,13 +461,19 @@ impl Runner<'_> {
     }
 
     async fn wait_caught_up(&self, new: &str, old: &str) -> anyhow::Result<()> {
+        // The demoted master keeps the cluster's lock as its standby leader; its
+        // WAL is what must arrive. Other hosts of the old cloud may hold WAL of
+        // an abandoned timeline (an ex-master not yet rewound): not theirs.
         let old_cloud = self.cloud(old)?;
-        let mut old_end = 0;
-        for h in old_cloud.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
-            if let Ok(p) = wal::position(self.fleet, &h.name).await {
-                old_end = old_end.max(p.lsn);
-            }
-        }
+        let old_end = std::sync::Mutex::new(0);
+        poll(Duration::from_secs(30), || async {
+            let (_, p) = self.standby_leader_position(old_cloud).await?;
+            *old_end.lock().expect("not poisoned") = p.lsn;
+            Ok(true)
+        })
+        .await
+        .with_context(|| format!("{old}'s demoted master does not answer"))?;
+        let old_end = old_end.into_inner().expect("not poisoned");
         let new_cloud = self.cloud(new)?;
         let last = std::sync::Mutex::new(0);
         poll(Duration::from_secs(60), || async {
