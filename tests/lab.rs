@@ -3,56 +3,17 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{pgha, stderr, stdout};
+use common::{stderr, stdout, wait_for, TestLab};
 
 const NAME: &str = "pgha-labtest";
+const UP: [&str; 6] = ["--subnet", "10.79.0.0/24", "--clouds", "2", "--hosts", "1"];
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// `ssh` with strict host key checking against the lab's known_hosts.
-fn ssh(dir: &Path, known_hosts: &Path, address: &str, cmd: &str) -> Option<String> {
-    let out = Command::new("ssh")
-        .args(["-i"])
-        .arg(dir.join("id_ed25519"))
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=2",
-        ])
-        .arg(format!("root@{address}"))
-        .arg(cmd)
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn poll(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn lab(dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut all: Vec<&std::ffi::OsStr> = vec!["lab".as_ref()];
-    all.extend(args.iter().map(std::ffi::OsStr::new));
-    all.extend(["--lab".as_ref(), dir.as_os_str()]);
-    pgha(all)
 }
 
 #[test]
@@ -60,69 +21,48 @@ fn lab_lifecycle() {
     if !common::e2e() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("lab");
-    let up = lab(
-        &dir,
-        &[
-            "up",
-            "--name",
-            NAME,
-            "--subnet",
-            "10.79.0.0/24",
-            "--clouds",
-            "2",
-            "--hosts",
-            "1",
-        ],
-    );
-    assert_eq!(up.status.code(), Some(0), "{}", stderr(&up));
-    assert!(stdout(&up).contains("next: pgha deploy -f"));
-    let kh = dir.join("known_hosts");
+    let lab = TestLab::up(NAME, "10.79.0.0/24", &UP[2..]);
+    let kh = lab.dir.join("known_hosts");
     let hosts = [
         ("dc1-pg1", "10.79.0.11"),
         ("dc2-pg1", "10.79.0.21"),
         ("glb1", "10.79.0.5"),
     ];
+    let answers = |addr: &str| lab.ssh(addr, "true").status.success();
 
     // Every host answers with its own name, its own host key checked.
     for (name, addr) in hosts {
-        assert_eq!(ssh(&dir, &kh, addr, "hostname").as_deref(), Some(name));
+        assert_eq!(lab.ssh_ok(addr, "hostname"), name);
     }
     let keys = std::fs::read_to_string(&kh).unwrap();
     let distinct: std::collections::HashSet<_> = keys.lines().map(|l| l.split_whitespace().nth(2)).collect();
     assert_eq!(distinct.len(), 3, "each host has its own key:\n{keys}");
 
     // An unknown host key is refused.
-    let empty = tmp.path().join("empty_known_hosts");
+    let empty = lab.dir.with_file_name("empty_known_hosts");
     std::fs::write(&empty, "").unwrap();
-    assert_eq!(ssh(&dir, &empty, "10.79.0.11", "true"), None);
+    assert!(!lab.ssh_checking(&empty, "10.79.0.11", "true").status.success());
 
     // The generated design is valid and points at the lab.
-    let v = pgha(["validate".as_ref(), "-f".as_ref(), dir.join("pgha.yaml").as_os_str()]);
+    let v = lab.pgha(&["validate"]);
     assert_eq!(v.status.code(), Some(0), "{}", stderr(&v));
 
     // kill: powered off; start: boots again with its disk intact.
-    assert!(ssh(&dir, &kh, "10.79.0.11", "echo before > /root/marker").is_some());
-    assert_eq!(lab(&dir, &["kill", "dc1-pg1"]).status.code(), Some(0));
+    lab.ssh_ok("10.79.0.11", "echo before > /root/marker");
+    assert_eq!(lab.lab(&["kill", "dc1-pg1"]).status.code(), Some(0));
     assert_eq!(
         docker(&["inspect", "-f", "{{.State.Running}}", &format!("{NAME}-dc1-pg1")]),
         "false"
     );
-    assert_eq!(ssh(&dir, &kh, "10.79.0.11", "true"), None);
-    let start = lab(&dir, &["start", "dc1-pg1"]);
+    assert!(!answers("10.79.0.11"));
+    let start = lab.lab(&["start", "dc1-pg1"]);
     assert_eq!(start.status.code(), Some(0), "{}", stderr(&start));
-    assert_eq!(
-        ssh(&dir, &kh, "10.79.0.11", "cat /root/marker").as_deref(),
-        Some("before")
-    );
+    assert_eq!(lab.ssh_ok("10.79.0.11", "cat /root/marker"), "before");
 
     // cut a whole cloud: unreachable; heal: back.
-    assert_eq!(lab(&dir, &["cut", "dc2"]).status.code(), Some(0));
-    poll("dc2 to be cut off", Duration::from_secs(20), || {
-        ssh(&dir, &kh, "10.79.0.21", "true").is_none()
-    });
-    let status = lab(&dir, &["status", "--output", "json"]);
+    assert_eq!(lab.lab(&["cut", "dc2"]).status.code(), Some(0));
+    wait_for("dc2 to be cut off", Duration::from_secs(20), || !answers("10.79.0.21"));
+    let status = lab.lab(&["status", "--output", "json"]);
     let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let dc2 = rows
         .as_array()
@@ -131,34 +71,22 @@ fn lab_lifecycle() {
         .find(|r| r["name"] == "dc2-pg1")
         .unwrap();
     assert_eq!(dc2["network"], "cut");
-    assert_eq!(lab(&dir, &["heal", "dc2"]).status.code(), Some(0));
-    poll("dc2 to come back", Duration::from_secs(30), || {
-        ssh(&dir, &kh, "10.79.0.21", "true").is_some()
-    });
+    assert_eq!(lab.lab(&["heal", "dc2"]).status.code(), Some(0));
+    wait_for("dc2 to come back", Duration::from_secs(30), || answers("10.79.0.21"));
 
     // Unknown targets are a usage error.
-    assert_eq!(lab(&dir, &["kill", "nosuchhost"]).status.code(), Some(2));
+    assert_eq!(lab.lab(&["kill", "nosuchhost"]).status.code(), Some(2));
 
     // up again: reuses everything, same keys.
-    let again = lab(
-        &dir,
-        &[
-            "up",
-            "--name",
-            NAME,
-            "--subnet",
-            "10.79.0.0/24",
-            "--clouds",
-            "2",
-            "--hosts",
-            "1",
-        ],
-    );
+    let mut again = vec!["up", "--name", NAME];
+    again.extend(UP);
+    let again = lab.lab(&again);
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(stdout(&again).contains("next: pgha deploy -f"));
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), keys);
 
     // down leaves nothing behind.
-    let down = lab(&dir, &["down"]);
+    let down = lab.lab(&["down"]);
     assert_eq!(down.status.code(), Some(0), "{}", stderr(&down));
     assert_eq!(
         docker(&["ps", "-aq", "--filter", &format!("label=pgha.lab={NAME}")]),
@@ -168,7 +96,7 @@ fn lab_lifecycle() {
         docker(&["network", "ls", "-q", "--filter", &format!("label=pgha.lab={NAME}")]),
         ""
     );
-    assert!(!dir.exists());
+    assert!(!lab.dir.exists());
 }
 
 #[test]
@@ -184,13 +112,20 @@ fn lab_never_takes_over_what_is_not_its_own() {
         .unwrap();
     assert!(created.success());
     let tmp = tempfile::tempdir().unwrap();
-    let out = lab(
-        &tmp.path().join("lab"),
-        &["up", "--name", net, "--subnet", "10.81.0.0/24"],
-    );
-    let gone = docker(&["network", "inspect", "-f", "{{.Name}}", net]);
+    let dir = tmp.path().join("lab");
+    let out = common::pgha([
+        "lab".as_ref(),
+        "up".as_ref(),
+        "--name".as_ref(),
+        net.as_ref(),
+        "--subnet".as_ref(),
+        "10.81.0.0/24".as_ref(),
+        "--lab".as_ref(),
+        dir.as_os_str(),
+    ] as [&std::ffi::OsStr; 8]);
+    let kept = docker(&["network", "inspect", "-f", "{{.Name}}", net]);
     docker(&["network", "rm", net]);
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("not this lab's"), "{}", stderr(&out));
-    assert_eq!(gone, net, "the foreign network is untouched");
+    assert_eq!(kept, net, "the foreign network is untouched");
 }

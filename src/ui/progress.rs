@@ -20,6 +20,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What changed, or why it failed.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Changed(d) | Outcome::Failed(d) => Some(d),
+            _ => None,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Changed(_) => "changed",
@@ -97,10 +105,7 @@ async fn plain(mut rx: mpsc::UnboundedReceiver<Event>) {
                 outcome,
                 elapsed,
             } => {
-                let detail = match &outcome {
-                    Outcome::Changed(d) | Outcome::Failed(d) => format!(" ({d})"),
-                    _ => String::new(),
-                };
+                let detail = outcome.detail().map(|d| format!(" ({d})")).unwrap_or_default();
                 format!(
                     "step {number} {host}: {}{detail} in {:.1} s",
                     outcome.label(),
@@ -149,10 +154,7 @@ async fn bars(mut rx: mpsc::UnboundedReceiver<Event>) {
                     } else {
                         "✓"
                     };
-                    let detail = match &outcome {
-                        Outcome::Changed(d) | Outcome::Failed(d) => format!(": {d}"),
-                        _ => String::new(),
-                    };
+                    let detail = outcome.detail().map(|d| format!(": {d}")).unwrap_or_default();
                     bar.finish_and_clear();
                     let _ = multi.println(format!(
                         "  {mark} {host} {}{detail} ({:.1} s)",

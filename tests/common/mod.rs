@@ -90,11 +90,16 @@ impl TestLab {
 
     /// Runs `cmd` on a host over SSH, strict host key checking.
     pub fn ssh(&self, address: &str, cmd: &str) -> Output {
+        self.ssh_checking(&self.dir.join("known_hosts"), address, cmd)
+    }
+
+    /// Like `ssh`, checking the host key against `known_hosts`.
+    pub fn ssh_checking(&self, known_hosts: &std::path::Path, address: &str, cmd: &str) -> Output {
         Command::new("ssh")
             .arg("-i")
             .arg(self.dir.join("id_ed25519"))
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()))
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .args([
                 "-o",
                 "StrictHostKeyChecking=yes",
