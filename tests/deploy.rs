@@ -184,3 +184,64 @@ fn deploy_on_bare_hosts_installs_everything() {
         "no"
     );
 }
+
+#[test]
+fn deploy_grows_a_cloud_with_etcd_member_add() {
+    if !common::e2e() {
+        return;
+    }
+    let lab = TestLab::up("pgha-grow", "10.71.0.0/24", &["--clouds", "1"]);
+    // First deploy two of the three hosts.
+    let inventory = lab.dir.join("inventories/dc1.yaml");
+    let all = std::fs::read_to_string(&inventory).unwrap();
+    let two: String = all
+        .lines()
+        .take_while(|l| !l.contains("dc1-pg3"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&inventory, two).unwrap();
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    std::fs::write(lab.design(), design.replace("scaling: 3", "scaling: 2")).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let etcd_id = lab.ssh_ok(
+        "10.71.0.11",
+        "ETCDCTL_API=3 etcdctl endpoint status -w simple | cut -d, -f2",
+    );
+
+    // Then the third: it joins the running etcd cluster and streams.
+    std::fs::write(&inventory, all).unwrap();
+    std::fs::write(lab.design(), design).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("join the running etcd cluster"),
+        "{}",
+        stdout(&out)
+    );
+    let members = lab.ssh_ok("10.71.0.13", "ETCDCTL_API=3 etcdctl member list");
+    assert_eq!(
+        members.lines().filter(|l| l.contains(", started, ")).count(),
+        3,
+        "{members}"
+    );
+    // The same cluster, not a new one.
+    assert_eq!(
+        lab.ssh_ok(
+            "10.71.0.11",
+            "ETCDCTL_API=3 etcdctl endpoint status -w simple | cut -d, -f2"
+        ),
+        etcd_id
+    );
+    let pw = lab.superuser_password();
+    sql("10.71.0.5", 5000, &pw, CREATE).unwrap();
+    sql("10.71.0.5", 5000, &pw, PAUL).unwrap();
+    wait_for("Paul on the new host", Duration::from_secs(30), || {
+        sql("10.71.0.13", 5432, &pw, "SELECT name FROM company")
+            .is_ok_and(|r| r == vec![vec![Some("Paul".to_string())]])
+    });
+    // And a third deploy changes nothing.
+    let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 0, "{report}");
+}

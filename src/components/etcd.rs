@@ -20,6 +20,16 @@ pub fn data_dir(cluster: &str) -> String {
     format!("/var/lib/etcd/pgha-{cluster}")
 }
 
+/// The config without its ETCD_INITIAL_* lines, as `grep -v` prints it:
+/// what matters to a member that already has its data.
+pub fn core(content: &str) -> String {
+    content
+        .lines()
+        .filter(|l| !l.starts_with("ETCD_INITIAL_"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 fn etcdctl(client_port: u16) -> String {
     format!("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:{client_port} --command-timeout=3s")
 }

@@ -249,9 +249,12 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
     }
     let (existing, list) = member.ok_or_else(|| anyhow!("no running etcd member in {} to join", cloud.name))?;
     if !etcd::parse_members(&list).iter().any(|(_, p)| *p == peer) {
-        existing
-            .check("adding the etcd member", &etcd::member_add_script(port, host, &peer))
-            .await?;
+        // etcd refuses while a member restarted in the last seconds ("unhealthy cluster").
+        let add = etcd::member_add_script(port, host, &peer);
+        poll(Duration::from_secs(60), || async {
+            existing.check("adding the etcd member", &add).await.map(|_| true)
+        })
+        .await?;
     }
     let list = existing
         .check("listing etcd members", &etcd::member_list_script(port))

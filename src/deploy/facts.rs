@@ -30,6 +30,8 @@ pub struct HostFacts {
     pub files: BTreeMap<String, Option<String>>,
     pub services: BTreeMap<String, Service>,
     pub etcd_initialized: bool,
+    /// sha256 of the etcd config without its ETCD_INITIAL_* lines.
+    pub etcd_core: Option<String>,
     pub pgdata: bool,
     /// Listening TCP port -> process name.
     pub listeners: BTreeMap<u16, String>,
@@ -62,6 +64,7 @@ for p in {pkgs}; do s=$(dpkg-query -W -f='${{db:Status-Status}}' "$p" 2>/dev/nul
 for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"; else echo "file $f absent"; fi; done
 for s in {svcs}; do echo "svc $s $(systemctl is-active "$s" 2>/dev/null | head -1) $(systemctl is-enabled "$s" 2>/dev/null | head -1)"; done
 [ -d {etcd}/member ] && echo "etcd_initialized"
+echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
 [ -f {data}/PG_VERSION ] && echo "pgdata"
 ss -Hltnp 2>/dev/null | sed 's/^/ss /'
 true
@@ -70,6 +73,7 @@ true
         paths = paths.join(" "),
         svcs = services.join(" "),
         etcd = components::etcd::data_dir(&design.platform.name),
+        etcd_file = components::etcd::CONFIG.path,
         data = design.platform.data_dir,
     )
 }
@@ -101,6 +105,7 @@ pub fn parse(text: &str) -> HostFacts {
                 }
             }
             Some("etcd_initialized") => f.etcd_initialized = true,
+            Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,
             Some("ss") => {
                 // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))

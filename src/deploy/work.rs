@@ -186,6 +186,12 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 }
             } else {
                 converge(&mut items, &facts, f, Work::Restart);
+                // etcd reads its INITIAL_* settings only when it creates its
+                // data: a change there alone (a member added) needs no restart.
+                let core = sha256(&components::etcd::core(&f.content));
+                if facts.etcd_initialized && facts.etcd_core.as_deref() == Some(core.as_str()) {
+                    items.retain(|w| !matches!(w, Work::Restart(_)));
+                }
             }
         }
         Action::BootstrapLeader | Action::JoinReplicas => {
