@@ -25,6 +25,14 @@ pub struct RenderedFile {
     pub content: String,
 }
 
+/// The file rendered for `spec` among a host's files.
+pub fn pick<'a>(files: &'a [RenderedFile], spec: &FileSpec) -> &'a RenderedFile {
+    files
+        .iter()
+        .find(|f| f.spec == *spec)
+        .expect("every managed file is rendered")
+}
+
 /// The files of one host.
 #[derive(Debug, Clone)]
 pub struct HostFiles {

@@ -201,7 +201,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
                 }
             }
         }
-        Work::WriteFile(f) => r.install_file(&f.spec, f.content.as_bytes()).await?,
+        Work::WriteFile(f) => r.install_file(f).await?,
         Work::EtcdJoin => etcd_join(ctx, cloud.expect("etcd work has a cloud"), host).await?,
         Work::Enable(s) => {
             r.check(&format!("enabling {s}"), &format!("systemctl enable {s} 2>&1"))
@@ -274,12 +274,8 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
         state: "existing",
     };
     let files = ctx.renderer.db_host(d, cloud, me, Some(&boot), ctx.secrets)?;
-    let joining = files
-        .iter()
-        .find(|f| f.spec.path == etcd::CONFIG.path)
-        .expect("etcd file");
     let r = ctx.remote(host)?;
-    r.install_file(&joining.spec, joining.content.as_bytes()).await?;
+    r.install_file(crate::render::pick(&files, &etcd::CONFIG)).await?;
     r.check("starting etcd", "systemctl restart --no-block etcd").await?;
     poll(Duration::from_secs(60), || async {
         r.check("etcd health", &etcd::health_script(port)).await.map(|_| true)
@@ -287,11 +283,7 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
     .await
     .with_context(|| format!("{host}: the new etcd member did not become healthy"))?;
     let canonical = ctx.renderer.db_host(d, cloud, me, None, ctx.secrets)?;
-    let f = canonical
-        .iter()
-        .find(|f| f.spec.path == etcd::CONFIG.path)
-        .expect("etcd file");
-    r.install_file(&f.spec, f.content.as_bytes()).await
+    r.install_file(crate::render::pick(&canonical, &etcd::CONFIG)).await
 }
 
 /// Polls `check` until it returns Ok(true) or the deadline passes; the last

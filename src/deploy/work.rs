@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::facts::{distro_unit, HostFacts};
-use crate::components::{self, patroni};
+use crate::components::{self, patroni, FileSpec};
 use crate::design::{Cloud, Design, GlbKind, Replication};
 use crate::plan::{Action, Plan, Step};
 use crate::render::RenderedFile;
@@ -142,11 +142,8 @@ pub fn compute(i: &Inputs) -> Vec<StepWork> {
         .collect()
 }
 
-fn file<'a>(i: &'a Inputs, host: &str, path: &str) -> &'a RenderedFile {
-    i.files[host]
-        .iter()
-        .find(|f| f.spec.path == path)
-        .expect("every managed file is rendered")
+fn file<'a>(i: &'a Inputs, host: &str, spec: &FileSpec) -> &'a RenderedFile {
+    crate::render::pick(&i.files[host], spec)
 }
 
 /// Write the file if it differs; then restart/reload/start as the service needs.
@@ -177,7 +174,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             }
         }
         Action::ConfigureEtcd => {
-            let f = file(i, host, components::etcd::CONFIG.path);
+            let f = file(i, host, &components::etcd::CONFIG);
             let cloud = cloud.expect("etcd steps belong to a cloud");
             if etcd_exists(i, cloud) && !facts.etcd_initialized {
                 items.push(Work::EtcdJoin);
@@ -200,7 +197,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             if distro.is_active() || distro.is_enabled() {
                 items.push(Work::DisableDistroCluster(unit));
             }
-            let patroni_file = file(i, host, patroni::CONFIG.path);
+            let patroni_file = file(i, host, &patroni::CONFIG);
             if !facts.service("patroni").is_active() {
                 items.push(Work::RequirePortsFree(vec![
                     (d.platform.postgres_port, "PostgreSQL"),
@@ -217,7 +214,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         Action::ConfigureHaproxy => converge(
             &mut items,
             &facts,
-            file(i, host, components::haproxy::CONFIG.path),
+            file(i, host, &components::haproxy::CONFIG),
             Work::Reload,
         ),
         Action::ConfigureGlb => {
@@ -227,7 +224,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             converge(
                 &mut items,
                 &facts,
-                file(i, host, components::glb::CONFIG.path),
+                file(i, host, &components::glb::CONFIG),
                 Work::Reload,
             )
         }

@@ -18,7 +18,7 @@ use crate::components::{glb as glb_component, haproxy, patroni};
 use crate::deploy::{self, poll, state};
 use crate::design::{edit, Cloud, CloudStatus, Design};
 use crate::error::Usage;
-use crate::render::Renderer;
+use crate::render::{pick, Renderer};
 use crate::secrets::Secrets;
 use crate::ui;
 
@@ -348,11 +348,7 @@ impl Runner<'_> {
                 continue;
             };
             let files = self.renderer.glb_host(design, h, &self.secrets)?;
-            let f = files
-                .iter()
-                .find(|f| f.spec.path == glb_component::CONFIG.path)
-                .expect("GLB config");
-            r.install_file(&f.spec, f.content.as_bytes()).await?;
+            r.install_file(pick(&files, &glb_component::CONFIG)).await?;
             r.check("reloading the GLB", "systemctl reload-or-restart haproxy")
                 .await?;
         }
@@ -378,11 +374,7 @@ impl Runner<'_> {
                     return Ok(());
                 };
                 let files = self.renderer.db_host(self.after, c, h, None, &self.secrets)?;
-                let f = files
-                    .iter()
-                    .find(|f| f.spec.path == haproxy::CONFIG.path)
-                    .expect("haproxy config");
-                r.install_file(&f.spec, f.content.as_bytes()).await?;
+                r.install_file(pick(&files, &haproxy::CONFIG)).await?;
                 r.check("reloading HAProxy", "systemctl reload-or-restart haproxy")
                     .await
                     .map(|_| ())

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::components::FileSpec;
 use crate::design::{Host, Ssh};
+use crate::render::RenderedFile;
 
 /// sshd allows 10 sessions per connection by default; stay under it.
 const MAX_SESSIONS_PER_HOST: usize = 8;
@@ -137,6 +138,12 @@ impl Remote {
     /// Runs `script` and fails, naming the host and quoting stderr, unless it exits 0.
     pub async fn check(&self, what: &str, script: &str) -> anyhow::Result<String> {
         let out = self.run(script).await?;
+        self.succeeded(out, what)
+    }
+
+    /// The output of a command that exited 0, else an error naming the host
+    /// and quoting the end of stderr.
+    fn succeeded(&self, out: Output, what: &str) -> anyhow::Result<String> {
         if !out.success() {
             bail!(
                 "{}: {what} failed (exit {:?}): {}",
@@ -151,17 +158,11 @@ impl Remote {
     /// Installs `content` at the spec's path atomically (temp file + rename
     /// in the same directory), owner, group and mode set and the file
     /// checked (when the spec has a check) before the rename.
-    pub async fn install_file(&self, spec: &FileSpec, content: &[u8]) -> anyhow::Result<()> {
-        let out = self.run_with_input(&install_script(spec), Some(content)).await?;
-        if !out.success() {
-            bail!(
-                "{}: writing {} failed: {}",
-                self.name,
-                spec.path,
-                last_lines(&out.stderr, 8)
-            );
-        }
-        Ok(())
+    pub async fn install_file(&self, file: &RenderedFile) -> anyhow::Result<()> {
+        let out = self
+            .run_with_input(&install_script(&file.spec), Some(file.content.as_bytes()))
+            .await?;
+        self.succeeded(out, &format!("writing {}", file.spec.path)).map(|_| ())
     }
 
     pub async fn close(self) {
