@@ -43,6 +43,9 @@ pub enum Verdict {
     /// Diverged without unique commits, but on a timeline number the master
     /// also uses: Patroni cannot see it, so the node is copied afresh.
     Reclone,
+    /// History says contained, but the master no longer has that WAL to
+    /// compare: the node is copied afresh and its old data kept aside on disk.
+    Unprovable,
     /// The node holds commits nowhere else (or they cannot be ruled out).
     UniqueCommits(String),
 }
@@ -206,11 +209,11 @@ async fn recover(
                 host.name
             )
         }
-        Verdict::UniqueCommits(_) => true,
+        Verdict::UniqueCommits(_) | Verdict::Unprovable => true,
         Verdict::Empty | Verdict::Reclone => true,
         Verdict::Contained | Verdict::Rewindable => opts.reclone,
     };
-    let keep_aside = matches!(verdict, Verdict::UniqueCommits(_));
+    let keep_aside = matches!(verdict, Verdict::UniqueCommits(_) | Verdict::Unprovable);
     let started = std::time::Instant::now();
     if reclone {
         fresh_copy(fleet, cloud, host, keep_aside).await?;
@@ -297,12 +300,15 @@ async fn compare(fleet: &Fleet<'_>, host: &Host, master: &str) -> anyhow::Result
     };
     // Same timeline number, same history: prove the bytes are the same too.
     let upto = fork.unwrap_or(node.lsn);
-    let same_bytes = same_wal(fleet, &host.name, master, node.timeline, start_of_node_tli, upto).await?;
-    let from = match (fork, same_bytes) {
-        (None, true) => return Ok(Verdict::Contained),
-        (Some(f), true) => f,
+    let same = same_wal(fleet, &host.name, master, node.timeline, start_of_node_tli, upto).await?;
+    let same_bytes = same == Some(true);
+    let from = match (fork, same) {
+        (None, Some(true)) => return Ok(Verdict::Contained),
+        // The master recycled that WAL: nothing to compare, nothing to lose.
+        (None, None) => return Ok(Verdict::Unprovable),
+        (Some(f), Some(true)) => f,
         // Same number, different content: the timeline was born twice.
-        (_, false) => start_of_node_tli,
+        (_, _) => start_of_node_tli,
     };
     let commits = wal::commits_after(fleet, &host.name, node.timeline, from).await?;
     if commits > 0 {
@@ -338,13 +344,20 @@ async fn read_history(fleet: &Fleet<'_>, host: &str, tli: u32) -> anyhow::Result
 /// to `upto`? Records, not raw bytes: page padding and recycled tails differ
 /// between copies of one history, while two histories born apart differ in
 /// their records (transaction ids, LSNs, back-pointers). WAL the master no
-/// longer has proves nothing: false.
-async fn same_wal(fleet: &Fleet<'_>, node: &str, master: &str, tli: u32, from: u64, upto: u64) -> anyhow::Result<bool> {
+/// longer has proves nothing: `None`.
+async fn same_wal(
+    fleet: &Fleet<'_>,
+    node: &str,
+    master: &str,
+    tli: u32,
+    from: u64,
+    upto: u64,
+) -> anyhow::Result<Option<bool>> {
     let p = &fleet.design.platform;
     // Start inside the tip's segment: that is enough, and older files may be gone.
     let start = from.max(upto - upto % WAL_SEGMENT);
     if start >= upto {
-        return Ok(true);
+        return Ok(Some(true));
     }
     let script = format!(
         "out=$(runuser -u postgres -- {}/pg_waldump -p {}/pg_wal -t {tli} -s {} -e {} 2>/dev/null); [ -n \"$out\" ] && echo \"$out\" | sha256sum | cut -d' ' -f1 || echo missing",
@@ -355,7 +368,10 @@ async fn same_wal(fleet: &Fleet<'_>, node: &str, master: &str, tli: u32, from: u
     );
     let a = fleet.remote(node)?.check("reading WAL records", &script).await?;
     let b = fleet.remote(master)?.check("reading WAL records", &script).await?;
-    Ok(a.trim() != "missing" && b.trim() != "missing" && a == b)
+    if a.trim() == "missing" || b.trim() == "missing" {
+        return Ok(None);
+    }
+    Ok(Some(a == b))
 }
 
 /// Wipes (or keeps aside) the data directory and lets Patroni copy it afresh:
