@@ -444,12 +444,23 @@ impl Runner<'_> {
 
     /// The new cloud's standby leader position.
     async fn standby_leader_position(&self, cloud: &Cloud) -> anyhow::Result<(String, WalPos)> {
-        let members = self.fleet.cluster_view(cloud).await?;
-        let leader = members
-            .iter()
-            .find(|m| m.is_standby_leader() && m.is_healthy())
-            .ok_or_else(|| anyhow!("{} has no running standby leader to promote", cloud.name))?;
-        Ok((leader.name.clone(), wal::position(self.fleet, &leader.name).await?))
+        // It may be reconnecting after a flip's first steps: give it a moment.
+        let found = std::sync::Mutex::new(None);
+        poll(Duration::from_secs(60), || async {
+            let members = self.fleet.cluster_view(cloud).await?;
+            let leader = members.into_iter().find(|m| m.is_standby_leader() && m.is_healthy());
+            let ok = leader.is_some();
+            *found.lock().expect("not poisoned") = leader.map(|m| m.name);
+            Ok(ok)
+        })
+        .await
+        .with_context(|| format!("{} has no running standby leader to promote", cloud.name))?;
+        let name = found
+            .into_inner()
+            .expect("not poisoned")
+            .expect("set when the poll succeeded");
+        let pos = wal::position(self.fleet, &name).await?;
+        Ok((name, pos))
     }
 
     async fn wait_caught_up(&self, new: &str, old: &str) -> anyhow::Result<()> {
