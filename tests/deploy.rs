@@ -156,6 +156,58 @@ fn deploy_end_to_end() {
     assert_eq!(report["changed"], 0, "{report}");
     let after: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(&lab, a)).collect();
     assert_eq!(before, after, "a service was restarted");
+
+    // 8. A second failover before the last replica followed the first: that
+    // replica, still on the old timeline, must not be promoted. It would
+    // start "timeline 2" again without the new master's commits (seen in the
+    // seed scenario before the design set Patroni's check_timeline).
+    // Patroni's view from a host that is never cut.
+    let leader_seen_from = |addr: &str| {
+        members(&lab, addr)
+            .iter()
+            .find(|m| m["Role"] == "Leader")
+            .map(|m| m["Member"].as_str().unwrap().to_string())
+    };
+    let address = |name: &str| PRIMARY[name.trim_start_matches("dc1-pg").parse::<usize>().unwrap() - 1];
+    let first = leader_seen_from(PRIMARY[0]).expect("a leader in dc1");
+    let leader = || leader_seen_from(address(&first));
+    let others: Vec<String> = (1..=3).map(|i| format!("dc1-pg{i}")).filter(|n| *n != first).collect();
+    let (second, straggler) = (&others[0], &others[1]);
+    assert!(lab.lab(&["cut", straggler]).status.success());
+    lab.ssh_ok(address(&first), "systemctl stop patroni");
+    wait_for(&format!("{second} to lead dc1"), Duration::from_secs(40), || {
+        leader().as_ref() == Some(second)
+    });
+    const ALLEN: &str = "INSERT INTO company VALUES (2, 'Allen', 25, 'Texas', NULL, '2007-12-13')";
+    wait_for("Allen through the GLB", Duration::from_secs(20), || {
+        sql(GLB, 5000, &pw, ALLEN).is_ok()
+    });
+    // The new timeline is in etcd: that is what check_timeline compares with.
+    wait_for("timeline 2 in dc1's etcd", Duration::from_secs(20), || {
+        lab.ssh_ok(address(second), "patronictl -c /etc/patroni/config.yml history -f json") != "[]"
+    });
+    lab.ssh_ok(address(second), "systemctl stop patroni");
+    assert!(lab.lab(&["heal", straggler]).status.success());
+    let quiet_until = std::time::Instant::now() + Duration::from_secs(2 * 10);
+    while std::time::Instant::now() < quiet_until {
+        let rw = sql(address(straggler), 5432, &pw, "SELECT NOT pg_is_in_recovery()");
+        assert_ne!(
+            rw,
+            Ok(vec![vec![Some("t".to_string())]]),
+            "{straggler} was promoted from the old timeline"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The master that holds Allen comes back; everyone follows it.
+    lab.ssh_ok(address(second), "systemctl start patroni");
+    lab.ssh_ok(address(&first), "systemctl start patroni");
+    for addr in PRIMARY.iter().chain(&SECONDARY) {
+        wait_for(&format!("Allen on {addr}"), Duration::from_secs(90), || {
+            sql(addr, 5432, &pw, "SELECT name FROM company WHERE id = 2")
+                .is_ok_and(|rows| rows == vec![vec![Some("Allen".to_string())]])
+        });
+    }
+    assert_eq!(leader().as_ref(), Some(second));
 }
 
 #[test]

@@ -286,6 +286,8 @@ pub fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, serde_j
             json!(d.governor.maximum_lag_on_failover),
         ),
         ("synchronous_mode".into(), json!(sync)),
+        // See the template: no replica left behind on an old timeline is promoted.
+        ("check_timeline".into(), json!(true)),
         ("standby_cluster".into(), standby),
     ]
 }
@@ -367,7 +369,7 @@ mod tests {
     fn live_config_matching_the_design_needs_no_change() {
         let d = design("");
         let live = serde_json::json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
-            "synchronous_mode": false, "postgresql": {"parameters": {}}});
+            "synchronous_mode": false, "check_timeline": true, "postgresql": {"parameters": {}}});
         assert_eq!(
             dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live.clone()))),
             None
@@ -387,7 +389,7 @@ mod tests {
     fn a_promoted_cloud_loses_its_standby_section_and_timing_follows_the_design() {
         let d = design("");
         let live = serde_json::json!({"ttl": "20", "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
-            "synchronous_mode": false, "standby_cluster": {"host": "x", "port": 5000}});
+            "synchronous_mode": false, "check_timeline": true, "standby_cluster": {"host": "x", "port": 5000}});
         let sets = dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live))).unwrap();
         assert_eq!(
             sets,

@@ -510,21 +510,15 @@ impl Runner<'_> {
                         h.name, c.name
                     ));
                 } else if p.lsn > pos.lsn {
-                    let commits = wal::commits_after(self.fleet, &h.name, p.timeline, pos.lsn)
-                        .await
-                        .unwrap_or(usize::MAX);
-                    if commits > 0 {
-                        problems.push(format!(
-                            "{} has WAL up to {} with {} commit(s) past {leader}'s {}",
+                    match wal::commits_after(self.fleet, &h.name, p.timeline, pos.lsn).await {
+                        Ok(c) if c.count() == 0 => {}
+                        found => problems.push(format!(
+                            "{} has WAL up to {} with {} past {leader}'s {}",
                             h.name,
                             format_lsn(p.lsn),
-                            if commits == usize::MAX {
-                                "unknown".to_string()
-                            } else {
-                                commits.to_string()
-                            },
+                            found.map_or("commits that cannot be read".to_string(), |c| c.to_string()),
                             format_lsn(pos.lsn)
-                        ));
+                        )),
                     }
                 }
             }

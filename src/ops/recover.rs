@@ -301,29 +301,46 @@ async fn compare(fleet: &Fleet<'_>, host: &Host, master: &str) -> anyhow::Result
     // Same timeline number, same history: prove the bytes are the same too.
     let upto = fork.unwrap_or(node.lsn);
     let same = same_wal(fleet, &host.name, master, node.timeline, start_of_node_tli, upto).await?;
-    let same_bytes = same == Some(true);
-    let from = match (fork, same) {
-        (None, Some(true)) => return Ok(Verdict::Contained),
-        // The master recycled that WAL: nothing to compare, nothing to lose.
-        (None, None) => return Ok(Verdict::Unprovable),
-        (Some(f), Some(true)) => f,
-        // Same number, different content: the timeline was born twice.
-        (_, _) => start_of_node_tli,
+    let from = match commits_count_from(fork, same, start_of_node_tli) {
+        Ok(from) => from,
+        Err(verdict) => return Ok(verdict),
     };
     let commits = wal::commits_after(fleet, &host.name, node.timeline, from).await?;
-    if commits > 0 {
+    if commits.count() > 0 {
         return Ok(Verdict::UniqueCommits(format!(
-            "{commits} commit(s) on timeline {} after {}, up to {}",
+            "{commits} on timeline {} after {}, up to {}",
             node.timeline,
             format_lsn(from),
             format_lsn(node.lsn)
         )));
     }
-    Ok(if same_bytes && node.timeline < m.timeline {
-        Verdict::Rewindable
-    } else {
-        Verdict::Reclone
-    })
+    Ok(without_commits(same, node.timeline < m.timeline))
+}
+
+/// From where the node's commits are its own, given the fork point on its
+/// timeline (if it went past the master's lineage) and whether its WAL up to
+/// there matched the master's (`None`: the master no longer has it). `Err`
+/// when no commit can be at stake.
+fn commits_count_from(fork: Option<u64>, same: Option<bool>, start_of_tli: u64) -> Result<u64, Verdict> {
+    match (fork, same) {
+        (None, Some(true)) => Err(Verdict::Contained),
+        // Nothing to compare with, and nothing past the master's lineage.
+        (None, None) => Err(Verdict::Unprovable),
+        // Past the fork the node's commits are its own, compared or not.
+        (Some(f), Some(true) | None) => Ok(f),
+        // Same number, different content: the timeline was born twice.
+        (_, Some(false)) => Ok(start_of_tli),
+    }
+}
+
+/// The verdict when no commit of the node's own was found.
+fn without_commits(same: Option<bool>, older_timeline: bool) -> Verdict {
+    match same {
+        None => Verdict::Unprovable,
+        // pg_rewind only sees a divergence across timeline numbers.
+        Some(true) if older_timeline => Verdict::Rewindable,
+        _ => Verdict::Reclone,
+    }
 }
 
 /// A host's `.history` for `tli` (timeline 1 has none).
@@ -528,6 +545,26 @@ mod tests {
             fork_point(&pos(2, 0x700), &[(1, 0x500)], 2, &[(1, 0x500)], 0x800),
             Ok(None)
         );
+    }
+
+    #[test]
+    fn commits_are_counted_from_where_the_node_leaves_the_lineage() {
+        assert_eq!(commits_count_from(None, Some(true), 0x500), Err(Verdict::Contained));
+        assert_eq!(commits_count_from(None, None, 0x500), Err(Verdict::Unprovable));
+        assert_eq!(commits_count_from(Some(0x900), Some(true), 0x500), Ok(0x900));
+        // The master recycled the shared part: still only what lies past the fork.
+        assert_eq!(commits_count_from(Some(0x900), None, 0x500), Ok(0x900));
+        // Born twice: nothing on this timeline is shared.
+        assert_eq!(commits_count_from(None, Some(false), 0x500), Ok(0x500));
+        assert_eq!(commits_count_from(Some(0x900), Some(false), 0x500), Ok(0x500));
+    }
+
+    #[test]
+    fn without_commits_only_a_proven_older_timeline_is_rewound() {
+        assert_eq!(without_commits(Some(true), true), Verdict::Rewindable);
+        assert_eq!(without_commits(Some(true), false), Verdict::Reclone);
+        assert_eq!(without_commits(Some(false), true), Verdict::Reclone);
+        assert_eq!(without_commits(None, true), Verdict::Unprovable);
     }
 
     #[test]

@@ -58,14 +58,35 @@ pub async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
 
 /// Committed transactions in a host's WAL after `from` on `timeline`: the
 /// commits that exist nowhere else when `from` is where another copy ends.
+/// One line per commit: its time, as the DBA will want to know what is at stake.
 pub fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
     format!(
-        "runuser -u postgres -- {bin_dir}/pg_waldump -p {data_dir}/pg_wal -t {timeline} -s {} 2>/dev/null | grep -c 'desc: COMMIT' || true",
+        "runuser -u postgres -- {bin_dir}/pg_waldump -p {data_dir}/pg_wal -t {timeline} -s {} 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true",
         super::format_lsn(from)
     )
 }
 
-pub async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u64) -> anyhow::Result<usize> {
+/// The commits past a point, by their commit times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commits(pub Vec<String>);
+
+impl Commits {
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::fmt::Display for Commits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [] => write!(f, "no commit"),
+            [one] => write!(f, "1 commit (at {one})"),
+            [first, .., last] => write!(f, "{} commits (from {first} to {last})", self.0.len()),
+        }
+    }
+}
+
+pub async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u64) -> anyhow::Result<Commits> {
     let p = &fleet.design.platform;
     let out = fleet
         .remote(host)?
@@ -74,7 +95,13 @@ pub async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u
             &commits_after_script(&p.data_dir, &p.bin_dir, timeline, from),
         )
         .await?;
-    Ok(out.trim().parse().unwrap_or(0))
+    Ok(Commits(
+        out.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -93,5 +120,13 @@ mod tests {
         );
         assert_eq!(parse_position("stopped 0/3000028 1").unwrap().mode, "stopped");
         assert!(parse_position("no data directory").is_err());
+    }
+
+    #[test]
+    fn commits_read_as_their_times() {
+        assert_eq!(Commits(vec![]).to_string(), "no commit");
+        assert_eq!(Commits(vec!["t1".into()]).to_string(), "1 commit (at t1)");
+        let three = Commits(vec!["t1".into(), "t2".into(), "t3".into()]);
+        assert_eq!(three.to_string(), "3 commits (from t1 to t3)");
     }
 }
