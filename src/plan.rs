@@ -119,7 +119,7 @@ impl Builder {
 fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     let names: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
     let c = Some(cloud);
-    let [etcd_file, patroni_file, haproxy_file] = DB_HOST_FILES;
+    let [etcd_file, _, _, patroni_file, haproxy_file] = DB_HOST_FILES;
     b.push(
         c,
         Action::InstallPackages,

@@ -11,9 +11,14 @@ use crate::components::{self, FileSpec};
 use crate::design::{Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 4] = [
+const EMBEDDED: [(&str, &str); 6] = [
     ("etcd.env.j2", include_str!("../templates/etcd.env.j2")),
     ("patroni.yml.j2", include_str!("../templates/patroni.yml.j2")),
+    ("patroni-fence.py.j2", include_str!("../templates/patroni-fence.py.j2")),
+    (
+        "patroni-fence.conf.j2",
+        include_str!("../templates/patroni-fence.conf.j2"),
+    ),
     ("haproxy.cfg.j2", include_str!("../templates/haproxy.cfg.j2")),
     ("glb.cfg.j2", include_str!("../templates/glb.cfg.j2")),
 ];
@@ -70,6 +75,7 @@ struct Standby {
 #[derive(Serialize)]
 struct TemplateContext<'a> {
     platform: &'a Platform,
+    clouds: &'a [Cloud],
     cloud: Option<&'a Cloud>,
     host: &'a Host,
     db_hosts: Vec<DbHost<'a>>,
@@ -186,6 +192,7 @@ impl Renderer {
     ) -> TemplateContext<'a> {
         TemplateContext {
             platform: &design.platform,
+            clouds: &design.clouds,
             cloud,
             host,
             db_hosts: db_hosts(design),

@@ -32,47 +32,42 @@ fn rendered(name: &str) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
     (dir, files)
 }
 
-#[test]
-fn haproxy_accepts_every_rendered_config() {
-    require("haproxy");
+/// Runs `program ARGS FILE` on every file (of both examples) whose path ends
+/// with `suffix`: each must pass, and with `quiet` print nothing on stderr.
+fn every_rendered_passes(suffix: &str, program: &str, args: &[&str], quiet: bool) {
+    require(program);
     for name in ["two-clouds.yaml", "single-cloud.yaml"] {
         let (_dir, files) = rendered(name);
-        let cfgs: Vec<_> = files
-            .iter()
-            .filter(|f| f.ends_with("etc/haproxy/haproxy.cfg"))
-            .collect();
-        assert!(!cfgs.is_empty());
-        for cfg in cfgs {
-            let out = Command::new("haproxy").arg("-c").arg("-f").arg(cfg).output().unwrap();
+        let found: Vec<_> = files.iter().filter(|f| f.ends_with(suffix)).collect();
+        assert!(!found.is_empty(), "no {suffix} rendered for {name}");
+        for file in found {
+            let out = Command::new(program).args(args).arg(file).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
-                out.status.success(),
-                "{}: {}",
-                cfg.display(),
-                String::from_utf8_lossy(&out.stderr)
+                out.status.success() && (!quiet || stderr.trim().is_empty()),
+                "{}: {stderr}",
+                file.display()
             );
         }
     }
 }
 
 #[test]
+fn haproxy_accepts_every_rendered_config() {
+    every_rendered_passes("etc/haproxy/haproxy.cfg", "haproxy", &["-c", "-f"], false);
+}
+
+#[test]
 fn patroni_accepts_every_rendered_config() {
-    require("patroni");
-    for name in ["two-clouds.yaml", "single-cloud.yaml"] {
-        let (_dir, files) = rendered(name);
-        let cfgs: Vec<_> = files.iter().filter(|f| f.ends_with("etc/patroni/config.yml")).collect();
-        assert!(!cfgs.is_empty());
-        for cfg in cfgs {
-            let out = Command::new("patroni")
-                .arg("--validate-config")
-                .arg(cfg)
-                .output()
-                .unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && stderr.trim().is_empty(),
-                "{}: {stderr}",
-                cfg.display()
-            );
-        }
-    }
+    every_rendered_passes("etc/patroni/config.yml", "patroni", &["--validate-config"], true);
+}
+
+#[test]
+fn python_compiles_every_rendered_fence() {
+    every_rendered_passes(
+        "usr/local/lib/pgha/patroni-fence",
+        "python3",
+        &["-m", "py_compile"],
+        true,
+    );
 }

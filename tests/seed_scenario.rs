@@ -322,4 +322,24 @@ fn seed_scenario() {
     assert_eq!(names.len(), 4, "{names:?}");
     let state = std::fs::read_to_string(lab.dir.join("pgha.state.yaml")).unwrap();
     assert!(state.contains("dc1:") && state.contains("standby cluster"), "{state}");
+
+    // 11. The lost data center comes back with nobody running pgha: its
+    // etcd still says "primary cluster", but the fence run before Patroni
+    // sees dc2's master and makes dc1 follow it. No second master, ever.
+    assert!(lab.lab(&["start", "dc1"]).status.success());
+    let quiet_until = Instant::now() + 3 * ttl;
+    while Instant::now() < quiet_until {
+        assert!(masters(&pw, &DC1).is_empty(), "the returning dc1 elected a master");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_for("dc1 to run as a standby cluster", Duration::from_secs(60), || {
+        let out = lab.pgha(&["status", "--output", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+            s["hosts"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|r| r["cloud"] == "dc1" && r["role"] == "standby leader"))
+        })
+    });
+    assert!(masters(&pw, &DC1).is_empty());
+    assert_eq!(masters(&pw, &DC2).len(), 1);
 }

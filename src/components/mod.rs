@@ -51,6 +51,12 @@ pub struct FileSpec {
 }
 
 /// The files of a database host, in the order they are applied.
-pub const DB_HOST_FILES: [FileSpec; 3] = [etcd::CONFIG, patroni::CONFIG, haproxy::CONFIG];
+pub const DB_HOST_FILES: [FileSpec; 5] = [
+    etcd::CONFIG,
+    patroni::FENCE,
+    patroni::FENCE_UNIT,
+    patroni::CONFIG,
+    haproxy::CONFIG,
+];
 /// The files of a GLB host.
 pub const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];

@@ -15,6 +15,31 @@ pub const CONFIG: FileSpec = FileSpec {
     check: None,
 };
 
+/// Run before Patroni starts: a cloud returning after another cloud became
+/// primary without it follows that cloud instead of electing a second master.
+pub const FENCE: FileSpec = FileSpec {
+    component: Component::Governor,
+    template: "patroni-fence.py.j2",
+    path: "/usr/local/lib/pgha/patroni-fence",
+    owner: "root",
+    group: "root",
+    mode: 0o755,
+    service: "patroni",
+    check: Some("python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())'"),
+};
+
+/// The systemd drop-in that runs [`FENCE`] before Patroni.
+pub const FENCE_UNIT: FileSpec = FileSpec {
+    component: Component::Governor,
+    template: "patroni-fence.conf.j2",
+    path: "/etc/systemd/system/patroni.service.d/pgha-fence.conf",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: "patroni",
+    check: None,
+};
+
 /// Where the clusters live in etcd (the config file's `namespace`).
 pub const NAMESPACE: &str = "/pgha/";
 

@@ -224,6 +224,9 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
             r.check(&format!("reloading {s}"), &format!("systemctl reload {s}"))
                 .await?;
         }
+        Work::DaemonReload => {
+            r.check("reloading systemd units", "systemctl daemon-reload").await?;
+        }
         Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) => unreachable!("handled above"),
     }
     Ok(())

@@ -26,6 +26,8 @@ pub enum Work {
     Start(&'static str),
     Restart(&'static str),
     Reload(&'static str),
+    /// systemd rereads its unit files (a drop-in changed).
+    DaemonReload,
     PatchDynamicConfig(Vec<(String, String)>),
     RunGlbCommand(String),
 }
@@ -49,6 +51,7 @@ impl Work {
             Work::Start(s) => format!("start {s}"),
             Work::Restart(s) => format!("restart {s}"),
             Work::Reload(s) => format!("reload {s}"),
+            Work::DaemonReload => "reload systemd units".into(),
             Work::PatchDynamicConfig(sets) => {
                 let keys: Vec<&str> = sets.iter().map(|(k, _)| k.as_str()).collect();
                 format!("set dynamic config {}", keys.join(", "))
@@ -146,13 +149,19 @@ fn file<'a>(i: &'a Inputs, host: &str, spec: &FileSpec) -> &'a RenderedFile {
     crate::render::pick(&i.files[host], spec)
 }
 
-/// Write the file if it differs; then restart/reload/start as the service needs.
-fn converge(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile, on_change: fn(&'static str) -> Work) {
+/// Write the file if it differs; says whether it did.
+fn write_if_differs(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile) -> bool {
     let differs = facts.hash(f.spec.path) != Some(sha256(&f.content).as_str());
-    let svc = facts.service(f.spec.service);
     if differs {
         items.push(Work::WriteFile(f.clone()));
     }
+    differs
+}
+
+/// Write the file if it differs; then restart/reload/start as the service needs.
+fn converge(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile, on_change: fn(&'static str) -> Work) {
+    let differs = write_if_differs(items, facts, f);
+    let svc = facts.service(f.spec.service);
     if !svc.is_enabled() {
         items.push(Work::Enable(f.spec.service));
     }
@@ -203,6 +212,11 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                     (d.platform.postgres_port, "PostgreSQL"),
                     (d.governor.rest_port, "the Patroni REST API"),
                 ]));
+            }
+            // The fence is read when Patroni next starts: no restart for it.
+            write_if_differs(&mut items, &facts, file(i, host, &patroni::FENCE));
+            if write_if_differs(&mut items, &facts, file(i, host, &patroni::FENCE_UNIT)) {
+                items.push(Work::DaemonReload);
             }
             converge(&mut items, &facts, patroni_file, Work::Reload);
             if step.action == Action::BootstrapLeader {
