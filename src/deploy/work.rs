@@ -420,6 +420,53 @@ mod tests {
     }
 
     #[test]
+    fn a_new_fence_drop_in_reloads_systemd_and_restarts_nothing() {
+        let d = design("");
+        let plan = Plan::deployment(&d);
+        let cloud = &d.clouds[0];
+        let host = &cloud.hosts[0];
+        let rendered = crate::render::Renderer::for_design(&d)
+            .unwrap()
+            .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
+            .unwrap();
+        // Everything in place and running, except the drop-in.
+        let running = super::super::facts::Service {
+            active: "active".into(),
+            enabled: "enabled".into(),
+        };
+        let mut facts = HostFacts {
+            services: ["etcd", "patroni", "haproxy"]
+                .map(|s| (s.to_string(), running.clone()))
+                .into(),
+            ..Default::default()
+        };
+        for f in &rendered {
+            let hash = (f.spec != patroni::FENCE_UNIT).then(|| sha256(&f.content));
+            facts.files.insert(f.spec.path.to_string(), hash);
+        }
+        let facts = BTreeMap::from([(host.name.clone(), facts)]);
+        let files = BTreeMap::from([(host.name.clone(), rendered)]);
+        let i = Inputs {
+            design: &d,
+            plan: &plan,
+            facts: &facts,
+            cloud_facts: &BTreeMap::new(),
+            files: &files,
+            glb_applied: None,
+        };
+        let step = plan
+            .steps
+            .iter()
+            .find(|s| s.action == Action::BootstrapLeader && s.hosts.contains(&host.name))
+            .unwrap();
+        let work = host_work(&i, step, Some(cloud), &host.name);
+        assert_eq!(
+            work.describe(),
+            "write /etc/systemd/system/patroni.service.d/pgha-fence.conf, reload systemd units"
+        );
+    }
+
+    #[test]
     fn parameter_drift_is_reported() {
         let d = design("  parameters:\n    max_connections: \"200\"\n    work_mem: 8MB");
         let live = serde_json::json!({"postgresql": {"parameters": {"max_connections": 100, "work_mem": "8MB"}}});
