@@ -181,13 +181,15 @@ pub fn install_script(spec: &FileSpec) -> String {
         mode,
         ..
     } = *spec;
+    // A new directory is made world-traversable whatever the SSH session's
+    // umask: services run as their own users (Patroni's fence as postgres).
     let dir = Path::new(path).parent().map_or("/".into(), |d| d.display().to_string());
     let check = spec
         .check
         .map(|c| format!("{c} \"$tmp\" || {{ rm -f \"$tmp\"; echo 'the new {path} was rejected; the old one stays' >&2; exit 1; }}\n"))
         .unwrap_or_default();
     format!(
-        "set -e\nmkdir -p {dir}\ntmp=$(mktemp {dir}/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner}:{group} \"$tmp\"\nchmod {mode:o} \"$tmp\"\n{check}mv -f \"$tmp\" {path}\n"
+        "set -e\n[ -d {dir} ] || install -d -m 755 {dir}\ntmp=$(mktemp {dir}/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner}:{group} \"$tmp\"\nchmod {mode:o} \"$tmp\"\n{check}mv -f \"$tmp\" {path}\n"
     )
 }
 
@@ -316,7 +318,7 @@ mod tests {
     fn install_script_is_atomic_and_exact() {
         assert_eq!(
             install_script(&crate::components::patroni::CONFIG),
-            "set -e\nmkdir -p /etc/patroni\ntmp=$(mktemp /etc/patroni/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown postgres:postgres \"$tmp\"\nchmod 600 \"$tmp\"\nmv -f \"$tmp\" /etc/patroni/config.yml\n"
+            "set -e\n[ -d /etc/patroni ] || install -d -m 755 /etc/patroni\ntmp=$(mktemp /etc/patroni/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown postgres:postgres \"$tmp\"\nchmod 600 \"$tmp\"\nmv -f \"$tmp\" /etc/patroni/config.yml\n"
         );
     }
 
