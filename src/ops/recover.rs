@@ -301,6 +301,15 @@ async fn compare(fleet: &Fleet<'_>, host: &Host, master: &str) -> anyhow::Result
     // Same timeline number, same history: prove the bytes are the same too.
     let upto = fork.unwrap_or(node.lsn);
     let same = same_wal(fleet, &host.name, master, node.timeline, start_of_node_tli, upto).await?;
+    if same == Some(false) {
+        eprintln!(
+            "  {}'s timeline {} and the master's share a number, not their records (between {} and {})",
+            host.name,
+            node.timeline,
+            format_lsn(start_of_node_tli),
+            format_lsn(upto)
+        );
+    }
     let from = match commits_count_from(fork, same, start_of_node_tli) {
         Ok(from) => from,
         Err(verdict) => return Ok(verdict),
