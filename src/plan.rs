@@ -119,7 +119,7 @@ impl Builder {
 fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     let names: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
     let c = Some(cloud);
-    let [etcd_file, _, _, patroni_file, haproxy_file] = DB_HOST_FILES;
+    let [etcd_file, fence_file, _, patroni_file, haproxy_file] = DB_HOST_FILES;
     b.push(
         c,
         Action::InstallPackages,
@@ -145,14 +145,14 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     let (first, rest) = names.split_first().expect("a validated cloud has hosts");
     let bootstrap = match cloud.status {
         CloudStatus::Primary => format!(
-            "write {}, start Patroni on {first}: it initialises cluster {} or rejoins it",
-            patroni_file.path, design.platform.name
+            "write {} and {}, start Patroni on {first}: it initialises cluster {} or rejoins it",
+            patroni_file.path, fence_file.path, design.platform.name
         ),
         CloudStatus::Secondary => {
             let primary = design.primary_clouds().next().map_or("-", |p| p.name.as_str());
             format!(
-                "write {}, start Patroni on {first} as standby leader, following {primary}'s master through HAProxy :{}",
-                patroni_file.path, design.haproxy.port
+                "write {} and {}, start Patroni on {first} as standby leader, following {primary}'s master through HAProxy :{}",
+                patroni_file.path, fence_file.path, design.haproxy.port
             )
         }
     };
@@ -167,8 +167,8 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             Action::JoinReplicas,
             rest.to_vec(),
             format!(
-                "write {}, start Patroni: replicas clone from {from} and stream",
-                patroni_file.path
+                "write {} and {}, start Patroni: replicas clone from {from} and stream",
+                patroni_file.path, fence_file.path
             ),
         );
     }
