@@ -23,10 +23,12 @@ if out=$(q "select case when pg_is_in_recovery() then 'recovery ' || pg_last_wal
   exit 0
 fi
 [ -f "$D/PG_VERSION" ] || {{ echo "no data directory" >&2; exit 3; }}
-redo=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint's REDO location: *//p")
+# From the checkpoint record, not its REDO point: that record lies on the
+# checkpoint's timeline, while the REDO point may be in an older timeline's file.
+ckpt=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint location: *//p")
 tli=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
-last=$(runuser -u postgres -- $B/pg_waldump -p "$D/pg_wal" -t "$tli" -s "$redo" 2>/dev/null | tail -1 | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
-echo "stopped ${{last:-$redo}} $tli"
+last=$(runuser -u postgres -- $B/pg_waldump -p "$D/pg_wal" -t "$tli" -s "$ckpt" 2>/dev/null | tail -1 | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
+echo "stopped ${{last:-$ckpt}} $tli"
 "#
     )
 }
