@@ -385,12 +385,15 @@ async fn same_wal(
     if start >= upto {
         return Ok(Some(true));
     }
+    // A missing file is "cannot compare"; an empty range (the tip is the
+    // segment's first record) compares equal.
     let script = format!(
-        "out=$(runuser -u postgres -- {}/pg_waldump -p {}/pg_wal -t {tli} -s {} -e {} 2>/dev/null); [ -n \"$out\" ] && echo \"$out\" | sha256sum | cut -d' ' -f1 || echo missing",
-        p.bin_dir,
-        p.data_dir,
-        format_lsn(start),
-        format_lsn(upto)
+        "[ -f {d}/pg_wal/{seg} ] || {{ echo missing; exit 0; }}; runuser -u postgres -- {b}/pg_waldump -p {d}/pg_wal -t {tli} -s {s} -e {e} 2>/dev/null | sha256sum | cut -d' ' -f1",
+        d = p.data_dir,
+        b = p.bin_dir,
+        seg = segment_name(tli, start),
+        s = format_lsn(start),
+        e = format_lsn(upto)
     );
     let a = fleet.remote(node)?.check("reading WAL records", &script).await?;
     let b = fleet.remote(master)?.check("reading WAL records", &script).await?;
