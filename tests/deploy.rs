@@ -21,6 +21,13 @@ fn members(lab: &TestLab, address: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Waits until `query` on `addr`'s PostgreSQL returns exactly one row, `name`.
+fn wait_for_one_name(addr: &str, pw: &str, query: &str, name: &str, seconds: u64) {
+    wait_for(&format!("{name} on {addr}"), Duration::from_secs(seconds), || {
+        sql(addr, 5432, pw, query).is_ok_and(|rows| rows == vec![vec![Some(name.to_string())]])
+    });
+}
+
 /// Start times of the services and PostgreSQL's postmaster, per host.
 fn start_marks(lab: &TestLab, address: &str) -> String {
     lab.ssh_ok(
@@ -120,10 +127,7 @@ fn deploy_end_to_end() {
     // 1. Through the GLB: the seed's insert, readable on every other host.
     sql(GLB, 5000, &pw, PAUL).unwrap();
     for addr in PRIMARY.iter().chain(&SECONDARY) {
-        wait_for(&format!("Paul on {addr}"), Duration::from_secs(30), || {
-            sql(addr, 5432, &pw, "SELECT name FROM company WHERE id = 1")
-                .is_ok_and(|rows| rows == vec![vec![Some("Paul".to_string())]])
-        });
+        wait_for_one_name(addr, &pw, "SELECT name FROM company WHERE id = 1", "Paul", 30);
     }
 
     // 2. One leader in dc1, the others streaming; a standby leader in dc2;
@@ -202,10 +206,7 @@ fn deploy_end_to_end() {
     lab.ssh_ok(address(second), "systemctl start patroni");
     lab.ssh_ok(address(&first), "systemctl start patroni");
     for addr in PRIMARY.iter().chain(&SECONDARY) {
-        wait_for(&format!("Allen on {addr}"), Duration::from_secs(90), || {
-            sql(addr, 5432, &pw, "SELECT name FROM company WHERE id = 2")
-                .is_ok_and(|rows| rows == vec![vec![Some("Allen".to_string())]])
-        });
+        wait_for_one_name(addr, &pw, "SELECT name FROM company WHERE id = 2", "Allen", 90);
     }
     assert_eq!(leader().as_ref(), Some(second));
 }
@@ -226,10 +227,8 @@ fn deploy_on_bare_hosts_installs_everything() {
     let pw = lab.superuser_password();
     sql("10.76.0.5", 5000, &pw, CREATE).unwrap();
     sql("10.76.0.5", 5000, &pw, PAUL).unwrap();
-    wait_for("Paul in the secondary cloud", Duration::from_secs(30), || {
-        sql("10.76.0.21", 5432, &pw, "SELECT name FROM company")
-            .is_ok_and(|r| r == vec![vec![Some("Paul".to_string())]])
-    });
+    // In the secondary cloud.
+    wait_for_one_name("10.76.0.21", &pw, "SELECT name FROM company", "Paul", 30);
     // The distribution's default cluster was never created.
     assert_eq!(
         lab.ssh_ok("10.76.0.11", "test -d /etc/postgresql/15/main && echo yes || echo no"),
@@ -288,10 +287,8 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
     let pw = lab.superuser_password();
     sql("10.71.0.5", 5000, &pw, CREATE).unwrap();
     sql("10.71.0.5", 5000, &pw, PAUL).unwrap();
-    wait_for("Paul on the new host", Duration::from_secs(30), || {
-        sql("10.71.0.13", 5432, &pw, "SELECT name FROM company")
-            .is_ok_and(|r| r == vec![vec![Some("Paul".to_string())]])
-    });
+    // On the new host.
+    wait_for_one_name("10.71.0.13", &pw, "SELECT name FROM company", "Paul", 30);
     // And a third deploy changes nothing.
     let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

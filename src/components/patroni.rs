@@ -40,6 +40,14 @@ pub const FENCE_UNIT: FileSpec = FileSpec {
     check: None,
 };
 
+/// The dynamic `standby_cluster` section that makes a cloud follow `hosts`
+/// (the primary cloud's HAProxy instances) on `port`. Also written by the
+/// fence template, which must stay in step with it.
+pub fn standby_cluster<S: AsRef<str>>(hosts: &[S], port: u16) -> serde_json::Value {
+    let hosts: Vec<&str> = hosts.iter().map(AsRef::as_ref).collect();
+    serde_json::json!({"host": hosts.join(","), "port": port, "create_replica_methods": ["basebackup"]})
+}
+
 /// Where the clusters live in etcd (the config file's `namespace`).
 pub const NAMESPACE: &str = "/pgha/";
 

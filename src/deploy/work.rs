@@ -289,7 +289,7 @@ pub fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, serde_j
             // Mid-flip, with no primary cloud: keep following whatever it follows.
             return Vec::new();
         }
-        json!({"host": hosts.join(","), "port": d.haproxy.port, "create_replica_methods": ["basebackup"]})
+        patroni::standby_cluster(&hosts, d.haproxy.port)
     };
     vec![
         ("ttl".into(), json!(d.governor.ttl)),

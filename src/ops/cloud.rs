@@ -385,10 +385,7 @@ impl Runner<'_> {
     /// Sets (or with `None` removes) the cloud's `standby_cluster`.
     async fn set_standby(&self, cloud: &Cloud, follow: Option<&[String]>) -> anyhow::Result<()> {
         let value = match follow {
-            Some(hosts) => serde_json::json!({
-                "host": hosts.join(","), "port": self.after.haproxy.port, "create_replica_methods": ["basebackup"]
-            })
-            .to_string(),
+            Some(hosts) => patroni::standby_cluster(hosts, self.after.haproxy.port).to_string(),
             None => "null".into(),
         };
         let mut sets = vec![("standby_cluster".to_string(), value)];
