@@ -102,10 +102,12 @@ impl Renderer {
         env.set_debug(false);
         // Config files, not HTML: `.yml` would otherwise be JSON-escaped.
         env.set_auto_escape_callback(|_| AutoEscape::None);
+        // `host:port` and URLs need an IPv6 address in brackets.
+        env.add_filter("url_host", |a: String| crate::design::shape::url_host(&a));
         for (name, source) in EMBEDDED {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
-                Some(path) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read template {}", path.display()))?,
+                Some(path) => crate::fsutil::read_text(&path, crate::fsutil::MAX_SMALL)
+                    .with_context(|| format!("template {name}"))?,
                 None => source.to_string(),
             };
             env.add_template_owned(name.to_string(), source)

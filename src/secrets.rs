@@ -74,15 +74,13 @@ impl Secrets {
     /// Reads the file (refusing one others can read) and applies the
     /// environment. `Ok(None)` when there is no file and no full environment.
     pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
-        let from_file = match std::fs::read_to_string(path) {
-            Ok(text) => {
+        let from_file = match crate::fsutil::read_regular(path, crate::fsutil::MAX_SMALL) {
+            Ok(bytes) => {
                 check_mode(path)?;
-                let s: Secrets = serde_yaml::from_str(&text)
-                    .with_context(|| format!("{}: not a pgha secrets file", path.display()))?;
-                Some(s)
+                Some(parse(path, &bytes)?)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(crate::fsutil::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => bail!("cannot read {}: {e}", path.display()),
         };
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let mut secrets = match from_file {
@@ -124,25 +122,28 @@ impl Secrets {
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let text = format!(
             "# pgha secrets for the design next to this file. Keep it 0600 and out of version control.\n{}",
             serde_yaml::to_string(self)?
         );
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        // A unique O_EXCL|O_NOFOLLOW temporary file, created 0600: a stale
+        // temp file or a planted symlink never receives the passwords.
+        crate::fsutil::write_atomic(path, text.as_bytes(), 0o600)
     }
+}
+
+/// The file's passwords. A parse error names the line only: serde's message
+/// would quote the value, which may be a password.
+fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Secrets> {
+    let text = std::str::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    serde_yaml::from_str(text).map_err(|e| {
+        let at = e.location().map_or(String::new(), |l| format!(" (line {})", l.line()));
+        anyhow::anyhow!(
+            "{}{at} is not a pgha secrets file: it must hold superuser_password, replication_password and \
+             restapi_password, each a string, and nothing else",
+            path.display()
+        )
+    })
 }
 
 fn check_mode(path: &Path) -> anyhow::Result<()> {
@@ -200,5 +201,41 @@ mod tests {
         assert_eq!(Secrets::load(&path).unwrap().unwrap(), s);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(Secrets::load(&path).is_err());
+    }
+
+    #[test]
+    fn a_damaged_secrets_file_is_never_echoed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.secrets.yaml");
+        for text in [
+            "hunter2-not-yaml: [",
+            "superuser_password: [hunter2-not-yaml]\n",
+            "hunter2-not-yaml\n",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = format!("{:#}", Secrets::load(&path).unwrap_err());
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("not a pgha secrets file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_stale_temp_file_or_symlink_never_receives_the_passwords() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.secrets.yaml");
+        // What the old code wrote through: a world-readable tmp and a symlinked tmp.
+        std::fs::write(dir.path().join("x.secrets.tmp"), "").unwrap();
+        std::fs::set_permissions(dir.path().join("x.secrets.tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("x.secrets.yaml.tmp")).unwrap();
+        let s = Secrets::load_or_generate(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("x.secrets.tmp")).unwrap(), "");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "");
+        assert!(std::fs::read_to_string(&path).unwrap().contains(&s.superuser_password));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

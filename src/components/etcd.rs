@@ -2,6 +2,8 @@
 //! (../HAZARDS #3: a 3+3 stretched cluster loses quorum with either cloud).
 
 use super::{Component, FileSpec};
+use crate::design::shape::url_host;
+use crate::shell::quote;
 
 pub const CONFIG: FileSpec = FileSpec {
     component: Component::Etcd,
@@ -46,7 +48,46 @@ pub fn member_list_script(client_port: u16) -> String {
 
 /// Adds a member to the running cluster: the only safe way to grow it.
 pub fn member_add_script(client_port: u16, name: &str, peer_url: &str) -> String {
-    format!("{} member add {name} --peer-urls={peer_url}", etcdctl(client_port))
+    format!(
+        "{} member add {} {}",
+        etcdctl(client_port),
+        quote(name),
+        quote(&format!("--peer-urls={peer_url}"))
+    )
+}
+
+/// Removes a member by its hex id.
+pub fn member_remove_script(client_port: u16, id: &str) -> String {
+    format!("{} member remove {}", etcdctl(client_port), quote(id))
+}
+
+/// Deletes one key.
+pub fn del_script(client_port: u16, key: &str) -> String {
+    format!("{} del {}", etcdctl(client_port), quote(key))
+}
+
+/// A member's peer URL (an IPv6 address in brackets).
+pub fn peer_url(address: &str, peer_port: u16) -> String {
+    format!("http://{}:{peer_port}", url_host(address))
+}
+
+/// Throws the local member's data away and starts it as a member joining the
+/// running cluster (after `member add`).
+pub fn rejoin_script(data_dir: &str) -> String {
+    format!(
+        "systemctl stop etcd; rm -rf {}; sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"existing\"/' {}; systemctl start --no-block etcd",
+        quote(data_dir),
+        quote(CONFIG.path)
+    )
+}
+
+/// Back to the canonical config once the member has joined (etcd ignores the
+/// initial-cluster settings from then on).
+pub fn restore_state_new_script() -> String {
+    format!(
+        "sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"new\"/' {}",
+        quote(CONFIG.path)
+    )
 }
 
 /// Member names from `member list` output (an unstarted member has no name yet:
@@ -69,6 +110,26 @@ mod tests {
         assert_eq!(
             member_add_script(2379, "dc1-pg4", "http://10.0.0.4:2380"),
             "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member add dc1-pg4 --peer-urls=http://10.0.0.4:2380"
+        );
+        assert_eq!(
+            member_add_script(2379, "x;y", &peer_url("fd00::4", 2380)),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member add 'x;y' '--peer-urls=http://[fd00::4]:2380'"
+        );
+        assert_eq!(
+            member_remove_script(2379, "8e9e05c52164694d"),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member remove 8e9e05c52164694d"
+        );
+        assert_eq!(
+            del_script(2379, "/pgha/c/initialize"),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s del /pgha/c/initialize"
+        );
+        assert_eq!(
+            rejoin_script("/var/lib/etcd/pgha-c"),
+            "systemctl stop etcd; rm -rf /var/lib/etcd/pgha-c; sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"existing\"/' /etc/default/etcd; systemctl start --no-block etcd"
+        );
+        assert_eq!(
+            health_script(2379),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s endpoint health"
         );
     }
 

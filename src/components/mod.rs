@@ -6,6 +6,7 @@ pub mod glb;
 pub mod haproxy;
 pub mod packages;
 pub mod patroni;
+pub(crate) mod systemd;
 
 use serde::Serialize;
 

@@ -2,6 +2,7 @@
 //! each secondary cloud as a standby cluster that can never accept writes.
 
 use super::{Component, FileSpec};
+use crate::shell::quote;
 
 pub const CONFIG: FileSpec = FileSpec {
     component: Component::Governor,
@@ -71,9 +72,9 @@ fn http_get_script(rest_port: u16, path: &str) -> String {
 /// patronictl on the host, which reads the REST credentials from the config
 /// file: no password in any command line.
 pub fn edit_config_script(sets: &[(String, String)]) -> String {
-    let mut s = format!("patronictl -c {} edit-config --force --quiet", CONFIG.path);
+    let mut s = format!("patronictl -c {} edit-config --force --quiet", quote(CONFIG.path));
     for (k, v) in sets {
-        s.push_str(&format!(" -s '{k}={v}'"));
+        s.push_str(&format!(" -s {}", quote(&format!("{k}={v}"))));
     }
     s
 }
@@ -81,9 +82,55 @@ pub fn edit_config_script(sets: &[(String, String)]) -> String {
 /// Restarts PostgreSQL on one member if a parameter change requires it.
 pub fn restart_pending_script(scope: &str, member: &str) -> String {
     format!(
-        "patronictl -c {} restart {scope} {member} --pending --force",
-        CONFIG.path
+        "patronictl -c {} restart {} {} --pending --force",
+        quote(CONFIG.path),
+        quote(scope),
+        quote(member)
     )
+}
+
+/// A planned switchover from `leader` to `candidate` (Patroni 3 and 4 both
+/// take `--leader`; 3.0 also knows it as `--master`).
+pub fn switchover_script(scope: &str, leader: &str, candidate: &str) -> String {
+    format!(
+        "patronictl -c {} switchover {} --leader {} --candidate {} --force",
+        quote(CONFIG.path),
+        quote(scope),
+        quote(leader),
+        quote(candidate)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_exact() {
+        let sets = [
+            ("ttl".to_string(), "30".to_string()),
+            (
+                "standby_cluster".to_string(),
+                r#"{"host":"a,b","port":5000}"#.to_string(),
+            ),
+        ];
+        assert_eq!(
+            edit_config_script(&sets),
+            r#"patronictl -c /etc/patroni/config.yml edit-config --force --quiet -s ttl=30 -s 'standby_cluster={"host":"a,b","port":5000}'"#
+        );
+        assert_eq!(
+            restart_pending_script("c", "dc1-pg1"),
+            "patronictl -c /etc/patroni/config.yml restart c dc1-pg1 --pending --force"
+        );
+        assert_eq!(
+            switchover_script("c", "dc1-pg1", "dc1-pg2"),
+            "patronictl -c /etc/patroni/config.yml switchover c --leader dc1-pg1 --candidate dc1-pg2 --force"
+        );
+        assert_eq!(
+            cluster_script(8008),
+            r#"python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:8008/cluster", timeout=3).read().decode())'"#
+        );
+    }
 }
 
 /// One member as Patroni's `/cluster` describes it.

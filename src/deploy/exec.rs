@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context};
 
 use super::facts;
 use super::work::{HostWork, StepWork, Work};
+use crate::components::systemd::{self, Verb};
 use crate::components::{etcd, haproxy, patroni};
 use crate::design::{Cloud, Design};
 use crate::plan::Action;
@@ -187,14 +188,11 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
             .await?;
         }
         Work::DisableDistroCluster(unit) => {
-            let v = d.platform.postgres_version;
-            let script = format!(
-                "systemctl disable --now {unit} 2>&1; f=/etc/postgresql/{v}/main/start.conf; [ -f $f ] && echo manual > $f; systemctl is-active --quiet {unit} && exit 1 || exit 0"
-            );
+            let script = systemd::disable_distro_cluster_script(unit, d.platform.postgres_version);
             r.check(&format!("stopping {unit}"), &script).await?;
         }
         Work::RequirePortsFree(ports) => {
-            let live = facts::parse(&r.check("listing listeners", "ss -Hltnp | sed 's/^/ss /'").await?);
+            let live = facts::parse(&r.check("listing listeners", facts::LISTENERS_SCRIPT).await?);
             for (port, what) in ports {
                 if let Some(proc) = live.listeners.get(port) {
                     bail!("port {port} ({what}) is already in use by `{proc}`: free it, then run deploy again");
@@ -202,30 +200,32 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
             }
         }
         Work::WriteFile(f) => r.install_file(f).await?,
+        Work::FixFileMode(spec) => {
+            r.check(
+                &format!("setting owner and mode of {}", spec.path),
+                &crate::remote::file_mode_script(spec),
+            )
+            .await?;
+        }
         Work::EtcdJoin => etcd_join(ctx, cloud.expect("etcd work has a cloud"), host).await?,
         Work::Enable(s) => {
-            r.check(&format!("enabling {s}"), &format!("systemctl enable {s} 2>&1"))
+            r.check(&format!("enabling {s}"), &systemd::unit_script(Verb::Enable, s))
                 .await?;
         }
         Work::Start(s) => {
-            // A new etcd member waits for its peers: start them all, then wait for health.
-            let no_block = if *s == "etcd" { "--no-block " } else { "" };
-            let script =
-                format!("systemctl start {no_block}{s} || {{ journalctl -u {s} -n 20 --no-pager >&2; exit 1; }}");
-            r.check(&format!("starting {s}"), &script).await?;
+            r.check(&format!("starting {s}"), &systemd::unit_script(Verb::Start, s))
+                .await?;
         }
         Work::Restart(s) => {
-            let no_block = if *s == "etcd" { "--no-block " } else { "" };
-            let script =
-                format!("systemctl restart {no_block}{s} || {{ journalctl -u {s} -n 20 --no-pager >&2; exit 1; }}");
-            r.check(&format!("restarting {s}"), &script).await?;
+            r.check(&format!("restarting {s}"), &systemd::unit_script(Verb::Restart, s))
+                .await?;
         }
         Work::Reload(s) => {
-            r.check(&format!("reloading {s}"), &format!("systemctl reload {s}"))
+            r.check(&format!("reloading {s}"), &systemd::unit_script(Verb::Reload, s))
                 .await?;
         }
         Work::DaemonReload => {
-            r.check("reloading systemd units", "systemctl daemon-reload").await?;
+            r.check("reloading systemd units", systemd::DAEMON_RELOAD).await?;
         }
         Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) => unreachable!("handled above"),
     }
@@ -240,7 +240,7 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
     let d = ctx.design;
     let port = d.etcd.client_port;
     let me = cloud.hosts.iter().find(|h| h.name == host).expect("host of this cloud");
-    let peer = format!("http://{}:{}", me.address, d.etcd.peer_port);
+    let peer = etcd::peer_url(&me.address, d.etcd.peer_port);
     let mut member = None;
     for h in cloud.hosts.iter().filter(|h| h.name != host) {
         if let Some(r) = ctx.remotes.get(&h.name) {
@@ -268,7 +268,7 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
             let h = cloud
                 .hosts
                 .iter()
-                .find(|h| format!("http://{}:{}", h.address, d.etcd.peer_port) == p)?;
+                .find(|h| etcd::peer_url(&h.address, d.etcd.peer_port) == p)?;
             Some(h.clone())
         })
         .collect();
@@ -279,7 +279,8 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
     let files = ctx.renderer.db_host(d, cloud, me, Some(&boot), ctx.secrets)?;
     let r = ctx.remote(host)?;
     r.install_file(crate::render::pick(&files, &etcd::CONFIG)).await?;
-    r.check("starting etcd", "systemctl restart --no-block etcd").await?;
+    r.check("starting etcd", &systemd::unit_script(Verb::Restart, "etcd"))
+        .await?;
     poll(Duration::from_secs(60), || async {
         r.check("etcd health", &etcd::health_script(port)).await.map(|_| true)
     })

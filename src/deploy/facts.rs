@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 use crate::components::{self, FileSpec};
 use crate::design::Design;
 use crate::remote::Remote;
+use crate::shell;
+
+/// Listening TCP sockets, as `ss` lines the fact parser reads.
+pub const LISTENERS_SCRIPT: &str = "ss -Hltnp | sed 's/^/ss /'";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Service {
@@ -26,8 +30,8 @@ impl Service {
 pub struct HostFacts {
     pub os: String,
     pub missing_packages: Vec<String>,
-    /// sha256 of each managed file, `None` when absent.
-    pub files: BTreeMap<String, Option<String>>,
+    /// Each managed file, `None` when absent.
+    pub files: BTreeMap<String, Option<FileFact>>,
     pub services: BTreeMap<String, Service>,
     pub etcd_initialized: bool,
     /// sha256 of the etcd config without its ETCD_INITIAL_* lines.
@@ -37,13 +41,39 @@ pub struct HostFacts {
     pub listeners: BTreeMap<u16, String>,
 }
 
+/// A managed file as it is on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFact {
+    pub sha256: String,
+    /// `owner:group:mode`, mode in octal as `stat -c %a` prints it.
+    pub meta: String,
+}
+
+impl FileFact {
+    pub fn new(sha256: &str, owner: &str, group: &str, mode: u32) -> Self {
+        FileFact {
+            sha256: sha256.to_string(),
+            meta: meta(owner, group, mode),
+        }
+    }
+}
+
+/// `owner:group:mode` as the facts script reports it.
+pub fn meta(owner: &str, group: &str, mode: u32) -> String {
+    format!("{owner}:{group}:{mode:o}")
+}
+
 impl HostFacts {
     pub fn service(&self, name: &str) -> Service {
         self.services.get(name).cloned().unwrap_or_default()
     }
 
     pub fn hash(&self, path: &str) -> Option<&str> {
-        self.files.get(path).and_then(|h| h.as_deref())
+        self.file(path).map(|f| f.sha256.as_str())
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileFact> {
+        self.files.get(path).and_then(Option::as_ref)
     }
 }
 
@@ -58,23 +88,25 @@ pub fn script(design: &Design, packages: &[String], files: &[FileSpec]) -> Strin
     services.push(distro_unit(design));
     services.dedup();
     let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
+    let etcd_member = format!("{}/member", components::etcd::data_dir(&design.platform.name));
+    let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     format!(
         r#". /etc/os-release 2>/dev/null; echo "os $ID $VERSION_ID"
 for p in {pkgs}; do s=$(dpkg-query -W -f='${{db:Status-Status}}' "$p" 2>/dev/null); echo "pkg $p ${{s:-missing}}"; done
-for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1)"; else echo "file $f absent"; fi; done
+for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1) $(stat -c '%U:%G:%a' "$f")"; else echo "file $f absent"; fi; done
 for s in {svcs}; do echo "svc $s $(systemctl is-active "$s" 2>/dev/null | head -1) $(systemctl is-enabled "$s" 2>/dev/null | head -1)"; done
-[ -d {etcd}/member ] && echo "etcd_initialized"
+[ -d {etcd_member} ] && echo "etcd_initialized"
 echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
-[ -f {data}/PG_VERSION ] && echo "pgdata"
+[ -f {pg_version} ] && echo "pgdata"
 ss -Hltnp 2>/dev/null | sed 's/^/ss /'
 true
 "#,
-        pkgs = packages.join(" "),
-        paths = paths.join(" "),
-        svcs = services.join(" "),
-        etcd = components::etcd::data_dir(&design.platform.name),
-        etcd_file = components::etcd::CONFIG.path,
-        data = design.platform.data_dir,
+        pkgs = shell::words(packages),
+        paths = shell::words(&paths),
+        svcs = shell::words(&services),
+        etcd_member = shell::quote(&etcd_member),
+        etcd_file = shell::quote(components::etcd::CONFIG.path),
+        pg_version = shell::quote(&pg_version),
     )
 }
 
@@ -93,8 +125,11 @@ pub fn parse(text: &str) -> HostFacts {
             }
             Some("file") => {
                 if let (Some(path), Some(hash)) = (w.next(), w.next()) {
-                    f.files
-                        .insert(path.to_string(), (hash != "absent").then(|| hash.to_string()));
+                    let fact = (hash != "absent").then(|| FileFact {
+                        sha256: hash.to_string(),
+                        meta: w.next().unwrap_or_default().to_string(),
+                    });
+                    f.files.insert(path.to_string(), fact);
                 }
             }
             Some("svc") => {
@@ -142,7 +177,7 @@ mod tests {
     fn parses_every_kind_of_fact() {
         let f = parse(
             "os debian 12\npkg patroni installed\npkg haproxy not-installed\npkg etcd-server missing\n\
-file /etc/a absent\nfile /etc/b 0123abcd\nsvc patroni active enabled\nsvc etcd inactive disabled\netcd_initialized\n\
+file /etc/a absent\nfile /etc/b 0123abcd postgres:postgres:600\nsvc patroni active enabled\nsvc etcd inactive disabled\netcd_initialized\n\
 ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
 ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
         );
@@ -150,6 +185,7 @@ ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
         assert_eq!(f.missing_packages, ["haproxy", "etcd-server"]);
         assert_eq!(f.hash("/etc/a"), None);
         assert_eq!(f.hash("/etc/b"), Some("0123abcd"));
+        assert_eq!(f.file("/etc/b").unwrap().meta, "postgres:postgres:600");
         assert!(f.service("patroni").is_active() && f.service("patroni").is_enabled());
         assert!(!f.service("etcd").is_active());
         assert!(f.etcd_initialized && !f.pgdata);

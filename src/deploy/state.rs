@@ -34,7 +34,7 @@ pub fn load(d: &Design) -> anyhow::Result<State> {
 
 pub fn save(d: &Design, state: &State) -> anyhow::Result<()> {
     let text = format!("# Written by pgha; do not edit.\n{}", serde_yaml::to_string(state)?);
-    std::fs::write(path(d), text).with_context(|| format!("cannot write {}", path(d).display()))
+    crate::fsutil::write_atomic(&path(d), text.as_bytes(), 0o644)
 }
 
 pub fn record_glb(d: &Design, primary: Option<&str>) -> anyhow::Result<()> {

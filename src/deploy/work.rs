@@ -20,6 +20,9 @@ pub enum Work {
     /// A precondition, not a change: these ports must be free for the service.
     RequirePortsFree(Vec<(u16, &'static str)>),
     WriteFile(RenderedFile),
+    /// The content is right, but owner, group or mode are not: no service
+    /// needs to hear of it.
+    FixFileMode(crate::components::FileSpec),
     /// Join a running etcd cluster: `member add`, then start with state `existing`.
     EtcdJoin,
     Enable(&'static str),
@@ -46,6 +49,7 @@ impl Work {
                 format!("check ports {} are free", ports.join(", "))
             }
             Work::WriteFile(f) => format!("write {}", f.spec.path),
+            Work::FixFileMode(s) => format!("set owner {}:{} and mode {:o} on {}", s.owner, s.group, s.mode, s.path),
             Work::EtcdJoin => "join the running etcd cluster (member add)".into(),
             Work::Enable(s) => format!("enable {s}"),
             Work::Start(s) => format!("start {s}"),
@@ -149,13 +153,23 @@ fn file<'a>(i: &'a Inputs, host: &str, spec: &FileSpec) -> &'a RenderedFile {
     crate::render::pick(&i.files[host], spec)
 }
 
-/// Write the file if it differs; says whether it did.
+/// Write the file if its content differs, or set its owner and mode if only
+/// they differ (a 0644 Patroni config shows the passwords to every user);
+/// says whether the content changed.
 fn write_if_differs(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile) -> bool {
-    let differs = facts.hash(f.spec.path) != Some(sha256(&f.content).as_str());
-    if differs {
-        items.push(Work::WriteFile(f.clone()));
+    let s = &f.spec;
+    match facts.file(s.path) {
+        Some(have) if have.sha256 == sha256(&f.content) => {
+            if have.meta != super::facts::meta(s.owner, s.group, s.mode) {
+                items.push(Work::FixFileMode(f.spec));
+            }
+            false
+        }
+        _ => {
+            items.push(Work::WriteFile(f.clone()));
+            true
+        }
     }
-    differs
 }
 
 /// Write the file if it differs; then restart/reload/start as the service needs.
@@ -441,8 +455,10 @@ mod tests {
             ..Default::default()
         };
         for f in &rendered {
-            let hash = (f.spec != patroni::FENCE_UNIT).then(|| sha256(&f.content));
-            facts.files.insert(f.spec.path.to_string(), hash);
+            let s = &f.spec;
+            let fact = (*s != patroni::FENCE_UNIT)
+                .then(|| super::super::facts::FileFact::new(&sha256(&f.content), s.owner, s.group, s.mode));
+            facts.files.insert(f.spec.path.to_string(), fact);
         }
         let facts = BTreeMap::from([(host.name.clone(), facts)]);
         let files = BTreeMap::from([(host.name.clone(), rendered)]);
@@ -463,6 +479,59 @@ mod tests {
         assert_eq!(
             work.describe(),
             "write /etc/systemd/system/patroni.service.d/pgha-fence.conf, reload systemd units"
+        );
+    }
+
+    #[test]
+    fn issue_8_a_patroni_config_made_world_readable_is_repaired_without_a_reload() {
+        let d = design("");
+        let plan = Plan::deployment(&d);
+        let cloud = &d.clouds[0];
+        let host = &cloud.hosts[0];
+        let rendered = crate::render::Renderer::for_design(&d)
+            .unwrap()
+            .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
+            .unwrap();
+        let running = super::super::facts::Service {
+            active: "active".into(),
+            enabled: "enabled".into(),
+        };
+        let mut facts = HostFacts {
+            services: ["etcd", "patroni", "haproxy"]
+                .map(|s| (s.to_string(), running.clone()))
+                .into(),
+            ..Default::default()
+        };
+        for f in &rendered {
+            let s = &f.spec;
+            // `chmod 644 /etc/patroni/config.yml` and a wrong owner: same content.
+            let (owner, mode) = if *s == patroni::CONFIG {
+                ("root", 0o644)
+            } else {
+                (s.owner, s.mode)
+            };
+            let fact = super::super::facts::FileFact::new(&sha256(&f.content), owner, s.group, mode);
+            facts.files.insert(s.path.to_string(), Some(fact));
+        }
+        let facts = BTreeMap::from([(host.name.clone(), facts)]);
+        let files = BTreeMap::from([(host.name.clone(), rendered)]);
+        let i = Inputs {
+            design: &d,
+            plan: &plan,
+            facts: &facts,
+            cloud_facts: &BTreeMap::new(),
+            files: &files,
+            glb_applied: None,
+        };
+        let step = plan
+            .steps
+            .iter()
+            .find(|s| s.action == Action::BootstrapLeader && s.hosts.contains(&host.name))
+            .unwrap();
+        let work = host_work(&i, step, Some(cloud), &host.name);
+        assert_eq!(
+            work.describe(),
+            "set owner postgres:postgres and mode 600 on /etc/patroni/config.yml"
         );
     }
 

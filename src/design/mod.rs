@@ -5,6 +5,7 @@
 
 pub mod edit;
 pub mod raw;
+pub(crate) mod shape;
 mod validate;
 pub mod yaml;
 

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::raw::*;
-use super::yaml::{self, Node};
+use super::shape;
+use super::yaml::{self, Node, Span};
 use super::*;
 use crate::error::{Invalid, Problem, Severity};
 
@@ -29,10 +30,13 @@ pub fn load(path: &Path) -> Result<Loaded, Invalid> {
 }
 
 pub fn load_mode(path: &Path, mode: Mode) -> Result<Loaded, Invalid> {
-    match std::fs::read(path) {
+    match crate::fsutil::read_regular(path, crate::fsutil::MAX_DESIGN) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(src) => load_str_mode(&src, path, mode),
-            Err(_) => Err(single(path, "the design file is not UTF-8 text", None)),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                Err(located(path, e.as_bytes(), at, "the design file is not UTF-8 text"))
+            }
         },
         Err(e) => Err(single(
             path,
@@ -42,13 +46,36 @@ pub fn load_mode(path: &Path, mode: Mode) -> Result<Loaded, Invalid> {
     }
 }
 
+/// A problem at byte `at` of the file, located by line and column.
+fn located(path: &Path, bytes: &[u8], at: usize, message: &str) -> Invalid {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = before.len() - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+    let mut p = Problem::new(Severity::Error, path, Some(Span { line, col }), "", message);
+    p.hint = Some("save the design as plain UTF-8 text without a byte order mark or NUL bytes".into());
+    Invalid { problems: vec![p] }
+}
+
 pub fn load_str(src: &str, path: &Path) -> Result<Loaded, Invalid> {
     load_str_mode(src, path, Mode::Deployable)
 }
 
 pub fn load_str_mode(src: &str, path: &Path, mode: Mode) -> Result<Loaded, Invalid> {
+    // The YAML parser would silently stop at a NUL and read a BOM as text.
+    if src.starts_with('\u{feff}') {
+        return Err(located(
+            path,
+            src.as_bytes(),
+            0,
+            "the design file starts with a byte order mark",
+        ));
+    }
+    if let Some(at) = src.find('\0') {
+        return Err(located(path, src.as_bytes(), at, "the design file contains a NUL byte"));
+    }
     let mut cx = Checker::new(path);
     let root = cx.parse(src).ok_or_else(|| cx.finish_err())?;
+    cx.refuse_control_characters(&root);
     let raw: Option<RawDesign> = cx.deserialize(&root);
     let Some(raw) = raw else {
         return Err(cx.finish_err());
@@ -102,35 +129,76 @@ impl Checker {
         }
     }
 
-    fn deserialize<T: serde::de::DeserializeOwned>(&mut self, root: &Node) -> Option<T> {
-        match yaml::from_node::<T>(root) {
-            Ok((value, unknown)) => {
-                for u in unknown {
-                    let hint = match suggest(&u.key, &u.expected) {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("expected one of: {}", u.expected.join(", ")),
-                    };
-                    self.problems.push(
-                        Problem::new(
-                            Severity::Error,
-                            &self.file,
-                            Some(u.span),
-                            &u.path,
-                            format!("unknown key `{}`", u.key),
-                        )
-                        .hint(hint),
-                    );
-                }
-                Some(value)
+    /// No value may carry a control character: a newline in a value is a
+    /// new line in a config file or a shell script.
+    fn refuse_control_characters(&mut self, root: &Node) {
+        let mut found = Vec::new();
+        root.visit_scalars("", &mut |path, node| {
+            if let Some(c) = node.as_str().and_then(|s| s.chars().find(|c| c.is_control())) {
+                found.push((path.to_string(), node.span, c));
             }
-            Err(e) => {
-                self.problems.push(
-                    Problem::new(Severity::Error, &self.file, e.span, &e.path, e.message)
-                        .hint("see the design file reference in README.md"),
-                );
-                None
+        });
+        for (path, span, c) in found {
+            self.problems.push(
+                Problem::new(
+                    Severity::Error,
+                    &self.file,
+                    Some(span),
+                    &path,
+                    format!("the value contains a control character (U+{:04X})", c as u32),
+                )
+                .hint("write the value on one line, without tabs or other control characters"),
+            );
+        }
+    }
+
+    /// Deserializes, reporting every type error: each one's value is dropped
+    /// and deserialization runs again, up to a bound.
+    fn deserialize<T: serde::de::DeserializeOwned>(&mut self, root: &Node) -> Option<T> {
+        let mut tree = root.clone();
+        let mut failed = false;
+        for _ in 0..64 {
+            match yaml::from_node::<T>(&tree) {
+                Ok(value) if !failed => return self.accept(value),
+                Ok(value) => {
+                    // Report the unknown keys too, but the value is incomplete.
+                    self.accept(value);
+                    return None;
+                }
+                Err(e) => {
+                    failed = true;
+                    self.problems.push(
+                        Problem::new(Severity::Error, &self.file, e.span, &e.path, e.message)
+                            .hint("see the design file reference in README.md"),
+                    );
+                    if !tree.prune(&e.path) {
+                        return None;
+                    }
+                }
             }
         }
+        None
+    }
+
+    /// Keeps a deserialized value, reporting the unknown keys met on the way.
+    fn accept<T>(&mut self, (value, unknown): (T, Vec<yaml::UnknownKey>)) -> Option<T> {
+        for u in unknown {
+            let hint = match suggest(&u.key, &u.expected) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("expected one of: {}", u.expected.join(", ")),
+            };
+            self.problems.push(
+                Problem::new(
+                    Severity::Error,
+                    &self.file,
+                    Some(u.span),
+                    &u.path,
+                    format!("unknown key `{}`", u.key),
+                )
+                .hint(hint),
+            );
+        }
+        Some(value)
     }
 
     fn error(&mut self, root: &Node, field: &str, message: impl Into<String>, hint: impl Into<String>) {
@@ -163,11 +231,7 @@ fn suggest<'a>(key: &str, expected: &[&'a str]) -> Option<&'a str> {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    shape::name(s)
 }
 
 const NAME_HINT: &str = "use letters, digits, '-', '_' or '.', starting with a letter or digit (at most 63)";
@@ -286,17 +350,31 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
     let data_dir = raw
         .data_dir
         .unwrap_or_else(|| format!("/var/lib/postgresql/{version}/pgha"));
-    if !data_dir.starts_with('/') || data_dir.contains(char::is_whitespace) {
+    if !shape::abs_path(&data_dir) {
         cx.error(
             root,
             "platform.data_dir",
-            format!("data directory `{data_dir}` is not an absolute path without spaces"),
-            "use an absolute path such as /var/lib/postgresql/15/pgha",
+            format!("data directory `{data_dir}` is not a plain absolute path"),
+            "use an absolute path of letters, digits and `/._-+`, such as /var/lib/postgresql/15/pgha",
         );
+    }
+    let parameters = raw.parameters.unwrap_or_default();
+    for (key, value) in &parameters {
+        let field = format!("platform.parameters.{key}");
+        if !shape::pg_parameter(key) {
+            cx.error(
+                root,
+                &field,
+                format!("`{key}` is not a PostgreSQL parameter name"),
+                "use a name such as work_mem or pg_stat_statements.max",
+            );
+        } else if value.len() > 1024 {
+            cx.error(root, &field, "the value is longer than 1024 characters", "shorten it");
+        }
     }
     let client_networks = raw.client_networks.unwrap_or_else(|| vec!["0.0.0.0/0".into()]);
     for (i, net) in client_networks.iter().enumerate() {
-        if !valid_cidr(net) {
+        if !shape::cidr(net) {
             cx.error(
                 root,
                 &format!("platform.client_networks[{i}]"),
@@ -314,19 +392,8 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
         availability,
         replication,
         client_networks,
-        parameters: raw.parameters.unwrap_or_default(),
+        parameters,
     })
-}
-
-fn valid_cidr(s: &str) -> bool {
-    let Some((addr, bits)) = s.split_once('/') else {
-        return false;
-    };
-    match (addr.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
-        (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
-        (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
-        _ => false,
-    }
 }
 
 fn build_etcd(cx: &mut Checker, root: &Node, raw: RawEtcd) -> Etcd {
@@ -336,7 +403,20 @@ fn build_etcd(cx: &mut Checker, root: &Node, raw: RawEtcd) -> Etcd {
         heartbeat_interval_ms: raw.heartbeat_interval_ms.unwrap_or(100),
         election_timeout_ms: raw.election_timeout_ms.unwrap_or(1000),
     };
-    if etcd.election_timeout_ms < 5 * etcd.heartbeat_interval_ms {
+    for (field, value, max) in [
+        ("heartbeat_interval_ms", etcd.heartbeat_interval_ms, 10_000),
+        ("election_timeout_ms", etcd.election_timeout_ms, 50_000),
+    ] {
+        if value == 0 || value > max {
+            cx.error(
+                root,
+                &format!("components.etcd.{field}"),
+                format!("{field} {value} is out of range (1 to {max})"),
+                "etcd refuses an election timeout over 50 s; the defaults are 100 and 1000",
+            );
+        }
+    }
+    if u64::from(etcd.election_timeout_ms) < 5 * u64::from(etcd.heartbeat_interval_ms) {
         cx.error(
             root,
             "components.etcd.election_timeout_ms",
@@ -358,16 +438,29 @@ fn build_governor(cx: &mut Checker, root: &Node, raw: RawGovernor) -> Governor {
         maximum_lag_on_failover: raw.maximum_lag_on_failover.unwrap_or(1_048_576),
         rest_port: raw.rest_port.unwrap_or(8008),
     };
-    if g.loop_wait + 2 * g.retry_timeout > g.ttl {
+    for (field, value) in [
+        ("ttl", g.ttl),
+        ("loop_wait", g.loop_wait),
+        ("retry_timeout", g.retry_timeout),
+    ] {
+        if value > MAX_TIMING {
+            cx.error(
+                root,
+                &format!("components.governor.{field}"),
+                format!("{field} {value} is out of range (at most {MAX_TIMING} seconds)"),
+                "Patroni's timings are seconds: the defaults are ttl 30, loop_wait 10, retry_timeout 10",
+            );
+        }
+    }
+    // In u64: the sum of two u32 settings must not wrap.
+    let needed = u64::from(g.loop_wait) + 2 * u64::from(g.retry_timeout);
+    if needed > u64::from(g.ttl) {
         cx.error(
             root,
             "components.governor.ttl",
             format!(
-                "loop_wait ({}) + 2 x retry_timeout ({}) = {} exceeds ttl ({})",
-                g.loop_wait,
-                g.retry_timeout,
-                g.loop_wait + 2 * g.retry_timeout,
-                g.ttl
+                "loop_wait ({}) + 2 x retry_timeout ({}) = {needed} exceeds ttl ({})",
+                g.loop_wait, g.retry_timeout, g.ttl
             ),
             "Patroni needs loop_wait + 2*retry_timeout <= ttl, or a healthy leader can lose its lock",
         );
@@ -383,6 +476,9 @@ fn build_governor(cx: &mut Checker, root: &Node, raw: RawGovernor) -> Governor {
     g
 }
 
+/// An hour: a longer Patroni timing is a typo, and keeps the sums far from overflow.
+const MAX_TIMING: u32 = 3600;
+
 fn default_ssh() -> Ssh {
     Ssh {
         user: "root".into(),
@@ -396,9 +492,25 @@ fn default_ssh() -> Ssh {
 fn layer_ssh(cx: &mut Checker, root: &Node, dir: &Path, mut ssh: Ssh, raw: Option<&RawSsh>, field: &str) -> Ssh {
     let Some(raw) = raw else { return ssh };
     if let Some(user) = &raw.user {
+        if !shape::posix_user(user) {
+            cx.error(
+                root,
+                &format!("{field}.user"),
+                format!("`{user}` is not a user name"),
+                "use a POSIX user name: lowercase letters, digits, `_` and `-`, starting with a letter or `_`",
+            );
+        }
         ssh.user = user.clone();
     }
     if let Some(port) = raw.port {
+        if port == 0 {
+            cx.error(
+                root,
+                &format!("{field}.port"),
+                "port 0 is not a port",
+                "use a port from 1 to 65535 (22 for sshd)",
+            );
+        }
         ssh.port = port;
     }
     for (value, key, slot, what) in [
@@ -417,7 +529,8 @@ fn layer_ssh(cx: &mut Checker, root: &Node, dir: &Path, mut ssh: Ssh, raw: Optio
     ] {
         if let Some(file) = value {
             let path = dir.join(file);
-            if let Err(e) = std::fs::File::open(&path) {
+            // Checked, not opened: opening a FIFO would hang the load.
+            if let Err(e) = crate::fsutil::check_regular(&path) {
                 cx.error(
                     root,
                     &format!("{field}.{key}"),
@@ -637,13 +750,13 @@ fn build_hosts(cx: &mut Checker, root: &Node, dir: &Path, raw: Vec<RawHost>, ssh
             }
         };
         let address = match rh.address {
-            Some(a) if !a.is_empty() && !a.contains(|c: char| c.is_whitespace() || c == ',' || c == '/') => Some(a),
+            Some(a) if shape::address(&a).is_some() => Some(a),
             Some(a) => {
                 cx.error(
                     root,
                     &format!("{here}.address"),
                     format!("invalid address `{a}`"),
-                    "use an IP address or a DNS name",
+                    "use an IPv4 or IPv6 address (without brackets) or a DNS host name",
                 );
                 None
             }
@@ -667,13 +780,22 @@ fn build_hosts(cx: &mut Checker, root: &Node, dir: &Path, raw: Vec<RawHost>, ssh
 
 fn load_inventory(cx: &mut Checker, root: &Node, base: &Path, file: &str, ssh: &Ssh, at: &str) -> Vec<Host> {
     let path = base.join(file);
-    let src = match std::fs::read_to_string(&path) {
+    let src = match crate::fsutil::read_text(&path, crate::fsutil::MAX_SMALL) {
+        Ok(s) if s.starts_with('\u{feff}') || s.contains('\0') => {
+            cx.error(
+                root,
+                at,
+                format!("the inventory {} holds a byte order mark or a NUL byte", path.display()),
+                "save it as plain UTF-8 text",
+            );
+            return Vec::new();
+        }
         Ok(s) => s,
         Err(e) => {
             cx.error(
                 root,
                 at,
-                format!("cannot read the inventory {}: {e}", path.display()),
+                format!("cannot read the inventory: {e:#}"),
                 "inventory paths are relative to the design file",
             );
             return Vec::new();
@@ -684,6 +806,7 @@ fn load_inventory(cx: &mut Checker, root: &Node, base: &Path, file: &str, ssh: &
     let hosts = inner
         .parse(&src)
         .and_then(|node| {
+            inner.refuse_control_characters(&node);
             let raw: Option<RawInventory> = inner.deserialize(&node);
             raw.map(|raw| {
                 let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -711,6 +834,13 @@ fn build_glb(cx: &mut Checker, root: &Node, base: &Path, raw: RawGlb, ssh: &Ssh,
             "glb.fqdn",
             "the GLB has no fqdn",
             "add `fqdn: db.example.com`: the name clients connect to",
+        );
+    } else if !shape::hostname(&fqdn) {
+        cx.error(
+            root,
+            "glb.fqdn",
+            format!("`{fqdn}` is not a DNS name"),
+            "use a fully qualified name such as db.example.com",
         );
     }
     let kind = match (raw.kind.as_deref(), raw.hosts, raw.command) {
@@ -830,6 +960,15 @@ fn check_ports(
         ("components.haproxy.port", haproxy.port),
         ("components.haproxy.stats_port", haproxy.stats_port),
     ];
+    let glb_ports = match glb {
+        Some(Some(g)) => vec![("glb.port", g.port), ("glb.stats_port", g.stats_port)],
+        _ => Vec::new(),
+    };
+    for (field, port) in db_ports.iter().chain(&glb_ports) {
+        if *port == 0 {
+            cx.error(root, field, "port 0 is not a port", "use a port from 1 to 65535");
+        }
+    }
     let mut by_address: BTreeMap<&str, Vec<(&str, u16)>> = BTreeMap::new();
     for host in clouds.iter().flat_map(|c| &c.hosts) {
         by_address.entry(&host.address).or_default().extend(db_ports);

@@ -16,7 +16,7 @@ use yaml_rust2::scanner::TScalarStyle;
 /// Nesting deeper than this is refused rather than risking the stack.
 const MAX_DEPTH: usize = 64;
 /// Aliases can multiply a small file into a huge tree ("billion laughs").
-const MAX_NODES: usize = 2_000_000;
+const MAX_NODES: usize = 1_000_000;
 
 /// A 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +39,8 @@ pub enum Kind {
 pub struct Node {
     pub kind: Kind,
     pub span: Span,
+    /// A copy made by a YAML alias: its text stands elsewhere (at `span`).
+    pub aliased: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +62,29 @@ impl Node {
         }
     }
 
+    /// Does any node along `path` come from an alias? Its text is elsewhere:
+    /// an edit there would change every place that uses it.
+    pub fn aliased_along(&self, path: &str) -> bool {
+        let mut node = self;
+        for part in path_parts(path) {
+            if node.aliased {
+                return true;
+            }
+            node = match (part, &node.kind) {
+                (Part::Key(k), Kind::Map(entries)) => match entries.iter().find(|(key, _)| key.as_str() == Some(k)) {
+                    Some(e) => &e.1,
+                    None => return false,
+                },
+                (Part::Index(i), Kind::Seq(items)) => match items.get(i) {
+                    Some(n) => n,
+                    None => return false,
+                },
+                _ => return false,
+            };
+        }
+        node.aliased
+    }
+
     /// The node at a path such as `clouds[1].hosts[0].address`.
     pub fn lookup(&self, path: &str) -> Option<&Node> {
         let mut node = self;
@@ -71,6 +96,73 @@ impl Node {
             };
         }
         Some(node)
+    }
+
+    /// Drops the value at `path` so that deserialization can go on past a
+    /// type error and report the next problem too: a map entry is removed (its
+    /// default applies), a list item becomes an empty mapping. `false` when
+    /// there is nothing to drop.
+    pub fn prune(&mut self, path: &str) -> bool {
+        let parts: Vec<Part> = path_parts(path).collect();
+        let Some((last, parents)) = parts.split_last() else {
+            return false;
+        };
+        let mut node = self;
+        for part in parents {
+            node = match (part, &mut node.kind) {
+                (Part::Key(k), Kind::Map(entries)) => match entries.iter_mut().find(|(key, _)| key.as_str() == Some(k))
+                {
+                    Some((_, v)) => v,
+                    None => return false,
+                },
+                (Part::Index(i), Kind::Seq(items)) => match items.get_mut(*i) {
+                    Some(n) => n,
+                    None => return false,
+                },
+                _ => return false,
+            };
+        }
+        match (last, &mut node.kind) {
+            (Part::Key(k), Kind::Map(entries)) => {
+                let before = entries.len();
+                entries.retain(|(key, _)| key.as_str() != Some(k));
+                entries.len() != before
+            }
+            (Part::Index(i), Kind::Seq(items)) => match items.get_mut(*i) {
+                Some(n) if !matches!(&n.kind, Kind::Map(e) if e.is_empty()) => {
+                    n.kind = Kind::Map(Vec::new());
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Every scalar and key with its path, depth first, for checks that
+    /// apply to all values alike.
+    pub fn visit_scalars<'a>(&'a self, path: &str, f: &mut impl FnMut(&str, &'a Node)) {
+        match &self.kind {
+            Kind::Scalar(..) => f(path, self),
+            Kind::Seq(items) => {
+                for (i, n) in items.iter().enumerate() {
+                    n.visit_scalars(&format!("{path}[{i}]"), f);
+                }
+            }
+            Kind::Map(entries) => {
+                for (k, v) in entries {
+                    let key = k.as_str().unwrap_or("?");
+                    let here = if path.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    f(&here, k);
+                    v.visit_scalars(&here, f);
+                }
+            }
+            Kind::Null => {}
+        }
     }
 
     /// The span of the deepest existing node along `path`: a missing field is
@@ -120,7 +212,8 @@ fn path_parts(path: &str) -> impl Iterator<Item = Part<'_>> {
 #[derive(Default)]
 struct Builder {
     stack: Vec<(Node, Option<Node>, usize)>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchor's node and how many nodes it holds.
+    anchors: HashMap<usize, (Node, usize)>,
     nodes: usize,
 }
 
@@ -158,11 +251,28 @@ impl Builder {
                     } else {
                         Kind::Scalar(text, plain)
                     };
-                    Some((Node { kind, span }, anchor))
+                    Some((
+                        Node {
+                            kind,
+                            span,
+                            aliased: false,
+                        },
+                        anchor,
+                    ))
                 }
                 Event::Alias(id) => {
-                    let node = self.anchors.get(&id).cloned().ok_or_else(|| err("unknown alias"))?;
-                    self.nodes += count(&node);
+                    // Counted before it is copied: a bomb is refused before it costs memory.
+                    let size = self
+                        .anchors
+                        .get(&id)
+                        .map(|(_, n)| *n)
+                        .ok_or_else(|| err("unknown alias"))?;
+                    self.nodes += size;
+                    if self.nodes > MAX_NODES {
+                        return Err(err("document too large (aliases expand to too many nodes)"));
+                    }
+                    let mut node = self.anchors[&id].0.clone();
+                    node.aliased = true;
                     Some((node, 0))
                 }
                 Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
@@ -174,7 +284,15 @@ impl Builder {
                     } else {
                         Kind::Map(Vec::new())
                     };
-                    self.stack.push((Node { kind, span }, None, anchor));
+                    self.stack.push((
+                        Node {
+                            kind,
+                            span,
+                            aliased: false,
+                        },
+                        None,
+                        anchor,
+                    ));
                     None
                 }
                 Event::SequenceEnd | Event::MappingEnd => {
@@ -185,7 +303,8 @@ impl Builder {
             };
             if let Some((node, anchor)) = done {
                 if anchor != 0 {
-                    self.anchors.insert(anchor, node.clone());
+                    let size = count(&node);
+                    self.anchors.insert(anchor, (node.clone(), size));
                 }
                 match self.stack.last_mut() {
                     None => root = Some(node),
@@ -203,6 +322,7 @@ impl Builder {
         Ok(root.unwrap_or(Node {
             kind: Kind::Map(Vec::new()),
             span: Span { line: 1, col: 1 },
+            aliased: false,
         }))
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::wal::{self, WalPos};
 use super::{format_lsn, Fleet};
+use crate::components::systemd::{self, Verb};
 use crate::components::{glb as glb_component, haproxy, patroni};
 use crate::deploy::{self, poll, state};
 use crate::design::{edit, Cloud, CloudStatus, Design};
@@ -349,8 +350,11 @@ impl Runner<'_> {
             };
             let files = self.renderer.glb_host(design, h, &self.secrets)?;
             r.install_file(pick(&files, &glb_component::CONFIG)).await?;
-            r.check("reloading the GLB", "systemctl reload-or-restart haproxy")
-                .await?;
+            r.check(
+                "reloading the GLB",
+                &systemd::unit_script(Verb::ReloadOrRestart, "haproxy"),
+            )
+            .await?;
         }
         // An external GLB is repointed by its command.
         if let Some(crate::design::Glb {
@@ -375,9 +379,12 @@ impl Runner<'_> {
                 };
                 let files = self.renderer.db_host(self.after, c, h, None, &self.secrets)?;
                 r.install_file(pick(&files, &haproxy::CONFIG)).await?;
-                r.check("reloading HAProxy", "systemctl reload-or-restart haproxy")
-                    .await
-                    .map(|_| ())
+                r.check(
+                    "reloading HAProxy",
+                    &systemd::unit_script(Verb::ReloadOrRestart, "haproxy"),
+                )
+                .await
+                .map(|_| ())
             });
         futures::future::try_join_all(jobs).await.map(|_| ())
     }

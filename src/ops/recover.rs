@@ -14,10 +14,12 @@ use serde::Serialize;
 
 use super::wal::{self, WalPos};
 use super::{format_lsn, Fleet};
+use crate::components::systemd::{self, Verb};
 use crate::components::{etcd, patroni};
 use crate::deploy::{confirm, poll};
 use crate::design::{Cloud, Design, Host};
 use crate::error::Usage;
+use crate::shell::quote;
 use crate::ui;
 
 /// 16 MiB, initdb's default, which pgha does not change.
@@ -190,7 +192,8 @@ async fn recover(
 
     let say = |n: usize, text: &str| eprintln!("step {n}: {text}");
     say(1, &steps[0]);
-    r.check("stopping Patroni", "systemctl stop patroni").await?;
+    r.check("stopping Patroni", &systemd::unit_script(Verb::Stop, "patroni"))
+        .await?;
 
     say(2, &steps[1]);
     repair_etcd(fleet, cloud, host).await?;
@@ -218,7 +221,8 @@ async fn recover(
     if reclone {
         fresh_copy(fleet, cloud, host, keep_aside).await?;
     } else {
-        r.check("starting Patroni", "systemctl start patroni").await?;
+        r.check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
+            .await?;
         if let Err(e) = wait_streaming(fleet, cloud, host, Duration::from_secs(60)).await {
             eprintln!("  the fast path did not converge ({e:#}); falling back to a fresh copy");
             fresh_copy(fleet, cloud, host, false).await?;
@@ -357,10 +361,7 @@ async fn read_history(fleet: &Fleet<'_>, host: &str, tli: u32) -> anyhow::Result
     if tli <= 1 {
         return Ok(Vec::new());
     }
-    let script = format!(
-        "cat {}/pg_wal/{tli:08X}.history 2>/dev/null || true",
-        fleet.design.platform.data_dir
-    );
+    let script = history_script(&fleet.design.platform.data_dir, tli);
     Ok(parse_history(
         &fleet.remote(host)?.check("reading timeline history", &script).await?,
     ))
@@ -385,16 +386,7 @@ async fn same_wal(
     if start >= upto {
         return Ok(Some(true));
     }
-    // A missing file is "cannot compare"; an empty range (the tip is the
-    // segment's first record) compares equal.
-    let script = format!(
-        "[ -f {d}/pg_wal/{seg} ] || {{ echo missing; exit 0; }}; runuser -u postgres -- {b}/pg_waldump -p {d}/pg_wal -t {tli} -s {s} -e {e} 2>/dev/null | sha256sum | cut -d' ' -f1",
-        d = p.data_dir,
-        b = p.bin_dir,
-        seg = segment_name(tli, start),
-        s = format_lsn(start),
-        e = format_lsn(upto)
-    );
+    let script = wal_records_hash_script(&p.data_dir, &p.bin_dir, tli, start, upto);
     let a = fleet.remote(node)?.check("reading WAL records", &script).await?;
     let b = fleet.remote(master)?.check("reading WAL records", &script).await?;
     if a.trim() == "missing" || b.trim() == "missing" {
@@ -417,27 +409,23 @@ async fn fresh_copy(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host, keep_aside: b
     if !led && cloud.is_primary() {
         bail!("{} has no running master to copy {} from", cloud.name, host.name);
     }
-    let aside = if keep_aside {
-        format!("mv {data} {data}.pgha-discarded-$(date +%s) && echo \"kept the old data in $(ls -d {data}.pgha-discarded-* | tail -1)\" >&2")
-    } else {
-        format!("rm -rf {data}")
-    };
     r.check(
         "removing the old data directory",
-        &format!("systemctl stop patroni && {aside}"),
+        &discard_data_script(data, keep_aside),
     )
     .await?;
     if !led {
         // Patroni only bootstraps a standby leader while the cluster has no
         // `initialize` key; with every member's data gone it would wait forever.
         let key = format!("{}{}/initialize", patroni::NAMESPACE, d.platform.name);
-        let del = format!(
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:{} del {key}",
-            d.etcd.client_port
-        );
-        r.check("letting Patroni bootstrap a standby leader", &del).await?;
+        r.check(
+            "letting Patroni bootstrap a standby leader",
+            &etcd::del_script(d.etcd.client_port, &key),
+        )
+        .await?;
     }
-    r.check("starting Patroni", "systemctl start patroni").await?;
+    r.check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
+        .await?;
     Ok(())
 }
 
@@ -452,11 +440,12 @@ async fn repair_etcd(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host) -> anyhow::R
         return Ok(());
     }
     eprintln!("  etcd on {} is unhealthy: restarting it", host.name);
-    r.check("restarting etcd", "systemctl restart --no-block etcd").await?;
+    r.check("restarting etcd", &systemd::unit_script(Verb::Restart, "etcd"))
+        .await?;
     if poll(Duration::from_secs(30), healthy).await.is_ok() {
         return Ok(());
     }
-    let peer = format!("http://{}:{}", host.address, d.etcd.peer_port);
+    let peer = etcd::peer_url(&host.address, d.etcd.peer_port);
     let other = cloud
         .hosts
         .iter()
@@ -473,11 +462,9 @@ async fn repair_etcd(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host) -> anyhow::R
         .map(str::trim);
     eprintln!("  re-adding {}'s etcd member", host.name);
     if let Some(id) = id {
-        let remove = format!(
-            "{} member remove {id}",
-            etcd::member_list_script(port).trim_end_matches(" member list")
-        );
-        other.check("removing the broken etcd member", &remove).await?;
+        other
+            .check("removing the broken etcd member", &etcd::member_remove_script(port, id))
+            .await?;
     }
     other
         .check(
@@ -486,24 +473,49 @@ async fn repair_etcd(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host) -> anyhow::R
         )
         .await?;
     let datadir = crate::components::etcd::data_dir(&d.platform.name);
-    let script = format!(
-        "systemctl stop etcd; rm -rf {datadir}; sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"existing\"/' {}; systemctl start --no-block etcd",
-        etcd::CONFIG.path
-    );
-    r.check("rejoining etcd", &script).await?;
+    r.check("rejoining etcd", &etcd::rejoin_script(&datadir)).await?;
     poll(Duration::from_secs(60), healthy)
         .await
         .context("etcd did not become healthy after re-adding the member")?;
     // Back to the canonical file: etcd ignores the initial-cluster settings now.
-    r.check(
-        "restoring the etcd config",
-        &format!(
-            "sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"new\"/' {}",
-            etcd::CONFIG.path
-        ),
-    )
-    .await?;
+    r.check("restoring the etcd config", &etcd::restore_state_new_script())
+        .await?;
     Ok(())
+}
+
+/// A host's timeline history file for `tli` (empty when absent).
+pub fn history_script(data_dir: &str, tli: u32) -> String {
+    format!(
+        "cat {} 2>/dev/null || true",
+        quote(&format!("{data_dir}/pg_wal/{tli:08X}.history"))
+    )
+}
+
+/// A hash of the WAL records on `tli` from `start` to `upto`, or `missing`
+/// when the segment holding `start` is gone (an empty range hashes equal).
+pub fn wal_records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u64, upto: u64) -> String {
+    format!(
+        "[ -f {seg} ] || {{ echo missing; exit 0; }}; runuser -u postgres -- {waldump} -p {wal} -t {tli} -s {s} -e {e} 2>/dev/null | sha256sum | cut -d' ' -f1",
+        seg = quote(&format!("{data_dir}/pg_wal/{}", segment_name(tli, start))),
+        waldump = quote(&format!("{bin_dir}/pg_waldump")),
+        wal = quote(&format!("{data_dir}/pg_wal")),
+        s = format_lsn(start),
+        e = format_lsn(upto)
+    )
+}
+
+/// Stops Patroni and removes the data directory, or keeps it aside as
+/// `<data_dir>.pgha-discarded-<unix time>` when it may hold commits.
+pub fn discard_data_script(data_dir: &str, keep_aside: bool) -> String {
+    let d = quote(data_dir);
+    if keep_aside {
+        let aside = quote(&format!("{data_dir}.pgha-discarded-"));
+        format!(
+            "systemctl stop patroni && a={aside}$(date +%s) && mv {d} \"$a\" && echo \"kept the old data in $a\" >&2"
+        )
+    } else {
+        format!("systemctl stop patroni && rm -rf {d}")
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +534,28 @@ mod tests {
     fn segment_names_match_postgres() {
         assert_eq!(segment_name(1, 0x0500_0028), "000000010000000000000005");
         assert_eq!(segment_name(3, (1 << 32) + 0x0100_0000), "000000030000000100000001");
+    }
+
+    #[test]
+    fn scripts_are_exact() {
+        assert_eq!(
+            history_script("/d", 2),
+            "cat /d/pg_wal/00000002.history 2>/dev/null || true"
+        );
+        assert_eq!(
+            wal_records_hash_script("/d", "/b", 2, 0x5000000, 0x5000100),
+            "[ -f /d/pg_wal/000000020000000000000005 ] || { echo missing; exit 0; }; runuser -u postgres -- /b/pg_waldump -p /d/pg_wal -t 2 -s 0/5000000 -e 0/5000100 2>/dev/null | sha256sum | cut -d' ' -f1"
+        );
+        assert_eq!(discard_data_script("/d", false), "systemctl stop patroni && rm -rf /d");
+        assert_eq!(
+            discard_data_script("/d", true),
+            "systemctl stop patroni && a=/d.pgha-discarded-$(date +%s) && mv /d \"$a\" && echo \"kept the old data in $a\" >&2"
+        );
+        // issue 8: `rm -rf {data}` ran whatever data_dir held.
+        assert_eq!(
+            discard_data_script("/var/lib/pg;touch${IFS}x;", false),
+            "systemctl stop patroni && rm -rf '/var/lib/pg;touch${IFS}x;'"
+        );
     }
 
     #[test]

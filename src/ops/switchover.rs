@@ -46,13 +46,7 @@ pub async fn run(design: &Design, to: Option<&str>, yes: bool) -> anyhow::Result
             cloud.name, leader.name, candidate.name, leader.name, candidate.name
         ))?;
         confirm("Switch over?", yes)?;
-        let script = format!(
-            "patronictl -c {} switchover {} --leader {} --candidate {} --force",
-            patroni::CONFIG.path,
-            design.platform.name,
-            leader.name,
-            candidate.name
-        );
+        let script = patroni::switchover_script(&design.platform.name, &leader.name, &candidate.name);
         fleet.remote(&leader.name)?.check("switching over", &script).await?;
         let started = std::time::Instant::now();
         poll(Duration::from_secs(60), || async {

@@ -2,6 +2,7 @@
 //! whether promoting, rewinding or re-cloning would lose committed data.
 
 use super::{parse_lsn, Fleet};
+use crate::shell::quote;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalPos {
@@ -14,6 +15,7 @@ pub struct WalPos {
 
 /// Reads the WAL position of a host whose PostgreSQL may be running or stopped.
 pub fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
+    let (data_dir, bin_dir) = (quote(data_dir), quote(bin_dir));
     format!(
         r#"D={data_dir}; B={bin_dir}
 q() {{ runuser -u postgres -- psql -p {port} -XAtq -c "$1" 2>/dev/null; }}
@@ -25,9 +27,9 @@ fi
 [ -f "$D/PG_VERSION" ] || {{ echo "no data directory" >&2; exit 3; }}
 # From the checkpoint record, not its REDO point: that record lies on the
 # checkpoint's timeline, while the REDO point may be in an older timeline's file.
-ckpt=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint location: *//p")
-tli=$($B/pg_controldata "$D" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
-last=$(runuser -u postgres -- $B/pg_waldump -p "$D/pg_wal" -t "$tli" -s "$ckpt" 2>/dev/null | tail -1 | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
+ckpt=$("$B/pg_controldata" "$D" | sed -n "s/^Latest checkpoint location: *//p")
+tli=$("$B/pg_controldata" "$D" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
+last=$(runuser -u postgres -- "$B/pg_waldump" -p "$D/pg_wal" -t "$tli" -s "$ckpt" 2>/dev/null | tail -1 | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
 echo "stopped ${{last:-$ckpt}} $tli"
 "#
     )
@@ -63,7 +65,9 @@ pub async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
 /// One line per commit: its time, as the DBA will want to know what is at stake.
 pub fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
     format!(
-        "runuser -u postgres -- {bin_dir}/pg_waldump -p {data_dir}/pg_wal -t {timeline} -s {} 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true",
+        "runuser -u postgres -- {} -p {} -t {timeline} -s {} 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true",
+        quote(&format!("{bin_dir}/pg_waldump")),
+        quote(&format!("{data_dir}/pg_wal")),
         super::format_lsn(from)
     )
 }
@@ -122,6 +126,15 @@ mod tests {
         );
         assert_eq!(parse_position("stopped 0/3000028 1").unwrap().mode, "stopped");
         assert!(parse_position("no data directory").is_err());
+    }
+
+    #[test]
+    fn scripts_quote_their_paths() {
+        assert_eq!(
+            commits_after_script("/var/lib/pg", "/usr/lib/postgresql/17/bin", 2, 0x5000000),
+            "runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_waldump -p /var/lib/pg/pg_wal -t 2 -s 0/5000000 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true"
+        );
+        assert!(position_script("/var/lib/pg x", "/b", 5432).starts_with("D='/var/lib/pg x'; B=/b\n"));
     }
 
     #[test]

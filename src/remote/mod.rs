@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::components::FileSpec;
 use crate::design::{Host, Ssh};
 use crate::render::RenderedFile;
+use crate::shell::quote;
 
 /// sshd allows 10 sessions per connection by default; stay under it.
 const MAX_SESSIONS_PER_HOST: usize = 8;
@@ -184,12 +185,26 @@ pub fn install_script(spec: &FileSpec) -> String {
     // A new directory is made world-traversable whatever the SSH session's
     // umask: services run as their own users (Patroni's fence as postgres).
     let dir = Path::new(path).parent().map_or("/".into(), |d| d.display().to_string());
+    let (qdir, qpath) = (quote(&dir), quote(path));
+    let template = quote(&format!("{dir}/.pgha.XXXXXX"));
+    let owner = quote(&format!("{owner}:{group}"));
+    // The check command is a constant of the spec, written as shell.
     let check = spec
         .check
-        .map(|c| format!("{c} \"$tmp\" || {{ rm -f \"$tmp\"; echo 'the new {path} was rejected; the old one stays' >&2; exit 1; }}\n"))
+        .map(|c| format!("{c} \"$tmp\" || {{ rm -f \"$tmp\"; echo 'the new file was rejected; the old one stays' >&2; exit 1; }}\n"))
         .unwrap_or_default();
     format!(
-        "set -e\n[ -d {dir} ] || install -d -m 755 {dir}\ntmp=$(mktemp {dir}/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner}:{group} \"$tmp\"\nchmod {mode:o} \"$tmp\"\n{check}mv -f \"$tmp\" {path}\n"
+        "set -e\n[ -d {qdir} ] || install -d -m 755 {qdir}\ntmp=$(mktemp {template})\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner} \"$tmp\"\nchmod {mode:o} \"$tmp\"\n{check}mv -f \"$tmp\" {qpath}\n"
+    )
+}
+
+/// Sets a managed file's owner, group and mode (its content is right).
+pub fn file_mode_script(spec: &FileSpec) -> String {
+    format!(
+        "chown {} {path} && chmod {:o} {path}",
+        quote(&format!("{}:{}", spec.owner, spec.group)),
+        spec.mode,
+        path = quote(spec.path)
     )
 }
 
@@ -319,6 +334,14 @@ mod tests {
         assert_eq!(
             install_script(&crate::components::patroni::CONFIG),
             "set -e\n[ -d /etc/patroni ] || install -d -m 755 /etc/patroni\ntmp=$(mktemp /etc/patroni/.pgha.XXXXXX)\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown postgres:postgres \"$tmp\"\nchmod 600 \"$tmp\"\nmv -f \"$tmp\" /etc/patroni/config.yml\n"
+        );
+    }
+
+    #[test]
+    fn file_mode_script_is_exact() {
+        assert_eq!(
+            file_mode_script(&crate::components::patroni::CONFIG),
+            "chown postgres:postgres /etc/patroni/config.yml && chmod 600 /etc/patroni/config.yml"
         );
     }
 

@@ -1,0 +1,85 @@
+//! systemd command lines, one pure builder each.
+
+use crate::shell::quote;
+
+/// What to do with a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    Enable,
+    Start,
+    Restart,
+    Reload,
+    ReloadOrRestart,
+    Stop,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Enable => "enable",
+            Verb::Start => "start",
+            Verb::Restart => "restart",
+            Verb::Reload => "reload",
+            Verb::ReloadOrRestart => "reload-or-restart",
+            Verb::Stop => "stop",
+        }
+    }
+}
+
+/// `systemctl VERB UNIT`. A start or restart that fails shows the unit's
+/// journal; etcd is started without waiting, because a new member waits for
+/// its peers (they are all started, then their health is awaited).
+pub(crate) fn unit_script(verb: Verb, unit: &str) -> String {
+    let u = quote(unit);
+    match verb {
+        Verb::Start | Verb::Restart => {
+            let no_block = if unit == "etcd" { "--no-block " } else { "" };
+            format!(
+                "systemctl {} {no_block}{u} || {{ journalctl -u {u} -n 20 --no-pager >&2; exit 1; }}",
+                verb.as_str()
+            )
+        }
+        Verb::Enable => format!("systemctl enable {u} 2>&1"),
+        _ => format!("systemctl {} {u}", verb.as_str()),
+    }
+}
+
+pub(crate) const DAEMON_RELOAD: &str = "systemctl daemon-reload";
+
+/// Stops and disables the distribution's own PostgreSQL cluster (its data
+/// stays) and marks it manual so that pg_ctlcluster leaves it alone.
+pub(crate) fn disable_distro_cluster_script(unit: &str, postgres_version: u32) -> String {
+    let u = quote(unit);
+    let conf = quote(&format!("/etc/postgresql/{postgres_version}/main/start.conf"));
+    format!(
+        "systemctl disable --now {u} 2>&1; f={conf}; [ -f \"$f\" ] && echo manual > \"$f\"; systemctl is-active --quiet {u} && exit 1 || exit 0"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_exact() {
+        assert_eq!(unit_script(Verb::Enable, "patroni"), "systemctl enable patroni 2>&1");
+        assert_eq!(
+            unit_script(Verb::Start, "patroni"),
+            "systemctl start patroni || { journalctl -u patroni -n 20 --no-pager >&2; exit 1; }"
+        );
+        assert_eq!(
+            unit_script(Verb::Restart, "etcd"),
+            "systemctl restart --no-block etcd || { journalctl -u etcd -n 20 --no-pager >&2; exit 1; }"
+        );
+        assert_eq!(unit_script(Verb::Reload, "haproxy"), "systemctl reload haproxy");
+        assert_eq!(
+            unit_script(Verb::ReloadOrRestart, "haproxy"),
+            "systemctl reload-or-restart haproxy"
+        );
+        assert_eq!(unit_script(Verb::Stop, "x y"), "systemctl stop 'x y'");
+        assert_eq!(
+            disable_distro_cluster_script("postgresql@17-main", 17),
+            "systemctl disable --now postgresql@17-main 2>&1; f=/etc/postgresql/17/main/start.conf; [ -f \"$f\" ] && echo manual > \"$f\"; systemctl is-active --quiet postgresql@17-main && exit 1 || exit 0"
+        );
+    }
+}

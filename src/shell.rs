@@ -1,0 +1,60 @@
+//! The one way a value enters a remote shell line: POSIX single quoting.
+//!
+//! Every interpolated value goes through [`quote`], validated or not, so a
+//! shape check that is too lenient never becomes a command injection.
+
+/// `s` as one literal shell word. Words made only of characters no shell
+/// treats specially stay bare, so command lines read as a person writes them
+/// (as Python's `shlex.quote` does).
+pub(crate) fn quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Every word quoted, joined with spaces.
+pub(crate) fn words<S: AsRef<str>>(items: &[S]) -> String {
+    items.iter().map(|s| quote(s.as_ref())).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_words_stay_bare_everything_else_is_single_quoted() {
+        assert_eq!(quote("/var/lib/postgresql/17/pgha"), "/var/lib/postgresql/17/pgha");
+        assert_eq!(quote("http://10.0.0.4:2380"), "http://10.0.0.4:2380");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("/var/lib/pg;touch${IFS}x;"), "'/var/lib/pg;touch${IFS}x;'");
+        assert_eq!(
+            quote("10.77.0.11';touch x;echo '"),
+            r"'10.77.0.11'\'';touch x;echo '\'''"
+        );
+        assert_eq!(words(&["a", "b c"]), "a 'b c'");
+    }
+
+    #[test]
+    fn a_quoted_word_is_one_literal_argument_to_a_real_shell() {
+        for s in [
+            "x';touch /tmp/pgha-pwned;'",
+            "$(id)",
+            "`id`",
+            "a\"b",
+            "new\nline",
+            "*",
+            "~root",
+            "!",
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+}
