@@ -92,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = cloud::Options {
                 yes: args.yes,
                 force: args.force,
+                dry_run: args.dry_run,
             };
             runtime()?.block_on(cloud::run(&design, &args.name, flip, &opts, cli.output))
         }
@@ -101,12 +102,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 yes: args.yes,
                 force: args.force,
                 reclone: args.reclone,
+                dry_run: args.dry_run,
             };
             runtime()?.block_on(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
         }
         Command::Switchover(args) => {
             let design = load(&cli)?;
-            runtime()?.block_on(crate::ops::switchover::run(&design, args.to.as_deref(), args.yes))
+            let opts = crate::ops::switchover::Options {
+                to: args.to.clone(),
+                yes: args.yes,
+                dry_run: args.dry_run,
+            };
+            runtime()?.block_on(crate::ops::switchover::run(&design, &opts, cli.output))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {

@@ -188,6 +188,9 @@ pub struct CloudArgs {
     /// Promote even if another host holds commits the new primary lacks.
     #[arg(long)]
     pub force: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +206,9 @@ pub struct RecoverArgs {
     /// Recover the current leader, or discard commits only this node holds (kept aside on disk).
     #[arg(long)]
     pub force: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -213,4 +219,7 @@ pub struct SwitchoverArgs {
     /// Answer yes to the confirmation (needed without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

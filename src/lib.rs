@@ -8,6 +8,7 @@ pub mod design;
 pub mod error;
 pub(crate) mod fsutil;
 pub mod lab;
+pub mod lock;
 pub mod ops;
 pub mod plan;
 pub mod remote;

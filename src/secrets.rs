@@ -61,6 +61,22 @@ impl Secrets {
         })
     }
 
+    /// `text` with every secret value replaced by `REDACTED`: for output
+    /// pgha shows but did not write itself.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in [
+            &self.superuser_password,
+            &self.replication_password,
+            &self.restapi_password,
+        ] {
+            if !s.is_empty() {
+                out = out.replace(s.as_str(), "REDACTED");
+            }
+        }
+        out
+    }
+
     pub fn for_templates(&self) -> TemplateSecrets<'_> {
         TemplateSecrets {
             superuser_password: &self.superuser_password,

@@ -161,6 +161,92 @@ fn deploy_end_to_end() {
     let after: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(&lab, a)).collect();
     assert_eq!(before, after, "a service was restarted");
 
+    // 9 (issue 8). The Patroni config (it holds passwords) made world-readable
+    // and given to root: deploy repairs owner and mode, restarting nothing.
+    let config = "/etc/patroni/config.yml";
+    lab.ssh_ok(SECONDARY[1], &format!("chmod 644 {config} && chown root:root {config}"));
+    let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 1, "{report}");
+    assert_eq!(
+        lab.ssh_ok(SECONDARY[1], &format!("stat -c '%U:%G:%a' {config}")),
+        "postgres:postgres:600"
+    );
+    let after_fix: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(&lab, a)).collect();
+    assert_eq!(after, after_fix, "fixing a mode restarted a service");
+
+    // 10 (issue 8). Locks. Another pgha on this machine holds the design's lock.
+    {
+        use std::io::Write;
+        use std::os::unix::io::AsRawFd;
+        let path = pgha::lock::local_path(&lab.design());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+        let holder = pgha::lock::Holder::me("cloud make-primary dc2");
+        f.set_len(0).unwrap();
+        writeln!(f, "{}", serde_json::to_string(&holder).unwrap()).unwrap();
+        let out = lab.pgha(&["deploy", "--yes"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is held by `pgha cloud make-primary dc2`"),
+            "{}",
+            stderr(&out)
+        );
+        let out = lab.pgha(&["switchover", "--yes"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
+    // An operator on another machine holds the cluster lock in dc1's etcd.
+    let value = pgha::remote::base64(
+        br#"{"user":"alice","host":"ops2","pid":4242,"command":"cloud make-primary dc2","since":0}"#,
+    )
+    .replace('\n', "");
+    let lease = lab.ssh_ok(
+        PRIMARY[0],
+        &format!(
+            "export ETCDCTL_API=3; id=$(etcdctl lease grant 120 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p'); \
+             etcdctl put /pgha/pgha-lab/pgha-lock {value} --lease=$id >/dev/null && echo $id"
+        ),
+    );
+    for args in [
+        &["deploy", "--yes"][..],
+        &["cloud", "make-primary", "dc2", "--yes"],
+        &["recover-node", "dc1-pg2", "--yes"],
+    ] {
+        let out = lab.pgha(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("by alice@ops2 (pid 4242)"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    lab.ssh_ok(PRIMARY[0], &format!("ETCDCTL_API=3 etcdctl lease revoke {lease}"));
+
+    // 11 (issue 8). Day-two commands speak JSON: the plan, then each step's outcome.
+    let out = lab.pgha(&["cloud", "make-primary", "dc2", "--dry-run", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["dry_run"].as_bool(), v["results"].as_array().map(Vec::len)),
+        (Some(true), Some(0)),
+        "{v}"
+    );
+    assert!(v["plan"].as_array().unwrap().len() > 3, "{v}");
+    let out = lab.pgha(&["switchover", "--yes", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 2, "{v}");
+    let out = lab.pgha(&["recover-node", "dc2-pg3", "--yes", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
     // 8. A second failover before the last replica followed the first: that
     // replica, still on the old timeline, must not be promoted. It would
     // start "timeline 2" again without the new master's commits (seen in the

@@ -61,6 +61,46 @@ pub fn member_remove_script(client_port: u16, id: &str) -> String {
     format!("{} member remove {}", etcdctl(client_port), quote(id))
 }
 
+/// Takes `key` for a new lease of `ttl` seconds unless someone holds it:
+/// prints `acquired LEASE`, or `held HOLDER` (the holder's JSON). The
+/// transaction is: compare, blank line, success ops, blank line, failure ops
+/// (none), blank line. The key
+/// comes from a validated cluster name and the value is base64, so neither
+/// can break out of etcdctl's transaction syntax; both are checked here too.
+pub fn lock_acquire_script(client_port: u16, key: &str, value_b64: &str, ttl: u64) -> String {
+    let plain = |s: &str, extra: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+    assert!(
+        plain(key, "/._-") && plain(value_b64, "+/="),
+        "lock key and value are plain"
+    );
+    format!(
+        "e() {{ {etcdctl} \"$@\"; }}\n\
+id=$(e lease grant {ttl} | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n\
+[ -n \"$id\" ] || {{ echo 'etcd granted no lease (no quorum?)' >&2; exit 1; }}\n\
+if e txn <<EOF | head -1 | grep -qx SUCCESS\n\
+create(\"{key}\") = \"0\"\n\
+\n\
+put {key} {value_b64} --lease=$id\n\
+\n\
+\n\
+EOF\n\
+then echo \"acquired $id\"\n\
+else e lease revoke \"$id\" >/dev/null 2>&1; echo \"held $(e get {key} --print-value-only | base64 -d 2>/dev/null)\"\n\
+fi\n",
+        etcdctl = etcdctl(client_port)
+    )
+}
+
+/// Renews a lease once.
+pub fn lease_keepalive_script(client_port: u16, lease: &str) -> String {
+    format!("{} lease keep-alive --once {}", etcdctl(client_port), quote(lease))
+}
+
+/// Ends a lease and every key bound to it.
+pub fn lease_revoke_script(client_port: u16, lease: &str) -> String {
+    format!("{} lease revoke {}", etcdctl(client_port), quote(lease))
+}
+
 /// Deletes one key.
 pub fn del_script(client_port: u16, key: &str) -> String {
     format!("{} del {}", etcdctl(client_port), quote(key))
@@ -126,6 +166,30 @@ mod tests {
         assert_eq!(
             rejoin_script("/var/lib/etcd/pgha-c"),
             "systemctl stop etcd; rm -rf /var/lib/etcd/pgha-c; sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"existing\"/' /etc/default/etcd; systemctl start --no-block etcd"
+        );
+        assert_eq!(
+            lock_acquire_script(2379, "/pgha/c/pgha-lock", "eyJ1Ijoicm9vdCJ9", 30),
+            "e() { ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s \"$@\"; }\n\
+id=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n\
+[ -n \"$id\" ] || { echo 'etcd granted no lease (no quorum?)' >&2; exit 1; }\n\
+if e txn <<EOF | head -1 | grep -qx SUCCESS\n\
+create(\"/pgha/c/pgha-lock\") = \"0\"\n\
+\n\
+put /pgha/c/pgha-lock eyJ1Ijoicm9vdCJ9 --lease=$id\n\
+\n\
+\n\
+EOF\n\
+then echo \"acquired $id\"\n\
+else e lease revoke \"$id\" >/dev/null 2>&1; echo \"held $(e get /pgha/c/pgha-lock --print-value-only | base64 -d 2>/dev/null)\"\n\
+fi\n"
+        );
+        assert_eq!(
+            lease_keepalive_script(2379, "694da21952c6e405"),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s lease keep-alive --once 694da21952c6e405"
+        );
+        assert_eq!(
+            lease_revoke_script(2379, "694da21952c6e405"),
+            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s lease revoke 694da21952c6e405"
         );
         assert_eq!(
             health_script(2379),

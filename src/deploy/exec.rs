@@ -166,7 +166,9 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
 async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work) -> anyhow::Result<()> {
     let d = ctx.design;
     match item {
-        Work::RunGlbCommand(command) => return crate::components::glb::run_external(d, command).await,
+        Work::RunGlbCommand(command) => {
+            return crate::components::glb::run_external(d, command, ctx.secrets).await;
+        }
         Work::PatchDynamicConfig(sets) => {
             ctx.remote(host)?
                 .check(

@@ -33,6 +33,40 @@ pub struct Options {
     pub dry_run: bool,
 }
 
+/// The cluster's primary cloud differs from the design's: a flip made by
+/// another operator (or with another copy of the design). Deploying would
+/// promote the design's primary next to the live one.
+fn refuse_stale_primary(design: &Design, clouds: &BTreeMap<String, CloudFacts>) -> anyhow::Result<()> {
+    let standby = |name: &str| {
+        clouds
+            .get(name)
+            .and_then(|f| f.dynamic_config.as_ref())
+            .map(|c| c.get("standby_cluster").is_some_and(|s| !s.is_null()))
+    };
+    let Some(primary) = design.primary_clouds().next() else {
+        return Ok(());
+    };
+    if standby(&primary.name) != Some(true) {
+        return Ok(());
+    }
+    if let Some(live) = design
+        .clouds
+        .iter()
+        .find(|c| !c.is_primary() && standby(&c.name) == Some(false))
+    {
+        bail!(
+            "the design says {} is primary, but {} is the cluster's primary cloud (its Patroni cluster is not a standby \
+             cluster, {}'s is): deploying would make two masters. Use the design that recorded the flip, or flip back \
+             with `pgha cloud make-primary {}`",
+            primary.name,
+            live.name,
+            primary.name,
+            primary.name
+        );
+    }
+    Ok(())
+}
+
 /// What a deploy did, for the summary and `--output json`.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -43,6 +77,8 @@ pub struct Report {
 
 /// Everything known before executing: connections, facts, rendered files, work.
 pub struct Prepared<'a> {
+    /// Held from before the facts were read until the run ends.
+    pub cluster_lock: Option<crate::lock::ClusterLock>,
     pub design: &'a Design,
     pub plan: Plan,
     pub remotes: BTreeMap<String, Remote>,
@@ -73,7 +109,12 @@ fn select<'a>(design: &'a Design, only: &[String]) -> anyhow::Result<(Vec<&'a Cl
     Ok((clouds, all || only.iter().any(|o| o == "glb")))
 }
 
-pub async fn prepare<'a>(design: &'a Design, opts: &Options) -> anyhow::Result<Prepared<'a>> {
+pub async fn prepare<'a>(
+    design: &'a Design,
+    opts: &Options,
+    session: &crate::lock::Session,
+) -> anyhow::Result<Prepared<'a>> {
+    state::refuse_unfinished_flip(design, None)?;
     let (clouds, with_glb) = select(design, &opts.only)?;
     let plan = Plan::for_clouds(design, &clouds, with_glb);
     let secrets = if opts.dry_run {
@@ -101,6 +142,21 @@ pub async fn prepare<'a>(design: &'a Design, opts: &Options) -> anyhow::Result<P
         return Err(remote::connect_errors(failed));
     }
     let remotes: BTreeMap<String, Remote> = connected.into_iter().map(|r| (r.name.clone(), r)).collect();
+    // Facts are read under the cluster lock: nobody changes what they describe meanwhile.
+    let cluster_lock = match session.cluster(design, &clouds, &remotes).await {
+        Ok(l) => Some(l),
+        Err(e) if e.downcast_ref::<crate::lock::Busy>().is_some() => {
+            for r in remotes.into_values() {
+                r.close().await;
+            }
+            return Err(e);
+        }
+        Err(e) => {
+            // A first deploy has no etcd yet; deploy is also what repairs it.
+            eprintln!("note: no cluster lock ({e:#}); only this machine's lock on the design protects this run");
+            None
+        }
+    };
 
     // Facts from every host at once.
     let db_script = facts::script(
@@ -139,6 +195,16 @@ pub async fn prepare<'a>(design: &'a Design, opts: &Options) -> anyhow::Result<P
         cloud_facts.insert(cloud.name.clone(), f);
     }
 
+    if let Err(e) = refuse_stale_primary(design, &cloud_facts) {
+        if let Some(l) = cluster_lock {
+            l.release().await;
+        }
+        for r in remotes.into_values() {
+            r.close().await;
+        }
+        return Err(e);
+    }
+
     let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();
     for (cloud, h) in &hosts {
         let rendered = match cloud {
@@ -157,6 +223,7 @@ pub async fn prepare<'a>(design: &'a Design, opts: &Options) -> anyhow::Result<P
         glb_applied: recorded.as_deref(),
     });
     Ok(Prepared {
+        cluster_lock,
         design,
         plan,
         remotes,
@@ -292,7 +359,8 @@ pub fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
 
 /// The whole command.
 pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    let p = prepare(design, opts).await?;
+    let session = crate::lock::Session::begin(design, "deploy")?;
+    let p = prepare(design, opts, &session).await?;
     let changes = p.work.iter().filter(|w| w.changes()).count();
     if output == ui::Output::Text {
         ui::print(&format!(
@@ -314,7 +382,9 @@ pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow:
         return Ok(());
     }
     if changes > 0 {
-        if let Err(e) = confirm(&format!("Apply {changes} step(s) with changes?"), opts.yes) {
+        let confirmed = confirm(&format!("Apply {changes} step(s) with changes?"), opts.yes)
+            .and_then(|_| session.ensure_unchanged(design));
+        if let Err(e) = confirmed {
             close(p).await;
             return Err(e);
         }
@@ -342,6 +412,9 @@ pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow:
 }
 
 async fn close(p: Prepared<'_>) {
+    if let Some(l) = p.cluster_lock {
+        l.release().await;
+    }
     for (_, r) in p.remotes {
         r.close().await;
     }

@@ -17,6 +17,51 @@ pub struct State {
     /// unreachable; the next deploy of that cloud applies them.
     #[serde(default)]
     pub pending: std::collections::BTreeMap<String, Vec<String>>,
+    /// A cloud flip that started and has not finished: recorded before it
+    /// touches a host, cleared when it is done. Running the same command
+    /// again finishes it; every other changing command refuses until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flip: Option<FlipIntent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlipIntent {
+    /// `make-primary` or `make-secondary`.
+    pub verb: String,
+    pub cloud: String,
+    /// Unix seconds.
+    pub since: u64,
+    /// The last step that completed.
+    #[serde(default)]
+    pub done_step: usize,
+}
+
+impl FlipIntent {
+    pub fn command(&self) -> String {
+        format!("pgha cloud {} {}", self.verb, self.cloud)
+    }
+}
+
+/// Refuses a changing command while a flip is half-done (unless it is that
+/// flip being run again).
+pub fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -> anyhow::Result<()> {
+    if let Some(f) = load(d)?.flip {
+        if except != Some((f.verb.as_str(), f.cloud.as_str())) {
+            anyhow::bail!(
+                "`{}` started and did not finish (step {} was the last done): run it again to finish it before \
+                 anything else changes the cluster",
+                f.command(),
+                f.done_step
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn record_flip(d: &Design, flip: Option<FlipIntent>) -> anyhow::Result<()> {
+    let mut s = load(d)?;
+    s.flip = flip;
+    save(d, &s)
 }
 
 pub fn path(d: &Design) -> PathBuf {
@@ -26,7 +71,12 @@ pub fn path(d: &Design) -> PathBuf {
 
 pub fn load(d: &Design) -> anyhow::Result<State> {
     match std::fs::read_to_string(path(d)) {
-        Ok(text) => serde_yaml::from_str(&text).with_context(|| format!("{} is damaged", path(d).display())),
+        Ok(text) => serde_yaml::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged: pgha writes it atomically, so something else changed it; fix or remove it",
+                path(d).display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path(d).display())),
     }

@@ -114,7 +114,11 @@ pub struct CloudFacts {
 }
 
 pub fn sha256(content: &str) -> String {
-    let d = Sha256::digest(content.as_bytes());
+    sha256_bytes(content.as_bytes())
+}
+
+pub fn sha256_bytes(content: &[u8]) -> String {
+    let d = Sha256::digest(content);
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -835,12 +835,12 @@ fn build_glb(cx: &mut Checker, root: &Node, base: &Path, raw: RawGlb, ssh: &Ssh,
             "the GLB has no fqdn",
             "add `fqdn: db.example.com`: the name clients connect to",
         );
-    } else if !shape::hostname(&fqdn) {
+    } else if shape::address(&fqdn).is_none() {
         cx.error(
             root,
             "glb.fqdn",
-            format!("`{fqdn}` is not a DNS name"),
-            "use a fully qualified name such as db.example.com",
+            format!("`{fqdn}` is not a DNS name or an address"),
+            "use a fully qualified name such as db.example.com (or the address clients use)",
         );
     }
     let kind = match (raw.kind.as_deref(), raw.hosts, raw.command) {

@@ -89,6 +89,7 @@ pub fn plan(
     name: &str,
     flip: Flip,
     reachable: &dyn Fn(&Cloud) -> bool,
+    resuming: bool,
 ) -> anyhow::Result<Vec<FlipStep>> {
     let target = design.cloud(name).ok_or_else(|| {
         let names: Vec<&str> = design.clouds.iter().map(|c| c.name.as_str()).collect();
@@ -97,6 +98,28 @@ pub fn plan(
     let file = design.path.display();
     let mut steps: Vec<(String, FlipAction)> = Vec::new();
     match flip {
+        // An interrupted flip that already recorded itself in the design:
+        // what is left is to route traffic and verify.
+        Flip::MakeSecondary if resuming && !target.is_primary() => {
+            steps.push((
+                "haproxy on every host: route to no master until a cloud is primary".into(),
+                FlipAction::Haproxy,
+            ));
+        }
+        Flip::MakePrimary if resuming && target.is_primary() => {
+            steps.push((
+                format!("haproxy on every host: route to {name}'s master"),
+                FlipAction::Haproxy,
+            ));
+            steps.push((
+                format!("GLB: forward to {name}'s HAProxy instances"),
+                FlipAction::GlbPoint,
+            ));
+            steps.push((
+                format!("verify: one master in {name}, the GLB routing to it"),
+                FlipAction::Verify { cloud: name.into() },
+            ));
+        }
         Flip::MakeSecondary => {
             if !target.is_primary() {
                 bail!(Usage(format!("cloud {name} is already secondary")));
@@ -218,30 +241,69 @@ pub fn plan_table(steps: &[FlipStep]) -> String {
 pub struct Options {
     pub yes: bool,
     pub force: bool,
+    pub dry_run: bool,
+}
+
+impl Flip {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Flip::MakePrimary => "make-primary",
+            Flip::MakeSecondary => "make-secondary",
+        }
+    }
 }
 
 pub async fn run(design: &Design, name: &str, flip: Flip, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let verb = flip.verb();
+    let command = format!("cloud {verb} {name}");
+    let session = crate::lock::Session::begin(design, &command)?;
+    let intent = state::load(design)?.flip;
+    state::refuse_unfinished_flip(design, Some((verb, name)))?;
+    let resuming = intent.is_some();
     let fleet = Fleet::connect(design, true).await;
-    let reachable = |c: &Cloud| fleet.cloud_reachable(c);
-    let steps = match plan(design, name, flip, &reachable) {
-        Ok(s) => s,
+    // The lock lives in the primary cloud's etcd, or, when that cloud is
+    // unreachable (a lost data center), in the etcd of the cloud this flip promotes.
+    let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().filter(|c| fleet.cloud_reachable(c)).collect();
+    lock_clouds.extend(design.cloud(name).filter(|c| !c.is_primary()));
+    let lock = match session.cluster(design, &lock_clouds, &fleet.remotes).await {
+        Ok(l) => l,
         Err(e) => {
             fleet.close().await;
             return Err(e);
         }
     };
-    let verb = if flip == Flip::MakePrimary {
-        "make-primary"
-    } else {
-        "make-secondary"
-    };
-    match output {
-        ui::Output::Json => ui::print_json(&steps)?,
-        ui::Output::Text => ui::print(&format!(
-            "Plan for `cloud {verb} {name}` ({} steps):\n{}",
+    let result = run_locked(&fleet, &session, name, flip, opts, output, resuming, intent).await;
+    lock.release().await;
+    fleet.close().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_locked(
+    fleet: &Fleet<'_>,
+    session: &crate::lock::Session,
+    name: &str,
+    flip: Flip,
+    opts: &Options,
+    output: ui::Output,
+    resuming: bool,
+    intent: Option<state::FlipIntent>,
+) -> anyhow::Result<()> {
+    let design = fleet.design;
+    let verb = flip.verb();
+    let command = format!("cloud {verb} {name}");
+    let reachable = |c: &Cloud| fleet.cloud_reachable(c);
+    let steps = plan(design, name, flip, &reachable, resuming)?;
+    if output == ui::Output::Text {
+        let resume = match &intent {
+            Some(f) => format!(" (finishing the run that stopped after step {})", f.done_step),
+            None => String::new(),
+        };
+        ui::print(&format!(
+            "Plan for `{command}`{resume} ({} steps):\n{}",
             steps.len(),
             plan_table(&steps)
-        ))?,
+        ))?;
     }
     for u in &fleet.unreachable {
         eprintln!(
@@ -249,39 +311,55 @@ pub async fn run(design: &Design, name: &str, flip: Flip, opts: &Options, output
             u.host, u.address
         );
     }
-    if let Err(e) = deploy::confirm(&format!("Run these {} steps?", steps.len()), opts.yes) {
-        fleet.close().await;
-        return Err(e);
+    let mut rec = super::report::Recorder::default();
+    if opts.dry_run {
+        return rec.print(output, &command, true, &steps);
     }
+    deploy::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
+    session.ensure_unchanged(design)?;
     let after = flipped(design, name, flip);
     let secrets = Secrets::load(&design.secrets_file)?
         .ok_or_else(|| anyhow!("no secrets file {}: deploy first", design.secrets_file.display()))?;
     let runner = Runner {
-        fleet: &fleet,
+        fleet,
         before: design,
         after: &after,
         renderer: Renderer::for_design(design)?,
         secrets,
         force: opts.force,
+        resuming,
     };
-    let started = std::time::Instant::now();
+    // The intent goes on record before any host changes: an interrupted flip
+    // is finished by running the same command, and nothing else runs meanwhile.
+    let mut record = intent.unwrap_or(state::FlipIntent {
+        verb: verb.to_string(),
+        cloud: name.to_string(),
+        since: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        done_step: 0,
+    });
+    state::record_flip(&after, Some(record.clone()))?;
     let mut result = Ok(());
     for s in &steps {
-        eprintln!(
-            "[{:>5.1} s] step {}: {}",
-            started.elapsed().as_secs_f64(),
-            s.number,
-            s.description
-        );
-        if let Err(e) = runner.step(&s.action).await {
-            result = Err(e.context(format!("step {} ({}) failed", s.number, s.description)));
+        rec.start(s.number, &s.description);
+        let done = rec.finish(runner.step(&s.action).await);
+        if let Err(e) = done {
+            result = Err(e.context(format!(
+                "step {} ({}) failed; run `pgha {command}` again to finish the flip",
+                s.number, s.description
+            )));
             break;
         }
+        record.done_step = s.number;
+        state::record_flip(&after, Some(record.clone()))?;
     }
-    fleet.close().await;
-    result?;
-    eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
-    Ok(())
+    if result.is_ok() {
+        state::record_flip(&after, None)?;
+        rec.note("done");
+    }
+    rec.print(output, &command, false, &steps)?;
+    result
 }
 
 struct Runner<'a> {
@@ -291,6 +369,9 @@ struct Runner<'a> {
     renderer: Renderer,
     secrets: Secrets,
     force: bool,
+    /// Finishing an interrupted run of this flip: steps it completed are
+    /// recognised as done.
+    resuming: bool,
 }
 
 impl Runner<'_> {
@@ -314,11 +395,32 @@ impl Runner<'_> {
                 }
                 self.set_standby(c, Some(follow)).await
             }
+            FlipAction::WaitCaughtUp { .. } | FlipAction::CheckNoDataLoss { .. }
+                if self.already_promoted(action).await =>
+            {
+                eprintln!("  the interrupted run already promoted the new cloud: this check was passed then");
+                Ok(())
+            }
             FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
             FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
             FlipAction::Promote { cloud } => self.promote(cloud).await,
             FlipAction::Verify { cloud } => self.verify(cloud).await,
         }
+    }
+
+    /// When finishing an interrupted flip: has it promoted the new cloud already?
+    async fn already_promoted(&self, action: &FlipAction) -> bool {
+        let (FlipAction::WaitCaughtUp { new, .. } | FlipAction::CheckNoDataLoss { new }) = action else {
+            return false;
+        };
+        if !self.resuming {
+            return false;
+        }
+        let Ok(cloud) = self.cloud(new) else { return false };
+        self.fleet
+            .cluster_view(cloud)
+            .await
+            .is_ok_and(|m| m.iter().any(|m| m.is_leader() && m.is_healthy()))
     }
 
     fn cloud(&self, name: &str) -> anyhow::Result<&Cloud> {
@@ -362,7 +464,7 @@ impl Runner<'_> {
             ..
         }) = &design.glb
         {
-            glb_component::run_external(design, command).await?;
+            glb_component::run_external(design, command, &self.secrets).await?;
         }
         Ok(())
     }
@@ -614,7 +716,7 @@ mod tests {
 
     #[test]
     fn make_secondary_is_the_seeds_four_steps() {
-        let steps = plan(&design(), "dc1", Flip::MakeSecondary, &|_| true).unwrap();
+        let steps = plan(&design(), "dc1", Flip::MakeSecondary, &|_| true, false).unwrap();
         assert_eq!(steps.len(), 4, "{:#?}", descriptions(&steps));
         assert!(matches!(steps[0].action, FlipAction::GlbDrain));
     }
@@ -623,7 +725,7 @@ mod tests {
     fn make_primary_after_make_secondary_is_the_seeds_seven_steps() {
         let mut d = design();
         d.clouds[0].status = CloudStatus::Secondary;
-        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true).unwrap();
+        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true, false).unwrap();
         assert_eq!(steps.len(), 7, "{:#?}", descriptions(&steps));
         assert!(matches!(steps[0].action, FlipAction::CheckNoDataLoss { .. }));
         assert!(matches!(steps[1].action, FlipAction::Promote { .. }));
@@ -631,7 +733,7 @@ mod tests {
 
     #[test]
     fn planned_switchover_fences_before_promoting() {
-        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|_| true).unwrap();
+        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|_| true, false).unwrap();
         let pos = |f: fn(&FlipAction) -> bool| steps.iter().position(|s| f(&s.action)).unwrap();
         let demote = pos(|a| matches!(a, FlipAction::Demote { .. }));
         let caught_up = pos(|a| matches!(a, FlipAction::WaitCaughtUp { .. }));
@@ -641,7 +743,7 @@ mod tests {
 
     #[test]
     fn make_primary_with_the_old_primary_lost_fences_it_then_promotes() {
-        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1").unwrap();
+        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1", false).unwrap();
         assert!(matches!(steps[0].action, FlipAction::GlbDrain));
         assert!(matches!(&steps[1].action, FlipAction::Demote { cloud, .. } if cloud == "dc1"));
         assert!(matches!(steps[2].action, FlipAction::CheckNoDataLoss { .. }));
@@ -653,8 +755,25 @@ mod tests {
 
     #[test]
     fn flips_of_the_wrong_cloud_are_usage_errors() {
-        assert!(plan(&design(), "dc2", Flip::MakeSecondary, &|_| true).is_err());
-        assert!(plan(&design(), "dc1", Flip::MakePrimary, &|_| true).is_err());
-        assert!(plan(&design(), "dc9", Flip::MakePrimary, &|_| true).is_err());
+        assert!(plan(&design(), "dc2", Flip::MakeSecondary, &|_| true, false).is_err());
+        assert!(plan(&design(), "dc1", Flip::MakePrimary, &|_| true, false).is_err());
+        assert!(plan(&design(), "dc9", Flip::MakePrimary, &|_| true, false).is_err());
+    }
+
+    #[test]
+    fn a_flip_interrupted_after_saving_the_design_finishes_with_routing_and_verify() {
+        let mut d = design();
+        d.clouds[0].status = CloudStatus::Secondary;
+        d.clouds[1].status = CloudStatus::Primary;
+        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true, true).unwrap();
+        let actions: Vec<&FlipAction> = steps.iter().map(|s| &s.action).collect();
+        assert!(matches!(
+            actions.as_slice(),
+            [FlipAction::Haproxy, FlipAction::GlbPoint, FlipAction::Verify { .. }]
+        ));
+        let steps = plan(&d, "dc1", Flip::MakeSecondary, &|_| true, true).unwrap();
+        assert!(matches!(steps[0].action, FlipAction::Haproxy));
+        // Not resuming: the same request is a usage error, as before.
+        assert!(plan(&d, "dc2", Flip::MakePrimary, &|_| true, false).is_err());
     }
 }

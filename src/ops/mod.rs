@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod recover;
+pub mod report;
 pub mod status;
 pub mod switchover;
 pub mod wal;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
+use super::report::{numbered, Recorder};
 use super::wal::{self, WalPos};
 use super::{format_lsn, Fleet};
 use crate::components::systemd::{self, Verb};
@@ -29,6 +30,7 @@ pub struct Options {
     pub yes: bool,
     pub force: bool,
     pub reclone: bool,
+    pub dry_run: bool,
 }
 
 /// What the WAL comparison found.
@@ -112,19 +114,42 @@ pub async fn run(design: &Design, host_name: &str, opts: &Options, output: ui::O
         ))),
         None => bail!(Usage(format!("no database host named `{host_name}` in the design"))),
     };
+    let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name))?;
+    crate::deploy::state::refuse_unfinished_flip(design, None)?;
     let fleet = Fleet::connect(design, false).await;
-    let result = recover(&fleet, cloud, host, opts, output).await;
+    let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
+    lock_clouds.push(cloud);
+    let lock = match session.cluster(design, &lock_clouds, &fleet.remotes).await {
+        Ok(l) => l,
+        Err(e) => {
+            fleet.close().await;
+            return Err(e);
+        }
+    };
+    let mut rec = Recorder::default();
+    let result = recover(&fleet, &session, cloud, host, opts, output, &mut rec).await;
+    let command = format!("recover-node {}", host.name);
+    let printed = match &result {
+        Ok(Some(plan)) => rec.print(output, &command, opts.dry_run, plan),
+        Ok(None) => Ok(()),
+        Err(_) if !rec.results.is_empty() => rec.print(output, &command, false, &Vec::<String>::new()),
+        Err(_) => Ok(()),
+    };
+    lock.release().await;
     fleet.close().await;
-    result
+    result.and(printed)
 }
 
+/// Runs the recovery; `Ok(Some(plan))` when a plan was made (for the report).
 async fn recover(
     fleet: &Fleet<'_>,
+    session: &crate::lock::Session,
     cloud: &Cloud,
     host: &Host,
     opts: &Options,
     output: ui::Output,
-) -> anyhow::Result<()> {
+    rec: &mut Recorder,
+) -> anyhow::Result<Option<Vec<String>>> {
     let d = fleet.design;
     let r = fleet
         .remote(&host.name)
@@ -141,10 +166,14 @@ async fn recover(
     }
     if let Some(m) = me.filter(|m| !m.is_leader() && !m.is_standby_leader() && m.is_healthy()) {
         if !opts.reclone {
-            return ui::print(&format!(
+            let text = format!(
                 "{} is already a healthy {} of {} ({}): nothing to do",
                 host.name, m.role, cloud.name, m.state
-            ));
+            );
+            return match output {
+                ui::Output::Text => ui::print(&text).map(|_| None),
+                ui::Output::Json => Ok(Some(Vec::new())),
+            };
         }
     }
     let primary = d
@@ -175,35 +204,69 @@ async fn recover(
         ),
         format!("wait until {} streams and show its lag", host.name),
     ];
+    let steps = steps.to_vec();
     if output == ui::Output::Text {
-        let lines: Vec<String> = steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{}. {s}", i + 1))
-            .collect();
-        ui::print(&format!(
-            "Plan for `recover-node {}` ({} steps):\n{}",
-            host.name,
-            steps.len(),
-            lines.join("\n")
-        ))?;
+        ui::print(&numbered(&format!("Plan for `recover-node {}`", host.name), &steps))?;
+    }
+    if opts.dry_run {
+        return Ok(Some(steps));
     }
     confirm("Recover this node?", opts.yes)?;
+    session.ensure_unchanged(fleet.design)?;
 
-    let say = |n: usize, text: &str| eprintln!("step {n}: {text}");
-    say(1, &steps[0]);
-    r.check("stopping Patroni", &systemd::unit_script(Verb::Stop, "patroni"))
-        .await?;
+    rec.start(1, &steps[0]);
+    let stopped = r
+        .check("stopping Patroni", &systemd::unit_script(Verb::Stop, "patroni"))
+        .await;
+    rec.finish(stopped)?;
 
-    say(2, &steps[1]);
-    repair_etcd(fleet, cloud, host).await?;
+    rec.start(2, &steps[1]);
+    rec.finish(repair_etcd(fleet, cloud, host).await)?;
 
-    say(3, &steps[2]);
-    let verdict = compare(fleet, host, &master).await?;
-    eprintln!("  verdict: {verdict:?}");
+    rec.start(3, &steps[2]);
+    let verdict = rec.finish(compare(fleet, host, &master).await)?;
+    rec.note(&format!("verdict: {verdict:?}"));
 
-    say(4, &steps[3]);
-    let reclone = match &verdict {
+    rec.start(4, &steps[3]);
+    let rejoined = rejoin(fleet, cloud, host, opts, &verdict).await;
+    let reclone = rec.finish(rejoined)?;
+
+    rec.start(5, &steps[4]);
+    let started = std::time::Instant::now();
+    let m = rec.finish(wait_streaming(fleet, cloud, host, Duration::from_secs(900)).await)?;
+    let lag = m
+        .lag
+        .as_ref()
+        .and_then(|l| l.as_u64())
+        .map_or("unknown".into(), |l| format!("{l} bytes"));
+    let text = format!(
+        "{} is a {} of {} again ({}, timeline {}, lag {lag}) after {:.1} s via {}",
+        host.name,
+        m.role,
+        cloud.name,
+        m.state,
+        m.timeline.unwrap_or_default(),
+        started.elapsed().as_secs_f64(),
+        if reclone { "a fresh copy" } else { "the fast path" }
+    );
+    match output {
+        ui::Output::Text => ui::print(&text)?,
+        ui::Output::Json => rec.note(&text),
+    }
+    Ok(Some(steps))
+}
+
+/// Step 4: the fast path or a fresh copy, as the verdict allows; says
+/// whether it copied afresh.
+async fn rejoin(
+    fleet: &Fleet<'_>,
+    cloud: &Cloud,
+    host: &Host,
+    opts: &Options,
+    verdict: &Verdict,
+) -> anyhow::Result<bool> {
+    let r = fleet.remote(&host.name)?;
+    let reclone = match verdict {
         Verdict::UniqueCommits(why) if !opts.force => {
             // Leave Patroni stopped: starting it could rewind the commits away.
             bail!(
@@ -217,35 +280,18 @@ async fn recover(
         Verdict::Contained | Verdict::Rewindable => opts.reclone,
     };
     let keep_aside = matches!(verdict, Verdict::UniqueCommits(_) | Verdict::Unprovable);
-    let started = std::time::Instant::now();
     if reclone {
         fresh_copy(fleet, cloud, host, keep_aside).await?;
-    } else {
-        r.check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
-            .await?;
-        if let Err(e) = wait_streaming(fleet, cloud, host, Duration::from_secs(60)).await {
-            eprintln!("  the fast path did not converge ({e:#}); falling back to a fresh copy");
-            fresh_copy(fleet, cloud, host, false).await?;
-        }
+        return Ok(true);
     }
-
-    say(5, &steps[4]);
-    let m = wait_streaming(fleet, cloud, host, Duration::from_secs(900)).await?;
-    let lag = m
-        .lag
-        .as_ref()
-        .and_then(|l| l.as_u64())
-        .map_or("unknown".into(), |l| format!("{l} bytes"));
-    ui::print(&format!(
-        "{} is a {} of {} again ({}, timeline {}, lag {lag}) after {:.1} s via {}",
-        host.name,
-        m.role,
-        cloud.name,
-        m.state,
-        m.timeline.unwrap_or_default(),
-        started.elapsed().as_secs_f64(),
-        if reclone { "a fresh copy" } else { "the fast path" }
-    ))
+    r.check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
+        .await?;
+    if let Err(e) = wait_streaming(fleet, cloud, host, Duration::from_secs(60)).await {
+        eprintln!("  the fast path did not converge ({e:#}); falling back to a fresh copy");
+        fresh_copy(fleet, cloud, host, false).await?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Waits until the node is a member in Patroni's view *and* its WAL receiver

@@ -1,0 +1,350 @@
+//! Locks every changing command takes: one local lock per design (a `flock`
+//! on a file next to it) and one cluster lock in etcd (a key bound to a
+//! lease, naming the holder). A second run is refused, naming the holder; a
+//! crashed holder's flock dies with its process and its lease expires.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::components::{etcd, patroni};
+use crate::design::Design;
+use crate::remote::Remote;
+
+/// The etcd lease's time to live: how long a crashed holder blocks others.
+pub(crate) const LEASE_TTL: u64 = 30;
+/// How often a live holder renews its lease: three chances per TTL.
+const RENEW_EVERY: Duration = Duration::from_secs(LEASE_TTL / 3);
+
+/// Who holds a lock, shown to whoever is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    pub user: String,
+    pub host: String,
+    pub pid: u32,
+    pub command: String,
+    /// Unix seconds.
+    pub since: u64,
+}
+
+impl Holder {
+    pub fn me(command: &str) -> Holder {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname NUL-terminates or truncates.
+        let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "?".into()
+        };
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            // SAFETY: getuid cannot fail.
+            .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
+        Holder {
+            user,
+            host,
+            pid: std::process::id(),
+            command: command.to_string(),
+            since: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        write!(
+            f,
+            "`pgha {}` by {}@{} (pid {}), for {} s",
+            self.command,
+            self.user,
+            self.host,
+            self.pid,
+            now.saturating_sub(self.since)
+        )
+    }
+}
+
+/// The lock is held by someone else: exit 1, naming them.
+#[derive(Debug)]
+pub struct Busy {
+    pub what: String,
+    pub holder: Option<Holder>,
+    pub hint: String,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.holder {
+            Some(h) => write!(f, "{} is held by {h}", self.what)?,
+            None => write!(f, "{} is held by another pgha", self.what)?,
+        }
+        write!(f, "\n  hint: {}", self.hint)
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// A `flock` on `.<design file name>.lock` beside the design (a symlinked
+/// design locks beside its target), released when dropped or when the
+/// process dies.
+pub struct LocalLock {
+    _file: std::fs::File,
+    pub path: PathBuf,
+}
+
+pub fn local_path(design: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(design).unwrap_or_else(|_| design.to_path_buf());
+    let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("pgha.yaml");
+    real.with_file_name(format!(".{name}.lock"))
+}
+
+impl LocalLock {
+    pub fn acquire(design: &Path, holder: &Holder) -> anyhow::Result<LocalLock> {
+        let path = local_path(design);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            bail!(Busy {
+                what: format!("the design {}", design.display()),
+                holder: serde_json::from_str(text.trim()).ok(),
+                hint: "wait for it to finish; a crashed pgha releases this lock when its process ends".into(),
+            });
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", serde_json::to_string(holder)?)?;
+        Ok(LocalLock { _file: file, path })
+    }
+}
+
+/// The cluster lock's key, under Patroni's namespace for the cluster.
+pub fn cluster_key(d: &Design) -> String {
+    format!("{}{}/pgha-lock", patroni::NAMESPACE, d.platform.name)
+}
+
+/// A lease-bound key in one cloud's etcd, renewed in the background.
+pub struct ClusterLock {
+    remote: Remote,
+    client_port: u16,
+    lease: String,
+    pub cloud: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+/// What the acquire script answered.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Acquired(String),
+    Held(Option<Holder>),
+}
+
+pub(crate) fn parse_answer(out: &str) -> anyhow::Result<Answer> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("acquired ") || l.starts_with("held"));
+    match line {
+        Some(l) if l.starts_with("acquired ") => {
+            let id = l["acquired ".len()..].trim();
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("etcd granted no usable lease: {l:?}");
+            }
+            Ok(Answer::Acquired(id.to_string()))
+        }
+        Some(l) => {
+            let json = l.strip_prefix("held").unwrap_or_default().trim();
+            Ok(Answer::Held(serde_json::from_str(json).ok()))
+        }
+        None => bail!("unexpected answer from etcd: {:?}", out.trim()),
+    }
+}
+
+impl ClusterLock {
+    /// Takes the lock in the etcd of `cloud`, through `remote` (a host of it).
+    pub async fn acquire(d: &Design, cloud: &str, remote: &Remote, holder: &Holder) -> anyhow::Result<ClusterLock> {
+        let port = d.etcd.client_port;
+        let value = crate::remote::base64(serde_json::to_string(holder)?.as_bytes()).replace('\n', "");
+        let script = etcd::lock_acquire_script(port, &cluster_key(d), &value, LEASE_TTL);
+        let out = remote.check("taking the cluster lock in etcd", &script).await?;
+        match parse_answer(&out)? {
+            Answer::Held(h) => bail!(Busy {
+                what: format!("the cluster {} (lock in {cloud}'s etcd)", d.platform.name),
+                holder: h,
+                hint: format!("wait for it to finish; a crashed holder's lock expires within {LEASE_TTL} s"),
+            }),
+            Answer::Acquired(lease) => {
+                let (r, l) = (remote.clone(), lease.clone());
+                let renew = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(RENEW_EVERY).await;
+                        let _ = r.run(&etcd::lease_keepalive_script(port, &l)).await;
+                    }
+                });
+                Ok(ClusterLock {
+                    remote: remote.clone(),
+                    client_port: port,
+                    lease,
+                    cloud: cloud.to_string(),
+                    renew,
+                })
+            }
+        }
+    }
+
+    /// Revokes the lease: the key goes with it.
+    pub async fn release(self) {
+        self.renew.abort();
+        let _ = self
+            .remote
+            .run(&etcd::lease_revoke_script(self.client_port, &self.lease))
+            .await;
+    }
+}
+
+/// Takes the cluster lock in the first cloud of `clouds` (in order) that has
+/// a connected host whose etcd answers.
+pub async fn cluster_in(
+    d: &Design,
+    clouds: &[&crate::design::Cloud],
+    remotes: &std::collections::BTreeMap<String, Remote>,
+    holder: &Holder,
+) -> anyhow::Result<ClusterLock> {
+    let mut last = anyhow!(
+        "no host of {} is reachable",
+        clouds.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    for cloud in clouds {
+        for h in &cloud.hosts {
+            let Some(r) = remotes.get(&h.name) else { continue };
+            match ClusterLock::acquire(d, &cloud.name, r, holder).await {
+                Ok(l) => return Ok(l),
+                Err(e) if e.downcast_ref::<Busy>().is_some() => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(last.context("cannot take the cluster lock in etcd"))
+}
+
+/// A digest of the design file and the state file as they are now: a
+/// command compares it after taking its locks with the one it planned from.
+pub fn inputs_digest(d: &Design) -> String {
+    let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+    let mut all = read(&d.path);
+    all.extend_from_slice(b"\0state\0");
+    all.extend_from_slice(&read(&crate::deploy::state::path(d)));
+    crate::deploy::work::sha256_bytes(&all)
+}
+
+/// Stops when the design or the state changed since `digest` was taken.
+pub fn ensure_unchanged(d: &Design, digest: &str) -> anyhow::Result<()> {
+    if inputs_digest(d) != digest {
+        bail!(
+            "{} or its state file changed while this command was planning (another pgha, or an edit): nothing was \
+             changed; run the command again to plan from what they say now",
+            d.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// What a changing command holds from its start: the local lock, who it is,
+/// and the digest of the design and state it plans from.
+pub struct Session {
+    pub holder: Holder,
+    digest: String,
+    _local: LocalLock,
+}
+
+impl Session {
+    /// Takes the local lock for `command` (as the user typed it, after `pgha`).
+    pub fn begin(d: &Design, command: &str) -> anyhow::Result<Session> {
+        let holder = Holder::me(command);
+        let local = LocalLock::acquire(&d.path, &holder)?;
+        // Read after the lock: what a finished holder wrote is what we plan from.
+        Ok(Session {
+            digest: inputs_digest(d),
+            holder,
+            _local: local,
+        })
+    }
+
+    /// Takes the cluster lock in the first of `clouds` whose etcd answers.
+    pub async fn cluster(
+        &self,
+        d: &Design,
+        clouds: &[&crate::design::Cloud],
+        remotes: &std::collections::BTreeMap<String, Remote>,
+    ) -> anyhow::Result<ClusterLock> {
+        cluster_in(d, clouds, remotes, &self.holder).await
+    }
+
+    /// Stops when the design or the state changed since the plan was made.
+    pub fn ensure_unchanged(&self, d: &Design) -> anyhow::Result<()> {
+        ensure_unchanged(d, &self.digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_local_lock_is_refused_naming_the_holder_and_freed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let design = dir.path().join("pgha.yaml");
+        std::fs::write(&design, "x").unwrap();
+        let first = LocalLock::acquire(&design, &Holder::me("deploy")).unwrap();
+        // flock is per open file description: a second open in this process conflicts too.
+        let e = LocalLock::acquire(&design, &Holder::me("cloud make-primary dc2"))
+            .err()
+            .unwrap();
+        let busy = e.downcast_ref::<Busy>().expect("a Busy error");
+        assert_eq!(busy.holder.as_ref().unwrap().command, "deploy");
+        assert!(e.to_string().contains("`pgha deploy` by"), "{e}");
+        drop(first);
+        LocalLock::acquire(&design, &Holder::me("deploy")).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_design_is_locked_beside_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real.yaml"), "x").unwrap();
+        std::os::unix::fs::symlink("real.yaml", dir.path().join("link.yaml")).unwrap();
+        assert_eq!(
+            local_path(&dir.path().join("link.yaml")),
+            std::fs::canonicalize(dir.path()).unwrap().join(".real.yaml.lock")
+        );
+    }
+
+    #[test]
+    fn etcd_answers_are_parsed() {
+        assert_eq!(
+            parse_answer("acquired 694da21952c6e405\n").unwrap(),
+            Answer::Acquired("694da21952c6e405".into())
+        );
+        let h = Holder::me("deploy");
+        let held = format!("held {}\n", serde_json::to_string(&h).unwrap());
+        assert_eq!(parse_answer(&held).unwrap(), Answer::Held(Some(h)));
+        assert_eq!(parse_answer("held \n").unwrap(), Answer::Held(None));
+        assert!(parse_answer("acquired ;rm\n").is_err());
+        assert!(parse_answer("Error: context deadline exceeded").is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! What every day-two changing command reports: its numbered plan, then the
+//! outcome of each step, drawn as plain timestamped lines on stderr while it
+//! runs and printed once as data (`--output json`) at the end.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::ui;
+
+/// One step's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub number: usize,
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The JSON document of a changing command: `{command, dry_run, plan, results, ok}`.
+#[derive(Debug, Serialize)]
+pub struct Report<'a, P: Serialize> {
+    pub command: &'a str,
+    pub dry_run: bool,
+    pub plan: &'a P,
+    pub results: Vec<StepResult>,
+    pub ok: bool,
+}
+
+/// Records step outcomes and draws progress in one style.
+pub struct Recorder {
+    started: Instant,
+    step: Option<(usize, Instant)>,
+    pub results: Vec<StepResult>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            started: Instant::now(),
+            step: None,
+            results: Vec::new(),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn start(&mut self, number: usize, description: &str) {
+        eprintln!(
+            "[{:>5.1} s] step {number}: {description}",
+            self.started.elapsed().as_secs_f64()
+        );
+        self.step = Some((number, Instant::now()));
+    }
+
+    /// Records the current step's outcome and passes the result on.
+    pub fn finish<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if let Some((number, at)) = self.step.take() {
+            self.results.push(StepResult {
+                number,
+                outcome: if result.is_ok() { "ok" } else { "failed" },
+                seconds: (at.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                detail: result.as_ref().err().map(|e| format!("{e:#}")),
+            });
+        }
+        result
+    }
+
+    pub fn note(&self, text: &str) {
+        eprintln!("[{:>5.1} s] {text}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// Prints the report as JSON when asked; text output was drawn already.
+    pub fn print<P: Serialize>(self, output: ui::Output, command: &str, dry_run: bool, plan: &P) -> anyhow::Result<()> {
+        if output == ui::Output::Json {
+            let ok = self.results.iter().all(|r| r.outcome == "ok");
+            ui::print_json(&Report {
+                command,
+                dry_run,
+                plan,
+                results: self.results,
+                ok,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Numbered lines: the text form of a plan.
+pub fn numbered(title: &str, steps: &[String]) -> String {
+    let lines: Vec<String> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}. {s}", i + 1))
+        .collect();
+    format!("{title} ({} steps):\n{}", steps.len(), lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_recorded_per_step() {
+        let mut r = Recorder::default();
+        r.start(1, "first");
+        r.finish(Ok::<_, anyhow::Error>(())).unwrap();
+        r.start(2, "second");
+        assert!(r.finish::<()>(Err(anyhow::anyhow!("boom"))).is_err());
+        assert_eq!(r.results.len(), 2);
+        assert_eq!(r.results[1].outcome, "failed");
+        assert_eq!(r.results[1].detail.as_deref(), Some("boom"));
+        let v = serde_json::to_value(Report {
+            command: "x",
+            dry_run: false,
+            plan: &vec!["a"],
+            results: r.results,
+            ok: false,
+        })
+        .unwrap();
+        assert_eq!(v["results"][0]["outcome"], "ok");
+        assert_eq!(v["plan"][0], "a");
+    }
+}
