@@ -437,8 +437,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_new_fence_drop_in_reloads_systemd_and_restarts_nothing() {
+    /// The governor work on dc1's first host when every service runs and each
+    /// managed file is as `file_fact` says (`None`: absent).
+    fn governor_work(file_fact: impl Fn(&RenderedFile) -> Option<super::super::facts::FileFact>) -> String {
         let d = design("");
         let plan = Plan::deployment(&d);
         let cloud = &d.clouds[0];
@@ -447,7 +448,6 @@ mod tests {
             .unwrap()
             .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
             .unwrap();
-        // Everything in place and running, except the drop-in.
         let running = super::super::facts::Service {
             active: "active".into(),
             enabled: "enabled".into(),
@@ -459,10 +459,7 @@ mod tests {
             ..Default::default()
         };
         for f in &rendered {
-            let s = &f.spec;
-            let fact = (*s != patroni::FENCE_UNIT)
-                .then(|| super::super::facts::FileFact::new(&sha256(&f.content), s.owner, s.group, s.mode));
-            facts.files.insert(f.spec.path.to_string(), fact);
+            facts.files.insert(f.spec.path.to_string(), file_fact(f));
         }
         let facts = BTreeMap::from([(host.name.clone(), facts)]);
         let files = BTreeMap::from([(host.name.clone(), rendered)]);
@@ -479,62 +476,42 @@ mod tests {
             .iter()
             .find(|s| s.action == Action::BootstrapLeader && s.hosts.contains(&host.name))
             .unwrap();
-        let work = host_work(&i, step, Some(cloud), &host.name);
+        host_work(&i, step, Some(cloud), &host.name).describe()
+    }
+
+    #[test]
+    fn a_new_fence_drop_in_reloads_systemd_and_restarts_nothing() {
+        // Everything in place and running, except the drop-in.
+        let work = governor_work(|f| {
+            let s = &f.spec;
+            (*s != patroni::FENCE_UNIT)
+                .then(|| super::super::facts::FileFact::new(&sha256(&f.content), s.owner, s.group, s.mode))
+        });
         assert_eq!(
-            work.describe(),
+            work,
             "write /etc/systemd/system/patroni.service.d/pgha-fence.conf, reload systemd units"
         );
     }
 
     #[test]
     fn issue_8_a_patroni_config_made_world_readable_is_repaired_without_a_reload() {
-        let d = design("");
-        let plan = Plan::deployment(&d);
-        let cloud = &d.clouds[0];
-        let host = &cloud.hosts[0];
-        let rendered = crate::render::Renderer::for_design(&d)
-            .unwrap()
-            .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
-            .unwrap();
-        let running = super::super::facts::Service {
-            active: "active".into(),
-            enabled: "enabled".into(),
-        };
-        let mut facts = HostFacts {
-            services: ["etcd", "patroni", "haproxy"]
-                .map(|s| (s.to_string(), running.clone()))
-                .into(),
-            ..Default::default()
-        };
-        for f in &rendered {
+        // `chmod 644 /etc/patroni/config.yml` and a wrong owner: same content.
+        let work = governor_work(|f| {
             let s = &f.spec;
-            // `chmod 644 /etc/patroni/config.yml` and a wrong owner: same content.
             let (owner, mode) = if *s == patroni::CONFIG {
                 ("root", 0o644)
             } else {
                 (s.owner, s.mode)
             };
-            let fact = super::super::facts::FileFact::new(&sha256(&f.content), owner, s.group, mode);
-            facts.files.insert(s.path.to_string(), Some(fact));
-        }
-        let facts = BTreeMap::from([(host.name.clone(), facts)]);
-        let files = BTreeMap::from([(host.name.clone(), rendered)]);
-        let i = Inputs {
-            design: &d,
-            plan: &plan,
-            facts: &facts,
-            cloud_facts: &BTreeMap::new(),
-            files: &files,
-            glb_applied: None,
-        };
-        let step = plan
-            .steps
-            .iter()
-            .find(|s| s.action == Action::BootstrapLeader && s.hosts.contains(&host.name))
-            .unwrap();
-        let work = host_work(&i, step, Some(cloud), &host.name);
+            Some(super::super::facts::FileFact::new(
+                &sha256(&f.content),
+                owner,
+                s.group,
+                mode,
+            ))
+        });
         assert_eq!(
-            work.describe(),
+            work,
             "set owner postgres:postgres and mode 600 on /etc/patroni/config.yml"
         );
     }

@@ -16,8 +16,8 @@ pub fn set_cloud_status(path: &Path, cloud: &str, status: CloudStatus) -> anyhow
     crate::fsutil::write_atomic(path, out.as_bytes(), 0o644)
 }
 
-/// Every cloud's status as the text says, in order.
-fn statuses(src: &str) -> anyhow::Result<Vec<(Option<String>, Option<String>)>> {
+/// The parsed text and its `clouds` list.
+fn parse_clouds(src: &str) -> anyhow::Result<(Node, Vec<Node>)> {
     let root = Node::parse(src).map_err(|e| anyhow!("{}:{}: {}", e.span.line, e.span.col, e.message))?;
     let Some(Node {
         kind: Kind::Seq(clouds),
@@ -26,6 +26,13 @@ fn statuses(src: &str) -> anyhow::Result<Vec<(Option<String>, Option<String>)>> 
     else {
         bail!("the design has no `clouds` list");
     };
+    let clouds = clouds.clone();
+    Ok((root, clouds))
+}
+
+/// Every cloud's status as the text says, in order.
+fn statuses(src: &str) -> anyhow::Result<Vec<(Option<String>, Option<String>)>> {
+    let (_, clouds) = parse_clouds(src)?;
     Ok(clouds
         .iter()
         .map(|c| {
@@ -64,14 +71,7 @@ pub fn with_cloud_status(src: &str, cloud: &str, status: CloudStatus) -> anyhow:
 }
 
 fn edit_status(src: &str, cloud: &str, status: CloudStatus) -> anyhow::Result<String> {
-    let root = Node::parse(src).map_err(|e| anyhow!("{}:{}: {}", e.span.line, e.span.col, e.message))?;
-    let Some(Node {
-        kind: Kind::Seq(clouds),
-        ..
-    }) = root.lookup("clouds")
-    else {
-        bail!("the design has no `clouds` list");
-    };
+    let (root, clouds) = parse_clouds(src)?;
     let i = clouds
         .iter()
         .position(|c| c.lookup("name").and_then(Node::as_str) == Some(cloud))
