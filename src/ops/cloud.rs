@@ -83,6 +83,27 @@ fn addresses(cloud: &Cloud) -> Vec<String> {
     cloud.hosts.iter().map(|h| h.address.clone()).collect()
 }
 
+/// HAProxy everywhere and the GLB point at `name`'s master.
+fn route_to(name: &str) -> [(String, FlipAction); 2] {
+    [
+        (
+            format!("haproxy on every host: route to {name}'s master"),
+            FlipAction::Haproxy,
+        ),
+        (
+            format!("GLB: forward to {name}'s HAProxy instances"),
+            FlipAction::GlbPoint,
+        ),
+    ]
+}
+
+fn verify_step(name: &str) -> (String, FlipAction) {
+    (
+        format!("verify: one master in {name}, the GLB routing to it"),
+        FlipAction::Verify { cloud: name.into() },
+    )
+}
+
 /// The numbered plan. Pure: the design, the target and which clouds answer.
 pub fn plan(
     design: &Design,
@@ -107,18 +128,8 @@ pub fn plan(
             ));
         }
         Flip::MakePrimary if resuming && target.is_primary() => {
-            steps.push((
-                format!("haproxy on every host: route to {name}'s master"),
-                FlipAction::Haproxy,
-            ));
-            steps.push((
-                format!("GLB: forward to {name}'s HAProxy instances"),
-                FlipAction::GlbPoint,
-            ));
-            steps.push((
-                format!("verify: one master in {name}, the GLB routing to it"),
-                FlipAction::Verify { cloud: name.into() },
-            ));
+            steps.extend(route_to(name));
+            steps.push(verify_step(name));
         }
         Flip::MakeSecondary => {
             if !target.is_primary() {
@@ -204,19 +215,9 @@ pub fn plan(
                     },
                 ));
             }
-            steps.push((
-                format!("haproxy on every host: route to {name}'s master"),
-                FlipAction::Haproxy,
-            ));
-            steps.push((
-                format!("GLB: forward to {name}'s HAProxy instances"),
-                FlipAction::GlbPoint,
-            ));
+            steps.extend(route_to(name));
             steps.push((format!("record {name} as primary in {file}"), FlipAction::SaveDesign));
-            steps.push((
-                format!("verify: one master in {name}, the GLB routing to it"),
-                FlipAction::Verify { cloud: name.into() },
-            ));
+            steps.push(verify_step(name));
         }
     }
     Ok(steps
