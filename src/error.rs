@@ -3,7 +3,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::design::yaml::Span;
+/// A 1-based line and column in the user's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+}
 
 /// Exit code for invalid input (design, arguments, refused confirmation).
 pub const EXIT_INVALID: u8 = 2;

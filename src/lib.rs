@@ -6,6 +6,7 @@ pub mod components;
 pub mod deploy;
 pub mod design;
 pub mod error;
+pub(crate) mod fleet;
 pub(crate) mod fsutil;
 pub mod lab;
 pub mod lock;
@@ -15,4 +16,8 @@ pub mod remote;
 pub mod render;
 pub mod secrets;
 pub(crate) mod shell;
+pub(crate) mod state;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod ui;
+pub(crate) mod wait;

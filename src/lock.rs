@@ -249,8 +249,8 @@ pub fn inputs_digest(d: &Design) -> String {
     let read = |p: &Path| std::fs::read(p).unwrap_or_default();
     let mut all = read(&d.path);
     all.extend_from_slice(b"\0state\0");
-    all.extend_from_slice(&read(&crate::deploy::state::path(d)));
-    crate::deploy::work::sha256_bytes(&all)
+    all.extend_from_slice(&read(&crate::state::path(d)));
+    crate::fsutil::sha256_hex(&all)
 }
 
 /// Stops when the design or the state changed since `digest` was taken.

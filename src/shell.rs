@@ -19,6 +19,12 @@ pub(crate) fn words<S: AsRef<str>>(items: &[S]) -> String {
     items.iter().map(|s| quote(s.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
+/// The last `n` lines of a command's output, for an error message.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,11 +57,11 @@ pub async fn run_external(d: &Design, command: &str, secrets: &Secrets) -> anyho
         bail!(
             "the external GLB command failed ({}): {}",
             out.status,
-            crate::remote::last_lines(&stderr, 8)
+            crate::shell::last_lines(&stderr, 8)
         );
     }
     let primary = d.primary_clouds().next();
-    crate::deploy::state::record_glb(d, primary.map(|c| c.name.as_str()))
+    crate::state::record_glb(d, primary.map(|c| c.name.as_str()))
 }
 
 #[cfg(test)]

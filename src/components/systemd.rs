@@ -14,7 +14,7 @@ pub(crate) enum Verb {
 }
 
 impl Verb {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verb::Enable => "enable",
             Verb::Start => "start",

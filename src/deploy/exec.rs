@@ -16,6 +16,7 @@ use crate::remote::Remote;
 use crate::render::{EtcdBootstrap, Renderer};
 use crate::secrets::Secrets;
 use crate::ui::progress::{emit, Event, Events, Outcome};
+use crate::wait::poll;
 
 pub struct Ctx<'a> {
     pub design: &'a Design,
@@ -292,28 +293,6 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
     r.install_file(crate::render::pick(&canonical, &etcd::CONFIG)).await
 }
 
-/// Polls `check` until it returns Ok(true) or the deadline passes; the last
-/// error is the cause reported.
-pub async fn poll<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    let mut last = anyhow!("condition not met");
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = e,
-        }
-        if Instant::now() >= deadline {
-            return Err(last.context(format!("gave up after {} s", limit.as_secs())));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     emit(
         &ctx.events,
@@ -336,7 +315,7 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Resul
 
 /// The cloud's Patroni cluster as one of its members sees it.
 pub async fn cluster_view(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
-    crate::ops::cluster_view(ctx.design, ctx.remotes, cloud).await
+    crate::fleet::cluster_view(ctx.design, ctx.remotes, cloud).await
 }
 
 /// Waits for the cloud's leader (`leader`) or for `hosts` to be healthy members.

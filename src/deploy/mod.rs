@@ -3,17 +3,15 @@
 
 mod exec;
 pub mod facts;
-pub mod state;
 pub mod work;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 
-pub use self::exec::{poll, HostResult};
+pub use self::exec::HostResult;
 use self::facts::HostFacts;
 use self::work::{CloudFacts, StepWork};
 use crate::components::{self, packages, patroni};
@@ -23,6 +21,8 @@ use crate::plan::Plan;
 use crate::remote::{self, Remote};
 use crate::render::{RenderedFile, Renderer};
 use crate::secrets::Secrets;
+use crate::state;
+use crate::ui::confirm;
 use crate::ui::{self, progress};
 
 #[derive(Debug, Clone, Default)]
@@ -109,10 +109,20 @@ fn select<'a>(design: &'a Design, only: &[String]) -> anyhow::Result<(Vec<&'a Cl
     Ok((clouds, all || only.iter().any(|o| o == "glb")))
 }
 
+/// How a command reaches its hosts: SSH, or a test's fakes.
+pub(crate) type Connector<'c> =
+    &'c (dyn Fn(Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<Remote>, Vec<remote::ConnectError>)> + Sync);
+
+/// Reaches hosts over SSH.
+pub(crate) fn ssh(hosts: Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<Remote>, Vec<remote::ConnectError>)> {
+    Box::pin(async move { remote::connect_all(&hosts, CONNECT_TIMEOUT).await })
+}
+
 pub async fn prepare<'a>(
     design: &'a Design,
     opts: &Options,
     session: &crate::lock::Session,
+    connect: Connector<'_>,
 ) -> anyhow::Result<Prepared<'a>> {
     state::refuse_unfinished_flip(design, None)?;
     let (clouds, with_glb) = select(design, &opts.only)?;
@@ -134,7 +144,7 @@ pub async fn prepare<'a>(
         hosts.extend(design.glb_hosts().iter().map(|h| (None, h)));
     }
     let plain: Vec<Host> = hosts.iter().map(|(_, h)| (*h).clone()).collect();
-    let (connected, failed) = remote::connect_all(&plain, CONNECT_TIMEOUT).await;
+    let (connected, failed) = connect(plain).await;
     if !failed.is_empty() {
         for r in connected {
             r.close().await;
@@ -292,27 +302,6 @@ pub fn work_table(work: &[StepWork]) -> String {
     t.to_string()
 }
 
-/// Asks before changing hosts: `--yes` answers; no terminal and no `--yes` refuses.
-pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
-    if yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!(Usage(
-            "refusing to change hosts without confirmation: no terminal to ask on; pass --yes".into()
-        ));
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    if matches!(line.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        bail!(Usage("not confirmed: nothing was changed".into()))
-    }
-}
-
 /// Executes prepared work step by step, stopping at the first failed step.
 pub async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) {
     let (events, monitor) = progress::monitor();
@@ -359,8 +348,18 @@ pub fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
 
 /// The whole command.
 pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    run_with(design, opts, output, &ssh).await
+}
+
+/// The whole command, reaching hosts through `connect`.
+pub(crate) async fn run_with(
+    design: &Design,
+    opts: &Options,
+    output: ui::Output,
+    connect: Connector<'_>,
+) -> anyhow::Result<()> {
     let session = crate::lock::Session::begin(design, "deploy")?;
-    let p = prepare(design, opts, &session).await?;
+    let p = prepare(design, opts, &session, connect).await?;
     let changes = p.work.iter().filter(|w| w.changes()).count();
     if output == ui::Output::Text {
         ui::print(&format!(
@@ -419,3 +418,7 @@ async fn close(p: Prepared<'_>) {
         r.close().await;
     }
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod runner_tests;

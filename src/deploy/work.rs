@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
 use super::facts::{distro_unit, HostFacts};
 use crate::components::{self, patroni, FileSpec};
 use crate::design::{Cloud, Design, GlbKind, Replication};
@@ -114,12 +112,7 @@ pub struct CloudFacts {
 }
 
 pub fn sha256(content: &str) -> String {
-    sha256_bytes(content.as_bytes())
-}
-
-pub fn sha256_bytes(content: &[u8]) -> String {
-    let d = Sha256::digest(content);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    crate::fsutil::sha256_hex(content.as_bytes())
 }
 
 /// Everything needed to decide.

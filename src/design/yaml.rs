@@ -18,12 +18,7 @@ const MAX_DEPTH: usize = 64;
 /// Aliases can multiply a small file into a huge tree ("billion laughs").
 const MAX_NODES: usize = 1_000_000;
 
-/// A 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub line: usize,
-    pub col: usize,
-}
+pub use crate::error::Span;
 
 #[derive(Debug, Clone)]
 pub enum Kind {

@@ -106,7 +106,7 @@ async fn build(variant: Variant, tag: &str) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         bail!(
             "debootstrap failed: {}\n  hint: see {}/rootfs/debootstrap/debootstrap.log",
-            crate::remote::last_lines(&String::from_utf8_lossy(&status.stderr), 5),
+            crate::shell::last_lines(&String::from_utf8_lossy(&status.stderr), 5),
             work.display()
         );
     }

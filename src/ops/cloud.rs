@@ -13,15 +13,16 @@ use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
 use super::wal::{self, WalPos};
-use super::{format_lsn, Fleet};
 use crate::components::systemd::{self, Verb};
 use crate::components::{glb as glb_component, haproxy, patroni};
-use crate::deploy::{self, poll, state};
 use crate::design::{edit, Cloud, CloudStatus, Design};
 use crate::error::Usage;
+use crate::fleet::{format_lsn, Fleet};
 use crate::render::{pick, Renderer};
 use crate::secrets::Secrets;
+use crate::state;
 use crate::ui;
+use crate::wait::poll;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -255,27 +256,34 @@ impl Flip {
 }
 
 pub async fn run(design: &Design, name: &str, flip: Flip, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let fleet = Fleet::connect(design, true).await;
+    let result = run_on(&fleet, name, flip, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// The flip on a connected fleet: locks, plan, confirmation, steps.
+pub(crate) async fn run_on(
+    fleet: &Fleet<'_>,
+    name: &str,
+    flip: Flip,
+    opts: &Options,
+    output: ui::Output,
+) -> anyhow::Result<()> {
+    let design = fleet.design;
     let verb = flip.verb();
     let command = format!("cloud {verb} {name}");
     let session = crate::lock::Session::begin(design, &command)?;
     let intent = state::load(design)?.flip;
     state::refuse_unfinished_flip(design, Some((verb, name)))?;
     let resuming = intent.is_some();
-    let fleet = Fleet::connect(design, true).await;
     // The lock lives in the primary cloud's etcd, or, when that cloud is
     // unreachable (a lost data center), in the etcd of the cloud this flip promotes.
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().filter(|c| fleet.cloud_reachable(c)).collect();
     lock_clouds.extend(design.cloud(name).filter(|c| !c.is_primary()));
-    let lock = match session.cluster(design, &lock_clouds, &fleet.remotes).await {
-        Ok(l) => l,
-        Err(e) => {
-            fleet.close().await;
-            return Err(e);
-        }
-    };
-    let result = run_locked(&fleet, &session, name, flip, opts, output, resuming, intent).await;
+    let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
+    let result = run_locked(fleet, &session, name, flip, opts, output, resuming, intent).await;
     lock.release().await;
-    fleet.close().await;
     result
 }
 
@@ -316,7 +324,7 @@ async fn run_locked(
     if opts.dry_run {
         return rec.print(output, &command, true, &steps);
     }
-    deploy::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
+    crate::ui::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
     session.ensure_unchanged(design)?;
     let after = flipped(design, name, flip);
     let secrets = Secrets::load(&design.secrets_file)?
@@ -778,3 +786,7 @@ mod tests {
         assert!(plan(&d, "dc2", Flip::MakePrimary, &|_| true, false).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "cloud_tests.rs"]
+mod runner_tests;

@@ -14,14 +14,15 @@ use serde::Serialize;
 
 use super::report::{numbered, Recorder};
 use super::wal::{self, WalPos};
-use super::{format_lsn, Fleet};
 use crate::components::systemd::{self, Verb};
 use crate::components::{etcd, patroni};
-use crate::deploy::{confirm, poll};
 use crate::design::{Cloud, Design, Host};
 use crate::error::Usage;
+use crate::fleet::{format_lsn, Fleet};
 use crate::shell::quote;
 use crate::ui;
+use crate::ui::confirm;
+use crate::wait::poll;
 
 /// 16 MiB, initdb's default, which pgha does not change.
 const WAL_SEGMENT: u64 = 16 << 20;
@@ -60,7 +61,7 @@ pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
         .filter_map(|l| {
             let mut w = l.split_whitespace();
             let tli = w.next()?.parse().ok()?;
-            let lsn = super::parse_lsn(w.next()?).ok()?;
+            let lsn = crate::fleet::parse_lsn(w.next()?).ok()?;
             Some((tli, lsn))
         })
         .collect()
@@ -114,20 +115,28 @@ pub async fn run(design: &Design, host_name: &str, opts: &Options, output: ui::O
         ))),
         None => bail!(Usage(format!("no database host named `{host_name}` in the design"))),
     };
-    let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name))?;
-    crate::deploy::state::refuse_unfinished_flip(design, None)?;
     let fleet = Fleet::connect(design, false).await;
+    let result = run_on(&fleet, cloud, host, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// The recovery on a connected fleet: locks, plan, confirmation, steps, report.
+pub(crate) async fn run_on(
+    fleet: &Fleet<'_>,
+    cloud: &Cloud,
+    host: &Host,
+    opts: &Options,
+    output: ui::Output,
+) -> anyhow::Result<()> {
+    let design = fleet.design;
+    let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name))?;
+    crate::state::refuse_unfinished_flip(design, None)?;
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
     lock_clouds.push(cloud);
-    let lock = match session.cluster(design, &lock_clouds, &fleet.remotes).await {
-        Ok(l) => l,
-        Err(e) => {
-            fleet.close().await;
-            return Err(e);
-        }
-    };
+    let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
     let mut rec = Recorder::default();
-    let result = recover(&fleet, &session, cloud, host, opts, output, &mut rec).await;
+    let result = recover(fleet, &session, cloud, host, opts, output, &mut rec).await;
     let command = format!("recover-node {}", host.name);
     let printed = match &result {
         Ok(Some(plan)) => rec.print(output, &command, opts.dry_run, plan),
@@ -136,7 +145,6 @@ pub async fn run(design: &Design, host_name: &str, opts: &Options, output: ui::O
         Err(_) => Ok(()),
     };
     lock.release().await;
-    fleet.close().await;
     result.and(printed)
 }
 
@@ -563,6 +571,10 @@ pub fn discard_data_script(data_dir: &str, keep_aside: bool) -> String {
         format!("systemctl stop patroni && rm -rf {d}")
     }
 }
+
+#[cfg(test)]
+#[path = "recover_tests.rs"]
+mod runner_tests;
 
 #[cfg(test)]
 mod tests {

@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
-use super::Fleet;
 use crate::components::{etcd, haproxy, patroni};
 use crate::design::Design;
+use crate::fleet::Fleet;
 use crate::ui;
 
 #[derive(Debug, Serialize)]

@@ -7,12 +7,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 use super::report::{numbered, Recorder};
-use super::Fleet;
 use crate::components::patroni;
-use crate::deploy::{confirm, poll, state};
-use crate::design::Design;
+use crate::design::{Cloud, Design};
 use crate::error::Usage;
+use crate::fleet::Fleet;
+use crate::state;
 use crate::ui;
+use crate::ui::confirm;
+use crate::wait::poll;
 
 pub struct Options {
     pub to: Option<String>,
@@ -34,16 +36,19 @@ pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow:
             )));
         }
     }
+    let fleet = Fleet::connect(design, false).await;
+    let result = run_on(&fleet, cloud, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// The switchover on a connected fleet: locks, plan, confirmation, steps.
+pub(crate) async fn run_on(fleet: &Fleet<'_>, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let design = fleet.design;
+    let to = opts.to.as_deref();
     let session = crate::lock::Session::begin(design, "switchover")?;
     state::refuse_unfinished_flip(design, None)?;
-    let fleet = Fleet::connect(design, false).await;
-    let lock = match session.cluster(design, &[cloud], &fleet.remotes).await {
-        Ok(l) => l,
-        Err(e) => {
-            fleet.close().await;
-            return Err(e);
-        }
-    };
+    let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
     let result = async {
         let members = fleet.cluster_view(cloud).await?;
         let leader = members
@@ -105,6 +110,44 @@ pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow:
     }
     .await;
     lock.release().await;
-    fleet.close().await;
     result
+}
+
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+    use crate::testkit::{Sim, THREE_CLOUDS};
+
+    async fn switchover(sim: &Sim, to: Option<&str>) -> anyhow::Result<()> {
+        let design = sim.design();
+        let fleet = sim.fleet(&design);
+        let cloud = design.primary_clouds().next().unwrap();
+        let opts = Options {
+            to: to.map(str::to_string),
+            yes: true,
+            dry_run: false,
+        };
+        run_on(&fleet, cloud, &opts, ui::Output::Json).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switches_to_the_named_replica_and_waits_for_it() {
+        let sim = Sim::new(THREE_CLOUDS);
+        switchover(&sim, Some("dc1-pg3")).await.unwrap();
+        assert_eq!(sim.world().writable_masters(), ["dc1-pg3"]);
+        assert!(sim.events().contains(&"dc1-pg1: switch over to dc1-pg3".to_string()));
+        assert!(sim.world().most_masters <= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_a_stopped_candidate_and_the_current_master() {
+        let sim = Sim::new(THREE_CLOUDS);
+        let e = switchover(&sim, Some("dc1-pg1")).await.unwrap_err();
+        assert!(e.downcast_ref::<Usage>().is_some(), "{e:#}");
+        sim.world().hosts.get_mut("dc1-pg2").unwrap().up = false;
+        let e = switchover(&sim, Some("dc1-pg2")).await.unwrap_err();
+        assert!(e.to_string().contains("not a running replica"), "{e}");
+        assert_eq!(sim.world().writable_masters(), ["dc1-pg1"]);
+        assert!(sim.world().lock.is_none());
+    }
 }

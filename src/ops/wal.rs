@@ -1,7 +1,7 @@
 //! Where a host's WAL ends and what lies beyond a point: the facts that decide
 //! whether promoting, rewinding or re-cloning would lose committed data.
 
-use super::{parse_lsn, Fleet};
+use crate::fleet::{parse_lsn, Fleet};
 use crate::shell::quote;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: 
         "runuser -u postgres -- {} -p {} -t {timeline} -s {} 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true",
         quote(&format!("{bin_dir}/pg_waldump")),
         quote(&format!("{data_dir}/pg_wal")),
-        super::format_lsn(from)
+        crate::fleet::format_lsn(from)
     )
 }
 

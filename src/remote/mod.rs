@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use futures::future::BoxFuture;
 use openssh::{KnownHosts, SessionBuilder, Stdio};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -16,18 +17,27 @@ use tokio::sync::Semaphore;
 use crate::components::FileSpec;
 use crate::design::{Host, Ssh};
 use crate::render::RenderedFile;
-use crate::shell::quote;
+use crate::shell::{last_lines, quote};
 
 /// sshd allows 10 sessions per connection by default; stay under it.
 const MAX_SESSIONS_PER_HOST: usize = 8;
+
+/// The host seam: everything pgha does to a host is a shell script, with
+/// optional input bytes. SSH is the real transport; tests script fakes.
+pub trait Transport: Send + Sync {
+    /// Runs `script` with `sh`; when `input` is given, the script reads it
+    /// from the file `$PGHA_INPUT` (private, removed afterwards).
+    fn run<'a>(&'a self, script: &'a str, input: Option<&'a [u8]>) -> BoxFuture<'a, anyhow::Result<Output>>;
+    /// Ends the connection once nothing else uses it.
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()>;
+}
 
 /// A connected host.
 #[derive(Clone)]
 pub struct Remote {
     pub name: String,
     pub address: String,
-    session: Arc<openssh::Session>,
-    slots: Arc<Semaphore>,
+    transport: Arc<dyn Transport>,
 }
 
 /// What a remote command left behind.
@@ -65,49 +75,31 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
-impl Remote {
-    pub async fn connect(host: &Host, timeout: Duration) -> Result<Remote, ConnectError> {
-        let ssh = &host.ssh;
-        let mut b = SessionBuilder::default();
-        b.user(ssh.user.clone())
-            .port(ssh.port)
-            .known_hosts_check(KnownHosts::Strict)
-            .connect_timeout(timeout)
-            .server_alive_interval(Duration::from_secs(5));
-        if let Some(key) = &ssh.identity_file {
-            b.keyfile(key);
-        }
-        if let Some(kh) = &ssh.known_hosts {
-            b.user_known_hosts_file(kh);
-        }
-        let session = b.connect(&host.address).await.map_err(|e| explain(host, ssh, e))?;
-        Ok(Remote {
-            name: host.name.clone(),
-            address: host.address.clone(),
-            session: Arc::new(session),
-            slots: Arc::new(Semaphore::new(MAX_SESSIONS_PER_HOST)),
+/// One multiplexed SSH connection (a control master) to a host.
+struct SshTransport {
+    name: String,
+    session: openssh::Session,
+    slots: Semaphore,
+}
+
+impl Transport for SshTransport {
+    fn run<'a>(&'a self, script: &'a str, input: Option<&'a [u8]>) -> BoxFuture<'a, anyhow::Result<Output>> {
+        Box::pin(self.run_ssh(script, input))
+    }
+
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Ok(t) = Arc::try_unwrap(self) {
+                let _ = t.session.close().await;
+            }
         })
     }
+}
 
-    /// Runs a shell script, given on stdin to `sh -s`.
-    pub async fn run(&self, script: &str) -> anyhow::Result<Output> {
-        self.run_with_input(script, None).await
-    }
-
-    /// Runs `script`; when `input` is given, the script reads it from the
-    /// file `$PGHA_INPUT` (a private temporary file, removed afterwards).
-    pub async fn run_with_input(&self, script: &str, input: Option<&[u8]>) -> anyhow::Result<Output> {
+impl SshTransport {
+    async fn run_ssh(&self, script: &str, input: Option<&[u8]>) -> anyhow::Result<Output> {
         let _slot = self.slots.acquire().await.expect("semaphore is never closed");
-        let full = match input {
-            None => script.to_string(),
-            Some(data) => {
-                // Here-doc of base64: binary-safe, and the data never touches argv.
-                let encoded = base64(data);
-                format!(
-                    "set -e\numask 077\nPGHA_INPUT=$(mktemp)\ntrap 'rm -f \"$PGHA_INPUT\"' EXIT\nbase64 -d > \"$PGHA_INPUT\" <<'PGHA_EOF'\n{encoded}\nPGHA_EOF\nset +e\n{script}\n"
-                )
-            }
-        };
+        let full = with_input(script, input);
         let mut child = self
             .session
             .command("sh")
@@ -134,6 +126,63 @@ impl Remote {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+}
+
+/// The script `sh -s` receives: `input`, if any, as a base64 here-document
+/// into `$PGHA_INPUT` (binary-safe, never in argv), then `script`.
+pub fn with_input(script: &str, input: Option<&[u8]>) -> String {
+    match input {
+        None => script.to_string(),
+        Some(data) => format!(
+            "set -e\numask 077\nPGHA_INPUT=$(mktemp)\ntrap 'rm -f \"$PGHA_INPUT\"' EXIT\nbase64 -d > \"$PGHA_INPUT\" <<'PGHA_EOF'\n{}\nPGHA_EOF\nset +e\n{script}\n",
+            base64(data)
+        ),
+    }
+}
+
+impl Remote {
+    pub async fn connect(host: &Host, timeout: Duration) -> Result<Remote, ConnectError> {
+        let ssh = &host.ssh;
+        let mut b = SessionBuilder::default();
+        b.user(ssh.user.clone())
+            .port(ssh.port)
+            .known_hosts_check(KnownHosts::Strict)
+            .connect_timeout(timeout)
+            .server_alive_interval(Duration::from_secs(5));
+        if let Some(key) = &ssh.identity_file {
+            b.keyfile(key);
+        }
+        if let Some(kh) = &ssh.known_hosts {
+            b.user_known_hosts_file(kh);
+        }
+        let session = b.connect(&host.address).await.map_err(|e| explain(host, ssh, e))?;
+        let transport = SshTransport {
+            name: host.name.clone(),
+            session,
+            slots: Semaphore::new(MAX_SESSIONS_PER_HOST),
+        };
+        Ok(Remote::over(&host.name, &host.address, Arc::new(transport)))
+    }
+
+    /// A host reached through `transport` (SSH, or a test's fake).
+    pub fn over(name: &str, address: &str, transport: Arc<dyn Transport>) -> Remote {
+        Remote {
+            name: name.to_string(),
+            address: address.to_string(),
+            transport,
+        }
+    }
+
+    /// Runs a shell script, given on stdin to `sh -s`.
+    pub async fn run(&self, script: &str) -> anyhow::Result<Output> {
+        self.transport.run(script, None).await
+    }
+
+    /// Runs `script`; when `input` is given, the script reads it from the
+    /// file `$PGHA_INPUT` (a private temporary file, removed afterwards).
+    pub async fn run_with_input(&self, script: &str, input: Option<&[u8]>) -> anyhow::Result<Output> {
+        self.transport.run(script, input).await
     }
 
     /// Runs `script` and fails, naming the host and quoting stderr, unless it exits 0.
@@ -167,9 +216,7 @@ impl Remote {
     }
 
     pub async fn close(self) {
-        if let Ok(session) = Arc::try_unwrap(self.session) {
-            let _ = session.close().await;
-        }
+        self.transport.close().await;
     }
 }
 
@@ -206,11 +253,6 @@ pub fn file_mode_script(spec: &FileSpec) -> String {
         spec.mode,
         path = quote(spec.path)
     )
-}
-
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.trim().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn explain(host: &Host, ssh: &Ssh, err: openssh::Error) -> ConnectError {

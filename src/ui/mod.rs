@@ -1,14 +1,16 @@
 //! Everything users read: tables, JSON, problems. Commands build data and
 //! hand it here.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::bail;
 
 pub mod progress;
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::error::Problem;
+use crate::error::{Problem, Usage};
 use crate::plan::Plan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,5 +72,26 @@ pub fn print(text: &str) -> anyhow::Result<()> {
 pub fn print_warnings(warnings: &[Problem]) {
     for w in warnings {
         eprintln!("{w}");
+    }
+}
+
+/// Asks before changing hosts: `--yes` answers; no terminal and no `--yes` refuses.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(Usage(
+            "refusing to change hosts without confirmation: no terminal to ask on; pass --yes".into()
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!(Usage("not confirmed: nothing was changed".into()))
     }
 }

@@ -1,0 +1,126 @@
+//! deploy against a fake fleet: a converged cluster is only read, drift is
+//! repaired with the least change (and verified), a stale design is refused.
+
+use super::*;
+use crate::components::haproxy;
+use crate::testkit::{Sim, THREE_CLOUDS};
+
+fn yes() -> Options {
+    Options {
+        only: Vec::new(),
+        yes: true,
+        dry_run: false,
+    }
+}
+
+async fn deploy(sim: &Sim) -> anyhow::Result<()> {
+    let design = sim.design();
+    let connect = sim.connector();
+    run_with(&design, &yes(), ui::Output::Json, &connect).await
+}
+
+/// Events that change a host (everything but reads, health checks and the lock).
+fn changes(sim: &Sim) -> Vec<String> {
+    sim.events()
+        .into_iter()
+        .filter(|e| {
+            let what = e.split_once(": ").map_or("", |(_, w)| w);
+            !(what.starts_with("read ") || what == "etcd health" || what.contains("lock"))
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_converged_cluster_is_only_read() {
+    let sim = Sim::new(THREE_CLOUDS);
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    let e = sim.events();
+    assert_eq!(e[0], "dc1-pg1: lock", "facts are read under the lock: {e:#?}");
+    assert!(e.iter().any(|x| x == "glb1: read stats"), "the GLB is verified: {e:#?}");
+    assert!(e.iter().any(|x| x == "dc3-pg3: read stats"), "every cloud is verified");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_world_readable_patroni_config_gets_its_mode_back_without_a_restart() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world()
+        .hosts
+        .get_mut("dc2-pg2")
+        .unwrap()
+        .meta
+        .insert(patroni::CONFIG.path.into(), "root:root:644".into());
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), ["dc2-pg2: chown+chmod /etc/patroni/config.yml"]);
+    assert_eq!(
+        sim.world().hosts["dc2-pg2"].meta[patroni::CONFIG.path],
+        "postgres:postgres:600"
+    );
+    sim.world().log.clear();
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), Vec::<String>::new(), "the next deploy changes nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_edited_haproxy_config_is_rewritten_reloaded_then_verified() {
+    let sim = Sim::new(THREE_CLOUDS);
+    {
+        let mut w = sim.world();
+        let h = w.hosts.get_mut("dc3-pg1").unwrap();
+        let cfg = h.files[haproxy::CONFIG.path].replace("maxconn 1000", "maxconn 7");
+        h.files.insert(haproxy::CONFIG.path.into(), cfg.clone());
+        h.active_haproxy = cfg;
+    }
+    deploy(&sim).await.unwrap();
+    assert_eq!(
+        changes(&sim),
+        ["dc3-pg1: install /etc/haproxy/haproxy.cfg", "dc3-pg1: reload haproxy"]
+    );
+    let e = sim.events();
+    let reload = e.iter().position(|x| x == "dc3-pg1: reload haproxy").unwrap();
+    assert!(
+        e[reload..].iter().any(|x| x == "dc3-pg1: read stats"),
+        "verified after the change: {e:#?}"
+    );
+    assert!(sim.world().hosts["dc3-pg1"].active_haproxy.contains("maxconn 1000"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_design_that_missed_a_flip_is_refused_before_any_change() {
+    let sim = Sim::new(THREE_CLOUDS);
+    {
+        // Another operator made dc2 primary with another copy of the design.
+        let mut w = sim.world();
+        w.clouds.get_mut("dc1").unwrap().standby_of = Some("dc2".into());
+        w.clouds.get_mut("dc2").unwrap().standby_of = None;
+        w.clouds.get_mut("dc3").unwrap().standby_of = Some("dc2".into());
+    }
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(e.contains("deploying would make two masters"), "{e}");
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+    assert!(sim.world().lock.is_none(), "the lock is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unfinished_flip_blocks_deploy() {
+    let sim = Sim::new(THREE_CLOUDS);
+    let design = sim.design();
+    state::record_flip(
+        &design,
+        Some(state::FlipIntent {
+            verb: "make-primary".into(),
+            cloud: "dc2".into(),
+            since: 0,
+            done_step: 2,
+        }),
+    )
+    .unwrap();
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(e.contains("pgha cloud make-primary dc2"), "{e}");
+    assert!(
+        sim.events().is_empty(),
+        "no host was even contacted: {:#?}",
+        sim.events()
+    );
+}

@@ -1,0 +1,216 @@
+//! The flip runner against a fake fleet: step order, refusals, the lock, and
+//! a flip killed at every call then run again.
+
+use super::*;
+use crate::testkit::{CrashWhen, Sim, THREE_CLOUDS};
+
+const YES: Options = Options {
+    yes: true,
+    force: false,
+    dry_run: false,
+};
+
+async fn flip(sim: &Sim, name: &str, flip: Flip) -> anyhow::Result<()> {
+    let design = sim.design();
+    let fleet = sim.fleet(&design);
+    run_on(&fleet, name, flip, &YES, ui::Output::Json).await
+}
+
+fn position(events: &[String], what: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e.ends_with(what))
+        .unwrap_or_else(|| panic!("no `{what}` in {events:#?}"))
+}
+
+/// The end every flip to `cloud` must reach, in the hosts and in the files.
+fn assert_serving(sim: &Sim, cloud: &str) {
+    let design = sim.design();
+    let w = sim.world();
+    let leader = format!("{cloud}-pg1");
+    assert_eq!(w.writable_masters(), [leader], "one master, in {cloud}");
+    assert!(w.most_masters <= 1, "two writable masters at some point");
+    for c in &design.clouds {
+        assert_eq!(c.is_primary(), c.name == cloud, "design status of {}", c.name);
+        let sim_cloud = &w.clouds[&c.name];
+        if c.name != cloud {
+            assert_eq!(
+                sim_cloud.standby_of.as_deref(),
+                Some(cloud),
+                "{} follows {cloud}",
+                c.name
+            );
+        }
+    }
+    let target: Vec<String> = design
+        .cloud(cloud)
+        .unwrap()
+        .hosts
+        .iter()
+        .map(|h| h.name.clone())
+        .collect();
+    for h in design.clouds.iter().flat_map(|c| &c.hosts) {
+        assert_eq!(w.routed(&h.name, "sim-primary"), target, "HAProxy on {}", h.name);
+    }
+    assert_eq!(w.routed("glb1", "sim-glb"), target, "the GLB");
+    let state = state::load(&design).unwrap();
+    assert!(state.flip.is_none(), "the flip is finished: {:?}", state.flip);
+    assert!(w.lock.is_none(), "the lock is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_planned_flip_drains_fences_waits_then_promotes() {
+    let sim = Sim::new(THREE_CLOUDS);
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    let e = sim.events();
+    assert_eq!(e[0], "dc1-pg1: lock", "the lock comes first: {e:#?}");
+    let drain = position(&e, "glb1: reload haproxy");
+    let demote = position(&e, "dc1 follows dc2");
+    let caught_up = e
+        .iter()
+        .rposition(|x| x == "dc2-pg1: read WAL position")
+        .expect("the new leader's position is read");
+    let promote = position(&e, "promote dc2");
+    let follow = position(&e, "dc3 follows dc2");
+    assert!(
+        drain < demote && demote < caught_up && caught_up < promote && promote < follow,
+        "{e:#?}"
+    );
+    assert_eq!(e.last().unwrap(), "dc1-pg1: unlock");
+    assert_serving(&sim, "dc2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn make_secondary_then_make_primary_is_the_seeds_flip() {
+    let sim = Sim::new(THREE_CLOUDS);
+    flip(&sim, "dc1", Flip::MakeSecondary).await.unwrap();
+    {
+        let w = sim.world();
+        assert!(w.writable_masters().is_empty(), "no master while no cloud is primary");
+        assert!(w.routed("glb1", "sim-glb").is_empty(), "the GLB forwards nowhere");
+    }
+    assert!(sim.design().primary_clouds().next().is_none());
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    assert_serving(&sim, "dc2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_primary_cloud_is_fenced_on_record_and_the_new_one_promoted() {
+    let mut sim = Sim::new(THREE_CLOUDS);
+    sim.lose_cloud("dc1");
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    let e = sim.events();
+    assert_eq!(
+        e[0], "dc2-pg1: lock",
+        "the lock is taken where the flip promotes: {e:#?}"
+    );
+    assert!(!e.iter().any(|x| x.starts_with("dc1")));
+    let design = sim.design();
+    let pending = state::load(&design).unwrap().pending;
+    assert_eq!(pending["dc1"], ["become a standby cluster"], "{pending:?}");
+    let w = sim.world();
+    assert_eq!(w.writable_masters(), ["dc2-pg1"]);
+    assert_eq!(w.clouds["dc3"].standby_of.as_deref(), Some("dc2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn commits_only_another_cloud_holds_stop_the_promotion_unless_forced() {
+    let mut sim = Sim::new(THREE_CLOUDS);
+    sim.lose_cloud("dc1");
+    {
+        let mut w = sim.world();
+        let h = w.hosts.get_mut("dc3-pg2").unwrap();
+        h.lsn += 0x1000;
+        h.commits = vec!["2026-11-26 10:00:01.000001+00".into()];
+    }
+    let e = format!("{:#}", flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err());
+    assert!(e.contains("would lose data") && e.contains("dc3-pg2"), "{e}");
+    assert!(sim.world().writable_masters().is_empty());
+    assert!(!sim.events().iter().any(|x| x.contains("promote")));
+    // The run is recorded as unfinished: the same command with --force finishes it.
+    let design = sim.design();
+    let fleet = sim.fleet(&design);
+    let force = Options { force: true, ..YES };
+    run_on(&fleet, "dc2", Flip::MakePrimary, &force, ui::Output::Json)
+        .await
+        .unwrap();
+    assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flip_while_another_pgha_holds_the_cluster_lock_is_refused_before_any_change() {
+    let sim = Sim::new(THREE_CLOUDS);
+    let other = crate::lock::Holder {
+        user: "alice".into(),
+        host: "ops2".into(),
+        pid: 4242,
+        command: "deploy".into(),
+        since: 0,
+    };
+    let value = crate::remote::base64(serde_json::to_string(&other).unwrap().as_bytes());
+    sim.world().lock = Some((value, "1".into()));
+    let e = flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err();
+    let busy = e.downcast_ref::<crate::lock::Busy>().expect("Busy (exit 1)");
+    assert_eq!(busy.holder.as_ref(), Some(&other));
+    assert!(e.to_string().contains("alice@ops2 (pid 4242)"), "{e}");
+    assert_eq!(sim.events(), ["dc1-pg1: lock refused"]);
+    assert!(state::load(&sim.design()).unwrap().flip.is_none(), "nothing recorded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_changes_nothing() {
+    let sim = Sim::new(THREE_CLOUDS);
+    let design = sim.design();
+    let fleet = sim.fleet(&design);
+    let dry = Options { dry_run: true, ..YES };
+    run_on(&fleet, "dc2", Flip::MakePrimary, &dry, ui::Output::Json)
+        .await
+        .unwrap();
+    assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+    assert!(sim.design().cloud("dc1").unwrap().is_primary());
+}
+
+/// kill -9 at every host call of a flip, before the host gets the command
+/// and after it applied it; then the same command again. Each time: one
+/// master at every moment, and in the end the flip done, design and state
+/// agreeing with the hosts.
+#[tokio::test(start_paused = true)]
+async fn a_flip_killed_at_any_call_finishes_when_run_again() {
+    let calls = {
+        let sim = Sim::new(THREE_CLOUDS);
+        flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+        let n = sim.world().calls;
+        n
+    };
+    assert!(calls > 20, "a flip makes {calls} calls");
+    for at in 0..calls {
+        for when in [CrashWhen::Before, CrashWhen::After] {
+            let sim = Sim::new(THREE_CLOUDS);
+            sim.world().crash = Some((at, when));
+            let first = flip(&sim, "dc2", Flip::MakePrimary).await;
+            {
+                let mut w = sim.world();
+                w.crash = None;
+                // The killed run's lease expires (LEASE_TTL).
+                w.lock = None;
+            }
+            if first.is_ok() {
+                // Killed while releasing the lock: the flip itself was done.
+                assert_serving(&sim, "dc2");
+                continue;
+            }
+            let design = sim.design();
+            if design.cloud("dc2").unwrap().is_primary() || state::load(&design).unwrap().flip.is_some() {
+                flip(&sim, "dc2", Flip::MakePrimary)
+                    .await
+                    .unwrap_or_else(|e| panic!("resuming after a kill at call {at} ({when:?}): {e:#}"));
+            } else {
+                // Killed before it recorded anything: nothing changed, and
+                // the same command runs the whole flip.
+                assert_eq!(sim.world().writable_masters(), ["dc1-pg1"], "call {at} {when:?}");
+                flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+            }
+            assert_serving(&sim, "dc2");
+        }
+    }
+}

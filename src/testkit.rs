@@ -1,0 +1,827 @@
+//! Scripted hosts for runner tests: a small model of a deployed cluster
+//! (each cloud's Patroni roles, WAL positions, installed and active HAProxy
+//! configs, the etcd lock) that answers the exact scripts pgha's builders
+//! write. A script the model does not know fails, so a runner that starts
+//! sending something new is noticed here.
+//!
+//! The model checks the one invariant everything else serves after every
+//! call: never two writable masters.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+
+use crate::components::systemd::{self, Verb};
+use crate::components::{self, etcd, glb, haproxy, packages, patroni, FileSpec};
+use crate::design::{Cloud, Design, Replication};
+use crate::ops::wal;
+use crate::remote::{install_script, Output, Remote, Transport};
+use crate::render::{pick, Renderer};
+use crate::secrets::Secrets;
+
+/// What a script did, as tests read the order of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub host: String,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashWhen {
+    /// The process dies before the command reaches the host.
+    Before,
+    /// The host applies the command; the process dies before it hears back.
+    After,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimCloud {
+    /// The addresses this cloud follows as a standby cluster; `None`: it may
+    /// elect a writable master.
+    pub standby_of: Option<String>,
+    /// The member holding the cloud's leader key.
+    pub leader: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimHost {
+    pub cloud: Option<String>,
+    /// Patroni and PostgreSQL run (a stopped host still answers SSH).
+    pub up: bool,
+    pub lsn: u64,
+    pub timeline: u32,
+    /// Installed files by path.
+    pub files: BTreeMap<String, String>,
+    /// The HAProxy config the running HAProxy loaded.
+    pub active_haproxy: String,
+    /// Commit times pg_waldump finds past any point asked about.
+    pub commits: Vec<String>,
+    /// The data directory exists.
+    pub data: bool,
+    /// Commits that were in a data directory kept aside, and ones destroyed.
+    pub kept_aside: Vec<String>,
+    pub lost: Vec<String>,
+    /// The timeline's `.history` file, and what hashing its WAL records gives.
+    pub history: String,
+    pub records: String,
+    pub etcd_healthy: bool,
+    /// `owner:group:mode` of each installed file.
+    pub meta: BTreeMap<String, String>,
+}
+
+impl SimHost {
+    fn new(cloud: Option<String>, cfg: String, lsn: u64, timeline: u32) -> SimHost {
+        SimHost {
+            cloud,
+            up: true,
+            lsn,
+            timeline,
+            files: [(haproxy::CONFIG.path.to_string(), cfg.clone())].into(),
+            active_haproxy: cfg,
+            commits: Vec::new(),
+            data: true,
+            kept_aside: Vec::new(),
+            lost: Vec::new(),
+            history: String::new(),
+            records: "same".into(),
+            etcd_healthy: true,
+            meta: BTreeMap::new(),
+        }
+    }
+
+    fn install(&mut self, files: &[crate::render::RenderedFile]) {
+        for f in files {
+            self.files.insert(f.spec.path.to_string(), f.content.clone());
+            self.meta.insert(f.spec.path.to_string(), spec_meta(&f.spec));
+        }
+    }
+}
+
+fn spec_meta(spec: &FileSpec) -> String {
+    crate::deploy::facts::meta(spec.owner, spec.group, spec.mode)
+}
+
+/// The whole fake fleet.
+pub struct World {
+    design: Design,
+    pub clouds: BTreeMap<String, SimCloud>,
+    pub hosts: BTreeMap<String, SimHost>,
+    pub log: Vec<Call>,
+    /// The etcd lock key's value (base64 of the holder) and lease, if held.
+    pub lock: Option<(String, String)>,
+    /// Fail every call from this one on (0-based), as a process killed there.
+    pub crash: Option<(usize, CrashWhen)>,
+    pub calls: usize,
+    /// The most writable masters seen at once, over the whole run.
+    pub most_masters: usize,
+    next_lease: u64,
+}
+
+impl World {
+    /// A converged cluster: every cloud as the design says, its first host
+    /// the leader, HAProxy and the GLB routing to the primary cloud.
+    pub fn converged(design: &Design, secrets: &Secrets) -> Arc<Mutex<World>> {
+        let renderer = Renderer::for_design(design).expect("templates");
+        let primary = design.primary_clouds().next();
+        let mut clouds = BTreeMap::new();
+        let mut hosts = BTreeMap::new();
+        for c in &design.clouds {
+            clouds.insert(
+                c.name.clone(),
+                SimCloud {
+                    standby_of: (!c.is_primary()).then(|| primary.map(follow_key).unwrap_or_default()),
+                    leader: c.hosts.first().map(|h| h.name.clone()),
+                },
+            );
+            for h in &c.hosts {
+                let files = renderer.db_host(design, c, h, None, secrets).expect("render");
+                let cfg = pick(&files, &haproxy::CONFIG).content.clone();
+                let mut host = SimHost::new(Some(c.name.clone()), cfg, 0x5000060, 1);
+                host.install(&files);
+                hosts.insert(h.name.clone(), host);
+            }
+        }
+        for h in design.glb_hosts() {
+            let files = renderer.glb_host(design, h, secrets).expect("render");
+            let cfg = pick(&files, &glb::CONFIG).content.clone();
+            let mut host = SimHost::new(None, cfg, 0, 0);
+            host.install(&files);
+            hosts.insert(h.name.clone(), host);
+        }
+        let w = World {
+            design: design.clone(),
+            clouds,
+            hosts,
+            log: Vec::new(),
+            lock: None,
+            crash: None,
+            calls: 0,
+            most_masters: 0,
+            next_lease: 0x694d_a219_52c6_e400,
+        };
+        let m = w.writable_masters().len();
+        Arc::new(Mutex::new(World { most_masters: m, ..w }))
+    }
+
+    /// Hosts whose PostgreSQL accepts writes now.
+    pub fn writable_masters(&self) -> Vec<String> {
+        self.clouds
+            .values()
+            .filter(|c| c.standby_of.is_none())
+            .filter_map(|c| c.leader.clone())
+            .filter(|l| self.hosts[l].up)
+            .collect()
+    }
+
+    /// The servers a host's running HAProxy lists in `proxy`.
+    pub fn routed(&self, host: &str, proxy: &str) -> Vec<String> {
+        servers_in(&self.hosts[host].active_haproxy, proxy)
+    }
+
+    fn cloud_of(&self, host: &str) -> Option<&Cloud> {
+        let c = self.hosts.get(host)?.cloud.as_ref()?;
+        self.design.cloud(c)
+    }
+
+    fn role(&self, host: &str) -> &'static str {
+        let Some(cloud) = self.cloud_of(host) else {
+            return "replica";
+        };
+        let sim = &self.clouds[&cloud.name];
+        match (&sim.leader, &sim.standby_of) {
+            (Some(l), None) if l == host => "leader",
+            (Some(l), Some(_)) if l == host => "standby_leader",
+            _ => "replica",
+        }
+    }
+
+    fn cluster_doc(&self, host: &str) -> String {
+        let cloud = self.cloud_of(host).expect("a database host");
+        let members: Vec<serde_json::Value> = cloud
+            .hosts
+            .iter()
+            .map(|h| {
+                let s = &self.hosts[&h.name];
+                let role = self.role(&h.name);
+                let state = match (s.up, role) {
+                    (false, _) => "stopped",
+                    (true, "leader") => "running",
+                    _ => "streaming",
+                };
+                serde_json::json!({"name": h.name, "role": role, "state": state, "host": h.address, "timeline": s.timeline})
+            })
+            .collect();
+        serde_json::json!({ "members": members }).to_string()
+    }
+
+    /// Every standby catches up with what it follows: instant replication.
+    fn replicate(&mut self) {
+        let masters = self.writable_masters();
+        let Some(master) = masters.first() else { return };
+        let (lsn, tli) = (self.hosts[master].lsn, self.hosts[master].timeline);
+        for s in self.hosts.values_mut().filter(|h| h.up && h.cloud.is_some()) {
+            s.lsn = s.lsn.max(lsn);
+            s.timeline = s.timeline.max(tli);
+        }
+    }
+
+    fn stats(&self, host: &str) -> String {
+        let d = &self.design;
+        let is_glb = self.hosts[host].cloud.is_none();
+        let proxy = if is_glb {
+            format!("{}-glb", d.platform.name)
+        } else {
+            haproxy::primary_proxy(&d.platform.name)
+        };
+        let masters = self.writable_masters();
+        let mut csv = String::from(
+            "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status\n",
+        );
+        for s in servers_in(&self.hosts[host].active_haproxy, &proxy) {
+            let up = if is_glb {
+                self.hosts
+                    .get(&s)
+                    .is_some_and(|h| !self.routed_up(&s).is_empty() && h.up)
+            } else {
+                masters.contains(&s)
+            };
+            csv.push_str(&format!(
+                "{proxy},{s},0,0,0,0,500,0,0,0,,0,,0,0,0,0,{}\n",
+                if up { "UP" } else { "DOWN" }
+            ));
+        }
+        csv
+    }
+
+    fn routed_up(&self, host: &str) -> Vec<String> {
+        let masters = self.writable_masters();
+        self.routed(host, &haproxy::primary_proxy(&self.design.platform.name))
+            .into_iter()
+            .filter(|s| masters.contains(s))
+            .collect()
+    }
+
+    /// One script on one host: its effect and its answer.
+    fn answer(&mut self, host: &str, script: &str, input: Option<&[u8]>) -> Result<(String, String), String> {
+        let d = self.design.clone();
+        let p = &d.platform;
+        let ok = |what: &str, out: String| Ok((what.to_string(), out));
+        if script == patroni::cluster_script(d.governor.rest_port) {
+            if !self.hosts[host].up {
+                return Err("Connection refused".into());
+            }
+            return ok("read cluster", self.cluster_doc(host));
+        }
+        if script == crate::fleet::psql_script(p.postgres_port, "select pg_is_in_recovery()") {
+            let s = &self.hosts[host];
+            if !s.up {
+                return Err("no server".into());
+            }
+            let writable = self.writable_masters().iter().any(|m| m == host);
+            return ok("read in-recovery", if writable { "f" } else { "t" }.into());
+        }
+        if script == wal::position_script(&p.data_dir, &p.bin_dir, p.postgres_port) {
+            let s = &self.hosts[host];
+            if !s.up && !s.data {
+                return Err("no data directory".into());
+            }
+            let mode = if !s.up {
+                "stopped"
+            } else if self.writable_masters().iter().any(|m| m == host) {
+                "primary"
+            } else {
+                "recovery"
+            };
+            return ok(
+                "read WAL position",
+                format!("{mode} {} {}", crate::fleet::format_lsn(s.lsn), s.timeline),
+            );
+        }
+        if script.starts_with(&format!("runuser -u postgres -- {}/pg_waldump", p.bin_dir)) {
+            let commits = self.hosts[host].commits.join("\n");
+            return ok("read commits", commits);
+        }
+        if script == haproxy::stats_script(d.haproxy.stats_port)
+            || d.glb
+                .as_ref()
+                .is_some_and(|g| script == haproxy::stats_script(g.stats_port))
+        {
+            return ok("read stats", self.stats(host));
+        }
+        if script == systemd::unit_script(Verb::ReloadOrRestart, "haproxy") {
+            let s = self.hosts.get_mut(host).expect("known host");
+            s.active_haproxy = s.files.get(haproxy::CONFIG.path).cloned().unwrap_or_default();
+            return ok("reload haproxy", String::new());
+        }
+        for spec in components::DB_HOST_FILES.iter().chain(&components::GLB_HOST_FILES) {
+            let s = self.hosts.get_mut(host).expect("known host");
+            if script == install_script(spec) {
+                let content = String::from_utf8_lossy(input.unwrap_or_default()).into_owned();
+                s.files.insert(spec.path.to_string(), content);
+                s.meta.insert(spec.path.to_string(), spec_meta(spec));
+                return ok(&format!("install {}", spec.path), String::new());
+            }
+            if script == crate::remote::file_mode_script(spec) {
+                s.meta.insert(spec.path.to_string(), spec_meta(spec));
+                return ok(&format!("chown+chmod {}", spec.path), String::new());
+            }
+        }
+        if let Some(facts) = self.facts(host, script) {
+            return ok("read facts", facts);
+        }
+        if script == patroni::config_script(d.governor.rest_port) {
+            return ok("read dynamic config", self.dynamic_config(host));
+        }
+        if script == systemd::DAEMON_RELOAD {
+            return ok("daemon-reload", String::new());
+        }
+        for svc in ["patroni", "etcd"] {
+            for verb in [Verb::Restart, Verb::Reload, Verb::Start, Verb::Enable] {
+                if script == systemd::unit_script(verb, svc) && !(svc == "patroni" && verb == Verb::Start) {
+                    return ok(&format!("{} {svc}", verb.as_str()), String::new());
+                }
+            }
+        }
+        if script == systemd::unit_script(Verb::Reload, "haproxy") {
+            let s = self.hosts.get_mut(host).expect("known host");
+            s.active_haproxy = s.files.get(haproxy::CONFIG.path).cloned().unwrap_or_default();
+            return ok("reload haproxy", String::new());
+        }
+        if let Some(hosts) = standby_hosts(script) {
+            let follow = patroni::standby_cluster(&hosts, d.haproxy.port).to_string();
+            if script == patroni::edit_config_script(&[("standby_cluster".into(), follow)]) {
+                // Which clouds the addresses belong to, as `dc2` or `dc2,dc3`.
+                let followed: Vec<&str> = d
+                    .clouds
+                    .iter()
+                    .filter(|c| c.hosts.iter().any(|h| hosts.contains(&h.address)))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let followed = followed.join(",");
+                let cloud = self.cloud_of(host).expect("a database host").name.clone();
+                self.clouds.get_mut(&cloud).expect("known cloud").standby_of = Some(followed.clone());
+                return ok(&format!("{cloud} follows {followed}"), String::new());
+            }
+        }
+        let sync = (p.replication == Replication::Synchronous).to_string();
+        if script
+            == patroni::edit_config_script(&[
+                ("standby_cluster".into(), "null".into()),
+                ("synchronous_mode".into(), sync),
+            ])
+        {
+            let cloud = self.cloud_of(host).expect("a database host").name.clone();
+            let leader = self.clouds[&cloud].leader.clone().expect("a leader");
+            self.clouds.get_mut(&cloud).expect("known cloud").standby_of = None;
+            let l = self.hosts.get_mut(&leader).expect("known host");
+            l.timeline += 1;
+            return ok(&format!("promote {cloud}"), String::new());
+        }
+        if let Some(value) = lock_value(&d, script) {
+            let key = crate::lock::cluster_key(&d);
+            let _ = key;
+            return match &self.lock {
+                Some((held, _)) => {
+                    let holder = String::from_utf8(decode64(held)).unwrap_or_default();
+                    ok("lock refused", format!("held {holder}\n"))
+                }
+                None => {
+                    self.next_lease += 1;
+                    let lease = format!("{:x}", self.next_lease);
+                    self.lock = Some((value, lease.clone()));
+                    ok("lock", format!("acquired {lease}\n"))
+                }
+            };
+        }
+        if let Some((_, lease)) = self.lock.clone() {
+            if script == etcd::lease_revoke_script(d.etcd.client_port, &lease) {
+                self.lock = None;
+                return ok("unlock", String::new());
+            }
+            if script == etcd::lease_keepalive_script(d.etcd.client_port, &lease) {
+                return ok("renew lock", String::new());
+            }
+        }
+        if let Some(out) = self.answer_node(host, script) {
+            return out;
+        }
+        Err(format!("the fake host does not know this script:\n{script}"))
+    }
+}
+
+impl World {
+    /// The facts script's answer for a converged host: packages installed,
+    /// services running, files as installed.
+    fn facts(&self, host: &str, script: &str) -> Option<String> {
+        let d = &self.design;
+        let s = &self.hosts[host];
+        let db = crate::deploy::facts::script(
+            d,
+            &packages::db_host(d.platform.postgres_version),
+            &components::DB_HOST_FILES,
+        );
+        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &components::GLB_HOST_FILES);
+        let specs: &[FileSpec] = if script == db {
+            &components::DB_HOST_FILES
+        } else if script == glb_script {
+            &components::GLB_HOST_FILES
+        } else {
+            return None;
+        };
+        let mut out = String::from("os debian 12\n");
+        for spec in specs {
+            match s.files.get(spec.path) {
+                Some(c) => out.push_str(&format!(
+                    "file {} {} {}\n",
+                    spec.path,
+                    crate::fsutil::sha256_hex(c.as_bytes()),
+                    s.meta[spec.path]
+                )),
+                None => out.push_str(&format!("file {} absent\n", spec.path)),
+            }
+            out.push_str(&format!("svc {} active enabled\n", spec.service));
+        }
+        if s.cloud.is_some() {
+            let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
+            out.push_str(&format!(
+                "svc {} inactive disabled\netcd_initialized\netcd_core {}\n",
+                crate::deploy::facts::distro_unit(d),
+                crate::fsutil::sha256_hex(etcd::core(etcd_file).as_bytes())
+            ));
+            if s.data {
+                out.push_str("pgdata\n");
+            }
+        }
+        Some(out)
+    }
+
+    /// Patroni's `/config` of the host's cloud: as the design asks, with the
+    /// `standby_cluster` the cloud follows now.
+    fn dynamic_config(&self, host: &str) -> String {
+        let d = &self.design;
+        let cloud = self.cloud_of(host).expect("a database host");
+        let mut doc = serde_json::Map::new();
+        for (k, v) in crate::deploy::work::desired_dynamic_config(d, cloud) {
+            doc.insert(k, v);
+        }
+        let standby = match &self.clouds[&cloud.name].standby_of {
+            None => serde_json::Value::Null,
+            Some(names) => {
+                let hosts: Vec<String> = names
+                    .split(',')
+                    .filter_map(|n| d.cloud(n))
+                    .flat_map(|c| c.hosts.iter().map(|h| h.address.clone()))
+                    .collect();
+                patroni::standby_cluster(&hosts, d.haproxy.port)
+            }
+        };
+        doc.insert("standby_cluster".into(), standby);
+        let params: serde_json::Map<String, serde_json::Value> = d
+            .platform
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        doc.insert("postgresql".into(), serde_json::json!({ "parameters": params }));
+        serde_json::Value::Object(doc).to_string()
+    }
+
+    /// Scripts about one node's services and data: recover-node, switchover.
+    fn answer_node(&mut self, host: &str, script: &str) -> Option<Result<(String, String), String>> {
+        let d = self.design.clone();
+        let p = &d.platform;
+        let ok = |what: String, out: String| Some(Ok((what, out)));
+        let cloud = self.cloud_of(host).map(|c| c.name.clone());
+        let s = self.hosts.get_mut(host).expect("known host");
+        if script == systemd::unit_script(Verb::Stop, "patroni") {
+            s.up = false;
+            return ok("stop patroni".into(), String::new());
+        }
+        if script == systemd::unit_script(Verb::Start, "patroni") {
+            if !s.data {
+                // Patroni copies the data afresh from the cloud's leader.
+                s.data = true;
+            }
+            // A replica that held commits of its own has them rewound away.
+            s.lost.append(&mut s.commits);
+            s.up = true;
+            return ok("start patroni".into(), String::new());
+        }
+        if script == etcd::health_script(d.etcd.client_port) {
+            return Some(if s.etcd_healthy {
+                Ok(("etcd health".into(), "healthy".into()))
+            } else {
+                Err("unhealthy".into())
+            });
+        }
+        if script == crate::ops::recover::history_script(&p.data_dir, s.timeline) {
+            return ok("read history".into(), s.history.clone());
+        }
+        if script.starts_with(&format!("[ -f {}/pg_wal/", p.data_dir)) && script.contains("sha256sum") {
+            return ok("hash WAL records".into(), s.records.clone());
+        }
+        for keep in [false, true] {
+            if script == crate::ops::recover::discard_data_script(&p.data_dir, keep) {
+                s.up = false;
+                s.data = false;
+                let mut commits = std::mem::take(&mut s.commits);
+                if keep {
+                    s.kept_aside.append(&mut commits);
+                } else {
+                    s.lost.append(&mut commits);
+                }
+                s.lsn = 0;
+                return ok(
+                    format!("discard data{}", if keep { " (kept aside)" } else { "" }),
+                    String::new(),
+                );
+            }
+        }
+        if script == crate::fleet::psql_script(p.postgres_port, "select status from pg_stat_wal_receiver") {
+            let streaming = s.up;
+            let writable = self.writable_masters().iter().any(|m| m == host);
+            return ok(
+                "read wal receiver".into(),
+                if streaming && !writable { "streaming" } else { "" }.into(),
+            );
+        }
+        let cloud = cloud?;
+        for (leader, candidate) in self.clouds[&cloud].leader.iter().flat_map(|l| {
+            d.cloud(&cloud)
+                .into_iter()
+                .flat_map(|c| c.hosts.iter())
+                .map(move |h| (l.clone(), h.name.clone()))
+        }) {
+            if script == patroni::switchover_script(&p.name, &leader, &candidate) {
+                self.clouds.get_mut(&cloud).expect("known").leader = Some(candidate.clone());
+                return ok(format!("switch over to {candidate}"), String::new());
+            }
+        }
+        None
+    }
+}
+
+fn follow_key(c: &Cloud) -> String {
+    c.name.clone()
+}
+
+/// The hosts of a `standby_cluster` edit-config script.
+fn standby_hosts(script: &str) -> Option<Vec<String>> {
+    let json = script.split_once("-s 'standby_cluster=")?.1.strip_suffix('\'')?;
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    Some(v["host"].as_str()?.split(',').map(str::to_string).collect())
+}
+
+/// `server NAME ...` lines of `listen PROXY` in an HAProxy config.
+fn servers_in(cfg: &str, proxy: &str) -> Vec<String> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in cfg.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("listen ") {
+            inside = name.trim() == proxy;
+        } else if inside {
+            if let Some(rest) = t.strip_prefix("server ") {
+                out.extend(rest.split_whitespace().next().map(str::to_string));
+            }
+        }
+    }
+    out
+}
+
+/// The holder value, when `script` is the lock acquire script for some value.
+fn lock_value(d: &Design, script: &str) -> Option<String> {
+    let probe = etcd::lock_acquire_script(
+        d.etcd.client_port,
+        &crate::lock::cluster_key(d),
+        "VALUE",
+        crate::lock::LEASE_TTL,
+    );
+    let (head, tail) = probe.split_once("VALUE")?;
+    let v = script.strip_prefix(head)?.strip_suffix(tail)?;
+    Some(v.to_string())
+}
+
+fn decode64(text: &str) -> Vec<u8> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let vals: Vec<u32> = text
+        .bytes()
+        .filter_map(|b| T.iter().position(|t| *t == b).map(|p| p as u32))
+        .collect();
+    let mut out = Vec::new();
+    for chunk in vals.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | (v << (18 - 6 * i)));
+        out.extend(n.to_be_bytes()[1..chunk.len()].iter());
+    }
+    out
+}
+
+/// One host of the world, as a transport.
+pub struct FakeHost {
+    name: String,
+    world: Arc<Mutex<World>>,
+}
+
+impl Transport for FakeHost {
+    fn run<'a>(&'a self, script: &'a str, input: Option<&'a [u8]>) -> BoxFuture<'a, anyhow::Result<Output>> {
+        let result = {
+            let mut w = self.world.lock().expect("not poisoned");
+            let n = w.calls;
+            w.calls += 1;
+            match w.crash {
+                Some((at, _)) if n > at => Err(anyhow::anyhow!("{}: the process is gone", self.name)),
+                Some((at, CrashWhen::Before)) if n == at => {
+                    Err(anyhow::anyhow!("{}: killed before sending", self.name))
+                }
+                crash => {
+                    let answer = w.answer(&self.name, script, input);
+                    w.replicate();
+                    let masters = w.writable_masters().len();
+                    w.most_masters = w.most_masters.max(masters);
+                    let (status, stdout, stderr) = match answer {
+                        Ok((what, out)) => {
+                            w.log.push(Call {
+                                host: self.name.clone(),
+                                what,
+                            });
+                            (0, out, String::new())
+                        }
+                        Err(e) => (1, String::new(), e),
+                    };
+                    if matches!(crash, Some((at, CrashWhen::After)) if n == at) {
+                        Err(anyhow::anyhow!("{}: killed after the host applied it", self.name))
+                    } else {
+                        Ok(Output {
+                            status: Some(status),
+                            stdout,
+                            stderr,
+                        })
+                    }
+                }
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Remotes for every host of the world that is reachable.
+pub fn remotes(design: &Design, world: &Arc<Mutex<World>>, unreachable: &[&str]) -> BTreeMap<String, Remote> {
+    design
+        .clouds
+        .iter()
+        .flat_map(|c| c.hosts.iter())
+        .chain(design.glb_hosts())
+        .filter(|h| !unreachable.contains(&h.name.as_str()))
+        .map(|h| {
+            let t = FakeHost {
+                name: h.name.clone(),
+                world: world.clone(),
+            };
+            (h.name.clone(), Remote::over(&h.name, &h.address, Arc::new(t)))
+        })
+        .collect()
+}
+
+/// Three clouds of three hosts and a GLB host: every path of a flip.
+pub const THREE_CLOUDS: &str = "platform: {name: sim}
+clouds:
+  - name: dc1
+    status: primary
+    hosts: [{name: dc1-pg1, address: 10.0.1.1}, {name: dc1-pg2, address: 10.0.1.2}, {name: dc1-pg3, address: 10.0.1.3}]
+  - name: dc2
+    status: secondary
+    hosts: [{name: dc2-pg1, address: 10.0.2.1}, {name: dc2-pg2, address: 10.0.2.2}, {name: dc2-pg3, address: 10.0.2.3}]
+  - name: dc3
+    status: secondary
+    hosts: [{name: dc3-pg1, address: 10.0.3.1}, {name: dc3-pg2, address: 10.0.3.2}, {name: dc3-pg3, address: 10.0.3.3}]
+glb: {fqdn: 10.0.0.5, kind: haproxy, hosts: [{name: glb1, address: 10.0.0.5}]}
+";
+
+/// A design in a private directory (with its secrets file) and the fake
+/// fleet it describes, converged.
+pub struct Sim {
+    _dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+    pub world: Arc<Mutex<World>>,
+    /// Hosts that do not answer SSH.
+    pub unreachable: Vec<String>,
+}
+
+impl Sim {
+    pub fn new(design_text: &str) -> Sim {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pgha.yaml");
+        std::fs::write(&path, design_text).expect("write design");
+        let design = crate::design::load_mode(&path, crate::design::Mode::AllowNoPrimary)
+            .expect("a valid design")
+            .design;
+        let secrets = Secrets::load_or_generate(&design.secrets_file).expect("secrets");
+        let world = World::converged(&design, &secrets);
+        Sim {
+            _dir: dir,
+            path,
+            world,
+            unreachable: Vec::new(),
+        }
+    }
+
+    /// The design as a new pgha process reads it now.
+    pub fn design(&self) -> Design {
+        crate::design::load_mode(&self.path, crate::design::Mode::AllowNoPrimary)
+            .expect("the design stays valid")
+            .design
+    }
+
+    /// Cuts a cloud off: its hosts are down and do not answer SSH.
+    pub fn lose_cloud(&mut self, cloud: &str) {
+        let mut w = self.world();
+        let names: Vec<String> = w
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.cloud.as_deref() == Some(cloud))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &names {
+            w.hosts.get_mut(n).expect("known").up = false;
+        }
+        drop(w);
+        self.unreachable.extend(names);
+    }
+
+    pub fn fleet<'a>(&self, design: &'a Design) -> crate::fleet::Fleet<'a> {
+        let skip: Vec<&str> = self.unreachable.iter().map(String::as_str).collect();
+        crate::fleet::Fleet {
+            design,
+            remotes: remotes(design, &self.world, &skip),
+            unreachable: self
+                .unreachable
+                .iter()
+                .map(|h| crate::remote::ConnectError {
+                    host: h.clone(),
+                    address: "?".into(),
+                    reason: "unreachable (fake)".into(),
+                    hint: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reaches the world's hosts as `deploy` reaches real ones.
+    pub fn connector(
+        &self,
+    ) -> impl Fn(Vec<crate::design::Host>) -> BoxFuture<'static, (Vec<Remote>, Vec<crate::remote::ConnectError>)> + Sync
+    {
+        let world = self.world.clone();
+        let unreachable = self.unreachable.clone();
+        move |hosts| {
+            let (mut ok, mut failed) = (Vec::new(), Vec::new());
+            for h in hosts {
+                if unreachable.contains(&h.name) {
+                    failed.push(crate::remote::ConnectError {
+                        host: h.name.clone(),
+                        address: h.address.clone(),
+                        reason: "unreachable (fake)".into(),
+                        hint: String::new(),
+                    });
+                } else {
+                    let t = FakeHost {
+                        name: h.name.clone(),
+                        world: world.clone(),
+                    };
+                    ok.push(Remote::over(&h.name, &h.address, Arc::new(t)));
+                }
+            }
+            Box::pin(async move { (ok, failed) })
+        }
+    }
+
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().expect("not poisoned")
+    }
+
+    /// What the log says happened, as `host: what` lines.
+    pub fn events(&self) -> Vec<String> {
+        self.world()
+            .log
+            .iter()
+            .map(|c| format!("{}: {}", c.host, c.what))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_what_remote_encodes() {
+        for s in ["", "a", "ab", "abc", "{\"user\":\"alice\"}"] {
+            assert_eq!(decode64(&crate::remote::base64(s.as_bytes())), s.as_bytes());
+        }
+    }
+}
