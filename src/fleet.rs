@@ -12,14 +12,14 @@ use crate::design::{Cloud, Design, Host};
 use crate::remote::{self, ConnectError, Remote};
 
 /// Connected hosts of a design; unreachable ones are listed, not fatal.
-pub struct Fleet<'a> {
+pub(crate) struct Fleet<'a> {
     pub design: &'a Design,
     pub remotes: BTreeMap<String, Remote>,
     pub unreachable: Vec<ConnectError>,
 }
 
 impl<'a> Fleet<'a> {
-    pub async fn connect(design: &'a Design, with_glb: bool) -> Fleet<'a> {
+    pub(crate) async fn connect(design: &'a Design, with_glb: bool) -> Fleet<'a> {
         let mut hosts: Vec<Host> = design.clouds.iter().flat_map(|c| c.hosts.iter().cloned()).collect();
         if with_glb {
             hosts.extend(design.glb_hosts().iter().cloned());
@@ -32,27 +32,27 @@ impl<'a> Fleet<'a> {
         }
     }
 
-    pub fn remote(&self, host: &str) -> anyhow::Result<&Remote> {
+    pub(crate) fn remote(&self, host: &str) -> anyhow::Result<&Remote> {
         self.remotes
             .get(host)
             .ok_or_else(|| anyhow!("{host} is unreachable over SSH"))
     }
 
-    pub fn reachable(&self, host: &str) -> bool {
+    pub(crate) fn reachable(&self, host: &str) -> bool {
         self.remotes.contains_key(host)
     }
 
-    pub fn cloud_reachable(&self, cloud: &Cloud) -> bool {
+    pub(crate) fn cloud_reachable(&self, cloud: &Cloud) -> bool {
         cloud.hosts.iter().any(|h| self.reachable(&h.name))
     }
 
-    pub async fn cluster_view(&self, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
+    pub(crate) async fn cluster_view(&self, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
         cluster_view(self.design, &self.remotes, cloud).await
     }
 
     /// Runs SQL as the postgres OS user over the local socket (peer
     /// authentication: no password anywhere); returns unaligned output.
-    pub async fn psql(&self, host: &str, sql: &str) -> anyhow::Result<String> {
+    pub(crate) async fn psql(&self, host: &str, sql: &str) -> anyhow::Result<String> {
         let script = psql_script(self.design.platform.postgres_port, sql);
         Ok(self
             .remote(host)?
@@ -62,19 +62,19 @@ impl<'a> Fleet<'a> {
             .to_string())
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         for (_, r) in self.remotes {
             r.close().await;
         }
     }
 }
 
-pub fn psql_script(port: u16, sql: &str) -> String {
+pub(crate) fn psql_script(port: u16, sql: &str) -> String {
     format!("runuser -u postgres -- psql -p {port} -XAtq -v ON_ERROR_STOP=1 <<'PGHA_SQL'\n{sql}\nPGHA_SQL")
 }
 
 /// The cloud's Patroni cluster as the first member that answers sees it.
-pub async fn cluster_view(
+pub(crate) async fn cluster_view(
     design: &Design,
     remotes: &BTreeMap<String, Remote>,
     cloud: &Cloud,
@@ -98,7 +98,7 @@ pub async fn cluster_view(
 }
 
 /// An LSN such as `0/5000060` as a number, for comparisons.
-pub fn parse_lsn(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_lsn(text: &str) -> anyhow::Result<u64> {
     let (hi, lo) = text
         .trim()
         .split_once('/')
@@ -108,7 +108,7 @@ pub fn parse_lsn(text: &str) -> anyhow::Result<u64> {
     Ok((hi << 32) | lo)
 }
 
-pub fn format_lsn(lsn: u64) -> String {
+pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 

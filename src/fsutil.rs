@@ -159,7 +159,7 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8], new_mode: u32) -> anyhow
 }
 
 /// The SHA-256 of `content` in lower-case hex, as `sha256sum` prints it.
-pub fn sha256_hex(content: &[u8]) -> String {
+pub(crate) fn sha256_hex(content: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(content).iter().map(|b| format!("{b:02x}")).collect()
 }

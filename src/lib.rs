@@ -1,16 +1,16 @@
 //! pgha: highly available PostgreSQL across clouds, deployed over SSH.
 
 pub mod app;
-pub mod cli;
-pub mod components;
-pub mod deploy;
+pub(crate) mod cli;
+pub(crate) mod components;
+pub(crate) mod deploy;
 pub mod design;
 pub mod error;
 pub(crate) mod fleet;
 pub(crate) mod fsutil;
-pub mod lab;
+pub(crate) mod lab;
 pub mod lock;
-pub mod ops;
+pub(crate) mod ops;
 pub mod plan;
 pub mod remote;
 pub mod render;

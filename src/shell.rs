@@ -20,7 +20,7 @@ pub(crate) fn words<S: AsRef<str>>(items: &[S]) -> String {
 }
 
 /// The last `n` lines of a command's output, for an error message.
-pub fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.trim().lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::design::Design;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     /// The primary cloud the external GLB command was last run for.
     #[serde(default)]
     pub glb_primary_cloud: Option<String>,
@@ -25,7 +25,7 @@ pub struct State {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FlipIntent {
+pub(crate) struct FlipIntent {
     /// `make-primary` or `make-secondary`.
     pub verb: String,
     pub cloud: String,
@@ -37,14 +37,14 @@ pub struct FlipIntent {
 }
 
 impl FlipIntent {
-    pub fn command(&self) -> String {
+    pub(crate) fn command(&self) -> String {
         format!("pgha cloud {} {}", self.verb, self.cloud)
     }
 }
 
 /// Refuses a changing command while a flip is half-done (unless it is that
 /// flip being run again).
-pub fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -> anyhow::Result<()> {
+pub(crate) fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -> anyhow::Result<()> {
     if let Some(f) = load(d)?.flip {
         if except != Some((f.verb.as_str(), f.cloud.as_str())) {
             anyhow::bail!(
@@ -58,18 +58,18 @@ pub fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -> anyho
     Ok(())
 }
 
-pub fn record_flip(d: &Design, flip: Option<FlipIntent>) -> anyhow::Result<()> {
+pub(crate) fn record_flip(d: &Design, flip: Option<FlipIntent>) -> anyhow::Result<()> {
     let mut s = load(d)?;
     s.flip = flip;
     save(d, &s)
 }
 
-pub fn path(d: &Design) -> PathBuf {
+pub(crate) fn path(d: &Design) -> PathBuf {
     let stem = d.path.file_stem().and_then(|s| s.to_str()).unwrap_or("pgha");
     d.base_dir().join(format!("{stem}.state.yaml"))
 }
 
-pub fn load(d: &Design) -> anyhow::Result<State> {
+pub(crate) fn load(d: &Design) -> anyhow::Result<State> {
     match std::fs::read_to_string(path(d)) {
         Ok(text) => serde_yaml::from_str(&text).with_context(|| {
             format!(
@@ -82,19 +82,19 @@ pub fn load(d: &Design) -> anyhow::Result<State> {
     }
 }
 
-pub fn save(d: &Design, state: &State) -> anyhow::Result<()> {
+pub(crate) fn save(d: &Design, state: &State) -> anyhow::Result<()> {
     let text = format!("# Written by pgha; do not edit.\n{}", serde_yaml::to_string(state)?);
     crate::fsutil::write_atomic(&path(d), text.as_bytes(), 0o644)
 }
 
-pub fn record_glb(d: &Design, primary: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn record_glb(d: &Design, primary: Option<&str>) -> anyhow::Result<()> {
     let mut s = load(d)?;
     s.glb_primary_cloud = primary.map(str::to_string);
     save(d, &s)
 }
 
 /// Remembers a change a cloud's unreachable hosts still need.
-pub fn record_pending(d: &Design, cloud: &str, what: &str) -> anyhow::Result<()> {
+pub(crate) fn record_pending(d: &Design, cloud: &str, what: &str) -> anyhow::Result<()> {
     let mut s = load(d)?;
     let list = s.pending.entry(cloud.to_string()).or_default();
     if !list.iter().any(|w| w == what) {
@@ -104,7 +104,7 @@ pub fn record_pending(d: &Design, cloud: &str, what: &str) -> anyhow::Result<()>
 }
 
 /// Forgets what a deploy has now applied to these clouds.
-pub fn clear_pending(d: &Design, clouds: &[String]) -> anyhow::Result<()> {
+pub(crate) fn clear_pending(d: &Design, clouds: &[String]) -> anyhow::Result<()> {
     let mut s = load(d)?;
     let before = s.pending.len();
     s.pending.retain(|c, _| !clouds.contains(c));

@@ -22,13 +22,13 @@ use crate::secrets::Secrets;
 
 /// What a script did, as tests read the order of events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
+pub(crate) struct Call {
     pub host: String,
     pub what: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashWhen {
+pub(crate) enum CrashWhen {
     /// The process dies before the command reaches the host.
     Before,
     /// The host applies the command; the process dies before it hears back.
@@ -36,7 +36,7 @@ pub enum CrashWhen {
 }
 
 #[derive(Debug, Clone)]
-pub struct SimCloud {
+pub(crate) struct SimCloud {
     /// The addresses this cloud follows as a standby cluster; `None`: it may
     /// elect a writable master.
     pub standby_of: Option<String>,
@@ -45,7 +45,7 @@ pub struct SimCloud {
 }
 
 #[derive(Debug, Clone)]
-pub struct SimHost {
+pub(crate) struct SimHost {
     pub cloud: Option<String>,
     /// Patroni and PostgreSQL run (a stopped host still answers SSH).
     pub up: bool,
@@ -103,7 +103,7 @@ fn spec_meta(spec: &FileSpec) -> String {
 }
 
 /// The whole fake fleet.
-pub struct World {
+pub(crate) struct World {
     design: Design,
     pub clouds: BTreeMap<String, SimCloud>,
     pub hosts: BTreeMap<String, SimHost>,
@@ -121,7 +121,7 @@ pub struct World {
 impl World {
     /// A converged cluster: every cloud as the design says, its first host
     /// the leader, HAProxy and the GLB routing to the primary cloud.
-    pub fn converged(design: &Design, secrets: &Secrets) -> Arc<Mutex<World>> {
+    pub(crate) fn converged(design: &Design, secrets: &Secrets) -> Arc<Mutex<World>> {
         let renderer = Renderer::for_design(design).expect("templates");
         let primary = design.primary_clouds().next();
         let mut clouds = BTreeMap::new();
@@ -165,7 +165,7 @@ impl World {
     }
 
     /// Hosts whose PostgreSQL accepts writes now.
-    pub fn writable_masters(&self) -> Vec<String> {
+    pub(crate) fn writable_masters(&self) -> Vec<String> {
         self.clouds
             .values()
             .filter(|c| c.standby_of.is_none())
@@ -175,7 +175,7 @@ impl World {
     }
 
     /// The servers a host's running HAProxy lists in `proxy`.
-    pub fn routed(&self, host: &str, proxy: &str) -> Vec<String> {
+    pub(crate) fn routed(&self, host: &str, proxy: &str) -> Vec<String> {
         servers_in(&self.hosts[host].active_haproxy, proxy)
     }
 
@@ -618,7 +618,7 @@ fn decode64(text: &str) -> Vec<u8> {
 }
 
 /// One host of the world, as a transport.
-pub struct FakeHost {
+pub(crate) struct FakeHost {
     name: String,
     world: Arc<Mutex<World>>,
 }
@@ -670,7 +670,7 @@ impl Transport for FakeHost {
 }
 
 /// Remotes for every host of the world that is reachable.
-pub fn remotes(design: &Design, world: &Arc<Mutex<World>>, unreachable: &[&str]) -> BTreeMap<String, Remote> {
+pub(crate) fn remotes(design: &Design, world: &Arc<Mutex<World>>, unreachable: &[&str]) -> BTreeMap<String, Remote> {
     design
         .clouds
         .iter()
@@ -688,7 +688,7 @@ pub fn remotes(design: &Design, world: &Arc<Mutex<World>>, unreachable: &[&str])
 }
 
 /// Three clouds of three hosts and a GLB host: every path of a flip.
-pub const THREE_CLOUDS: &str = "platform: {name: sim}
+pub(crate) const THREE_CLOUDS: &str = "platform: {name: sim}
 clouds:
   - name: dc1
     status: primary
@@ -704,7 +704,7 @@ glb: {fqdn: 10.0.0.5, kind: haproxy, hosts: [{name: glb1, address: 10.0.0.5}]}
 
 /// A design in a private directory (with its secrets file) and the fake
 /// fleet it describes, converged.
-pub struct Sim {
+pub(crate) struct Sim {
     _dir: tempfile::TempDir,
     pub path: std::path::PathBuf,
     pub world: Arc<Mutex<World>>,
@@ -713,7 +713,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(design_text: &str) -> Sim {
+    pub(crate) fn new(design_text: &str) -> Sim {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("pgha.yaml");
         std::fs::write(&path, design_text).expect("write design");
@@ -731,14 +731,14 @@ impl Sim {
     }
 
     /// The design as a new pgha process reads it now.
-    pub fn design(&self) -> Design {
+    pub(crate) fn design(&self) -> Design {
         crate::design::load_mode(&self.path, crate::design::Mode::AllowNoPrimary)
             .expect("the design stays valid")
             .design
     }
 
     /// Cuts a cloud off: its hosts are down and do not answer SSH.
-    pub fn lose_cloud(&mut self, cloud: &str) {
+    pub(crate) fn lose_cloud(&mut self, cloud: &str) {
         let mut w = self.world();
         let names: Vec<String> = w
             .hosts
@@ -753,7 +753,7 @@ impl Sim {
         self.unreachable.extend(names);
     }
 
-    pub fn fleet<'a>(&self, design: &'a Design) -> crate::fleet::Fleet<'a> {
+    pub(crate) fn fleet<'a>(&self, design: &'a Design) -> crate::fleet::Fleet<'a> {
         let skip: Vec<&str> = self.unreachable.iter().map(String::as_str).collect();
         crate::fleet::Fleet {
             design,
@@ -772,7 +772,7 @@ impl Sim {
     }
 
     /// Reaches the world's hosts as `deploy` reaches real ones.
-    pub fn connector(
+    pub(crate) fn connector(
         &self,
     ) -> impl Fn(Vec<crate::design::Host>) -> BoxFuture<'static, (Vec<Remote>, Vec<crate::remote::ConnectError>)> + Sync
     {
@@ -800,12 +800,12 @@ impl Sim {
         }
     }
 
-    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+    pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().expect("not poisoned")
     }
 
     /// What the log says happened, as `host: what` lines.
-    pub fn events(&self) -> Vec<String> {
+    pub(crate) fn events(&self) -> Vec<String> {
         self.world()
             .log
             .iter()

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 /// Polls `check` until it returns Ok(true) or the deadline passes; the last
 /// error is the cause reported.
-pub async fn poll<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
+pub(crate) async fn poll<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,

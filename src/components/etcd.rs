@@ -5,7 +5,7 @@ use super::{Component, FileSpec};
 use crate::design::shape::url_host;
 use crate::shell::quote;
 
-pub const CONFIG: FileSpec = FileSpec {
+pub(crate) const CONFIG: FileSpec = FileSpec {
     component: Component::Etcd,
     template: "etcd.env.j2",
     path: "/etc/default/etcd",
@@ -18,13 +18,13 @@ pub const CONFIG: FileSpec = FileSpec {
 
 /// pgha's own data directory: the package's default member in
 /// /var/lib/etcd/default belongs to a one-member cluster and must not be reused.
-pub fn data_dir(cluster: &str) -> String {
+pub(crate) fn data_dir(cluster: &str) -> String {
     format!("/var/lib/etcd/pgha-{cluster}")
 }
 
 /// The config without its ETCD_INITIAL_* lines, as `grep -v` prints it:
 /// what matters to a member that already has its data.
-pub fn core(content: &str) -> String {
+pub(crate) fn core(content: &str) -> String {
     content
         .lines()
         .filter(|l| !l.starts_with("ETCD_INITIAL_"))
@@ -37,17 +37,17 @@ fn etcdctl(client_port: u16) -> String {
 }
 
 /// Exits 0 when the local member is healthy (it has a leader and quorum).
-pub fn health_script(client_port: u16) -> String {
+pub(crate) fn health_script(client_port: u16) -> String {
     format!("{} endpoint health", etcdctl(client_port))
 }
 
 /// Lines `id, status, name, peer urls, client urls, learner`.
-pub fn member_list_script(client_port: u16) -> String {
+pub(crate) fn member_list_script(client_port: u16) -> String {
     format!("{} member list", etcdctl(client_port))
 }
 
 /// Adds a member to the running cluster: the only safe way to grow it.
-pub fn member_add_script(client_port: u16, name: &str, peer_url: &str) -> String {
+pub(crate) fn member_add_script(client_port: u16, name: &str, peer_url: &str) -> String {
     format!(
         "{} member add {} {}",
         etcdctl(client_port),
@@ -57,7 +57,7 @@ pub fn member_add_script(client_port: u16, name: &str, peer_url: &str) -> String
 }
 
 /// Removes a member by its hex id.
-pub fn member_remove_script(client_port: u16, id: &str) -> String {
+pub(crate) fn member_remove_script(client_port: u16, id: &str) -> String {
     format!("{} member remove {}", etcdctl(client_port), quote(id))
 }
 
@@ -67,7 +67,7 @@ pub fn member_remove_script(client_port: u16, id: &str) -> String {
 /// (none), blank line. The key
 /// comes from a validated cluster name and the value is base64, so neither
 /// can break out of etcdctl's transaction syntax; both are checked here too.
-pub fn lock_acquire_script(client_port: u16, key: &str, value_b64: &str, ttl: u64) -> String {
+pub(crate) fn lock_acquire_script(client_port: u16, key: &str, value_b64: &str, ttl: u64) -> String {
     let plain = |s: &str, extra: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
     assert!(
         plain(key, "/._-") && plain(value_b64, "+/="),
@@ -92,28 +92,28 @@ fi\n",
 }
 
 /// Renews a lease once.
-pub fn lease_keepalive_script(client_port: u16, lease: &str) -> String {
+pub(crate) fn lease_keepalive_script(client_port: u16, lease: &str) -> String {
     format!("{} lease keep-alive --once {}", etcdctl(client_port), quote(lease))
 }
 
 /// Ends a lease and every key bound to it.
-pub fn lease_revoke_script(client_port: u16, lease: &str) -> String {
+pub(crate) fn lease_revoke_script(client_port: u16, lease: &str) -> String {
     format!("{} lease revoke {}", etcdctl(client_port), quote(lease))
 }
 
 /// Deletes one key.
-pub fn del_script(client_port: u16, key: &str) -> String {
+pub(crate) fn del_script(client_port: u16, key: &str) -> String {
     format!("{} del {}", etcdctl(client_port), quote(key))
 }
 
 /// A member's peer URL (an IPv6 address in brackets).
-pub fn peer_url(address: &str, peer_port: u16) -> String {
+pub(crate) fn peer_url(address: &str, peer_port: u16) -> String {
     format!("http://{}:{peer_port}", url_host(address))
 }
 
 /// Throws the local member's data away and starts it as a member joining the
 /// running cluster (after `member add`).
-pub fn rejoin_script(data_dir: &str) -> String {
+pub(crate) fn rejoin_script(data_dir: &str) -> String {
     format!(
         "systemctl stop etcd; rm -rf {}; sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"existing\"/' {}; systemctl start --no-block etcd",
         quote(data_dir),
@@ -123,7 +123,7 @@ pub fn rejoin_script(data_dir: &str) -> String {
 
 /// Back to the canonical config once the member has joined (etcd ignores the
 /// initial-cluster settings from then on).
-pub fn restore_state_new_script() -> String {
+pub(crate) fn restore_state_new_script() -> String {
     format!(
         "sed -i 's/^ETCD_INITIAL_CLUSTER_STATE=.*/ETCD_INITIAL_CLUSTER_STATE=\"new\"/' {}",
         quote(CONFIG.path)
@@ -132,7 +132,7 @@ pub fn restore_state_new_script() -> String {
 
 /// Member names from `member list` output (an unstarted member has no name yet:
 /// it is identified by its peer URL instead).
-pub fn parse_members(out: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_members(out: &str) -> Vec<(String, String)> {
     out.lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split(',').map(str::trim).collect();

@@ -7,7 +7,7 @@ use super::{Component, FileSpec};
 use crate::design::Design;
 use crate::secrets::Secrets;
 
-pub const CONFIG: FileSpec = FileSpec {
+pub(crate) const CONFIG: FileSpec = FileSpec {
     component: Component::Glb,
     template: "glb.cfg.j2",
     path: "/etc/haproxy/haproxy.cfg",
@@ -20,7 +20,7 @@ pub const CONFIG: FileSpec = FileSpec {
 
 /// The whole environment the external GLB command gets: nothing of pgha's
 /// own (its `PGHA_*_PASSWORD` variables least of all).
-pub fn external_env(d: &Design) -> Vec<(&'static str, String)> {
+pub(crate) fn external_env(d: &Design) -> Vec<(&'static str, String)> {
     let primary = d.primary_clouds().next();
     let targets: Vec<String> = primary
         .map(|c| {
@@ -43,7 +43,7 @@ pub fn external_env(d: &Design) -> Vec<(&'static str, String)> {
 /// Runs an external GLB's command for the design's primary cloud with
 /// [`external_env`], and records it. Its output is scrubbed of the secrets
 /// before it is shown.
-pub async fn run_external(d: &Design, command: &str, secrets: &Secrets) -> anyhow::Result<()> {
+pub(crate) async fn run_external(d: &Design, command: &str, secrets: &Secrets) -> anyhow::Result<()> {
     let out = tokio::process::Command::new("sh")
         .args(["-c", command])
         .env_clear()

@@ -2,7 +2,7 @@
 
 use super::{Component, FileSpec};
 
-pub const CONFIG: FileSpec = FileSpec {
+pub(crate) const CONFIG: FileSpec = FileSpec {
     component: Component::Haproxy,
     template: "haproxy.cfg.j2",
     path: "/etc/haproxy/haproxy.cfg",
@@ -14,12 +14,12 @@ pub const CONFIG: FileSpec = FileSpec {
 };
 
 /// Prints HAProxy's statistics as CSV.
-pub fn stats_script(stats_port: u16) -> String {
+pub(crate) fn stats_script(stats_port: u16) -> String {
     format!("python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:{stats_port}/;csv\", timeout=3).read().decode())'")
 }
 
 /// `(server, status)` of every server of `proxy` in a stats CSV.
-pub fn servers(csv: &str, proxy: &str) -> Vec<(String, String)> {
+pub(crate) fn servers(csv: &str, proxy: &str) -> Vec<(String, String)> {
     csv.lines()
         .filter_map(|l| {
             let cols: Vec<&str> = l.split(',').collect();
@@ -30,7 +30,7 @@ pub fn servers(csv: &str, proxy: &str) -> Vec<(String, String)> {
 }
 
 /// The servers of `proxy` that HAProxy's health checks see up.
-pub fn up_servers(csv: &str, proxy: &str) -> Vec<String> {
+pub(crate) fn up_servers(csv: &str, proxy: &str) -> Vec<String> {
     servers(csv, proxy)
         .into_iter()
         .filter(|(_, s)| s == "UP")
@@ -39,7 +39,7 @@ pub fn up_servers(csv: &str, proxy: &str) -> Vec<String> {
 }
 
 /// The proxy name a database host's HAProxy routes the master through.
-pub fn primary_proxy(cluster: &str) -> String {
+pub(crate) fn primary_proxy(cluster: &str) -> String {
     format!("{cluster}-primary")
 }
 

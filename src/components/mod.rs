@@ -1,11 +1,11 @@
 //! One module per component: what it installs, which files it owns, which
 //! service runs it. The plan and the runner ask these modules, never hard-code.
 
-pub mod etcd;
-pub mod glb;
-pub mod haproxy;
-pub mod packages;
-pub mod patroni;
+pub(crate) mod etcd;
+pub(crate) mod glb;
+pub(crate) mod haproxy;
+pub(crate) mod packages;
+pub(crate) mod patroni;
 pub(crate) mod systemd;
 
 use serde::Serialize;
@@ -52,7 +52,7 @@ pub struct FileSpec {
 }
 
 /// The files of a database host, in the order they are applied.
-pub const DB_HOST_FILES: [FileSpec; 5] = [
+pub(crate) const DB_HOST_FILES: [FileSpec; 5] = [
     etcd::CONFIG,
     patroni::FENCE,
     patroni::FENCE_UNIT,
@@ -60,4 +60,4 @@ pub const DB_HOST_FILES: [FileSpec; 5] = [
     haproxy::CONFIG,
 ];
 /// The files of a GLB host.
-pub const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];
+pub(crate) const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];

@@ -1,7 +1,7 @@
 //! The Debian packages each kind of host needs, and how to install them.
 
 /// What a database host runs, for a PostgreSQL major version.
-pub fn db_host(postgres_version: u32) -> Vec<String> {
+pub(crate) fn db_host(postgres_version: u32) -> Vec<String> {
     let mut pkgs = vec![format!("postgresql-{postgres_version}")];
     pkgs.extend(
         [
@@ -17,14 +17,14 @@ pub fn db_host(postgres_version: u32) -> Vec<String> {
     pkgs
 }
 
-pub fn glb_host() -> Vec<String> {
+pub(crate) fn glb_host() -> Vec<String> {
     vec!["haproxy".to_string()]
 }
 
 /// Installs packages without letting them start services or create the
 /// distribution's default PostgreSQL cluster: pgha configures and starts
 /// each service itself, and Patroni owns the only cluster.
-pub fn install_script(packages: &[String]) -> String {
+pub(crate) fn install_script(packages: &[String]) -> String {
     format!(
         "set -e\n\
 export DEBIAN_FRONTEND=noninteractive\n\

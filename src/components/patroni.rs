@@ -4,7 +4,7 @@
 use super::{Component, FileSpec};
 use crate::shell::quote;
 
-pub const CONFIG: FileSpec = FileSpec {
+pub(crate) const CONFIG: FileSpec = FileSpec {
     component: Component::Governor,
     template: "patroni.yml.j2",
     path: "/etc/patroni/config.yml",
@@ -18,7 +18,7 @@ pub const CONFIG: FileSpec = FileSpec {
 
 /// Run before Patroni starts: a cloud returning after another cloud became
 /// primary without it follows that cloud instead of electing a second master.
-pub const FENCE: FileSpec = FileSpec {
+pub(crate) const FENCE: FileSpec = FileSpec {
     component: Component::Governor,
     template: "patroni-fence.py.j2",
     path: "/usr/local/lib/pgha/patroni-fence",
@@ -30,7 +30,7 @@ pub const FENCE: FileSpec = FileSpec {
 };
 
 /// The systemd drop-in that runs [`FENCE`] before Patroni.
-pub const FENCE_UNIT: FileSpec = FileSpec {
+pub(crate) const FENCE_UNIT: FileSpec = FileSpec {
     component: Component::Governor,
     template: "patroni-fence.conf.j2",
     path: "/etc/systemd/system/patroni.service.d/pgha-fence.conf",
@@ -44,21 +44,21 @@ pub const FENCE_UNIT: FileSpec = FileSpec {
 /// The dynamic `standby_cluster` section that makes a cloud follow `hosts`
 /// (the primary cloud's HAProxy instances) on `port`. Also written by the
 /// fence template, which must stay in step with it.
-pub fn standby_cluster<S: AsRef<str>>(hosts: &[S], port: u16) -> serde_json::Value {
+pub(crate) fn standby_cluster<S: AsRef<str>>(hosts: &[S], port: u16) -> serde_json::Value {
     let hosts: Vec<&str> = hosts.iter().map(AsRef::as_ref).collect();
     serde_json::json!({"host": hosts.join(","), "port": port, "create_replica_methods": ["basebackup"]})
 }
 
 /// Where the clusters live in etcd (the config file's `namespace`).
-pub const NAMESPACE: &str = "/pgha/";
+pub(crate) const NAMESPACE: &str = "/pgha/";
 
 /// Prints Patroni's `/cluster` document from the local REST API.
-pub fn cluster_script(rest_port: u16) -> String {
+pub(crate) fn cluster_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/cluster")
 }
 
 /// Prints the dynamic configuration (`/config`).
-pub fn config_script(rest_port: u16) -> String {
+pub(crate) fn config_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/config")
 }
 
@@ -71,7 +71,7 @@ fn http_get_script(rest_port: u16, path: &str) -> String {
 /// Changes the dynamic configuration (kept in this cloud's etcd) with
 /// patronictl on the host, which reads the REST credentials from the config
 /// file: no password in any command line.
-pub fn edit_config_script(sets: &[(String, String)]) -> String {
+pub(crate) fn edit_config_script(sets: &[(String, String)]) -> String {
     let mut s = format!("patronictl -c {} edit-config --force --quiet", quote(CONFIG.path));
     for (k, v) in sets {
         s.push_str(&format!(" -s {}", quote(&format!("{k}={v}"))));
@@ -80,7 +80,7 @@ pub fn edit_config_script(sets: &[(String, String)]) -> String {
 }
 
 /// Restarts PostgreSQL on one member if a parameter change requires it.
-pub fn restart_pending_script(scope: &str, member: &str) -> String {
+pub(crate) fn restart_pending_script(scope: &str, member: &str) -> String {
     format!(
         "patronictl -c {} restart {} {} --pending --force",
         quote(CONFIG.path),
@@ -91,7 +91,7 @@ pub fn restart_pending_script(scope: &str, member: &str) -> String {
 
 /// A planned switchover from `leader` to `candidate` (Patroni 3 and 4 both
 /// take `--leader`; 3.0 also knows it as `--master`).
-pub fn switchover_script(scope: &str, leader: &str, candidate: &str) -> String {
+pub(crate) fn switchover_script(scope: &str, leader: &str, candidate: &str) -> String {
     format!(
         "patronictl -c {} switchover {} --leader {} --candidate {} --force",
         quote(CONFIG.path),
@@ -135,7 +135,7 @@ mod tests {
 
 /// One member as Patroni's `/cluster` describes it.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-pub struct Member {
+pub(crate) struct Member {
     pub name: String,
     /// leader | standby_leader | sync_standby | quorum_standby | replica
     pub role: String,
@@ -153,16 +153,16 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.role == "leader" || self.role == "master" || self.role == "primary"
     }
 
-    pub fn is_standby_leader(&self) -> bool {
+    pub(crate) fn is_standby_leader(&self) -> bool {
         self.role == "standby_leader"
     }
 
     /// Up and replicating (or serving, for a leader).
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.state == "running" || self.state == "streaming"
     }
 }
@@ -173,7 +173,7 @@ struct ClusterDoc {
     members: Vec<Member>,
 }
 
-pub fn parse_cluster(text: &str) -> anyhow::Result<Vec<Member>> {
+pub(crate) fn parse_cluster(text: &str) -> anyhow::Result<Vec<Member>> {
     let doc: ClusterDoc = serde_json::from_str(text.trim())?;
     Ok(doc.members)
 }

@@ -18,7 +18,7 @@ use crate::secrets::Secrets;
 use crate::ui::progress::{emit, Event, Events, Outcome};
 use crate::wait::poll;
 
-pub struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     pub design: &'a Design,
     pub remotes: &'a BTreeMap<String, Remote>,
     pub renderer: &'a Renderer,
@@ -34,7 +34,7 @@ impl Ctx<'_> {
 
 /// The result of one host in one step.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct HostResult {
+pub(crate) struct HostResult {
     pub step: usize,
     pub host: String,
     #[serde(flatten)]
@@ -44,7 +44,7 @@ pub struct HostResult {
 
 /// Runs a step: host work (in parallel, or one host at a time where a
 /// running cluster must keep quorum), then the step's wait.
-pub async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, anyhow::Result<()>) {
+pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, anyhow::Result<()>) {
     let step = &sw.step;
     emit(
         &ctx.events,
@@ -104,7 +104,7 @@ pub async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, anyhow:
     (results, waited)
 }
 
-pub fn title(sw: &StepWork) -> String {
+pub(super) fn title(sw: &StepWork) -> String {
     let s = &sw.step;
     let cloud = s.cloud.as_deref().unwrap_or("GLB");
     format!("{cloud} {}/{}", s.component.as_str(), s.action.as_str())
@@ -314,7 +314,7 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Resul
 }
 
 /// The cloud's Patroni cluster as one of its members sees it.
-pub async fn cluster_view(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
+pub(super) async fn cluster_view(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
     crate::fleet::cluster_view(ctx.design, ctx.remotes, cloud).await
 }
 
@@ -362,7 +362,7 @@ async fn wait_members(
     })
 }
 
-pub fn describe_members(members: &[patroni::Member]) -> String {
+pub(super) fn describe_members(members: &[patroni::Member]) -> String {
     let parts: Vec<String> = members
         .iter()
         .map(|m| format!("{} {} {}", m.name, m.role, m.state))

@@ -9,25 +9,25 @@ use crate::remote::Remote;
 use crate::shell;
 
 /// Listening TCP sockets, as `ss` lines the fact parser reads.
-pub const LISTENERS_SCRIPT: &str = "ss -Hltnp | sed 's/^/ss /'";
+pub(crate) const LISTENERS_SCRIPT: &str = "ss -Hltnp | sed 's/^/ss /'";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Service {
+pub(crate) struct Service {
     pub active: String,
     pub enabled: String,
 }
 
 impl Service {
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.active == "active"
     }
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         self.enabled == "enabled"
     }
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct HostFacts {
+pub(crate) struct HostFacts {
     pub os: String,
     pub missing_packages: Vec<String>,
     /// Each managed file, `None` when absent.
@@ -43,14 +43,15 @@ pub struct HostFacts {
 
 /// A managed file as it is on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileFact {
+pub(crate) struct FileFact {
     pub sha256: String,
     /// `owner:group:mode`, mode in octal as `stat -c %a` prints it.
     pub meta: String,
 }
 
 impl FileFact {
-    pub fn new(sha256: &str, owner: &str, group: &str, mode: u32) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(sha256: &str, owner: &str, group: &str, mode: u32) -> Self {
         FileFact {
             sha256: sha256.to_string(),
             meta: meta(owner, group, mode),
@@ -59,31 +60,27 @@ impl FileFact {
 }
 
 /// `owner:group:mode` as the facts script reports it.
-pub fn meta(owner: &str, group: &str, mode: u32) -> String {
+pub(crate) fn meta(owner: &str, group: &str, mode: u32) -> String {
     format!("{owner}:{group}:{mode:o}")
 }
 
 impl HostFacts {
-    pub fn service(&self, name: &str) -> Service {
+    pub(crate) fn service(&self, name: &str) -> Service {
         self.services.get(name).cloned().unwrap_or_default()
     }
 
-    pub fn hash(&self, path: &str) -> Option<&str> {
-        self.file(path).map(|f| f.sha256.as_str())
-    }
-
-    pub fn file(&self, path: &str) -> Option<&FileFact> {
+    pub(crate) fn file(&self, path: &str) -> Option<&FileFact> {
         self.files.get(path).and_then(Option::as_ref)
     }
 }
 
 /// The distribution's own cluster unit, which Patroni must not fight.
-pub fn distro_unit(design: &Design) -> String {
+pub(crate) fn distro_unit(design: &Design) -> String {
     format!("postgresql@{}-main", design.platform.postgres_version)
 }
 
 /// The facts script for a host with these packages and files. Pure.
-pub fn script(design: &Design, packages: &[String], files: &[FileSpec]) -> String {
+pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec]) -> String {
     let mut services: Vec<String> = files.iter().map(|f| f.service.to_string()).collect();
     services.push(distro_unit(design));
     services.dedup();
@@ -110,7 +107,7 @@ true
     )
 }
 
-pub fn parse(text: &str) -> HostFacts {
+pub(crate) fn parse(text: &str) -> HostFacts {
     let mut f = HostFacts::default();
     for line in text.lines() {
         let mut w = line.split_whitespace();
@@ -164,7 +161,7 @@ pub fn parse(text: &str) -> HostFacts {
     f
 }
 
-pub async fn gather(remote: &Remote, script: &str) -> anyhow::Result<HostFacts> {
+pub(crate) async fn gather(remote: &Remote, script: &str) -> anyhow::Result<HostFacts> {
     let out = remote.check("reading facts", script).await?;
     Ok(parse(&out))
 }
@@ -183,8 +180,8 @@ ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
         );
         assert_eq!(f.os, "debian 12");
         assert_eq!(f.missing_packages, ["haproxy", "etcd-server"]);
-        assert_eq!(f.hash("/etc/a"), None);
-        assert_eq!(f.hash("/etc/b"), Some("0123abcd"));
+        assert_eq!(f.file("/etc/a"), None);
+        assert_eq!(f.file("/etc/b").unwrap().sha256, "0123abcd");
         assert_eq!(f.file("/etc/b").unwrap().meta, "postgres:postgres:600");
         assert!(f.service("patroni").is_active() && f.service("patroni").is_enabled());
         assert!(!f.service("etcd").is_active());

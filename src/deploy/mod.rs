@@ -2,8 +2,8 @@
 //! plan of changes -> confirm -> execute cloud by cloud -> report.
 
 mod exec;
-pub mod facts;
-pub mod work;
+pub(crate) mod facts;
+pub(crate) mod work;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 
-pub use self::exec::HostResult;
+pub(crate) use self::exec::HostResult;
 use self::facts::HostFacts;
 use self::work::{CloudFacts, StepWork};
 use crate::components::{self, packages, patroni};
@@ -26,7 +26,7 @@ use crate::ui::confirm;
 use crate::ui::{self, progress};
 
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Only these clouds (and `glb` for the GLB); empty: everything.
     pub only: Vec<String>,
     pub yes: bool,
@@ -69,18 +69,17 @@ fn refuse_stale_primary(design: &Design, clouds: &BTreeMap<String, CloudFacts>) 
 
 /// What a deploy did, for the summary and `--output json`.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub changed: usize,
     pub dry_run: bool,
     pub results: Vec<HostResult>,
 }
 
 /// Everything known before executing: connections, facts, rendered files, work.
-pub struct Prepared<'a> {
+pub(crate) struct Prepared<'a> {
     /// Held from before the facts were read until the run ends.
     pub cluster_lock: Option<crate::lock::ClusterLock>,
     pub design: &'a Design,
-    pub plan: Plan,
     pub remotes: BTreeMap<String, Remote>,
     pub work: Vec<StepWork>,
     pub secrets: Secrets,
@@ -118,7 +117,7 @@ pub(crate) fn ssh(hosts: Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<
     Box::pin(async move { remote::connect_all(&hosts, CONNECT_TIMEOUT).await })
 }
 
-pub async fn prepare<'a>(
+pub(crate) async fn prepare<'a>(
     design: &'a Design,
     opts: &Options,
     session: &crate::lock::Session,
@@ -235,7 +234,6 @@ pub async fn prepare<'a>(
     Ok(Prepared {
         cluster_lock,
         design,
-        plan,
         remotes,
         work,
         secrets,
@@ -269,7 +267,7 @@ async fn read_cloud_facts(
 }
 
 /// The plan of changes as a table: one row per step, hosts and what changes.
-pub fn work_table(work: &[StepWork]) -> String {
+pub(crate) fn work_table(work: &[StepWork]) -> String {
     let mut t = ui::table(&["#", "Cloud", "Component", "Action", "Hosts", "Changes"]);
     for sw in work {
         let s = &sw.step;
@@ -303,7 +301,7 @@ pub fn work_table(work: &[StepWork]) -> String {
 }
 
 /// Executes prepared work step by step, stopping at the first failed step.
-pub async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) {
+pub(crate) async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) {
     let (events, monitor) = progress::monitor();
     let ctx = exec::Ctx {
         design: p.design,
@@ -327,7 +325,7 @@ pub async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) 
     (results, outcome)
 }
 
-pub fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
+pub(crate) fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
     let mut t = ui::table(&["#", "Step", "Host", "Outcome", "Seconds"]);
     for r in results {
         let title = work
@@ -347,7 +345,7 @@ pub fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
 }
 
 /// The whole command.
-pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     run_with(design, opts, output, &ssh).await
 }
 

@@ -11,7 +11,7 @@ use crate::render::RenderedFile;
 
 /// One thing to do on one host.
 #[derive(Debug, Clone)]
-pub enum Work {
+pub(crate) enum Work {
     InstallPackages(Vec<String>),
     /// Stop and disable the package's default cluster; its data stays.
     DisableDistroCluster(String),
@@ -20,7 +20,7 @@ pub enum Work {
     WriteFile(RenderedFile),
     /// The content is right, but owner, group or mode are not: no service
     /// needs to hear of it.
-    FixFileMode(crate::components::FileSpec),
+    FixFileMode(FileSpec),
     /// Join a running etcd cluster: `member add`, then start with state `existing`.
     EtcdJoin,
     Enable(&'static str),
@@ -34,11 +34,11 @@ pub enum Work {
 }
 
 impl Work {
-    pub fn is_change(&self) -> bool {
+    pub(crate) fn is_change(&self) -> bool {
         !matches!(self, Work::RequirePortsFree(_))
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Work::InstallPackages(p) => format!("install {}", p.join(" ")),
             Work::DisableDistroCluster(u) => format!("stop and disable {u} (data kept)"),
@@ -64,17 +64,17 @@ impl Work {
 }
 
 #[derive(Debug, Clone)]
-pub struct HostWork {
+pub(crate) struct HostWork {
     pub host: String,
     pub items: Vec<Work>,
 }
 
 impl HostWork {
-    pub fn changes(&self) -> bool {
+    pub(crate) fn changes(&self) -> bool {
         self.items.iter().any(Work::is_change)
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let changes: Vec<String> = self
             .items
             .iter()
@@ -90,7 +90,7 @@ impl HostWork {
 }
 
 #[derive(Debug, Clone)]
-pub struct StepWork {
+pub(crate) struct StepWork {
     pub step: Step,
     pub hosts: Vec<HostWork>,
     /// One host at a time, each followed by the step's health wait: a running
@@ -99,24 +99,24 @@ pub struct StepWork {
 }
 
 impl StepWork {
-    pub fn changes(&self) -> bool {
+    pub(crate) fn changes(&self) -> bool {
         self.hosts.iter().any(HostWork::changes)
     }
 }
 
 /// What pgha knows about a cloud as a whole.
 #[derive(Debug, Clone, Default)]
-pub struct CloudFacts {
+pub(crate) struct CloudFacts {
     /// Patroni's dynamic configuration, when a member answers.
     pub dynamic_config: Option<serde_json::Value>,
 }
 
-pub fn sha256(content: &str) -> String {
+pub(crate) fn sha256(content: &str) -> String {
     crate::fsutil::sha256_hex(content.as_bytes())
 }
 
 /// Everything needed to decide.
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub design: &'a Design,
     pub plan: &'a Plan,
     pub facts: &'a BTreeMap<String, HostFacts>,
@@ -126,7 +126,7 @@ pub struct Inputs<'a> {
     pub glb_applied: Option<&'a str>,
 }
 
-pub fn compute(i: &Inputs) -> Vec<StepWork> {
+pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
     i.plan
         .steps
         .iter()
@@ -286,7 +286,7 @@ fn glb_command_work(i: &Inputs) -> HostWork {
 }
 
 /// The dynamic configuration the design asks of a cloud's Patroni cluster.
-pub fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, serde_json::Value)> {
+pub(crate) fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, serde_json::Value)> {
     use serde_json::json;
     let sync = cloud.is_primary() && d.platform.replication == Replication::Synchronous;
     let standby = if cloud.is_primary() {
@@ -320,7 +320,11 @@ pub fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, serde_j
 /// `patronictl edit-config -s` pairs that bring the live config to the design,
 /// or `None` when it already matches (or no member answered: a fresh cluster
 /// takes the bootstrap config instead).
-pub fn dynamic_config_changes(d: &Design, cloud: &Cloud, facts: Option<&CloudFacts>) -> Option<Vec<(String, String)>> {
+pub(crate) fn dynamic_config_changes(
+    d: &Design,
+    cloud: &Cloud,
+    facts: Option<&CloudFacts>,
+) -> Option<Vec<(String, String)>> {
     let current = facts?.dynamic_config.as_ref()?;
     let mut sets = Vec::new();
     for (key, want) in desired_dynamic_config(d, cloud) {
@@ -344,7 +348,7 @@ pub fn dynamic_config_changes(d: &Design, cloud: &Cloud, facts: Option<&CloudFac
 /// them, because hot standby needs some of them (max_connections,
 /// max_wal_senders, ...) raised on standbys before their upstream and lowered
 /// after it, across clouds; `patronictl edit-config` applies them in that order.
-pub fn parameter_drift(d: &Design, facts: Option<&CloudFacts>) -> Vec<(String, String, String)> {
+pub(crate) fn parameter_drift(d: &Design, facts: Option<&CloudFacts>) -> Vec<(String, String, String)> {
     let Some(current) = facts.and_then(|f| f.dynamic_config.as_ref()) else {
         return Vec::new();
     };
@@ -432,7 +436,7 @@ mod tests {
 
     /// The governor work on dc1's first host when every service runs and each
     /// managed file is as `file_fact` says (`None`: absent).
-    fn governor_work(file_fact: impl Fn(&RenderedFile) -> Option<super::super::facts::FileFact>) -> String {
+    fn governor_work(file_fact: impl Fn(&RenderedFile) -> Option<crate::deploy::facts::FileFact>) -> String {
         let d = design("");
         let plan = Plan::deployment(&d);
         let cloud = &d.clouds[0];
@@ -441,7 +445,7 @@ mod tests {
             .unwrap()
             .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
             .unwrap();
-        let running = super::super::facts::Service {
+        let running = crate::deploy::facts::Service {
             active: "active".into(),
             enabled: "enabled".into(),
         };
@@ -478,7 +482,7 @@ mod tests {
         let work = governor_work(|f| {
             let s = &f.spec;
             (*s != patroni::FENCE_UNIT)
-                .then(|| super::super::facts::FileFact::new(&sha256(&f.content), s.owner, s.group, s.mode))
+                .then(|| crate::deploy::facts::FileFact::new(&sha256(&f.content), s.owner, s.group, s.mode))
         });
         assert_eq!(
             work,
@@ -496,7 +500,7 @@ mod tests {
             } else {
                 (s.owner, s.mode)
             };
-            Some(super::super::facts::FileFact::new(
+            Some(crate::deploy::facts::FileFact::new(
                 &sha256(&f.content),
                 owner,
                 s.group,

@@ -7,11 +7,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Runs `docker ARGS`, returning stdout; an error quotes stderr.
-pub async fn docker(args: &[&str]) -> anyhow::Result<String> {
+pub(crate) async fn docker(args: &[&str]) -> anyhow::Result<String> {
     docker_with_input(args, None).await
 }
 
-pub async fn docker_with_input(args: &[&str], input: Option<&[u8]>) -> anyhow::Result<String> {
+pub(crate) async fn docker_with_input(args: &[&str], input: Option<&[u8]>) -> anyhow::Result<String> {
     let mut child = Command::new("docker")
         .args(args)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -37,13 +37,13 @@ pub async fn docker_with_input(args: &[&str], input: Option<&[u8]>) -> anyhow::R
 }
 
 /// `docker exec CONTAINER sh -c SCRIPT`.
-pub async fn exec(container: &str, script: &str) -> anyhow::Result<String> {
+pub(crate) async fn exec(container: &str, script: &str) -> anyhow::Result<String> {
     docker(&["exec", container, "sh", "-c", script]).await
 }
 
 /// Does a container or network exist, and which lab label does it carry?
 /// `Ok(None)`: it does not exist. `Ok(Some(""))`: it exists without our label.
-pub async fn label_of(kind: &str, name: &str) -> anyhow::Result<Option<String>> {
+pub(crate) async fn label_of(kind: &str, name: &str) -> anyhow::Result<Option<String>> {
     // Containers keep labels in their config, networks at the top.
     let field = if kind == "container" {
         ".Config.Labels"
@@ -65,7 +65,7 @@ pub async fn label_of(kind: &str, name: &str) -> anyhow::Result<Option<String>> 
 }
 
 /// Checks that the engine answers, with a hint on how to start it.
-pub async fn require_engine() -> anyhow::Result<()> {
+pub(crate) async fn require_engine() -> anyhow::Result<()> {
     let out = Command::new("docker")
         .args(["info", "-f", "{{.ServerVersion}}"])
         .output()

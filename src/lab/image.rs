@@ -58,7 +58,7 @@ impl Variant {
 }
 
 /// The tag of an image for `variant`, building it first when missing.
-pub async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<String> {
+pub(crate) async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<String> {
     let tag = variant.tag();
     if docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).await.is_ok() {
         return Ok(tag);

@@ -3,8 +3,8 @@
 //! host. Everything the lab creates carries the label `pgha.lab=<name>`, and
 //! nothing without it is ever changed or removed.
 
-pub mod docker;
-pub mod image;
+pub(crate) mod docker;
+pub(crate) mod image;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,13 +13,13 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 use self::docker::{docker, docker_with_input, exec, label_of};
-pub use self::image::Variant;
+pub(crate) use self::image::Variant;
 use crate::design::{Host, Ssh};
 use crate::remote::Remote;
 
 /// What `lab up` builds.
 #[derive(Debug, Clone)]
-pub struct LabSpec {
+pub(crate) struct LabSpec {
     pub name: String,
     pub dir: PathBuf,
     pub clouds: usize,
@@ -30,7 +30,7 @@ pub struct LabSpec {
 }
 
 impl LabSpec {
-    pub fn hosts(&self) -> Vec<LabHost> {
+    pub(crate) fn hosts(&self) -> Vec<LabHost> {
         let mut hosts = Vec::new();
         for c in 1..=self.clouds {
             for h in 1..=self.hosts_per_cloud {
@@ -54,7 +54,7 @@ impl LabSpec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LabHost {
+pub(crate) struct LabHost {
     pub name: String,
     /// `None` for the GLB host.
     pub cloud: Option<String>,
@@ -64,7 +64,7 @@ pub struct LabHost {
 
 /// `lab.json`: what exists, so later commands need no flags.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Lab {
+pub(crate) struct Lab {
     pub name: String,
     pub network: String,
     pub subnet: String,
@@ -73,11 +73,11 @@ pub struct Lab {
     pub hosts: Vec<LabHost>,
 }
 
-pub const STATE_FILE: &str = "lab.json";
-pub const DESIGN_FILE: &str = "pgha.yaml";
+pub(crate) const STATE_FILE: &str = "lab.json";
+pub(crate) const DESIGN_FILE: &str = "pgha.yaml";
 
 impl Lab {
-    pub fn load(dir: &Path) -> anyhow::Result<Lab> {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<Lab> {
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -89,7 +89,7 @@ impl Lab {
     }
 
     /// Hosts named by `target`: a host name, a cloud name, or `glb`.
-    pub fn select(&self, target: &str) -> anyhow::Result<Vec<&LabHost>> {
+    pub(crate) fn select(&self, target: &str) -> anyhow::Result<Vec<&LabHost>> {
         let hosts: Vec<&LabHost> = self
             .hosts
             .iter()
@@ -107,7 +107,7 @@ impl Lab {
         Ok(hosts)
     }
 
-    pub fn ssh(&self, dir: &Path) -> Ssh {
+    pub(crate) fn ssh(&self, dir: &Path) -> Ssh {
         Ssh {
             user: "root".into(),
             port: 22,
@@ -155,7 +155,7 @@ fn run_args<'a>(network: &'a str, image: &'a str, h: &'a LabHost, label: &'a str
 }
 
 /// Brings the lab up, reusing what exists and repairing what is missing.
-pub async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
+pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab> {
     docker::require_engine().await?;
     std::fs::create_dir_all(&spec.dir).with_context(|| format!("cannot create {}", spec.dir.display()))?;
     let dir = spec.dir.canonicalize()?;
@@ -332,7 +332,7 @@ async fn wait_systemd(container: &str, limit: Duration) -> anyhow::Result<()> {
 }
 
 /// Polls until every host answers over SSH with strict host key checking.
-pub async fn wait_ssh(hosts: &[&LabHost], ssh: &Ssh, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_ssh(hosts: &[&LabHost], ssh: &Ssh, limit: Duration) -> anyhow::Result<()> {
     let mut set = tokio::task::JoinSet::new();
     for h in hosts {
         let host = Host {
@@ -419,7 +419,7 @@ ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nc
 
 /// One row of `lab status`.
 #[derive(Debug, Serialize)]
-pub struct HostState {
+pub(crate) struct HostState {
     pub cloud: String,
     pub name: String,
     pub address: String,
@@ -430,7 +430,7 @@ pub struct HostState {
     pub network: String,
 }
 
-pub async fn status(lab: &Lab) -> anyhow::Result<Vec<HostState>> {
+pub(crate) async fn status(lab: &Lab) -> anyhow::Result<Vec<HostState>> {
     let mut rows = Vec::new();
     for h in &lab.hosts {
         let inspect = docker(&[
@@ -462,7 +462,7 @@ pub async fn status(lab: &Lab) -> anyhow::Result<Vec<HostState>> {
 }
 
 /// Removes the lab's containers, its network and its directory; nothing else.
-pub async fn down(dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+pub(crate) async fn down(dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     docker::require_engine().await?;
     let lab = Lab::load(dir)?;
     for h in &lab.hosts {
@@ -492,7 +492,7 @@ pub async fn down(dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Power off: the container is killed.
     Kill,
     /// Boot again, disks intact; waits until SSH answers.
@@ -503,7 +503,7 @@ pub enum Fault {
     Heal,
 }
 
-pub async fn fault(dir: &Path, target: &str, fault: Fault, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+pub(crate) async fn fault(dir: &Path, target: &str, fault: Fault, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     docker::require_engine().await?;
     let lab = Lab::load(dir)?;
     let hosts = lab.select(target)?;

@@ -26,7 +26,7 @@ use crate::wait::poll;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub enum FlipAction {
+pub(crate) enum FlipAction {
     /// Refuse unless no other host holds WAL (commits) the new primary lacks.
     CheckNoDataLoss { new: String },
     /// The GLB forwards to no cloud.
@@ -50,7 +50,7 @@ pub enum FlipAction {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct FlipStep {
+pub(crate) struct FlipStep {
     pub number: usize,
     pub description: String,
     #[serde(flatten)]
@@ -58,7 +58,7 @@ pub struct FlipStep {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flip {
+pub(crate) enum Flip {
     MakePrimary,
     MakeSecondary,
 }
@@ -106,7 +106,7 @@ fn verify_step(name: &str) -> (String, FlipAction) {
 }
 
 /// The numbered plan. Pure: the design, the target and which clouds answer.
-pub fn plan(
+pub(crate) fn plan(
     design: &Design,
     name: &str,
     flip: Flip,
@@ -232,7 +232,7 @@ pub fn plan(
         .collect())
 }
 
-pub fn plan_table(steps: &[FlipStep]) -> String {
+pub(crate) fn plan_table(steps: &[FlipStep]) -> String {
     let mut t = ui::table(&["#", "Step"]);
     for s in steps {
         t.add_row(vec![s.number.to_string(), s.description.clone()]);
@@ -240,14 +240,14 @@ pub fn plan_table(steps: &[FlipStep]) -> String {
     t.to_string()
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub yes: bool,
     pub force: bool,
     pub dry_run: bool,
 }
 
 impl Flip {
-    pub fn verb(self) -> &'static str {
+    pub(crate) fn verb(self) -> &'static str {
         match self {
             Flip::MakePrimary => "make-primary",
             Flip::MakeSecondary => "make-secondary",
@@ -255,7 +255,13 @@ impl Flip {
     }
 }
 
-pub async fn run(design: &Design, name: &str, flip: Flip, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    design: &Design,
+    name: &str,
+    flip: Flip,
+    opts: &Options,
+    output: ui::Output,
+) -> anyhow::Result<()> {
     let fleet = Fleet::connect(design, true).await;
     let result = run_on(&fleet, name, flip, opts, output).await;
     fleet.close().await;
@@ -324,7 +330,7 @@ async fn run_locked(
     if opts.dry_run {
         return rec.print(output, &command, true, &steps);
     }
-    crate::ui::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
+    ui::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
     session.ensure_unchanged(design)?;
     let after = flipped(design, name, flip);
     let secrets = Secrets::load(&design.secrets_file)?

@@ -1,9 +1,9 @@
 //! Day-two operations on a deployed cluster: status, cloud flips, switchover,
 //! node recovery. They share one view of the fleet (`crate::fleet`).
 
-pub mod cloud;
-pub mod recover;
-pub mod report;
-pub mod status;
-pub mod switchover;
-pub mod wal;
+pub(crate) mod cloud;
+pub(crate) mod recover;
+pub(crate) mod report;
+pub(crate) mod status;
+pub(crate) mod switchover;
+pub(crate) mod wal;

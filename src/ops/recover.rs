@@ -27,7 +27,7 @@ use crate::wait::poll;
 /// 16 MiB, initdb's default, which pgha does not change.
 const WAL_SEGMENT: u64 = 16 << 20;
 
-pub struct Options {
+pub(crate) struct Options {
     pub yes: bool,
     pub force: bool,
     pub reclone: bool,
@@ -37,7 +37,7 @@ pub struct Options {
 /// What the WAL comparison found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// No data directory: a fresh copy is all there is to do.
     Empty,
     /// Everything the node has, the master's lineage has too.
@@ -56,7 +56,7 @@ pub enum Verdict {
 }
 
 /// `(parent timeline, switch point)` lines of a `.history` file.
-pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
+pub(crate) fn parse_history(text: &str) -> Vec<(u32, u64)> {
     text.lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
@@ -67,7 +67,7 @@ pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
         .collect()
 }
 
-pub fn segment_name(timeline: u32, lsn: u64) -> String {
+pub(crate) fn segment_name(timeline: u32, lsn: u64) -> String {
     let seg = lsn / WAL_SEGMENT;
     format!(
         "{timeline:08X}{:08X}{:08X}",
@@ -80,7 +80,7 @@ pub fn segment_name(timeline: u32, lsn: u64) -> String {
 /// `Ok(None)` when the node's position lies inside the master's lineage
 /// (subject to the byte check), `Ok(Some(lsn))` the fork point on the node's
 /// timeline, `Err` when the histories disagree before the node's timeline.
-pub fn fork_point(
+pub(crate) fn fork_point(
     node: &WalPos,
     node_history: &[(u32, u64)],
     master_tli: u32,
@@ -107,7 +107,7 @@ pub fn fork_point(
     Ok(if node.lsn < end { None } else { Some(end) })
 }
 
-pub async fn run(design: &Design, host_name: &str, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+pub(crate) async fn run(design: &Design, host_name: &str, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let (cloud, host) = match design.find_host(host_name) {
         Some((Some(c), h)) => (c, h),
         Some((None, _)) => bail!(Usage(format!(
@@ -526,7 +526,7 @@ async fn repair_etcd(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host) -> anyhow::R
             &etcd::member_add_script(port, &host.name, &peer),
         )
         .await?;
-    let datadir = crate::components::etcd::data_dir(&d.platform.name);
+    let datadir = etcd::data_dir(&d.platform.name);
     r.check("rejoining etcd", &etcd::rejoin_script(&datadir)).await?;
     poll(Duration::from_secs(60), healthy)
         .await
@@ -538,7 +538,7 @@ async fn repair_etcd(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host) -> anyhow::R
 }
 
 /// A host's timeline history file for `tli` (empty when absent).
-pub fn history_script(data_dir: &str, tli: u32) -> String {
+pub(crate) fn history_script(data_dir: &str, tli: u32) -> String {
     format!(
         "cat {} 2>/dev/null || true",
         quote(&format!("{data_dir}/pg_wal/{tli:08X}.history"))
@@ -547,7 +547,7 @@ pub fn history_script(data_dir: &str, tli: u32) -> String {
 
 /// A hash of the WAL records on `tli` from `start` to `upto`, or `missing`
 /// when the segment holding `start` is gone (an empty range hashes equal).
-pub fn wal_records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u64, upto: u64) -> String {
+pub(crate) fn wal_records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u64, upto: u64) -> String {
     format!(
         "[ -f {seg} ] || {{ echo missing; exit 0; }}; runuser -u postgres -- {waldump} -p {wal} -t {tli} -s {s} -e {e} 2>/dev/null | sha256sum | cut -d' ' -f1",
         seg = quote(&format!("{data_dir}/pg_wal/{}", segment_name(tli, start))),
@@ -560,7 +560,7 @@ pub fn wal_records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u
 
 /// Stops Patroni and removes the data directory, or keeps it aside as
 /// `<data_dir>.pgha-discarded-<unix time>` when it may hold commits.
-pub fn discard_data_script(data_dir: &str, keep_aside: bool) -> String {
+pub(crate) fn discard_data_script(data_dir: &str, keep_aside: bool) -> String {
     let d = quote(data_dir);
     if keep_aside {
         let aside = quote(&format!("{data_dir}.pgha-discarded-"));

@@ -10,7 +10,7 @@ use crate::ui;
 
 /// One step's outcome.
 #[derive(Debug, Clone, Serialize)]
-pub struct StepResult {
+pub(crate) struct StepResult {
     pub number: usize,
     /// `ok` or `failed`.
     pub outcome: &'static str,
@@ -21,7 +21,7 @@ pub struct StepResult {
 
 /// The JSON document of a changing command: `{command, dry_run, plan, results, ok}`.
 #[derive(Debug, Serialize)]
-pub struct Report<'a, P: Serialize> {
+pub(crate) struct Report<'a, P: Serialize> {
     pub command: &'a str,
     pub dry_run: bool,
     pub plan: &'a P,
@@ -30,7 +30,7 @@ pub struct Report<'a, P: Serialize> {
 }
 
 /// Records step outcomes and draws progress in one style.
-pub struct Recorder {
+pub(crate) struct Recorder {
     started: Instant,
     step: Option<(usize, Instant)>,
     pub results: Vec<StepResult>,
@@ -47,7 +47,7 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    pub fn start(&mut self, number: usize, description: &str) {
+    pub(crate) fn start(&mut self, number: usize, description: &str) {
         eprintln!(
             "[{:>5.1} s] step {number}: {description}",
             self.started.elapsed().as_secs_f64()
@@ -56,7 +56,7 @@ impl Recorder {
     }
 
     /// Records the current step's outcome and passes the result on.
-    pub fn finish<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    pub(crate) fn finish<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
         if let Some((number, at)) = self.step.take() {
             self.results.push(StepResult {
                 number,
@@ -68,12 +68,18 @@ impl Recorder {
         result
     }
 
-    pub fn note(&self, text: &str) {
+    pub(crate) fn note(&self, text: &str) {
         eprintln!("[{:>5.1} s] {text}", self.started.elapsed().as_secs_f64());
     }
 
     /// Prints the report as JSON when asked; text output was drawn already.
-    pub fn print<P: Serialize>(self, output: ui::Output, command: &str, dry_run: bool, plan: &P) -> anyhow::Result<()> {
+    pub(crate) fn print<P: Serialize>(
+        self,
+        output: ui::Output,
+        command: &str,
+        dry_run: bool,
+        plan: &P,
+    ) -> anyhow::Result<()> {
         if output == ui::Output::Json {
             let ok = self.results.iter().all(|r| r.outcome == "ok");
             ui::print_json(&Report {
@@ -89,7 +95,7 @@ impl Recorder {
 }
 
 /// Numbered lines: the text form of a plan.
-pub fn numbered(title: &str, steps: &[String]) -> String {
+pub(crate) fn numbered(title: &str, steps: &[String]) -> String {
     let lines: Vec<String> = steps
         .iter()
         .enumerate()

@@ -8,7 +8,7 @@ use crate::fleet::Fleet;
 use crate::ui;
 
 #[derive(Debug, Serialize)]
-pub struct HostRow {
+pub(crate) struct HostRow {
     pub cloud: String,
     pub cloud_status: String,
     pub host: String,
@@ -27,7 +27,7 @@ pub struct HostRow {
 }
 
 #[derive(Debug, Serialize)]
-pub struct GlbStatus {
+pub(crate) struct GlbStatus {
     pub fqdn: String,
     pub port: u16,
     /// The cloud whose HAProxy instances the GLB forwards to.
@@ -36,7 +36,7 @@ pub struct GlbStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub cluster: String,
     pub hosts: Vec<HostRow>,
     pub glb: Option<GlbStatus>,
@@ -61,7 +61,7 @@ fn role_label(m: &patroni::Member) -> String {
     .to_string()
 }
 
-pub async fn gather(fleet: &Fleet<'_>) -> Status {
+pub(crate) async fn gather(fleet: &Fleet<'_>) -> Status {
     let d = fleet.design;
     let script = probe_script(d);
     let proxy = haproxy::primary_proxy(&d.platform.name);
@@ -160,7 +160,7 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-pub fn table(s: &Status) -> String {
+pub(crate) fn table(s: &Status) -> String {
     let mut t = ui::table(&[
         "Cloud",
         "Host",
@@ -205,7 +205,7 @@ pub fn table(s: &Status) -> String {
     format!("Cluster {}\n{t}\n{glb}", s.cluster)
 }
 
-pub async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {
+pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {
     let fleet = Fleet::connect(design, true).await;
     loop {
         let s = gather(&fleet).await;

@@ -16,13 +16,13 @@ use crate::ui;
 use crate::ui::confirm;
 use crate::wait::poll;
 
-pub struct Options {
+pub(crate) struct Options {
     pub to: Option<String>,
     pub yes: bool,
     pub dry_run: bool,
 }
 
-pub async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let cloud = design
         .primary_clouds()
         .next()

@@ -5,7 +5,7 @@ use crate::fleet::{parse_lsn, Fleet};
 use crate::shell::quote;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalPos {
+pub(crate) struct WalPos {
     pub timeline: u32,
     /// Start of the last WAL record the host has (replayed, or on disk when stopped).
     pub lsn: u64,
@@ -14,7 +14,7 @@ pub struct WalPos {
 }
 
 /// Reads the WAL position of a host whose PostgreSQL may be running or stopped.
-pub fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
+pub(crate) fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
     let (data_dir, bin_dir) = (quote(data_dir), quote(bin_dir));
     format!(
         r#"D={data_dir}; B={bin_dir}
@@ -35,7 +35,7 @@ echo "stopped ${{last:-$ckpt}} $tli"
     )
 }
 
-pub fn parse_position(out: &str) -> anyhow::Result<WalPos> {
+pub(crate) fn parse_position(out: &str) -> anyhow::Result<WalPos> {
     let mut w = out.split_whitespace();
     let (mode, lsn, tli) = (w.next(), w.next(), w.next());
     match (mode, lsn, tli) {
@@ -48,7 +48,7 @@ pub fn parse_position(out: &str) -> anyhow::Result<WalPos> {
     }
 }
 
-pub async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
+pub(crate) async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
     let p = &fleet.design.platform;
     let out = fleet
         .remote(host)?
@@ -63,7 +63,7 @@ pub async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
 /// Committed transactions in a host's WAL after `from` on `timeline`: the
 /// commits that exist nowhere else when `from` is where another copy ends.
 /// One line per commit: its time, as the DBA will want to know what is at stake.
-pub fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
+pub(crate) fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
     format!(
         "runuser -u postgres -- {} -p {} -t {timeline} -s {} 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true",
         quote(&format!("{bin_dir}/pg_waldump")),
@@ -74,10 +74,10 @@ pub fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: 
 
 /// The commits past a point, by their commit times.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commits(pub Vec<String>);
+pub(crate) struct Commits(pub Vec<String>);
 
 impl Commits {
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.0.len()
     }
 }
@@ -92,7 +92,7 @@ impl std::fmt::Display for Commits {
     }
 }
 
-pub async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u64) -> anyhow::Result<Commits> {
+pub(crate) async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u64) -> anyhow::Result<Commits> {
     let p = &fleet.design.platform;
     let out = fleet
         .remote(host)?

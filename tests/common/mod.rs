@@ -4,16 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     repo().join("examples").join(name)
 }
 
 /// Runs the real binary with `args`, without a terminal.
-pub fn pgha<I, S>(args: I) -> Output
+pub(crate) fn pgha<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
@@ -24,17 +24,17 @@ where
         .expect("pgha runs")
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// End-to-end tests need root and Docker (`.ci/setup`). They run unless
 /// PGHA_SKIP_E2E=1 says otherwise, so a missing engine fails loudly in CI.
-pub fn e2e() -> bool {
+pub(crate) fn e2e() -> bool {
     if std::env::var("PGHA_SKIP_E2E").as_deref() == Ok("1") {
         eprintln!("skipped: PGHA_SKIP_E2E=1");
         return false;
@@ -44,14 +44,14 @@ pub fn e2e() -> bool {
 
 /// A lab brought up for one test binary, removed when dropped (unless
 /// PGHA_KEEP_LAB=1, to look at it after a failure).
-pub struct TestLab {
+pub(crate) struct TestLab {
     pub dir: PathBuf,
     name: String,
     tmp: Option<tempfile::TempDir>,
 }
 
 impl TestLab {
-    pub fn up(name: &str, subnet: &str, extra: &[&str]) -> TestLab {
+    pub(crate) fn up(name: &str, subnet: &str, extra: &[&str]) -> TestLab {
         // A run that died (or kept its lab) may have left this lab's hosts behind.
         remove_leftovers(name);
         let tmp = tempfile::tempdir().unwrap();
@@ -70,18 +70,18 @@ impl TestLab {
         }
     }
 
-    pub fn design(&self) -> PathBuf {
+    pub(crate) fn design(&self) -> PathBuf {
         self.dir.join("pgha.yaml")
     }
 
     /// `pgha ARGS -f <lab design>`.
-    pub fn pgha(&self, args: &[&str]) -> Output {
+    pub(crate) fn pgha(&self, args: &[&str]) -> Output {
         let mut all: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
         all.extend(["-f".into(), self.design().into_os_string()]);
         pgha(all)
     }
 
-    pub fn lab(&self, args: &[&str]) -> Output {
+    pub(crate) fn lab(&self, args: &[&str]) -> Output {
         let mut all: Vec<&std::ffi::OsStr> = vec!["lab".as_ref()];
         all.extend(args.iter().map(std::ffi::OsStr::new));
         all.extend(["--lab".as_ref(), self.dir.as_os_str()]);
@@ -89,12 +89,12 @@ impl TestLab {
     }
 
     /// Runs `cmd` on a host over SSH, strict host key checking.
-    pub fn ssh(&self, address: &str, cmd: &str) -> Output {
+    pub(crate) fn ssh(&self, address: &str, cmd: &str) -> Output {
         self.ssh_checking(&self.dir.join("known_hosts"), address, cmd)
     }
 
     /// Like `ssh`, checking the host key against `known_hosts`.
-    pub fn ssh_checking(&self, known_hosts: &std::path::Path, address: &str, cmd: &str) -> Output {
+    pub(crate) fn ssh_checking(&self, known_hosts: &Path, address: &str, cmd: &str) -> Output {
         Command::new("ssh")
             .arg("-i")
             .arg(self.dir.join("id_ed25519"))
@@ -114,13 +114,13 @@ impl TestLab {
             .unwrap()
     }
 
-    pub fn ssh_ok(&self, address: &str, cmd: &str) -> String {
+    pub(crate) fn ssh_ok(&self, address: &str, cmd: &str) -> String {
         let out = self.ssh(address, cmd);
         assert!(out.status.success(), "{address}: {cmd}: {}", stderr(&out));
         stdout(&out).trim().to_string()
     }
 
-    pub fn superuser_password(&self) -> String {
+    pub(crate) fn superuser_password(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("pgha.secrets.yaml")).unwrap();
         let line = text.lines().find(|l| l.starts_with("superuser_password:")).unwrap();
         line.split_once(':').unwrap().1.trim().to_string()
@@ -141,7 +141,7 @@ impl Drop for TestLab {
 }
 
 /// Runs SQL through a real PostgreSQL connection; rows as text.
-pub fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+pub(crate) fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec<Option<String>>>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -172,7 +172,7 @@ pub fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec
 }
 
 /// Polls until `f` returns true; panics naming `what` after `limit`.
-pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !f() {
         assert!(
