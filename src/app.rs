@@ -76,7 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 yes: args.yes,
                 dry_run: args.dry_run,
             };
-            runtime()?.block_on(crate::deploy::run(&design, &opts, cli.output))
+            interruptible(crate::deploy::run(&design, &opts, cli.output))
         }
         Command::Status(args) => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 force: args.force,
                 dry_run: args.dry_run,
             };
-            runtime()?.block_on(cloud::run(&design, &args.name, flip, &opts, cli.output))
+            interruptible(cloud::run(&design, &args.name, flip, &opts, cli.output))
         }
         Command::RecoverNode(args) => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
@@ -104,7 +104,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 reclone: args.reclone,
                 dry_run: args.dry_run,
             };
-            runtime()?.block_on(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
+            interruptible(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
         }
         Command::Switchover(args) => {
             let design = load(&cli)?;
@@ -113,7 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 yes: args.yes,
                 dry_run: args.dry_run,
             };
-            runtime()?.block_on(crate::ops::switchover::run(&design, &opts, cli.output))
+            interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {
@@ -182,6 +182,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// Runs a changing command; Ctrl-C stops it there. Dropping the command
+/// drops its SSH sessions, and each one ends its control master
+/// (`ssh -O exit`): nothing is left connected to the hosts. The error says
+/// which steps completed (exit 1).
+fn interruptible(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = command => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
+                "interrupted (Ctrl-C): {}; SSH connections closed. A cluster lock it held expires within {} s; \
+                 run the same command again to finish (an interrupted flip resumes where it stopped)",
+                ui::journal::summary(),
+                crate::lock::LEASE_TTL
+            )),
+        }
+    });
+    // Background tasks (the lock's renewal) hold sessions too: end them now.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 fn say(line: &str) {

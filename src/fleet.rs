@@ -63,9 +63,7 @@ impl<'a> Fleet<'a> {
     }
 
     pub(crate) async fn close(self) {
-        for (_, r) in self.remotes {
-            r.close().await;
-        }
+        remote::close_all(self.remotes.into_values()).await;
     }
 }
 

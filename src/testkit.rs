@@ -677,14 +677,16 @@ pub(crate) fn remotes(design: &Design, world: &Arc<Mutex<World>>, unreachable: &
         .flat_map(|c| c.hosts.iter())
         .chain(design.glb_hosts())
         .filter(|h| !unreachable.contains(&h.name.as_str()))
-        .map(|h| {
-            let t = FakeHost {
-                name: h.name.clone(),
-                world: world.clone(),
-            };
-            (h.name.clone(), Remote::over(&h.name, &h.address, Arc::new(t)))
-        })
+        .map(|h| (h.name.clone(), fake_remote(h, world)))
         .collect()
+}
+
+fn fake_remote(h: &crate::design::Host, world: &Arc<Mutex<World>>) -> Remote {
+    let t = FakeHost {
+        name: h.name.clone(),
+        world: world.clone(),
+    };
+    Remote::over(&h.name, &h.address, Arc::new(t))
 }
 
 /// Three clouds of three hosts and a GLB host: every path of a flip.
@@ -789,11 +791,7 @@ impl Sim {
                         hint: String::new(),
                     });
                 } else {
-                    let t = FakeHost {
-                        name: h.name.clone(),
-                        world: world.clone(),
-                    };
-                    ok.push(Remote::over(&h.name, &h.address, Arc::new(t)));
+                    ok.push(fake_remote(&h, &world));
                 }
             }
             Box::pin(async move { (ok, failed) })

@@ -247,6 +247,37 @@ fn deploy_end_to_end() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
+    // 12 (issue 8). Ctrl-C stops a run, which says what it completed and
+    // leaves no SSH control master behind (they outlive a killed process).
+    assert_eq!(lab.ssh_masters(), Vec::<String>::new());
+    let mut interrupted = None;
+    for _ in 0..3 {
+        let mut child = lab.spawn(&["deploy", "--yes"]);
+        let mut exited = false;
+        wait_for("pgha's SSH masters to the 7 hosts", Duration::from_secs(60), || {
+            exited = child.try_wait().unwrap().is_some();
+            exited || lab.ssh_masters().len() >= 7
+        });
+        if exited {
+            continue; // it finished before the signal: try again
+        }
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        interrupted = Some(child.wait_with_output().unwrap());
+        break;
+    }
+    let out = interrupted.expect("a deploy was interrupted");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted (Ctrl-C): "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SSH connections closed"), "{}", stderr(&out));
+    wait_for("no SSH master left", Duration::from_secs(15), || {
+        lab.ssh_masters().is_empty()
+    });
+    // Its cluster lock expires within the lease; then deploy runs again.
+    wait_for("a deploy after the interrupted one", Duration::from_secs(90), || {
+        lab.pgha(&["deploy", "--yes"]).status.success()
+    });
+
     // 8. A second failover before the last replica followed the first: that
     // replica, still on the old timeline, must not be promoted. It would
     // start "timeline 2" again without the new master's commits (seen in the

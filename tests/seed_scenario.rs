@@ -266,7 +266,51 @@ fn seed_scenario() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
-    pgha_ok(&lab, &["cloud", "make-primary", "dc1", "--yes"]);
+    // The flip is killed (kill -9) once dc2 is fenced and before dc1 is
+    // promoted, when no cloud has a master; the same command finishes it.
+    let watcher = Watcher::start(pw.clone());
+    let mut flip = lab.spawn(&["cloud", "make-primary", "dc1", "--yes"]);
+    wait_for("the flip to fence dc2", Duration::from_secs(120), || {
+        lab.state()["flip"]["done_step"].as_u64() >= Some(2)
+    });
+    flip.kill().unwrap();
+    let killed = flip.wait_with_output().unwrap();
+    assert_eq!(lab.state()["flip"]["cloud"], "dc1", "the intent survives the kill");
+    eprintln!("killed flip:\n{}", stderr(&killed));
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_ne!(out.status.code(), Some(0), "deploy must not undo a half-done flip");
+    assert!(stderr(&out).contains("pgha cloud make-primary dc1"), "{}", stderr(&out));
+    // The killed run's cluster lock expires within its lease (30 s).
+    let mut finished = None;
+    wait_for(
+        "the killed flip's lock to expire and the flip to finish",
+        Duration::from_secs(150),
+        || {
+            let out = lab.pgha(&["cloud", "make-primary", "dc1", "--yes"]);
+            let busy = out.status.code() == Some(1) && stderr(&out).contains("is held by");
+            if !busy {
+                finished = Some(out);
+            }
+            !busy
+        },
+    );
+    let out = finished.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        common::stdout(&out).contains("finishing the run that stopped after step"),
+        "{}",
+        common::stdout(&out)
+    );
+    assert!(lab.state()["flip"].is_null(), "{}", lab.state());
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let dc1 = design.find("name: dc1").unwrap();
+    assert!(
+        design[dc1..].lines().nth(1).unwrap().contains("status: primary"),
+        "{design}"
+    );
+    let all: Vec<&str> = DC1.iter().chain(&DC2).copied().collect();
+    assert_eq!(masters(&pw, &all).len(), 1);
+    wait_master(&pw, &DC1, Duration::from_secs(10));
     wait_for("writes through the GLB again", Duration::from_secs(30), || {
         let before = acked.lock().unwrap().len();
         std::thread::sleep(Duration::from_millis(400));
@@ -287,6 +331,11 @@ fn seed_scenario() {
     assert!(
         lost.is_empty(),
         "acknowledged writes lost in the planned flip: {lost:?}"
+    );
+    let doubles = watcher.finish();
+    assert!(
+        doubles.is_empty(),
+        "two masters at once around the killed flip: {doubles:?}"
     );
 
     // 9a. A master killed outright: a new master in dc1; the old one, back, is read-only.

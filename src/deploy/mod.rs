@@ -145,9 +145,7 @@ pub(crate) async fn prepare<'a>(
     let plain: Vec<Host> = hosts.iter().map(|(_, h)| (*h).clone()).collect();
     let (connected, failed) = connect(plain).await;
     if !failed.is_empty() {
-        for r in connected {
-            r.close().await;
-        }
+        remote::close_all(connected).await;
         return Err(remote::connect_errors(failed));
     }
     let remotes: BTreeMap<String, Remote> = connected.into_iter().map(|r| (r.name.clone(), r)).collect();
@@ -155,9 +153,7 @@ pub(crate) async fn prepare<'a>(
     let cluster_lock = match session.cluster(design, &clouds, &remotes).await {
         Ok(l) => Some(l),
         Err(e) if e.downcast_ref::<crate::lock::Busy>().is_some() => {
-            for r in remotes.into_values() {
-                r.close().await;
-            }
+            remote::close_all(remotes.into_values()).await;
             return Err(e);
         }
         Err(e) => {
@@ -208,9 +204,7 @@ pub(crate) async fn prepare<'a>(
         if let Some(l) = cluster_lock {
             l.release().await;
         }
-        for r in remotes.into_values() {
-            r.close().await;
-        }
+        remote::close_all(remotes.into_values()).await;
         return Err(e);
     }
 
@@ -313,7 +307,9 @@ pub(crate) async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Resul
     let mut results = Vec::new();
     let mut outcome = Ok(());
     for sw in &p.work {
+        ui::journal::started(sw.step.number, &exec::title(sw));
         let (r, res) = exec::run_step(&ctx, sw).await;
+        ui::journal::finished(sw.step.number, res.is_ok());
         results.extend(r);
         if let Err(e) = res {
             outcome = Err(e);
@@ -412,9 +408,7 @@ async fn close(p: Prepared<'_>) {
     if let Some(l) = p.cluster_lock {
         l.release().await;
     }
-    for (_, r) in p.remotes {
-        r.close().await;
-    }
+    remote::close_all(p.remotes.into_values()).await;
 }
 
 #[cfg(test)]

@@ -53,11 +53,13 @@ impl Recorder {
             self.started.elapsed().as_secs_f64()
         );
         self.step = Some((number, Instant::now()));
+        ui::journal::started(number, description);
     }
 
     /// Records the current step's outcome and passes the result on.
     pub(crate) fn finish<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
         if let Some((number, at)) = self.step.take() {
+            ui::journal::finished(number, result.is_ok());
             self.results.push(StepResult {
                 number,
                 outcome: if result.is_ok() { "ok" } else { "failed" },

@@ -347,6 +347,11 @@ pub async fn connect_all(hosts: &[Host], timeout: Duration) -> (Vec<Remote>, Vec
     )
 }
 
+/// Closes connections all at once (each waits for its master to exit).
+pub async fn close_all(remotes: impl IntoIterator<Item = Remote>) {
+    futures::future::join_all(remotes.into_iter().map(Remote::close)).await;
+}
+
 pub fn connect_errors(errors: Vec<ConnectError>) -> anyhow::Error {
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     anyhow!(

@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 
+pub(crate) mod journal;
 pub mod progress;
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};

@@ -81,6 +81,41 @@ impl TestLab {
         pgha(all)
     }
 
+    /// `pgha ARGS -f <lab design>` started in the background, output piped.
+    pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_pgha"))
+            .args(args)
+            .arg("-f")
+            .arg(self.design())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("pgha starts")
+    }
+
+    /// pgha's state file next to the lab's design, as JSON (`{}` when absent).
+    pub(crate) fn state(&self) -> serde_json::Value {
+        std::fs::read_to_string(self.dir.join("pgha.state.yaml"))
+            .ok()
+            .and_then(|t| serde_yaml::from_str(&t).ok())
+            .unwrap_or_else(|| serde_json::json!({}))
+    }
+
+    /// SSH control masters pgha opened to this lab's hosts that still run.
+    pub(crate) fn ssh_masters(&self) -> Vec<String> {
+        let out = Command::new("pgrep")
+            .args(["-a", "-f", "ssh .*-M .*"])
+            .output()
+            .expect("pgrep runs");
+        let kh = self.dir.join("known_hosts");
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains(kh.to_str().unwrap()))
+            .map(str::to_string)
+            .collect()
+    }
+
     pub(crate) fn lab(&self, args: &[&str]) -> Output {
         let mut all: Vec<&std::ffi::OsStr> = vec!["lab".as_ref()];
         all.extend(args.iter().map(std::ffi::OsStr::new));
