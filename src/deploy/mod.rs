@@ -307,9 +307,16 @@ pub(crate) async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Resul
     let mut results = Vec::new();
     let mut outcome = Ok(());
     for sw in &p.work {
-        ui::journal::started(sw.step.number, &exec::title(sw));
+        let started = std::time::Instant::now();
         let (r, res) = exec::run_step(&ctx, sw).await;
-        ui::journal::finished(sw.step.number, res.is_ok());
+        progress::emit(
+            &ctx.events,
+            progress::Event::StepDone {
+                number: sw.step.number,
+                ok: res.is_ok(),
+                elapsed: started.elapsed(),
+            },
+        );
         results.extend(r);
         if let Err(e) = res {
             outcome = Err(e);

@@ -1,12 +1,13 @@
 //! What every day-two changing command reports: its numbered plan, then the
-//! outcome of each step, drawn as plain timestamped lines on stderr while it
-//! runs and printed once as data (`--output json`) at the end.
+//! outcome of each step, drawn by the progress renderer while it runs and
+//! printed once as data (`--output json`) at the end.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::ui;
+use crate::ui::progress::{self, Event};
 
 /// One step's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -30,36 +31,30 @@ pub(crate) struct Report<'a, P: Serialize> {
 }
 
 /// Records step outcomes and draws progress in one style.
+#[derive(Default)]
 pub(crate) struct Recorder {
-    started: Instant,
     step: Option<(usize, Instant)>,
     pub results: Vec<StepResult>,
 }
 
-impl Default for Recorder {
-    fn default() -> Self {
-        Recorder {
-            started: Instant::now(),
-            step: None,
-            results: Vec::new(),
-        }
-    }
-}
 
 impl Recorder {
     pub(crate) fn start(&mut self, number: usize, description: &str) {
-        eprintln!(
-            "[{:>5.1} s] step {number}: {description}",
-            self.started.elapsed().as_secs_f64()
-        );
+        progress::draw(Event::StepStarted {
+            number,
+            title: description.to_string(),
+        });
         self.step = Some((number, Instant::now()));
-        ui::journal::started(number, description);
     }
 
     /// Records the current step's outcome and passes the result on.
     pub(crate) fn finish<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
         if let Some((number, at)) = self.step.take() {
-            ui::journal::finished(number, result.is_ok());
+            progress::draw(Event::StepDone {
+                number,
+                ok: result.is_ok(),
+                elapsed: at.elapsed(),
+            });
             self.results.push(StepResult {
                 number,
                 outcome: if result.is_ok() { "ok" } else { "failed" },
@@ -71,7 +66,11 @@ impl Recorder {
     }
 
     pub(crate) fn note(&self, text: &str) {
-        eprintln!("[{:>5.1} s] {text}", self.started.elapsed().as_secs_f64());
+        let number = self.results.last().map_or(0, |r| r.number);
+        progress::draw(Event::StepMessage {
+            number,
+            message: text.to_string(),
+        });
     }
 
     /// Prints the report as JSON when asked; text output was drawn already.

@@ -3,6 +3,8 @@
 
 use std::sync::Mutex;
 
+use super::progress::Event;
+
 #[derive(Default)]
 struct Journal {
     done: Vec<usize>,
@@ -18,17 +20,18 @@ fn with<T>(f: impl FnOnce(&mut Journal) -> T) -> T {
     f(&mut JOURNAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-pub(crate) fn started(number: usize, description: &str) {
-    with(|j| j.running = Some((number, description.to_string())));
-}
-
-pub(crate) fn finished(number: usize, ok: bool) {
-    with(|j| {
-        if ok {
-            j.done.push(number);
-        }
-        j.running = None;
-    });
+/// Notes a step starting or ending, as the progress events say.
+pub(crate) fn observe(e: &Event) {
+    match e {
+        Event::StepStarted { number, title } => with(|j| j.running = Some((*number, title.clone()))),
+        Event::StepDone { number, ok, .. } => with(|j| {
+            if *ok {
+                j.done.push(*number);
+            }
+            j.running = None;
+        }),
+        _ => {}
+    }
 }
 
 /// `steps 1, 2 completed; step 3 (...) was running`, in words.

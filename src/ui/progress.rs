@@ -64,13 +64,53 @@ pub enum Event {
         number: usize,
         message: String,
     },
+    StepDone {
+        number: usize,
+        ok: bool,
+        elapsed: Duration,
+    },
 }
 
 pub type Events = mpsc::UnboundedSender<Event>;
 
 /// Sends an event; a closed monitor only means nobody is watching.
 pub fn emit(tx: &Events, e: Event) {
+    super::journal::observe(&e);
     let _ = tx.send(e);
+}
+
+/// Draws one event now, as a plain line: for runners that draw as they go
+/// (the day-two commands), in the same words as [`monitor`]'s.
+pub(crate) fn draw(e: Event) {
+    super::journal::observe(&e);
+    eprintln!("[{} UTC] {}", clock(), line(&e));
+}
+
+fn line(e: &Event) -> String {
+    match e {
+        Event::StepStarted { number, title } => format!("step {number}: {title}"),
+        Event::HostStarted { number, host, what } => format!("step {number} {host}: {what}"),
+        Event::HostMessage { number, host, message } => format!("step {number} {host}: {message}"),
+        Event::StepMessage { number, message } => format!("step {number}: {message}"),
+        Event::HostDone {
+            number,
+            host,
+            outcome,
+            elapsed,
+        } => {
+            let detail = outcome.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+            format!(
+                "step {number} {host}: {}{detail} in {:.1} s",
+                outcome.label(),
+                elapsed.as_secs_f64()
+            )
+        }
+        Event::StepDone { number, ok, elapsed } => format!(
+            "step {number}: {} in {:.1} s",
+            if *ok { "done" } else { "failed" },
+            elapsed.as_secs_f64()
+        ),
+    }
 }
 
 /// Starts the monitor; dropping every sender ends it.
@@ -94,26 +134,7 @@ fn clock() -> String {
 
 async fn plain(mut rx: mpsc::UnboundedReceiver<Event>) {
     while let Some(e) = rx.recv().await {
-        let line = match e {
-            Event::StepStarted { number, title } => format!("step {number}: {title}"),
-            Event::HostStarted { number, host, what } => format!("step {number} {host}: {what}"),
-            Event::HostMessage { number, host, message } => format!("step {number} {host}: {message}"),
-            Event::StepMessage { number, message } => format!("step {number}: {message}"),
-            Event::HostDone {
-                number,
-                host,
-                outcome,
-                elapsed,
-            } => {
-                let detail = outcome.detail().map(|d| format!(" ({d})")).unwrap_or_default();
-                format!(
-                    "step {number} {host}: {}{detail} in {:.1} s",
-                    outcome.label(),
-                    elapsed.as_secs_f64()
-                )
-            }
-        };
-        eprintln!("[{} UTC] {line}", clock());
+        eprintln!("[{} UTC] {}", clock(), line(&e));
     }
 }
 
@@ -126,8 +147,8 @@ async fn bars(mut rx: mpsc::UnboundedReceiver<Event>) {
             Event::StepStarted { number, title } => {
                 let _ = multi.println(format!("step {number}: {title}"));
             }
-            Event::StepMessage { number, message } => {
-                let _ = multi.println(format!("step {number}: {message}"));
+            e @ (Event::StepMessage { .. } | Event::StepDone { .. }) => {
+                let _ = multi.println(line(&e));
             }
             Event::HostStarted { number, host, what } => {
                 let bar = multi.add(ProgressBar::new_spinner());
