@@ -330,9 +330,6 @@ impl World {
         if let Some(facts) = self.facts(host, script) {
             return ok("read facts", facts);
         }
-        if script == patroni::config_script(d.governor.rest_port) {
-            return ok("read dynamic config", self.dynamic_config(host));
-        }
         if script == systemd::DAEMON_RELOAD {
             return ok("daemon-reload", String::new());
         }
@@ -420,8 +417,9 @@ impl World {
             d,
             &packages::db_host(d.platform.postgres_version),
             &components::DB_HOST_FILES,
+            Some(d.governor.rest_port),
         );
-        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &components::GLB_HOST_FILES);
+        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &components::GLB_HOST_FILES, None);
         let specs: &[FileSpec] = if script == db {
             &components::DB_HOST_FILES
         } else if script == glb_script {
@@ -440,14 +438,18 @@ impl World {
                 )),
                 None => out.push_str(&format!("file {} absent\n", spec.path)),
             }
-            out.push_str(&format!("svc {} active enabled\n", spec.service));
+            out.push_str(&format!(
+                "svc Id={}.service\nsvc ActiveState=active\nsvc UnitFileState=enabled\nsvc \n",
+                spec.service
+            ));
         }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
             out.push_str(&format!(
-                "svc {} inactive disabled\netcd_initialized\netcd_core {}\n",
+                "svc Id={}.service\nsvc ActiveState=inactive\nsvc UnitFileState=disabled\nsvc \netcd_initialized\netcd_core {}\nconfig {}\n",
                 crate::deploy::facts::distro_unit(d),
-                crate::fsutil::sha256_hex(etcd::core(etcd_file).as_bytes())
+                crate::fsutil::sha256_hex(etcd::core(etcd_file).as_bytes()),
+                self.dynamic_config(host)
             ));
             if s.data {
                 out.push_str("pgdata\n");

@@ -39,6 +39,8 @@ pub(crate) struct HostFacts {
     pub pgdata: bool,
     /// Listening TCP port -> process name.
     pub listeners: BTreeMap<u16, String>,
+    /// Patroni's dynamic configuration, when its REST API answered.
+    pub dynamic_config: Option<serde_json::Value>,
 }
 
 /// A managed file as it is on the host.
@@ -79,24 +81,39 @@ pub(crate) fn distro_unit(design: &Design) -> String {
     format!("postgresql@{}-main", design.platform.postgres_version)
 }
 
-/// The facts script for a host with these packages and files. Pure.
-pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec]) -> String {
+/// The facts script for a host with these packages and files. Pure. One
+/// `dpkg-query` and one `systemctl show` for all packages and services;
+/// a database host also prints Patroni's dynamic configuration, when its
+/// REST API answers (`rest_port`).
+pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], rest_port: Option<u16>) -> String {
     let mut services: Vec<String> = files.iter().map(|f| f.service.to_string()).collect();
     services.push(distro_unit(design));
     services.dedup();
     let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
     let etcd_member = format!("{}/member", components::etcd::data_dir(&design.platform.name));
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
+    let config = rest_port
+        .map(|port| {
+            format!(
+                "{} 2>/dev/null | sed 's/^/config /'\n",
+                components::patroni::config_script(port)
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#". /etc/os-release 2>/dev/null; echo "os $ID $VERSION_ID"
-for p in {pkgs}; do s=$(dpkg-query -W -f='${{db:Status-Status}}' "$p" 2>/dev/null); echo "pkg $p ${{s:-missing}}"; done
+have=$(dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\n' {pkgs} 2>/dev/null)
+for p in {pkgs}; do s=missing; while read -r n st; do [ "$n" = "$p" ] && s=$st; done <<PGHA_PKGS
+$have
+PGHA_PKGS
+echo "pkg $p $s"; done
 for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1) $(stat -c '%U:%G:%a' "$f")"; else echo "file $f absent"; fi; done
-for s in {svcs}; do echo "svc $s $(systemctl is-active "$s" 2>/dev/null | head -1) $(systemctl is-enabled "$s" 2>/dev/null | head -1)"; done
+systemctl show -p Id -p ActiveState -p UnitFileState {svcs} 2>/dev/null | sed 's/^/svc /'
 [ -d {etcd_member} ] && echo "etcd_initialized"
 echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
 [ -f {pg_version} ] && echo "pgdata"
 ss -Hltnp 2>/dev/null | sed 's/^/ss /'
-true
+{config}true
 "#,
         pkgs = shell::words(packages),
         paths = shell::words(&paths),
@@ -107,9 +124,43 @@ true
     )
 }
 
+/// Adds one `svc` line of `systemctl show` (`Id=`, `ActiveState=`,
+/// `UnitFileState=`; an empty line ends a unit) to `unit`, finishing it
+/// into `services` at a blank line.
+fn svc_line(rest: &str, unit: &mut Vec<(String, String)>, services: &mut BTreeMap<String, Service>) {
+    match rest.split_once('=') {
+        Some((k, v)) => unit.push((k.to_string(), v.trim().to_string())),
+        None => finish_unit(unit, services),
+    }
+}
+
+fn finish_unit(unit: &mut Vec<(String, String)>, services: &mut BTreeMap<String, Service>) {
+    let get = |key: &str| unit.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    if let Some(id) = get("Id") {
+        let name = id.strip_suffix(".service").unwrap_or(&id).to_string();
+        services.insert(
+            name,
+            Service {
+                active: get("ActiveState").unwrap_or_else(|| "unknown".into()),
+                enabled: get("UnitFileState").unwrap_or_default(),
+            },
+        );
+    }
+    unit.clear();
+}
+
 pub(crate) fn parse(text: &str) -> HostFacts {
     let mut f = HostFacts::default();
+    let mut unit = Vec::new();
     for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("svc ") {
+            svc_line(rest, &mut unit, &mut f.services);
+            continue;
+        }
+        if let Some(json) = line.strip_prefix("config ") {
+            f.dynamic_config = serde_json::from_str(json).ok();
+            continue;
+        }
         let mut w = line.split_whitespace();
         match w.next() {
             Some("os") => f.os = w.collect::<Vec<_>>().join(" "),
@@ -127,13 +178,6 @@ pub(crate) fn parse(text: &str) -> HostFacts {
                         meta: w.next().unwrap_or_default().to_string(),
                     });
                     f.files.insert(path.to_string(), fact);
-                }
-            }
-            Some("svc") => {
-                if let Some(name) = w.next() {
-                    let active = w.next().unwrap_or("unknown").to_string();
-                    let enabled = w.next().unwrap_or("").to_string();
-                    f.services.insert(name.to_string(), Service { active, enabled });
                 }
             }
             Some("etcd_initialized") => f.etcd_initialized = true,
@@ -158,6 +202,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             _ => {}
         }
     }
+    finish_unit(&mut unit, &mut f.services);
     f
 }
 
@@ -174,7 +219,10 @@ mod tests {
     fn parses_every_kind_of_fact() {
         let f = parse(
             "os debian 12\npkg patroni installed\npkg haproxy not-installed\npkg etcd-server missing\n\
-file /etc/a absent\nfile /etc/b 0123abcd postgres:postgres:600\nsvc patroni active enabled\nsvc etcd inactive disabled\netcd_initialized\n\
+file /etc/a absent\nfile /etc/b 0123abcd postgres:postgres:600\n\
+svc Id=patroni.service\nsvc ActiveState=active\nsvc UnitFileState=enabled\nsvc \n\
+svc ActiveState=inactive\nsvc Id=etcd.service\nsvc UnitFileState=disabled\netcd_initialized\n\
+config {\"ttl\": 30, \"standby_cluster\": null}\n\
 ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
 ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
         );
@@ -184,7 +232,8 @@ ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
         assert_eq!(f.file("/etc/b").unwrap().sha256, "0123abcd");
         assert_eq!(f.file("/etc/b").unwrap().meta, "postgres:postgres:600");
         assert!(f.service("patroni").is_active() && f.service("patroni").is_enabled());
-        assert!(!f.service("etcd").is_active());
+        assert!(!f.service("etcd").is_active() && !f.service("etcd").is_enabled());
+        assert_eq!(f.dynamic_config.as_ref().unwrap()["ttl"], 30);
         assert!(f.etcd_initialized && !f.pgdata);
         assert_eq!(f.listeners.get(&8008).map(String::as_str), Some("nc"));
         assert_eq!(f.listeners.get(&5432).map(String::as_str), Some("postgres"));

@@ -14,7 +14,7 @@ use serde::Serialize;
 pub(crate) use self::exec::HostResult;
 use self::facts::HostFacts;
 use self::work::{CloudFacts, StepWork};
-use crate::components::{self, packages, patroni};
+use crate::components::{self, packages};
 use crate::design::{Cloud, Design, Host};
 use crate::error::Usage;
 use crate::plan::Plan;
@@ -168,8 +168,9 @@ pub(crate) async fn prepare<'a>(
         design,
         &packages::db_host(design.platform.postgres_version),
         &components::DB_HOST_FILES,
+        Some(design.governor.rest_port),
     );
-    let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES);
+    let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES, None);
     let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
         let script = if cloud.is_some() { &db_script } else { &glb_script };
         let r = &remotes[&h.name];
@@ -189,7 +190,7 @@ pub(crate) async fn prepare<'a>(
     }
     let mut cloud_facts = BTreeMap::new();
     for cloud in &clouds {
-        let f = read_cloud_facts(design, cloud, &remotes, &host_facts).await;
+        let f = read_cloud_facts(cloud, &host_facts);
         for (name, want, have) in work::parameter_drift(design, Some(&f)) {
             eprintln!(
                 "warning: {}: PostgreSQL parameter {name} is {have}, the design says {want}; deploy sets parameters only \
@@ -235,29 +236,16 @@ pub(crate) async fn prepare<'a>(
     })
 }
 
-async fn read_cloud_facts(
-    design: &Design,
-    cloud: &Cloud,
-    remotes: &BTreeMap<String, Remote>,
-    facts: &BTreeMap<String, HostFacts>,
-) -> CloudFacts {
-    let script = patroni::config_script(design.governor.rest_port);
-    for h in &cloud.hosts {
-        if !facts.get(&h.name).is_some_and(|f| f.service("patroni").is_active()) {
-            continue;
-        }
-        if let Ok(out) = remotes[&h.name]
-            .check("reading Patroni's dynamic config", &script)
-            .await
-        {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(out.trim()) {
-                return CloudFacts {
-                    dynamic_config: Some(v),
-                };
-            }
-        }
-    }
-    CloudFacts::default()
+/// The cloud's Patroni dynamic configuration, as the first member with
+/// Patroni running reported it in its facts.
+fn read_cloud_facts(cloud: &Cloud, facts: &BTreeMap<String, HostFacts>) -> CloudFacts {
+    let dynamic_config = cloud
+        .hosts
+        .iter()
+        .filter_map(|h| facts.get(&h.name))
+        .filter(|f| f.service("patroni").is_active())
+        .find_map(|f| f.dynamic_config.clone());
+    CloudFacts { dynamic_config }
 }
 
 /// The plan of changes as a table: one row per step, hosts and what changes.
@@ -294,7 +282,27 @@ pub(crate) fn work_table(work: &[StepWork]) -> String {
     t.to_string()
 }
 
-/// Executes prepared work step by step, stopping at the first failed step.
+/// The steps in the order they run: one at a time, except that consecutive
+/// steps with nothing to change (their facts, read under the cluster lock,
+/// already match; verify steps) only read, so they run together.
+fn read_groups(work: &[StepWork]) -> Vec<&[StepWork]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < work.len() {
+        let mut end = start + 1;
+        if !work[start].changes() {
+            while end < work.len() && !work[end].changes() {
+                end += 1;
+            }
+        }
+        groups.push(&work[start..end]);
+        start = end;
+    }
+    groups
+}
+
+/// Executes prepared work step by step (reads together), stopping after the
+/// first failed step.
 pub(crate) async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) {
     let (events, monitor) = progress::monitor();
     let ctx = exec::Ctx {
@@ -306,20 +314,30 @@ pub(crate) async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Resul
     };
     let mut results = Vec::new();
     let mut outcome = Ok(());
-    for sw in &p.work {
-        let started = std::time::Instant::now();
-        let (r, res) = exec::run_step(&ctx, sw).await;
-        progress::emit(
-            &ctx.events,
-            progress::Event::StepDone {
-                number: sw.step.number,
-                ok: res.is_ok(),
-                elapsed: started.elapsed(),
-            },
-        );
-        results.extend(r);
-        if let Err(e) = res {
-            outcome = Err(e);
+    for group in read_groups(&p.work) {
+        let runs = group.iter().map(|sw| {
+            let ctx = &ctx;
+            async move {
+                let started = std::time::Instant::now();
+                let (r, res) = exec::run_step(ctx, sw).await;
+                progress::emit(
+                    &ctx.events,
+                    progress::Event::StepDone {
+                        number: sw.step.number,
+                        ok: res.is_ok(),
+                        elapsed: started.elapsed(),
+                    },
+                );
+                (r, res)
+            }
+        });
+        for (r, res) in futures::future::join_all(runs).await {
+            results.extend(r);
+            if let Err(e) = res {
+                outcome = outcome.and(Err(e));
+            }
+        }
+        if outcome.is_err() {
             break;
         }
     }

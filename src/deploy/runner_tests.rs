@@ -2,7 +2,8 @@
 //! repaired with the least change (and verified), a stale design is refused.
 
 use super::*;
-use crate::components::haproxy;
+use crate::components::{haproxy, patroni};
+use crate::deploy::work::{HostWork, Work};
 use crate::testkit::{Sim, THREE_CLOUDS};
 
 fn yes() -> Options {
@@ -123,4 +124,35 @@ async fn an_unfinished_flip_blocks_deploy() {
         "no host was even contacted: {:#?}",
         sim.events()
     );
+}
+
+#[test]
+fn only_consecutive_steps_without_changes_run_together() {
+    let d = crate::design::load_str(THREE_CLOUDS, std::path::Path::new("pgha.yaml"))
+        .unwrap()
+        .design;
+    let plan = Plan::deployment(&d);
+    let work: Vec<StepWork> = plan
+        .steps
+        .iter()
+        .map(|s| StepWork {
+            step: s.clone(),
+            hosts: vec![HostWork {
+                host: s.hosts[0].clone(),
+                // Step 2 changes something: it runs alone, between groups.
+                items: if s.number == 2 {
+                    vec![Work::Reload("etcd".into())]
+                } else {
+                    vec![]
+                },
+            }],
+            serial: false,
+        })
+        .collect();
+    let groups: Vec<Vec<usize>> = read_groups(&work)
+        .iter()
+        .map(|g| g.iter().map(|w| w.step.number).collect())
+        .collect();
+    let n = work.len();
+    assert_eq!(groups, [vec![1], vec![2], (3..=n).collect::<Vec<_>>()]);
 }

@@ -37,7 +37,6 @@ pub(crate) struct Recorder {
     pub results: Vec<StepResult>,
 }
 
-
 impl Recorder {
     pub(crate) fn start(&mut self, number: usize, description: &str) {
         progress::draw(Event::StepStarted {
