@@ -141,7 +141,7 @@ fn only_consecutive_steps_without_changes_run_together() {
                 host: s.hosts[0].clone(),
                 // Step 2 changes something: it runs alone, between groups.
                 items: if s.number == 2 {
-                    vec![Work::Reload("etcd".into())]
+                    vec![Work::Reload("etcd")]
                 } else {
                     vec![]
                 },
