@@ -208,13 +208,21 @@ impl ClusterLock {
         }
     }
 
-    /// Revokes the lease: the key goes with it.
+    /// Revokes the lease: the key goes with it. (Dropped without this, as
+    /// when a command is interrupted, the lease is no longer renewed and
+    /// expires.)
     pub async fn release(self) {
         self.renew.abort();
         let _ = self
             .remote
             .run(&etcd::lease_revoke_script(self.client_port, &self.lease))
             .await;
+    }
+}
+
+impl Drop for ClusterLock {
+    fn drop(&mut self) {
+        self.renew.abort();
     }
 }
 
@@ -266,22 +274,28 @@ pub fn ensure_unchanged(d: &Design, digest: &str) -> anyhow::Result<()> {
 }
 
 /// What a changing command holds from its start: the local lock, who it is,
-/// and the digest of the design and state it plans from.
+/// the digest of the design and state it plans from, and the half-done flip
+/// it resumes, if it is that flip run again.
 pub struct Session {
     pub holder: Holder,
     digest: String,
+    pub(crate) resuming: Option<crate::state::FlipIntent>,
     _local: LocalLock,
 }
 
 impl Session {
-    /// Takes the local lock for `command` (as the user typed it, after `pgha`).
-    pub fn begin(d: &Design, command: &str) -> anyhow::Result<Session> {
+    /// Takes the local lock for `command` (as the user typed it, after
+    /// `pgha`) and refuses while a flip is half-done, unless `flip`
+    /// (verb, cloud) is that flip.
+    pub fn begin(d: &Design, command: &str, flip: Option<(&str, &str)>) -> anyhow::Result<Session> {
         let holder = Holder::me(command);
         let local = LocalLock::acquire(&d.path, &holder)?;
         // Read after the lock: what a finished holder wrote is what we plan from.
+        let resuming = crate::state::refuse_unfinished_flip(d, flip)?;
         Ok(Session {
             digest: inputs_digest(d),
             holder,
+            resuming,
             _local: local,
         })
     }

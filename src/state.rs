@@ -42,9 +42,9 @@ impl FlipIntent {
     }
 }
 
-/// Refuses a changing command while a flip is half-done (unless it is that
-/// flip being run again).
-pub(crate) fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -> anyhow::Result<()> {
+/// Refuses a changing command while a flip is half-done, unless it is that
+/// flip (`verb`, `cloud`) being run again: then the flip's record, to resume.
+pub(crate) fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -> anyhow::Result<Option<FlipIntent>> {
     if let Some(f) = load(d)?.flip {
         if except != Some((f.verb.as_str(), f.cloud.as_str())) {
             anyhow::bail!(
@@ -54,8 +54,9 @@ pub(crate) fn refuse_unfinished_flip(d: &Design, except: Option<(&str, &str)>) -
                 f.done_step
             );
         }
+        return Ok(Some(f));
     }
-    Ok(())
+    Ok(None)
 }
 
 pub(crate) fn record_flip(d: &Design, flip: Option<FlipIntent>) -> anyhow::Result<()> {

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use crate::components::systemd::{self, Verb};
-use crate::components::{self, etcd, glb, haproxy, packages, patroni, FileSpec};
+use crate::components::{self, etcd, haproxy, packages, patroni, FileSpec};
 use crate::design::{Cloud, Design, Replication};
 use crate::ops::wal;
 use crate::remote::{install_script, Output, Remote, Transport};
-use crate::render::{pick, Renderer};
+use crate::render::Renderer;
 use crate::secrets::Secrets;
 
 /// What a script did, as tests read the order of events.
@@ -66,19 +66,22 @@ pub(crate) struct SimHost {
     pub history: String,
     pub records: String,
     pub etcd_healthy: bool,
+    /// `ID VERSION_ID` of /etc/os-release.
+    pub os: String,
     /// `owner:group:mode` of each installed file.
     pub meta: BTreeMap<String, String>,
 }
 
 impl SimHost {
-    fn new(cloud: Option<String>, cfg: String, lsn: u64, timeline: u32) -> SimHost {
-        SimHost {
+    /// A running host with `files` installed and its HAProxy config loaded.
+    fn new(cloud: Option<String>, files: &[crate::render::RenderedFile], lsn: u64, timeline: u32) -> SimHost {
+        let mut host = SimHost {
             cloud,
             up: true,
             lsn,
             timeline,
-            files: [(haproxy::CONFIG.path.to_string(), cfg.clone())].into(),
-            active_haproxy: cfg,
+            files: BTreeMap::new(),
+            active_haproxy: String::new(),
             commits: Vec::new(),
             data: true,
             kept_aside: Vec::new(),
@@ -86,15 +89,16 @@ impl SimHost {
             history: String::new(),
             records: "same".into(),
             etcd_healthy: true,
+            os: "debian 12".into(),
             meta: BTreeMap::new(),
-        }
-    }
-
-    fn install(&mut self, files: &[crate::render::RenderedFile]) {
+        };
         for f in files {
-            self.files.insert(f.spec.path.to_string(), f.content.clone());
-            self.meta.insert(f.spec.path.to_string(), spec_meta(&f.spec));
+            host.files.insert(f.spec.path.to_string(), f.content.clone());
+            host.meta.insert(f.spec.path.to_string(), spec_meta(&f.spec));
         }
+        // The GLB's config has the same path as a database host's HAProxy config.
+        host.active_haproxy = host.files[haproxy::CONFIG.path].clone();
+        host
     }
 }
 
@@ -130,24 +134,18 @@ impl World {
             clouds.insert(
                 c.name.clone(),
                 SimCloud {
-                    standby_of: (!c.is_primary()).then(|| primary.map(follow_key).unwrap_or_default()),
+                    standby_of: (!c.is_primary()).then(|| primary.map_or(String::new(), |p| p.name.clone())),
                     leader: c.hosts.first().map(|h| h.name.clone()),
                 },
             );
             for h in &c.hosts {
                 let files = renderer.db_host(design, c, h, None, secrets).expect("render");
-                let cfg = pick(&files, &haproxy::CONFIG).content.clone();
-                let mut host = SimHost::new(Some(c.name.clone()), cfg, 0x5000060, 1);
-                host.install(&files);
-                hosts.insert(h.name.clone(), host);
+                hosts.insert(h.name.clone(), SimHost::new(Some(c.name.clone()), &files, 0x5000060, 1));
             }
         }
         for h in design.glb_hosts() {
             let files = renderer.glb_host(design, h, secrets).expect("render");
-            let cfg = pick(&files, &glb::CONFIG).content.clone();
-            let mut host = SimHost::new(None, cfg, 0, 0);
-            host.install(&files);
-            hosts.insert(h.name.clone(), host);
+            hosts.insert(h.name.clone(), SimHost::new(None, &files, 0, 0));
         }
         let w = World {
             design: design.clone(),
@@ -309,7 +307,10 @@ impl World {
         {
             return ok("read stats", self.stats(host));
         }
-        if script == systemd::unit_script(Verb::ReloadOrRestart, "haproxy") {
+        // Flips reload-or-restart, deploy reloads: HAProxy loads its file either way.
+        if script == systemd::unit_script(Verb::ReloadOrRestart, "haproxy")
+            || script == systemd::unit_script(Verb::Reload, "haproxy")
+        {
             let s = self.hosts.get_mut(host).expect("known host");
             s.active_haproxy = s.files.get(haproxy::CONFIG.path).cloned().unwrap_or_default();
             return ok("reload haproxy", String::new());
@@ -339,11 +340,6 @@ impl World {
                     return ok(&format!("{} {svc}", verb.as_str()), String::new());
                 }
             }
-        }
-        if script == systemd::unit_script(Verb::Reload, "haproxy") {
-            let s = self.hosts.get_mut(host).expect("known host");
-            s.active_haproxy = s.files.get(haproxy::CONFIG.path).cloned().unwrap_or_default();
-            return ok("reload haproxy", String::new());
         }
         if let Some(hosts) = standby_hosts(script) {
             let follow = patroni::standby_cluster(&hosts, d.haproxy.port).to_string();
@@ -376,8 +372,6 @@ impl World {
             return ok(&format!("promote {cloud}"), String::new());
         }
         if let Some(value) = lock_value(&d, script) {
-            let key = crate::lock::cluster_key(&d);
-            let _ = key;
             return match &self.lock {
                 Some((held, _)) => {
                     let holder = String::from_utf8(decode64(held)).unwrap_or_default();
@@ -427,7 +421,7 @@ impl World {
         } else {
             return None;
         };
-        let mut out = String::from("os debian 12\n");
+        let mut out = format!("os {}\n", s.os);
         for spec in specs {
             match s.files.get(spec.path) {
                 Some(c) => out.push_str(&format!(
@@ -562,10 +556,6 @@ impl World {
         }
         None
     }
-}
-
-fn follow_key(c: &Cloud) -> String {
-    c.name.clone()
 }
 
 /// The hosts of a `standby_cluster` edit-config script.

@@ -123,7 +123,6 @@ pub(crate) async fn prepare<'a>(
     session: &crate::lock::Session,
     connect: Connector<'_>,
 ) -> anyhow::Result<Prepared<'a>> {
-    state::refuse_unfinished_flip(design, None)?;
     let (clouds, with_glb) = select(design, &opts.only)?;
     let plan = Plan::for_clouds(design, &clouds, with_glb);
     let secrets = if opts.dry_run {
@@ -163,69 +162,23 @@ pub(crate) async fn prepare<'a>(
         }
     };
 
-    // Facts from every host at once.
-    let db_script = facts::script(
-        design,
-        &packages::db_host(design.platform.postgres_version),
-        &components::DB_HOST_FILES,
-        Some(design.governor.rest_port),
-    );
-    let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES, None);
-    let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
-        let script = if cloud.is_some() { &db_script } else { &glb_script };
-        let r = &remotes[&h.name];
-        async move { (h.name.clone(), facts::gather(r, script).await) }
-    }))
-    .await;
-    let mut host_facts: BTreeMap<String, HostFacts> = BTreeMap::new();
-    for (name, f) in gathered {
-        let f = f?;
-        if !f.os.starts_with("debian") && !f.os.starts_with("ubuntu") {
-            bail!(
-                "{name}: pgha installs with apt and supports Debian and Ubuntu; this host runs `{}`",
-                f.os
-            );
-        }
-        host_facts.insert(name, f);
-    }
-    let mut cloud_facts = BTreeMap::new();
-    for cloud in &clouds {
-        let f = read_cloud_facts(cloud, &host_facts);
-        for (name, want, have) in work::parameter_drift(design, Some(&f)) {
-            eprintln!(
-                "warning: {}: PostgreSQL parameter {name} is {have}, the design says {want}; deploy sets parameters only \
-                 when a cluster is created: apply it with `patronictl edit-config` (standby clouds first when raising max_* settings)",
-                cloud.name
-            );
-        }
-        cloud_facts.insert(cloud.name.clone(), f);
-    }
-
-    if let Err(e) = refuse_stale_primary(design, &cloud_facts) {
-        if let Some(l) = cluster_lock {
-            l.release().await;
-        }
-        remote::close_all(remotes.into_values()).await;
-        return Err(e);
-    }
-
-    let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();
-    for (cloud, h) in &hosts {
-        let rendered = match cloud {
-            Some(c) => renderer.db_host(design, c, h, None, &secrets)?,
-            None => renderer.glb_host(design, h, &secrets)?,
-        };
-        files.insert(h.name.clone(), rendered);
-    }
-    let recorded = state::load(design)?.glb_primary_cloud;
-    let work = work::compute(&work::Inputs {
+    let inputs = Decide {
         design,
         plan: &plan,
-        facts: &host_facts,
-        cloud_facts: &cloud_facts,
-        files: &files,
-        glb_applied: recorded.as_deref(),
-    });
+        clouds: &clouds,
+        hosts: &hosts,
+        remotes: &remotes,
+        renderer: &renderer,
+        secrets: &secrets,
+    };
+    let work = match inputs.work().await {
+        Ok(w) => w,
+        Err(e) => {
+            // Whatever stopped the run, nothing was changed: let go of everything now.
+            let_go(cluster_lock, remotes).await;
+            return Err(e);
+        }
+    };
     Ok(Prepared {
         cluster_lock,
         design,
@@ -234,6 +187,88 @@ pub(crate) async fn prepare<'a>(
         secrets,
         renderer,
     })
+}
+
+/// What the facts, read under the cluster lock, say there is to do.
+struct Decide<'a, 'b> {
+    design: &'a Design,
+    plan: &'b Plan,
+    clouds: &'b [&'a Cloud],
+    hosts: &'b [(Option<&'a Cloud>, &'a Host)],
+    remotes: &'b BTreeMap<String, Remote>,
+    renderer: &'b Renderer,
+    secrets: &'b Secrets,
+}
+
+impl Decide<'_, '_> {
+    async fn work(&self) -> anyhow::Result<Vec<StepWork>> {
+        let Decide {
+            design,
+            plan,
+            clouds,
+            hosts,
+            remotes,
+            renderer,
+            secrets,
+        } = *self;
+        // Facts from every host at once.
+        let db_script = facts::script(
+            design,
+            &packages::db_host(design.platform.postgres_version),
+            &components::DB_HOST_FILES,
+            Some(design.governor.rest_port),
+        );
+        let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES, None);
+        let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
+            let script = if cloud.is_some() { &db_script } else { &glb_script };
+            let r = &remotes[&h.name];
+            async move { (h.name.clone(), facts::gather(r, script).await) }
+        }))
+        .await;
+        let mut host_facts: BTreeMap<String, HostFacts> = BTreeMap::new();
+        for (name, f) in gathered {
+            let f = f?;
+            if !f.os.starts_with("debian") && !f.os.starts_with("ubuntu") {
+                bail!(
+                    "{name}: pgha installs with apt and supports Debian and Ubuntu; this host runs `{}`",
+                    f.os
+                );
+            }
+            host_facts.insert(name, f);
+        }
+        let mut cloud_facts = BTreeMap::new();
+        for cloud in clouds {
+            let f = read_cloud_facts(cloud, &host_facts);
+            for (name, want, have) in work::parameter_drift(design, Some(&f)) {
+                eprintln!(
+                    "warning: {}: PostgreSQL parameter {name} is {have}, the design says {want}; deploy sets parameters only \
+                     when a cluster is created: apply it with `patronictl edit-config` (standby clouds first when raising max_* settings)",
+                    cloud.name
+                );
+            }
+            cloud_facts.insert(cloud.name.clone(), f);
+        }
+
+        refuse_stale_primary(design, &cloud_facts)?;
+
+        let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();
+        for (cloud, h) in hosts {
+            let rendered = match cloud {
+                Some(c) => renderer.db_host(design, c, h, None, secrets)?,
+                None => renderer.glb_host(design, h, secrets)?,
+            };
+            files.insert(h.name.clone(), rendered);
+        }
+        let recorded = state::load(design)?.glb_primary_cloud;
+        Ok(work::compute(&work::Inputs {
+            design,
+            plan,
+            facts: &host_facts,
+            cloud_facts: &cloud_facts,
+            files: &files,
+            glb_applied: recorded.as_deref(),
+        }))
+    }
 }
 
 /// The cloud's Patroni dynamic configuration, as the first member with
@@ -377,7 +412,7 @@ pub(crate) async fn run_with(
     output: ui::Output,
     connect: Connector<'_>,
 ) -> anyhow::Result<()> {
-    let session = crate::lock::Session::begin(design, "deploy")?;
+    let session = crate::lock::Session::begin(design, "deploy", None)?;
     let p = prepare(design, opts, &session, connect).await?;
     let changes = p.work.iter().filter(|w| w.changes()).count();
     if output == ui::Output::Text {
@@ -430,10 +465,15 @@ pub(crate) async fn run_with(
 }
 
 async fn close(p: Prepared<'_>) {
-    if let Some(l) = p.cluster_lock {
+    let_go(p.cluster_lock, p.remotes).await;
+}
+
+/// Releases the cluster lock, then closes the connections.
+async fn let_go(lock: Option<crate::lock::ClusterLock>, remotes: BTreeMap<String, Remote>) {
+    if let Some(l) = lock {
         l.release().await;
     }
-    remote::close_all(p.remotes.into_values()).await;
+    remote::close_all(remotes.into_values()).await;
 }
 
 #[cfg(test)]

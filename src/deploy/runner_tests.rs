@@ -104,6 +104,16 @@ async fn a_design_that_missed_a_flip_is_refused_before_any_change() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_host_it_cannot_deploy_stops_the_run_and_frees_the_lock() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world().hosts.get_mut("dc2-pg1").unwrap().os = "fedora 41".into();
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(e.contains("dc2-pg1") && e.contains("supports Debian"), "{e}");
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    assert!(sim.world().lock.is_none(), "the lock is released: {:#?}", sim.events());
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unfinished_flip_blocks_deploy() {
     let sim = Sim::new(THREE_CLOUDS);
     let design = sim.design();

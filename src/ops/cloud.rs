@@ -253,6 +253,12 @@ impl Flip {
             Flip::MakeSecondary => "make-secondary",
         }
     }
+
+    /// The command as the user typed it, after `pgha`: how locks and
+    /// reports name it.
+    fn command(self, cloud: &str) -> String {
+        format!("cloud {} {cloud}", self.verb())
+    }
 }
 
 pub(crate) async fn run(
@@ -277,23 +283,19 @@ pub(crate) async fn run_on(
     output: ui::Output,
 ) -> anyhow::Result<()> {
     let design = fleet.design;
-    let verb = flip.verb();
-    let command = format!("cloud {verb} {name}");
-    let session = crate::lock::Session::begin(design, &command)?;
-    let intent = state::load(design)?.flip;
-    state::refuse_unfinished_flip(design, Some((verb, name)))?;
-    let resuming = intent.is_some();
+    let session = crate::lock::Session::begin(design, &flip.command(name), Some((flip.verb(), name)))?;
     // The lock lives in the primary cloud's etcd, or, when that cloud is
     // unreachable (a lost data center), in the etcd of the cloud this flip promotes.
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().filter(|c| fleet.cloud_reachable(c)).collect();
     lock_clouds.extend(design.cloud(name).filter(|c| !c.is_primary()));
     let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
-    let result = run_locked(fleet, &session, name, flip, opts, output, resuming, intent).await;
+    let result = run_locked(fleet, &session, name, flip, opts, output).await;
     lock.release().await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The flip under its locks; a run of the same flip that stopped half-way
+/// (`session.resuming`) is finished.
 async fn run_locked(
     fleet: &Fleet<'_>,
     session: &crate::lock::Session,
@@ -301,12 +303,12 @@ async fn run_locked(
     flip: Flip,
     opts: &Options,
     output: ui::Output,
-    resuming: bool,
-    intent: Option<state::FlipIntent>,
 ) -> anyhow::Result<()> {
     let design = fleet.design;
     let verb = flip.verb();
-    let command = format!("cloud {verb} {name}");
+    let command = flip.command(name);
+    let intent = session.resuming.clone();
+    let resuming = intent.is_some();
     let reachable = |c: &Cloud| fleet.cloud_reachable(c);
     let steps = plan(design, name, flip, &reachable, resuming)?;
     if output == ui::Output::Text {

@@ -130,8 +130,7 @@ pub(crate) async fn run_on(
     output: ui::Output,
 ) -> anyhow::Result<()> {
     let design = fleet.design;
-    let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name))?;
-    crate::state::refuse_unfinished_flip(design, None)?;
+    let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name), None)?;
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
     lock_clouds.push(cloud);
     let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;

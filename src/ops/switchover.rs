@@ -11,7 +11,6 @@ use crate::components::patroni;
 use crate::design::{Cloud, Design};
 use crate::error::Usage;
 use crate::fleet::Fleet;
-use crate::state;
 use crate::ui;
 use crate::ui::confirm;
 use crate::wait::poll;
@@ -46,8 +45,7 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
 pub(crate) async fn run_on(fleet: &Fleet<'_>, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let design = fleet.design;
     let to = opts.to.as_deref();
-    let session = crate::lock::Session::begin(design, "switchover")?;
-    state::refuse_unfinished_flip(design, None)?;
+    let session = crate::lock::Session::begin(design, "switchover", None)?;
     let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
     let result = async {
         let members = fleet.cluster_view(cloud).await?;
