@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{sql, TestLab};
 
 fn main() {
-    let lab = TestLab::up("pgha-bench", "10.74.0.0/24", &[]);
+    let lab = TestLab::up("pgha-bench", "10.74.0.0/24", &common::bench_os());
     let start = Instant::now();
     let deploy = std::process::Command::new(env!("CARGO_BIN_EXE_pgha"))
         .args(["deploy", "--yes", "-f"])
@@ -37,7 +37,8 @@ fn main() {
     }
     let first_write = start.elapsed();
     println!(
-        "fresh deploy (2x3 + GLB, baked): pgha deploy {:.1} s, first write through the GLB at {:.1} s",
+        "fresh deploy ({}, 2x3 + GLB, baked): pgha deploy {:.1} s, first write through the GLB at {:.1} s",
+        common::bench_os()[1],
         deployed.as_secs_f64(),
         first_write.as_secs_f64()
     );

@@ -46,13 +46,16 @@ fn gap_after(pw: &str, start: Instant, id: &mut i64) -> Duration {
 }
 
 fn main() {
-    let lab = TestLab::up("pgha-failover", &format!("{P}.0/24"), &[]);
+    let lab = TestLab::up("pgha-failover", &format!("{P}.0/24"), &common::bench_os());
     let out = lab.pgha(&["deploy", "--yes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let pw = lab.superuser_password();
     sql(&glb(), 5000, &pw, "CREATE TABLE ticks (id bigint PRIMARY KEY)").unwrap();
     let mut id = 0;
-    println!("lab governor settings: ttl 10 s, loop_wait 2 s, retry_timeout 4 s");
+    println!(
+        "lab on {}; governor settings: ttl 10 s, loop_wait 2 s, retry_timeout 4 s",
+        common::bench_os()[1]
+    );
 
     // Clean governor stop.
     let m = master(&pw);

@@ -225,6 +225,7 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
                 clouds: a.clouds.into(),
                 hosts_per_cloud: a.hosts.into(),
                 variant: a.image,
+                os: a.os,
                 subnet_prefix: prefix.to_string(),
             };
             let l = lab::up(&spec, &say).await?;
@@ -244,7 +245,7 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Image(a) => {
-            let tag = lab::image::ensure(a.image, &say).await?;
+            let tag = lab::image::ensure(a.os, a.image, &say).await?;
             ui::print(&tag)
         }
         LabCommand::Status(d) => {

@@ -129,6 +129,9 @@ pub struct LabUpArgs {
     /// `baked`: PostgreSQL, Patroni, etcd and HAProxy pre-installed; `bare`: deploy installs them.
     #[arg(long, value_enum, default_value_t = crate::lab::Variant::Baked)]
     pub image: crate::lab::Variant,
+    /// The hosts' Debian release: 13 (trixie, the reference) or 12 (bookworm).
+    #[arg(long, value_enum, default_value_t = crate::lab::Os::Debian13)]
+    pub os: crate::lab::Os,
     /// The lab network, a /24.
     #[arg(long, default_value = "10.77.0.0/24")]
     pub subnet: String,
@@ -146,6 +149,9 @@ pub struct LabTarget {
 pub struct LabImageArgs {
     #[arg(long, value_enum, default_value_t = crate::lab::Variant::Baked)]
     pub image: crate::lab::Variant,
+    /// The hosts' Debian release.
+    #[arg(long, value_enum, default_value_t = crate::lab::Os::Debian13)]
+    pub os: crate::lab::Os,
 }
 
 #[derive(Debug, Args)]

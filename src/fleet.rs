@@ -12,23 +12,31 @@ use crate::design::{Cloud, Design, Host};
 use crate::remote::{self, ConnectError, Remote};
 
 /// Connected hosts of a design; unreachable ones are listed, not fatal.
-pub(crate) struct Fleet<'a> {
-    pub design: &'a Design,
+pub(crate) struct Fleet {
+    /// The design for the hosts as they run (see [`resolve`]).
+    pub design: Design,
     pub remotes: BTreeMap<String, Remote>,
     pub unreachable: Vec<ConnectError>,
 }
 
-impl<'a> Fleet<'a> {
-    pub(crate) async fn connect(design: &'a Design, with_glb: bool) -> Fleet<'a> {
+impl Fleet {
+    pub(crate) async fn connect(design: &Design, with_glb: bool) -> anyhow::Result<Fleet> {
         let mut hosts: Vec<Host> = design.clouds.iter().flat_map(|c| c.hosts.iter().cloned()).collect();
         if with_glb {
             hosts.extend(design.glb_hosts().iter().cloned());
         }
         let (ok, unreachable) = remote::connect_all(&hosts, Duration::from_secs(8)).await;
-        Fleet {
-            design,
-            remotes: ok.into_iter().map(|r| (r.name.clone(), r)).collect(),
-            unreachable,
+        let remotes: BTreeMap<String, Remote> = ok.into_iter().map(|r| (r.name.clone(), r)).collect();
+        match resolve(design, &remotes).await {
+            Ok(design) => Ok(Fleet {
+                design,
+                remotes,
+                unreachable,
+            }),
+            Err(e) => {
+                remote::close_all(remotes.into_values()).await;
+                Err(e)
+            }
         }
     }
 
@@ -47,7 +55,18 @@ impl<'a> Fleet<'a> {
     }
 
     pub(crate) async fn cluster_view(&self, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
-        cluster_view(self.design, &self.remotes, cloud).await
+        cluster_view(&self.design, &self.remotes, cloud).await
+    }
+
+    /// The cloud's master: the healthy leader in Patroni's view that takes
+    /// writes (Patroni 4 names the leader before PostgreSQL has left recovery).
+    pub(crate) async fn master(&self, cloud: &Cloud) -> anyhow::Result<Option<String>> {
+        let members = self.cluster_view(cloud).await?;
+        let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) else {
+            return Ok(None);
+        };
+        let writable = self.psql(&leader.name, "select pg_is_in_recovery()").await? == "f";
+        Ok(writable.then(|| leader.name.clone()))
     }
 
     /// Runs SQL as the postgres OS user over the local socket (peer
@@ -65,6 +84,28 @@ impl<'a> Fleet<'a> {
     pub(crate) async fn close(self) {
         remote::close_all(self.remotes.into_values()).await;
     }
+}
+
+/// Prints the host's release as the facts name it: `debian 13`.
+pub(crate) const OS_SCRIPT: &str = ". /etc/os-release 2>/dev/null; echo \"$ID $VERSION_ID\"";
+
+/// `design` for its hosts as they run: each reachable database host's release is
+/// read at once and an unnamed PostgreSQL version becomes theirs
+/// ([`Design::for_hosts`]).
+pub(crate) async fn resolve(design: &Design, remotes: &BTreeMap<String, Remote>) -> anyhow::Result<Design> {
+    let db_hosts = remotes
+        .values()
+        .filter(|r| design.clouds.iter().any(|c| c.hosts.iter().any(|h| h.name == r.name)));
+    let read = futures::future::join_all(db_hosts.map(|r| async move {
+        let os = r.check("reading the OS release", OS_SCRIPT).await;
+        (r.name.clone(), os.map(|o| o.trim().to_string()))
+    }))
+    .await;
+    let mut os = BTreeMap::new();
+    for (name, release) in read {
+        os.insert(name, release?);
+    }
+    Ok(design.for_hosts(&os)?)
 }
 
 pub(crate) fn psql_script(port: u16, sql: &str) -> String {

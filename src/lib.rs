@@ -12,6 +12,7 @@ pub(crate) mod lab;
 pub mod lock;
 pub(crate) mod ops;
 pub mod plan;
+pub mod release;
 pub mod remote;
 pub mod render;
 pub mod secrets;

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::components::{packages, Component, DB_HOST_FILES, GLB_HOST_FILES};
-use crate::design::{Cloud, CloudStatus, Design, GlbKind};
+use crate::design::{Cloud, CloudStatus, Design, GlbKind, VersionSource};
+use crate::release;
 
 /// What a step does. The runner dispatches on this; the plan only lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,10 +125,22 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         c,
         Action::InstallPackages,
         names.clone(),
-        format!(
-            "install {} where missing",
-            packages::db_host(design.platform.postgres_version).join(", ")
-        ),
+        match design.platform.version_source {
+            // Not known before the hosts are read.
+            VersionSource::Reference => format!(
+                "install postgresql-N (N: the hosts' release's, {}), {} where missing",
+                release::SUPPORTED
+                    .iter()
+                    .map(|r| format!("{} on {}", r.postgres, r.os))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                packages::STACK.join(", ")
+            ),
+            _ => format!(
+                "install {} where missing",
+                packages::db_host(design.platform.postgres_version).join(", ")
+            ),
+        },
     );
     b.push(
         c,

@@ -68,6 +68,10 @@ pub(crate) struct SimHost {
     pub etcd_healthy: bool,
     /// `ID VERSION_ID` of /etc/os-release.
     pub os: String,
+    /// PostgreSQL majors the apt sources ship, and the one Patroni is
+    /// configured for; `None`: the design's (installed).
+    pub apt_ships: Option<Vec<u32>>,
+    pub patroni_major: Option<u32>,
     /// `owner:group:mode` of each installed file.
     pub meta: BTreeMap<String, String>,
 }
@@ -89,7 +93,9 @@ impl SimHost {
             history: String::new(),
             records: "same".into(),
             etcd_healthy: true,
-            os: "debian 12".into(),
+            os: "debian 13".into(),
+            apt_ships: None,
+            patroni_major: None,
             meta: BTreeMap::new(),
         };
         for f in files {
@@ -265,6 +271,9 @@ impl World {
         let d = self.design.clone();
         let p = &d.platform;
         let ok = |what: &str, out: String| Ok((what.to_string(), out));
+        if script == crate::fleet::OS_SCRIPT {
+            return ok("read os", format!("{}\n", self.hosts[host].os));
+        }
         if script == patroni::cluster_script(d.governor.rest_port) {
             if !self.hosts[host].up {
                 return Err("Connection refused".into());
@@ -411,9 +420,9 @@ impl World {
             d,
             &packages::db_host(d.platform.postgres_version),
             &components::DB_HOST_FILES,
-            Some(d.governor.rest_port),
+            true,
         );
-        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &components::GLB_HOST_FILES, None);
+        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &components::GLB_HOST_FILES, false);
         let specs: &[FileSpec] = if script == db {
             &components::DB_HOST_FILES
         } else if script == glb_script {
@@ -448,6 +457,17 @@ impl World {
             if s.data {
                 out.push_str("pgdata\n");
             }
+            let v = d.platform.postgres_version;
+            let ships = s.apt_ships.clone().unwrap_or_else(|| vec![v]);
+            if ships.contains(&v) {
+                out.push_str(&format!("pg_candidate {v}.1-1\n"));
+            } else {
+                out.push_str(&format!("pkg postgresql-{v} not-installed\npg_candidate (none)\n"));
+            }
+            for n in ships {
+                out.push_str(&format!("pg_available {n}\n"));
+            }
+            out.push_str(&format!("pg_configured {}\n", s.patroni_major.unwrap_or(v)));
         }
         Some(out)
     }
@@ -707,15 +727,31 @@ pub(crate) struct Sim {
 }
 
 impl Sim {
+    /// The design's fleet on Debian 13, the reference release.
     pub(crate) fn new(design_text: &str) -> Sim {
+        Sim::on(design_text, crate::release::DEBIAN13)
+    }
+
+    /// The design's fleet, every host running `release`.
+    pub(crate) fn on(design_text: &str, release: crate::release::Release) -> Sim {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("pgha.yaml");
         std::fs::write(&path, design_text).expect("write design");
         let design = crate::design::load_mode(&path, crate::design::Mode::AllowNoPrimary)
             .expect("a valid design")
             .design;
+        let os = design
+            .clouds
+            .iter()
+            .flat_map(|c| &c.hosts)
+            .map(|h| (h.name.clone(), release.os.to_string()))
+            .collect();
+        let design = design.for_hosts(&os).expect("one release");
         let secrets = Secrets::load_or_generate(&design.secrets_file).expect("secrets");
         let world = World::converged(&design, &secrets);
+        for h in world.lock().expect("world").hosts.values_mut() {
+            h.os = release.os.to_string();
+        }
         Sim {
             _dir: dir,
             path,
@@ -747,10 +783,10 @@ impl Sim {
         self.unreachable.extend(names);
     }
 
-    pub(crate) fn fleet<'a>(&self, design: &'a Design) -> crate::fleet::Fleet<'a> {
+    pub(crate) fn fleet(&self, design: &Design) -> crate::fleet::Fleet {
         let skip: Vec<&str> = self.unreachable.iter().map(String::as_str).collect();
         crate::fleet::Fleet {
-            design,
+            design: design.clone(),
             remotes: remotes(design, &self.world, &skip),
             unreachable: self
                 .unreachable

@@ -15,10 +15,15 @@ const CREATE: &str = "CREATE TABLE company (id int PRIMARY KEY, name text NOT NU
 address char(50), salary real, join_date date)";
 const PAUL: &str = "INSERT INTO company VALUES (1, 'Paul', 32, 'California', 20000.00, '2001-07-13')";
 
-/// Patroni's own view of a cloud, from one of its hosts.
+/// Patroni's own view of a cloud, from one of its hosts: its REST API's
+/// `/cluster` (the same in Patroni 3 and 4, unlike patronictl's table).
 fn members(lab: &TestLab, address: &str) -> Vec<serde_json::Value> {
-    let out = lab.ssh_ok(address, "patronictl -c /etc/patroni/config.yml list -f json");
-    serde_json::from_str(&out).unwrap()
+    let out = lab.ssh_ok(
+        address,
+        "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8008/cluster\").read().decode())'",
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc["members"].as_array().unwrap().clone()
 }
 
 /// Waits until `query` on `addr`'s PostgreSQL returns exactly one row, `name`.
@@ -32,7 +37,7 @@ fn wait_for_one_name(addr: &str, pw: &str, query: &str, name: &str, seconds: u64
 fn start_marks(lab: &TestLab, address: &str) -> String {
     lab.ssh_ok(
         address,
-        "systemctl show -p ExecMainStartTimestampMonotonic etcd patroni haproxy; head -1 /var/lib/postgresql/15/pgha/postmaster.pid",
+        "systemctl show -p ExecMainStartTimestampMonotonic etcd patroni haproxy; head -1 /var/lib/postgresql/*/pgha/postmaster.pid",
     )
 }
 
@@ -124,6 +129,11 @@ fn deploy_end_to_end() {
         "a password was printed"
     );
 
+    // Debian 13's stack: PostgreSQL 17 under Patroni 4.0.
+    let version = sql(GLB, 5000, &pw, "SHOW server_version").unwrap();
+    assert!(version[0][0].as_deref().unwrap().starts_with("17."), "{version:?}");
+    assert!(lab.ssh_ok(PRIMARY[0], "patroni --version").starts_with("patroni 4.0"));
+
     // 1. Through the GLB: the seed's insert, readable on every other host.
     sql(GLB, 5000, &pw, PAUL).unwrap();
     for addr in PRIMARY.iter().chain(&SECONDARY) {
@@ -133,20 +143,21 @@ fn deploy_end_to_end() {
     // 2. One leader in dc1, the others streaming; a standby leader in dc2;
     // nothing in dc2 is read-write.
     let dc1 = members(&lab, PRIMARY[0]);
-    assert_eq!(dc1.iter().filter(|m| m["Role"] == "Leader").count(), 1, "{dc1:?}");
+    assert_eq!(dc1.iter().filter(|m| m["role"] == "leader").count(), 1, "{dc1:?}");
+    // Patroni 3.0 says a streaming replica is "running", 4.0 "streaming".
     assert!(
         dc1.iter()
-            .filter(|m| m["Role"] != "Leader")
-            .all(|m| m["Role"] == "Replica" && m["State"] == "running"),
+            .filter(|m| m["role"] != "leader")
+            .all(|m| m["role"] == "replica" && (m["state"] == "running" || m["state"] == "streaming")),
         "{dc1:?}"
     );
     let dc2 = members(&lab, SECONDARY[0]);
     assert_eq!(
-        dc2.iter().filter(|m| m["Role"] == "Standby Leader").count(),
+        dc2.iter().filter(|m| m["role"] == "standby_leader").count(),
         1,
         "{dc2:?}"
     );
-    assert!(dc2.iter().all(|m| m["Role"] != "Leader"), "{dc2:?}");
+    assert!(dc2.iter().all(|m| m["role"] != "leader"), "{dc2:?}");
     for addr in SECONDARY {
         let rows = sql(addr, 5432, &pw, "SELECT pg_is_in_recovery()").unwrap();
         assert_eq!(rows, vec![vec![Some("t".to_string())]], "{addr} must be read-only");
@@ -283,11 +294,13 @@ fn deploy_end_to_end() {
     // start "timeline 2" again without the new master's commits (seen in the
     // seed scenario before the design set Patroni's check_timeline).
     // Patroni's view from a host that is never cut.
+    // The leader key in dc1's etcd (read where Patroni may be stopped).
     let leader_seen_from = |addr: &str| {
-        members(&lab, addr)
-            .iter()
-            .find(|m| m["Role"] == "Leader")
-            .map(|m| m["Member"].as_str().unwrap().to_string())
+        let out = lab.ssh_ok(
+            addr,
+            "ETCDCTL_API=3 etcdctl --command-timeout=3s get /pgha/pgha-lab/leader --print-value-only",
+        );
+        (!out.is_empty()).then_some(out)
     };
     let address = |name: &str| PRIMARY[name.trim_start_matches("dc1-pg").parse::<usize>().unwrap() - 1];
     let first = leader_seen_from(PRIMARY[0]).expect("a leader in dc1");
@@ -348,7 +361,7 @@ fn deploy_on_bare_hosts_installs_everything() {
     wait_for_one_name("10.76.0.21", &pw, "SELECT name FROM company", "Paul", 30);
     // The distribution's default cluster was never created.
     assert_eq!(
-        lab.ssh_ok("10.76.0.11", "test -d /etc/postgresql/15/main && echo yes || echo no"),
+        lab.ssh_ok("10.76.0.11", "ls -d /etc/postgresql/*/main 2>/dev/null || echo no"),
         "no"
     );
 }

@@ -1,11 +1,15 @@
 //! The real tools accept what pgha renders: `haproxy -c` and Patroni's own
-//! validator (Debian's packages; .ci/run installs them).
+//! validator, of both supported releases. This machine's (Debian 12's
+//! packages; .ci/setup installs them) check the Debian 12 rendering; Debian
+//! 13's tools run inside the Debian 13 lab image (built by .ci/run).
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
-use common::example;
+use common::{example, pgha};
+use pgha::release::{Release, DEBIAN12, DEBIAN13};
 use pgha::render::{write_tree, Renderer};
 use pgha::secrets::Secrets;
 
@@ -21,35 +25,96 @@ fn require(tool: &str) {
     );
 }
 
-fn rendered(name: &str) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
-    let d = pgha::design::load(&example(name)).unwrap().design;
-    let all = Renderer::for_design(&d)
-        .unwrap()
-        .all(&d, &Secrets::generate().unwrap())
-        .unwrap();
+/// Both examples rendered for hosts running `release`, under one directory.
+fn rendered(release: Release) -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
-    let files = write_tree(dir.path(), &all).unwrap();
+    let mut files = Vec::new();
+    for name in ["two-clouds.yaml", "single-cloud.yaml"] {
+        let d = pgha::design::load(&example(name))
+            .unwrap()
+            .design
+            .for_postgres(release.postgres);
+        let all = Renderer::for_design(&d)
+            .unwrap()
+            .all(&d, &Secrets::generate().unwrap())
+            .unwrap();
+        files.extend(write_tree(&dir.path().join(name), &all).unwrap());
+    }
     (dir, files)
 }
 
-/// Runs `program ARGS FILE` on every file (of both examples) whose path ends
-/// with `suffix`: each must pass, and with `quiet` print nothing on stderr.
+/// The rendered files whose path ends with `suffix` (some of each example).
+fn having(files: &[PathBuf], suffix: &str) -> Vec<PathBuf> {
+    let found: Vec<PathBuf> = files.iter().filter(|f| f.ends_with(suffix)).cloned().collect();
+    for name in ["two-clouds.yaml", "single-cloud.yaml"] {
+        assert!(
+            found.iter().any(|f| f.to_string_lossy().contains(name)),
+            "no {suffix} rendered for {name}"
+        );
+    }
+    found
+}
+
+/// Runs `program ARGS FILE` here on every Debian 12 file ending with
+/// `suffix`: each must pass, and with `quiet` print nothing on stderr.
 fn every_rendered_passes(suffix: &str, program: &str, args: &[&str], quiet: bool) {
     require(program);
-    for name in ["two-clouds.yaml", "single-cloud.yaml"] {
-        let (_dir, files) = rendered(name);
-        let found: Vec<_> = files.iter().filter(|f| f.ends_with(suffix)).collect();
-        assert!(!found.is_empty(), "no {suffix} rendered for {name}");
-        for file in found {
-            let out = Command::new(program).args(args).arg(file).output().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                out.status.success() && (!quiet || stderr.trim().is_empty()),
-                "{}: {stderr}",
-                file.display()
-            );
+    let (_dir, files) = rendered(DEBIAN12);
+    for file in having(&files, suffix) {
+        let out = Command::new(program).args(args).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && (!quiet || stderr.trim().is_empty()),
+            "{}: {stderr}",
+            file.display()
+        );
+    }
+}
+
+/// Debian 13's HAProxy 3.0, Patroni 4.0 and Python check the Debian 13
+/// rendering inside the Debian 13 lab image, in one container.
+#[test]
+fn debian_13_tools_accept_every_rendered_file() {
+    if !common::e2e() {
+        return;
+    }
+    let image = pgha(["lab", "image", "--os", "debian13", "--image", "baked"]);
+    assert!(image.status.success(), "{}", common::stderr(&image));
+    let tag = common::stdout(&image).trim().to_string();
+    let (dir, files) = rendered(DEBIAN13);
+    let inside = |f: &PathBuf| format!("/r/{}", f.strip_prefix(dir.path()).unwrap().display());
+    // Patroni 4's validator connects to the etcd hosts a config names: give
+    // the container those addresses and a real etcd listening on them.
+    let mut script = String::from(
+        "set -e\n\
+for a in $(sed -n 's/^    - \"\\([0-9.]*\\):2379\"$/\\1/p' $(find /r -name config.yml) | sort -u); do ip addr add \"$a/32\" dev lo; done\n\
+timeout 120 etcd --data-dir /tmp/etcd --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379 \
+--listen-peer-urls http://127.0.0.1:2380 >/dev/null 2>&1 &\n\
+n=0; until ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 100 ] || exit 1; sleep 0.1; done\n",
+    );
+    for (suffix, check) in [
+        ("etc/haproxy/haproxy.cfg", "haproxy -q -c -f"),
+        ("etc/patroni/config.yml", "patroni --validate-config"),
+        (
+            "usr/local/lib/pgha/patroni-fence",
+            "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
+        ),
+    ] {
+        for f in having(&files, suffix) {
+            // Each must pass and print nothing.
+            script.push_str(&format!(
+                "out=$({check} '{0}' 2>&1) || {{ echo \"{0}: $out\"; exit 1; }}; [ -z \"$out\" ] || {{ echo \"{0}: $out\"; exit 1; }}\n",
+                inside(&f)
+            ));
         }
     }
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "-v"])
+        .arg(format!("{}:/r:ro", dir.path().display()))
+        .args([tag.as_str(), "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", common::stdout(&out), common::stderr(&out));
 }
 
 #[test]

@@ -1,19 +1,19 @@
 //! The Debian packages each kind of host needs, and how to install them.
 
+/// What a database host runs besides PostgreSQL.
+pub(crate) const STACK: [&str; 6] = [
+    "patroni",
+    "python3-etcd",
+    "python3-psycopg2",
+    "etcd-server",
+    "etcd-client",
+    "haproxy",
+];
+
 /// What a database host runs, for a PostgreSQL major version.
 pub(crate) fn db_host(postgres_version: u32) -> Vec<String> {
     let mut pkgs = vec![format!("postgresql-{postgres_version}")];
-    pkgs.extend(
-        [
-            "patroni",
-            "python3-etcd",
-            "python3-psycopg2",
-            "etcd-server",
-            "etcd-client",
-            "haproxy",
-        ]
-        .map(String::from),
-    );
+    pkgs.extend(STACK.map(String::from));
     pkgs
 }
 

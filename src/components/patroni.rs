@@ -153,6 +153,8 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// The read-write leader: `leader` in `/cluster` of Patroni 3.0 and 4.0;
+    /// `master` (3.x) and `primary` (4.x) where a role of the old API shows.
     pub(crate) fn is_leader(&self) -> bool {
         self.role == "leader" || self.role == "master" || self.role == "primary"
     }

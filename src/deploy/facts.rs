@@ -41,6 +41,13 @@ pub(crate) struct HostFacts {
     pub listeners: BTreeMap<u16, String>,
     /// Patroni's dynamic configuration, when its REST API answered.
     pub dynamic_config: Option<serde_json::Value>,
+    /// The version apt would install of the design's PostgreSQL package;
+    /// `None` when no apt source ships it.
+    pub postgres_candidate: Option<String>,
+    /// The PostgreSQL major versions the host's apt sources ship.
+    pub postgres_available: Vec<u32>,
+    /// The major version Patroni is configured for now (its `bin_dir`).
+    pub postgres_configured: Option<u32>,
 }
 
 /// A managed file as it is on the host.
@@ -83,23 +90,24 @@ pub(crate) fn distro_unit(design: &Design) -> String {
 
 /// The facts script for a host with these packages and files. Pure. One
 /// `dpkg-query` and one `systemctl show` for all packages and services;
-/// a database host also prints Patroni's dynamic configuration, when its
-/// REST API answers (`rest_port`).
-pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], rest_port: Option<u16>) -> String {
+/// a database host (`db`) also prints Patroni's dynamic configuration, when
+/// its REST API answers, and which PostgreSQL its apt sources can install.
+pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], db: bool) -> String {
     let mut services: Vec<String> = files.iter().map(|f| f.service.to_string()).collect();
     services.push(distro_unit(design));
     services.dedup();
     let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
     let etcd_member = format!("{}/member", components::etcd::data_dir(&design.platform.name));
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
-    let config = rest_port
-        .map(|port| {
-            format!(
-                "{} 2>/dev/null | sed 's/^/config /'\n",
-                components::patroni::config_script(port)
-            )
-        })
-        .unwrap_or_default();
+    let db_facts = if db {
+        format!(
+            "{} 2>/dev/null | sed 's/^/config /'\n{}",
+            components::patroni::config_script(design.governor.rest_port),
+            postgres_script(design.platform.postgres_version)
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#". /etc/os-release 2>/dev/null; echo "os $ID $VERSION_ID"
 have=$(dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\n' {pkgs} 2>/dev/null)
@@ -113,7 +121,7 @@ systemctl show -p Id -p ActiveState -p UnitFileState {svcs} 2>/dev/null | sed 's
 echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
 [ -f {pg_version} ] && echo "pgdata"
 ss -Hltnp 2>/dev/null | sed 's/^/ss /'
-{config}true
+{db_facts}true
 "#,
         pkgs = shell::words(packages),
         paths = shell::words(&paths),
@@ -121,6 +129,21 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
         etcd_member = shell::quote(&etcd_member),
         etcd_file = shell::quote(components::etcd::CONFIG.path),
         pg_version = shell::quote(&pg_version),
+    )
+}
+
+/// Which PostgreSQL the host can install (apt's candidate for the design's
+/// version, after refreshing the package lists only if there is none), which
+/// versions its sources ship, and which one Patroni is configured for.
+fn postgres_script(version: u32) -> String {
+    format!(
+        r#"c() {{ apt-cache policy postgresql-{version} 2>/dev/null | sed -n 's/^ *Candidate: //p'; }}
+v=$(c); case "$v" in ''|'(none)') apt-get update -q >/dev/null 2>&1; v=$(c);; esac
+echo "pg_candidate ${{v:-(none)}}"
+apt-cache pkgnames postgresql- 2>/dev/null | grep -E '^postgresql-[0-9]+$' | sed 's/^postgresql-/pg_available /'
+sed -n 's|^ *bin_dir: "/usr/lib/postgresql/\([0-9]*\)/bin"$|pg_configured |p' {config} 2>/dev/null
+"#,
+        config = shell::quote(components::patroni::CONFIG.path)
     )
 }
 
@@ -183,6 +206,11 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("etcd_initialized") => f.etcd_initialized = true,
             Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,
+            Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),
+            Some("pg_available") => f
+                .postgres_available
+                .extend(w.next().and_then(|v| v.parse::<u32>().ok())),
+            Some("pg_configured") => f.postgres_configured = w.next().and_then(|v| v.parse().ok()),
             Some("ss") => {
                 // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))
                 let cols: Vec<&str> = line.split_whitespace().collect();
@@ -224,8 +252,13 @@ svc Id=patroni.service\nsvc ActiveState=active\nsvc UnitFileState=enabled\nsvc \
 svc ActiveState=inactive\nsvc Id=etcd.service\nsvc UnitFileState=disabled\netcd_initialized\n\
 config {\"ttl\": 30, \"standby_cluster\": null}\n\
 ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
-ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n",
+ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n\
+pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\n",
         );
+        assert_eq!(f.postgres_candidate.as_deref(), Some("17.12-1"));
+        assert_eq!(f.postgres_available, [17, 15]);
+        assert_eq!(f.postgres_configured, Some(15));
+        assert_eq!(parse("pg_candidate (none)\n").postgres_candidate, None);
         assert_eq!(f.os, "debian 12");
         assert_eq!(f.missing_packages, ["haproxy", "etcd-server"]);
         assert_eq!(f.file("/etc/a"), None);

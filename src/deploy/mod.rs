@@ -17,6 +17,7 @@ use self::work::{CloudFacts, StepWork};
 use crate::components::{self, packages};
 use crate::design::{Cloud, Design, Host};
 use crate::error::Usage;
+use crate::fleet;
 use crate::plan::Plan;
 use crate::remote::{self, Remote};
 use crate::render::{RenderedFile, Renderer};
@@ -67,6 +68,45 @@ fn refuse_stale_primary(design: &Design, clouds: &BTreeMap<String, CloudFacts>) 
     Ok(())
 }
 
+/// The design's PostgreSQL must be one the host can run: the major version
+/// Patroni already runs there (a new major is an upgrade, not a deploy), and
+/// installable from the host's apt sources. Checked on the facts, before any
+/// change.
+fn refuse_unrunnable_postgres(design: &Design, host: &str, f: &HostFacts) -> anyhow::Result<()> {
+    let v = design.platform.postgres_version;
+    let why = design.platform.version_source.describe();
+    let file = design.path.display();
+    if let Some(running) = f.postgres_configured.filter(|r| *r != v) {
+        bail!(Usage(format!(
+            "{host}: Patroni runs PostgreSQL {running} there, and the design means {v} ({why}): a new major version is an \
+             upgrade, which deploy does not do\n  hint: set `postgres_version: {running}` under platform in {file} to keep the cluster as it is"
+        )));
+    }
+    let package = format!("postgresql-{v}");
+    if f.missing_packages.contains(&package) && f.postgres_candidate.is_none() {
+        let shipped = match f.postgres_available.as_slice() {
+            [] => "none".to_string(),
+            some => some
+                .iter()
+                .map(|n| format!("postgresql-{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let alternative = match f.postgres_available.iter().max() {
+            Some(n) => format!("set `postgres_version: {n}` under platform in {file}, or "),
+            None => String::new(),
+        };
+        bail!(Usage(format!(
+            "{host} ({}): PostgreSQL {v} ({why}) cannot be installed: no apt source of the host ships {package} \
+             (its sources ship: {shipped}); nothing was changed\n  hint: {alternative}add an apt source that ships it on every \
+             database host, such as the PostgreSQL project's apt.postgresql.org, and deploy again: pgha installs from the \
+             host's apt sources",
+            f.os
+        )));
+    }
+    Ok(())
+}
+
 /// What a deploy did, for the summary and `--output json`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -76,10 +116,11 @@ pub(crate) struct Report {
 }
 
 /// Everything known before executing: connections, facts, rendered files, work.
-pub(crate) struct Prepared<'a> {
+pub(crate) struct Prepared {
     /// Held from before the facts were read until the run ends.
     pub cluster_lock: Option<crate::lock::ClusterLock>,
-    pub design: &'a Design,
+    /// The design for the hosts as they run (their release's PostgreSQL).
+    pub design: Design,
     pub remotes: BTreeMap<String, Remote>,
     pub work: Vec<StepWork>,
     pub secrets: Secrets,
@@ -108,6 +149,19 @@ fn select<'a>(design: &'a Design, only: &[String]) -> anyhow::Result<(Vec<&'a Cl
     Ok((clouds, all || only.iter().any(|o| o == "glb")))
 }
 
+/// Hosts to reach: every host of the selected clouds (with its cloud), the
+/// GLB's if selected.
+fn reach<'a>(design: &'a Design, clouds: &[&'a Cloud], with_glb: bool) -> Vec<(Option<&'a Cloud>, &'a Host)> {
+    let mut hosts: Vec<(Option<&Cloud>, &Host)> = clouds
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(move |h| (Some(*c), h)))
+        .collect();
+    if with_glb {
+        hosts.extend(design.glb_hosts().iter().map(|h| (None, h)));
+    }
+    hosts
+}
+
 /// How a command reaches its hosts: SSH, or a test's fakes.
 pub(crate) type Connector<'c> =
     &'c (dyn Fn(Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<Remote>, Vec<remote::ConnectError>)> + Sync);
@@ -117,14 +171,13 @@ pub(crate) fn ssh(hosts: Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<
     Box::pin(async move { remote::connect_all(&hosts, CONNECT_TIMEOUT).await })
 }
 
-pub(crate) async fn prepare<'a>(
-    design: &'a Design,
+pub(crate) async fn prepare(
+    design: &Design,
     opts: &Options,
     session: &crate::lock::Session,
     connect: Connector<'_>,
-) -> anyhow::Result<Prepared<'a>> {
+) -> anyhow::Result<Prepared> {
     let (clouds, with_glb) = select(design, &opts.only)?;
-    let plan = Plan::for_clouds(design, &clouds, with_glb);
     let secrets = if opts.dry_run {
         // A dry run writes nothing, not even the secrets file.
         Secrets::load(&design.secrets_file)?.map_or_else(Secrets::generate, Ok)?
@@ -133,21 +186,27 @@ pub(crate) async fn prepare<'a>(
     };
     let renderer = Renderer::for_design(design)?;
 
-    // Hosts to reach: every host of the selected clouds, the GLB's if selected.
-    let mut hosts: Vec<(Option<&Cloud>, &Host)> = clouds
-        .iter()
-        .flat_map(|c| c.hosts.iter().map(move |h| (Some(*c), h)))
+    let plain: Vec<Host> = reach(design, &clouds, with_glb)
+        .into_iter()
+        .map(|(_, h)| h.clone())
         .collect();
-    if with_glb {
-        hosts.extend(design.glb_hosts().iter().map(|h| (None, h)));
-    }
-    let plain: Vec<Host> = hosts.iter().map(|(_, h)| (*h).clone()).collect();
     let (connected, failed) = connect(plain).await;
     if !failed.is_empty() {
         remote::close_all(connected).await;
         return Err(remote::connect_errors(failed));
     }
     let remotes: BTreeMap<String, Remote> = connected.into_iter().map(|r| (r.name.clone(), r)).collect();
+    let design = match fleet::resolve(design, &remotes).await {
+        Ok(d) => d,
+        Err(e) => {
+            remote::close_all(remotes.into_values()).await;
+            return Err(e);
+        }
+    };
+    let design = &design;
+    let (clouds, with_glb) = select(design, &opts.only)?;
+    let hosts = reach(design, &clouds, with_glb);
+    let plan = Plan::for_clouds(design, &clouds, with_glb);
     // Facts are read under the cluster lock: nobody changes what they describe meanwhile.
     let cluster_lock = match session.cluster(design, &clouds, &remotes).await {
         Ok(l) => Some(l),
@@ -181,7 +240,7 @@ pub(crate) async fn prepare<'a>(
     };
     Ok(Prepared {
         cluster_lock,
-        design,
+        design: design.clone(),
         remotes,
         work,
         secrets,
@@ -216,9 +275,9 @@ impl Decide<'_, '_> {
             design,
             &packages::db_host(design.platform.postgres_version),
             &components::DB_HOST_FILES,
-            Some(design.governor.rest_port),
+            true,
         );
-        let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES, None);
+        let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES, false);
         let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
             let script = if cloud.is_some() { &db_script } else { &glb_script };
             let r = &remotes[&h.name];
@@ -235,6 +294,11 @@ impl Decide<'_, '_> {
                 );
             }
             host_facts.insert(name, f);
+        }
+        for (cloud, h) in hosts.iter() {
+            if cloud.is_some() {
+                refuse_unrunnable_postgres(design, &h.name, &host_facts[&h.name])?;
+            }
         }
         let mut cloud_facts = BTreeMap::new();
         for cloud in clouds {
@@ -338,10 +402,10 @@ fn read_groups(work: &[StepWork]) -> Vec<&[StepWork]> {
 
 /// Executes prepared work step by step (reads together), stopping after the
 /// first failed step.
-pub(crate) async fn execute(p: &Prepared<'_>) -> (Vec<HostResult>, anyhow::Result<()>) {
+pub(crate) async fn execute(p: &Prepared) -> (Vec<HostResult>, anyhow::Result<()>) {
     let (events, monitor) = progress::monitor();
     let ctx = exec::Ctx {
-        design: p.design,
+        design: &p.design,
         remotes: &p.remotes,
         renderer: &p.renderer,
         secrets: &p.secrets,
@@ -464,7 +528,7 @@ pub(crate) async fn run_with(
     outcome.map_err(|e| anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged"))
 }
 
-async fn close(p: Prepared<'_>) {
+async fn close(p: Prepared) {
     let_go(p.cluster_lock, p.remotes).await;
 }
 

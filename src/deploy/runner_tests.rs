@@ -37,7 +37,11 @@ async fn a_converged_cluster_is_only_read() {
     deploy(&sim).await.unwrap();
     assert_eq!(changes(&sim), Vec::<String>::new());
     let e = sim.events();
-    assert_eq!(e[0], "dc1-pg1: lock", "facts are read under the lock: {e:#?}");
+    assert!(
+        e[..9].iter().all(|x| x.ends_with(": read os")),
+        "releases first: {e:#?}"
+    );
+    assert_eq!(e[9], "dc1-pg1: lock", "facts are read under the lock: {e:#?}");
     assert!(e.iter().any(|x| x == "glb1: read stats"), "the GLB is verified: {e:#?}");
     assert!(e.iter().any(|x| x == "dc3-pg3: read stats"), "every cloud is verified");
 }
@@ -106,11 +110,86 @@ async fn a_design_that_missed_a_flip_is_refused_before_any_change() {
 #[tokio::test(start_paused = true)]
 async fn a_host_it_cannot_deploy_stops_the_run_and_frees_the_lock() {
     let sim = Sim::new(THREE_CLOUDS);
-    sim.world().hosts.get_mut("dc2-pg1").unwrap().os = "fedora 41".into();
+    sim.world().hosts.get_mut("glb1").unwrap().os = "fedora 41".into();
     let e = format!("{:#}", deploy(&sim).await.unwrap_err());
-    assert!(e.contains("dc2-pg1") && e.contains("supports Debian"), "{e}");
+    assert!(e.contains("glb1") && e.contains("supports Debian"), "{e}");
     assert_eq!(changes(&sim), Vec::<String>::new());
     assert!(sim.world().lock.is_none(), "the lock is released: {:#?}", sim.events());
+}
+
+/// A database host on a release pgha knows no PostgreSQL for, and hosts whose
+/// releases ship different versions, are refused before the lock is taken.
+#[tokio::test(start_paused = true)]
+async fn hosts_without_one_postgres_version_are_refused_before_anything() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world().hosts.get_mut("dc2-pg1").unwrap().os = "fedora 41".into();
+    let e = deploy(&sim).await.unwrap_err();
+    assert!(e.downcast_ref::<Usage>().is_some(), "exit 2: {e:#}");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("dc2-pg1 runs `fedora 41`") && e.contains("platform.postgres_version"),
+        "{e}"
+    );
+
+    sim.world().hosts.get_mut("dc2-pg1").unwrap().os = "debian 12".into();
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(
+        e.contains("PostgreSQL 15 on dc2-pg1 (debian 12)") && e.contains("PostgreSQL 17 on dc1-pg1 (debian 13)"),
+        "{e}"
+    );
+    assert!(
+        sim.events().iter().all(|x| x.ends_with(": read os")),
+        "{:#?}",
+        sim.events()
+    );
+}
+
+/// A version the host's apt sources cannot install, or another major than
+/// the one Patroni runs, is refused on the facts: nothing changes, the lock
+/// is let go, exit 2, and the hint names what would work.
+#[tokio::test(start_paused = true)]
+async fn a_postgres_the_host_cannot_run_is_refused_on_the_facts() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world().hosts.get_mut("dc2-pg2").unwrap().apt_ships = Some(vec![15]);
+    let e = deploy(&sim).await.unwrap_err();
+    assert!(e.downcast_ref::<Usage>().is_some(), "exit 2: {e:#}");
+    let e = format!("{e:#}");
+    assert!(e.contains("dc2-pg2 (debian 13): PostgreSQL 17"), "{e}");
+    assert!(
+        e.contains("ship: postgresql-15") && e.contains("postgres_version: 15"),
+        "{e}"
+    );
+    assert!(e.contains("apt.postgresql.org"), "{e}");
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    assert!(sim.world().lock.is_none(), "the lock is released");
+
+    sim.world().hosts.get_mut("dc2-pg2").unwrap().apt_ships = None;
+    sim.world().hosts.get_mut("dc1-pg3").unwrap().patroni_major = Some(15);
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(
+        e.contains("dc1-pg3: Patroni runs PostgreSQL 15") && e.contains("upgrade"),
+        "{e}"
+    );
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    assert!(sim.world().lock.is_none(), "the lock is released");
+}
+
+/// On Debian 12 hosts a design naming no version gets PostgreSQL 15: its
+/// package, binaries, data directory and distribution unit.
+#[tokio::test(start_paused = true)]
+async fn debian_12_hosts_get_their_release_postgres() {
+    let sim = Sim::on(THREE_CLOUDS, crate::release::DEBIAN12);
+    deploy(&sim).await.unwrap();
+    assert_eq!(
+        changes(&sim),
+        Vec::<String>::new(),
+        "the facts script asked for postgresql-15"
+    );
+    let w = sim.world();
+    let config = &w.hosts["dc1-pg1"].files[patroni::CONFIG.path];
+    assert!(
+        config.contains("data_dir: \"/var/lib/postgresql/15/pgha\"") && config.contains("/usr/lib/postgresql/15/bin")
+    );
 }
 
 #[tokio::test(start_paused = true)]

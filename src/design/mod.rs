@@ -68,14 +68,42 @@ pub struct Design {
 pub struct Platform {
     /// The cluster name: Patroni's scope, etcd's key prefix.
     pub name: String,
+    /// The design's, or else the hosts' release's (see [`Design::for_postgres`]).
     pub postgres_version: u32,
+    #[serde(skip)]
+    pub version_source: VersionSource,
     pub postgres_port: u16,
     pub data_dir: String,
+    #[serde(skip)]
+    pub data_dir_pinned: bool,
     pub bin_dir: String,
     pub availability: Availability,
     pub replication: Replication,
     pub client_networks: Vec<String>,
     pub parameters: BTreeMap<String, String>,
+}
+
+/// Where `postgres_version` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSource {
+    /// The design names it: the hosts' release does not change it.
+    Design,
+    /// The design names none and the hosts were not read yet: the reference
+    /// release's, until [`Design::for_hosts`] learns theirs.
+    Reference,
+    /// The release the hosts run ships it.
+    Hosts,
+}
+
+impl VersionSource {
+    /// Why the version is what it is, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VersionSource::Design => "platform.postgres_version",
+            VersionSource::Reference => "Debian 13's, as platform.postgres_version is not set and no host was read",
+            VersionSource::Hosts => "the hosts' release's own, as platform.postgres_version is not set",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,6 +178,63 @@ pub enum GlbKind {
 }
 
 impl Design {
+    /// This design with PostgreSQL `version` where it names none: the
+    /// version, its binaries and (unless named) its data directory.
+    pub fn for_postgres(&self, version: u32) -> Design {
+        let mut d = self.clone();
+        let p = &mut d.platform;
+        if p.version_source != VersionSource::Design {
+            p.version_source = VersionSource::Hosts;
+            p.postgres_version = version;
+            p.bin_dir = validate::bin_dir(version);
+            if !p.data_dir_pinned {
+                p.data_dir = validate::default_data_dir(version);
+            }
+        }
+        d
+    }
+
+    /// This design for its database hosts as they run (`os`: host name ->
+    /// `$ID $VERSION_ID`, for the hosts that answered): an unnamed PostgreSQL
+    /// version becomes their release's. Hosts whose releases ship different
+    /// versions, or a release pgha does not know, need the version named.
+    pub fn for_hosts(&self, os: &BTreeMap<String, String>) -> Result<Design, crate::error::Usage> {
+        if self.platform.version_source == VersionSource::Design {
+            return Ok(self.clone());
+        }
+        let mut by_version: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for h in self.clouds.iter().flat_map(|c| &c.hosts) {
+            let Some(host_os) = os.get(&h.name) else { continue };
+            let Some(release) = crate::release::of(host_os) else {
+                return Err(crate::error::Usage(format!(
+                    "{} runs `{host_os}`: pgha knows which PostgreSQL {} ship, not this release's\n  \
+                     hint: name the version in the design (platform.postgres_version) and pgha installs that one",
+                    h.name,
+                    crate::release::supported_list(),
+                )));
+            };
+            by_version
+                .entry(release.postgres)
+                .or_default()
+                .push(format!("{} ({host_os})", h.name));
+        }
+        match by_version.len() {
+            0 => Ok(self.clone()),
+            1 => Ok(self.for_postgres(*by_version.keys().next().expect("one version"))),
+            _ => {
+                let groups: Vec<String> = by_version
+                    .iter()
+                    .map(|(v, hosts)| format!("PostgreSQL {v} on {}", hosts.join(", ")))
+                    .collect();
+                Err(crate::error::Usage(format!(
+                    "the hosts' releases ship different PostgreSQL versions ({}): every host of a cluster runs one major version
+                       hint: name it in the design (platform.postgres_version) and make it installable on every host                      (the PostgreSQL project's apt repository, apt.postgresql.org, ships every version for both releases)",
+                    groups.join("; ")
+                )))
+            }
+        }
+    }
+
     pub fn primary_clouds(&self) -> impl Iterator<Item = &Cloud> {
         self.clouds.iter().filter(|c| c.is_primary())
     }

@@ -312,13 +312,14 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
             None
         }
     };
-    let version = raw.postgres_version.unwrap_or(15);
+    // Unnamed, it is the hosts' release's own, known once they are read.
+    let version = raw.postgres_version.unwrap_or(crate::release::REFERENCE.postgres);
     if !(10..=99).contains(&version) {
         cx.error(
             root,
             "platform.postgres_version",
             format!("PostgreSQL {version} is not a supported major version"),
-            "use a major version such as 15 (Debian 12 ships 15)",
+            "use a major version such as 17 (Debian 13 ships 17, Debian 12 ships 15), or leave it out to use the hosts' release's",
         );
     }
     let availability = match raw.availability.as_deref() {
@@ -347,9 +348,8 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
             Replication::Asynchronous
         }
     };
-    let data_dir = raw
-        .data_dir
-        .unwrap_or_else(|| format!("/var/lib/postgresql/{version}/pgha"));
+    let data_dir_pinned = raw.data_dir.is_some();
+    let data_dir = raw.data_dir.unwrap_or_else(|| default_data_dir(version));
     if !shape::abs_path(&data_dir) {
         cx.error(
             root,
@@ -386,14 +386,28 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
     Some(Platform {
         name: name?,
         postgres_version: version,
+        version_source: if raw.postgres_version.is_some() {
+            VersionSource::Design
+        } else {
+            VersionSource::Reference
+        },
         postgres_port: raw.postgres_port.unwrap_or(5432),
-        bin_dir: format!("/usr/lib/postgresql/{version}/bin"),
+        bin_dir: bin_dir(version),
         data_dir,
+        data_dir_pinned,
         availability,
         replication,
         client_networks,
         parameters,
     })
+}
+
+pub(super) fn default_data_dir(version: u32) -> String {
+    format!("/var/lib/postgresql/{version}/pgha")
+}
+
+pub(super) fn bin_dir(version: u32) -> String {
+    format!("/usr/lib/postgresql/{version}/bin")
 }
 
 fn build_etcd(cx: &mut Checker, root: &Node, raw: RawEtcd) -> Etcd {

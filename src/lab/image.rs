@@ -9,10 +9,10 @@ use sha2::{Digest, Sha256};
 
 use super::docker::docker;
 use crate::components::packages;
+use crate::release::{self, Release};
 
 /// Bump when the build steps change in a way the package list does not show.
 const RECIPE: &str = "pgha-lab-image-1";
-const SUITE: &str = "bookworm";
 const BASE_PACKAGES: [&str; 9] = [
     "systemd",
     "systemd-sysv",
@@ -33,33 +33,57 @@ pub enum Variant {
     Bare,
 }
 
+/// The Debian release of the lab's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Os {
+    Debian13,
+    Debian12,
+}
+
+impl Os {
+    pub(crate) fn release(self) -> Release {
+        match self {
+            Os::Debian13 => release::DEBIAN13,
+            Os::Debian12 => release::DEBIAN12,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Os::Debian13 => "debian13",
+            Os::Debian12 => "debian12",
+        }
+    }
+}
+
 impl Variant {
-    pub fn packages(self) -> Vec<String> {
+    pub fn packages(self, os: Os) -> Vec<String> {
         let mut p: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
         if self == Variant::Baked {
-            p.extend(packages::db_host(15));
+            p.extend(packages::db_host(os.release().postgres));
         }
         p
     }
 
-    pub fn tag(self) -> String {
+    pub fn tag(self, os: Os) -> String {
         let mut h = Sha256::new();
         h.update(RECIPE);
-        h.update(SUITE);
-        h.update(self.packages().join(","));
+        h.update(os.release().codename);
+        h.update(self.packages(os).join(","));
         let digest = h.finalize();
         let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
         let name = match self {
             Variant::Baked => "baked",
             Variant::Bare => "bare",
         };
-        format!("pgha-lab/host:{name}-{hex}")
+        format!("pgha-lab/host:{}-{name}-{hex}", os.as_str())
     }
 }
 
 /// The tag of an image for `variant`, building it first when missing.
-pub(crate) async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<String> {
-    let tag = variant.tag();
+pub(crate) async fn ensure(os: Os, variant: Variant, say: &dyn Fn(&str)) -> anyhow::Result<String> {
+    let tag = variant.tag(os);
     if docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).await.is_ok() {
         return Ok(tag);
     }
@@ -72,12 +96,12 @@ pub(crate) async fn ensure(variant: Variant, say: &dyn Fn(&str)) -> anyhow::Resu
         "building image {tag} with debootstrap (once; about 2 minutes)"
     ));
     let start = std::time::Instant::now();
-    build(variant, &tag).await?;
+    build(os, variant, &tag).await?;
     say(&format!("built {tag} in {:.0} s", start.elapsed().as_secs_f64()));
     Ok(tag)
 }
 
-async fn build(variant: Variant, tag: &str) -> anyhow::Result<()> {
+async fn build(os: Os, variant: Variant, tag: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("building the lab image needs root (debootstrap)");
@@ -92,9 +116,13 @@ async fn build(variant: Variant, tag: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let rootfs = work.join("rootfs");
     let mirror = apt_mirror()?;
-    let include = variant.packages().join(",");
+    let include = variant.packages(os).join(",");
     let status = tokio::process::Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={include}"), SUITE])
+        .args([
+            "--variant=minbase",
+            &format!("--include={include}"),
+            os.release().codename,
+        ])
         .arg(&rootfs)
         .arg(&mirror)
         .stdout(std::process::Stdio::null())
@@ -225,9 +253,18 @@ mod tests {
 
     #[test]
     fn tags_are_keyed_on_the_package_list() {
-        assert_ne!(Variant::Baked.tag(), Variant::Bare.tag());
-        assert_eq!(Variant::Baked.tag(), Variant::Baked.tag());
-        assert!(Variant::Baked.packages().contains(&"patroni".to_string()));
-        assert!(!Variant::Bare.packages().contains(&"patroni".to_string()));
+        for os in [Os::Debian13, Os::Debian12] {
+            assert_ne!(Variant::Baked.tag(os), Variant::Bare.tag(os));
+            assert_eq!(Variant::Baked.tag(os), Variant::Baked.tag(os));
+            assert!(Variant::Baked.packages(os).contains(&"patroni".to_string()));
+            assert!(!Variant::Bare.packages(os).contains(&"patroni".to_string()));
+        }
+        assert_ne!(Variant::Bare.tag(Os::Debian13), Variant::Bare.tag(Os::Debian12));
+        assert!(Variant::Baked
+            .packages(Os::Debian13)
+            .contains(&"postgresql-17".to_string()));
+        assert!(Variant::Baked
+            .tag(Os::Debian12)
+            .starts_with("pgha-lab/host:debian12-baked-"));
     }
 }

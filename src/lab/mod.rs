@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 use self::docker::{docker, docker_with_input, exec, label_of};
-pub(crate) use self::image::Variant;
+pub(crate) use self::image::{Os, Variant};
 use crate::design::{Host, Ssh};
 use crate::remote::Remote;
 
@@ -25,6 +25,7 @@ pub(crate) struct LabSpec {
     pub clouds: usize,
     pub hosts_per_cloud: usize,
     pub variant: Variant,
+    pub os: Os,
     /// The first three octets of a /24, e.g. `10.77.0`.
     pub subnet_prefix: String,
 }
@@ -70,7 +71,14 @@ pub(crate) struct Lab {
     pub subnet: String,
     pub image: String,
     pub variant: Variant,
+    /// Labs made before Debian 13 was the reference ran Debian 12.
+    #[serde(default = "debian12")]
+    pub os: Os,
     pub hosts: Vec<LabHost>,
+}
+
+fn debian12() -> Os {
+    Os::Debian12
 }
 
 pub(crate) const STATE_FILE: &str = "lab.json";
@@ -171,7 +179,7 @@ pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab
         }
     }
     let pubkey = std::fs::read(dir.join("id_ed25519.pub"))?;
-    let image = image::ensure(spec.variant, say).await?;
+    let image = image::ensure(spec.os, spec.variant, say).await?;
 
     let label = format!("pgha.lab={}", spec.name);
     let network = spec.name.clone();
@@ -231,6 +239,7 @@ pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab
         subnet,
         image,
         variant: spec.variant,
+        os: spec.os,
         hosts,
     };
     // Prove it the way pgha will use it: SSH with strict host key checking.
@@ -395,7 +404,7 @@ fn write_files(lab: &Lab, dir: &Path) -> anyhow::Result<()> {
 fn lab_design(lab: &Lab, clouds: &[&str], glb: &LabHost) -> String {
     let mut d = format!(
         "# The two-clouds example pointed at the lab `{}` (written by `pgha lab up`).\n\
-platform:\n  name: pgha-lab\n  postgres_version: 15\n  availability: redundant\n  replication: asynchronous\n\n\
+platform:\n  name: pgha-lab\n  availability: redundant\n  replication: asynchronous\n\n\
 ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclouds:\n",
         lab.name
     );

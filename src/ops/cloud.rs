@@ -268,7 +268,7 @@ pub(crate) async fn run(
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let fleet = Fleet::connect(design, true).await;
+    let fleet = Fleet::connect(design, true).await?;
     let result = run_on(&fleet, name, flip, opts, output).await;
     fleet.close().await;
     result
@@ -276,13 +276,13 @@ pub(crate) async fn run(
 
 /// The flip on a connected fleet: locks, plan, confirmation, steps.
 pub(crate) async fn run_on(
-    fleet: &Fleet<'_>,
+    fleet: &Fleet,
     name: &str,
     flip: Flip,
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let design = fleet.design;
+    let design = &fleet.design;
     let session = crate::lock::Session::begin(design, &flip.command(name), Some((flip.verb(), name)))?;
     // The lock lives in the primary cloud's etcd, or, when that cloud is
     // unreachable (a lost data center), in the etcd of the cloud this flip promotes.
@@ -297,14 +297,14 @@ pub(crate) async fn run_on(
 /// The flip under its locks; a run of the same flip that stopped half-way
 /// (`session.resuming`) is finished.
 async fn run_locked(
-    fleet: &Fleet<'_>,
+    fleet: &Fleet,
     session: &crate::lock::Session,
     name: &str,
     flip: Flip,
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let design = fleet.design;
+    let design = &fleet.design;
     let verb = flip.verb();
     let command = flip.command(name);
     let intent = session.resuming.clone();
@@ -380,7 +380,7 @@ async fn run_locked(
 }
 
 struct Runner<'a> {
-    fleet: &'a Fleet<'a>,
+    fleet: &'a Fleet,
     before: &'a Design,
     after: &'a Design,
     renderer: Renderer,
@@ -663,8 +663,7 @@ impl Runner<'_> {
         let cloud = self.cloud(name)?;
         self.set_standby(cloud, None).await?;
         poll(Duration::from_secs(90), || async {
-            let members = self.fleet.cluster_view(cloud).await?;
-            Ok(members.iter().any(|m| m.is_leader() && m.is_healthy()))
+            Ok(self.fleet.master(cloud).await?.is_some())
         })
         .await
         .with_context(|| format!("{name} did not get a master"))

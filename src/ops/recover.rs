@@ -115,7 +115,7 @@ pub(crate) async fn run(design: &Design, host_name: &str, opts: &Options, output
         ))),
         None => bail!(Usage(format!("no database host named `{host_name}` in the design"))),
     };
-    let fleet = Fleet::connect(design, false).await;
+    let fleet = Fleet::connect(design, false).await?;
     let result = run_on(&fleet, cloud, host, opts, output).await;
     fleet.close().await;
     result
@@ -123,13 +123,13 @@ pub(crate) async fn run(design: &Design, host_name: &str, opts: &Options, output
 
 /// The recovery on a connected fleet: locks, plan, confirmation, steps, report.
 pub(crate) async fn run_on(
-    fleet: &Fleet<'_>,
+    fleet: &Fleet,
     cloud: &Cloud,
     host: &Host,
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let design = fleet.design;
+    let design = &fleet.design;
     let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name), None)?;
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
     lock_clouds.push(cloud);
@@ -149,7 +149,7 @@ pub(crate) async fn run_on(
 
 /// Runs the recovery; `Ok(Some(plan))` when a plan was made (for the report).
 async fn recover(
-    fleet: &Fleet<'_>,
+    fleet: &Fleet,
     session: &crate::lock::Session,
     cloud: &Cloud,
     host: &Host,
@@ -157,7 +157,7 @@ async fn recover(
     output: ui::Output,
     rec: &mut Recorder,
 ) -> anyhow::Result<Option<Vec<String>>> {
-    let d = fleet.design;
+    let d = &fleet.design;
     let r = fleet
         .remote(&host.name)
         .context("the node must be reachable to recover it")?;
@@ -219,7 +219,7 @@ async fn recover(
         return Ok(Some(steps));
     }
     confirm("Recover this node?", opts.yes)?;
-    session.ensure_unchanged(fleet.design)?;
+    session.ensure_unchanged(&fleet.design)?;
 
     rec.start(1, &steps[0]);
     let stopped = r
@@ -265,13 +265,7 @@ async fn recover(
 
 /// Step 4: the fast path or a fresh copy, as the verdict allows; says
 /// whether it copied afresh.
-async fn rejoin(
-    fleet: &Fleet<'_>,
-    cloud: &Cloud,
-    host: &Host,
-    opts: &Options,
-    verdict: &Verdict,
-) -> anyhow::Result<bool> {
+async fn rejoin(fleet: &Fleet, cloud: &Cloud, host: &Host, opts: &Options, verdict: &Verdict) -> anyhow::Result<bool> {
     let r = fleet.remote(&host.name)?;
     let reclone = match verdict {
         Verdict::UniqueCommits(why) if !opts.force => {
@@ -303,12 +297,7 @@ async fn rejoin(
 
 /// Waits until the node is a member in Patroni's view *and* its WAL receiver
 /// streams: Patroni 3.0 says `running` of a replica stuck waiting for WAL.
-async fn wait_streaming(
-    fleet: &Fleet<'_>,
-    cloud: &Cloud,
-    host: &Host,
-    limit: Duration,
-) -> anyhow::Result<patroni::Member> {
+async fn wait_streaming(fleet: &Fleet, cloud: &Cloud, host: &Host, limit: Duration) -> anyhow::Result<patroni::Member> {
     let found = std::sync::Mutex::new(None);
     poll(limit, || async {
         let members = fleet.cluster_view(cloud).await?;
@@ -337,7 +326,7 @@ async fn wait_streaming(
 }
 
 /// The node's WAL against the master's: see the module comment.
-async fn compare(fleet: &Fleet<'_>, host: &Host, master: &str) -> anyhow::Result<Verdict> {
+async fn compare(fleet: &Fleet, host: &Host, master: &str) -> anyhow::Result<Verdict> {
     let node = match wal::position(fleet, &host.name).await {
         Ok(p) => p,
         Err(e) if format!("{e:#}").contains("no data directory") => return Ok(Verdict::Empty),
@@ -410,7 +399,7 @@ fn without_commits(same: Option<bool>, older_timeline: bool) -> Verdict {
 }
 
 /// A host's `.history` for `tli` (timeline 1 has none).
-async fn read_history(fleet: &Fleet<'_>, host: &str, tli: u32) -> anyhow::Result<Vec<(u32, u64)>> {
+async fn read_history(fleet: &Fleet, host: &str, tli: u32) -> anyhow::Result<Vec<(u32, u64)>> {
     if tli <= 1 {
         return Ok(Vec::new());
     }
@@ -426,7 +415,7 @@ async fn read_history(fleet: &Fleet<'_>, host: &str, tli: u32) -> anyhow::Result
 /// their records (transaction ids, LSNs, back-pointers). WAL the master no
 /// longer has proves nothing: `None`.
 async fn same_wal(
-    fleet: &Fleet<'_>,
+    fleet: &Fleet,
     node: &str,
     master: &str,
     tli: u32,
@@ -451,8 +440,8 @@ async fn same_wal(
 /// Wipes (or keeps aside) the data directory and lets Patroni copy it afresh:
 /// from its cloud's (standby) leader, or, when the cloud has none running,
 /// as a new standby leader cloned from the primary cloud.
-async fn fresh_copy(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host, keep_aside: bool) -> anyhow::Result<()> {
-    let d = fleet.design;
+async fn fresh_copy(fleet: &Fleet, cloud: &Cloud, host: &Host, keep_aside: bool) -> anyhow::Result<()> {
+    let d = &fleet.design;
     let data = &d.platform.data_dir;
     let r = fleet.remote(&host.name)?;
     let members = fleet.cluster_view(cloud).await.unwrap_or_default();
@@ -484,8 +473,8 @@ async fn fresh_copy(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host, keep_aside: b
 
 /// Restarts the node's etcd member when unhealthy; if that is not enough,
 /// removes and re-adds it (its etcd data is rebuilt from the others).
-async fn repair_etcd(fleet: &Fleet<'_>, cloud: &Cloud, host: &Host) -> anyhow::Result<()> {
-    let d = fleet.design;
+async fn repair_etcd(fleet: &Fleet, cloud: &Cloud, host: &Host) -> anyhow::Result<()> {
+    let d = &fleet.design;
     let port = d.etcd.client_port;
     let r = fleet.remote(&host.name)?;
     let healthy = || async { r.check("etcd health", &etcd::health_script(port)).await.map(|_| true) };

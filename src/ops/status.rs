@@ -51,8 +51,10 @@ fn probe_script(d: &Design) -> String {
 }
 
 fn role_label(m: &patroni::Member) -> String {
+    if m.is_leader() {
+        return "leader".to_string();
+    }
     match m.role.as_str() {
-        "leader" | "master" | "primary" => "leader",
         "standby_leader" => "standby leader",
         "sync_standby" => "sync standby",
         "quorum_standby" => "quorum standby",
@@ -61,8 +63,8 @@ fn role_label(m: &patroni::Member) -> String {
     .to_string()
 }
 
-pub(crate) async fn gather(fleet: &Fleet<'_>) -> Status {
-    let d = fleet.design;
+pub(crate) async fn gather(fleet: &Fleet) -> Status {
+    let d = &fleet.design;
     let script = probe_script(d);
     let proxy = haproxy::primary_proxy(&d.platform.name);
     let mut hosts = Vec::new();
@@ -206,7 +208,7 @@ pub(crate) fn table(s: &Status) -> String {
 }
 
 pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {
-    let fleet = Fleet::connect(design, true).await;
+    let fleet = Fleet::connect(design, true).await?;
     loop {
         let s = gather(&fleet).await;
         match output {

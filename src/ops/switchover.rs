@@ -35,15 +35,15 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
             )));
         }
     }
-    let fleet = Fleet::connect(design, false).await;
+    let fleet = Fleet::connect(design, false).await?;
     let result = run_on(&fleet, cloud, opts, output).await;
     fleet.close().await;
     result
 }
 
 /// The switchover on a connected fleet: locks, plan, confirmation, steps.
-pub(crate) async fn run_on(fleet: &Fleet<'_>, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    let design = fleet.design;
+pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let design = &fleet.design;
     let to = opts.to.as_deref();
     let session = crate::lock::Session::begin(design, "switchover", None)?;
     let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
@@ -94,10 +94,7 @@ pub(crate) async fn run_on(fleet: &Fleet<'_>, cloud: &Cloud, opts: &Options, out
         if result.is_ok() {
             rec.start(2, &steps[1]);
             let waited = poll(Duration::from_secs(60), || async {
-                let members = fleet.cluster_view(cloud).await?;
-                Ok(members
-                    .iter()
-                    .any(|m| m.name == candidate.name && m.is_leader() && m.is_healthy()))
+                Ok(fleet.master(cloud).await?.as_ref() == Some(&candidate.name))
             })
             .await
             .with_context(|| format!("{} did not become master", candidate.name));

@@ -48,7 +48,7 @@ pub(crate) fn parse_position(out: &str) -> anyhow::Result<WalPos> {
     }
 }
 
-pub(crate) async fn position(fleet: &Fleet<'_>, host: &str) -> anyhow::Result<WalPos> {
+pub(crate) async fn position(fleet: &Fleet, host: &str) -> anyhow::Result<WalPos> {
     let p = &fleet.design.platform;
     let out = fleet
         .remote(host)?
@@ -92,7 +92,7 @@ impl std::fmt::Display for Commits {
     }
 }
 
-pub(crate) async fn commits_after(fleet: &Fleet<'_>, host: &str, timeline: u32, from: u64) -> anyhow::Result<Commits> {
+pub(crate) async fn commits_after(fleet: &Fleet, host: &str, timeline: u32, from: u64) -> anyhow::Result<Commits> {
     let p = &fleet.design.platform;
     let out = fleet
         .remote(host)?

@@ -42,6 +42,16 @@ pub(crate) fn e2e() -> bool {
     true
 }
 
+/// `lab up` arguments for a benchmark's release: Debian 13 unless
+/// `PGHA_BENCH_OS` names another (`debian12`).
+pub(crate) fn bench_os() -> Vec<&'static str> {
+    match std::env::var("PGHA_BENCH_OS").as_deref() {
+        Ok("debian12") => vec!["--os", "debian12"],
+        Ok("debian13") | Err(_) => vec!["--os", "debian13"],
+        Ok(other) => panic!("PGHA_BENCH_OS={other}: use debian13 or debian12"),
+    }
+}
+
 /// A lab brought up for one test binary, removed when dropped (unless
 /// PGHA_KEEP_LAB=1, to look at it after a failure).
 pub(crate) struct TestLab {

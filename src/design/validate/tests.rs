@@ -54,8 +54,36 @@ fn base_design_is_valid_and_quiet() {
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     assert_eq!(l.design.clouds.len(), 2);
     assert_eq!(l.design.haproxy.port, 5000);
-    assert_eq!(l.design.platform.data_dir, "/var/lib/postgresql/15/pgha");
+    assert_eq!(l.design.platform.data_dir, "/var/lib/postgresql/17/pgha");
     assert_eq!(l.design.secrets_file, Path::new("design.secrets.yaml"));
+}
+
+#[test]
+fn an_unnamed_postgres_version_is_the_release_s_and_a_named_one_stays() {
+    let d = load(BASE).unwrap().design;
+    assert_eq!(d.platform.version_source, VersionSource::Reference);
+    let on12 = d.for_postgres(15);
+    assert_eq!(on12.platform.postgres_version, 15);
+    assert_eq!(on12.platform.bin_dir, "/usr/lib/postgresql/15/bin");
+    assert_eq!(on12.platform.data_dir, "/var/lib/postgresql/15/pgha");
+
+    let pinned = load(&BASE.replace("name: demo", "name: demo\n  postgres_version: 16\n  data_dir: /srv/pg"))
+        .unwrap()
+        .design;
+    assert_eq!(pinned.platform.postgres_version, 16);
+    let still = pinned.for_postgres(15);
+    assert_eq!(still.platform.postgres_version, 16);
+    assert_eq!(still.platform.bin_dir, "/usr/lib/postgresql/16/bin");
+    assert_eq!(still.platform.data_dir, "/srv/pg");
+
+    let named_dir = load(&BASE.replace("name: demo", "name: demo\n  data_dir: /srv/pg"))
+        .unwrap()
+        .design;
+    assert_eq!(named_dir.for_postgres(15).platform.data_dir, "/srv/pg");
+    assert_eq!(
+        named_dir.for_postgres(15).platform.bin_dir,
+        "/usr/lib/postgresql/15/bin"
+    );
 }
 
 #[test]
