@@ -53,7 +53,7 @@ fn main() {
     sql(&glb(), 5000, &pw, "CREATE TABLE ticks (id bigint PRIMARY KEY)").unwrap();
     let mut id = 0;
     println!(
-        "lab on {}; governor settings: ttl 10 s, loop_wait 2 s, retry_timeout 4 s",
+        "lab on {}; governor settings: ttl 20 s, loop_wait 2 s, retry_timeout 4 s",
         common::bench_os()[1]
     );
 

@@ -137,7 +137,7 @@ fn seed_scenario() {
     let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &[]);
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
-    let ttl = Duration::from_secs(10); // the lab design's governor ttl
+    let ttl = Duration::from_secs(20); // the lab design's governor ttl
     let failover_limit = ttl + Duration::from_secs(2) + Duration::from_secs(20);
     let watcher = Watcher::start(pw.clone());
 

@@ -132,15 +132,18 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
     )
 }
 
-/// Which PostgreSQL the host can install (apt's candidate for the design's
-/// version, after refreshing the package lists only if there is none), which
-/// versions its sources ship, and which one Patroni is configured for.
+/// Which PostgreSQL the host can install, when the design's version is not
+/// installed (apt's candidate, after refreshing the package lists only if
+/// there is none, and the versions its sources ship), and which one Patroni
+/// is configured for. Reads `$have`, the package states printed before.
 fn postgres_script(version: u32) -> String {
     format!(
-        r#"c() {{ apt-cache policy postgresql-{version} 2>/dev/null | sed -n 's/^ *Candidate: //p'; }}
+        r#"if ! echo "$have" | grep -qx 'postgresql-{version} installed'; then
+c() {{ apt-cache policy postgresql-{version} 2>/dev/null | sed -n 's/^ *Candidate: //p'; }}
 v=$(c); case "$v" in ''|'(none)') apt-get update -q >/dev/null 2>&1; v=$(c);; esac
 echo "pg_candidate ${{v:-(none)}}"
 apt-cache pkgnames postgresql- 2>/dev/null | grep -E '^postgresql-[0-9]+$' | sed 's/^postgresql-/pg_available /'
+fi
 sed -n 's|^ *bin_dir: "/usr/lib/postgresql/\([0-9]*\)/bin"$|pg_configured |p' {config} 2>/dev/null
 "#,
         config = shell::quote(components::patroni::CONFIG.path)

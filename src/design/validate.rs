@@ -479,13 +479,21 @@ fn build_governor(cx: &mut Checker, root: &Node, raw: RawGovernor) -> Governor {
             "Patroni needs loop_wait + 2*retry_timeout <= ttl, or a healthy leader can lose its lock",
         );
     }
-    if g.loop_wait == 0 {
-        cx.error(
-            root,
-            "components.governor.loop_wait",
-            "loop_wait must be at least 1 second",
-            "use 1 to 10",
-        );
+    // Patroni 4 raises smaller values to these minimums (with a warning), so
+    // its live config would never match the design; Patroni 3 took them.
+    for (field, value, min) in [
+        ("ttl", g.ttl, 20),
+        ("loop_wait", g.loop_wait, 1),
+        ("retry_timeout", g.retry_timeout, 3),
+    ] {
+        if value < min {
+            cx.error(
+                root,
+                &format!("components.governor.{field}"),
+                format!("{field} {value} is below Patroni's minimum of {min} seconds"),
+                "Patroni 4 (Debian 13) raises it to the minimum by itself; failover takes about ttl + loop_wait",
+            );
+        }
     }
     g
 }

@@ -415,9 +415,10 @@ ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nc
             "  - name: {c}\n    status: {status}\n    scaling: {n}\n    inventory: inventories/{c}.yaml\n"
         ));
     }
-    // Faster failover than the defaults, still within loop_wait + 2*retry_timeout <= ttl.
+    // Faster failover than the defaults: Patroni's minimum ttl, a short loop,
+    // still within loop_wait + 2*retry_timeout <= ttl.
     d.push_str(
-        "\ncomponents:\n  governor:\n    ttl: 10\n    loop_wait: 2\n    retry_timeout: 4\n  haproxy:\n    port: 5000\n\n",
+        "\ncomponents:\n  governor:\n    ttl: 20\n    loop_wait: 2\n    retry_timeout: 4\n  haproxy:\n    port: 5000\n\n",
     );
     d.push_str(&format!(
         "glb:\n  fqdn: {}\n  port: 5000\n  kind: haproxy\n  hosts:\n    - name: {}\n      address: {}\n",

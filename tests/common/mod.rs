@@ -191,19 +191,24 @@ pub(crate) fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<
         .enable_all()
         .build()
         .unwrap();
+    let limit = std::time::Duration::from_secs(10);
     rt.block_on(async {
         let conf =
             format!("host={host} port={port} user=postgres password={password} dbname=postgres connect_timeout=3");
-        let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls)
+        // connect_timeout bounds the TCP connect only: a proxy that accepts
+        // and a server that never answers would hold the handshake forever.
+        let (client, conn) = tokio::time::timeout(limit, tokio_postgres::connect(&conf, tokio_postgres::NoTls))
             .await
+            .map_err(|_| "connecting timed out".to_string())?
             .map_err(|e| format!("{e:?}"))?;
         let handle = tokio::spawn(conn);
-        let msgs = tokio::time::timeout(std::time::Duration::from_secs(10), client.simple_query(query))
+        let msgs = tokio::time::timeout(limit, client.simple_query(query))
             .await
             .map_err(|_| "query timed out".to_string())?
             .map_err(|e| format!("{e:?}"))?;
         drop(client);
-        let _ = handle.await;
+        // The connection ends once the server hears Terminate; bounded too.
+        let _ = tokio::time::timeout(limit, handle).await;
         Ok(msgs
             .into_iter()
             .filter_map(|m| match m {

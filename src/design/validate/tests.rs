@@ -207,6 +207,21 @@ fn patroni_timing_rule() {
 }
 
 #[test]
+fn patroni_minimum_timings() {
+    let src = format!("{BASE}components:\n  governor:\n    ttl: 10\n    loop_wait: 2\n    retry_timeout: 4\n");
+    assert_error(
+        &src,
+        "ttl 10 is below Patroni's minimum of 20",
+        "components.governor.ttl",
+        18,
+    );
+    let src = format!("{BASE}components:\n  governor:\n    ttl: 20\n    loop_wait: 2\n    retry_timeout: 2\n");
+    assert_error(&src, "minimum of 3", "components.governor.retry_timeout", 20);
+    let src = format!("{BASE}components:\n  governor:\n    ttl: 20\n    loop_wait: 0\n    retry_timeout: 3\n");
+    assert_error(&src, "minimum of 1", "components.governor.loop_wait", 19);
+}
+
+#[test]
 fn etcd_timing_rule() {
     let src = format!("{BASE}components:\n  etcd:\n    election_timeout_ms: 300\n");
     assert_error(
