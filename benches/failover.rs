@@ -32,6 +32,19 @@ fn master(pw: &str) -> usize {
     }
 }
 
+/// Waits until `pgha status` shows every member of both clouds running or
+/// streaming, so the next fault starts from a healthy cluster.
+fn wait_healthy(lab: &TestLab) {
+    common::wait_for("every member healthy", Duration::from_secs(180), || {
+        let out = lab.pgha(&["status", "--output", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+            s["hosts"]
+                .as_array()
+                .is_some_and(|h| h.len() == 6 && h.iter().all(|r| r["state"] == "running" || r["state"] == "streaming"))
+        })
+    });
+}
+
 /// Writes every 100 ms from `start` until one is acknowledged; the gap.
 fn gap_after(pw: &str, start: Instant, id: &mut i64) -> Duration {
     let deadline = start + Duration::from_secs(120);
@@ -66,7 +79,7 @@ fn main() {
         gap_after(&pw, t, &mut id).as_secs_f64()
     );
     lab.ssh_ok(DC1[m], "systemctl start patroni");
-    std::thread::sleep(Duration::from_secs(5));
+    wait_healthy(&lab);
 
     // Kill (power off).
     let m = master(&pw);
@@ -78,7 +91,7 @@ fn main() {
         gap_after(&pw, t, &mut id).as_secs_f64()
     );
     assert!(lab.lab(&["start", &name]).status.success());
-    std::thread::sleep(Duration::from_secs(5));
+    wait_healthy(&lab);
 
     // Network cut.
     let m = master(&pw);
@@ -90,7 +103,7 @@ fn main() {
         gap_after(&pw, t, &mut id).as_secs_f64()
     );
     assert!(lab.lab(&["heal", &name]).status.success());
-    std::thread::sleep(Duration::from_secs(10));
+    wait_healthy(&lab);
 
     // Planned cloud flip.
     let t = Instant::now();
@@ -115,6 +128,14 @@ fn main() {
         );
         if landed.is_ok_and(|r| r[0][0].as_deref().is_some_and(|a| a.starts_with(&format!("{P}.2")))) {
             break t.elapsed();
+        }
+        if flip.is_finished() && t.elapsed() > Duration::from_secs(30) {
+            let out = flip.join().unwrap();
+            panic!(
+                "the flip ended (exit {:?}) and no write reached dc2:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         assert!(
             t.elapsed() < Duration::from_secs(120),

@@ -71,6 +71,8 @@ pub(crate) struct SimHost {
     /// PostgreSQL majors the apt sources ship, and the one Patroni is
     /// configured for; `None`: the design's (installed).
     pub apt_ships: Option<Vec<u32>>,
+    /// Its WAL receiver hangs on a dead proxy session until restarted.
+    pub stuck_receiver: bool,
     pub patroni_major: Option<u32>,
     /// `owner:group:mode` of each installed file.
     pub meta: BTreeMap<String, String>,
@@ -95,6 +97,7 @@ impl SimHost {
             etcd_healthy: true,
             os: "debian 13".into(),
             apt_ships: None,
+            stuck_receiver: false,
             patroni_major: None,
             meta: BTreeMap::new(),
         };
@@ -287,6 +290,20 @@ impl World {
             }
             let writable = self.writable_masters().iter().any(|m| m == host);
             return ok("read in-recovery", if writable { "f" } else { "t" }.into());
+        }
+        if script == crate::fleet::psql_script(p.postgres_port, wal::RECEIVER_SQL) {
+            let s = &self.hosts[host];
+            let follows = s.cloud.as_ref().is_some_and(|c| self.clouds[c].standby_of.is_some());
+            let state = if s.up && follows && !s.stuck_receiver {
+                "streaming"
+            } else {
+                "none"
+            };
+            return ok("read receiver", state.into());
+        }
+        if script == wal::RESTART_RECEIVER_SCRIPT {
+            self.hosts.get_mut(host).expect("known").stuck_receiver = false;
+            return ok("restart receiver", String::new());
         }
         if script == wal::position_script(&p.data_dir, &p.bin_dir, p.postgres_port) {
             let s = &self.hosts[host];

@@ -346,6 +346,13 @@ async fn run_locked(
         force: opts.force,
         resuming,
     };
+    if !resuming {
+        for s in &steps {
+            if let FlipAction::WaitCaughtUp { new, .. } = &s.action {
+                runner.ensure_streaming(new).await?;
+            }
+        }
+    }
     // The intent goes on record before any host changes: an interrupted flip
     // is finished by running the same command, and nothing else runs meanwhile.
     let mut record = intent.unwrap_or(state::FlipIntent {
@@ -584,6 +591,31 @@ impl Runner<'_> {
             .expect("set when the poll succeeded");
         let pos = wal::position(self.fleet, &name).await?;
         Ok((name, pos))
+    }
+
+    /// Before a planned flip fences anything: the new cloud's standby leader
+    /// must stream from the primary cloud, or the WAL the demotion flushes
+    /// never reaches it and the flip stops with no master anywhere. A WAL
+    /// receiver stuck on a proxy session that will never answer (seen with
+    /// HAProxy 3.0 after its server died) is restarted once.
+    async fn ensure_streaming(&self, new: &str) -> anyhow::Result<()> {
+        let cloud = self.cloud(new)?;
+        let (leader, _) = self.standby_leader_position(cloud).await?;
+        let streaming = || async { Ok(self.fleet.psql(&leader, wal::RECEIVER_SQL).await? == "streaming") };
+        if poll(Duration::from_secs(10), streaming).await.is_ok() {
+            return Ok(());
+        }
+        eprintln!("  {leader} (standby leader of {new}) does not stream: restarting its WAL receiver");
+        self.fleet
+            .remote(&leader)?
+            .check("restarting the WAL receiver", wal::RESTART_RECEIVER_SCRIPT)
+            .await?;
+        poll(Duration::from_secs(30), streaming).await.with_context(|| {
+            format!(
+                "{leader}, {new}'s standby leader, does not stream from the primary cloud, even with a new WAL receiver: \
+                 nothing was changed (a flip now would wait for WAL it cannot receive); see its PostgreSQL log"
+            )
+        })
     }
 
     async fn wait_caught_up(&self, new: &str, old: &str) -> anyhow::Result<()> {

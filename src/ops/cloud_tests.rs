@@ -80,6 +80,20 @@ async fn a_planned_flip_drains_fences_waits_then_promotes() {
     assert_serving(&sim, "dc2");
 }
 
+/// A standby leader whose WAL receiver hangs (a proxy session that never
+/// answers): before anything is fenced, its receiver is restarted; the flip
+/// then runs as planned.
+#[tokio::test(start_paused = true)]
+async fn a_stuck_wal_receiver_is_restarted_before_anything_is_fenced() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world().hosts.get_mut("dc2-pg1").unwrap().stuck_receiver = true;
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    let e = sim.events();
+    let restart = position(&e, "dc2-pg1: restart receiver");
+    assert!(restart < position(&e, "glb1: reload haproxy"), "{e:#?}");
+    assert_serving(&sim, "dc2");
+}
+
 #[tokio::test(start_paused = true)]
 async fn make_secondary_then_make_primary_is_the_seeds_flip() {
     let sim = Sim::new(THREE_CLOUDS);

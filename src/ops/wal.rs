@@ -13,6 +13,14 @@ pub(crate) struct WalPos {
     pub mode: String,
 }
 
+/// The state of a standby's WAL receiver (`streaming` when it streams), or
+/// `none` while it has none (connecting, or between attempts).
+pub(crate) const RECEIVER_SQL: &str = "select coalesce((select status from pg_stat_wal_receiver), 'none')";
+
+/// Ends the host's WAL receiver: PostgreSQL starts a new one, which connects
+/// afresh. (An auxiliary process: pg_terminate_backend cannot signal it.)
+pub(crate) const RESTART_RECEIVER_SCRIPT: &str = "pkill -TERM -u postgres -f '^postgres: (.+: )?walreceiver' || true";
+
 /// Reads the WAL position of a host whose PostgreSQL may be running or stopped.
 pub(crate) fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
     let (data_dir, bin_dir) = (quote(data_dir), quote(bin_dir));

@@ -60,30 +60,26 @@ fn base_design_is_valid_and_quiet() {
 
 #[test]
 fn an_unnamed_postgres_version_is_the_release_s_and_a_named_one_stays() {
-    let d = load(BASE).unwrap().design;
+    let with = |extra: &str| {
+        load(&BASE.replace("name: demo", &format!("name: demo{extra}")))
+            .unwrap()
+            .design
+    };
+    let on = |d: &Design, release_version: u32| {
+        let p = d.for_postgres(release_version).platform;
+        (p.postgres_version, p.bin_dir, p.data_dir)
+    };
+    let d = with("");
     assert_eq!(d.platform.version_source, VersionSource::Reference);
-    let on12 = d.for_postgres(15);
-    assert_eq!(on12.platform.postgres_version, 15);
-    assert_eq!(on12.platform.bin_dir, "/usr/lib/postgresql/15/bin");
-    assert_eq!(on12.platform.data_dir, "/var/lib/postgresql/15/pgha");
-
-    let pinned = load(&BASE.replace("name: demo", "name: demo\n  postgres_version: 16\n  data_dir: /srv/pg"))
-        .unwrap()
-        .design;
-    assert_eq!(pinned.platform.postgres_version, 16);
-    let still = pinned.for_postgres(15);
-    assert_eq!(still.platform.postgres_version, 16);
-    assert_eq!(still.platform.bin_dir, "/usr/lib/postgresql/16/bin");
-    assert_eq!(still.platform.data_dir, "/srv/pg");
-
-    let named_dir = load(&BASE.replace("name: demo", "name: demo\n  data_dir: /srv/pg"))
-        .unwrap()
-        .design;
-    assert_eq!(named_dir.for_postgres(15).platform.data_dir, "/srv/pg");
+    let expect = |v: u32, bin: &str, data: &str| (v, bin.to_string(), data.to_string());
     assert_eq!(
-        named_dir.for_postgres(15).platform.bin_dir,
-        "/usr/lib/postgresql/15/bin"
+        on(&d, 15),
+        expect(15, "/usr/lib/postgresql/15/bin", "/var/lib/postgresql/15/pgha")
     );
+    let pinned = with("\n  postgres_version: 16\n  data_dir: /srv/pg");
+    assert_eq!(on(&pinned, 15), expect(16, "/usr/lib/postgresql/16/bin", "/srv/pg"));
+    let named_dir = with("\n  data_dir: /srv/pg");
+    assert_eq!(on(&named_dir, 15), expect(15, "/usr/lib/postgresql/15/bin", "/srv/pg"));
 }
 
 #[test]
