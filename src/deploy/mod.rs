@@ -196,14 +196,14 @@ pub(crate) async fn prepare(
         return Err(remote::connect_errors(failed));
     }
     let remotes: BTreeMap<String, Remote> = connected.into_iter().map(|r| (r.name.clone(), r)).collect();
-    let design = match fleet::resolve(design, &remotes).await {
+    let resolved = match fleet::resolve(design, &remotes).await {
         Ok(d) => d,
         Err(e) => {
             remote::close_all(remotes.into_values()).await;
             return Err(e);
         }
     };
-    let design = &design;
+    let design = &resolved;
     let (clouds, with_glb) = select(design, &opts.only)?;
     let hosts = reach(design, &clouds, with_glb);
     let plan = Plan::for_clouds(design, &clouds, with_glb);
@@ -240,7 +240,7 @@ pub(crate) async fn prepare(
     };
     Ok(Prepared {
         cluster_lock,
-        design: design.clone(),
+        design: resolved,
         remotes,
         work,
         secrets,

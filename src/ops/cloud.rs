@@ -572,8 +572,8 @@ impl Runner<'_> {
         .with_context(|| format!("a host of {name} is still read-write"))
     }
 
-    /// The new cloud's standby leader position.
-    async fn standby_leader_position(&self, cloud: &Cloud) -> anyhow::Result<(String, WalPos)> {
+    /// The cloud's running standby leader.
+    async fn standby_leader(&self, cloud: &Cloud) -> anyhow::Result<String> {
         // It may be reconnecting after a flip's first steps: give it a moment.
         let found = std::sync::Mutex::new(None);
         poll(Duration::from_secs(60), || async {
@@ -585,10 +585,15 @@ impl Runner<'_> {
         })
         .await
         .with_context(|| format!("{} has no running standby leader to promote", cloud.name))?;
-        let name = found
+        Ok(found
             .into_inner()
             .expect("not poisoned")
-            .expect("set when the poll succeeded");
+            .expect("set when the poll succeeded"))
+    }
+
+    /// The cloud's standby leader and its WAL position.
+    async fn standby_leader_position(&self, cloud: &Cloud) -> anyhow::Result<(String, WalPos)> {
+        let name = self.standby_leader(cloud).await?;
         let pos = wal::position(self.fleet, &name).await?;
         Ok((name, pos))
     }
@@ -600,7 +605,7 @@ impl Runner<'_> {
     /// HAProxy 3.0 after its server died) is restarted once.
     async fn ensure_streaming(&self, new: &str) -> anyhow::Result<()> {
         let cloud = self.cloud(new)?;
-        let (leader, _) = self.standby_leader_position(cloud).await?;
+        let leader = self.standby_leader(cloud).await?;
         let streaming = || async { Ok(self.fleet.psql(&leader, wal::RECEIVER_SQL).await? == "streaming") };
         if poll(Duration::from_secs(10), streaming).await.is_ok() {
             return Ok(());
