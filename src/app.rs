@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, CloudCommand, Command, LabCommand};
+use crate::cli::{CertsCommand, Cli, CloudCommand, Command, LabCommand};
 use crate::design::{self, Design};
 use crate::error;
 use crate::plan::Plan;
@@ -114,6 +114,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: args.dry_run,
             };
             interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
+        }
+        Command::Certs(CertsCommand::Rotate(args)) => {
+            let design = load(&cli)?;
+            let opts = crate::ops::certs::Options {
+                yes: args.yes,
+                dry_run: args.dry_run,
+            };
+            interruptible(crate::ops::certs::rotate(&design, &opts, cli.output))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {
@@ -227,6 +235,12 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
                 variant: a.image,
                 os: a.os,
                 subnet_prefix: prefix.to_string(),
+                user: match &a.user {
+                    Some(u) if !design::shape::posix_user(u) || u == "root" => {
+                        return Err(error::Usage(format!("--user {u} is not a POSIX user name other than root")).into())
+                    }
+                    u => u.clone(),
+                },
             };
             let l = lab::up(&spec, &say).await?;
             match output {

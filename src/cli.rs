@@ -57,6 +57,9 @@ pub enum Command {
     RecoverNode(RecoverArgs),
     /// Planned master change inside the primary cloud, no data loss.
     Switchover(SwitchoverArgs),
+    /// The cluster's TLS certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// A lab of real hosts (systemd containers with sshd) on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -135,6 +138,10 @@ pub struct LabUpArgs {
     /// The lab network, a /24.
     #[arg(long, default_value = "10.77.0.0/24")]
     pub subnet: String,
+    /// Log in as this user (created on every host with passwordless sudo and
+    /// the lab's key) instead of root; the design written names it.
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +159,23 @@ pub struct LabImageArgs {
     /// The hosts' Debian release.
     #[arg(long, value_enum, default_value_t = crate::lab::Os::Debian13)]
     pub os: crate::lab::Os,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Replace the cluster CA and every certificate, rolling, with no moment
+    /// where members cannot talk (old and new CA trusted during the switch).
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Print the numbered steps, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub(crate) mod fsutil;
 pub(crate) mod lab;
 pub mod lock;
 pub(crate) mod ops;
+pub mod pki;
 pub mod plan;
 pub mod release;
 pub mod remote;

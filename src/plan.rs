@@ -12,6 +12,8 @@ use crate::release;
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     InstallPackages,
+    /// The trust bundle, the host's certificate and its keys.
+    InstallCertificates,
     ConfigureEtcd,
     /// Start Patroni on the first host: it initialises the cluster (primary
     /// cloud) or clones the standby cluster from the primary cloud.
@@ -30,6 +32,7 @@ impl Action {
     pub fn component(self) -> Component {
         match self {
             Action::InstallPackages => Component::Packages,
+            Action::InstallCertificates => Component::Tls,
             Action::ConfigureEtcd => Component::Etcd,
             Action::BootstrapLeader | Action::JoinReplicas => Component::Governor,
             Action::ConfigureHaproxy => Component::Haproxy,
@@ -41,6 +44,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::InstallPackages => "install",
+            Action::InstallCertificates => "install",
             Action::ConfigureEtcd => "configure",
             Action::BootstrapLeader => "bootstrap",
             Action::JoinReplicas => "join",
@@ -120,7 +124,7 @@ impl Builder {
 fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     let names: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
     let c = Some(cloud);
-    let [etcd_file, fence_file, _, patroni_file, haproxy_file] = DB_HOST_FILES;
+    let [_, _, _, _, etcd_file, fence_file, _, patroni_file, haproxy_file] = DB_HOST_FILES;
     b.push(
         c,
         Action::InstallPackages,
@@ -141,6 +145,16 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
                 packages::db_host(design.platform.postgres_version).join(", ")
             ),
         },
+    );
+    b.push(
+        c,
+        Action::InstallCertificates,
+        names.clone(),
+        format!(
+            "write the cluster CA, each host's certificate and keys under {} (issued or renewed by pgha when missing, \
+             expiring within 30 days or lacking a name); services that read them restart (etcd, one at a time) or reload",
+            crate::components::tls::DIR
+        ),
     );
     b.push(
         c,

@@ -11,7 +11,10 @@ use crate::components::{self, FileSpec};
 use crate::design::{Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 6] = [
+const EMBEDDED: [(&str, &str); 9] = [
+    ("tls-trust.pem.j2", include_str!("../templates/tls-trust.pem.j2")),
+    ("tls-cert.pem.j2", include_str!("../templates/tls-cert.pem.j2")),
+    ("tls-key.pem.j2", include_str!("../templates/tls-key.pem.j2")),
     ("etcd.env.j2", include_str!("../templates/etcd.env.j2")),
     ("patroni.yml.j2", include_str!("../templates/patroni.yml.j2")),
     ("patroni-fence.py.j2", include_str!("../templates/patroni-fence.py.j2")),
@@ -49,6 +52,21 @@ pub struct HostFiles {
 
 pub struct Renderer {
     env: Environment<'static>,
+    /// Certificates and keys to install; without them (`pgha render`, or
+    /// before the first deploy) the TLS files hold placeholders.
+    pki: Option<crate::pki::Pki>,
+}
+
+/// What templates see of TLS: file contents and where they live on the host.
+#[derive(Serialize)]
+struct TlsContext<'a> {
+    trust: &'a str,
+    cert: &'a str,
+    key: &'a str,
+    trust_path: &'static str,
+    cert_path: &'static str,
+    etcd_key_path: &'static str,
+    postgres_key_path: &'static str,
 }
 
 /// How a cloud's etcd members start: all at once, or joining a running cluster.
@@ -66,6 +84,12 @@ struct DbHost<'a> {
     hba_address: String,
 }
 
+/// A GLB host, which pg_hba lets in: clients reach the master through it.
+#[derive(Serialize)]
+struct GlbHost {
+    hba_address: String,
+}
+
 #[derive(Serialize)]
 struct Standby {
     hosts: Vec<String>,
@@ -79,6 +103,7 @@ struct TemplateContext<'a> {
     cloud: Option<&'a Cloud>,
     host: &'a Host,
     db_hosts: Vec<DbHost<'a>>,
+    glb_hosts: Vec<GlbHost>,
     etcd: &'a Etcd,
     etcd_members: &'a [Host],
     etcd_cluster_state: &'a str,
@@ -90,6 +115,10 @@ struct TemplateContext<'a> {
     standby: Option<Standby>,
     synchronous_mode: bool,
     secrets: TemplateSecrets<'a>,
+    tls: TlsContext<'a>,
+    /// The statistics pages ask for a password (not bound to loopback).
+    haproxy_stats_auth: bool,
+    glb_stats_auth: bool,
 }
 
 impl Renderer {
@@ -113,7 +142,13 @@ impl Renderer {
             env.add_template_owned(name.to_string(), source)
                 .map_err(|e| anyhow!("template {name}: {e}"))?;
         }
-        Ok(Renderer { env })
+        Ok(Renderer { env, pki: None })
+    }
+
+    /// Installs `pki`'s certificates and keys instead of placeholders.
+    pub fn with_pki(mut self, pki: Option<crate::pki::Pki>) -> Self {
+        self.pki = pki;
+        self
     }
 
     pub fn for_design(design: &Design) -> anyhow::Result<Self> {
@@ -185,19 +220,51 @@ impl Renderer {
     }
 
     fn context<'a>(
-        &self,
+        &'a self,
         design: &'a Design,
         cloud: Option<&'a Cloud>,
         host: &'a Host,
         primary: Option<&'a Cloud>,
         secrets: &'a Secrets,
     ) -> TemplateContext<'a> {
+        let mine = self.pki.as_ref().and_then(|p| p.hosts.get(&host.name));
+        let tls = TlsContext {
+            trust: self
+                .pki
+                .as_ref()
+                .map_or("# the cluster CA: made by the first `pgha deploy`", |p| {
+                    p.trust.trim_end()
+                }),
+            cert: mine.map_or("# this host's certificate: issued by `pgha deploy`", |c| {
+                c.cert.trim_end()
+            }),
+            key: mine.map_or("# this host's private key: made by `pgha deploy`, never shown", |c| {
+                c.key.trim_end()
+            }),
+            trust_path: components::tls::TRUST_PATH,
+            cert_path: components::tls::CERT_PATH,
+            etcd_key_path: components::tls::ETCD_KEY_PATH,
+            postgres_key_path: components::tls::POSTGRES_KEY_PATH,
+        };
         TemplateContext {
+            tls,
+            haproxy_stats_auth: crate::design::stats_open(&design.haproxy.stats_address),
+            glb_stats_auth: design
+                .glb
+                .as_ref()
+                .is_some_and(|g| crate::design::stats_open(&g.stats_address)),
             platform: &design.platform,
             clouds: &design.clouds,
             cloud,
             host,
             db_hosts: db_hosts(design),
+            glb_hosts: design
+                .glb_hosts()
+                .iter()
+                .map(|h| GlbHost {
+                    hba_address: hba_address(&h.address),
+                })
+                .collect(),
             etcd: &design.etcd,
             etcd_members: &[],
             etcd_cluster_state: "new",

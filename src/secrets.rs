@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 pub const REPLICATION_USER: &str = "replicator";
 pub const RESTAPI_USER: &str = "pgha";
+pub const STATS_USER: &str = "pgha-stats";
+/// Overrides `stats_password`, like [`ENV`] the others.
+pub const STATS_ENV: &str = "PGHA_STATS_PASSWORD";
 
 /// Environment variables that override the file, by field.
 pub const ENV: [(&str, &str); 3] = [
@@ -24,6 +27,10 @@ pub struct Secrets {
     pub superuser_password: String,
     pub replication_password: String,
     pub restapi_password: String,
+    /// For HAProxy statistics pages opened beyond loopback. Files written
+    /// before it existed lack it: it is generated then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stats_password: String,
 }
 
 impl fmt::Debug for Secrets {
@@ -38,8 +45,10 @@ pub struct TemplateSecrets<'a> {
     pub superuser_password: &'a str,
     pub replication_password: &'a str,
     pub restapi_password: &'a str,
+    pub stats_password: &'a str,
     pub replication_user: &'static str,
     pub restapi_user: &'static str,
+    pub stats_user: &'static str,
 }
 
 impl Secrets {
@@ -50,6 +59,7 @@ impl Secrets {
             superuser_password: r(),
             replication_password: r(),
             restapi_password: r(),
+            stats_password: r(),
         }
     }
 
@@ -58,6 +68,7 @@ impl Secrets {
             superuser_password: random_password()?,
             replication_password: random_password()?,
             restapi_password: random_password()?,
+            stats_password: random_password()?,
         })
     }
 
@@ -69,6 +80,7 @@ impl Secrets {
             &self.superuser_password,
             &self.replication_password,
             &self.restapi_password,
+            &self.stats_password,
         ] {
             if !s.is_empty() {
                 out = out.replace(s.as_str(), "REDACTED");
@@ -82,8 +94,10 @@ impl Secrets {
             superuser_password: &self.superuser_password,
             replication_password: &self.replication_password,
             restapi_password: &self.restapi_password,
+            stats_password: &self.stats_password,
             replication_user: REPLICATION_USER,
             restapi_user: RESTAPI_USER,
+            stats_user: STATS_USER,
         }
     }
 
@@ -107,6 +121,7 @@ impl Secrets {
                         superuser_password: a,
                         replication_password: b,
                         restapi_password: c,
+                        stats_password: env(STATS_ENV).unwrap_or_default(),
                     }))
                 }
                 _ => return Ok(None),
@@ -124,12 +139,33 @@ impl Secrets {
                 *slot = v;
             }
         }
+        if let Some(v) = env(STATS_ENV) {
+            secrets.stats_password = v;
+        }
+        // It stands unquoted in HAProxy's config.
+        if !secrets
+            .stats_password
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            bail!(
+                "stats_password (from {} or {STATS_ENV}) may hold only letters, digits and . _ -",
+                path.display()
+            );
+        }
         Ok(Some(secrets))
     }
 
     /// Loads the secrets, generating and saving them (0600) when absent.
     pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
-        if let Some(s) = Self::load(path)? {
+        if let Some(mut s) = Self::load(path)? {
+            if s.stats_password.is_empty() {
+                // A file from before the statistics password: add it, once.
+                s.stats_password = random_password()?;
+                if path.exists() {
+                    s.save(path)?;
+                }
+            }
             return Ok(s);
         }
         let s = Self::generate()?;

@@ -135,7 +135,9 @@ impl World {
     /// A converged cluster: every cloud as the design says, its first host
     /// the leader, HAProxy and the GLB routing to the primary cloud.
     pub(crate) fn converged(design: &Design, secrets: &Secrets) -> Arc<Mutex<World>> {
-        let renderer = Renderer::for_design(design).expect("templates");
+        // The PKI next to the design: deploy then finds the same certificates.
+        let (pki, _) = crate::pki::ensure(design, time::OffsetDateTime::now_utc(), true).expect("pki");
+        let renderer = Renderer::for_design(design).expect("templates").with_pki(Some(pki));
         let primary = design.primary_clouds().next();
         let mut clouds = BTreeMap::new();
         let mut hosts = BTreeMap::new();
@@ -326,10 +328,10 @@ impl World {
             let commits = self.hosts[host].commits.join("\n");
             return ok("read commits", commits);
         }
-        if script == haproxy::stats_script(d.haproxy.stats_port)
+        if script == haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port)
             || d.glb
                 .as_ref()
-                .is_some_and(|g| script == haproxy::stats_script(g.stats_port))
+                .is_some_and(|g| script == haproxy::stats_script(&g.stats_address, g.stats_port))
         {
             return ok("read stats", self.stats(host));
         }

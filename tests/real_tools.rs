@@ -34,8 +34,12 @@ fn rendered(release: Release) -> (tempfile::TempDir, Vec<PathBuf>) {
             .unwrap()
             .design
             .for_postgres(release.postgres);
+        // A real CA and certificates (made in memory, nothing saved): HAProxy
+        // loads its ca-file when it checks a config.
+        let (pki, _) = pgha::pki::ensure(&d, time::OffsetDateTime::now_utc(), false).unwrap();
         let all = Renderer::for_design(&d)
             .unwrap()
+            .with_pki(Some(pki))
             .all(&d, &Secrets::generate().unwrap())
             .unwrap();
         files.extend(write_tree(&dir.path().join(name), &all).unwrap());
@@ -61,7 +65,13 @@ fn every_rendered_passes(suffix: &str, program: &str, args: &[&str], quiet: bool
     require(program);
     let (_dir, files) = rendered(DEBIAN12);
     for file in having(&files, suffix) {
-        let out = Command::new(program).args(args).arg(&file).output().unwrap();
+        // The file as its host would read it: its TLS files where it names
+        // them, which here is under the host's rendered tree.
+        let root = file.to_string_lossy().strip_suffix(suffix).unwrap().to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let local = file.with_extension("local");
+        std::fs::write(&local, text.replace("/etc/pgha/tls/", &format!("{root}etc/pgha/tls/"))).unwrap();
+        let out = Command::new(program).args(args).arg(&local).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && (!quiet || stderr.trim().is_empty()),
@@ -90,7 +100,8 @@ fn debian_13_tools_accept_every_rendered_file() {
 for a in $(sed -n 's/^    - \"\\([0-9.]*\\):2379\"$/\\1/p' $(find /r -name config.yml) | sort -u); do ip addr add \"$a/32\" dev lo; done\n\
 timeout 120 etcd --data-dir /tmp/etcd --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379 \
 --listen-peer-urls http://127.0.0.1:2380 >/dev/null 2>&1 &\n\
-n=0; until ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 100 ] || exit 1; sleep 0.1; done\n",
+n=0; until ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 100 ] || exit 1; sleep 0.1; done\n\
+mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt' | head -1)\")\" /etc/pgha/tls\n",
     );
     for (suffix, check) in [
         ("etc/haproxy/haproxy.cfg", "haproxy -q -c -f"),

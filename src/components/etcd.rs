@@ -1,7 +1,7 @@
 //! etcd: one cluster per cloud, so losing a cloud never costs another its quorum
 //! (../HAZARDS #3: a 3+3 stretched cluster loses quorum with either cloud).
 
-use super::{Component, FileSpec};
+use super::{tls, Component, FileSpec};
 use crate::design::shape::url_host;
 use crate::shell::quote;
 
@@ -32,8 +32,15 @@ pub(crate) fn core(content: &str) -> String {
         .collect()
 }
 
+/// etcdctl against the local member, over TLS with the host's certificate
+/// (etcd refuses a client without one); pgha's scripts run as root.
 fn etcdctl(client_port: u16) -> String {
-    format!("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:{client_port} --command-timeout=3s")
+    format!(
+        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:{client_port} --cacert={} --cert={} --key={} --command-timeout=3s",
+        tls::TRUST_PATH,
+        tls::CERT_PATH,
+        tls::ETCD_KEY_PATH
+    )
 }
 
 /// Exits 0 when the local member is healthy (it has a leader and quorum).
@@ -108,7 +115,7 @@ pub(crate) fn del_script(client_port: u16, key: &str) -> String {
 
 /// A member's peer URL (an IPv6 address in brackets).
 pub(crate) fn peer_url(address: &str, peer_port: u16) -> String {
-    format!("http://{}:{peer_port}", url_host(address))
+    format!("https://{}:{peer_port}", url_host(address))
 }
 
 /// Throws the local member's data away and starts it as a member joining the
@@ -149,19 +156,19 @@ mod tests {
     fn scripts_are_exact() {
         assert_eq!(
             member_add_script(2379, "dc1-pg4", "http://10.0.0.4:2380"),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member add dc1-pg4 --peer-urls=http://10.0.0.4:2380"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s member add dc1-pg4 --peer-urls=http://10.0.0.4:2380"
         );
         assert_eq!(
             member_add_script(2379, "x;y", &peer_url("fd00::4", 2380)),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member add 'x;y' '--peer-urls=http://[fd00::4]:2380'"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s member add 'x;y' '--peer-urls=https://[fd00::4]:2380'"
         );
         assert_eq!(
             member_remove_script(2379, "8e9e05c52164694d"),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member remove 8e9e05c52164694d"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s member remove 8e9e05c52164694d"
         );
         assert_eq!(
             del_script(2379, "/pgha/c/initialize"),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s del /pgha/c/initialize"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s del /pgha/c/initialize"
         );
         assert_eq!(
             rejoin_script("/var/lib/etcd/pgha-c"),
@@ -169,7 +176,7 @@ mod tests {
         );
         assert_eq!(
             lock_acquire_script(2379, "/pgha/c/pgha-lock", "eyJ1Ijoicm9vdCJ9", 30),
-            "e() { ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s \"$@\"; }\n\
+            "e() { ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\n\
 id=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n\
 [ -n \"$id\" ] || { echo 'etcd granted no lease (no quorum?)' >&2; exit 1; }\n\
 if e txn <<EOF | head -1 | grep -qx SUCCESS\n\
@@ -185,15 +192,15 @@ fi\n"
         );
         assert_eq!(
             lease_keepalive_script(2379, "694da21952c6e405"),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s lease keep-alive --once 694da21952c6e405"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s lease keep-alive --once 694da21952c6e405"
         );
         assert_eq!(
             lease_revoke_script(2379, "694da21952c6e405"),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s lease revoke 694da21952c6e405"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s lease revoke 694da21952c6e405"
         );
         assert_eq!(
             health_script(2379),
-            "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s endpoint health"
+            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s endpoint health"
         );
     }
 

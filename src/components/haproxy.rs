@@ -13,9 +13,17 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     check: Some("haproxy -c -q -f"),
 };
 
-/// Prints HAProxy's statistics as CSV.
-pub(crate) fn stats_script(stats_port: u16) -> String {
-    format!("python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:{stats_port}/;csv\", timeout=3).read().decode())'")
+/// Prints HAProxy's statistics as CSV, read on the host itself: from
+/// loopback when the page listens on every address, else from the address
+/// it listens on (the page lets the host's own reads in without a password).
+pub(crate) fn stats_script(stats_address: &str, stats_port: u16) -> String {
+    let host = match stats_address.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() && ip.is_ipv6() => "::1".to_string(),
+        Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        _ => stats_address.to_string(),
+    };
+    let host = crate::design::shape::url_host(&host);
+    format!("python3 -c 'import urllib.request as u; print(u.urlopen(\"http://{host}:{stats_port}/;csv\", timeout=3).read().decode())'")
 }
 
 /// `(server, status)` of every server of `proxy` in a stats CSV.

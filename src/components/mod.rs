@@ -7,6 +7,7 @@ pub(crate) mod haproxy;
 pub(crate) mod packages;
 pub(crate) mod patroni;
 pub(crate) mod systemd;
+pub(crate) mod tls;
 
 use serde::Serialize;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 #[serde(rename_all = "lowercase")]
 pub enum Component {
     Packages,
+    Tls,
     Etcd,
     Governor,
     Haproxy,
@@ -26,6 +28,7 @@ impl Component {
     pub fn as_str(self) -> &'static str {
         match self {
             Component::Packages => "packages",
+            Component::Tls => "tls",
             Component::Etcd => "etcd",
             Component::Governor => "governor",
             Component::Haproxy => "haproxy",
@@ -52,7 +55,11 @@ pub struct FileSpec {
 }
 
 /// The files of a database host, in the order they are applied.
-pub(crate) const DB_HOST_FILES: [FileSpec; 5] = [
+pub(crate) const DB_HOST_FILES: [FileSpec; 9] = [
+    tls::TRUST,
+    tls::CERT,
+    tls::ETCD_KEY,
+    tls::POSTGRES_KEY,
     etcd::CONFIG,
     patroni::FENCE,
     patroni::FENCE_UNIT,

@@ -62,9 +62,11 @@ pub(crate) fn config_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/config")
 }
 
+/// GETs `path` from the local REST API over HTTPS, verifying the cluster CA.
 fn http_get_script(rest_port: u16, path: &str) -> String {
     format!(
-        "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:{rest_port}{path}\", timeout=3).read().decode())'"
+        "python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile=\"{}\"); print(u.urlopen(\"https://127.0.0.1:{rest_port}{path}\", timeout=3, context=c).read().decode())'",
+        super::tls::TRUST_PATH
     )
 }
 
@@ -128,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             cluster_script(8008),
-            r#"python3 -c 'import urllib.request as u; print(u.urlopen("http://127.0.0.1:8008/cluster", timeout=3).read().decode())'"#
+            r#"python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile="/etc/pgha/tls/ca.crt"); print(u.urlopen("https://127.0.0.1:8008/cluster", timeout=3, context=c).read().decode())'"#
         );
     }
 }

@@ -437,8 +437,11 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
         };
         let stats = futures::future::try_join_all(cloud.hosts.iter().map(|h| async {
             let r = ctx.remote(&h.name)?;
-            r.check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
-                .await
+            r.check(
+                "reading HAProxy stats",
+                &haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
+            )
+            .await
         }))
         .await?;
         for (h, csv) in cloud.hosts.iter().zip(stats) {
@@ -473,7 +476,10 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
         let r = ctx.remote(host)?;
         poll(Duration::from_secs(60), || async {
             let csv = r
-                .check("reading GLB stats", &haproxy::stats_script(glb.stats_port))
+                .check(
+                    "reading GLB stats",
+                    &haproxy::stats_script(&glb.stats_address, glb.stats_port),
+                )
                 .await?;
             Ok(!haproxy::up_servers(&csv, &proxy).is_empty())
         })

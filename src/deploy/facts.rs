@@ -95,6 +95,7 @@ pub(crate) fn distro_unit(design: &Design) -> String {
 pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], db: bool) -> String {
     let mut services: Vec<String> = files.iter().map(|f| f.service.to_string()).collect();
     services.push(distro_unit(design));
+    services.sort();
     services.dedup();
     let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
     let etcd_member = format!("{}/member", components::etcd::data_dir(&design.platform.name));

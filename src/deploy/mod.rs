@@ -184,7 +184,12 @@ pub(crate) async fn prepare(
     } else {
         Secrets::load_or_generate(&design.secrets_file)?
     };
-    let renderer = Renderer::for_design(design)?;
+    // Issued or renewed here, like the secrets: a dry run only says what it would do.
+    let (pki, issued) = crate::pki::ensure(design, time::OffsetDateTime::now_utc(), !opts.dry_run)?;
+    for line in &issued.lines {
+        eprintln!("tls: {line}{}", if opts.dry_run { " (dry run: not saved)" } else { "" });
+    }
+    let renderer = Renderer::for_design(design)?.with_pki(Some(pki));
 
     let plain: Vec<Host> = reach(design, &clouds, with_glb)
         .into_iter()

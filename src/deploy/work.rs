@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::facts::{distro_unit, HostFacts};
-use crate::components::{self, patroni, FileSpec};
+use crate::components::{self, patroni, tls, FileSpec};
 use crate::design::{Cloud, Design, GlbKind, Replication};
 use crate::plan::{Action, Plan, Step};
 use crate::render::RenderedFile;
@@ -169,6 +169,14 @@ fn write_if_differs(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile) 
     }
 }
 
+/// Whether any of these TLS files differs on the host from what it gets
+/// (the certificate step before wrote them; the facts are from before).
+fn tls_differs(i: &Inputs, host: &str, facts: &HostFacts, specs: &[FileSpec]) -> bool {
+    specs
+        .iter()
+        .any(|s| facts.file(s.path).map(|f| f.sha256.as_str()) != Some(sha256(&file(i, host, s).content).as_str()))
+}
+
 /// Write the file if it differs; then restart/reload/start as the service needs.
 fn converge(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile, on_change: fn(&'static str) -> Work) {
     let differs = write_if_differs(items, facts, f);
@@ -193,6 +201,11 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 items.push(Work::InstallPackages(facts.missing_packages.clone()));
             }
         }
+        Action::InstallCertificates => {
+            for spec in &tls::FILES {
+                write_if_differs(&mut items, &facts, file(i, host, spec));
+            }
+        }
         Action::ConfigureEtcd => {
             let f = file(i, host, &components::etcd::CONFIG);
             let cloud = cloud.expect("etcd steps belong to a cloud");
@@ -208,6 +221,14 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 let core = sha256(&components::etcd::core(&f.content));
                 if facts.etcd_initialized && facts.etcd_core.as_deref() == Some(core.as_str()) {
                     items.retain(|w| !matches!(w, Work::Restart(_)));
+                }
+                // New certificates or trust: a running member restarts (one
+                // at a time, the cluster keeping quorum) to read them.
+                if facts.service("etcd").is_active()
+                    && !items.iter().any(|w| matches!(w, Work::Restart(_)))
+                    && tls_differs(i, host, &facts, &[tls::TRUST, tls::CERT, tls::ETCD_KEY])
+                {
+                    items.push(Work::Restart("etcd"));
                 }
             }
         }
@@ -230,18 +251,35 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 items.push(Work::DaemonReload);
             }
             converge(&mut items, &facts, patroni_file, Work::Reload);
+            // A reload (SIGHUP) makes Patroni reread its REST certificate and
+            // PostgreSQL its SSL files; nothing restarts.
+            if facts.service("patroni").is_active()
+                && !items.iter().any(|w| matches!(w, Work::Reload(_)))
+                && tls_differs(i, host, &facts, &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY])
+            {
+                items.push(Work::Reload("patroni"));
+            }
             if step.action == Action::BootstrapLeader {
                 if let Some(sets) = cloud.and_then(|c| dynamic_config_changes(d, c, i.cloud_facts.get(&c.name))) {
                     items.push(Work::PatchDynamicConfig(sets));
                 }
             }
         }
-        Action::ConfigureHaproxy => converge(
-            &mut items,
-            &facts,
-            file(i, host, &components::haproxy::CONFIG),
-            Work::Reload,
-        ),
+        Action::ConfigureHaproxy => {
+            converge(
+                &mut items,
+                &facts,
+                file(i, host, &components::haproxy::CONFIG),
+                Work::Reload,
+            );
+            // Its health checks verify Patroni's certificate with the trust bundle.
+            if facts.service("haproxy").is_active()
+                && !items.iter().any(|w| matches!(w, Work::Reload(_)))
+                && tls_differs(i, host, &facts, &[tls::TRUST])
+            {
+                items.push(Work::Reload("haproxy"));
+            }
+        }
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {
                 items.push(Work::InstallPackages(facts.missing_packages.clone()));

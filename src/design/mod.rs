@@ -60,6 +60,9 @@ pub struct Design {
     pub glb: Option<Glb>,
     /// Where the passwords live (0600); generated on first deploy.
     pub secrets_file: PathBuf,
+    /// The cluster PKI's directory (0700): CA, host certificates, keys.
+    pub pki_dir: PathBuf,
+    pub tls: Tls,
     /// A directory whose `*.j2` files replace the embedded templates.
     pub templates_dir: Option<PathBuf>,
 }
@@ -157,6 +160,27 @@ pub struct Governor {
 pub struct Haproxy {
     pub port: u16,
     pub stats_port: u16,
+    /// Where the statistics page listens: loopback by default; any other
+    /// address asks for the generated `stats_password`.
+    pub stats_address: String,
+}
+
+/// Whether a statistics page on `address` needs a password.
+pub fn stats_open(address: &str) -> bool {
+    !address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// TLS settings: which CA signs the hosts' certificates.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tls {
+    /// The user's own CA; `None`: pgha's generated one in the PKI directory.
+    pub ca: Option<OwnCa>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnCa {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +188,7 @@ pub struct Glb {
     pub fqdn: String,
     pub port: u16,
     pub stats_port: u16,
+    pub stats_address: String,
     pub kind: GlbKind,
 }
 

@@ -8,6 +8,7 @@ pub struct RawDesign {
     pub platform: Option<RawPlatform>,
     pub ssh: Option<RawSsh>,
     pub secrets: Option<RawSecrets>,
+    pub tls: Option<RawTls>,
     pub templates: Option<String>,
     #[serde(default)]
     pub clouds: Vec<RawCloud>,
@@ -38,6 +39,14 @@ pub struct RawSsh {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSecrets {
     pub file: Option<String>,
+}
+
+/// The cluster PKI: pgha's own CA by default, or the user's.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub ca_cert: Option<String>,
+    pub ca_key: Option<String>,
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +101,7 @@ pub struct RawGovernor {
 pub struct RawHaproxy {
     pub port: Option<u16>,
     pub stats_port: Option<u16>,
+    pub stats_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,4 +112,5 @@ pub struct RawGlb {
     pub hosts: Option<Vec<RawHost>>,
     pub command: Option<String>,
     pub stats_port: Option<u16>,
+    pub stats_address: Option<String>,
 }

@@ -246,6 +246,13 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
     let haproxy = Haproxy {
         port: hp.port.unwrap_or(5000),
         stats_port: hp.stats_port.unwrap_or(7000),
+        stats_address: stats_address(
+            cx,
+            root,
+            hp.stats_address,
+            "components.haproxy.stats_address",
+            "127.0.0.1",
+        ),
     };
     if platform.as_ref().is_some_and(|p| p.postgres_port == haproxy.port) {
         cx.error(
@@ -270,6 +277,15 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
             base.join(format!("{stem}.secrets.yaml"))
         }
     };
+    let stem = cx
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pgha")
+        .to_string();
+    let raw_tls = raw.tls.unwrap_or_default();
+    let pki_dir = base.join(raw_tls.dir.clone().unwrap_or_else(|| format!("{stem}.pki")));
+    let tls = build_tls(cx, root, &base, raw_tls);
     let templates_dir = raw.templates.map(|t| base.join(t));
     if let Some(dir) = &templates_dir {
         if !dir.is_dir() {
@@ -291,8 +307,64 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         haproxy,
         glb: glb.flatten(),
         secrets_file,
+        pki_dir,
+        tls,
         templates_dir,
     })
+}
+
+/// A statistics page's address: an IP address; loopback unless opened.
+fn stats_address(cx: &mut Checker, root: &Node, raw: Option<String>, field: &str, default: &str) -> String {
+    let address = raw.unwrap_or_else(|| default.to_string());
+    if address.parse::<std::net::IpAddr>().is_err() {
+        cx.error(
+            root,
+            field,
+            format!("`{address}` is not an IP address"),
+            "use 127.0.0.1 (the default: the page answers on the host only) or an address of the host, \
+             such as 0.0.0.0; any non-loopback address asks for the generated stats_password",
+        );
+    }
+    address
+}
+
+/// The user's own CA needs both its certificate and its key.
+fn build_tls(cx: &mut Checker, root: &Node, base: &Path, raw: RawTls) -> Tls {
+    let mut check = |field: &str, file: &str| {
+        let path = base.join(file);
+        if let Err(e) = crate::fsutil::check_regular(&path) {
+            cx.error(
+                root,
+                field,
+                format!("cannot read {}: {e}", path.display()),
+                "paths are relative to the design file; leave tls out to let pgha make the cluster's CA",
+            );
+        }
+        path
+    };
+    match (raw.ca_cert, raw.ca_key) {
+        (None, None) => Tls { ca: None },
+        (Some(cert), Some(key)) => Tls {
+            ca: Some(OwnCa {
+                cert: check("tls.ca_cert", &cert),
+                key: check("tls.ca_key", &key),
+            }),
+        },
+        (cert, _) => {
+            let (field, other) = if cert.is_some() {
+                ("tls.ca_key", "tls.ca_cert")
+            } else {
+                ("tls.ca_cert", "tls.ca_key")
+            };
+            cx.error(
+                root,
+                field,
+                format!("{other} is set but {field} is not"),
+                "name both the CA certificate and its private key (PEM), or neither",
+            );
+            Tls { ca: None }
+        }
+    }
 }
 
 fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Platform> {
@@ -372,7 +444,9 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
             cx.error(root, &field, "the value is longer than 1024 characters", "shorten it");
         }
     }
-    let client_networks = raw.client_networks.unwrap_or_else(|| vec!["0.0.0.0/0".into()]);
+    // No network is opened unless the design names it: clients come through
+    // HAProxy and the GLB, whose hosts are allowed by address.
+    let client_networks = raw.client_networks.unwrap_or_default();
     for (i, net) in client_networks.iter().enumerate() {
         if !shape::cidr(net) {
             cx.error(
@@ -911,6 +985,13 @@ fn build_glb(cx: &mut Checker, root: &Node, base: &Path, raw: RawGlb, ssh: &Ssh,
         fqdn,
         port: raw.port.unwrap_or(haproxy.port),
         stats_port: raw.stats_port.unwrap_or(haproxy.stats_port),
+        stats_address: stats_address(
+            cx,
+            root,
+            raw.stats_address.or_else(|| Some(haproxy.stats_address.clone())),
+            "glb.stats_address",
+            "127.0.0.1",
+        ),
         kind,
     })
 }

@@ -28,6 +28,8 @@ pub(crate) struct LabSpec {
     pub os: Os,
     /// The first three octets of a /24, e.g. `10.77.0`.
     pub subnet_prefix: String,
+    /// A login other than root, with passwordless sudo.
+    pub user: Option<String>,
 }
 
 impl LabSpec {
@@ -75,6 +77,9 @@ pub(crate) struct Lab {
     #[serde(default = "debian12")]
     pub os: Os,
     pub hosts: Vec<LabHost>,
+    /// The SSH login when not root (`lab up --user`).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 fn debian12() -> Os {
@@ -117,7 +122,7 @@ impl Lab {
 
     pub(crate) fn ssh(&self, dir: &Path) -> Ssh {
         Ssh {
-            user: "root".into(),
+            user: self.user.clone().unwrap_or_else(|| "root".into()),
             port: 22,
             identity_file: Some(dir.join("id_ed25519")),
             known_hosts: Some(dir.join("known_hosts")),
@@ -214,8 +219,9 @@ pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab
     let mut set = tokio::task::JoinSet::new();
     for h in hosts.clone() {
         let (label, network, image, pubkey) = (label.clone(), network.clone(), image.clone(), pubkey.clone());
+        let user = spec.user.clone();
         set.spawn(async move {
-            let r = start_host(&network, &image, &h, &label, &pubkey).await;
+            let r = start_host(&network, &image, &h, &label, &pubkey, user.as_deref()).await;
             (h.name.clone(), r)
         });
     }
@@ -241,6 +247,7 @@ pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab
         variant: spec.variant,
         os: spec.os,
         hosts,
+        user: spec.user.clone(),
     };
     // Prove it the way pgha will use it: SSH with strict host key checking.
     let ssh = lab.ssh(&dir);
@@ -256,7 +263,14 @@ pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab
 
 /// Starts (or creates) one host, waits for systemd, installs the lab key;
 /// returns the host's SSH public key.
-async fn start_host(network: &str, image: &str, h: &LabHost, label: &str, pubkey: &[u8]) -> anyhow::Result<String> {
+async fn start_host(
+    network: &str,
+    image: &str,
+    h: &LabHost,
+    label: &str,
+    pubkey: &[u8],
+    user: Option<&str>,
+) -> anyhow::Result<String> {
     let running = docker(&["inspect", "-f", "{{.State.Running}} {{.Config.Image}}", &h.container]).await;
     match running.as_deref().map(str::trim) {
         Ok(s) if s.ends_with(image) && s.starts_with("true") => {}
@@ -287,6 +301,9 @@ async fn start_host(network: &str, image: &str, h: &LabHost, label: &str, pubkey
         Some(pubkey),
     )
     .await?;
+    if let Some(u) = user {
+        add_sudo_user(&h.container, u, pubkey).await?;
+    }
     // ssh.service makes the host keys at its first start (see image.rs).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -303,6 +320,32 @@ async fn start_host(network: &str, image: &str, h: &LabHost, label: &str, pubkey
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// The script that makes `user` (validated: a POSIX name) a login with the
+/// key in `$PGHA_KEY`'s file and, when `sudo`, passwordless sudo. Idempotent.
+pub(crate) fn add_user_script(user: &str, sudo: bool) -> String {
+    let u = crate::shell::quote(user);
+    let grant = if sudo {
+        format!(
+            "echo {} > /etc/sudoers.d/pgha-lab-{user} && chmod 440 /etc/sudoers.d/pgha-lab-{user}\n",
+            crate::shell::quote(&format!("{user} ALL=(ALL:ALL) NOPASSWD: ALL"))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "set -e\nid {u} >/dev/null 2>&1 || useradd -m -s /bin/sh {u}\nh=$(getent passwd {u} | cut -d: -f6)\n\
+install -d -m 700 -o {u} -g {u} \"$h/.ssh\"\ncat > \"$h/.ssh/authorized_keys\"\n\
+chown {u}:{u} \"$h/.ssh/authorized_keys\" && chmod 600 \"$h/.ssh/authorized_keys\"\n{grant}"
+    )
+}
+
+async fn add_sudo_user(container: &str, user: &str, pubkey: &[u8]) -> anyhow::Result<()> {
+    let script = add_user_script(user, true);
+    docker_with_input(&["exec", "-i", container, "sh", "-c", &script], Some(pubkey))
+        .await
+        .map(|_| ())
 }
 
 async fn ensure_connected(network: &str, h: &LabHost) -> anyhow::Result<()> {
@@ -404,9 +447,13 @@ fn write_files(lab: &Lab, dir: &Path) -> anyhow::Result<()> {
 fn lab_design(lab: &Lab, clouds: &[&str], glb: &LabHost) -> String {
     let mut d = format!(
         "# The two-clouds example pointed at the lab `{}` (written by `pgha lab up`).\n\
-platform:\n  name: pgha-lab\n  availability: redundant\n  replication: asynchronous\n\n\
-ssh:\n  user: root\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclouds:\n",
-        lab.name
+platform:\n  name: pgha-lab\n  availability: redundant\n  replication: asynchronous\n  \
+# The lab's own network may log in directly (TLS and passwords still required).\n  \
+client_networks: [{}]\n\n\
+ssh:\n  user: {}\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclouds:\n",
+        lab.name,
+        lab.subnet,
+        lab.user.as_deref().unwrap_or("root")
     );
     for (i, c) in clouds.iter().enumerate() {
         let status = if i == 0 { "primary" } else { "secondary" };

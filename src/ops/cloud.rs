@@ -341,7 +341,7 @@ async fn run_locked(
         fleet,
         before: design,
         after: &after,
-        renderer: Renderer::for_design(design)?,
+        renderer: Renderer::for_design(design)?.with_pki(crate::pki::load(design, time::OffsetDateTime::now_utc())?),
         secrets,
         force: opts.force,
         resuming,
@@ -720,7 +720,10 @@ impl Runner<'_> {
                     continue;
                 };
                 let csv = r
-                    .check("reading HAProxy stats", &haproxy::stats_script(d.haproxy.stats_port))
+                    .check(
+                        "reading HAProxy stats",
+                        &haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
+                    )
                     .await?;
                 let up: Vec<String> = haproxy::up_servers(&csv, &proxy);
                 if up != [leader.name.clone()] {
@@ -735,7 +738,10 @@ impl Runner<'_> {
                         continue;
                     };
                     let csv = r
-                        .check("reading GLB stats", &haproxy::stats_script(g.stats_port))
+                        .check(
+                            "reading GLB stats",
+                            &haproxy::stats_script(&g.stats_address, g.stats_port),
+                        )
                         .await?;
                     let up: Vec<String> = haproxy::up_servers(&csv, &glb_proxy);
                     if up.is_empty() || !up.iter().all(|u| cloud.hosts.iter().any(|h| &h.name == u)) {

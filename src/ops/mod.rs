@@ -1,6 +1,7 @@
 //! Day-two operations on a deployed cluster: status, cloud flips, switchover,
 //! node recovery. They share one view of the fleet (`crate::fleet`).
 
+pub(crate) mod certs;
 pub(crate) mod cloud;
 pub(crate) mod recover;
 pub(crate) mod report;

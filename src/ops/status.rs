@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::components::{etcd, haproxy, patroni};
+use crate::components::{etcd, haproxy, patroni, tls};
 use crate::design::Design;
 use crate::fleet::Fleet;
 use crate::ui;
@@ -24,6 +24,16 @@ pub(crate) struct HostRow {
     pub etcd: String,
     /// The server this host's HAProxy sends port 5000 to (`-`: none).
     pub haproxy_routes_to: String,
+    /// When the host's installed TLS certificate expires (RFC 3339), when read.
+    pub cert_expires: Option<String>,
+}
+
+/// The certificate that expires first, of those the hosts have installed.
+#[derive(Debug, Serialize)]
+pub(crate) struct CertExpiry {
+    pub host: String,
+    pub expires: String,
+    pub days_left: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,13 +50,16 @@ pub(crate) struct Status {
     pub cluster: String,
     pub hosts: Vec<HostRow>,
     pub glb: Option<GlbStatus>,
+    /// `deploy` renews a certificate within 30 days of its expiry.
+    pub earliest_cert_expiry: Option<CertExpiry>,
 }
 
 fn probe_script(d: &Design) -> String {
     format!(
-        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\ntrue\n",
+        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\ntrue\n",
         etcd::health_script(d.etcd.client_port),
-        haproxy::stats_script(d.haproxy.stats_port)
+        haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
+        tls::expiry_script()
     )
 }
 
@@ -68,6 +81,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     let script = probe_script(d);
     let proxy = haproxy::primary_proxy(&d.platform.name);
     let mut hosts = Vec::new();
+    let mut earliest: Option<(String, i64)> = None;
     for cloud in d.clouds_in_order() {
         let members = fleet.cluster_view(cloud).await.unwrap_or_default();
         let probes = futures::future::join_all(cloud.hosts.iter().map(|h| async {
@@ -117,7 +131,13 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 pending_restart: member.and_then(|m| m.pending_restart).unwrap_or(false),
                 etcd: etcd_state.to_string(),
                 haproxy_routes_to: routes,
+                cert_expires: probe.as_deref().and_then(tls::parse_expiry).and_then(rfc3339),
             });
+            if let Some(at) = probe.as_deref().and_then(tls::parse_expiry) {
+                if !earliest.as_ref().is_some_and(|(_, e)| *e <= at) {
+                    earliest = Some((h.name.clone(), at));
+                }
+            }
         }
     }
     let glb = match &d.glb {
@@ -127,7 +147,13 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
             let mut up = Vec::new();
             for h in d.glb_hosts() {
                 if let Some(r) = fleet.remotes.get(&h.name) {
-                    if let Ok(csv) = r.check("reading GLB stats", &haproxy::stats_script(g.stats_port)).await {
+                    if let Ok(csv) = r
+                        .check(
+                            "reading GLB stats",
+                            &haproxy::stats_script(&g.stats_address, g.stats_port),
+                        )
+                        .await
+                    {
                         up.extend(haproxy::up_servers(&csv, &proxy));
                     }
                 }
@@ -147,11 +173,26 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
             })
         }
     };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     Status {
         cluster: d.platform.name.clone(),
         hosts,
         glb,
+        earliest_cert_expiry: earliest.and_then(|(host, at)| {
+            Some(CertExpiry {
+                host,
+                expires: rfc3339(at)?,
+                days_left: (at - now).div_euclid(86_400),
+            })
+        }),
     }
+}
+
+fn rfc3339(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 fn human_bytes(b: u64) -> String {
@@ -204,7 +245,14 @@ pub(crate) fn table(s: &Status) -> String {
         ),
         None => "no GLB in the design".to_string(),
     };
-    format!("Cluster {}\n{t}\n{glb}", s.cluster)
+    let certs = match &s.earliest_cert_expiry {
+        Some(c) => format!(
+            "TLS certificates: the first expires {} ({} days, {}); deploy renews within 30 days",
+            c.expires, c.days_left, c.host
+        ),
+        None => "TLS certificates: none read".to_string(),
+    };
+    format!("Cluster {}\n{t}\n{glb}\n{certs}", s.cluster)
 }
 
 pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {

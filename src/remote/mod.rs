@@ -80,6 +80,8 @@ struct SshTransport {
     name: String,
     session: openssh::Session,
     slots: Semaphore,
+    /// Not logged in as root: every script runs under `sudo -n`.
+    sudo: bool,
 }
 
 impl Transport for SshTransport {
@@ -100,10 +102,11 @@ impl SshTransport {
     async fn run_ssh(&self, script: &str, input: Option<&[u8]>) -> anyhow::Result<Output> {
         let _slot = self.slots.acquire().await.expect("semaphore is never closed");
         let full = with_input(script, input);
+        let (program, args) = shell_command(self.sudo);
         let mut child = self
             .session
-            .command("sh")
-            .arg("-s")
+            .command(program)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -127,6 +130,21 @@ impl SshTransport {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+}
+
+/// The remote command that reads a script on stdin: `sh -s`, through
+/// `sudo -n` (never a password prompt) for a user other than root.
+pub fn shell_command(sudo: bool) -> (&'static str, &'static [&'static str]) {
+    if sudo {
+        ("sudo", &["-n", "sh", "-s"])
+    } else {
+        ("sh", &["-s"])
+    }
+}
+
+/// Whether `user` reaches root through sudo.
+fn needs_sudo(user: &str) -> bool {
+    user != "root"
 }
 
 /// The script `sh -s` receives: `input`, if any, as a base64 here-document
@@ -157,10 +175,41 @@ impl Remote {
             b.user_known_hosts_file(kh);
         }
         let session = b.connect(&host.address).await.map_err(|e| explain(host, ssh, e))?;
+        let sudo = needs_sudo(&ssh.user);
+        if sudo {
+            // Before anything changes: a user without passwordless sudo stops
+            // the run here, naming the host.
+            let ok = session
+                .command("sudo")
+                .args(["-n", "true"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = session.close().await;
+                return Err(ConnectError {
+                    host: host.name.clone(),
+                    address: host.address.clone(),
+                    reason: format!(
+                        "user {} cannot run commands as root with `sudo -n` (no passwordless sudo)",
+                        ssh.user
+                    ),
+                    hint: format!(
+                        "pgha runs every command as root through sudo: give {u} passwordless sudo on the host \
+                         (for example `{u} ALL=(ALL:ALL) NOPASSWD: ALL` in /etc/sudoers.d/pgha), or log in as root",
+                        u = ssh.user
+                    ),
+                });
+            }
+        }
         let transport = SshTransport {
             name: host.name.clone(),
             session,
             slots: Semaphore::new(MAX_SESSIONS_PER_HOST),
+            sudo,
         };
         Ok(Remote::over(&host.name, &host.address, Arc::new(transport)))
     }
@@ -374,6 +423,12 @@ mod tests {
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         let long = base64(&[0u8; 100]);
         assert!(long.lines().all(|l| l.len() <= 76));
+    }
+
+    #[test]
+    fn only_root_runs_without_sudo() {
+        assert_eq!(shell_command(needs_sudo("root")), ("sh", &["-s"][..]));
+        assert_eq!(shell_command(needs_sudo("deploy")), ("sudo", &["-n", "sh", "-s"][..]));
     }
 
     #[test]

@@ -73,6 +73,9 @@ impl TestLab {
         args.extend(["--lab".as_ref(), dir.as_os_str()]);
         let out = pgha(args);
         assert_eq!(out.status.code(), Some(0), "lab up failed: {}", stderr(&out));
+        // What the first deploy's CA lets clients trust (read at each query:
+        // a rotation changes it).
+        TRUST.lock().unwrap().push(dir.join("pgha.pki").join("trust.crt"));
         TestLab {
             dir,
             name: name.to_string(),
@@ -185,7 +188,29 @@ impl Drop for TestLab {
     }
 }
 
-/// Runs SQL through a real PostgreSQL connection; rows as text.
+/// The trust bundles of every lab this test binary brought up.
+static TRUST: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A TLS client that trusts the labs' cluster CAs and checks the server's
+/// name, as a client with `sslmode=verify-full` does.
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for path in TRUST.lock().unwrap().iter() {
+        if let Ok(certs) = CertificateDer::pem_file_iter(path) {
+            for c in certs.flatten() {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Runs SQL through a real PostgreSQL connection (TLS, verifying the
+/// cluster CA; PostgreSQL refuses anything else); rows as text.
 pub(crate) fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec<Option<String>>>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,11 +218,12 @@ pub(crate) fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<
         .unwrap();
     let limit = std::time::Duration::from_secs(10);
     rt.block_on(async {
-        let conf =
-            format!("host={host} port={port} user=postgres password={password} dbname=postgres connect_timeout=3");
+        let conf = format!(
+            "host={host} port={port} user=postgres password={password} dbname=postgres connect_timeout=3 sslmode=require"
+        );
         // connect_timeout bounds the TCP connect only: a proxy that accepts
         // and a server that never answers would hold the handshake forever.
-        let (client, conn) = tokio::time::timeout(limit, tokio_postgres::connect(&conf, tokio_postgres::NoTls))
+        let (client, conn) = tokio::time::timeout(limit, tokio_postgres::connect(&conf, tls()))
             .await
             .map_err(|_| "connecting timed out".to_string())?
             .map_err(|e| format!("{e:?}"))?;
