@@ -311,10 +311,15 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         );
     }
     let previous = read(&dir.join("previous-ca.crt"))?;
-    let trust = match (&previous, phase) {
+    let mut trust = match (&previous, phase) {
         (Some(p), Some(_)) => format!("{}{}", ca.cert_pem, p),
         _ => ca.cert_pem.clone(),
     };
+    for path in &design.tls.trust_also {
+        let pem = read(path)?.ok_or_else(|| anyhow!("tls.trust_also: {} does not exist", path.display()))?;
+        parse_cert(&pem, &path.display().to_string())?;
+        trust.push_str(&pem);
+    }
     let mut hosts = BTreeMap::new();
     for cloud in &design.clouds {
         for h in &cloud.hosts {
@@ -593,5 +598,23 @@ mod tests {
         assert!(!d.pki_dir.join("ca.key").exists());
         let info = parse_cert(&pki.hosts["a2"].cert, "a2").unwrap();
         assert!(signed_by(&info.der, &cert));
+
+        // Replacing one's own CA by hand: the new one trusted first, then
+        // signing (every certificate reissued) with the old one still trusted.
+        let (new_cert, new_key) = new_ca("own2", OffsetDateTime::now_utc()).unwrap();
+        std::fs::write(dir.path().join("new.crt"), &new_cert).unwrap();
+        std::fs::write(dir.path().join("new.key"), new_key.serialize_pem()).unwrap();
+        std::fs::set_permissions(dir.path().join("new.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        d.tls.trust_also = vec![dir.path().join("new.crt")];
+        let (both, changes) = ensure(&d, OffsetDateTime::now_utc(), true).unwrap();
+        assert!(changes.lines.is_empty(), "{:?}", changes.lines);
+        assert_eq!(both.trust, format!("{cert}{new_cert}"));
+        d.tls.ca = Some(crate::design::OwnCa {
+            cert: dir.path().join("new.crt"),
+            key: dir.path().join("new.key"),
+        });
+        d.tls.trust_also = vec![dir.path().join("own.crt")];
+        let (_, changes) = ensure(&d, OffsetDateTime::now_utc(), true).unwrap();
+        assert_eq!(changes.lines.len(), 3, "{:?}", changes.lines);
     }
 }

@@ -18,10 +18,7 @@ const PAUL: &str = "INSERT INTO company VALUES (1, 'Paul', 32, 'California', 200
 /// Patroni's own view of a cloud, from one of its hosts: its REST API's
 /// `/cluster` (the same in Patroni 3 and 4, unlike patronictl's table).
 fn members(lab: &TestLab, address: &str) -> Vec<serde_json::Value> {
-    let out = lab.ssh_ok(
-        address,
-        "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://127.0.0.1:8008/cluster\").read().decode())'",
-    );
+    let out = lab.ssh_ok(address, &common::rest_get("/cluster"));
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     doc["members"].as_array().unwrap().clone()
 }
@@ -46,7 +43,8 @@ fn deploy_end_to_end() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &[]);
+    // Logged in as a user with passwordless sudo, not root (issue 10).
+    let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &["--user", "pgha-op"]);
 
     // 7. A host key that does not match known_hosts: refused before any change.
     let kh = lab.dir.join("known_hosts");
@@ -220,8 +218,9 @@ fn deploy_end_to_end() {
     let lease = lab.ssh_ok(
         PRIMARY[0],
         &format!(
-            "export ETCDCTL_API=3; id=$(etcdctl lease grant 120 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p'); \
-             etcdctl put /pgha/pgha-lab/pgha-lock {value} --lease=$id >/dev/null && echo $id"
+            "export {}; id=$(etcdctl lease grant 120 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p'); \
+             etcdctl put /pgha/pgha-lab/pgha-lock {value} --lease=$id >/dev/null && echo $id",
+            common::ETCD_ENV
         ),
     );
     for args in [
@@ -237,7 +236,10 @@ fn deploy_end_to_end() {
             stderr(&out)
         );
     }
-    lab.ssh_ok(PRIMARY[0], &format!("ETCDCTL_API=3 etcdctl lease revoke {lease}"));
+    lab.ssh_ok(
+        PRIMARY[0],
+        &format!("{} etcdctl lease revoke {lease}", common::ETCD_ENV),
+    );
 
     // 11 (issue 8). Day-two commands speak JSON: the plan, then each step's outcome.
     let out = lab.pgha(&["cloud", "make-primary", "dc2", "--dry-run", "--output", "json"]);
@@ -298,7 +300,10 @@ fn deploy_end_to_end() {
     let leader_seen_from = |addr: &str| {
         let out = lab.ssh_ok(
             addr,
-            "ETCDCTL_API=3 etcdctl --command-timeout=3s get /pgha/pgha-lab/leader --print-value-only",
+            &format!(
+                "{} etcdctl --command-timeout=3s get /pgha/pgha-lab/leader --print-value-only",
+                common::ETCD_ENV
+            ),
         );
         (!out.is_empty()).then_some(out)
     };
@@ -339,6 +344,221 @@ fn deploy_end_to_end() {
         wait_for_one_name(addr, &pw, "SELECT name FROM company WHERE id = 2", "Allen", 90);
     }
     assert_eq!(leader().as_ref(), Some(second));
+
+    security(&lab, &pw);
+}
+
+/// Issue 10: every channel encrypted and authenticated, seen from a lab
+/// host that is not a member (glb1); a login without sudo refused before
+/// any change; the CA and every certificate replaced under writes.
+fn security(lab: &TestLab, pw: &str) {
+    let from_glb = |cmd: &str| {
+        let out = lab.ssh(GLB, cmd);
+        stdout(&out) + &stderr(&out)
+    };
+    // etcd: no client certificate, no answer (read or write); plain HTTP neither.
+    for op in ["get / --prefix --keys-only", "put /pgha/x y"] {
+        let out = lab.ssh(
+            GLB,
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints=https://{}:2379 --cacert=/dev/null --insecure-skip-tls-verify \
+                 --dial-timeout=3s --command-timeout=3s {op}",
+                PRIMARY[0]
+            ),
+        );
+        assert!(!out.status.success(), "etcd answered {op} without a client certificate");
+        let out = lab.ssh(
+            GLB,
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints=http://{}:2379 --dial-timeout=3s --command-timeout=3s {op}",
+                PRIMARY[0]
+            ),
+        );
+        assert!(!out.status.success(), "etcd answered {op} over plain HTTP");
+    }
+    // With the host's certificate it answers: the refusals above are TLS's.
+    assert!(lab
+        .ssh_ok(
+            PRIMARY[0],
+            &format!(
+                "{} etcdctl get /pgha/pgha-lab/leader --print-value-only",
+                common::ETCD_ENV
+            )
+        )
+        .starts_with("dc1-pg"));
+    // Patroni's REST API: plain HTTP refused.
+    let out = from_glb(&format!(
+        "python3 -c 'import urllib.request as u; print(\"status\", u.urlopen(\"http://{}:8008/cluster\", timeout=3).status)'",
+        PRIMARY[0]
+    ));
+    assert!(!out.contains("status 200"), "plain HTTP answered: {out}");
+    // PostgreSQL: a client network without TLS refused, with TLS let in.
+    let out = from_glb(&format!(
+        "PGPASSWORD={pw} PGCONNECT_TIMEOUT=3 psql 'host={} port=5432 user=postgres dbname=postgres sslmode=disable' -XAtc 'select 1'",
+        PRIMARY[0]
+    ));
+    assert!(out.contains("no encryption"), "{out}");
+    assert_eq!(
+        sql(
+            PRIMARY[0],
+            5432,
+            pw,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )
+        .unwrap()[0][0]
+            .as_deref(),
+        Some("t")
+    );
+    // HAProxy's statistics: on loopback only.
+    let out = from_glb(&format!(
+        "python3 -c 'import urllib.request as u; print(\"status\", u.urlopen(\"http://{}:7000/\", timeout=3).status)'",
+        PRIMARY[0]
+    ));
+    assert!(!out.contains("status 200"), "stats answered: {out}");
+
+    // Every replication connection to the master is TLS, dc2's standby leader's too.
+    let master = sql(GLB, 5000, pw, "SELECT inet_server_addr()").unwrap()[0][0]
+        .clone()
+        .unwrap();
+    let rows = sql(
+        &master,
+        5432,
+        pw,
+        "SELECT r.application_name, s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) ORDER BY 1",
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 3, "two replicas and dc2's standby leader: {rows:?}");
+    assert!(rows.iter().all(|r| r[1].as_deref() == Some("t")), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r[0].as_deref().is_some_and(|n| n.starts_with("dc2-"))),
+        "{rows:?}"
+    );
+
+    // Status shows when the first certificate expires.
+    let out = lab.pgha(&["status", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["earliest_cert_expiry"]["days_left"].as_i64().unwrap() >= 360, "{v}");
+
+    // A login without sudo: a clear error naming the host, nothing changed.
+    for addr in PRIMARY.iter().chain(&SECONDARY).chain([&GLB]) {
+        lab.ssh_ok(
+            addr,
+            "id nosudo >/dev/null 2>&1 || useradd -m -s /bin/sh nosudo; install -d -m 700 -o nosudo -g nosudo ~nosudo/.ssh; \
+             install -m 600 -o nosudo -g nosudo /root/.ssh/authorized_keys ~nosudo/.ssh/authorized_keys",
+        );
+    }
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let before: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(lab, a)).collect();
+    let config_before = lab.ssh_ok(PRIMARY[0], "sha256sum /etc/patroni/config.yml /etc/pgha/tls/*");
+    std::fs::write(lab.design(), design.replace("user: pgha-op", "user: nosudo")).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    std::fs::write(lab.design(), &design).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dc1-pg1")
+            && stderr(&out).contains("sudo")
+            && stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        before,
+        PRIMARY
+            .iter()
+            .chain(&SECONDARY)
+            .map(|a| start_marks(lab, a))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        config_before,
+        lab.ssh_ok(PRIMARY[0], "sha256sum /etc/patroni/config.yml /etc/pgha/tls/*")
+    );
+
+    // `certs rotate` under a client writing through the GLB every 100 ms:
+    // no acknowledged write lost, no gap over 2 s.
+    sql(GLB, 5000, pw, "CREATE TABLE ticks (id int PRIMARY KEY)").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, pw) = (stop.clone(), pw.to_string());
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut read_only = 0;
+            let mut gap = Duration::ZERO;
+            let mut last = std::time::Instant::now();
+            // Bounded: at most 10 minutes of writes.
+            for id in 0..6000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match sql(GLB, 5000, &pw, &format!("INSERT INTO ticks VALUES ({id})")) {
+                    Ok(_) => {
+                        acked.push(id);
+                        gap = gap.max(last.elapsed());
+                        last = std::time::Instant::now();
+                    }
+                    // HAProxy sent the client to a replica (a reloaded
+                    // HAProxy that took every server for up).
+                    Err(e) if e.contains("read-only") => read_only += 1,
+                    Err(_) => {}
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (acked, read_only, gap.max(last.elapsed()))
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let old_ca = std::fs::read_to_string(lab.dir.join("pgha.pki/ca.crt")).unwrap();
+    let started = std::time::Instant::now();
+    let out = lab.pgha(&["certs", "rotate", "--yes"]);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, read_only, gap) = writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    eprintln!(
+        "figure: certs rotate took {:.1} s; longest write gap through the GLB {:.2} s; {} writes acknowledged",
+        took.as_secs_f64(),
+        gap.as_secs_f64(),
+        acked.len()
+    );
+    assert!(
+        gap <= Duration::from_secs(2),
+        "a write gap of {gap:?} during the rotation"
+    );
+    // The new CA signs every certificate, and only it is trusted.
+    let new_ca = std::fs::read_to_string(lab.dir.join("pgha.pki/ca.crt")).unwrap();
+    assert_ne!(old_ca, new_ca);
+    for addr in PRIMARY.iter().chain(&SECONDARY) {
+        assert_eq!(lab.ssh_ok(addr, "cat /etc/pgha/tls/ca.crt"), new_ca.trim());
+    }
+    // Every acknowledged write, on every host.
+    let want = acked.len().to_string();
+    let last = acked.last().copied().unwrap_or(0);
+    for addr in PRIMARY.iter().chain(&SECONDARY) {
+        wait_for(
+            &format!("every acknowledged tick on {addr}"),
+            Duration::from_secs(30),
+            || {
+                sql(
+                    addr,
+                    5432,
+                    pw,
+                    &format!(
+                        "SELECT count(*) FROM ticks WHERE id IN ({})",
+                        acked.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+                    ),
+                )
+                .is_ok_and(|r| r[0][0].as_deref() == Some(want.as_str()))
+                    && sql(addr, 5432, pw, &format!("SELECT 1 FROM ticks WHERE id = {last}"))
+                        .is_ok_and(|r| r.len() == 1)
+            },
+        );
+    }
+    // A second run changes nothing.
+    let out = lab.pgha(&["deploy", "--dry-run", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 0, "{report}");
 }
 
 #[test]
@@ -393,7 +613,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
     assert_eq!(report["changed"], 0, "{report}");
     let etcd_id = lab.ssh_ok(
         "10.71.0.11",
-        "ETCDCTL_API=3 etcdctl endpoint status -w simple | cut -d, -f2",
+        &format!("{} etcdctl endpoint status -w simple | cut -d, -f2", common::ETCD_ENV),
     );
 
     // Then the third: it joins the running etcd cluster and streams.
@@ -406,7 +626,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
         "{}",
         stdout(&out)
     );
-    let members = lab.ssh_ok("10.71.0.13", "ETCDCTL_API=3 etcdctl member list");
+    let members = lab.ssh_ok("10.71.0.13", &format!("{} etcdctl member list", common::ETCD_ENV));
     assert_eq!(
         members.lines().filter(|l| l.contains(", started, ")).count(),
         3,
@@ -416,7 +636,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
     assert_eq!(
         lab.ssh_ok(
             "10.71.0.11",
-            "ETCDCTL_API=3 etcdctl endpoint status -w simple | cut -d, -f2"
+            &format!("{} etcdctl endpoint status -w simple | cut -d, -f2", common::ETCD_ENV)
         ),
         etcd_id
     );

@@ -13,6 +13,26 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     check: Some("haproxy -c -q -f"),
 };
 
+/// Saves `show servers state`, read from HAProxy's admin socket (root
+/// only), to the file the next process loads (`server-state-file` and
+/// `load-server-state-from-file` in both configs); on any failure there is
+/// no file, and the new process starts as HAProxy always did.
+pub(crate) const SAVE_STATE_SCRIPT: &str = r#"python3 - > /var/lib/haproxy/pgha-server-state.new <<'PGHA_PY' && mv -f /var/lib/haproxy/pgha-server-state.new /var/lib/haproxy/pgha-server-state || rm -f /var/lib/haproxy/pgha-server-state.new /var/lib/haproxy/pgha-server-state
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(3)
+s.connect("/run/haproxy/pgha-admin.sock")
+s.sendall(b"show servers state\n")
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+sys.stdout.write(out.decode())
+PGHA_PY
+"#;
+
 /// Prints HAProxy's statistics as CSV, read on the host itself: from
 /// loopback when the page listens on every address, else from the address
 /// it listens on (the page lets the host's own reads in without a password).
@@ -54,6 +74,28 @@ pub(crate) fn primary_proxy(cluster: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configs_name_the_socket_and_file_the_reload_uses() {
+        for t in [
+            include_str!("../../templates/haproxy.cfg.j2"),
+            include_str!("../../templates/glb.cfg.j2"),
+        ] {
+            for (config, script) in [
+                (
+                    "stats socket /run/haproxy/pgha-admin.sock mode 600 level admin",
+                    "\"/run/haproxy/pgha-admin.sock\"",
+                ),
+                (
+                    "server-state-file /var/lib/haproxy/pgha-server-state\n",
+                    "mv -f /var/lib/haproxy/pgha-server-state.new /var/lib/haproxy/pgha-server-state ",
+                ),
+                ("load-server-state-from-file global", ""),
+            ] {
+                assert!(t.contains(config) && SAVE_STATE_SCRIPT.contains(script), "{config}");
+            }
+        }
+    }
 
     #[test]
     fn servers_are_read_from_stats() {

@@ -40,6 +40,12 @@ pub(crate) fn unit_script(verb: Verb, unit: &str) -> String {
             )
         }
         Verb::Enable => format!("systemctl enable {u} 2>&1"),
+        // A new HAProxy process takes every server for UP until its checks
+        // say otherwise (~2 s of clients sent to replicas): it starts from
+        // the old process's view instead.
+        Verb::Reload | Verb::ReloadOrRestart if unit == "haproxy" => {
+            format!("{}systemctl {} {u}", super::haproxy::SAVE_STATE_SCRIPT, verb.as_str())
+        }
         _ => format!("systemctl {} {u}", verb.as_str()),
     }
 }
@@ -71,11 +77,21 @@ mod tests {
             unit_script(Verb::Restart, "etcd"),
             "systemctl restart --no-block etcd || { journalctl -u etcd -n 20 --no-pager >&2; exit 1; }"
         );
-        assert_eq!(unit_script(Verb::Reload, "haproxy"), "systemctl reload haproxy");
+        assert_eq!(
+            unit_script(Verb::Reload, "haproxy"),
+            format!(
+                "{}systemctl reload haproxy",
+                crate::components::haproxy::SAVE_STATE_SCRIPT
+            )
+        );
         assert_eq!(
             unit_script(Verb::ReloadOrRestart, "haproxy"),
-            "systemctl reload-or-restart haproxy"
+            format!(
+                "{}systemctl reload-or-restart haproxy",
+                crate::components::haproxy::SAVE_STATE_SCRIPT
+            )
         );
+        assert_eq!(unit_script(Verb::Reload, "patroni"), "systemctl reload patroni");
         assert_eq!(unit_script(Verb::Stop, "x y"), "systemctl stop 'x y'");
         assert_eq!(
             disable_distro_cluster_script("postgresql@17-main", 17),

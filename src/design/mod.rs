@@ -175,6 +175,8 @@ pub fn stats_open(address: &str) -> bool {
 pub struct Tls {
     /// The user's own CA; `None`: pgha's generated one in the PKI directory.
     pub ca: Option<OwnCa>,
+    /// More CA certificates every host trusts (replacing one's own CA).
+    pub trust_also: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]

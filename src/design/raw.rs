@@ -46,6 +46,7 @@ pub struct RawSecrets {
 pub struct RawTls {
     pub ca_cert: Option<String>,
     pub ca_key: Option<String>,
+    pub trust_also: Option<Vec<String>>,
     pub dir: Option<String>,
 }
 

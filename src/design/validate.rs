@@ -342,13 +342,21 @@ fn build_tls(cx: &mut Checker, root: &Node, base: &Path, raw: RawTls) -> Tls {
         }
         path
     };
+    let trust_also = raw
+        .trust_also
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| check(&format!("tls.trust_also[{i}]"), f))
+        .collect();
     match (raw.ca_cert, raw.ca_key) {
-        (None, None) => Tls { ca: None },
+        (None, None) => Tls { ca: None, trust_also },
         (Some(cert), Some(key)) => Tls {
             ca: Some(OwnCa {
                 cert: check("tls.ca_cert", &cert),
                 key: check("tls.ca_key", &key),
             }),
+            trust_also,
         },
         (cert, _) => {
             let (field, other) = if cert.is_some() {
@@ -362,7 +370,7 @@ fn build_tls(cx: &mut Checker, root: &Node, base: &Path, raw: RawTls) -> Tls {
                 format!("{other} is set but {field} is not"),
                 "name both the CA certificate and its private key (PEM), or neither",
             );
-            Tls { ca: None }
+            Tls { ca: None, trust_also }
         }
     }
 }

@@ -32,6 +32,20 @@ pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The environment that points etcdctl on a cluster host at its local
+/// member, over TLS with the host's certificate (etcd requires one).
+pub(crate) const ETCD_ENV: &str = "ETCDCTL_API=3 ETCDCTL_ENDPOINTS=https://127.0.0.1:2379 \
+ETCDCTL_CACERT=/etc/pgha/tls/ca.crt ETCDCTL_CERT=/etc/pgha/tls/host.crt ETCDCTL_KEY=/etc/pgha/tls/etcd.key";
+
+/// A shell line that prints `path` of the host's own Patroni REST API
+/// (HTTPS, verifying the cluster CA).
+pub(crate) fn rest_get(path: &str) -> String {
+    format!(
+        "python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\"); \
+print(u.urlopen(\"https://127.0.0.1:8008{path}\", timeout=5, context=c).read().decode())'"
+    )
+}
+
 /// End-to-end tests need root and Docker (`.ci/setup`). They run unless
 /// PGHA_SKIP_E2E=1 says otherwise, so a missing engine fails loudly in CI.
 pub(crate) fn e2e() -> bool {
