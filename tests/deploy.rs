@@ -526,6 +526,10 @@ fn security(lab: &TestLab, pw: &str) {
         gap <= Duration::from_secs(2),
         "a write gap of {gap:?} during the rotation"
     );
+    assert_eq!(
+        read_only, 0,
+        "writes reached a replica through HAProxy during the rotation"
+    );
     // The new CA signs every certificate, and only it is trusted.
     let new_ca = std::fs::read_to_string(lab.dir.join("pgha.pki/ca.crt")).unwrap();
     assert_ne!(old_ca, new_ca);
