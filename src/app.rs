@@ -274,6 +274,8 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
         LabCommand::Start(t) => lab::fault(&t.lab.dir, &t.target, Fault::Start, &say).await,
         LabCommand::Cut(t) => lab::fault(&t.lab.dir, &t.target, Fault::Cut, &say).await,
         LabCommand::Heal(t) => lab::fault(&t.lab.dir, &t.target, Fault::Heal, &say).await,
+        LabCommand::Partition(a) => lab::partition(&a.cloud.lab.dir, &a.cloud.cloud, Some(a.operator), &say).await,
+        LabCommand::Unpartition(a) => lab::partition(&a.lab.dir, &a.cloud, None, &say).await,
     }
 }
 

@@ -114,6 +114,28 @@ pub enum LabCommand {
     Cut(LabTarget),
     /// Reconnect a cut host.
     Heal(LabTarget),
+    /// Drop all traffic between a cloud and every other lab host (its own
+    /// hosts still reach each other): a partition between data centers.
+    Partition(LabPartitionArgs),
+    /// End a partition of a cloud (and the operator's cut, if any).
+    Unpartition(LabCloud),
+}
+
+#[derive(Debug, Args)]
+pub struct LabPartitionArgs {
+    #[command(flatten)]
+    pub cloud: LabCloud,
+    /// Cut this machine (the operator's, where pgha runs) off the cloud too.
+    #[arg(long)]
+    pub operator: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LabCloud {
+    /// A cloud of the lab (dc1, dc2, ...).
+    pub cloud: String,
+    #[command(flatten)]
+    pub lab: LabDir,
 }
 
 #[derive(Debug, Args)]

@@ -108,8 +108,27 @@ impl fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
+/// `pgha status` found something to act on: exit 3 when the cluster is
+/// degraded, 4 when it is unsafe (a writable host where none may be).
+#[derive(Debug)]
+pub struct Attention {
+    pub code: u8,
+    pub message: String,
+}
+
+impl fmt::Display for Attention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Attention {}
+
 /// The exit code for an error that reached `main`.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(a) = err.downcast_ref::<Attention>() {
+        return a.code;
+    }
     if err.downcast_ref::<Invalid>().is_some() || err.downcast_ref::<Usage>().is_some() {
         EXIT_INVALID
     } else {

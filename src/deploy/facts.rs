@@ -34,6 +34,8 @@ pub(crate) struct HostFacts {
     pub files: BTreeMap<String, Option<FileFact>>,
     pub services: BTreeMap<String, Service>,
     pub etcd_initialized: bool,
+    /// A member with data that an earlier pgha configured without TLS.
+    pub etcd_plaintext: bool,
     /// sha256 of the etcd config without its ETCD_INITIAL_* lines.
     pub etcd_core: Option<String>,
     pub pgdata: bool,
@@ -119,6 +121,7 @@ echo "pkg $p $s"; done
 for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1) $(stat -c '%U:%G:%a' "$f")"; else echo "file $f absent"; fi; done
 systemctl show -p Id -p ActiveState -p UnitFileState {svcs} 2>/dev/null | sed 's/^/svc /'
 [ -d {etcd_member} ] && echo "etcd_initialized"
+[ -d {etcd_member} ] && grep -qs '^ETCD_LISTEN_CLIENT_URLS="http://' {etcd_file} && echo "etcd_plaintext"
 echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
 [ -f {pg_version} ] && echo "pgdata"
 ss -Hltnp 2>/dev/null | sed 's/^/ss /'
@@ -208,6 +211,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
                 }
             }
             Some("etcd_initialized") => f.etcd_initialized = true,
+            Some("etcd_plaintext") => f.etcd_plaintext = true,
             Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,
             Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),
@@ -253,7 +257,7 @@ mod tests {
             "os debian 12\npkg patroni installed\npkg haproxy not-installed\npkg etcd-server missing\n\
 file /etc/a absent\nfile /etc/b 0123abcd postgres:postgres:600\n\
 svc Id=patroni.service\nsvc ActiveState=active\nsvc UnitFileState=enabled\nsvc \n\
-svc ActiveState=inactive\nsvc Id=etcd.service\nsvc UnitFileState=disabled\netcd_initialized\n\
+svc ActiveState=inactive\nsvc Id=etcd.service\nsvc UnitFileState=disabled\netcd_initialized\netcd_plaintext\n\
 config {\"ttl\": 30, \"standby_cluster\": null}\n\
 ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
 ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n\
@@ -271,7 +275,7 @@ pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\n",
         assert!(f.service("patroni").is_active() && f.service("patroni").is_enabled());
         assert!(!f.service("etcd").is_active() && !f.service("etcd").is_enabled());
         assert_eq!(f.dynamic_config.as_ref().unwrap()["ttl"], 30);
-        assert!(f.etcd_initialized && !f.pgdata);
+        assert!(f.etcd_initialized && f.etcd_plaintext && !f.pgdata);
         assert_eq!(f.listeners.get(&8008).map(String::as_str), Some("nc"));
         assert_eq!(f.listeners.get(&5432).map(String::as_str), Some("postgres"));
     }

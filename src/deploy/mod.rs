@@ -68,6 +68,24 @@ fn refuse_stale_primary(design: &Design, clouds: &BTreeMap<String, CloudFacts>) 
     Ok(())
 }
 
+/// An etcd member that an earlier pgha set up without TLS: switching it in
+/// place, member by member, would cut the members off from each other one
+/// at a time (their peer addresses in the cluster stay `http://`) and cost
+/// Patroni its DCS. Refused on the facts, before any change.
+fn refuse_plaintext_etcd(host: &str, f: &HostFacts) -> anyhow::Result<()> {
+    if f.etcd_plaintext {
+        bail!(
+            "{host}: its etcd member runs without TLS (set up by an earlier pgha); this pgha speaks TLS only and does not \
+             switch a running etcd cluster to TLS in place: its members would lose each other one by one, and Patroni its \
+             DCS; nothing was changed\n  hint: in a maintenance window, switch over to the cloud's first host, stop Patroni \
+             and then etcd on every host of the cloud, move each etcd data directory (/var/lib/etcd/pgha-<cluster>) aside \
+             and deploy: the cloud gets a new etcd cluster with TLS, and Patroni, started on the first host first, writes \
+             its keys there again from its data"
+        );
+    }
+    Ok(())
+}
+
 /// The design's PostgreSQL must be one the host can run: the major version
 /// Patroni already runs there (a new major is an upgrade, not a deploy), and
 /// installable from the host's apt sources. Checked on the facts, before any
@@ -302,6 +320,7 @@ impl Decide<'_, '_> {
         }
         for (cloud, h) in hosts.iter() {
             if cloud.is_some() {
+                refuse_plaintext_etcd(&h.name, &host_facts[&h.name])?;
                 refuse_unrunnable_postgres(design, &h.name, &host_facts[&h.name])?;
             }
         }

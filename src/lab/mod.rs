@@ -560,6 +560,70 @@ pub(crate) enum Fault {
     Heal,
 }
 
+/// The lines that cut (`cut`) or restore the links from one host to
+/// `addresses`: blackhole routes, so every other link of the host stays.
+pub(crate) fn partition_script(addresses: &[String], cut: bool) -> String {
+    addresses
+        .iter()
+        .map(|a| {
+            let route = crate::shell::quote(&format!("{a}/32"));
+            if cut {
+                format!("ip route replace blackhole {route}\n")
+            } else {
+                format!("ip route del blackhole {route} 2>/dev/null || true\n")
+            }
+        })
+        .collect()
+}
+
+/// Partitions `cloud` from every other lab host (`Some(operator)`: and,
+/// with `operator`, from this machine too), or ends its partition (`None`).
+/// Its own hosts keep reaching each other: the cut is between data centers.
+pub(crate) async fn partition(dir: &Path, cloud: &str, cut: Option<bool>, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    docker::require_engine().await?;
+    let lab = Lab::load(dir)?;
+    let (inside, outside): (Vec<&LabHost>, Vec<&LabHost>) =
+        lab.hosts.iter().partition(|h| h.cloud.as_deref() == Some(cloud));
+    if inside.is_empty() {
+        bail!(crate::error::Usage(format!("the lab has no cloud named `{cloud}`")));
+    }
+    let gateway = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        &lab.network,
+    ])
+    .await?
+    .trim()
+    .to_string();
+    let addresses = |hosts: &[&LabHost]| hosts.iter().map(|h| h.address.clone()).collect::<Vec<_>>();
+    let mut away = addresses(&outside);
+    // Healing always lifts the operator's cut as well.
+    if cut != Some(false) && !gateway.is_empty() {
+        away.push(gateway);
+    }
+    let is_cut = cut.is_some();
+    let jobs = inside.iter().map(|h| (h, partition_script(&away, is_cut))).chain(
+        outside
+            .iter()
+            .map(|h| (h, partition_script(&addresses(&inside), is_cut))),
+    );
+    for (h, script) in jobs {
+        exec(&h.container, &script)
+            .await
+            .with_context(|| format!("{}: changing its routes", h.name))?;
+    }
+    say(&match cut {
+        Some(op) => format!(
+            "partitioned {cloud} from the other lab hosts{}",
+            if op { " and from this machine" } else { "" }
+        ),
+        None => format!("ended the partition of {cloud}"),
+    });
+    Ok(())
+}
+
 pub(crate) async fn fault(dir: &Path, target: &str, fault: Fault, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     docker::require_engine().await?;
     let lab = Lab::load(dir)?;
@@ -583,4 +647,33 @@ pub(crate) async fn fault(dir: &Path, target: &str, fault: Fault, say: &dyn Fn(&
         wait_ssh(&hosts, &lab.ssh(&dir.canonicalize()?), Duration::from_secs(90)).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_scripts_are_exact() {
+        let a = ["10.77.0.21".to_string(), "10.77.0.1".to_string()];
+        assert_eq!(
+            partition_script(&a, true),
+            "ip route replace blackhole 10.77.0.21/32\nip route replace blackhole 10.77.0.1/32\n"
+        );
+        assert_eq!(
+            partition_script(&a[..1], false),
+            "ip route del blackhole 10.77.0.21/32 2>/dev/null || true\n"
+        );
+    }
+
+    #[test]
+    fn lab_users_get_a_key_and_sudo_only_when_asked() {
+        let s = add_user_script("pgha-op", true);
+        assert!(s.contains("useradd -m -s /bin/sh pgha-op"), "{s}");
+        assert!(
+            s.contains("'pgha-op ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/pgha-lab-pgha-op"),
+            "{s}"
+        );
+        assert!(!add_user_script("nosudo", false).contains("sudoers"));
+    }
 }

@@ -26,6 +26,24 @@ pub(crate) struct HostRow {
     pub haproxy_routes_to: String,
     /// When the host's installed TLS certificate expires (RFC 3339), when read.
     pub cert_expires: Option<String>,
+    /// PostgreSQL takes writes here (asked of PostgreSQL itself, not Patroni).
+    pub read_write: Option<bool>,
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Level {
+    /// Degraded: the cluster serves, but less safely. Exit code 3.
+    Warning,
+    /// Unsafe: a writable host where none may be (split brain). Exit code 4.
+    Danger,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Finding {
+    pub level: Level,
+    pub message: String,
 }
 
 /// The certificate that expires first, of those the hosts have installed.
@@ -52,14 +70,101 @@ pub(crate) struct Status {
     pub glb: Option<GlbStatus>,
     /// `deploy` renews a certificate within 30 days of its expiry.
     pub earliest_cert_expiry: Option<CertExpiry>,
+    /// What needs attention, worst first; empty when all is well.
+    pub findings: Vec<Finding>,
+}
+
+/// What a DBA must know from the rows: writable hosts where none may be,
+/// clouds without a leader (and why), replicas behind the newest timeline,
+/// changes pgha still owes a cloud. Pure, so every rule is unit-tested.
+pub(crate) fn findings(hosts: &[HostRow], pending: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut say = |level, message: String| out.push(Finding { level, message });
+    let writable: Vec<&HostRow> = hosts.iter().filter(|r| r.read_write == Some(true)).collect();
+    if writable.len() > 1 {
+        let names: Vec<String> = writable.iter().map(|r| format!("{} ({})", r.host, r.cloud)).collect();
+        say(
+            Level::Danger,
+            format!(
+                "split brain: {} hosts take writes: {}; keep clients off all but one, then `pgha deploy` (or a flip) \
+                 makes the others follow it and `pgha recover-node` counts what the others wrote",
+                writable.len(),
+                names.join(", ")
+            ),
+        );
+    }
+    for r in writable.iter().filter(|r| r.cloud_status != "primary") {
+        say(
+            Level::Danger,
+            format!(
+                "{} takes writes, but its cloud {} is not the primary cloud (a flip made while it was cut off?); \
+                 `pgha deploy --cloud {}` makes it follow the primary cloud",
+                r.host, r.cloud, r.cloud
+            ),
+        );
+    }
+    let mut clouds: Vec<&str> = hosts.iter().map(|r| r.cloud.as_str()).collect();
+    clouds.dedup();
+    for cloud in clouds {
+        let rows: Vec<&HostRow> = hosts.iter().filter(|r| r.cloud == cloud).collect();
+        let newest = rows.iter().filter_map(|r| r.timeline).max();
+        let led = rows.iter().any(|r| r.role == "leader" || r.role == "standby leader");
+        let behind: Vec<&&HostRow> = rows
+            .iter()
+            .filter(|r| r.timeline.is_some() && r.timeline < newest && r.role != "unreachable")
+            .collect();
+        if !led {
+            let reachable = rows.iter().any(|r| r.role != "unreachable");
+            let why = if !reachable {
+                "no host answers (a lost data center?)".to_string()
+            } else if !behind.is_empty() {
+                format!(
+                    "{} on an older timeline than the newest ({}): check_timeline keeps Patroni from promoting it \
+                     (its commits would fork from the newest master's); start a host of the newest timeline, or \
+                     `pgha recover-node` the others",
+                    behind.iter().map(|r| r.host.as_str()).collect::<Vec<_>>().join(", "),
+                    newest.unwrap_or_default()
+                )
+            } else if rows.iter().all(|r| r.role == "stopped" || r.role == "unreachable") {
+                "Patroni is stopped on every reachable host".to_string()
+            } else {
+                "Patroni has not elected one (yet)".to_string()
+            };
+            say(Level::Warning, format!("cloud {cloud} has no leader: {why}"));
+        } else {
+            for r in behind {
+                say(
+                    Level::Warning,
+                    format!(
+                        "{} is on timeline {}, the newest in {cloud} is {}: it has not followed the last failover",
+                        r.host,
+                        r.timeline.unwrap_or_default(),
+                        newest.unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
+    for (cloud, items) in pending {
+        say(
+            Level::Warning,
+            format!(
+                "pgha owes cloud {cloud}: {} (applied by the next `pgha deploy` of it)",
+                items.join("; ")
+            ),
+        );
+    }
+    out.sort_by_key(|f| std::cmp::Reverse(f.level));
+    out
 }
 
 fn probe_script(d: &Design) -> String {
     format!(
-        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\ntrue\n",
+        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{} 2>/dev/null | sed 's/^/read_write /'\ntrue\n",
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
-        tls::expiry_script()
+        tls::expiry_script(),
+        crate::fleet::psql_script(d.platform.postgres_port, "SELECT NOT pg_is_in_recovery()")
     )
 }
 
@@ -132,6 +237,13 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 etcd: etcd_state.to_string(),
                 haproxy_routes_to: routes,
                 cert_expires: probe.as_deref().and_then(tls::parse_expiry).and_then(rfc3339),
+                read_write: probe.as_deref().and_then(|p| {
+                    p.lines().find_map(|l| match l.strip_prefix("read_write ") {
+                        Some("t") => Some(true),
+                        Some("f") => Some(false),
+                        _ => None,
+                    })
+                }),
             });
             if let Some(at) = probe.as_deref().and_then(tls::parse_expiry) {
                 if !earliest.as_ref().is_some_and(|(_, e)| *e <= at) {
@@ -174,7 +286,9 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
         }
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let pending = crate::state::load(d).map(|s| s.pending).unwrap_or_default();
     Status {
+        findings: findings(&hosts, &pending),
         cluster: d.platform.name.clone(),
         hosts,
         glb,
@@ -252,12 +366,40 @@ pub(crate) fn table(s: &Status) -> String {
         ),
         None => "TLS certificates: none read".to_string(),
     };
-    format!("Cluster {}\n{t}\n{glb}\n{certs}", s.cluster)
+    let mut text = format!("Cluster {}\n{t}\n{glb}\n{certs}", s.cluster);
+    for f in &s.findings {
+        let label = match f.level {
+            Level::Danger => "DANGER",
+            Level::Warning => "warning",
+        };
+        text.push_str(&format!("\n{label}: {}", f.message));
+    }
+    text
+}
+
+/// Exit 0 when all is well, 3 when degraded, 4 when unsafe.
+fn attention(s: &Status) -> anyhow::Result<()> {
+    match s.findings.first() {
+        None => Ok(()),
+        Some(worst) => Err(crate::error::Attention {
+            code: if worst.level == Level::Danger { 4 } else { 3 },
+            message: format!(
+                "{} finding(s), the worst: {}",
+                s.findings.len(),
+                if worst.level == Level::Danger {
+                    "unsafe"
+                } else {
+                    "degraded"
+                }
+            ),
+        }
+        .into()),
+    }
 }
 
 pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {
     let fleet = Fleet::connect(design, true).await?;
-    loop {
+    let verdict = loop {
         let s = gather(&fleet).await;
         match output {
             ui::Output::Json => ui::print_json(&s)?,
@@ -270,9 +412,115 @@ pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>)
         }
         match watch {
             Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))).await,
-            None => break,
+            None => break attention(&s),
+        }
+    };
+    fleet.close().await;
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cloud: &str, status: &str, host: &str, role: &str, tl: u64, rw: bool) -> HostRow {
+        HostRow {
+            cloud: cloud.into(),
+            cloud_status: status.into(),
+            host: host.into(),
+            address: String::new(),
+            role: role.into(),
+            state: "running".into(),
+            timeline: Some(tl),
+            lag_bytes: None,
+            pending_restart: false,
+            etcd: "healthy".into(),
+            haproxy_routes_to: "-".into(),
+            cert_expires: None,
+            read_write: Some(rw),
         }
     }
-    fleet.close().await;
-    Ok(())
+
+    fn levels(f: &[Finding]) -> Vec<Level> {
+        f.iter().map(|f| f.level).collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_findings() {
+        let rows = [
+            row("dc1", "primary", "a1", "leader", 2, true),
+            row("dc1", "primary", "a2", "replica", 2, false),
+            row("dc2", "secondary", "b1", "standby leader", 2, false),
+        ];
+        assert!(findings(&rows, &Default::default()).is_empty());
+    }
+
+    // HAZARDS #5: after a flip made during a partition, the old primary
+    // cloud's master still takes writes once the link is back.
+    #[test]
+    fn a_writable_host_outside_the_primary_cloud_is_a_split_brain() {
+        let rows = [
+            row("dc1", "secondary", "a1", "leader", 1, true),
+            row("dc2", "primary", "b1", "leader", 2, true),
+        ];
+        let f = findings(&rows, &Default::default());
+        assert_eq!(levels(&f), [Level::Danger, Level::Danger], "{f:?}");
+        assert!(
+            f[0].message
+                .contains("split brain: 2 hosts take writes: a1 (dc1), b1 (dc2)"),
+            "{f:?}"
+        );
+        assert!(
+            f[1].message
+                .contains("a1 takes writes, but its cloud dc1 is not the primary cloud"),
+            "{f:?}"
+        );
+    }
+
+    // HAZARDS #4: the only running replica is behind the newest timeline.
+    #[test]
+    fn a_cloud_without_leader_says_why() {
+        let mut stopped = row("dc1", "primary", "a2", "stopped", 2, false);
+        stopped.read_write = None;
+        let rows = [
+            stopped,
+            row("dc1", "primary", "a3", "replica", 1, false),
+            row("dc2", "secondary", "b1", "standby leader", 2, false),
+        ];
+        let f = findings(&rows, &Default::default());
+        assert_eq!(levels(&f), [Level::Warning], "{f:?}");
+        assert!(
+            f[0].message
+                .starts_with("cloud dc1 has no leader: a3 on an older timeline than the newest (2)"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn replicas_behind_and_pending_changes_are_warnings() {
+        let rows = [
+            row("dc1", "primary", "a1", "leader", 3, true),
+            row("dc1", "primary", "a2", "replica", 2, false),
+        ];
+        let pending = [("dc2".to_string(), vec!["become a standby cluster".to_string()])].into();
+        let f = findings(&rows, &pending);
+        assert_eq!(levels(&f), [Level::Warning, Level::Warning], "{f:?}");
+        assert!(
+            f[0].message.contains("a2 is on timeline 2, the newest in dc1 is 3"),
+            "{f:?}"
+        );
+        assert!(
+            f[1].message.contains("pgha owes cloud dc2: become a standby cluster"),
+            "{f:?}"
+        );
+        let s = Status {
+            cluster: "c".into(),
+            hosts: Vec::new(),
+            glb: None,
+            earliest_cert_expiry: None,
+            findings: f,
+        };
+        let e = attention(&s).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 3);
+    }
 }
