@@ -72,11 +72,29 @@ fn main() {
 
     // Clean governor stop.
     let m = master(&pw);
+    let timeline = sql(DC1[m], 5432, &pw, "SELECT timeline_id FROM pg_control_checkpoint()").unwrap()[0][0]
+        .clone()
+        .unwrap();
     let t = Instant::now();
     lab.ssh_ok(DC1[m], "systemctl stop patroni");
     println!(
         "failover write gap, governor stopped: {:.1} s",
         gap_after(&pw, t, &mut id).as_secs_f64()
+    );
+    // HAZARDS #4: until the other replica streams from the new master, a
+    // second failure leaves the cloud with no master.
+    let m2 = master(&pw);
+    let third = (0..3).find(|i| *i != m && *i != m2).unwrap();
+    let follows =
+        format!("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming' AND received_tli > {timeline}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !sql(DC1[third], 5432, &pw, &follows).is_ok_and(|r| r[0][0].as_deref() == Some("1")) {
+        assert!(Instant::now() < deadline, "the other replica never followed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "the other replica streams from the new master {:.1} s after the stop",
+        t.elapsed().as_secs_f64()
     );
     lab.ssh_ok(DC1[m], "systemctl start patroni");
     wait_healthy(&lab);

@@ -415,7 +415,10 @@ fn seed_scenario() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let findings = status["findings"].to_string();
     assert!(findings.contains("split brain: 2 hosts take writes"), "{status}");
-    assert!(findings.contains("but its cloud dc2 is not the primary cloud"), "{status}");
+    assert!(
+        findings.contains("but its cloud dc2 is not the primary cloud"),
+        "{status}"
+    );
     let rw: Vec<&str> = status["hosts"]
         .as_array()
         .unwrap()

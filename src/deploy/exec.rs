@@ -57,7 +57,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
     let mut results = Vec::new();
     let mut failure = None;
     if sw.serial {
-        for hw in &sw.hosts {
+        for (i, hw) in sw.hosts.iter().enumerate() {
             let r = run_host(ctx, sw, cloud, hw).await;
             let failed = matches!(r.outcome, Outcome::Failed(_));
             results.push(r);
@@ -66,7 +66,14 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
             }
             if hw.changes() {
                 if let Some(c) = cloud {
-                    if let Err(e) = wait_etcd(ctx, c, step.number).await {
+                    // A host that joins later in this step still runs the
+                    // package's own etcd (or none): it is no member yet.
+                    let joining: Vec<&str> = sw.hosts[i + 1..]
+                        .iter()
+                        .filter(|h| h.items.iter().any(|w| matches!(w, Work::EtcdJoin)))
+                        .map(|h| h.host.as_str())
+                        .collect();
+                    if let Err(e) = wait_etcd(ctx, c, step.number, &joining).await {
                         failure = Some(e);
                         break;
                     }
@@ -89,7 +96,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
     // An unchanged step needs no wait: the cloud's verify step checks it all.
     let waited = match (step.action, cloud) {
         (Action::ConfigureEtcd | Action::BootstrapLeader | Action::JoinReplicas, _) if !sw.changes() => Ok(()),
-        (Action::ConfigureEtcd, Some(c)) => wait_etcd(ctx, c, step.number).await,
+        (Action::ConfigureEtcd, Some(c)) => wait_etcd(ctx, c, step.number, &[]).await,
         (Action::BootstrapLeader, Some(c)) => {
             wait_members(ctx, c, &step.hosts, true, step.number, Duration::from_secs(300)).await
         }
@@ -293,7 +300,8 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
     r.install_file(crate::render::pick(&canonical, &etcd::CONFIG)).await
 }
 
-async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+/// Waits until every member of the cloud's etcd but `joining` is healthy.
+async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, joining: &[&str]) -> anyhow::Result<()> {
     emit(
         &ctx.events,
         Event::StepMessage {
@@ -302,14 +310,18 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Resul
         },
     );
     let script = etcd::health_script(ctx.design.etcd.client_port);
-    let waits = cloud.hosts.iter().map(|h| async {
-        let r = ctx.remote(&h.name)?;
-        poll(Duration::from_secs(90), || async {
-            r.check("etcd health", &script).await.map(|_| true)
-        })
-        .await
-        .with_context(|| format!("{}: etcd is not healthy", h.name))
-    });
+    let waits = cloud
+        .hosts
+        .iter()
+        .filter(|h| !joining.contains(&h.name.as_str()))
+        .map(|h| async {
+            let r = ctx.remote(&h.name)?;
+            poll(Duration::from_secs(90), || async {
+                r.check("etcd health", &script).await.map(|_| true)
+            })
+            .await
+            .with_context(|| format!("{}: etcd is not healthy", h.name))
+        });
     futures::future::try_join_all(waits).await.map(|_| ())
 }
 

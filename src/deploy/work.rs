@@ -351,6 +351,9 @@ pub(crate) fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, 
         ("synchronous_mode".into(), json!(sync)),
         // See the template: no replica left behind on an old timeline is promoted.
         ("check_timeline".into(), json!(true)),
+        // See the template: a master that still reaches every member of its
+        // cloud keeps serving while the cloud's etcd has no quorum.
+        ("failsafe_mode".into(), json!(true)),
         ("standby_cluster".into(), standby),
     ]
 }
@@ -436,10 +439,17 @@ mod tests {
     fn live_config_matching_the_design_needs_no_change() {
         let d = design("");
         let live = serde_json::json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
-            "synchronous_mode": false, "check_timeline": true, "postgresql": {"parameters": {}}});
+            "synchronous_mode": false, "check_timeline": true, "failsafe_mode": true, "postgresql": {"parameters": {}}});
         assert_eq!(
             dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live.clone()))),
             None
+        );
+        // A cluster deployed before failsafe mode gets it, and only it.
+        let mut before = live.clone();
+        before.as_object_mut().unwrap().remove("failsafe_mode");
+        assert_eq!(
+            dynamic_config_changes(&d, &d.clouds[0], Some(&facts(before))),
+            Some(vec![("failsafe_mode".to_string(), "true".to_string())])
         );
         // The secondary cloud must follow the primary's HAProxy ports.
         let sets = dynamic_config_changes(&d, &d.clouds[1], Some(&facts(live))).unwrap();
@@ -456,7 +466,7 @@ mod tests {
     fn a_promoted_cloud_loses_its_standby_section_and_timing_follows_the_design() {
         let d = design("");
         let live = serde_json::json!({"ttl": "20", "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
-            "synchronous_mode": false, "check_timeline": true, "standby_cluster": {"host": "x", "port": 5000}});
+            "synchronous_mode": false, "check_timeline": true, "failsafe_mode": true, "standby_cluster": {"host": "x", "port": 5000}});
         let sets = dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live))).unwrap();
         assert_eq!(
             sets,

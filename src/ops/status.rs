@@ -160,7 +160,7 @@ pub(crate) fn findings(hosts: &[HostRow], pending: &std::collections::BTreeMap<S
 
 fn probe_script(d: &Design) -> String {
     format!(
-        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{} 2>/dev/null | sed 's/^/read_write /'\ntrue\n",
+        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\ntrue\n",
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
         tls::expiry_script(),
@@ -439,6 +439,33 @@ mod tests {
             cert_expires: None,
             read_write: Some(rw),
         }
+    }
+
+    /// The probe is one shell script: it must parse without a warning (a
+    /// here-document left open once swallowed the rest of it, and every
+    /// host showed as unreachable).
+    #[test]
+    fn the_probe_parses_cleanly() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
+        let d = crate::design::load(&path).unwrap().design;
+        let script = probe_script(&d);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("probe.sh");
+        std::fs::write(&file, &script).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            script.contains("\nPGHA_SQL\n} 2>/dev/null | sed 's/^/read_write /'\n"),
+            "{script}"
+        );
     }
 
     fn levels(f: &[Finding]) -> Vec<Level> {
