@@ -159,6 +159,21 @@ pub(crate) fn write_atomic(path: &Path, content: &[u8], new_mode: u32) -> anyhow
 }
 
 /// The SHA-256 of `content` in lower-case hex, as `sha256sum` prints it.
+/// Refuses a file others may read (secrets, private keys), naming the fix.
+pub(crate) fn check_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn sha256_hex(content: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(content).iter().map(|b| format!("{b:02x}")).collect()

@@ -144,17 +144,8 @@ fn read(path: &Path) -> anyhow::Result<Option<String>> {
 
 /// A private key file must be readable by its owner only.
 fn read_key(path: &Path) -> anyhow::Result<Option<KeyPair>> {
-    use std::os::unix::fs::PermissionsExt;
     let Some(text) = read(path)? else { return Ok(None) };
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
+    crate::fsutil::check_private(path)?;
     // The error names the file, never its content.
     KeyPair::from_pem(&text).map(Some).map_err(|_| {
         anyhow!(

@@ -106,7 +106,7 @@ impl Secrets {
     pub fn load(path: &Path) -> anyhow::Result<Option<Self>> {
         let from_file = match crate::fsutil::read_regular(path, crate::fsutil::MAX_SMALL) {
             Ok(bytes) => {
-                check_mode(path)?;
+                crate::fsutil::check_private(path)?;
                 Some(parse(path, &bytes)?)
             }
             Err(crate::fsutil::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -196,20 +196,6 @@ fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Secrets> {
             path.display()
         )
     })
-}
-
-fn check_mode(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        bail!(
-            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 /// 32 characters from [A-Za-z0-9], from the kernel's random source: safe in

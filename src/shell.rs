@@ -25,6 +25,25 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Fails unless `script` parses with `bash -n` without a word on stderr (an
+/// unterminated here-document is only a warning, and swallows the rest).
+#[cfg(test)]
+pub(crate) fn assert_parses_cleanly(script: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script.sh");
+    std::fs::write(&file, script).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

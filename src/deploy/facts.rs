@@ -256,19 +256,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
         let d = crate::design::load(&path).unwrap().design;
         let script = script(&d, &["patroni".to_string()], &components::DB_HOST_FILES, true);
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("facts.sh");
-        std::fs::write(&file, &script).unwrap();
-        let out = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "{}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        shell::assert_parses_cleanly(&script);
     }
 
     #[test]

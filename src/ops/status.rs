@@ -449,19 +449,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
         let d = crate::design::load(&path).unwrap().design;
         let script = probe_script(&d);
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("probe.sh");
-        std::fs::write(&file, &script).unwrap();
-        let out = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "{}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::shell::assert_parses_cleanly(&script);
         assert!(
             script.contains("\nPGHA_SQL\n} 2>/dev/null | sed 's/^/read_write /'\n"),
             "{script}"
