@@ -347,6 +347,39 @@ fn deploy_end_to_end() {
 
     security(&lab, &pw);
     etcd_outage(&lab, &pw);
+    no_silent_session_after_a_stop(&lab, &pw);
+}
+
+/// Clients that reach an HAProxy in the second after the master stopped
+/// (its checks still say up) get an answer or an error, never silence: a
+/// standby cluster's WAL receiver has no connect timeout and once waited
+/// on such a session for good (seen: 7 of 8 connections hung without
+/// `option redispatch`).
+fn no_silent_session_after_a_stop(lab: &TestLab, pw: &str) {
+    let master = sql(GLB, 5000, pw, "SELECT host(inet_server_addr())").unwrap()[0][0]
+        .clone()
+        .unwrap();
+    let through = PRIMARY.iter().copied().find(|a| *a != master).unwrap();
+    lab.ssh_ok(&master, "systemctl stop --no-block patroni");
+    let clients: Vec<_> = (1..=8u64)
+        .map(|i| {
+            let pw = pw.to_string();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100 * i));
+                sql(through, 5000, &pw, "SELECT 1")
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    lab.ssh_ok(&master, "systemctl start patroni");
+    let silent: Vec<_> = results
+        .iter()
+        .filter(|r| r.as_ref().is_err_and(|e| e.contains("timed out")))
+        .collect();
+    assert!(silent.is_empty(), "connections left hanging by HAProxy: {results:?}");
+    wait_for("the stopped master back as a member", Duration::from_secs(60), || {
+        sql(&master, 5432, pw, "SELECT 1").is_ok()
+    });
 }
 
 /// The writer thread's report: acknowledged ids, writes refused as
