@@ -348,6 +348,37 @@ fn deploy_end_to_end() {
     security(&lab, &pw);
     etcd_outage(&lab, &pw);
     no_silent_session_after_a_stop(&lab, &pw);
+    // Last: it leaves two masters behind.
+    split_brain_is_flagged(&lab);
+}
+
+/// HAZARDS #5 (issue 11): a partition between data centers, not a lost one.
+/// dc1 (primary) keeps its master while cut off from dc2, the GLB and this
+/// machine; a flip made meanwhile promotes dc2 too. Without a witness
+/// nothing prevents that yet, but once the link is back `status` says so,
+/// with exit code 4.
+fn split_brain_is_flagged(lab: &TestLab) {
+    assert!(lab.lab(&["partition", "dc1", "--operator"]).status.success());
+    let out = lab.pgha(&["cloud", "make-primary", "dc2", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(lab.lab(&["unpartition", "dc1"]).status.success());
+    let out = lab.pgha(&["status", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = status["findings"].to_string();
+    assert!(findings.contains("split brain: 2 hosts take writes"), "{status}");
+    assert!(
+        findings.contains("but its cloud dc1 is not the primary cloud"),
+        "{status}"
+    );
+    let rw: Vec<&str> = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["read_write"] == true)
+        .map(|r| r["cloud"].as_str().unwrap())
+        .collect();
+    assert_eq!(rw, ["dc2", "dc1"], "the primary cloud's rows come first: {status}");
 }
 
 /// Clients that reach an HAProxy in the second after the master stopped

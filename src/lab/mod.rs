@@ -587,16 +587,15 @@ pub(crate) async fn partition(dir: &Path, cloud: &str, cut: Option<bool>, say: &
     if inside.is_empty() {
         bail!(crate::error::Usage(format!("the lab has no cloud named `{cloud}`")));
     }
-    let gateway = docker(&[
-        "network",
-        "inspect",
-        "-f",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-        &lab.network,
-    ])
-    .await?
-    .trim()
-    .to_string();
+    // This machine, as the hosts see it: their default route (Docker's
+    // network inspect leaves the gateway out when only a subnet was given).
+    let gateway = exec(&inside[0].container, "ip route show default | awk '{print $3; exit}'")
+        .await?
+        .trim()
+        .to_string();
+    if cut == Some(true) && gateway.parse::<std::net::Ipv4Addr>().is_err() {
+        bail!("{}: no default route to cut this machine off with", inside[0].name);
+    }
     let addresses = |hosts: &[&LabHost]| hosts.iter().map(|h| h.address.clone()).collect::<Vec<_>>();
     let mut away = addresses(&outside);
     // Healing always lifts the operator's cut as well.
