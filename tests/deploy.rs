@@ -38,11 +38,19 @@ fn start_marks(lab: &TestLab, address: &str) -> String {
     )
 }
 
+/// One lab at a time in this file: its timed checks (write gaps) must not
+/// compete with another lab for this machine's two cores.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LABS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LABS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn deploy_end_to_end() {
     if !common::e2e() {
         return;
     }
+    let _one_lab_at_a_time = serial();
     // Logged in as a user with passwordless sudo, not root (issue 10).
     let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &["--user", "pgha-op"]);
 
@@ -684,6 +692,7 @@ fn deploy_on_bare_hosts_installs_everything() {
     if !common::e2e() {
         return;
     }
+    let _one_lab_at_a_time = serial();
     // One host per cloud keeps the package downloads small; the path is the same.
     let lab = TestLab::up("pgha-bare", "10.76.0.0/24", &["--image", "bare", "--hosts", "1"]);
     assert_eq!(
@@ -709,6 +718,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
     if !common::e2e() {
         return;
     }
+    let _one_lab_at_a_time = serial();
     let lab = TestLab::up("pgha-grow", "10.71.0.0/24", &["--clouds", "1"]);
     // First deploy two of the three hosts.
     let inventory = lab.dir.join("inventories/dc1.yaml");
