@@ -84,11 +84,6 @@ impl Pki {
     }
 }
 
-/// The PKI directory of a design.
-pub fn dir_for(design: &Design) -> PathBuf {
-    design.pki_dir.clone()
-}
-
 /// Names and addresses a host's certificate must cover: its own, loopback
 /// (pgha and Patroni talk to the local services), every database host's
 /// address (HAProxy runs on each and hands a client to whichever host is the
@@ -251,7 +246,7 @@ pub struct Changes {
 /// now needs, or was not issued by the CA the phase calls for. With `write`
 /// false nothing is saved (a dry run): what would change is still reported.
 pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Result<(Pki, Changes)> {
-    let dir = dir_for(design);
+    let dir = design.pki_dir.clone();
     let mut changes = Changes::default();
     let phase = read_phase(&dir)?;
     let ca = match &design.tls.ca {
@@ -354,6 +349,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
                         .lines
                         .push(format!("{} the certificate of {}", why.unwrap_or("issue"), h.name));
                     if write {
+                        ensure_dir(&dir)?;
                         std::fs::create_dir_all(dir.join("hosts"))?;
                         crate::fsutil::write_atomic(&crt, c.cert.as_bytes(), 0o644)?;
                         crate::fsutil::write_atomic(&key, c.key.as_bytes(), 0o600)?;
@@ -383,7 +379,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
 /// The PKI as it is, changing nothing: for commands that install files
 /// without issuing (flips). `None` before the first deploy.
 pub fn load(design: &Design, now: OffsetDateTime) -> anyhow::Result<Option<Pki>> {
-    if design.tls.ca.is_none() && !dir_for(design).join("ca.crt").exists() {
+    if design.tls.ca.is_none() && !design.pki_dir.join("ca.crt").exists() {
         return Ok(None);
     }
     ensure(design, now, false).map(|(p, _)| Some(p))
@@ -428,7 +424,7 @@ fn read_phase(dir: &Path) -> anyhow::Result<Option<Phase>> {
 /// alongside) and phase [`Phase::TrustBoth`]; then [`Phase::Reissue`]; then
 /// done (the previous CA dropped). Returns the phase now in force.
 pub fn advance_rotation(design: &Design, now: OffsetDateTime) -> anyhow::Result<Option<Phase>> {
-    let dir = dir_for(design);
+    let dir = design.pki_dir.clone();
     match read_phase(&dir)? {
         None => {
             let old = read(&dir.join("ca.crt"))?
@@ -456,7 +452,7 @@ pub fn advance_rotation(design: &Design, now: OffsetDateTime) -> anyhow::Result<
 /// With the design's own CA there is no CA to replace: a rotation reissues
 /// every host certificate under it (in one rolling deploy).
 pub fn reissue_all(design: &Design) -> anyhow::Result<()> {
-    let dir = dir_for(design).join("hosts");
+    let dir = design.pki_dir.join("hosts");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }
@@ -587,6 +583,8 @@ mod tests {
         let (pki, _) = ensure(&d, OffsetDateTime::now_utc(), true).unwrap();
         assert_eq!(pki.trust, cert);
         assert!(!d.pki_dir.join("ca.key").exists());
+        let mode = std::fs::metadata(&d.pki_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "host keys live in a private directory");
         let info = parse_cert(&pki.hosts["a2"].cert, "a2").unwrap();
         assert!(signed_by(&info.der, &cert));
 
