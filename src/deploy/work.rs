@@ -169,12 +169,23 @@ fn write_if_differs(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile) 
     }
 }
 
-/// Whether any of these TLS files differs on the host from what it gets
-/// (the certificate step before wrote them; the facts are from before).
-fn tls_differs(i: &Inputs, host: &str, facts: &HostFacts, specs: &[FileSpec]) -> bool {
-    specs
+/// Adds `then` (a restart or reload of a running service) when any of the
+/// TLS files it reads differs on the host from what it gets (the
+/// certificate step before wrote them; the facts are from before), unless
+/// the service is already restarted or reloaded for another reason.
+fn reread_tls(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts, then: Work, specs: &[FileSpec]) {
+    let (Work::Restart(service) | Work::Reload(service)) = then else {
+        unreachable!("a restart or a reload")
+    };
+    let queued = items
         .iter()
-        .any(|s| facts.file(s.path).map(|f| f.sha256.as_str()) != Some(sha256(&file(i, host, s).content).as_str()))
+        .any(|w| matches!(w, Work::Restart(s) | Work::Reload(s) if *s == service));
+    let differs = specs
+        .iter()
+        .any(|s| facts.file(s.path).map(|f| f.sha256.as_str()) != Some(sha256(&file(i, host, s).content).as_str()));
+    if facts.service(service).is_active() && !queued && differs {
+        items.push(then);
+    }
 }
 
 /// Write the file if it differs; then restart/reload/start as the service needs.
@@ -224,12 +235,14 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 }
                 // New certificates or trust: a running member restarts (one
                 // at a time, the cluster keeping quorum) to read them.
-                if facts.service("etcd").is_active()
-                    && !items.iter().any(|w| matches!(w, Work::Restart(_)))
-                    && tls_differs(i, host, &facts, &[tls::TRUST, tls::CERT, tls::ETCD_KEY])
-                {
-                    items.push(Work::Restart("etcd"));
-                }
+                reread_tls(
+                    &mut items,
+                    i,
+                    host,
+                    &facts,
+                    Work::Restart("etcd"),
+                    &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
+                );
             }
         }
         Action::BootstrapLeader | Action::JoinReplicas => {
@@ -253,12 +266,14 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             converge(&mut items, &facts, patroni_file, Work::Reload);
             // A reload (SIGHUP) makes Patroni reread its REST certificate and
             // PostgreSQL its SSL files; nothing restarts.
-            if facts.service("patroni").is_active()
-                && !items.iter().any(|w| matches!(w, Work::Reload(_)))
-                && tls_differs(i, host, &facts, &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY])
-            {
-                items.push(Work::Reload("patroni"));
-            }
+            reread_tls(
+                &mut items,
+                i,
+                host,
+                &facts,
+                Work::Reload("patroni"),
+                &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY],
+            );
             if step.action == Action::BootstrapLeader {
                 if let Some(sets) = cloud.and_then(|c| dynamic_config_changes(d, c, i.cloud_facts.get(&c.name))) {
                     items.push(Work::PatchDynamicConfig(sets));
@@ -273,12 +288,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 Work::Reload,
             );
             // Its health checks verify Patroni's certificate with the trust bundle.
-            if facts.service("haproxy").is_active()
-                && !items.iter().any(|w| matches!(w, Work::Reload(_)))
-                && tls_differs(i, host, &facts, &[tls::TRUST])
-            {
-                items.push(Work::Reload("haproxy"));
-            }
+            reread_tls(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
         }
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {

@@ -341,7 +341,9 @@ async fn run_locked(
         fleet,
         before: design,
         after: &after,
-        renderer: Renderer::for_design(design)?.with_pki(crate::pki::load(design, time::OffsetDateTime::now_utc())?),
+        // A flip installs only HAProxy and GLB configs, never TLS files: it
+        // must not depend on the PKI (a CA near its expiry must not stop it).
+        renderer: Renderer::for_design(design)?,
         secrets,
         force: opts.force,
         resuming,

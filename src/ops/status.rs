@@ -198,6 +198,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
         .await;
         for (h, probe) in cloud.hosts.iter().zip(probes) {
             let member = members.iter().find(|m| m.name == h.name);
+            let expires = probe.as_deref().and_then(tls::parse_expiry);
             let (patroni_active, etcd_state, routes) = match &probe {
                 Some(p) => {
                     let csv: String = p
@@ -236,7 +237,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 pending_restart: member.and_then(|m| m.pending_restart).unwrap_or(false),
                 etcd: etcd_state.to_string(),
                 haproxy_routes_to: routes,
-                cert_expires: probe.as_deref().and_then(tls::parse_expiry).and_then(rfc3339),
+                cert_expires: expires.and_then(rfc3339),
                 read_write: probe.as_deref().and_then(|p| {
                     p.lines().find_map(|l| match l.strip_prefix("read_write ") {
                         Some("t") => Some(true),
@@ -245,7 +246,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                     })
                 }),
             });
-            if let Some(at) = probe.as_deref().and_then(tls::parse_expiry) {
+            if let Some(at) = expires {
                 if !earliest.as_ref().is_some_and(|(_, e)| *e <= at) {
                     earliest = Some((h.name.clone(), at));
                 }
