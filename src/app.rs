@@ -241,6 +241,8 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
                     }
                     u => u.clone(),
                 },
+                // An odd count of sites: a witness next to an even number of clouds.
+                witness: !a.no_witness && a.clouds % 2 == 0,
             };
             let l = lab::up(&spec, &say).await?;
             match output {

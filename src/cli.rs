@@ -164,6 +164,9 @@ pub struct LabUpArgs {
     /// the lab's key) instead of root; the design written names it.
     #[arg(long)]
     pub user: Option<String>,
+    /// No witness host: two clouds alone, without the site lease.
+    #[arg(long)]
+    pub no_witness: bool,
 }
 
 #[derive(Debug, Args)]

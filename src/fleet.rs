@@ -25,6 +25,8 @@ impl Fleet {
         if with_glb {
             hosts.extend(design.glb_hosts().iter().cloned());
         }
+        // The witness holds a vote on the site lease: commands that move or read it need it.
+        hosts.extend(design.witness().cloned());
         let (ok, unreachable) = remote::connect_all(&hosts, Duration::from_secs(8)).await;
         let remotes: BTreeMap<String, Remote> = ok.into_iter().map(|r| (r.name.clone(), r)).collect();
         match resolve(design, &remotes).await {

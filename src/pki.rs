@@ -98,6 +98,8 @@ pub fn wanted_names(design: &Design, host: &str) -> Vec<String> {
         names.push(g.fqdn.clone());
         addrs.extend(design.glb_hosts().iter().map(|h| h.address.clone()));
     }
+    // The witness's site member is reached at its address.
+    addrs.extend(design.witness().map(|w| w.address.clone()));
     names.extend(addrs);
     // Canonical order, no duplicates: the comparison with a stored
     // certificate must not depend on the design's order.
@@ -307,58 +309,56 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         trust.push_str(&pem);
     }
     let mut hosts = BTreeMap::new();
-    for cloud in &design.clouds {
-        for h in &cloud.hosts {
-            let names = wanted_names(design, &h.name);
-            let (crt, key) = (host_path(&dir, &h.name, "crt"), host_path(&dir, &h.name, "key"));
-            let have = match (read(&crt)?, read(&key)?) {
-                (Some(cert), Some(key_pem)) => {
-                    let info = parse_cert(&cert, &crt.display().to_string())?;
-                    Some((cert, key_pem, info))
+    for h in design.clouds.iter().flat_map(|c| &c.hosts).chain(design.witness()) {
+        let names = wanted_names(design, &h.name);
+        let (crt, key) = (host_path(&dir, &h.name, "crt"), host_path(&dir, &h.name, "key"));
+        let have = match (read(&crt)?, read(&key)?) {
+            (Some(cert), Some(key_pem)) => {
+                let info = parse_cert(&cert, &crt.display().to_string())?;
+                Some((cert, key_pem, info))
+            }
+            _ => None,
+        };
+        let why = match &have {
+            None => Some("issue"),
+            Some((_, _, info)) => {
+                let by_ca = signed_by(&info.der, &ca.cert_pem);
+                let by_previous = previous.as_deref().is_some_and(|p| signed_by(&info.der, p));
+                let mut have_names: Vec<String> = info.names.iter().map(|n| canonical(n)).collect();
+                have_names.sort();
+                let want: Vec<String> = names.iter().map(|n| canonical(n)).collect();
+                if info.not_after - now < RENEW_BEFORE {
+                    Some("renew (expires within 30 days)")
+                } else if have_names != want {
+                    Some("reissue (names changed)")
+                } else if !(by_ca || (phase == Some(Phase::TrustBoth) && by_previous)) {
+                    Some("reissue (new CA)")
+                } else {
+                    None
                 }
-                _ => None,
-            };
-            let why = match &have {
-                None => Some("issue"),
-                Some((_, _, info)) => {
-                    let by_ca = signed_by(&info.der, &ca.cert_pem);
-                    let by_previous = previous.as_deref().is_some_and(|p| signed_by(&info.der, p));
-                    let mut have_names: Vec<String> = info.names.iter().map(|n| canonical(n)).collect();
-                    have_names.sort();
-                    let want: Vec<String> = names.iter().map(|n| canonical(n)).collect();
-                    if info.not_after - now < RENEW_BEFORE {
-                        Some("renew (expires within 30 days)")
-                    } else if have_names != want {
-                        Some("reissue (names changed)")
-                    } else if !(by_ca || (phase == Some(Phase::TrustBoth) && by_previous)) {
-                        Some("reissue (new CA)")
-                    } else {
-                        None
-                    }
+            }
+        };
+        let cert = match (why, have) {
+            (None, Some((cert, key, info))) => HostCert {
+                cert,
+                key,
+                not_after: info.not_after,
+            },
+            (why, _) => {
+                let c = new_host_cert(&ca, &h.name, &names, now)?;
+                changes
+                    .lines
+                    .push(format!("{} the certificate of {}", why.unwrap_or("issue"), h.name));
+                if write {
+                    ensure_dir(&dir)?;
+                    std::fs::create_dir_all(dir.join("hosts"))?;
+                    crate::fsutil::write_atomic(&crt, c.cert.as_bytes(), 0o644)?;
+                    crate::fsutil::write_atomic(&key, c.key.as_bytes(), 0o600)?;
                 }
-            };
-            let cert = match (why, have) {
-                (None, Some((cert, key, info))) => HostCert {
-                    cert,
-                    key,
-                    not_after: info.not_after,
-                },
-                (why, _) => {
-                    let c = new_host_cert(&ca, &h.name, &names, now)?;
-                    changes
-                        .lines
-                        .push(format!("{} the certificate of {}", why.unwrap_or("issue"), h.name));
-                    if write {
-                        ensure_dir(&dir)?;
-                        std::fs::create_dir_all(dir.join("hosts"))?;
-                        crate::fsutil::write_atomic(&crt, c.cert.as_bytes(), 0o644)?;
-                        crate::fsutil::write_atomic(&key, c.key.as_bytes(), 0o600)?;
-                    }
-                    c
-                }
-            };
-            hosts.insert(h.name.clone(), cert);
-        }
+                c
+            }
+        };
+        hosts.insert(h.name.clone(), cert);
     }
     if write && read(&dir.join("trust.crt"))?.as_deref() != Some(trust.as_str()) {
         ensure_dir(&dir)?;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::components::{packages, Component, DB_HOST_FILES, GLB_HOST_FILES};
+use crate::components::{packages, site, Component, DB_HOST_FILES, GLB_HOST_FILES};
 use crate::design::{Cloud, CloudStatus, Design, GlbKind, VersionSource};
 use crate::release;
 
@@ -23,6 +23,14 @@ pub enum Action {
     ConfigureHaproxy,
     /// Wait until the cloud is what the design says.
     VerifyCloud,
+    /// The witness: etcd and its certificate.
+    InstallWitness,
+    /// The site members (each cloud's first host and the witness).
+    ConfigureSite,
+    /// The site agent on every database host.
+    ConfigureSiteAgents,
+    /// Wait until the design's primary cloud holds the site lease.
+    VerifySite,
     ConfigureGlb,
     RunGlbCommand,
     VerifyGlb,
@@ -37,6 +45,9 @@ impl Action {
             Action::BootstrapLeader | Action::JoinReplicas => Component::Governor,
             Action::ConfigureHaproxy => Component::Haproxy,
             Action::VerifyCloud => Component::Cluster,
+            Action::InstallWitness | Action::ConfigureSite | Action::ConfigureSiteAgents | Action::VerifySite => {
+                Component::Site
+            }
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
         }
     }
@@ -50,6 +61,10 @@ impl Action {
             Action::JoinReplicas => "join",
             Action::ConfigureHaproxy => "configure",
             Action::VerifyCloud => "verify",
+            Action::InstallWitness => "install",
+            Action::ConfigureSite => "configure",
+            Action::ConfigureSiteAgents => "agents",
+            Action::VerifySite => "verify",
             Action::ConfigureGlb => "configure",
             Action::RunGlbCommand => "repoint",
             Action::VerifyGlb => "verify",
@@ -58,7 +73,7 @@ impl Action {
 
     /// Does this step change hosts (as opposed to only observing them)?
     pub fn changes_hosts(self) -> bool {
-        !matches!(self, Action::VerifyCloud | Action::VerifyGlb)
+        !matches!(self, Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite)
     }
 }
 
@@ -86,11 +101,15 @@ impl Plan {
         Self::for_clouds(design, &design.clouds_in_order(), true)
     }
 
-    /// The plan for some clouds only (and the GLB when `with_glb`).
+    /// The plan for some clouds only (and the GLB when `with_glb`). The
+    /// site lease comes with the whole cluster only: it spans every cloud.
     pub fn for_clouds(design: &Design, clouds: &[&Cloud], with_glb: bool) -> Plan {
         let mut b = Builder::default();
         for cloud in clouds {
             cloud_steps(&mut b, design, cloud);
+        }
+        if clouds.len() == design.clouds.len() {
+            site_steps(&mut b, design);
         }
         if with_glb {
             glb_steps(&mut b, design);
@@ -204,8 +223,11 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         Action::ConfigureHaproxy,
         names.clone(),
         format!(
-            "write {}, route :{} to the read-write master (Patroni /primary on :{})",
-            haproxy_file.path, design.haproxy.port, design.governor.rest_port
+            "write {}, route :{} to the read-write master{} (Patroni /primary on :{})",
+            haproxy_file.path,
+            design.haproxy.port,
+            if design.site.is_some() { " of any cloud" } else { "" },
+            design.governor.rest_port
         ),
     );
     let verify = match cloud.status {
@@ -215,10 +237,68 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     b.push(c, Action::VerifyCloud, names, verify.to_string());
 }
 
+fn site_steps(b: &mut Builder, design: &Design) {
+    let Some(site) = &design.site else { return };
+    let [env, _, agent, _] = site::DB_HOST_FILES;
+    if let Some(w) = &site.witness {
+        b.push(
+            None,
+            Action::InstallWitness,
+            vec![w.name.clone()],
+            format!(
+                "install {} where missing, write the cluster CA and the witness's certificate and key under {}",
+                site::witness_packages().join(", "),
+                crate::components::tls::DIR
+            ),
+        );
+    }
+    let members: Vec<String> = design.site_members().iter().map(|(_, h)| h.name.clone()).collect();
+    b.push(
+        None,
+        Action::ConfigureSite,
+        members.clone(),
+        format!(
+            "write {}, run the {}-member site etcd cluster (client :{}, peer :{}) that holds the site lease",
+            env.path,
+            members.len(),
+            site.client_port,
+            site.peer_port
+        ),
+    );
+    let all: Vec<String> = design
+        .clouds
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(|h| h.name.clone()))
+        .collect();
+    b.push(
+        None,
+        Action::ConfigureSiteAgents,
+        all,
+        format!(
+            "write {}, run the site agent: the primary's master renews the lease (ttl {} s) and fences after {:.0} s without renewal{}",
+            agent.path,
+            site.ttl,
+            site.fence_after(),
+            if site.auto_failover { "; a caught-up standby leader takes an expired lease" } else { "" }
+        ),
+    );
+    let primary = design.primary_clouds().next().map_or("-", |p| p.name.as_str());
+    b.push(
+        None,
+        Action::VerifySite,
+        members,
+        format!("wait until the site members are healthy and {primary} holds the site lease"),
+    );
+}
+
 fn glb_steps(b: &mut Builder, design: &Design) {
     let Some(glb) = &design.glb else { return };
     let primary = design.primary_clouds().next();
     let target = match primary {
+        _ if design.site.is_some() => format!(
+            "the HAProxy (:{}) on the master's host, in whichever cloud holds the site lease",
+            design.haproxy.port
+        ),
         Some(p) => format!("{}'s HAProxy instances (:{})", p.name, design.haproxy.port),
         None => "nothing (no cloud is primary)".to_string(),
     };

@@ -11,7 +11,17 @@ use crate::components::{self, FileSpec};
 use crate::design::{Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 9] = [
+const EMBEDDED: [(&str, &str); 13] = [
+    ("site-etcd.env.j2", include_str!("../templates/site-etcd.env.j2")),
+    (
+        "site-etcd.service.j2",
+        include_str!("../templates/site-etcd.service.j2"),
+    ),
+    ("site-agent.py.j2", include_str!("../templates/site-agent.py.j2")),
+    (
+        "site-agent.service.j2",
+        include_str!("../templates/site-agent.service.j2"),
+    ),
     ("tls-trust.pem.j2", include_str!("../templates/tls-trust.pem.j2")),
     ("tls-cert.pem.j2", include_str!("../templates/tls-cert.pem.j2")),
     ("tls-key.pem.j2", include_str!("../templates/tls-key.pem.j2")),
@@ -111,6 +121,11 @@ struct TemplateContext<'a> {
     governor: &'a Governor,
     haproxy: &'a Haproxy,
     glb: Option<&'a Glb>,
+    site: Option<&'a crate::design::Site>,
+    site_members: Vec<&'a Host>,
+    site_key: String,
+    site_last_key: String,
+    site_data_dir: String,
     primary_cloud: Option<&'a Cloud>,
     standby: Option<Standby>,
     synchronous_mode: bool,
@@ -203,7 +218,20 @@ impl Renderer {
             etcd_cluster_state: state,
             ..self.context(design, Some(cloud), host, primary, secrets)
         };
-        components::DB_HOST_FILES
+        // The site member's files only where a member runs (the cloud's first host).
+        let member = design.site_members().iter().any(|(_, h)| h.name == host.name);
+        components::db_host_files(design)
+            .iter()
+            .filter(|spec| member || ![components::site::ETCD_ENV, components::site::ETCD_UNIT].contains(spec))
+            .map(|spec| self.render(*spec, &cx))
+            .collect()
+    }
+
+    /// The files of the witness.
+    pub fn witness_host(&self, design: &Design, host: &Host, secrets: &Secrets) -> anyhow::Result<Vec<RenderedFile>> {
+        let primary = design.primary_clouds().next();
+        let cx = self.context(design, None, host, primary, secrets);
+        components::site::WITNESS_FILES
             .iter()
             .map(|spec| self.render(*spec, &cx))
             .collect()
@@ -213,7 +241,7 @@ impl Renderer {
     pub fn glb_host(&self, design: &Design, host: &Host, secrets: &Secrets) -> anyhow::Result<Vec<RenderedFile>> {
         let primary = design.primary_clouds().next();
         let cx = self.context(design, None, host, primary, secrets);
-        components::GLB_HOST_FILES
+        components::glb_host_files(design)
             .iter()
             .map(|spec| self.render(*spec, &cx))
             .collect()
@@ -272,6 +300,11 @@ impl Renderer {
             governor: &design.governor,
             haproxy: &design.haproxy,
             glb: design.glb.as_ref(),
+            site: design.site.as_ref(),
+            site_members: design.site_members().into_iter().map(|(_, h)| h).collect(),
+            site_key: components::site::primary_key(&design.platform.name),
+            site_last_key: components::site::last_key(&design.platform.name),
+            site_data_dir: components::site::data_dir(&design.platform.name),
             primary_cloud: primary,
             standby: None,
             synchronous_mode: false,
@@ -296,6 +329,13 @@ impl Renderer {
                 cloud: None,
                 host: host.name.clone(),
                 files: self.glb_host(design, host, secrets)?,
+            });
+        }
+        if let Some(host) = design.witness() {
+            out.push(HostFiles {
+                cloud: Some("witness".into()),
+                host: host.name.clone(),
+                files: self.witness_host(design, host, secrets)?,
             });
         }
         Ok(out)

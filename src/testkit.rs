@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use crate::components::systemd::{self, Verb};
-use crate::components::{self, etcd, haproxy, packages, patroni, FileSpec};
+use crate::components::{self, etcd, haproxy, packages, patroni, site, FileSpec};
 use crate::design::{Cloud, Design, Replication};
 use crate::ops::wal;
 use crate::remote::{install_script, Output, Remote, Transport};
@@ -129,6 +129,8 @@ pub(crate) struct World {
     /// The most writable masters seen at once, over the whole run.
     pub most_masters: usize,
     next_lease: u64,
+    /// The cloud holding the site lease (designs with three clouds or more).
+    pub site_holder: Option<String>,
 }
 
 impl World {
@@ -168,6 +170,7 @@ impl World {
             calls: 0,
             most_masters: 0,
             next_lease: 0x694d_a219_52c6_e400,
+            site_holder: design.site.as_ref().and(primary).map(|p| p.name.clone()),
         };
         let m = w.writable_masters().len();
         Arc::new(Mutex::new(World { most_masters: m, ..w }))
@@ -248,7 +251,10 @@ impl World {
             "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status\n",
         );
         for s in servers_in(&self.hosts[host].active_haproxy, &proxy) {
-            let up = if is_glb {
+            let up = if is_glb && d.site.is_some() {
+                // With the site lease the GLB checks Patroni's /primary on every host.
+                masters.contains(&s)
+            } else if is_glb {
                 self.hosts
                     .get(&s)
                     .is_some_and(|h| !self.routed_up(&s).is_empty() && h.up)
@@ -343,7 +349,10 @@ impl World {
             s.active_haproxy = s.files.get(haproxy::CONFIG.path).cloned().unwrap_or_default();
             return ok("reload haproxy", String::new());
         }
-        for spec in components::DB_HOST_FILES.iter().chain(&components::GLB_HOST_FILES) {
+        let all_specs = components::db_host_files(&d)
+            .into_iter()
+            .chain(components::glb_host_files(&d));
+        for spec in &all_specs.collect::<Vec<_>>() {
             let s = self.hosts.get_mut(host).expect("known host");
             if script == install_script(spec) {
                 let content = String::from_utf8_lossy(input.unwrap_or_default()).into_owned();
@@ -362,7 +371,10 @@ impl World {
         if script == systemd::DAEMON_RELOAD {
             return ok("daemon-reload", String::new());
         }
-        for svc in ["patroni", "etcd"] {
+        if let Some(out) = self.answer_site(script) {
+            return out;
+        }
+        for svc in ["patroni", "etcd", site::ETCD_SERVICE, site::AGENT_SERVICE] {
             for verb in [Verb::Restart, Verb::Reload, Verb::Start, Verb::Enable] {
                 if script == systemd::unit_script(verb, svc) && !(svc == "patroni" && verb == Verb::Start) {
                     return ok(&format!("{} {svc}", verb.as_str()), String::new());
@@ -435,17 +447,13 @@ impl World {
     fn facts(&self, host: &str, script: &str) -> Option<String> {
         let d = &self.design;
         let s = &self.hosts[host];
-        let db = crate::deploy::facts::script(
-            d,
-            &packages::db_host(d.platform.postgres_version),
-            &components::DB_HOST_FILES,
-            true,
-        );
-        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &components::GLB_HOST_FILES, false);
+        let (db_files, glb_files) = (components::db_host_files(d), components::glb_host_files(d));
+        let db = crate::deploy::facts::script(d, &packages::db_host(d.platform.postgres_version), &db_files, true);
+        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &glb_files, false);
         let specs: &[FileSpec] = if script == db {
-            &components::DB_HOST_FILES
+            &db_files
         } else if script == glb_script {
-            &components::GLB_HOST_FILES
+            &glb_files
         } else {
             return None;
         };
@@ -467,6 +475,9 @@ impl World {
         }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
+            if d.site.is_some() {
+                out.push_str("site_initialized\n");
+            }
             out.push_str(&format!(
                 "svc Id={}.service\nsvc ActiveState=inactive\nsvc UnitFileState=disabled\nsvc \netcd_initialized\netcd_core {}\nconfig {}\n",
                 crate::deploy::facts::distro_unit(d),
@@ -489,6 +500,38 @@ impl World {
             out.push_str(&format!("pg_configured {}\n", s.patroni_major.unwrap_or(v)));
         }
         Some(out)
+    }
+
+    /// The site lease (three clouds or more): every member healthy, the
+    /// lease where the fake world says, `cloud make-primary` moving it.
+    fn answer_site(&mut self, script: &str) -> Option<Result<(String, String), String>> {
+        let d = self.design.clone();
+        let site = d.site.as_ref()?;
+        if script == site::read_script(&d) {
+            let mut out: String = d
+                .site_members()
+                .iter()
+                .map(|(_, h)| format!("health https://{}:{} healthy\n", h.address, site.client_port))
+                .collect();
+            if let Some(holder) = &self.site_holder {
+                out.push_str(&format!("primary {{\"cloud\":\"{holder}\"}}\nremaining 25\n"));
+            }
+            return Some(Ok(("read the site lease".into(), out)));
+        }
+        let revision = if self.site_holder.is_some() { Some(7) } else { None };
+        if script == site::revision_script(&d) {
+            return Some(Ok((
+                "read the lease revision".into(),
+                format!("{}\n", revision.unwrap_or(0)),
+            )));
+        }
+        for c in &d.clouds {
+            if script == site::take_script(&d, &c.name, site.ttl, revision) {
+                self.site_holder = Some(c.name.clone());
+                return Some(Ok((format!("{} takes the site lease", c.name), "taken\n".into())));
+            }
+        }
+        None
     }
 
     /// Patroni's `/config` of the host's cloud: as the design asks, with the
@@ -733,7 +776,14 @@ clouds:
     status: secondary
     hosts: [{name: dc3-pg1, address: 10.0.3.1}, {name: dc3-pg2, address: 10.0.3.2}, {name: dc3-pg3, address: 10.0.3.3}]
 glb: {fqdn: 10.0.0.5, kind: haproxy, hosts: [{name: glb1, address: 10.0.0.5}]}
+# The flips as they run without the site lease; `WITH_SITE_LEASE` drops this.
+site: {enabled: false}
 ";
+
+/// [`THREE_CLOUDS`] with the site lease (on by default with three clouds).
+pub(crate) fn with_site_lease() -> String {
+    THREE_CLOUDS.replace("site: {enabled: false}\n", "")
+}
 
 /// A design in a private directory (with its secrets file) and the fake
 /// fleet it describes, converged.

@@ -67,7 +67,11 @@ fn debian_12_deploys_fails_over_and_flips() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up("pgha-deb12", &format!("{P}.0/24"), &["--os", "debian12"]);
+    let lab = TestLab::up(
+        "pgha-deb12",
+        &format!("{P}.0/24"),
+        &["--os", "debian12", "--no-witness"],
+    );
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
     let version = sql(&glb(), 5000, &pw, "SHOW server_version").unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{sql, stderr, stdout, wait_for, TestLab};
+use common::{sql, stderr, stdout, wait_for, writer, TestLab};
 
 const PRIMARY: [&str; 3] = ["10.75.0.11", "10.75.0.12", "10.75.0.13"];
 const SECONDARY: [&str; 3] = ["10.75.0.21", "10.75.0.22", "10.75.0.23"];
@@ -52,7 +52,7 @@ fn deploy_end_to_end() {
     }
     let _one_lab_at_a_time = serial();
     // Logged in as a user with passwordless sudo, not root (issue 10).
-    let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &["--user", "pgha-op"]);
+    let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &["--user", "pgha-op", "--no-witness"]);
 
     // 7. A host key that does not match known_hosts: refused before any change.
     let kh = lab.dir.join("known_hosts");
@@ -421,49 +421,6 @@ fn no_silent_session_after_a_stop(lab: &TestLab, pw: &str) {
     });
 }
 
-/// The writer thread's report: acknowledged ids, writes refused as
-/// read-only, the longest gap between acknowledgements.
-type Ticks = std::thread::JoinHandle<(Vec<i32>, usize, Duration)>;
-
-/// Writes through the GLB every 100 ms on a thread until the returned flag
-/// is set; the thread returns the acknowledged ids, the writes refused as
-/// read-only (sent to a replica) and the longest gap between
-/// acknowledgements. Bounded: at most 6000 writes.
-fn writer(pw: &str) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, Ticks) {
-    sql(GLB, 5000, pw, "CREATE TABLE IF NOT EXISTS ticks (id int PRIMARY KEY)").unwrap();
-    let start: i32 = sql(GLB, 5000, pw, "SELECT coalesce(max(id), 0) + 1 FROM ticks").unwrap()[0][0]
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (flag, pw) = (stop.clone(), pw.to_string());
-    let handle = std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        let mut read_only = 0;
-        let mut gap = Duration::ZERO;
-        let mut last = std::time::Instant::now();
-        for id in start..start + 6000 {
-            if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
-            }
-            match sql(GLB, 5000, &pw, &format!("INSERT INTO ticks VALUES ({id})")) {
-                Ok(_) => {
-                    acked.push(id);
-                    gap = gap.max(last.elapsed());
-                    last = std::time::Instant::now();
-                }
-                // HAProxy sent the client to a replica.
-                Err(e) if e.contains("read-only") => read_only += 1,
-                Err(_) => {}
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (acked, read_only, gap.max(last.elapsed()))
-    });
-    (stop, handle)
-}
-
 /// Every acknowledged id is on every database host.
 fn every_tick_everywhere(pw: &str, acked: &[i32]) {
     let want = acked.len().to_string();
@@ -491,7 +448,7 @@ fn every_tick_everywhere(pw: &str, acked: &[i32]) {
 fn etcd_outage(lab: &TestLab, pw: &str) {
     let config = lab.ssh_ok(PRIMARY[0], &common::rest_get("/config"));
     assert!(config.contains("\"failsafe_mode\": true"), "{config}");
-    let (stop, handle) = writer(pw);
+    let (stop, handle) = writer(GLB, pw);
     std::thread::sleep(Duration::from_secs(2));
     let master = sql(GLB, 5000, pw, "SELECT host(inet_server_addr())").unwrap()[0][0]
         .clone()
@@ -506,7 +463,9 @@ fn etcd_outage(lab: &TestLab, pw: &str) {
     }
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (acked, read_only, gap) = handle.join().unwrap();
+    let common::Written {
+        acked, read_only, gap, ..
+    } = handle.join().unwrap();
     eprintln!(
         "figure: 2 of dc1's 3 etcd members stopped for 45 s: longest write gap through the GLB {:.2} s, {} writes acknowledged",
         gap.as_secs_f64(),
@@ -650,7 +609,7 @@ fn security(lab: &TestLab, pw: &str) {
     // `certs rotate` under a client writing through the GLB every 100 ms:
     // no acknowledged write lost, no gap over 2 s, no write sent to a
     // replica (a reloaded HAProxy used to take every server for up).
-    let (stop, handle) = writer(pw);
+    let (stop, handle) = writer(GLB, pw);
     std::thread::sleep(Duration::from_secs(2));
     let old_ca = std::fs::read_to_string(lab.dir.join("pgha.pki/ca.crt")).unwrap();
     let started = std::time::Instant::now();
@@ -658,7 +617,9 @@ fn security(lab: &TestLab, pw: &str) {
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (acked, read_only, gap) = handle.join().unwrap();
+    let common::Written {
+        acked, read_only, gap, ..
+    } = handle.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     eprintln!(
         "figure: certs rotate took {:.1} s; longest write gap through the GLB {:.2} s; {} writes acknowledged",
@@ -694,7 +655,11 @@ fn deploy_on_bare_hosts_installs_everything() {
     }
     let _one_lab_at_a_time = serial();
     // One host per cloud keeps the package downloads small; the path is the same.
-    let lab = TestLab::up("pgha-bare", "10.76.0.0/24", &["--image", "bare", "--hosts", "1"]);
+    let lab = TestLab::up(
+        "pgha-bare",
+        "10.76.0.0/24",
+        &["--image", "bare", "--hosts", "1", "--no-witness"],
+    );
     assert_eq!(
         lab.ssh_ok("10.76.0.11", "command -v patroni || echo missing"),
         "missing"

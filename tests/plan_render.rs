@@ -8,7 +8,7 @@ use pgha::plan::Plan;
 use pgha::render::Renderer;
 use pgha::secrets::Secrets;
 
-const EXAMPLES: [&str; 2] = ["two-clouds", "single-cloud"];
+const EXAMPLES: [&str; 3] = ["two-clouds", "single-cloud", "three-sites"];
 
 fn load(name: &str) -> design::Design {
     design::load(&example(&format!("{name}.yaml")))

@@ -25,11 +25,14 @@ fn require(tool: &str) {
     );
 }
 
-/// Both examples rendered for hosts running `release`, under one directory.
+/// The examples; the site files (witness, site agent) come from the last only.
+const EXAMPLES: [&str; 3] = ["two-clouds.yaml", "single-cloud.yaml", "three-sites.yaml"];
+
+/// Every example rendered for hosts running `release`, under one directory.
 fn rendered(release: Release) -> (tempfile::TempDir, Vec<PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
-    for name in ["two-clouds.yaml", "single-cloud.yaml"] {
+    for name in EXAMPLES {
         let d = pgha::design::load(&example(name))
             .unwrap()
             .design
@@ -47,10 +50,12 @@ fn rendered(release: Release) -> (tempfile::TempDir, Vec<PathBuf>) {
     (dir, files)
 }
 
-/// The rendered files whose path ends with `suffix` (some of each example).
+/// The rendered files whose path ends with `suffix` (some of each example
+/// but for the site's files, which only the last one has).
 fn having(files: &[PathBuf], suffix: &str) -> Vec<PathBuf> {
     let found: Vec<PathBuf> = files.iter().filter(|f| f.ends_with(suffix)).cloned().collect();
-    for name in ["two-clouds.yaml", "single-cloud.yaml"] {
+    let site = suffix.contains("site-");
+    for name in EXAMPLES.into_iter().filter(|n| !site || *n == "three-sites.yaml") {
         assert!(
             found.iter().any(|f| f.to_string_lossy().contains(name)),
             "no {suffix} rendered for {name}"
@@ -110,6 +115,10 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt
             "usr/local/lib/pgha/patroni-fence",
             "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
         ),
+        (
+            "usr/local/lib/pgha/site-agent",
+            "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
+        ),
     ] {
         for f in having(&files, suffix) {
             // Each must pass and print nothing.
@@ -139,11 +148,8 @@ fn patroni_accepts_every_rendered_config() {
 }
 
 #[test]
-fn python_compiles_every_rendered_fence() {
-    every_rendered_passes(
-        "usr/local/lib/pgha/patroni-fence",
-        "python3",
-        &["-m", "py_compile"],
-        true,
-    );
+fn python_compiles_every_rendered_fence_and_site_agent() {
+    for script in ["usr/local/lib/pgha/patroni-fence", "usr/local/lib/pgha/site-agent"] {
+        every_rendered_passes(script, "python3", &["-m", "py_compile"], true);
+    }
 }

@@ -35,8 +35,14 @@ pub(crate) fn core(content: &str) -> String {
 /// etcdctl against the local member, over TLS with the host's certificate
 /// (etcd refuses a client without one); pgha's scripts run as root.
 fn etcdctl(client_port: u16) -> String {
+    etcdctl_at(&format!("https://127.0.0.1:{client_port}"))
+}
+
+/// etcdctl against `endpoints` (comma-separated URLs of validated addresses).
+pub(crate) fn etcdctl_at(endpoints: &str) -> String {
     format!(
-        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:{client_port} --cacert={} --cert={} --key={} --command-timeout=3s",
+        "ETCDCTL_API=3 etcdctl --endpoints={} --cacert={} --cert={} --key={} --command-timeout=3s",
+        quote(endpoints),
         tls::TRUST_PATH,
         tls::CERT_PATH,
         tls::ETCD_KEY_PATH

@@ -6,6 +6,7 @@ pub(crate) mod glb;
 pub(crate) mod haproxy;
 pub(crate) mod packages;
 pub(crate) mod patroni;
+pub(crate) mod site;
 pub(crate) mod systemd;
 pub(crate) mod tls;
 
@@ -21,6 +22,7 @@ pub enum Component {
     Governor,
     Haproxy,
     Cluster,
+    Site,
     Glb,
 }
 
@@ -33,6 +35,7 @@ impl Component {
             Component::Governor => "governor",
             Component::Haproxy => "haproxy",
             Component::Cluster => "cluster",
+            Component::Site => "site",
             Component::Glb => "glb",
         }
     }
@@ -68,3 +71,24 @@ pub(crate) const DB_HOST_FILES: [FileSpec; 9] = [
 ];
 /// The files of a GLB host.
 pub(crate) const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];
+
+/// The files of a database host of `design`: with a site lease, its member
+/// and agent files too.
+pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
+    let mut files = DB_HOST_FILES.to_vec();
+    if design.site.is_some() {
+        files.extend(site::DB_HOST_FILES);
+    }
+    files
+}
+
+/// The files of a GLB host: with a site lease the GLB checks every cloud's
+/// Patroni over TLS, so it trusts the cluster CA.
+pub(crate) fn glb_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
+    let mut files = Vec::new();
+    if design.site.is_some() {
+        files.push(tls::TRUST);
+    }
+    files.extend(GLB_HOST_FILES);
+    files
+}

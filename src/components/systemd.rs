@@ -33,7 +33,11 @@ pub(crate) fn unit_script(verb: Verb, unit: &str) -> String {
     let u = quote(unit);
     match verb {
         Verb::Start | Verb::Restart => {
-            let no_block = if unit == "etcd" { "--no-block " } else { "" };
+            let no_block = if unit == "etcd" || unit == super::site::ETCD_SERVICE {
+                "--no-block "
+            } else {
+                ""
+            };
             format!(
                 "systemctl {} {no_block}{u} || {{ journalctl -u {u} -n 20 --no-pager >&2; exit 1; }}",
                 verb.as_str()

@@ -64,7 +64,12 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
             if failed {
                 break;
             }
-            if hw.changes() {
+            if hw.changes() && sw.step.action == Action::ConfigureSite {
+                if let Err(e) = wait_site(ctx, &step.hosts, step.number, None).await {
+                    failure = Some(e);
+                    break;
+                }
+            } else if hw.changes() {
                 if let Some(c) = cloud {
                     // A host that joins later in this step still runs the
                     // package's own etcd (or none): it is no member yet.
@@ -105,6 +110,11 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         }
         (Action::VerifyCloud, Some(c)) => verify_cloud(ctx, c, step.number).await,
         (Action::VerifyGlb, _) => verify_glb(ctx, &step.hosts, step.number).await,
+        (Action::ConfigureSite, _) if sw.changes() => wait_site(ctx, &step.hosts, step.number, None).await,
+        (Action::VerifySite, _) => {
+            let primary = ctx.design.primary_clouds().next().map(|c| c.name.as_str());
+            wait_site(ctx, &step.hosts, step.number, Some(primary)).await
+        }
         _ => Ok(()),
     };
     let waited = waited.map_err(|e| e.context(format!("step {} ({})", step.number, title(sw))));
@@ -113,7 +123,11 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
 
 pub(super) fn title(sw: &StepWork) -> String {
     let s = &sw.step;
-    let cloud = s.cloud.as_deref().unwrap_or("GLB");
+    let cloud = match (&s.cloud, s.component) {
+        (Some(c), _) => c.as_str(),
+        (None, crate::components::Component::Site) => "all sites",
+        (None, _) => "GLB",
+    };
     format!("{cloud} {}/{}", s.component.as_str(), s.action.as_str())
 }
 
@@ -121,7 +135,7 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
     let number = sw.step.number;
     let start = Instant::now();
     let what = match sw.step.action {
-        Action::VerifyCloud | Action::VerifyGlb => "verifying".to_string(),
+        Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite => "verifying".to_string(),
         _ => hw.describe(),
     };
     emit(
@@ -150,7 +164,14 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
     let outcome = match result {
         Err(e) => Outcome::Failed(format!("{e:#}")),
         Ok(()) if hw.changes() => Outcome::Changed(hw.describe()),
-        Ok(()) if matches!(sw.step.action, Action::VerifyCloud | Action::VerifyGlb) => Outcome::Verified,
+        Ok(())
+            if matches!(
+                sw.step.action,
+                Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite
+            ) =>
+        {
+            Outcome::Verified
+        }
         Ok(()) => Outcome::Unchanged,
     };
     let elapsed = start.elapsed();
@@ -323,6 +344,48 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, joining: &[&str]
             .with_context(|| format!("{}: etcd is not healthy", h.name))
         });
     futures::future::try_join_all(waits).await.map(|_| ())
+}
+
+/// Waits until most site members are healthy, as seen from the first of
+/// `hosts` that answers, and (`holder`: `Some(cloud)`) that cloud holds the
+/// lease (`Some(None)`: the design names no primary cloud, nobody needs to).
+async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Option<Option<&str>>) -> anyhow::Result<()> {
+    let d = ctx.design;
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: match holder {
+                Some(Some(c)) => format!("waiting until {c} holds the site lease"),
+                _ => "waiting for the site members' quorum".to_string(),
+            },
+        },
+    );
+    let script = crate::components::site::read_script(d);
+    let members = d.site_members().len();
+    let mut seen = String::from("no site member answered");
+    let done = poll(Duration::from_secs(90), || async {
+        for host in hosts {
+            let Ok(r) = ctx.remote(host) else { continue };
+            let Ok(out) = r.check("reading the site lease", &script).await else {
+                continue;
+            };
+            let state = crate::components::site::parse_read(&out);
+            let healthy = state.members.iter().filter(|(_, ok)| *ok).count();
+            let quorum = healthy * 2 > members;
+            let held = match holder {
+                Some(Some(c)) => state.holder.as_deref() == Some(c),
+                _ => true,
+            };
+            return Ok(quorum && held);
+        }
+        Ok(false)
+    })
+    .await;
+    if done.is_err() {
+        seen = format!("{seen} or the lease is not held as the design says");
+    }
+    done.with_context(|| format!("the site lease: {seen}"))
 }
 
 /// The cloud's Patroni cluster as one of its members sees it.

@@ -34,6 +34,8 @@ pub(crate) struct HostFacts {
     pub files: BTreeMap<String, Option<FileFact>>,
     pub services: BTreeMap<String, Service>,
     pub etcd_initialized: bool,
+    /// The site member (issue #11) has its data.
+    pub site_initialized: bool,
     /// A member with data that an earlier pgha configured without TLS.
     pub etcd_plaintext: bool,
     /// sha256 of the etcd config without its ETCD_INITIAL_* lines.
@@ -121,6 +123,7 @@ echo "pkg $p $s"; done
 for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1) $(stat -c '%U:%G:%a' "$f")"; else echo "file $f absent"; fi; done
 systemctl show -p Id -p ActiveState -p UnitFileState {svcs} 2>/dev/null | sed 's/^/svc /'
 [ -d {etcd_member} ] && echo "etcd_initialized"
+[ -d {site_member} ] && echo "site_initialized"
 [ -d {etcd_member} ] && grep -qs '^ETCD_LISTEN_CLIENT_URLS="http://' {etcd_file} && echo "etcd_plaintext"
 echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
 [ -f {pg_version} ] && echo "pgdata"
@@ -131,6 +134,7 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
         paths = shell::words(&paths),
         svcs = shell::words(&services),
         etcd_member = shell::quote(&etcd_member),
+        site_member = shell::quote(&format!("{}/member", components::site::data_dir(&design.platform.name))),
         etcd_file = shell::quote(components::etcd::CONFIG.path),
         pg_version = shell::quote(&pg_version),
     )
@@ -211,6 +215,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
                 }
             }
             Some("etcd_initialized") => f.etcd_initialized = true,
+            Some("site_initialized") => f.site_initialized = true,
             Some("etcd_plaintext") => f.etcd_plaintext = true,
             Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,

@@ -168,7 +168,7 @@ fn select<'a>(design: &'a Design, only: &[String]) -> anyhow::Result<(Vec<&'a Cl
 }
 
 /// Hosts to reach: every host of the selected clouds (with its cloud), the
-/// GLB's if selected.
+/// GLB's if selected, the witness with every cloud.
 fn reach<'a>(design: &'a Design, clouds: &[&'a Cloud], with_glb: bool) -> Vec<(Option<&'a Cloud>, &'a Host)> {
     let mut hosts: Vec<(Option<&Cloud>, &Host)> = clouds
         .iter()
@@ -177,7 +177,15 @@ fn reach<'a>(design: &'a Design, clouds: &[&'a Cloud], with_glb: bool) -> Vec<(O
     if with_glb {
         hosts.extend(design.glb_hosts().iter().map(|h| (None, h)));
     }
+    if clouds.len() == design.clouds.len() {
+        hosts.extend(design.witness().map(|h| (None, h)));
+    }
     hosts
+}
+
+/// Is `host` the design's witness?
+fn is_witness(design: &Design, host: &Host) -> bool {
+    design.witness().is_some_and(|w| w.name == host.name)
 }
 
 /// How a command reaches its hosts: SSH, or a test's fakes.
@@ -297,12 +305,27 @@ impl Decide<'_, '_> {
         let db_script = facts::script(
             design,
             &packages::db_host(design.platform.postgres_version),
-            &components::DB_HOST_FILES,
+            &components::db_host_files(design),
             true,
         );
-        let glb_script = facts::script(design, &packages::glb_host(), &components::GLB_HOST_FILES, false);
+        let glb_script = facts::script(
+            design,
+            &packages::glb_host(),
+            &components::glb_host_files(design),
+            false,
+        );
+        let witness_script = facts::script(
+            design,
+            &components::site::witness_packages(),
+            &components::site::WITNESS_FILES,
+            false,
+        );
         let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
-            let script = if cloud.is_some() { &db_script } else { &glb_script };
+            let script = match cloud {
+                Some(_) => &db_script,
+                None if is_witness(design, h) => &witness_script,
+                None => &glb_script,
+            };
             let r = &remotes[&h.name];
             async move { (h.name.clone(), facts::gather(r, script).await) }
         }))
@@ -343,6 +366,7 @@ impl Decide<'_, '_> {
         for (cloud, h) in hosts {
             let rendered = match cloud {
                 Some(c) => renderer.db_host(design, c, h, None, secrets)?,
+                None if is_witness(design, h) => renderer.witness_host(design, h, secrets)?,
                 None => renderer.glb_host(design, h, secrets)?,
             };
             files.insert(h.name.clone(), rendered);
@@ -377,10 +401,7 @@ pub(crate) fn work_table(work: &[StepWork]) -> String {
     for sw in work {
         let s = &sw.step;
         let cloud = ui::cloud_label(s);
-        let changes = if matches!(
-            s.action,
-            crate::plan::Action::VerifyCloud | crate::plan::Action::VerifyGlb
-        ) {
+        let changes = if !s.action.changes_hosts() {
             s.description.clone()
         } else if sw.changes() {
             let lines: Vec<String> = sw

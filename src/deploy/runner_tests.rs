@@ -245,3 +245,17 @@ fn only_consecutive_steps_without_changes_run_together() {
     let n = work.len();
     assert_eq!(groups, [vec![1], vec![2], (3..=n).collect::<Vec<_>>()]);
 }
+
+/// Issue 11: three clouds turn the site lease on; a converged cluster with
+/// its site members, agents and lease is only read, the lease verified.
+#[tokio::test(start_paused = true)]
+async fn a_converged_cluster_with_the_site_lease_is_only_read() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    let e = sim.events();
+    assert!(
+        e.iter().any(|x| x.ends_with(": read the site lease")),
+        "the site lease is verified: {e:#?}"
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::facts::{distro_unit, HostFacts};
-use crate::components::{self, patroni, tls, FileSpec};
+use crate::components::{self, patroni, site, tls, FileSpec};
 use crate::design::{Cloud, Design, GlbKind, Replication};
 use crate::plan::{Action, Plan, Step};
 use crate::render::RenderedFile;
@@ -136,7 +136,15 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
                 Action::RunGlbCommand => vec![glb_command_work(i)],
                 _ => step.hosts.iter().map(|h| host_work(i, step, cloud, h)).collect(),
             };
-            let serial = step.action == Action::ConfigureEtcd && cloud.is_some_and(|c| etcd_exists(i, c));
+            // A running etcd cluster keeps quorum: its members change one at a time.
+            let serial = match step.action {
+                Action::ConfigureEtcd => cloud.is_some_and(|c| etcd_exists(i, c)),
+                Action::ConfigureSite => step
+                    .hosts
+                    .iter()
+                    .any(|h| i.facts.get(h).is_some_and(|f| f.site_initialized)),
+                _ => false,
+            };
             StepWork {
                 step: step.clone(),
                 hosts,
@@ -290,18 +298,61 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             // Its health checks verify Patroni's certificate with the trust bundle.
             reread_tls(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
         }
+        Action::InstallWitness => {
+            if !facts.missing_packages.is_empty() {
+                items.push(Work::InstallPackages(facts.missing_packages.clone()));
+            }
+            for spec in &[tls::TRUST, tls::CERT, tls::ETCD_KEY] {
+                write_if_differs(&mut items, &facts, file(i, host, spec));
+            }
+        }
+        Action::ConfigureSite => {
+            if write_if_differs(&mut items, &facts, file(i, host, &site::ETCD_UNIT)) {
+                items.push(Work::DaemonReload);
+            }
+            converge(&mut items, &facts, file(i, host, &site::ETCD_ENV), Work::Restart);
+            reread_tls(
+                &mut items,
+                i,
+                host,
+                &facts,
+                Work::Restart(site::ETCD_SERVICE),
+                &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
+            );
+        }
+        Action::ConfigureSiteAgents => {
+            if write_if_differs(&mut items, &facts, file(i, host, &site::AGENT_UNIT)) {
+                items.push(Work::DaemonReload);
+            }
+            converge(&mut items, &facts, file(i, host, &site::AGENT), Work::Restart);
+            // The agent loads the host's certificate when it starts.
+            reread_tls(
+                &mut items,
+                i,
+                host,
+                &facts,
+                Work::Restart(site::AGENT_SERVICE),
+                &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
+            );
+        }
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {
                 items.push(Work::InstallPackages(facts.missing_packages.clone()));
+            }
+            if d.site.is_some() {
+                write_if_differs(&mut items, &facts, file(i, host, &tls::TRUST));
             }
             converge(
                 &mut items,
                 &facts,
                 file(i, host, &components::glb::CONFIG),
                 Work::Reload,
-            )
+            );
+            if d.site.is_some() {
+                reread_tls(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
+            }
         }
-        Action::VerifyCloud | Action::VerifyGlb | Action::RunGlbCommand => {}
+        Action::VerifyCloud | Action::VerifyGlb | Action::RunGlbCommand | Action::VerifySite => {}
     }
     HostWork {
         host: host.to_string(),

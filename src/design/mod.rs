@@ -58,6 +58,8 @@ pub struct Design {
     pub governor: Governor,
     pub haproxy: Haproxy,
     pub glb: Option<Glb>,
+    /// The site lease across clouds: with a witness, or three clouds or more.
+    pub site: Option<Site>,
     /// Where the passwords live (0600); generated on first deploy.
     pub secrets_file: PathBuf,
     /// The cluster PKI's directory (0700): CA, host certificates, keys.
@@ -168,6 +170,31 @@ pub struct Haproxy {
 /// Whether a statistics page on `address` needs a password.
 pub fn stats_open(address: &str) -> bool {
     !address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The site lease (see `components::site`): a cross-site etcd cluster of one
+/// member per cloud (its first host) plus the witness holds which cloud is
+/// primary, as a lease that cloud's master renews.
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    /// A host outside the clouds, in a third site: it only runs a member.
+    pub witness: Option<Host>,
+    /// Seconds the lease lives without a renewal.
+    pub ttl: u32,
+    /// A secondary cloud takes an expired lease and promotes by itself.
+    pub auto_failover: bool,
+    /// Bytes of WAL a secondary cloud may miss and still take the lease.
+    pub maximum_lag: u64,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl Site {
+    /// Seconds a master goes without a renewal before it fences itself:
+    /// a third of the lease, so it is down well before the lease can expire.
+    pub fn fence_after(&self) -> f64 {
+        f64::from(self.ttl) / 3.0
+    }
 }
 
 /// TLS settings: which CA signs the hosts' certificates.
@@ -299,6 +326,22 @@ impl Design {
 
     pub fn find_host(&self, name: &str) -> Option<(Option<&Cloud>, &Host)> {
         self.all_hosts().find(|(_, h)| h.name == name || h.address == name)
+    }
+
+    /// The site members: each cloud's first host, then the witness.
+    pub fn site_members(&self) -> Vec<(Option<&Cloud>, &Host)> {
+        let Some(site) = &self.site else { return Vec::new() };
+        let mut members: Vec<(Option<&Cloud>, &Host)> = self
+            .clouds
+            .iter()
+            .filter_map(|c| c.hosts.first().map(|h| (Some(c), h)))
+            .collect();
+        members.extend(site.witness.iter().map(|w| (None, w)));
+        members
+    }
+
+    pub fn witness(&self) -> Option<&Host> {
+        self.site.as_ref().and_then(|s| s.witness.as_ref())
     }
 
     /// The directory the design file is in; relative paths in it start here.

@@ -14,6 +14,8 @@ pub struct RawDesign {
     pub clouds: Vec<RawCloud>,
     pub components: Option<RawComponents>,
     pub glb: Option<RawGlb>,
+    pub witness: Option<RawHost>,
+    pub site: Option<RawSite>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,4 +116,16 @@ pub struct RawGlb {
     pub command: Option<String>,
     pub stats_port: Option<u16>,
     pub stats_address: Option<String>,
+}
+
+/// The site lease: which cloud may have a writable master, held in a small
+/// etcd cluster across the sites (one member per cloud plus the witness).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSite {
+    pub enabled: Option<bool>,
+    pub ttl: Option<u32>,
+    pub auto_failover: Option<bool>,
+    pub maximum_lag: Option<u64>,
+    pub client_port: Option<u16>,
+    pub peer_port: Option<u16>,
 }

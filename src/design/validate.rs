@@ -267,8 +267,20 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
     let clouds = build_clouds(cx, root, &base, raw.clouds, &global_ssh, &platform, mode);
     let glb = raw.glb.map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
 
-    check_unique_hosts(cx, root, &clouds, glb.as_ref());
-    check_ports(cx, root, &platform, &etcd, &governor, &haproxy, &clouds, glb.as_ref());
+    let site = build_site(cx, root, &base, raw.witness, raw.site, &global_ssh, clouds.len());
+
+    check_unique_hosts(cx, root, &clouds, glb.as_ref(), site.as_ref());
+    check_ports(
+        cx,
+        root,
+        &platform,
+        &etcd,
+        &governor,
+        &haproxy,
+        &clouds,
+        glb.as_ref(),
+        site.as_ref(),
+    );
 
     let secrets_file = match raw.secrets.and_then(|s| s.file) {
         Some(f) => base.join(f),
@@ -306,6 +318,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         governor,
         haproxy,
         glb: glb.flatten(),
+        site,
         secrets_file,
         pki_dir,
         tls,
@@ -1004,8 +1017,83 @@ fn build_glb(cx: &mut Checker, root: &Node, base: &Path, raw: RawGlb, ssh: &Ssh,
     })
 }
 
+/// The site lease: on with a witness or with three clouds or more.
+fn build_site(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    witness: Option<RawHost>,
+    raw: Option<RawSite>,
+    ssh: &Ssh,
+    clouds: usize,
+) -> Option<Site> {
+    let witness = witness.and_then(|w| {
+        let before = cx.problems.len();
+        let mut hosts = build_hosts(cx, root, base, vec![w], ssh, "witness");
+        // One host, not a list: its fields are `witness.*`.
+        for p in &mut cx.problems[before..] {
+            if let Some(rest) = p.field.strip_prefix("witness[0]") {
+                p.field = format!("witness{rest}");
+            }
+        }
+        hosts.pop()
+    });
+    if raw.as_ref().and_then(|r| r.enabled) == Some(false) {
+        if witness.is_some() {
+            cx.error(
+                root,
+                "site.enabled",
+                "a witness without the site lease would do nothing",
+                "remove `witness:`, or `enabled: false` under site",
+            );
+        }
+        return None;
+    }
+    if witness.is_none() && clouds < 3 {
+        if raw.is_some() {
+            cx.error(
+                root,
+                "site",
+                "a site lease needs a witness host or three clouds or more",
+                "add `witness:` with the name and address of a host in a third site: with two clouds alone, \
+                 neither can tell a partition from the other cloud's loss",
+            );
+        }
+        return None;
+    }
+    let members = clouds + usize::from(witness.is_some());
+    if members % 2 == 0 {
+        cx.error(
+            root,
+            "witness",
+            format!("the site members would be {members} (one per cloud plus the witness): an even count"),
+            "with an odd number of clouds leave the witness out; with an even number add one: \
+             a majority of an even count survives no more losses than one member fewer",
+        );
+    }
+    let raw = raw.unwrap_or_default();
+    let site = Site {
+        witness,
+        ttl: raw.ttl.unwrap_or(30),
+        auto_failover: raw.auto_failover.unwrap_or(false),
+        maximum_lag: raw.maximum_lag.unwrap_or(16 * 1024 * 1024),
+        client_port: raw.client_port.unwrap_or(2479),
+        peer_port: raw.peer_port.unwrap_or(2480),
+    };
+    if !(15..=600).contains(&site.ttl) {
+        cx.error(
+            root,
+            "site.ttl",
+            format!("ttl {} is out of range (15 to 600 seconds)", site.ttl),
+            "the lease's life: a master cut off from the other sites fences itself after a third of it, \
+             and another cloud may take over after all of it (default 30)",
+        );
+    }
+    Some(site)
+}
+
 /// Host names and addresses identify a host in every command: no two alike.
-fn check_unique_hosts(cx: &mut Checker, root: &Node, clouds: &[Cloud], glb: Option<&Option<Glb>>) {
+fn check_unique_hosts(cx: &mut Checker, root: &Node, clouds: &[Cloud], glb: Option<&Option<Glb>>, site: Option<&Site>) {
     let mut names: HashMap<&str, String> = HashMap::new();
     let mut addresses: HashMap<&str, String> = HashMap::new();
     let glb_hosts = match glb {
@@ -1029,6 +1117,10 @@ fn check_unique_hosts(cx: &mut Checker, root: &Node, clouds: &[Cloud], glb: Opti
                 .iter()
                 .enumerate()
                 .map(|(i, h)| (format!("glb.hosts[{i}]"), h)),
+        )
+        .chain(
+            site.and_then(|s| s.witness.as_ref())
+                .map(|h| ("witness".to_string(), h)),
         );
     for (at, host) in located {
         if let Some(first) = names.insert(&host.name, at.clone()) {
@@ -1061,9 +1153,10 @@ fn check_ports(
     haproxy: &Haproxy,
     clouds: &[Cloud],
     glb: Option<&Option<Glb>>,
+    site: Option<&Site>,
 ) {
     let Some(platform) = platform else { return };
-    let db_ports = [
+    let mut db_ports = vec![
         ("platform.postgres_port", platform.postgres_port),
         ("components.etcd.client_port", etcd.client_port),
         ("components.etcd.peer_port", etcd.peer_port),
@@ -1071,6 +1164,9 @@ fn check_ports(
         ("components.haproxy.port", haproxy.port),
         ("components.haproxy.stats_port", haproxy.stats_port),
     ];
+    if let Some(s) = site {
+        db_ports.extend([("site.client_port", s.client_port), ("site.peer_port", s.peer_port)]);
+    }
     let glb_ports = match glb {
         Some(Some(g)) => vec![("glb.port", g.port), ("glb.stats_port", g.stats_port)],
         _ => Vec::new(),
@@ -1082,7 +1178,10 @@ fn check_ports(
     }
     let mut by_address: BTreeMap<&str, Vec<(&str, u16)>> = BTreeMap::new();
     for host in clouds.iter().flat_map(|c| &c.hosts) {
-        by_address.entry(&host.address).or_default().extend(db_ports);
+        by_address
+            .entry(&host.address)
+            .or_default()
+            .extend(db_ports.iter().copied());
     }
     if let Some(Some(g)) = glb {
         if let GlbKind::Haproxy { hosts } = &g.kind {

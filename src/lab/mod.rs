@@ -30,6 +30,8 @@ pub(crate) struct LabSpec {
     pub subnet_prefix: String,
     /// A login other than root, with passwordless sudo.
     pub user: Option<String>,
+    /// A witness host (a third site) for the site lease.
+    pub witness: bool,
 }
 
 impl LabSpec {
@@ -43,6 +45,7 @@ impl LabSpec {
                     address: format!("{}.{}", self.subnet_prefix, 10 * c + h),
                     cloud: Some(format!("dc{c}")),
                     name,
+                    witness: false,
                 });
             }
         }
@@ -51,7 +54,17 @@ impl LabSpec {
             address: format!("{}.5", self.subnet_prefix),
             cloud: None,
             name: "glb1".into(),
+            witness: false,
         });
+        if self.witness {
+            hosts.push(LabHost {
+                container: format!("{}-witness", self.name),
+                address: format!("{}.4", self.subnet_prefix),
+                cloud: None,
+                name: "witness".into(),
+                witness: true,
+            });
+        }
         hosts
     }
 }
@@ -59,10 +72,28 @@ impl LabSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct LabHost {
     pub name: String,
-    /// `None` for the GLB host.
+    /// `None` for the GLB host and the witness.
     pub cloud: Option<String>,
     pub address: String,
     pub container: String,
+    /// The witness: a site of its own.
+    #[serde(default)]
+    pub witness: bool,
+}
+
+impl LabHost {
+    fn is_glb(&self) -> bool {
+        self.cloud.is_none() && !self.witness
+    }
+
+    /// The site this host is in: its cloud, `witness` or `glb`.
+    fn site(&self) -> &str {
+        match (&self.cloud, self.witness) {
+            (Some(c), _) => c,
+            (None, true) => "witness",
+            (None, false) => "glb",
+        }
+    }
 }
 
 /// `lab.json`: what exists, so later commands need no flags.
@@ -106,9 +137,7 @@ impl Lab {
         let hosts: Vec<&LabHost> = self
             .hosts
             .iter()
-            .filter(|h| {
-                h.name == target || h.cloud.as_deref() == Some(target) || (target == "glb" && h.cloud.is_none())
-            })
+            .filter(|h| h.name == target || h.site() == target)
             .collect();
         if hosts.is_empty() {
             let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -430,21 +459,18 @@ fn write_files(lab: &Lab, dir: &Path) -> anyhow::Result<()> {
         }
         std::fs::write(dir.join("inventories").join(format!("{cloud}.yaml")), inv)?;
     }
-    let glb = lab
-        .hosts
-        .iter()
-        .find(|h| h.cloud.is_none())
-        .expect("the lab has a GLB host");
+    let glb = lab.hosts.iter().find(|h| h.is_glb()).expect("the lab has a GLB host");
     let design_path = dir.join(DESIGN_FILE);
     // Keep a design the user (or a cloud flip) edited: only write it once.
     if !design_path.exists() {
-        std::fs::write(&design_path, lab_design(lab, &clouds, glb))?;
+        let witness = lab.hosts.iter().find(|h| h.witness);
+        std::fs::write(&design_path, lab_design(lab, &clouds, glb, witness))?;
     }
     std::fs::write(dir.join(STATE_FILE), serde_json::to_string_pretty(lab)?)?;
     Ok(())
 }
 
-fn lab_design(lab: &Lab, clouds: &[&str], glb: &LabHost) -> String {
+fn lab_design(lab: &Lab, clouds: &[&str], glb: &LabHost, witness: Option<&LabHost>) -> String {
     let mut d = format!(
         "# The two-clouds example pointed at the lab `{}` (written by `pgha lab up`).\n\
 platform:\n  name: pgha-lab\n  availability: redundant\n  replication: asynchronous\n  \
@@ -471,6 +497,14 @@ ssh:\n  user: {}\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclo
         "glb:\n  fqdn: {}\n  port: 5000\n  kind: haproxy\n  hosts:\n    - name: {}\n      address: {}\n",
         glb.address, glb.name, glb.address
     ));
+    if let Some(w) = witness {
+        d.push_str(&format!(
+            "\n# A third site: with it, a cloud cut off from the others fences its own master.\n\
+witness:\n  name: {}\n  address: {}\n\n\
+site:\n  # A shorter lease than the default 30 s, for the lab: fence after 7 s.\n  ttl: 20\n  auto_failover: false\n",
+            w.name, w.address
+        ));
+    }
     d
 }
 
@@ -507,7 +541,7 @@ pub(crate) async fn status(lab: &Lab) -> anyhow::Result<Vec<HostState>> {
             Err(_) => ("missing", "-"),
         };
         rows.push(HostState {
-            cloud: h.cloud.clone().unwrap_or_else(|| "glb".into()),
+            cloud: h.site().to_string(),
             name: h.name.clone(),
             address: h.address.clone(),
             container: h.container.clone(),
@@ -583,9 +617,11 @@ pub(crate) async fn partition(dir: &Path, cloud: &str, cut: Option<bool>, say: &
     docker::require_engine().await?;
     let lab = Lab::load(dir)?;
     let (inside, outside): (Vec<&LabHost>, Vec<&LabHost>) =
-        lab.hosts.iter().partition(|h| h.cloud.as_deref() == Some(cloud));
+        lab.hosts.iter().partition(|h| h.site() == cloud && !h.is_glb());
     if inside.is_empty() {
-        bail!(crate::error::Usage(format!("the lab has no cloud named `{cloud}`")));
+        bail!(crate::error::Usage(format!(
+            "the lab has no cloud (or witness) named `{cloud}`"
+        )));
     }
     // This machine, as the hosts see it: their default route (Docker's
     // network inspect leaves the gateway out when only a subnet was given).

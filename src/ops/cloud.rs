@@ -35,6 +35,9 @@ pub(crate) enum FlipAction {
     Demote { cloud: String, follow: Vec<String> },
     /// Wait until `new`'s standby leader has replayed all of `old`'s WAL.
     WaitCaughtUp { new: String, old: String },
+    /// The cloud takes the site lease (`demoted`: pgha just demoted its
+    /// holder; otherwise a lease another cloud holds is waited out).
+    TakeLease { cloud: String, demoted: bool },
     /// Remove `standby_cluster`: the standby leader becomes the master.
     Promote { cloud: String },
     /// A secondary cloud follows the new primary cloud's HAProxy ports.
@@ -112,6 +115,7 @@ pub(crate) fn plan(
     flip: Flip,
     reachable: &dyn Fn(&Cloud) -> bool,
     resuming: bool,
+    taken_over: bool,
 ) -> anyhow::Result<Vec<FlipStep>> {
     let target = design.cloud(name).ok_or_else(|| {
         let names: Vec<&str> = design.clouds.iter().map(|c| c.name.as_str()).collect();
@@ -130,6 +134,23 @@ pub(crate) fn plan(
         }
         Flip::MakePrimary if resuming && target.is_primary() => {
             steps.extend(route_to(name));
+            steps.push(verify_step(name));
+        }
+        // An automatic failover already gave the cloud the site lease and a
+        // master (the old primary fenced itself): what is left is to record it.
+        Flip::MakePrimary if taken_over && !target.is_primary() => {
+            let new_hosts = addresses(target);
+            for c in design.clouds.iter().filter(|c| c.name != name) {
+                steps.push((
+                    format!("governor: {} follows {name} (standby cluster)", c.name),
+                    FlipAction::Follow {
+                        cloud: c.name.clone(),
+                        follow: new_hosts.clone(),
+                    },
+                ));
+            }
+            steps.extend(route_to(name));
+            steps.push((format!("record {name} as primary in {file}"), FlipAction::SaveDesign));
             steps.push(verify_step(name));
         }
         Flip::MakeSecondary => {
@@ -197,6 +218,25 @@ pub(crate) fn plan(
                     format!("check that no host outside {name} holds commits {name} has not replayed"),
                     FlipAction::CheckNoDataLoss { new: name.into() },
                 )),
+            }
+            if let Some(site) = &design.site {
+                let old = design.primary_clouds().next();
+                let demoted = old.is_some_and(reachable);
+                let how = match old {
+                    Some(o) if demoted => format!(" from {} (demoted above)", o.name),
+                    Some(o) => format!(
+                        "; while {} renews it, wait up to its ttl ({} s): cut off from most sites it cannot, and fenced itself",
+                        o.name, site.ttl
+                    ),
+                    None => String::new(),
+                };
+                steps.push((
+                    format!("site: {name} takes the site lease{how}"),
+                    FlipAction::TakeLease {
+                        cloud: name.into(),
+                        demoted,
+                    },
+                ));
             }
             steps.push((
                 format!("governor: promote {name}'s standby leader to master"),
@@ -310,7 +350,16 @@ async fn run_locked(
     let intent = session.resuming.clone();
     let resuming = intent.is_some();
     let reachable = |c: &Cloud| fleet.cloud_reachable(c);
-    let steps = plan(design, name, flip, &reachable, resuming)?;
+    // With a site lease, a cloud that holds it and has a master got there by
+    // an automatic failover: the flip only records it.
+    let taken_over = match (&design.site, design.cloud(name)) {
+        (Some(_), Some(c)) if flip == Flip::MakePrimary && !c.is_primary() && fleet.cloud_reachable(c) => {
+            let holder = super::site::read(fleet, Some(name)).await.ok().and_then(|s| s.holder);
+            holder.as_deref() == Some(name) && fleet.master(c).await.ok().flatten().is_some()
+        }
+        _ => false,
+    };
+    let steps = plan(design, name, flip, &reachable, resuming, taken_over)?;
     if output == ui::Output::Text {
         let resume = match &intent {
             Some(f) => format!(" (finishing the run that stopped after step {})", f.done_step),
@@ -429,6 +478,9 @@ impl Runner<'_> {
             }
             FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
             FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
+            FlipAction::TakeLease { cloud, demoted } => {
+                super::site::take(self.fleet, cloud, *demoted, self.force).await
+            }
             FlipAction::Promote { cloud } => self.promote(cloud).await,
             FlipAction::Verify { cloud } => self.verify(cloud).await,
         }
@@ -777,7 +829,7 @@ mod tests {
 
     #[test]
     fn make_secondary_is_the_seeds_four_steps() {
-        let steps = plan(&design(), "dc1", Flip::MakeSecondary, &|_| true, false).unwrap();
+        let steps = plan(&design(), "dc1", Flip::MakeSecondary, &|_| true, false, false).unwrap();
         assert_eq!(steps.len(), 4, "{:#?}", descriptions(&steps));
         assert!(matches!(steps[0].action, FlipAction::GlbDrain));
     }
@@ -786,7 +838,7 @@ mod tests {
     fn make_primary_after_make_secondary_is_the_seeds_seven_steps() {
         let mut d = design();
         d.clouds[0].status = CloudStatus::Secondary;
-        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true, false).unwrap();
+        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true, false, false).unwrap();
         assert_eq!(steps.len(), 7, "{:#?}", descriptions(&steps));
         assert!(matches!(steps[0].action, FlipAction::CheckNoDataLoss { .. }));
         assert!(matches!(steps[1].action, FlipAction::Promote { .. }));
@@ -794,7 +846,7 @@ mod tests {
 
     #[test]
     fn planned_switchover_fences_before_promoting() {
-        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|_| true, false).unwrap();
+        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|_| true, false, false).unwrap();
         let pos = |f: fn(&FlipAction) -> bool| steps.iter().position(|s| f(&s.action)).unwrap();
         let demote = pos(|a| matches!(a, FlipAction::Demote { .. }));
         let caught_up = pos(|a| matches!(a, FlipAction::WaitCaughtUp { .. }));
@@ -804,7 +856,7 @@ mod tests {
 
     #[test]
     fn make_primary_with_the_old_primary_lost_fences_it_then_promotes() {
-        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1", false).unwrap();
+        let steps = plan(&design(), "dc2", Flip::MakePrimary, &|c| c.name != "dc1", false, false).unwrap();
         assert!(matches!(steps[0].action, FlipAction::GlbDrain));
         assert!(matches!(&steps[1].action, FlipAction::Demote { cloud, .. } if cloud == "dc1"));
         assert!(matches!(steps[2].action, FlipAction::CheckNoDataLoss { .. }));
@@ -816,9 +868,9 @@ mod tests {
 
     #[test]
     fn flips_of_the_wrong_cloud_are_usage_errors() {
-        assert!(plan(&design(), "dc2", Flip::MakeSecondary, &|_| true, false).is_err());
-        assert!(plan(&design(), "dc1", Flip::MakePrimary, &|_| true, false).is_err());
-        assert!(plan(&design(), "dc9", Flip::MakePrimary, &|_| true, false).is_err());
+        assert!(plan(&design(), "dc2", Flip::MakeSecondary, &|_| true, false, false).is_err());
+        assert!(plan(&design(), "dc1", Flip::MakePrimary, &|_| true, false, false).is_err());
+        assert!(plan(&design(), "dc9", Flip::MakePrimary, &|_| true, false, false).is_err());
     }
 
     #[test]
@@ -826,16 +878,16 @@ mod tests {
         let mut d = design();
         d.clouds[0].status = CloudStatus::Secondary;
         d.clouds[1].status = CloudStatus::Primary;
-        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true, true).unwrap();
+        let steps = plan(&d, "dc2", Flip::MakePrimary, &|_| true, true, false).unwrap();
         let actions: Vec<&FlipAction> = steps.iter().map(|s| &s.action).collect();
         assert!(matches!(
             actions.as_slice(),
             [FlipAction::Haproxy, FlipAction::GlbPoint, FlipAction::Verify { .. }]
         ));
-        let steps = plan(&d, "dc1", Flip::MakeSecondary, &|_| true, true).unwrap();
+        let steps = plan(&d, "dc1", Flip::MakeSecondary, &|_| true, true, false).unwrap();
         assert!(matches!(steps[0].action, FlipAction::Haproxy));
         // Not resuming: the same request is a usage error, as before.
-        assert!(plan(&d, "dc2", Flip::MakePrimary, &|_| true, false).is_err());
+        assert!(plan(&d, "dc2", Flip::MakePrimary, &|_| true, false, false).is_err());
     }
 }
 

@@ -228,3 +228,42 @@ async fn a_flip_killed_at_any_call_finishes_when_run_again() {
         }
     }
 }
+
+/// Issue 11: with the site lease, a planned flip moves the lease after the
+/// old primary is demoted and caught up, and before the promotion (Patroni's
+/// pre_promote refuses a cloud without it).
+#[tokio::test(start_paused = true)]
+async fn with_the_site_lease_a_planned_flip_moves_it_before_promoting() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    let e = sim.events();
+    let demote = position(&e, "dc1 follows dc2");
+    let lease = position(&e, "dc2 takes the site lease");
+    let promote = position(&e, "promote dc2");
+    assert!(demote < lease && lease < promote, "{e:#?}");
+    let w = sim.world();
+    assert_eq!(w.site_holder.as_deref(), Some("dc2"));
+    assert_eq!(w.writable_masters(), ["dc2-pg1"]);
+    assert!(w.most_masters <= 1);
+}
+
+/// A primary cloud pgha cannot reach but that still renews the lease is on
+/// the majority side of the sites and serving: promoting elsewhere would
+/// make two masters. Refused, after waiting out the ttl, unless --force.
+#[tokio::test(start_paused = true)]
+async fn a_lease_still_renewed_by_an_unreachable_cloud_stops_the_promotion_unless_forced() {
+    let mut sim = Sim::new(&crate::testkit::with_site_lease());
+    sim.lose_cloud("dc1");
+    let e = format!("{:#}", flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err());
+    assert!(e.contains("cloud dc1 still renews the site lease"), "{e}");
+    assert!(!sim.events().iter().any(|x| x.contains("promote")));
+    assert_eq!(sim.world().site_holder.as_deref(), Some("dc1"));
+    let design = sim.design();
+    let fleet = sim.fleet(&design);
+    let force = Options { force: true, ..YES };
+    run_on(&fleet, "dc2", Flip::MakePrimary, &force, ui::Output::Json)
+        .await
+        .unwrap();
+    assert_eq!(sim.world().site_holder.as_deref(), Some("dc2"));
+    assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+}

@@ -5,6 +5,7 @@ pub(crate) mod certs;
 pub(crate) mod cloud;
 pub(crate) mod recover;
 pub(crate) mod report;
+pub(crate) mod site;
 pub(crate) mod status;
 pub(crate) mod switchover;
 pub(crate) mod wal;

@@ -63,11 +63,40 @@ pub(crate) struct GlbStatus {
     pub up: Vec<String>,
 }
 
+/// The site lease, as the site members report it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct SiteStatus {
+    /// The site members answered (a majority of them: otherwise nobody can
+    /// hold the lease).
+    pub readable: bool,
+    pub members: Vec<SiteMember>,
+    /// The cloud whose master may take writes.
+    pub holder: Option<String>,
+    pub holder_host: Option<String>,
+    /// Seconds since the holder last renewed, and left before it expires.
+    pub lease_age_s: Option<i64>,
+    pub lease_remaining_s: Option<i64>,
+    pub ttl_s: u32,
+    /// The last holder, also after its lease ended.
+    pub last_holder: Option<String>,
+    pub auto_failover: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SiteMember {
+    pub host: String,
+    /// The cloud's name, or `witness`.
+    pub site: String,
+    pub healthy: bool,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
     pub cluster: String,
     pub hosts: Vec<HostRow>,
     pub glb: Option<GlbStatus>,
+    /// `None` without a site lease (two clouds, no witness).
+    pub site: Option<SiteStatus>,
     /// `deploy` renews a certificate within 30 days of its expiry.
     pub earliest_cert_expiry: Option<CertExpiry>,
     /// What needs attention, worst first; empty when all is well.
@@ -77,9 +106,16 @@ pub(crate) struct Status {
 /// What a DBA must know from the rows: writable hosts where none may be,
 /// clouds without a leader (and why), replicas behind the newest timeline,
 /// changes pgha still owes a cloud. Pure, so every rule is unit-tested.
-pub(crate) fn findings(hosts: &[HostRow], pending: &std::collections::BTreeMap<String, Vec<String>>) -> Vec<Finding> {
+pub(crate) fn findings(
+    hosts: &[HostRow],
+    pending: &std::collections::BTreeMap<String, Vec<String>>,
+    site: Option<&SiteStatus>,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut say = |level, message: String| out.push(Finding { level, message });
+    if let Some(site) = site {
+        site_findings(site, hosts, &mut say);
+    }
     let writable: Vec<&HostRow> = hosts.iter().filter(|r| r.read_write == Some(true)).collect();
     if writable.len() > 1 {
         let names: Vec<String> = writable.iter().map(|r| format!("{} ({})", r.host, r.cloud)).collect();
@@ -93,7 +129,14 @@ pub(crate) fn findings(hosts: &[HostRow], pending: &std::collections::BTreeMap<S
             ),
         );
     }
-    for r in writable.iter().filter(|r| r.cloud_status != "primary") {
+    // With a site lease the holder is the primary cloud (after an automatic
+    // failover, before the design records it); without, the design says.
+    let primary = |r: &HostRow| match site.and_then(|s| s.holder.as_deref()) {
+        Some(holder) => r.cloud == holder,
+        None if site.is_some_and(|s| s.readable) => false,
+        None => r.cloud_status == "primary",
+    };
+    for r in writable.iter().filter(|r| !primary(r)) {
         say(
             Level::Danger,
             format!(
@@ -156,6 +199,53 @@ pub(crate) fn findings(hosts: &[HostRow], pending: &std::collections::BTreeMap<S
     }
     out.sort_by_key(|f| std::cmp::Reverse(f.level));
     out
+}
+
+/// What the site lease says about the cluster.
+fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Level, String)) {
+    if !site.readable {
+        say(
+            Level::Warning,
+            "the site members have no majority (or none answers): nobody can renew the site lease, and the primary \
+             cloud's master fences itself; bring back the witness or a cloud's first host"
+                .to_string(),
+        );
+        return;
+    }
+    for m in site.members.iter().filter(|m| !m.healthy) {
+        say(
+            Level::Warning,
+            format!(
+                "site member {} ({}) is unhealthy: the site lease survives no further loss",
+                m.host, m.site
+            ),
+        );
+    }
+    match &site.holder {
+        None => say(
+            Level::Warning,
+            format!(
+                "no cloud holds the site lease{}: no master may be promoted anywhere; `pgha cloud make-primary CLOUD` gives it",
+                site.last_holder
+                    .as_ref()
+                    .map(|l| format!(" (cloud {l} held it last and fenced itself, or was made secondary)"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Some(holder) => {
+            let design_primary = hosts.iter().find(|r| r.cloud_status == "primary").map(|r| r.cloud.as_str());
+            if design_primary.is_some_and(|p| p != holder) {
+                say(
+                    Level::Warning,
+                    format!(
+                        "cloud {holder} holds the site lease but the design says {} is primary (an automatic \
+                         failover?): `pgha cloud make-primary {holder}` records it",
+                        design_primary.unwrap_or("-")
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn probe_script(d: &Design) -> String {
@@ -288,11 +378,13 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let pending = crate::state::load(d).map(|s| s.pending).unwrap_or_default();
+    let site = site_status(fleet).await;
     Status {
-        findings: findings(&hosts, &pending),
+        findings: findings(&hosts, &pending, site.as_ref()),
         cluster: d.platform.name.clone(),
         hosts,
         glb,
+        site,
         earliest_cert_expiry: earliest.and_then(|(host, at)| {
             Some(CertExpiry {
                 host,
@@ -301,6 +393,46 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
             })
         }),
     }
+}
+
+async fn site_status(fleet: &Fleet) -> Option<SiteStatus> {
+    let d = &fleet.design;
+    let site = d.site.as_ref()?;
+    let mut out = SiteStatus {
+        ttl_s: site.ttl,
+        auto_failover: site.auto_failover,
+        members: d
+            .site_members()
+            .iter()
+            .map(|(c, h)| SiteMember {
+                host: h.name.clone(),
+                site: c.map_or("witness".to_string(), |c| c.name.clone()),
+                healthy: false,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let Ok(state) = super::site::read(fleet, None).await else {
+        return Some(out);
+    };
+    let url_of = |address: &str| {
+        format!(
+            "https://{}:{}",
+            crate::design::shape::url_host(address),
+            site.client_port
+        )
+    };
+    for (m, (_, h)) in out.members.iter_mut().zip(d.site_members()) {
+        m.healthy = state.members.iter().any(|(u, ok)| *ok && *u == url_of(&h.address));
+    }
+    let healthy = out.members.iter().filter(|m| m.healthy).count();
+    out.readable = healthy * 2 > out.members.len();
+    out.holder = state.holder;
+    out.holder_host = state.holder_host;
+    out.lease_remaining_s = state.remaining;
+    out.lease_age_s = state.remaining.map(|r| i64::from(site.ttl) - r);
+    out.last_holder = state.last;
+    Some(out)
 }
 
 fn rfc3339(unix: i64) -> Option<String> {
@@ -368,6 +500,36 @@ pub(crate) fn table(s: &Status) -> String {
         None => "TLS certificates: none read".to_string(),
     };
     let mut text = format!("Cluster {}\n{t}\n{glb}\n{certs}", s.cluster);
+    if let Some(site) = &s.site {
+        let members: Vec<String> = site
+            .members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} ({}) {}",
+                    m.host,
+                    m.site,
+                    if m.healthy { "healthy" } else { "UNHEALTHY" }
+                )
+            })
+            .collect();
+        let lease = match (&site.holder, site.lease_age_s) {
+            (Some(h), Some(age)) => format!(
+                "held by {h}{}, renewed {age} s ago, {} s left of {} s",
+                site.holder_host.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
+                site.lease_remaining_s.unwrap_or(0),
+                site.ttl_s
+            ),
+            (Some(h), None) => format!("held by {h}"),
+            (None, _) if site.readable => "held by no cloud".to_string(),
+            (None, _) => "unknown (no majority of site members answers)".to_string(),
+        };
+        text.push_str(&format!(
+            "\nSite lease: {lease}; auto failover {}\nSite members: {}",
+            if site.auto_failover { "on" } else { "off" },
+            members.join(", ")
+        ));
+    }
     for f in &s.findings {
         let label = match f.level {
             Level::Danger => "DANGER",
@@ -468,7 +630,7 @@ mod tests {
             row("dc1", "primary", "a2", "replica", 2, false),
             row("dc2", "secondary", "b1", "standby leader", 2, false),
         ];
-        assert!(findings(&rows, &Default::default()).is_empty());
+        assert!(findings(&rows, &Default::default(), None).is_empty());
     }
 
     // HAZARDS #5: after a flip made during a partition, the old primary
@@ -479,7 +641,7 @@ mod tests {
             row("dc1", "secondary", "a1", "leader", 1, true),
             row("dc2", "primary", "b1", "leader", 2, true),
         ];
-        let f = findings(&rows, &Default::default());
+        let f = findings(&rows, &Default::default(), None);
         assert_eq!(levels(&f), [Level::Danger, Level::Danger], "{f:?}");
         assert!(
             f[0].message
@@ -503,7 +665,7 @@ mod tests {
             row("dc1", "primary", "a3", "replica", 1, false),
             row("dc2", "secondary", "b1", "standby leader", 2, false),
         ];
-        let f = findings(&rows, &Default::default());
+        let f = findings(&rows, &Default::default(), None);
         assert_eq!(levels(&f), [Level::Warning], "{f:?}");
         assert!(
             f[0].message
@@ -519,7 +681,7 @@ mod tests {
             row("dc1", "primary", "a2", "replica", 2, false),
         ];
         let pending = [("dc2".to_string(), vec!["become a standby cluster".to_string()])].into();
-        let f = findings(&rows, &pending);
+        let f = findings(&rows, &pending, None);
         assert_eq!(levels(&f), [Level::Warning, Level::Warning], "{f:?}");
         assert!(
             f[0].message.contains("a2 is on timeline 2, the newest in dc1 is 3"),
@@ -533,10 +695,81 @@ mod tests {
             cluster: "c".into(),
             hosts: Vec::new(),
             glb: None,
+            site: None,
             earliest_cert_expiry: None,
             findings: f,
         };
         let e = attention(&s).unwrap_err();
         assert_eq!(crate::error::exit_code(&e), 3);
+    }
+
+    fn site(holder: Option<&str>, witness_ok: bool) -> SiteStatus {
+        SiteStatus {
+            readable: true,
+            members: vec![
+                SiteMember {
+                    host: "a1".into(),
+                    site: "dc1".into(),
+                    healthy: true,
+                },
+                SiteMember {
+                    host: "b1".into(),
+                    site: "dc2".into(),
+                    healthy: true,
+                },
+                SiteMember {
+                    host: "w".into(),
+                    site: "witness".into(),
+                    healthy: witness_ok,
+                },
+            ],
+            holder: holder.map(str::to_string),
+            ttl_s: 30,
+            ..Default::default()
+        }
+    }
+
+    // Issue 11: with the site lease, the holder is the primary cloud.
+    #[test]
+    fn the_site_lease_decides_which_cloud_may_write() {
+        let healthy = [
+            row("dc1", "primary", "a1", "leader", 2, true),
+            row("dc2", "secondary", "b1", "standby leader", 2, false),
+        ];
+        assert!(findings(&healthy, &Default::default(), Some(&site(Some("dc1"), true))).is_empty());
+        // After an automatic failover, before the design records it: dc2
+        // writes and holds the lease, which is safe; the design is behind.
+        let taken_over = [
+            row("dc1", "primary", "a1", "standby leader", 3, false),
+            row("dc2", "secondary", "b1", "leader", 3, true),
+        ];
+        let f = findings(&taken_over, &Default::default(), Some(&site(Some("dc2"), true)));
+        assert_eq!(levels(&f), [Level::Warning], "{f:?}");
+        assert!(
+            f[0].message
+                .contains("cloud dc2 holds the site lease but the design says dc1"),
+            "{f:?}"
+        );
+        // A writable host outside the holder's cloud is unsafe.
+        let f = findings(&healthy, &Default::default(), Some(&site(Some("dc2"), true)));
+        assert_eq!(f[0].level, Level::Danger, "{f:?}");
+        assert!(f[0].message.contains("a1 takes writes"), "{f:?}");
+        // No holder, a member down, no majority: each a warning.
+        let f = findings(&taken_over[..1], &Default::default(), Some(&site(None, false)));
+        let text: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+        assert!(
+            text.iter().any(|m| m.contains("site member w (witness) is unhealthy")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|m| m.contains("no cloud holds the site lease")),
+            "{text:?}"
+        );
+        let dark = SiteStatus {
+            readable: false,
+            ..site(None, false)
+        };
+        let f = findings(&healthy, &Default::default(), Some(&dark));
+        assert!(f[0].message.contains("no majority"), "{f:?}");
     }
 }

@@ -33,6 +33,7 @@ pub fn table(header: &[&str]) -> Table {
 pub fn cloud_label(step: &crate::plan::Step) -> String {
     match (&step.cloud, step.cloud_status) {
         (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
+        _ if step.component == crate::components::Component::Site => "all sites".to_string(),
         _ => "GLB".to_string(),
     }
 }

@@ -261,6 +261,60 @@ pub(crate) fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<
     })
 }
 
+/// What the writer thread saw: acknowledged ids and when each was
+/// acknowledged, writes refused as read-only, the longest gap between
+/// acknowledgements.
+pub(crate) struct Written {
+    pub acked: Vec<i32>,
+    pub at: Vec<std::time::Instant>,
+    pub read_only: usize,
+    pub gap: std::time::Duration,
+}
+
+pub(crate) type Ticks = std::thread::JoinHandle<Written>;
+
+/// Writes through the GLB (`glb`:5000) every 100 ms on a thread until the
+/// returned flag is set. Bounded: at most 6000 writes.
+pub(crate) fn writer(glb: &str, pw: &str) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, Ticks) {
+    sql(glb, 5000, pw, "CREATE TABLE IF NOT EXISTS ticks (id int PRIMARY KEY)").unwrap();
+    let start: i32 = sql(glb, 5000, pw, "SELECT coalesce(max(id), 0) + 1 FROM ticks").unwrap()[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, pw, glb) = (stop.clone(), pw.to_string(), glb.to_string());
+    let handle = std::thread::spawn(move || {
+        let mut w = Written {
+            acked: Vec::new(),
+            at: Vec::new(),
+            read_only: 0,
+            gap: std::time::Duration::ZERO,
+        };
+        let mut last = std::time::Instant::now();
+        for id in start..start + 6000 {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            match sql(&glb, 5000, &pw, &format!("INSERT INTO ticks VALUES ({id})")) {
+                Ok(_) => {
+                    w.acked.push(id);
+                    w.at.push(std::time::Instant::now());
+                    w.gap = w.gap.max(last.elapsed());
+                    last = std::time::Instant::now();
+                }
+                // HAProxy sent the client to a replica.
+                Err(e) if e.contains("read-only") => w.read_only += 1,
+                Err(_) => {}
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        w.gap = w.gap.max(last.elapsed());
+        w
+    });
+    (stop, handle)
+}
+
 /// Polls until `f` returns true; panics naming `what` after `limit`.
 pub(crate) fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;

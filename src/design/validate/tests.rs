@@ -358,3 +358,79 @@ fn empty_file_is_reported_not_panicked() {
     assert!(ps.iter().any(|p| p.message.contains("no name")));
     assert!(ps.iter().any(|p| p.message.contains("lists no clouds")));
 }
+
+#[test]
+fn a_witness_turns_the_site_lease_on_with_defaults() {
+    let d = load(&format!("{BASE}witness: {{name: w, address: 10.0.2.1}}\n"))
+        .unwrap()
+        .design;
+    let site = d.site.as_ref().expect("a site lease");
+    assert_eq!(
+        (site.ttl, site.auto_failover, site.client_port, site.peer_port),
+        (30, false, 2479, 2480)
+    );
+    assert_eq!(site.maximum_lag, 16 * 1024 * 1024);
+    let members: Vec<&str> = d.site_members().iter().map(|(_, h)| h.name.as_str()).collect();
+    assert_eq!(members, ["a1", "b1", "w"]);
+    assert!(
+        load(BASE).unwrap().design.site.is_none(),
+        "two clouds alone: today's behaviour"
+    );
+}
+
+#[test]
+fn a_site_without_witness_or_third_cloud_is_refused() {
+    assert_error(
+        &format!("{BASE}site:\n  ttl: 30\n"),
+        "a site lease needs a witness host or three clouds or more",
+        "site",
+        16,
+    );
+}
+
+#[test]
+fn the_site_members_are_an_odd_count() {
+    let src = format!(
+        "{BASE}  - name: dc3\n    status: secondary\n    hosts:\n      - {{name: c1, address: 10.0.3.1}}\nwitness: {{name: w, address: 10.0.2.1}}\n"
+    );
+    assert_error(&src, "an even count", "witness", 20);
+    // Three clouds need no witness.
+    let three =
+        format!("{BASE}  - name: dc3\n    status: secondary\n    hosts:\n      - {{name: c1, address: 10.0.3.1}}\n");
+    assert_eq!(load(&three).unwrap().design.site_members().len(), 3);
+}
+
+#[test]
+fn site_ttl_range_and_witness_address_and_ports_are_checked() {
+    let w = "witness: {name: w, address: 10.0.2.1}\n";
+    assert_error(
+        &format!("{BASE}{w}site:\n  ttl: 5\n"),
+        "ttl 5 is out of range",
+        "site.ttl",
+        18,
+    );
+    assert_error(
+        &format!("{BASE}witness: {{name: w, address: 'a;b'}}\n"),
+        "invalid address",
+        "witness.address",
+        16,
+    );
+    assert_error(
+        &format!("{BASE}witness: {{name: w, address: 10.0.0.1}}\n"),
+        "address `10.0.0.1` is used twice",
+        "witness.address",
+        16,
+    );
+    assert_error(
+        &format!("{BASE}{w}site:\n  client_port: 2379\n"),
+        "collides",
+        "site.client_port",
+        18,
+    );
+    assert_error(
+        &format!("{BASE}{w}site:\n  auto_failovr: true\n"),
+        "unknown key",
+        "site.auto_failovr",
+        18,
+    );
+}

@@ -1,0 +1,234 @@
+//! The site lease (issue #11): which cloud may have a writable master.
+//!
+//! A small etcd cluster across the sites (each cloud's first host plus the
+//! witness, an odd count) holds one key bound to a lease of `site.ttl`
+//! seconds. On every database host a site agent runs: on the master of the
+//! cloud named in the key it renews the lease; on a master that cannot renew
+//! for a third of the ttl (cut off from most sites) it fences: the cloud
+//! becomes a standby cluster and PostgreSQL stops at once, well before the
+//! lease can expire anywhere else. Patroni's `pre_promote` asks the agent
+//! too, so no promotion happens outside the lease holder's cloud. With
+//! `auto_failover`, a secondary cloud's standby leader takes an expired
+//! lease when it is within `maximum_lag` of the WAL position the primary
+//! published with its last renewal, and promotes its cloud.
+
+use super::{etcd, tls, Component, FileSpec};
+use crate::design::shape::url_host;
+use crate::design::Design;
+
+/// The unit of the site member (a second etcd next to the cloud's own).
+pub(crate) const ETCD_SERVICE: &str = "pgha-site-etcd";
+pub(crate) const AGENT_SERVICE: &str = "pgha-site-agent";
+
+pub(crate) const ETCD_ENV: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-etcd.env.j2",
+    path: "/etc/pgha/site-etcd.env",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: ETCD_SERVICE,
+    check: None,
+};
+
+pub(crate) const ETCD_UNIT: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-etcd.service.j2",
+    path: "/etc/systemd/system/pgha-site-etcd.service",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: ETCD_SERVICE,
+    check: None,
+};
+
+pub(crate) const AGENT: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-agent.py.j2",
+    path: "/usr/local/lib/pgha/site-agent",
+    owner: "root",
+    group: "root",
+    mode: 0o755,
+    service: AGENT_SERVICE,
+    check: Some("python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())'"),
+};
+
+pub(crate) const AGENT_UNIT: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-agent.service.j2",
+    path: "/etc/systemd/system/pgha-site-agent.service",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: AGENT_SERVICE,
+    check: None,
+};
+
+/// The site files of a database host (the member files matter on the
+/// cloud's first host only).
+pub(crate) const DB_HOST_FILES: [FileSpec; 4] = [ETCD_ENV, ETCD_UNIT, AGENT, AGENT_UNIT];
+/// The files of the witness: TLS for etcd, and its member.
+pub(crate) const WITNESS_FILES: [FileSpec; 5] = [tls::TRUST, tls::CERT, tls::ETCD_KEY, ETCD_ENV, ETCD_UNIT];
+
+/// The packages of the witness.
+pub(crate) fn witness_packages() -> Vec<String> {
+    vec!["etcd-server".into(), "etcd-client".into()]
+}
+
+pub(crate) fn data_dir(cluster: &str) -> String {
+    format!("/var/lib/etcd/pgha-site-{cluster}")
+}
+
+/// The key naming the primary cloud (bound to the lease).
+pub(crate) fn primary_key(cluster: &str) -> String {
+    format!("/pgha-site/{cluster}/primary")
+}
+
+/// The last holder and its WAL position, kept after the lease ends.
+pub(crate) fn last_key(cluster: &str) -> String {
+    format!("/pgha-site/{cluster}/last")
+}
+
+/// Every site member's client URL, comma-separated.
+pub(crate) fn endpoints(design: &Design) -> String {
+    let port = design.site.as_ref().map_or(2479, |s| s.client_port);
+    design
+        .site_members()
+        .iter()
+        .map(|(_, h)| format!("https://{}:{port}", url_host(&h.address)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Health of every member, the key, its lease's time to live, and the last
+/// holder: lines `health URL healthy|unhealthy`, `primary JSON`,
+/// `remaining SECONDS`, `last JSON`.
+pub(crate) fn read_script(design: &Design) -> String {
+    let e = etcd::etcdctl_at(&endpoints(design));
+    let key = primary_key(&design.platform.name);
+    let last = last_key(&design.platform.name);
+    format!(
+        "e() {{ {e} \"$@\"; }}\n\
+e endpoint health 2>&1 | sed -n 's/^\\(https:[^ ]*\\) is \\(healthy\\|unhealthy\\).*/health \\1 \\2/p'\n\
+v=$(e get {key} --print-value-only) || exit 1\n\
+[ -n \"$v\" ] && printf 'primary %s\\n' \"$v\"\n\
+l=$(e get {key} -w fields | sed -n 's/^\"Lease\" : //p')\n\
+if [ -n \"$l\" ] && [ \"$l\" != 0 ]; then\n\
+  e lease timetolive \"$(printf '%x' \"$l\")\" | sed -n 's/.*remaining(\\(-*[0-9]*\\)s).*/remaining \\1/p'\n\
+fi\n\
+w=$(e get {last} --print-value-only)\n\
+[ -n \"$w\" ] && printf 'last %s\\n' \"$w\"\n\
+exit 0\n"
+    )
+}
+
+/// Gives the lease to `cloud`: a new lease of `ttl` seconds, put in one
+/// transaction that holds only if the key is as it was read (`revision`:
+/// its mod revision, `None`: absent). Prints `taken` or `moved` (someone
+/// changed it meanwhile). Cloud names are validated names; the JSON is
+/// Go-quoted for etcdctl's transaction syntax and checked plain here.
+pub(crate) fn take_script(design: &Design, cloud: &str, ttl: u32, revision: Option<u64>) -> String {
+    let e = etcd::etcdctl_at(&endpoints(design));
+    let key = primary_key(&design.platform.name);
+    let last = last_key(&design.platform.name);
+    let value = serde_json::json!({"cloud": cloud, "by": "pgha"}).to_string();
+    assert!(!value.contains(['$', '`', '\\', '\n']), "the lease value is plain");
+    let quoted = format!("\"{}\"", value.replace('"', "\\\""));
+    let compare = match revision {
+        Some(r) => format!("mod(\"{key}\") = \"{r}\""),
+        None => format!("create(\"{key}\") = \"0\""),
+    };
+    format!(
+        "e() {{ {e} \"$@\"; }}\n\
+id=$(e lease grant {ttl} | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n\
+[ -n \"$id\" ] || {{ echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }}\n\
+if e txn <<EOF | head -1 | grep -qx SUCCESS\n\
+{compare}\n\
+\n\
+put {key} {quoted} --lease=$id\n\
+put {last} {quoted}\n\
+\n\
+\n\
+EOF\n\
+then echo taken\n\
+else e lease revoke \"$id\" >/dev/null 2>&1; echo moved\n\
+fi\n"
+    )
+}
+
+/// The key's mod revision (0: absent), for [`take_script`].
+pub(crate) fn revision_script(design: &Design) -> String {
+    let e = etcd::etcdctl_at(&endpoints(design));
+    let key = primary_key(&design.platform.name);
+    format!("{e} get {key} -w fields | sed -n 's/^\"ModRevision\" : //p' | head -1 | grep . || echo 0\n")
+}
+
+/// What the site said.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct SiteState {
+    /// Member URL -> healthy.
+    pub members: Vec<(String, bool)>,
+    /// The cloud holding the lease.
+    pub holder: Option<String>,
+    pub holder_host: Option<String>,
+    /// Seconds left on the lease.
+    pub remaining: Option<i64>,
+    /// The last holder (also after its lease ended).
+    pub last: Option<String>,
+}
+
+pub(crate) fn parse_read(out: &str) -> SiteState {
+    let mut s = SiteState::default();
+    let cloud_of = |json: &str| {
+        serde_json::from_str::<serde_json::Value>(json).ok().map(|v| {
+            (
+                v["cloud"].as_str().map(str::to_string),
+                v["host"].as_str().map(str::to_string),
+            )
+        })
+    };
+    for line in out.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "health" => {
+                if let Some((url, state)) = rest.split_once(' ') {
+                    s.members.push((url.to_string(), state == "healthy"));
+                }
+            }
+            "primary" => {
+                if let Some((cloud, host)) = cloud_of(rest) {
+                    s.holder = cloud;
+                    s.holder_host = host;
+                }
+            }
+            "remaining" => s.remaining = rest.trim().parse().ok(),
+            "last" => s.last = cloud_of(rest).and_then(|(c, _)| c),
+            _ => {}
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_output_is_parsed() {
+        let out = "health https://10.0.0.11:2479 healthy\nhealth https://10.0.0.9:2479 unhealthy\n\
+                   primary {\"cloud\":\"dc1\",\"host\":\"dc1-pg1\",\"lsn\":123}\nremaining 27\nlast {\"cloud\":\"dc1\",\"lsn\":123}\n";
+        let s = parse_read(out);
+        assert_eq!(
+            s.members,
+            [
+                ("https://10.0.0.11:2479".to_string(), true),
+                ("https://10.0.0.9:2479".to_string(), false)
+            ]
+        );
+        assert_eq!(s.holder.as_deref(), Some("dc1"));
+        assert_eq!(s.holder_host.as_deref(), Some("dc1-pg1"));
+        assert_eq!(s.remaining, Some(27));
+        assert_eq!(s.last.as_deref(), Some("dc1"));
+        assert_eq!(parse_read("health https://a:2479 healthy\n").holder, None);
+    }
+}

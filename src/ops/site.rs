@@ -1,0 +1,105 @@
+//! The site lease as commands see it (see `components::site`): read it for
+//! `status`, and give it to a cloud for `cloud make-primary`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use anyhow::{anyhow, bail};
+
+use crate::components::site::{self, SiteState};
+use crate::design::Design;
+use crate::fleet::Fleet;
+
+/// The site members pgha can reach, `prefer`'s first.
+fn members<'a>(fleet: &'a Fleet, prefer: Option<&str>) -> Vec<&'a str> {
+    let mut hosts: Vec<(bool, &str)> = fleet
+        .design
+        .site_members()
+        .into_iter()
+        .filter(|(_, h)| fleet.reachable(&h.name))
+        .map(|(c, h)| (c.map(|c| c.name.as_str()) != prefer, h.name.as_str()))
+        .collect();
+    hosts.sort_by_key(|(later, _)| *later);
+    hosts.into_iter().map(|(_, h)| h).collect()
+}
+
+/// Runs `script` on the first site member that answers.
+async fn on_a_member(fleet: &Fleet, prefer: Option<&str>, what: &str, script: &str) -> anyhow::Result<String> {
+    let mut last = anyhow!("no site member is reachable over SSH");
+    for host in members(fleet, prefer) {
+        match fleet.remote(host)?.check(what, script).await {
+            Ok(out) => return Ok(out),
+            Err(e) => last = e.context(host.to_string()),
+        }
+    }
+    Err(last)
+}
+
+/// The lease, its holder and the members' health.
+pub(crate) async fn read(fleet: &Fleet, prefer: Option<&str>) -> anyhow::Result<SiteState> {
+    let out = on_a_member(
+        fleet,
+        prefer,
+        "reading the site lease",
+        &site::read_script(&fleet.design),
+    )
+    .await?;
+    Ok(site::parse_read(&out))
+}
+
+/// Gives the lease to `cloud`. `demoted`: pgha has just made the holder a
+/// standby cluster (a planned flip), so its lease may be moved at once.
+/// Otherwise a lease held by another cloud is waited out (a cloud cut off
+/// from most sites cannot renew it; it fenced itself), and one still renewed
+/// after its ttl is refused unless `force`: that cloud is serving.
+pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool) -> anyhow::Result<()> {
+    let d: &Design = &fleet.design;
+    let Some(s) = &d.site else { return Ok(()) };
+    let deadline = Instant::now() + Duration::from_secs(u64::from(s.ttl) + 10);
+    loop {
+        let state = read(fleet, Some(cloud)).await?;
+        let healthy = state.members.iter().filter(|(_, ok)| *ok).count();
+        if healthy * 2 <= d.site_members().len() {
+            bail!(
+                "only {healthy} of {} site members answer: without their majority nobody can hold the site lease, \
+                 and {cloud} may not become primary\n  hint: bring the witness or another cloud's first host back",
+                d.site_members().len()
+            );
+        }
+        let free = match state.holder.as_deref() {
+            None => true,
+            Some(h) if h == cloud => true,
+            Some(_) if demoted || force => true,
+            Some(holder) if Instant::now() >= deadline => bail!(
+                "cloud {holder} still renews the site lease ({}s left): its master is serving and reaches most \
+                 sites; making {cloud} primary now would make two masters. Nothing was promoted\n  hint: `pgha cloud \
+                 make-primary {cloud}` while {holder} is reachable demotes it first; `--force` takes the lease anyway \
+                 (its master then fences itself as soon as it reads the lease)",
+                state.remaining.unwrap_or(0)
+            ),
+            Some(holder) => {
+                eprintln!(
+                    "  cloud {holder} holds the site lease ({}s left): waiting for it to expire",
+                    state.remaining.unwrap_or(0)
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        debug_assert!(free);
+        if state.holder.as_deref() == Some(cloud) {
+            return Ok(());
+        }
+        let rev = on_a_member(fleet, Some(cloud), "reading the site lease", &site::revision_script(d)).await?;
+        let rev: u64 = rev.trim().parse().unwrap_or(0);
+        let script = site::take_script(d, cloud, s.ttl, (rev > 0).then_some(rev));
+        let out = on_a_member(fleet, Some(cloud), "taking the site lease", &script).await?;
+        if out.trim() == "taken" {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the site lease kept changing while {cloud} took it; nothing was promoted");
+        }
+    }
+}
