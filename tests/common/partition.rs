@@ -1,0 +1,404 @@
+//! Partitions between data centers on a lab with a witness (issue 11), for
+//! `tests/partition.rs` and `benches/partition.rs`: a monitor that asks every
+//! database host, from inside its own container (so also inside a
+//! partitioned cloud), whether it takes writes, and one run of "the primary
+//! cloud is cut off" with its figures.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{sql, stderr, stdout, wait_for, writer, TestLab};
+
+pub(crate) const DC1: [&str; 3] = ["dc1-pg1", "dc1-pg2", "dc1-pg3"];
+pub(crate) const DC2: [&str; 3] = ["dc2-pg1", "dc2-pg2", "dc2-pg3"];
+/// The lab design's `site.ttl`.
+pub(crate) const TTL: u64 = 20;
+
+/// A lab of three sites: its name (container prefix) and its /24's prefix.
+#[derive(Clone, Copy)]
+pub(crate) struct Sites {
+    pub name: &'static str,
+    pub prefix: &'static str,
+}
+
+impl Sites {
+    pub(crate) fn glb(&self) -> String {
+        format!("{}.5", self.prefix)
+    }
+
+    pub(crate) fn address(&self, host: &str) -> String {
+        let (cloud, n) = host.split_once("-pg").unwrap();
+        format!("{}.{}{n}", self.prefix, &cloud[2..])
+    }
+
+    /// Asks PostgreSQL on `host` itself (over its local socket, from inside
+    /// its container: a partition does not hide it) whether it takes writes.
+    pub(crate) fn read_write(&self, host: &str) -> Option<bool> {
+        let out = Command::new("timeout")
+            .args([
+                "3",
+                "docker",
+                "exec",
+                "-u",
+                "postgres",
+                &format!("{}-{host}", self.name),
+            ])
+            .args(["psql", "-XAtc", "SELECT NOT pg_is_in_recovery()"])
+            .output()
+            .ok()?;
+        match stdout(&out).trim() {
+            "t" => Some(true),
+            "f" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The hosts that take writes at one moment (asked in parallel).
+    pub(crate) fn writable_now(&self) -> Vec<String> {
+        let asks: Vec<_> = DC1
+            .iter()
+            .chain(&DC2)
+            .map(|h| {
+                let s = *self;
+                std::thread::spawn(move || (h.to_string(), s.read_write(h)))
+            })
+            .collect();
+        asks.into_iter()
+            .filter_map(|a| a.join().ok())
+            .filter(|(_, rw)| *rw == Some(true))
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// `ticks` on every host equal to the master's; returns `count:md5`.
+    pub(crate) fn same_rows_everywhere(&self, pw: &str) -> String {
+        let query = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM ticks";
+        let master = sql(&self.glb(), 5000, pw, query).unwrap()[0][0].clone().unwrap();
+        for host in DC1.iter().chain(&DC2) {
+            wait_for(
+                &format!("{host}'s rows equal the master's"),
+                Duration::from_secs(60),
+                || sql(&self.address(host), 5432, pw, query).is_ok_and(|r| r[0][0].as_deref() == Some(master.as_str())),
+            );
+        }
+        master
+    }
+
+    /// How many of `acked` are missing on the cluster now.
+    pub(crate) fn lost(&self, pw: &str, acked: &[i32]) -> usize {
+        let ids = acked.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let have: usize = sql(
+            &self.glb(),
+            5000,
+            pw,
+            &format!("SELECT count(*) FROM ticks WHERE id IN ({ids})"),
+        )
+        .unwrap()[0][0]
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        acked.len() - have
+    }
+}
+
+pub(crate) fn status_json(lab: &TestLab) -> serde_json::Value {
+    let out = lab.pgha(&["status", "--output", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status json: {e}: {}", stderr(&out)))
+}
+
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Samples which hosts take writes until stopped. Bounded: at most 2000
+/// samples.
+pub(crate) struct Monitor {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(Instant, Vec<String>)>>,
+}
+
+impl Monitor {
+    pub(crate) fn start(sites: Sites) -> Monitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            for _ in 0..2000 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                samples.push((Instant::now(), sites.writable_now()));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            samples
+        });
+        Monitor { stop, handle }
+    }
+
+    /// Stops; panics if two hosts were ever writable at once.
+    pub(crate) fn finish(self) -> Vec<(Instant, Vec<String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.handle.join().unwrap();
+        for (_, rw) in &samples {
+            assert!(rw.len() <= 1, "two writable masters at once: {rw:?}");
+        }
+        samples
+    }
+}
+
+/// The first sample at or after `from` for which `test` holds.
+fn first(samples: &[(Instant, Vec<String>)], from: Instant, test: impl Fn(&[String]) -> bool) -> Option<Instant> {
+    samples
+        .iter()
+        .find(|(at, rw)| *at >= from && test(rw))
+        .map(|(at, _)| *at)
+}
+
+/// Writes on `host` itself every 200 ms (over its local socket, from inside
+/// its container), as clients inside a cut-off cloud do, until stopped;
+/// returns when each write was acknowledged. Negative ids: the GLB writer's
+/// are positive. Bounded: at most 600 writes.
+fn inside_writer(sites: Sites, host: String) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<Instant>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        for _ in 0..600 {
+            if flag.load(Ordering::Relaxed) {
+                break;
+            }
+            let out = Command::new("timeout")
+                .args([
+                    "3",
+                    "docker",
+                    "exec",
+                    "-u",
+                    "postgres",
+                    &format!("{}-{host}", sites.name),
+                ])
+                .args([
+                    "psql",
+                    "-XAtc",
+                    "INSERT INTO ticks SELECT least(coalesce(min(id), 0), 0) - 1 FROM ticks",
+                ])
+                .output();
+            if out.is_ok_and(|o| o.status.success()) {
+                acked.push(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        acked
+    });
+    (stop, handle)
+}
+
+/// The fence's documented bound: a third of the ttl without a renewal, the
+/// requests then in flight (three of ttl/15), the stop.
+pub(crate) fn fence_bound() -> Duration {
+    Duration::from_secs_f64(TTL as f64 / 3.0 + 3.0 * TTL as f64 / 15.0 + 3.0)
+}
+
+/// What one cut of the primary cloud measured.
+pub(crate) struct Cut {
+    pub old: &'static str,
+    pub new: &'static str,
+    /// From the cut to no host of the old cloud taking writes.
+    pub fenced: Duration,
+    /// From the cut to a host of the new cloud taking writes.
+    pub promoted: Duration,
+    /// From the last write acknowledged before the cut to the first after.
+    pub first_write: Option<Duration>,
+    pub acked: usize,
+    pub lost: usize,
+    pub rows: String,
+    /// Writes acknowledged inside the old cloud (on its master) after the
+    /// cut: past the fork, discarded by the rewind after the heal.
+    pub inside_after_cut: usize,
+    /// The commits the fenced master's agent counted past its last
+    /// published position, and kept the WAL of.
+    pub kept_commits: u64,
+}
+
+/// Cuts the primary cloud (the site lease's holder) off from everything,
+/// this machine included, with a client writing through the GLB every
+/// 100 ms. It fences itself; the other cloud becomes primary (by `cloud
+/// make-primary`, or by itself with auto failover); after the heal the old
+/// one follows with no pgha command, its rows equal to the new primary's.
+/// Ends recorded and healthy: after a takeover `make-primary` records it,
+/// and a deploy settles what the flip owed the cut-off cloud.
+pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> Cut {
+    let holder = status_json(lab)["site"]["holder"].as_str().unwrap().to_string();
+    let (old, new, old_hosts, new_hosts) = if holder == "dc1" {
+        ("dc1", "dc2", DC1, DC2)
+    } else {
+        ("dc2", "dc1", DC2, DC1)
+    };
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    let old_master = sites.writable_now().pop().expect("a master");
+    assert!(old_master.starts_with(old), "{old_master}");
+    let (stop_inside, inside) = inside_writer(sites, old_master.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = Instant::now();
+    let out = lab.lab(&["partition", old, "--operator"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for(
+        &format!("{old} to fence its master"),
+        fence_bound() + Duration::from_secs(5),
+        || old_hosts.iter().all(|h| sites.read_write(h) != Some(true)),
+    );
+    stop_inside.store(true, Ordering::Relaxed);
+    let inside_after_cut = inside.join().unwrap().iter().filter(|t| **t > cut).count();
+    if !auto {
+        let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
+        assert_eq!(out.status.code(), Some(0), "make-primary: {}", stderr(&out));
+    }
+    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 3), || {
+        new_hosts.iter().any(|h| sites.read_write(h) == Some(true))
+    });
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let out = lab.lab(&["unpartition", old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The old primary cloud follows with no pgha command.
+    wait_for(&format!("{old} to follow {new}"), Duration::from_secs(120), || {
+        status_json(lab)["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["cloud"] != old || (h["read_write"] == false && h["state"] == "streaming"))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    let samples = monitor.finish();
+    let fenced = first(&samples, cut, |rw| rw.iter().all(|h| !h.starts_with(old))).unwrap();
+    let promoted = first(&samples, cut, |rw| rw.iter().any(|h| h.starts_with(new))).unwrap();
+    let last_before = w.at.iter().rev().find(|t| **t < cut).copied().unwrap_or(cut);
+    let first_after = w.at.iter().find(|t| **t > promoted).copied();
+    // Patroni asked the site agent before promoting.
+    let asked = new_hosts.iter().any(|h| {
+        lab.ssh_ok(&sites.address(h), "journalctl -u patroni --no-pager -o cat")
+            .contains("pre_promote script `/usr/local/lib/pgha/site-agent --may-promote` exited with 0")
+    });
+    assert!(asked, "no pre_promote in {new}'s Patroni logs");
+    let rows = sites.same_rows_everywhere(pw);
+    let lost = sites.lost(pw, &w.acked);
+    // The fenced master's agent kept the WAL past its last published position.
+    let record = lab.ssh_ok(&sites.address(&old_master), "tail -1 /var/lib/pgha/site-fenced.json");
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    let kept_commits = record["commits_past_published"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{record}"));
+    let kept = record["kept"].as_str().unwrap();
+    let files = lab.ssh_ok(&sites.address(&old_master), &format!("ls {kept} | wc -l"));
+    assert!(files != "0", "no WAL kept in {kept}");
+    if auto {
+        assert_eq!(status_json(lab)["site"]["holder"], new);
+        let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "make-primary after the takeover: {}",
+            stderr(&out)
+        );
+    }
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+    let out = lab.pgha(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    Cut {
+        old,
+        new,
+        fenced: fenced - cut,
+        promoted: promoted - cut,
+        first_write: first_after.map(|t| t - last_before),
+        acked: w.acked.len(),
+        lost,
+        rows,
+        inside_after_cut,
+        kept_commits,
+    }
+}
+
+impl Cut {
+    pub(crate) fn describe(&self, mode: &str) -> String {
+        format!(
+            "{mode}: {} partitioned: fenced after {} (bound {}), {} writable after {}, first write through the GLB \
+             after {}; acknowledged writes lost: {} of {}; rows on all 6 hosts equal ({}); writes acknowledged \
+             inside {} after the cut (discarded by the rewind): {}, commits the fenced master kept the WAL of: {}",
+            self.old,
+            secs(self.fenced),
+            secs(fence_bound()),
+            self.new,
+            secs(self.promoted),
+            self.first_write.map_or("-".into(), secs),
+            self.lost,
+            self.acked,
+            self.rows,
+            self.old,
+            self.inside_after_cut,
+            self.kept_commits
+        )
+    }
+}
+
+/// Turns auto failover on or off in the lab's design and deploys (the
+/// agents restart with it).
+pub(crate) fn set_auto_failover(lab: &TestLab, on: bool) {
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let (from, to) = if on { ("false", "true") } else { ("true", "false") };
+    std::fs::write(
+        lab.design(),
+        design.replace(&format!("auto_failover: {from}"), &format!("auto_failover: {to}")),
+    )
+    .unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+}
+
+/// The primary cloud cut off for `cut_for` (longer than the fence takes),
+/// with nobody making another cloud primary meanwhile: it fences, and when
+/// the link returns it is primary again by itself (it is still the lease's
+/// last holder). Returns the longest write gap through the GLB and the
+/// acknowledged writes lost.
+pub(crate) fn blip_primary(sites: Sites, lab: &TestLab, pw: &str, cut_for: Duration) -> (Duration, usize) {
+    let holder = status_json(lab)["site"]["holder"].as_str().unwrap().to_string();
+    let hosts = if holder == "dc1" { DC1 } else { DC2 };
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = Instant::now();
+    let out = lab.lab(&["partition", &holder]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for(
+        &format!("{holder} to fence its master"),
+        fence_bound() + Duration::from_secs(5),
+        || hosts.iter().all(|h| sites.read_write(h) != Some(true)),
+    );
+    std::thread::sleep(cut_for.saturating_sub(cut.elapsed()));
+    let out = lab.lab(&["unpartition", &holder]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for(
+        &format!("{holder} to take writes again"),
+        Duration::from_secs(60),
+        || hosts.iter().any(|h| sites.read_write(h) == Some(true)),
+    );
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    monitor.finish();
+    sites.same_rows_everywhere(pw);
+    let lost = sites.lost(pw, &w.acked);
+    assert_eq!(status_json(lab)["site"]["holder"], holder.as_str());
+    let out = lab.pgha(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    (w.gap, lost)
+}
