@@ -363,8 +363,7 @@ async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Optio
     );
     let script = crate::components::site::read_script(d);
     let members = d.site_members().len();
-    let mut seen = String::from("no site member answered");
-    let done = poll(Duration::from_secs(90), || async {
+    poll(Duration::from_secs(90), || async {
         for host in hosts {
             let Ok(r) = ctx.remote(host) else { continue };
             let Ok(out) = r.check("reading the site lease", &script).await else {
@@ -372,20 +371,16 @@ async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Optio
             };
             let state = crate::components::site::parse_read(&out);
             let healthy = state.members.iter().filter(|(_, ok)| *ok).count();
-            let quorum = healthy * 2 > members;
             let held = match holder {
                 Some(Some(c)) => state.holder.as_deref() == Some(c),
                 _ => true,
             };
-            return Ok(quorum && held);
+            return Ok(healthy * 2 > members && held);
         }
         Ok(false)
     })
-    .await;
-    if done.is_err() {
-        seen = format!("{seen} or the lease is not held as the design says");
-    }
-    done.with_context(|| format!("the site lease: {seen}"))
+    .await
+    .context("the site members have no healthy majority, or the lease is not held as the design says")
 }
 
 /// The cloud's Patroni cluster as one of its members sees it.

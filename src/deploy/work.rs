@@ -306,35 +306,9 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 write_if_differs(&mut items, &facts, file(i, host, spec));
             }
         }
-        Action::ConfigureSite => {
-            if write_if_differs(&mut items, &facts, file(i, host, &site::ETCD_UNIT)) {
-                items.push(Work::DaemonReload);
-            }
-            converge(&mut items, &facts, file(i, host, &site::ETCD_ENV), Work::Restart);
-            reread_tls(
-                &mut items,
-                i,
-                host,
-                &facts,
-                Work::Restart(site::ETCD_SERVICE),
-                &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
-            );
-        }
-        Action::ConfigureSiteAgents => {
-            if write_if_differs(&mut items, &facts, file(i, host, &site::AGENT_UNIT)) {
-                items.push(Work::DaemonReload);
-            }
-            converge(&mut items, &facts, file(i, host, &site::AGENT), Work::Restart);
-            // The agent loads the host's certificate when it starts.
-            reread_tls(
-                &mut items,
-                i,
-                host,
-                &facts,
-                Work::Restart(site::AGENT_SERVICE),
-                &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
-            );
-        }
+        Action::ConfigureSite => site_service(&mut items, i, host, &facts, site::ETCD_UNIT, site::ETCD_ENV),
+        // The agent loads the host's certificate when it starts, like etcd.
+        Action::ConfigureSiteAgents => site_service(&mut items, i, host, &facts, site::AGENT_UNIT, site::AGENT),
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {
                 items.push(Work::InstallPackages(facts.missing_packages.clone()));
@@ -358,6 +332,24 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         host: host.to_string(),
         items,
     }
+}
+
+/// A service of the site lease (its member or its agent): its unit file
+/// (systemd rereads it), its main file (a change restarts it) and the TLS
+/// files it loads at start (a change restarts it too).
+fn site_service(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts, unit: FileSpec, main: FileSpec) {
+    if write_if_differs(items, facts, file(i, host, &unit)) {
+        items.push(Work::DaemonReload);
+    }
+    converge(items, facts, file(i, host, &main), Work::Restart);
+    reread_tls(
+        items,
+        i,
+        host,
+        facts,
+        Work::Restart(main.service),
+        &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
+    );
 }
 
 /// Has this cloud's etcd cluster (pgha's data directory) been created?

@@ -108,6 +108,27 @@ fn verify_step(name: &str) -> (String, FlipAction) {
     )
 }
 
+/// How every make-primary ends once `target` has its master: `followers`
+/// become its standby clusters, traffic routes to it, the design records it.
+fn settle_new_primary(steps: &mut Vec<(String, FlipAction)>, design: &Design, target: &Cloud, followers: &[&Cloud]) {
+    let name = &target.name;
+    for c in followers {
+        steps.push((
+            format!("governor: {} follows {name} (standby cluster)", c.name),
+            FlipAction::Follow {
+                cloud: c.name.clone(),
+                follow: addresses(target),
+            },
+        ));
+    }
+    steps.extend(route_to(name));
+    steps.push((
+        format!("record {name} as primary in {}", design.path.display()),
+        FlipAction::SaveDesign,
+    ));
+    steps.push(verify_step(name));
+}
+
 /// The numbered plan. Pure: the design, the target and which clouds answer.
 pub(crate) fn plan(
     design: &Design,
@@ -139,19 +160,8 @@ pub(crate) fn plan(
         // An automatic failover already gave the cloud the site lease and a
         // master (the old primary fenced itself): what is left is to record it.
         Flip::MakePrimary if taken_over && !target.is_primary() => {
-            let new_hosts = addresses(target);
-            for c in design.clouds.iter().filter(|c| c.name != name) {
-                steps.push((
-                    format!("governor: {} follows {name} (standby cluster)", c.name),
-                    FlipAction::Follow {
-                        cloud: c.name.clone(),
-                        follow: new_hosts.clone(),
-                    },
-                ));
-            }
-            steps.extend(route_to(name));
-            steps.push((format!("record {name} as primary in {file}"), FlipAction::SaveDesign));
-            steps.push(verify_step(name));
+            let others: Vec<&Cloud> = design.clouds.iter().filter(|c| c.name != name).collect();
+            settle_new_primary(&mut steps, design, target, &others);
         }
         Flip::MakeSecondary => {
             if !target.is_primary() {
@@ -243,22 +253,12 @@ pub(crate) fn plan(
                 FlipAction::Promote { cloud: name.into() },
             ));
             let old_primary = design.primary_clouds().next().map(|c| c.name.clone());
-            for c in design
+            let others: Vec<&Cloud> = design
                 .clouds
                 .iter()
                 .filter(|c| c.name != name && Some(&c.name) != old_primary.as_ref())
-            {
-                steps.push((
-                    format!("governor: {} follows {name} (standby cluster)", c.name),
-                    FlipAction::Follow {
-                        cloud: c.name.clone(),
-                        follow: new_hosts.clone(),
-                    },
-                ));
-            }
-            steps.extend(route_to(name));
-            steps.push((format!("record {name} as primary in {file}"), FlipAction::SaveDesign));
-            steps.push(verify_step(name));
+                .collect();
+            settle_new_primary(&mut steps, design, target, &others);
         }
     }
     Ok(steps

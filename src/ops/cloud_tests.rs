@@ -11,9 +11,13 @@ const YES: Options = Options {
 };
 
 async fn flip(sim: &Sim, name: &str, flip: Flip) -> anyhow::Result<()> {
+    flip_with(sim, name, flip, &YES).await
+}
+
+async fn flip_with(sim: &Sim, name: &str, flip: Flip, opts: &Options) -> anyhow::Result<()> {
     let design = sim.design();
     let fleet = sim.fleet(&design);
-    run_on(&fleet, name, flip, &YES, ui::Output::Json).await
+    run_on(&fleet, name, flip, opts, ui::Output::Json).await
 }
 
 fn position(events: &[String], what: &str) -> usize {
@@ -142,10 +146,7 @@ async fn commits_only_another_cloud_holds_stop_the_promotion_unless_forced() {
     assert!(sim.world().writable_masters().is_empty());
     assert!(!sim.events().iter().any(|x| x.contains("promote")));
     // The run is recorded as unfinished: the same command with --force finishes it.
-    let design = sim.design();
-    let fleet = sim.fleet(&design);
-    let force = Options { force: true, ..YES };
-    run_on(&fleet, "dc2", Flip::MakePrimary, &force, ui::Output::Json)
+    flip_with(&sim, "dc2", Flip::MakePrimary, &Options { force: true, ..YES })
         .await
         .unwrap();
     assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
@@ -258,10 +259,7 @@ async fn a_lease_still_renewed_by_an_unreachable_cloud_stops_the_promotion_unles
     assert!(e.contains("cloud dc1 still renews the site lease"), "{e}");
     assert!(!sim.events().iter().any(|x| x.contains("promote")));
     assert_eq!(sim.world().site_holder.as_deref(), Some("dc1"));
-    let design = sim.design();
-    let fleet = sim.fleet(&design);
-    let force = Options { force: true, ..YES };
-    run_on(&fleet, "dc2", Flip::MakePrimary, &force, ui::Output::Json)
+    flip_with(&sim, "dc2", Flip::MakePrimary, &Options { force: true, ..YES })
         .await
         .unwrap();
     assert_eq!(sim.world().site_holder.as_deref(), Some("dc2"));

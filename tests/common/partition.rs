@@ -33,9 +33,9 @@ impl Sites {
         format!("{}.{}{n}", self.prefix, &cloud[2..])
     }
 
-    /// Asks PostgreSQL on `host` itself (over its local socket, from inside
-    /// its container: a partition does not hide it) whether it takes writes.
-    pub(crate) fn read_write(&self, host: &str) -> Option<bool> {
+    /// Runs `query` on `host` itself, over its local socket from inside its
+    /// container (a partition does not hide it); its output when it succeeded.
+    pub(crate) fn psql_inside(&self, host: &str, query: &str) -> Option<String> {
         let out = Command::new("timeout")
             .args([
                 "3",
@@ -45,10 +45,15 @@ impl Sites {
                 "postgres",
                 &format!("{}-{host}", self.name),
             ])
-            .args(["psql", "-XAtc", "SELECT NOT pg_is_in_recovery()"])
+            .args(["psql", "-XAtc", query])
             .output()
             .ok()?;
-        match stdout(&out).trim() {
+        out.status.success().then(|| stdout(&out).trim().to_string())
+    }
+
+    /// Whether PostgreSQL on `host` itself takes writes.
+    pub(crate) fn read_write(&self, host: &str) -> Option<bool> {
+        match self.psql_inside(host, "SELECT NOT pg_is_in_recovery()")?.as_str() {
             "t" => Some(true),
             "f" => Some(false),
             _ => None,
@@ -170,22 +175,8 @@ fn inside_writer(sites: Sites, host: String) -> (Arc<AtomicBool>, std::thread::J
             if flag.load(Ordering::Relaxed) {
                 break;
             }
-            let out = Command::new("timeout")
-                .args([
-                    "3",
-                    "docker",
-                    "exec",
-                    "-u",
-                    "postgres",
-                    &format!("{}-{host}", sites.name),
-                ])
-                .args([
-                    "psql",
-                    "-XAtc",
-                    "INSERT INTO ticks SELECT least(coalesce(min(id), 0), 0) - 1 FROM ticks",
-                ])
-                .output();
-            if out.is_ok_and(|o| o.status.success()) {
+            let insert = "INSERT INTO ticks SELECT least(coalesce(min(id), 0), 0) - 1 FROM ticks";
+            if sites.psql_inside(&host, insert).is_some() {
                 acked.push(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -265,13 +256,19 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     std::thread::sleep(Duration::from_secs(2));
     let out = lab.lab(&["unpartition", old]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // The old primary cloud follows with no pgha command.
+    // The old primary cloud follows with no pgha command: every host of it
+    // read-only, replicating (Patroni 3.0 says `running`, 4 `streaming`) on
+    // the new master's timeline.
     wait_for(&format!("{old} to follow {new}"), Duration::from_secs(120), || {
-        status_json(lab)["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|h| h["cloud"] != old || (h["read_write"] == false && h["state"] == "streaming"))
+        let s = status_json(lab);
+        let hosts = s["hosts"].as_array().unwrap();
+        let newest = hosts.iter().filter_map(|h| h["timeline"].as_u64()).max();
+        hosts.iter().all(|h| {
+            h["cloud"] != old
+                || (h["read_write"] == false
+                    && h["timeline"].as_u64() == newest
+                    && (h["state"] == "streaming" || h["state"] == "running"))
+        })
     });
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
