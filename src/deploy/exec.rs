@@ -551,10 +551,24 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
                     &haproxy::stats_script(&glb.stats_address, glb.stats_port),
                 )
                 .await?;
-            Ok(!haproxy::up_servers(&csv, &proxy).is_empty())
+            let up = haproxy::up_servers(&csv, &proxy);
+            // With a site lease the GLB lists every host and a new one starts
+            // as up: wait until its checks leave the master's alone, or a
+            // client sent to another would have its session shut down.
+            Ok(if d.site.is_some() {
+                up.len() == 1
+            } else {
+                !up.is_empty()
+            })
         })
         .await
-        .with_context(|| format!("{host}: the GLB sees no primary-cloud HAProxy up"))?;
+        .with_context(|| {
+            if d.site.is_some() {
+                format!("{host}: the GLB does not see exactly one host up (the master's)")
+            } else {
+                format!("{host}: the GLB sees no primary-cloud HAProxy up")
+            }
+        })?;
     }
     Ok(())
 }

@@ -57,6 +57,7 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
     let d: &Design = &fleet.design;
     let Some(s) = &d.site else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(u64::from(s.ttl) + 10);
+    let mut told = false;
     loop {
         let state = read(fleet, Some(cloud)).await?;
         let healthy = state.members.iter().filter(|(_, ok)| *ok).count();
@@ -67,10 +68,10 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
                 d.site_members().len()
             );
         }
-        let free = match state.holder.as_deref() {
-            None => true,
-            Some(h) if h == cloud => true,
-            Some(_) if demoted || force => true,
+        match state.holder.as_deref() {
+            Some(h) if h == cloud => return Ok(()),
+            None => {}
+            Some(_) if demoted || force => {}
             Some(holder) if Instant::now() >= deadline => bail!(
                 "cloud {holder} still renews the site lease ({}s left): its master is serving and reaches most \
                  sites; making {cloud} primary now would make two masters. Nothing was promoted\n  hint: `pgha cloud \
@@ -79,17 +80,16 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
                 state.remaining.unwrap_or(0)
             ),
             Some(holder) => {
-                eprintln!(
-                    "  cloud {holder} holds the site lease ({}s left): waiting for it to expire",
-                    state.remaining.unwrap_or(0)
-                );
+                if !told {
+                    eprintln!(
+                        "  cloud {holder} holds the site lease ({}s left): waiting for it to expire",
+                        state.remaining.unwrap_or(0)
+                    );
+                    told = true;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-        };
-        debug_assert!(free);
-        if state.holder.as_deref() == Some(cloud) {
-            return Ok(());
         }
         let rev = on_a_member(fleet, Some(cloud), "reading the site lease", &site::revision_script(d)).await?;
         let rev: u64 = rev.trim().parse().unwrap_or(0);
