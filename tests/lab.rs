@@ -27,6 +27,7 @@ fn lab_lifecycle() {
         ("dc1-pg1", "10.79.0.11"),
         ("dc2-pg1", "10.79.0.21"),
         ("glb1", "10.79.0.5"),
+        ("witness", "10.79.0.4"),
     ];
     let answers = |addr: &str| lab.ssh(addr, "true").status.success();
 
@@ -36,7 +37,7 @@ fn lab_lifecycle() {
     }
     let keys = std::fs::read_to_string(&kh).unwrap();
     let distinct: std::collections::HashSet<_> = keys.lines().map(|l| l.split_whitespace().nth(2)).collect();
-    assert_eq!(distinct.len(), 3, "each host has its own key:\n{keys}");
+    assert_eq!(distinct.len(), 4, "each host has its own key:\n{keys}");
 
     // An unknown host key is refused.
     let empty = lab.dir.with_file_name("empty_known_hosts");
@@ -73,6 +74,18 @@ fn lab_lifecycle() {
     assert_eq!(dc2["network"], "cut");
     assert_eq!(lab.lab(&["heal", "dc2"]).status.code(), Some(0));
     wait_for("dc2 to come back", Duration::from_secs(30), || answers("10.79.0.21"));
+
+    // partition the witness: no cloud reaches it, and back.
+    let reaches_witness = || {
+        lab.ssh_ok(
+            "10.79.0.11",
+            "timeout 2 bash -c '</dev/tcp/10.79.0.4/22' && echo open || echo cut",
+        )
+    };
+    assert_eq!(lab.lab(&["partition", "witness"]).status.code(), Some(0));
+    assert_eq!(reaches_witness(), "cut");
+    assert_eq!(lab.lab(&["unpartition", "witness"]).status.code(), Some(0));
+    assert_eq!(reaches_witness(), "open");
 
     // Unknown targets are a usage error.
     assert_eq!(lab.lab(&["kill", "nosuchhost"]).status.code(), Some(2));
