@@ -56,6 +56,9 @@ pub(crate) const POSTGRES_KEY: FileSpec = FileSpec {
     check: None,
 };
 
+/// What an etcd member reads (a cloud's, or a site member on the witness too).
+pub(crate) const ETCD_FILES: [FileSpec; 3] = [TRUST, CERT, ETCD_KEY];
+
 /// The TLS files of a database host, in the order they are written.
 pub(crate) const FILES: [FileSpec; 4] = [TRUST, CERT, ETCD_KEY, POSTGRES_KEY];
 

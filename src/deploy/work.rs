@@ -243,14 +243,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 }
                 // New certificates or trust: a running member restarts (one
                 // at a time, the cluster keeping quorum) to read them.
-                reread_tls(
-                    &mut items,
-                    i,
-                    host,
-                    &facts,
-                    Work::Restart("etcd"),
-                    &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
-                );
+                reread_tls(&mut items, i, host, &facts, Work::Restart("etcd"), &tls::ETCD_FILES);
             }
         }
         Action::BootstrapLeader | Action::JoinReplicas => {
@@ -302,7 +295,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             if !facts.missing_packages.is_empty() {
                 items.push(Work::InstallPackages(facts.missing_packages.clone()));
             }
-            for spec in &[tls::TRUST, tls::CERT, tls::ETCD_KEY] {
+            for spec in &tls::ETCD_FILES {
                 write_if_differs(&mut items, &facts, file(i, host, spec));
             }
         }
@@ -342,14 +335,7 @@ fn site_service(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts
         items.push(Work::DaemonReload);
     }
     converge(items, facts, file(i, host, &main), Work::Restart);
-    reread_tls(
-        items,
-        i,
-        host,
-        facts,
-        Work::Restart(main.service),
-        &[tls::TRUST, tls::CERT, tls::ETCD_KEY],
-    );
+    reread_tls(items, i, host, facts, Work::Restart(main.service), &tls::ETCD_FILES);
 }
 
 /// Has this cloud's etcd cluster (pgha's data directory) been created?
