@@ -66,6 +66,16 @@ pub(crate) fn up_servers(csv: &str, proxy: &str) -> Vec<String> {
         .collect()
 }
 
+/// Servers that still take new sessions: up, or up and going down after a
+/// first failed check (`UP 1/2`), which `up_servers` leaves out.
+pub(crate) fn serving_servers(csv: &str, proxy: &str) -> Vec<String> {
+    servers(csv, proxy)
+        .into_iter()
+        .filter(|(_, s)| s.starts_with("UP"))
+        .map(|(n, _)| n)
+        .collect()
+}
+
 /// The proxy name a database host's HAProxy routes the master through.
 pub(crate) fn primary_proxy(cluster: &str) -> String {
     format!("{cluster}-primary")
@@ -74,6 +84,26 @@ pub(crate) fn primary_proxy(cluster: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_going_down_still_serves() {
+        let csv = "# pxname,svname,status\nc-glb,a,UP\nc-glb,b,UP 1/2\nc-glb,c,DOWN\nc-glb,d,DOWN 1/2\n";
+        let csv = csv.replace(
+            ",status",
+            ",qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status",
+        );
+        let pad = |l: &str| {
+            let (head, status) = l.rsplit_once(',').unwrap();
+            format!("{head},0,0,0,0,0,0,0,0,,0,,0,0,0,0,{status}")
+        };
+        let csv: String = csv
+            .lines()
+            .map(|l| if l.starts_with('#') { l.to_string() } else { pad(l) })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(up_servers(&csv, "c-glb"), ["a"]);
+        assert_eq!(serving_servers(&csv, "c-glb"), ["a", "b"]);
+    }
 
     #[test]
     fn the_configs_name_the_socket_and_file_the_reload_uses() {

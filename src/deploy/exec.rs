@@ -553,10 +553,11 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
                 .await?;
             let up = haproxy::up_servers(&csv, &proxy);
             // With a site lease the GLB lists every host and a new one starts
-            // as up: wait until its checks leave the master's alone, or a
-            // client sent to another would have its session shut down.
+            // as up: wait until its checks leave the master's alone (a server
+            // going down, `UP 1/2`, still takes sessions), or a client sent to
+            // another would have its session shut down.
             Ok(if d.site.is_some() {
-                up.len() == 1
+                up.len() == 1 && haproxy::serving_servers(&csv, &proxy) == up
             } else {
                 !up.is_empty()
             })
