@@ -190,6 +190,25 @@ impl TestLab {
         stdout(&out).trim().to_string()
     }
 
+    /// What `units` logged on the hosts at `addresses` in the 8 seconds
+    /// before `end`: printed when a write gap crosses its bound, so a rare
+    /// failure (seen once in CI, never here) says what happened meanwhile.
+    pub(crate) fn journals_before(&self, end: std::time::SystemTime, addresses: &[String], units: &[&str]) -> String {
+        let end = end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let units: String = units.iter().map(|u| format!(" -u {u}")).collect();
+        let mut out = String::new();
+        for a in addresses {
+            let cmd = format!(
+                "journalctl --no-pager -o short-precise --since @{} --until @{}{units}",
+                end - 8,
+                end + 1
+            );
+            let o = self.ssh(a, &cmd);
+            out.push_str(&format!("== {a}\n{}\n", String::from_utf8_lossy(&o.stdout)));
+        }
+        out
+    }
+
     pub(crate) fn superuser_password(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("pgha.secrets.yaml")).unwrap();
         let line = text.lines().find(|l| l.starts_with("superuser_password:")).unwrap();
@@ -277,6 +296,8 @@ pub(crate) struct Written {
     pub at: Vec<std::time::Instant>,
     pub read_only: usize,
     pub gap: std::time::Duration,
+    /// When the longest gap ended (wall clock, to match the hosts' journals).
+    pub gap_end: std::time::SystemTime,
 }
 
 pub(crate) type Ticks = std::thread::JoinHandle<Written>;
@@ -298,6 +319,7 @@ pub(crate) fn writer(glb: &str, pw: &str) -> (std::sync::Arc<std::sync::atomic::
             at: Vec::new(),
             read_only: 0,
             gap: std::time::Duration::ZERO,
+            gap_end: std::time::SystemTime::now(),
         };
         let mut last = std::time::Instant::now();
         for id in start..start + 6000 {
@@ -308,7 +330,10 @@ pub(crate) fn writer(glb: &str, pw: &str) -> (std::sync::Arc<std::sync::atomic::
                 Ok(_) => {
                     w.acked.push(id);
                     w.at.push(std::time::Instant::now());
-                    w.gap = w.gap.max(last.elapsed());
+                    if last.elapsed() > w.gap {
+                        w.gap = last.elapsed();
+                        w.gap_end = std::time::SystemTime::now();
+                    }
                     last = std::time::Instant::now();
                 }
                 // HAProxy sent the client to a replica.
@@ -317,7 +342,10 @@ pub(crate) fn writer(glb: &str, pw: &str) -> (std::sync::Arc<std::sync::atomic::
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        w.gap = w.gap.max(last.elapsed());
+        if last.elapsed() > w.gap {
+            w.gap = last.elapsed();
+            w.gap_end = std::time::SystemTime::now();
+        }
         w
     });
     (stop, handle)
