@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{CertsCommand, Cli, CloudCommand, Command, LabCommand};
+use crate::cli::{BackupCommand, CertsCommand, Cli, CloudCommand, Command, LabCommand};
 use crate::design::{self, Design};
 use crate::error;
 use crate::plan::Plan;
@@ -114,6 +114,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: args.dry_run,
             };
             interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
+        }
+        Command::Backup(args) => {
+            use crate::ops::backup;
+            let design = load(&cli)?;
+            match args.command {
+                Some(BackupCommand::List) => runtime()?.block_on(backup::list(&design, cli.output)),
+                Some(BackupCommand::Check) => runtime()?.block_on(backup::check(&design, cli.output)),
+                None => {
+                    let opts = backup::Options {
+                        kind: args.kind,
+                        cloud: args.cloud.clone(),
+                        yes: args.yes,
+                        dry_run: args.dry_run,
+                    };
+                    interruptible(backup::take(&design, &opts, cli.output))
+                }
+            }
+        }
+        Command::Restore(args) => {
+            use crate::components::backup::Target;
+            let design = load(&cli)?;
+            let target = match (&args.to, &args.backup) {
+                (Some(t), _) => Target::Time(t.clone()),
+                (_, Some(l)) => Target::Backup(l.clone()),
+                _ => Target::Latest,
+            }
+            .checked()
+            .map_err(error::Usage)?;
+            let opts = crate::ops::restore::Options {
+                target,
+                yes: args.yes,
+                dry_run: args.dry_run,
+            };
+            interruptible(crate::ops::restore::run(&design, &opts, cli.output))
         }
         Command::Certs(CertsCommand::Rotate(args)) => {
             let design = load(&cli)?;
@@ -243,6 +277,7 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
                 },
                 // An odd count of sites: a witness next to an even number of clouds.
                 witness: !a.no_witness && a.clouds % 2 == 0,
+                backup: !a.no_backup,
             };
             let l = lab::up(&spec, &say).await?;
             match output {

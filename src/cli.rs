@@ -60,6 +60,12 @@ pub enum Command {
     /// The cluster's TLS certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Take a backup into every cloud's repository (pgBackRest); `list` and
+    /// `check` read them.
+    Backup(BackupArgs),
+    /// Restore the whole cluster to a point in time, the end of the archive,
+    /// or a backup: every host's data is replaced (the old kept aside).
+    Restore(RestoreArgs),
     /// A lab of real hosts (systemd containers with sshd) on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -167,6 +173,9 @@ pub struct LabUpArgs {
     /// No witness host: two clouds alone, without the site lease.
     #[arg(long)]
     pub no_witness: bool,
+    /// No backup repository hosts: the design written has no backups.
+    #[arg(long)]
+    pub no_backup: bool,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +200,54 @@ pub enum CertsCommand {
     /// Replace the cluster CA and every certificate, rolling, with no moment
     /// where members cannot talk (old and new CA trusted during the switch).
     Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// The backup type: a full copy, or the changes since the last full
+    /// (diff) or since the last backup of any type (incr).
+    #[arg(long = "type", value_enum, default_value_t = crate::components::backup::Kind::Full)]
+    pub(crate) kind: crate::components::backup::Kind,
+    /// Only this cloud's repository (default: every cloud's).
+    #[arg(long, value_name = "NAME")]
+    pub cloud: Option<String>,
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "latest", "backup"])))]
+pub struct RestoreArgs {
+    /// The time to recover to: `YYYY-MM-DD HH:MM:SS` with an offset (e.g. `+00`).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Recover to the last archived transaction.
+    #[arg(long)]
+    pub latest: bool,
+    /// Recover a backup (a label from `pgha backup list`), to the point it is consistent.
+    #[arg(long, value_name = "LABEL")]
+    pub backup: Option<String>,
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Every repository's backups: type, start, duration, size, WAL range.
+    List,
+    /// pgbackrest check from every repository: the archive reaches it.
+    Check,
 }
 
 #[derive(Debug, Args)]

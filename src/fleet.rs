@@ -27,6 +27,8 @@ impl Fleet {
         }
         // The witness holds a vote on the site lease: commands that move or read it need it.
         hosts.extend(design.witness().cloned());
+        // The repositories: backups, their list and the archive's health.
+        hosts.extend(design.repository_hosts().cloned());
         let (ok, unreachable) = remote::connect_all(&hosts, Duration::from_secs(8)).await;
         let remotes: BTreeMap<String, Remote> = ok.into_iter().map(|r| (r.name.clone(), r)).collect();
         match resolve(design, &remotes).await {

@@ -100,6 +100,8 @@ pub fn wanted_names(design: &Design, host: &str) -> Vec<String> {
     }
     // The witness's site member is reached at its address.
     addrs.extend(design.witness().map(|w| w.address.clone()));
+    // So are the repository hosts' pgBackRest servers.
+    addrs.extend(design.repository_hosts().map(|h| h.address.clone()));
     names.extend(addrs);
     // Canonical order, no duplicates: the comparison with a stored
     // certificate must not depend on the design's order.
@@ -309,7 +311,13 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         trust.push_str(&pem);
     }
     let mut hosts = BTreeMap::new();
-    for h in design.clouds.iter().flat_map(|c| &c.hosts).chain(design.witness()) {
+    for h in design
+        .clouds
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .chain(design.witness())
+        .chain(design.repository_hosts())
+    {
         let names = wanted_names(design, &h.name);
         let (crt, key) = (host_path(&dir, &h.name, "crt"), host_path(&dir, &h.name, "key"));
         let have = match (read(&crt)?, read(&key)?) {

@@ -31,6 +31,14 @@ pub enum Action {
     ConfigureSiteAgents,
     /// Wait until the design's primary cloud holds the site lease.
     VerifySite,
+    /// pgBackRest on a cloud's database hosts: its config and TLS server.
+    ConfigurePgbackrest,
+    /// The repository hosts: pgBackRest, its server and the backup timers.
+    ConfigureRepositories,
+    /// Create the stanza and take the first full backup where there is none.
+    InitRepositories,
+    /// `pgbackrest check` from each repository: the archive works.
+    VerifyBackup,
     ConfigureGlb,
     RunGlbCommand,
     VerifyGlb,
@@ -48,6 +56,10 @@ impl Action {
             Action::InstallWitness | Action::ConfigureSite | Action::ConfigureSiteAgents | Action::VerifySite => {
                 Component::Site
             }
+            Action::ConfigurePgbackrest
+            | Action::ConfigureRepositories
+            | Action::InitRepositories
+            | Action::VerifyBackup => Component::Backup,
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
         }
     }
@@ -65,6 +77,10 @@ impl Action {
             Action::ConfigureSite => "configure",
             Action::ConfigureSiteAgents => "agents",
             Action::VerifySite => "verify",
+            Action::ConfigurePgbackrest => "configure",
+            Action::ConfigureRepositories => "repositories",
+            Action::InitRepositories => "stanza",
+            Action::VerifyBackup => "verify",
             Action::ConfigureGlb => "configure",
             Action::RunGlbCommand => "repoint",
             Action::VerifyGlb => "verify",
@@ -73,7 +89,10 @@ impl Action {
 
     /// Does this step change hosts (as opposed to only observing them)?
     pub fn changes_hosts(self) -> bool {
-        !matches!(self, Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite)
+        !matches!(
+            self,
+            Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite | Action::VerifyBackup
+        )
     }
 }
 
@@ -105,11 +124,18 @@ impl Plan {
     /// site lease comes with the whole cluster only: it spans every cloud.
     pub fn for_clouds(design: &Design, clouds: &[&Cloud], with_glb: bool) -> Plan {
         let mut b = Builder::default();
+        let all = clouds.len() == design.clouds.len();
+        if all {
+            // Before any database host starts: its replicas try the
+            // repositories first, and its archive and restore commands use them.
+            repository_steps(&mut b, design);
+        }
         for cloud in clouds {
             cloud_steps(&mut b, design, cloud);
         }
-        if clouds.len() == design.clouds.len() {
+        if all {
             site_steps(&mut b, design);
+            backup_steps(&mut b, design);
         }
         if with_glb {
             glb_steps(&mut b, design);
@@ -157,12 +183,14 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
                     .map(|r| format!("{} on {}", r.postgres, r.os))
                     .collect::<Vec<_>>()
                     .join(", "),
-                packages::STACK.join(", ")
+                packages::STACK
+                    .iter()
+                    .chain(design.backup.iter().map(|_| &packages::BACKUP))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            _ => format!(
-                "install {} where missing",
-                packages::db_host(design.platform.postgres_version).join(", ")
-            ),
+            _ => format!("install {} where missing", packages::db_host_of(design).join(", ")),
         },
     );
     b.push(
@@ -175,6 +203,18 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             crate::components::tls::DIR
         ),
     );
+    if let Some(backup) = &design.backup {
+        b.push(
+            c,
+            Action::ConfigurePgbackrest,
+            names.clone(),
+            format!(
+                "write {}, run pgBackRest's TLS server (:{}) for the repositories",
+                crate::components::backup::CONFIG.path,
+                backup.port
+            ),
+        );
+    }
     b.push(
         c,
         Action::ConfigureEtcd,
@@ -288,6 +328,54 @@ fn site_steps(b: &mut Builder, design: &Design) {
         Action::VerifySite,
         members,
         format!("wait until the site members are healthy and {primary} holds the site lease"),
+    );
+}
+
+fn repository_steps(b: &mut Builder, design: &Design) {
+    use crate::components::backup;
+    let Some(bk) = &design.backup else { return };
+    let names: Vec<String> = bk.repositories.iter().map(|r| r.host.name.clone()).collect();
+    let schedule: Vec<String> = backup::Kind::ALL
+        .iter()
+        .filter_map(|k| k.schedule(bk).map(|s| format!("{} `{s}`", k.as_str())))
+        .collect();
+    b.push(
+        None,
+        Action::ConfigureRepositories,
+        names,
+        format!(
+            "install {} where missing, write {} and the certificate, run pgBackRest's TLS server (:{}); \
+             backup timers: {}",
+            backup::repository_packages().join(", "),
+            backup::CONFIG.path,
+            bk.port,
+            if schedule.is_empty() {
+                "none".to_string()
+            } else {
+                schedule.join(", ")
+            }
+        ),
+    );
+}
+
+fn backup_steps(b: &mut Builder, design: &Design) {
+    use crate::components::backup;
+    let Some(bk) = &design.backup else { return };
+    let names: Vec<String> = bk.repositories.iter().map(|r| r.host.name.clone()).collect();
+    b.push(
+        None,
+        Action::InitRepositories,
+        names.clone(),
+        format!(
+            "create stanza {} where missing and take a first full backup into each repository that has none",
+            backup::stanza(design)
+        ),
+    );
+    b.push(
+        None,
+        Action::VerifyBackup,
+        names,
+        "pgbackrest check from each repository: a WAL segment the master switches to reaches it".to_string(),
     );
 }
 

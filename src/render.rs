@@ -7,11 +7,21 @@ use anyhow::{anyhow, Context};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use crate::components::backup;
 use crate::components::{self, FileSpec};
-use crate::design::{Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication};
+use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 13] = [
+const EMBEDDED: [(&str, &str); 16] = [
+    ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
+    (
+        "pgha-backup@.service.j2",
+        include_str!("../templates/pgha-backup@.service.j2"),
+    ),
+    (
+        "pgha-backup.timer.j2",
+        include_str!("../templates/pgha-backup.timer.j2"),
+    ),
     ("site-etcd.env.j2", include_str!("../templates/site-etcd.env.j2")),
     (
         "site-etcd.service.j2",
@@ -68,7 +78,7 @@ pub struct Renderer {
 }
 
 /// What templates see of TLS: file contents and where they live on the host.
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct TlsContext<'a> {
     trust: &'a str,
     cert: &'a str,
@@ -86,7 +96,7 @@ pub struct EtcdBootstrap {
     pub state: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct DbHost<'a> {
     name: &'a str,
     address: &'a str,
@@ -95,18 +105,18 @@ struct DbHost<'a> {
 }
 
 /// A GLB host, which pg_hba lets in: clients reach the master through it.
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct GlbHost {
     hba_address: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct Standby {
     hosts: Vec<String>,
     port: u16,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct TemplateContext<'a> {
     platform: &'a Platform,
     clouds: &'a [Cloud],
@@ -134,6 +144,34 @@ struct TemplateContext<'a> {
     /// The statistics pages ask for a password (not bound to loopback).
     haproxy_stats_auth: bool,
     glb_stats_auth: bool,
+    backup: Option<&'a Backup>,
+    stanza: &'a str,
+    /// pgBackRest's commands in Patroni's config (with backups on).
+    backup_commands: Option<BackupCommands>,
+    /// Set when rendering a repository host's files.
+    repository: Option<&'a Repository>,
+    /// Every repository in the design's order: repoN is the same one on
+    /// every host (a repository host serves only its own index).
+    repositories: Vec<&'a Repository>,
+    /// pgBackRest's index of the repository being rendered, or of this
+    /// database host's cloud's (its replicas restore from that one).
+    repo_index: usize,
+    /// Certificate names this host's pgBackRest server lets in.
+    backup_clients: Vec<&'a str>,
+    /// A repository's database hosts, its own cloud's first.
+    backup_sources: Vec<&'a Host>,
+    /// Patroni's `create_replica_methods`, in order.
+    replica_methods: Vec<&'static str>,
+    /// The timer being rendered: its backup type and calendar.
+    kind: &'static str,
+    calendar: &'a str,
+}
+
+#[derive(Serialize, Clone)]
+struct BackupCommands {
+    archive: String,
+    restore: String,
+    replica: String,
 }
 
 impl Renderer {
@@ -227,6 +265,44 @@ impl Renderer {
             .collect()
     }
 
+    /// The files of a cloud's repository host: TLS, pgBackRest's config, the
+    /// backup unit and a timer for each scheduled backup type.
+    pub fn repository_host(
+        &self,
+        design: &Design,
+        repo: &Repository,
+        secrets: &Secrets,
+    ) -> anyhow::Result<Vec<RenderedFile>> {
+        let primary = design.primary_clouds().next();
+        let b = design.backup.as_ref().expect("a repository comes with backups");
+        let cx = TemplateContext {
+            repository: Some(repo),
+            backup_clients: design
+                .clouds
+                .iter()
+                .flat_map(|c| c.hosts.iter().map(|h| h.name.as_str()))
+                .collect(),
+            backup_sources: ordered_hosts(design, &repo.cloud),
+            ..self.context(design, design.cloud(&repo.cloud), &repo.host, primary, secrets)
+        };
+        let mut files: Vec<RenderedFile> = backup::REPOSITORY_FILES
+            .iter()
+            .chain([&backup::BACKUP_UNIT])
+            .map(|spec| self.render(*spec, &cx))
+            .collect::<anyhow::Result<_>>()?;
+        for kind in backup::Kind::ALL {
+            if let Some(calendar) = kind.schedule(b) {
+                let cx = TemplateContext {
+                    kind: kind.as_str(),
+                    calendar,
+                    ..cx.clone()
+                };
+                files.push(self.render(kind.timer(), &cx)?);
+            }
+        }
+        Ok(files)
+    }
+
     /// The files of the witness.
     pub fn witness_host(&self, design: &Design, host: &Host, secrets: &Secrets) -> anyhow::Result<Vec<RenderedFile>> {
         let primary = design.primary_clouds().next();
@@ -255,6 +331,8 @@ impl Renderer {
         primary: Option<&'a Cloud>,
         secrets: &'a Secrets,
     ) -> TemplateContext<'a> {
+        let backup = design.backup.as_ref();
+        let repositories: Vec<&Repository> = backup.map(|b| b.repositories.iter().collect()).unwrap_or_default();
         let mine = self.pki.as_ref().and_then(|p| p.hosts.get(&host.name));
         let tls = TlsContext {
             trust: self
@@ -309,6 +387,23 @@ impl Renderer {
             standby: None,
             synchronous_mode: false,
             secrets: secrets.for_templates(),
+            backup,
+            stanza: &design.platform.name,
+            backup_commands: backup.map(|_| BackupCommands {
+                archive: backup::archive_command(design),
+                restore: backup::restore_command(design),
+                replica: cloud
+                    .map(|c| backup::replica_command(design, &c.name))
+                    .unwrap_or_default(),
+            }),
+            repository: None,
+            repo_index: cloud.map_or(0, |c| backup::repo_index(design, &c.name)),
+            repositories,
+            backup_clients: design.repository_hosts().map(|h| h.name.as_str()).collect(),
+            backup_sources: Vec::new(),
+            replica_methods: components::patroni::replica_methods(design),
+            kind: "",
+            calendar: "",
         }
     }
 
@@ -338,8 +433,22 @@ impl Renderer {
                 files: self.witness_host(design, host, secrets)?,
             });
         }
+        for repo in design.backup.iter().flat_map(|b| &b.repositories) {
+            out.push(HostFiles {
+                cloud: Some(repo.cloud.clone()),
+                host: repo.host.name.clone(),
+                files: self.repository_host(design, repo, secrets)?,
+            });
+        }
         Ok(out)
     }
+}
+
+/// Every database host, `cloud`'s first.
+fn ordered_hosts<'a>(design: &'a Design, cloud: &str) -> Vec<&'a Host> {
+    let mut clouds: Vec<&Cloud> = design.clouds.iter().collect();
+    clouds.sort_by_key(|c| c.name != cloud);
+    clouds.iter().flat_map(|c| &c.hosts).collect()
 }
 
 fn db_hosts(design: &Design) -> Vec<DbHost<'_>> {

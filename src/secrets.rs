@@ -13,6 +13,8 @@ pub const RESTAPI_USER: &str = "pgha";
 pub const STATS_USER: &str = "pgha-stats";
 /// Overrides `stats_password`, like [`ENV`] the others.
 pub const STATS_ENV: &str = "PGHA_STATS_PASSWORD";
+/// Overrides `backup_passphrase`.
+pub const BACKUP_ENV: &str = "PGHA_BACKUP_PASSPHRASE";
 
 /// Environment variables that override the file, by field.
 pub const ENV: [(&str, &str); 3] = [
@@ -31,6 +33,10 @@ pub struct Secrets {
     /// before it existed lack it: it is generated then.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stats_password: String,
+    /// Encrypts the backup repositories (pgBackRest's cipher pass). Files
+    /// written before backups existed lack it: it is generated then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backup_passphrase: String,
 }
 
 impl fmt::Debug for Secrets {
@@ -40,12 +46,13 @@ impl fmt::Debug for Secrets {
 }
 
 /// What templates see: the secrets plus the fixed user names.
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 pub struct TemplateSecrets<'a> {
     pub superuser_password: &'a str,
     pub replication_password: &'a str,
     pub restapi_password: &'a str,
     pub stats_password: &'a str,
+    pub backup_passphrase: &'a str,
     pub replication_user: &'static str,
     pub restapi_user: &'static str,
     pub stats_user: &'static str,
@@ -60,6 +67,7 @@ impl Secrets {
             replication_password: r(),
             restapi_password: r(),
             stats_password: r(),
+            backup_passphrase: r(),
         }
     }
 
@@ -69,6 +77,7 @@ impl Secrets {
             replication_password: random_password()?,
             restapi_password: random_password()?,
             stats_password: random_password()?,
+            backup_passphrase: random_password()?,
         })
     }
 
@@ -81,6 +90,7 @@ impl Secrets {
             &self.replication_password,
             &self.restapi_password,
             &self.stats_password,
+            &self.backup_passphrase,
         ] {
             if !s.is_empty() {
                 out = out.replace(s.as_str(), "REDACTED");
@@ -95,6 +105,7 @@ impl Secrets {
             replication_password: &self.replication_password,
             restapi_password: &self.restapi_password,
             stats_password: &self.stats_password,
+            backup_passphrase: &self.backup_passphrase,
             replication_user: REPLICATION_USER,
             restapi_user: RESTAPI_USER,
             stats_user: STATS_USER,
@@ -122,6 +133,7 @@ impl Secrets {
                         replication_password: b,
                         restapi_password: c,
                         stats_password: env(STATS_ENV).unwrap_or_default(),
+                        backup_passphrase: env(BACKUP_ENV).unwrap_or_default(),
                     }))
                 }
                 _ => return Ok(None),
@@ -142,6 +154,9 @@ impl Secrets {
         if let Some(v) = env(STATS_ENV) {
             secrets.stats_password = v;
         }
+        if let Some(v) = env(BACKUP_ENV) {
+            secrets.backup_passphrase = v;
+        }
         // It stands unquoted in HAProxy's config.
         if !secrets
             .stats_password
@@ -159,12 +174,19 @@ impl Secrets {
     /// Loads the secrets, generating and saving them (0600) when absent.
     pub fn load_or_generate(path: &Path) -> anyhow::Result<Self> {
         if let Some(mut s) = Self::load(path)? {
-            if s.stats_password.is_empty() {
-                // A file from before the statistics password: add it, once.
-                s.stats_password = random_password()?;
-                if path.exists() {
-                    s.save(path)?;
+            // A file from before these secrets existed: add them, once.
+            let mut added = false;
+            let file = path.exists();
+            // Without a file (the environment alone) a generated passphrase
+            // would be lost: the deploy refuses instead.
+            for (slot, needs_file) in [(&mut s.stats_password, false), (&mut s.backup_passphrase, true)] {
+                if slot.is_empty() && (file || !needs_file) {
+                    *slot = random_password()?;
+                    added = true;
                 }
+            }
+            if added && file {
+                s.save(path)?;
             }
             return Ok(s);
         }

@@ -382,7 +382,7 @@ impl World {
             }
         }
         if let Some(hosts) = standby_hosts(script) {
-            let follow = patroni::standby_cluster(&hosts, d.haproxy.port).to_string();
+            let follow = patroni::standby_cluster(&d, &hosts).to_string();
             if script == patroni::edit_config_script(&[("standby_cluster".into(), follow)]) {
                 // Which clouds the addresses belong to, as `dc2` or `dc2,dc3`.
                 let followed: Vec<&str> = d
@@ -448,7 +448,7 @@ impl World {
         let d = &self.design;
         let s = &self.hosts[host];
         let (db_files, glb_files) = (components::db_host_files(d), components::glb_host_files(d));
-        let db = crate::deploy::facts::script(d, &packages::db_host(d.platform.postgres_version), &db_files, true);
+        let db = crate::deploy::facts::script(d, &packages::db_host_of(d), &db_files, true);
         let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &glb_files, false);
         let specs: &[FileSpec] = if script == db {
             &db_files
@@ -551,7 +551,7 @@ impl World {
                     .filter_map(|n| d.cloud(n))
                     .flat_map(|c| c.hosts.iter().map(|h| h.address.clone()))
                     .collect();
-                patroni::standby_cluster(&hosts, d.haproxy.port)
+                patroni::standby_cluster(d, &hosts)
             }
         };
         doc.insert("standby_cluster".into(), standby);
@@ -761,6 +761,14 @@ fn fake_remote(h: &crate::design::Host, world: &Arc<Mutex<World>>) -> Remote {
         world: world.clone(),
     };
     Remote::over(&h.name, &h.address, Arc::new(t))
+}
+
+/// One of the repository's example designs, loaded.
+pub(crate) fn example(name: &str) -> Design {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    crate::design::load(&path).expect("the examples are valid").design
 }
 
 /// Three clouds of three hosts and a GLB host: every path of a flip.

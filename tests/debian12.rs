@@ -70,6 +70,24 @@ fn debian_12_deploys_fails_over_and_flips() {
         return;
     }
     let lab = TestLab::up("pgha-deb12", &format!("{P}.0/24"), &["--os", "debian12"]);
+    // Debian 12's pgBackRest (2.45) checks certificates by DNS name only:
+    // with the lab's hosts named by IP address, backups are refused before
+    // any change (seen failing otherwise: "unable to find hostname ... in
+    // certificate"); without them the cluster deploys as before.
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verifies certificates by DNS name only"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        lab.ssh_ok(&addr("11"), "systemctl is-active patroni || true"),
+        "inactive",
+        "nothing was started"
+    );
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    std::fs::write(lab.design(), design.replace("backup:\n", "backup:\n  enabled: false\n")).unwrap();
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
     let version = sql(&glb(), 5000, &pw, "SHOW server_version").unwrap();

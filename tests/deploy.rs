@@ -52,7 +52,11 @@ fn deploy_end_to_end() {
     }
     let _one_lab_at_a_time = serial();
     // Logged in as a user with passwordless sudo, not root (issue 10).
-    let lab = TestLab::up("pgha-lab", "10.75.0.0/24", &["--user", "pgha-op", "--no-witness"]);
+    let lab = TestLab::up(
+        "pgha-lab",
+        "10.75.0.0/24",
+        &["--user", "pgha-op", "--no-witness", "--no-backup"],
+    );
 
     // 7. A host key that does not match known_hosts: refused before any change.
     let kh = lab.dir.join("known_hosts");
@@ -658,7 +662,7 @@ fn deploy_on_bare_hosts_installs_everything() {
     let lab = TestLab::up(
         "pgha-bare",
         "10.76.0.0/24",
-        &["--image", "bare", "--hosts", "1", "--no-witness"],
+        &["--image", "bare", "--hosts", "1", "--no-witness", "--no-backup"],
     );
     assert_eq!(
         lab.ssh_ok("10.76.0.11", "command -v patroni || echo missing"),
@@ -684,7 +688,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
         return;
     }
     let _one_lab_at_a_time = serial();
-    let lab = TestLab::up("pgha-grow", "10.71.0.0/24", &["--clouds", "1"]);
+    let lab = TestLab::up("pgha-grow", "10.71.0.0/24", &["--clouds", "1", "--no-backup"]);
     // First deploy two of the three hosts.
     let inventory = lab.dir.join("inventories/dc1.yaml");
     let all = std::fs::read_to_string(&inventory).unwrap();

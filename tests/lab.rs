@@ -28,6 +28,9 @@ fn lab_lifecycle() {
         ("dc2-pg1", "10.79.0.21"),
         ("glb1", "10.79.0.5"),
         ("witness", "10.79.0.4"),
+        // Each cloud's backup repository.
+        ("dc1-backup", "10.79.0.19"),
+        ("dc2-backup", "10.79.0.29"),
     ];
     let answers = |addr: &str| lab.ssh(addr, "true").status.success();
 
@@ -37,16 +40,24 @@ fn lab_lifecycle() {
     }
     let keys = std::fs::read_to_string(&kh).unwrap();
     let distinct: std::collections::HashSet<_> = keys.lines().map(|l| l.split_whitespace().nth(2)).collect();
-    assert_eq!(distinct.len(), 4, "each host has its own key:\n{keys}");
+    assert_eq!(distinct.len(), 6, "each host has its own key:\n{keys}");
 
     // An unknown host key is refused.
     let empty = lab.dir.with_file_name("empty_known_hosts");
     std::fs::write(&empty, "").unwrap();
     assert!(!lab.ssh_checking(&empty, "10.79.0.11", "true").status.success());
 
-    // The generated design is valid and points at the lab.
+    // The generated design is valid and points at the lab, backups included;
+    // the repositories are no database hosts.
     let v = lab.pgha(&["validate"]);
     assert_eq!(v.status.code(), Some(0), "{}", stderr(&v));
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    assert!(
+        design.contains("    - cloud: dc2\n      name: dc2-backup\n      address: 10.79.0.29\n"),
+        "{design}"
+    );
+    let inventory = std::fs::read_to_string(lab.dir.join("inventories/dc1.yaml")).unwrap();
+    assert!(!inventory.contains("backup"), "{inventory}");
 
     // kill: powered off; start: boots again with its disk intact.
     lab.ssh_ok("10.79.0.11", "echo before > /root/marker");

@@ -35,7 +35,7 @@ fn partitions_never_leave_two_writable_masters() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &[]);
+    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &["--no-backup"]);
     let out = lab.pgha(&["deploy", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
     let pw = lab.superuser_password();

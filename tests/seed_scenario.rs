@@ -134,7 +134,7 @@ fn seed_scenario() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &["--no-witness"]);
+    let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &["--no-witness", "--no-backup"]);
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
     let ttl = Duration::from_secs(20); // the lab design's governor ttl

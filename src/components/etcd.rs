@@ -119,6 +119,20 @@ pub(crate) fn del_script(client_port: u16, key: &str) -> String {
     format!("{} del {}", etcdctl(client_port), quote(key))
 }
 
+/// Deletes `keys` and every key under `prefixes`, stopping at the first
+/// failure (no quorum).
+pub(crate) fn del_all_script(client_port: u16, keys: &[String], prefixes: &[String]) -> String {
+    let e = etcdctl(client_port);
+    let mut script = String::from("set -e\n");
+    for k in keys {
+        script.push_str(&format!("{e} del {} >/dev/null\n", quote(k)));
+    }
+    for p in prefixes {
+        script.push_str(&format!("{e} del --prefix {} >/dev/null\n", quote(p)));
+    }
+    script
+}
+
 /// A member's peer URL (an IPv6 address in brackets).
 pub(crate) fn peer_url(address: &str, peer_port: u16) -> String {
     format!("https://{}:{peer_port}", url_host(address))

@@ -1,6 +1,7 @@
 //! One module per component: what it installs, which files it owns, which
 //! service runs it. The plan and the runner ask these modules, never hard-code.
 
+pub(crate) mod backup;
 pub(crate) mod etcd;
 pub(crate) mod glb;
 pub(crate) mod haproxy;
@@ -23,6 +24,7 @@ pub enum Component {
     Haproxy,
     Cluster,
     Site,
+    Backup,
     Glb,
 }
 
@@ -36,6 +38,7 @@ impl Component {
             Component::Haproxy => "haproxy",
             Component::Cluster => "cluster",
             Component::Site => "site",
+            Component::Backup => "backup",
             Component::Glb => "glb",
         }
     }
@@ -78,6 +81,9 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     let mut files = DB_HOST_FILES.to_vec();
     if design.site.is_some() {
         files.extend(site::DB_HOST_FILES);
+    }
+    if design.backup.is_some() {
+        files.push(backup::CONFIG);
     }
     files
 }

@@ -17,6 +17,19 @@ pub(crate) fn db_host(postgres_version: u32) -> Vec<String> {
     pkgs
 }
 
+/// pgBackRest, on database hosts when the design has backups (installed
+/// otherwise, Debian's unit would start at boot with nothing to serve).
+pub(crate) const BACKUP: &str = "pgbackrest";
+
+/// What a database host of `design` runs.
+pub(crate) fn db_host_of(design: &crate::design::Design) -> Vec<String> {
+    let mut pkgs = db_host(design.platform.postgres_version);
+    if design.backup.is_some() {
+        pkgs.push(BACKUP.to_string());
+    }
+    pkgs
+}
+
 pub(crate) fn glb_host() -> Vec<String> {
     vec!["haproxy".to_string()]
 }

@@ -2,6 +2,7 @@
 //! each secondary cloud as a standby cluster that can never accept writes.
 
 use super::{Component, FileSpec};
+use crate::design::Design;
 use crate::shell::quote;
 
 pub(crate) const CONFIG: FileSpec = FileSpec {
@@ -41,16 +42,56 @@ pub(crate) const FENCE_UNIT: FileSpec = FileSpec {
     check: None,
 };
 
+/// How Patroni makes a replica, in order: from the cloud's backup
+/// repository when the design has backups (a standby cloud then copies
+/// nothing across data centers), else, or when that fails, a base backup
+/// from its upstream. Rendered into every template that writes it.
+pub(crate) fn replica_methods(design: &Design) -> Vec<&'static str> {
+    if design.backup.is_some() {
+        vec!["pgbackrest", "basebackup"]
+    } else {
+        vec!["basebackup"]
+    }
+}
+
 /// The dynamic `standby_cluster` section that makes a cloud follow `hosts`
-/// (the primary cloud's HAProxy instances) on `port`. Also written by the
-/// fence template, which must stay in step with it.
-pub(crate) fn standby_cluster<S: AsRef<str>>(hosts: &[S], port: u16) -> serde_json::Value {
+/// (the primary cloud's HAProxy instances). A standby cluster's members
+/// clone with its `create_replica_methods`. Also written by the fence and
+/// site agent templates, which must stay in step with it.
+pub(crate) fn standby_cluster<S: AsRef<str>>(design: &Design, hosts: &[S]) -> serde_json::Value {
     let hosts: Vec<&str> = hosts.iter().map(AsRef::as_ref).collect();
-    serde_json::json!({"host": hosts.join(","), "port": port, "create_replica_methods": ["basebackup"]})
+    serde_json::json!({
+        "host": hosts.join(","),
+        "port": design.haproxy.port,
+        "create_replica_methods": replica_methods(design),
+    })
 }
 
 /// Where the clusters live in etcd (the config file's `namespace`).
 pub(crate) const NAMESPACE: &str = "/pgha/";
+
+/// Forgets the cluster `scope` in this cloud's etcd: Patroni's keys only
+/// (pgha's lock lives under the same prefix and stays). Patroni then takes
+/// a restored data directory as a new cluster, and bootstraps standby
+/// leaders and replicas as on a first deploy.
+pub(crate) fn forget_cluster_script(client_port: u16, scope: &str) -> String {
+    let base = format!("{NAMESPACE}{scope}/");
+    let keys: Vec<String> = [
+        "initialize",
+        "config",
+        "leader",
+        "history",
+        "failover",
+        "sync",
+        "status",
+        "failsafe",
+    ]
+    .iter()
+    .map(|k| format!("{base}{k}"))
+    .collect();
+    let prefixes: Vec<String> = ["members/", "optime/"].iter().map(|p| format!("{base}{p}")).collect();
+    super::etcd::del_all_script(client_port, &keys, &prefixes)
+}
 
 /// Prints Patroni's `/cluster` document from the local REST API.
 pub(crate) fn cluster_script(rest_port: u16) -> String {
@@ -165,9 +206,11 @@ impl Member {
         self.role == "standby_leader"
     }
 
-    /// Up and replicating (or serving, for a leader).
+    /// Up and replicating (or serving, for a leader). A member replaying
+    /// from the WAL archive while it cannot stream (its upstream was just
+    /// demoted, or is gone) runs too.
     pub(crate) fn is_healthy(&self) -> bool {
-        self.state == "running" || self.state == "streaming"
+        matches!(self.state.as_str(), "running" | "streaming" | "in archive recovery")
     }
 }
 

@@ -56,6 +56,15 @@ pub(crate) fn unit_script(verb: Verb, unit: &str) -> String {
 
 pub(crate) const DAEMON_RELOAD: &str = "systemctl daemon-reload";
 
+/// Stops and disables `unit` and removes its file `path`.
+pub(crate) fn remove_unit_script(unit: &str, path: &str) -> String {
+    format!(
+        "systemctl disable --now {} 2>&1; rm -f {}; systemctl daemon-reload",
+        quote(unit),
+        quote(path)
+    )
+}
+
 /// Stops and disables the distribution's own PostgreSQL cluster (its data
 /// stays) and marks it manual so that pg_ctlcluster leaves it alone.
 pub(crate) fn disable_distro_cluster_script(unit: &str, postgres_version: u32) -> String {
@@ -69,6 +78,14 @@ pub(crate) fn disable_distro_cluster_script(unit: &str, postgres_version: u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_unit_is_stopped_first() {
+        assert_eq!(
+            remove_unit_script("pgha-backup-incr.timer", "/etc/systemd/system/pgha-backup-incr.timer"),
+            "systemctl disable --now pgha-backup-incr.timer 2>&1; rm -f /etc/systemd/system/pgha-backup-incr.timer; systemctl daemon-reload"
+        );
+    }
 
     #[test]
     fn scripts_are_exact() {

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use super::facts;
 use super::work::{HostWork, StepWork, Work};
 use crate::components::systemd::{self, Verb};
-use crate::components::{etcd, haproxy, patroni};
+use crate::components::{backup, etcd, haproxy, patroni};
 use crate::design::{Cloud, Design};
 use crate::plan::Action;
 use crate::remote::Remote;
@@ -111,6 +111,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::VerifyCloud, Some(c)) => verify_cloud(ctx, c, step.number).await,
         (Action::VerifyGlb, _) => verify_glb(ctx, &step.hosts, step.number).await,
         (Action::ConfigureSite, _) if sw.changes() => wait_site(ctx, &step.hosts, step.number, None).await,
+        (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
         (Action::VerifySite, _) => {
             let primary = ctx.design.primary_clouds().next().map(|c| c.name.as_str());
             wait_site(ctx, &step.hosts, step.number, Some(primary)).await
@@ -123,10 +124,9 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
 
 pub(super) fn title(sw: &StepWork) -> String {
     let s = &sw.step;
-    let cloud = match (&s.cloud, s.component) {
-        (Some(c), _) => c.as_str(),
-        (None, crate::components::Component::Site) => "all sites",
-        (None, _) => "GLB",
+    let cloud = match &s.cloud {
+        Some(c) => c.as_str(),
+        None => crate::ui::site_label(s.component),
     };
     format!("{cloud} {}/{}", s.component.as_str(), s.action.as_str())
 }
@@ -135,7 +135,7 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
     let number = sw.step.number;
     let start = Instant::now();
     let what = match sw.step.action {
-        Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite => "verifying".to_string(),
+        Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite | Action::VerifyBackup => "verifying".to_string(),
         _ => hw.describe(),
     };
     emit(
@@ -167,7 +167,7 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
         Ok(())
             if matches!(
                 sw.step.action,
-                Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite
+                Action::VerifyCloud | Action::VerifyGlb | Action::VerifySite | Action::VerifyBackup
             ) =>
         {
             Outcome::Verified
@@ -257,6 +257,29 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
         }
         Work::DaemonReload => {
             r.check("reloading systemd units", systemd::DAEMON_RELOAD).await?;
+        }
+        Work::Remove(spec) => {
+            r.check(
+                &format!("removing {}", spec.path),
+                &systemd::remove_unit_script(spec.service, spec.path),
+            )
+            .await?;
+        }
+        Work::CreateStanza => {
+            // A database host's archive-push may hold its archive lock a moment.
+            let script = backup::stanza_create_script(d);
+            poll(Duration::from_secs(120), || async {
+                r.check("creating the stanza", &script).await.map(|_| true)
+            })
+            .await?;
+        }
+        Work::FirstBackup => {
+            let repo = d.repository_on(host).expect("backup work runs on a repository host");
+            r.check(
+                "taking a full backup",
+                &backup::backup_script(d, repo, backup::Kind::Full),
+            )
+            .await?;
         }
         Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) => unreachable!("handled above"),
     }
@@ -529,6 +552,28 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
     })
     .await;
     result.with_context(|| format!("{} is not healthy: {}", cloud.name, last.lock().expect("not poisoned")))
+}
+
+/// `pgbackrest check` from every repository: the master's WAL reaches it.
+async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: "checking that the WAL archive reaches every repository".into(),
+        },
+    );
+    futures::future::try_join_all(hosts.iter().map(|h| async move {
+        ctx.remote(h)?
+            .check(
+                "checking the archive (pgbackrest check)",
+                &backup::check_script(ctx.design),
+            )
+            .await
+            .with_context(|| format!("{h}: the WAL archive does not reach this repository"))
+    }))
+    .await
+    .map(|_| ())
 }
 
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {

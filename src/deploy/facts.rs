@@ -52,6 +52,9 @@ pub(crate) struct HostFacts {
     pub postgres_available: Vec<u32>,
     /// The major version Patroni is configured for now (its `bin_dir`).
     pub postgres_configured: Option<u32>,
+    /// A repository host: the stanza exists, and how many full backups it holds.
+    pub stanza: bool,
+    pub full_backups: usize,
 }
 
 /// A managed file as it is on the host.
@@ -140,6 +143,20 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
     )
 }
 
+/// A repository host's own facts, after [`script`]'s: whether the stanza
+/// exists in its repository and how many full backups it has (their
+/// directories end in `F`).
+pub(crate) fn repository_script(design: &Design) -> String {
+    let dir = shell::quote(&format!(
+        "/var/lib/pgbackrest/backup/{}",
+        components::backup::stanza(design)
+    ));
+    format!(
+        "[ -f {dir}/backup.info ] && echo stanza\n\
+echo \"full_backups $(ls -d {dir}/*F 2>/dev/null | wc -l)\"\n"
+    )
+}
+
 /// Which PostgreSQL the host can install, when the design's version is not
 /// installed (apt's candidate, after refreshing the package lists only if
 /// there is none, and the versions its sources ship), and which one Patroni
@@ -219,6 +236,8 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("etcd_plaintext") => f.etcd_plaintext = true,
             Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,
+            Some("stanza") => f.stanza = true,
+            Some("full_backups") => f.full_backups = w.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),
             Some("pg_available") => f
                 .postgres_available

@@ -72,6 +72,33 @@ fn refuse_stale_primary(design: &Design, clouds: &BTreeMap<String, CloudFacts>) 
 /// place, member by member, would cut the members off from each other one
 /// at a time (their peer addresses in the cluster stay `http://`) and cost
 /// Patroni its DCS. Refused on the facts, before any change.
+/// Debian 12's pgBackRest (2.45) matches a TLS peer's certificate against
+/// its DNS names only: a host named by an IP address would be refused by
+/// every other (seen on the lab: "unable to find hostname '10.70.0.11' in
+/// certificate"). Refused on the facts, before any change.
+fn refuse_backups_by_address(design: &Design, host: &Host, f: &HostFacts) -> anyhow::Result<()> {
+    let Some(b) = &design.backup else { return Ok(()) };
+    if !f.os.starts_with("debian 12") {
+        return Ok(());
+    }
+    let by_ip = design
+        .clouds
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .chain(b.repositories.iter().map(|r| &r.host))
+        .find(|h| h.address.parse::<std::net::IpAddr>().is_ok());
+    match by_ip {
+        Some(ip) => bail!(Usage(format!(
+            "{} runs Debian 12, whose pgBackRest (2.45) verifies certificates by DNS name only, and {} is named by \
+             its IP address {}: backups cannot work this way; nothing was changed\n  hint: name the database and \
+             repository hosts by DNS names in the design, or run Debian 13 (pgBackRest 2.55), or turn backups off \
+             (`backup: {{enabled: false}}`)",
+            host.name, ip.name, ip.address
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn refuse_plaintext_etcd(host: &str, f: &HostFacts) -> anyhow::Result<()> {
     if f.etcd_plaintext {
         bail!(
@@ -168,7 +195,7 @@ fn select<'a>(design: &'a Design, only: &[String]) -> anyhow::Result<(Vec<&'a Cl
 }
 
 /// Hosts to reach: every host of the selected clouds (with its cloud), the
-/// GLB's if selected, the witness with every cloud.
+/// GLB's if selected, the witness and the repositories with every cloud.
 fn reach<'a>(design: &'a Design, clouds: &[&'a Cloud], with_glb: bool) -> Vec<(Option<&'a Cloud>, &'a Host)> {
     let mut hosts: Vec<(Option<&Cloud>, &Host)> = clouds
         .iter()
@@ -179,6 +206,7 @@ fn reach<'a>(design: &'a Design, clouds: &[&'a Cloud], with_glb: bool) -> Vec<(O
     }
     if clouds.len() == design.clouds.len() {
         hosts.extend(design.witness().map(|h| (None, h)));
+        hosts.extend(design.repository_hosts().map(|h| (None, h)));
     }
     hosts
 }
@@ -210,6 +238,14 @@ pub(crate) async fn prepare(
     } else {
         Secrets::load_or_generate(&design.secrets_file)?
     };
+    if design.backup.is_some() && secrets.backup_passphrase.is_empty() {
+        bail!(Usage(format!(
+            "backups are on but there is no backup_passphrase: add it to {} or set {}\n  \
+             hint: the repositories are encrypted with it; without the secrets file pgha cannot keep a generated one",
+            design.secrets_file.display(),
+            crate::secrets::BACKUP_ENV
+        )));
+    }
     // Issued or renewed here, like the secrets: a dry run only says what it would do.
     let (pki, issued) = crate::pki::ensure(design, time::OffsetDateTime::now_utc(), !opts.dry_run)?;
     for line in &issued.lines {
@@ -304,7 +340,7 @@ impl Decide<'_, '_> {
         // Facts from every host at once.
         let db_script = facts::script(
             design,
-            &packages::db_host(design.platform.postgres_version),
+            &packages::db_host_of(design),
             &components::db_host_files(design),
             true,
         );
@@ -320,10 +356,18 @@ impl Decide<'_, '_> {
             &components::site::WITNESS_FILES,
             false,
         );
+        let repository_script = {
+            use components::backup;
+            let mut files = backup::REPOSITORY_FILES.to_vec();
+            files.push(backup::BACKUP_UNIT);
+            files.extend(backup::Kind::ALL.map(backup::Kind::timer));
+            facts::script(design, &backup::repository_packages(), &files, false) + &facts::repository_script(design)
+        };
         let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
             let script = match cloud {
                 Some(_) => &db_script,
                 None if is_witness(design, h) => &witness_script,
+                None if design.is_repository(&h.name) => &repository_script,
                 None => &glb_script,
             };
             let r = &remotes[&h.name];
@@ -346,6 +390,7 @@ impl Decide<'_, '_> {
                 refuse_plaintext_etcd(&h.name, &host_facts[&h.name])?;
                 refuse_unrunnable_postgres(design, &h.name, &host_facts[&h.name])?;
             }
+            refuse_backups_by_address(design, h, &host_facts[&h.name])?;
         }
         let mut cloud_facts = BTreeMap::new();
         for cloud in clouds {
@@ -367,6 +412,10 @@ impl Decide<'_, '_> {
             let rendered = match cloud {
                 Some(c) => renderer.db_host(design, c, h, None, secrets)?,
                 None if is_witness(design, h) => renderer.witness_host(design, h, secrets)?,
+                None if design.is_repository(&h.name) => {
+                    let repo = design.repository_on(&h.name).expect("a repository host");
+                    renderer.repository_host(design, repo, secrets)?
+                }
                 None => renderer.glb_host(design, h, secrets)?,
             };
             files.insert(h.name.clone(), rendered);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::facts::{distro_unit, HostFacts};
-use crate::components::{self, patroni, site, tls, FileSpec};
+use crate::components::{self, backup, patroni, site, tls, FileSpec};
 use crate::design::{Cloud, Design, GlbKind, Replication};
 use crate::plan::{Action, Plan, Step};
 use crate::render::RenderedFile;
@@ -31,6 +31,12 @@ pub(crate) enum Work {
     DaemonReload,
     PatchDynamicConfig(Vec<(String, String)>),
     RunGlbCommand(String),
+    /// Stop and disable the unit, remove its file (a timer no longer scheduled).
+    Remove(FileSpec),
+    /// `pgbackrest stanza-create` on a repository host.
+    CreateStanza,
+    /// A full backup into a repository that has none.
+    FirstBackup,
 }
 
 impl Work {
@@ -59,6 +65,9 @@ impl Work {
                 format!("set dynamic config {}", keys.join(", "))
             }
             Work::RunGlbCommand(_) => "run the external GLB command".into(),
+            Work::Remove(s) => format!("stop {} and remove {}", s.service, s.path),
+            Work::CreateStanza => "create the stanza".into(),
+            Work::FirstBackup => "take a full backup".into(),
         }
     }
 }
@@ -143,6 +152,9 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
                     .hosts
                     .iter()
                     .any(|h| i.facts.get(h).is_some_and(|f| f.site_initialized)),
+                // Each repository's stanza-create and backup take locks on
+                // the database hosts: one repository at a time.
+                Action::InitRepositories => true,
                 _ => false,
             };
             StepWork {
@@ -319,7 +331,28 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 reread_tls(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
             }
         }
-        Action::VerifyCloud | Action::VerifyGlb | Action::RunGlbCommand | Action::VerifySite => {}
+        Action::ConfigurePgbackrest => {
+            converge(&mut items, &facts, file(i, host, &backup::CONFIG), Work::Restart);
+            reread_tls(
+                &mut items,
+                i,
+                host,
+                &facts,
+                Work::Restart(backup::SERVICE),
+                &backup::TLS_FILES,
+            );
+        }
+        Action::ConfigureRepositories => repository_work(&mut items, i, host, &facts),
+        Action::InitRepositories => {
+            if !facts.stanza {
+                items.push(Work::CreateStanza);
+            }
+            if facts.full_backups == 0 {
+                items.push(Work::FirstBackup);
+            }
+        }
+        Action::VerifyCloud | Action::VerifyGlb | Action::RunGlbCommand | Action::VerifySite | Action::VerifyBackup => {
+        }
     }
     HostWork {
         host: host.to_string(),
@@ -336,6 +369,54 @@ fn site_service(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts
     }
     converge(items, facts, file(i, host, &main), Work::Restart);
     reread_tls(items, i, host, facts, Work::Restart(main.service), &tls::ETCD_FILES);
+}
+
+/// A repository host: the package, TLS, pgBackRest's config and server, the
+/// backup unit (started by its timers only) and one timer per scheduled type.
+fn repository_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    if !facts.missing_packages.is_empty() {
+        items.push(Work::InstallPackages(facts.missing_packages.clone()));
+    }
+    for spec in &backup::TLS_FILES {
+        write_if_differs(items, facts, file(i, host, spec));
+    }
+    converge(items, facts, file(i, host, &backup::CONFIG), Work::Restart);
+    reread_tls(
+        items,
+        i,
+        host,
+        facts,
+        Work::Restart(backup::SERVICE),
+        &backup::TLS_FILES,
+    );
+    let mut units_changed = write_if_differs(items, facts, file(i, host, &backup::BACKUP_UNIT));
+    let b = i.design.backup.as_ref().expect("repositories come with backups");
+    let mut timers = Vec::new();
+    for kind in backup::Kind::ALL {
+        let spec = kind.timer();
+        if kind.schedule(b).is_some() {
+            units_changed |= write_if_differs(items, facts, file(i, host, &spec));
+            timers.push(spec);
+        } else if facts.file(spec.path).is_some() {
+            items.push(Work::Remove(spec));
+        }
+    }
+    if units_changed {
+        items.push(Work::DaemonReload);
+    }
+    for spec in timers {
+        let svc = facts.service(spec.service);
+        if !svc.is_enabled() {
+            items.push(Work::Enable(spec.service));
+        }
+        if !svc.is_active() {
+            items.push(Work::Start(spec.service));
+        } else if facts.file(spec.path).map(|f| f.sha256.as_str())
+            != Some(sha256(&file(i, host, &spec).content).as_str())
+        {
+            items.push(Work::Restart(spec.service));
+        }
+    }
 }
 
 /// Has this cloud's etcd cluster (pgha's data directory) been created?
@@ -377,7 +458,7 @@ pub(crate) fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, 
             // Mid-flip, with no primary cloud: keep following whatever it follows.
             return Vec::new();
         }
-        patroni::standby_cluster(&hosts, d.haproxy.port)
+        patroni::standby_cluster(d, &hosts)
     };
     vec![
         ("ttl".into(), json!(d.governor.ttl)),

@@ -60,6 +60,8 @@ pub struct Design {
     pub glb: Option<Glb>,
     /// The site lease across clouds: with a witness, or three clouds or more.
     pub site: Option<Site>,
+    /// Backups and the WAL archive (pgBackRest): a repository host per cloud.
+    pub backup: Option<Backup>,
     /// Where the passwords live (0600); generated on first deploy.
     pub secrets_file: PathBuf,
     /// The cluster PKI's directory (0700): CA, host certificates, keys.
@@ -194,6 +196,39 @@ impl Site {
     /// a third of the lease, so it is down well before the lease can expire.
     pub fn fence_after(&self) -> f64 {
         f64::from(self.ttl) / 3.0
+    }
+}
+
+/// Backups and the WAL archive with pgBackRest (see `components::backup`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Backup {
+    /// One per cloud, in the design's cloud order.
+    pub repositories: Vec<Repository>,
+    /// Full backups kept (older ones expire with their WAL).
+    pub retention_full: u32,
+    /// Differential backups kept.
+    pub retention_diff: u32,
+    /// systemd calendar expressions (OnCalendar=); `None`: not scheduled.
+    pub schedule_full: Option<String>,
+    pub schedule_diff: Option<String>,
+    pub schedule_incr: Option<String>,
+    /// Bytes of WAL waiting to be archived before pgBackRest drops it
+    /// (keeping the master writable; point-in-time recovery then has a gap).
+    pub archive_queue_max: u64,
+    /// The pgBackRest TLS server's port on database and repository hosts.
+    pub port: u16,
+}
+
+/// A cloud's repository: a host that stores the backups and the WAL archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repository {
+    pub cloud: String,
+    pub host: Host,
+}
+
+impl Backup {
+    pub fn repository(&self, cloud: &str) -> Option<&Repository> {
+        self.repositories.iter().find(|r| r.cloud == cloud)
     }
 }
 
@@ -338,6 +373,24 @@ impl Design {
             .collect();
         members.extend(site.witness.iter().map(|w| (None, w)));
         members
+    }
+
+    /// The repository hosts, in cloud order.
+    pub fn repository_hosts(&self) -> impl Iterator<Item = &Host> {
+        self.backup.iter().flat_map(|b| b.repositories.iter().map(|r| &r.host))
+    }
+
+    /// Is `name` a repository host?
+    pub fn is_repository(&self, name: &str) -> bool {
+        self.repository_on(name).is_some()
+    }
+
+    /// The repository on host `name`.
+    pub fn repository_on(&self, name: &str) -> Option<&Repository> {
+        self.backup
+            .iter()
+            .flat_map(|b| &b.repositories)
+            .find(|r| r.host.name == name)
     }
 
     pub fn witness(&self) -> Option<&Host> {

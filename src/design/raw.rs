@@ -16,6 +16,7 @@ pub struct RawDesign {
     pub glb: Option<RawGlb>,
     pub witness: Option<RawHost>,
     pub site: Option<RawSite>,
+    pub backup: Option<RawBackup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,4 +129,31 @@ pub struct RawSite {
     pub maximum_lag: Option<u64>,
     pub client_port: Option<u16>,
     pub peer_port: Option<u16>,
+}
+
+/// Backups with pgBackRest: a repository host per cloud.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawBackup {
+    pub enabled: Option<bool>,
+    pub repositories: Option<Vec<RawRepository>>,
+    pub retention_full: Option<u32>,
+    pub retention_diff: Option<u32>,
+    pub schedule: Option<RawSchedule>,
+    pub archive_queue_max: Option<u64>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRepository {
+    pub cloud: Option<String>,
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub ssh: Option<RawSsh>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSchedule {
+    pub full: Option<String>,
+    pub diff: Option<String>,
+    pub incr: Option<String>,
 }

@@ -24,6 +24,14 @@ pub(crate) enum Address {
 
 /// An IPv4 or IPv6 address or an RFC 1123 host name. pg_hba's keywords are
 /// not host names there (`all` would match every address).
+/// A systemd calendar expression (OnCalendar=) in the characters its
+/// grammar uses: it stands alone on a unit file's line, never in a shell.
+pub(crate) fn calendar(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && !s.starts_with(' ')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || " *.,:/~-".contains(c))
+}
+
 pub(crate) fn address(s: &str) -> Option<Address> {
     match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(_)) => Some(Address::V4),

@@ -268,8 +268,11 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
     let glb = raw.glb.map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
 
     let site = build_site(cx, root, &base, raw.witness, raw.site, &global_ssh, clouds.len());
+    let backup = raw
+        .backup
+        .and_then(|b| build_backup(cx, root, &base, b, &global_ssh, &clouds));
 
-    check_unique_hosts(cx, root, &clouds, glb.as_ref(), site.as_ref());
+    check_unique_hosts(cx, root, &clouds, glb.as_ref(), site.as_ref(), backup.as_ref());
     check_ports(
         cx,
         root,
@@ -280,6 +283,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         &clouds,
         glb.as_ref(),
         site.as_ref(),
+        backup.as_ref(),
     );
 
     let secrets_file = match raw.secrets.and_then(|s| s.file) {
@@ -319,6 +323,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         haproxy,
         glb: glb.flatten(),
         site,
+        backup,
         secrets_file,
         pki_dir,
         tls,
@@ -1092,8 +1097,140 @@ fn build_site(
     Some(site)
 }
 
+/// Backups: a repository host for every cloud, retention and schedule.
+fn build_backup(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    raw: RawBackup,
+    ssh: &Ssh,
+    clouds: &[Cloud],
+) -> Option<Backup> {
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    let mut repositories = Vec::new();
+    let raw_repos = raw.repositories.unwrap_or_default();
+    for (i, rr) in raw_repos.into_iter().enumerate() {
+        let here = format!("backup.repositories[{i}]");
+        let cloud = match rr.cloud {
+            Some(c) if clouds.iter().any(|x| x.name == c) => Some(c),
+            Some(c) => {
+                let names: Vec<&str> = clouds.iter().map(|c| c.name.as_str()).collect();
+                cx.error(
+                    root,
+                    &format!("{here}.cloud"),
+                    format!("no cloud named `{c}`"),
+                    format!("name one of the design's clouds: {}", names.join(", ")),
+                );
+                None
+            }
+            None => {
+                cx.error(root, &here, "this repository names no cloud", "add `cloud: dc1`");
+                None
+            }
+        };
+        let before = cx.problems.len();
+        let raw_host = RawHost {
+            name: rr.name,
+            address: rr.address,
+            ssh: rr.ssh,
+        };
+        let mut hosts = build_hosts(cx, root, base, vec![raw_host], ssh, "backup.repositories");
+        // One host per entry: its fields are `backup.repositories[i].*`.
+        for p in &mut cx.problems[before..] {
+            if let Some(rest) = p.field.strip_prefix("backup.repositories[0]") {
+                p.field = format!("{here}{rest}");
+            }
+        }
+        if let (Some(cloud), Some(host)) = (cloud, hosts.pop()) {
+            if repositories.iter().any(|r: &Repository| r.cloud == cloud) {
+                cx.error(
+                    root,
+                    &format!("{here}.cloud"),
+                    format!("cloud `{cloud}` has a repository already"),
+                    "one repository host per cloud",
+                );
+            }
+            repositories.push(Repository { cloud, host });
+        }
+    }
+    for c in clouds {
+        if !repositories.iter().any(|r| r.cloud == c.name) {
+            cx.error(
+                root,
+                "backup.repositories",
+                format!("cloud `{}` has no repository", c.name),
+                "every cloud needs its own repository host (its replicas are made from it, and it keeps \
+                 a copy of the WAL archive if another data center is lost): add one with `cloud`, `name` and `address`, \
+                 or `enabled: false`",
+            );
+        }
+    }
+    // The design's cloud order: repository N is pgBackRest's repoN everywhere.
+    repositories.sort_by_key(|r| clouds.iter().position(|c| c.name == r.cloud));
+    let schedule = raw.schedule.unwrap_or_default();
+    let mut calendar = |field: &str, value: Option<String>, default: Option<&str>| -> Option<String> {
+        match value.as_deref() {
+            None => default.map(str::to_string),
+            Some("off") => None,
+            Some(v) if shape::calendar(v) => Some(v.to_string()),
+            Some(v) => {
+                cx.error(
+                    root,
+                    field,
+                    format!("`{}` is not a calendar expression pgha accepts", v.escape_debug()),
+                    "a systemd OnCalendar= expression such as `Sun *-*-* 01:00:00` or `daily` \
+                     (letters, digits, space and * . , : / ~ -), or `off`",
+                );
+                None
+            }
+        }
+    };
+    let backup = Backup {
+        repositories,
+        retention_full: raw.retention_full.unwrap_or(2),
+        retention_diff: raw.retention_diff.unwrap_or(6),
+        schedule_full: calendar("backup.schedule.full", schedule.full, Some("Sun *-*-* 01:00:00")),
+        schedule_diff: calendar("backup.schedule.diff", schedule.diff, Some("Mon..Sat *-*-* 01:00:00")),
+        schedule_incr: calendar("backup.schedule.incr", schedule.incr, None),
+        archive_queue_max: raw.archive_queue_max.unwrap_or(4 << 30),
+        port: raw.port.unwrap_or(8432),
+    };
+    for (field, value) in [
+        ("backup.retention_full", backup.retention_full),
+        ("backup.retention_diff", backup.retention_diff),
+    ] {
+        if !(1..=999).contains(&value) {
+            cx.error(
+                root,
+                field,
+                format!("{value} is out of range (1 to 999)"),
+                "how many backups of this type to keep: older ones expire, with the WAL only they needed",
+            );
+        }
+    }
+    if backup.archive_queue_max < 64 << 20 {
+        cx.error(
+            root,
+            "backup.archive_queue_max",
+            format!("{} bytes is less than 64 MiB", backup.archive_queue_max),
+            "the WAL (in bytes) that may wait for an unreachable repository before pgBackRest drops it \
+             to keep the master writable (default 4 GiB)",
+        );
+    }
+    Some(backup)
+}
+
 /// Host names and addresses identify a host in every command: no two alike.
-fn check_unique_hosts(cx: &mut Checker, root: &Node, clouds: &[Cloud], glb: Option<&Option<Glb>>, site: Option<&Site>) {
+fn check_unique_hosts(
+    cx: &mut Checker,
+    root: &Node,
+    clouds: &[Cloud],
+    glb: Option<&Option<Glb>>,
+    site: Option<&Site>,
+    backup: Option<&Backup>,
+) {
     let mut names: HashMap<&str, String> = HashMap::new();
     let mut addresses: HashMap<&str, String> = HashMap::new();
     let glb_hosts = match glb {
@@ -1121,7 +1258,13 @@ fn check_unique_hosts(cx: &mut Checker, root: &Node, clouds: &[Cloud], glb: Opti
         .chain(
             site.and_then(|s| s.witness.as_ref())
                 .map(|h| ("witness".to_string(), h)),
-        );
+        )
+        .chain(backup.iter().flat_map(|b| {
+            b.repositories
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("backup.repositories[{i}]"), &r.host))
+        }));
     for (at, host) in located {
         if let Some(first) = names.insert(&host.name, at.clone()) {
             cx.error(
@@ -1154,6 +1297,7 @@ fn check_ports(
     clouds: &[Cloud],
     glb: Option<&Option<Glb>>,
     site: Option<&Site>,
+    backup: Option<&Backup>,
 ) {
     let Some(platform) = platform else { return };
     let mut db_ports = vec![
@@ -1166,6 +1310,9 @@ fn check_ports(
     ];
     if let Some(s) = site {
         db_ports.extend([("site.client_port", s.client_port), ("site.peer_port", s.peer_port)]);
+    }
+    if let Some(b) = backup {
+        db_ports.push(("backup.port", b.port));
     }
     let glb_ports = match glb {
         Some(Some(g)) => vec![("glb.port", g.port), ("glb.stats_port", g.stats_port)],

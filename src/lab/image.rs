@@ -62,6 +62,8 @@ impl Variant {
         let mut p: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
         if self == Variant::Baked {
             p.extend(packages::db_host(os.release().postgres));
+            // Labs have backups unless `--no-backup`: their hosts need it.
+            p.push(packages::BACKUP.to_string());
         }
         p
     }
@@ -170,6 +172,9 @@ fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
         dropin.join("pgha-lab-hostkeys.conf"),
         "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n",
     )?;
+    // pgBackRest's server waits for pgha's config: not started at boot
+    // (deploy enables it where a design has backups).
+    let _ = std::fs::remove_file(rootfs.join("etc/systemd/system/multi-user.target.wants/pgbackrest.service"));
     // Downloaded packages only make the image bigger.
     if let Ok(entries) = std::fs::read_dir(rootfs.join("var/cache/apt/archives")) {
         for e in entries.flatten() {

@@ -32,6 +32,8 @@ pub(crate) struct LabSpec {
     pub user: Option<String>,
     /// A witness host (a third site) for the site lease.
     pub witness: bool,
+    /// A backup repository host in each cloud.
+    pub backup: bool,
 }
 
 impl LabSpec {
@@ -46,6 +48,19 @@ impl LabSpec {
                     cloud: Some(format!("dc{c}")),
                     name,
                     witness: false,
+                    repository: false,
+                });
+            }
+            if self.backup {
+                // In its cloud's data center: a partition cuts it off with it.
+                let name = format!("dc{c}-backup");
+                hosts.push(LabHost {
+                    container: format!("{}-{name}", self.name),
+                    address: format!("{}.{}", self.subnet_prefix, 10 * c + 9),
+                    cloud: Some(format!("dc{c}")),
+                    name,
+                    witness: false,
+                    repository: true,
                 });
             }
         }
@@ -55,6 +70,7 @@ impl LabSpec {
             cloud: None,
             name: "glb1".into(),
             witness: false,
+            repository: false,
         });
         if self.witness {
             hosts.push(LabHost {
@@ -63,6 +79,7 @@ impl LabSpec {
                 cloud: None,
                 name: "witness".into(),
                 witness: true,
+                repository: false,
             });
         }
         hosts
@@ -79,6 +96,9 @@ pub(crate) struct LabHost {
     /// The witness: a site of its own.
     #[serde(default)]
     pub witness: bool,
+    /// Its cloud's backup repository, not a database host.
+    #[serde(default)]
+    pub repository: bool,
 }
 
 impl LabHost {
@@ -454,7 +474,11 @@ fn write_files(lab: &Lab, dir: &Path) -> anyhow::Result<()> {
     clouds.dedup();
     for cloud in &clouds {
         let mut inv = format!("# Computes of lab cloud {cloud}, written by `pgha lab up`.\nhosts:\n");
-        for h in lab.hosts.iter().filter(|h| h.cloud.as_deref() == Some(cloud)) {
+        for h in lab
+            .hosts
+            .iter()
+            .filter(|h| h.cloud.as_deref() == Some(cloud) && !h.repository)
+        {
             inv.push_str(&format!("  - name: {}\n    address: {}\n", h.name, h.address));
         }
         std::fs::write(dir.join("inventories").join(format!("{cloud}.yaml")), inv)?;
@@ -483,7 +507,11 @@ ssh:\n  user: {}\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclo
     );
     for (i, c) in clouds.iter().enumerate() {
         let status = if i == 0 { "primary" } else { "secondary" };
-        let n = lab.hosts.iter().filter(|h| h.cloud.as_deref() == Some(c)).count();
+        let n = lab
+            .hosts
+            .iter()
+            .filter(|h| h.cloud.as_deref() == Some(c) && !h.repository)
+            .count();
         d.push_str(&format!(
             "  - name: {c}\n    status: {status}\n    scaling: {n}\n    inventory: inventories/{c}.yaml\n"
         ));
@@ -504,6 +532,21 @@ witness:\n  name: {}\n  address: {}\n\n\
 site:\n  # A shorter lease than the default 30 s, for the lab: fence after 7 s.\n  ttl: 20\n  auto_failover: false\n",
             w.name, w.address
         ));
+    }
+    let repositories: Vec<&LabHost> = lab.hosts.iter().filter(|h| h.repository).collect();
+    if !repositories.is_empty() {
+        d.push_str(
+            "\n# Backups and the WAL archive (pgBackRest): a repository host in each cloud.\nbackup:\n  repositories:\n",
+        );
+        for r in repositories {
+            d.push_str(&format!(
+                "    - cloud: {}\n      name: {}\n      address: {}\n",
+                r.site(),
+                r.name,
+                r.address
+            ));
+        }
+        d.push_str("  retention_full: 2\n  schedule:\n    full: \"Sun *-*-* 01:00:00\"\n    diff: \"Mon..Sat *-*-* 01:00:00\"\n");
     }
     d
 }

@@ -1,10 +1,12 @@
 //! Day-two operations on a deployed cluster: status, cloud flips, switchover,
-//! node recovery. They share one view of the fleet (`crate::fleet`).
+//! node recovery, backups. They share one view of the fleet (`crate::fleet`).
 
+pub(crate) mod backup;
 pub(crate) mod certs;
 pub(crate) mod cloud;
 pub(crate) mod recover;
 pub(crate) mod report;
+pub(crate) mod restore;
 pub(crate) mod site;
 pub(crate) mod status;
 pub(crate) mod switchover;

@@ -99,8 +99,91 @@ pub(crate) struct Status {
     pub site: Option<SiteStatus>,
     /// `deploy` renews a certificate within 30 days of its expiry.
     pub earliest_cert_expiry: Option<CertExpiry>,
+    /// `None` without backups in the design.
+    pub backup: Option<BackupStatus>,
     /// What needs attention, worst first; empty when all is well.
     pub findings: Vec<Finding>,
+}
+
+/// Backups: each repository's newest good backup, and whether the master's
+/// WAL archiving fails.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct BackupStatus {
+    pub repositories: Vec<RepoSummary>,
+    /// From the master's `pg_stat_archiver`; `None` with no writable host.
+    pub archiving: Option<Archiving>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RepoSummary {
+    pub cloud: String,
+    pub host: String,
+    /// `ok`, or pgBackRest's (or SSH's) reason.
+    pub status: String,
+    pub last_backup: Option<String>,
+    pub last_backup_type: Option<String>,
+    /// When it finished (RFC 3339), and how long ago in seconds.
+    pub last_backup_at: Option<String>,
+    pub last_backup_age_s: Option<i64>,
+    /// The newest WAL segment in the archive.
+    pub archive_newest_wal: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Archiving {
+    pub host: String,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_age_s: Option<i64>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    /// The last attempt failed: the WAL waits on the master (pgBackRest
+    /// drops it past `backup.archive_queue_max`, keeping the master writable).
+    pub failing: bool,
+}
+
+/// A good backup older than this is worth a warning (a weekly full plus
+/// daily differentials never leaves one this old).
+const BACKUP_STALE_S: i64 = 8 * 86_400;
+
+/// What the backups say: archiving that fails, a repository that cannot be
+/// read or holds no backup, a newest backup older than 8 days.
+pub(crate) fn backup_findings(b: &BackupStatus) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(a) = b.archiving.as_ref().filter(|a| a.failing) {
+        out.push(Finding {
+            level: Level::Warning,
+            message: format!(
+                "WAL archiving fails on {} ({} failures, last at {}): point-in-time recovery stops at the last archived \
+                 segment ({}); the master keeps writing, its WAL waits up to backup.archive_queue_max; `pgha backup check` \
+                 names the repository",
+                a.host,
+                a.failed_count,
+                a.last_failed_wal.as_deref().unwrap_or("-"),
+                a.last_archived_wal.as_deref().unwrap_or("none")
+            ),
+        });
+    }
+    for r in &b.repositories {
+        let message = if r.status != "ok" {
+            format!("repository {} ({}): {}", r.host, r.cloud, r.status)
+        } else {
+            match r.last_backup_age_s {
+                None => format!("repository {} ({}) holds no backup: `pgha backup`", r.host, r.cloud),
+                Some(age) if age > BACKUP_STALE_S => format!(
+                    "the newest backup in {} ({}) is {} days old: are its timers running?",
+                    r.host,
+                    r.cloud,
+                    age / 86_400
+                ),
+                Some(_) => continue,
+            }
+        };
+        out.push(Finding {
+            level: Level::Warning,
+            message,
+        });
+    }
+    out
 }
 
 /// What a DBA must know from the rows: writable hosts where none may be,
@@ -379,8 +462,13 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let pending = crate::state::load(d).map(|s| s.pending).unwrap_or_default();
     let site = site_status(fleet).await;
+    let backup = backup_status(fleet, &hosts, now).await;
+    let mut found = findings(&hosts, &pending, site.as_ref());
+    found.extend(backup.iter().flat_map(backup_findings));
+    found.sort_by_key(|f| std::cmp::Reverse(f.level));
     Status {
-        findings: findings(&hosts, &pending, site.as_ref()),
+        findings: found,
+        backup,
         cluster: d.platform.name.clone(),
         hosts,
         glb,
@@ -393,6 +481,58 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
             })
         }),
     }
+}
+
+/// The repositories' newest backups and the master's archiver.
+async fn backup_status(fleet: &Fleet, hosts: &[HostRow], now: i64) -> Option<BackupStatus> {
+    fleet.design.backup.as_ref()?;
+    let repositories = super::backup::read_all(fleet)
+        .await
+        .into_iter()
+        .map(|r| {
+            let last = r.info.last_good();
+            RepoSummary {
+                last_backup: last.map(|b| b.label.clone()),
+                last_backup_type: last.map(|b| b.kind.clone()),
+                last_backup_at: last.and_then(|b| rfc3339(b.stop)),
+                last_backup_age_s: last.map(|b| now - b.stop),
+                archive_newest_wal: r.info.wal_max.clone(),
+                cloud: r.cloud,
+                host: r.host,
+                status: r.info.status,
+            }
+        })
+        .collect();
+    let mut archiving = None;
+    if let Some(master) = hosts.iter().find(|r| r.read_write == Some(true)) {
+        let sql = "SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM now() - last_archived_time)::bigint, -1), \
+                   failed_count, coalesce(last_failed_wal, ''), \
+                   coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) FROM pg_stat_archiver";
+        if let Ok(out) = fleet.psql(&master.host, sql).await {
+            archiving = parse_archiver(&master.host, &out);
+        }
+    }
+    Some(BackupStatus {
+        repositories,
+        archiving,
+    })
+}
+
+/// One `pg_stat_archiver` row as `psql -At` prints it.
+fn parse_archiver(host: &str, row: &str) -> Option<Archiving> {
+    let f: Vec<&str> = row.trim().split('|').collect();
+    let [wal, age, failed, failed_wal, failing] = f.as_slice() else {
+        return None;
+    };
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Some(Archiving {
+        host: host.to_string(),
+        last_archived_wal: some(wal),
+        last_archived_age_s: age.parse().ok().filter(|a| *a >= 0),
+        failed_count: failed.parse().unwrap_or(0),
+        last_failed_wal: some(failed_wal),
+        failing: *failing == "t",
+    })
 }
 
 async fn site_status(fleet: &Fleet) -> Option<SiteStatus> {
@@ -442,14 +582,6 @@ fn rfc3339(unix: i64) -> Option<String> {
         .ok()
 }
 
-fn human_bytes(b: u64) -> String {
-    match b {
-        0..=1023 => format!("{b} B"),
-        1024..=1_048_575 => format!("{:.1} kB", b as f64 / 1024.0),
-        _ => format!("{:.1} MB", b as f64 / 1_048_576.0),
-    }
-}
-
 pub(crate) fn table(s: &Status) -> String {
     let mut t = ui::table(&[
         "Cloud",
@@ -473,7 +605,7 @@ pub(crate) fn table(s: &Status) -> String {
             role,
             r.state.clone(),
             r.timeline.map_or("-".into(), |t| t.to_string()),
-            r.lag_bytes.map_or("-".into(), human_bytes),
+            r.lag_bytes.map_or("-".into(), ui::bytes),
             r.etcd.clone(),
             r.haproxy_routes_to.clone(),
         ]);
@@ -530,6 +662,30 @@ pub(crate) fn table(s: &Status) -> String {
             members.join(", ")
         ));
     }
+    if let Some(b) = &s.backup {
+        for r in &b.repositories {
+            let last = match (&r.last_backup, r.last_backup_age_s) {
+                (Some(l), Some(age)) => format!(
+                    "newest backup {l} ({}, {} ago)",
+                    r.last_backup_type.as_deref().unwrap_or("?"),
+                    ago(age)
+                ),
+                _ => "no backup".to_string(),
+            };
+            text.push_str(&format!("\nBackups in {} ({}): {}, {last}", r.host, r.cloud, r.status));
+        }
+        if let Some(a) = &b.archiving {
+            text.push_str(&format!(
+                "\nWAL archiving from {}: {}, last archived {}{}",
+                a.host,
+                if a.failing { "FAILING" } else { "ok" },
+                a.last_archived_wal.as_deref().unwrap_or("none"),
+                a.last_archived_age_s
+                    .map(|s| format!(" {} ago", ago(s)))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     for f in &s.findings {
         let label = match f.level {
             Level::Danger => "DANGER",
@@ -538,6 +694,16 @@ pub(crate) fn table(s: &Status) -> String {
         text.push_str(&format!("\n{label}: {}", f.message));
     }
     text
+}
+
+/// Seconds as `42 s`, `17 min`, `5 h` or `3 d`.
+fn ago(s: i64) -> String {
+    match s {
+        ..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
 }
 
 /// Exit 0 when all is well, 3 when degraded, 4 when unsafe.
@@ -697,10 +863,63 @@ mod tests {
             glb: None,
             site: None,
             earliest_cert_expiry: None,
+            backup: None,
             findings: f,
         };
         let e = attention(&s).unwrap_err();
         assert_eq!(crate::error::exit_code(&e), 3);
+    }
+
+    #[test]
+    fn the_archiver_row_says_whether_archiving_fails() {
+        let a = parse_archiver("a1", "000000010000000000000009|12|3|00000001000000000000000A|t\n").unwrap();
+        assert!(a.failing);
+        assert_eq!(a.failed_count, 3);
+        assert_eq!(a.last_archived_age_s, Some(12));
+        let fresh = parse_archiver("a1", "|-1|0||f").unwrap();
+        assert_eq!(
+            (fresh.last_archived_wal, fresh.last_archived_age_s, fresh.failing),
+            (None, None, false)
+        );
+        assert!(parse_archiver("a1", "garbage").is_none());
+    }
+
+    #[test]
+    fn backups_warn_on_failing_archiving_and_missing_or_stale_backups() {
+        let repo = |status: &str, age: Option<i64>| RepoSummary {
+            cloud: "dc1".into(),
+            host: "b1".into(),
+            status: status.into(),
+            last_backup: age.map(|_| "L".into()),
+            last_backup_type: age.map(|_| "full".into()),
+            last_backup_at: None,
+            last_backup_age_s: age,
+            archive_newest_wal: None,
+        };
+        let healthy = BackupStatus {
+            repositories: vec![repo("ok", Some(3600))],
+            archiving: Some(Archiving::default()),
+        };
+        assert!(backup_findings(&healthy).is_empty());
+        let bad = BackupStatus {
+            repositories: vec![
+                repo("ok", None),
+                repo("ok", Some(9 * 86_400)),
+                repo("unreachable over SSH", None),
+            ],
+            archiving: Some(Archiving {
+                host: "a1".into(),
+                failing: true,
+                failed_count: 2,
+                ..Archiving::default()
+            }),
+        };
+        let f: Vec<String> = backup_findings(&bad).into_iter().map(|f| f.message).collect();
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert!(f[0].starts_with("WAL archiving fails on a1 (2 failures"), "{f:?}");
+        assert!(f[1].contains("holds no backup"), "{f:?}");
+        assert!(f[2].contains("9 days old"), "{f:?}");
+        assert!(f[3].contains("unreachable over SSH"), "{f:?}");
     }
 
     fn site(holder: Option<&str>, witness_ok: bool) -> SiteStatus {

@@ -29,12 +29,20 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
-/// `dc1 (primary)`, or `GLB` for the load balancer's steps.
+/// `dc1 (primary)`, or what a step outside the clouds acts on.
 pub fn cloud_label(step: &crate::plan::Step) -> String {
     match (&step.cloud, step.cloud_status) {
         (Some(c), Some(st)) => format!("{c} ({})", st.as_str()),
-        _ if step.component == crate::components::Component::Site => "all sites".to_string(),
-        _ => "GLB".to_string(),
+        _ => site_label(step.component).to_string(),
+    }
+}
+
+/// What a step with no cloud acts on: the sites, the repositories or the GLB.
+pub fn site_label(component: crate::components::Component) -> &'static str {
+    match component {
+        crate::components::Component::Site => "all sites",
+        crate::components::Component::Backup => "repositories",
+        _ => "GLB",
     }
 }
 
@@ -52,6 +60,29 @@ pub fn plan_table(plan: &Plan) -> String {
         ]);
     }
     t.to_string()
+}
+
+/// Bytes for people: B, kB, MB or GB (powers of 1024).
+pub fn bytes(b: u64) -> String {
+    match b {
+        0..=1023 => format!("{b} B"),
+        1024..=1_048_575 => format!("{:.1} kB", b as f64 / 1024.0),
+        1_048_576..=1_073_741_823 => format!("{:.1} MB", b as f64 / 1_048_576.0),
+        _ => format!("{:.2} GB", b as f64 / 1_073_741_824.0),
+    }
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
 }
 
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {

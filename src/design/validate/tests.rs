@@ -434,3 +434,84 @@ fn site_ttl_range_and_witness_address_and_ports_are_checked() {
         18,
     );
 }
+
+const REPOS: &str = "backup:
+  repositories:
+    - {cloud: dc1, name: r1, address: 10.0.0.9}
+    - {cloud: dc2, name: r2, address: 10.0.1.9}
+";
+
+#[test]
+fn backups_have_a_repository_per_cloud_and_defaults() {
+    let d = load(&format!("{BASE}{REPOS}")).unwrap().design;
+    let b = d.backup.as_ref().unwrap();
+    assert_eq!(b.repositories.len(), 2);
+    assert_eq!(b.repository("dc2").unwrap().host.name, "r2");
+    assert_eq!((b.retention_full, b.retention_diff, b.port), (2, 6, 8432));
+    assert_eq!(b.schedule_full.as_deref(), Some("Sun *-*-* 01:00:00"));
+    assert_eq!(b.schedule_incr, None);
+    assert!(d.is_repository("r1") && !d.is_repository("a1"));
+    // Listed in any order, they keep the design's cloud order (repo1, repo2).
+    let swapped = format!(
+        "{BASE}backup:\n  repositories:\n    - {{cloud: dc2, name: r2, address: 10.0.1.9}}\n    - {{cloud: dc1, name: r1, address: 10.0.0.9}}\n"
+    );
+    assert_eq!(
+        load(&swapped).unwrap().design.backup.unwrap().repositories[0].cloud,
+        "dc1"
+    );
+    let off = format!("{BASE}backup:\n  enabled: false\n");
+    assert!(load(&off).unwrap().design.backup.is_none());
+}
+
+#[test]
+fn backup_mistakes_name_their_line_and_field() {
+    assert_error(
+        &format!("{BASE}backup:\n  repositories:\n    - {{cloud: dc1, name: r1, address: 10.0.0.9}}\n"),
+        "cloud `dc2` has no repository",
+        "backup.repositories",
+        17,
+    );
+    assert_error(
+        &format!("{BASE}{REPOS}    - {{cloud: dc3, name: r3, address: 10.0.2.9}}\n"),
+        "no cloud named `dc3`",
+        "backup.repositories[2].cloud",
+        20,
+    );
+    assert_error(
+        &format!("{BASE}{REPOS}    - {{cloud: dc1, name: r3, address: 10.0.2.9}}\n"),
+        "cloud `dc1` has a repository already",
+        "backup.repositories[2].cloud",
+        20,
+    );
+    assert_error(
+        &format!("{BASE}backup:\n  repositories:\n    - {{cloud: dc1, name: r1, address: 'x;y'}}\n    - {{cloud: dc2, name: r2, address: 10.0.1.9}}\n"),
+        "invalid address",
+        "backup.repositories[0].address",
+        18,
+    );
+    assert_error(
+        &format!("{BASE}backup:\n  repositories:\n    - {{cloud: dc1, name: a1, address: 10.0.0.9}}\n    - {{cloud: dc2, name: r2, address: 10.0.1.9}}\n"),
+        "host name `a1` is used twice",
+        "backup.repositories[0].name",
+        18,
+    );
+    assert_error(
+        &format!("{BASE}{REPOS}  schedule:\n    full: \"Sun 01:00\\nExecStart=/bin/sh\"\n"),
+        "not a calendar expression",
+        "backup.schedule.full",
+        21,
+    );
+    assert_error(
+        &format!("{BASE}{REPOS}  retention_full: 0\n"),
+        "0 is out of range",
+        "backup.retention_full",
+        20,
+    );
+    assert_error(&format!("{BASE}{REPOS}  port: 8008\n"), "collides", "backup.port", 20);
+    assert_error(
+        &format!("{BASE}{REPOS}  retention: 3\n"),
+        "unknown key",
+        "backup.retention",
+        20,
+    );
+}

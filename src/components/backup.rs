@@ -1,0 +1,459 @@
+//! Backups and the WAL archive with pgBackRest (issue #12).
+//!
+//! Each cloud has a repository host. Every database host runs pgBackRest's
+//! TLS server (Debian's `pgbackrest.service`, as `postgres`) and lists every
+//! repository, its own cloud's first: the master pushes each WAL segment to
+//! all of them (asynchronously), so each cloud holds the whole archive and
+//! whichever cloud is primary archives to the same stanza. A replica is made
+//! from its cloud's repository when it holds a backup (Patroni's
+//! `create_replica_methods`), and every host fetches WAL it lacks from the
+//! archive (`restore_command`): a standby cloud down past `wal_keep_size`
+//! catches up without a new copy. Backups run on the repository host (the
+//! only place pgBackRest runs them), from a standby where one is streaming.
+//! Both ends authenticate with the cluster PKI's certificates; the
+//! repositories are encrypted with the generated `backup_passphrase`.
+
+use super::{tls, Component, FileSpec};
+use crate::design::{Backup, Design, Repository};
+use crate::shell::quote;
+
+/// Debian's unit: `pgbackrest server` as `postgres`.
+pub(crate) const SERVICE: &str = "pgbackrest";
+/// Debian's path, which pgBackRest reads when `/etc/pgbackrest/` has none.
+pub(crate) const CONFIG_PATH: &str = "/etc/pgbackrest.conf";
+
+pub(crate) const CONFIG: FileSpec = FileSpec {
+    component: Component::Backup,
+    template: "pgbackrest.conf.j2",
+    path: CONFIG_PATH,
+    owner: "postgres",
+    group: "postgres",
+    // The repository host's holds the cipher passphrase.
+    mode: 0o640,
+    service: SERVICE,
+    check: None,
+};
+
+/// The backup a timer runs on a repository host (`%i`: full, diff, incr).
+pub(crate) const BACKUP_UNIT: FileSpec = FileSpec {
+    component: Component::Backup,
+    template: "pgha-backup@.service.j2",
+    path: "/etc/systemd/system/pgha-backup@.service",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: "pgha-backup@full",
+    check: None,
+};
+
+pub(crate) const TIMER_FULL: FileSpec = timer("full", "/etc/systemd/system/pgha-backup-full.timer");
+pub(crate) const TIMER_DIFF: FileSpec = timer("diff", "/etc/systemd/system/pgha-backup-diff.timer");
+pub(crate) const TIMER_INCR: FileSpec = timer("incr", "/etc/systemd/system/pgha-backup-incr.timer");
+
+const fn timer(kind: &'static str, path: &'static str) -> FileSpec {
+    FileSpec {
+        component: Component::Backup,
+        template: "pgha-backup.timer.j2",
+        path,
+        owner: "root",
+        group: "root",
+        mode: 0o644,
+        service: match kind.as_bytes()[0] {
+            b'f' => "pgha-backup-full.timer",
+            b'd' => "pgha-backup-diff.timer",
+            _ => "pgha-backup-incr.timer",
+        },
+        check: None,
+    }
+}
+
+/// The TLS files pgBackRest reads (the key is the `postgres` user's copy).
+pub(crate) const TLS_FILES: [FileSpec; 3] = [tls::TRUST, tls::CERT, tls::POSTGRES_KEY];
+
+/// A repository host's files, in the order they are written.
+pub(crate) const REPOSITORY_FILES: [FileSpec; 4] = [tls::TRUST, tls::CERT, tls::POSTGRES_KEY, CONFIG];
+
+/// A backup type and its timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Full,
+    Diff,
+    Incr,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 3] = [Kind::Full, Kind::Diff, Kind::Incr];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Full => "full",
+            Kind::Diff => "diff",
+            Kind::Incr => "incr",
+        }
+    }
+
+    pub(crate) fn timer(self) -> FileSpec {
+        match self {
+            Kind::Full => TIMER_FULL,
+            Kind::Diff => TIMER_DIFF,
+            Kind::Incr => TIMER_INCR,
+        }
+    }
+
+    /// The design's schedule for this type, if it has one.
+    pub(crate) fn schedule(self, b: &Backup) -> Option<&str> {
+        match self {
+            Kind::Full => b.schedule_full.as_deref(),
+            Kind::Diff => b.schedule_diff.as_deref(),
+            Kind::Incr => b.schedule_incr.as_deref(),
+        }
+    }
+}
+
+/// The packages of a repository host.
+pub(crate) fn repository_packages() -> Vec<String> {
+    vec!["pgbackrest".into()]
+}
+
+/// The stanza: the cluster's name.
+pub(crate) fn stanza(design: &Design) -> &str {
+    &design.platform.name
+}
+
+/// `pgbackrest` as `postgres` with the stanza, then `args`.
+fn pgbackrest(design: &Design, args: &str) -> String {
+    format!(
+        "runuser -u postgres -- pgbackrest --stanza={} {args}",
+        quote(stanza(design))
+    )
+}
+
+/// The same on `repo`'s repository host, which serves only its own index.
+fn on_repository(design: &Design, repo: &Repository, args: &str) -> String {
+    pgbackrest(design, &format!("--repo={} {args}", repo_index(design, &repo.cloud)))
+}
+
+/// Patroni's `archive_command`: asynchronous, so a slow or unreachable
+/// repository does not hold the master's WAL writer.
+pub(crate) fn archive_command(design: &Design) -> String {
+    format!("pgbackrest --stanza={} archive-push %p", stanza(design))
+}
+
+pub(crate) fn restore_command(design: &Design) -> String {
+    format!("pgbackrest --stanza={} archive-get %f \"%p\"", stanza(design))
+}
+
+/// pgBackRest's index of `cloud`'s repository: its place in the design's
+/// cloud order, the same on every host (0: none).
+pub(crate) fn repo_index(design: &Design, cloud: &str) -> usize {
+    design
+        .backup
+        .as_ref()
+        .and_then(|b| b.repositories.iter().position(|r| r.cloud == cloud))
+        .map_or(0, |i| i + 1)
+}
+
+/// Patroni's replica method: restore the newest backup of `cloud`'s own
+/// repository over what is there (`--delta`), as a standby; Patroni then
+/// points it at its upstream. Without a backup there it fails, and Patroni
+/// copies from the upstream instead.
+pub(crate) fn replica_command(design: &Design, cloud: &str) -> String {
+    format!(
+        "/usr/bin/pgbackrest --stanza={} --repo={} --delta --type=standby restore",
+        stanza(design),
+        repo_index(design, cloud)
+    )
+}
+
+/// Creates the stanza (or checks it, if it exists) on a repository host:
+/// pgBackRest finds the master among the hosts it lists. (No `--repo`: the
+/// command takes none, and the host has its own repository only.)
+pub(crate) fn stanza_create_script(design: &Design) -> String {
+    format!("set -e\n{} >&2\n", pgbackrest(design, "stanza-create"))
+}
+
+/// Runs a backup of `kind` on a repository host.
+pub(crate) fn backup_script(design: &Design, repo: &Repository, kind: Kind) -> String {
+    format!(
+        "set -e\n{} >&2\n",
+        on_repository(design, repo, &format!("--type={} backup", kind.as_str()))
+    )
+}
+
+/// `pgbackrest info` as JSON, on a repository host.
+pub(crate) fn info_script(design: &Design, repo: &Repository) -> String {
+    format!("{}\n", on_repository(design, repo, "--output=json info"))
+}
+
+/// `pgbackrest check`: the archive works end to end (a WAL switch on the
+/// master reaches this repository) and the configuration is right. (It
+/// takes no `--repo`: the repository host has its own only.)
+pub(crate) fn check_script(design: &Design) -> String {
+    format!("set -e\n{} >&2\n", pgbackrest(design, "check"))
+}
+
+/// What `pgha restore` recovers to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "value")]
+pub(crate) enum Target {
+    /// A point in time (`YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]`).
+    Time(String),
+    /// The end of the archive.
+    Latest,
+    /// A backup, recovered only to the point it is consistent.
+    Backup(String),
+}
+
+impl Target {
+    /// Checks the shape of what reaches pgBackRest's command line.
+    pub(crate) fn checked(self) -> Result<Target, String> {
+        match &self {
+            Target::Time(t) => {
+                let ok = (10..=40).contains(&t.len())
+                    && t.starts_with(|c: char| c.is_ascii_digit())
+                    && t.chars().all(|c| c.is_ascii_digit() || " :.+-T".contains(c));
+                if ok {
+                    Ok(self)
+                } else {
+                    Err(format!(
+                        "--to `{t}` is not a time: write `YYYY-MM-DD HH:MM:SS` with an offset, e.g. `2026-11-29 06:30:00+00`"
+                    ))
+                }
+            }
+            Target::Backup(label) => {
+                let ok = (16..=40).contains(&label.len())
+                    && label.chars().all(|c| c.is_ascii_digit() || "-_FDI".contains(c));
+                if ok {
+                    Ok(self)
+                } else {
+                    Err(format!(
+                        "--backup `{label}` is not a backup label: `pgha backup list` shows them (e.g. 20261129-063000F)"
+                    ))
+                }
+            }
+            Target::Latest => Ok(self),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Target::Time(t) => format!("the state at {t}"),
+            Target::Latest => "the last archived transaction".into(),
+            Target::Backup(l) => format!("backup {l} (to the point it is consistent)"),
+        }
+    }
+
+    /// pgBackRest's options for this target; the restored server promotes
+    /// itself when it gets there.
+    fn options(&self) -> String {
+        match self {
+            Target::Time(t) => format!("--type=time --target={} --target-action=promote", quote(t)),
+            Target::Latest => "--type=default".into(),
+            Target::Backup(l) => format!("--set={} --type=immediate --target-action=promote", quote(l)),
+        }
+    }
+}
+
+/// Restores the stanza into an empty data directory (created 0700) from
+/// `cloud`'s repository. The copy of the standby signal a backup taken from
+/// a standby carries is dropped: the restored server recovers to the target
+/// and promotes.
+pub(crate) fn restore_script(design: &Design, cloud: &str, target: &Target) -> String {
+    let data = quote(&design.platform.data_dir);
+    let restore = pgbackrest(
+        design,
+        &format!("--repo={} {} restore", repo_index(design, cloud), target.options()),
+    );
+    format!("set -e\ninstall -d -m 0700 -o postgres -g postgres {data}\n{restore}\nrm -f {data}/standby.signal\n")
+}
+
+/// `pg_ctl ACTION` on the data directory as `postgres`: `start` (without
+/// waiting, logging to [`RESTORE_LOG`]), `status` (exit 0 when running) or
+/// `stop` (fast, waiting).
+pub(crate) fn pg_ctl_script(design: &Design, action: &str) -> String {
+    let pg_ctl = format!("{}/pg_ctl", design.platform.bin_dir);
+    let base = format!(
+        "runuser -u postgres -- {} -D {}",
+        quote(&pg_ctl),
+        quote(&design.platform.data_dir)
+    );
+    match action {
+        "start" => format!("{base} -l {RESTORE_LOG} -W start"),
+        "stop" => format!("{base} -m fast -w -t 300 stop"),
+        _ => format!("{base} status >/dev/null"),
+    }
+}
+
+/// Where the restored server logs while it recovers without Patroni.
+pub(crate) const RESTORE_LOG: &str = "/var/log/postgresql/pgha-restore.log";
+
+pub(crate) fn restore_log_script() -> String {
+    format!("tail -n 30 {RESTORE_LOG}")
+}
+
+/// The recovery settings pgBackRest's restore wrote to postgresql.auto.conf:
+/// once promoted the server no longer needs them, and left there they would
+/// stop it at the same target when it is a replica one day.
+pub(crate) const RESET_RECOVERY_SQL: &str = "ALTER SYSTEM RESET restore_command;
+ALTER SYSTEM RESET recovery_target_time;
+ALTER SYSTEM RESET recovery_target;
+ALTER SYSTEM RESET recovery_target_action;
+ALTER SYSTEM RESET recovery_target_timeline;";
+
+/// A full backup from the master (no standby runs right after a restore).
+pub(crate) fn master_backup_script(design: &Design, repo: &Repository) -> String {
+    format!(
+        "set -e\n{} >&2\n",
+        on_repository(design, repo, "--backup-standby=n --type=full backup")
+    )
+}
+
+/// One backup of `pgbackrest info`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct BackupInfo {
+    pub label: String,
+    pub kind: String,
+    pub start: i64,
+    pub stop: i64,
+    /// Bytes of the database at backup time, and in the repository.
+    pub size: u64,
+    pub repo_size: u64,
+    pub wal_start: String,
+    pub wal_stop: String,
+    pub error: bool,
+}
+
+/// What a repository holds for the stanza.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub(crate) struct RepoInfo {
+    /// `ok`, or pgBackRest's message (no backup yet, missing stanza, ...).
+    pub status: String,
+    pub backups: Vec<BackupInfo>,
+    /// The archive's oldest and newest WAL segment.
+    pub wal_min: Option<String>,
+    pub wal_max: Option<String>,
+}
+
+impl RepoInfo {
+    /// The newest backup that completed without error.
+    pub(crate) fn last_good(&self) -> Option<&BackupInfo> {
+        self.backups.iter().filter(|b| !b.error).max_by_key(|b| b.stop)
+    }
+}
+
+/// Parses `pgbackrest --output=json info` for `stanza`.
+pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<RepoInfo> {
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).map_err(|e| anyhow::anyhow!("pgbackrest info is not JSON: {e}"))?;
+    let Some(s) = v
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"].as_str() == Some(stanza)))
+    else {
+        return Ok(RepoInfo {
+            status: "no stanza".into(),
+            ..RepoInfo::default()
+        });
+    };
+    let status = match s["status"]["code"].as_i64() {
+        Some(0) => "ok".to_string(),
+        _ => s["status"]["message"].as_str().unwrap_or("unknown").to_string(),
+    };
+    let backups = s["backup"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|b| BackupInfo {
+                    label: b["label"].as_str().unwrap_or_default().to_string(),
+                    kind: b["type"].as_str().unwrap_or_default().to_string(),
+                    start: b["timestamp"]["start"].as_i64().unwrap_or(0),
+                    stop: b["timestamp"]["stop"].as_i64().unwrap_or(0),
+                    size: b["info"]["size"].as_u64().unwrap_or(0),
+                    repo_size: b["info"]["repository"]["delta"].as_u64().unwrap_or(0),
+                    wal_start: b["archive"]["start"].as_str().unwrap_or_default().to_string(),
+                    wal_stop: b["archive"]["stop"].as_str().unwrap_or_default().to_string(),
+                    error: b["error"].as_bool().unwrap_or(false),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let archives = s["archive"].as_array();
+    let wal = |key: &str, pick: fn(Vec<String>) -> Option<String>| {
+        archives.and_then(|a| pick(a.iter().filter_map(|x| x[key].as_str().map(str::to_string)).collect()))
+    };
+    Ok(RepoInfo {
+        status,
+        backups,
+        wal_min: wal("min", |v| v.into_iter().min()),
+        wal_max: wal("max", |v| v.into_iter().max()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"17-1","max":"000000010000000000000007","min":"000000010000000000000001"}],
+      "backup":[{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000003"},
+        "error":false,"info":{"delta":31500000,"repository":{"delta":4100000,"size":4100000},"size":31500000},
+        "label":"20261129-063000F","timestamp":{"start":1795933800,"stop":1795933806},"type":"full"},
+        {"archive":{"start":"000000010000000000000006","stop":"000000010000000000000006"},
+        "error":false,"info":{"delta":8192,"repository":{"delta":900,"size":4100900},"size":31500000},
+        "label":"20261129-063000F_20261129-064000D","timestamp":{"start":1795934400,"stop":1795934402},"type":"diff"}],
+      "name":"pgha-lab","status":{"code":0,"message":"ok"}}]"#;
+
+    #[test]
+    fn restore_targets_are_checked_before_any_shell_sees_them() {
+        assert!(Target::Time("2026-11-29 06:30:00.123+00".into()).checked().is_ok());
+        assert!(Target::Time("2026-11-29T06:30:00Z".into()).checked().is_err());
+        assert!(Target::Time("now'; rm -rf /".into()).checked().is_err());
+        assert!(Target::Backup("20261129-063000F_20261129-064000D".into())
+            .checked()
+            .is_ok());
+        assert!(Target::Backup("../../x".into()).checked().is_err());
+    }
+
+    #[test]
+    fn info_gives_each_backup_and_the_archive_range() {
+        let i = parse_info(INFO, "pgha-lab").unwrap();
+        assert_eq!(i.status, "ok");
+        assert_eq!(i.backups.len(), 2);
+        assert_eq!(i.backups[0].kind, "full");
+        assert_eq!(i.backups[0].repo_size, 4_100_000);
+        assert_eq!(i.last_good().unwrap().label, "20261129-063000F_20261129-064000D");
+        assert_eq!(i.wal_min.as_deref(), Some("000000010000000000000001"));
+        assert_eq!(i.wal_max.as_deref(), Some("000000010000000000000007"));
+    }
+
+    #[test]
+    fn a_missing_stanza_or_no_backup_is_said_plainly() {
+        assert_eq!(parse_info("[]", "pgha-lab").unwrap().status, "no stanza");
+        let none = r#"[{"name":"pgha-lab","status":{"code":2,"message":"no valid backups"},"backup":[],"archive":[]}]"#;
+        let i = parse_info(none, "pgha-lab").unwrap();
+        assert_eq!(i.status, "no valid backups");
+        assert!(i.last_good().is_none());
+        assert!(parse_info("not json", "x").is_err());
+    }
+
+    #[test]
+    fn commands_run_as_postgres_with_the_stanza_quoted() {
+        let d = crate::testkit::example("three-sites.yaml");
+        let dc2 = &d.backup.as_ref().unwrap().repositories[1];
+        assert_eq!(
+            backup_script(&d, dc2, Kind::Diff),
+            "set -e\nrunuser -u postgres -- pgbackrest --stanza=pgha-demo --repo=2 --type=diff backup >&2\n"
+        );
+        assert!(archive_command(&d).ends_with("archive-push %p"));
+        assert_eq!(
+            replica_command(&d, "dc2"),
+            "/usr/bin/pgbackrest --stanza=pgha-demo --repo=2 --delta --type=standby restore"
+        );
+        assert!(
+            restore_script(&d, "dc1", &Target::Time("2026-11-29 06:30:00+00".into()))
+                .contains("--repo=1 --type=time --target='2026-11-29 06:30:00+00' --target-action=promote restore")
+        );
+        assert!(restore_script(&d, "dc2", &Target::Backup("20261129-063000F".into()))
+            .contains("--repo=2 --set=20261129-063000F --type=immediate --target-action=promote restore"));
+        assert!(restore_command(&d).ends_with("archive-get %f \"%p\""));
+    }
+}

@@ -1,0 +1,269 @@
+//! `pgha backup [--type full|diff|incr] [--cloud NAME]`, `pgha backup list`
+//! and `pgha backup check`: pgBackRest runs the backups, on each cloud's
+//! repository host (see `components::backup`); pgha picks the hosts,
+//! plans, asks, and reads pgBackRest's own JSON back.
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::report::{numbered, Recorder};
+use crate::components::backup::{self, Kind, RepoInfo};
+use crate::design::{Design, Repository};
+use crate::error::Usage;
+use crate::fleet::Fleet;
+use crate::ui::{self, confirm};
+
+pub(crate) struct Options {
+    pub kind: Kind,
+    /// Only this cloud's repository (default: every cloud's).
+    pub cloud: Option<String>,
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+/// The design's repositories, or a usage error when backups are off.
+fn repositories(design: &Design) -> anyhow::Result<&[Repository]> {
+    match &design.backup {
+        Some(b) => Ok(&b.repositories),
+        None => bail!(Usage(format!(
+            "{}: backups are off (no `backup:` section)\n  hint: add `backup:` with a repository host per cloud, then `pgha deploy`",
+            design.path.display()
+        ))),
+    }
+}
+
+/// Which repositories a backup goes to.
+fn chosen<'a>(design: &'a Design, cloud: Option<&str>) -> anyhow::Result<Vec<&'a Repository>> {
+    let all = repositories(design)?;
+    match cloud {
+        None => Ok(all.iter().collect()),
+        Some(c) => match all.iter().find(|r| r.cloud == c) {
+            Some(r) => Ok(vec![r]),
+            None => {
+                let names: Vec<&str> = all.iter().map(|r| r.cloud.as_str()).collect();
+                bail!(Usage(format!(
+                    "--cloud {c}: no such cloud (clouds: {})",
+                    names.join(", ")
+                )))
+            }
+        },
+    }
+}
+
+pub(crate) async fn take(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    chosen(design, opts.cloud.as_deref())?;
+    let fleet = Fleet::connect(design, false).await?;
+    let result = take_on(&fleet, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// The backup on a connected fleet: plan, confirmation, one step per repository.
+pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let design = &fleet.design;
+    let repos = chosen(design, opts.cloud.as_deref())?;
+    let steps: Vec<String> = repos
+        .iter()
+        .map(|r| {
+            format!(
+                "take a {} backup of {} into {}'s repository on {} (from a standby where one streams)",
+                opts.kind.as_str(),
+                backup::stanza(design),
+                r.cloud,
+                r.host.name
+            )
+        })
+        .collect();
+    if output == ui::Output::Text {
+        ui::print(&numbered("Plan for `backup`", &steps))?;
+    }
+    let mut rec = Recorder::default();
+    if opts.dry_run {
+        return rec.print(output, "backup", true, &steps);
+    }
+    confirm("Take the backup?", opts.yes)?;
+    // No backup while a flip or a deploy changes the cluster under it.
+    let session = crate::lock::Session::begin(design, "backup", None)?;
+    let clouds: Vec<&crate::design::Cloud> = design.clouds.iter().collect();
+    let lock = session.cluster(design, &clouds, &fleet.remotes).await?;
+    let mut result = Ok(());
+    for (i, r) in repos.iter().enumerate() {
+        rec.start(i + 1, &steps[i]);
+        let ran = match fleet.remote(&r.host.name) {
+            Ok(remote) => remote
+                .check("taking the backup", &backup::backup_script(design, r, opts.kind))
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        result = rec.finish(ran);
+        if result.is_err() {
+            break;
+        }
+    }
+    lock.release().await;
+    rec.print(output, "backup", false, &steps)?;
+    result
+}
+
+/// One repository in `backup list` and `status`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RepoReport {
+    pub cloud: String,
+    pub host: String,
+    /// pgBackRest's `info` of the stanza, or why it could not be read.
+    #[serde(flatten)]
+    pub info: RepoInfo,
+}
+
+/// Every repository's `pgbackrest info`; an unreachable one says so in its status.
+pub(crate) async fn read_all(fleet: &Fleet) -> Vec<RepoReport> {
+    let design = &fleet.design;
+    let Some(b) = &design.backup else { return Vec::new() };
+    let reads = b.repositories.iter().map(|r| {
+        let script = backup::info_script(design, r);
+        async move {
+            let info = match fleet.remote(&r.host.name) {
+                Ok(remote) => match remote.check("reading pgbackrest info", &script).await {
+                    Ok(out) => backup::parse_info(&out, backup::stanza(design)).unwrap_or_else(|e| RepoInfo {
+                        status: format!("{e:#}"),
+                        ..RepoInfo::default()
+                    }),
+                    Err(e) => RepoInfo {
+                        status: format!("{e:#}"),
+                        ..RepoInfo::default()
+                    },
+                },
+                Err(_) => RepoInfo {
+                    status: "unreachable over SSH".into(),
+                    ..RepoInfo::default()
+                },
+            };
+            RepoReport {
+                cloud: r.cloud.clone(),
+                host: r.host.name.clone(),
+                info,
+            }
+        }
+    });
+    futures::future::join_all(reads).await
+}
+
+pub(crate) async fn list(design: &Design, output: ui::Output) -> anyhow::Result<()> {
+    repositories(design)?;
+    let fleet = Fleet::connect(design, false).await?;
+    let repos = read_all(&fleet).await;
+    fleet.close().await;
+    match output {
+        ui::Output::Json => ui::print_json(&repos)?,
+        ui::Output::Text => ui::print(&list_table(&repos))?,
+    }
+    if repos.iter().any(|r| r.info.status != "ok") {
+        bail!("a repository is not healthy (see its status)");
+    }
+    Ok(())
+}
+
+/// `backup list` as a table: one row per backup, a row per repository
+/// without one.
+pub(crate) fn list_table(repos: &[RepoReport]) -> String {
+    let mut t = ui::table(&[
+        "Cloud",
+        "Repository",
+        "Label",
+        "Type",
+        "Start (UTC)",
+        "Took",
+        "Size",
+        "In repo",
+        "WAL",
+    ]);
+    for r in repos {
+        if r.info.backups.is_empty() {
+            t.add_row(vec![
+                r.cloud.clone(),
+                r.host.clone(),
+                format!("({})", r.info.status),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for b in &r.info.backups {
+            t.add_row(vec![
+                r.cloud.clone(),
+                r.host.clone(),
+                b.label.clone(),
+                b.kind.clone(),
+                ui::utc(b.start),
+                format!("{} s", b.stop - b.start),
+                ui::bytes(b.size),
+                ui::bytes(b.repo_size),
+                format!("{}..{}", b.wal_start, b.wal_stop),
+            ]);
+        }
+    }
+    let mut out = t.to_string();
+    for r in repos {
+        if let (Some(min), Some(max)) = (&r.info.wal_min, &r.info.wal_max) {
+            out.push_str(&format!("\n{} archive: WAL {min} to {max}", r.host));
+        }
+    }
+    out
+}
+
+/// One repository's `pgbackrest check`.
+#[derive(Debug, Serialize)]
+struct CheckResult {
+    cloud: String,
+    host: String,
+    ok: bool,
+    detail: String,
+}
+
+pub(crate) async fn check(design: &Design, output: ui::Output) -> anyhow::Result<()> {
+    let repos = repositories(design)?;
+    let fleet = Fleet::connect(design, false).await?;
+    let results = futures::future::join_all(repos.iter().map(|r| {
+        let (fleet, script) = (&fleet, backup::check_script(design));
+        async move {
+            let ran = match fleet.remote(&r.host.name) {
+                Ok(remote) => remote.check("pgbackrest check", &script).await,
+                Err(e) => Err(e),
+            };
+            CheckResult {
+                cloud: r.cloud.clone(),
+                host: r.host.name.clone(),
+                ok: ran.is_ok(),
+                detail: match ran {
+                    Ok(_) => "the archive reaches this repository; the configuration is consistent".into(),
+                    Err(e) => format!("{e:#}"),
+                },
+            }
+        }
+    }))
+    .await;
+    fleet.close().await;
+    match output {
+        ui::Output::Json => ui::print_json(&results)?,
+        ui::Output::Text => {
+            let mut t = ui::table(&["Cloud", "Repository", "Check", "Detail"]);
+            for r in &results {
+                t.add_row(vec![
+                    r.cloud.clone(),
+                    r.host.clone(),
+                    if r.ok { "ok" } else { "FAILED" }.to_string(),
+                    r.detail.clone(),
+                ]);
+            }
+            ui::print(&t.to_string())?;
+        }
+    }
+    if let Some(bad) = results.iter().find(|r| !r.ok) {
+        bail!("{}: pgbackrest check failed", bad.host);
+    }
+    Ok(())
+}

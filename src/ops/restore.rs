@@ -1,0 +1,425 @@
+//! `pgha restore --to TIME | --latest | --backup LABEL`: the whole cluster
+//! back to a point in time, from pgBackRest's backups and WAL archive.
+//!
+//! Every Patroni stops, every cloud's Patroni cluster is forgotten in its
+//! etcd (pgha's lock stays), and every data directory is moved aside (kept
+//! until the DBA removes it). The primary cloud's first host is restored from
+//! its cloud's repository and recovers to the target as a plain PostgreSQL
+//! server, which promotes itself there; pgha clears the recovery settings,
+//! stops it and starts Patroni on it, which adopts the data as a new cluster.
+//! A full backup into every repository follows (the new timeline: replicas
+//! restored from an older backup could not follow it), then the primary
+//! cloud's replicas and every standby cloud start and copy from it.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::report::{numbered, Recorder};
+use crate::components::backup::{self, Target};
+use crate::components::systemd::{self, Verb};
+use crate::components::{patroni, site};
+use crate::design::{Cloud, Design, Host};
+use crate::error::Usage;
+use crate::fleet::Fleet;
+use crate::render::Renderer;
+use crate::secrets::Secrets;
+use crate::ui::{self, confirm};
+use crate::wait::poll;
+
+pub(crate) struct Options {
+    pub target: Target,
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    if design.backup.is_none() {
+        bail!(Usage(format!(
+            "{}: backups are off (no `backup:` section): there is nothing to restore from",
+            design.path.display()
+        )));
+    }
+    let primary = design
+        .primary_clouds()
+        .next()
+        .ok_or_else(|| Usage("no cloud is primary: make one primary first, then restore into it".into()))?;
+    let fleet = Fleet::connect(design, true).await?;
+    let result = run_on(&fleet, &primary.name, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// The steps, as the plan shows them.
+fn plan(d: &Design, primary: &Cloud, target: &Target, aside: &str) -> Vec<String> {
+    let leader = &primary.hosts[0].name;
+    let others: Vec<&str> = d
+        .clouds_in_order()
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(|h| h.name.as_str()))
+        .filter(|h| h != leader)
+        .collect();
+    let repo = d
+        .backup
+        .as_ref()
+        .and_then(|b| b.repository(&primary.name))
+        .map_or("-", |r| r.host.name.as_str());
+    let standby: Vec<&str> = d
+        .clouds_in_order()
+        .iter()
+        .filter(|c| !c.is_primary())
+        .map(|c| c.name.as_str())
+        .collect();
+    vec![
+        format!(
+            "stop Patroni and PostgreSQL on every host ({}), standby clouds first{}",
+            d.clouds.iter().map(|c| c.hosts.len()).sum::<usize>(),
+            if d.site.is_some() { ", and the site agents" } else { "" }
+        ),
+        "forget each cloud's Patroni cluster in its etcd (leader, members, configuration; the data stays on disk), \
+         and write every host's Patroni configuration for its cloud's role now (a secondary cloud bootstraps as a \
+         standby cluster)"
+            .into(),
+        format!(
+            "move every host's data directory {} aside to {}{aside}",
+            d.platform.data_dir, d.platform.data_dir
+        ),
+        format!(
+            "restore {leader} from {}'s repository on {repo} to {}",
+            primary.name,
+            target.describe()
+        ),
+        format!(
+            "recover {leader} to the target as plain PostgreSQL, which promotes itself there; clear the recovery settings"
+        ),
+        format!(
+            "start Patroni on {leader}: it takes cluster {} as its master{}",
+            d.platform.name,
+            if d.site.is_some() {
+                format!(
+                    " ({} takes the site lease first; the site agents start again)",
+                    primary.name
+                )
+            } else {
+                String::new()
+            }
+        ),
+        "take a full backup of the new timeline into every repository, from the master".into(),
+        format!(
+            "start Patroni on {}: {}'s replicas restore from its repository, {} copy from {}",
+            others.join(", "),
+            primary.name,
+            if standby.is_empty() {
+                "no standby cloud to".to_string()
+            } else {
+                format!("the standby leaders of {}", standby.join(", "))
+            },
+            primary.name
+        ),
+        format!("wait until every cloud is healthy again and the GLB reaches {leader}"),
+    ]
+}
+
+pub(crate) async fn run_on(fleet: &Fleet, primary: &str, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    let primary = d.cloud(primary).expect("the primary cloud is in the design");
+    let unreachable: Vec<&str> = d
+        .clouds
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .chain(d.repository_hosts())
+        .filter(|h| !fleet.reachable(&h.name))
+        .map(|h| h.name.as_str())
+        .collect();
+    if !unreachable.is_empty() {
+        bail!(
+            "{} unreachable over SSH: a restore replaces every host's data, so every host must answer \
+             (nothing was changed)",
+            unreachable.join(", ")
+        );
+    }
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let aside = format!(".pgha-restore-{stamp}");
+    let steps = plan(d, primary, &opts.target, &aside);
+    if output == ui::Output::Text {
+        ui::print(&numbered("Plan for `restore`", &steps))?;
+    }
+    let mut rec = Recorder::default();
+    if opts.dry_run {
+        return rec.print(output, "restore", true, &steps);
+    }
+    confirm(
+        "Restore the whole cluster? Every host stops, and writes after the target are set aside",
+        opts.yes,
+    )?;
+    let session = crate::lock::Session::begin(d, "restore", None)?;
+    let clouds: Vec<&Cloud> = d.clouds.iter().collect();
+    let lock = session.cluster(d, &clouds, &fleet.remotes).await?;
+    let result = async {
+        session.ensure_unchanged(d)?;
+        execute(fleet, primary, opts, &aside, &steps, &mut rec).await
+    }
+    .await;
+    lock.release().await;
+    rec.print(output, "restore", false, &steps)?;
+    result
+}
+
+async fn execute(
+    fleet: &Fleet,
+    primary: &Cloud,
+    opts: &Options,
+    aside: &str,
+    steps: &[String],
+    rec: &mut Recorder,
+) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    let leader = &primary.hosts[0];
+    let order = d.clouds_in_order();
+    let mut n = 0;
+    let mut step = |rec: &mut Recorder| {
+        n += 1;
+        rec.start(n, &steps[n - 1]);
+    };
+
+    step(rec);
+    let stopped = async {
+        if d.site.is_some() {
+            on_hosts(
+                fleet,
+                order.iter().flat_map(|c| &c.hosts),
+                "stopping the site agent",
+                &stop(site::AGENT_SERVICE),
+            )
+            .await?;
+        }
+        // Standby clouds, then the primary's replicas, then its master: no
+        // replica is left following a master that stopped first.
+        for c in order.iter().rev() {
+            let (firsts, rest) = c.hosts.split_at(1);
+            on_hosts(fleet, rest, "stopping Patroni", &stop("patroni")).await?;
+            on_hosts(fleet, firsts, "stopping Patroni", &stop("patroni")).await?;
+        }
+        Ok(())
+    }
+    .await;
+    rec.finish(stopped)?;
+
+    step(rec);
+    let forgotten = async {
+        // A cloud flipped since the last deploy still has the old role in
+        // its file, and Patroni bootstraps from the file: a former primary
+        // would initialise a cluster of its own.
+        let secrets = Secrets::load(&d.secrets_file)?
+            .ok_or_else(|| anyhow!("no secrets file {}: deploy first", d.secrets_file.display()))?;
+        let renderer = Renderer::for_design(d)?;
+        for c in &order {
+            for h in &c.hosts {
+                let files = renderer.db_host(d, c, h, None, &secrets)?;
+                fleet
+                    .remote(&h.name)?
+                    .install_file(crate::render::pick(&files, &patroni::CONFIG))
+                    .await?;
+            }
+            let script = patroni::forget_cluster_script(d.etcd.client_port, &d.platform.name);
+            on_first_answering(fleet, c, "forgetting the Patroni cluster", &script).await?;
+        }
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    rec.finish(forgotten)?;
+
+    step(rec);
+    let all: Vec<&Host> = order.iter().flat_map(|c| &c.hosts).collect();
+    let moved = on_hosts(
+        fleet,
+        all.iter().copied(),
+        "moving the data directory aside",
+        &set_aside_script(&d.platform.data_dir, aside),
+    )
+    .await;
+    rec.finish(moved)?;
+
+    step(rec);
+    let restored = fleet
+        .remote(&leader.name)?
+        .check(
+            "restoring with pgBackRest",
+            &backup::restore_script(d, &primary.name, &opts.target),
+        )
+        .await
+        .map(|_| ());
+    rec.finish(restored)?;
+
+    step(rec);
+    let recovered = recover_alone(fleet, leader).await;
+    rec.finish(recovered)?;
+
+    step(rec);
+    let started = async {
+        if d.site.is_some() {
+            super::site::take(fleet, &primary.name, false, false).await?;
+        }
+        fleet
+            .remote(&leader.name)?
+            .check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
+            .await?;
+        poll(Duration::from_secs(120), || async {
+            Ok(fleet.master(primary).await.ok().flatten().as_deref() == Some(leader.name.as_str()))
+        })
+        .await
+        .with_context(|| format!("Patroni on {} did not take the cluster as its master", leader.name))?;
+        if d.site.is_some() {
+            // Its master renews the lease it just took.
+            on_hosts(
+                fleet,
+                order.iter().flat_map(|c| &c.hosts),
+                "starting the site agent",
+                &systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+    .await;
+    rec.finish(started)?;
+
+    step(rec);
+    let backed_up = async {
+        for r in d.backup.iter().flat_map(|b| &b.repositories) {
+            fleet
+                .remote(&r.host.name)?
+                .check("taking a full backup", &backup::master_backup_script(d, r))
+                .await
+                .with_context(|| format!("{}: the backup after the restore failed", r.host.name))?;
+        }
+        Ok(())
+    }
+    .await;
+    rec.finish(backed_up)?;
+
+    step(rec);
+    let rest: Vec<&Host> = all.iter().copied().filter(|h| h.name != leader.name).collect();
+    let joined = on_hosts(
+        fleet,
+        rest.iter().copied(),
+        "starting Patroni",
+        &systemd::unit_script(Verb::Start, "patroni"),
+    )
+    .await;
+    rec.finish(joined)?;
+
+    step(rec);
+    let healthy = async {
+        for c in &order {
+            poll(Duration::from_secs(600), || async {
+                let members = fleet.cluster_view(c).await.unwrap_or_default();
+                let led = members.iter().any(|m| {
+                    (if c.is_primary() {
+                        m.is_leader()
+                    } else {
+                        m.is_standby_leader()
+                    }) && m.is_healthy()
+                });
+                Ok(led
+                    && c.hosts
+                        .iter()
+                        .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy())))
+            })
+            .await
+            .with_context(|| format!("{} did not become healthy after the restore", c.name))?;
+        }
+        super::cloud::wait_serving(fleet, d, primary).await
+    }
+    .await;
+    rec.finish(healthy)?;
+    Ok(())
+}
+
+fn stop(unit: &str) -> String {
+    systemd::unit_script(Verb::Stop, unit)
+}
+
+/// Runs `script` on every host at once; the first failure names its host.
+async fn on_hosts<'a>(
+    fleet: &Fleet,
+    hosts: impl IntoIterator<Item = &'a Host>,
+    what: &str,
+    script: &str,
+) -> anyhow::Result<()> {
+    let runs = hosts.into_iter().map(|h| async move {
+        fleet
+            .remote(&h.name)?
+            .check(what, script)
+            .await
+            .with_context(|| h.name.clone())
+    });
+    futures::future::try_join_all(runs).await.map(|_| ())
+}
+
+/// Runs `script` on the cloud's first host that succeeds.
+async fn on_first_answering(fleet: &Fleet, cloud: &Cloud, what: &str, script: &str) -> anyhow::Result<()> {
+    let mut last = anyhow!("no host of {} answered", cloud.name);
+    for h in &cloud.hosts {
+        match fleet.remote(&h.name)?.check(what, script).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.context(h.name.clone()),
+        }
+    }
+    Err(last)
+}
+
+/// Moves the data directory aside (when there is one).
+pub(crate) fn set_aside_script(data_dir: &str, suffix: &str) -> String {
+    let d = crate::shell::quote(data_dir);
+    let a = crate::shell::quote(&format!("{data_dir}{suffix}"));
+    format!("if [ -e {d} ]; then mv {d} {a}; echo \"kept the old data in \"{a} >&2; fi")
+}
+
+/// Starts the restored server without Patroni, waits until it has
+/// recovered to the target and promoted itself, and clears the recovery
+/// settings pgBackRest wrote (they would bind it again as a replica later).
+/// It keeps running: Patroni adopts a running server as its master
+/// (Patroni's documented way to take over existing data).
+async fn recover_alone(fleet: &Fleet, leader: &Host) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    let r = fleet.remote(&leader.name)?;
+    r.check("starting the restored PostgreSQL", &backup::pg_ctl_script(d, "start"))
+        .await?;
+    // A server that stops (the target lies past the archive's end, a
+    // segment is missing) ends the wait at once with its log.
+    let died = std::sync::Mutex::new(None);
+    let promoted = poll(Duration::from_secs(1800), || async {
+        if r.check("checking the server", &backup::pg_ctl_script(d, "status"))
+            .await
+            .is_err()
+        {
+            let log = r
+                .check("reading its log", &backup::restore_log_script())
+                .await
+                .unwrap_or_default();
+            *died.lock().expect("not poisoned") = Some(log);
+            return Ok(true);
+        }
+        Ok(fleet
+            .psql(&leader.name, "SELECT pg_is_in_recovery()")
+            .await
+            .is_ok_and(|v| v == "f"))
+    })
+    .await
+    .with_context(|| format!("{} did not finish recovery", leader.name));
+    if let Some(log) = died.into_inner().expect("not poisoned") {
+        bail!(
+            "the restored server on {} stopped before it reached the target (nothing was started; the old data \
+             directories are kept aside):\n{log}\n  hint: a time after the archive's last transaction cannot be \
+             reached: `pgha backup list` shows the archive's range; `--latest` replays all of it",
+            leader.name
+        );
+    }
+    if let Err(e) = promoted {
+        let _ = r.check("stopping it", &backup::pg_ctl_script(d, "stop")).await;
+        return Err(e);
+    }
+    fleet.psql(&leader.name, backup::RESET_RECOVERY_SQL).await?;
+    Ok(())
+}

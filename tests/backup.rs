@@ -1,0 +1,274 @@
+//! Issue 12 end to end: backups and point-in-time recovery with pgBackRest,
+//! and a WAL archive the standby cloud uses. One lab (two clouds of three
+//! hosts, a repository host in each, the GLB), in order:
+//!
+//! 1. deploy: the stanza and a first full backup in every repository, a
+//!    second deploy changes nothing, `backup check`, `status` shows them;
+//! 2. a replica of the standby cloud copied afresh from its cloud's
+//!    repository (pgBackRest's restore log), not across data centers;
+//! 3. the repository of the primary cloud stopped: `status` says archiving
+//!    fails (exit 3) while the master keeps taking writes; back, it heals;
+//! 4. the standby cloud stopped while more than `wal_keep_size` of WAL is
+//!    written: started again it catches up from the archive, with its data
+//!    directory kept (no copy);
+//! 5. point-in-time recovery: rows A, time T, rows B, `DROP TABLE`, `restore
+//!    --to T`: rows A and not B on every host, and a switchover works after;
+//! 6. a flip to dc2, a backup after it, and a recovery to a time after it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{sql, stderr, stdout, wait_for, TestLab};
+
+const P: &str = "10.69.0";
+const HOSTS: [&str; 6] = ["dc1-pg1", "dc1-pg2", "dc1-pg3", "dc2-pg1", "dc2-pg2", "dc2-pg3"];
+
+fn addr(host: &str) -> String {
+    let (cloud, n) = host.split_once("-pg").unwrap();
+    let c: u32 = cloud.trim_start_matches("dc").parse().unwrap();
+    format!("{P}.{}", 10 * c + n.parse::<u32>().unwrap())
+}
+
+fn glb() -> String {
+    format!("{P}.5")
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+}
+
+/// Runs SQL through the GLB until it works (a restore or flip just ended).
+fn via_glb(pw: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    let mut rows = None;
+    wait_for(&format!("`{query}` through the GLB"), Duration::from_secs(60), || {
+        rows = sql(&glb(), 5000, pw, query).ok();
+        rows.is_some()
+    });
+    rows.unwrap()
+}
+
+/// The server's clock now, as pgBackRest's `--target` takes it.
+fn server_now(pw: &str) -> String {
+    via_glb(
+        pw,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    )[0][0]
+        .clone()
+        .unwrap()
+}
+
+/// Waits until the server's clock is past `t` by a second: a commit after
+/// it is after the target for sure.
+fn wait_past(pw: &str, t: &str) {
+    wait_for("the server's clock to pass the target", Duration::from_secs(10), || {
+        via_glb(
+            pw,
+            &format!("SELECT clock_timestamp() > '{t}'::timestamptz + interval '1 s'"),
+        )[0][0]
+            .as_deref()
+            == Some("t")
+    });
+}
+
+/// Every host holds exactly `want` (`count(*), sum(id)` of `table`).
+fn everywhere(pw: &str, table: &str, want: &str) {
+    for h in HOSTS {
+        let mut seen = String::new();
+        wait_for(
+            &format!("{table} on {h} to be {want}"),
+            Duration::from_secs(120),
+            || {
+                seen = sql(
+                    &addr(h),
+                    5432,
+                    pw,
+                    &format!("SELECT count(*) || ' ' || sum(id) FROM {table}"),
+                )
+                .map(|r| r[0][0].clone().unwrap_or_default())
+                .unwrap_or_else(|e| e);
+                seen == want
+            },
+        );
+    }
+}
+
+fn pgha_ok(lab: &TestLab, args: &[&str]) -> std::process::Output {
+    let out = lab.pgha(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "pgha {args:?}: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+#[test]
+fn backups_archive_and_point_in_time_recovery() {
+    if !common::e2e() {
+        return;
+    }
+    let lab = TestLab::up("pgha-bk", &format!("{P}.0/24"), &["--no-witness"]);
+    let started = Instant::now();
+    pgha_ok(&lab, &["deploy", "--yes"]);
+    eprintln!(
+        "figure: deploy with backups (stanza, a full backup into both repositories): {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let pw = lab.superuser_password();
+    deployed(&lab);
+    replica_from_the_repository(&lab);
+    archiving_failure(&lab, &pw);
+    standby_catches_up_from_the_archive(&lab, &pw);
+    point_in_time_recovery(&lab, &pw, "pitr_a");
+    // After a restore the cluster is highly available again.
+    pgha_ok(&lab, &["switchover", "--yes"]);
+    via_glb(&pw, "INSERT INTO pitr_a VALUES (1000)");
+    everywhere(&pw, "pitr_a", "101 6050");
+    // Archive continuity across a flip: a backup and a recovery after it.
+    pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
+    pgha_ok(&lab, &["backup", "--type", "diff", "--yes"]);
+    point_in_time_recovery(&lab, &pw, "pitr_b");
+}
+
+/// The stanza and a full backup in each repository; nothing to do again.
+fn deployed(lab: &TestLab) {
+    let list = json(&pgha_ok(lab, &["backup", "list", "--output", "json"]));
+    let repos = list.as_array().unwrap();
+    assert_eq!(repos.len(), 2, "{list}");
+    for r in repos {
+        assert_eq!(r["status"], "ok", "{list}");
+        assert_eq!(r["backups"][0]["kind"], "full", "{list}");
+    }
+    let dry = json(&pgha_ok(lab, &["deploy", "--dry-run", "--output", "json"]));
+    assert_eq!(dry["changed"], 0, "a second deploy changes nothing: {dry}");
+    pgha_ok(lab, &["backup", "check"]);
+    let status = json(&pgha_ok(lab, &["status", "--output", "json"]));
+    assert_eq!(status["backup"]["archiving"]["failing"], false, "{status}");
+    assert!(status["findings"].as_array().unwrap().is_empty(), "{status}");
+    // A differential backup lands in both repositories.
+    pgha_ok(lab, &["backup", "--type", "diff", "--yes"]);
+    let list = json(&pgha_ok(lab, &["backup", "list", "--output", "json"]));
+    for r in list.as_array().unwrap() {
+        assert_eq!(r["backups"].as_array().unwrap().len(), 2, "{list}");
+        assert_eq!(r["backups"][1]["kind"], "diff", "{list}");
+    }
+}
+
+/// `recover-node --reclone` of a standby-cloud replica: Patroni's first
+/// replica method restores it from dc2's own repository.
+fn replica_from_the_repository(lab: &TestLab) {
+    let host = addr("dc2-pg3");
+    let started = Instant::now();
+    pgha_ok(lab, &["recover-node", "dc2-pg3", "--reclone", "--yes"]);
+    eprintln!(
+        "figure: a standby-cloud replica made afresh from its cloud's repository: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let log = lab.ssh_ok(&host, "cat /var/log/pgbackrest/pgha-lab-restore.log");
+    assert!(log.contains("restore command end: completed successfully"), "{log}");
+    // From dc2's repository (repo2 on every host: the design's order), not dc1's.
+    assert!(log.contains("--repo=2"), "{log}");
+    let conf = lab.ssh_ok(&host, "grep '^repo2-host=' /etc/pgbackrest.conf");
+    assert_eq!(conf, format!("repo2-host={P}.29"));
+}
+
+/// With dc1's repository down, archiving fails and `status` says so, while
+/// the master keeps taking writes; with it back, archiving heals.
+fn archiving_failure(lab: &TestLab, pw: &str) {
+    via_glb(pw, "CREATE TABLE IF NOT EXISTS churn (id serial PRIMARY KEY, pad text)");
+    assert_eq!(lab.lab(&["kill", "dc1-backup"]).status.code(), Some(0));
+    let mut status = serde_json::Value::Null;
+    wait_for("status to report failing archiving", Duration::from_secs(120), || {
+        via_glb(pw, "INSERT INTO churn (pad) VALUES ('x'); SELECT pg_switch_wal()");
+        let out = lab.pgha(&["status", "--output", "json"]);
+        status = json(&out);
+        out.status.code() == Some(3) && status["backup"]["archiving"]["failing"] == true
+    });
+    let findings = status["findings"].to_string();
+    assert!(findings.contains("WAL archiving fails"), "{status}");
+    // Writes go on meanwhile.
+    via_glb(pw, "INSERT INTO churn (pad) VALUES ('still writable')");
+    assert_eq!(lab.lab(&["start", "dc1-backup"]).status.code(), Some(0));
+    // PostgreSQL retries a failing segment after a pause of up to a minute.
+    wait_for("archiving to heal (pgbackrest check)", Duration::from_secs(300), || {
+        lab.pgha(&["backup", "check"]).status.code() == Some(0)
+    });
+    let status = json(&pgha_ok(lab, &["status", "--output", "json"]));
+    assert_eq!(status["backup"]["archiving"]["failing"], false, "{status}");
+}
+
+/// dc2 stopped while more than `wal_keep_size` (1 GB: 64 segments) of WAL
+/// is written: started again, its standby leader takes what the master no
+/// longer has from the archive, and keeps its data directory.
+fn standby_catches_up_from_the_archive(lab: &TestLab, pw: &str) {
+    let dc2: Vec<String> = HOSTS[3..].iter().map(|h| addr(h)).collect();
+    let data = lab.ssh_ok(
+        &dc2[0],
+        "sed -n 's/^  data_dir: \"\\(.*\\)\"$/\\1/p' /etc/patroni/config.yml",
+    );
+    lab.ssh_ok(&dc2[0], &format!("touch {data}/pgha-test-marker"));
+    for a in dc2.iter().rev() {
+        lab.ssh_ok(a, "systemctl stop patroni");
+    }
+    via_glb(pw, "CREATE TABLE IF NOT EXISTS catchup (id int PRIMARY KEY)");
+    for i in 1..=70 {
+        via_glb(pw, &format!("INSERT INTO catchup VALUES ({i}); SELECT pg_switch_wal()"));
+    }
+    via_glb(pw, "CHECKPOINT");
+    // The master no longer holds the segment dc2 stopped at.
+    let started = Instant::now();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for a in &dc2 {
+        lab.ssh_ok(a, "systemctl start patroni");
+    }
+    everywhere(pw, "catchup", "70 2485");
+    eprintln!(
+        "figure: the standby cloud caught up on 70 WAL segments (1.1 GB past wal_keep_size) from the archive in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        lab.ssh_ok(&dc2[0], &format!("ls {data}/pgha-test-marker")),
+        format!("{data}/pgha-test-marker")
+    );
+    let from_archive = lab.ssh_ok(
+        &dc2[0],
+        &format!("journalctl -u patroni --no-pager -o cat --since @{since} | grep -c 'from archive' || true"),
+    );
+    assert!(
+        from_archive.parse::<u32>().unwrap() > 0,
+        "no segment came from the archive"
+    );
+}
+
+/// Rows A, time T, rows B, DROP TABLE; `restore --to T`: A and not B, everywhere.
+fn point_in_time_recovery(lab: &TestLab, pw: &str, table: &str) {
+    via_glb(pw, &format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
+    via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(1, 100)"));
+    let t = server_now(pw);
+    wait_past(pw, &t);
+    via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(101, 200)"));
+    via_glb(pw, &format!("DROP TABLE {table}"));
+    // Archived in every repository before the restore.
+    pgha_ok(lab, &["backup", "check"]);
+    let started = Instant::now();
+    let out = pgha_ok(lab, &["restore", "--to", &t, "--yes", "--output", "json"]);
+    let report = json(&out);
+    assert_eq!(report["ok"], true, "{report}");
+    eprintln!(
+        "figure: restore of the whole cluster to a point in time: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    everywhere(pw, table, "100 5050");
+    // The old data directories are kept aside.
+    let aside = lab.ssh_ok(
+        &addr("dc1-pg2"),
+        "ls -d /var/lib/postgresql/*/pgha.pgha-restore-* | wc -l",
+    );
+    assert_ne!(aside, "0");
+}
