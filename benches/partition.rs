@@ -25,7 +25,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .clamp(1, 20);
-    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &common::bench_os());
+    let mut args = common::bench_os();
+    // Like its test: the lease's timings without backup traffic.
+    args.push("--no-backup");
+    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &args);
     let out = lab.pgha(&["deploy", "--yes"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let pw = lab.superuser_password();
