@@ -46,11 +46,12 @@ pub(crate) const BACKUP_UNIT: FileSpec = FileSpec {
     check: None,
 };
 
-pub(crate) const TIMER_FULL: FileSpec = timer("full", "/etc/systemd/system/pgha-backup-full.timer");
-pub(crate) const TIMER_DIFF: FileSpec = timer("diff", "/etc/systemd/system/pgha-backup-diff.timer");
-pub(crate) const TIMER_INCR: FileSpec = timer("incr", "/etc/systemd/system/pgha-backup-incr.timer");
+pub(crate) const TIMER_FULL: FileSpec = timer("/etc/systemd/system/pgha-backup-full.timer", "pgha-backup-full.timer");
+pub(crate) const TIMER_DIFF: FileSpec = timer("/etc/systemd/system/pgha-backup-diff.timer", "pgha-backup-diff.timer");
+pub(crate) const TIMER_INCR: FileSpec = timer("/etc/systemd/system/pgha-backup-incr.timer", "pgha-backup-incr.timer");
 
-const fn timer(kind: &'static str, path: &'static str) -> FileSpec {
+/// A backup timer unit at `path`, named `unit`.
+const fn timer(path: &'static str, unit: &'static str) -> FileSpec {
     FileSpec {
         component: Component::Backup,
         template: "pgha-backup.timer.j2",
@@ -58,11 +59,7 @@ const fn timer(kind: &'static str, path: &'static str) -> FileSpec {
         owner: "root",
         group: "root",
         mode: 0o644,
-        service: match kind.as_bytes()[0] {
-            b'f' => "pgha-backup-full.timer",
-            b'd' => "pgha-backup-diff.timer",
-            _ => "pgha-backup-incr.timer",
-        },
+        service: unit,
         check: None,
     }
 }
@@ -72,6 +69,15 @@ pub(crate) const TLS_FILES: [FileSpec; 3] = [tls::TRUST, tls::CERT, tls::POSTGRE
 
 /// A repository host's files, in the order they are written.
 pub(crate) const REPOSITORY_FILES: [FileSpec; 4] = [tls::TRUST, tls::CERT, tls::POSTGRES_KEY, CONFIG];
+
+/// Every file a repository host may have, timers not scheduled included
+/// (the facts say whether one must be removed).
+pub(crate) fn repository_fact_files() -> Vec<FileSpec> {
+    let mut files = REPOSITORY_FILES.to_vec();
+    files.push(BACKUP_UNIT);
+    files.extend(Kind::ALL.map(Kind::timer));
+    files
+}
 
 /// A backup type and its timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]

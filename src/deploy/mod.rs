@@ -356,13 +356,12 @@ impl Decide<'_, '_> {
             &components::site::WITNESS_FILES,
             false,
         );
-        let repository_script = {
-            use components::backup;
-            let mut files = backup::REPOSITORY_FILES.to_vec();
-            files.push(backup::BACKUP_UNIT);
-            files.extend(backup::Kind::ALL.map(backup::Kind::timer));
-            facts::script(design, &backup::repository_packages(), &files, false) + &facts::repository_script(design)
-        };
+        let repository_script = facts::script(
+            design,
+            &components::backup::repository_packages(),
+            &components::backup::repository_fact_files(),
+            false,
+        ) + &facts::repository_script(design);
         let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
             let script = match cloud {
                 Some(_) => &db_script,
