@@ -249,20 +249,40 @@ impl Renderer {
             Some(e) => (e.members.as_slice(), e.state),
             None => (cloud.hosts.as_slice(), "new"),
         };
-        let cx = TemplateContext {
+        let mut cx = TemplateContext {
             standby,
             synchronous_mode: cloud.is_primary() && design.platform.replication == Replication::Synchronous,
             etcd_members: members,
             etcd_cluster_state: state,
             ..self.context(design, Some(cloud), host, primary, secrets)
         };
+        // The cloud's repository on this host (small setups): pgBackRest's
+        // config is both a database host's and a repository's.
+        let repository = design.repository_on(&host.name);
+        if let Some(repo) = repository {
+            let mut clients = std::mem::take(&mut cx.backup_clients);
+            clients.extend(
+                design
+                    .clouds
+                    .iter()
+                    .flat_map(|c| c.hosts.iter().map(|h| h.name.as_str())),
+            );
+            cx = TemplateContext {
+                backup_clients: unique(clients),
+                ..repository_context(design, repo, cx)
+            };
+        }
         // The site member's files only where a member runs (the cloud's first host).
         let member = design.site_members().iter().any(|(_, h)| h.name == host.name);
-        components::db_host_files(design)
+        let mut files: Vec<RenderedFile> = components::db_host_files(design)
             .iter()
             .filter(|spec| member || ![components::site::ETCD_ENV, components::site::ETCD_UNIT].contains(spec))
             .map(|spec| self.render(*spec, &cx))
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        if repository.is_some() {
+            files.extend(self.backup_units(design, &cx)?);
+        }
+        Ok(files)
     }
 
     /// The files of a cloud's repository host: TLS, pgBackRest's config, the
@@ -274,22 +294,30 @@ impl Renderer {
         secrets: &Secrets,
     ) -> anyhow::Result<Vec<RenderedFile>> {
         let primary = design.primary_clouds().next();
-        let b = design.backup.as_ref().expect("a repository comes with backups");
         let cx = TemplateContext {
-            repository: Some(repo),
             backup_clients: design
                 .clouds
                 .iter()
                 .flat_map(|c| c.hosts.iter().map(|h| h.name.as_str()))
                 .collect(),
-            backup_sources: ordered_hosts(design, &repo.cloud),
-            ..self.context(design, design.cloud(&repo.cloud), &repo.host, primary, secrets)
+            ..repository_context(
+                design,
+                repo,
+                self.context(design, design.cloud(&repo.cloud), &repo.host, primary, secrets),
+            )
         };
         let mut files: Vec<RenderedFile> = backup::REPOSITORY_FILES
             .iter()
-            .chain([&backup::BACKUP_UNIT])
             .map(|spec| self.render(*spec, &cx))
             .collect::<anyhow::Result<_>>()?;
+        files.extend(self.backup_units(design, &cx)?);
+        Ok(files)
+    }
+
+    /// A repository's backup unit and a timer for each scheduled type.
+    fn backup_units(&self, design: &Design, cx: &TemplateContext) -> anyhow::Result<Vec<RenderedFile>> {
+        let b = design.backup.as_ref().expect("a repository comes with backups");
+        let mut files = vec![self.render(backup::BACKUP_UNIT, cx)?];
         for kind in backup::Kind::ALL {
             if let Some(calendar) = kind.schedule(b) {
                 let cx = TemplateContext {
@@ -398,8 +426,9 @@ impl Renderer {
             }),
             repository: None,
             repo_index: cloud.map_or(0, |c| backup::repo_index(design, &c.name)),
+            // Every repository backs up from every database host.
+            backup_clients: repositories.iter().map(|r| r.host.name.as_str()).collect(),
             repositories,
-            backup_clients: design.repository_hosts().map(|h| h.name.as_str()).collect(),
             backup_sources: Vec::new(),
             replica_methods: components::patroni::replica_methods(design),
             kind: "",
@@ -433,7 +462,13 @@ impl Renderer {
                 files: self.witness_host(design, host, secrets)?,
             });
         }
-        for repo in design.backup.iter().flat_map(|b| &b.repositories) {
+        // A repository on a database host came with that host's files.
+        for repo in design
+            .backup
+            .iter()
+            .flat_map(|b| &b.repositories)
+            .filter(|r| !r.on_database_host)
+        {
             out.push(HostFiles {
                 cloud: Some(repo.cloud.clone()),
                 host: repo.host.name.clone(),
@@ -445,6 +480,26 @@ impl Renderer {
 }
 
 /// Every database host, `cloud`'s first.
+/// What a repository's files add to a host's context: the repository, and
+/// the database hosts it backs up from, its own cloud's first (a host that
+/// holds the repository is its own local `pg1`, not in the list).
+fn repository_context<'a>(design: &'a Design, repo: &'a Repository, cx: TemplateContext<'a>) -> TemplateContext<'a> {
+    TemplateContext {
+        repository: Some(repo),
+        backup_sources: ordered_hosts(design, &repo.cloud)
+            .into_iter()
+            .filter(|h| !repo.on_database_host || h.name != repo.host.name)
+            .collect(),
+        ..cx
+    }
+}
+
+/// `names` without repeats, in their first order.
+fn unique(names: Vec<&str>) -> Vec<&str> {
+    let mut seen = std::collections::BTreeSet::new();
+    names.into_iter().filter(|n| seen.insert(*n)).collect()
+}
+
 fn ordered_hosts<'a>(design: &'a Design, cloud: &str) -> Vec<&'a Host> {
     let mut clouds: Vec<&Cloud> = design.clouds.iter().collect();
     clouds.sort_by_key(|c| c.name != cloud);

@@ -1,6 +1,7 @@
 //! Issue 12 end to end: backups and point-in-time recovery with pgBackRest,
 //! and a WAL archive the standby cloud uses. One lab (two clouds of three
-//! hosts, a repository host in each, the GLB), in order:
+//! hosts, the GLB; dc1's repository on a host of its own, dc2's under a
+//! path of its database host dc2-pg1, the small setup), in order:
 //!
 //! 1. deploy: the stanza and a first full backup in every repository, a
 //!    second deploy changes nothing, `backup check`, `status` shows them;
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 use common::{sql, stderr, stdout, wait_for, TestLab};
 
 const P: &str = "10.69.0";
+/// dc2's repository, on dc2-pg1.
+const REPO2: &str = "/var/lib/pgha-repository";
 const HOSTS: [&str; 6] = ["dc1-pg1", "dc1-pg2", "dc1-pg3", "dc2-pg1", "dc2-pg2", "dc2-pg3"];
 
 fn addr(host: &str) -> String {
@@ -111,6 +114,13 @@ fn backups_archive_and_point_in_time_recovery() {
         return;
     }
     let lab = TestLab::up("pgha-bk", &format!("{P}.0/24"), &["--no-witness"]);
+    // dc2's repository moves onto its database host dc2-pg1 (the lab's
+    // dc2-backup container stays idle).
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let dedicated = format!("    - cloud: dc2\n      name: dc2-backup\n      address: {P}.29\n");
+    assert!(design.contains(&dedicated), "{design}");
+    let on_db_host = format!("    - cloud: dc2\n      host: dc2-pg1\n      path: {REPO2}\n");
+    std::fs::write(lab.design(), design.replace(&dedicated, &on_db_host)).unwrap();
     let started = Instant::now();
     pgha_ok(&lab, &["deploy", "--yes"]);
     eprintln!(
@@ -145,6 +155,13 @@ fn deployed(lab: &TestLab) {
     let dry = json(&pgha_ok(lab, &["deploy", "--dry-run", "--output", "json"]));
     assert_eq!(dry["changed"], 0, "a second deploy changes nothing: {dry}");
     pgha_ok(lab, &["backup", "check"]);
+    // dc2's repository is on dc2-pg1, with its backup timers.
+    let pg1 = addr("dc2-pg1");
+    lab.ssh_ok(&pg1, &format!("test -f {REPO2}/backup/pgha-lab/backup.info"));
+    assert_eq!(
+        lab.ssh_ok(&pg1, "systemctl is-enabled pgha-backup-full.timer"),
+        "enabled"
+    );
     let status = json(&pgha_ok(lab, &["status", "--output", "json"]));
     assert_eq!(status["backup"]["archiving"]["failing"], false, "{status}");
     assert!(status["findings"].as_array().unwrap().is_empty(), "{status}");
@@ -172,7 +189,7 @@ fn replica_from_the_repository(lab: &TestLab) {
     // From dc2's repository (repo2 on every host: the design's order), not dc1's.
     assert!(log.contains("--repo=2"), "{log}");
     let conf = lab.ssh_ok(&host, "grep '^repo2-host=' /etc/pgbackrest.conf");
-    assert_eq!(conf, format!("repo2-host={P}.29"));
+    assert_eq!(conf, format!("repo2-host={}", addr("dc2-pg1")));
 }
 
 /// With dc1's repository down, archiving fails and `status` says so, while

@@ -128,3 +128,79 @@ fn template_errors_name_the_template_and_never_the_secrets() {
     assert!(msg.contains("patroni.yml.j2"), "{msg}");
     assert!(!msg.contains(&secrets.superuser_password), "{msg}");
 }
+
+/// A repository on a database host of a two-cloud design: pgBackRest
+/// refuses remote repositories and remote database hosts in one command, so
+/// the other cloud's repository is only in the WAL commands' sections and
+/// the other database hosts only in the backup commands'.
+#[test]
+fn a_repository_on_a_database_host_splits_pgbackrest_sections() {
+    let src = std::fs::read_to_string(example("three-sites.yaml")).unwrap();
+    let dedicated = "    - cloud: dc2\n      name: dc2-backup\n      address: 10.77.0.29\n";
+    assert!(src.contains(dedicated));
+    let d = design::load_str(
+        &src.replace(dedicated, "    - cloud: dc2\n      host: dc2-pg1\n"),
+        &example("three-sites.yaml"),
+    )
+    .unwrap()
+    .design;
+    let all = Renderer::for_design(&d).unwrap().all(&d, &Secrets::redacted()).unwrap();
+    let conf = |host: &str| {
+        let files = &all.iter().find(|h| h.host == host).unwrap().files;
+        let f = files.iter().find(|f| f.spec.path == "/etc/pgbackrest.conf").unwrap();
+        // Section name -> its option lines.
+        let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+        for line in f.content.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            match line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                Some(name) => sections.push((name.to_string(), Vec::new())),
+                None => sections.last_mut().unwrap().1.push(line.to_string()),
+            }
+        }
+        (sections, files.iter().map(|f| f.spec.path).collect::<Vec<_>>())
+    };
+    let (sections, paths) = conf("dc2-pg1");
+    let names: Vec<&str> = sections.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "global",
+            "global:archive-push",
+            "global:archive-get",
+            "global:restore",
+            "pgha-demo",
+            "pgha-demo:stanza-create",
+            "pgha-demo:check",
+            "pgha-demo:backup"
+        ]
+    );
+    let has = |section: &str, prefix: &str| {
+        sections
+            .iter()
+            .find(|(n, _)| n == section)
+            .unwrap()
+            .1
+            .iter()
+            .any(|l| l.starts_with(prefix))
+    };
+    // Its own repository (repo2: dc2 is the second cloud) is local.
+    assert!(has("global", "repo2-path=/var/lib/pgbackrest"));
+    assert!(!has("global", "repo1-host=") && !has("global", "repo2-host="));
+    for s in ["global:archive-push", "global:archive-get", "global:restore"] {
+        assert!(has(s, "repo1-host=10.77.0.19") && !has(s, "repo2-host="), "{s}");
+    }
+    assert!(has("pgha-demo", "pg1-path=") && !has("pgha-demo", "pg2-host="));
+    for s in ["pgha-demo:stanza-create", "pgha-demo:check", "pgha-demo:backup"] {
+        // dc2's other hosts first (a standby there sends the files).
+        assert!(has(s, "pg2-host=10.77.0.22") && !has(s, "pg1-host="), "{s}");
+    }
+    // The database hosts and dc1's repository host may reach it.
+    assert!(has("global", "tls-server-auth=dc1-pg1=") && has("global", "tls-server-auth=dc1-backup="));
+    assert!(paths.contains(&"/etc/systemd/system/pgha-backup@.service"));
+    // Every other host reaches dc2's repository on dc2-pg1.
+    let (sections, paths) = conf("dc1-pg2");
+    assert!(sections[0].1.contains(&"repo2-host=10.77.0.21".to_string()));
+    assert!(sections[0].1.contains(&"tls-server-auth=dc2-pg1=pgha-demo".to_string()));
+    assert!(!paths.contains(&"/etc/systemd/system/pgha-backup@.service"));
+    // No host of its own for dc2's repository any more.
+    assert!(!all.iter().any(|h| h.host == "dc2-backup"));
+}

@@ -1,8 +1,9 @@
 //! Backups and the WAL archive with pgBackRest (issue #12).
 //!
-//! Each cloud has a repository host. Every database host runs pgBackRest's
+//! Each cloud has a repository: a host of its own, or a path on one of its
+//! database hosts (small setups). Every database host runs pgBackRest's
 //! TLS server (Debian's `pgbackrest.service`, as `postgres`) and lists every
-//! repository, its own cloud's first: the master pushes each WAL segment to
+//! repository, in the design's cloud order: the master pushes each WAL segment to
 //! all of them (asynchronously), so each cloud holds the whole archive and
 //! whichever cloud is primary archives to the same stanza. A replica is made
 //! from its cloud's repository when it holds a backup (Patroni's
@@ -172,11 +173,17 @@ pub(crate) fn replica_command(design: &Design, cloud: &str) -> String {
     )
 }
 
-/// Creates the stanza (or checks it, if it exists) on a repository host:
-/// pgBackRest finds the master among the hosts it lists. (No `--repo`: the
-/// command takes none, and the host has its own repository only.)
-pub(crate) fn stanza_create_script(design: &Design) -> String {
-    format!("set -e\n{} >&2\n", pgbackrest(design, "stanza-create"))
+/// Creates the repository's directory (so a path of the design's own
+/// exists, owned by `postgres`) and the stanza (or checks it, if it
+/// exists): pgBackRest finds the master among the hosts it lists. (No
+/// `--repo`: the command takes none, and the host defines its own
+/// repository only for it.)
+pub(crate) fn stanza_create_script(design: &Design, repo: &Repository) -> String {
+    format!(
+        "set -e\ninstall -d -m 0750 -o postgres -g postgres {}\n{} >&2\n",
+        quote(&repo.path),
+        pgbackrest(design, "stanza-create")
+    )
 }
 
 /// Runs a backup of `kind` on a repository host.

@@ -267,7 +267,8 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
         }
         Work::CreateStanza => {
             // A database host's archive-push may hold its archive lock a moment.
-            let script = backup::stanza_create_script(d);
+            let repo = d.repository_on(host).expect("backup work runs on a repository host");
+            let script = backup::stanza_create_script(d, repo);
             poll(Duration::from_secs(120), || async {
                 r.check("creating the stanza", &script).await.map(|_| true)
             })
@@ -563,17 +564,18 @@ async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow
             message: "checking that the WAL archive reaches every repository".into(),
         },
     );
-    futures::future::try_join_all(hosts.iter().map(|h| async move {
+    // One at a time, like `pgha backup check`: concurrent checks race on
+    // the master's WAL switch.
+    for h in hosts {
         ctx.remote(h)?
             .check(
                 "checking the archive (pgbackrest check)",
                 &backup::check_script(ctx.design),
             )
             .await
-            .with_context(|| format!("{h}: the WAL archive does not reach this repository"))
-    }))
-    .await
-    .map(|_| ())
+            .with_context(|| format!("{h}: the WAL archive does not reach this repository"))?;
+    }
+    Ok(())
 }
 
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::components::{self, FileSpec};
-use crate::design::Design;
+use crate::design::{Design, Repository};
 use crate::remote::Remote;
 use crate::shell;
 
@@ -143,12 +143,13 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
     )
 }
 
-/// A repository host's own facts, after [`script`]'s: whether the stanza
+/// A repository's own facts, after [`script`]'s: whether the stanza
 /// exists in its repository and how many full backups it has (their
 /// directories end in `F`).
-pub(crate) fn repository_script(design: &Design) -> String {
+pub(crate) fn repository_script(design: &Design, repo: &Repository) -> String {
     let dir = shell::quote(&format!(
-        "/var/lib/pgbackrest/backup/{}",
+        "{}/backup/{}",
+        repo.path.trim_end_matches('/'),
         components::backup::stanza(design)
     ));
     format!(

@@ -361,16 +361,28 @@ impl Decide<'_, '_> {
             &components::backup::repository_packages(),
             &components::backup::repository_fact_files(),
             false,
-        ) + &facts::repository_script(design);
+        );
+        // A database host that holds its cloud's repository has both kinds of files.
+        let colocated_script = facts::script(
+            design,
+            &packages::db_host_of(design),
+            &[
+                components::db_host_files(design),
+                components::backup::repository_fact_files(),
+            ]
+            .concat(),
+            true,
+        );
         let gathered = futures::future::join_all(hosts.iter().map(|(cloud, h)| {
-            let script = match cloud {
-                Some(_) => &db_script,
-                None if is_witness(design, h) => &witness_script,
-                None if design.is_repository(&h.name) => &repository_script,
-                None => &glb_script,
+            let script = match (cloud, design.repository_on(&h.name)) {
+                (Some(_), Some(repo)) => colocated_script.clone() + &facts::repository_script(design, repo),
+                (Some(_), None) => db_script.clone(),
+                (None, _) if is_witness(design, h) => witness_script.clone(),
+                (None, Some(repo)) => repository_script.clone() + &facts::repository_script(design, repo),
+                (None, None) => glb_script.clone(),
             };
             let r = &remotes[&h.name];
-            async move { (h.name.clone(), facts::gather(r, script).await) }
+            async move { (h.name.clone(), facts::gather(r, &script).await) }
         }))
         .await;
         let mut host_facts: BTreeMap<String, HostFacts> = BTreeMap::new();

@@ -374,8 +374,17 @@ fn site_service(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts
 /// A repository host: the package, TLS, pgBackRest's config and server, the
 /// backup unit (started by its timers only) and one timer per scheduled type.
 fn repository_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
-    if !facts.missing_packages.is_empty() {
-        items.push(Work::InstallPackages(facts.missing_packages.clone()));
+    // pgBackRest only: a database host that holds its cloud's repository
+    // gets the rest in its cloud's steps.
+    let wanted = backup::repository_packages();
+    let missing: Vec<String> = facts
+        .missing_packages
+        .iter()
+        .filter(|p| wanted.contains(p))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        items.push(Work::InstallPackages(missing));
     }
     for spec in &backup::TLS_FILES {
         write_if_differs(items, facts, file(i, host, spec));

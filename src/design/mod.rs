@@ -219,11 +219,17 @@ pub struct Backup {
     pub port: u16,
 }
 
-/// A cloud's repository: a host that stores the backups and the WAL archive.
+/// A cloud's repository: where its backups and its copy of the WAL archive
+/// live. On a host of its own, or (small setups) under a path of one of the
+/// cloud's database hosts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Repository {
     pub cloud: String,
     pub host: Host,
+    /// The repository's directory on its host.
+    pub path: String,
+    /// `host` is one of the cloud's database hosts, not a machine of its own.
+    pub on_database_host: bool,
 }
 
 impl Backup {
@@ -375,9 +381,12 @@ impl Design {
         members
     }
 
-    /// The repository hosts, in cloud order.
+    /// The repositories' hosts of their own (not on a database host), in
+    /// cloud order: the machines a repository adds to the cluster.
     pub fn repository_hosts(&self) -> impl Iterator<Item = &Host> {
-        self.backup.iter().flat_map(|b| b.repositories.iter().map(|r| &r.host))
+        self.backup
+            .iter()
+            .flat_map(|b| b.repositories.iter().filter(|r| !r.on_database_host).map(|r| &r.host))
     }
 
     /// Is `name` a repository host?

@@ -146,9 +146,13 @@ pub struct RawBackup {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawRepository {
     pub cloud: Option<String>,
+    /// A host of its own: its name, address and SSH settings.
     pub name: Option<String>,
     pub address: Option<String>,
     pub ssh: Option<RawSsh>,
+    /// Or one of the cloud's database hosts, by name (small setups).
+    pub host: Option<String>,
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

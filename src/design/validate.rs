@@ -268,9 +268,17 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
     let glb = raw.glb.map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
 
     let site = build_site(cx, root, &base, raw.witness, raw.site, &global_ssh, clouds.len());
-    let backup = raw
-        .backup
-        .and_then(|b| build_backup(cx, root, &base, b, &global_ssh, &clouds));
+    let backup = raw.backup.and_then(|b| {
+        build_backup(
+            cx,
+            root,
+            &base,
+            b,
+            &global_ssh,
+            &clouds,
+            platform.as_ref().map(|p| p.data_dir.as_str()),
+        )
+    });
 
     check_unique_hosts(cx, root, &clouds, glb.as_ref(), site.as_ref(), backup.as_ref());
     check_ports(
@@ -1097,7 +1105,16 @@ fn build_site(
     Some(site)
 }
 
-/// Backups: a repository host for every cloud, retention and schedule.
+/// Where a repository lives on its host unless the design says.
+const DEFAULT_REPOSITORY_PATH: &str = "/var/lib/pgbackrest";
+
+/// Is one of two directories inside the other (or the same)?
+fn overlaps(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+}
+
+/// Backups: a repository for every cloud, retention and schedule.
 fn build_backup(
     cx: &mut Checker,
     root: &Node,
@@ -1105,6 +1122,7 @@ fn build_backup(
     raw: RawBackup,
     ssh: &Ssh,
     clouds: &[Cloud],
+    data_dir: Option<&str>,
 ) -> Option<Backup> {
     if raw.enabled == Some(false) {
         return None;
@@ -1130,29 +1148,82 @@ fn build_backup(
                 None
             }
         };
-        let before = cx.problems.len();
-        let raw_host = RawHost {
-            name: rr.name,
-            address: rr.address,
-            ssh: rr.ssh,
-        };
-        let mut hosts = build_hosts(cx, root, base, vec![raw_host], ssh, "backup.repositories");
-        // One host per entry: its fields are `backup.repositories[i].*`.
-        for p in &mut cx.problems[before..] {
-            if let Some(rest) = p.field.strip_prefix("backup.repositories[0]") {
-                p.field = format!("{here}{rest}");
-            }
+        let path = rr.path.unwrap_or_else(|| DEFAULT_REPOSITORY_PATH.to_string());
+        if !shape::abs_path(&path) || path == "/" {
+            cx.error(
+                root,
+                &format!("{here}.path"),
+                format!("`{}` is not a plain absolute path", path.escape_debug()),
+                "the repository's directory, e.g. /var/lib/pgbackrest (letters, digits and / . _ -)",
+            );
+        } else if let Some(data_dir) = data_dir.filter(|d| overlaps(&path, d)) {
+            cx.error(
+                root,
+                &format!("{here}.path"),
+                format!("`{path}` overlaps the data directory {data_dir}"),
+                "a restore moves the data directory aside: keep the repository out of it, e.g. /var/lib/pgbackrest",
+            );
         }
-        if let (Some(cloud), Some(host)) = (cloud, hosts.pop()) {
+        let (host, on_database_host) = match rr.host {
+            // On one of the cloud's database hosts: nothing else to describe.
+            Some(name) => {
+                if rr.name.is_some() || rr.address.is_some() || rr.ssh.is_some() {
+                    cx.error(
+                        root,
+                        &format!("{here}.host"),
+                        "this repository is both on a database host (`host`) and on a host of its own (`name`, `address`)",
+                        "keep `host` for a repository on a database host (small setups), or `name` and `address` \
+                         for a repository host",
+                    );
+                }
+                let of_cloud = cloud.as_deref().and_then(|c| clouds.iter().find(|x| x.name == c));
+                match of_cloud.map(|c| (c, c.hosts.iter().find(|h| h.name == name))) {
+                    Some((_, Some(h))) => (Some(h.clone()), true),
+                    Some((c, None)) => {
+                        let names: Vec<&str> = c.hosts.iter().map(|h| h.name.as_str()).collect();
+                        cx.error(
+                            root,
+                            &format!("{here}.host"),
+                            format!("`{}` is not a database host of cloud `{}`", name.escape_debug(), c.name),
+                            format!("name one of its hosts: {}", names.join(", ")),
+                        );
+                        (None, true)
+                    }
+                    None => (None, true),
+                }
+            }
+            None => {
+                let before = cx.problems.len();
+                let raw_host = RawHost {
+                    name: rr.name,
+                    address: rr.address,
+                    ssh: rr.ssh,
+                };
+                let mut hosts = build_hosts(cx, root, base, vec![raw_host], ssh, "backup.repositories");
+                // One host per entry: its fields are `backup.repositories[i].*`.
+                for p in &mut cx.problems[before..] {
+                    if let Some(rest) = p.field.strip_prefix("backup.repositories[0]") {
+                        p.field = format!("{here}{rest}");
+                    }
+                }
+                (hosts.pop(), false)
+            }
+        };
+        if let (Some(cloud), Some(host)) = (cloud, host) {
             if repositories.iter().any(|r: &Repository| r.cloud == cloud) {
                 cx.error(
                     root,
                     &format!("{here}.cloud"),
                     format!("cloud `{cloud}` has a repository already"),
-                    "one repository host per cloud",
+                    "one repository per cloud",
                 );
             }
-            repositories.push(Repository { cloud, host });
+            repositories.push(Repository {
+                cloud,
+                host,
+                path,
+                on_database_host,
+            });
         }
     }
     for c in clouds {
@@ -1161,9 +1232,9 @@ fn build_backup(
                 root,
                 "backup.repositories",
                 format!("cloud `{}` has no repository", c.name),
-                "every cloud needs its own repository host (its replicas are made from it, and it keeps \
+                "every cloud needs its own repository (its replicas are made from it, and it keeps \
                  a copy of the WAL archive if another data center is lost): add one with `cloud`, `name` and `address`, \
-                 or `enabled: false`",
+                 or with `cloud` and `host` (one of its database hosts), or `enabled: false`",
             );
         }
     }
@@ -1263,6 +1334,8 @@ fn check_unique_hosts(
             b.repositories
                 .iter()
                 .enumerate()
+                // One on a database host is that host, listed already.
+                .filter(|(_, r)| !r.on_database_host)
                 .map(|(i, r)| (format!("backup.repositories[{i}]"), &r.host))
         }));
     for (at, host) in located {

@@ -227,25 +227,26 @@ struct CheckResult {
 pub(crate) async fn check(design: &Design, output: ui::Output) -> anyhow::Result<()> {
     let repos = repositories(design)?;
     let fleet = Fleet::connect(design, false).await?;
-    let results = futures::future::join_all(repos.iter().map(|r| {
-        let (fleet, script) = (&fleet, backup::check_script(design));
-        async move {
-            let ran = match fleet.remote(&r.host.name) {
-                Ok(remote) => remote.check("pgbackrest check", &script).await,
-                Err(e) => Err(e),
-            };
-            CheckResult {
-                cloud: r.cloud.clone(),
-                host: r.host.name.clone(),
-                ok: ran.is_ok(),
-                detail: match ran {
-                    Ok(_) => "the archive reaches this repository; the configuration is consistent".into(),
-                    Err(e) => format!("{e:#}"),
-                },
-            }
-        }
-    }))
-    .await;
+    // One at a time: two checks switching WAL on the master together can
+    // leave one waiting for a segment that is never filled (seen: "WAL
+    // segment ... was not archived before the 60000ms timeout").
+    let script = backup::check_script(design);
+    let mut results = Vec::new();
+    for r in repos {
+        let ran = match fleet.remote(&r.host.name) {
+            Ok(remote) => remote.check("pgbackrest check", &script).await,
+            Err(e) => Err(e),
+        };
+        results.push(CheckResult {
+            cloud: r.cloud.clone(),
+            host: r.host.name.clone(),
+            ok: ran.is_ok(),
+            detail: match ran {
+                Ok(_) => "the archive reaches this repository; the configuration is consistent".into(),
+                Err(e) => format!("{e:#}"),
+            },
+        });
+    }
     fleet.close().await;
     match output {
         ui::Output::Json => ui::print_json(&results)?,

@@ -464,6 +464,59 @@ fn backups_have_a_repository_per_cloud_and_defaults() {
 }
 
 #[test]
+fn a_repository_can_live_on_a_database_host() {
+    let src = format!(
+        "{BASE}backup:\n  repositories:\n    - {{cloud: dc1, name: r1, address: 10.0.0.9}}\n    - {{cloud: dc2, host: b2, path: /srv/backup}}\n"
+    );
+    let d = load(&src).unwrap().design;
+    let r = d.backup.as_ref().unwrap().repository("dc2").unwrap();
+    assert_eq!((r.host.name.as_str(), r.host.address.as_str()), ("b2", "10.0.1.2"));
+    assert_eq!(r.path, "/srv/backup");
+    assert!(r.on_database_host);
+    assert_eq!(d.repository_on("b2").unwrap().cloud, "dc2");
+    // It adds no machine: only r1 is a repository host of its own.
+    assert_eq!(
+        d.repository_hosts().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["r1"]
+    );
+    assert_eq!(
+        d.backup.as_ref().unwrap().repository("dc1").unwrap().path,
+        "/var/lib/pgbackrest"
+    );
+}
+
+#[test]
+fn repository_on_a_database_host_mistakes() {
+    let with = |dc2: &str| {
+        format!("{BASE}backup:\n  repositories:\n    - {{cloud: dc1, name: r1, address: 10.0.0.9}}\n    - {dc2}\n")
+    };
+    assert_error(
+        &with("{cloud: dc2, host: a1}"),
+        "`a1` is not a database host of cloud `dc2`",
+        "backup.repositories[1].host",
+        19,
+    );
+    assert_error(
+        &with("{cloud: dc2, host: b1, address: 10.0.1.9}"),
+        "both on a database host",
+        "backup.repositories[1].host",
+        19,
+    );
+    assert_error(
+        &with("{cloud: dc2, host: b1, path: /var/lib/postgresql}"),
+        "overlaps the data directory",
+        "backup.repositories[1].path",
+        19,
+    );
+    assert_error(
+        &with("{cloud: dc2, host: b1, path: \"backup; rm -rf /\"}"),
+        "not a plain absolute path",
+        "backup.repositories[1].path",
+        19,
+    );
+}
+
+#[test]
 fn backup_mistakes_name_their_line_and_field() {
     assert_error(
         &format!("{BASE}backup:\n  repositories:\n    - {{cloud: dc1, name: r1, address: 10.0.0.9}}\n"),
