@@ -84,23 +84,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cloud(cmd) => {
             use crate::ops::cloud::{self, Flip};
-            let (args, flip) = match cmd {
-                CloudCommand::MakePrimary(a) => (a, Flip::MakePrimary),
-                CloudCommand::MakeSecondary(a) => (a, Flip::MakeSecondary),
+            let (args, flip, force) = match cmd {
+                CloudCommand::MakePrimary(a) => {
+                    refuse_old_force(&a.old_force)?;
+                    (&a.cloud, Flip::MakePrimary, a.accept_data_loss)
+                }
+                CloudCommand::MakeSecondary(a) => (a, Flip::MakeSecondary, false),
             };
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             let opts = cloud::Options {
                 yes: args.yes,
-                force: args.force,
+                force,
                 dry_run: args.dry_run,
             };
             interruptible(cloud::run(&design, &args.name, flip, &opts, cli.output))
         }
         Command::RecoverNode(args) => {
+            refuse_old_force(&args.old_force)?;
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             let opts = crate::ops::recover::Options {
                 yes: args.yes,
-                force: args.force,
+                force: args.accept_data_loss,
                 reclone: args.reclone,
                 dry_run: args.dry_run,
             };
@@ -114,6 +118,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: args.dry_run,
             };
             interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
+        }
+        Command::Pause(args) | Command::Resume(args) => {
+            let design = load(&cli)?;
+            let opts = crate::ops::pause::Options {
+                cloud: args.cloud.clone(),
+                yes: args.yes,
+                dry_run: args.dry_run,
+            };
+            let pause = matches!(cli.command, Command::Pause(_));
+            interruptible(crate::ops::pause::run(&design, &opts, pause, cli.output))
         }
         Command::Backup(args) => {
             use crate::ops::backup;
@@ -322,4 +336,17 @@ async fn print_lab_status(l: &crate::lab::Lab) -> anyhow::Result<()> {
         t.add_row(vec![r.cloud, r.name, r.address, r.state, r.network]);
     }
     ui::print(&format!("lab {} ({}, image {}):\n{t}", l.name, l.subnet, l.image))
+}
+
+/// `--force` is refused (exit 2) with the flag that now says what it does:
+/// it accepted data loss, where patronictl's only skips the prompt.
+fn refuse_old_force(f: &crate::cli::OldForce) -> anyhow::Result<()> {
+    if f.force {
+        anyhow::bail!(error::Usage(
+            "--force is not an option any more: it accepted data loss, where patronictl's only skips the prompt\n  \
+             hint: --yes answers the prompt; --accept-data-loss accepts losing the commits the command names"
+                .into(),
+        ));
+    }
+    Ok(())
 }

@@ -57,6 +57,11 @@ pub enum Command {
     RecoverNode(RecoverArgs),
     /// Planned master change inside the primary cloud, no data loss.
     Switchover(SwitchoverArgs),
+    /// Maintenance mode: Patroni stops failing over and leaves PostgreSQL
+    /// as it is, in every cloud or one, until `resume`.
+    Pause(PauseArgs),
+    /// End maintenance mode: Patroni fails over again.
+    Resume(PauseArgs),
     /// The cluster's TLS certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -284,7 +289,7 @@ pub struct StatusArgs {
 pub enum CloudCommand {
     /// Make NAME the primary cloud: a planned switchover when another cloud is
     /// primary and healthy, a promotion when none is.
-    MakePrimary(CloudArgs),
+    MakePrimary(MakePrimaryArgs),
     /// Make NAME secondary: drain the GLB and fence the cloud; no cloud is
     /// primary until `make-primary`.
     MakeSecondary(CloudArgs),
@@ -297,12 +302,29 @@ pub struct CloudArgs {
     /// Answer yes to the confirmation (needed without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Promote even if another host holds commits the new primary lacks.
-    #[arg(long)]
-    pub force: bool,
     /// Connect, print the plan, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MakePrimaryArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Promote even if another host holds commits the new primary lacks
+    /// (they are lost), or while another cloud still renews the site lease.
+    #[arg(long)]
+    pub accept_data_loss: bool,
+    #[command(flatten)]
+    pub old_force: OldForce,
+}
+
+/// `--force` as it was: refused with the new name, so that a habit from
+/// patronictl (where it only skips the prompt) never accepts a loss.
+#[derive(Debug, Args)]
+pub struct OldForce {
+    #[arg(long, hide = true)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -317,7 +339,9 @@ pub struct RecoverArgs {
     pub reclone: bool,
     /// Recover the current leader, or discard commits only this node holds (kept aside on disk).
     #[arg(long)]
-    pub force: bool,
+    pub accept_data_loss: bool,
+    #[command(flatten)]
+    pub old_force: OldForce,
     /// Connect, print the plan, change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -328,6 +352,19 @@ pub struct SwitchoverArgs {
     /// The replica to make master (default: the one with the least lag).
     #[arg(long, value_name = "HOST")]
     pub to: Option<String>,
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Only this cloud (default: every cloud).
+    #[arg(long, value_name = "NAME")]
+    pub cloud: Option<String>,
     /// Answer yes to the confirmation (needed without a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,

@@ -59,7 +59,14 @@ impl Fleet {
     }
 
     pub(crate) async fn cluster_view(&self, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
-        cluster_view(&self.design, &self.remotes, cloud).await
+        cluster_state(&self.design, &self.remotes, cloud)
+            .await
+            .map(|v| v.members)
+    }
+
+    /// The cloud's members and whether it is paused (maintenance mode).
+    pub(crate) async fn cluster_state(&self, cloud: &Cloud) -> anyhow::Result<patroni::ClusterView> {
+        cluster_state(&self.design, &self.remotes, cloud).await
     }
 
     /// The cloud's master: the healthy leader in Patroni's view that takes
@@ -122,6 +129,15 @@ pub(crate) async fn cluster_view(
     remotes: &BTreeMap<String, Remote>,
     cloud: &Cloud,
 ) -> anyhow::Result<Vec<patroni::Member>> {
+    cluster_state(design, remotes, cloud).await.map(|v| v.members)
+}
+
+/// The same, with whether the cloud is paused.
+pub(crate) async fn cluster_state(
+    design: &Design,
+    remotes: &BTreeMap<String, Remote>,
+    cloud: &Cloud,
+) -> anyhow::Result<patroni::ClusterView> {
     let script = patroni::cluster_script(design.governor.rest_port);
     let mut last = anyhow!("no Patroni member of {} answered", cloud.name);
     for h in &cloud.hosts {
@@ -129,9 +145,9 @@ pub(crate) async fn cluster_view(
             match r
                 .check("reading the Patroni cluster", &script)
                 .await
-                .and_then(|t| patroni::parse_cluster(&t))
+                .and_then(|t| patroni::parse_cluster_view(&t))
             {
-                Ok(members) if !members.is_empty() => return Ok(members),
+                Ok(view) if !view.members.is_empty() => return Ok(view),
                 Ok(_) => {}
                 Err(e) => last = e,
             }

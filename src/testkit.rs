@@ -42,6 +42,8 @@ pub(crate) struct SimCloud {
     pub standby_of: Option<String>,
     /// The member holding the cloud's leader key.
     pub leader: Option<String>,
+    /// Maintenance mode (`patronictl pause`).
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +151,7 @@ impl World {
                 SimCloud {
                     standby_of: (!c.is_primary()).then(|| primary.map_or(String::new(), |p| p.name.clone())),
                     leader: c.hosts.first().map(|h| h.name.clone()),
+                    paused: false,
                 },
             );
             for h in &c.hosts {
@@ -174,6 +177,15 @@ impl World {
         };
         let m = w.writable_masters().len();
         Arc::new(Mutex::new(World { most_masters: m, ..w }))
+    }
+
+    /// The paused clouds, by name.
+    pub(crate) fn paused(&self) -> Vec<String> {
+        self.clouds
+            .iter()
+            .filter(|(_, c)| c.paused)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Hosts whose PostgreSQL accepts writes now.
@@ -224,7 +236,7 @@ impl World {
                 serde_json::json!({"name": h.name, "role": role, "state": state, "host": h.address, "timeline": s.timeline})
             })
             .collect();
-        serde_json::json!({ "members": members }).to_string()
+        serde_json::json!({ "members": members, "pause": self.clouds[&cloud.name].paused }).to_string()
     }
 
     /// Every standby catches up with what it follows: instant replication.
@@ -624,7 +636,20 @@ impl World {
                 if streaming && !writable { "streaming" } else { "" }.into(),
             );
         }
+        if script == crate::ops::pause::orphan_script(p.postgres_port) {
+            // The fake stops PostgreSQL with Patroni: never an orphan.
+            return ok("look for an orphan primary".into(), String::new());
+        }
         let cloud = cloud?;
+        for pause in [true, false] {
+            if script == patroni::pause_script(pause) {
+                self.clouds.get_mut(&cloud).expect("known").paused = pause;
+                return ok(
+                    format!("{} patroni", if pause { "pause" } else { "resume" }),
+                    String::new(),
+                );
+            }
+        }
         for (leader, candidate) in self.clouds[&cloud].leader.iter().flat_map(|l| {
             d.cloud(&cloud)
                 .into_iter()

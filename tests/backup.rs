@@ -165,6 +165,17 @@ fn deployed(lab: &TestLab) {
     let status = json(&pgha_ok(lab, &["status", "--output", "json"]));
     assert_eq!(status["backup"]["archiving"]["failing"], false, "{status}");
     assert!(status["findings"].as_array().unwrap().is_empty(), "{status}");
+    // Issue 13: the lag between clouds, as the primary's master sees dc2's
+    // standby leader (bytes, and seconds: 0 when caught up and idle).
+    let leaders: Vec<&serde_json::Value> = status["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == "standby leader")
+        .collect();
+    assert_eq!(leaders.len(), 1, "{status}");
+    assert!(leaders[0]["cloud_lag"]["bytes"].is_u64(), "{status}");
+    assert!(leaders[0]["cloud_lag"]["seconds"].is_number(), "{status}");
     // A differential backup lands in both repositories.
     pgha_ok(lab, &["backup", "--type", "diff", "--yes"]);
     let list = json(&pgha_ok(lab, &["backup", "list", "--output", "json"]));

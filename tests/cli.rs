@@ -120,3 +120,38 @@ fn completions_and_man_pages() {
     assert!(dir.path().join("pgha.1").is_file());
     assert!(dir.path().join("pgha-plan.1").is_file());
 }
+
+/// Issue 13: `--force` accepted data loss where patronictl's only skips the
+/// prompt. It is refused (exit 2, before any design is read or host
+/// reached) with the flag that says what it does; make-secondary has none.
+#[test]
+fn force_is_refused_for_accept_data_loss() {
+    for args in [
+        vec!["recover-node", "dc1-pg1", "--force"],
+        vec!["cloud", "make-primary", "dc2", "--force"],
+    ] {
+        let out = pgha(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("--accept-data-loss"), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("pgha.yaml"),
+            "refused before the design: {}",
+            stderr(&out)
+        );
+    }
+    let help = stdout(&pgha(["cloud", "make-primary", "--help"]));
+    assert!(
+        help.contains("--accept-data-loss") && !help.contains("--force"),
+        "{help}"
+    );
+    let help = stdout(&pgha(["cloud", "make-secondary", "--help"]));
+    assert!(
+        !help.contains("--accept-data-loss") && !help.contains("--force"),
+        "{help}"
+    );
+    let help = stdout(&pgha(["recover-node", "--help"]));
+    assert!(
+        help.contains("--accept-data-loss") && !help.contains("--force"),
+        "{help}"
+    );
+}

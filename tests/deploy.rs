@@ -10,6 +10,8 @@ use common::{sql, stderr, stdout, wait_for, writer, TestLab};
 const PRIMARY: [&str; 3] = ["10.75.0.11", "10.75.0.12", "10.75.0.13"];
 const SECONDARY: [&str; 3] = ["10.75.0.21", "10.75.0.22", "10.75.0.23"];
 const GLB: &str = "10.75.0.5";
+/// The grow test's lab (one cloud).
+const GROW_GLB: &str = "10.71.0.5";
 
 const CREATE: &str = "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL, age int NOT NULL, \
 address char(50), salary real, join_date date)";
@@ -738,12 +740,102 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
         etcd_id
     );
     let pw = lab.superuser_password();
-    sql("10.71.0.5", 5000, &pw, CREATE).unwrap();
-    sql("10.71.0.5", 5000, &pw, PAUL).unwrap();
+    sql(GROW_GLB, 5000, &pw, CREATE).unwrap();
+    sql(GROW_GLB, 5000, &pw, PAUL).unwrap();
     // On the new host.
     wait_for_one_name("10.71.0.13", &pw, "SELECT name FROM company", "Paul", 30);
     // And a third deploy changes nothing.
     let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["changed"], 0, "{report}");
+    maintenance_mode(&lab, &pw);
+}
+
+/// Issue 13: `pause`, the master's Patroni stopped, no failover for twice
+/// the ttl; `resume` refuses while that PostgreSQL still runs as a primary
+/// (a replica would be promoted beside it), then, with it stopped, resumes
+/// and a replica takes over.
+fn maintenance_mode(lab: &TestLab, pw: &str) {
+    const HOSTS: [&str; 3] = ["10.71.0.11", "10.71.0.12", "10.71.0.13"];
+    let writable =
+        |a: &str| sql(a, 5432, pw, "SELECT NOT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"));
+    let out = lab.pgha(&["pause", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = lab.pgha(&["status", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3), "paused is a warning");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["hosts"].as_array().unwrap().iter().all(|h| h["paused"] == true),
+        "{status}"
+    );
+    assert!(status["findings"].to_string().contains("dc1 is paused"), "{status}");
+    // A changing command says so.
+    let out = lab.pgha(&["switchover", "--dry-run"]);
+    assert!(
+        stderr(&out).contains("dc1 is paused (maintenance mode)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let master = *HOSTS.iter().find(|a| writable(a)).expect("a master");
+    lab.ssh_ok(master, "systemctl stop patroni");
+    // Twice the ttl (20 s): nobody else is promoted, the old server runs on.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        for a in HOSTS.iter().filter(|a| **a != master) {
+            assert!(!writable(a), "{a} was promoted while paused");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(writable(master), "paused, Patroni's stop left PostgreSQL running");
+    let out = lab.pgha(&["resume", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("Patroni is stopped while its PostgreSQL runs as a primary"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.pgha(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["findings"].to_string().contains("dc1 is paused"),
+        "still paused: {status}"
+    );
+    // With that server stopped, resume: a replica takes over.
+    let data = lab.ssh_ok(
+        master,
+        "sed -n 's/^  data_dir: \"\\(.*\\)\"$/\\1/p' /etc/patroni/config.yml",
+    );
+    let bin = lab.ssh_ok(
+        master,
+        "sed -n 's/^  bin_dir: \"\\(.*\\)\"$/\\1/p' /etc/patroni/config.yml",
+    );
+    lab.ssh_ok(
+        master,
+        &format!("runuser -u postgres -- {bin}/pg_ctl -D {data} -m fast -w stop"),
+    );
+    let started = std::time::Instant::now();
+    let out = lab.pgha(&["resume", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for("a replica to take over after resume", Duration::from_secs(90), || {
+        HOSTS.iter().any(|a| *a != master && writable(a))
+    });
+    eprintln!(
+        "figure: from `pgha resume` to a replica taking writes: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Through the GLB once its checks follow the new master.
+    wait_for("a write through the GLB", Duration::from_secs(60), || {
+        sql(
+            GROW_GLB,
+            5000,
+            pw,
+            "INSERT INTO company VALUES (2, 'Allen', 25, 'Texas', 15000.00, '2007-12-13') ON CONFLICT (id) DO NOTHING",
+        )
+        .is_ok()
+    });
+    // The old master's Patroni, started again, rejoins as a replica.
+    lab.ssh_ok(master, "systemctl start patroni");
+    wait_for_one_name(master, pw, "SELECT name FROM company WHERE id = 2", "Allen", 90);
+    assert!(!writable(master));
 }

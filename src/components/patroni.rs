@@ -149,6 +149,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cluster_view_says_whether_the_cloud_is_paused() {
+        let v =
+            parse_cluster_view(r#"{"members": [{"name": "a1", "role": "leader", "state": "running"}], "pause": true}"#)
+                .unwrap();
+        assert!(v.paused && v.members.len() == 1);
+        assert!(!parse_cluster_view(r#"{"members": []}"#).unwrap().paused);
+        assert_eq!(pause_script(true), "patronictl -c /etc/patroni/config.yml pause");
+        assert_eq!(pause_script(false), "patronictl -c /etc/patroni/config.yml resume");
+    }
+
+    #[test]
     fn scripts_are_exact() {
         let sets = [
             ("ttl".to_string(), "30".to_string()),
@@ -218,9 +229,41 @@ impl Member {
 struct ClusterDoc {
     #[serde(default)]
     members: Vec<Member>,
+    /// Maintenance mode (`patronictl pause`), from the cloud's dynamic config.
+    #[serde(default)]
+    pause: bool,
 }
 
-pub(crate) fn parse_cluster(text: &str) -> anyhow::Result<Vec<Member>> {
+/// A cloud as Patroni's `/cluster` shows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClusterView {
+    pub members: Vec<Member>,
+    pub paused: bool,
+}
+
+pub(crate) fn parse_cluster_view(text: &str) -> anyhow::Result<ClusterView> {
     let doc: ClusterDoc = serde_json::from_str(text.trim())?;
-    Ok(doc.members)
+    Ok(ClusterView {
+        members: doc.members,
+        paused: doc.pause,
+    })
+}
+
+/// What a changing command says before its plan when `cloud` is paused.
+pub(crate) fn paused_warning(cloud: &str) -> String {
+    format!(
+        "warning: {cloud} is paused (maintenance mode): Patroni does not fail over there by itself; `pgha resume --cloud \
+         {cloud}` ends it"
+    )
+}
+
+/// Puts the cloud's Patroni into maintenance mode (`pause`: no automatic
+/// failover, PostgreSQL left as it is) or takes it out (`resume`). A key of
+/// the cloud's dynamic configuration: set once, every member follows.
+pub(crate) fn pause_script(pause: bool) -> String {
+    format!(
+        "patronictl -c {} {}",
+        quote(CONFIG.path),
+        if pause { "pause" } else { "resume" }
+    )
 }

@@ -406,6 +406,9 @@ impl Decide<'_, '_> {
         let mut cloud_facts = BTreeMap::new();
         for cloud in clouds {
             let f = read_cloud_facts(cloud, &host_facts);
+            if f.dynamic_config.as_ref().is_some_and(|c| c["pause"] == true) {
+                eprintln!("{}", components::patroni::paused_warning(&cloud.name));
+            }
             for (name, want, have) in work::parameter_drift(design, Some(&f)) {
                 eprintln!(
                     "warning: {}: PostgreSQL parameter {name} is {have}, the design says {want}; deploy sets parameters only \

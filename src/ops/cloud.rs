@@ -329,6 +329,8 @@ pub(crate) async fn run_on(
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().filter(|c| fleet.cloud_reachable(c)).collect();
     lock_clouds.extend(design.cloud(name).filter(|c| !c.is_primary()));
     let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
+    let reachable: Vec<&Cloud> = design.clouds.iter().filter(|c| fleet.cloud_reachable(c)).collect();
+    super::pause::warn_if_paused(fleet, &reachable).await;
     let result = run_locked(fleet, &session, name, flip, opts, output).await;
     lock.release().await;
     result
@@ -742,12 +744,12 @@ impl Runner<'_> {
         }
         if self.force && !problems.iter().any(|p| p.contains("read-write")) {
             eprintln!(
-                "  --force: promoting anyway; these commits will be lost:\n  {}",
+                "  --accept-data-loss: promoting anyway; these commits will be lost:\n  {}",
                 problems.join("\n  ")
             );
             return Ok(());
         }
-        bail!("promoting {new} now would lose data:\n  {}\n  hint: start Patroni on those hosts so {new} can catch up, or pass --force to accept the loss", problems.join("\n  "))
+        bail!("promoting {new} now would lose data:\n  {}\n  hint: start Patroni on those hosts so {new} can catch up, or pass --accept-data-loss to accept the loss", problems.join("\n  "))
     }
 
     async fn promote(&self, name: &str) -> anyhow::Result<()> {

@@ -145,7 +145,7 @@ async fn commits_only_another_cloud_holds_stop_the_promotion_unless_forced() {
     assert!(e.contains("would lose data") && e.contains("dc3-pg2"), "{e}");
     assert!(sim.world().writable_masters().is_empty());
     assert!(!sim.events().iter().any(|x| x.contains("promote")));
-    // The run is recorded as unfinished: the same command with --force finishes it.
+    // The run is recorded as unfinished: the same command with --accept-data-loss finishes it.
     flip_with(&sim, "dc2", Flip::MakePrimary, &Options { force: true, ..YES })
         .await
         .unwrap();
@@ -181,7 +181,17 @@ async fn a_dry_run_changes_nothing() {
     run_on(&fleet, "dc2", Flip::MakePrimary, &dry, ui::Output::Json)
         .await
         .unwrap();
-    assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+    // Only read: the lock, whether a cloud is paused, the unlock.
+    assert_eq!(
+        sim.events(),
+        [
+            "dc1-pg1: lock",
+            "dc1-pg1: read cluster",
+            "dc2-pg1: read cluster",
+            "dc3-pg1: read cluster",
+            "dc1-pg1: unlock"
+        ]
+    );
     assert!(sim.design().cloud("dc1").unwrap().is_primary());
 }
 
@@ -250,7 +260,7 @@ async fn with_the_site_lease_a_planned_flip_moves_it_before_promoting() {
 
 /// A primary cloud pgha cannot reach but that still renews the lease is on
 /// the majority side of the sites and serving: promoting elsewhere would
-/// make two masters. Refused, after waiting out the ttl, unless --force.
+/// make two masters. Refused, after waiting out the ttl, unless --accept-data-loss.
 #[tokio::test(start_paused = true)]
 async fn a_lease_still_renewed_by_an_unreachable_cloud_stops_the_promotion_unless_forced() {
     let mut sim = Sim::new(&crate::testkit::with_site_lease());

@@ -134,6 +134,7 @@ pub(crate) async fn run_on(
     let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
     lock_clouds.push(cloud);
     let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
+    super::pause::warn_if_paused(fleet, &[cloud]).await;
     let mut rec = Recorder::default();
     let result = recover(fleet, &session, cloud, host, opts, output, &mut rec).await;
     let command = format!("recover-node {}", host.name);
@@ -166,7 +167,7 @@ async fn recover(
     if let Some(m) = me.filter(|m| (m.is_leader() || m.is_standby_leader()) && m.is_healthy()) {
         if !opts.force {
             bail!(Usage(format!(
-                "{} is the current {} of {}: recovering it would stop it; use `pgha switchover` first, or --force",
+                "{} is the current {} of {}: recovering it would stop it; use `pgha switchover` first, or --accept-data-loss",
                 host.name, m.role, cloud.name
             )));
         }
@@ -272,7 +273,7 @@ async fn rejoin(fleet: &Fleet, cloud: &Cloud, host: &Host, opts: &Options, verdi
             // Leave Patroni stopped: starting it could rewind the commits away.
             bail!(
                 "{} holds data that exists nowhere else ({why}); it was left stopped.\n  \
-                 hint: copy what you need from it, then run again with --force to discard it (the data directory is kept aside)",
+                 hint: copy what you need from it, then run again with --accept-data-loss to discard it (the data directory is kept aside)",
                 host.name
             )
         }

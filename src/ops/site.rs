@@ -75,7 +75,7 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
             Some(holder) if Instant::now() >= deadline => bail!(
                 "cloud {holder} still renews the site lease ({}s left): its master is serving and reaches most \
                  sites; making {cloud} primary now would make two masters. Nothing was promoted\n  hint: `pgha cloud \
-                 make-primary {cloud}` while {holder} is reachable demotes it first; `--force` takes the lease anyway \
+                 make-primary {cloud}` while {holder} is reachable demotes it first; `--accept-data-loss` takes the lease anyway \
                  (its master then fences itself as soon as it reads the lease)",
                 state.remaining.unwrap_or(0)
             ),

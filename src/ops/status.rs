@@ -11,6 +11,8 @@ use crate::ui;
 pub(crate) struct HostRow {
     pub cloud: String,
     pub cloud_status: String,
+    /// The cloud is in maintenance mode (`pgha pause`): no automatic failover.
+    pub paused: bool,
     pub host: String,
     pub address: String,
     /// leader | replica | sync standby | standby leader | stopped | unreachable | unknown
@@ -19,6 +21,9 @@ pub(crate) struct HostRow {
     pub timeline: Option<u64>,
     /// Bytes behind the leader, when known.
     pub lag_bytes: Option<u64>,
+    /// A standby leader's distance to the primary cloud's master (its
+    /// pg_stat_replication): the lag between clouds.
+    pub cloud_lag: Option<CloudLag>,
     pub pending_restart: bool,
     /// healthy | unhealthy | unknown
     pub etcd: String,
@@ -199,6 +204,17 @@ pub(crate) fn findings(
     if let Some(site) = site {
         site_findings(site, hosts, &mut say);
     }
+    let mut paused: Vec<&str> = hosts.iter().filter(|r| r.paused).map(|r| r.cloud.as_str()).collect();
+    paused.dedup();
+    for cloud in paused {
+        say(
+            Level::Warning,
+            format!(
+                "{cloud} is paused (maintenance mode): Patroni neither fails over nor restarts PostgreSQL there; \
+                 `pgha resume --cloud {cloud}` ends it"
+            ),
+        );
+    }
     let writable: Vec<&HostRow> = hosts.iter().filter(|r| r.read_write == Some(true)).collect();
     if writable.len() > 1 {
         let names: Vec<String> = writable.iter().map(|r| format!("{} ({})", r.host, r.cloud)).collect();
@@ -333,12 +349,45 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
 
 fn probe_script(d: &Design) -> String {
     format!(
-        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\ntrue\n",
+        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\ntrue\n",
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
         tls::expiry_script(),
-        crate::fleet::psql_script(d.platform.postgres_port, "SELECT NOT pg_is_in_recovery()")
+        crate::fleet::psql_script(d.platform.postgres_port, "SELECT NOT pg_is_in_recovery()"),
+        crate::fleet::psql_script(d.platform.postgres_port, SENDERS_SQL),
     )
+}
+
+/// On a master, each streaming standby: its name (Patroni's member name),
+/// the bytes it has yet to replay and the replay lag in seconds (empty
+/// when it has caught up and nothing new was written). Nothing on a replica.
+const SENDERS_SQL: &str = "SELECT application_name || ' ' || \
+coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint::text, '-') || ' ' || \
+coalesce(extract(epoch FROM replay_lag)::text, '-') FROM pg_stat_replication WHERE NOT pg_is_in_recovery()";
+
+/// A standby's distance to its master, from a `sender NAME BYTES SECONDS` line.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct CloudLag {
+    pub bytes: Option<u64>,
+    pub seconds: Option<f64>,
+}
+
+fn parse_senders(probe: &str) -> Vec<(String, CloudLag)> {
+    probe
+        .lines()
+        .filter_map(|l| l.strip_prefix("sender "))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (name, bytes, secs) = (f.next()?, f.next()?, f.next()?);
+            let bytes = bytes.parse::<u64>().ok();
+            // Caught up and idle: PostgreSQL reports no lag time; it is none.
+            let seconds = secs
+                .parse::<f64>()
+                .ok()
+                .or(if bytes == Some(0) { Some(0.0) } else { None });
+            Some((name.to_string(), CloudLag { bytes, seconds }))
+        })
+        .collect()
 }
 
 fn role_label(m: &patroni::Member) -> String {
@@ -360,8 +409,10 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     let proxy = haproxy::primary_proxy(&d.platform.name);
     let mut hosts = Vec::new();
     let mut earliest: Option<(String, i64)> = None;
+    let mut senders: Vec<(String, CloudLag)> = Vec::new();
     for cloud in d.clouds_in_order() {
-        let members = fleet.cluster_view(cloud).await.unwrap_or_default();
+        let view = fleet.cluster_state(cloud).await.unwrap_or_default();
+        let members = view.members;
         let probes = futures::future::join_all(cloud.hosts.iter().map(|h| async {
             match fleet.remotes.get(&h.name) {
                 Some(r) => r.check("probing", &script).await.ok(),
@@ -370,6 +421,9 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
         }))
         .await;
         for (h, probe) in cloud.hosts.iter().zip(probes) {
+            if cloud.is_primary() {
+                senders.extend(probe.as_deref().map(parse_senders).unwrap_or_default());
+            }
             let member = members.iter().find(|m| m.name == h.name);
             let expires = probe.as_deref().and_then(tls::parse_expiry);
             let (patroni_active, etcd_state, routes) = match &probe {
@@ -401,12 +455,14 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
             hosts.push(HostRow {
                 cloud: cloud.name.clone(),
                 cloud_status: cloud.status.as_str().to_string(),
+                paused: view.paused,
                 host: h.name.clone(),
                 address: h.address.clone(),
                 role,
                 state,
                 timeline: member.and_then(|m| m.timeline),
                 lag_bytes: member.and_then(|m| m.lag.as_ref()).and_then(|l| l.as_u64()),
+                cloud_lag: None,
                 pending_restart: member.and_then(|m| m.pending_restart).unwrap_or(false),
                 etcd: etcd_state.to_string(),
                 haproxy_routes_to: routes,
@@ -425,6 +481,10 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 }
             }
         }
+    }
+    // The standby leaders of the other clouds, as the primary's master sees them.
+    for row in hosts.iter_mut().filter(|r| r.role == "standby leader") {
+        row.cloud_lag = senders.iter().find(|(n, _)| *n == row.host).map(|(_, l)| *l);
     }
     let glb = match &d.glb {
         None => None,
@@ -600,12 +660,24 @@ pub(crate) fn table(s: &Status) -> String {
             r.role.clone()
         };
         t.add_row(vec![
-            format!("{} ({})", r.cloud, r.cloud_status),
+            format!(
+                "{} ({}{})",
+                r.cloud,
+                r.cloud_status,
+                if r.paused { ", paused" } else { "" }
+            ),
             format!("{} {}", r.host, r.address),
             role,
             r.state.clone(),
             r.timeline.map_or("-".into(), |t| t.to_string()),
-            r.lag_bytes.map_or("-".into(), ui::bytes),
+            match (&r.cloud_lag, r.lag_bytes) {
+                (Some(l), _) => format!(
+                    "{} / {} (to the primary cloud)",
+                    l.bytes.map_or("-".into(), ui::bytes),
+                    l.seconds.map_or("-".into(), |s| format!("{s:.1} s"))
+                ),
+                (None, b) => b.map_or("-".into(), ui::bytes),
+            },
             r.etcd.clone(),
             r.haproxy_routes_to.clone(),
         ]);
@@ -756,12 +828,14 @@ mod tests {
         HostRow {
             cloud: cloud.into(),
             cloud_status: status.into(),
+            paused: false,
             host: host.into(),
             address: String::new(),
             role: role.into(),
             state: "running".into(),
             timeline: Some(tl),
             lag_bytes: None,
+            cloud_lag: None,
             pending_restart: false,
             etcd: "healthy".into(),
             haproxy_routes_to: "-".into(),
@@ -801,6 +875,54 @@ mod tests {
 
     // HAZARDS #5: after a flip made during a partition, the old primary
     // cloud's master still takes writes once the link is back.
+    #[test]
+    fn the_master_reports_how_far_each_standby_is() {
+        let probe = "patroni active\nread_write t\nsender dc2-pg1 1024 0.25\nsender dc1-pg2 0 -\nsender dc3-pg1 - -\n";
+        assert_eq!(
+            parse_senders(probe),
+            [
+                (
+                    "dc2-pg1".to_string(),
+                    CloudLag {
+                        bytes: Some(1024),
+                        seconds: Some(0.25)
+                    }
+                ),
+                (
+                    "dc1-pg2".to_string(),
+                    CloudLag {
+                        bytes: Some(0),
+                        seconds: Some(0.0)
+                    }
+                ),
+                (
+                    "dc3-pg1".to_string(),
+                    CloudLag {
+                        bytes: None,
+                        seconds: None
+                    }
+                ),
+            ]
+        );
+        assert!(parse_senders("read_write f\n").is_empty());
+    }
+
+    #[test]
+    fn a_paused_cloud_is_a_warning_once() {
+        let mut hosts = vec![
+            row("dc1", "primary", "a1", "leader", 1, true),
+            row("dc2", "secondary", "b1", "standby leader", 1, false),
+            row("dc2", "secondary", "b2", "replica", 1, false),
+        ];
+        for h in &mut hosts[1..] {
+            h.paused = true;
+        }
+        let f = findings(&hosts, &Default::default(), None);
+        assert_eq!(levels(&f), [Level::Warning]);
+        assert!(f[0].message.starts_with("dc2 is paused"), "{f:?}");
+        assert!(f[0].message.contains("pgha resume --cloud dc2"), "{f:?}");
+    }
+
     #[test]
     fn a_writable_host_outside_the_primary_cloud_is_a_split_brain() {
         let rows = [

@@ -47,6 +47,7 @@ pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output:
     let to = opts.to.as_deref();
     let session = crate::lock::Session::begin(design, "switchover", None)?;
     let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
+    super::pause::warn_if_paused(fleet, &[cloud]).await;
     let result = async {
         let members = fleet.cluster_view(cloud).await?;
         let leader = members

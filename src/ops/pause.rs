@@ -1,0 +1,252 @@
+//! `pgha pause [--cloud NAME]` / `pgha resume [--cloud NAME]`: Patroni's
+//! maintenance mode, per cloud. Paused, Patroni neither fails over nor
+//! restarts PostgreSQL: the DBA may stop a host's Patroni or work on
+//! PostgreSQL without a failover. `status` shows it, and every changing
+//! command warns while a cloud is paused.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::report::{numbered, Recorder};
+use crate::components::patroni;
+use crate::design::{Cloud, Design};
+use crate::error::Usage;
+use crate::fleet::Fleet;
+use crate::ui::{self, confirm};
+use crate::wait::poll;
+
+pub(crate) struct Options {
+    pub cloud: Option<String>,
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+/// The command's name: `pause` or `resume`.
+fn verb(pause: bool) -> &'static str {
+    if pause {
+        "pause"
+    } else {
+        "resume"
+    }
+}
+
+pub(crate) async fn run(design: &Design, opts: &Options, pause: bool, output: ui::Output) -> anyhow::Result<()> {
+    let clouds: Vec<&Cloud> = match &opts.cloud {
+        Some(name) => vec![design.cloud(name).ok_or_else(|| {
+            let names: Vec<&str> = design.clouds.iter().map(|c| c.name.as_str()).collect();
+            Usage(format!(
+                "--cloud {name}: no such cloud (the design has {})",
+                names.join(", ")
+            ))
+        })?],
+        None => design.clouds_in_order(),
+    };
+    let fleet = Fleet::connect(design, false).await?;
+    let result = run_on(&fleet, &clouds, pause, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// On a connected fleet: the cluster lock, the clouds' state, the plan,
+/// the confirmation, then each cloud until Patroni reports the change.
+pub(crate) async fn run_on(
+    fleet: &Fleet,
+    clouds: &[&Cloud],
+    pause: bool,
+    opts: &Options,
+    output: ui::Output,
+) -> anyhow::Result<()> {
+    let design = &fleet.design;
+    let command = verb(pause);
+    let session = crate::lock::Session::begin(design, command, None)?;
+    // Where every command takes it: the primary cloud's etcd first.
+    let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
+    lock_clouds.extend(clouds.iter().copied());
+    let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
+    let result = async {
+        let mut todo = Vec::new();
+        for c in clouds {
+            let view = fleet
+                .cluster_state(c)
+                .await
+                .with_context(|| format!("reading whether {} is paused", c.name))?;
+            if view.paused == pause {
+                eprintln!("{} is {} already", c.name, if pause { "paused" } else { "not paused" });
+            } else {
+                todo.push(*c);
+            }
+        }
+        if !pause {
+            refuse_orphan_primaries(fleet, &todo).await?;
+        }
+        let steps: Vec<String> = todo
+            .iter()
+            .map(|c| {
+                if pause {
+                    format!(
+                        "pause {}: Patroni stops failing over and leaves PostgreSQL as it is (maintenance mode) until \
+                         `pgha resume`",
+                        c.name
+                    )
+                } else {
+                    format!(
+                        "resume {}: Patroni fails over and restarts PostgreSQL again; a cloud without a running \
+                         master elects one",
+                        c.name
+                    )
+                }
+            })
+            .collect();
+        if output == ui::Output::Text {
+            ui::print(&numbered(&format!("Plan for `{command}`"), &steps))?;
+        }
+        let mut rec = Recorder::default();
+        if opts.dry_run || steps.is_empty() {
+            return rec.print(output, command, opts.dry_run, &steps);
+        }
+        confirm(if pause { "Pause?" } else { "Resume?" }, opts.yes)?;
+        session.ensure_unchanged(design)?;
+        let mut result = Ok(());
+        for (i, c) in todo.iter().enumerate() {
+            rec.start(i + 1, &steps[i]);
+            result = rec.finish(switch(fleet, c, pause).await);
+            if result.is_err() {
+                break;
+            }
+        }
+        rec.print(output, command, false, &steps)?;
+        result
+    }
+    .await;
+    lock.release().await;
+    result
+}
+
+/// Sets the cloud's pause key through the first member that answers, then
+/// waits until its cluster view shows it.
+async fn switch(fleet: &Fleet, cloud: &Cloud, pause: bool) -> anyhow::Result<()> {
+    let script = patroni::pause_script(pause);
+    let mut last = anyhow!("no host of {} answered", cloud.name);
+    let mut done = false;
+    for h in &cloud.hosts {
+        let Ok(r) = fleet.remote(&h.name) else { continue };
+        match r.check(&format!("patronictl {}", verb(pause)), &script).await {
+            Ok(_) => {
+                done = true;
+                break;
+            }
+            Err(e) => last = e.context(h.name.clone()),
+        }
+    }
+    if !done {
+        return Err(last);
+    }
+    poll(Duration::from_secs(30), || async {
+        Ok(fleet.cluster_state(cloud).await.is_ok_and(|v| v.paused == pause))
+    })
+    .await
+    .with_context(|| format!("{}'s Patroni does not show the change", cloud.name))
+}
+
+/// Prints `orphan` where Patroni is stopped while PostgreSQL runs as a
+/// primary: paused, Patroni leaves PostgreSQL running when it stops
+/// (Debian's unit kills only Patroni's own process).
+pub(crate) fn orphan_script(postgres_port: u16) -> String {
+    format!(
+        "systemctl is-active --quiet patroni && exit 0\nr=$(\n{}\n)\n[ \"$r\" = f ] && echo orphan\nexit 0\n",
+        crate::fleet::psql_script(postgres_port, "select pg_is_in_recovery()")
+    )
+}
+
+/// Resuming a cloud whose master's Patroni was stopped while paused would
+/// let Patroni promote a replica while that PostgreSQL still takes writes:
+/// two masters. Refused, before any change, with the way out.
+async fn refuse_orphan_primaries(fleet: &Fleet, clouds: &[&Cloud]) -> anyhow::Result<()> {
+    let script = orphan_script(fleet.design.platform.postgres_port);
+    for c in clouds {
+        for h in &c.hosts {
+            let Ok(r) = fleet.remote(&h.name) else { continue };
+            if r.check("looking for a primary without Patroni", &script)
+                .await
+                .is_ok_and(|out| out.trim() == "orphan")
+            {
+                let p = &fleet.design.platform;
+                bail!(
+                    "{}: Patroni is stopped while its PostgreSQL runs as a primary; resumed, Patroni would promote \
+                     another host of {} while this one still takes writes (nothing was changed)\n  hint: start \
+                     Patroni on {} (it takes that server back as the master), or stop that PostgreSQL \
+                     (`runuser -u postgres -- {}/pg_ctl -D {} -m fast stop`) so that a replica takes over, then \
+                     `pgha resume`",
+                    h.name,
+                    c.name,
+                    h.name,
+                    p.bin_dir,
+                    p.data_dir
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A line on stderr for each of `clouds` that is paused: changing commands
+/// say so before their plan (a paused cloud does not fail over by itself).
+pub(crate) async fn warn_if_paused(fleet: &Fleet, clouds: &[&Cloud]) {
+    for c in clouds {
+        if fleet.cluster_state(c).await.is_ok_and(|v| v.paused) {
+            eprintln!("{}", patroni::paused_warning(&c.name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+    use crate::testkit::{Sim, THREE_CLOUDS};
+
+    async fn toggle(sim: &Sim, cloud: Option<&str>, pause: bool) -> anyhow::Result<()> {
+        let design = sim.design();
+        let fleet = sim.fleet(&design);
+        let clouds: Vec<&Cloud> = match cloud {
+            Some(n) => vec![design.cloud(n).unwrap()],
+            None => design.clouds_in_order(),
+        };
+        let opts = Options {
+            cloud: cloud.map(str::to_string),
+            yes: true,
+            dry_run: false,
+        };
+        run_on(&fleet, &clouds, pause, &opts, ui::Output::Json).await
+    }
+
+    #[test]
+    fn the_orphan_probe_is_one_valid_shell_script() {
+        let script = orphan_script(5432);
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(script.contains("PGHA_SQL\n)\n"), "{script}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_one_cloud_then_resumes_it_and_skips_what_is_done() {
+        let sim = Sim::new(THREE_CLOUDS);
+        toggle(&sim, Some("dc2"), true).await.unwrap();
+        assert_eq!(sim.world().paused(), ["dc2"]);
+        // Pausing everything touches only the clouds not paused yet.
+        toggle(&sim, None, true).await.unwrap();
+        assert_eq!(sim.world().paused(), ["dc1", "dc2", "dc3"]);
+        let pauses = sim.events().iter().filter(|e| e.contains("pause patroni")).count();
+        assert_eq!(pauses, 3, "{:?}", sim.events());
+        toggle(&sim, None, false).await.unwrap();
+        assert!(sim.world().paused().is_empty());
+        assert!(sim.world().lock.is_none());
+    }
+}
