@@ -119,6 +119,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
         }
+        Command::History => {
+            let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
+            runtime()?.block_on(crate::ops::history::run(&design, cli.output))
+        }
         Command::Pause(args) | Command::Resume(args) => {
             let design = load(&cli)?;
             let opts = crate::ops::pause::Options {

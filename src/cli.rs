@@ -62,6 +62,9 @@ pub enum Command {
     Pause(PauseArgs),
     /// End maintenance mode: Patroni fails over again.
     Resume(PauseArgs),
+    /// What happened, oldest first: each cloud's promotions (Patroni's
+    /// history) and pgha's journal of changing commands.
+    History,
     /// The cluster's TLS certificates.
     #[command(subcommand)]
     Certs(CertsCommand),

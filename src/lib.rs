@@ -8,6 +8,7 @@ pub mod design;
 pub mod error;
 pub(crate) mod fleet;
 pub(crate) mod fsutil;
+pub(crate) mod journal;
 pub(crate) mod lab;
 pub mod lock;
 pub(crate) mod ops;

@@ -130,6 +130,8 @@ pub(crate) struct World {
     pub calls: usize,
     /// The most writable masters seen at once, over the whole run.
     pub most_masters: usize,
+    /// pgha's journal: each `put` line, in order.
+    pub journal: Vec<String>,
     next_lease: u64,
     /// The cloud holding the site lease (designs with three clouds or more).
     pub site_holder: Option<String>,
@@ -172,6 +174,7 @@ impl World {
             crash: None,
             calls: 0,
             most_masters: 0,
+            journal: Vec::new(),
             next_lease: 0x694d_a219_52c6_e400,
             site_holder: design.site.as_ref().and(primary).map(|p| p.name.clone()),
         };
@@ -294,6 +297,14 @@ impl World {
         let d = self.design.clone();
         let p = &d.platform;
         let ok = |what: &str, out: String| Ok((what.to_string(), out));
+        if script.contains("/pgha-journal/") {
+            // pgha's journal in etcd: kept in order, read back whole.
+            if let Some(line) = script.lines().find_map(|l| l.strip_prefix("e put ")) {
+                self.journal.push(line.to_string());
+                return ok("journal", String::new());
+            }
+            return ok("read journal", String::new());
+        }
         if script == crate::fleet::OS_SCRIPT {
             return ok("read os", format!("{}\n", self.hosts[host].os));
         }

@@ -838,4 +838,30 @@ fn maintenance_mode(lab: &TestLab, pw: &str) {
     lab.ssh_ok(master, "systemctl start patroni");
     wait_for_one_name(master, pw, "SELECT name FROM company WHERE id = 2", "Allen", 90);
     assert!(!writable(master));
+
+    // `history`: pgha's journal and Patroni's promotions, in order.
+    let out = lab.pgha(&["history", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events: Vec<String> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| match e["kind"].as_str() {
+            Some("command") => format!("{} {}", e["command"].as_str().unwrap(), e["outcome"].as_str().unwrap()),
+            _ => format!("{} timeline {}", e["cloud"].as_str().unwrap(), e["timeline"]),
+        })
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "deploy ok").count(),
+        2,
+        "the two deploys that changed something: {events:?}"
+    );
+    let tail: Vec<&str> = events
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != "deploy ok")
+        .collect();
+    // The refused resume changed nothing, so it is not on the journal.
+    assert_eq!(tail, ["pause ok", "resume ok", "dc1 timeline 2"], "{doc}");
 }

@@ -114,6 +114,29 @@ pub(crate) fn lease_revoke_script(client_port: u16, lease: &str) -> String {
     format!("{} lease revoke {}", etcdctl(client_port), quote(lease))
 }
 
+/// Adds `value` (one line of JSON) under `key` below `prefix`, then drops
+/// the oldest keys below `prefix` past the newest `keep` (a bounded journal).
+pub(crate) fn journal_put_script(client_port: u16, prefix: &str, key: &str, value: &str, keep: usize) -> String {
+    format!(
+        "e() {{ {etcdctl} \"$@\"; }}\n\
+e put {key} {value} >/dev/null\n\
+e get {prefix} --prefix --keys-only | sed '/^$/d' | head -n -{keep} | while read -r k; do e del \"$k\" >/dev/null; done\n",
+        etcdctl = etcdctl(client_port),
+        key = quote(key),
+        value = quote(value),
+        prefix = quote(prefix),
+    )
+}
+
+/// Every value below `prefix`, one per line, oldest key first.
+pub(crate) fn get_prefix_script(client_port: u16, prefix: &str) -> String {
+    format!(
+        "{} get {} --prefix --print-value-only",
+        etcdctl(client_port),
+        quote(prefix)
+    )
+}
+
 /// Deletes one key.
 pub(crate) fn del_script(client_port: u16, key: &str) -> String {
     format!("{} del {}", etcdctl(client_port), quote(key))

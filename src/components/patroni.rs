@@ -98,6 +98,12 @@ pub(crate) fn cluster_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/cluster")
 }
 
+/// Prints the cloud's timeline history (`/history`): one entry per
+/// promotion, `[timeline, lsn, reason, timestamp, new leader]`.
+pub(crate) fn history_script(rest_port: u16) -> String {
+    http_get_script(rest_port, "/history")
+}
+
 /// Prints the dynamic configuration (`/config`).
 pub(crate) fn config_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/config")

@@ -615,6 +615,12 @@ pub(crate) async fn run_with(
         }
     }
     let (results, outcome) = execute(&p).await;
+    // A deploy that changed something goes on the journal (a no-op one does not).
+    if changes > 0 {
+        let plan: Vec<String> = p.work.iter().filter(|w| w.changes()).map(exec::title).collect();
+        let result = outcome.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}"));
+        crate::journal::record(&p.design, &p.remotes, &session.holder, &plan, &result).await;
+    }
     let changed = results
         .iter()
         .filter(|r| matches!(r.outcome, progress::Outcome::Changed(_)))

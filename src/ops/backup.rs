@@ -101,6 +101,7 @@ pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -
             break;
         }
     }
+    crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
     lock.release().await;
     rec.print(output, "backup", false, &steps)?;
     result

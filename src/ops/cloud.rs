@@ -435,6 +435,8 @@ async fn run_locked(
         state::record_flip(&after, None)?;
         rec.note("done");
     }
+    let plan: Vec<String> = steps.iter().map(|s| s.description.clone()).collect();
+    crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &plan, &result).await;
     rec.print(output, &command, false, &steps)?;
     result
 }

@@ -115,6 +115,7 @@ pub(crate) async fn run_on(
                 break;
             }
         }
+        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
         rec.print(output, command, false, &steps)?;
         result
     }
@@ -248,5 +249,13 @@ mod runner_tests {
         toggle(&sim, None, false).await.unwrap();
         assert!(sim.world().paused().is_empty());
         assert!(sim.world().lock.is_none());
+        // Each run that changed something is on pgha's journal, in order.
+        let journal = sim.world().journal.clone();
+        assert_eq!(journal.len(), 3, "{journal:?}");
+        assert!(
+            journal[0].contains(r#""command":"pause""#) && journal[0].contains("pause dc2"),
+            "{journal:?}"
+        );
+        assert!(journal[2].contains(r#""command":"resume""#) && journal[2].contains(r#""outcome":"ok""#));
     }
 }

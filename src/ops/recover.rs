@@ -138,6 +138,15 @@ pub(crate) async fn run_on(
     let mut rec = Recorder::default();
     let result = recover(fleet, &session, cloud, host, opts, output, &mut rec).await;
     let command = format!("recover-node {}", host.name);
+    // Journaled when a step ran (not a refusal, not a dry run).
+    if !rec.results.is_empty() {
+        let plan = match &result {
+            Ok(Some(plan)) => plan.clone(),
+            _ => Vec::new(),
+        };
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e:#}"));
+        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &plan, &outcome).await;
+    }
     let printed = match &result {
         Ok(Some(plan)) => rec.print(output, &command, opts.dry_run, plan),
         Ok(None) => Ok(()),

@@ -160,6 +160,7 @@ pub(crate) async fn run_on(fleet: &Fleet, primary: &str, opts: &Options, output:
         execute(fleet, primary, opts, &aside, &steps, &mut rec).await
     }
     .await;
+    crate::journal::record(d, &fleet.remotes, &session.holder, &steps, &result).await;
     lock.release().await;
     rec.print(output, "restore", false, &steps)?;
     result

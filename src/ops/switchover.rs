@@ -101,6 +101,7 @@ pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output:
             .with_context(|| format!("{} did not become master", candidate.name));
             result = rec.finish(waited);
         }
+        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
         rec.print(output, "switchover", false, &steps)?;
         result
     }
