@@ -39,6 +39,9 @@ pub enum Action {
     InitRepositories,
     /// `pgbackrest check` from each repository: the archive works.
     VerifyBackup,
+    /// The design's PostgreSQL parameters into each cloud's dynamic
+    /// configuration, then the rolling restarts they need.
+    ApplyParameters,
     ConfigureGlb,
     RunGlbCommand,
     VerifyGlb,
@@ -50,7 +53,7 @@ impl Action {
             Action::InstallPackages => Component::Packages,
             Action::InstallCertificates => Component::Tls,
             Action::ConfigureEtcd => Component::Etcd,
-            Action::BootstrapLeader | Action::JoinReplicas => Component::Governor,
+            Action::BootstrapLeader | Action::JoinReplicas | Action::ApplyParameters => Component::Governor,
             Action::ConfigureHaproxy => Component::Haproxy,
             Action::VerifyCloud => Component::Cluster,
             Action::InstallWitness | Action::ConfigureSite | Action::ConfigureSiteAgents | Action::VerifySite => {
@@ -84,6 +87,7 @@ impl Action {
             Action::ConfigureGlb => "configure",
             Action::RunGlbCommand => "repoint",
             Action::VerifyGlb => "verify",
+            Action::ApplyParameters => "parameters",
         }
     }
 
@@ -133,6 +137,7 @@ impl Plan {
         for cloud in clouds {
             cloud_steps(&mut b, design, cloud);
         }
+        parameter_steps(&mut b, design, clouds);
         if all {
             site_steps(&mut b, design);
             backup_steps(&mut b, design);
@@ -275,6 +280,32 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         CloudStatus::Secondary => "wait for a standby leader streaming from the primary cloud, and its replicas",
     };
     b.push(c, Action::VerifyCloud, names, verify.to_string());
+}
+
+/// After every cloud runs: raising a setting that hot standby needs at
+/// least the primary's reaches the standby clouds first.
+fn parameter_steps(b: &mut Builder, design: &Design, clouds: &[&Cloud]) {
+    if design.platform.parameters.is_empty() {
+        return;
+    }
+    let hosts: Vec<String> = clouds
+        .iter()
+        .flat_map(|c| c.hosts.iter().map(|h| h.name.clone()))
+        .collect();
+    let how = match design.governor.leader_restart {
+        crate::design::LeaderRestart::Restart => "restarted in place",
+        crate::design::LeaderRestart::Switchover => "left by a switchover to a restarted replica",
+    };
+    b.push(
+        None,
+        Action::ApplyParameters,
+        hosts,
+        format!(
+            "set platform.parameters in each cloud's Patroni dynamic configuration where they differ; a setting that \
+             needs a restart restarts every member, replicas first and the primary cloud's master {how} (raising \
+             max_connections and the like: standby clouds first; lowering it: leaders first)"
+        ),
+    );
 }
 
 fn site_steps(b: &mut Builder, design: &Design) {

@@ -14,6 +14,12 @@ pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// `s` as an SQL string literal (standard_conforming_strings, on since
+/// PostgreSQL 9.1: a backslash is an ordinary character).
+pub(crate) fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Every word quoted, joined with spaces.
 pub(crate) fn words<S: AsRef<str>>(items: &[S]) -> String {
     items.iter().map(|s| quote(s.as_ref())).collect::<Vec<_>>().join(" ")

@@ -362,6 +362,7 @@ fn deploy_end_to_end() {
     security(&lab, &pw);
     etcd_outage(&lab, &pw);
     no_silent_session_after_a_stop(&lab, &pw);
+    live_parameters(&lab, &pw);
     // Last: it leaves two masters behind.
     split_brain_is_flagged(&lab);
 }
@@ -425,6 +426,60 @@ fn no_silent_session_after_a_stop(lab: &TestLab, pw: &str) {
     wait_for("the stopped master back as a member", Duration::from_secs(60), || {
         sql(&master, 5432, pw, "SELECT 1").is_ok()
     });
+}
+
+/// Issue 13: a parameter PostgreSQL reloads (work_mem) and one it must
+/// restart for (max_connections, which hot standby needs at least the
+/// primary's), changed in the design and applied by deploy under writes.
+fn live_parameters(lab: &TestLab, pw: &str) {
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let changed = design.replace(
+        "  replication: asynchronous\n",
+        "  replication: asynchronous\n  parameters:\n    work_mem: 12MB\n    max_connections: \"150\"\n",
+    );
+    assert_ne!(changed, design);
+    // A name PostgreSQL does not know is refused before any change.
+    std::fs::write(lab.design(), changed.replace("work_mem:", "work_mme:")).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no parameter `work_mme`"), "{}", stderr(&out));
+    std::fs::write(lab.design(), &changed).unwrap();
+    let out = lab.pgha(&["deploy", "--dry-run"]);
+    assert!(
+        stdout(&out).contains("set max_connections, work_mem; restart every member, the leader last"),
+        "{}",
+        stdout(&out)
+    );
+    let (stop, ticks) = writer(GLB, pw);
+    let out = lab.pgha(&["deploy", "--yes"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = ticks.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    eprintln!(
+        "figure: rolling restart for max_connections (dc2 first, dc1's master last, in place): longest write gap {:.1} s, \
+         {} writes acknowledged",
+        written.gap.as_secs_f64(),
+        written.acked.len()
+    );
+    for addr in PRIMARY.iter().chain(&SECONDARY) {
+        let live = sql(
+            addr,
+            5432,
+            pw,
+            "SELECT current_setting('work_mem'), current_setting('max_connections')",
+        )
+        .unwrap();
+        assert_eq!(
+            live,
+            vec![vec![Some("12MB".to_string()), Some("150".to_string())]],
+            "{addr}"
+        );
+    }
+    every_tick_everywhere(pw, &written.acked);
+    assert!(written.gap < Duration::from_secs(30), "{:?}", written.gap);
+    let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 0, "{report}");
 }
 
 /// Every acknowledged id is on every database host.

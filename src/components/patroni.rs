@@ -130,11 +130,51 @@ pub(crate) fn edit_config_script(sets: &[(String, String)]) -> String {
 
 /// Restarts PostgreSQL on one member if a parameter change requires it.
 pub(crate) fn restart_pending_script(scope: &str, member: &str) -> String {
+    format!("{} --pending --force", restart_command(scope, member))
+}
+
+/// Restarts PostgreSQL on one member through Patroni (which waits for it).
+pub(crate) fn restart_script(scope: &str, member: &str) -> String {
+    format!("{} --force", restart_command(scope, member))
+}
+
+fn restart_command(scope: &str, member: &str) -> String {
     format!(
-        "patronictl -c {} restart {} {} --pending --force",
+        "patronictl -c {} restart {} {}",
         quote(CONFIG.path),
         quote(scope),
         quote(member)
+    )
+}
+
+/// `edit-config` pairs for PostgreSQL parameters: each value as a JSON
+/// string (edit-config reads YAML, where `on` would become a boolean).
+pub(crate) fn parameter_sets(sets: &[(String, String)]) -> Vec<(String, String)> {
+    sets.iter()
+        .map(|(k, v)| {
+            (
+                format!("postgresql.parameters.{k}"),
+                serde_json::Value::String(v.clone()).to_string(),
+            )
+        })
+        .collect()
+}
+
+/// SQL that prints `t` once PostgreSQL's own config file (the one Patroni
+/// writes) holds each of `sets` and PostgreSQL loaded it after the write.
+pub(crate) fn parameters_applied_sql(sets: &[(String, String)]) -> String {
+    use crate::shell::sql_literal;
+    let pairs: Vec<String> = sets
+        .iter()
+        .map(|(k, v)| format!("({}, {})", sql_literal(&k.to_lowercase()), sql_literal(v)))
+        .collect();
+    format!(
+        "SELECT count(*) = {} AND pg_conf_load_time() >= (pg_stat_file(current_setting('config_file'))).modification \
+         FROM (SELECT DISTINCT ON (lower(name)) lower(name) AS name, setting FROM pg_file_settings \
+         WHERE sourcefile = current_setting('config_file') ORDER BY lower(name), seqno DESC) f \
+         WHERE (f.name, f.setting) IN ({})",
+        sets.len(),
+        pairs.join(", ")
     )
 }
 
@@ -163,6 +203,35 @@ mod tests {
         assert!(!parse_cluster_view(r#"{"members": []}"#).unwrap().paused);
         assert_eq!(pause_script(true), "patronictl -c /etc/patroni/config.yml pause");
         assert_eq!(pause_script(false), "patronictl -c /etc/patroni/config.yml resume");
+    }
+
+    #[test]
+    fn parameters_go_in_as_strings_and_are_checked_in_postgresqls_own_file() {
+        let sets = [
+            ("Work_Mem".to_string(), "16MB".to_string()),
+            ("search_path".to_string(), "'$user', it's".to_string()),
+        ];
+        assert_eq!(
+            parameter_sets(&sets[..1]),
+            [("postgresql.parameters.Work_Mem".to_string(), "\"16MB\"".to_string())]
+        );
+        assert_eq!(
+            edit_config_script(&parameter_sets(&[("jit".to_string(), "on".to_string())])),
+            "patronictl -c /etc/patroni/config.yml edit-config --force --quiet -s 'postgresql.parameters.jit=\"on\"'"
+        );
+        let sql = parameters_applied_sql(&sets);
+        assert!(
+            sql.starts_with("SELECT count(*) = 2 AND pg_conf_load_time() >= "),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("IN (('work_mem', '16MB'), ('search_path', '''$user'', it''s'))"),
+            "{sql}"
+        );
+        assert_eq!(
+            restart_script("pgha-demo", "dc1-pg1"),
+            "patronictl -c /etc/patroni/config.yml restart pgha-demo dc1-pg1 --force"
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
                 message: item.describe(),
             },
         );
-        if let Err(e) = run_work(ctx, cloud, &hw.host, item).await {
+        if let Err(e) = run_work(ctx, cloud, &hw.host, item, number).await {
             result = Err(e);
             break;
         }
@@ -192,9 +192,10 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
     }
 }
 
-async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work) -> anyhow::Result<()> {
+async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work, number: usize) -> anyhow::Result<()> {
     let d = ctx.design;
     match item {
+        Work::ApplyParameters(p) => return apply_parameters(ctx, p, number).await,
         Work::RunGlbCommand(command) => {
             return crate::components::glb::run_external(d, command, ctx.secrets).await;
         }
@@ -282,9 +283,137 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work)
             )
             .await?;
         }
-        Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) => unreachable!("handled above"),
+        Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) | Work::ApplyParameters(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
+}
+
+/// Runs `script` on the first of the cloud's hosts where it succeeds.
+async fn on_any_member(ctx: &Ctx<'_>, cloud: &Cloud, what: &str, script: &str) -> anyhow::Result<String> {
+    let mut last = anyhow!("no host of {} is connected", cloud.name);
+    for h in &cloud.hosts {
+        if let Some(r) = ctx.remotes.get(&h.name) {
+            match r.check(what, script).await {
+                Ok(out) => return Ok(out),
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(last)
+}
+
+/// One cloud's parameter change: into the dynamic configuration, seen
+/// written and loaded by every running member, then the restarts in the
+/// order the work says, each waited for.
+async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usize) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let cloud = d
+        .cloud(&p.cloud)
+        .ok_or_else(|| anyhow!("no cloud {} in the design", p.cloud))?;
+    let say = |message: String| emit(&ctx.events, Event::StepMessage { number, message });
+    on_any_member(
+        ctx,
+        cloud,
+        "updating Patroni's dynamic configuration",
+        &patroni::edit_config_script(&patroni::parameter_sets(&p.sets)),
+    )
+    .await?;
+    let running: Vec<String> = cluster_view(ctx, cloud)
+        .await?
+        .into_iter()
+        .filter(patroni::Member::is_healthy)
+        .map(|m| m.name)
+        .collect();
+    say(format!("waiting for {} to load the new settings", running.join(", ")));
+    let check = crate::fleet::psql_script(d.platform.postgres_port, &patroni::parameters_applied_sql(&p.sets));
+    let waiting = std::sync::Mutex::new(Vec::new());
+    // Patroni applies the dynamic configuration on its next loop.
+    let limit = Duration::from_secs(u64::from(d.governor.loop_wait) * 3 + 60);
+    poll(limit, || async {
+        let mut behind = Vec::new();
+        for name in &running {
+            if ctx.remote(name)?.check("reading the loaded settings", &check).await?.trim() != "t" {
+                behind.push(name.clone());
+            }
+        }
+        let done = behind.is_empty();
+        *waiting.lock().expect("not poisoned") = behind;
+        Ok(done)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "{} did not load the new settings: PostgreSQL there refused a value, or Patroni dropped it (see `journalctl -u \
+             patroni` there)",
+            waiting.lock().expect("not poisoned").join(", ")
+        )
+    })?;
+    if !p.restart {
+        return Ok(());
+    }
+    let members = cluster_view(ctx, cloud).await?;
+    let is_lead = |m: &patroni::Member| m.is_leader() || m.is_standby_leader();
+    let leader = members.iter().find(|m| is_lead(m)).map(|m| m.name.clone());
+    let replicas: Vec<String> = members
+        .iter()
+        .filter(|m| !is_lead(m) && m.is_healthy())
+        .map(|m| m.name.clone())
+        .collect();
+    let restart = |name: String| async move {
+        say(format!("restarting PostgreSQL on {name}"));
+        ctx.remote(&name)?
+            .check(
+                "restarting PostgreSQL",
+                &patroni::restart_script(&d.platform.name, &name),
+            )
+            .await?;
+        wait_members(
+            ctx,
+            cloud,
+            std::slice::from_ref(&name),
+            false,
+            number,
+            Duration::from_secs(120),
+        )
+        .await
+    };
+    if p.leader_first {
+        if let Some(l) = &leader {
+            restart(l.clone()).await?;
+        }
+    }
+    for r in &replicas {
+        restart(r.clone()).await?;
+    }
+    if p.leader_first {
+        return Ok(());
+    }
+    let Some(leader) = leader else { return Ok(()) };
+    match replicas.first().filter(|_| p.switchover) {
+        Some(candidate) => {
+            say(format!("switching over from {leader} to {candidate}"));
+            on_any_member(
+                ctx,
+                cloud,
+                "switching over",
+                &patroni::switchover_script(&d.platform.name, &leader, candidate),
+            )
+            .await?;
+            // The old master comes back as a replica, restarted with the new settings.
+            poll(Duration::from_secs(120), || async {
+                let members = cluster_view(ctx, cloud).await?;
+                Ok(members.iter().any(|m| &m.name == candidate && m.is_leader())
+                    && members
+                        .iter()
+                        .any(|m| m.name == leader && !m.is_leader() && m.is_healthy()))
+            })
+            .await
+            .with_context(|| format!("the switchover from {leader} to {candidate} did not complete"))
+        }
+        None => restart(leader).await,
+    }
 }
 
 /// Grows a running etcd cluster by one member: `member add` on a member

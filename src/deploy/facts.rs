@@ -55,6 +55,10 @@ pub(crate) struct HostFacts {
     /// A repository host: the stanza exists, and how many full backups it holds.
     pub stanza: bool,
     pub full_backups: usize,
+    /// The design's parameters PostgreSQL knows here, by lowercase name,
+    /// with their context (`postmaster`: a change needs a restart).
+    /// Empty unless PostgreSQL runs.
+    pub pg_contexts: BTreeMap<String, String>,
 }
 
 /// A managed file as it is on the host.
@@ -109,9 +113,10 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     let db_facts = if db {
         format!(
-            "{} 2>/dev/null | sed 's/^/config /'\n{}",
+            "{} 2>/dev/null | sed 's/^/config /'\n{}{}",
             components::patroni::config_script(design.governor.rest_port),
-            postgres_script(design.platform.postgres_version)
+            postgres_script(design.platform.postgres_version),
+            contexts_script(design)
         )
     } else {
         String::new()
@@ -173,6 +178,29 @@ fi
 sed -n 's|^ *bin_dir: "/usr/lib/postgresql/\([0-9]*\)/bin"$|pg_configured |p' {config} 2>/dev/null
 "#,
         config = shell::quote(components::patroni::CONFIG.path)
+    )
+}
+
+/// The context of each design parameter PostgreSQL knows, when it runs:
+/// `pg_context <name> <context>` lines.
+fn contexts_script(design: &Design) -> String {
+    if design.platform.parameters.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = design
+        .platform
+        .parameters
+        .keys()
+        .map(|k| shell::sql_literal(&k.to_lowercase()))
+        .collect();
+    let sql = format!(
+        "SELECT name, context FROM pg_settings WHERE lower(name) IN ({})",
+        names.join(", ")
+    );
+    format!(
+        "runuser -u postgres -- psql -p {} -XAtq -F ' ' -c {} 2>/dev/null | sed 's/^/pg_context /'\n",
+        design.platform.postgres_port,
+        shell::quote(&sql)
     )
 }
 
@@ -243,6 +271,11 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("pg_available") => f
                 .postgres_available
                 .extend(w.next().and_then(|v| v.parse::<u32>().ok())),
+            Some("pg_context") => {
+                if let (Some(name), Some(context)) = (w.next(), w.next()) {
+                    f.pg_contexts.insert(name.to_lowercase(), context.to_string());
+                }
+            }
             Some("pg_configured") => f.postgres_configured = w.next().and_then(|v| v.parse().ok()),
             Some("ss") => {
                 // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))

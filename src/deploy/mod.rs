@@ -152,6 +152,28 @@ fn refuse_unrunnable_postgres(design: &Design, host: &str, f: &HostFacts) -> any
     Ok(())
 }
 
+/// A design parameter the cloud's running PostgreSQL does not know: Patroni
+/// would drop it with a warning in its log, and the change would never
+/// arrive. Names with a dot belong to extensions, which PostgreSQL accepts
+/// before they load.
+fn refuse_unknown_parameters(design: &Design, cloud: &Cloud, f: &CloudFacts) -> anyhow::Result<()> {
+    if f.pg_contexts.is_empty() || work::parameter_changes(design, Some(f)).is_empty() {
+        return Ok(());
+    }
+    for name in design.platform.parameters.keys() {
+        if !name.contains('.') && !f.pg_contexts.contains_key(&name.to_lowercase()) {
+            bail!(Usage(format!(
+                "PostgreSQL {} in {} has no parameter `{name}` (platform.parameters.{name} in {}); nothing was \
+                 changed\n  hint: check its spelling against `SHOW ALL`, or remove it",
+                design.platform.postgres_version,
+                cloud.name,
+                design.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What a deploy did, for the summary and `--output json`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -409,13 +431,7 @@ impl Decide<'_, '_> {
             if f.dynamic_config.as_ref().is_some_and(|c| c["pause"] == true) {
                 eprintln!("{}", components::patroni::paused_warning(&cloud.name));
             }
-            for (name, want, have) in work::parameter_drift(design, Some(&f)) {
-                eprintln!(
-                    "warning: {}: PostgreSQL parameter {name} is {have}, the design says {want}; deploy sets parameters only \
-                     when a cluster is created: apply it with `patronictl edit-config` (standby clouds first when raising max_* settings)",
-                    cloud.name
-                );
-            }
+            refuse_unknown_parameters(design, cloud, &f)?;
             cloud_facts.insert(cloud.name.clone(), f);
         }
 
@@ -455,7 +471,17 @@ fn read_cloud_facts(cloud: &Cloud, facts: &BTreeMap<String, HostFacts>) -> Cloud
         .filter_map(|h| facts.get(&h.name))
         .filter(|f| f.service("patroni").is_active())
         .find_map(|f| f.dynamic_config.clone());
-    CloudFacts { dynamic_config }
+    let pg_contexts = cloud
+        .hosts
+        .iter()
+        .filter_map(|h| facts.get(&h.name))
+        .map(|f| f.pg_contexts.clone())
+        .find(|c| !c.is_empty())
+        .unwrap_or_default();
+    CloudFacts {
+        dynamic_config,
+        pg_contexts,
+    }
 }
 
 /// The plan of changes as a table: one row per step, hosts and what changes.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::facts::{distro_unit, HostFacts};
 use crate::components::{self, backup, patroni, site, tls, FileSpec};
-use crate::design::{Cloud, Design, GlbKind, Replication};
+use crate::design::{Cloud, Design, GlbKind, LeaderRestart, Replication};
 use crate::plan::{Action, Plan, Step};
 use crate::render::RenderedFile;
 
@@ -37,6 +37,43 @@ pub(crate) enum Work {
     CreateStanza,
     /// A full backup into a repository that has none.
     FirstBackup,
+    /// The design's PostgreSQL parameters into one cloud's dynamic
+    /// configuration, then the restarts they need.
+    ApplyParameters(ParamWork),
+}
+
+/// One cloud's share of a parameter change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ParamWork {
+    pub cloud: String,
+    /// `(name, value)`: the design's value of each parameter whose live one differs.
+    pub sets: Vec<(String, String)>,
+    /// A changed parameter has the context `postmaster`: every member restarts.
+    pub restart: bool,
+    /// Lowering a setting that a hot standby needs at least as high as its
+    /// upstream: the leader restarts first, then its replicas. Otherwise
+    /// replicas first, the leader last.
+    pub leader_first: bool,
+    /// The primary cloud's master is left by a switchover to a restarted
+    /// replica instead of restarting in place (`governor.leader_restart`).
+    pub switchover: bool,
+}
+
+impl ParamWork {
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self.sets.iter().map(|(k, _)| k.as_str()).collect();
+        let mut s = format!("set {}", names.join(", "));
+        if self.restart {
+            s.push_str(match (self.leader_first, self.switchover) {
+                (true, _) => "; restart every member, the leader first",
+                (false, true) => "; restart the replicas, then switch over to one",
+                (false, false) => "; restart every member, the leader last",
+            });
+        } else {
+            s.push_str(" (reload)");
+        }
+        s
+    }
 }
 
 impl Work {
@@ -68,6 +105,7 @@ impl Work {
             Work::Remove(s) => format!("stop {} and remove {}", s.service, s.path),
             Work::CreateStanza => "create the stanza".into(),
             Work::FirstBackup => "take a full backup".into(),
+            Work::ApplyParameters(p) => p.describe(),
         }
     }
 }
@@ -118,6 +156,9 @@ impl StepWork {
 pub(crate) struct CloudFacts {
     /// Patroni's dynamic configuration, when a member answers.
     pub dynamic_config: Option<serde_json::Value>,
+    /// The design's parameters PostgreSQL knows, with their context, from a
+    /// member where it runs (see [`HostFacts::pg_contexts`]).
+    pub pg_contexts: BTreeMap<String, String>,
 }
 
 pub(crate) fn sha256(content: &str) -> String {
@@ -143,6 +184,7 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
             let cloud = step.cloud.as_deref().and_then(|c| i.design.cloud(c));
             let hosts = match step.action {
                 Action::RunGlbCommand => vec![glb_command_work(i)],
+                Action::ApplyParameters => parameters_work(i, step),
                 _ => step.hosts.iter().map(|h| host_work(i, step, cloud, h)).collect(),
             };
             // A running etcd cluster keeps quorum: its members change one at a time.
@@ -153,8 +195,9 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
                     .iter()
                     .any(|h| i.facts.get(h).is_some_and(|f| f.site_initialized)),
                 // Each repository's stanza-create and backup take locks on
-                // the database hosts: one repository at a time.
-                Action::InitRepositories => true,
+                // the database hosts: one repository at a time. Clouds
+                // take parameters in the order that keeps standbys running.
+                Action::InitRepositories | Action::ApplyParameters => true,
                 _ => false,
             };
             StepWork {
@@ -351,8 +394,12 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 items.push(Work::FirstBackup);
             }
         }
-        Action::VerifyCloud | Action::VerifyGlb | Action::RunGlbCommand | Action::VerifySite | Action::VerifyBackup => {
-        }
+        Action::VerifyCloud
+        | Action::VerifyGlb
+        | Action::RunGlbCommand
+        | Action::VerifySite
+        | Action::VerifyBackup
+        | Action::ApplyParameters => {}
     }
     HostWork {
         host: host.to_string(),
@@ -514,11 +561,9 @@ pub(crate) fn dynamic_config_changes(
 }
 
 /// Design parameters whose live value (in the cloud's dynamic config)
-/// differs: `(name, wanted, live)`. Deploy reports them rather than changing
-/// them, because hot standby needs some of them (max_connections,
-/// max_wal_senders, ...) raised on standbys before their upstream and lowered
-/// after it, across clouds; `patronictl edit-config` applies them in that order.
-pub(crate) fn parameter_drift(d: &Design, facts: Option<&CloudFacts>) -> Vec<(String, String, String)> {
+/// differs: `(name, wanted, live)`, live `None` when unset. Nothing when no
+/// member answered: a new cluster takes them from the bootstrap config.
+pub(crate) fn parameter_changes(d: &Design, facts: Option<&CloudFacts>) -> Vec<(String, String, Option<String>)> {
     let Some(current) = facts.and_then(|f| f.dynamic_config.as_ref()) else {
         return Vec::new();
     };
@@ -527,11 +572,80 @@ pub(crate) fn parameter_drift(d: &Design, facts: Option<&CloudFacts>) -> Vec<(St
         .parameters
         .iter()
         .filter_map(|(k, want)| {
-            let have = live
-                .and_then(|l| l.get(k))
-                .map(normalize)
-                .unwrap_or_else(|| "(unset)".into());
-            (have != *want).then(|| (k.clone(), want.clone(), have))
+            let have = live.and_then(|l| l.get(k)).map(normalize);
+            (have.as_deref() != Some(want.as_str())).then(|| (k.clone(), want.clone(), have))
+        })
+        .collect()
+}
+
+/// Settings a hot standby needs at least as high as its upstream's
+/// (PostgreSQL's "Hot Standby" administration notes).
+const HOT_STANDBY_MINIMUMS: [&str; 5] = [
+    "max_connections",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+    "max_wal_senders",
+    "max_worker_processes",
+];
+
+/// The parameter step's work: one [`ParamWork`] per cloud whose live values
+/// differ, in the order that keeps every standby running. Raising a hot
+/// standby minimum: standby clouds first, each cloud's replicas before its
+/// leader; lowering one: the primary cloud first, leaders before replicas.
+fn parameters_work(i: &Inputs, step: &Step) -> Vec<HostWork> {
+    let d = i.design;
+    let (mut raising, mut lowering) = (false, false);
+    let mut work = Vec::new();
+    for cloud in d.clouds_in_order() {
+        if !cloud.hosts.iter().any(|h| step.hosts.contains(&h.name)) {
+            continue;
+        }
+        let facts = i.cloud_facts.get(&cloud.name);
+        let changes = parameter_changes(d, facts);
+        if changes.is_empty() {
+            continue;
+        }
+        for (name, want, have) in &changes {
+            if HOT_STANDBY_MINIMUMS.contains(&name.to_lowercase().as_str()) {
+                let count = |v: &str| v.trim().parse::<u64>().ok();
+                match (count(want), have.as_deref().and_then(count)) {
+                    (Some(w), Some(h)) if w < h => lowering = true,
+                    (Some(w), Some(h)) if w == h => {}
+                    // Unset (PostgreSQL's default) or unreadable: the safe order is raising's.
+                    _ => raising = true,
+                }
+            }
+        }
+        let restart = changes.iter().any(|(name, ..)| {
+            facts
+                .and_then(|f| f.pg_contexts.get(&name.to_lowercase()))
+                .is_some_and(|c| c == "postmaster")
+        });
+        work.push(ParamWork {
+            cloud: cloud.name.clone(),
+            sets: changes.into_iter().map(|(k, want, _)| (k, want)).collect(),
+            restart,
+            leader_first: false,
+            switchover: restart && cloud.is_primary() && d.governor.leader_restart == LeaderRestart::Switchover,
+        });
+    }
+    // Both at once: raising's order; a replica that starts below its
+    // upstream's value takes that value (Patroni reads pg_controldata) and
+    // stays pending until the next restart.
+    let leader_first = lowering && !raising;
+    for w in &mut work {
+        w.leader_first = leader_first && w.restart;
+        w.switchover &= !leader_first;
+    }
+    if !leader_first {
+        // Stable: standby clouds first, in design order.
+        work.sort_by_key(|w| d.cloud(&w.cloud).is_some_and(Cloud::is_primary));
+    }
+    work.into_iter()
+        .map(|w| HostWork {
+            // Run from here: the name says which cloud.
+            host: w.cloud.clone(),
+            items: vec![Work::ApplyParameters(w)],
         })
         .collect()
 }
@@ -561,7 +675,91 @@ mod tests {
     fn facts(v: serde_json::Value) -> CloudFacts {
         CloudFacts {
             dynamic_config: Some(v),
+            pg_contexts: [("max_connections", "postmaster"), ("work_mem", "user")]
+                .map(|(k, c)| (k.to_string(), c.to_string()))
+                .into(),
         }
+    }
+
+    /// The parameter step's work for `d` with these live parameters in every cloud.
+    fn param_work(d: &Design, live: serde_json::Value) -> Vec<ParamWork> {
+        let plan = Plan::deployment(d);
+        let step = plan.steps.iter().find(|s| s.action == Action::ApplyParameters).unwrap();
+        let cloud_facts: BTreeMap<String, CloudFacts> = d
+            .clouds
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    facts(serde_json::json!({"postgresql": {"parameters": live.clone()}})),
+                )
+            })
+            .collect();
+        let i = Inputs {
+            design: d,
+            plan: &plan,
+            facts: &BTreeMap::new(),
+            cloud_facts: &cloud_facts,
+            files: &BTreeMap::new(),
+            glb_applied: None,
+        };
+        parameters_work(&i, step)
+            .into_iter()
+            .map(|hw| match &hw.items[..] {
+                [Work::ApplyParameters(p)] if p.cloud == hw.host => p.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reload_parameter_is_set_everywhere_without_a_restart() {
+        let d = design("  parameters:\n    max_connections: \"100\"\n    work_mem: 16MB");
+        let w = param_work(&d, serde_json::json!({"max_connections": "100", "work_mem": "8MB"}));
+        assert_eq!(w.len(), 2);
+        assert!(w
+            .iter()
+            .all(|p| p.sets == [("work_mem".to_string(), "16MB".to_string())] && !p.restart));
+        assert_eq!(w[0].describe(), "set work_mem (reload)");
+        // Converged: no work at all.
+        assert!(param_work(&d, serde_json::json!({"max_connections": 100, "work_mem": "16MB"})).is_empty());
+    }
+
+    #[test]
+    fn raising_a_hot_standby_minimum_restarts_standby_clouds_first_replicas_before_leaders() {
+        let d = design("  parameters:\n    max_connections: \"200\"");
+        let w = param_work(&d, serde_json::json!({"max_connections": 100}));
+        let order: Vec<bool> = w.iter().map(|p| d.cloud(&p.cloud).unwrap().is_primary()).collect();
+        assert_eq!(order, [false, true]);
+        assert!(w.iter().all(|p| p.restart && !p.leader_first && !p.switchover));
+        // Unset (PostgreSQL's default): the same, safe order.
+        let w = param_work(&d, serde_json::json!({}));
+        assert!(!d.cloud(&w[0].cloud).unwrap().is_primary());
+    }
+
+    #[test]
+    fn lowering_it_restarts_the_primary_cloud_first_leaders_before_replicas() {
+        let d = design("  parameters:\n    max_connections: \"50\"");
+        let w = param_work(&d, serde_json::json!({"max_connections": "100"}));
+        assert!(d.cloud(&w[0].cloud).unwrap().is_primary());
+        assert!(w.iter().all(|p| p.restart && p.leader_first));
+        assert!(w[0].describe().ends_with("the leader first"), "{}", w[0].describe());
+    }
+
+    #[test]
+    fn the_design_may_leave_the_master_by_switchover() {
+        let src = "  parameters:\n    max_connections: \"200\"";
+        let mut d = design(src);
+        d.governor.leader_restart = LeaderRestart::Switchover;
+        let w = param_work(&d, serde_json::json!({"max_connections": 100}));
+        let primary = w.iter().find(|p| d.cloud(&p.cloud).unwrap().is_primary()).unwrap();
+        assert!(primary.switchover);
+        assert!(primary.describe().ends_with("then switch over to one"));
+        // A standby cloud has no writes to spare: its leader restarts.
+        assert!(w
+            .iter()
+            .filter(|p| !d.cloud(&p.cloud).unwrap().is_primary())
+            .all(|p| !p.switchover));
     }
 
     #[test]
@@ -691,12 +889,19 @@ mod tests {
     }
 
     #[test]
-    fn parameter_drift_is_reported() {
-        let d = design("  parameters:\n    max_connections: \"200\"\n    work_mem: 8MB");
+    fn parameter_changes_compare_by_text() {
+        let d = design("  parameters:\n    max_connections: \"200\"\n    work_mem: 8MB\n    jit: \"off\"");
         let live = serde_json::json!({"postgresql": {"parameters": {"max_connections": 100, "work_mem": "8MB"}}});
         assert_eq!(
-            parameter_drift(&d, Some(&facts(live))),
-            [("max_connections".to_string(), "200".to_string(), "100".to_string())]
+            parameter_changes(&d, Some(&facts(live))),
+            [
+                ("jit".to_string(), "off".to_string(), None),
+                (
+                    "max_connections".to_string(),
+                    "200".to_string(),
+                    Some("100".to_string())
+                )
+            ]
         );
     }
 }

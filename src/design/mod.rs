@@ -158,6 +158,18 @@ pub struct Governor {
     pub retry_timeout: u32,
     pub maximum_lag_on_failover: u64,
     pub rest_port: u16,
+    /// How a parameter change that needs a restart reaches the primary
+    /// cloud's master, after its replicas restarted.
+    pub leader_restart: LeaderRestart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaderRestart {
+    /// Restart it in place: writes pause while PostgreSQL restarts.
+    Restart,
+    /// Switch over to a restarted replica first; the old master restarts as a replica.
+    Switchover,
 }
 
 #[derive(Debug, Clone, Serialize)]

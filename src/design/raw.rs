@@ -99,6 +99,7 @@ pub struct RawGovernor {
     pub retry_timeout: Option<u32>,
     pub maximum_lag_on_failover: Option<u64>,
     pub rest_port: Option<u16>,
+    pub leader_restart: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

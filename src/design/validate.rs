@@ -476,6 +476,13 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
             );
         } else if value.len() > 1024 {
             cx.error(root, &field, "the value is longer than 1024 characters", "shorten it");
+        } else if value.chars().any(char::is_control) {
+            cx.error(
+                root,
+                &field,
+                "the value holds a control character (a line break?)",
+                "a PostgreSQL setting is one line: write it without line breaks or tabs",
+            );
         }
     }
     // No network is opened unless the design names it: clients come through
@@ -559,6 +566,19 @@ fn build_governor(cx: &mut Checker, root: &Node, raw: RawGovernor) -> Governor {
         retry_timeout: raw.retry_timeout.unwrap_or(10),
         maximum_lag_on_failover: raw.maximum_lag_on_failover.unwrap_or(1_048_576),
         rest_port: raw.rest_port.unwrap_or(8008),
+        leader_restart: match raw.leader_restart.as_deref() {
+            None | Some("restart") => LeaderRestart::Restart,
+            Some("switchover") => LeaderRestart::Switchover,
+            Some(other) => {
+                cx.error(
+                    root,
+                    "components.governor.leader_restart",
+                    format!("unknown way to restart the leader `{other}`"),
+                    "use `restart` (default: the master restarts in place) or `switchover` (to a restarted replica)",
+                );
+                LeaderRestart::Restart
+            }
+        },
     };
     for (field, value) in [
         ("ttl", g.ttl),

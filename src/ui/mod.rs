@@ -42,6 +42,8 @@ pub fn site_label(component: crate::components::Component) -> &'static str {
     match component {
         crate::components::Component::Site => "all sites",
         crate::components::Component::Backup => "repositories",
+        // The parameter step spans the clouds.
+        crate::components::Component::Governor => "all clouds",
         _ => "GLB",
     }
 }

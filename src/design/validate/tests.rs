@@ -568,3 +568,32 @@ fn backup_mistakes_name_their_line_and_field() {
         20,
     );
 }
+
+#[test]
+fn a_parameter_value_is_one_line() {
+    let src = BASE.replace(
+        "  name: demo\n",
+        "  name: demo\n  parameters:\n    search_path: \"a\\nb\"\n",
+    );
+    assert_error(&src, "control character", "platform.parameters.search_path", 4);
+}
+
+#[test]
+fn the_leader_restarts_in_place_or_by_switchover() {
+    assert_eq!(
+        load(BASE).unwrap().design.governor.leader_restart,
+        LeaderRestart::Restart
+    );
+    let src = format!("{BASE}components:\n  governor:\n    leader_restart: switchover\n");
+    assert_eq!(
+        load(&src).unwrap().design.governor.leader_restart,
+        LeaderRestart::Switchover
+    );
+    let src = format!("{BASE}components:\n  governor:\n    leader_restart: reboot\n");
+    assert_error(
+        &src,
+        "unknown way to restart the leader",
+        "components.governor.leader_restart",
+        18,
+    );
+}
