@@ -73,8 +73,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let design = load(&cli)?;
             let opts = crate::deploy::Options {
                 only: args.clouds.clone(),
-                yes: args.yes,
-                dry_run: args.dry_run,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
             };
             interruptible(crate::deploy::run(&design, &opts, cli.output))
         }
@@ -93,9 +93,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             let opts = cloud::Options {
-                yes: args.yes,
+                yes: args.confirm.yes,
                 force,
-                dry_run: args.dry_run,
+                dry_run: args.confirm.dry_run,
             };
             interruptible(cloud::run(&design, &args.name, flip, &opts, cli.output))
         }
@@ -103,10 +103,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             refuse_old_force(&args.old_force)?;
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             let opts = crate::ops::recover::Options {
-                yes: args.yes,
+                yes: args.confirm.yes,
                 force: args.accept_data_loss,
                 reclone: args.reclone,
-                dry_run: args.dry_run,
+                dry_run: args.confirm.dry_run,
             };
             interruptible(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
         }
@@ -114,10 +114,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let design = load(&cli)?;
             let opts = crate::ops::switchover::Options {
                 to: args.to.clone(),
-                yes: args.yes,
-                dry_run: args.dry_run,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
             };
             interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
+        }
+        Command::Failover(args) => {
+            refuse_old_force(&args.old_force)?;
+            let design = load(&cli)?;
+            let opts = crate::ops::failover::Options {
+                to: args.to.clone(),
+                accept_data_loss: args.accept_data_loss,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
+            };
+            interruptible(crate::ops::failover::run(&design, &opts, cli.output))
         }
         Command::History => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
@@ -127,8 +138,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let design = load(&cli)?;
             let opts = crate::ops::pause::Options {
                 cloud: args.cloud.clone(),
-                yes: args.yes,
-                dry_run: args.dry_run,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
             };
             let pause = matches!(cli.command, Command::Pause(_));
             interruptible(crate::ops::pause::run(&design, &opts, pause, cli.output))
@@ -143,8 +154,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     let opts = backup::Options {
                         kind: args.kind,
                         cloud: args.cloud.clone(),
-                        yes: args.yes,
-                        dry_run: args.dry_run,
+                        yes: args.confirm.yes,
+                        dry_run: args.confirm.dry_run,
                     };
                     interruptible(backup::take(&design, &opts, cli.output))
                 }
@@ -162,16 +173,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .map_err(error::Usage)?;
             let opts = crate::ops::restore::Options {
                 target,
-                yes: args.yes,
-                dry_run: args.dry_run,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
             };
             interruptible(crate::ops::restore::run(&design, &opts, cli.output))
         }
         Command::Certs(CertsCommand::Rotate(args)) => {
             let design = load(&cli)?;
             let opts = crate::ops::certs::Options {
-                yes: args.yes,
-                dry_run: args.dry_run,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
             };
             interruptible(crate::ops::certs::rotate(&design, &opts, cli.output))
         }

@@ -57,6 +57,10 @@ pub enum Command {
     RecoverNode(RecoverArgs),
     /// Planned master change inside the primary cloud, no data loss.
     Switchover(SwitchoverArgs),
+    /// A master for the primary cloud when it has none and Patroni will not
+    /// elect one (its only running replica is behind the newest timeline):
+    /// names the commits that would be lost, refused without --accept-data-loss.
+    Failover(FailoverArgs),
     /// Maintenance mode: Patroni stops failing over and leaves PostgreSQL
     /// as it is, in every cloud or one, until `resume`.
     Pause(PauseArgs),
@@ -222,12 +226,8 @@ pub struct BackupArgs {
     /// Only this cloud's repository (default: every cloud's).
     #[arg(long, value_name = "NAME")]
     pub cloud: Option<String>,
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Connect, print the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Args)]
@@ -242,12 +242,8 @@ pub struct RestoreArgs {
     /// Recover a backup (a label from `pgha backup list`), to the point it is consistent.
     #[arg(long, value_name = "LABEL")]
     pub backup: Option<String>,
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Connect, print the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,22 +256,14 @@ pub enum BackupCommand {
 
 #[derive(Debug, Args)]
 pub struct RotateArgs {
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Print the numbered steps, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Connect and read facts, print the plan of changes, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
     /// Deploy only this cloud (repeatable; `glb` names the GLB).
     #[arg(long = "cloud", value_name = "NAME")]
     pub clouds: Vec<String>,
@@ -302,12 +290,8 @@ pub enum CloudCommand {
 pub struct CloudArgs {
     /// The cloud.
     pub name: String,
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Connect, print the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Args)]
@@ -322,6 +306,17 @@ pub struct MakePrimaryArgs {
     pub old_force: OldForce,
 }
 
+/// The prompt every changing command asks, and its dry run.
+#[derive(Debug, Args)]
+pub struct Confirm {
+    /// Answer yes to the confirmation (needed without a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Connect, print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// `--force` as it was: refused with the new name, so that a habit from
 /// patronictl (where it only skips the prompt) never accepts a loss.
 #[derive(Debug, Args)]
@@ -334,9 +329,6 @@ pub struct OldForce {
 pub struct RecoverArgs {
     /// The host to recover.
     pub host: String,
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
     /// Copy the data afresh from the leader instead of trying pg_rewind.
     #[arg(long)]
     pub reclone: bool,
@@ -345,9 +337,8 @@ pub struct RecoverArgs {
     pub accept_data_loss: bool,
     #[command(flatten)]
     pub old_force: OldForce,
-    /// Connect, print the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Args)]
@@ -355,12 +346,22 @@ pub struct SwitchoverArgs {
     /// The replica to make master (default: the one with the least lag).
     #[arg(long, value_name = "HOST")]
     pub to: Option<String>,
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Connect, print the plan, change nothing.
+    #[command(flatten)]
+    pub confirm: Confirm,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverArgs {
+    /// The running replica to promote.
+    #[arg(long, value_name = "HOST")]
+    pub to: String,
+    /// Promote it although other hosts hold commits it lacks (they are named first).
     #[arg(long)]
-    pub dry_run: bool,
+    pub accept_data_loss: bool,
+    #[command(flatten)]
+    pub old_force: OldForce,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Args)]
@@ -368,10 +369,6 @@ pub struct PauseArgs {
     /// Only this cloud (default: every cloud).
     #[arg(long, value_name = "NAME")]
     pub cloud: Option<String>,
-    /// Answer yes to the confirmation (needed without a terminal).
-    #[arg(short = 'y', long)]
-    pub yes: bool,
-    /// Connect, print the plan, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }

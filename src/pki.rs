@@ -72,6 +72,8 @@ pub struct Pki {
     pub hosts: BTreeMap<String, HostCert>,
     pub ca_not_after: OffsetDateTime,
     pub phase: Option<Phase>,
+    /// The metrics CA's certificate, with the metrics exporter on.
+    pub metrics_ca: Option<String>,
 }
 
 impl Pki {
@@ -337,7 +339,9 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
                 let want: Vec<String> = names.iter().map(|n| canonical(n)).collect();
                 if info.not_after - now < RENEW_BEFORE {
                     Some("renew (expires within 30 days)")
-                } else if have_names != want {
+                } else if !want.iter().all(|n| have_names.contains(n)) {
+                    // A name more (a host added); one less (a host removed)
+                    // reissues nothing: every peer still finds its own.
                     Some("reissue (names changed)")
                 } else if !(by_ca || (phase == Some(Phase::TrustBoth) && by_previous)) {
                     Some("reissue (new CA)")
@@ -368,6 +372,10 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         };
         hosts.insert(h.name.clone(), cert);
     }
+    let metrics_ca = match design.exporter {
+        Some(_) => Some(ensure_metrics(&dir, &design.platform.name, now, write, &mut changes)?),
+        None => None,
+    };
     if write && read(&dir.join("trust.crt"))?.as_deref() != Some(trust.as_str()) {
         ensure_dir(&dir)?;
         crate::fsutil::write_atomic(&dir.join("trust.crt"), trust.as_bytes(), 0o644)?;
@@ -379,6 +387,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
             hosts,
             ca_not_after: ca.not_after,
             phase,
+            metrics_ca,
         },
         changes,
     ))
@@ -391,6 +400,53 @@ pub fn load(design: &Design, now: OffsetDateTime) -> anyhow::Result<Option<Pki>>
         return Ok(None);
     }
     ensure(design, now, false).map(|(p, _)| Some(p))
+}
+
+/// The metrics CA and the client certificate it signs for Prometheus
+/// (`metrics/`): the exporters let in that CA's certificates only, and
+/// nothing else trusts it, so the certificate handed to a monitoring system
+/// opens no etcd, Patroni or PostgreSQL. Made once; renewed together
+/// within [`RENEW_BEFORE`] of the client certificate's expiry.
+fn ensure_metrics(
+    dir: &Path,
+    cluster: &str,
+    now: OffsetDateTime,
+    write: bool,
+    changes: &mut Changes,
+) -> anyhow::Result<String> {
+    let m = dir.join("metrics");
+    let (ca_crt, ca_key, crt, key) = (
+        m.join("ca.crt"),
+        m.join("ca.key"),
+        m.join("prometheus.crt"),
+        m.join("prometheus.key"),
+    );
+    if let (Some(ca), Some(_), Some(cert), Some(_)) = (read(&ca_crt)?, read_key(&ca_key)?, read(&crt)?, read(&key)?) {
+        let info = parse_cert(&cert, &crt.display().to_string())?;
+        if info.not_after - now >= RENEW_BEFORE && signed_by(&info.der, &ca) {
+            return Ok(ca);
+        }
+    }
+    let (ca_pem, ca_key_pair) = new_ca(&format!("{cluster} metrics"), now)?;
+    let ca = Ca {
+        cert_pem: ca_pem.clone(),
+        key: ca_key_pair,
+        not_after: now + CA_VALIDITY,
+    };
+    let client = new_host_cert(&ca, "prometheus", &["prometheus".to_string()], now)?;
+    changes.lines.push(format!(
+        "issue the metrics CA and Prometheus's client certificate in {}",
+        m.display()
+    ));
+    if write {
+        ensure_dir(dir)?;
+        ensure_dir(&m)?;
+        crate::fsutil::write_atomic(&ca_key, ca.key.serialize_pem().as_bytes(), 0o600)?;
+        crate::fsutil::write_atomic(&ca_crt, ca_pem.as_bytes(), 0o644)?;
+        crate::fsutil::write_atomic(&key, client.key.as_bytes(), 0o600)?;
+        crate::fsutil::write_atomic(&crt, client.cert.as_bytes(), 0o644)?;
+    }
+    Ok(ca_pem)
 }
 
 fn host_path(dir: &Path, host: &str, ext: &str) -> PathBuf {
@@ -508,11 +564,25 @@ mod tests {
         let d = design(dir.path());
         let now = OffsetDateTime::now_utc();
         let (first, changes) = ensure(&d, now, true).unwrap();
-        assert_eq!(changes.lines.len(), 4, "{:?}", changes.lines);
+        // The CA, three hosts, and the metrics CA with Prometheus's certificate.
+        assert_eq!(changes.lines.len(), 5, "{:?}", changes.lines);
         let (second, changes) = ensure(&d, now, true).unwrap();
         assert!(changes.lines.is_empty(), "{:?}", changes.lines);
         assert_eq!(first.hosts["a1"].cert, second.hosts["a1"].cert);
-        for f in ["ca.key", "hosts/a1.key", "hosts/b1.key"] {
+        assert_eq!(first.metrics_ca, second.metrics_ca);
+        // Nothing but the exporters trusts the metrics CA.
+        let metrics_ca = first.metrics_ca.clone().unwrap();
+        assert!(!first.trust.contains(metrics_ca.trim()));
+        let prometheus = std::fs::read_to_string(d.pki_dir.join("metrics/prometheus.crt")).unwrap();
+        let info = parse_cert(&prometheus, "prometheus").unwrap();
+        assert!(signed_by(&info.der, &metrics_ca) && !signed_by(&info.der, &first.trust));
+        for f in [
+            "ca.key",
+            "hosts/a1.key",
+            "hosts/b1.key",
+            "metrics/ca.key",
+            "metrics/prometheus.key",
+        ] {
             let mode = std::fs::metadata(d.pki_dir.join(f)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
@@ -532,7 +602,8 @@ mod tests {
         let (_, changes) = ensure(&d, now + Duration::days(300), true).unwrap();
         assert!(changes.lines.is_empty(), "{:?}", changes.lines);
         let (later, changes) = ensure(&d, now + Duration::days(340), true).unwrap();
-        assert_eq!(changes.lines.len(), 3, "{:?}", changes.lines);
+        // Three hosts, and Prometheus's certificate (with its CA).
+        assert_eq!(changes.lines.len(), 4, "{:?}", changes.lines);
         assert!(later.hosts["a1"].not_after > first.hosts["a1"].not_after);
     }
 
@@ -546,6 +617,20 @@ mod tests {
         let (_, changes) = ensure(&d, now, true).unwrap();
         assert_eq!(changes.lines.len(), 3, "{:?}", changes.lines);
         assert!(changes.lines.iter().all(|l| l.contains("names changed")));
+    }
+
+    #[test]
+    fn a_removed_host_reissues_nothing_and_its_return_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = design(dir.path());
+        let now = OffsetDateTime::now_utc();
+        ensure(&d, now, true).unwrap();
+        let removed = d.clouds[0].hosts.remove(1);
+        let (_, changes) = ensure(&d, now, true).unwrap();
+        assert!(changes.lines.is_empty(), "{:?}", changes.lines);
+        d.clouds[0].hosts.insert(1, removed);
+        let (_, changes) = ensure(&d, now, true).unwrap();
+        assert!(changes.lines.is_empty(), "{:?}", changes.lines);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::components::{packages, site, Component, DB_HOST_FILES, GLB_HOST_FILES};
+use crate::components::{self, packages, site, Component, DB_HOST_FILES, GLB_HOST_FILES};
 use crate::design::{Cloud, CloudStatus, Design, GlbKind, VersionSource};
 use crate::release;
 
@@ -39,6 +39,11 @@ pub enum Action {
     InitRepositories,
     /// `pgbackrest check` from each repository: the archive works.
     VerifyBackup,
+    /// The metrics exporter on a cloud's database hosts (and its role).
+    ConfigureExporter,
+    /// Hosts the design no longer lists leave their cloud: etcd member
+    /// removed first, then their services stopped.
+    RemoveHosts,
     /// The design's PostgreSQL parameters into each cloud's dynamic
     /// configuration, then the rolling restarts they need.
     ApplyParameters,
@@ -64,6 +69,8 @@ impl Action {
             | Action::InitRepositories
             | Action::VerifyBackup => Component::Backup,
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
+            Action::ConfigureExporter => Component::Metrics,
+            Action::RemoveHosts => Component::Cluster,
         }
     }
 
@@ -88,6 +95,8 @@ impl Action {
             Action::RunGlbCommand => "repoint",
             Action::VerifyGlb => "verify",
             Action::ApplyParameters => "parameters",
+            Action::ConfigureExporter => "exporter",
+            Action::RemoveHosts => "remove",
         }
     }
 
@@ -205,8 +214,17 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         format!(
             "write the cluster CA, each host's certificate and keys under {} (issued or renewed by pgha when missing, \
              expiring within 30 days or lacking a name); services that read them restart (etcd, one at a time) or reload",
-            crate::components::tls::DIR
+            components::tls::DIR
         ),
+    );
+    b.push(
+        c,
+        Action::RemoveHosts,
+        Vec::new(),
+        "remove hosts the design no longer lists (found in the cloud's etcd): never its leader, one at a time, \
+         each only while the remaining etcd members keep a quorum; the etcd member goes first, then Patroni (and \
+         PostgreSQL), etcd, HAProxy and the exporter are stopped and disabled there; its data directory stays"
+            .to_string(),
     );
     if let Some(backup) = &design.backup {
         b.push(
@@ -215,7 +233,7 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             names.clone(),
             format!(
                 "write {}, run pgBackRest's TLS server (:{}) for the repositories",
-                crate::components::backup::CONFIG.path,
+                components::backup::CONFIG.path,
                 backup.port
             ),
         );
@@ -279,7 +297,31 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         CloudStatus::Primary => "wait for one leader, streaming replicas and HAProxy routing to the leader",
         CloudStatus::Secondary => "wait for a standby leader streaming from the primary cloud, and its replicas",
     };
-    b.push(c, Action::VerifyCloud, names, verify.to_string());
+    b.push(c, Action::VerifyCloud, names.clone(), verify.to_string());
+    if let Some(e) = &design.exporter {
+        let role = if cloud.is_primary() {
+            format!(
+                "create the role {} (pg_monitor) on the master where no exporter logs in, ",
+                crate::secrets::MONITOR_USER
+            )
+        } else {
+            String::new()
+        };
+        b.push(
+            c,
+            Action::ConfigureExporter,
+            names,
+            format!(
+                "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only)",
+                components::exporter::METRICS_CA.path,
+                components::exporter::KEY.path,
+                components::exporter::WEB.path,
+                components::exporter::ENV.path,
+                components::exporter::SERVICE,
+                e.port
+            ),
+        );
+    }
 }
 
 /// After every cloud runs: raising a setting that hot standby needs at
@@ -319,7 +361,7 @@ fn site_steps(b: &mut Builder, design: &Design) {
             format!(
                 "install {} where missing, write the cluster CA and the witness's certificate and key under {}",
                 site::witness_packages().join(", "),
-                crate::components::tls::DIR
+                components::tls::DIR
             ),
         );
     }

@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 16] = [
+const EMBEDDED: [(&str, &str); 19] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     (
         "pgha-backup@.service.j2",
@@ -44,6 +44,9 @@ const EMBEDDED: [(&str, &str); 16] = [
     ),
     ("haproxy.cfg.j2", include_str!("../templates/haproxy.cfg.j2")),
     ("glb.cfg.j2", include_str!("../templates/glb.cfg.j2")),
+    ("exporter.env.j2", include_str!("../templates/exporter.env.j2")),
+    ("exporter-web.yml.j2", include_str!("../templates/exporter-web.yml.j2")),
+    ("exporter-ca.pem.j2", include_str!("../templates/exporter-ca.pem.j2")),
 ];
 
 /// A file ready to install.
@@ -87,6 +90,16 @@ struct TlsContext<'a> {
     cert_path: &'static str,
     etcd_key_path: &'static str,
     postgres_key_path: &'static str,
+    /// The CA whose certificates the metrics exporter lets in.
+    metrics_ca: &'a str,
+    metrics_ca_path: &'static str,
+}
+
+#[derive(Serialize, Clone)]
+struct ExporterContext {
+    port: u16,
+    web_config: &'static str,
+    key_path: &'static str,
 }
 
 /// How a cloud's etcd members start: all at once, or joining a running cluster.
@@ -130,6 +143,7 @@ struct TemplateContext<'a> {
     etcd_data_dir: String,
     governor: &'a Governor,
     haproxy: &'a Haproxy,
+    exporter: Option<ExporterContext>,
     glb: Option<&'a Glb>,
     site: Option<&'a crate::design::Site>,
     site_members: Vec<&'a Host>,
@@ -162,6 +176,8 @@ struct TemplateContext<'a> {
     backup_sources: Vec<&'a Host>,
     /// Patroni's `create_replica_methods`, in order.
     replica_methods: Vec<&'static str>,
+    /// The file that holds Patroni on a host until recover-node.
+    hold_path: &'static str,
     /// The timer being rendered: its backup type and calendar.
     kind: &'static str,
     calendar: &'a str,
@@ -379,6 +395,12 @@ impl Renderer {
             cert_path: components::tls::CERT_PATH,
             etcd_key_path: components::tls::ETCD_KEY_PATH,
             postgres_key_path: components::tls::POSTGRES_KEY_PATH,
+            metrics_ca: self
+                .pki
+                .as_ref()
+                .and_then(|p| p.metrics_ca.as_deref())
+                .map_or("# the metrics CA: made by the first `pgha deploy`", str::trim_end),
+            metrics_ca_path: components::exporter::METRICS_CA_PATH,
         };
         TemplateContext {
             tls,
@@ -405,6 +427,12 @@ impl Renderer {
             etcd_data_dir: components::etcd::data_dir(&design.platform.name),
             governor: &design.governor,
             haproxy: &design.haproxy,
+            hold_path: components::patroni::HOLD_PATH,
+            exporter: design.exporter.as_ref().map(|e| ExporterContext {
+                port: e.port,
+                web_config: components::exporter::WEB_CONFIG_PATH,
+                key_path: components::exporter::KEY_PATH,
+            }),
             glb: design.glb.as_ref(),
             site: design.site.as_ref(),
             site_members: design.site_members().into_iter().map(|(_, h)| h).collect(),

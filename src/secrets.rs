@@ -15,6 +15,10 @@ pub const STATS_USER: &str = "pgha-stats";
 pub const STATS_ENV: &str = "PGHA_STATS_PASSWORD";
 /// Overrides `backup_passphrase`.
 pub const BACKUP_ENV: &str = "PGHA_BACKUP_PASSPHRASE";
+/// The PostgreSQL role the metrics exporter logs in as (member of `pg_monitor`).
+pub const MONITOR_USER: &str = "pgha_monitor";
+/// Overrides `monitor_password`.
+pub const MONITOR_ENV: &str = "PGHA_MONITOR_PASSWORD";
 
 /// Environment variables that override the file, by field.
 pub const ENV: [(&str, &str); 3] = [
@@ -37,6 +41,10 @@ pub struct Secrets {
     /// written before backups existed lack it: it is generated then.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub backup_passphrase: String,
+    /// The metrics exporter's PostgreSQL password. Files written before it
+    /// existed lack it: it is generated then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub monitor_password: String,
 }
 
 impl fmt::Debug for Secrets {
@@ -53,6 +61,8 @@ pub struct TemplateSecrets<'a> {
     pub restapi_password: &'a str,
     pub stats_password: &'a str,
     pub backup_passphrase: &'a str,
+    pub monitor_password: &'a str,
+    pub monitor_user: &'static str,
     pub replication_user: &'static str,
     pub restapi_user: &'static str,
     pub stats_user: &'static str,
@@ -68,6 +78,7 @@ impl Secrets {
             restapi_password: r(),
             stats_password: r(),
             backup_passphrase: r(),
+            monitor_password: r(),
         }
     }
 
@@ -78,6 +89,7 @@ impl Secrets {
             restapi_password: random_password()?,
             stats_password: random_password()?,
             backup_passphrase: random_password()?,
+            monitor_password: random_password()?,
         })
     }
 
@@ -91,6 +103,7 @@ impl Secrets {
             &self.restapi_password,
             &self.stats_password,
             &self.backup_passphrase,
+            &self.monitor_password,
         ] {
             if !s.is_empty() {
                 out = out.replace(s.as_str(), "REDACTED");
@@ -106,6 +119,8 @@ impl Secrets {
             restapi_password: &self.restapi_password,
             stats_password: &self.stats_password,
             backup_passphrase: &self.backup_passphrase,
+            monitor_password: &self.monitor_password,
+            monitor_user: MONITOR_USER,
             replication_user: REPLICATION_USER,
             restapi_user: RESTAPI_USER,
             stats_user: STATS_USER,
@@ -134,6 +149,7 @@ impl Secrets {
                         restapi_password: c,
                         stats_password: env(STATS_ENV).unwrap_or_default(),
                         backup_passphrase: env(BACKUP_ENV).unwrap_or_default(),
+                        monitor_password: env(MONITOR_ENV).unwrap_or_default(),
                     }))
                 }
                 _ => return Ok(None),
@@ -157,16 +173,20 @@ impl Secrets {
         if let Some(v) = env(BACKUP_ENV) {
             secrets.backup_passphrase = v;
         }
-        // It stands unquoted in HAProxy's config.
-        if !secrets
-            .stats_password
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            bail!(
-                "stats_password (from {} or {STATS_ENV}) may hold only letters, digits and . _ -",
-                path.display()
-            );
+        if let Some(v) = env(MONITOR_ENV) {
+            secrets.monitor_password = v;
+        }
+        // They stand unquoted in HAProxy's config and in a libpq connection string.
+        for (name, var, value) in [
+            ("stats_password", STATS_ENV, &secrets.stats_password),
+            ("monitor_password", MONITOR_ENV, &secrets.monitor_password),
+        ] {
+            if !value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                bail!(
+                    "{name} (from {} or {var}) may hold only letters, digits and . _ -",
+                    path.display()
+                );
+            }
         }
         Ok(Some(secrets))
     }
@@ -179,7 +199,11 @@ impl Secrets {
             let file = path.exists();
             // Without a file (the environment alone) a generated passphrase
             // would be lost: the deploy refuses instead.
-            for (slot, needs_file) in [(&mut s.stats_password, false), (&mut s.backup_passphrase, true)] {
+            for (slot, needs_file) in [
+                (&mut s.stats_password, false),
+                (&mut s.backup_passphrase, true),
+                (&mut s.monitor_password, true),
+            ] {
                 if slot.is_empty() && (file || !needs_file) {
                     *slot = random_password()?;
                     added = true;

@@ -394,6 +394,9 @@ impl World {
         if script == systemd::DAEMON_RELOAD {
             return ok("daemon-reload", String::new());
         }
+        if script == patroni::UNHOLD_SCRIPT {
+            return ok("unhold", String::new());
+        }
         if let Some(out) = self.answer_site(script) {
             return out;
         }
@@ -521,6 +524,9 @@ impl World {
                 out.push_str(&format!("pg_available {n}\n"));
             }
             out.push_str(&format!("pg_configured {}\n", s.patroni_major.unwrap_or(v)));
+            if d.exporter.is_some() && s.up {
+                out.push_str("exporter_login\n");
+            }
         }
         Some(out)
     }

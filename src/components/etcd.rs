@@ -191,9 +191,69 @@ pub(crate) fn parse_members(out: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One row of `member list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberRow {
+    pub id: String,
+    pub name: String,
+    pub peer: String,
+}
+
+/// Every row of `member list` output, with its id.
+pub(crate) fn parse_member_rows(out: &str) -> Vec<MemberRow> {
+    out.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(',').map(str::trim).collect();
+            (cols.len() >= 4 && cols[0].chars().all(|c| c.is_ascii_hexdigit()) && !cols[0].is_empty()).then(|| {
+                MemberRow {
+                    id: cols[0].to_string(),
+                    name: cols[2].to_string(),
+                    peer: cols[3].to_string(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The address in a peer URL pgha wrote (`https://ADDR:PORT`, an IPv6
+/// address in brackets), when it has that shape and a valid address.
+pub(crate) fn peer_address(peer: &str, peer_port: u16) -> Option<String> {
+    let host = peer.strip_prefix("https://")?.strip_suffix(&format!(":{peer_port}"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    crate::design::shape::address(host).map(|_| host.to_string())
+}
+
+/// Takes a member removed from its cluster out of service: its database
+/// services stopped and disabled (PostgreSQL stops with Patroni; its data
+/// directory stays), and its etcd data deleted, since that member id is
+/// gone for good and a later join starts afresh.
+pub(crate) fn retire_script(cluster: &str, units: &[&str]) -> String {
+    format!(
+        "for u in {}; do systemctl disable --now \"$u\" >/dev/null 2>&1 || true; done\nrm -rf {}\n",
+        crate::shell::words(units),
+        quote(&data_dir(cluster))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_rows_and_peer_addresses_are_read_strictly() {
+        let out = "8e9e05c52164694d, started, dc1-pg1, https://10.0.0.1:2380, https://10.0.0.1:2379, false\n\
+                   1a2b, unstarted, , https://[fd00::4]:2380, , false\nnot a row\n";
+        let rows = parse_member_rows(out);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].name, "dc1-pg1");
+        assert_eq!(peer_address(&rows[0].peer, 2380).as_deref(), Some("10.0.0.1"));
+        assert_eq!(peer_address(&rows[1].peer, 2380).as_deref(), Some("fd00::4"));
+        assert_eq!(peer_address("https://a;b:2380", 2380), None);
+        assert_eq!(peer_address("http://10.0.0.1:2380", 2380), None);
+        let retire = retire_script("c", &["patroni", "etcd"]);
+        crate::shell::assert_parses_cleanly(&retire);
+        assert!(retire.ends_with("rm -rf /var/lib/etcd/pgha-c\n"), "{retire}");
+    }
 
     #[test]
     fn scripts_are_exact() {

@@ -3,6 +3,7 @@
 
 pub(crate) mod backup;
 pub(crate) mod etcd;
+pub(crate) mod exporter;
 pub(crate) mod glb;
 pub(crate) mod haproxy;
 pub(crate) mod packages;
@@ -25,6 +26,7 @@ pub enum Component {
     Cluster,
     Site,
     Backup,
+    Metrics,
     Glb,
 }
 
@@ -39,6 +41,7 @@ impl Component {
             Component::Cluster => "cluster",
             Component::Site => "site",
             Component::Backup => "backup",
+            Component::Metrics => "metrics",
             Component::Glb => "glb",
         }
     }
@@ -84,6 +87,9 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     }
     if design.backup.is_some() {
         files.push(backup::CONFIG);
+    }
+    if design.exporter.is_some() {
+        files.extend(exporter::FILES);
     }
     files
 }

@@ -27,6 +27,9 @@ pub(crate) fn db_host_of(design: &crate::design::Design) -> Vec<String> {
     if design.backup.is_some() {
         pkgs.push(BACKUP.to_string());
     }
+    if design.exporter.is_some() {
+        pkgs.push(super::exporter::PACKAGE.to_string());
+    }
     pkgs
 }
 

@@ -190,6 +190,30 @@ pub(crate) fn switchover_script(scope: &str, leader: &str, candidate: &str) -> S
     )
 }
 
+/// While this file exists on a host the fence keeps Patroni from starting
+/// there: the host holds commits the master lacks (a failover accepted
+/// their loss), and only `pgha recover-node` may bring it back.
+pub(crate) const HOLD_PATH: &str = "/var/lib/pgha/needs-recovery";
+
+/// Writes the hold (its text from `$PGHA_INPUT`) and stops Patroni.
+pub(crate) fn hold_script() -> String {
+    format!("install -D -m 644 \"$PGHA_INPUT\" {HOLD_PATH} && systemctl stop patroni")
+}
+
+/// Lifts the hold: recover-node, once it has compared the host's WAL.
+pub(crate) const UNHOLD_SCRIPT: &str = "rm -f /var/lib/pgha/needs-recovery";
+
+/// A manual failover to `candidate`, for a cloud without a leader: Patroni
+/// promotes a named candidate even where check_timeline would refuse it.
+pub(crate) fn failover_script(scope: &str, candidate: &str) -> String {
+    format!(
+        "patronictl -c {} failover {} --candidate {} --force",
+        quote(CONFIG.path),
+        quote(scope),
+        quote(candidate)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

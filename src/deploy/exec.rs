@@ -112,6 +112,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::VerifyGlb, _) => verify_glb(ctx, &step.hosts, step.number).await,
         (Action::ConfigureSite, _) if sw.changes() => wait_site(ctx, &step.hosts, step.number, None).await,
         (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
+        (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
         (Action::VerifySite, _) => {
             let primary = ctx.design.primary_clouds().next().map(|c| c.name.as_str());
             wait_site(ctx, &step.hosts, step.number, Some(primary)).await
@@ -196,6 +197,37 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
     let d = ctx.design;
     match item {
         Work::ApplyParameters(p) => return apply_parameters(ctx, p, number).await,
+        Work::RemoveHost(r) => {
+            return remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await;
+        }
+        Work::MonitorRole => {
+            let cloud = cloud.expect("the role is made in a cloud's step");
+            let members = cluster_view(ctx, cloud).await?;
+            let leader = members
+                .iter()
+                .find(|m| m.is_leader())
+                .ok_or_else(|| anyhow!("{} has no master to create the exporter's role on", cloud.name))?;
+            let sql =
+                crate::components::exporter::role_sql(crate::secrets::MONITOR_USER, &ctx.secrets.monitor_password);
+            // The SQL holds the password: it goes in a private file, and
+            // what psql says back is scrubbed of it.
+            let out = ctx
+                .remote(&leader.name)?
+                .run_with_input(
+                    &crate::components::exporter::role_script(d.platform.postgres_port),
+                    Some(sql.as_bytes()),
+                )
+                .await?;
+            if !out.success() {
+                bail!(
+                    "{}: creating the exporter's role failed (exit {:?}): {}",
+                    leader.name,
+                    out.status,
+                    ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
+                );
+            }
+            return Ok(());
+        }
         Work::RunGlbCommand(command) => {
             return crate::components::glb::run_external(d, command, ctx.secrets).await;
         }
@@ -283,11 +315,132 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             )
             .await?;
         }
-        Work::RunGlbCommand(_) | Work::PatchDynamicConfig(_) | Work::ApplyParameters(_) => {
+        Work::RunGlbCommand(_)
+        | Work::PatchDynamicConfig(_)
+        | Work::ApplyParameters(_)
+        | Work::MonitorRole
+        | Work::RemoveHost(_) => {
             unreachable!("handled above")
         }
     }
     Ok(())
+}
+
+/// Every exporter of the cloud runs and its connection logs in (the role
+/// reaches a standby cloud by replication).
+async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+    use crate::components::exporter;
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: format!("waiting for {}'s exporters to log in", cloud.name),
+        },
+    );
+    let script = exporter::running_login_script();
+    let waiting = std::sync::Mutex::new(Vec::new());
+    poll(Duration::from_secs(60), || async {
+        let mut behind = Vec::new();
+        for h in &cloud.hosts {
+            let out = ctx.remote(&h.name)?.run(&script).await?;
+            if !out.stdout.contains("exporter_login") {
+                behind.push(h.name.clone());
+            }
+        }
+        let done = behind.is_empty();
+        *waiting.lock().expect("not poisoned") = behind;
+        Ok(done)
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the metrics exporter on {} does not run or cannot log in (see `journalctl -u {}` there)",
+            waiting.lock().expect("not poisoned").join(", "),
+            exporter::SERVICE
+        )
+    })
+}
+
+/// Takes a host the design dropped out of its cloud: the etcd member is
+/// removed while a quorum of the remaining members is healthy, then the
+/// host's services are stopped and disabled (when it still answers).
+async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: usize) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let port = d.etcd.client_port;
+    let say = |message: String| emit(&ctx.events, Event::StepMessage { number, message });
+    // Patroni's view now (the facts may be minutes old): never the leader.
+    if let Ok(members) = cluster_view(ctx, cloud).await {
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.name == r.name && (m.is_leader() || m.is_standby_leader()))
+        {
+            bail!(
+                "{} became the {} of {} since the plan was made: it stays; switch over, then deploy again",
+                r.name,
+                m.role,
+                cloud.name
+            );
+        }
+    }
+    let mut healthy = Vec::new();
+    for h in &cloud.hosts {
+        if let Some(remote) = ctx.remotes.get(&h.name) {
+            if remote.check("etcd health", &etcd::health_script(port)).await.is_ok() {
+                healthy.push(remote);
+            }
+        }
+    }
+    let members = cloud.hosts.len();
+    if healthy.len() < members / 2 + 1 {
+        bail!(
+            "only {} of {}'s {members} remaining etcd members are healthy: removing {} now could leave it without \
+             a quorum; repair them first (`pgha recover-node`)",
+            healthy.len(),
+            cloud.name,
+            r.name
+        );
+    }
+    say(format!("removing {}'s etcd member", r.name));
+    healthy[0]
+        .check("removing the etcd member", &etcd::member_remove_script(port, &r.id))
+        .await?;
+    let Some(address) = &r.address else {
+        say(format!(
+            "{}: no address in its peer URL; its services were not stopped",
+            r.name
+        ));
+        return Ok(());
+    };
+    let host = crate::design::Host {
+        name: r.name.clone(),
+        address: address.clone(),
+        ssh: cloud.hosts[0].ssh.clone(),
+    };
+    match Remote::connect(&host, Duration::from_secs(10)).await {
+        Ok(remote) => {
+            say(format!("stopping {}'s services", r.name));
+            let units = [
+                patroni::CONFIG.service,
+                crate::components::site::AGENT_SERVICE,
+                crate::components::site::ETCD_SERVICE,
+                etcd::CONFIG.service,
+                haproxy::CONFIG.service,
+                crate::components::exporter::SERVICE,
+            ];
+            let done = remote
+                .check("stopping its services", &etcd::retire_script(&d.platform.name, &units))
+                .await;
+            remote.close().await;
+            done.map(|_| ())
+        }
+        Err(e) => {
+            say(format!(
+                "{} does not answer ({e}): its etcd member is removed; stop its services when it is back",
+                r.name
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// Runs `script` on the first of the cloud's hosts where it succeeds.

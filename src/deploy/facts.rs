@@ -59,6 +59,12 @@ pub(crate) struct HostFacts {
     /// with their context (`postmaster`: a change needs a restart).
     /// Empty unless PostgreSQL runs.
     pub pg_contexts: BTreeMap<String, String>,
+    /// The metrics exporter's connection logs in (its role and password are right).
+    pub exporter_login: bool,
+    /// The cloud's etcd members, as the local member lists them.
+    pub etcd_members: Vec<components::etcd::MemberRow>,
+    /// Patroni's members, from the local REST API.
+    pub patroni_members: Option<Vec<components::patroni::Member>>,
 }
 
 /// A managed file as it is on the host.
@@ -113,11 +119,17 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     let db_facts = if db {
         format!(
-            "{} 2>/dev/null | sed 's/^/config /'\n{}{}",
+            "{} 2>/dev/null | sed 's/^/config /'\n{} 2>/dev/null | sed 's/^/cluster /'\n{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}",
             components::patroni::config_script(design.governor.rest_port),
+            components::patroni::cluster_script(design.governor.rest_port),
+            components::etcd::member_list_script(design.etcd.client_port),
             postgres_script(design.platform.postgres_version),
             contexts_script(design)
-        )
+        ) + &design
+            .exporter
+            .as_ref()
+            .map(|_| components::exporter::login_script())
+            .unwrap_or_default()
     } else {
         String::new()
     };
@@ -241,6 +253,14 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             f.dynamic_config = serde_json::from_str(json).ok();
             continue;
         }
+        if let Some(json) = line.strip_prefix("cluster ") {
+            f.patroni_members = components::patroni::parse_cluster_view(json).ok().map(|v| v.members);
+            continue;
+        }
+        if let Some(row) = line.strip_prefix("etcd_member ") {
+            f.etcd_members.extend(components::etcd::parse_member_rows(row));
+            continue;
+        }
         let mut w = line.split_whitespace();
         match w.next() {
             Some("os") => f.os = w.collect::<Vec<_>>().join(" "),
@@ -265,6 +285,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("etcd_plaintext") => f.etcd_plaintext = true,
             Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,
+            Some("exporter_login") => f.exporter_login = true,
             Some("stanza") => f.stanza = true,
             Some("full_backups") => f.full_backups = w.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),

@@ -268,6 +268,14 @@ pub(crate) async fn prepare(
             crate::secrets::BACKUP_ENV
         )));
     }
+    if design.exporter.is_some() && secrets.monitor_password.is_empty() {
+        bail!(Usage(format!(
+            "the metrics exporter is on but there is no monitor_password: add it to {} or set {}\n  \
+             hint: without the secrets file pgha cannot keep a generated one (or set components.exporter.enabled: false)",
+            design.secrets_file.display(),
+            crate::secrets::MONITOR_ENV
+        )));
+    }
     // Issued or renewed here, like the secrets: a dry run only says what it would do.
     let (pki, issued) = crate::pki::ensure(design, time::OffsetDateTime::now_utc(), !opts.dry_run)?;
     for line in &issued.lines {
@@ -432,6 +440,7 @@ impl Decide<'_, '_> {
                 eprintln!("{}", components::patroni::paused_warning(&cloud.name));
             }
             refuse_unknown_parameters(design, cloud, &f)?;
+            refuse_removing_the_leader(design, cloud, &f)?;
             cloud_facts.insert(cloud.name.clone(), f);
         }
 
@@ -462,26 +471,51 @@ impl Decide<'_, '_> {
     }
 }
 
-/// The cloud's Patroni dynamic configuration, as the first member with
-/// Patroni running reported it in its facts.
+/// What the cloud's hosts report of the cloud as a whole.
 fn read_cloud_facts(cloud: &Cloud, facts: &BTreeMap<String, HostFacts>) -> CloudFacts {
-    let dynamic_config = cloud
-        .hosts
-        .iter()
-        .filter_map(|h| facts.get(&h.name))
-        .filter(|f| f.service("patroni").is_active())
-        .find_map(|f| f.dynamic_config.clone());
-    let pg_contexts = cloud
-        .hosts
-        .iter()
-        .filter_map(|h| facts.get(&h.name))
-        .map(|f| f.pg_contexts.clone())
-        .find(|c| !c.is_empty())
-        .unwrap_or_default();
+    let of = |h: &Host| facts.get(&h.name);
+    let first = |part: &dyn Fn(&HostFacts) -> bool| cloud.hosts.iter().filter_map(of).find(|f| part(f));
     CloudFacts {
-        dynamic_config,
-        pg_contexts,
+        // From a member where Patroni runs.
+        dynamic_config: first(&|f| f.service("patroni").is_active() && f.dynamic_config.is_some())
+            .and_then(|f| f.dynamic_config.clone()),
+        pg_contexts: first(&|f| !f.pg_contexts.is_empty())
+            .map(|f| f.pg_contexts.clone())
+            .unwrap_or_default(),
+        etcd_members: first(&|f| !f.etcd_members.is_empty())
+            .map(|f| f.etcd_members.clone())
+            .unwrap_or_default(),
+        patroni_members: first(&|f| f.patroni_members.is_some())
+            .and_then(|f| f.patroni_members.clone())
+            .unwrap_or_default(),
     }
+}
+
+/// A host the design dropped that is its cloud's (standby) leader: nothing
+/// is changed; a switchover first moves the leadership.
+fn refuse_removing_the_leader(design: &Design, cloud: &Cloud, f: &CloudFacts) -> anyhow::Result<()> {
+    for r in work::removals(design, cloud, Some(f)) {
+        if let Some(m) = f
+            .patroni_members
+            .iter()
+            .find(|m| m.name == r.name && (m.is_leader() || m.is_standby_leader()))
+        {
+            let hint = if m.is_leader() {
+                "`pgha switchover` moves the master to a host that stays (then deploy again)"
+            } else {
+                "stop Patroni there (another member takes over), then deploy again"
+            };
+            bail!(Usage(format!(
+                "{} is no longer in {} but is the {} of {}: deploy does not remove a cloud's leader; nothing was \
+                 changed\n  hint: {hint}",
+                r.name,
+                design.path.display(),
+                m.role,
+                cloud.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The plan of changes as a table: one row per step, hosts and what changes.

@@ -40,6 +40,21 @@ pub(crate) enum Work {
     /// The design's PostgreSQL parameters into one cloud's dynamic
     /// configuration, then the restarts they need.
     ApplyParameters(ParamWork),
+    /// The metrics exporter's role, with the secrets file's password, on
+    /// the cloud's master.
+    MonitorRole,
+    /// A host no longer in the design: out of its cloud's etcd, then its
+    /// services stopped and disabled (its data directory kept).
+    RemoveHost(Removal),
+}
+
+/// A member of a cloud's etcd that the design no longer lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Removal {
+    pub id: String,
+    pub name: String,
+    /// From its peer URL; `None` when that is not an address pgha wrote.
+    pub address: Option<String>,
 }
 
 /// One cloud's share of a parameter change.
@@ -106,6 +121,14 @@ impl Work {
             Work::CreateStanza => "create the stanza".into(),
             Work::FirstBackup => "take a full backup".into(),
             Work::ApplyParameters(p) => p.describe(),
+            Work::RemoveHost(r) => format!(
+                "remove {} from the cloud's etcd (member {}), then stop and disable its services (data kept)",
+                r.name, r.id
+            ),
+            Work::MonitorRole => format!(
+                "create or update the role {} on the master",
+                crate::secrets::MONITOR_USER
+            ),
         }
     }
 }
@@ -159,6 +182,10 @@ pub(crate) struct CloudFacts {
     /// The design's parameters PostgreSQL knows, with their context, from a
     /// member where it runs (see [`HostFacts::pg_contexts`]).
     pub pg_contexts: BTreeMap<String, String>,
+    /// The cloud's etcd members, from a member that listed them.
+    pub etcd_members: Vec<components::etcd::MemberRow>,
+    /// Patroni's members, from one that answered.
+    pub patroni_members: Vec<patroni::Member>,
 }
 
 pub(crate) fn sha256(content: &str) -> String {
@@ -185,6 +212,7 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
             let hosts = match step.action {
                 Action::RunGlbCommand => vec![glb_command_work(i)],
                 Action::ApplyParameters => parameters_work(i, step),
+                Action::RemoveHosts => cloud.map(|c| removal_work(i, c)).unwrap_or_default(),
                 _ => step.hosts.iter().map(|h| host_work(i, step, cloud, h)).collect(),
             };
             // A running etcd cluster keeps quorum: its members change one at a time.
@@ -198,6 +226,8 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
                 // the database hosts: one repository at a time. Clouds
                 // take parameters in the order that keeps standbys running.
                 Action::InitRepositories | Action::ApplyParameters => true,
+                // One member out at a time, quorum checked before each.
+                Action::RemoveHosts => true,
                 _ => false,
             };
             StepWork {
@@ -386,6 +416,26 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureRepositories => repository_work(&mut items, i, host, &facts),
+        Action::ConfigureExporter => {
+            let cloud = cloud.expect("exporter steps belong to a cloud");
+            // One role for every cloud: made in the primary cloud, replicated.
+            if cloud.is_primary() && step.hosts.first().map(String::as_str) == Some(host) && monitor_role_needed(i) {
+                items.push(Work::MonitorRole);
+            }
+            let mut differs = false;
+            for spec in &components::exporter::FILES {
+                differs |= write_if_differs(&mut items, &facts, file(i, host, spec));
+            }
+            let svc = facts.service(components::exporter::SERVICE);
+            if !svc.is_enabled() {
+                items.push(Work::Enable(components::exporter::SERVICE));
+            }
+            if !svc.is_active() {
+                items.push(Work::Start(components::exporter::SERVICE));
+            } else if differs {
+                items.push(Work::Restart(components::exporter::SERVICE));
+            }
+        }
         Action::InitRepositories => {
             if !facts.stanza {
                 items.push(Work::CreateStanza);
@@ -399,7 +449,8 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         | Action::RunGlbCommand
         | Action::VerifySite
         | Action::VerifyBackup
-        | Action::ApplyParameters => {}
+        | Action::ApplyParameters
+        | Action::RemoveHosts => {}
     }
     HostWork {
         host: host.to_string(),
@@ -476,6 +527,53 @@ fn repository_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFa
 }
 
 /// Has this cloud's etcd cluster (pgha's data directory) been created?
+/// The etcd members of `cloud` that no design host of it is: each to remove.
+pub(crate) fn removals(d: &Design, cloud: &Cloud, facts: Option<&CloudFacts>) -> Vec<Removal> {
+    let Some(f) = facts else { return Vec::new() };
+    let port = d.etcd.peer_port;
+    let wanted: Vec<String> = cloud
+        .hosts
+        .iter()
+        .map(|h| components::etcd::peer_url(&h.address, port))
+        .collect();
+    f.etcd_members
+        .iter()
+        .filter(|m| !wanted.contains(&m.peer))
+        .map(|m| Removal {
+            id: m.id.clone(),
+            name: if m.name.is_empty() {
+                m.id.clone()
+            } else {
+                m.name.clone()
+            },
+            address: components::etcd::peer_address(&m.peer, port),
+        })
+        .collect()
+}
+
+fn removal_work(i: &Inputs, cloud: &Cloud) -> Vec<HostWork> {
+    removals(i.design, cloud, i.cloud_facts.get(&cloud.name))
+        .into_iter()
+        .map(|r| HostWork {
+            host: r.name.clone(),
+            items: vec![Work::RemoveHost(r)],
+        })
+        .collect()
+}
+
+/// Some database host's exporter cannot log in, or gets a new password.
+fn monitor_role_needed(i: &Inputs) -> bool {
+    let db_hosts = i.design.clouds.iter().flat_map(|c| &c.hosts);
+    // Hosts this run reads (`--cloud` may leave some out).
+    db_hosts.filter(|h| i.files.contains_key(&h.name)).any(|h| {
+        let facts = i.facts.get(&h.name);
+        let env_differs = facts
+            .and_then(|f| f.file(components::exporter::ENV.path))
+            .map(|have| have.sha256 != sha256(&file(i, &h.name, &components::exporter::ENV).content));
+        !facts.is_some_and(|f| f.exporter_login) || env_differs != Some(false)
+    })
+}
+
 fn etcd_exists(i: &Inputs, cloud: &Cloud) -> bool {
     cloud
         .hosts
@@ -678,7 +776,51 @@ mod tests {
             pg_contexts: [("max_connections", "postmaster"), ("work_mem", "user")]
                 .map(|(k, c)| (k.to_string(), c.to_string()))
                 .into(),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn etcd_members_the_design_dropped_are_removed() {
+        let d = design("");
+        let cloud = &d.clouds[0];
+        let row = |id: &str, name: &str, address: &str| components::etcd::MemberRow {
+            id: id.into(),
+            name: name.into(),
+            peer: components::etcd::peer_url(address, d.etcd.peer_port),
+        };
+        let mut f = CloudFacts {
+            etcd_members: cloud
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| row(&format!("{i:x}"), &h.name, &h.address))
+                .collect(),
+            ..Default::default()
+        };
+        assert!(removals(&d, cloud, Some(&f)).is_empty());
+        f.etcd_members.push(row("8e9e05c52164694d", "dc1-pg4", "10.0.0.14"));
+        f.etcd_members.push(components::etcd::MemberRow {
+            id: "1a".into(),
+            name: String::new(),
+            peer: "http://evil;rm -rf /:2380".into(),
+        });
+        assert_eq!(
+            removals(&d, cloud, Some(&f)),
+            [
+                Removal {
+                    id: "8e9e05c52164694d".into(),
+                    name: "dc1-pg4".into(),
+                    address: Some("10.0.0.14".into())
+                },
+                // Unnamed (never started) and not a URL pgha wrote: removed from etcd, not dialled.
+                Removal {
+                    id: "1a".into(),
+                    name: "1a".into(),
+                    address: None
+                }
+            ]
+        );
     }
 
     /// The parameter step's work for `d` with these live parameters in every cloud.

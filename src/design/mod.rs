@@ -57,6 +57,8 @@ pub struct Design {
     pub etcd: Etcd,
     pub governor: Governor,
     pub haproxy: Haproxy,
+    /// The PostgreSQL metrics exporter on every database host (on unless disabled).
+    pub exporter: Option<Exporter>,
     pub glb: Option<Glb>,
     /// The site lease across clouds: with a witness, or three clouds or more.
     pub site: Option<Site>,
@@ -170,6 +172,13 @@ pub enum LeaderRestart {
     Restart,
     /// Switch over to a restarted replica first; the old master restarts as a replica.
     Switchover,
+}
+
+/// Debian's prometheus-postgres-exporter, served over TLS to clients with
+/// a certificate of the cluster CA.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exporter {
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Serialize)]

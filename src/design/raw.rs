@@ -82,6 +82,13 @@ pub struct RawComponents {
     pub etcd: Option<RawEtcd>,
     pub governor: Option<RawGovernor>,
     pub haproxy: Option<RawHaproxy>,
+    pub exporter: Option<RawExporter>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawExporter {
+    pub enabled: Option<bool>,
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

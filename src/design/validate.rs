@@ -263,6 +263,11 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         );
     }
 
+    let ex = components.exporter.unwrap_or_default();
+    let exporter = ex.enabled.unwrap_or(true).then(|| Exporter {
+        port: ex.port.unwrap_or(9187),
+    });
+
     let global_ssh = layer_ssh(cx, root, &base, default_ssh(), raw.ssh.as_ref(), "ssh");
     let clouds = build_clouds(cx, root, &base, raw.clouds, &global_ssh, &platform, mode);
     let glb = raw.glb.map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
@@ -288,6 +293,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         &etcd,
         &governor,
         &haproxy,
+        exporter.as_ref(),
         &clouds,
         glb.as_ref(),
         site.as_ref(),
@@ -329,6 +335,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         etcd,
         governor,
         haproxy,
+        exporter,
         glb: glb.flatten(),
         site,
         backup,
@@ -1387,6 +1394,7 @@ fn check_ports(
     etcd: &Etcd,
     governor: &Governor,
     haproxy: &Haproxy,
+    exporter: Option<&Exporter>,
     clouds: &[Cloud],
     glb: Option<&Option<Glb>>,
     site: Option<&Site>,
@@ -1406,6 +1414,9 @@ fn check_ports(
     }
     if let Some(b) = backup {
         db_ports.push(("backup.port", b.port));
+    }
+    if let Some(e) = exporter {
+        db_ports.push(("components.exporter.port", e.port));
     }
     let glb_ports = match glb {
         Some(Some(g)) => vec![("glb.port", g.port), ("glb.stats_port", g.stats_port)],

@@ -64,6 +64,8 @@ impl Variant {
             p.extend(packages::db_host(os.release().postgres));
             // Labs have backups unless `--no-backup`: their hosts need it.
             p.push(packages::BACKUP.to_string());
+            // And the metrics exporter, on unless the design turns it off.
+            p.push(crate::components::exporter::PACKAGE.to_string());
         }
         p
     }

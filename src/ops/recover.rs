@@ -291,6 +291,9 @@ async fn rejoin(fleet: &Fleet, cloud: &Cloud, host: &Host, opts: &Options, verdi
         Verdict::Contained | Verdict::Rewindable => opts.reclone,
     };
     let keep_aside = matches!(verdict, Verdict::UniqueCommits(_) | Verdict::Unprovable);
+    // Compared and decided: a hold from a failover that accepted its
+    // commits' loss ends here.
+    r.check("lifting the failover's hold", patroni::UNHOLD_SCRIPT).await?;
     if reclone {
         fresh_copy(fleet, cloud, host, keep_aside).await?;
         return Ok(true);
@@ -336,7 +339,7 @@ async fn wait_streaming(fleet: &Fleet, cloud: &Cloud, host: &Host, limit: Durati
 }
 
 /// The node's WAL against the master's: see the module comment.
-async fn compare(fleet: &Fleet, host: &Host, master: &str) -> anyhow::Result<Verdict> {
+pub(crate) async fn compare(fleet: &Fleet, host: &Host, master: &str) -> anyhow::Result<Verdict> {
     let node = match wal::position(fleet, &host.name).await {
         Ok(p) => p,
         Err(e) if format!("{e:#}").contains("no data directory") => return Ok(Verdict::Empty),
@@ -409,7 +412,7 @@ fn without_commits(same: Option<bool>, older_timeline: bool) -> Verdict {
 }
 
 /// A host's `.history` for `tli` (timeline 1 has none).
-async fn read_history(fleet: &Fleet, host: &str, tli: u32) -> anyhow::Result<Vec<(u32, u64)>> {
+pub(crate) async fn read_history(fleet: &Fleet, host: &str, tli: u32) -> anyhow::Result<Vec<(u32, u64)>> {
     if tli <= 1 {
         return Ok(Vec::new());
     }

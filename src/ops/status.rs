@@ -259,11 +259,13 @@ pub(crate) fn findings(
             let reachable = rows.iter().any(|r| r.role != "unreachable");
             let why = if !reachable {
                 "no host answers (a lost data center?)".to_string()
-            } else if !behind.is_empty() {
+            } else if behind.iter().any(|r| r.role != "stopped") {
+                // A stopped host on an old timeline is no candidate: name the running ones.
+                let behind: Vec<&&&HostRow> = behind.iter().filter(|r| r.role != "stopped").collect();
                 format!(
                     "{} on an older timeline than the newest ({}): check_timeline keeps Patroni from promoting it \
                      (its commits would fork from the newest master's); start a host of the newest timeline, or \
-                     `pgha recover-node` the others",
+                     `pgha failover --to HOST` names what promoting it would lose",
                     behind.iter().map(|r| r.host.as_str()).collect::<Vec<_>>().join(", "),
                     newest.unwrap_or_default()
                 )
@@ -349,12 +351,25 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
 
 fn probe_script(d: &Design) -> String {
     format!(
-        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\ntrue\n",
+        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{}\ntrue\n",
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
         tls::expiry_script(),
         crate::fleet::psql_script(d.platform.postgres_port, "SELECT NOT pg_is_in_recovery()"),
         crate::fleet::psql_script(d.platform.postgres_port, SENDERS_SQL),
+        controldata_timeline_script(d),
+    )
+}
+
+/// `stored_timeline N`: the timeline of the data directory's last
+/// checkpoint, which a host whose Patroni is stopped (no member any more)
+/// still shows: a master of a newer timeline among them explains why
+/// Patroni will not promote an older replica.
+fn controldata_timeline_script(d: &Design) -> String {
+    format!(
+        "{} {} 2>/dev/null | sed -n \"s/^Latest checkpoint's TimeLineID: */stored_timeline /p\"",
+        crate::shell::quote(&format!("{}/pg_controldata", d.platform.bin_dir)),
+        crate::shell::quote(&d.platform.data_dir)
     )
 }
 
@@ -460,7 +475,13 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 address: h.address.clone(),
                 role,
                 state,
-                timeline: member.and_then(|m| m.timeline),
+                timeline: member.and_then(|m| m.timeline).or_else(|| {
+                    probe.as_deref().and_then(|p| {
+                        p.lines()
+                            .find_map(|l| l.strip_prefix("stored_timeline "))
+                            .and_then(|t| t.trim().parse().ok())
+                    })
+                }),
                 lag_bytes: member.and_then(|m| m.lag.as_ref()).and_then(|l| l.as_u64()),
                 cloud_lag: None,
                 pending_restart: member.and_then(|m| m.pending_restart).unwrap_or(false),
@@ -948,7 +969,11 @@ mod tests {
     fn a_cloud_without_leader_says_why() {
         let mut stopped = row("dc1", "primary", "a2", "stopped", 2, false);
         stopped.read_write = None;
+        // Stopped hosts show the timeline of their last checkpoint.
+        let mut old = row("dc1", "primary", "a1", "stopped", 1, false);
+        old.read_write = None;
         let rows = [
+            old,
             stopped,
             row("dc1", "primary", "a3", "replica", 1, false),
             row("dc2", "secondary", "b1", "standby leader", 2, false),
@@ -960,6 +985,7 @@ mod tests {
                 .starts_with("cloud dc1 has no leader: a3 on an older timeline than the newest (2)"),
             "{f:?}"
         );
+        assert!(f[0].message.contains("`pgha failover --to HOST`"), "{f:?}");
     }
 
     #[test]

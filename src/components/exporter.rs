@@ -1,0 +1,129 @@
+//! Metrics: Debian's prometheus-postgres-exporter on every database host.
+//! It logs in to its own host's PostgreSQL over TLS as a `pg_monitor`
+//! member, and serves `/metrics` over TLS to clients holding a certificate
+//! of the metrics CA (`<design>.pki/metrics/prometheus.crt`), which nothing
+//! else trusts.
+
+use super::{Component, FileSpec};
+use crate::shell::{quote, sql_literal};
+
+pub(crate) const PACKAGE: &str = "prometheus-postgres-exporter";
+pub(crate) const SERVICE: &str = "prometheus-postgres-exporter";
+pub(crate) const WEB_CONFIG_PATH: &str = "/etc/pgha/exporter-web.yml";
+pub(crate) const KEY_PATH: &str = "/etc/pgha/tls/exporter.key";
+pub(crate) const METRICS_CA_PATH: &str = "/etc/pgha/tls/metrics-ca.crt";
+
+/// The CA of the clients the exporter lets in.
+pub(crate) const METRICS_CA: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "exporter-ca.pem.j2",
+    path: METRICS_CA_PATH,
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: SERVICE,
+    check: None,
+};
+
+/// Debian's environment file for the unit: the connection (with the
+/// password) and the arguments. Readable by the exporter's user only.
+pub(crate) const ENV: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "exporter.env.j2",
+    path: "/etc/default/prometheus-postgres-exporter",
+    owner: "root",
+    group: "prometheus",
+    mode: 0o640,
+    service: SERVICE,
+    check: None,
+};
+
+/// TLS for `/metrics`, with client certificates of the cluster CA.
+pub(crate) const WEB: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "exporter-web.yml.j2",
+    path: WEB_CONFIG_PATH,
+    owner: "root",
+    group: "prometheus",
+    mode: 0o640,
+    service: SERVICE,
+    check: None,
+};
+
+/// The host's key, for the exporter's user.
+pub(crate) const KEY: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "tls-key.pem.j2",
+    path: KEY_PATH,
+    owner: "root",
+    group: "prometheus",
+    mode: 0o640,
+    service: SERVICE,
+    check: None,
+};
+
+pub(crate) const FILES: [FileSpec; 4] = [METRICS_CA, KEY, WEB, ENV];
+
+/// Creates the exporter's role, or sets its password, on the master. The
+/// password travels on stdin; errors are not logged with the statement.
+pub(crate) fn role_sql(user: &str, password: &str) -> String {
+    let user_ident = format!("\"{}\"", user.replace('"', "\"\""));
+    format!(
+        "SET log_min_error_statement = panic;\n\
+SET log_statement = 'none';\n\
+SELECT 'CREATE ROLE {user_ident}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) \\gexec\n\
+ALTER ROLE {user_ident} LOGIN PASSWORD {pw};\n\
+GRANT pg_monitor TO {user_ident};\n",
+        name = sql_literal(user),
+        pw = sql_literal(password),
+    )
+}
+
+/// Runs [`role_sql`], which the caller puts in `$PGHA_INPUT` (a private
+/// file: the password stays out of the script and of any argv).
+pub(crate) fn role_script(port: u16) -> String {
+    format!("runuser -u postgres -- psql -p {port} -XAtq -v ON_ERROR_STOP=1 < \"$PGHA_INPUT\"")
+}
+
+/// Prints `exporter_login` when the exporter's connection, read from its
+/// environment file, logs in: the role exists with the file's password.
+/// The password goes to psql in its environment, never in an argv.
+pub(crate) fn login_script() -> String {
+    format!(
+        r#"if [ -f {env} ]; then
+x() {{ sed -n "s/^DATA_SOURCE_NAME=.*[' ]$1=\([^ ']*\).*/\1/p" {env}; }}
+PGPASSWORD=$(x password) PGSSLMODE=verify-full PGSSLROOTCERT=$(x sslrootcert) PGCONNECT_TIMEOUT=5 \
+  psql -h "$(x host)" -p "$(x port)" -U "$(x user)" -d postgres -XAtqc 'SELECT 1' >/dev/null 2>&1 && echo exporter_login
+fi
+"#,
+        env = quote(ENV.path)
+    )
+}
+
+/// [`login_script`], when the exporter runs.
+pub(crate) fn running_login_script() -> String {
+    format!("systemctl is-active --quiet {SERVICE} || exit 0\n{}", login_script())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_is_made_once_and_its_password_set_each_time() {
+        let sql = role_sql("pgha_monitor", "s3cr'et");
+        assert!(sql.starts_with("SET log_min_error_statement = panic;"), "{sql}");
+        assert!(sql.contains("SELECT 'CREATE ROLE \"pgha_monitor\"' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgha_monitor') \\gexec"));
+        assert!(sql.contains("ALTER ROLE \"pgha_monitor\" LOGIN PASSWORD 's3cr''et';"));
+        assert!(sql.contains("GRANT pg_monitor TO \"pgha_monitor\";"));
+    }
+
+    #[test]
+    fn the_login_check_reads_the_exporters_own_file() {
+        let script = login_script();
+        crate::shell::assert_parses_cleanly(&script);
+        crate::shell::assert_parses_cleanly(&running_login_script());
+        assert!(script.contains("PGPASSWORD=$(x password)"), "{script}");
+        assert!(!script.contains("password="), "no password in the script: {script}");
+    }
+}

@@ -1,0 +1,318 @@
+//! `pgha failover --to HOST [--accept-data-loss]`: a master for a cloud that
+//! has none and that Patroni will not give one by itself, typically because
+//! its only running replica is behind the newest timeline (check_timeline
+//! refuses it: promoting it forks history and drops what the newer masters
+//! committed). The commits at stake are counted first, the way recover-node
+//! counts them, and the failover is refused unless the operator accepts them.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::recover::{self, Verdict};
+use super::report::{numbered, Recorder};
+use super::wal;
+use crate::components::patroni;
+use crate::design::{Cloud, Design, Host};
+use crate::error::Usage;
+use crate::fleet::Fleet;
+use crate::ui;
+use crate::ui::confirm;
+use crate::wait::poll;
+
+pub(crate) struct Options {
+    pub to: String,
+    pub accept_data_loss: bool,
+    pub yes: bool,
+    pub dry_run: bool,
+}
+
+pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let cloud = match design.find_host(&opts.to) {
+        Some((Some(c), _)) if c.is_primary() => c,
+        Some((Some(c), _)) => bail!(Usage(format!(
+            "{} is in {}, a secondary cloud: its standby leader is elected by Patroni without a timeline check; \
+             `pgha recover-node` repairs its hosts",
+            opts.to, c.name
+        ))),
+        Some((None, _)) => bail!(Usage(format!("{} is a GLB host: it has no database", opts.to))),
+        None => bail!(Usage(format!("no database host named `{}` in the design", opts.to))),
+    };
+    let fleet = Fleet::connect(design, false).await?;
+    let result = run_on(&fleet, cloud, opts, output).await;
+    fleet.close().await;
+    result
+}
+
+/// What the other hosts of the cloud hold that the candidate does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AtStake {
+    /// Everything it has, the candidate has too (or it has no data).
+    Nothing,
+    /// Commits only it holds (recover-node's words for them).
+    Commits(String),
+    /// Neither proven contained nor counted: unreachable, or its WAL is gone.
+    Unknown(String),
+}
+
+/// One host's verdict as what a failover to the candidate would lose.
+pub(crate) fn at_stake(verdict: &Verdict) -> AtStake {
+    match verdict {
+        Verdict::Empty | Verdict::Contained | Verdict::Rewindable | Verdict::Reclone => AtStake::Nothing,
+        Verdict::UniqueCommits(what) => AtStake::Commits(what.clone()),
+        Verdict::Unprovable => AtStake::Unknown(
+            "its WAL cannot be compared with the candidate's any more: commits of its own cannot be ruled out".into(),
+        ),
+    }
+}
+
+/// The losses to name, one line per host that has any (or may).
+pub(crate) fn losses(stakes: &[(String, AtStake)]) -> Vec<String> {
+    stakes
+        .iter()
+        .filter_map(|(host, s)| match s {
+            AtStake::Nothing => None,
+            AtStake::Commits(what) => Some(format!("{host} holds {what}")),
+            AtStake::Unknown(why) => Some(format!("{host}: {why}")),
+        })
+        .collect()
+}
+
+/// What `host` holds that `candidate` lacks. A host on a newer timeline
+/// whose history contains the candidate's position (a later master) holds
+/// everything it committed on its own timeline; else recover-node's
+/// comparison decides.
+async fn weigh(fleet: &Fleet, host: &Host, candidate: &str) -> anyhow::Result<AtStake> {
+    let node = match wal::position(fleet, &host.name).await {
+        Ok(p) => p,
+        Err(e) if format!("{e:#}").contains("no data directory") => return Ok(AtStake::Nothing),
+        Err(e) => return Err(e),
+    };
+    let cand = wal::position(fleet, candidate).await?;
+    if node.timeline > cand.timeline {
+        let nh = recover::read_history(fleet, &host.name, node.timeline).await?;
+        let ch = recover::read_history(fleet, candidate, cand.timeline).await?;
+        if let Some(start) = later_master_start(&nh, &ch, cand.timeline, cand.lsn) {
+            let commits = wal::commits_after(fleet, &host.name, node.timeline, start).await?;
+            let between = node.timeline - cand.timeline - 1;
+            return Ok(match (commits.count(), between) {
+                (0, 0) => AtStake::Nothing,
+                (_, 0) => AtStake::Commits(format!(
+                    "{commits} on timeline {}, made since it was promoted at {}",
+                    node.timeline,
+                    crate::fleet::format_lsn(start)
+                )),
+                _ => AtStake::Commits(format!(
+                    "{commits} on timeline {}, and whatever timelines {} to {} committed before it",
+                    node.timeline,
+                    cand.timeline + 1,
+                    node.timeline - 1
+                )),
+            });
+        }
+    }
+    Ok(at_stake(&recover::compare(fleet, host, candidate).await?))
+}
+
+/// Where the host's timeline begins, when its history `nh` runs through the
+/// candidate's (`ch`, timeline `tli`, position `lsn`): it became master
+/// later on the candidate's own lineage. `None` otherwise (another lineage).
+pub(crate) fn later_master_start(nh: &[(u32, u64)], ch: &[(u32, u64)], tli: u32, lsn: u64) -> Option<u64> {
+    let through = nh.len() > ch.len()
+        && nh[..ch.len()] == *ch
+        && nh.get(ch.len()).is_some_and(|(t, switch)| *t == tli && lsn <= *switch);
+    through.then(|| nh.last().map_or(0, |(_, start)| *start))
+}
+
+async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    let design = &fleet.design;
+    let session = crate::lock::Session::begin(design, &format!("failover --to {}", opts.to), None)?;
+    let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
+    super::pause::warn_if_paused(fleet, &[cloud]).await;
+    let mut rec = Recorder::default();
+    let result = failover(fleet, &session, cloud, opts, output, &mut rec).await;
+    if !rec.results.is_empty() {
+        let plan = result.as_ref().cloned().unwrap_or_default();
+        let outcome = result.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}"));
+        crate::journal::record(design, &fleet.remotes, &session.holder, &plan, &outcome).await;
+    }
+    let printed = match &result {
+        Ok(plan) => rec.print(output, "failover", opts.dry_run, plan),
+        Err(_) if !rec.results.is_empty() => rec.print(output, "failover", false, &Vec::<String>::new()),
+        Err(_) => Ok(()),
+    };
+    lock.release().await;
+    result.and(printed).map(|_| ())
+}
+
+async fn failover(
+    fleet: &Fleet,
+    session: &crate::lock::Session,
+    cloud: &Cloud,
+    opts: &Options,
+    output: ui::Output,
+    rec: &mut Recorder,
+) -> anyhow::Result<Vec<String>> {
+    let design = &fleet.design;
+    let to = opts.to.as_str();
+    let members = fleet.cluster_view(cloud).await?;
+    if let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) {
+        bail!(Usage(format!(
+            "{} has a master, {}: `pgha switchover --to {to}` changes it without losing anything",
+            cloud.name, leader.name
+        )));
+    }
+    let candidate = members.iter().find(|m| m.name == to && m.is_healthy()).ok_or_else(|| {
+        Usage(format!(
+            "{to} is not a running member of {} (Patroni must run there to promote it); members: {}",
+            cloud.name,
+            members
+                .iter()
+                .map(|m| format!("{} {}", m.name, m.state))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    // What each other host holds past the candidate, compared as
+    // recover-node compares a node with the master.
+    let others: Vec<&Host> = cloud.hosts.iter().filter(|h| h.name != to).collect();
+    let mut stakes = Vec::new();
+    for h in others {
+        let stake = if fleet.remotes.contains_key(&h.name) {
+            match weigh(fleet, h, to).await {
+                Ok(s) => s,
+                Err(e) => AtStake::Unknown(format!("its WAL could not be read ({e:#})")),
+            }
+        } else {
+            AtStake::Unknown("unreachable: what it holds cannot be counted".into())
+        };
+        stakes.push((h.name.clone(), stake));
+    }
+    let lost = losses(&stakes);
+    let timeline = candidate.timeline.map_or("?".into(), |t| t.to_string());
+    let steps = vec![
+        format!(
+            "fail {} over to {to} (timeline {timeline}): Patroni promotes it although it may be behind{}",
+            cloud.name,
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!("; lost: {}", lost.join("; "))
+            }
+        ),
+        format!("wait until {to} is the master of {}", cloud.name),
+    ];
+    // Hosts that hold what the new master lacks: their WAL has left its
+    // lineage, and a timeline number may now mean two histories, which
+    // Patroni would stream across without a rewind. Their Patroni stays
+    // stopped until recover-node compares them byte by byte.
+    let held: Vec<&str> = stakes
+        .iter()
+        .filter(|(h, s)| *s != AtStake::Nothing && fleet.remotes.contains_key(h))
+        .map(|(h, _)| h.as_str())
+        .collect();
+    let mut steps = steps;
+    if !held.is_empty() {
+        steps.push(format!(
+            "hold Patroni on {} until `pgha recover-node` brings each back (the fence refuses to start it)",
+            held.join(", ")
+        ));
+    }
+    if output == ui::Output::Text {
+        ui::print(&numbered(&format!("Plan for `failover --to {to}`"), &steps))?;
+    }
+    if !lost.is_empty() && !opts.accept_data_loss {
+        bail!(Usage(format!(
+            "a failover to {to} would lose what the newest masters committed:\n  {}\n  hint: start Patroni on a host \
+             that holds them (Patroni then elects it), or accept the loss with --accept-data-loss; afterwards \
+             `pgha recover-node HOST` keeps a host's own commits aside on disk before copying it afresh",
+            lost.join("\n  ")
+        )));
+    }
+    if opts.dry_run {
+        return Ok(steps);
+    }
+    confirm(&format!("Fail {} over to {to}?", cloud.name), opts.yes)?;
+    session.ensure_unchanged(design)?;
+    rec.start(1, &steps[0]);
+    let done = fleet
+        .remote(to)?
+        .check("failing over", &patroni::failover_script(&design.platform.name, to))
+        .await
+        .map(|_| ());
+    rec.finish(done)?;
+    rec.start(2, &steps[1]);
+    let waited = poll(Duration::from_secs(60), || async {
+        Ok(fleet.master(cloud).await?.as_deref() == Some(to))
+    })
+    .await
+    .with_context(|| format!("{to} did not become master"));
+    rec.finish(waited)?;
+    if !held.is_empty() {
+        rec.start(3, &steps[2]);
+        let note =
+            format!("this host holds commits the master {to} lacks (`pgha failover --to {to} --accept-data-loss`)");
+        let mut result = Ok(());
+        for h in &held {
+            let out = fleet
+                .remote(h)?
+                .run_with_input(&patroni::hold_script(), Some(note.as_bytes()))
+                .await?;
+            if !out.success() {
+                result = Err(anyhow!("{h}: {}", crate::shell::last_lines(&out.stderr, 4)));
+                break;
+            }
+        }
+        rec.finish(result)?;
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_master_on_the_candidates_lineage_is_found() {
+        // The candidate stopped on timeline 1 at 0x400; the host was
+        // promoted at 0x500 (timeline 2), then again at 0x900 (timeline 3).
+        assert_eq!(later_master_start(&[(1, 0x500)], &[], 1, 0x400), Some(0x500));
+        assert_eq!(
+            later_master_start(&[(1, 0x500), (2, 0x900)], &[], 1, 0x400),
+            Some(0x900)
+        );
+        // The candidate went past the switch on its own timeline: another lineage.
+        assert_eq!(later_master_start(&[(1, 0x500)], &[], 1, 0x600), None);
+        // Histories that disagree.
+        assert_eq!(
+            later_master_start(&[(1, 0x500), (2, 0x900)], &[(1, 0x480)], 2, 0x600),
+            None
+        );
+        assert_eq!(
+            later_master_start(&[(1, 0x500), (2, 0x900)], &[(1, 0x500)], 2, 0x600),
+            Some(0x900)
+        );
+    }
+
+    #[test]
+    fn only_commits_and_the_unknown_are_named_as_lost() {
+        let stakes = [
+            ("a1".to_string(), at_stake(&Verdict::Contained)),
+            (
+                "a2".to_string(),
+                at_stake(&Verdict::UniqueCommits("1 commit (at 12:00)".into())),
+            ),
+            ("a3".to_string(), at_stake(&Verdict::Unprovable)),
+            ("a4".to_string(), at_stake(&Verdict::Rewindable)),
+            (
+                "a5".to_string(),
+                AtStake::Unknown("unreachable: what it holds cannot be counted".into()),
+            ),
+        ];
+        let lost = losses(&stakes);
+        assert_eq!(lost.len(), 3, "{lost:?}");
+        assert_eq!(lost[0], "a2 holds 1 commit (at 12:00)");
+        assert!(lost[1].starts_with("a3: its WAL cannot be compared"));
+        assert!(lost[2].starts_with("a5: unreachable"));
+    }
+}
