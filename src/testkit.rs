@@ -527,6 +527,20 @@ impl World {
             if d.exporter.is_some() && s.up {
                 out.push_str("exporter_login\n");
             }
+            if s.up {
+                out.push_str(&format!("cluster {}\n", self.cluster_doc(host)));
+                let cloud = self.cloud_of(host).expect("a database host");
+                for (i, h) in cloud.hosts.iter().enumerate() {
+                    out.push_str(&format!(
+                        "etcd_member {:x}, started, {}, {}, https://{}:{}, false\n",
+                        0x1000 + i,
+                        h.name,
+                        etcd::peer_url(&h.address, d.etcd.peer_port),
+                        h.address,
+                        d.etcd.client_port
+                    ));
+                }
+            }
         }
         Some(out)
     }

@@ -12,6 +12,17 @@ const SECONDARY: [&str; 3] = ["10.75.0.21", "10.75.0.22", "10.75.0.23"];
 const GLB: &str = "10.75.0.5";
 /// The grow test's lab (one cloud).
 const GROW_GLB: &str = "10.71.0.5";
+const HOSTS: [&str; 3] = ["10.71.0.11", "10.71.0.12", "10.71.0.13"];
+
+/// The name of the grow lab's host at `address`.
+fn name(address: &str) -> String {
+    format!("dc1-pg{}", &address[address.len() - 1..])
+}
+
+/// PostgreSQL at `address` takes writes.
+fn writable(address: &str, pw: &str) -> bool {
+    sql(address, 5432, pw, "SELECT NOT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"))
+}
 
 const CREATE: &str = "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL, age int NOT NULL, \
 address char(50), salary real, join_date date)";
@@ -859,11 +870,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
 /// right at each step, the removed host keeps its data and joins again
 /// from it, and a second deploy changes nothing.
 fn shrink_and_grow(lab: &TestLab, pw: &str) {
-    const HOSTS: [&str; 3] = ["10.71.0.11", "10.71.0.12", "10.71.0.13"];
-    let name = |a: &str| format!("dc1-pg{}", &a[a.len() - 1..]);
-    let writable =
-        |a: &str| sql(a, 5432, pw, "SELECT NOT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"));
-    let master = *HOSTS.iter().find(|a| writable(a)).expect("a master");
+    let master = *HOSTS.iter().find(|a| writable(a, pw)).expect("a master");
     // Not the master, not the first host (a site member when there is a witness).
     let leaving = *HOSTS[1..].iter().rev().find(|a| **a != master).unwrap();
     let inventory = lab.dir.join("inventories/dc1.yaml");
@@ -981,11 +988,7 @@ fn members_of(lab: &TestLab, address: &str) -> Vec<String> {
 /// with it, dc1 has a master, and the hosts that hold the lost commits stay
 /// held until `recover-node` keeps their data aside and copies them afresh.
 fn manual_failover(lab: &TestLab, pw: &str) {
-    const HOSTS: [&str; 3] = ["10.71.0.11", "10.71.0.12", "10.71.0.13"];
-    let name = |a: &str| format!("dc1-pg{}", &a[a.len() - 1..]);
-    let writable =
-        |a: &str| sql(a, 5432, pw, "SELECT NOT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"));
-    let master = *HOSTS.iter().find(|a| writable(a)).expect("a master");
+    let master = *HOSTS.iter().find(|a| writable(a, pw)).expect("a master");
     let others: Vec<&str> = HOSTS.iter().copied().filter(|a| *a != master).collect();
     let (next, straggler) = (others[0], others[1]);
     for a in HOSTS {
@@ -999,7 +1002,7 @@ fn manual_failover(lab: &TestLab, pw: &str) {
     // The master stops: the next replica takes over (a newer timeline) and commits Mark.
     lab.ssh_ok(master, "systemctl stop patroni");
     wait_for("the next replica to take over", Duration::from_secs(60), || {
-        writable(next)
+        writable(next, pw)
     });
     const MARK: &str = "INSERT INTO company VALUES (4, 'Mark', 25, 'Rich-Mond', 65000.00, '2007-12-13')";
     wait_for("Mark through the GLB", Duration::from_secs(30), || {
@@ -1022,7 +1025,7 @@ fn manual_failover(lab: &TestLab, pw: &str) {
         "{text}"
     );
     assert!(text.contains("pgha failover --to HOST"), "{text}");
-    assert!(!writable(straggler), "check_timeline keeps it a replica");
+    assert!(!writable(straggler, pw), "check_timeline keeps it a replica");
 
     // Without the flag: refused, naming both hosts' commits.
     let out = lab.pgha(&["failover", "--to", &name(straggler), "--yes"]);
@@ -1031,11 +1034,11 @@ fn manual_failover(lab: &TestLab, pw: &str) {
     assert!(err.contains("would lose what the newest masters committed"), "{err}");
     assert!(err.contains(&format!("{} holds 1 commit", name(master))), "{err}");
     assert!(err.contains(&format!("{} holds 1 commit", name(next))), "{err}");
-    assert!(!writable(straggler));
+    assert!(!writable(straggler, pw));
     // With it: the straggler is master, and the other two are held.
     let out = lab.pgha(&["failover", "--to", &name(straggler), "--accept-data-loss", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(writable(straggler));
+    assert!(writable(straggler, pw));
     // Started by hand (or by a deploy), Patroni is held by the fence.
     let _ = lab.ssh(next, "systemctl start patroni");
     wait_for(
@@ -1093,9 +1096,6 @@ fn manual_failover(lab: &TestLab, pw: &str) {
 /// (a replica would be promoted beside it), then, with it stopped, resumes
 /// and a replica takes over.
 fn maintenance_mode(lab: &TestLab, pw: &str) {
-    const HOSTS: [&str; 3] = ["10.71.0.11", "10.71.0.12", "10.71.0.13"];
-    let writable =
-        |a: &str| sql(a, 5432, pw, "SELECT NOT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"));
     let out = lab.pgha(&["pause", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let out = lab.pgha(&["status", "--output", "json"]);
@@ -1114,17 +1114,17 @@ fn maintenance_mode(lab: &TestLab, pw: &str) {
         stderr(&out)
     );
 
-    let master = *HOSTS.iter().find(|a| writable(a)).expect("a master");
+    let master = *HOSTS.iter().find(|a| writable(a, pw)).expect("a master");
     lab.ssh_ok(master, "systemctl stop patroni");
     // Twice the ttl (20 s): nobody else is promoted, the old server runs on.
     let started = std::time::Instant::now();
     while started.elapsed() < Duration::from_secs(40) {
         for a in HOSTS.iter().filter(|a| **a != master) {
-            assert!(!writable(a), "{a} was promoted while paused");
+            assert!(!writable(a, pw), "{a} was promoted while paused");
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    assert!(writable(master), "paused, Patroni's stop left PostgreSQL running");
+    assert!(writable(master, pw), "paused, Patroni's stop left PostgreSQL running");
     let out = lab.pgha(&["resume", "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
@@ -1155,7 +1155,7 @@ fn maintenance_mode(lab: &TestLab, pw: &str) {
     let out = lab.pgha(&["resume", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     wait_for("a replica to take over after resume", Duration::from_secs(90), || {
-        HOSTS.iter().any(|a| *a != master && writable(a))
+        HOSTS.iter().any(|a| *a != master && writable(a, pw))
     });
     eprintln!(
         "figure: from `pgha resume` to a replica taking writes: {:.1} s",
@@ -1174,7 +1174,7 @@ fn maintenance_mode(lab: &TestLab, pw: &str) {
     // The old master's Patroni, started again, rejoins as a replica.
     lab.ssh_ok(master, "systemctl start patroni");
     wait_for_one_name(master, pw, "SELECT name FROM company WHERE id = 2", "Allen", 90);
-    assert!(!writable(master));
+    assert!(!writable(master, pw));
 
     // `history`: pgha's journal and Patroni's promotions, in order.
     let out = lab.pgha(&["history", "--output", "json"]);

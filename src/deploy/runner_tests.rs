@@ -225,6 +225,25 @@ async fn an_unfinished_flip_blocks_deploy() {
     );
 }
 
+/// Issue 13: a host dropped from the design that leads its cloud is not
+/// removed: refused before any change, with the way out.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_leader_is_refused_before_any_change() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world.lock().unwrap().clouds.get_mut("dc1").unwrap().leader = Some("dc1-pg3".into());
+    let without = THREE_CLOUDS.replace(", {name: dc1-pg3, address: 10.0.1.3}", "");
+    let design = crate::design::load_str(&without, &sim.path).unwrap().design;
+    let err = run_with(&design, &yes(), ui::Output::Json, &sim.connector())
+        .await
+        .unwrap_err();
+    assert_eq!(crate::error::exit_code(&err), 2, "{err:#}");
+    let text = format!("{err:#}");
+    assert!(text.contains("dc1-pg3 is no longer in"), "{text}");
+    assert!(text.contains("deploy does not remove a cloud's leader"), "{text}");
+    assert!(text.contains("pgha switchover"), "{text}");
+    assert_eq!(changes(&sim), Vec::<String>::new());
+}
+
 #[test]
 fn only_consecutive_steps_without_changes_run_together() {
     let d = crate::design::load_str(THREE_CLOUDS, std::path::Path::new("pgha.yaml"))

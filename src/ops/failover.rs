@@ -128,7 +128,6 @@ async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output
     let design = &fleet.design;
     let session = crate::lock::Session::begin(design, &format!("failover --to {}", opts.to), None)?;
     let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
-    super::pause::warn_if_paused(fleet, &[cloud]).await;
     let mut rec = Recorder::default();
     let result = failover(fleet, &session, cloud, opts, output, &mut rec).await;
     if !rec.results.is_empty() {
@@ -155,7 +154,9 @@ async fn failover(
 ) -> anyhow::Result<Vec<String>> {
     let design = &fleet.design;
     let to = opts.to.as_str();
-    let members = fleet.cluster_view(cloud).await?;
+    let view = fleet.cluster_state(cloud).await?;
+    super::pause::warn(&view, cloud);
+    let members = view.members;
     if let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) {
         bail!(Usage(format!(
             "{} has a master, {}: `pgha switchover --to {to}` changes it without losing anything",

@@ -195,9 +195,16 @@ async fn refuse_orphan_primaries(fleet: &Fleet, clouds: &[&Cloud]) -> anyhow::Re
 /// say so before their plan (a paused cloud does not fail over by itself).
 pub(crate) async fn warn_if_paused(fleet: &Fleet, clouds: &[&Cloud]) {
     for c in clouds {
-        if fleet.cluster_state(c).await.is_ok_and(|v| v.paused) {
-            eprintln!("{}", patroni::paused_warning(&c.name));
+        if let Ok(view) = fleet.cluster_state(c).await {
+            warn(&view, c);
         }
+    }
+}
+
+/// The same, from a view the command read anyway.
+pub(crate) fn warn(view: &patroni::ClusterView, cloud: &Cloud) {
+    if view.paused {
+        eprintln!("{}", patroni::paused_warning(&cloud.name));
     }
 }
 

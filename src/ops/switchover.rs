@@ -47,9 +47,10 @@ pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output:
     let to = opts.to.as_deref();
     let session = crate::lock::Session::begin(design, "switchover", None)?;
     let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
-    super::pause::warn_if_paused(fleet, &[cloud]).await;
     let result = async {
-        let members = fleet.cluster_view(cloud).await?;
+        let view = fleet.cluster_state(cloud).await?;
+        super::pause::warn(&view, cloud);
+        let members = view.members;
         let leader = members
             .iter()
             .find(|m| m.is_leader())
