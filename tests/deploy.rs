@@ -1010,10 +1010,27 @@ fn manual_failover(lab: &TestLab, pw: &str) {
     });
     // It stops too; the straggler comes back, alone and behind.
     lab.ssh_ok(next, "systemctl stop patroni");
-    lab.ssh_ok(straggler, "systemctl start patroni");
-    wait_for("the straggler to run as a replica", Duration::from_secs(60), || {
-        sql(straggler, 5432, pw, "SELECT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"))
+    // Its leader key goes with it; then nothing in dc1 may promote.
+    wait_for("no leader key in dc1's etcd", Duration::from_secs(60), || {
+        lab.ssh_ok(
+            HOSTS[0],
+            &format!(
+                "{} etcdctl --command-timeout=3s get /pgha/pgha-lab/leader --print-value-only",
+                common::ETCD_ENV
+            ),
+        )
+        .is_empty()
     });
+    lab.ssh_ok(straggler, "systemctl start patroni");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !sql(straggler, 5432, pw, "SELECT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the straggler did not run as a replica within 120 s; its Patroni said:\n{}",
+            lab.ssh_ok(straggler, "journalctl -u patroni --no-pager | tail -40")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let status = lab.pgha(&["status"]);
     assert_ne!(status.status.code(), Some(0));
     let text = stdout(&status);
