@@ -200,34 +200,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         Work::RemoveHost(r) => {
             return remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await;
         }
-        Work::MonitorRole => {
-            let cloud = cloud.expect("the role is made in a cloud's step");
-            let members = cluster_view(ctx, cloud).await?;
-            let leader = members
-                .iter()
-                .find(|m| m.is_leader())
-                .ok_or_else(|| anyhow!("{} has no master to create the exporter's role on", cloud.name))?;
-            let sql =
-                crate::components::exporter::role_sql(crate::secrets::MONITOR_USER, &ctx.secrets.monitor_password);
-            // The SQL holds the password: it goes in a private file, and
-            // what psql says back is scrubbed of it.
-            let out = ctx
-                .remote(&leader.name)?
-                .run_with_input(
-                    &crate::components::exporter::role_script(d.platform.postgres_port),
-                    Some(sql.as_bytes()),
-                )
-                .await?;
-            if !out.success() {
-                bail!(
-                    "{}: creating the exporter's role failed (exit {:?}): {}",
-                    leader.name,
-                    out.status,
-                    ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
-                );
-            }
-            return Ok(());
-        }
+        Work::MonitorRole => return monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
         Work::RunGlbCommand(command) => {
             return crate::components::glb::run_external(d, command, ctx.secrets).await;
         }
@@ -326,6 +299,35 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
     Ok(())
 }
 
+/// The exporter's role, with the secrets file's password, on the cloud's master.
+async fn monitor_role(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let members = cluster_view(ctx, cloud).await?;
+    let leader = members
+        .iter()
+        .find(|m| m.is_leader())
+        .ok_or_else(|| anyhow!("{} has no master to create the exporter's role on", cloud.name))?;
+    let sql = crate::components::exporter::role_sql(crate::secrets::MONITOR_USER, &ctx.secrets.monitor_password);
+    // The SQL holds the password: it goes in a private file, and
+    // what psql says back is scrubbed of it.
+    let out = ctx
+        .remote(&leader.name)?
+        .run_with_input(
+            &crate::components::exporter::role_script(d.platform.postgres_port),
+            Some(sql.as_bytes()),
+        )
+        .await?;
+    if !out.success() {
+        bail!(
+            "{}: creating the exporter's role failed (exit {:?}): {}",
+            leader.name,
+            out.status,
+            ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
+        );
+    }
+    Ok(())
+}
+
 /// Every exporter of the cloud runs and its connection logs in (the role
 /// reaches a standby cloud by replication).
 async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
@@ -337,28 +339,47 @@ async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::
             message: format!("waiting for {}'s exporters to log in", cloud.name),
         },
     );
-    let script = exporter::running_login_script();
-    let waiting = std::sync::Mutex::new(Vec::new());
-    poll(Duration::from_secs(60), || async {
-        let mut behind = Vec::new();
-        for h in &cloud.hosts {
-            let out = ctx.remote(&h.name)?.run(&script).await?;
-            if !out.stdout.contains("exporter_login") {
-                behind.push(h.name.clone());
-            }
-        }
-        let done = behind.is_empty();
-        *waiting.lock().expect("not poisoned") = behind;
-        Ok(done)
-    })
+    let hosts: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
+    wait_hosts_ready(
+        ctx,
+        &hosts,
+        &exporter::running_login_script(),
+        Duration::from_secs(60),
+        |out| out.contains("exporter_login"),
+    )
     .await
-    .with_context(|| {
-        format!(
-            "the metrics exporter on {} does not run or cannot log in (see `journalctl -u {}` there)",
-            waiting.lock().expect("not poisoned").join(", "),
+    .map_err(|behind| {
+        anyhow!(
+            "the metrics exporter on {behind} does not run or cannot log in (see `journalctl -u {}` there)",
             exporter::SERVICE
         )
     })
+}
+
+/// Polls until `script` prints what `ready` wants on every one of `hosts`
+/// (a host that cannot run it is not ready); else the hosts still behind.
+async fn wait_hosts_ready(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    script: &str,
+    limit: Duration,
+    ready: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let behind = std::sync::Mutex::new(Vec::new());
+    let waited = poll(limit, || async {
+        let mut late = Vec::new();
+        for h in hosts {
+            let out = ctx.remote(h)?.run(script).await;
+            if !out.is_ok_and(|o| o.success() && ready(&o.stdout)) {
+                late.push(h.clone());
+            }
+        }
+        let done = late.is_empty();
+        *behind.lock().expect("not poisoned") = late;
+        Ok(done)
+    })
+    .await;
+    waited.map_err(|_| behind.lock().expect("not poisoned").join(", "))
 }
 
 /// Takes a host the design dropped out of its cloud: the etcd member is
@@ -481,28 +502,16 @@ async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usi
         .collect();
     say(format!("waiting for {} to load the new settings", running.join(", ")));
     let check = crate::fleet::psql_script(d.platform.postgres_port, &patroni::parameters_applied_sql(&p.sets));
-    let waiting = std::sync::Mutex::new(Vec::new());
     // Patroni applies the dynamic configuration on its next loop.
     let limit = Duration::from_secs(u64::from(d.governor.loop_wait) * 3 + 60);
-    poll(limit, || async {
-        let mut behind = Vec::new();
-        for name in &running {
-            if ctx.remote(name)?.check("reading the loaded settings", &check).await?.trim() != "t" {
-                behind.push(name.clone());
-            }
-        }
-        let done = behind.is_empty();
-        *waiting.lock().expect("not poisoned") = behind;
-        Ok(done)
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "{} did not load the new settings: PostgreSQL there refused a value, or Patroni dropped it (see `journalctl -u \
-             patroni` there)",
-            waiting.lock().expect("not poisoned").join(", ")
-        )
-    })?;
+    wait_hosts_ready(ctx, &running, &check, limit, |out| out.trim() == "t")
+        .await
+        .map_err(|behind| {
+            anyhow!(
+                "{behind} did not load the new settings: PostgreSQL there refused a value, or Patroni dropped it (see \
+                 `journalctl -u patroni` there)"
+            )
+        })?;
     if !p.restart {
         return Ok(());
     }

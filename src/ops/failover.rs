@@ -82,17 +82,16 @@ pub(crate) fn losses(stakes: &[(String, AtStake)]) -> Vec<String> {
 /// whose history contains the candidate's position (a later master) holds
 /// everything it committed on its own timeline; else recover-node's
 /// comparison decides.
-async fn weigh(fleet: &Fleet, host: &Host, candidate: &str) -> anyhow::Result<AtStake> {
+async fn weigh(fleet: &Fleet, host: &Host, candidate: &Candidate) -> anyhow::Result<AtStake> {
     let node = match wal::position(fleet, &host.name).await {
         Ok(p) => p,
         Err(e) if format!("{e:#}").contains("no data directory") => return Ok(AtStake::Nothing),
         Err(e) => return Err(e),
     };
-    let cand = wal::position(fleet, candidate).await?;
+    let cand = &candidate.position;
     if node.timeline > cand.timeline {
         let nh = recover::read_history(fleet, &host.name, node.timeline).await?;
-        let ch = recover::read_history(fleet, candidate, cand.timeline).await?;
-        if let Some(start) = later_master_start(&nh, &ch, cand.timeline, cand.lsn) {
+        if let Some(start) = later_master_start(&nh, &candidate.history, cand.timeline, cand.lsn) {
             let commits = wal::commits_after(fleet, &host.name, node.timeline, start).await?;
             let between = node.timeline - cand.timeline - 1;
             return Ok(match (commits.count(), between) {
@@ -111,7 +110,14 @@ async fn weigh(fleet: &Fleet, host: &Host, candidate: &str) -> anyhow::Result<At
             });
         }
     }
-    Ok(at_stake(&recover::compare(fleet, host, candidate).await?))
+    Ok(at_stake(&recover::compare(fleet, host, &candidate.name).await?))
+}
+
+/// The failover's candidate as read once: its WAL position and history.
+struct Candidate {
+    name: String,
+    position: wal::WalPos,
+    history: Vec<(u32, u64)>,
 }
 
 /// Where the host's timeline begins, when its history `nh` runs through the
@@ -177,10 +183,16 @@ async fn failover(
     // What each other host holds past the candidate, compared as
     // recover-node compares a node with the master.
     let others: Vec<&Host> = cloud.hosts.iter().filter(|h| h.name != to).collect();
+    let position = wal::position(fleet, to).await?;
+    let read = Candidate {
+        name: to.to_string(),
+        history: recover::read_history(fleet, to, position.timeline).await?,
+        position,
+    };
     let mut stakes = Vec::new();
     for h in others {
         let stake = if fleet.remotes.contains_key(&h.name) {
-            match weigh(fleet, h, to).await {
+            match weigh(fleet, h, &read).await {
                 Ok(s) => s,
                 Err(e) => AtStake::Unknown(format!("its WAL could not be read ({e:#})")),
             }
