@@ -36,6 +36,30 @@ fn members(lab: &TestLab, address: &str) -> Vec<serde_json::Value> {
     doc["members"].as_array().unwrap().clone()
 }
 
+/// A key of the lab's Patroni scope (`leader`, `history`) in dc1's etcd,
+/// read on `address` (where Patroni may be stopped); empty when absent.
+fn scope_key(lab: &TestLab, address: &str, key: &str) -> String {
+    lab.ssh_ok(
+        address,
+        &format!(
+            "{} etcdctl --command-timeout=3s get /pgha/pgha-lab/{key} --print-value-only",
+            common::ETCD_ENV
+        ),
+    )
+}
+
+/// The timeline `address`'s master writes WAL on.
+fn timeline(address: &str, pw: &str) -> u64 {
+    let rows = sql(
+        address,
+        5432,
+        pw,
+        "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+    )
+    .unwrap();
+    u64::from_str_radix(rows[0][0].as_deref().unwrap(), 16).unwrap()
+}
+
 /// Waits until `query` on `addr`'s PostgreSQL returns exactly one row, `name`.
 fn wait_for_one_name(addr: &str, pw: &str, query: &str, name: &str, seconds: u64) {
     wait_for(&format!("{name} on {addr}"), Duration::from_secs(seconds), || {
@@ -323,13 +347,7 @@ fn deploy_end_to_end() {
     // Patroni's view from a host that is never cut.
     // The leader key in dc1's etcd (read where Patroni may be stopped).
     let leader_seen_from = |addr: &str| {
-        let out = lab.ssh_ok(
-            addr,
-            &format!(
-                "{} etcdctl --command-timeout=3s get /pgha/pgha-lab/leader --print-value-only",
-                common::ETCD_ENV
-            ),
-        );
+        let out = scope_key(&lab, addr, "leader");
         (!out.is_empty()).then_some(out)
     };
     let address = |name: &str| PRIMARY[name.trim_start_matches("dc1-pg").parse::<usize>().unwrap() - 1];
@@ -626,15 +644,7 @@ fn security(lab: &TestLab, pw: &str) {
         assert!(!out.status.success(), "etcd answered {op} over plain HTTP");
     }
     // With the host's certificate it answers: the refusals above are TLS's.
-    assert!(lab
-        .ssh_ok(
-            PRIMARY[0],
-            &format!(
-                "{} etcdctl get /pgha/pgha-lab/leader --print-value-only",
-                common::ETCD_ENV
-            )
-        )
-        .starts_with("dc1-pg"));
+    assert!(scope_key(lab, PRIMARY[0], "leader").starts_with("dc1-pg"));
     // Patroni's REST API: plain HTTP refused.
     let out = from_glb(&format!(
         "python3 -c 'import urllib.request as u; print(\"status\", u.urlopen(\"http://{}:8008/cluster\", timeout=3).status)'",
@@ -1000,6 +1010,7 @@ fn manual_failover(lab: &TestLab, pw: &str) {
     sql(GROW_GLB, 5000, pw, TEDDY).unwrap();
     wait_for_one_name(next, pw, "SELECT name FROM company WHERE id = 3", "Teddy", 30);
     // The master stops: the next replica takes over (a newer timeline) and commits Mark.
+    let old_timeline = timeline(master, pw);
     lab.ssh_ok(master, "systemctl stop patroni");
     wait_for("the next replica to take over", Duration::from_secs(60), || {
         writable(next, pw)
@@ -1008,18 +1019,28 @@ fn manual_failover(lab: &TestLab, pw: &str) {
     wait_for("Mark through the GLB", Duration::from_secs(30), || {
         sql(GROW_GLB, 5000, pw, MARK).is_ok()
     });
+    // Patroni's check_timeline compares with the timelines in the scope's
+    // `history` key, which the new master writes on its next HA loop; stopped
+    // before that, nothing would say the straggler is behind (seen in CI:
+    // the straggler took the lock). Wait until the key has the fork.
+    wait_for(
+        "dc1's history key to record the new timeline",
+        Duration::from_secs(30),
+        || {
+            let history: serde_json::Value =
+                serde_json::from_str(&scope_key(lab, HOSTS[0], "history")).unwrap_or_default();
+            history
+                .as_array()
+                .and_then(|lines| lines.last())
+                .and_then(|line| line[0].as_u64())
+                .is_some_and(|t| t >= old_timeline)
+        },
+    );
     // It stops too; the straggler comes back, alone and behind.
     lab.ssh_ok(next, "systemctl stop patroni");
     // Its leader key goes with it; then nothing in dc1 may promote.
     wait_for("no leader key in dc1's etcd", Duration::from_secs(60), || {
-        lab.ssh_ok(
-            HOSTS[0],
-            &format!(
-                "{} etcdctl --command-timeout=3s get /pgha/pgha-lab/leader --print-value-only",
-                common::ETCD_ENV
-            ),
-        )
-        .is_empty()
+        scope_key(lab, HOSTS[0], "leader").is_empty()
     });
     lab.ssh_ok(straggler, "systemctl start patroni");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
