@@ -75,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 only: args.clouds.clone(),
                 yes: args.confirm.yes,
                 dry_run: args.confirm.dry_run,
+                delete_removed_data: args.delete_removed_data,
             };
             interruptible(crate::deploy::run(&design, &opts, cli.output))
         }

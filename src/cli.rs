@@ -267,6 +267,10 @@ pub struct DeployArgs {
     /// Deploy only this cloud (repeatable; `glb` names the GLB).
     #[arg(long = "cloud", value_name = "NAME")]
     pub clouds: Vec<String>,
+    /// A host dropped from the design loses its PostgreSQL data directory too
+    /// (by default it is kept, with the services stopped and disabled).
+    #[arg(long)]
+    pub delete_removed_data: bool,
 }
 
 #[derive(Debug, Args)]

@@ -501,8 +501,17 @@ impl World {
         }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
-            if d.site.is_some() {
+            if d.site_members().iter().any(|(_, h)| h.name == host) {
                 out.push_str("site_initialized\n");
+                let port = d.site.as_ref().map_or(0, |s| s.peer_port);
+                for (i, (_, m)) in d.site_members().iter().enumerate() {
+                    out.push_str(&format!(
+                        "site_member 5{i:015x}, started, {}, {}, https://{}:2479, false\n",
+                        m.name,
+                        etcd::peer_url(&m.address, port),
+                        m.address
+                    ));
+                }
             }
             out.push_str(&format!(
                 "svc Id={}.service\nsvc ActiveState=inactive\nsvc UnitFileState=disabled\nsvc \netcd_initialized\netcd_core {}\nconfig {}\n",

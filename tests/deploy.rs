@@ -878,7 +878,8 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
 /// Issue 13: dc1 shrinks from 3 hosts to 2 and grows back to 3 under
 /// writes through the GLB: the leader is never removed, etcd membership is
 /// right at each step, the removed host keeps its data and joins again
-/// from it, and a second deploy changes nothing.
+/// from it, and a second deploy changes nothing. Removed again with
+/// `--delete-removed-data`, it loses its data and is copied afresh.
 fn shrink_and_grow(lab: &TestLab, pw: &str) {
     let master = *HOSTS.iter().find(|a| writable(a, pw)).expect("a master");
     // Not the master, not the first host (a site member when there is a witness).
@@ -982,6 +983,38 @@ fn shrink_and_grow(lab: &TestLab, pw: &str) {
     let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["changed"], 0, "{report}");
+
+    // Removed again, asked to delete its data: the directory goes with it;
+    // put back, Patroni copies it afresh from the master.
+    std::fs::write(&inventory, without(&name(leaving))).unwrap();
+    std::fs::write(lab.design(), design.replace("scaling: 3", "scaling: 2")).unwrap();
+    let out = lab.pgha(&["deploy", "--yes", "--delete-removed-data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("its PostgreSQL data deleted"), "{}", stdout(&out));
+    assert_eq!(
+        lab.ssh_ok(leaving, "ls -d /var/lib/postgresql/*/pgha 2>/dev/null | wc -l"),
+        "0",
+        "its data directory is gone"
+    );
+    assert_eq!(members().len(), 2);
+    std::fs::write(&inventory, &all).unwrap();
+    std::fs::write(lab.design(), &design).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(members().len(), 3);
+    wait_for(
+        &format!("every acknowledged tick on {leaving}, copied afresh"),
+        Duration::from_secs(120),
+        || {
+            sql(
+                leaving,
+                5432,
+                pw,
+                &format!("SELECT count(*) FROM ticks WHERE id IN ({ids})"),
+            )
+            .is_ok_and(|r| r[0][0].as_deref() == Some(written.acked.len().to_string().as_str()))
+        },
+    );
 }
 
 /// Patroni's member names in the cloud of `address`.

@@ -224,15 +224,24 @@ pub(crate) fn peer_address(peer: &str, peer_port: u16) -> Option<String> {
 }
 
 /// Takes a member removed from its cluster out of service: its database
-/// services stopped and disabled (PostgreSQL stops with Patroni; its data
-/// directory stays), and its etcd data deleted, since that member id is
-/// gone for good and a later join starts afresh.
-pub(crate) fn retire_script(cluster: &str, units: &[&str]) -> String {
-    format!(
+/// services stopped and disabled (PostgreSQL stops with Patroni), and its
+/// etcd data deleted, since that member id is gone for good and a later
+/// join starts afresh. With `pg_data`, PostgreSQL's data directory goes too,
+/// but only once no postmaster holds it (its `postmaster.pid` gone).
+pub(crate) fn retire_script(cluster: &str, units: &[&str], pg_data: Option<&str>) -> String {
+    let mut script = format!(
         "for u in {}; do systemctl disable --now \"$u\" >/dev/null 2>&1 || true; done\nrm -rf {}\n",
         crate::shell::words(units),
         quote(&data_dir(cluster))
-    )
+    );
+    if let Some(dir) = pg_data {
+        let dir = quote(dir);
+        script.push_str(&format!(
+            "if [ -e {dir}/postmaster.pid ]; then printf 'PostgreSQL still runs in %s: its data is kept\\n' {dir} >&2; exit 1; fi\n\
+             rm -rf -- {dir}\n"
+        ));
+    }
+    script
 }
 
 #[cfg(test)]
@@ -250,9 +259,18 @@ mod tests {
         assert_eq!(peer_address(&rows[1].peer, 2380).as_deref(), Some("fd00::4"));
         assert_eq!(peer_address("https://a;b:2380", 2380), None);
         assert_eq!(peer_address("http://10.0.0.1:2380", 2380), None);
-        let retire = retire_script("c", &["patroni", "etcd"]);
+        let retire = retire_script("c", &["patroni", "etcd"], None);
         crate::shell::assert_parses_cleanly(&retire);
         assert!(retire.ends_with("rm -rf /var/lib/etcd/pgha-c\n"), "{retire}");
+        let purge = retire_script("c", &["patroni"], Some("/srv/pg data"));
+        crate::shell::assert_parses_cleanly(&purge);
+        assert!(
+            purge.ends_with(
+                "if [ -e '/srv/pg data'/postmaster.pid ]; then printf 'PostgreSQL still runs in %s: its data is kept\\n' '/srv/pg data' >&2; exit 1; fi\n\
+                 rm -rf -- '/srv/pg data'\n"
+            ),
+            "{purge}"
+        );
     }
 
     #[test]

@@ -449,7 +449,14 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
                 crate::components::exporter::SERVICE,
             ];
             let done = remote
-                .check("stopping its services", &etcd::retire_script(&d.platform.name, &units))
+                .check(
+                    "stopping its services",
+                    &etcd::retire_script(
+                        &d.platform.name,
+                        &units,
+                        r.delete_data.then_some(d.platform.data_dir.as_str()),
+                    ),
+                )
                 .await;
             remote.close().await;
             done.map(|_| ())

@@ -63,6 +63,8 @@ pub(crate) struct HostFacts {
     pub exporter_login: bool,
     /// The cloud's etcd members, as the local member lists them.
     pub etcd_members: Vec<components::etcd::MemberRow>,
+    /// The site lease's etcd members, as a site member here lists them.
+    pub site_members: Vec<components::etcd::MemberRow>,
     /// Patroni's members, from the local REST API.
     pub patroni_members: Option<Vec<components::patroni::Member>>,
 }
@@ -144,7 +146,7 @@ for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut
 systemctl show -p Id -p ActiveState -p UnitFileState {svcs} 2>/dev/null | sed 's/^/svc /'
 [ -d {etcd_member} ] && echo "etcd_initialized"
 [ -d {site_member} ] && echo "site_initialized"
-[ -d {etcd_member} ] && grep -qs '^ETCD_LISTEN_CLIENT_URLS="http://' {etcd_file} && echo "etcd_plaintext"
+{site_list}[ -d {etcd_member} ] && grep -qs '^ETCD_LISTEN_CLIENT_URLS="http://' {etcd_file} && echo "etcd_plaintext"
 echo "etcd_core $(grep -v '^ETCD_INITIAL_' {etcd_file} 2>/dev/null | sha256sum | cut -d' ' -f1)"
 [ -f {pg_version} ] && echo "pgdata"
 ss -Hltnp 2>/dev/null | sed 's/^/ss /'
@@ -155,6 +157,11 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
         svcs = shell::words(&services),
         etcd_member = shell::quote(&etcd_member),
         site_member = shell::quote(&format!("{}/member", components::site::data_dir(&design.platform.name))),
+        site_list = design.site.as_ref().map_or(String::new(), |s| format!(
+            "[ -d {} ] && {} member list 2>/dev/null | sed 's/^/site_member /'\n",
+            shell::quote(&format!("{}/member", components::site::data_dir(&design.platform.name))),
+            components::etcd::etcdctl_at(&format!("https://127.0.0.1:{}", s.client_port))
+        )),
         etcd_file = shell::quote(components::etcd::CONFIG.path),
         pg_version = shell::quote(&pg_version),
     )
@@ -259,6 +266,10 @@ pub(crate) fn parse(text: &str) -> HostFacts {
         }
         if let Some(row) = line.strip_prefix("etcd_member ") {
             f.etcd_members.extend(components::etcd::parse_member_rows(row));
+            continue;
+        }
+        if let Some(row) = line.strip_prefix("site_member ") {
+            f.site_members.extend(components::etcd::parse_member_rows(row));
             continue;
         }
         let mut w = line.split_whitespace();

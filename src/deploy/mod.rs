@@ -32,6 +32,8 @@ pub(crate) struct Options {
     pub only: Vec<String>,
     pub yes: bool,
     pub dry_run: bool,
+    /// Hosts the design dropped lose their PostgreSQL data directory too.
+    pub delete_removed_data: bool,
 }
 
 /// The cluster's primary cloud differs from the design's: a flip made by
@@ -326,6 +328,7 @@ pub(crate) async fn prepare(
         remotes: &remotes,
         renderer: &renderer,
         secrets: &secrets,
+        delete_removed_data: opts.delete_removed_data,
     };
     let work = match inputs.work().await {
         Ok(w) => w,
@@ -354,6 +357,7 @@ struct Decide<'a, 'b> {
     remotes: &'b BTreeMap<String, Remote>,
     renderer: &'b Renderer,
     secrets: &'b Secrets,
+    delete_removed_data: bool,
 }
 
 impl Decide<'_, '_> {
@@ -366,6 +370,7 @@ impl Decide<'_, '_> {
             remotes,
             renderer,
             secrets,
+            ..
         } = *self;
         // Facts from every host at once.
         let db_script = facts::script(
@@ -433,6 +438,7 @@ impl Decide<'_, '_> {
             }
             refuse_backups_by_address(design, h, &host_facts[&h.name])?;
         }
+        refuse_new_site_members(design, &host_facts)?;
         let mut cloud_facts = BTreeMap::new();
         for cloud in clouds {
             let f = read_cloud_facts(cloud, &host_facts);
@@ -467,6 +473,7 @@ impl Decide<'_, '_> {
             cloud_facts: &cloud_facts,
             files: &files,
             glb_applied: recorded.as_deref(),
+            delete_removed_data: self.delete_removed_data,
         }))
     }
 }
@@ -516,6 +523,44 @@ fn refuse_removing_the_leader(design: &Design, cloud: &Cloud, f: &CloudFacts) ->
         }
     }
     Ok(())
+}
+
+/// The site lease's etcd cluster is made with its members (each cloud's
+/// first host, and the witness), and pgha never changes them. Once it
+/// exists, a design that names another (the first host dropped, a cloud's
+/// hosts reordered, a cloud added) would start a member no cluster knows,
+/// while the host it replaces still counts in the quorum.
+fn refuse_new_site_members(design: &Design, facts: &BTreeMap<String, HostFacts>) -> anyhow::Result<()> {
+    let Some(site) = &design.site else { return Ok(()) };
+    let known: Vec<&str> = facts
+        .values()
+        .flat_map(|f| &f.site_members)
+        .map(|m| m.peer.as_str())
+        .collect();
+    // Nobody lists the members: no cluster yet, or none of it answers (the
+    // site step's own wait then fails).
+    if known.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<String> = design
+        .site_members()
+        .iter()
+        .filter(|(_, h)| !known.contains(&components::etcd::peer_url(&h.address, site.peer_port).as_str()))
+        .map(|(c, h)| match c {
+            Some(c) => format!("{} (now {}'s first host)", h.name, c.name),
+            None => format!("{} (the witness)", h.name),
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    bail!(Usage(format!(
+        "{}: not a member of the site lease's etcd cluster, whose members were fixed when it was made; \
+         pgha does not change them; nothing was changed\n  \
+         hint: keep each cloud's first host first in {} (drop or reorder the others)",
+        new.join(", "),
+        design.path.display()
+    )))
 }
 
 /// The plan of changes as a table: one row per step, hosts and what changes.

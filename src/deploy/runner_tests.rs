@@ -10,7 +10,7 @@ fn yes() -> Options {
     Options {
         only: Vec::new(),
         yes: true,
-        dry_run: false,
+        ..Default::default()
     }
 }
 
@@ -242,6 +242,36 @@ async fn a_dropped_leader_is_refused_before_any_change() {
     assert!(text.contains("deploy does not remove a cloud's leader"), "{text}");
     assert!(text.contains("pgha switchover"), "{text}");
     assert_eq!(changes(&sim), Vec::<String>::new());
+}
+
+/// Issue 13: with the site lease on, a cloud's first host runs its site
+/// member; dropping it, or reordering the hosts, would name a new one.
+/// Refused before any change (seen failing without the refusal: the run
+/// went on to its removal step).
+#[tokio::test(start_paused = true)]
+async fn a_new_site_member_is_refused_before_any_change() {
+    let text = crate::testkit::with_site_lease();
+    let sim = Sim::new(&text);
+    sim.world.lock().unwrap().clouds.get_mut("dc1").unwrap().leader = Some("dc1-pg3".into());
+    let dropped = text.replace("{name: dc1-pg1, address: 10.0.1.1}, ", "");
+    let reordered = text.replace(
+        "{name: dc1-pg1, address: 10.0.1.1}, {name: dc1-pg2, address: 10.0.1.2}",
+        "{name: dc1-pg2, address: 10.0.1.2}, {name: dc1-pg1, address: 10.0.1.1}",
+    );
+    for variant in [dropped, reordered] {
+        assert_ne!(variant, text);
+        let design = crate::design::load_str(&variant, &sim.path).unwrap().design;
+        let err = run_with(&design, &yes(), ui::Output::Json, &sim.connector())
+            .await
+            .unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2, "{err:#}");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("dc1-pg2 (now dc1's first host): not a member of the site lease's etcd cluster"),
+            "{text}"
+        );
+        assert_eq!(changes(&sim), Vec::<String>::new());
+    }
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub(crate) struct Removal {
     pub name: String,
     /// From its peer URL; `None` when that is not an address pgha wrote.
     pub address: Option<String>,
+    /// Its PostgreSQL data directory is deleted too (`--delete-removed-data`).
+    pub delete_data: bool,
 }
 
 /// One cloud's share of a parameter change.
@@ -122,8 +124,14 @@ impl Work {
             Work::FirstBackup => "take a full backup".into(),
             Work::ApplyParameters(p) => p.describe(),
             Work::RemoveHost(r) => format!(
-                "remove {} from the cloud's etcd (member {}), then stop and disable its services (data kept)",
-                r.name, r.id
+                "remove {} from the cloud's etcd (member {}), then stop and disable its services ({})",
+                r.name,
+                r.id,
+                if r.delete_data {
+                    "its PostgreSQL data deleted"
+                } else {
+                    "data kept"
+                }
             ),
             Work::MonitorRole => format!(
                 "create or update the role {} on the master",
@@ -201,6 +209,8 @@ pub(crate) struct Inputs<'a> {
     pub files: &'a BTreeMap<String, Vec<RenderedFile>>,
     /// Last GLB target recorded for an external GLB.
     pub glb_applied: Option<&'a str>,
+    /// A removed host's PostgreSQL data directory is deleted, not kept.
+    pub delete_removed_data: bool,
 }
 
 pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
@@ -547,6 +557,7 @@ pub(crate) fn removals(d: &Design, cloud: &Cloud, facts: Option<&CloudFacts>) ->
                 m.name.clone()
             },
             address: components::etcd::peer_address(&m.peer, port),
+            delete_data: false,
         })
         .collect()
 }
@@ -556,7 +567,10 @@ fn removal_work(i: &Inputs, cloud: &Cloud) -> Vec<HostWork> {
         .into_iter()
         .map(|r| HostWork {
             host: r.name.clone(),
-            items: vec![Work::RemoveHost(r)],
+            items: vec![Work::RemoveHost(Removal {
+                delete_data: i.delete_removed_data,
+                ..r
+            })],
         })
         .collect()
 }
@@ -811,13 +825,15 @@ mod tests {
                 Removal {
                     id: "8e9e05c52164694d".into(),
                     name: "dc1-pg4".into(),
-                    address: Some("10.0.0.14".into())
+                    address: Some("10.0.0.14".into()),
+                    delete_data: false,
                 },
                 // Unnamed (never started) and not a URL pgha wrote: removed from etcd, not dialled.
                 Removal {
                     id: "1a".into(),
                     name: "1a".into(),
-                    address: None
+                    address: None,
+                    delete_data: false,
                 }
             ]
         );
@@ -844,6 +860,7 @@ mod tests {
             cloud_facts: &cloud_facts,
             files: &BTreeMap::new(),
             glb_applied: None,
+            delete_removed_data: false,
         };
         parameters_work(&i, step)
             .into_iter()
@@ -984,6 +1001,7 @@ mod tests {
             cloud_facts: &BTreeMap::new(),
             files: &files,
             glb_applied: None,
+            delete_removed_data: false,
         };
         let step = plan
             .steps

@@ -71,7 +71,7 @@ pub(crate) async fn rotate(design: &Design, opts: &Options, output: ui::Output) 
     let deploy = crate::deploy::Options {
         only: Vec::new(),
         yes: true,
-        dry_run: false,
+        ..Default::default()
     };
     if design.tls.ca.is_some() {
         pki::reissue_all(design)?;
