@@ -580,15 +580,17 @@ fn every_tick_everywhere(pw: &str, acked: &[i32]) {
 
 /// Issue 11, item 7: with 2 of the primary cloud's 3 etcd members stopped
 /// for 45 s, Patroni's failsafe mode keeps the master (it still reaches
-/// every member of its cloud): writes through the GLB go on.
+/// every member of its cloud): the same postmaster stays primary and
+/// writes through the GLB go on. Without failsafe mode the master demoted
+/// 7 s in and writes came back 40 s later; the longest gap is a figure.
 fn etcd_outage(lab: &TestLab, pw: &str) {
     let config = lab.ssh_ok(PRIMARY[0], &common::rest_get("/config"));
     assert!(config.contains("\"failsafe_mode\": true"), "{config}");
     let (stop, handle) = writer(GLB, pw);
     std::thread::sleep(Duration::from_secs(2));
-    let master = sql(GLB, 5000, pw, "SELECT host(inet_server_addr())").unwrap()[0][0]
-        .clone()
-        .unwrap();
+    const SERVER: &str = "SELECT host(inet_server_addr()), pg_postmaster_start_time()::text, pg_is_in_recovery()";
+    let before = sql(GLB, 5000, pw, SERVER).unwrap();
+    let master = before[0][0].clone().unwrap();
     let down: Vec<&str> = PRIMARY.iter().copied().filter(|a| *a != master).collect();
     for a in &down {
         lab.ssh_ok(a, "systemctl stop etcd");
@@ -600,16 +602,36 @@ fn etcd_outage(lab: &TestLab, pw: &str) {
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let common::Written {
-        acked, read_only, gap, ..
+        acked,
+        read_only,
+        gap,
+        gap_end,
+        ..
     } = handle.join().unwrap();
     eprintln!(
         "figure: 2 of dc1's 3 etcd members stopped for 45 s: longest write gap through the GLB {:.2} s, {} writes acknowledged",
         gap.as_secs_f64(),
         acked.len()
     );
+    if gap > Duration::from_secs(2) {
+        // Seen once in a full run here (3.2 s), never in 7 runs by hand (0.17-0.22 s).
+        eprintln!(
+            "the gap went over 2 s; the hosts logged:\n{}",
+            lab.journals_before(
+                gap_end,
+                &[GLB.to_string(), master.clone()],
+                &["haproxy", "patroni", "etcd"]
+            )
+        );
+    }
+    assert_eq!(
+        sql(&master, 5432, pw, SERVER).unwrap(),
+        before,
+        "the master was not demoted or restarted"
+    );
     assert!(
-        gap <= Duration::from_secs(2),
-        "a write gap of {gap:?} during the etcd outage"
+        gap <= Duration::from_secs(10),
+        "a write gap of {gap:?} during the etcd outage: writes stopped as if the master had been demoted"
     );
     assert_eq!(read_only, 0, "writes reached a replica during the etcd outage");
     every_tick_everywhere(pw, &acked);

@@ -118,6 +118,7 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     services.dedup();
     let paths: Vec<&str> = files.iter().map(|f| f.path).collect();
     let etcd_member = format!("{}/member", components::etcd::data_dir(&design.platform.name));
+    let site_member = format!("{}/member", components::site::data_dir(&design.platform.name));
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     let db_facts = if db {
         format!(
@@ -156,10 +157,10 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
         paths = shell::words(&paths),
         svcs = shell::words(&services),
         etcd_member = shell::quote(&etcd_member),
-        site_member = shell::quote(&format!("{}/member", components::site::data_dir(&design.platform.name))),
+        site_member = shell::quote(&site_member),
         site_list = design.site.as_ref().map_or(String::new(), |s| format!(
             "[ -d {} ] && {} member list 2>/dev/null | sed 's/^/site_member /'\n",
-            shell::quote(&format!("{}/member", components::site::data_dir(&design.platform.name))),
+            shell::quote(&site_member),
             components::etcd::etcdctl_at(&format!("https://127.0.0.1:{}", s.client_port))
         )),
         etcd_file = shell::quote(components::etcd::CONFIG.path),

@@ -557,9 +557,8 @@ fn refuse_new_site_members(design: &Design, facts: &BTreeMap<String, HostFacts>)
     bail!(Usage(format!(
         "{}: not a member of the site lease's etcd cluster, whose members were fixed when it was made; \
          pgha does not change them; nothing was changed\n  \
-         hint: keep each cloud's first host first in {} (drop or reorder the others)",
-        new.join(", "),
-        design.path.display()
+         hint: keep each cloud's first host first in its list of hosts (drop or reorder the others)",
+        new.join(", ")
     )))
 }
 
