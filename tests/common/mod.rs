@@ -209,6 +209,26 @@ impl TestLab {
         out
     }
 
+    /// A write gap through the GLB while the cluster changes under it. Over
+    /// 2 s, what `units` logged on `addresses` is printed: the cause seen
+    /// so far is Patroni demoting its master (an immediate restart) when an
+    /// etcd member it talks to shuts down mid-request (Patroni issues #3118,
+    /// #3407). Over 10 s the writes stopped as for an outage: the test fails.
+    pub(crate) fn check_gap(&self, what: &str, w: &Written, addresses: &[String], units: &[&str]) {
+        if w.gap > std::time::Duration::from_secs(2) {
+            eprintln!(
+                "{what}: a write gap of {:?}; the hosts logged:\n{}",
+                w.gap,
+                self.journals_before(w.gap_end, addresses, units)
+            );
+        }
+        assert!(
+            w.gap <= std::time::Duration::from_secs(10),
+            "{what}: a write gap of {:?}, as long as an outage",
+            w.gap
+        );
+    }
+
     pub(crate) fn superuser_password(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("pgha.secrets.yaml")).unwrap();
         let line = text.lines().find(|l| l.starts_with("superuser_password:")).unwrap();
