@@ -60,6 +60,23 @@ fn timeline(address: &str, pw: &str) -> u64 {
     u64::from_str_radix(rows[0][0].as_deref().unwrap(), 16).unwrap()
 }
 
+/// Waits up to 120 s for `done`; then fails with what `address`'s Patroni
+/// logged, so a rare failure in CI says why.
+fn wait_or_show_patroni(lab: &TestLab, address: &str, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{address} did not {what} within 120 s; its Patroni said:\n{}",
+            lab.ssh_ok(
+                address,
+                "journalctl -u patroni --no-pager | grep -v 'no action' | tail -60"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Waits until `query` on `addr`'s PostgreSQL returns exactly one row, `name`.
 fn wait_for_one_name(addr: &str, pw: &str, query: &str, name: &str, seconds: u64) {
     wait_for(&format!("{name} on {addr}"), Duration::from_secs(seconds), || {
@@ -1050,9 +1067,8 @@ fn manual_failover(lab: &TestLab, pw: &str) {
     // The master stops: the next replica takes over (a newer timeline) and commits Mark.
     let old_timeline = timeline(master, pw);
     lab.ssh_ok(master, "systemctl stop patroni");
-    wait_for("the next replica to take over", Duration::from_secs(60), || {
-        writable(next, pw)
-    });
+    // Once seen not to happen within 60 s in CI.
+    wait_or_show_patroni(lab, next, "take over", || writable(next, pw));
     const MARK: &str = "INSERT INTO company VALUES (4, 'Mark', 25, 'Rich-Mond', 65000.00, '2007-12-13')";
     wait_for("Mark through the GLB", Duration::from_secs(30), || {
         sql(GROW_GLB, 5000, pw, MARK).is_ok()
@@ -1081,15 +1097,9 @@ fn manual_failover(lab: &TestLab, pw: &str) {
         scope_key(lab, HOSTS[0], "leader").is_empty()
     });
     lab.ssh_ok(straggler, "systemctl start patroni");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !sql(straggler, 5432, pw, "SELECT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the straggler did not run as a replica within 120 s; its Patroni said:\n{}",
-            lab.ssh_ok(straggler, "journalctl -u patroni --no-pager | tail -40")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_or_show_patroni(lab, straggler, "run as a replica", || {
+        sql(straggler, 5432, pw, "SELECT pg_is_in_recovery()").is_ok_and(|r| r[0][0].as_deref() == Some("t"))
+    });
     let status = lab.pgha(&["status"]);
     assert_ne!(status.status.code(), Some(0));
     let text = stdout(&status);

@@ -225,8 +225,11 @@ mod tests {
                 .unwrap();
         assert!(v.paused && v.members.len() == 1);
         assert!(!parse_cluster_view(r#"{"members": []}"#).unwrap().paused);
-        assert_eq!(pause_script(true), "patronictl -c /etc/patroni/config.yml pause");
-        assert_eq!(pause_script(false), "patronictl -c /etc/patroni/config.yml resume");
+        assert_eq!(pause_script(true), "patronictl -c /etc/patroni/config.yml pause --wait");
+        assert_eq!(
+            pause_script(false),
+            "patronictl -c /etc/patroni/config.yml resume --wait"
+        );
     }
 
     #[test]
@@ -360,8 +363,9 @@ pub(crate) fn paused_warning(cloud: &str) -> String {
 /// failover, PostgreSQL left as it is) or takes it out (`resume`). A key of
 /// the cloud's dynamic configuration: set once, every member follows.
 pub(crate) fn pause_script(pause: bool) -> String {
+    // `--wait`: until every member's own HA loop has seen it, not only etcd.
     format!(
-        "patronictl -c {} {}",
+        "patronictl -c {} {} --wait",
         quote(CONFIG.path),
         if pause { "pause" } else { "resume" }
     )

@@ -56,6 +56,12 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
     let cloud = step.cloud.as_deref().and_then(|c| ctx.design.cloud(c));
     let mut results = Vec::new();
     let mut failure = None;
+    let held = match cloud {
+        Some(c) if sw.serial && sw.step.action == Action::ConfigureEtcd && restarts_etcd(sw) => {
+            hold_patroni(ctx, c, step.number).await
+        }
+        _ => None,
+    };
     if sw.serial {
         for (i, hw) in sw.hosts.iter().enumerate() {
             let r = run_host(ctx, sw, cloud, hw).await;
@@ -87,6 +93,11 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         }
     } else {
         results = futures::future::join_all(sw.hosts.iter().map(|hw| run_host(ctx, sw, cloud, hw))).await;
+    }
+    if let Some(c) = held {
+        if let Err(e) = release_patroni(ctx, c, step.number).await {
+            failure.get_or_insert(e);
+        }
     }
     if let Some(r) = results.iter().find(|r| matches!(r.outcome, Outcome::Failed(_))) {
         let Outcome::Failed(why) = &r.outcome else {
@@ -380,6 +391,62 @@ async fn wait_hosts_ready(
     })
     .await;
     waited.map_err(|_| behind.lock().expect("not poisoned").join(", "))
+}
+
+/// The step restarts etcd on a running member.
+fn restarts_etcd(sw: &StepWork) -> bool {
+    sw.hosts
+        .iter()
+        .flat_map(|hw| &hw.items)
+        .any(|w| matches!(w, Work::Restart(s) if *s == etcd::CONFIG.service))
+}
+
+/// Pauses the cloud's Patroni while its etcd members restart, when it runs
+/// and is not paused already: Patroni 4.0 can take an error from an etcd
+/// member that shuts down mid-request for a lost leader lock and restart its
+/// master at once (seen on the lab during `certs rotate`; Patroni issues
+/// #3118, #3407); paused, it keeps its PostgreSQL as it is. Returns the
+/// cloud to resume. A cloud it cannot pause restarts etcd as before.
+async fn hold_patroni<'c>(ctx: &Ctx<'_>, cloud: &'c Cloud, number: usize) -> Option<&'c Cloud> {
+    let view = crate::fleet::cluster_state(ctx.design, ctx.remotes, cloud).await.ok()?;
+    if view.paused || !view.members.iter().any(|m| m.is_leader() || m.is_standby_leader()) {
+        return None;
+    }
+    let say = |message: String| emit(&ctx.events, Event::StepMessage { number, message });
+    say(format!(
+        "pausing {}'s Patroni while its etcd members restart",
+        cloud.name
+    ));
+    match on_any_member(ctx, cloud, "pausing Patroni", &patroni::pause_script(true)).await {
+        Ok(_) => Some(cloud),
+        Err(e) => {
+            say(format!(
+                "{} could not be paused ({e:#}); its etcd members restart anyway",
+                cloud.name
+            ));
+            None
+        }
+    }
+}
+
+/// Resumes what [`hold_patroni`] paused.
+async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+    emit(
+        &ctx.events,
+        Event::StepMessage {
+            number,
+            message: format!("resuming {}'s Patroni", cloud.name),
+        },
+    );
+    on_any_member(ctx, cloud, "resuming Patroni", &patroni::pause_script(false))
+        .await
+        .map(|_| ())
+        .with_context(|| {
+            format!(
+                "{} stays paused: `pgha resume --cloud {}` ends it",
+                cloud.name, cloud.name
+            )
+        })
 }
 
 /// Takes a host the design dropped out of its cloud: the etcd member is

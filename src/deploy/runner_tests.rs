@@ -2,7 +2,7 @@
 //! repaired with the least change (and verified), a stale design is refused.
 
 use super::*;
-use crate::components::{haproxy, patroni};
+use crate::components::{etcd, haproxy, patroni};
 use crate::deploy::work::{HostWork, Work};
 use crate::testkit::{Sim, THREE_CLOUDS};
 
@@ -271,6 +271,36 @@ async fn a_new_site_member_is_refused_before_any_change() {
             "{text}"
         );
         assert_eq!(changes(&sim), Vec::<String>::new());
+    }
+}
+
+/// An etcd member restarted under a running cluster: the cloud's Patroni
+/// is paused first and resumed after (a master can restart at once when
+/// its etcd member shuts down mid-request; seen on the lab), and a cloud
+/// the operator paused stays paused.
+#[tokio::test(start_paused = true)]
+async fn etcd_restarts_run_with_patroni_paused() {
+    for operator_paused in [false, true] {
+        let sim = Sim::new(THREE_CLOUDS);
+        {
+            let mut w = sim.world();
+            w.clouds.get_mut("dc1").unwrap().paused = operator_paused;
+            let h = w.hosts.get_mut("dc1-pg2").unwrap();
+            let env = h.files[etcd::CONFIG.path].replace("ETCD_HEARTBEAT_INTERVAL", "ETCD_HEARTBEAT_INTERVAL_OLD");
+            h.files.insert(etcd::CONFIG.path.into(), env);
+        }
+        deploy(&sim).await.unwrap();
+        let c = changes(&sim);
+        let restart = c.iter().position(|x| x == "dc1-pg2: restart etcd").expect("a restart");
+        let pause = c.iter().position(|x| x.ends_with(": pause patroni"));
+        let resume = c.iter().position(|x| x.ends_with(": resume patroni"));
+        if operator_paused {
+            assert_eq!((pause, resume), (None, None), "{c:#?}");
+        } else {
+            assert!(pause.is_some_and(|p| p < restart), "{c:#?}");
+            assert!(resume.is_some_and(|r| r > restart), "{c:#?}");
+        }
+        assert_eq!(sim.world().clouds["dc1"].paused, operator_paused);
     }
 }
 
