@@ -27,6 +27,17 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A line of a step's progress.
+    fn say(&self, number: usize, message: impl Into<String>) {
+        emit(
+            &self.events,
+            Event::StepMessage {
+                number,
+                message: message.into(),
+            },
+        );
+    }
+
     fn remote(&self, host: &str) -> anyhow::Result<&Remote> {
         self.remotes.get(host).ok_or_else(|| anyhow!("{host}: not connected"))
     }
@@ -343,13 +354,7 @@ async fn monitor_role(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<()> {
 /// reaches a standby cloud by replication).
 async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     use crate::components::exporter;
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: format!("waiting for {}'s exporters to log in", cloud.name),
-        },
-    );
+    ctx.say(number, format!("waiting for {}'s exporters to log in", cloud.name));
     let hosts: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
     wait_hosts_ready(
         ctx,
@@ -412,7 +417,7 @@ async fn hold_patroni<'c>(ctx: &Ctx<'_>, cloud: &'c Cloud, number: usize) -> Opt
     if view.paused || !view.members.iter().any(|m| m.is_leader() || m.is_standby_leader()) {
         return None;
     }
-    let say = |message: String| emit(&ctx.events, Event::StepMessage { number, message });
+    let say = |message: String| ctx.say(number, message);
     say(format!(
         "pausing {}'s Patroni while its etcd members restart",
         cloud.name
@@ -431,13 +436,7 @@ async fn hold_patroni<'c>(ctx: &Ctx<'_>, cloud: &'c Cloud, number: usize) -> Opt
 
 /// Resumes what [`hold_patroni`] paused.
 async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: format!("resuming {}'s Patroni", cloud.name),
-        },
-    );
+    ctx.say(number, format!("resuming {}'s Patroni", cloud.name));
     on_any_member(ctx, cloud, "resuming Patroni", &patroni::pause_script(false))
         .await
         .map(|_| ())
@@ -455,7 +454,7 @@ async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow:
 async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: usize) -> anyhow::Result<()> {
     let d = ctx.design;
     let port = d.etcd.client_port;
-    let say = |message: String| emit(&ctx.events, Event::StepMessage { number, message });
+    let say = |message: String| ctx.say(number, message);
     // Patroni's view now (the facts may be minutes old): never the leader.
     if let Ok(members) = cluster_view(ctx, cloud).await {
         if let Some(m) = members
@@ -560,7 +559,7 @@ async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usi
     let cloud = d
         .cloud(&p.cloud)
         .ok_or_else(|| anyhow!("no cloud {} in the design", p.cloud))?;
-    let say = |message: String| emit(&ctx.events, Event::StepMessage { number, message });
+    let say = |message: String| ctx.say(number, message);
     on_any_member(
         ctx,
         cloud,
@@ -712,13 +711,7 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
 
 /// Waits until every member of the cloud's etcd but `joining` is healthy.
 async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, joining: &[&str]) -> anyhow::Result<()> {
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: format!("waiting for etcd quorum in {}", cloud.name),
-        },
-    );
+    ctx.say(number, format!("waiting for etcd quorum in {}", cloud.name));
     let script = etcd::health_script(ctx.design.etcd.client_port);
     let waits = cloud
         .hosts
@@ -740,14 +733,11 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, joining: &[&str]
 /// lease (`Some(None)`: the design names no primary cloud, nobody needs to).
 async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Option<Option<&str>>) -> anyhow::Result<()> {
     let d = ctx.design;
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: match holder {
-                Some(Some(c)) => format!("waiting until {c} holds the site lease"),
-                _ => "waiting for the site members' quorum".to_string(),
-            },
+    ctx.say(
+        number,
+        match holder {
+            Some(Some(c)) => format!("waiting until {c} holds the site lease"),
+            _ => "waiting for the site members' quorum".to_string(),
         },
     );
     let script = crate::components::site::read_script(d);
@@ -796,7 +786,7 @@ async fn wait_members(
     } else {
         format!("waiting for {} to stream", hosts.join(", "))
     };
-    emit(&ctx.events, Event::StepMessage { number, message });
+    ctx.say(number, message);
     let last = std::sync::Mutex::new(String::new());
     let result = poll(limit, || async {
         let members = cluster_view(ctx, cloud).await?;
@@ -838,12 +828,9 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
     let mut pending: Vec<&patroni::Member> = members.iter().filter(|m| m.pending_restart == Some(true)).collect();
     pending.sort_by_key(|m| m.is_leader() || m.is_standby_leader());
     for m in pending {
-        emit(
-            &ctx.events,
-            Event::StepMessage {
-                number,
-                message: format!("restarting PostgreSQL on {} (a parameter needs it)", m.name),
-            },
+        ctx.say(
+            number,
+            format!("restarting PostgreSQL on {} (a parameter needs it)", m.name),
         );
         ctx.remote(&m.name)?
             .check(
@@ -852,13 +839,7 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
             )
             .await?;
     }
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: format!("verifying {}", cloud.name),
-        },
-    );
+    ctx.say(number, format!("verifying {}", cloud.name));
     let last = std::sync::Mutex::new(String::new());
     let primary_names: Vec<String> = d
         .primary_clouds()
@@ -922,13 +903,7 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
 
 /// `pgbackrest check` from every repository: the master's WAL reaches it.
 async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: "checking that the WAL archive reaches every repository".into(),
-        },
-    );
+    ctx.say(number, "checking that the WAL archive reaches every repository");
     // One at a time, like `pgha backup check`: concurrent checks race on
     // the master's WAL switch.
     for h in hosts {
@@ -946,12 +921,9 @@ async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
     let d = ctx.design;
     let Some(glb) = &d.glb else { return Ok(()) };
-    emit(
-        &ctx.events,
-        Event::StepMessage {
-            number,
-            message: format!("waiting until {}:{} reaches the primary cloud", glb.fqdn, glb.port),
-        },
+    ctx.say(
+        number,
+        format!("waiting until {}:{} reaches the primary cloud", glb.fqdn, glb.port),
     );
     let proxy = format!("{}-glb", d.platform.name);
     for host in hosts {
