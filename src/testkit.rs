@@ -67,6 +67,11 @@ pub(crate) struct SimHost {
     /// The timeline's `.history` file, and what hashing its WAL records gives.
     pub history: String,
     pub records: String,
+    /// pg_waldump cannot read its WAL (a segment missing or unreadable).
+    pub wal_unreadable: bool,
+    /// `pgha failover`'s hold is on it; writing one fails there.
+    pub held: bool,
+    pub refuses_hold: bool,
     pub etcd_healthy: bool,
     /// `ID VERSION_ID` of /etc/os-release.
     pub os: String,
@@ -96,6 +101,9 @@ impl SimHost {
             lost: Vec::new(),
             history: String::new(),
             records: "same".into(),
+            wal_unreadable: false,
+            held: false,
+            refuses_hold: false,
             etcd_healthy: true,
             os: "debian 13".into(),
             apt_ships: None,
@@ -350,10 +358,13 @@ impl World {
             };
             return ok(
                 "read WAL position",
-                format!("{mode} {} {}", crate::fleet::format_lsn(s.lsn), s.timeline),
+                format!("{mode} {} {} {}", crate::fleet::format_lsn(s.lsn), s.timeline, 16 << 20),
             );
         }
-        if script.starts_with(&format!("runuser -u postgres -- {}/pg_waldump", p.bin_dir)) {
+        if script.contains("desc: COMMIT") && script.contains(&format!("{}/pg_waldump", p.bin_dir)) {
+            if self.hosts[host].wal_unreadable {
+                return Err(WAL_UNREADABLE.into());
+            }
             let commits = self.hosts[host].commits.join("\n");
             return ok("read commits", commits);
         }
@@ -623,10 +634,27 @@ impl World {
         let p = &d.platform;
         let ok = |what: String, out: String| Some(Ok((what, out)));
         let cloud = self.cloud_of(host).map(|c| c.name.clone());
+        if let Some(cloud) = &cloud {
+            if script == patroni::failover_script(&p.name, host) {
+                self.clouds.get_mut(cloud).expect("known cloud").leader = Some(host.to_string());
+                return ok("failover to it".into(), String::new());
+            }
+        }
         let s = self.hosts.get_mut(host).expect("known host");
         if script == systemd::unit_script(Verb::Stop, "patroni") {
             s.up = false;
             return ok("stop patroni".into(), String::new());
+        }
+        if script == patroni::hold_script() {
+            if s.refuses_hold {
+                return Some(Err("install: cannot create regular file: Read-only file system".into()));
+            }
+            (s.held, s.up) = (true, false);
+            return ok("hold".into(), String::new());
+        }
+        if script == patroni::release_hold_script() {
+            (s.held, s.up) = (false, true);
+            return ok("release hold".into(), String::new());
         }
         if script == systemd::unit_script(Verb::Start, "patroni") {
             if !s.data {
@@ -649,6 +677,9 @@ impl World {
             return ok("read history".into(), s.history.clone());
         }
         if script.starts_with(&format!("[ -f {}/pg_wal/", p.data_dir)) && script.contains("sha256sum") {
+            if s.wal_unreadable {
+                return Some(Err(WAL_UNREADABLE.into()));
+            }
             return ok("hash WAL records".into(), s.records.clone());
         }
         for keep in [false, true] {
@@ -837,6 +868,10 @@ pub(crate) fn example(name: &str) -> Design {
 }
 
 /// Three clouds of three hosts and a GLB host: every path of a flip.
+/// What the WAL reader says when pg_waldump could not read a host's WAL.
+const WAL_UNREADABLE: &str =
+    "pg_waldump could not read the WAL: pg_waldump: error: could not find file \"000000010000000000000005\"";
+
 pub(crate) const THREE_CLOUDS: &str = "platform: {name: sim}
 clouds:
   - name: dc1

@@ -203,6 +203,11 @@ pub(crate) fn hold_script() -> String {
 /// Lifts the hold: recover-node, once it has compared the host's WAL.
 pub(crate) const UNHOLD_SCRIPT: &str = "rm -f /var/lib/pgha/needs-recovery";
 
+/// Undoes `hold_script` when a failover stops before its promotion.
+pub(crate) fn release_hold_script() -> String {
+    format!("{UNHOLD_SCRIPT} && systemctl start patroni")
+}
+
 /// A manual failover to `candidate`, for a cloud without a leader: Patroni
 /// promotes a named candidate even where check_timeline would refuse it.
 pub(crate) fn failover_script(scope: &str, candidate: &str) -> String {

@@ -719,8 +719,19 @@ impl Runner<'_> {
         let mut problems = Vec::new();
         for c in self.after.clouds.iter().filter(|c| c.name != new) {
             for h in c.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
-                let Ok(p) = wal::position(self.fleet, &h.name).await else {
-                    continue;
+                // A reachable host whose position cannot be read may hold
+                // anything: that is a finding, never "nothing to lose".
+                let p = match wal::position(self.fleet, &h.name).await {
+                    Ok(p) => p,
+                    Err(e) if format!("{e:#}").contains("no data directory") => continue,
+                    Err(e) => {
+                        problems.push(format!(
+                            "{}: its WAL position cannot be read, so commits past {leader}'s {} cannot be ruled out ({e:#})",
+                            h.name,
+                            format_lsn(pos.lsn)
+                        ));
+                        continue;
+                    }
                 };
                 if p.mode == "primary" {
                     problems.push(format!(

@@ -203,34 +203,33 @@ async fn failover(
     }
     let lost = losses(&stakes);
     let timeline = candidate.timeline.map_or("?".into(), |t| t.to_string());
-    let steps = vec![
-        format!(
-            "fail {} over to {to} (timeline {timeline}): Patroni promotes it although it may be behind{}",
-            cloud.name,
-            if lost.is_empty() {
-                String::new()
-            } else {
-                format!("; lost: {}", lost.join("; "))
-            }
-        ),
-        format!("wait until {to} is the master of {}", cloud.name),
-    ];
     // Hosts that hold what the new master lacks: their WAL has left its
     // lineage, and a timeline number may now mean two histories, which
-    // Patroni would stream across without a rewind. Their Patroni stays
-    // stopped until recover-node compares them byte by byte.
+    // Patroni would stream across without a rewind. They are held before
+    // the promotion (a running one could follow the new master first), and
+    // their Patroni stays stopped until recover-node compares them.
     let held: Vec<&str> = stakes
         .iter()
         .filter(|(h, s)| *s != AtStake::Nothing && fleet.remotes.contains_key(h))
         .map(|(h, _)| h.as_str())
         .collect();
-    let mut steps = steps;
+    let mut steps = Vec::new();
     if !held.is_empty() {
         steps.push(format!(
             "hold Patroni on {} until `pgha recover-node` brings each back (the fence refuses to start it)",
             held.join(", ")
         ));
     }
+    steps.push(format!(
+        "fail {} over to {to} (timeline {timeline}): Patroni promotes it although it may be behind{}",
+        cloud.name,
+        if lost.is_empty() {
+            String::new()
+        } else {
+            format!("; lost: {}", lost.join("; "))
+        }
+    ));
+    steps.push(format!("wait until {to} is the master of {}", cloud.name));
     if output == ui::Output::Text {
         ui::print(&numbered(&format!("Plan for `failover --to {to}`"), &steps))?;
     }
@@ -247,38 +246,73 @@ async fn failover(
     }
     confirm(&format!("Fail {} over to {to}?", cloud.name), opts.yes)?;
     session.ensure_unchanged(design)?;
-    rec.start(1, &steps[0]);
+    let mut n = 0;
+    if !held.is_empty() {
+        n += 1;
+        rec.start(n, &steps[n - 1]);
+        let note =
+            format!("this host holds commits the master {to} lacks (`pgha failover --to {to} --accept-data-loss`)");
+        rec.finish(hold_all(fleet, &held, &note).await)?;
+    }
+    n += 1;
+    rec.start(n, &steps[n - 1]);
     let done = fleet
         .remote(to)?
         .check("failing over", &patroni::failover_script(&design.platform.name, to))
         .await
         .map(|_| ());
     rec.finish(done)?;
-    rec.start(2, &steps[1]);
+    n += 1;
+    rec.start(n, &steps[n - 1]);
     let waited = poll(Duration::from_secs(60), || async {
         Ok(fleet.master(cloud).await?.as_deref() == Some(to))
     })
     .await
     .with_context(|| format!("{to} did not become master"));
     rec.finish(waited)?;
-    if !held.is_empty() {
-        rec.start(3, &steps[2]);
-        let note =
-            format!("this host holds commits the master {to} lacks (`pgha failover --to {to} --accept-data-loss`)");
-        let mut result = Ok(());
-        for h in &held {
-            let out = fleet
-                .remote(h)?
-                .run_with_input(&patroni::hold_script(), Some(note.as_bytes()))
-                .await?;
-            if !out.success() {
-                result = Err(anyhow!("{h}: {}", crate::shell::last_lines(&out.stderr, 4)));
-                break;
-            }
-        }
-        rec.finish(result)?;
-    }
     Ok(steps)
+}
+
+/// Holds every host of `held`, or none: when one hold cannot be written,
+/// those written are lifted again (and their Patroni started) and the
+/// failover stops before any promotion.
+async fn hold_all(fleet: &Fleet, held: &[&str], note: &str) -> anyhow::Result<()> {
+    let mut done: Vec<&str> = Vec::new();
+    for h in held {
+        let out = fleet
+            .remote(h)?
+            .run_with_input(&patroni::hold_script(), Some(note.as_bytes()))
+            .await;
+        let failed = match out {
+            Ok(o) if o.success() => None,
+            Ok(o) => Some(crate::shell::last_lines(&o.stderr, 4)),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        let Some(why) = failed else {
+            done.push(h);
+            continue;
+        };
+        let mut undone = Vec::new();
+        for d in &done {
+            let lifted = fleet
+                .remote(d)?
+                .check("lifting the hold", &patroni::release_hold_script())
+                .await;
+            undone.push(match lifted {
+                Ok(_) => format!("{d}: hold lifted, Patroni started"),
+                Err(e) => format!("{d}: still held ({e:#}); `pgha recover-node {d}` lifts it"),
+            });
+        }
+        bail!(
+            "{h}: the hold could not be written ({why}); nothing was promoted{}",
+            if undone.is_empty() {
+                String::new()
+            } else {
+                format!("\n  {}", undone.join("\n  "))
+            }
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -329,3 +363,7 @@ mod tests {
         assert!(lost[2].starts_with("a5: unreachable"));
     }
 }
+
+#[cfg(test)]
+#[path = "failover_tests.rs"]
+mod runner_tests;

@@ -24,9 +24,6 @@ use crate::ui;
 use crate::ui::confirm;
 use crate::wait::poll;
 
-/// 16 MiB, initdb's default, which pgha does not change.
-const WAL_SEGMENT: u64 = 16 << 20;
-
 pub(crate) struct Options {
     pub yes: bool,
     pub force: bool,
@@ -65,15 +62,6 @@ pub(crate) fn parse_history(text: &str) -> Vec<(u32, u64)> {
             Some((tli, lsn))
         })
         .collect()
-}
-
-pub(crate) fn segment_name(timeline: u32, lsn: u64) -> String {
-    let seg = lsn / WAL_SEGMENT;
-    format!(
-        "{timeline:08X}{:08X}{:08X}",
-        seg / (0x1_0000_0000 / WAL_SEGMENT),
-        seg % (0x1_0000_0000 / WAL_SEGMENT)
-    )
 }
 
 /// Where the node's lineage leaves the master's, from the two histories:
@@ -359,7 +347,7 @@ pub(crate) async fn compare(fleet: &Fleet, host: &Host, master: &str) -> anyhow:
     };
     // Same timeline number, same history: prove the bytes are the same too.
     let upto = fork.unwrap_or(node.lsn);
-    let same = same_wal(fleet, &host.name, master, node.timeline, start_of_node_tli, upto).await?;
+    let same = same_wal(fleet, &host.name, master, &node, start_of_node_tli, upto).await?;
     if same == Some(false) {
         eprintln!(
             "  {}'s timeline {} and the master's share a number, not their records (between {} and {})",
@@ -431,17 +419,19 @@ async fn same_wal(
     fleet: &Fleet,
     node: &str,
     master: &str,
-    tli: u32,
+    pos: &WalPos,
     from: u64,
     upto: u64,
 ) -> anyhow::Result<Option<bool>> {
     let p = &fleet.design.platform;
     // Start inside the tip's segment: that is enough, and older files may be gone.
-    let start = from.max(upto - upto % WAL_SEGMENT);
+    let start = from.max(upto - upto % pos.segment);
     if start >= upto {
         return Ok(Some(true));
     }
-    let script = wal_records_hash_script(&p.data_dir, &p.bin_dir, tli, start, upto);
+    let script = wal::records_hash_script(&p.data_dir, &p.bin_dir, pos.timeline, start, upto, pos.segment);
+    // A read that fails on either host is an error (the script says so),
+    // never a hash of nothing that matches the other's nothing.
     let a = fleet.remote(node)?.check("reading WAL records", &script).await?;
     let b = fleet.remote(master)?.check("reading WAL records", &script).await?;
     if a.trim() == "missing" || b.trim() == "missing" {
@@ -546,19 +536,6 @@ pub(crate) fn history_script(data_dir: &str, tli: u32) -> String {
     )
 }
 
-/// A hash of the WAL records on `tli` from `start` to `upto`, or `missing`
-/// when the segment holding `start` is gone (an empty range hashes equal).
-pub(crate) fn wal_records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u64, upto: u64) -> String {
-    format!(
-        "[ -f {seg} ] || {{ echo missing; exit 0; }}; runuser -u postgres -- {waldump} -p {wal} -t {tli} -s {s} -e {e} 2>/dev/null | sha256sum | cut -d' ' -f1",
-        seg = quote(&format!("{data_dir}/pg_wal/{}", segment_name(tli, start))),
-        waldump = quote(&format!("{bin_dir}/pg_waldump")),
-        wal = quote(&format!("{data_dir}/pg_wal")),
-        s = format_lsn(start),
-        e = format_lsn(upto)
-    )
-}
-
 /// Stops Patroni and removes the data directory, or keeps it aside as
 /// `<data_dir>.pgha-discarded-<unix time>` when it may hold commits.
 pub(crate) fn discard_data_script(data_dir: &str, keep_aside: bool) -> String {
@@ -586,13 +563,8 @@ mod tests {
             timeline,
             lsn,
             mode: "stopped".into(),
+            segment: 16 << 20,
         }
-    }
-
-    #[test]
-    fn segment_names_match_postgres() {
-        assert_eq!(segment_name(1, 0x0500_0028), "000000010000000000000005");
-        assert_eq!(segment_name(3, (1 << 32) + 0x0100_0000), "000000030000000100000001");
     }
 
     #[test]
@@ -600,10 +572,6 @@ mod tests {
         assert_eq!(
             history_script("/d", 2),
             "cat /d/pg_wal/00000002.history 2>/dev/null || true"
-        );
-        assert_eq!(
-            wal_records_hash_script("/d", "/b", 2, 0x5000000, 0x5000100),
-            "[ -f /d/pg_wal/000000020000000000000005 ] || { echo missing; exit 0; }; runuser -u postgres -- /b/pg_waldump -p /d/pg_wal -t 2 -s 0/5000000 -e 0/5000100 2>/dev/null | sha256sum | cut -d' ' -f1"
         );
         assert_eq!(discard_data_script("/d", false), "systemctl stop patroni && rm -rf /d");
         assert_eq!(

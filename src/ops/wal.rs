@@ -1,5 +1,10 @@
 //! Where a host's WAL ends and what lies beyond a point: the facts that decide
 //! whether promoting, rewinding or re-cloning would lose committed data.
+//!
+//! "Could not tell" is never "nothing": every read of WAL goes through one
+//! shell function that fails unless pg_waldump read up to where it was asked
+//! to (or to the end of the WAL, where that is the question). A segment that
+//! is missing, recycled away or unreadable is an error, never zero commits.
 
 use crate::fleet::{parse_lsn, Fleet};
 use crate::shell::quote;
@@ -11,6 +16,9 @@ pub(crate) struct WalPos {
     pub lsn: u64,
     /// `primary`, `recovery` (a running replica) or `stopped`.
     pub mode: String,
+    /// Bytes per WAL segment, as the host's control file says (initdb's
+    /// `--wal-segsize`): segment file names depend on it.
+    pub segment: u64,
 }
 
 /// The state of a standby's WAL receiver (`streaming` when it streams), or
@@ -21,37 +29,79 @@ pub(crate) const RECEIVER_SQL: &str = "select coalesce((select status from pg_st
 /// afresh. (An auxiliary process: pg_terminate_backend cannot signal it.)
 pub(crate) const RESTART_RECEIVER_SCRIPT: &str = "pkill -TERM -u postgres -f '^postgres: (.+: )?walreceiver' || true";
 
-/// Reads the WAL position of a host whose PostgreSQL may be running or stopped.
-pub(crate) fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
-    let (data_dir, bin_dir) = (quote(data_dir), quote(bin_dir));
+/// How pg_waldump says it reached the end of the WAL (PostgreSQL 15 to 17):
+/// the reader found no valid record where the WAL stops, as recovery does
+/// at its end. Anything else (a file not found, not readable) is a failure.
+const END_OF_WAL: &str = "invalid record length|incorrect prev-link|invalid magic number|unexpected pageaddr|\
+invalid resource manager ID|invalid info bits|too long|no contrecord flag|invalid contrecord length|\
+incorrect resource manager data checksum";
+
+/// The shell function `waldump MODE ARGS...`: pg_waldump's records into the
+/// file `$wd_out`, or a failure naming pg_waldump's error. MODE `end`: the
+/// read may stop at the end of the WAL; `exact`: it must reach its `-e`.
+/// (Debian 12's dash has no pipefail: the records go to a file, so the
+/// exit status is pg_waldump's own.)
+fn waldump_fn(bin_dir: &str) -> String {
     format!(
-        r#"D={data_dir}; B={bin_dir}
-q() {{ runuser -u postgres -- psql -p {port} -XAtq -c "$1" 2>/dev/null; }}
+        r#"wd_out=$(mktemp) && wd_err=$(mktemp) || exit 4
+trap 'rm -f "$wd_out" "$wd_err"' EXIT
+waldump() {{
+  mode=$1; shift
+  runuser -u postgres -- {waldump} "$@" >"$wd_out" 2>"$wd_err" && return 0
+  if [ "$mode" = end ] && grep -Eq '{END_OF_WAL}' "$wd_err"; then return 0; fi
+  echo "pg_waldump could not read the WAL: $(tail -n 2 "$wd_err")" >&2
+  return 1
+}}
+"#,
+        waldump = quote(&format!("{bin_dir}/pg_waldump"))
+    )
+}
+
+/// Reads the WAL position of a host whose PostgreSQL may be running or
+/// stopped: `MODE LSN TIMELINE SEGMENT_BYTES`.
+pub(crate) fn position_script(data_dir: &str, bin_dir: &str, port: u16) -> String {
+    let (qdata, qbin) = (quote(data_dir), quote(bin_dir));
+    format!(
+        r#"D={qdata}; B={qbin}
+{waldump}q() {{ runuser -u postgres -- psql -p {port} -XAtq -c "$1" 2>/dev/null; }}
+seg=$("$B/pg_controldata" "$D" 2>/dev/null | sed -n "s/^Bytes per WAL segment: *//p")
 # A primary's timeline is in its current WAL file name (the checkpoint's may lag a promotion).
 if out=$(q "select case when pg_is_in_recovery() then 'recovery ' || pg_last_wal_replay_lsn() || ' ' || coalesce((select received_tli from pg_stat_wal_receiver), (select timeline_id from pg_control_checkpoint())) else 'primary ' || pg_current_wal_lsn() || ' ' || ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end") && [ -n "$out" ]; then
-  echo "$out" | tr '|' ' '
+  [ -n "$seg" ] || {{ echo "pg_controldata does not say the WAL segment size" >&2; exit 4; }}
+  echo "$out $seg" | tr '|' ' '
   exit 0
 fi
 [ -f "$D/PG_VERSION" ] || {{ echo "no data directory" >&2; exit 3; }}
+[ -n "$seg" ] || {{ echo "pg_controldata does not say the WAL segment size" >&2; exit 4; }}
 # From the checkpoint record, not its REDO point: that record lies on the
 # checkpoint's timeline, while the REDO point may be in an older timeline's file.
 ckpt=$("$B/pg_controldata" "$D" | sed -n "s/^Latest checkpoint location: *//p")
 tli=$("$B/pg_controldata" "$D" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
-last=$(runuser -u postgres -- "$B/pg_waldump" -p "$D/pg_wal" -t "$tli" -s "$ckpt" 2>/dev/null | tail -1 | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
-echo "stopped ${{last:-$ckpt}} $tli"
-"#
+waldump end -p "$D/pg_wal" -t "$tli" -s "$ckpt" || exit 4
+last=$(tail -n 1 "$wd_out" | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
+[ -n "$last" ] || {{ echo "pg_waldump found no record at the checkpoint $ckpt" >&2; exit 4; }}
+echo "stopped $last $tli $seg"
+"#,
+        waldump = waldump_fn(bin_dir)
     )
 }
 
 pub(crate) fn parse_position(out: &str) -> anyhow::Result<WalPos> {
     let mut w = out.split_whitespace();
-    let (mode, lsn, tli) = (w.next(), w.next(), w.next());
-    match (mode, lsn, tli) {
-        (Some(mode), Some(lsn), Some(tli)) => Ok(WalPos {
-            timeline: tli.parse()?,
-            lsn: parse_lsn(lsn)?,
-            mode: mode.to_string(),
-        }),
+    match (w.next(), w.next(), w.next(), w.next()) {
+        (Some(mode), Some(lsn), Some(tli), Some(seg)) => {
+            let segment: u64 = seg.parse()?;
+            anyhow::ensure!(
+                segment.is_power_of_two() && segment >= 1 << 20,
+                "not a WAL segment size: {seg}"
+            );
+            Ok(WalPos {
+                timeline: tli.parse()?,
+                lsn: parse_lsn(lsn)?,
+                mode: mode.to_string(),
+                segment,
+            })
+        }
         _ => anyhow::bail!("cannot read the WAL position: {out:?}"),
     }
 }
@@ -70,13 +120,37 @@ pub(crate) async fn position(fleet: &Fleet, host: &str) -> anyhow::Result<WalPos
 
 /// Committed transactions in a host's WAL after `from` on `timeline`: the
 /// commits that exist nowhere else when `from` is where another copy ends.
-/// One line per commit: its time, as the DBA will want to know what is at stake.
+/// One line per commit: its time, as the DBA will want to know what is at
+/// stake. Fails when the WAL from `from` cannot be read to its end.
 pub(crate) fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
     format!(
-        "runuser -u postgres -- {} -p {} -t {timeline} -s {} 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true",
-        quote(&format!("{bin_dir}/pg_waldump")),
+        "{}waldump end -p {} -t {timeline} -s {} || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n",
+        waldump_fn(bin_dir),
         quote(&format!("{data_dir}/pg_wal")),
         crate::fleet::format_lsn(from)
+    )
+}
+
+/// The name of the WAL segment file holding `lsn` on `timeline`, for
+/// segments of `segment` bytes.
+pub(crate) fn segment_name(timeline: u32, lsn: u64, segment: u64) -> String {
+    let per_id = 0x1_0000_0000 / segment;
+    let seg = lsn / segment;
+    format!("{timeline:08X}{:08X}{:08X}", seg / per_id, seg % per_id)
+}
+
+/// A hash of the WAL records on `tli` from `start` to `upto`, or `missing`
+/// when the segment holding `start` is gone (the master no longer has it:
+/// nothing to compare with). Any other failure to read them is an error:
+/// two failed reads must never hash equal.
+pub(crate) fn records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u64, upto: u64, segment: u64) -> String {
+    format!(
+        "[ -f {seg} ] || {{ echo missing; exit 0; }}\n{}waldump exact -p {wal} -t {tli} -s {s} -e {e} || exit 4\nsha256sum < \"$wd_out\" | cut -d' ' -f1\n",
+        waldump_fn(bin_dir),
+        seg = quote(&format!("{data_dir}/pg_wal/{}", segment_name(tli, start, segment))),
+        wal = quote(&format!("{data_dir}/pg_wal")),
+        s = crate::fleet::format_lsn(start),
+        e = crate::fleet::format_lsn(upto)
     )
 }
 
@@ -125,24 +199,42 @@ mod tests {
     #[test]
     fn positions_are_parsed() {
         assert_eq!(
-            parse_position("recovery 0/5000148 2\n").unwrap(),
+            parse_position("recovery 0/5000148 2 16777216\n").unwrap(),
             WalPos {
                 timeline: 2,
                 lsn: 0x5000148,
-                mode: "recovery".into()
+                mode: "recovery".into(),
+                segment: 16 << 20,
             }
         );
-        assert_eq!(parse_position("stopped 0/3000028 1").unwrap().mode, "stopped");
+        assert_eq!(parse_position("stopped 0/3000028 1 1048576").unwrap().segment, 1 << 20);
         assert!(parse_position("no data directory").is_err());
+        // Without the segment size nothing is assumed.
+        assert!(parse_position("stopped 0/3000028 1").is_err());
+        assert!(parse_position("stopped 0/3000028 1 1000").is_err());
     }
 
     #[test]
     fn scripts_quote_their_paths() {
-        assert_eq!(
-            commits_after_script("/var/lib/pg", "/usr/lib/postgresql/17/bin", 2, 0x5000000),
-            "runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_waldump -p /var/lib/pg/pg_wal -t 2 -s 0/5000000 2>/dev/null | sed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' || true"
+        let s = commits_after_script("/var/lib/pg x", "/usr/lib/postgresql/17/bin", 2, 0x5000000);
+        assert!(s.contains("runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_waldump \"$@\""), "{s}");
+        assert!(
+            s.ends_with("waldump end -p '/var/lib/pg x/pg_wal' -t 2 -s 0/5000000 || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n"),
+            "{s}"
         );
         assert!(position_script("/var/lib/pg x", "/b", 5432).starts_with("D='/var/lib/pg x'; B=/b\n"));
+        let h = records_hash_script("/d", "/b", 2, 0x5000000, 0x5000100, 16 << 20);
+        assert!(h.starts_with("[ -f /d/pg_wal/000000020000000000000005 ] || { echo missing; exit 0; }\n"), "{h}");
+        assert!(h.contains("waldump exact -p /d/pg_wal -t 2 -s 0/5000000 -e 0/5000100 || exit 4\n"), "{h}");
+    }
+
+    #[test]
+    fn segment_names_follow_the_segment_size() {
+        assert_eq!(segment_name(1, 0x0500_0028, 16 << 20), "000000010000000000000005");
+        assert_eq!(segment_name(3, (1 << 32) + 0x0100_0000, 16 << 20), "000000030000000100000001");
+        // 1 MiB segments: 4096 per 4 GiB.
+        assert_eq!(segment_name(1, 0x0050_0028, 1 << 20), "000000010000000000000005");
+        assert_eq!(segment_name(2, (1 << 32) + 0x0030_0000, 1 << 20), "000000020000000100000003");
     }
 
     #[test]
@@ -151,5 +243,77 @@ mod tests {
         assert_eq!(Commits(vec!["t1".into()]).to_string(), "1 commit (at t1)");
         let three = Commits(vec!["t1".into(), "t2".into(), "t3".into()]);
         assert_eq!(three.to_string(), "3 commits (from t1 to t3)");
+    }
+
+    /// The scripts against real WAL (Debian's PostgreSQL 15, which
+    /// `.ci/setup` installs; run as root, as on a host): a cluster of 1 MiB
+    /// segments, commits across several of them, then one segment removed.
+    #[test]
+    fn real_wal_reads_fail_closed() {
+        const BIN: &str = "/usr/lib/postgresql/15/bin";
+        assert!(
+            std::path::Path::new(BIN).join("pg_waldump").exists(),
+            "PostgreSQL 15 is not installed: run .ci/setup"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().display().to_string();
+        let data = format!("{dir}/data");
+        let sh = |script: &str| {
+            let mut child = std::process::Command::new("sh")
+                .arg("-s")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        };
+        let psql = format!("runuser -u postgres -- {BIN}/psql -h {dir} -p 5499 -XAtq -d postgres -c");
+        let (code, from, err) = sh(&format!(
+            "set -e\nchown postgres {dir}\nrunuser -u postgres -- {BIN}/initdb -D {data} --wal-segsize=1 -A trust >/dev/null\n\
+             runuser -u postgres -- {BIN}/pg_ctl -D {data} -o \"-p 5499 -k {dir} -c listen_addresses='' -c wal_keep_size=64MB\" -w -l {dir}/log start >/dev/null\n\
+             {psql} 'create table t (i int)'\n{psql} 'select pg_current_wal_lsn()'\n\
+             for i in 1 2 3 4 5; do {psql} \"insert into t values ($i)\"; {psql} 'select pg_switch_wal()' >/dev/null; done\n\
+             {psql} 'insert into t values (6)'\n\
+             runuser -u postgres -- {BIN}/pg_ctl -D {data} -m fast -w stop >/dev/null\n"
+        ));
+        assert_eq!(code, Some(0), "{err}");
+        let from = crate::fleet::parse_lsn(&from).unwrap();
+
+        // Stopped: the position from the WAL on disk, the segment size from the control file.
+        let (code, out, err) = sh(&position_script(&data, BIN, 5499));
+        assert_eq!(code, Some(0), "{err}");
+        let pos = parse_position(&out).unwrap();
+        assert_eq!((pos.mode.as_str(), pos.timeline, pos.segment), ("stopped", 1, 1 << 20), "{out}");
+        assert!(pos.lsn > from + 4 * (1 << 20), "{out}");
+
+        let (code, out, err) = sh(&commits_after_script(&data, BIN, 1, from));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.lines().count() >= 6, "six commits at least: {out}");
+        let hash = records_hash_script(&data, BIN, 1, from, pos.lsn, pos.segment);
+        let (code, whole, err) = sh(&hash);
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(whole.len(), 64, "{whole}");
+
+        // A segment in the middle is gone: neither zero commits nor a hash.
+        let middle = format!("{data}/pg_wal/{}", segment_name(1, from + 2 * (1 << 20), 1 << 20));
+        std::fs::remove_file(&middle).unwrap();
+        let (code, out, err) = sh(&commits_after_script(&data, BIN, 1, from));
+        assert_ne!(code, Some(0), "read past a missing segment: {out}");
+        assert!(err.contains("pg_waldump could not read the WAL"), "{err}");
+        let (code, out, err) = sh(&hash);
+        assert_ne!(code, Some(0), "hashed past a missing segment: {out}");
+        assert!(err.contains("pg_waldump could not read the WAL"), "{err}");
+        let (code, _, err) = sh(&position_script(&data, BIN, 5499));
+        assert_eq!(code, Some(0), "the checkpoint's segment is there: {err}");
+        // The first segment gone: the other copy has nothing to compare.
+        let first = format!("{data}/pg_wal/{}", segment_name(1, from, 1 << 20));
+        std::fs::remove_file(&first).unwrap();
+        let (code, out, _) = sh(&hash);
+        assert_eq!((code, out.as_str()), (Some(0), "missing"));
     }
 }
