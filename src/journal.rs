@@ -53,6 +53,21 @@ impl Entry {
     }
 }
 
+/// The most of a command's outcome the journal keeps, in bytes.
+const MAX_OUTCOME: usize = 4096;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked when cut.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} [cut]", &text[..end])
+}
+
 /// Records a command that changed (or tried to change) the cluster, in
 /// the primary cloud's etcd (another cloud's when none answers). Best
 /// effort: a journal that cannot be written never fails the command.
@@ -66,21 +81,42 @@ pub(crate) async fn record(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_secs());
-    let entry = Entry::new(holder, plan, result, now);
+    let mut entry = Entry::new(holder, plan, result, now);
+    // An error may quote a host's stderr: no secret goes into etcd, and no
+    // entry grows past a bound.
+    if let Ok(Some(secrets)) = crate::secrets::Secrets::load(&d.secrets_file) {
+        entry.outcome = secrets.scrub(&entry.outcome);
+    }
+    entry.outcome = bounded(&entry.outcome, MAX_OUTCOME);
     let Ok(value) = serde_json::to_string(&entry) else {
         return;
     };
     let key = format!("{}{:020}-{}", prefix(d), now, holder.pid);
-    let script = etcd::journal_put_script(d.etcd.client_port, &prefix(d), &key, &value, KEEP);
+    let script = etcd::journal_put_script(d.etcd.client_port, &prefix(d), &key, KEEP);
     let mut clouds: Vec<&Cloud> = d.primary_clouds().collect();
     clouds.extend(d.clouds.iter().filter(|c| !c.is_primary()));
     for c in clouds {
         for h in &c.hosts {
             let Some(r) = remotes.get(&h.name) else { continue };
-            if r.check("writing the journal", &script).await.is_ok() {
+            if r.run_with_input(&script, Some(value.as_bytes()))
+                .await
+                .is_ok_and(|o| o.success())
+            {
                 return;
             }
         }
     }
     eprintln!("warning: pgha's journal could not be written (no etcd answered); the command's outcome stands");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+
+    #[test]
+    fn outcomes_are_bounded_on_a_character_boundary() {
+        assert_eq!(bounded("abc", 10), "abc");
+        let b = bounded(&"é".repeat(3000), 4095);
+        assert!(b.ends_with(" [cut]") && b.len() <= 4095 + 6, "{}", b.len());
+    }
 }

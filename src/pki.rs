@@ -143,10 +143,20 @@ fn read(path: &Path) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// A private key's PEM text: its file must be readable by its owner only.
+fn read_private(path: &Path) -> anyhow::Result<Option<String>> {
+    let text = read(path)?;
+    if text.is_some() {
+        crate::fsutil::check_private(path)?;
+    }
+    Ok(text)
+}
+
 /// A private key file must be readable by its owner only.
 fn read_key(path: &Path) -> anyhow::Result<Option<KeyPair>> {
-    let Some(text) = read(path)? else { return Ok(None) };
-    crate::fsutil::check_private(path)?;
+    let Some(text) = read_private(path)? else {
+        return Ok(None);
+    };
     // The error names the file, never its content.
     KeyPair::from_pem(&text).map(Some).map_err(|_| {
         anyhow!(
@@ -322,7 +332,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
     {
         let names = wanted_names(design, &h.name);
         let (crt, key) = (host_path(&dir, &h.name, "crt"), host_path(&dir, &h.name, "key"));
-        let have = match (read(&crt)?, read(&key)?) {
+        let have = match (read(&crt)?, read_private(&key)?) {
             (Some(cert), Some(key_pem)) => {
                 let info = parse_cert(&cert, &crt.display().to_string())?;
                 Some((cert, key_pem, info))
@@ -421,7 +431,9 @@ fn ensure_metrics(
         m.join("prometheus.crt"),
         m.join("prometheus.key"),
     );
-    if let (Some(ca), Some(_), Some(cert), Some(_)) = (read(&ca_crt)?, read_key(&ca_key)?, read(&crt)?, read(&key)?) {
+    if let (Some(ca), Some(_), Some(cert), Some(_)) =
+        (read(&ca_crt)?, read_key(&ca_key)?, read(&crt)?, read_private(&key)?)
+    {
         let info = parse_cert(&cert, &crt.display().to_string())?;
         if info.not_after - now >= RENEW_BEFORE && signed_by(&info.der, &ca) {
             return Ok(ca);
@@ -591,6 +603,24 @@ mod tests {
         assert!(!format!("{first:?}").contains("PRIVATE KEY"));
         let info = parse_cert(&first.hosts["a1"].cert, "a1").unwrap();
         assert!(signed_by(&info.der, &first.trust));
+    }
+
+    #[test]
+    fn a_host_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = design(dir.path());
+        let now = OffsetDateTime::now_utc();
+        ensure(&d, now, true).unwrap();
+        for f in ["hosts/b1.key", "metrics/prometheus.key"] {
+            let path = d.pki_dir.join(f);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = format!("{:#}", ensure(&d, now, true).unwrap_err());
+            assert!(e.contains(f) && e.contains("readable by others"), "{e}");
+            assert!(!e.contains("PRIVATE KEY"), "{e}");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        ensure(&d, now, true).unwrap();
     }
 
     #[test]

@@ -447,7 +447,9 @@ impl Renderer {
             stanza: &design.platform.name,
             backup_commands: backup.map(|_| BackupCommands {
                 archive: backup::archive_command(design),
-                restore: backup::restore_command(design),
+                restore: cloud
+                    .map(|c| backup::restore_command(design, &c.name))
+                    .unwrap_or_default(),
                 replica: cloud
                     .map(|c| backup::replica_command(design, &c.name))
                     .unwrap_or_default(),

@@ -142,16 +142,14 @@ impl Secrets {
         let mut secrets = match from_file {
             Some(s) => s,
             None => match (env(ENV[0].1), env(ENV[1].1), env(ENV[2].1)) {
-                (Some(a), Some(b), Some(c)) => {
-                    return Ok(Some(Secrets {
-                        superuser_password: a,
-                        replication_password: b,
-                        restapi_password: c,
-                        stats_password: env(STATS_ENV).unwrap_or_default(),
-                        backup_passphrase: env(BACKUP_ENV).unwrap_or_default(),
-                        monitor_password: env(MONITOR_ENV).unwrap_or_default(),
-                    }))
-                }
+                (Some(a), Some(b), Some(c)) => Secrets {
+                    superuser_password: a,
+                    replication_password: b,
+                    restapi_password: c,
+                    stats_password: String::new(),
+                    backup_passphrase: String::new(),
+                    monitor_password: String::new(),
+                },
                 _ => return Ok(None),
             },
         };
@@ -175,6 +173,23 @@ impl Secrets {
         }
         if let Some(v) = env(MONITOR_ENV) {
             secrets.monitor_password = v;
+        }
+        // Each stands on one line of a config file (pgbackrest.conf takes
+        // the passphrase as it is): a control character would add lines.
+        for (name, var, value) in [
+            ("superuser_password", ENV[0].1, &secrets.superuser_password),
+            ("replication_password", ENV[1].1, &secrets.replication_password),
+            ("restapi_password", ENV[2].1, &secrets.restapi_password),
+            ("stats_password", STATS_ENV, &secrets.stats_password),
+            ("backup_passphrase", BACKUP_ENV, &secrets.backup_passphrase),
+            ("monitor_password", MONITOR_ENV, &secrets.monitor_password),
+        ] {
+            if let Some(why) = bad_shape(value) {
+                bail!(crate::error::Usage(format!(
+                    "{name} (from {} or {var}) {why}: a secret is one line of printable characters",
+                    path.display()
+                )));
+            }
         }
         // They stand unquoted in HAProxy's config and in a libpq connection string.
         for (name, var, value) in [
@@ -264,6 +279,19 @@ fn random_password() -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Why a secret's value cannot stand in a config file, never naming it.
+fn bad_shape(value: &str) -> Option<&'static str> {
+    if value.chars().any(char::is_control) {
+        Some("holds a control character (a line break?)")
+    } else if value.trim() != value {
+        Some("begins or ends with white space")
+    } else if value.len() > 1024 {
+        Some("is longer than 1024 bytes")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +331,28 @@ mod tests {
             assert!(!e.contains("hunter2"), "{e}");
             assert!(e.contains("not a pgha secrets file"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_secret_with_a_line_break_never_reaches_a_config_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.secrets.yaml");
+        let good = "superuser_password: a\nreplication_password: b\nrestapi_password: c\n";
+        for extra in [
+            "backup_passphrase: \"abc\\nrepo1-path=/tmp/evil\"\n",
+            "backup_passphrase: \" padded-evil \"\n",
+            "monitor_password: \"x\\revil\"\n",
+        ] {
+            std::fs::write(&path, format!("{good}{extra}")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = format!("{:#}", Secrets::load(&path).unwrap_err());
+            assert!(!e.contains("evil"), "{e}");
+            assert!(e.contains("a secret is one line of printable characters"), "{e}");
+        }
+        assert_eq!(bad_shape("correct horse battery staple"), None);
+        assert!(bad_shape("abc\nrepo1-path=/tmp/evil").is_some());
+        assert!(bad_shape(&"x".repeat(2000)).is_some());
     }
 
     #[test]

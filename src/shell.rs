@@ -14,10 +14,11 @@ pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// `s` as an SQL string literal (standard_conforming_strings, on since
-/// PostgreSQL 9.1: a backslash is an ordinary character).
+/// `s` as an SQL string literal that reads the same whatever
+/// `standard_conforming_strings` says (`platform.parameters` may turn it
+/// off): an escape string, its backslashes and quotes doubled.
 pub(crate) fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Every word quoted, joined with spaces.
@@ -53,6 +54,12 @@ pub(crate) fn assert_parses_cleanly(script: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_literals_do_not_depend_on_standard_conforming_strings() {
+        assert_eq!(sql_literal("it's"), "E'it''s'");
+        assert_eq!(sql_literal(r"a\'; DROP"), r"E'a\\''; DROP'");
+    }
 
     #[test]
     fn safe_words_stay_bare_everything_else_is_single_quoted() {

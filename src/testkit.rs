@@ -307,8 +307,9 @@ impl World {
         let ok = |what: &str, out: String| Ok((what.to_string(), out));
         if script.contains("/pgha-journal/") {
             // pgha's journal in etcd: kept in order, read back whole.
-            if let Some(line) = script.lines().find_map(|l| l.strip_prefix("e put ")) {
-                self.journal.push(line.to_string());
+            if script.lines().any(|l| l.starts_with("e put ")) {
+                self.journal
+                    .push(String::from_utf8_lossy(input.unwrap_or_default()).into_owned());
                 return ok("journal", String::new());
             }
             return ok("read journal", String::new());

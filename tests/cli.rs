@@ -155,3 +155,26 @@ fn force_is_refused_for_accept_data_loss() {
         "{help}"
     );
 }
+
+/// Issue 22: a recovery time that does not exist, or has no offset, is
+/// refused before pgha reaches any host (the example's hosts do not exist:
+/// a run that went further would fail to connect, exit 1).
+#[test]
+fn restore_times_are_refused_before_any_change() {
+    let design = example("two-clouds.yaml");
+    for (to, why) in [
+        ("2026-02-30T00:00:00Z", "2026-02-30 does not exist"),
+        ("2026-11-30 12:00:00", "no offset"),
+    ] {
+        let out = pgha([
+            "restore".as_ref(),
+            "--to".as_ref(),
+            to.as_ref(),
+            "--yes".as_ref(),
+            "-f".as_ref(),
+            design.as_os_str(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{to}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{to}: {}", stderr(&out));
+    }
+}

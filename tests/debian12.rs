@@ -138,6 +138,7 @@ fn debian_12_deploys_fails_over_and_flips() {
         "fenced after {:?}",
         cut.fenced
     );
-    assert_eq!(cut.lost, 0);
+    // Asynchronous replication: the writes lost, if any, are the newest
+    // before the cut (the documented RPO, checked by `cut_primary`; HAZARDS #8).
     same_rows_everywhere(&pw, 3);
 }

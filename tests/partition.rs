@@ -35,7 +35,7 @@ fn partitions_never_leave_two_writable_masters() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &["--no-backup"]);
+    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &[]);
     let out = lab.pgha(&["deploy", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
     let pw = lab.superuser_password();
@@ -70,9 +70,8 @@ fn partitions_never_leave_two_writable_masters() {
     let manual = cut_primary(SITES, &lab, &pw, false);
     eprintln!("figure: {}", manual.describe("manual"));
     assert!(manual.fenced <= fence_bound(), "fenced after {:?}", manual.fenced);
-    // The GLB is outside the cut-off cloud: nothing reached it during the
-    // cut, and the new cloud had replayed all before its promotion.
-    assert_eq!(manual.lost, 0, "acknowledged writes lost");
+    // Asynchronous replication: what the GLB's writer lost (checked by
+    // `cut_primary`) is the newest writes before the cut, the documented RPO.
     // What clients inside the cut-off cloud wrote before the fence is past
     // the fork: the agent kept its WAL and counted it.
     assert!(manual.inside_after_cut > 0, "no write inside dc1 after the cut");
@@ -87,9 +86,8 @@ fn partitions_never_leave_two_writable_masters() {
     let auto = cut_primary(SITES, &lab, &pw, true);
     eprintln!("figure: {}", auto.describe("auto failover"));
     assert!(auto.fenced <= fence_bound(), "fenced after {:?}", auto.fenced);
-    // Within `maximum_lag` of the last position the old primary published:
-    // what was in flight then (a write or two) may be lost.
-    assert!(auto.lost <= 5, "{} acknowledged writes lost", auto.lost);
+    // Within the documented RPO (checked by `cut_primary`): the newest
+    // writes before the cut, past what dc2 had received.
 }
 
 /// A certificate rotation restarts every site member (one at a time) and

@@ -147,8 +147,18 @@ pub(crate) fn archive_command(design: &Design) -> String {
     format!("pgbackrest --stanza={} archive-push %p", stanza(design))
 }
 
-pub(crate) fn restore_command(design: &Design) -> String {
-    format!("pgbackrest --stanza={} archive-get %f \"%p\"", stanza(design))
+/// PostgreSQL's `restore_command` on `cloud`'s hosts: WAL from the cloud's
+/// own repository only. Every repository holds the whole archive (the
+/// master pushes each segment to all of them), while archive-get without
+/// `--repo` asks every listed repository in turn, so a promotion would wait
+/// on the repository a lost data center took with it (seen: 90 s and more).
+/// A cloud whose own repository is down still streams from its upstream.
+pub(crate) fn restore_command(design: &Design, cloud: &str) -> String {
+    format!(
+        "pgbackrest --stanza={} --repo={} archive-get %f \"%p\"",
+        stanza(design),
+        repo_index(design, cloud)
+    )
 }
 
 /// pgBackRest's index of `cloud`'s repository: its place in the design's
@@ -206,6 +216,95 @@ pub(crate) fn check_script(design: &Design) -> String {
     format!("set -e\n{} >&2\n", pgbackrest(design, "check"))
 }
 
+/// A recovery target time, checked and written the one way PostgreSQL and
+/// pgBackRest both read: `YYYY-MM-DD HH:MM:SS[.ffffff]+HH:MM`. Accepts ISO
+/// 8601 (`T` or a space, fractional seconds, `Z` or an offset); refuses a
+/// date that does not exist and a time without an offset (which the hosts
+/// would read in their own time zone).
+pub(crate) fn recovery_time(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let num = |s: &str, what: &str| -> Result<u32, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("`{}` is not a {what}", s.escape_debug()));
+        }
+        s.parse().map_err(|_| format!("`{s}` is not a {what}"))
+    };
+    let (date, rest) = t
+        .split_at_checked(10)
+        .ok_or_else(|| "it is too short for a date and a time".to_string())?;
+    let mut d = date.split('-');
+    let (y, m, day) = match (d.next(), d.next(), d.next(), d.next()) {
+        (Some(y), Some(m), Some(day), None) if y.len() == 4 && m.len() == 2 && day.len() == 2 => {
+            (num(y, "year")?, num(m, "month")?, num(day, "day")?)
+        }
+        _ => return Err(format!("`{}` is not a date (YYYY-MM-DD)", date.escape_debug())),
+    };
+    let month = time::Month::try_from(u8::try_from(m).unwrap_or(0)).map_err(|_| format!("there is no month {m}"))?;
+    let date = time::Date::from_calendar_date(y as i32, month, day as u8)
+        .map_err(|_| format!("{y:04}-{m:02}-{day:02} does not exist"))?;
+    let rest = rest
+        .strip_prefix(['T', ' '])
+        .ok_or_else(|| "the date and the time are separated by `T` or a space".to_string())?;
+    let (clock, offset) = match rest.find(['Z', 'z', '+', '-']) {
+        Some(i) => rest.split_at(i),
+        None => {
+            return Err(
+                "it has no offset (`Z`, `+00`, `+05:30`): the hosts would read it in their own time zone".into(),
+            )
+        }
+    };
+    let (hms, fraction) = match clock.split_once('.') {
+        Some((hms, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => (hms, f),
+        Some(_) => return Err("fractional seconds are 1 to 9 digits".into()),
+        None => (clock, ""),
+    };
+    let mut c = hms.split(':');
+    let (h, mi, sec) = match (c.next(), c.next(), c.next(), c.next()) {
+        (Some(h), Some(mi), Some(sec), None) if h.len() == 2 && mi.len() == 2 && sec.len() == 2 => {
+            (num(h, "hour")?, num(mi, "minute")?, num(sec, "second")?)
+        }
+        _ => return Err(format!("`{}` is not a time of day (HH:MM:SS)", hms.escape_debug())),
+    };
+    time::Time::from_hms(h as u8, mi as u8, sec as u8).map_err(|_| format!("{hms} is not a time of day"))?;
+    let (oh, om) = match offset {
+        "Z" | "z" => (0, 0),
+        o => {
+            let digits = &o[1..];
+            let (hh, mm) = match digits.len() {
+                2 => (digits, "00"),
+                4 => digits.split_at(2),
+                5 if &digits[2..3] == ":" => (&digits[..2], &digits[3..]),
+                _ => {
+                    return Err(format!(
+                        "`{}` is not an offset (`Z`, `+HH`, `+HH:MM`)",
+                        o.escape_debug()
+                    ))
+                }
+            };
+            let (hh, mm) = (num(hh, "offset")?, num(mm, "offset")?);
+            // PostgreSQL's limit for a time zone offset.
+            if hh > 15 || mm > 59 {
+                return Err(format!("`{}` is not an offset (at most 15:59)", o.escape_debug()));
+            }
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            (sign * hh as i8, sign * mm as i8)
+        }
+    };
+    time::UtcOffset::from_hms(oh, om, 0).map_err(|_| format!("`{}` is not an offset", offset.escape_debug()))?;
+    // PostgreSQL keeps microseconds.
+    let micro = if fraction.is_empty() {
+        String::new()
+    } else {
+        format!(".{}", &fraction[..fraction.len().min(6)])
+    };
+    let sign = if oh < 0 || om < 0 { '-' } else { '+' };
+    Ok(format!(
+        "{date} {h:02}:{mi:02}:{sec:02}{micro}{sign}{:02}:{:02}",
+        oh.unsigned_abs(),
+        om.unsigned_abs()
+    ))
+}
+
 /// What `pgha restore` recovers to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "value")]
@@ -222,18 +321,14 @@ impl Target {
     /// Checks the shape of what reaches pgBackRest's command line.
     pub(crate) fn checked(self) -> Result<Target, String> {
         match &self {
-            Target::Time(t) => {
-                let ok = (10..=40).contains(&t.len())
-                    && t.starts_with(|c: char| c.is_ascii_digit())
-                    && t.chars().all(|c| c.is_ascii_digit() || " :.+-T".contains(c));
-                if ok {
-                    Ok(self)
-                } else {
-                    Err(format!(
-                        "--to `{t}` is not a time: write `YYYY-MM-DD HH:MM:SS` with an offset, e.g. `2026-11-29 06:30:00+00`"
-                    ))
-                }
-            }
+            Target::Time(t) => match recovery_time(t) {
+                Ok(normal) => Ok(Target::Time(normal)),
+                Err(why) => Err(format!(
+                    "--to `{}` is not a time pgha can recover to: {why}; write a date, a time and an offset, \
+                     e.g. `2026-11-29 06:30:00+00` or `2026-11-29T06:30:00.5Z` (ISO 8601, as `date -u -Iseconds` prints)",
+                    t.escape_debug()
+                )),
+            },
             Target::Backup(label) => {
                 let ok = (16..=40).contains(&label.len())
                     && label.chars().all(|c| c.is_ascii_digit() || "-_FDI".contains(c));
@@ -274,9 +369,19 @@ impl Target {
 /// and promotes.
 pub(crate) fn restore_script(design: &Design, cloud: &str, target: &Target) -> String {
     let data = quote(&design.platform.data_dir);
+    // The recovery's restore_command reads this cloud's repository only,
+    // as Patroni's does (pgBackRest would write one that asks them all).
     let restore = pgbackrest(
         design,
-        &format!("--repo={} {} restore", repo_index(design, cloud), target.options()),
+        &format!(
+            "--repo={} {} {} restore",
+            repo_index(design, cloud),
+            target.options(),
+            quote(&format!(
+                "--recovery-option=restore_command={}",
+                restore_command(design, cloud)
+            ))
+        ),
     );
     format!("set -e\ninstall -d -m 0700 -o postgres -g postgres {data}\n{restore}\nrm -f {data}/standby.signal\n")
 }
@@ -418,12 +523,48 @@ mod tests {
     #[test]
     fn restore_targets_are_checked_before_any_shell_sees_them() {
         assert!(Target::Time("2026-11-29 06:30:00.123+00".into()).checked().is_ok());
-        assert!(Target::Time("2026-11-29T06:30:00Z".into()).checked().is_err());
         assert!(Target::Time("now'; rm -rf /".into()).checked().is_err());
         assert!(Target::Backup("20261129-063000F_20261129-064000D".into())
             .checked()
             .is_ok());
         assert!(Target::Backup("../../x".into()).checked().is_err());
+    }
+
+    #[test]
+    fn recovery_times_are_iso_8601_with_an_offset_and_exist() {
+        let ok = [
+            ("2026-11-29 06:30:00+00", "2026-11-29 06:30:00+00:00"),
+            ("2026-12-02T03:17:46.900192Z", "2026-12-02 03:17:46.900192+00:00"),
+            ("2026-12-02T03:17:46+01:00", "2026-12-02 03:17:46+01:00"),
+            ("2026-12-02 03:17:46.123456789-0530", "2026-12-02 03:17:46.123456-05:30"),
+            ("2024-02-29 00:00:00Z", "2024-02-29 00:00:00+00:00"),
+        ];
+        for (given, normal) in ok {
+            assert_eq!(recovery_time(given).as_deref(), Ok(normal), "{given}");
+            assert_eq!(
+                Target::Time(given.into()).checked(),
+                Ok(Target::Time(normal.into())),
+                "{given}"
+            );
+        }
+        for (given, why) in [
+            ("2026-02-30 00:00:00+00", "does not exist"),
+            ("2026-02-30T00:00:00", "does not exist"),
+            ("2026-11-30 12:00:00", "no offset"),
+            ("2026-11-30T12:00:00", "no offset"),
+            ("2026-13-01 00:00:00Z", "no month 13"),
+            ("2026-11-30 24:00:00Z", "not a time of day"),
+            ("2026-11-30 12:00:00+25", "not an offset"),
+            ("2026-11-30 12:00Z", "not a time of day"),
+            ("2026-11-30_12:00:00Z", "separated by"),
+            ("2026-11-30 12:00:00.Z", "fractional"),
+            ("2026-11-30 12:00:00+00'; rm -rf /", "not an offset"),
+            ("yesterday", "too short"),
+        ] {
+            let e = recovery_time(given).unwrap_err();
+            assert!(e.contains(why), "{given}: {e}");
+            assert!(Target::Time(given.into()).checked().is_err());
+        }
     }
 
     #[test]
@@ -461,12 +602,20 @@ mod tests {
             replica_command(&d, "dc2"),
             "/usr/bin/pgbackrest --stanza=pgha-demo --repo=2 --delta --type=standby restore"
         );
+        let pitr = restore_script(&d, "dc1", &Target::Time("2026-11-29 06:30:00+00".into()));
         assert!(
-            restore_script(&d, "dc1", &Target::Time("2026-11-29 06:30:00+00".into()))
-                .contains("--repo=1 --type=time --target='2026-11-29 06:30:00+00' --target-action=promote restore")
+            pitr.contains(
+                "--repo=1 --type=time --target='2026-11-29 06:30:00+00' --target-action=promote \
+                 '--recovery-option=restore_command=pgbackrest --stanza=pgha-demo --repo=1 archive-get %f \"%p\"' restore"
+            ),
+            "{pitr}"
         );
         assert!(restore_script(&d, "dc2", &Target::Backup("20261129-063000F".into()))
-            .contains("--repo=2 --set=20261129-063000F --type=immediate --target-action=promote restore"));
-        assert!(restore_command(&d).ends_with("archive-get %f \"%p\""));
+            .contains("--repo=2 --set=20261129-063000F --type=immediate --target-action=promote"));
+        assert!(
+            restore_command(&d, "dc2").ends_with(" --repo=2 archive-get %f \"%p\""),
+            "{}",
+            restore_command(&d, "dc2")
+        );
     }
 }

@@ -116,14 +116,15 @@ pub(crate) fn lease_revoke_script(client_port: u16, lease: &str) -> String {
 
 /// Adds `value` (one line of JSON) under `key` below `prefix`, then drops
 /// the oldest keys below `prefix` past the newest `keep` (a bounded journal).
-pub(crate) fn journal_put_script(client_port: u16, prefix: &str, key: &str, value: &str, keep: usize) -> String {
+/// The value comes on stdin (`$PGHA_INPUT`): never in etcdctl's argv,
+/// which every user of the host can read in `ps`.
+pub(crate) fn journal_put_script(client_port: u16, prefix: &str, key: &str, keep: usize) -> String {
     format!(
         "e() {{ {etcdctl} \"$@\"; }}\n\
-e put {key} {value} >/dev/null\n\
+e put {key} < \"$PGHA_INPUT\" >/dev/null\n\
 e get {prefix} --prefix --keys-only | sed '/^$/d' | head -n -{keep} | while read -r k; do e del \"$k\" >/dev/null; done\n",
         etcdctl = etcdctl(client_port),
         key = quote(key),
-        value = quote(value),
         prefix = quote(prefix),
     )
 }

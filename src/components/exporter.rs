@@ -113,8 +113,8 @@ mod tests {
     fn the_role_is_made_once_and_its_password_set_each_time() {
         let sql = role_sql("pgha_monitor", "s3cr'et");
         assert!(sql.starts_with("SET log_min_error_statement = panic;"), "{sql}");
-        assert!(sql.contains("SELECT 'CREATE ROLE \"pgha_monitor\"' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgha_monitor') \\gexec"));
-        assert!(sql.contains("ALTER ROLE \"pgha_monitor\" LOGIN PASSWORD 's3cr''et';"));
+        assert!(sql.contains("SELECT 'CREATE ROLE \"pgha_monitor\"' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = E'pgha_monitor') \\gexec"));
+        assert!(sql.contains("ALTER ROLE \"pgha_monitor\" LOGIN PASSWORD E's3cr''et';"));
         assert!(sql.contains("GRANT pg_monitor TO \"pgha_monitor\";"));
     }
 

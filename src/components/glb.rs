@@ -13,7 +13,8 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     path: "/etc/haproxy/haproxy.cfg",
     owner: "root",
     group: "root",
-    mode: 0o644,
+    // The stats password is inside; HAProxy's master process reads it as root.
+    mode: 0o600,
     service: "haproxy",
     check: Some("haproxy -c -q -f"),
 };

@@ -257,7 +257,7 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.ends_with("IN (('work_mem', '16MB'), ('search_path', '''$user'', it''s'))"),
+            sql.ends_with("IN ((E'work_mem', E'16MB'), (E'search_path', E'''$user'', it''s'))"),
             "{sql}"
         );
         assert_eq!(

@@ -236,6 +236,9 @@ pub struct Backup {
     /// Bytes of WAL waiting to be archived before pgBackRest drops it
     /// (keeping the master writable; point-in-time recovery then has a gap).
     pub archive_queue_max: u64,
+    /// Seconds without progress after which a pgBackRest call to another
+    /// host fails (pgBackRest's `io-timeout`).
+    pub io_timeout: u32,
     /// The pgBackRest TLS server's port on database and repository hosts.
     pub port: u16,
 }

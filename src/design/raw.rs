@@ -148,6 +148,7 @@ pub struct RawBackup {
     pub retention_diff: Option<u32>,
     pub schedule: Option<RawSchedule>,
     pub archive_queue_max: Option<u64>,
+    pub io_timeout: Option<u32>,
     pub port: Option<u16>,
 }
 

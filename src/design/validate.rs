@@ -1293,8 +1293,18 @@ fn build_backup(
         schedule_diff: calendar("backup.schedule.diff", schedule.diff, Some("Mon..Sat *-*-* 01:00:00")),
         schedule_incr: calendar("backup.schedule.incr", schedule.incr, None),
         archive_queue_max: raw.archive_queue_max.unwrap_or(4 << 30),
+        io_timeout: raw.io_timeout.unwrap_or(15),
         port: raw.port.unwrap_or(8432),
     };
+    if !(3..=600).contains(&backup.io_timeout) {
+        cx.error(
+            root,
+            "backup.io_timeout",
+            format!("{} s is out of range (3 to 600)", backup.io_timeout),
+            "seconds without progress before a pgBackRest call to an unreachable repository or host fails \
+             (default 15): short, so a lost data center is reported, never waited on",
+        );
+    }
     for (field, value) in [
         ("backup.retention_full", backup.retention_full),
         ("backup.retention_diff", backup.retention_diff),

@@ -224,15 +224,9 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_script_quotes_the_value_and_keeps_a_bound() {
-        let s = etcd::journal_put_script(
-            2379,
-            "/pgha/c/pgha-journal/",
-            "/pgha/c/pgha-journal/1-2",
-            r#"{"a":"it's"}"#,
-            1000,
-        );
-        assert!(s.contains(r#"e put /pgha/c/pgha-journal/1-2 '{"a":"it'\''s"}'"#), "{s}");
+    fn the_journal_script_reads_the_value_from_stdin_and_keeps_a_bound() {
+        let s = etcd::journal_put_script(2379, "/pgha/c/pgha-journal/", "/pgha/c/pgha-journal/1-2", 1000);
+        assert!(s.contains("e put /pgha/c/pgha-journal/1-2 < \"$PGHA_INPUT\""), "{s}");
         assert!(s.contains("head -n -1000"), "{s}");
         let out = std::process::Command::new("bash")
             .args(["-n", "-c", &s])

@@ -143,7 +143,14 @@ pub(crate) fn segment_name(timeline: u32, lsn: u64, segment: u64) -> String {
 /// when the segment holding `start` is gone (the master no longer has it:
 /// nothing to compare with). Any other failure to read them is an error:
 /// two failed reads must never hash equal.
-pub(crate) fn records_hash_script(data_dir: &str, bin_dir: &str, tli: u32, start: u64, upto: u64, segment: u64) -> String {
+pub(crate) fn records_hash_script(
+    data_dir: &str,
+    bin_dir: &str,
+    tli: u32,
+    start: u64,
+    upto: u64,
+    segment: u64,
+) -> String {
     format!(
         "[ -f {seg} ] || {{ echo missing; exit 0; }}\n{}waldump exact -p {wal} -t {tli} -s {s} -e {e} || exit 4\nsha256sum < \"$wd_out\" | cut -d' ' -f1\n",
         waldump_fn(bin_dir),
@@ -217,24 +224,39 @@ mod tests {
     #[test]
     fn scripts_quote_their_paths() {
         let s = commits_after_script("/var/lib/pg x", "/usr/lib/postgresql/17/bin", 2, 0x5000000);
-        assert!(s.contains("runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_waldump \"$@\""), "{s}");
+        assert!(
+            s.contains("runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_waldump \"$@\""),
+            "{s}"
+        );
         assert!(
             s.ends_with("waldump end -p '/var/lib/pg x/pg_wal' -t 2 -s 0/5000000 || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n"),
             "{s}"
         );
         assert!(position_script("/var/lib/pg x", "/b", 5432).starts_with("D='/var/lib/pg x'; B=/b\n"));
         let h = records_hash_script("/d", "/b", 2, 0x5000000, 0x5000100, 16 << 20);
-        assert!(h.starts_with("[ -f /d/pg_wal/000000020000000000000005 ] || { echo missing; exit 0; }\n"), "{h}");
-        assert!(h.contains("waldump exact -p /d/pg_wal -t 2 -s 0/5000000 -e 0/5000100 || exit 4\n"), "{h}");
+        assert!(
+            h.starts_with("[ -f /d/pg_wal/000000020000000000000005 ] || { echo missing; exit 0; }\n"),
+            "{h}"
+        );
+        assert!(
+            h.contains("waldump exact -p /d/pg_wal -t 2 -s 0/5000000 -e 0/5000100 || exit 4\n"),
+            "{h}"
+        );
     }
 
     #[test]
     fn segment_names_follow_the_segment_size() {
         assert_eq!(segment_name(1, 0x0500_0028, 16 << 20), "000000010000000000000005");
-        assert_eq!(segment_name(3, (1 << 32) + 0x0100_0000, 16 << 20), "000000030000000100000001");
+        assert_eq!(
+            segment_name(3, (1 << 32) + 0x0100_0000, 16 << 20),
+            "000000030000000100000001"
+        );
         // 1 MiB segments: 4096 per 4 GiB.
         assert_eq!(segment_name(1, 0x0050_0028, 1 << 20), "000000010000000000000005");
-        assert_eq!(segment_name(2, (1 << 32) + 0x0030_0000, 1 << 20), "000000020000000100000003");
+        assert_eq!(
+            segment_name(2, (1 << 32) + 0x0030_0000, 1 << 20),
+            "000000020000000100000003"
+        );
     }
 
     #[test]
@@ -282,13 +304,17 @@ mod tests {
              runuser -u postgres -- {BIN}/pg_ctl -D {data} -m fast -w stop >/dev/null\n"
         ));
         assert_eq!(code, Some(0), "{err}");
-        let from = crate::fleet::parse_lsn(&from).unwrap();
+        let from = parse_lsn(&from).unwrap();
 
         // Stopped: the position from the WAL on disk, the segment size from the control file.
         let (code, out, err) = sh(&position_script(&data, BIN, 5499));
         assert_eq!(code, Some(0), "{err}");
         let pos = parse_position(&out).unwrap();
-        assert_eq!((pos.mode.as_str(), pos.timeline, pos.segment), ("stopped", 1, 1 << 20), "{out}");
+        assert_eq!(
+            (pos.mode.as_str(), pos.timeline, pos.segment),
+            ("stopped", 1, 1 << 20),
+            "{out}"
+        );
         assert!(pos.lsn > from + 4 * (1 << 20), "{out}");
 
         let (code, out, err) = sh(&commits_after_script(&data, BIN, 1, from));

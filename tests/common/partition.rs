@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{sql, stderr, stdout, wait_for, writer, TestLab};
+use super::{sql, stderr, stdout, wait_for, writer, TestLab, Written};
 
 pub(crate) const DC1: [&str; 3] = ["dc1-pg1", "dc1-pg2", "dc1-pg3"];
 pub(crate) const DC2: [&str; 3] = ["dc2-pg1", "dc2-pg2", "dc2-pg3"];
@@ -91,21 +91,87 @@ impl Sites {
         master
     }
 
-    /// How many of `acked` are missing on the cluster now.
-    pub(crate) fn lost(&self, pw: &str, acked: &[i32]) -> usize {
+    /// Which of `acked` are missing on the cluster now.
+    pub(crate) fn missing(&self, pw: &str, acked: &[i32]) -> Vec<i32> {
         let ids = acked.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
-        let have: usize = sql(
+        let have: std::collections::HashSet<i32> = sql(
             &self.glb(),
             5000,
             pw,
-            &format!("SELECT count(*) FROM ticks WHERE id IN ({ids})"),
+            &format!("SELECT id FROM ticks WHERE id IN ({ids})"),
         )
-        .unwrap()[0][0]
-            .as_deref()
-            .unwrap()
-            .parse()
-            .unwrap();
-        acked.len() - have
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+        acked.iter().copied().filter(|id| !have.contains(id)).collect()
+    }
+
+    /// How many of `acked` are missing on the cluster now.
+    pub(crate) fn lost(&self, pw: &str, acked: &[i32]) -> usize {
+        self.missing(pw, acked).len()
+    }
+
+    /// Asynchronous replication's documented RPO (README, "RPO"): only the
+    /// writes acknowledged after the last position the new primary had
+    /// received may be missing. The GLB writer waits for each
+    /// acknowledgement before its next write, so commits are in the order of
+    /// the acknowledgements and what the new primary had received is a
+    /// prefix of them: the missing writes must be the newest ones
+    /// acknowledged before the link was cut (`cut_done`), all of them, and
+    /// none acknowledged after. Returns them, named, with how long before
+    /// `cut` (when the cut began) each was acknowledged.
+    pub(crate) fn check_rpo(&self, pw: &str, w: &Written, cut: Instant, cut_done: Instant) -> Vec<Lost> {
+        let missing = self.missing(pw, &w.acked);
+        let lost: Vec<Lost> = w
+            .acked
+            .iter()
+            .zip(&w.at)
+            .filter(|(id, _)| missing.contains(id))
+            .map(|(id, at)| Lost { id: *id, at: *at, cut })
+            .collect();
+        let named: Vec<String> = lost.iter().map(Lost::to_string).collect();
+        assert!(
+            lost.iter().all(|l| l.at < cut_done),
+            "writes acknowledged after the cut were lost: {named:?}"
+        );
+        if let Some(first) = lost.first() {
+            let tail: Vec<i32> = w
+                .acked
+                .iter()
+                .zip(&w.at)
+                .filter(|(_, at)| **at >= first.at && **at < cut_done)
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(
+                lost.iter().map(|l| l.id).collect::<Vec<_>>(),
+                tail,
+                "the writes lost are not the newest ones before the cut (a gap inside what the new primary had): \
+                 {named:?}"
+            );
+        }
+        lost
+    }
+}
+
+/// An acknowledged write missing after a failover.
+pub(crate) struct Lost {
+    pub id: i32,
+    pub at: Instant,
+    pub cut: Instant,
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.cut.checked_duration_since(self.at) {
+            Some(d) => write!(f, "id {} acknowledged {:.2} s before the cut", self.id, d.as_secs_f64()),
+            None => write!(
+                f,
+                "id {} acknowledged {:.2} s after the cut began",
+                self.id,
+                (self.at - self.cut).as_secs_f64()
+            ),
+        }
     }
 }
 
@@ -203,7 +269,9 @@ pub(crate) struct Cut {
     /// From the last write acknowledged before the cut to the first after.
     pub first_write: Option<Duration>,
     pub acked: usize,
-    pub lost: usize,
+    /// Acknowledged writes missing afterwards: within the documented RPO
+    /// (checked), named.
+    pub lost: Vec<Lost>,
     pub rows: String,
     /// Writes acknowledged inside the old cloud (on its master) after the
     /// cut: past the fork, discarded by the rewind after the heal.
@@ -236,6 +304,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     let cut = Instant::now();
     let out = lab.lab(&["partition", old, "--operator"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cut_done = Instant::now();
     wait_for(
         &format!("{old} to fence its master"),
         fence_bound() + Duration::from_secs(5),
@@ -284,7 +353,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     });
     assert!(asked, "no pre_promote in {new}'s Patroni logs");
     let rows = sites.same_rows_everywhere(pw);
-    let lost = sites.lost(pw, &w.acked);
+    let lost = sites.check_rpo(pw, &w, cut, cut_done);
     // The fenced master's agent kept the WAL past its last published position.
     let record = lab.ssh_ok(&sites.address(&old_master), "tail -1 /var/lib/pgha/site-fenced.json");
     let record: serde_json::Value = serde_json::from_str(&record).unwrap();
@@ -326,16 +395,25 @@ impl Cut {
     pub(crate) fn describe(&self, mode: &str) -> String {
         format!(
             "{mode}: {} partitioned: fenced after {} (bound {}), {} writable after {}, first write through the GLB \
-             after {}; acknowledged writes lost: {} of {}; rows on all 6 hosts equal ({}); writes acknowledged \
-             inside {} after the cut (discarded by the rewind): {}, commits the fenced master kept the WAL of: {}",
+             after {}; acknowledged writes lost: {} of {} (within the RPO: the newest before the cut){}; rows on all 6 \
+             hosts equal ({}); writes acknowledged inside {} after the cut (discarded by the rewind): {}, commits the \
+             fenced master kept the WAL of: {}",
             self.old,
             secs(self.fenced),
             secs(fence_bound()),
             self.new,
             secs(self.promoted),
             self.first_write.map_or("-".into(), secs),
-            self.lost,
+            self.lost.len(),
             self.acked,
+            if self.lost.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    self.lost.iter().map(Lost::to_string).collect::<Vec<_>>().join(", ")
+                )
+            },
             self.rows,
             self.old,
             self.inside_after_cut,
