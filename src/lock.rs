@@ -254,10 +254,15 @@ pub async fn cluster_in(
 /// A digest of the design file and the state file as they are now: a
 /// command compares it after taking its locks with the one it planned from.
 pub fn inputs_digest(d: &Design) -> String {
-    let read = |p: &Path| std::fs::read(p).unwrap_or_default();
-    let mut all = read(&d.path);
+    let design = std::fs::read(&d.path).unwrap_or_default();
+    digest(&crate::fsutil::sha256_hex(&design), d)
+}
+
+/// The design's text as hashed (`design_sha256`) with the state file as it is now.
+fn digest(design_sha256: &str, d: &Design) -> String {
+    let mut all = design_sha256.as_bytes().to_vec();
     all.extend_from_slice(b"\0state\0");
-    all.extend_from_slice(&read(&crate::state::path(d)));
+    all.extend_from_slice(&std::fs::read(crate::state::path(d)).unwrap_or_default());
     crate::fsutil::sha256_hex(&all)
 }
 
@@ -293,7 +298,9 @@ impl Session {
         // Read after the lock: what a finished holder wrote is what we plan from.
         let resuming = crate::state::refuse_unfinished_flip(d, flip)?;
         Ok(Session {
-            digest: inputs_digest(d),
+            // The design as it was loaded, not as the file is now: an edit
+            // between the load and this lock is a change too.
+            digest: digest(&d.source_sha256, d),
             holder,
             resuming,
             _local: local,
@@ -319,6 +326,34 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_design_edited_between_load_and_lock_is_a_change() {
+        use crate::testkit::THREE_CLOUDS;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgha.yaml");
+        std::fs::write(&path, THREE_CLOUDS).unwrap();
+        let load = || {
+            crate::design::load_mode(&path, crate::design::Mode::AllowNoPrimary)
+                .unwrap()
+                .design
+        };
+        let d = load();
+        let s = Session::begin(&d, "deploy", None).unwrap();
+        s.ensure_unchanged(&d).unwrap();
+        drop(s);
+        // Edited after the load, before the lock.
+        std::fs::write(&path, THREE_CLOUDS.replace("10.0.3.3", "10.0.3.4")).unwrap();
+        let s = Session::begin(&d, "deploy", None).unwrap();
+        let e = s.ensure_unchanged(&d).unwrap_err().to_string();
+        assert!(e.contains("changed while this command was planning"), "{e}");
+        drop(s);
+        let d = load();
+        Session::begin(&d, "deploy", None)
+            .unwrap()
+            .ensure_unchanged(&d)
+            .unwrap();
+    }
 
     #[test]
     fn a_second_local_lock_is_refused_naming_the_holder_and_freed_on_drop() {

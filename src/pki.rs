@@ -166,6 +166,13 @@ fn read_key(path: &Path) -> anyhow::Result<Option<KeyPair>> {
     })
 }
 
+/// When a PEM certificate expires (unix seconds); `None` when it is not one.
+pub(crate) fn not_after(pem: &str) -> Option<i64> {
+    parse_cert(pem, "certificate")
+        .ok()
+        .map(|c| c.not_after.unix_timestamp())
+}
+
 /// Facts read from a PEM certificate.
 struct CertInfo {
     not_after: OffsetDateTime,

@@ -775,17 +775,7 @@ fn lock_value(d: &Design, script: &str) -> Option<String> {
 }
 
 fn decode64(text: &str) -> Vec<u8> {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let vals: Vec<u32> = text
-        .bytes()
-        .filter_map(|b| T.iter().position(|t| *t == b).map(|p| p as u32))
-        .collect();
-    let mut out = Vec::new();
-    for chunk in vals.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | (v << (18 - 6 * i)));
-        out.extend(n.to_be_bytes()[1..chunk.len()].iter());
-    }
-    out
+    crate::remote::base64_decode(text).unwrap_or_default()
 }
 
 /// One host of the world, as a transport.

@@ -62,20 +62,18 @@ pub(crate) const ETCD_FILES: [FileSpec; 3] = [TRUST, CERT, ETCD_KEY];
 /// The TLS files of a database host, in the order they are written.
 pub(crate) const FILES: [FileSpec; 4] = [TRUST, CERT, ETCD_KEY, POSTGRES_KEY];
 
-/// Prints `cert_expires <unix seconds>`: when the host's installed
-/// certificate expires, read from the file itself (Python's ssl module is
-/// on every host: Patroni needs it).
+/// Prints `cert_pem <base64 of the PEM>`: the host's installed certificate
+/// (public), which pgha reads itself.
 pub(crate) fn expiry_script() -> String {
-    format!(
-        "python3 -c 'import ssl; print(\"cert_expires\", int(ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert(\"{CERT_PATH}\")[\"notAfter\"])))' 2>/dev/null"
-    )
+    format!("[ -r {CERT_PATH} ] && echo \"cert_pem $(base64 -w0 {CERT_PATH})\"")
 }
 
-/// The seconds in a line `cert_expires N` of a probe's output.
+/// When the certificate in a line `cert_pem B64` of a probe's output expires
+/// (unix seconds).
 pub(crate) fn parse_expiry(out: &str) -> Option<i64> {
-    out.lines()
-        .find_map(|l| l.strip_prefix("cert_expires "))
-        .and_then(|v| v.trim().parse().ok())
+    let b64 = out.lines().find_map(|l| l.strip_prefix("cert_pem "))?;
+    let pem = crate::remote::base64_decode(b64.trim())?;
+    crate::pki::not_after(&String::from_utf8(pem).ok()?)
 }
 
 #[cfg(test)]
@@ -86,12 +84,18 @@ mod tests {
     fn expiry_is_read_from_the_installed_certificate() {
         assert_eq!(
             expiry_script(),
-            r#"python3 -c 'import ssl; print("cert_expires", int(ssl.cert_time_to_seconds(ssl._ssl._test_decode_cert("/etc/pgha/tls/host.crt")["notAfter"])))' 2>/dev/null"#
+            r#"[ -r /etc/pgha/tls/host.crt ] && echo "cert_pem $(base64 -w0 /etc/pgha/tls/host.crt)""#
         );
-        assert_eq!(
-            parse_expiry("patroni active\ncert_expires 1830000000\n"),
-            Some(1_830_000_000)
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a1".to_string()]).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(1_830_000_000).unwrap();
+        let pem = p.self_signed(&key).unwrap().pem();
+        let line = format!(
+            "patroni active\ncert_pem {}\n",
+            crate::remote::base64(pem.as_bytes()).replace('\n', "")
         );
+        assert_eq!(parse_expiry(&line), Some(1_830_000_000));
         assert_eq!(parse_expiry("patroni active\n"), None);
+        assert_eq!(parse_expiry("cert_pem bm90IGEgY2VydA==\n"), None);
     }
 }

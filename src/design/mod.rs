@@ -71,6 +71,9 @@ pub struct Design {
     pub tls: Tls,
     /// A directory whose `*.j2` files replace the embedded templates.
     pub templates_dir: Option<PathBuf>,
+    /// The SHA-256 of the text this design was read from: a changing
+    /// command stops when the file no longer says the same.
+    pub source_sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -84,8 +84,10 @@ pub fn load_str_mode(src: &str, path: &Path, mode: Mode) -> Result<Loaded, Inval
     if cx.problems.iter().any(Problem::is_error) {
         return Err(cx.finish_err());
     }
+    let mut design = design.expect("a design without errors is complete");
+    design.source_sha256 = crate::fsutil::sha256_hex(src.as_bytes());
     Ok(Loaded {
-        design: design.expect("a design without errors is complete"),
+        design,
         warnings: cx.problems,
     })
 }
@@ -343,6 +345,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         pki_dir,
         tls,
         templates_dir,
+        source_sha256: String::new(),
     })
 }
 

@@ -167,11 +167,20 @@ async fn refuse_orphan_primaries(fleet: &Fleet, clouds: &[&Cloud]) -> anyhow::Re
     let script = orphan_script(fleet.design.platform.postgres_port);
     for c in clouds {
         for h in &c.hosts {
-            let Ok(r) = fleet.remote(&h.name) else { continue };
-            if r.check("looking for a primary without Patroni", &script)
-                .await
-                .is_ok_and(|out| out.trim() == "orphan")
-            {
+            // A host that cannot be asked may be exactly that primary.
+            let asked = match fleet.remote(&h.name) {
+                Ok(r) => r.check("looking for a primary without Patroni", &script).await,
+                Err(e) => Err(e),
+            };
+            let out = asked.map_err(|e| {
+                Usage(format!(
+                    "{}: cannot tell whether PostgreSQL runs there as a primary without Patroni ({e:#}); resumed, \
+                     Patroni could promote another host of {} beside it (nothing was changed)\n  hint: bring {} \
+                     back (or stop its PostgreSQL), then `pgha resume`",
+                    h.name, c.name, h.name
+                ))
+            })?;
+            if out.trim() == "orphan" {
                 let p = &fleet.design.platform;
                 bail!(
                     "{}: Patroni is stopped while its PostgreSQL runs as a primary; resumed, Patroni would promote \
@@ -264,5 +273,19 @@ mod runner_tests {
             "{journal:?}"
         );
         assert!(journal[2].contains(r#""command":"resume""#) && journal[2].contains(r#""outcome":"ok""#));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_host_that_cannot_be_asked_is_never_taken_for_no_orphan() {
+        let mut sim = Sim::new(THREE_CLOUDS);
+        toggle(&sim, Some("dc2"), true).await.unwrap();
+        sim.unreachable.push("dc2-pg3".into());
+        let e = toggle(&sim, Some("dc2"), false).await.unwrap_err();
+        assert!(e.downcast_ref::<Usage>().is_some(), "exit 2: {e:#}");
+        assert!(
+            format!("{e:#}").contains("dc2-pg3: cannot tell whether PostgreSQL runs there as a primary"),
+            "{e:#}"
+        );
+        assert_eq!(sim.world().paused(), ["dc2"], "nothing was changed");
     }
 }

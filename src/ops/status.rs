@@ -191,6 +191,39 @@ pub(crate) fn backup_findings(b: &BackupStatus) -> Vec<Finding> {
     out
 }
 
+/// Days before a certificate's expiry from which status warns: deploy
+/// renews within the same 30 days.
+const CERT_WARN_DAYS: i64 = 30;
+
+/// A certificate that expires within 30 days is a warning (nothing renews
+/// it but a deploy); an expired one stops etcd, Patroni's REST checks,
+/// replication and the site lease at once: unsafe.
+pub(crate) fn cert_findings(first: Option<&CertExpiry>) -> Vec<Finding> {
+    let Some(c) = first else { return Vec::new() };
+    let (level, message) = if c.days_left < 0 {
+        (
+            Level::Danger,
+            format!(
+                "the TLS certificate of {} expired at {}: etcd, Patroni's REST checks, replication and the site \
+                 lease refuse it; `pgha deploy` issues new ones",
+                c.host, c.expires
+            ),
+        )
+    } else if c.days_left < CERT_WARN_DAYS {
+        (
+            Level::Warning,
+            format!(
+                "the TLS certificate of {} expires at {} ({} days): run `pgha deploy`, which renews every \
+                 certificate within {CERT_WARN_DAYS} days of its expiry",
+                c.host, c.expires, c.days_left
+            ),
+        )
+    } else {
+        return Vec::new();
+    };
+    vec![Finding { level, message }]
+}
+
 /// What a DBA must know from the rows: writable hosts where none may be,
 /// clouds without a leader (and why), replicas behind the newest timeline,
 /// changes pgha still owes a cloud. Pure, so every rule is unit-tested.
@@ -544,8 +577,16 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     let pending = crate::state::load(d).map(|s| s.pending).unwrap_or_default();
     let site = site_status(fleet).await;
     let backup = backup_status(fleet, &hosts, now).await;
+    let earliest_cert_expiry = earliest.and_then(|(host, at)| {
+        Some(CertExpiry {
+            host,
+            expires: rfc3339(at)?,
+            days_left: (at - now).div_euclid(86_400),
+        })
+    });
     let mut found = findings(&hosts, &pending, site.as_ref());
     found.extend(backup.iter().flat_map(backup_findings));
+    found.extend(cert_findings(earliest_cert_expiry.as_ref()));
     found.sort_by_key(|f| std::cmp::Reverse(f.level));
     Status {
         findings: found,
@@ -554,13 +595,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
         hosts,
         glb,
         site,
-        earliest_cert_expiry: earliest.and_then(|(host, at)| {
-            Some(CertExpiry {
-                host,
-                expires: rfc3339(at)?,
-                days_left: (at - now).div_euclid(86_400),
-            })
-        }),
+        earliest_cert_expiry,
     }
 }
 
@@ -1030,6 +1065,26 @@ mod tests {
             (None, None, false)
         );
         assert!(parse_archiver("a1", "garbage").is_none());
+    }
+
+    #[test]
+    fn certificates_near_expiry_warn_and_expired_ones_are_unsafe() {
+        let c = |days_left| CertExpiry {
+            host: "a2".into(),
+            expires: "2027-01-01T00:00:00Z".into(),
+            days_left,
+        };
+        assert!(cert_findings(None).is_empty());
+        assert!(cert_findings(Some(&c(30))).is_empty());
+        let f = cert_findings(Some(&c(10)));
+        assert_eq!(levels(&f), [Level::Warning]);
+        assert!(
+            f[0].message.contains("a2 expires") && f[0].message.contains("(10 days)"),
+            "{f:?}"
+        );
+        let f = cert_findings(Some(&c(-1)));
+        assert_eq!(levels(&f), [Level::Danger]);
+        assert!(f[0].message.contains("a2 expired"), "{f:?}");
     }
 
     #[test]

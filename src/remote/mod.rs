@@ -374,6 +374,26 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (line breaks ignored, `=` padding); `None` for
+/// anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let body = text.trim_end_matches(['=', '\n', '\r']);
+    let mut vals = Vec::with_capacity(body.len());
+    for b in body.bytes().filter(|b| !b"\r\n".contains(b)) {
+        vals.push(T.iter().position(|t| *t == b)? as u32);
+    }
+    if vals.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(vals.len() * 3 / 4);
+    for chunk in vals.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | (v << (18 - 6 * i)));
+        out.extend(n.to_be_bytes()[1..chunk.len()].iter());
+    }
+    Some(out)
+}
+
 /// Connects to many hosts at once; reports every host that failed.
 pub async fn connect_all(hosts: &[Host], timeout: Duration) -> (Vec<Remote>, Vec<ConnectError>) {
     let mut set = tokio::task::JoinSet::new();
@@ -423,6 +443,10 @@ mod tests {
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
         let long = base64(&[0u8; 100]);
         assert!(long.lines().all(|l| l.len() <= 76));
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foobar", &[0u8; 100], &[255u8; 7]] {
+            assert_eq!(base64_decode(&base64(data)).as_deref(), Some(data));
+        }
+        assert_eq!(base64_decode("not base64!"), None);
     }
 
     #[test]

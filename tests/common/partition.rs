@@ -34,8 +34,8 @@ impl Sites {
     }
 
     /// Runs `query` on `host` itself, over its local socket from inside its
-    /// container (a partition does not hide it); its output when it succeeded.
-    pub(crate) fn psql_inside(&self, host: &str, query: &str) -> Option<String> {
+    /// container (a partition does not hide it), within 3 s.
+    pub(crate) fn ask_inside(&self, host: &str, query: &str) -> Asked {
         let out = Command::new("timeout")
             .args([
                 "3",
@@ -46,22 +46,46 @@ impl Sites {
                 &format!("{}-{host}", self.name),
             ])
             .args(["psql", "-XAtc", query])
-            .output()
-            .ok()?;
-        out.status.success().then(|| stdout(&out).trim().to_string())
+            .output();
+        let Ok(out) = out else { return Asked::Unknown };
+        if out.status.success() {
+            return Asked::Answer(stdout(&out).trim().to_string());
+        }
+        let err = stderr(&out);
+        // `timeout` says 124: no answer is not "no".
+        if out.status.code() != Some(124) && NOT_RUNNING.iter().any(|m| err.contains(m)) {
+            Asked::Down
+        } else {
+            Asked::Unknown
+        }
     }
 
-    /// Whether PostgreSQL on `host` itself takes writes.
-    pub(crate) fn read_write(&self, host: &str) -> Option<bool> {
-        match self.psql_inside(host, "SELECT NOT pg_is_in_recovery()")?.as_str() {
-            "t" => Some(true),
-            "f" => Some(false),
+    /// The output of `query` on `host` itself, when it answered.
+    pub(crate) fn psql_inside(&self, host: &str, query: &str) -> Option<String> {
+        match self.ask_inside(host, query) {
+            Asked::Answer(a) => Some(a),
             _ => None,
         }
     }
 
-    /// The hosts that take writes at one moment (asked in parallel).
-    pub(crate) fn writable_now(&self) -> Vec<String> {
+    /// Whether PostgreSQL on `host` itself takes writes: `Some(false)` also
+    /// when it (or its container) is not running; `None` when the host could
+    /// not be asked, twice: it may be writable.
+    pub(crate) fn read_write(&self, host: &str) -> Option<bool> {
+        for _ in 0..2 {
+            match self.ask_inside(host, "SELECT NOT pg_is_in_recovery()") {
+                Asked::Answer(a) if a == "t" => return Some(true),
+                Asked::Answer(a) if a == "f" => return Some(false),
+                Asked::Down => return Some(false),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The hosts that take writes at one moment, and those that could not
+    /// be asked (asked in parallel).
+    pub(crate) fn sample(&self) -> Sample {
         let asks: Vec<_> = DC1
             .iter()
             .chain(&DC2)
@@ -70,11 +94,27 @@ impl Sites {
                 std::thread::spawn(move || (h.to_string(), s.read_write(h)))
             })
             .collect();
-        asks.into_iter()
-            .filter_map(|a| a.join().ok())
-            .filter(|(_, rw)| *rw == Some(true))
-            .map(|(h, _)| h)
-            .collect()
+        let mut sample = Sample::default();
+        for (h, rw) in asks.into_iter().map(|a| a.join().unwrap()) {
+            match rw {
+                Some(true) => sample.writable.push(h),
+                Some(false) => {}
+                None => sample.unknown.push(h),
+            }
+        }
+        sample
+    }
+
+    /// The hosts that take writes at one moment; panics when a host could
+    /// not be asked (it may be a second master).
+    pub(crate) fn writable_now(&self) -> Vec<String> {
+        let s = self.sample();
+        assert!(
+            s.unknown.is_empty(),
+            "could not ask {:?} whether it takes writes",
+            s.unknown
+        );
+        s.writable
     }
 
     /// `ticks` on every host equal to the master's; returns `count:md5`.
@@ -175,6 +215,36 @@ impl std::fmt::Display for Lost {
     }
 }
 
+/// What psql or docker say when PostgreSQL, or the whole container, is not
+/// running: such a host takes no writes.
+const NOT_RUNNING: [&str; 8] = [
+    "No such file or directory",
+    "Connection refused",
+    "is not running",
+    "No such container",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+];
+
+/// One ask of a host from inside its container.
+pub(crate) enum Asked {
+    Answer(String),
+    /// PostgreSQL or its container is not running.
+    Down,
+    /// No answer in time, or an error that says nothing either way.
+    Unknown,
+}
+
+/// Every database host asked once.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Sample {
+    pub writable: Vec<String>,
+    /// Hosts that could not be asked: they may take writes.
+    pub unknown: Vec<String>,
+}
+
 pub(crate) fn status_json(lab: &TestLab) -> serde_json::Value {
     let out = lab.pgha(&["status", "--output", "json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status json: {e}: {}", stderr(&out)))
@@ -184,11 +254,11 @@ pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// Samples which hosts take writes until stopped. Bounded: at most 2000
-/// samples.
+/// Samples which hosts take writes until stopped. Bounded: at most 5000
+/// samples (about an hour).
 pub(crate) struct Monitor {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Vec<(Instant, Vec<String>)>>,
+    handle: std::thread::JoinHandle<(Vec<(Instant, Sample)>, bool)>,
 }
 
 impl Monitor {
@@ -197,26 +267,47 @@ impl Monitor {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut samples = Vec::new();
-            for _ in 0..2000 {
+            for _ in 0..5000 {
                 if flag.load(Ordering::Relaxed) {
-                    break;
+                    return (samples, true);
                 }
-                samples.push((Instant::now(), sites.writable_now()));
+                samples.push((Instant::now(), sites.sample()));
                 std::thread::sleep(Duration::from_millis(200));
             }
-            samples
+            (samples, false)
         });
         Monitor { stop, handle }
     }
 
-    /// Stops; panics if two hosts were ever writable at once.
+    /// Stops; panics if two hosts were ever writable at once, if a host
+    /// that could not be asked may have been a second master (another was
+    /// writable then, or another was unknown too), or if the monitor ran
+    /// out before it was stopped (the end went unwatched). Returns the
+    /// writable hosts of each sample.
     pub(crate) fn finish(self) -> Vec<(Instant, Vec<String>)> {
         self.stop.store(true, Ordering::Relaxed);
-        let samples = self.handle.join().unwrap();
-        for (_, rw) in &samples {
-            assert!(rw.len() <= 1, "two writable masters at once: {rw:?}");
+        let (samples, stopped) = self.handle.join().unwrap();
+        assert!(
+            stopped,
+            "the monitor ran out of samples before the end: the rest went unwatched"
+        );
+        for (_, s) in &samples {
+            assert!(s.writable.len() <= 1, "two writable masters at once: {:?}", s.writable);
+            assert!(
+                s.writable.len() + s.unknown.len() <= 1,
+                "two masters cannot be ruled out: {:?} writable, {:?} could not be asked",
+                s.writable,
+                s.unknown
+            );
         }
-        samples
+        let unknown = samples.iter().filter(|(_, s)| !s.unknown.is_empty()).count();
+        if unknown > 0 {
+            eprintln!(
+                "monitor: {unknown} of {} samples had a host that could not be asked",
+                samples.len()
+            );
+        }
+        samples.into_iter().map(|(at, s)| (at, s.writable)).collect()
     }
 }
 
@@ -268,6 +359,8 @@ pub(crate) struct Cut {
     pub promoted: Duration,
     /// From the last write acknowledged before the cut to the first after.
     pub first_write: Option<Duration>,
+    /// From the heal to every host of the old cloud following the new one.
+    pub followed: Duration,
     pub acked: usize,
     /// Acknowledged writes missing afterwards: within the documented RPO
     /// (checked), named.
@@ -308,7 +401,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     wait_for(
         &format!("{old} to fence its master"),
         fence_bound() + Duration::from_secs(5),
-        || old_hosts.iter().all(|h| sites.read_write(h) != Some(true)),
+        || old_hosts.iter().all(|h| sites.read_write(h) == Some(false)),
     );
     stop_inside.store(true, Ordering::Relaxed);
     let inside_after_cut = inside.join().unwrap().iter().filter(|t| **t > cut).count();
@@ -325,6 +418,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     std::thread::sleep(Duration::from_secs(2));
     let out = lab.lab(&["unpartition", old]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let healed = Instant::now();
     // The old primary cloud follows with no pgha command: every host of it
     // read-only, replicating (Patroni 3.0 says `running`, 4 `streaming`) on
     // the new master's timeline.
@@ -339,6 +433,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
                     && (h["state"] == "streaming" || h["state"] == "running"))
         })
     });
+    let followed = healed.elapsed();
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
@@ -383,6 +478,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
         fenced: fenced - cut,
         promoted: promoted - cut,
         first_write: first_after.map(|t| t - last_before),
+        followed,
         acked: w.acked.len(),
         lost,
         rows,
@@ -395,7 +491,7 @@ impl Cut {
     pub(crate) fn describe(&self, mode: &str) -> String {
         format!(
             "{mode}: {} partitioned: fenced after {} (bound {}), {} writable after {}, first write through the GLB \
-             after {}; acknowledged writes lost: {} of {} (within the RPO: the newest before the cut){}; rows on all 6 \
+             after {}; {} followed {} after the heal; acknowledged writes lost: {} of {} (within the RPO: the newest before the cut){}; rows on all 6 \
              hosts equal ({}); writes acknowledged inside {} after the cut (discarded by the rewind): {}, commits the \
              fenced master kept the WAL of: {}",
             self.old,
@@ -404,6 +500,8 @@ impl Cut {
             self.new,
             secs(self.promoted),
             self.first_write.map_or("-".into(), secs),
+            self.old,
+            secs(self.followed),
             self.lost.len(),
             self.acked,
             if self.lost.is_empty() {
@@ -453,7 +551,7 @@ pub(crate) fn blip_primary(sites: Sites, lab: &TestLab, pw: &str, cut_for: Durat
     wait_for(
         &format!("{holder} to fence its master"),
         fence_bound() + Duration::from_secs(5),
-        || hosts.iter().all(|h| sites.read_write(h) != Some(true)),
+        || hosts.iter().all(|h| sites.read_write(h) == Some(false)),
     );
     std::thread::sleep(cut_for.saturating_sub(cut.elapsed()));
     let out = lab.lab(&["unpartition", &holder]);
