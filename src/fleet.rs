@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context};
 use crate::components::patroni;
 use crate::design::{Cloud, Design, Host};
 use crate::remote::{self, ConnectError, Remote};
+use crate::shell::quote;
 
 /// Connected hosts of a design; unreachable ones are listed, not fatal.
 pub(crate) struct Fleet {
@@ -92,6 +93,26 @@ impl Fleet {
             .to_string())
     }
 
+    /// Whether the host's PostgreSQL takes writes, from the host itself. A
+    /// server that does not run is `Down`; a psql that fails while one runs
+    /// (or a host that does not answer) is an error, never "read-only".
+    pub(crate) async fn server_role(&self, host: &str) -> anyhow::Result<ServerRole> {
+        let p = &self.design.platform;
+        let out = self
+            .remote(host)?
+            .check(
+                "asking PostgreSQL whether it takes writes",
+                &server_role_script(p.postgres_port, &p.data_dir, &p.bin_dir),
+            )
+            .await?;
+        match out.trim() {
+            "f" => Ok(ServerRole::Primary),
+            "t" => Ok(ServerRole::Standby),
+            "down" => Ok(ServerRole::Down),
+            other => anyhow::bail!("{host}: PostgreSQL answered {other:?} to pg_is_in_recovery()"),
+        }
+    }
+
     pub(crate) async fn close(self) {
         remote::close_all(self.remotes.into_values()).await;
     }
@@ -117,6 +138,30 @@ pub(crate) async fn resolve(design: &Design, remotes: &BTreeMap<String, Remote>)
         os.insert(name, release?);
     }
     Ok(design.for_hosts(&os)?)
+}
+
+/// What a host's PostgreSQL is, asked on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerRole {
+    /// Read-write.
+    Primary,
+    /// In recovery: read-only.
+    Standby,
+    /// No server runs on the data directory.
+    Down,
+}
+
+/// Prints `f` (read-write), `t` (in recovery) or `down` (pg_ctl says no
+/// server runs: exit 3, or 4 without a data directory); fails otherwise.
+pub(crate) fn server_role_script(port: u16, data_dir: &str, bin_dir: &str) -> String {
+    format!(
+        "if out=$(runuser -u postgres -- psql -p {port} -XAtq -c 'select pg_is_in_recovery()' 2>&1); then echo \"$out\"; exit 0; fi\n\
+runuser -u postgres -- {} -D {} status >/dev/null 2>&1\n\
+case $? in 3|4) echo down; exit 0 ;; esac\n\
+echo \"$out\" >&2\nexit 1\n",
+        quote(&format!("{bin_dir}/pg_ctl")),
+        quote(data_dir)
+    )
 }
 
 pub(crate) fn psql_script(port: u16, sql: &str) -> String {

@@ -147,6 +147,38 @@ pub struct ClusterLock {
     lease: String,
     pub cloud: String,
     renew: tokio::task::JoinHandle<()>,
+    /// Until when the lease is surely alive: when the last renewal that
+    /// etcd confirmed was sent, plus the TTL.
+    valid_until: Validity,
+}
+
+/// Shared between a lock's renewal task and the command's session.
+pub(crate) type Validity = std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>;
+
+/// The lease's TTL from `sent`, the moment a grant or renewal was asked for.
+fn valid_from(sent: tokio::time::Instant) -> tokio::time::Instant {
+    sent + Duration::from_secs(LEASE_TTL)
+}
+
+/// Whether a keep-alive's answer says etcd renewed the lease.
+pub(crate) fn renewed(out: &str) -> bool {
+    out.contains("keepalived with TTL(") && !out.contains("TTL(0)")
+}
+
+/// Fails once the lock may have lapsed, with a margin of one renewal
+/// period: another pgha could then take it, and no change may follow.
+pub(crate) fn check_valid(valid_until: &Validity, now: tokio::time::Instant) -> anyhow::Result<()> {
+    let until = *valid_until.lock().expect("not poisoned");
+    if now + RENEW_EVERY > until {
+        bail!(
+            "the cluster lock could not be renewed in etcd for {} s: it may have expired, so this command stops \
+             before its next change; run it again (a flip resumes where it stopped)",
+            (now + Duration::from_secs(LEASE_TTL))
+                .saturating_duration_since(until)
+                .as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// What the acquire script answered.
@@ -182,6 +214,7 @@ impl ClusterLock {
         let port = d.etcd.client_port;
         let value = crate::remote::base64(serde_json::to_string(holder)?.as_bytes()).replace('\n', "");
         let script = etcd::lock_acquire_script(port, &cluster_key(d), &value, LEASE_TTL);
+        let sent = tokio::time::Instant::now();
         let out = remote.check("taking the cluster lock in etcd", &script).await?;
         match parse_answer(&out)? {
             Answer::Held(h) => bail!(Busy {
@@ -190,11 +223,18 @@ impl ClusterLock {
                 hint: format!("wait for it to finish; a crashed holder's lock expires within {LEASE_TTL} s"),
             }),
             Answer::Acquired(lease) => {
-                let (r, l) = (remote.clone(), lease.clone());
+                let valid_until: Validity = std::sync::Arc::new(std::sync::Mutex::new(valid_from(sent)));
+                let (r, l, v) = (remote.clone(), lease.clone(), valid_until.clone());
                 let renew = tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(RENEW_EVERY).await;
-                        let _ = r.run(&etcd::lease_keepalive_script(port, &l)).await;
+                        let sent = tokio::time::Instant::now();
+                        // A failed renewal is not ignored: the lock's validity
+                        // stops moving, and the command's next step stops.
+                        let out = r.run(&etcd::lease_keepalive_script(port, &l)).await;
+                        if out.is_ok_and(|o| o.success() && renewed(&o.stdout)) {
+                            *v.lock().expect("not poisoned") = valid_from(sent);
+                        }
                     }
                 });
                 Ok(ClusterLock {
@@ -203,9 +243,15 @@ impl ClusterLock {
                     lease,
                     cloud: cloud.to_string(),
                     renew,
+                    valid_until,
                 })
             }
         }
+    }
+
+    /// Fails once the lock may have lapsed ([`check_valid`]).
+    pub(crate) fn ensure_held(&self) -> anyhow::Result<()> {
+        check_valid(&self.valid_until, tokio::time::Instant::now())
     }
 
     /// Revokes the lease: the key goes with it. (Dropped without this, as
@@ -326,6 +372,40 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keep_alive_counts_only_when_etcd_renewed() {
+        assert!(renewed("lease 694d7e2a keepalived with TTL(30)\n"));
+        assert!(!renewed("lease 694d7e2a expired or revoked.\n"));
+        assert!(!renewed("lease 694d7e2a keepalived with TTL(0)\n"));
+        assert!(!renewed(""));
+    }
+
+    /// Issue 22: renewals that fail are not ignored. Once the lock may have
+    /// lapsed (within one renewal period of its TTL), the command stops
+    /// before its next change.
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_whose_renewal_fails_stops_the_next_step() {
+        use crate::testkit::{Sim, THREE_CLOUDS};
+        for fail in [false, true] {
+            let sim = Sim::new(THREE_CLOUDS);
+            sim.world().lock_renewals_fail = fail;
+            let design = sim.design();
+            let fleet = sim.fleet(&design);
+            let session = Session::begin(&design, "deploy", None).unwrap();
+            let clouds: Vec<&crate::design::Cloud> = design.primary_clouds().collect();
+            let lock = session.cluster(&design, &clouds, &fleet.remotes).await.unwrap();
+            lock.ensure_held().unwrap();
+            tokio::time::sleep(Duration::from_secs(LEASE_TTL * 3)).await;
+            match (fail, lock.ensure_held()) {
+                (false, Ok(())) => {}
+                (true, Err(e)) => assert!(e.to_string().contains("could not be renewed"), "{e}"),
+                (_, other) => panic!("renewals failing: {fail}: {other:?}"),
+            }
+            drop(session);
+            lock.release().await;
+        }
+    }
 
     #[test]
     fn a_design_edited_between_load_and_lock_is_a_change() {

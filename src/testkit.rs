@@ -69,6 +69,8 @@ pub(crate) struct SimHost {
     pub records: String,
     /// pg_waldump cannot read its WAL (a segment missing or unreadable).
     pub wal_unreadable: bool,
+    /// Every call to it hangs (its storage or network stopped answering).
+    pub hangs: bool,
     /// `pgha failover`'s hold is on it; writing one fails there.
     pub held: bool,
     pub refuses_hold: bool,
@@ -104,6 +106,7 @@ impl SimHost {
             wal_unreadable: false,
             held: false,
             refuses_hold: false,
+            hangs: false,
             etcd_healthy: true,
             os: "debian 13".into(),
             apt_ships: None,
@@ -143,6 +146,8 @@ pub(crate) struct World {
     next_lease: u64,
     /// The cloud holding the site lease (designs with three clouds or more).
     pub site_holder: Option<String>,
+    /// etcd no longer renews pgha's cluster lock (its lease lapsed).
+    pub lock_renewals_fail: bool,
 }
 
 impl World {
@@ -185,6 +190,7 @@ impl World {
             journal: Vec::new(),
             next_lease: 0x694d_a219_52c6_e400,
             site_holder: design.site.as_ref().and(primary).map(|p| p.name.clone()),
+            lock_renewals_fail: false,
         };
         let m = w.writable_masters().len();
         Arc::new(Mutex::new(World { most_masters: m, ..w }))
@@ -331,6 +337,16 @@ impl World {
             let writable = self.writable_masters().iter().any(|m| m == host);
             return ok("read in-recovery", if writable { "f" } else { "t" }.into());
         }
+        if script == crate::fleet::server_role_script(p.postgres_port, &p.data_dir, &p.bin_dir) {
+            let s = &self.hosts[host];
+            let writable = self.writable_masters().iter().any(|m| m == host);
+            let role = match (s.up, writable) {
+                (false, _) => "down",
+                (true, true) => "f",
+                (true, false) => "t",
+            };
+            return ok("read server role", role.into());
+        }
         if script == crate::fleet::psql_script(p.postgres_port, wal::RECEIVER_SQL) {
             let s = &self.hosts[host];
             let follows = s.cloud.as_ref().is_some_and(|c| self.clouds[c].standby_of.is_some());
@@ -469,7 +485,10 @@ impl World {
                 return ok("unlock", String::new());
             }
             if script == etcd::lease_keepalive_script(d.etcd.client_port, &lease) {
-                return ok("renew lock", String::new());
+                if self.lock_renewals_fail {
+                    return ok("renew lock (lapsed)", format!("lease {lease} expired or revoked.\n"));
+                }
+                return ok("renew lock", format!("lease {lease} keepalived with TTL(30)\n"));
             }
         }
         if let Some(out) = self.answer_node(host, script) {
@@ -788,6 +807,9 @@ impl Transport for FakeHost {
     fn run<'a>(&'a self, script: &'a str, input: Option<&'a [u8]>) -> BoxFuture<'a, anyhow::Result<Output>> {
         let result = {
             let mut w = self.world.lock().expect("not poisoned");
+            if w.hosts.get(&self.name).is_some_and(|h| h.hangs) {
+                return Box::pin(std::future::pending());
+            }
             let n = w.calls;
             w.calls += 1;
             match w.crash {

@@ -6,7 +6,8 @@ use anyhow::anyhow;
 use tokio::time::Instant;
 
 /// Polls `check` until it returns Ok(true) or the deadline passes; the last
-/// error is the cause reported.
+/// error is the cause reported. A try still running at the deadline is
+/// abandoned: a host that hangs cannot hold the wait past its bound.
 pub(crate) async fn poll<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
@@ -15,14 +16,32 @@ where
     let deadline = Instant::now() + limit;
     let mut last = anyhow!("condition not met");
     loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last = e,
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => last = e,
+            Err(_) => last = anyhow!("the last try did not answer before the deadline"),
         }
         if Instant::now() >= deadline {
             return Err(last.context(format!("gave up after {} s", limit.as_secs())));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_that_never_ends_is_cut_at_the_deadline() {
+        let started = Instant::now();
+        let e = poll(Duration::from_secs(10), || {
+            std::future::pending::<anyhow::Result<bool>>()
+        })
+        .await
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("did not answer before the deadline"), "{e:#}");
+        assert_eq!(started.elapsed().as_secs(), 10);
     }
 }

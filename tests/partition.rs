@@ -13,7 +13,10 @@
 //!    within the documented bound, `cloud make-primary` takes the lease once
 //!    it expired, and after the heal the old primary follows with no pgha
 //!    command, its rows equal to the new primary's;
-//! 5. the same with auto failover on: the other cloud takes over by itself.
+//! 5. the primary cloud powered off whole, its repository host with it:
+//!    `cloud make-primary` of the other, which never waits on the lost
+//!    repository; powered on, the old cloud follows;
+//! 6. a partition with auto failover on: the other cloud takes over by itself.
 
 mod common;
 
@@ -21,7 +24,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::partition::{
-    blip_primary, cut_primary, fence_bound, secs, set_auto_failover, status_json, Monitor, Sites, DC1, TTL,
+    blip_primary, cut_primary, fence_bound, lose_primary, secs, set_auto_failover, status_json, Monitor, Sites, DC1,
+    TTL,
 };
 use common::{stderr, stdout, writer, TestLab};
 
@@ -81,6 +85,11 @@ fn partitions_never_leave_two_writable_masters() {
         manual.kept_commits,
         manual.inside_after_cut
     );
+
+    // The primary data center lost whole, its repository host with it:
+    // the promotion never waits on that repository.
+    let loss = lose_primary(SITES, &lab, &pw);
+    eprintln!("figure: {}", loss.describe());
 
     set_auto_failover(&lab, true);
     let auto = cut_primary(SITES, &lab, &pw, true);

@@ -45,13 +45,23 @@ pub(crate) fn external_env(d: &Design) -> Vec<(&'static str, String)> {
 /// [`external_env`], and records it. Its output is scrubbed of the secrets
 /// before it is shown.
 pub(crate) async fn run_external(d: &Design, command: &str, secrets: &Secrets) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new("sh")
+    let child = tokio::process::Command::new("sh")
         .args(["-c", command])
         .env_clear()
         .envs(external_env(d))
         .stdin(std::process::Stdio::null())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // Bounded like a remote call: a DNS or load balancer API that hangs
+    // fails the step (the command is killed) instead of holding the flip.
+    let out = tokio::time::timeout(crate::remote::DEFAULT_DEADLINE, child)
         .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the external GLB command did not finish within {} s: it was killed",
+                crate::remote::DEFAULT_DEADLINE.as_secs()
+            )
+        })?
         .context("cannot run the external GLB command")?;
     if !out.status.success() {
         let stderr = secrets.scrub(&String::from_utf8_lossy(&out.stderr));

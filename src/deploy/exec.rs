@@ -240,9 +240,10 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
     let r = ctx.remote(host)?;
     match item {
         Work::InstallPackages(pkgs) => {
-            r.check(
+            r.check_within(
                 "installing packages",
                 &crate::components::packages::install_script(pkgs),
+                crate::remote::LONG_DEADLINE,
             )
             .await?;
         }
@@ -304,9 +305,10 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         }
         Work::FirstBackup => {
             let repo = d.repository_on(host).expect("backup work runs on a repository host");
-            r.check(
+            r.check_within(
                 "taking a full backup",
                 &backup::backup_script(d, repo, backup::Kind::Full),
+                crate::remote::LONG_DEADLINE,
             )
             .await?;
         }

@@ -91,7 +91,11 @@ pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -
         rec.start(i + 1, &steps[i]);
         let ran = match fleet.remote(&r.host.name) {
             Ok(remote) => remote
-                .check("taking the backup", &backup::backup_script(design, r, opts.kind))
+                .check_within(
+                    "taking the backup",
+                    &backup::backup_script(design, r, opts.kind),
+                    crate::remote::LONG_DEADLINE,
+                )
                 .await
                 .map(|_| ()),
             Err(e) => Err(e),

@@ -331,7 +331,7 @@ pub(crate) async fn run_on(
     let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
     let reachable: Vec<&Cloud> = design.clouds.iter().filter(|c| fleet.cloud_reachable(c)).collect();
     super::pause::warn_if_paused(fleet, &reachable).await;
-    let result = run_locked(fleet, &session, name, flip, opts, output).await;
+    let result = run_locked(fleet, &session, &lock, name, flip, opts, output).await;
     lock.release().await;
     result
 }
@@ -341,6 +341,7 @@ pub(crate) async fn run_on(
 async fn run_locked(
     fleet: &Fleet,
     session: &crate::lock::Session,
+    lock: &crate::lock::ClusterLock,
     name: &str,
     flip: Flip,
     opts: &Options,
@@ -419,6 +420,13 @@ async fn run_locked(
     state::record_flip(&after, Some(record.clone()))?;
     let mut result = Ok(());
     for s in &steps {
+        if let Err(e) = lock.ensure_held() {
+            result = Err(e.context(format!(
+                "step {} ({}) was not started; run `pgha {command}` again to finish the flip",
+                s.number, s.description
+            )));
+            break;
+        }
         rec.start(s.number, &s.description);
         let done = rec.finish(runner.step(&s.action).await);
         if let Err(e) = done {
@@ -613,21 +621,20 @@ impl Runner<'_> {
             eprintln!("  {e:#}");
             return self.pending(name, "become a standby cluster");
         }
-        // Fenced: no host of the cloud may still be read-write.
+        // Fenced: no host of the cloud may still be read-write. A host whose
+        // PostgreSQL cannot be asked is not taken for read-only: the wait
+        // goes on, and ends in an error at its bound (the flip resumes from
+        // here when run again).
         poll(Duration::from_secs(90), || async {
-            for h in &cloud.hosts {
-                if self.fleet.reachable(&h.name) {
-                    if let Ok(out) = self.fleet.psql(&h.name, "select pg_is_in_recovery()").await {
-                        if out == "f" {
-                            return Ok(false);
-                        }
-                    }
+            for h in cloud.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
+                if self.fleet.server_role(&h.name).await? == crate::fleet::ServerRole::Primary {
+                    return Ok(false);
                 }
             }
             Ok(true)
         })
         .await
-        .with_context(|| format!("a host of {name} is still read-write"))
+        .with_context(|| format!("a host of {name} may still be read-write"))
     }
 
     /// The cloud's running standby leader.

@@ -275,3 +275,29 @@ async fn a_lease_still_renewed_by_an_unreachable_cloud_stops_the_promotion_unles
     assert_eq!(sim.world().site_holder.as_deref(), Some("dc2"));
     assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
 }
+
+/// Issue 22: a host of the demoted cloud whose every call hangs (its
+/// storage stopped answering) makes the flip fail within its bound, with no
+/// second master, never read as "read-only"; once it answers again, the
+/// same command finishes the flip.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_never_answers_makes_a_flip_fail_within_its_bound() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world().hosts.get_mut("dc1-pg2").unwrap().hangs = true;
+    let started = tokio::time::Instant::now();
+    let e = format!("{:#}", flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err());
+    let took = started.elapsed();
+    assert!(took <= Duration::from_secs(15 * 60), "took {took:?}: {e}");
+    assert!(
+        e.contains("no answer within") || e.contains("did not answer before the deadline"),
+        "{e}"
+    );
+    {
+        let w = sim.world();
+        assert!(w.most_masters <= 1, "two writable masters at some point");
+        assert!(!w.writable_masters().iter().any(|m| m.starts_with("dc2")), "{e}");
+    }
+    sim.world().hosts.get_mut("dc1-pg2").unwrap().hangs = false;
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    assert_serving(&sim, "dc2");
+}

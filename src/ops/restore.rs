@@ -244,9 +244,10 @@ async fn execute(
     step(rec);
     let restored = fleet
         .remote(&leader.name)?
-        .check(
+        .check_within(
             "restoring with pgBackRest",
             &backup::restore_script(d, &primary.name, &opts.target),
+            crate::remote::LONG_DEADLINE,
         )
         .await
         .map(|_| ());
@@ -290,7 +291,11 @@ async fn execute(
         for r in d.backup.iter().flat_map(|b| &b.repositories) {
             fleet
                 .remote(&r.host.name)?
-                .check("taking a full backup", &backup::master_backup_script(d, r))
+                .check_within(
+                    "taking a full backup",
+                    &backup::master_backup_script(d, r),
+                    crate::remote::LONG_DEADLINE,
+                )
                 .await
                 .with_context(|| format!("{}: the backup after the restore failed", r.host.name))?;
         }
@@ -418,7 +423,14 @@ async fn recover_alone(fleet: &Fleet, leader: &Host) -> anyhow::Result<()> {
         );
     }
     if let Err(e) = promoted {
-        let _ = r.check("stopping it", &backup::pg_ctl_script(d, "stop")).await;
+        // pg_ctl waits up to 300 s itself.
+        let _ = r
+            .check_within(
+                "stopping it",
+                &backup::pg_ctl_script(d, "stop"),
+                Duration::from_secs(360),
+            )
+            .await;
         return Err(e);
     }
     fleet.psql(&leader.name, backup::RESET_RECOVERY_SQL).await?;

@@ -22,6 +22,35 @@ use crate::shell::{last_lines, quote};
 /// sshd allows 10 sessions per connection by default; stay under it.
 const MAX_SESSIONS_PER_HOST: usize = 8;
 
+/// How long one remote call may take unless its caller gives it longer (a
+/// package install, a backup, a restore): a host whose storage or network
+/// hangs fails the call, and so the command, instead of holding it forever.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// For the calls that move a whole data directory or install packages.
+pub const LONG_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+
+/// A remote call that did not end within its deadline. The remote command
+/// may still run; what it did is not known.
+#[derive(Debug)]
+pub struct TimedOut {
+    pub host: String,
+    pub limit: Duration,
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: no answer within {} s; the call was abandoned and what it did is not known",
+            self.host,
+            self.limit.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
 /// The host seam: everything pgha does to a host is a shell script, with
 /// optional input bytes. SSH is the real transport; tests script fakes.
 pub trait Transport: Send + Sync {
@@ -223,20 +252,41 @@ impl Remote {
         }
     }
 
-    /// Runs a shell script, given on stdin to `sh -s`.
+    /// Runs a shell script, given on stdin to `sh -s`, within [`DEFAULT_DEADLINE`].
     pub async fn run(&self, script: &str) -> anyhow::Result<Output> {
-        self.transport.run(script, None).await
+        self.run_within(script, None, DEFAULT_DEADLINE).await
     }
 
     /// Runs `script`; when `input` is given, the script reads it from the
     /// file `$PGHA_INPUT` (a private temporary file, removed afterwards).
     pub async fn run_with_input(&self, script: &str, input: Option<&[u8]>) -> anyhow::Result<Output> {
-        self.transport.run(script, input).await
+        self.run_within(script, input, DEFAULT_DEADLINE).await
+    }
+
+    /// Runs `script` (with `input`, as [`Remote::run_with_input`]) and fails
+    /// with [`TimedOut`] when it has not ended within `limit`.
+    pub async fn run_within(&self, script: &str, input: Option<&[u8]>, limit: Duration) -> anyhow::Result<Output> {
+        match tokio::time::timeout(limit, self.transport.run(script, input)).await {
+            Ok(out) => out,
+            Err(_) => Err(TimedOut {
+                host: self.name.clone(),
+                limit,
+            }
+            .into()),
+        }
     }
 
     /// Runs `script` and fails, naming the host and quoting stderr, unless it exits 0.
     pub async fn check(&self, what: &str, script: &str) -> anyhow::Result<String> {
-        let out = self.run(script).await?;
+        self.check_within(what, script, DEFAULT_DEADLINE).await
+    }
+
+    /// [`Remote::check`] with its own deadline.
+    pub async fn check_within(&self, what: &str, script: &str, limit: Duration) -> anyhow::Result<String> {
+        let out = self
+            .run_within(script, None, limit)
+            .await
+            .with_context(|| format!("{}: {what}", self.name))?;
         self.succeeded(out, what)
     }
 

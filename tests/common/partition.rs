@@ -520,6 +520,118 @@ impl Cut {
     }
 }
 
+/// What one power-off of the primary cloud measured.
+pub(crate) struct Loss {
+    pub old: &'static str,
+    pub new: &'static str,
+    /// From the power-off to a host of the new cloud taking writes.
+    pub promoted: Duration,
+    /// From the power-off to the first write through the GLB.
+    pub first_write: Duration,
+    /// From the power-on to every host of the old cloud following.
+    pub followed: Duration,
+    pub acked: usize,
+    pub lost: Vec<Lost>,
+}
+
+impl Loss {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} powered off whole (its repository host too), `cloud make-primary {}`: {} writable after {}, first \
+             write through the GLB after {}; powered on, {} followed after {}; acknowledged writes lost: {} of {} \
+             (within the RPO: the newest before the power-off){}",
+            self.old,
+            self.new,
+            self.new,
+            secs(self.promoted),
+            secs(self.first_write),
+            self.old,
+            secs(self.followed),
+            self.lost.len(),
+            self.acked,
+            if self.lost.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    self.lost.iter().map(Lost::to_string).collect::<Vec<_>>().join(", ")
+                )
+            }
+        )
+    }
+}
+
+/// Powers the primary cloud off whole (its repository host with it) with a
+/// client writing through the GLB every 100 ms, makes the other cloud
+/// primary by hand, then powers it on: it follows with no pgha command, its
+/// rows equal to the new primary's. Ends healthy (a deploy settles what the
+/// flip owed the lost cloud).
+pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
+    let holder = status_json(lab)["site"]["holder"].as_str().unwrap().to_string();
+    let (old, new, old_hosts, new_hosts) = if holder == "dc1" {
+        ("dc1", "dc2", DC1, DC2)
+    } else {
+        ("dc2", "dc1", DC2, DC1)
+    };
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = Instant::now();
+    let out = lab.lab(&["kill", old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let cut_done = Instant::now();
+    let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "make-primary: {}", stderr(&out));
+    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 3), || {
+        new_hosts.iter().any(|h| sites.read_write(h) == Some(true))
+    });
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let out = lab.lab(&["start", old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let powered = Instant::now();
+    wait_for(&format!("{old} to follow {new}"), Duration::from_secs(180), || {
+        let s = status_json(lab);
+        let hosts = s["hosts"].as_array().unwrap();
+        let newest = hosts.iter().filter_map(|h| h["timeline"].as_u64()).max();
+        hosts.iter().all(|h| {
+            h["cloud"] != old
+                || (h["read_write"] == false
+                    && h["timeline"].as_u64() == newest
+                    && (h["state"] == "streaming" || h["state"] == "running"))
+        })
+    });
+    let followed = powered.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    let samples = monitor.finish();
+    assert!(
+        samples
+            .iter()
+            .all(|(at, rw)| *at < cut || rw.iter().all(|h| !old_hosts.contains(&h.as_str()))),
+        "a host of the lost cloud took writes again"
+    );
+    let promoted = first(&samples, cut, |rw| rw.iter().any(|h| h.starts_with(new))).unwrap();
+    let first_write = w.at.iter().find(|t| **t > promoted).copied().unwrap();
+    sites.same_rows_everywhere(pw);
+    let lost = sites.check_rpo(pw, &w, cut, cut_done);
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+    let out = lab.pgha(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    Loss {
+        old,
+        new,
+        promoted: promoted - cut,
+        first_write: first_write - cut,
+        followed,
+        acked: w.acked.len(),
+        lost,
+    }
+}
+
 /// Turns auto failover on or off in the lab's design and deploys (the
 /// agents restart with it).
 pub(crate) fn set_auto_failover(lab: &TestLab, on: bool) {
