@@ -105,12 +105,18 @@ fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// A fresh name next to `target`, created with O_EXCL|O_NOFOLLOW so that a
 /// stale file or a planted symlink is never written through.
 fn create_temp(target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("pgha");
     let mut seed = [0u8; 8];
     File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    create_temp_from(target, mode, u64::from_le_bytes(seed))
+}
+
+/// [`create_temp`] with its random start `seed` given (tests plant files at
+/// the names it will try).
+fn create_temp_from(target: &Path, mode: u32, seed: u64) -> io::Result<(PathBuf, File)> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("pgha");
     for attempt in 0..16u64 {
-        let n = u64::from_le_bytes(seed).wrapping_add(attempt);
+        let n = seed.wrapping_add(attempt);
         let tmp = dir.join(format!(".{name}.pgha-{n:016x}"));
         match OpenOptions::new()
             .write(true)
@@ -235,16 +241,22 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "safe").unwrap();
         let target = dir.path().join("s.yaml");
-        // Whatever temp name is chosen is new: O_EXCL refuses an existing one.
-        let (tmp, _) = create_temp(&target, 0o600).unwrap();
-        std::fs::remove_file(&tmp).unwrap();
-        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-        let again = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp);
-        assert!(again.is_err());
+        // Symlinks planted at the first two names create_temp tries.
+        for n in [7u64, 8] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(format!(".s.yaml.pgha-{n:016x}"))).unwrap();
+        }
+        let (tmp, mut f) = create_temp_from(&target, 0o600, 7).unwrap();
+        assert_eq!(tmp, dir.path().join(format!(".s.yaml.pgha-{:016x}", 9)));
+        f.write_all(b"secret").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "safe");
+        assert!(!std::fs::symlink_metadata(&tmp).unwrap().file_type().is_symlink());
+        // Every name taken: an error, never a write through a link.
+        let full = tempfile::tempdir().unwrap();
+        let t = full.path().join("s.yaml");
+        for n in 0..16u64 {
+            std::os::unix::fs::symlink(&victim, full.path().join(format!(".s.yaml.pgha-{n:016x}"))).unwrap();
+        }
+        assert!(create_temp_from(&t, 0o600, 0).is_err());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "safe");
     }
 }

@@ -34,6 +34,47 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
 
 /// Fails unless `script` parses with `bash -n` without a word on stderr (an
 /// unterminated here-document is only a warning, and swallows the rest).
+/// Standard base64, to move bytes through a here-document.
+pub fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 57 + 4);
+    for (i, chunk) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push('\n'); // 76-column lines, as base64(1) writes them
+        }
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (j, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if j <= chunk.len() {
+                out.push(T[(n >> shift) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (line breaks ignored, `=` padding); `None` for
+/// anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let body = text.trim_end_matches(['=', '\n', '\r']);
+    let mut vals = Vec::with_capacity(body.len());
+    for b in body.bytes().filter(|b| !b"\r\n".contains(b)) {
+        vals.push(T.iter().position(|t| *t == b)? as u32);
+    }
+    if vals.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(vals.len() * 3 / 4);
+    for chunk in vals.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | (v << (18 - 6 * i)));
+        out.extend(n.to_be_bytes()[1..chunk.len()].iter());
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 pub(crate) fn assert_parses_cleanly(script: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,14 @@ use std::time::Duration;
 use anyhow::anyhow;
 use tokio::time::Instant;
 
+/// How long one remote call may take unless its caller gives it longer (a
+/// package install, a backup, a restore): a host whose storage or network
+/// hangs fails the call, and so the command, instead of holding it forever.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// For the calls that move a whole data directory or install packages.
+pub const LONG_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+
 /// Polls `check` until it returns Ok(true) or the deadline passes; the last
 /// error is the cause reported. A try still running at the deadline is
 /// abandoned: a host that hangs cannot hold the wait past its bound.

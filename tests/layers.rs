@@ -20,8 +20,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         collect(&path, &mut files);
         let deps = g.entry(name.clone()).or_default();
         for f in files.iter().filter(|f| !f.ends_with("tests.rs")) {
-            let text = std::fs::read_to_string(f).unwrap();
-            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let text = without_test_items(&std::fs::read_to_string(f).unwrap());
             for (i, _) in text.match_indices("crate::") {
                 let rest = &text[i + "crate::".len()..];
                 if rest.starts_with('{') {
@@ -41,6 +40,82 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     g
+}
+
+/// `text` without the items behind `#[cfg(test)]` (a module, a function,
+/// a `mod x;`), the code after them kept: braces are counted outside
+/// comments, strings, raw strings and character literals.
+fn without_test_items(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + "#[cfg(test)]".len()..];
+        rest = &rest[item_end(rest)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the item at the start of `s` ends: after its `;` or its balanced
+/// `{ ... }`, whichever comes first.
+fn item_end(s: &str) -> usize {
+    let b = s.as_bytes();
+    let (mut i, mut depth) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'r' if matches!(b.get(i + 1), Some(b'"' | b'#')) && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) => {
+                let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+                let close: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
+                i += 2 + hashes;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len() - 1;
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // A character literal ('{', '\n'), not a lifetime ('a).
+            b'\'' if b.get(i + 2) == Some(&b'\'') => i += 2,
+            b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                i += 2;
+                while i < b.len() && b[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            b';' if depth == 0 => return i + 1,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+#[test]
+fn test_items_are_cut_and_the_code_after_them_read() {
+    let text = "use crate::a;\n#[cfg(test)]\nmod tests {\n    fn f() { let s = \"}\"; let c = '{'; let r = r#\"}}\"#; }\n    // }\n}\nfn g() { crate::b::x(); }\n#[cfg(test)]\n#[path = \"t.rs\"]\nmod t;\nfn h() { crate::c::y(); }\n";
+    let kept = without_test_items(text);
+    assert!(
+        kept.contains("crate::a") && kept.contains("crate::b::x") && kept.contains("crate::c::y"),
+        "{kept}"
+    );
+    assert!(!kept.contains("fn f()") && !kept.contains("mod t;"), "{kept}");
 }
 
 fn collect(path: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -54,12 +54,12 @@ pub(crate) async fn run_external(d: &Design, command: &str, secrets: &Secrets) -
         .output();
     // Bounded like a remote call: a DNS or load balancer API that hangs
     // fails the step (the command is killed) instead of holding the flip.
-    let out = tokio::time::timeout(crate::remote::DEFAULT_DEADLINE, child)
+    let out = tokio::time::timeout(crate::wait::DEFAULT_DEADLINE, child)
         .await
         .map_err(|_| {
             anyhow::anyhow!(
                 "the external GLB command did not finish within {} s: it was killed",
-                crate::remote::DEFAULT_DEADLINE.as_secs()
+                crate::wait::DEFAULT_DEADLINE.as_secs()
             )
         })?
         .context("cannot run the external GLB command")?;

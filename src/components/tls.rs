@@ -72,7 +72,7 @@ pub(crate) fn expiry_script() -> String {
 /// (unix seconds).
 pub(crate) fn parse_expiry(out: &str) -> Option<i64> {
     let b64 = out.lines().find_map(|l| l.strip_prefix("cert_pem "))?;
-    let pem = crate::remote::base64_decode(b64.trim())?;
+    let pem = crate::shell::base64_decode(b64.trim())?;
     crate::pki::not_after(&String::from_utf8(pem).ok()?)
 }
 
@@ -92,7 +92,7 @@ mod tests {
         let pem = p.self_signed(&key).unwrap().pem();
         let line = format!(
             "patroni active\ncert_pem {}\n",
-            crate::remote::base64(pem.as_bytes()).replace('\n', "")
+            crate::shell::base64(pem.as_bytes()).replace('\n', "")
         );
         assert_eq!(parse_expiry(&line), Some(1_830_000_000));
         assert_eq!(parse_expiry("patroni active\n"), None);

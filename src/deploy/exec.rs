@@ -457,19 +457,24 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
     let d = ctx.design;
     let port = d.etcd.client_port;
     let say = |message: String| ctx.say(number, message);
-    // Patroni's view now (the facts may be minutes old): never the leader.
-    if let Ok(members) = cluster_view(ctx, cloud).await {
-        if let Some(m) = members
-            .iter()
-            .find(|m| m.name == r.name && (m.is_leader() || m.is_standby_leader()))
-        {
-            bail!(
-                "{} became the {} of {} since the plan was made: it stays; switch over, then deploy again",
-                r.name,
-                m.role,
-                cloud.name
-            );
-        }
+    // Patroni's view now (the facts may be minutes old): never the leader,
+    // and never a host whose role cannot be told.
+    let members = cluster_view(ctx, cloud).await.with_context(|| {
+        format!(
+            "cannot tell whether {} leads {} now: it was not removed; deploy again once Patroni answers",
+            r.name, cloud.name
+        )
+    })?;
+    if let Some(m) = members
+        .iter()
+        .find(|m| m.name == r.name && (m.is_leader() || m.is_standby_leader()))
+    {
+        bail!(
+            "{} became the {} of {} since the plan was made: it stays; switch over, then deploy again",
+            r.name,
+            m.role,
+            cloud.name
+        );
     }
     let mut healthy = Vec::new();
     for h in &cloud.hosts {

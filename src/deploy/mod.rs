@@ -626,6 +626,11 @@ pub(crate) async fn execute(p: &Prepared) -> (Vec<HostResult>, anyhow::Result<()
     let mut results = Vec::new();
     let mut outcome = Ok(());
     for group in read_groups(&p.work) {
+        // A cluster lock that may have lapsed stops the run before its next step.
+        if let Some(Err(e)) = p.cluster_lock.as_ref().map(crate::lock::ClusterLock::ensure_held) {
+            outcome = Err(e);
+            break;
+        }
         let runs = group.iter().map(|sw| {
             let ctx = &ctx;
             async move {

@@ -300,7 +300,10 @@ pub(crate) async fn up(spec: &LabSpec, say: &dyn Fn(&str)) -> anyhow::Result<Lab
     };
     // Prove it the way pgha will use it: SSH with strict host key checking.
     let ssh = lab.ssh(&dir);
-    wait_ssh(&lab.hosts.iter().collect::<Vec<_>>(), &ssh, Duration::from_secs(60)).await?;
+    // Seen on a loaded 2-core machine: a new host's sshd reset every
+    // connection for a minute after boot. The wait is bounded, and long
+    // enough for that.
+    wait_ssh(&lab.hosts.iter().collect::<Vec<_>>(), &ssh, Duration::from_secs(180)).await?;
     write_files(&lab, &dir)?;
     say(&format!(
         "{} hosts up and answering SSH in {:.1} s",

@@ -22,13 +22,8 @@ use crate::shell::{last_lines, quote};
 /// sshd allows 10 sessions per connection by default; stay under it.
 const MAX_SESSIONS_PER_HOST: usize = 8;
 
-/// How long one remote call may take unless its caller gives it longer (a
-/// package install, a backup, a restore): a host whose storage or network
-/// hangs fails the call, and so the command, instead of holding it forever.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
-
-/// For the calls that move a whole data directory or install packages.
-pub const LONG_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+pub use crate::shell::{base64, base64_decode};
+pub use crate::wait::{DEFAULT_DEADLINE, LONG_DEADLINE};
 
 /// A remote call that did not end within its deadline. The remote command
 /// may still run; what it did is not known.
@@ -401,47 +396,6 @@ fn explain(host: &Host, ssh: &Ssh, err: openssh::Error) -> ConnectError {
         reason,
         hint,
     }
-}
-
-/// Standard base64, to move bytes through a here-document.
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 57 + 4);
-    for (i, chunk) in data.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            out.push('\n'); // 76-column lines, as base64(1) writes them
-        }
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (j, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if j <= chunk.len() {
-                out.push(T[(n >> shift) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard base64 (line breaks ignored, `=` padding); `None` for
-/// anything else.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let body = text.trim_end_matches(['=', '\n', '\r']);
-    let mut vals = Vec::with_capacity(body.len());
-    for b in body.bytes().filter(|b| !b"\r\n".contains(b)) {
-        vals.push(T.iter().position(|t| *t == b)? as u32);
-    }
-    if vals.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(vals.len() * 3 / 4);
-    for chunk in vals.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, v)| n | (v << (18 - 6 * i)));
-        out.extend(n.to_be_bytes()[1..chunk.len()].iter());
-    }
-    Some(out)
 }
 
 /// Connects to many hosts at once; reports every host that failed.
