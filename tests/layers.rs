@@ -71,7 +71,7 @@ fn item_end(s: &str) -> usize {
             }
             b'r' if matches!(b.get(i + 1), Some(b'"' | b'#')) && (i == 0 || !b[i - 1].is_ascii_alphanumeric()) => {
                 let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
-                let close: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
+                let close: Vec<u8> = std::iter::once(b'"').chain(vec![b'#'; hashes]).collect();
                 i += 2 + hashes;
                 while i < b.len() && !b[i..].starts_with(&close) {
                     i += 1;
