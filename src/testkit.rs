@@ -366,6 +366,9 @@ impl World {
             if !s.up && !s.data {
                 return Err("no data directory".into());
             }
+            if !s.up && s.wal_unreadable {
+                return Err(WAL_UNREADABLE.into());
+            }
             let mode = if !s.up {
                 "stopped"
             } else if self.writable_masters().iter().any(|m| m == host) {

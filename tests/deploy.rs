@@ -250,6 +250,14 @@ fn deploy_end_to_end() {
     );
     let after_fix: Vec<String> = PRIMARY.iter().chain(&SECONDARY).map(|a| start_marks(&lab, a)).collect();
     assert_eq!(after, after_fix, "fixing a mode restarted a service");
+    // Issue 22: HAProxy's and the GLB's configs hold the stats password.
+    for addr in [PRIMARY[0], GLB] {
+        assert_eq!(
+            lab.ssh_ok(addr, "stat -c '%U:%G:%a' /etc/haproxy/haproxy.cfg"),
+            "root:root:600",
+            "{addr}"
+        );
+    }
 
     // 10 (issue 8). Locks. Another pgha on this machine holds the design's lock.
     {

@@ -103,7 +103,9 @@ fn seed_scenario() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &["--no-witness", "--no-backup"]);
+    // The seed has no witness; backups on, as users deploy (a lost data
+    // center takes its repository host with it).
+    let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &["--no-witness"]);
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
     let ttl = Duration::from_secs(20); // the lab design's governor ttl

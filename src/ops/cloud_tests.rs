@@ -152,6 +152,31 @@ async fn commits_only_another_cloud_holds_stop_the_promotion_unless_forced() {
     assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
 }
 
+/// Issue 22: a reachable host whose WAL cannot be read (pg_waldump fails on
+/// a stopped dc3 host) may hold commits the new primary lacks: refused
+/// without --accept-data-loss, never skipped as "nothing to lose".
+#[tokio::test(start_paused = true)]
+async fn a_host_whose_wal_cannot_be_read_stops_the_promotion_unless_forced() {
+    let mut sim = Sim::new(THREE_CLOUDS);
+    sim.lose_cloud("dc1");
+    {
+        let mut w = sim.world();
+        let h = w.hosts.get_mut("dc3-pg2").unwrap();
+        h.up = false;
+        h.wal_unreadable = true;
+    }
+    let e = format!("{:#}", flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err());
+    assert!(
+        e.contains("would lose data") && e.contains("dc3-pg2: its WAL position cannot be read"),
+        "{e}"
+    );
+    assert!(sim.world().writable_masters().is_empty());
+    flip_with(&sim, "dc2", Flip::MakePrimary, &Options { force: true, ..YES })
+        .await
+        .unwrap();
+    assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_flip_while_another_pgha_holds_the_cluster_lock_is_refused_before_any_change() {
     let sim = Sim::new(THREE_CLOUDS);
