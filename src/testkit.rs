@@ -612,6 +612,13 @@ impl World {
             )));
         }
         for c in &d.clouds {
+            if script == site::renew_script(&d, &c.name) {
+                let held = self.site_holder.as_deref() == Some(c.name.as_str());
+                return Some(Ok((
+                    format!("{} renews the site lease", c.name),
+                    if held { "renewed\n" } else { "not held\n" }.into(),
+                )));
+            }
             if script == site::take_script(&d, &c.name, site.ttl, revision) {
                 self.site_holder = Some(c.name.clone());
                 return Some(Ok((format!("{} takes the site lease", c.name), "taken\n".into())));

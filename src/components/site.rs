@@ -156,6 +156,22 @@ fi\n"
     )
 }
 
+/// Renews the site lease once while it names `cloud`: the lease a flip took
+/// must not lapse while the promotion it was taken for runs (the new
+/// master's agent renews it from then on). Prints `renewed`, or `not held`
+/// when the key names another cloud or none.
+pub(crate) fn renew_script(design: &Design, cloud: &str) -> String {
+    let e = etcd::etcdctl_at(&endpoints(design));
+    let key = primary_key(&design.platform.name);
+    format!(
+        "e() {{ {e} \"$@\"; }}\n\
+case \"$(e get {key} --print-value-only)\" in *'\"cloud\":\"{cloud}\"'* | *'\"cloud\": \"{cloud}\"'*) ;; *) echo 'not held'; exit 0 ;; esac\n\
+l=$(e get {key} -w fields | sed -n 's/^\"Lease\" : //p')\n\
+[ -n \"$l\" ] && [ \"$l\" != 0 ] || {{ echo 'not held'; exit 0; }}\n\
+e lease keep-alive --once \"$(printf '%x' \"$l\")\" | grep -q 'keepalived with TTL' && echo renewed\n"
+    )
+}
+
 /// The key's mod revision (0: absent), for [`take_script`].
 pub(crate) fn revision_script(design: &Design) -> String {
     let e = etcd::etcdctl_at(&endpoints(design));
@@ -212,6 +228,21 @@ pub(crate) fn parse_read(out: &str) -> SiteState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_renewal_keeps_only_a_lease_that_names_the_cloud() {
+        let d = crate::testkit::example("three-sites.yaml");
+        let script = renew_script(&d, "dc2");
+        assert!(
+            script.contains(r#"*'"cloud":"dc2"'* | *'"cloud": "dc2"'*) ;;"#),
+            "{script}"
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 
     #[test]
     fn read_output_is_parsed() {

@@ -775,8 +775,23 @@ impl Runner<'_> {
     async fn promote(&self, name: &str) -> anyhow::Result<()> {
         let cloud = self.cloud(name)?;
         self.set_standby(cloud, None).await?;
+        // The site lease taken for this promotion is renewed while it runs:
+        // it must not lapse before the new master's agent renews it.
+        let every = Duration::from_secs(self.after.site.as_ref().map_or(10, |s| u64::from(s.ttl) / 3));
+        let renewed = std::sync::Mutex::new(tokio::time::Instant::now());
         poll(Duration::from_secs(90), || async {
-            Ok(self.fleet.master(cloud).await?.is_some())
+            if self.fleet.master(cloud).await?.is_some() {
+                return Ok(true);
+            }
+            let due = renewed.lock().expect("not poisoned").elapsed() >= every;
+            if due {
+                match super::site::renew(self.fleet, name).await {
+                    Ok(true) => *renewed.lock().expect("not poisoned") = tokio::time::Instant::now(),
+                    Ok(false) => bail!("the site lease no longer names {name}: not promoting further"),
+                    Err(e) => eprintln!("  could not renew the site lease during the promotion: {e:#}"),
+                }
+            }
+            Ok(false)
         })
         .await
         .with_context(|| format!("{name} did not get a master"))

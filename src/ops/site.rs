@@ -53,6 +53,17 @@ pub(crate) async fn read(fleet: &Fleet, prefer: Option<&str>) -> anyhow::Result<
 /// Otherwise a lease held by another cloud is waited out (a cloud cut off
 /// from most sites cannot renew it; it fenced itself), and one still renewed
 /// after its ttl is refused unless `force`: that cloud is serving.
+/// Renews the site lease once while it names `cloud` (no site: nothing to
+/// do). `Ok(false)` when it names another cloud or none.
+pub(crate) async fn renew(fleet: &Fleet, cloud: &str) -> anyhow::Result<bool> {
+    if fleet.design.site.is_none() {
+        return Ok(true);
+    }
+    let script = site::renew_script(&fleet.design, cloud);
+    let out = on_a_member(fleet, Some(cloud), "renewing the site lease", &script).await?;
+    Ok(out.trim() == "renewed")
+}
+
 pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool) -> anyhow::Result<()> {
     let d: &Design = &fleet.design;
     let Some(s) = &d.site else { return Ok(()) };
