@@ -36,19 +36,17 @@ const END_OF_WAL: &str = "invalid record length|incorrect prev-link|invalid magi
 invalid resource manager ID|invalid info bits|too long|no contrecord flag|invalid contrecord length|\
 incorrect resource manager data checksum";
 
-/// The shell function `waldump MODE ARGS...`: pg_waldump's records into the
-/// file `$wd_out`, or a failure naming pg_waldump's error. MODE `end`: the
-/// read may stop at the end of the WAL; `exact`: it must reach its `-e`.
-/// (Debian 12's dash has no pipefail: the records go to a file, so the
-/// exit status is pg_waldump's own.)
+/// The shell function `waldump ARGS...`: pg_waldump's records into the file
+/// `$wd_out`, or a failure naming pg_waldump's error. The read may stop at
+/// its `-e` or at the end of the WAL, nowhere else. (Debian 12's dash has no
+/// pipefail: the records go to a file, so the exit status is pg_waldump's.)
 fn waldump_fn(bin_dir: &str) -> String {
     format!(
         r#"wd_out=$(mktemp) && wd_err=$(mktemp) || exit 4
 trap 'rm -f "$wd_out" "$wd_err"' EXIT
 waldump() {{
-  mode=$1; shift
   runuser -u postgres -- {waldump} "$@" >"$wd_out" 2>"$wd_err" && return 0
-  if [ "$mode" = end ] && grep -Eq '{END_OF_WAL}' "$wd_err"; then return 0; fi
+  if grep -Eq '{END_OF_WAL}' "$wd_err"; then return 0; fi
   echo "pg_waldump could not read the WAL: $(tail -n 2 "$wd_err")" >&2
   return 1
 }}
@@ -77,7 +75,7 @@ fi
 # checkpoint's timeline, while the REDO point may be in an older timeline's file.
 ckpt=$("$B/pg_controldata" "$D" | sed -n "s/^Latest checkpoint location: *//p")
 tli=$("$B/pg_controldata" "$D" | sed -n "s/^Latest checkpoint's TimeLineID: *//p")
-waldump end -p "$D/pg_wal" -t "$tli" -s "$ckpt" || exit 4
+waldump -p "$D/pg_wal" -t "$tli" -s "$ckpt" || exit 4
 last=$(tail -n 1 "$wd_out" | sed -n 's/.* lsn: \([0-9A-F/]*\),.*/\1/p')
 [ -n "$last" ] || {{ echo "pg_waldump found no record at the checkpoint $ckpt" >&2; exit 4; }}
 echo "stopped $last $tli $seg"
@@ -124,7 +122,7 @@ pub(crate) async fn position(fleet: &Fleet, host: &str) -> anyhow::Result<WalPos
 /// stake. Fails when the WAL from `from` cannot be read to its end.
 pub(crate) fn commits_after_script(data_dir: &str, bin_dir: &str, timeline: u32, from: u64) -> String {
     format!(
-        "{}waldump end -p {} -t {timeline} -s {} || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n",
+        "{}waldump -p {} -t {timeline} -s {} || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n",
         waldump_fn(bin_dir),
         quote(&format!("{data_dir}/pg_wal")),
         crate::fleet::format_lsn(from)
@@ -139,10 +137,16 @@ pub(crate) fn segment_name(timeline: u32, lsn: u64, segment: u64) -> String {
     format!("{timeline:08X}{:08X}{:08X}", seg / per_id, seg % per_id)
 }
 
-/// A hash of the WAL records on `tli` from `start` to `upto`, or `missing`
-/// when the segment holding `start` is gone (the master no longer has it:
-/// nothing to compare with). Any other failure to read them is an error:
-/// two failed reads must never hash equal.
+/// A hash of the WAL records on `tli` that start at or after `start` and
+/// before `upto` (both in one segment), or `missing` when the segment
+/// holding `start` is gone (the master no longer has it: nothing to compare
+/// with). Any other failure to read them is an error: two failed reads must
+/// never hash equal.
+///
+/// pg_waldump reads on past `upto` (to the end of the next segment, or of
+/// the WAL) and the records are cut by their LSN: with `-e upto` it fails
+/// to find a first record whenever the one at `upto` is the first to start
+/// in the segment (seen on the lab: "could not find a valid record").
 pub(crate) fn records_hash_script(
     data_dir: &str,
     bin_dir: &str,
@@ -152,13 +156,22 @@ pub(crate) fn records_hash_script(
     segment: u64,
 ) -> String {
     format!(
-        "[ -f {seg} ] || {{ echo missing; exit 0; }}\n{}waldump exact -p {wal} -t {tli} -s {s} -e {e} || exit 4\nsha256sum < \"$wd_out\" | cut -d' ' -f1\n",
+        "[ -f {seg} ] || {{ echo missing; exit 0; }}\n{}waldump -p {wal} -t {tli} -s {s} -e {e} || exit 4\n\
+awk -v upto={up} 'match($0, /lsn: [0-9A-F]+\\/[0-9A-F]+/) {{ split(substr($0, RSTART + 5, RLENGTH - 5), p, \"/\"); \
+if ((\"x\" sprintf(\"%8s/%8s\", p[1], p[2])) < (\"x\" upto)) print }}' \"$wd_out\" | sha256sum | cut -d' ' -f1\n",
         waldump_fn(bin_dir),
         seg = quote(&format!("{data_dir}/pg_wal/{}", segment_name(tli, start, segment))),
         wal = quote(&format!("{data_dir}/pg_wal")),
         s = crate::fleet::format_lsn(start),
-        e = crate::fleet::format_lsn(upto)
+        e = crate::fleet::format_lsn(start - start % segment + 2 * segment),
+        up = quote(&lsn_key(upto)),
     )
+}
+
+/// An LSN as pg_waldump prints it (`%X/%08X`), the high part right-aligned
+/// in 8 characters: such keys order as the LSNs do.
+fn lsn_key(lsn: u64) -> String {
+    format!("{:>8}/{:08X}", format!("{:X}", lsn >> 32), lsn & 0xFFFF_FFFF)
 }
 
 /// The commits past a point, by their commit times.
@@ -229,7 +242,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.ends_with("waldump end -p '/var/lib/pg x/pg_wal' -t 2 -s 0/5000000 || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n"),
+            s.ends_with("waldump -p '/var/lib/pg x/pg_wal' -t 2 -s 0/5000000 || exit 4\nsed -n 's/.*desc: COMMIT \\([^;]*\\).*/\\1/p' \"$wd_out\"\n"),
             "{s}"
         );
         assert!(position_script("/var/lib/pg x", "/b", 5432).starts_with("D='/var/lib/pg x'; B=/b\n"));
@@ -239,9 +252,12 @@ mod tests {
             "{h}"
         );
         assert!(
-            h.contains("waldump exact -p /d/pg_wal -t 2 -s 0/5000000 -e 0/5000100 || exit 4\n"),
+            h.contains("waldump -p /d/pg_wal -t 2 -s 0/5000000 -e 0/7000000 || exit 4\n"),
             "{h}"
         );
+        assert!(h.contains("awk -v upto='       0/05000100' "), "{h}");
+        assert_eq!(lsn_key(0x1_0000_0028), "       1/00000028");
+        assert!(lsn_key(0xF_FFFF_FFFF) < lsn_key(0x10_0000_0000));
     }
 
     #[test]
@@ -320,10 +336,22 @@ mod tests {
         let (code, out, err) = sh(&commits_after_script(&data, BIN, 1, from));
         assert_eq!(code, Some(0), "{err}");
         assert!(out.lines().count() >= 6, "six commits at least: {out}");
-        let hash = records_hash_script(&data, BIN, 1, from, pos.lsn, pos.segment);
+        // The tip's segment: its records before the last, hashed.
+        let start = pos.lsn - pos.lsn % pos.segment;
+        let hash = records_hash_script(&data, BIN, 1, start, pos.lsn, pos.segment);
         let (code, whole, err) = sh(&hash);
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(whole.len(), 64, "{whole}");
+        // Up to the first record that starts in the segment: no record to
+        // hash, and no failure (`-e` there made pg_waldump find none).
+        let (_, first_lsn, _) = sh(&format!(
+            "runuser -u postgres -- {BIN}/pg_waldump -p {data}/pg_wal -t 1 -s {} 2>/dev/null | head -n 1 | sed -n 's/.* lsn: \\([0-9A-F/]*\\),.*/\\1/p'",
+            crate::fleet::format_lsn(start)
+        ));
+        let first_lsn = parse_lsn(&first_lsn).unwrap();
+        let (code, none, err) = sh(&records_hash_script(&data, BIN, 1, start, first_lsn, pos.segment));
+        assert_eq!(code, Some(0), "{err}");
+        assert_ne!(none, whole);
 
         // A segment in the middle is gone: neither zero commits nor a hash.
         let middle = format!("{data}/pg_wal/{}", segment_name(1, from + 2 * (1 << 20), 1 << 20));
@@ -331,14 +359,17 @@ mod tests {
         let (code, out, err) = sh(&commits_after_script(&data, BIN, 1, from));
         assert_ne!(code, Some(0), "read past a missing segment: {out}");
         assert!(err.contains("pg_waldump could not read the WAL"), "{err}");
-        let (code, out, err) = sh(&hash);
-        assert_ne!(code, Some(0), "hashed past a missing segment: {out}");
-        assert!(err.contains("pg_waldump could not read the WAL"), "{err}");
         let (code, _, err) = sh(&position_script(&data, BIN, 5499));
         assert_eq!(code, Some(0), "the checkpoint's segment is there: {err}");
-        // The first segment gone: the other copy has nothing to compare.
-        let first = format!("{data}/pg_wal/{}", segment_name(1, from, 1 << 20));
-        std::fs::remove_file(&first).unwrap();
+        // The tip's segment unreadable (its first page zeroed): no hash.
+        let tip = format!("{data}/pg_wal/{}", segment_name(1, start, 1 << 20));
+        let bytes = std::fs::read(&tip).unwrap();
+        std::fs::write(&tip, [vec![0u8; 8192], bytes[8192..].to_vec()].concat()).unwrap();
+        let (code, out, err) = sh(&hash);
+        assert_ne!(code, Some(0), "hashed an unreadable segment: {out}");
+        assert!(err.contains("pg_waldump could not read the WAL"), "{err}");
+        // The tip's segment gone: the other copy has nothing to compare.
+        std::fs::remove_file(&tip).unwrap();
         let (code, out, _) = sh(&hash);
         assert_eq!((code, out.as_str()), (Some(0), "missing"));
     }
