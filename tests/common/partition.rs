@@ -194,6 +194,14 @@ impl Sites {
     }
 }
 
+/// The lost writes named, after a colon (nothing when none was lost).
+fn named(lost: &[Lost]) -> String {
+    if lost.is_empty() {
+        return String::new();
+    }
+    format!(": {}", lost.iter().map(Lost::to_string).collect::<Vec<_>>().join(", "))
+}
+
 /// An acknowledged write missing after a failover.
 pub(crate) struct Lost {
     pub id: i32,
@@ -349,6 +357,55 @@ pub(crate) fn fence_bound() -> Duration {
     Duration::from_secs_f64(TTL as f64 / 3.0 + 3.0 * TTL as f64 / 15.0 + 3.0)
 }
 
+/// The site lease's holder and the other cloud: `(old, new, old's hosts, new's hosts)`.
+fn sides(lab: &TestLab) -> (&'static str, &'static str, [&'static str; 3], [&'static str; 3]) {
+    let holder = status_json(lab)["site"]["holder"].as_str().unwrap().to_string();
+    if holder == "dc1" {
+        ("dc1", "dc2", DC1, DC2)
+    } else {
+        ("dc2", "dc1", DC2, DC1)
+    }
+}
+
+/// Waits until a host of `new` takes writes and the GLB reaches it, then
+/// lets the writer acknowledge a few writes there.
+fn wait_new_master(sites: Sites, new: &str, new_hosts: &[&str], pw: &str) {
+    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 3), || {
+        new_hosts.iter().any(|h| sites.read_write(h) == Some(true))
+    });
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// How long, from now, until `old` follows `new` with no pgha command:
+/// every host of it read-only, replicating (Patroni 3.0 says `running`, 4
+/// `streaming`) on the new master's timeline.
+fn wait_followed(lab: &TestLab, old: &str, new: &str, limit: Duration) -> Duration {
+    let from = Instant::now();
+    wait_for(&format!("{old} to follow {new}"), limit, || {
+        let s = status_json(lab);
+        let hosts = s["hosts"].as_array().unwrap();
+        let newest = hosts.iter().filter_map(|h| h["timeline"].as_u64()).max();
+        hosts.iter().all(|h| {
+            h["cloud"] != old
+                || (h["read_write"] == false
+                    && h["timeline"].as_u64() == newest
+                    && (h["state"] == "streaming" || h["state"] == "running"))
+        })
+    });
+    from.elapsed()
+}
+
+/// A deploy settles what a flip owed an unreachable cloud; status is clean.
+fn settle(lab: &TestLab) {
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+    let out = lab.pgha(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+}
+
 /// What one cut of the primary cloud measured.
 pub(crate) struct Cut {
     pub old: &'static str,
@@ -382,12 +439,7 @@ pub(crate) struct Cut {
 /// Ends recorded and healthy: after a takeover `make-primary` records it,
 /// and a deploy settles what the flip owed the cut-off cloud.
 pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> Cut {
-    let holder = status_json(lab)["site"]["holder"].as_str().unwrap().to_string();
-    let (old, new, old_hosts, new_hosts) = if holder == "dc1" {
-        ("dc1", "dc2", DC1, DC2)
-    } else {
-        ("dc2", "dc1", DC2, DC1)
-    };
+    let (old, new, old_hosts, new_hosts) = sides(lab);
     let monitor = Monitor::start(sites);
     let (stop, handle) = writer(&sites.glb(), pw);
     let old_master = sites.writable_now().pop().expect("a master");
@@ -409,31 +461,10 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
         let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
         assert_eq!(out.status.code(), Some(0), "make-primary: {}", stderr(&out));
     }
-    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 3), || {
-        new_hosts.iter().any(|h| sites.read_write(h) == Some(true))
-    });
-    wait_for("writes through the GLB", Duration::from_secs(30), || {
-        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
-    });
-    std::thread::sleep(Duration::from_secs(2));
+    wait_new_master(sites, new, &new_hosts, pw);
     let out = lab.lab(&["unpartition", old]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let healed = Instant::now();
-    // The old primary cloud follows with no pgha command: every host of it
-    // read-only, replicating (Patroni 3.0 says `running`, 4 `streaming`) on
-    // the new master's timeline.
-    wait_for(&format!("{old} to follow {new}"), Duration::from_secs(120), || {
-        let s = status_json(lab);
-        let hosts = s["hosts"].as_array().unwrap();
-        let newest = hosts.iter().filter_map(|h| h["timeline"].as_u64()).max();
-        hosts.iter().all(|h| {
-            h["cloud"] != old
-                || (h["read_write"] == false
-                    && h["timeline"].as_u64() == newest
-                    && (h["state"] == "streaming" || h["state"] == "running"))
-        })
-    });
-    let followed = healed.elapsed();
+    let followed = wait_followed(lab, old, new, Duration::from_secs(120));
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
@@ -468,10 +499,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
             stderr(&out)
         );
     }
-    let out = lab.pgha(&["deploy", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
-    let out = lab.pgha(&["status"]);
-    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    settle(lab);
     Cut {
         old,
         new,
@@ -504,14 +532,7 @@ impl Cut {
             secs(self.followed),
             self.lost.len(),
             self.acked,
-            if self.lost.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ": {}",
-                    self.lost.iter().map(Lost::to_string).collect::<Vec<_>>().join(", ")
-                )
-            },
+            named(&self.lost),
             self.rows,
             self.old,
             self.inside_after_cut,
@@ -549,14 +570,7 @@ impl Loss {
             secs(self.followed),
             self.lost.len(),
             self.acked,
-            if self.lost.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ": {}",
-                    self.lost.iter().map(Lost::to_string).collect::<Vec<_>>().join(", ")
-                )
-            }
+            named(&self.lost)
         )
     }
 }
@@ -567,12 +581,7 @@ impl Loss {
 /// rows equal to the new primary's. Ends healthy (a deploy settles what the
 /// flip owed the lost cloud).
 pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
-    let holder = status_json(lab)["site"]["holder"].as_str().unwrap().to_string();
-    let (old, new, old_hosts, new_hosts) = if holder == "dc1" {
-        ("dc1", "dc2", DC1, DC2)
-    } else {
-        ("dc2", "dc1", DC2, DC1)
-    };
+    let (old, new, old_hosts, new_hosts) = sides(lab);
     let monitor = Monitor::start(sites);
     let (stop, handle) = writer(&sites.glb(), pw);
     std::thread::sleep(Duration::from_secs(2));
@@ -582,28 +591,10 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
     let cut_done = Instant::now();
     let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "make-primary: {}", stderr(&out));
-    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 3), || {
-        new_hosts.iter().any(|h| sites.read_write(h) == Some(true))
-    });
-    wait_for("writes through the GLB", Duration::from_secs(30), || {
-        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
-    });
-    std::thread::sleep(Duration::from_secs(2));
+    wait_new_master(sites, new, &new_hosts, pw);
     let out = lab.lab(&["start", old]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let powered = Instant::now();
-    wait_for(&format!("{old} to follow {new}"), Duration::from_secs(180), || {
-        let s = status_json(lab);
-        let hosts = s["hosts"].as_array().unwrap();
-        let newest = hosts.iter().filter_map(|h| h["timeline"].as_u64()).max();
-        hosts.iter().all(|h| {
-            h["cloud"] != old
-                || (h["read_write"] == false
-                    && h["timeline"].as_u64() == newest
-                    && (h["state"] == "streaming" || h["state"] == "running"))
-        })
-    });
-    let followed = powered.elapsed();
+    let followed = wait_followed(lab, old, new, Duration::from_secs(180));
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
@@ -617,10 +608,7 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
     let first_write = w.at.iter().find(|t| **t > promoted).copied().unwrap();
     sites.same_rows_everywhere(pw);
     let lost = sites.check_rpo(pw, &w, cut, cut_done);
-    let out = lab.pgha(&["deploy", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
-    let out = lab.pgha(&["status"]);
-    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    settle(lab);
     Loss {
         old,
         new,
