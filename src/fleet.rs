@@ -153,12 +153,16 @@ pub(crate) enum ServerRole {
 
 /// Prints `f` (read-write), `t` (in recovery) or `down` (pg_ctl says no
 /// server runs: exit 3, or 4 without a data directory); fails otherwise.
+/// From `/`, with psql's stderr apart: PostgreSQL 15's psql warns that it
+/// cannot change to root's home directory.
 pub(crate) fn server_role_script(port: u16, data_dir: &str, bin_dir: &str) -> String {
     format!(
-        "if out=$(runuser -u postgres -- psql -p {port} -XAtq -c 'select pg_is_in_recovery()' 2>&1); then echo \"$out\"; exit 0; fi\n\
+        "cd / && err=$(mktemp) || exit 1\n\
+trap 'rm -f \"$err\"' EXIT\n\
+if out=$(runuser -u postgres -- psql -p {port} -XAtq -c 'select pg_is_in_recovery()' 2>\"$err\"); then echo \"$out\"; exit 0; fi\n\
 runuser -u postgres -- {} -D {} status >/dev/null 2>&1\n\
 case $? in 3|4) echo down; exit 0 ;; esac\n\
-echo \"$out\" >&2\nexit 1\n",
+cat \"$err\" >&2\nexit 1\n",
         quote(&format!("{bin_dir}/pg_ctl")),
         quote(data_dir)
     )

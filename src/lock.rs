@@ -152,6 +152,9 @@ pub struct ClusterLock {
     valid_until: Validity,
 }
 
+/// How long before its lease could lapse a lock counts as lost.
+const MARGIN: Duration = Duration::from_secs(5);
+
 /// Shared between a lock's renewal task and the command's session.
 pub(crate) type Validity = std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>;
 
@@ -165,11 +168,12 @@ pub(crate) fn renewed(out: &str) -> bool {
     out.contains("keepalived with TTL(") && !out.contains("TTL(0)")
 }
 
-/// Fails once the lock may have lapsed, with a margin of one renewal
-/// period: another pgha could then take it, and no change may follow.
+/// Fails once the lock may lapse within [`MARGIN`]: another pgha could then
+/// take it, and no change may follow. (A renewal fails now and then, as when
+/// an etcd member restarts: retried every second, it costs nothing.)
 pub(crate) fn check_valid(valid_until: &Validity, now: tokio::time::Instant) -> anyhow::Result<()> {
     let until = *valid_until.lock().expect("not poisoned");
-    if now + RENEW_EVERY > until {
+    if now + MARGIN > until {
         bail!(
             "the cluster lock could not be renewed in etcd for {} s: it may have expired, so this command stops \
              before its next change; run it again (a flip resumes where it stopped)",
@@ -224,17 +228,34 @@ impl ClusterLock {
             }),
             Answer::Acquired(lease) => {
                 let valid_until: Validity = std::sync::Arc::new(std::sync::Mutex::new(valid_from(sent)));
-                let (r, l, v) = (remote.clone(), lease.clone(), valid_until.clone());
+                let peers: Vec<&str> = d
+                    .cloud(cloud)
+                    .map(|c| {
+                        c.hosts
+                            .iter()
+                            .filter(|h| h.name != remote.name)
+                            .map(|h| h.address.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let script = etcd::lease_keepalive_script(port, &lease, &peers);
+                let (r, v) = (remote.clone(), valid_until.clone());
                 let renew = tokio::spawn(async move {
+                    let mut wait = RENEW_EVERY;
                     loop {
-                        tokio::time::sleep(RENEW_EVERY).await;
+                        tokio::time::sleep(wait).await;
                         let sent = tokio::time::Instant::now();
-                        // A failed renewal is not ignored: the lock's validity
-                        // stops moving, and the command's next step stops.
-                        let out = r.run(&etcd::lease_keepalive_script(port, &l)).await;
-                        if out.is_ok_and(|o| o.success() && renewed(&o.stdout)) {
+                        // A failed renewal is not ignored: it is tried again
+                        // within a second, and while none succeeds the lock's
+                        // validity stops moving (the command's next step stops
+                        // before the lease can lapse).
+                        let out = r.run_within(&script, None, RENEW_EVERY).await;
+                        wait = if out.is_ok_and(|o| o.success() && renewed(&o.stdout)) {
                             *v.lock().expect("not poisoned") = valid_from(sent);
-                        }
+                            RENEW_EVERY
+                        } else {
+                            Duration::from_secs(1)
+                        };
                     }
                 });
                 Ok(ClusterLock {

@@ -426,6 +426,7 @@ impl World {
             return ok("daemon-reload", String::new());
         }
         if script == patroni::UNHOLD_SCRIPT {
+            self.hosts.get_mut(host).expect("known host").held = false;
             return ok("unhold", String::new());
         }
         if let Some(out) = self.answer_site(script) {
@@ -487,7 +488,17 @@ impl World {
                 self.lock = None;
                 return ok("unlock", String::new());
             }
-            if script == etcd::lease_keepalive_script(d.etcd.client_port, &lease) {
+            let peers: Vec<&str> = self
+                .cloud_of(host)
+                .map(|c| {
+                    c.hosts
+                        .iter()
+                        .filter(|h| h.name != host)
+                        .map(|h| h.address.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if script == etcd::lease_keepalive_script(d.etcd.client_port, &lease, &peers) {
                 if self.lock_renewals_fail {
                     return ok("renew lock (lapsed)", format!("lease {lease} expired or revoked.\n"));
                 }
@@ -679,12 +690,19 @@ impl World {
             if s.refuses_hold {
                 return Some(Err("install: cannot create regular file: Read-only file system".into()));
             }
+            let was = if s.up { "was-running\n" } else { "" };
             (s.held, s.up) = (true, false);
-            return ok("hold".into(), String::new());
+            return ok("hold".into(), was.into());
         }
-        if script == patroni::release_hold_script() {
-            (s.held, s.up) = (false, true);
-            return ok("release hold".into(), String::new());
+        for start in [true, false] {
+            if script == patroni::release_hold_script(start) {
+                s.held = false;
+                s.up |= start;
+                return ok(
+                    format!("release hold{}", if start { ", start" } else { "" }),
+                    String::new(),
+                );
+            }
         }
         if script == systemd::unit_script(Verb::Start, "patroni") {
             if !s.data {
@@ -710,7 +728,10 @@ impl World {
             if s.wal_unreadable {
                 return Some(Err(WAL_UNREADABLE.into()));
             }
-            return ok("hash WAL records".into(), s.records.clone());
+            return ok(
+                "hash WAL records".into(),
+                crate::fsutil::sha256_hex(s.records.as_bytes()),
+            );
         }
         for keep in [false, true] {
             if script == crate::ops::recover::discard_data_script(&p.data_dir, keep) {

@@ -13,9 +13,22 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
 /// For the calls that move a whole data directory or install packages.
 pub const LONG_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 
+/// An error that ends a [`poll`] at once instead of being tried again.
+#[derive(Debug)]
+pub(crate) struct Stop(pub String);
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Stop {}
+
 /// Polls `check` until it returns Ok(true) or the deadline passes; the last
 /// error is the cause reported. A try still running at the deadline is
-/// abandoned: a host that hangs cannot hold the wait past its bound.
+/// abandoned: a host that hangs cannot hold the wait past its bound. A
+/// [`Stop`] error ends it at once.
 pub(crate) async fn poll<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
@@ -27,6 +40,7 @@ where
         match tokio::time::timeout_at(deadline, check()).await {
             Ok(Ok(true)) => return Ok(()),
             Ok(Ok(false)) => {}
+            Ok(Err(e)) if e.downcast_ref::<Stop>().is_some() => return Err(e),
             Ok(Err(e)) => last = e,
             Err(_) => last = anyhow!("the last try did not answer before the deadline"),
         }

@@ -223,6 +223,9 @@ pub(crate) fn check_script(design: &Design) -> String {
 /// would read in their own time zone).
 pub(crate) fn recovery_time(text: &str) -> Result<String, String> {
     let t = text.trim();
+    if !t.is_ascii() {
+        return Err("it holds a character that is not ASCII".into());
+    }
     let num = |s: &str, what: &str| -> Result<u32, String> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("`{}` is not a {what}", s.escape_debug()));
@@ -239,6 +242,10 @@ pub(crate) fn recovery_time(text: &str) -> Result<String, String> {
         }
         _ => return Err(format!("`{}` is not a date (YYYY-MM-DD)", date.escape_debug())),
     };
+    // pgBackRest picks the backup for a target time only after 1970.
+    if y < 1970 {
+        return Err(format!("{y} is before 1970"));
+    }
     let month = time::Month::try_from(u8::try_from(m).unwrap_or(0)).map_err(|_| format!("there is no month {m}"))?;
     let date = time::Date::from_calendar_date(y as i32, month, day as u8)
         .map_err(|_| format!("{y:04}-{m:02}-{day:02} does not exist"))?;
@@ -282,12 +289,18 @@ pub(crate) fn recovery_time(text: &str) -> Result<String, String> {
                 }
             };
             let (hh, mm) = (num(hh, "offset")?, num(mm, "offset")?);
-            // PostgreSQL's limit for a time zone offset.
-            if hh > 15 || mm > 59 {
-                return Err(format!("`{}` is not an offset (at most 15:59)", o.escape_debug()));
-            }
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            (sign * hh as i8, sign * mm as i8)
+            // The offsets pgBackRest accepts (it refuses the target later,
+            // after the cluster was stopped, otherwise): -12:00 to +14:00,
+            // in quarter hours.
+            let minutes = sign * (hh * 60 + mm) as i32;
+            if !(-12 * 60..=14 * 60).contains(&minutes) || mm % 15 != 0 {
+                return Err(format!(
+                    "`{}` is not an offset pgBackRest takes (-12:00 to +14:00, in quarter hours)",
+                    o.escape_debug()
+                ));
+            }
+            ((sign * hh as i32) as i8, (sign * mm as i32) as i8)
         }
     };
     time::UtcOffset::from_hms(oh, om, 0).map_err(|_| format!("`{}` is not an offset", offset.escape_debug()))?;
@@ -555,6 +568,11 @@ mod tests {
             ("2026-13-01 00:00:00Z", "no month 13"),
             ("2026-11-30 24:00:00Z", "not a time of day"),
             ("2026-11-30 12:00:00+25", "not an offset"),
+            ("2026-11-30 12:00:00+15:00", "not an offset"),
+            ("2026-11-30 12:00:00-12:30", "not an offset"),
+            ("2026-11-30 12:00:00+05:20", "not an offset"),
+            ("1969-12-31 23:59:59Z", "before 1970"),
+            ("2026-11-30 12:00:00+0é00", "not ASCII"),
             ("2026-11-30 12:00Z", "not a time of day"),
             ("2026-11-30_12:00:00Z", "separated by"),
             ("2026-11-30 12:00:00.Z", "fractional"),

@@ -105,8 +105,18 @@ fi\n",
 }
 
 /// Renews a lease once.
-pub(crate) fn lease_keepalive_script(client_port: u16, lease: &str) -> String {
-    format!("{} lease keep-alive --once {}", etcdctl(client_port), quote(lease))
+pub(crate) fn lease_keepalive_script(client_port: u16, lease: &str, peers: &[&str]) -> String {
+    // The local member first, then the cloud's others: a member that
+    // restarts (a certificate rotation) does not cost a renewal.
+    let endpoints: Vec<String> = std::iter::once("127.0.0.1")
+        .chain(peers.iter().copied())
+        .map(|a| format!("https://{}:{client_port}", url_host(a)))
+        .collect();
+    format!(
+        "{} lease keep-alive --once {}",
+        etcdctl_at(&endpoints.join(",")),
+        quote(lease)
+    )
 }
 
 /// Ends a lease and every key bound to it.
@@ -121,7 +131,7 @@ pub(crate) fn lease_revoke_script(client_port: u16, lease: &str) -> String {
 pub(crate) fn journal_put_script(client_port: u16, prefix: &str, key: &str, keep: usize) -> String {
     format!(
         "e() {{ {etcdctl} \"$@\"; }}\n\
-e put {key} < \"$PGHA_INPUT\" >/dev/null\n\
+e put {key} < \"$PGHA_INPUT\" >/dev/null || exit 1\n\
 e get {prefix} --prefix --keys-only | sed '/^$/d' | head -n -{keep} | while read -r k; do e del \"$k\" >/dev/null; done\n",
         etcdctl = etcdctl(client_port),
         key = quote(key),
@@ -313,8 +323,8 @@ else e lease revoke \"$id\" >/dev/null 2>&1; echo \"held $(e get /pgha/c/pgha-lo
 fi\n"
         );
         assert_eq!(
-            lease_keepalive_script(2379, "694da21952c6e405"),
-            "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s lease keep-alive --once 694da21952c6e405"
+            lease_keepalive_script(2379, "694da21952c6e405", &["10.0.0.2", "fd00::3"]),
+            "ETCDCTL_API=3 etcdctl --endpoints='https://127.0.0.1:2379,https://10.0.0.2:2379,https://[fd00::3]:2379' --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s lease keep-alive --once 694da21952c6e405"
         );
         assert_eq!(
             lease_revoke_script(2379, "694da21952c6e405"),

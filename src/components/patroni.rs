@@ -195,17 +195,25 @@ pub(crate) fn switchover_script(scope: &str, leader: &str, candidate: &str) -> S
 /// their loss), and only `pgha recover-node` may bring it back.
 pub(crate) const HOLD_PATH: &str = "/var/lib/pgha/needs-recovery";
 
-/// Writes the hold (its text from `$PGHA_INPUT`) and stops Patroni.
+/// Writes the hold (its text from `$PGHA_INPUT`) and stops Patroni;
+/// prints `was-running` when Patroni ran before (an undo starts it again).
 pub(crate) fn hold_script() -> String {
-    format!("install -D -m 644 \"$PGHA_INPUT\" {HOLD_PATH} && systemctl stop patroni")
+    format!(
+        "systemctl is-active --quiet patroni && echo was-running\ninstall -D -m 644 \"$PGHA_INPUT\" {HOLD_PATH} && systemctl stop patroni"
+    )
 }
 
 /// Lifts the hold: recover-node, once it has compared the host's WAL.
 pub(crate) const UNHOLD_SCRIPT: &str = "rm -f /var/lib/pgha/needs-recovery";
 
-/// Undoes `hold_script` when a failover stops before its promotion.
-pub(crate) fn release_hold_script() -> String {
-    format!("{UNHOLD_SCRIPT} && systemctl start patroni")
+/// Undoes `hold_script` when a failover stops before its promotion:
+/// Patroni starts again only where it ran before.
+pub(crate) fn release_hold_script(start: bool) -> String {
+    if start {
+        format!("{UNHOLD_SCRIPT} && systemctl start patroni")
+    } else {
+        UNHOLD_SCRIPT.to_string()
+    }
 }
 
 /// A manual failover to `candidate`, for a cloud without a leader: Patroni

@@ -159,16 +159,20 @@ fi\n"
 /// Renews the site lease once while it names `cloud`: the lease a flip took
 /// must not lapse while the promotion it was taken for runs (the new
 /// master's agent renews it from then on). Prints `renewed`, or `not held`
-/// when the key names another cloud or none.
+/// when the key names another cloud or none; fails when etcd does not
+/// answer. The value and its lease come from one read (`-w fields`, where
+/// the value is Go-quoted).
 pub(crate) fn renew_script(design: &Design, cloud: &str) -> String {
     let e = etcd::etcdctl_at(&endpoints(design));
     let key = primary_key(&design.platform.name);
     format!(
         "e() {{ {e} \"$@\"; }}\n\
-case \"$(e get {key} --print-value-only)\" in *'\"cloud\":\"{cloud}\"'* | *'\"cloud\": \"{cloud}\"'*) ;; *) echo 'not held'; exit 0 ;; esac\n\
-l=$(e get {key} -w fields | sed -n 's/^\"Lease\" : //p')\n\
+f=$(e get {key} -w fields) || exit 1\n\
+case \"$f\" in *'\\\"cloud\\\":\\\"{cloud}\\\"'* | *'\\\"cloud\\\": \\\"{cloud}\\\"'*) ;; *) echo 'not held'; exit 0 ;; esac\n\
+l=$(printf '%s\\n' \"$f\" | sed -n 's/^\"Lease\" : //p')\n\
 [ -n \"$l\" ] && [ \"$l\" != 0 ] || {{ echo 'not held'; exit 0; }}\n\
-e lease keep-alive --once \"$(printf '%x' \"$l\")\" | grep -q 'keepalived with TTL' && echo renewed\n"
+out=$(e lease keep-alive --once \"$(printf '%x' \"$l\")\") || exit 1\n\
+case \"$out\" in *'keepalived with TTL'*) echo renewed ;; *) echo 'not held' ;; esac\n"
     )
 }
 
@@ -234,7 +238,11 @@ mod tests {
         let d = crate::testkit::example("three-sites.yaml");
         let script = renew_script(&d, "dc2");
         assert!(
-            script.contains(r#"*'"cloud":"dc2"'* | *'"cloud": "dc2"'*) ;;"#),
+            script.contains(r#"*'\"cloud\":\"dc2\"'* | *'\"cloud\": \"dc2\"'*) ;;"#),
+            "{script}"
+        );
+        assert!(
+            script.contains("f=$(e get /pgha-site/pgha-demo/primary -w fields) || exit 1\n"),
             "{script}"
         );
         let out = std::process::Command::new("sh")
@@ -242,6 +250,31 @@ mod tests {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Run against etcdctl's own output shapes (a fake `e`).
+        let fake = |value: &str, get_ok: bool| {
+            let e = format!(
+                "e() {{ case $1 in get) {}; printf '%s\\n' '\"Key\" : \"/pgha-site/pgha-demo/primary\"' \
+                 '\"Value\" : \"{value}\"' '\"Lease\" : 7587879436380054784' ;; \
+                 lease) [ \"$4\" = 694d902523eca500 ] && echo \"lease $4 keepalived with TTL(30)\" ;; esac; }}",
+                if get_ok { "true" } else { "return 1" }
+            );
+            let body = script.split_once('\n').unwrap().1;
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("{e}\n{body}")])
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
+        };
+        let ours = r#"{\"cloud\":\"dc2\",\"by\":\"pgha\"}"#;
+        let agents = r#"{\"cloud\": \"dc2\", \"host\": \"dc2-pg1\"}"#;
+        let theirs = r#"{\"cloud\":\"dc1\",\"by\":\"pgha\"}"#;
+        assert_eq!(fake(ours, true), (Some(0), "renewed".into()));
+        assert_eq!(fake(agents, true), (Some(0), "renewed".into()));
+        assert_eq!(fake(theirs, true), (Some(0), "not held".into()));
+        assert_eq!(fake(ours, false).0, Some(1), "a failed read is not \"not held\"");
     }
 
     #[test]

@@ -774,23 +774,35 @@ impl Runner<'_> {
 
     async fn promote(&self, name: &str) -> anyhow::Result<()> {
         let cloud = self.cloud(name)?;
-        self.set_standby(cloud, None).await?;
-        // The site lease taken for this promotion is renewed while it runs:
-        // it must not lapse before the new master's agent renews it.
+        // The site lease taken for this promotion is renewed from now until
+        // it has a master: it must not lapse before the new master's agent
+        // renews it. A lease that names another cloud stops the promotion.
         let every = Duration::from_secs(self.after.site.as_ref().map_or(10, |s| u64::from(s.ttl) / 3));
-        let renewed = std::sync::Mutex::new(tokio::time::Instant::now());
+        let next = std::sync::Mutex::new(tokio::time::Instant::now());
+        let renew = || async {
+            let now = tokio::time::Instant::now();
+            if now < *next.lock().expect("not poisoned") {
+                return Ok(());
+            }
+            match super::site::renew(self.fleet, name).await {
+                Ok(true) => *next.lock().expect("not poisoned") = now + every,
+                Ok(false) => bail!(crate::wait::Stop(format!(
+                    "the site lease no longer names {name}: not promoting it"
+                ))),
+                Err(e) => {
+                    eprintln!("  could not renew the site lease during the promotion (trying again): {e:#}");
+                    *next.lock().expect("not poisoned") = now + Duration::from_secs(1);
+                }
+            }
+            Ok(())
+        };
+        renew().await?;
+        self.set_standby(cloud, None).await?;
         poll(Duration::from_secs(90), || async {
             if self.fleet.master(cloud).await?.is_some() {
                 return Ok(true);
             }
-            let due = renewed.lock().expect("not poisoned").elapsed() >= every;
-            if due {
-                match super::site::renew(self.fleet, name).await {
-                    Ok(true) => *renewed.lock().expect("not poisoned") = tokio::time::Instant::now(),
-                    Ok(false) => bail!("the site lease no longer names {name}: not promoting further"),
-                    Err(e) => eprintln!("  could not renew the site lease during the promotion: {e:#}"),
-                }
-            }
+            renew().await?;
             Ok(false)
         })
         .await

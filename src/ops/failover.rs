@@ -261,7 +261,17 @@ async fn failover(
         .check("failing over", &patroni::failover_script(&design.platform.name, to))
         .await
         .map(|_| ());
-    rec.finish(done)?;
+    let done = rec.finish(done);
+    if !held.is_empty() {
+        done.with_context(|| {
+            format!(
+                "the failover did not run; {} stay held until `pgha recover-node` brings each back",
+                held.join(", ")
+            )
+        })?;
+    } else {
+        done?;
+    }
     n += 1;
     rec.start(n, &steps[n - 1]);
     let waited = poll(Duration::from_secs(60), || async {
@@ -274,42 +284,49 @@ async fn failover(
 }
 
 /// Holds every host of `held`, or none: when one hold cannot be written,
-/// those written are lifted again (and their Patroni started) and the
-/// failover stops before any promotion.
+/// those written are lifted again (Patroni started where it ran before),
+/// the failing host's hold file is removed, and the failover stops before
+/// any promotion.
 async fn hold_all(fleet: &Fleet, held: &[&str], note: &str) -> anyhow::Result<()> {
-    let mut done: Vec<&str> = Vec::new();
+    let mut done: Vec<(&str, bool)> = Vec::new();
     for h in held {
         let out = fleet
             .remote(h)?
             .run_with_input(&patroni::hold_script(), Some(note.as_bytes()))
             .await;
         let failed = match out {
-            Ok(o) if o.success() => None,
-            Ok(o) => Some(crate::shell::last_lines(&o.stderr, 4)),
-            Err(e) => Some(format!("{e:#}")),
-        };
-        let Some(why) = failed else {
-            done.push(h);
-            continue;
+            Ok(o) if o.success() => {
+                done.push((h, o.stdout.contains("was-running")));
+                continue;
+            }
+            Ok(o) => crate::shell::last_lines(&o.stderr, 4),
+            Err(e) => format!("{e:#}"),
         };
         let mut undone = Vec::new();
-        for d in &done {
+        for (d, was_running) in &done {
             let lifted = fleet
                 .remote(d)?
-                .check("lifting the hold", &patroni::release_hold_script())
+                .check("lifting the hold", &patroni::release_hold_script(*was_running))
                 .await;
             undone.push(match lifted {
-                Ok(_) => format!("{d}: hold lifted, Patroni started"),
+                Ok(_) if *was_running => format!("{d}: hold lifted, Patroni started again"),
+                Ok(_) => format!("{d}: hold lifted (its Patroni was stopped before, and stays so)"),
                 Err(e) => format!("{d}: still held ({e:#}); `pgha recover-node {d}` lifts it"),
             });
         }
+        // Whatever of its own hold got written goes too; its Patroni is
+        // left as the failed call left it.
+        let own = fleet
+            .remote(h)?
+            .check("removing the hold", patroni::UNHOLD_SCRIPT)
+            .await;
+        undone.push(match own {
+            Ok(_) => format!("{h}: no hold left; check that its Patroni runs as before (`pgha status`)"),
+            Err(e) => format!("{h}: may still be held ({e:#}); `pgha recover-node {h}` lifts it"),
+        });
         bail!(
-            "{h}: the hold could not be written ({why}); nothing was promoted{}",
-            if undone.is_empty() {
-                String::new()
-            } else {
-                format!("\n  {}", undone.join("\n  "))
-            }
+            "{h}: the hold could not be written ({failed}); nothing was promoted\n  {}",
+            undone.join("\n  ")
         );
     }
     Ok(())

@@ -89,8 +89,14 @@ async fn a_hold_that_cannot_be_written_stops_before_any_promotion() {
         e.contains("dc1-pg2: the hold could not be written") && e.contains("nothing was promoted"),
         "{e}"
     );
-    assert!(e.contains("dc1-pg1: hold lifted"), "{e}");
+    // dc1-pg1's Patroni was stopped before its hold: it stays stopped.
+    assert!(
+        e.contains("dc1-pg1: hold lifted (its Patroni was stopped before"),
+        "{e}"
+    );
+    assert!(e.contains("dc1-pg2: no hold left"), "{e}");
     assert_eq!(at(&sim, "dc1-pg3: failover to it"), None, "{:#?}", sim.events());
     let w = sim.world();
     assert!(!w.hosts["dc1-pg1"].held && w.clouds["dc1"].leader.is_none());
+    assert!(!w.hosts["dc1-pg1"].up, "an undo never starts what was stopped");
 }

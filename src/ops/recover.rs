@@ -434,7 +434,13 @@ async fn same_wal(
     // never a hash of nothing that matches the other's nothing.
     let a = fleet.remote(node)?.check("reading WAL records", &script).await?;
     let b = fleet.remote(master)?.check("reading WAL records", &script).await?;
-    if a.trim() == "missing" || b.trim() == "missing" {
+    let (a, b) = (a.trim(), b.trim());
+    for (host, h) in [(node, a), (master, b)] {
+        if h != "missing" && !(h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit())) {
+            bail!("{host}: hashing WAL records gave {h:?}, not a hash");
+        }
+    }
+    if a == "missing" || b == "missing" {
         return Ok(None);
     }
     Ok(Some(a == b))

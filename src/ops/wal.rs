@@ -36,17 +36,26 @@ const END_OF_WAL: &str = "invalid record length|incorrect prev-link|invalid magi
 invalid resource manager ID|invalid info bits|too long|no contrecord flag|invalid contrecord length|\
 incorrect resource manager data checksum";
 
-/// The shell function `waldump ARGS...`: pg_waldump's records into the file
-/// `$wd_out`, or a failure naming pg_waldump's error. The read may stop at
-/// its `-e` or at the end of the WAL, nowhere else. (Debian 12's dash has no
-/// pipefail: the records go to a file, so the exit status is pg_waldump's.)
+/// The shell function `waldump -p DIR ARGS...`: pg_waldump's records into
+/// the file `$wd_out`, or a failure naming pg_waldump's error. The read may
+/// stop at its `-e` or at the end of the WAL, nowhere else. The end of the
+/// WAL is also a segment switch whose next file does not exist yet, with no
+/// later file of that timeline (an idle server after `pg_switch_wal`).
+/// (Debian 12's dash has no pipefail: the records go to a file, so the exit
+/// status is pg_waldump's.)
 fn waldump_fn(bin_dir: &str) -> String {
     format!(
-        r#"wd_out=$(mktemp) && wd_err=$(mktemp) || exit 4
+        r#"cd / && wd_out=$(mktemp) && wd_err=$(mktemp) || exit 4
 trap 'rm -f "$wd_out" "$wd_err"' EXIT
 waldump() {{
+  dir=$2
   runuser -u postgres -- {waldump} "$@" >"$wd_out" 2>"$wd_err" && return 0
   if grep -Eq '{END_OF_WAL}' "$wd_err"; then return 0; fi
+  missing=$(sed -n 's/.*could not find file "\([0-9A-F]\{{24\}}\)".*/\1/p' "$wd_err" | head -n 1)
+  if [ -n "$missing" ] && tail -n 1 "$wd_out" | grep -q 'desc: SWITCH' \
+    && ! ls "$dir" | awk -v m="$missing" 'length($0) == 24 && substr($0, 1, 8) == substr(m, 1, 8) && $0 > m {{ f = 1 }} END {{ exit !f }}'; then
+    return 0
+  fi
   echo "pg_waldump could not read the WAL: $(tail -n 2 "$wd_err")" >&2
   return 1
 }}
@@ -70,6 +79,10 @@ if out=$(q "select case when pg_is_in_recovery() then 'recovery ' || pg_last_wal
   exit 0
 fi
 [ -f "$D/PG_VERSION" ] || {{ echo "no data directory" >&2; exit 3; }}
+# A server that runs but does not answer is not a stopped one: its WAL may grow.
+if runuser -u postgres -- "$B/pg_ctl" -D "$D" status >/dev/null 2>&1; then
+  echo "PostgreSQL runs but does not answer psql: its position cannot be read" >&2; exit 4
+fi
 [ -n "$seg" ] || {{ echo "pg_controldata does not say the WAL segment size" >&2; exit 4; }}
 # From the checkpoint record, not its REDO point: that record lies on the
 # checkpoint's timeline, while the REDO point may be in an older timeline's file.
@@ -158,7 +171,10 @@ pub(crate) fn records_hash_script(
     format!(
         "[ -f {seg} ] || {{ echo missing; exit 0; }}\n{}waldump -p {wal} -t {tli} -s {s} -e {e} || exit 4\n\
 awk -v upto={up} 'match($0, /lsn: [0-9A-F]+\\/[0-9A-F]+/) {{ split(substr($0, RSTART + 5, RLENGTH - 5), p, \"/\"); \
-if ((\"x\" sprintf(\"%8s/%8s\", p[1], p[2])) < (\"x\" upto)) print }}' \"$wd_out\" | sha256sum | cut -d' ' -f1\n",
+if ((\"x\" sprintf(\"%8s/%8s\", p[1], p[2])) < (\"x\" upto)) print }}' \"$wd_out\" > \"$wd_err\" || exit 4\n\
+h=$(sha256sum < \"$wd_err\" | cut -d' ' -f1)\n\
+[ ${{#h}} -eq 64 ] || {{ echo 'cannot hash the WAL records' >&2; exit 4; }}\n\
+echo \"$h\"\n",
         waldump_fn(bin_dir),
         seg = quote(&format!("{data_dir}/pg_wal/{}", segment_name(tli, start, segment))),
         wal = quote(&format!("{data_dir}/pg_wal")),
