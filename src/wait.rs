@@ -42,7 +42,8 @@ where
             Ok(Ok(false)) => {}
             Ok(Err(e)) if e.downcast_ref::<Stop>().is_some() => return Err(e),
             Ok(Err(e)) => last = e,
-            Err(_) => last = anyhow!("the last try did not answer before the deadline"),
+            // Keep what the tries before said: it is usually why.
+            Err(_) => last = last.context("the last try did not answer before the deadline"),
         }
         if Instant::now() >= deadline {
             return Err(last.context(format!("gave up after {} s", limit.as_secs())));

@@ -313,8 +313,11 @@ mod tests {
         let dir = tmp.path().display().to_string();
         let data = format!("{dir}/data");
         let sh = |script: &str| {
+            // From root's home, as over SSH: PostgreSQL 15's psql, run as
+            // postgres, warns there that it cannot change directory.
             let mut child = std::process::Command::new("sh")
                 .arg("-s")
+                .current_dir("/root")
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -329,14 +332,25 @@ mod tests {
         let psql = format!("runuser -u postgres -- {BIN}/psql -h {dir} -p 5499 -XAtq -d postgres -c");
         let (code, from, err) = sh(&format!(
             "set -e\nchown postgres {dir}\nrunuser -u postgres -- {BIN}/initdb -D {data} --wal-segsize=1 -A trust >/dev/null\n\
-             runuser -u postgres -- {BIN}/pg_ctl -D {data} -o \"-p 5499 -k {dir} -c listen_addresses='' -c wal_keep_size=64MB\" -w -l {dir}/log start >/dev/null\n\
+             runuser -u postgres -- {BIN}/pg_ctl -D {data} -o \"-p 5499 -k {dir},/var/run/postgresql -c listen_addresses='' -c wal_keep_size=64MB\" -w -l {dir}/log start >/dev/null\n\
              {psql} 'create table t (i int)'\n{psql} 'select pg_current_wal_lsn()'\n\
              for i in 1 2 3 4 5; do {psql} \"insert into t values ($i)\"; {psql} 'select pg_switch_wal()' >/dev/null; done\n\
-             {psql} 'insert into t values (6)'\n\
-             runuser -u postgres -- {BIN}/pg_ctl -D {data} -m fast -w stop >/dev/null\n"
+             {psql} 'insert into t values (6)'\n"
         ));
         assert_eq!(code, Some(0), "{err}");
         let from = parse_lsn(&from).unwrap();
+
+        // Running: psql's answers, whatever it warns on stderr.
+        let role = crate::fleet::server_role_script(5499, &data, BIN);
+        assert_eq!(sh(&role), (Some(0), "f".into(), String::new()));
+        let (code, out, err) = sh(&position_script(&data, BIN, 5499));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.starts_with("primary ") && out.ends_with(" 1 1048576"), "{out}");
+        let (code, _, err) = sh(&format!(
+            "runuser -u postgres -- {BIN}/pg_ctl -D {data} -m fast -w stop >/dev/null"
+        ));
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(sh(&role), (Some(0), "down".into(), String::new()));
 
         // Stopped: the position from the WAL on disk, the segment size from the control file.
         let (code, out, err) = sh(&position_script(&data, BIN, 5499));
