@@ -331,7 +331,7 @@ mod tests {
         };
         let psql = format!("runuser -u postgres -- {BIN}/psql -h {dir} -p 5499 -XAtq -d postgres -c");
         let (code, from, err) = sh(&format!(
-            "set -e\nchown postgres {dir}\nrunuser -u postgres -- {BIN}/initdb -D {data} --wal-segsize=1 -A trust >/dev/null\n\
+            "set -e\nchown postgres {dir}\n[ -d /var/run/postgresql ] || install -d -o postgres -g postgres /var/run/postgresql\nrunuser -u postgres -- {BIN}/initdb -D {data} --wal-segsize=1 -A trust >/dev/null\n\
              runuser -u postgres -- {BIN}/pg_ctl -D {data} -o \"-p 5499 -k {dir},/var/run/postgresql -c listen_addresses='' -c wal_keep_size=64MB\" -w -l {dir}/log start >/dev/null\n\
              {psql} 'create table t (i int)'\n{psql} 'select pg_current_wal_lsn()'\n\
              for i in 1 2 3 4 5; do {psql} \"insert into t values ($i)\"; {psql} 'select pg_switch_wal()' >/dev/null; done\n\
