@@ -163,6 +163,20 @@ fn valid_from(sent: tokio::time::Instant) -> tokio::time::Instant {
     sent + Duration::from_secs(LEASE_TTL)
 }
 
+/// The addresses of `cloud`'s hosts other than `host`: the etcd members a
+/// keep-alive asks after the local one.
+pub(crate) fn peers<'d>(d: &'d Design, cloud: &str, host: &str) -> Vec<&'d str> {
+    d.cloud(cloud)
+        .map(|c| {
+            c.hosts
+                .iter()
+                .filter(|h| h.name != host)
+                .map(|h| h.address.as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether a keep-alive's answer says etcd renewed the lease.
 pub(crate) fn renewed(out: &str) -> bool {
     out.contains("keepalived with TTL(") && !out.contains("TTL(0)")
@@ -228,17 +242,7 @@ impl ClusterLock {
             }),
             Answer::Acquired(lease) => {
                 let valid_until: Validity = std::sync::Arc::new(std::sync::Mutex::new(valid_from(sent)));
-                let peers: Vec<&str> = d
-                    .cloud(cloud)
-                    .map(|c| {
-                        c.hosts
-                            .iter()
-                            .filter(|h| h.name != remote.name)
-                            .map(|h| h.address.as_str())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let script = etcd::lease_keepalive_script(port, &lease, &peers);
+                let script = etcd::lease_keepalive_script(port, &lease, &peers(d, cloud, &remote.name));
                 let (r, v) = (remote.clone(), valid_until.clone());
                 let renew = tokio::spawn(async move {
                     let mut wait = RENEW_EVERY;
@@ -402,9 +406,8 @@ mod tests {
         assert!(!renewed(""));
     }
 
-    /// Issue 22: renewals that fail are not ignored. Once the lock may have
-    /// lapsed (within one renewal period of its TTL), the command stops
-    /// before its next change.
+    /// Issue 22: renewals that fail are not ignored. Once the lock may lapse
+    /// within [`MARGIN`], the command stops before its next change.
     #[tokio::test(start_paused = true)]
     async fn a_lock_whose_renewal_fails_stops_the_next_step() {
         use crate::testkit::{Sim, THREE_CLOUDS};

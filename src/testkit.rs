@@ -488,16 +488,8 @@ impl World {
                 self.lock = None;
                 return ok("unlock", String::new());
             }
-            let peers: Vec<&str> = self
-                .cloud_of(host)
-                .map(|c| {
-                    c.hosts
-                        .iter()
-                        .filter(|h| h.name != host)
-                        .map(|h| h.address.as_str())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let cloud = self.cloud_of(host).map(|c| c.name.clone()).unwrap_or_default();
+            let peers = crate::lock::peers(&d, &cloud, host);
             if script == etcd::lease_keepalive_script(d.etcd.client_port, &lease, &peers) {
                 if self.lock_renewals_fail {
                     return ok("renew lock (lapsed)", format!("lease {lease} expired or revoked.\n"));

@@ -281,7 +281,7 @@ impl Remote {
         let out = self
             .run_within(script, None, limit)
             .await
-            .with_context(|| format!("{}: {what}", self.name))?;
+            .with_context(|| what.to_string())?;
         self.succeeded(out, what)
     }
 
