@@ -70,7 +70,7 @@ fn wait_or_show_patroni(lab: &TestLab, address: &str, what: &str, mut done: impl
             "{address} did not {what} within 120 s; its Patroni said:\n{}",
             lab.ssh_ok(
                 address,
-                "journalctl -u patroni --no-pager | grep -v 'no action' | tail -60"
+                "patronictl -c /etc/patroni/config.yml list; journalctl -u patroni --no-pager | grep -v 'no action' | tail -80"
             )
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -409,7 +409,10 @@ fn deploy_end_to_end() {
     lab.ssh_ok(address(second), "systemctl start patroni");
     lab.ssh_ok(address(&first), "systemctl start patroni");
     for addr in PRIMARY.iter().chain(&SECONDARY) {
-        wait_for_one_name(addr, &pw, "SELECT name FROM company WHERE id = 2", "Allen", 90);
+        wait_or_show_patroni(&lab, addr, "replay Allen", || {
+            sql(addr, 5432, &pw, "SELECT name FROM company WHERE id = 2")
+                .is_ok_and(|rows| rows == vec![vec![Some("Allen".to_string())]])
+        });
     }
     assert_eq!(leader().as_ref(), Some(second));
 

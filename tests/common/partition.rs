@@ -34,11 +34,11 @@ impl Sites {
     }
 
     /// Runs `query` on `host` itself, over its local socket from inside its
-    /// container (a partition does not hide it), within 3 s.
-    pub(crate) fn ask_inside(&self, host: &str, query: &str) -> Asked {
+    /// container (a partition does not hide it), within `secs` seconds.
+    pub(crate) fn ask_inside(&self, host: &str, query: &str, secs: u64) -> Asked {
         let out = Command::new("timeout")
             .args([
-                "3",
+                &secs.to_string(),
                 "docker",
                 "exec",
                 "-u",
@@ -47,22 +47,27 @@ impl Sites {
             ])
             .args(["psql", "-XAtc", query])
             .output();
-        let Ok(out) = out else { return Asked::Unknown };
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return Asked::Unknown(format!("cannot run docker: {e}")),
+        };
         if out.status.success() {
             return Asked::Answer(stdout(&out).trim().to_string());
         }
         let err = stderr(&out);
         // `timeout` says 124: no answer is not "no".
-        if out.status.code() != Some(124) && NOT_RUNNING.iter().any(|m| err.contains(m)) {
+        if out.status.code() == Some(124) {
+            Asked::Unknown(format!("no answer within {secs} s"))
+        } else if NOT_RUNNING.iter().any(|m| err.contains(m)) {
             Asked::Down
         } else {
-            Asked::Unknown
+            Asked::Unknown(err.trim().to_string())
         }
     }
 
     /// The output of `query` on `host` itself, when it answered.
     pub(crate) fn psql_inside(&self, host: &str, query: &str) -> Option<String> {
-        match self.ask_inside(host, query) {
+        match self.ask_inside(host, query, 3) {
             Asked::Answer(a) => Some(a),
             _ => None,
         }
@@ -70,17 +75,27 @@ impl Sites {
 
     /// Whether PostgreSQL on `host` itself takes writes: `Some(false)` also
     /// when it (or its container) is not running; `None` when the host could
-    /// not be asked, twice: it may be writable.
+    /// not be asked: it may be writable.
     pub(crate) fn read_write(&self, host: &str) -> Option<bool> {
-        for _ in 0..2 {
-            match self.ask_inside(host, "SELECT NOT pg_is_in_recovery()") {
-                Asked::Answer(a) if a == "t" => return Some(true),
-                Asked::Answer(a) if a == "f" => return Some(false),
-                Asked::Down => return Some(false),
-                _ => {}
+        self.read_write_or_why(host).ok()
+    }
+
+    /// As `read_write`, with why a host could not be asked. Three tries,
+    /// each given longer: a container that is booting, or a machine busy
+    /// with a whole lab, may take seconds to run `docker exec` (seen once in
+    /// CI), and a slow answer is not "writable".
+    pub(crate) fn read_write_or_why(&self, host: &str) -> Result<bool, String> {
+        let mut why = String::new();
+        for secs in [3, 6, 12] {
+            match self.ask_inside(host, "SELECT NOT pg_is_in_recovery()", secs) {
+                Asked::Answer(a) if a == "t" => return Ok(true),
+                Asked::Answer(a) if a == "f" => return Ok(false),
+                Asked::Answer(a) => why = format!("answered {a:?}"),
+                Asked::Down => return Ok(false),
+                Asked::Unknown(e) => why = e,
             }
         }
-        None
+        Err(why)
     }
 
     /// The hosts that take writes at one moment, and those that could not
@@ -91,15 +106,15 @@ impl Sites {
             .chain(&DC2)
             .map(|h| {
                 let s = *self;
-                std::thread::spawn(move || (h.to_string(), s.read_write(h)))
+                std::thread::spawn(move || (h.to_string(), s.read_write_or_why(h)))
             })
             .collect();
         let mut sample = Sample::default();
         for (h, rw) in asks.into_iter().map(|a| a.join().unwrap()) {
             match rw {
-                Some(true) => sample.writable.push(h),
-                Some(false) => {}
-                None => sample.unknown.push(h),
+                Ok(true) => sample.writable.push(h),
+                Ok(false) => {}
+                Err(why) => sample.unknown.push(format!("{h} ({why})")),
             }
         }
         sample
@@ -241,15 +256,15 @@ pub(crate) enum Asked {
     Answer(String),
     /// PostgreSQL or its container is not running.
     Down,
-    /// No answer in time, or an error that says nothing either way.
-    Unknown,
+    /// No answer in time, or an error that says nothing either way: why.
+    Unknown(String),
 }
 
 /// Every database host asked once.
 #[derive(Default, Debug, Clone)]
 pub(crate) struct Sample {
     pub writable: Vec<String>,
-    /// Hosts that could not be asked: they may take writes.
+    /// Hosts that could not be asked, each with why: they may take writes.
     pub unknown: Vec<String>,
 }
 
