@@ -352,7 +352,7 @@ fn parameter_steps(b: &mut Builder, design: &Design, clouds: &[&Cloud]) {
 
 fn site_steps(b: &mut Builder, design: &Design) {
     let Some(site) = &design.site else { return };
-    let [env, _, agent, _] = site::DB_HOST_FILES;
+    let [env, _, agent, _, fence, _] = site::DB_HOST_FILES;
     if let Some(w) = &site.witness {
         b.push(
             None,
@@ -388,11 +388,14 @@ fn site_steps(b: &mut Builder, design: &Design) {
         Action::ConfigureSiteAgents,
         all,
         format!(
-            "write {}, run the site agent: the primary's master renews the lease (ttl {} s) and fences after {:.0} s without renewal{}",
+            "write {}, run the site agent: the primary's master renews the lease (ttl {} s) and fences after {:.0} s without renewal{}; \
+             write {}, run the site fence: a primary whose last renewal is {} s old stops, whatever became of the agent",
             agent.path,
             site.ttl,
             site.fence_after(),
-            if site.auto_failover { "; a caught-up standby leader takes an expired lease" } else { "" }
+            if site.auto_failover { "; a caught-up standby leader takes an expired lease" } else { "" },
+            fence.path,
+            site::fence_bound(site.ttl),
         ),
     );
     let primary = design.primary_clouds().next().map_or("-", |p| p.name.as_str());

@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 19] = [
+const EMBEDDED: [(&str, &str); 21] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     (
         "pgha-backup@.service.j2",
@@ -28,6 +28,11 @@ const EMBEDDED: [(&str, &str); 19] = [
         include_str!("../templates/site-etcd.service.j2"),
     ),
     ("site-agent.py.j2", include_str!("../templates/site-agent.py.j2")),
+    ("site-fence.sh.j2", include_str!("../templates/site-fence.sh.j2")),
+    (
+        "site-fence.service.j2",
+        include_str!("../templates/site-fence.service.j2"),
+    ),
     (
         "site-agent.service.j2",
         include_str!("../templates/site-agent.service.j2"),
@@ -150,6 +155,8 @@ struct TemplateContext<'a> {
     site_key: String,
     site_last_key: String,
     site_data_dir: String,
+    /// Seconds after its last lease renewal by which the site fence stops a master.
+    fence_bound: u32,
     primary_cloud: Option<&'a Cloud>,
     standby: Option<Standby>,
     synchronous_mode: bool,
@@ -202,6 +209,8 @@ impl Renderer {
         env.set_auto_escape_callback(|_| AutoEscape::None);
         // `host:port` and URLs need an IPv6 address in brackets.
         env.add_filter("url_host", |a: String| crate::design::shape::url_host(&a));
+        // A word of a POSIX shell line.
+        env.add_filter("sh", |a: String| crate::shell::quote(&a));
         for (name, source) in EMBEDDED {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => crate::fsutil::read_text(&path, crate::fsutil::MAX_SMALL)
@@ -439,6 +448,7 @@ impl Renderer {
             site_key: components::site::primary_key(&design.platform.name),
             site_last_key: components::site::last_key(&design.platform.name),
             site_data_dir: components::site::data_dir(&design.platform.name),
+            fence_bound: design.site.as_ref().map_or(0, |s| components::site::fence_bound(s.ttl)),
             primary_cloud: primary,
             standby: None,
             synchronous_mode: false,

@@ -7,6 +7,8 @@
 //!    member and agent restarts) fences nobody and stops no write;
 //! 2. a partition of the secondary cloud, then of the witness alone: the
 //!    primary keeps serving with no write gap over 2 s;
+//!    the site agent on the master stopped, then frozen: the site fence
+//!    stops that master within its bound, the cloud fails over inside itself;
 //! 3. a partition of the primary cloud longer than the lease lives, nobody
 //!    acting: it fences, and after the heal it is primary again by itself;
 //! 4. a partition of the primary cloud, auto failover off: it fences itself
@@ -16,7 +18,10 @@
 //! 5. the primary cloud powered off whole, its repository host with it:
 //!    `cloud make-primary` of the other, which never waits on the lost
 //!    repository; powered on, the old cloud follows;
-//! 6. a partition with auto failover on: the other cloud takes over by itself.
+//! 6. a partition with auto failover on: the other cloud takes over by itself
+//!    (after the lease was free for the hold-down);
+//! 7. the primary's master powered off, auto failover still on: the new
+//!    master is in the same cloud, twice (PGHA_POWEROFFS for more).
 
 mod common;
 
@@ -24,8 +29,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::partition::{
-    blip_primary, cut_primary, fence_bound, lose_primary, secs, set_auto_failover, status_json, Monitor, Sites, DC1,
-    TTL,
+    agent_fault, blip_primary, cut_primary, fence_bound, lose_primary, power_off_master, secs, set_auto_failover,
+    site_fence_bound, status_json, Monitor, Sites, DC1, TTL,
 };
 use common::{stderr, stdout, writer, TestLab};
 
@@ -60,6 +65,15 @@ fn partitions_never_leave_two_writable_masters() {
 
     rotate_under_writes(&lab, &pw);
     secondary_and_witness_cut_off(&lab, &pw);
+
+    // Issue 23: the site agent on the master stopped, then frozen: the site
+    // fence stops that master within its bound whatever became of the
+    // agent, and the cloud fails over inside itself.
+    for fault in ["stop", "freeze"] {
+        let f = agent_fault(SITES, &lab, &pw, fault);
+        eprintln!("figure: {}", f.describe());
+        assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
+    }
 
     let cut_for = Duration::from_secs(TTL + 8);
     let (gap, lost) = blip_primary(SITES, &lab, &pw, cut_for);
@@ -97,6 +111,17 @@ fn partitions_never_leave_two_writable_masters() {
     assert!(auto.fenced <= fence_bound(), "fenced after {:?}", auto.fenced);
     // Within the documented RPO (checked by `cut_primary`): the newest
     // writes before the cut, past what dc2 had received.
+
+    // Issue 23: with auto failover on, a crash of the primary's master stays
+    // inside its cloud (PGHA_POWEROFFS runs, 2 by default).
+    let runs: usize = std::env::var("PGHA_POWEROFFS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    for _ in 0..runs.min(20) {
+        let p = power_off_master(SITES, &lab, &pw);
+        eprintln!("figure: {}", p.describe());
+    }
 }
 
 /// A certificate rotation restarts every site member (one at a time) and

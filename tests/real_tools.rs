@@ -153,3 +153,93 @@ fn python_compiles_every_rendered_fence_and_site_agent() {
         every_rendered_passes(script, "python3", &["-m", "py_compile"], true);
     }
 }
+
+/// The site fence's decision, every branch, run by `sh` (dash, as on the
+/// hosts) from the rendered script (the example's ttl is 30: bound 15 s).
+#[test]
+fn site_fence_decides_from_the_last_renewal() {
+    let (_dir, files) = rendered(DEBIAN12);
+    let fence = having(&files, "usr/local/lib/pgha/site-fence").remove(0);
+    let text = std::fs::read_to_string(&fence).unwrap();
+    assert!(text.contains("\nBOUND=15\n"), "{text}");
+    let decide = |args: &[&str]| {
+        let out = Command::new("sh")
+            .arg(&fence)
+            .arg("--decide")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout(&out).trim().to_string()
+    };
+    // armed, primary, now, last renewal, the fence's first start
+    assert_eq!(decide(&["0", "1", "100", "", ""]), "hold", "never armed: no site yet");
+    assert_eq!(decide(&["1", "0", "100", "", ""]), "hold", "not a primary");
+    assert_eq!(decide(&["1", "1", "100", "95.5", "10"]), "hold", "renewed 4.5 s ago");
+    assert_eq!(decide(&["1", "1", "100", "85", "10"]), "fence 15.0", "renewed 15 s ago");
+    assert_eq!(decide(&["1", "1", "100", "85.5", "10"]), "hold", "renewed 14.5 s ago");
+    assert_eq!(decide(&["1", "1", "100", "", "10"]), "fence 90.0", "never stamped");
+    assert_eq!(
+        decide(&["1", "1", "100", "", "95"]),
+        "hold",
+        "never stamped, fence started 5 s ago"
+    );
+    assert_eq!(
+        decide(&["1", "1", "100", "50", "95"]),
+        "hold",
+        "old stamp, fence started 5 s ago"
+    );
+    assert_eq!(decide(&["1", "1", "100", "garbage", ""]), "fence unknown", "unreadable");
+    assert_eq!(decide(&["1", "1", "100", "", ""]), "fence unknown", "nothing known");
+    assert_eq!(
+        decide(&["1", "1", "100", "150", ""]),
+        "fence unknown",
+        "a renewal in the future"
+    );
+    assert_eq!(
+        decide(&["1", "1", "100", "1e9", ""]),
+        "fence unknown",
+        "not a plain number"
+    );
+}
+
+/// Every name the site agent and the Patroni fence read is defined: a
+/// misspelt or dropped variable compiles, and fails only on the branch that
+/// reads it (pre_promote once refused every promotion for a `lease` it had
+/// not kept). Python's own symbol tables, no linter needed.
+#[test]
+fn python_scripts_read_no_undefined_name() {
+    const CHECK: &str = r#"
+import builtins, symtable, sys
+path = sys.argv[1]
+top = symtable.symtable(open(path).read(), path, "exec")
+known = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+known |= set(dir(builtins))
+bad = set()
+def walk(t):
+    for s in t.get_symbols():
+        if s.is_referenced() and s.is_global() and s.get_name() not in known:
+            bad.add(f"{s.get_name()} (read in {t.get_name()})")
+    for c in t.get_children():
+        walk(c)
+walk(top)
+print("\n".join(sorted(bad)))
+sys.exit(1 if bad else 0)
+"#;
+    require("python3");
+    let (dir, files) = rendered(DEBIAN12);
+    let check = dir.path().join("undefined.py");
+    std::fs::write(&check, CHECK).unwrap();
+    for suffix in ["usr/local/lib/pgha/patroni-fence", "usr/local/lib/pgha/site-agent"] {
+        for file in having(&files, suffix) {
+            let out = Command::new("python3").arg(&check).arg(&file).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}: undefined: {}{}",
+                file.display(),
+                common::stdout(&out),
+                common::stderr(&out)
+            );
+        }
+    }
+}

@@ -64,9 +64,43 @@ pub(crate) const AGENT_UNIT: FileSpec = FileSpec {
     check: None,
 };
 
+/// The site fence (issue #23): its own process, sharing no code with the
+/// agent, stops a primary whose last lease renewal is `fence_bound` old.
+pub(crate) const FENCE_SERVICE: &str = "pgha-site-fence";
+
+pub(crate) const FENCE: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-fence.sh.j2",
+    path: "/usr/local/lib/pgha/site-fence",
+    owner: "root",
+    group: "root",
+    mode: 0o755,
+    service: FENCE_SERVICE,
+    check: Some("sh -n"),
+};
+
+pub(crate) const FENCE_UNIT: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-fence.service.j2",
+    path: "/etc/systemd/system/pgha-site-fence.service",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: FENCE_SERVICE,
+    check: None,
+};
+
+/// Seconds after a master's last lease renewal by which the site fence
+/// stops it (plus its 1 s period and the stop): half the lease's ttl, so
+/// it is down before the lease can pass to another cloud. The agent
+/// itself fences sooner, at a third.
+pub(crate) fn fence_bound(ttl: u32) -> u32 {
+    ttl / 2
+}
+
 /// The site files of a database host (the member files matter on the
 /// cloud's first host only).
-pub(crate) const DB_HOST_FILES: [FileSpec; 4] = [ETCD_ENV, ETCD_UNIT, AGENT, AGENT_UNIT];
+pub(crate) const DB_HOST_FILES: [FileSpec; 6] = [ETCD_ENV, ETCD_UNIT, AGENT, AGENT_UNIT, FENCE, FENCE_UNIT];
 /// The files of the witness: TLS for etcd, and its member.
 pub(crate) const WITNESS_FILES: [FileSpec; 5] = [tls::TRUST, tls::CERT, tls::ETCD_KEY, ETCD_ENV, ETCD_UNIT];
 

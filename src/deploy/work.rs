@@ -396,7 +396,15 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         }
         Action::ConfigureSite => site_service(&mut items, i, host, &facts, site::ETCD_UNIT, site::ETCD_ENV),
         // The agent loads the host's certificate when it starts, like etcd.
-        Action::ConfigureSiteAgents => site_service(&mut items, i, host, &facts, site::AGENT_UNIT, site::AGENT),
+        Action::ConfigureSiteAgents => {
+            site_service(&mut items, i, host, &facts, site::AGENT_UNIT, site::AGENT);
+            // After the agent: a new agent stamps its renewals before the
+            // fence that reads them starts.
+            if write_if_differs(&mut items, &facts, file(i, host, &site::FENCE_UNIT)) {
+                items.push(Work::DaemonReload);
+            }
+            converge(&mut items, &facts, file(i, host, &site::FENCE), Work::Restart);
+        }
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {
                 items.push(Work::InstallPackages(facts.missing_packages.clone()));
@@ -642,6 +650,8 @@ pub(crate) fn desired_dynamic_config(d: &Design, cloud: &Cloud) -> Vec<(String, 
         // See the template: a master that still reaches every member of its
         // cloud keeps serving while the cloud's etcd has no quorum.
         ("failsafe_mode".into(), json!(true)),
+        // See the template: a crashed primary starts again only through pre_promote.
+        ("primary_start_timeout".into(), json!(0)),
         ("standby_cluster".into(), standby),
     ]
 }
@@ -925,7 +935,7 @@ mod tests {
     fn live_config_matching_the_design_needs_no_change() {
         let d = design("");
         let live = serde_json::json!({"ttl": 30, "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
-            "synchronous_mode": false, "check_timeline": true, "failsafe_mode": true, "postgresql": {"parameters": {}}});
+            "synchronous_mode": false, "check_timeline": true, "failsafe_mode": true, "primary_start_timeout": 0, "postgresql": {"parameters": {}}});
         assert_eq!(
             dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live.clone()))),
             None
@@ -952,7 +962,7 @@ mod tests {
     fn a_promoted_cloud_loses_its_standby_section_and_timing_follows_the_design() {
         let d = design("");
         let live = serde_json::json!({"ttl": "20", "loop_wait": 10, "retry_timeout": 10, "maximum_lag_on_failover": 1048576,
-            "synchronous_mode": false, "check_timeline": true, "failsafe_mode": true, "standby_cluster": {"host": "x", "port": 5000}});
+            "synchronous_mode": false, "check_timeline": true, "failsafe_mode": true, "primary_start_timeout": 0, "standby_cluster": {"host": "x", "port": 5000}});
         let sets = dynamic_config_changes(&d, &d.clouds[0], Some(&facts(live))).unwrap();
         assert_eq!(
             sets,

@@ -189,8 +189,10 @@ async fn execute(
             on_hosts(
                 fleet,
                 order.iter().flat_map(|c| &c.hosts),
-                "stopping the site agent",
-                &stop(site::AGENT_SERVICE),
+                "stopping the site agent and fence",
+                // The fence too: the cluster is down on purpose, and the
+                // restored master starts before its agent renews.
+                &format!("{}\n{}", stop(site::AGENT_SERVICE), stop(site::FENCE_SERVICE)),
             )
             .await?;
         }
@@ -276,8 +278,12 @@ async fn execute(
             on_hosts(
                 fleet,
                 order.iter().flat_map(|c| &c.hosts),
-                "starting the site agent",
-                &systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
+                "starting the site agent and fence",
+                &format!(
+                    "{}\n{}",
+                    systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
+                    systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
+                ),
             )
             .await?;
         }

@@ -33,6 +33,38 @@ pub(crate) struct HostRow {
     pub cert_expires: Option<String>,
     /// PostgreSQL takes writes here (asked of PostgreSQL itself, not Patroni).
     pub read_write: Option<bool>,
+    /// The site lease's guards on this host, when the design has a site.
+    pub site_guard: Option<SiteGuard>,
+}
+
+/// The processes that keep a master inside the site lease (issue #23).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SiteGuard {
+    /// `systemctl is-active pgha-site-agent`: renews the lease, fences first.
+    pub agent: String,
+    /// `systemctl is-active pgha-site-fence`: stops a master whose last
+    /// renewal is `fence_bound_s` old, whatever became of the agent.
+    pub fence: String,
+    pub fence_bound_s: u32,
+    /// The site has answered this host: from now on silence fences.
+    pub armed: bool,
+}
+
+impl SiteGuard {
+    fn parse(probe: &str, bound: u32) -> SiteGuard {
+        let word = |key: &str| {
+            probe
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map_or("unknown".to_string(), |v| v.trim().to_string())
+        };
+        SiteGuard {
+            agent: word("site_agent "),
+            fence: word("site_fence "),
+            fence_bound_s: bound,
+            armed: probe.lines().any(|l| l == "site_armed"),
+        }
+    }
 }
 
 /// How much a finding matters.
@@ -337,6 +369,28 @@ pub(crate) fn findings(
 
 /// What the site lease says about the cluster.
 fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Level, String)) {
+    for (r, g) in hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
+        if g.agent != "active" {
+            say(
+                Level::Warning,
+                format!(
+                    "{}: the site agent (pgha-site-agent) is {}: this host cannot renew the site lease; as a master \
+                     pgha-site-fence stops it within {} s; `systemctl start pgha-site-agent` there",
+                    r.host, g.agent, g.fence_bound_s
+                ),
+            );
+        }
+        if g.fence != "active" {
+            say(
+                Level::Warning,
+                format!(
+                    "{}: the site fence (pgha-site-fence) is {}: a stopped or stuck site agent would leave this \
+                     host's master writable; `systemctl start pgha-site-fence` there",
+                    r.host, g.fence
+                ),
+            );
+        }
+    }
     if !site.readable {
         say(
             Level::Warning,
@@ -383,8 +437,18 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
 }
 
 fn probe_script(d: &Design) -> String {
+    let site = if d.site.is_some() {
+        format!(
+            "echo \"site_agent $(systemctl is-active {})\"\necho \"site_fence $(systemctl is-active {})\"\n\
+             [ -f /var/lib/pgha/site-armed ] && echo site_armed\n",
+            crate::components::site::AGENT_SERVICE,
+            crate::components::site::FENCE_SERVICE
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{}\ntrue\n",
+        "{site}echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{}\ntrue\n",
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
         tls::expiry_script(),
@@ -521,6 +585,11 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 etcd: etcd_state.to_string(),
                 haproxy_routes_to: routes,
                 cert_expires: expires.and_then(rfc3339),
+                site_guard: d
+                    .site
+                    .as_ref()
+                    .zip(probe.as_deref())
+                    .map(|(site, p)| SiteGuard::parse(p, crate::components::site::fence_bound(site.ttl))),
                 read_write: probe.as_deref().and_then(|p| {
                     p.lines().find_map(|l| match l.strip_prefix("read_write ") {
                         Some("t") => Some(true),
@@ -784,10 +853,32 @@ pub(crate) fn table(s: &Status) -> String {
             (None, _) if site.readable => "held by no cloud".to_string(),
             (None, _) => "unknown (no majority of site members answers)".to_string(),
         };
+        let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
+        let armed = guards.iter().filter(|g| g.armed).count();
+        let fenced_by = |ok: fn(&SiteGuard) -> bool| {
+            let down: Vec<&str> = s
+                .hosts
+                .iter()
+                .filter(|r| r.site_guard.as_ref().is_some_and(|g| !ok(g)))
+                .map(|r| r.host.as_str())
+                .collect();
+            if down.is_empty() {
+                "running on every database host".to_string()
+            } else {
+                format!("NOT running on {}", down.join(", "))
+            }
+        };
         text.push_str(&format!(
-            "\nSite lease: {lease}; auto failover {}\nSite members: {}",
+            "\nSite lease: {lease}; auto failover {}\nSite members: {}\nSite fence: the agent fences a master {:.0} s \
+             after its last renewal ({}); pgha-site-fence, apart from it, stops one at {} s ({}); armed on {armed} of {} \
+             hosts",
             if site.auto_failover { "on" } else { "off" },
-            members.join(", ")
+            members.join(", "),
+            f64::from(site.ttl_s) / 3.0,
+            fenced_by(|g| g.agent == "active"),
+            crate::components::site::fence_bound(site.ttl_s),
+            fenced_by(|g| g.fence == "active"),
+            guards.len()
         ));
     }
     if let Some(b) = &s.backup {
@@ -897,6 +988,7 @@ mod tests {
             haproxy_routes_to: "-".into(),
             cert_expires: None,
             read_write: Some(rw),
+            site_guard: None,
         }
     }
 

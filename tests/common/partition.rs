@@ -385,7 +385,9 @@ fn sides(lab: &TestLab) -> (&'static str, &'static str, [&'static str; 3], [&'st
 /// Waits until a host of `new` takes writes and the GLB reaches it, then
 /// lets the writer acknowledge a few writes there.
 fn wait_new_master(sites: Sites, new: &str, new_hosts: &[&str], pw: &str) {
-    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 3), || {
+    // Auto failover: the lease expires (ttl), then its hold-down (Patroni's
+    // ttl + 2 loops, 24 s in the lab), then the promotion.
+    wait_for(&format!("{new} to take writes"), Duration::from_secs(TTL * 4), || {
         new_hosts.iter().any(|h| sites.read_write(h) == Some(true))
     });
     wait_for("writes through the GLB", Duration::from_secs(30), || {
@@ -689,4 +691,203 @@ pub(crate) fn blip_primary(sites: Sites, lab: &TestLab, pw: &str, cut_for: Durat
     let out = lab.pgha(&["status"]);
     assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
     (w.gap, lost)
+}
+
+/// The site fence's documented bound (issue 23): half the ttl after the
+/// last renewal, its 1 s period, the immediate stop (a few seconds at most
+/// on a busy machine).
+pub(crate) fn site_fence_bound() -> Duration {
+    Duration::from_secs_f64(TTL as f64 / 2.0 + 1.0 + 3.0)
+}
+
+/// What one fault of the site agent on the primary's master measured.
+pub(crate) struct AgentFault {
+    pub fault: &'static str,
+    /// From the fault to the master taking no writes.
+    pub stopped: Duration,
+    /// From the fault to another host of the same cloud taking writes.
+    pub promoted: Duration,
+    pub first_write: Option<Duration>,
+    pub acked: usize,
+    pub lost: Vec<Lost>,
+}
+
+impl AgentFault {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "site agent {} on the master: it stopped taking writes after {} (bound {}), a master again in its \
+             cloud after {}, first write through the GLB after {}; acknowledged writes lost: {} of {}{}",
+            self.fault,
+            secs(self.stopped),
+            secs(site_fence_bound()),
+            secs(self.promoted),
+            self.first_write.map_or("-".into(), secs),
+            self.lost.len(),
+            self.acked,
+            named(&self.lost)
+        )
+    }
+}
+
+/// The site agent on the primary cloud's master stopped (`stop`) or frozen
+/// (`freeze`, SIGSTOP), with a client writing through the GLB: the site
+/// fence, which shares nothing with the agent, stops that master within
+/// its bound, Patroni fails over inside the cloud (pre_promote renews the
+/// lease there), and the lease never leaves the cloud. Then the agent runs
+/// again; the old master follows. Never two writable hosts.
+pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: &'static str) -> AgentFault {
+    let (old, _, old_hosts, _) = sides(lab);
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    let master = sites.writable_now().pop().expect("a master");
+    assert!(master.starts_with(old), "{master}");
+    let address = sites.address(&master);
+    std::thread::sleep(Duration::from_secs(2));
+    let (make, undo) = match fault {
+        "stop" => ("systemctl stop pgha-site-agent", "systemctl start pgha-site-agent"),
+        "freeze" => (
+            "systemctl kill -s SIGSTOP pgha-site-agent",
+            "systemctl kill -s SIGCONT pgha-site-agent",
+        ),
+        _ => unreachable!("{fault}"),
+    };
+    let at = Instant::now();
+    lab.ssh_ok(&address, make);
+    wait_for(
+        &format!("{master} to stop taking writes"),
+        site_fence_bound() + Duration::from_secs(10),
+        || sites.read_write(&master) == Some(false),
+    );
+    wait_for(
+        &format!("another master in {old}"),
+        Duration::from_secs(TTL * 3),
+        || {
+            old_hosts
+                .iter()
+                .any(|h| *h != master && sites.read_write(h) == Some(true))
+        },
+    );
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    lab.ssh_ok(&address, undo);
+    wait_for(&format!("{master} to follow"), Duration::from_secs(90), || {
+        sites.read_write(&master) == Some(false)
+            && status_json(lab)["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["host"] == master.as_str() && (h["state"] == "streaming" || h["state"] == "running"))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    let samples = monitor.finish();
+    let stopped = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
+    let promoted = first(&samples, at, |rw| rw.iter().any(|h| h.starts_with(old) && *h != master)).unwrap();
+    let last_before = w.at.iter().rev().find(|t| **t < stopped).copied().unwrap_or(at);
+    let first_after = w.at.iter().find(|t| **t > promoted).copied();
+    assert_eq!(status_json(lab)["site"]["holder"], old, "the lease left the cloud");
+    sites.same_rows_everywhere(pw);
+    // A master stopped at once may not have sent its last commits: the
+    // documented in-cloud RPO, the newest before it stopped.
+    let lost = sites.check_rpo(pw, &w, at, stopped);
+    let out = lab.pgha(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    AgentFault {
+        fault,
+        stopped: stopped - at,
+        promoted: promoted - at,
+        first_write: first_after.map(|t| t - last_before),
+        acked: w.acked.len(),
+        lost,
+    }
+}
+
+/// What one power-off of the primary cloud's master measured.
+pub(crate) struct PowerOff {
+    pub old: String,
+    pub new: String,
+    /// From the power-off to the new master taking writes.
+    pub promoted: Duration,
+    /// The longest gap between acknowledged writes through the GLB.
+    pub gap: Duration,
+    pub acked: usize,
+    pub lost: Vec<Lost>,
+}
+
+impl PowerOff {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} powered off with auto failover on: {} master after {}, longest write gap {}; acknowledged writes \
+             lost: {} of {} (the in-cloud RPO: the newest before the power-off){}",
+            self.old,
+            self.new,
+            secs(self.promoted),
+            secs(self.gap),
+            self.lost.len(),
+            self.acked,
+            named(&self.lost)
+        )
+    }
+}
+
+/// The primary cloud's master powered off (issue 23), with auto failover on
+/// and a client writing through the GLB: its lease expires with Patroni's
+/// leader key, and the new master must come from the same cloud (the auto
+/// failover's hold-down gives the cloud's replicas Patroni's ttl to elect
+/// one; their pre_promote takes the lease back). Powered on, the old master
+/// follows. Never two writable hosts.
+pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOff {
+    let (cloud, _, hosts, _) = sides(lab);
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    let old = sites.writable_now().pop().expect("a master");
+    assert!(old.starts_with(cloud), "{old}");
+    std::thread::sleep(Duration::from_secs(2));
+    let at = Instant::now();
+    let out = lab.lab(&["kill", &old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut new = None;
+    wait_for("a new master", Duration::from_secs(TTL * 4), || {
+        new = DC1
+            .iter()
+            .chain(&DC2)
+            .find(|h| **h != old && sites.read_write(h) == Some(true))
+            .copied();
+        new.is_some()
+    });
+    let new = new.unwrap().to_string();
+    assert!(
+        hosts.contains(&new.as_str()),
+        "the crash of {old} moved the primary to {new}, out of {cloud}"
+    );
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let out = lab.lab(&["start", &old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    wait_for(&format!("{old} to follow {new}"), Duration::from_secs(120), || {
+        status_json(lab)["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["host"] == old.as_str() && h["read_write"] == false && h["state"] == "streaming")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    let samples = monitor.finish();
+    let promoted = first(&samples, at, |rw| rw.contains(&new)).unwrap();
+    assert_eq!(status_json(lab)["site"]["holder"], cloud, "the lease left {cloud}");
+    sites.same_rows_everywhere(pw);
+    let lost = sites.check_rpo(pw, &w, at, at);
+    PowerOff {
+        old,
+        new,
+        promoted: promoted - at,
+        gap: w.gap,
+        acked: w.acked.len(),
+        lost,
+    }
 }
