@@ -90,6 +90,10 @@ pub(crate) const FENCE_UNIT: FileSpec = FileSpec {
     check: None,
 };
 
+/// The fence's first start since boot (its grace for a master with no
+/// recorded renewal). Written by the fence script, which names it too.
+pub(crate) const FENCE_SINCE: &str = "/run/pgha/site-fence-since";
+
 /// Seconds after a master's last lease renewal by which the site fence
 /// stops it (plus its 1 s period and the stop): half the lease's ttl, so
 /// it is down before the lease can pass to another cloud. The agent

@@ -516,6 +516,7 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
             let units = [
                 patroni::CONFIG.service,
                 crate::components::site::AGENT_SERVICE,
+                crate::components::site::FENCE_SERVICE,
                 crate::components::site::ETCD_SERVICE,
                 etcd::CONFIG.service,
                 haproxy::CONFIG.service,

@@ -400,10 +400,19 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             site_service(&mut items, i, host, &facts, site::AGENT_UNIT, site::AGENT);
             // After the agent: a new agent stamps its renewals before the
             // fence that reads them starts.
-            if write_if_differs(&mut items, &facts, file(i, host, &site::FENCE_UNIT)) {
+            let unit_changed = write_if_differs(&mut items, &facts, file(i, host, &site::FENCE_UNIT));
+            if unit_changed {
                 items.push(Work::DaemonReload);
             }
+            let before = items.len();
             converge(&mut items, &facts, file(i, host, &site::FENCE), Work::Restart);
+            // A changed unit alone restarts it too (converge restarts on the script).
+            let restarts = items[before..]
+                .iter()
+                .any(|w| matches!(w, Work::Restart(_) | Work::Start(_)));
+            if unit_changed && !restarts {
+                items.push(Work::Restart(site::FENCE_SERVICE));
+            }
         }
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {

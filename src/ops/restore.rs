@@ -279,9 +279,13 @@ async fn execute(
                 fleet,
                 order.iter().flat_map(|c| &c.hosts),
                 "starting the site agent and fence",
+                // The restored master was promoted outside Patroni (no
+                // pre_promote, no recorded renewal): the fence starts with a
+                // fresh grace, in which the agent renews.
                 &format!(
-                    "{}\n{}",
+                    "{}\nrm -f {}\n{}",
                     systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
+                    site::FENCE_SINCE,
                     systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
                 ),
             )
