@@ -15,7 +15,9 @@ use crate::ui::{self, Output};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    crate::remote::end_leftover_masters();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
@@ -275,6 +277,8 @@ fn interruptible(command: impl std::future::Future<Output = anyhow::Result<()>>)
     });
     // Background tasks (the lock's renewal) hold sessions too: end them now.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    // And masters whose connection was cancelled before it had a session.
+    crate::remote::end_leftover_masters();
     result
 }
 

@@ -183,10 +183,42 @@ pub fn with_input(script: &str, input: Option<&[u8]>) -> String {
     }
 }
 
+/// This process's directory of SSH control sockets (0700, under the
+/// temporary directory). Every master pgha starts names its socket there,
+/// so the ones a cancelled connection left running can be found and ended.
+static CONTROL_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+fn control_dir() -> &'static Path {
+    CONTROL_DIR.get_or_init(|| {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("pgha-ssh-{}", std::process::id()));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        dir
+    })
+}
+
+/// Ends every SSH master this process started that is still running (a
+/// connection cancelled by Ctrl-C while its master was starting has no
+/// session to close it), then removes the control directory. Masters name
+/// their socket in it on their command line. Bounded: one `pkill`.
+pub fn end_leftover_masters() {
+    // Nothing to end in a run that never connected.
+    let Some(dir) = CONTROL_DIR.get().filter(|d| d.exists()) else {
+        return;
+    };
+    let _ = std::process::Command::new("pkill")
+        .args(["-TERM", "-f", &format!("{}/", dir.display())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 impl Remote {
     pub async fn connect(host: &Host, timeout: Duration) -> Result<Remote, ConnectError> {
         let ssh = &host.ssh;
         let mut b = SessionBuilder::default();
+        b.control_directory(control_dir());
         b.user(ssh.user.clone())
             .port(ssh.port)
             .known_hosts_check(KnownHosts::Strict)
