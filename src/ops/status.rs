@@ -855,7 +855,7 @@ pub(crate) fn table(s: &Status) -> String {
         };
         let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
         let armed = guards.iter().filter(|g| g.armed).count();
-        let fenced_by = |ok: fn(&SiteGuard) -> bool| {
+        let running_on = |ok: fn(&SiteGuard) -> bool| {
             let down: Vec<&str> = s
                 .hosts
                 .iter()
@@ -875,9 +875,9 @@ pub(crate) fn table(s: &Status) -> String {
             if site.auto_failover { "on" } else { "off" },
             members.join(", "),
             f64::from(site.ttl_s) / 3.0,
-            fenced_by(|g| g.agent == "active"),
+            running_on(|g| g.agent == "active"),
             crate::components::site::fence_bound(site.ttl_s),
-            fenced_by(|g| g.fence == "active"),
+            running_on(|g| g.fence == "active"),
             guards.len()
         ));
     }

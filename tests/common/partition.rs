@@ -134,19 +134,33 @@ impl Sites {
 
     /// `ticks` on every host equal to the master's; returns `count:md5`.
     pub(crate) fn same_rows_everywhere(&self, pw: &str) -> String {
-        self.same_rows_within(pw, Duration::from_secs(60))
+        let all: Vec<&str> = DC1.iter().chain(&DC2).copied().collect();
+        self.same_rows_on(pw, &all)
     }
 
-    /// As `same_rows_everywhere`, each host given up to `limit`.
-    pub(crate) fn same_rows_within(&self, pw: &str, limit: Duration) -> String {
-        let query = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM ticks";
-        let master = sql(&self.glb(), 5000, pw, query).unwrap()[0][0].clone().unwrap();
-        for host in DC1.iter().chain(&DC2) {
-            wait_for(&format!("{host}'s rows equal the master's"), limit, || {
-                sql(&self.address(host), 5432, pw, query).is_ok_and(|r| r[0][0].as_deref() == Some(master.as_str()))
-            });
+    /// `ticks` on each of `hosts` equal to the master's within 60 s each;
+    /// returns `count:md5`.
+    pub(crate) fn same_rows_on(&self, pw: &str, hosts: &[&str]) -> String {
+        let master = self.rows(&self.glb(), 5000, pw).unwrap();
+        for host in hosts {
+            wait_for(
+                &format!("{host}'s rows equal the master's"),
+                Duration::from_secs(60),
+                || self.has_rows(pw, host, &master),
+            );
         }
         master
+    }
+
+    /// `count:md5` of `ticks` at `address`:`port`.
+    fn rows(&self, address: &str, port: u16, pw: &str) -> Option<String> {
+        let query = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM ticks";
+        sql(address, port, pw, query).ok().and_then(|r| r[0][0].clone())
+    }
+
+    /// `host` holds exactly the rows `master` (`count:md5`) names.
+    pub(crate) fn has_rows(&self, pw: &str, host: &str, master: &str) -> bool {
+        self.rows(&self.address(host), 5432, pw).as_deref() == Some(master)
     }
 
     /// Which of `acked` are missing on the cluster now.
@@ -896,21 +910,11 @@ pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOf
     // HAProxy to the master that was just powered off, waits in silence
     // (69 s measured, past 150 s once in CI-like runs): a known defect,
     // left open in the README; it loses nothing of the primary cloud's.
-    let query = "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text, ',' ORDER BY id)), '') FROM ticks";
-    let master = sql(&sites.glb(), 5000, pw, query).unwrap()[0][0].clone().unwrap();
-    for host in hosts {
-        wait_for(
-            &format!("{host}'s rows equal the master's"),
-            Duration::from_secs(60),
-            || sql(&sites.address(host), 5432, pw, query).is_ok_and(|r| r[0][0].as_deref() == Some(master.as_str())),
-        );
-    }
+    let master = sites.same_rows_on(pw, &hosts);
     let standby: Vec<&str> = DC1.iter().chain(&DC2).copied().filter(|h| !hosts.contains(h)).collect();
     let from = Instant::now();
     let caught_up = (0..60).any(|_| {
-        let all = standby.iter().all(|h| {
-            sql(&sites.address(h), 5432, pw, query).is_ok_and(|r| r[0][0].as_deref() == Some(master.as_str()))
-        });
+        let all = standby.iter().all(|h| sites.has_rows(pw, h, &master));
         if !all {
             std::thread::sleep(Duration::from_secs(1));
         }
