@@ -352,7 +352,7 @@ fn parameter_steps(b: &mut Builder, design: &Design, clouds: &[&Cloud]) {
 
 fn site_steps(b: &mut Builder, design: &Design) {
     let Some(site) = &design.site else { return };
-    let [env, _, agent, _, fence, _] = site::DB_HOST_FILES;
+    let [env, _, settings, agent, _, fence, _] = site::DB_HOST_FILES;
     if let Some(w) = &site.witness {
         b.push(
             None,
@@ -388,8 +388,9 @@ fn site_steps(b: &mut Builder, design: &Design) {
         Action::ConfigureSiteAgents,
         all,
         format!(
-            "write {}, run the site agent: the primary's master renews the lease (ttl {} s) and fences after {:.0} s without renewal{}; \
+            "write {} and {}, run the site agent: the primary's master renews the lease (ttl {} s) and fences after {:.0} s without renewal{}; \
              write {}, run the site fence: a primary whose last renewal is {} s old stops, whatever became of the agent",
+            settings.path,
             agent.path,
             site.ttl,
             site.fence_after(),

@@ -27,7 +27,7 @@ const EMBEDDED: [(&str, &str); 21] = [
         "site-etcd.service.j2",
         include_str!("../templates/site-etcd.service.j2"),
     ),
-    ("site-agent.py.j2", include_str!("../templates/site-agent.py.j2")),
+    ("site-agent.json.j2", include_str!("../templates/site-agent.json.j2")),
     ("site-fence.sh.j2", include_str!("../templates/site-fence.sh.j2")),
     (
         "site-fence.service.j2",
@@ -53,6 +53,10 @@ const EMBEDDED: [(&str, &str); 21] = [
     ("exporter-web.yml.j2", include_str!("../templates/exporter-web.yml.j2")),
     ("exporter-ca.pem.j2", include_str!("../templates/exporter-ca.pem.j2")),
 ];
+
+/// Files installed as they are (code that runs on hosts, tested by
+/// `cargo test`): their settings come from a rendered file beside them.
+const STATIC: [(&str, &str); 1] = [("site_agent.py", include_str!("../host/site_agent.py"))];
 
 /// A file ready to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +238,12 @@ impl Renderer {
     }
 
     fn render(&self, spec: FileSpec, cx: &TemplateContext) -> anyhow::Result<RenderedFile> {
+        if let Some((_, content)) = STATIC.iter().find(|(name, _)| *name == spec.template) {
+            return Ok(RenderedFile {
+                spec,
+                content: content.to_string(),
+            });
+        }
         let content = self
             .env
             .get_template(spec.template)

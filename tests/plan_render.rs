@@ -59,7 +59,8 @@ fn every_rendered_file() {
         let d = load(name);
         let all = Renderer::for_design(&d).unwrap().all(&d, &Secrets::redacted()).unwrap();
         for hf in all {
-            for f in hf.files {
+            // Code installed as it is (host/) is the same on every host.
+            for f in hf.files.into_iter().filter(|f| f.spec.template.ends_with(".j2")) {
                 let cloud = hf.cloud.as_deref().unwrap_or("glb");
                 let file = f.spec.path.trim_start_matches('/').replace('/', "_");
                 insta::assert_snapshot!(format!("{name}__{cloud}__{}__{file}", hf.host), f.content);

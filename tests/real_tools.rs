@@ -128,9 +128,15 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt
             ));
         }
     }
+    // The site agent's decisions, under the reference release's Python.
+    script.push_str(
+        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent 2>&1 | tail -3 | grep -qx OK\n",
+    );
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "-v"])
         .arg(format!("{}:/r:ro", dir.path().display()))
+        .arg("-v")
+        .arg(format!("{}:/h:ro", host_code().display()))
         .args([tag.as_str(), "sh", "-c", &script])
         .output()
         .unwrap();
@@ -151,6 +157,40 @@ fn patroni_accepts_every_rendered_config() {
 fn python_compiles_every_rendered_fence_and_site_agent() {
     for script in ["usr/local/lib/pgha/patroni-fence", "usr/local/lib/pgha/site-agent"] {
         every_rendered_passes(script, "python3", &["-m", "py_compile"], true);
+    }
+}
+
+/// host/: the code pgha installs as it is (the site agent) and its tests.
+fn host_code() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("host")
+}
+
+/// The site agent's decisions, every branch (host/test_site_agent.py), and
+/// the settings rendered for it: every example's load into its `Settings`.
+#[test]
+fn site_agent_decides_and_reads_its_settings() {
+    require("python3");
+    let out = Command::new("python3")
+        .args(["-B", "-m", "unittest", "test_site_agent"])
+        .current_dir(host_code())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let (_dir, files) = rendered(DEBIAN12);
+    let settings = having(&files, "etc/pgha/site-agent.json");
+    assert!(!settings.is_empty(), "the site example renders the agent's settings");
+    for f in settings {
+        let out = Command::new("python3")
+            .args([
+                "-B",
+                "-c",
+                "import site_agent, sys; s = site_agent.Settings.load(sys.argv[1]); assert s.endpoints and s.others, s",
+            ])
+            .arg(&f)
+            .current_dir(host_code())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", f.display(), common::stderr(&out));
     }
 }
 

@@ -42,15 +42,29 @@ pub(crate) const ETCD_UNIT: FileSpec = FileSpec {
     check: None,
 };
 
+/// The agent's code, the same on every host (host/site_agent.py).
 pub(crate) const AGENT: FileSpec = FileSpec {
     component: Component::Site,
-    template: "site-agent.py.j2",
+    template: "site_agent.py",
     path: "/usr/local/lib/pgha/site-agent",
     owner: "root",
     group: "root",
     mode: 0o755,
     service: AGENT_SERVICE,
     check: Some("python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())'"),
+};
+
+/// The agent's settings on this host (read by the agent and by Patroni's
+/// pre_promote, as postgres: no secrets in it).
+pub(crate) const AGENT_SETTINGS: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-agent.json.j2",
+    path: "/etc/pgha/site-agent.json",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: AGENT_SERVICE,
+    check: Some("python3 -c 'import json, sys; json.load(open(sys.argv[1]))'"),
 };
 
 pub(crate) const AGENT_UNIT: FileSpec = FileSpec {
@@ -104,7 +118,15 @@ pub(crate) fn fence_bound(ttl: u32) -> u32 {
 
 /// The site files of a database host (the member files matter on the
 /// cloud's first host only).
-pub(crate) const DB_HOST_FILES: [FileSpec; 6] = [ETCD_ENV, ETCD_UNIT, AGENT, AGENT_UNIT, FENCE, FENCE_UNIT];
+pub(crate) const DB_HOST_FILES: [FileSpec; 7] = [
+    ETCD_ENV,
+    ETCD_UNIT,
+    AGENT_SETTINGS,
+    AGENT,
+    AGENT_UNIT,
+    FENCE,
+    FENCE_UNIT,
+];
 /// The files of the witness: TLS for etcd, and its member.
 pub(crate) const WITNESS_FILES: [FileSpec; 5] = [tls::TRUST, tls::CERT, tls::ETCD_KEY, ETCD_ENV, ETCD_UNIT];
 

@@ -273,10 +273,10 @@ fn write_if_differs(items: &mut Vec<Work>, facts: &HostFacts, f: &RenderedFile) 
 }
 
 /// Adds `then` (a restart or reload of a running service) when any of the
-/// TLS files it reads differs on the host from what it gets (the
-/// certificate step before wrote them; the facts are from before), unless
-/// the service is already restarted or reloaded for another reason.
-fn reread_tls(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts, then: Work, specs: &[FileSpec]) {
+/// files it reads at start (certificates, settings, its unit) differs on
+/// the host from what it gets (an earlier step wrote them; the facts are
+/// from before), unless the service is already restarted or reloaded.
+fn reread(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts, then: Work, specs: &[FileSpec]) {
     let (Work::Restart(service) | Work::Reload(service)) = then else {
         unreachable!("a restart or a reload")
     };
@@ -338,7 +338,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 }
                 // New certificates or trust: a running member restarts (one
                 // at a time, the cluster keeping quorum) to read them.
-                reread_tls(&mut items, i, host, &facts, Work::Restart("etcd"), &tls::ETCD_FILES);
+                reread(&mut items, i, host, &facts, Work::Restart("etcd"), &tls::ETCD_FILES);
             }
         }
         Action::BootstrapLeader | Action::JoinReplicas => {
@@ -362,7 +362,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             converge(&mut items, &facts, patroni_file, Work::Reload);
             // A reload (SIGHUP) makes Patroni reread its REST certificate and
             // PostgreSQL its SSL files; nothing restarts.
-            reread_tls(
+            reread(
                 &mut items,
                 i,
                 host,
@@ -384,7 +384,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 Work::Reload,
             );
             // Its health checks verify Patroni's certificate with the trust bundle.
-            reread_tls(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
+            reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
         }
         Action::InstallWitness => {
             if !facts.missing_packages.is_empty() {
@@ -397,22 +397,32 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         Action::ConfigureSite => site_service(&mut items, i, host, &facts, site::ETCD_UNIT, site::ETCD_ENV),
         // The agent loads the host's certificate when it starts, like etcd.
         Action::ConfigureSiteAgents => {
+            // Its settings, then its code: a change of either restarts it once.
+            write_if_differs(&mut items, &facts, file(i, host, &site::AGENT_SETTINGS));
             site_service(&mut items, i, host, &facts, site::AGENT_UNIT, site::AGENT);
+            reread(
+                &mut items,
+                i,
+                host,
+                &facts,
+                Work::Restart(site::AGENT_SERVICE),
+                &[site::AGENT_SETTINGS],
+            );
             // After the agent: a new agent stamps its renewals before the
             // fence that reads them starts.
-            let unit_changed = write_if_differs(&mut items, &facts, file(i, host, &site::FENCE_UNIT));
-            if unit_changed {
+            if write_if_differs(&mut items, &facts, file(i, host, &site::FENCE_UNIT)) {
                 items.push(Work::DaemonReload);
             }
-            let before = items.len();
             converge(&mut items, &facts, file(i, host, &site::FENCE), Work::Restart);
-            // A changed unit alone restarts it too (converge restarts on the script).
-            let restarts = items[before..]
-                .iter()
-                .any(|w| matches!(w, Work::Restart(_) | Work::Start(_)));
-            if unit_changed && !restarts {
-                items.push(Work::Restart(site::FENCE_SERVICE));
-            }
+            // A changed unit alone restarts it too.
+            reread(
+                &mut items,
+                i,
+                host,
+                &facts,
+                Work::Restart(site::FENCE_SERVICE),
+                &[site::FENCE_UNIT],
+            );
         }
         Action::ConfigureGlb => {
             if !facts.missing_packages.is_empty() {
@@ -428,12 +438,12 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 Work::Reload,
             );
             if d.site.is_some() {
-                reread_tls(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
+                reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
             }
         }
         Action::ConfigurePgbackrest => {
             converge(&mut items, &facts, file(i, host, &backup::CONFIG), Work::Restart);
-            reread_tls(
+            reread(
                 &mut items,
                 i,
                 host,
@@ -493,7 +503,7 @@ fn site_service(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts
         items.push(Work::DaemonReload);
     }
     converge(items, facts, file(i, host, &main), Work::Restart);
-    reread_tls(items, i, host, facts, Work::Restart(main.service), &tls::ETCD_FILES);
+    reread(items, i, host, facts, Work::Restart(main.service), &tls::ETCD_FILES);
 }
 
 /// A repository host: the package, TLS, pgBackRest's config and server, the
@@ -515,7 +525,7 @@ fn repository_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFa
         write_if_differs(items, facts, file(i, host, spec));
     }
     converge(items, facts, file(i, host, &backup::CONFIG), Work::Restart);
-    reread_tls(
+    reread(
         items,
         i,
         host,

@@ -1,0 +1,680 @@
+#!/usr/bin/python3
+# Installed by pgha as /usr/local/lib/pgha/site-agent; its settings are in
+# /etc/pgha/site-agent.json (rendered per host). Edits here are replaced on
+# the next deploy.
+"""The site agent of pgha: which cloud may have a writable master.
+
+The site members (one per cloud plus the witness) hold which cloud is
+primary, as a key bound to a lease of TTL seconds. Timings, all from TTL and
+this host's CLOCK_BOOTTIME (wall clocks never need to agree):
+  - the master of the holding cloud renews every TTL/10 s and publishes its
+    WAL position with each renewal;
+  - a master that has not renewed for TTL/3 s (cut off from most sites)
+    fences: PostgreSQL stops at once and its cloud becomes a standby
+    cluster. pgha-site-fence, its own process, stops it at TTL/2 if this
+    agent cannot (dead, frozen, crash-looping). The lease lives TTL s from
+    the same renewal: no other cloud can take it before;
+  - Patroni asks `site-agent --may-promote` before any promotion
+    (pre_promote): only the holding cloud, or the last holder taking it
+    back, may promote;
+  - with auto failover, the standby leader of a secondary cloud takes a
+    lease it has seen free for Patroni's ttl + 2 loops (the primary cloud
+    elects a new master first) when it is within maximum_lag bytes of the
+    last published position, and makes its cloud primary.
+
+What the agent does is decided by pure functions (`decide`, `decide_promotion`,
+`decide_unstick`) from what one loop observed; `main` observes and acts.
+Their tests are host/test_site_agent.py, run by `cargo test`.
+"""
+
+import base64
+import http.client
+import json
+import os
+import pwd
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Optional
+
+SETTINGS = "/etc/pgha/site-agent.json"
+STATE_DIR = "/var/lib/pgha"
+# Written once the site answered: from then on, silence from it fences.
+ARMED = STATE_DIR + "/site-armed"
+# Written by a fence, removed once the cloud is primary again: a fenced
+# cloud that is still the last holder when the link returns takes its lease back.
+FENCED = STATE_DIR + "/site-fenced"
+# Written before an auto failover claims the lease, removed once the cloud
+# is primary or the lease moved on: a failed promotion is tried again.
+TAKING_OVER = STATE_DIR + "/site-taking-over"
+# The time of the last successful renewal (CLOCK_BOOTTIME seconds, taken
+# before the request left): read by pgha-site-fence, which stops a primary
+# when it grows old, and by this agent when it starts again.
+RUN_DIR = "/run/pgha"
+STAMP = RUN_DIR + "/site-renewed"
+PATRONI_CONFIG = "/etc/patroni/config.yml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    cloud: str
+    host: str
+    endpoints: list
+    key: str
+    last_key: str
+    ttl: int
+    auto_failover: bool
+    hold_down: float
+    maximum_lag: int
+    others: list
+    proxy_port: int
+    rest: str
+    data_dir: str
+    bin_dir: str
+    trust: str
+    cert: str
+    etcd_key: str
+    postgres_key: str
+    replica_methods: list
+
+    @property
+    def fence_after(self):
+        return self.ttl / 3.0
+
+    @property
+    def period(self):
+        return max(1.0, self.ttl / 10.0)
+
+    @property
+    def timeout(self):
+        return max(1.0, self.ttl / 15.0)
+
+    @staticmethod
+    def load(path=SETTINGS):
+        with open(path) as f:
+            return Settings(**json.load(f))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one loop saw. `site_ok` False: no site member answered (then
+    `held` and `last` mean nothing). `standby`: the cloud's dynamic config
+    has a standby_cluster section (None: not asked, or Patroni silent)."""
+
+    now: float
+    role: Optional[str]
+    lsn: int = 0
+    site_ok: bool = False
+    held: Optional[dict] = None
+    lease: int = 0
+    last: Optional[dict] = None
+    standby: Optional[bool] = None
+    armed: bool = False
+    fenced: bool = False
+    taking_over: bool = False
+    # The agent's memory: its last renewal, and since when it saw the lease free.
+    last_renewal: float = 0.0
+    free_since: Optional[float] = None
+
+
+@dataclass
+class Decision:
+    """What to do, in order. `renew`: ("claim", lsn) or ("keepalive", lease,
+    lsn), and the fence reason to use when it fails (None: no fence).
+    `claim_then_promote`: (why, lsn to publish): promote only when the claim succeeds.
+    `take_over`: (from cloud, bytes behind) for an auto failover."""
+
+    arm: bool = False
+    renew: Optional[tuple] = None
+    fence_if_not_renewed: Optional[str] = None
+    fence: Optional[str] = None
+    reset_clock: bool = False
+    clear: list = field(default_factory=list)
+    claim_then_promote: Optional[str] = None
+    promote: Optional[str] = None
+    take_over: Optional[tuple] = None
+    unstick: bool = False
+    log: Optional[str] = None
+    free_since: Optional[float] = None
+
+
+def cloud_of(value):
+    return (value or {}).get("cloud")
+
+
+def decide(s, o):
+    """One loop's decision, from the settings and what was observed."""
+    d = Decision(arm=o.site_ok and not o.armed, free_since=o.free_since)
+    if o.role == "master":
+        d.free_since = None
+        age = o.now - o.last_renewal
+        stale = None
+        if (o.armed or o.site_ok) and age >= s.fence_after:
+            stale = f"no renewal of the site lease for {age:.1f} s"
+        if not o.site_ok:
+            d.fence = stale
+        elif o.held is None:
+            if o.last is None or cloud_of(o.last) == s.cloud:
+                d.renew, d.fence_if_not_renewed = ("claim", o.lsn), stale
+            else:
+                d.fence = f"the site lease is free and cloud {cloud_of(o.last)} held it last"
+        elif cloud_of(o.held) == s.cloud:
+            d.renew, d.fence_if_not_renewed = ("keepalive", o.lease, o.lsn), stale
+        else:
+            d.fence = f"cloud {cloud_of(o.held)} holds the site lease"
+        return d
+
+    # Not a master: a master-to-be passed pre_promote, which renewed the
+    # lease just now, so its clock starts afresh.
+    d.reset_clock = True
+    if o.role != "standby_leader":
+        d.free_since = None
+    if o.standby is False:
+        # The cloud is primary again: a fence or a takeover is over,
+        # whichever member became master.
+        d.clear = [m for m, on in ((FENCED, o.fenced), (TAKING_OVER, o.taking_over)) if on]
+        if o.fenced or o.taking_over:
+            return d
+    d.unstick = o.role == "replica" and o.standby is True
+    if o.role in ("standby_leader", "replica") and o.fenced:
+        # The host that fenced resumes its cloud, standby leader or not:
+        # Patroni may have handed the standby leadership to another member.
+        decide_resume(s, o, d)
+    elif o.role == "standby_leader" and s.auto_failover:
+        decide_take_over(s, o, d)
+    return d
+
+
+def decide_resume(s, o, d):
+    """A fenced cloud whose lease nobody took meanwhile (the link came back
+    before another cloud was made primary) is primary again: it keeps its
+    lease, or takes it back as its last holder. A cloud made secondary by
+    pgha never fenced, so it is never promoted here."""
+    if not o.site_ok:
+        return
+    if o.held is None:
+        if cloud_of(o.last) == s.cloud:
+            d.claim_then_promote = ("the link is back and this cloud held the site lease last: promoting it again", None)
+        return
+    if cloud_of(o.held) != s.cloud:
+        # Another cloud is primary now: this one follows it, for good.
+        d.clear = [FENCED]
+        return
+    d.promote = "the link is back and this cloud still holds the site lease: promoting it again"
+
+
+def decide_take_over(s, o, d):
+    """Auto failover: a lease free for hold_down s, a caught-up standby leader."""
+    if not o.site_ok:
+        d.free_since = None
+        return
+    if o.taking_over:
+        if o.held is None and cloud_of(o.last) == s.cloud:
+            # Lapsed before a master renewed it: this cloud is its last
+            # holder (the claim wrote it), so claim it again.
+            d.claim_then_promote = ("this cloud took the site lease, which lapsed before a promotion: claimed it again", o.lsn)
+            return
+        if cloud_of(o.held) == s.cloud:
+            # Claimed, not promoted yet (patronictl failed, or this agent
+            # restarted in between).
+            d.promote = "this cloud took the site lease and is not primary yet: promoting it again"
+            return
+        # The lease moved on to another cloud.
+        d.clear = [TAKING_OVER]
+    if o.held is not None:
+        d.free_since = None
+        return
+    if d.free_since is None:
+        d.free_since = o.now
+    if o.now - d.free_since < s.hold_down:
+        return
+    last = o.last or {}
+    if cloud_of(last) in (None, s.cloud) or last.get("lsn") is None:
+        return
+    behind = int(last["lsn"]) - o.lsn
+    if behind > s.maximum_lag:
+        d.log = (
+            f"the lease of cloud {last['cloud']} expired; this cloud is {behind} bytes behind "
+            f"(at most {s.maximum_lag}): not taking over"
+        )
+        return
+    d.take_over = (last["cloud"], max(behind, 0))
+
+
+def decide_promotion(s, site_ok, armed, held, lease, last):
+    """Patroni's pre_promote. Returns ("allow"|"keepalive"|"claim"|"refuse", why):
+    keepalive and claim allow the promotion when they succeed."""
+    if not site_ok:
+        if armed:
+            return "refuse", "the site does not answer: no promotion outside the lease"
+        return "allow", "no site yet (first deploy): nothing to hold"
+    if held is not None:
+        if cloud_of(held) == s.cloud:
+            # Renewed now, so the new master has a whole ttl (and a fresh
+            # stamp for the fence) before its agent's first renewal.
+            if lease:
+                return "keepalive", "this cloud's site lease could not be renewed"
+            return "refuse", "this cloud's site lease has no lease id"
+        return "refuse", f"cloud {cloud_of(held)} holds the site lease"
+    if last is None or cloud_of(last) == s.cloud:
+        return "claim", "the lease is free and this cloud could not claim it"
+    return "refuse", "the lease is free but was not this cloud's: `pgha cloud make-primary` gives it"
+
+
+UNSTICK_AFTER = 20
+UNSTICK_AGAIN = 60
+
+
+def decide_unstick(now, mine, leader, behind_since, restarted_at):
+    """A replica of a standby cluster left on an older timeline than its
+    standby leader for UNSTICK_AFTER s is stopped (again UNSTICK_AGAIN s
+    later at the soonest): Patroni then rewinds it. Returns (stop, behind_since)."""
+    if not (mine and leader and mine < leader):
+        return False, None
+    if behind_since is None:
+        behind_since = now
+    if now - behind_since < UNSTICK_AFTER or (restarted_at is not None and now - restarted_at < UNSTICK_AGAIN):
+        return False, behind_since
+    return True, None
+
+
+# ---------------------------------------------------------------- the world
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def now():
+    """Seconds on CLOCK_BOOTTIME: monotonic, and the clock pgha-site-fence reads (/proc/uptime)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def lsn_text(lsn):
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+class Host:
+    """This host's etcd client, Patroni, PostgreSQL and files."""
+
+    def __init__(self, s):
+        self.s = s
+        self.etcd_tls = ssl.create_default_context(cafile=s.trust)
+        # As root (the service) the etcd copy of the host key; as postgres
+        # (Patroni's pre_promote) its own copy.
+        self.etcd_tls.load_cert_chain(s.cert, s.etcd_key if os.geteuid() == 0 else s.postgres_key)
+        self.rest_tls = ssl.create_default_context(cafile=s.trust)
+        self.order = list(s.endpoints)
+        # The WAL position this host last published to the site.
+        self.published = 0
+
+    # -- etcd
+
+    def etcd(self, path, body):
+        """POSTs to etcd's JSON gateway, trying each member; None when no member answers."""
+        for i, endpoint in enumerate(self.order):
+            request = urllib.request.Request(
+                endpoint + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.s.timeout, context=self.etcd_tls) as r:
+                    out = json.load(r)
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+                # IncompleteRead, BadStatusLine and the like: no answer either.
+                continue
+            if i:
+                self.order = self.order[i:] + self.order[:i]
+            return out
+        return None
+
+    def read_site(self):
+        """(answered, held value, its lease id, last holder), from one read of both keys."""
+        low, high = sorted((self.s.key, self.s.last_key))
+        out = self.etcd("/v3/kv/range", {"key": b64(low), "range_end": b64(high + "\0")})
+        if out is None:
+            return False, None, 0, None
+        held, lease, last = None, 0, None
+        for kv in out.get("kvs") or []:
+            try:
+                name = base64.b64decode(kv.get("key", "")).decode()
+                value = json.loads(base64.b64decode(kv.get("value", "")))
+            except ValueError:
+                name, value = None, {"cloud": None}
+            if name == self.s.key:
+                held, lease = value, int(kv.get("lease", 0) or 0)
+            elif name == self.s.last_key:
+                last = value
+        return True, held, lease, last
+
+    def mine(self, lsn):
+        # 0 is not a position: Patroni did not tell (a member not running).
+        return json.dumps({"cloud": self.s.cloud, "host": self.s.host, "lsn": lsn or None})
+
+    def claim(self, lsn):
+        """Takes the lease if nobody holds it (one etcd transaction)."""
+        began = now()
+        grant = self.etcd("/v3/lease/grant", {"TTL": self.s.ttl})
+        lease = (grant or {}).get("ID")
+        if not lease:
+            return False
+        key, last = b64(self.s.key), b64(self.s.last_key)
+        txn = {
+            "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            "success": [
+                {"request_put": {"key": key, "value": b64(self.mine(lsn)), "lease": lease}},
+                {"request_put": {"key": last, "value": b64(self.mine(lsn))}},
+            ],
+        }
+        out = self.etcd("/v3/kv/txn", txn)
+        if out and out.get("succeeded"):
+            stamp(began)
+            self.published = lsn or self.published
+            return True
+        self.etcd("/v3/lease/revoke", {"ID": lease})
+        return False
+
+    def keepalive(self, lease):
+        """Renews the lease; records the renewal."""
+        began = now()
+        out = self.etcd("/v3/lease/keepalive", {"ID": str(lease)})
+        result = (out or {}).get("result", out or {})
+        try:
+            alive = int(result.get("TTL", 0) or 0) > 0
+        except (TypeError, ValueError, AttributeError):
+            alive = False
+        if alive:
+            stamp(began)
+        return alive
+
+    def renew(self, lease, lsn):
+        if not self.keepalive(lease):
+            return False
+        # An unknown position never replaces the last one published.
+        if lsn and self.etcd("/v3/kv/put", {"key": b64(self.s.last_key), "value": b64(self.mine(lsn))}) is not None:
+            self.published = lsn
+        return True
+
+    # -- Patroni
+
+    def rest(self, path):
+        try:
+            with urllib.request.urlopen(self.s.rest + path, timeout=2, context=self.rest_tls) as r:
+                return json.load(r)
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+            return None
+
+    def patroni(self):
+        """(role, WAL position) of the local member; role None when Patroni does not answer."""
+        j = self.rest("/patroni")
+        if j is None:
+            return None, 0
+        role = "master" if j.get("role") in ("master", "primary") else j.get("role")
+        if j.get("state") != "running":
+            return role, 0
+        xlog = j.get("xlog") or {}
+        if role == "master":
+            return role, int(xlog.get("location", 0) or 0)
+        return role, max(int(xlog.get("received_location", 0) or 0), int(xlog.get("replayed_location", 0) or 0))
+
+    def timelines(self):
+        """(this member's timeline, its standby leader's), from Patroni's /cluster."""
+        members = (self.rest("/cluster") or {}).get("members", [])
+        me = next((m for m in members if m.get("name") == self.s.host), {})
+        leader = next((m for m in members if m.get("role") == "standby_leader"), {})
+        return me.get("timeline"), leader.get("timeline")
+
+    def patronictl_set(self, value):
+        """Sets the cloud's standby_cluster; a timeout is a failure, never an exception that ends the agent."""
+        args = ["patronictl", "-c", PATRONI_CONFIG, "edit-config", "--force", "--quiet", "-s", "standby_cluster=" + value]
+        try:
+            return subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=15)
+        except (subprocess.TimeoutExpired, OSError) as e:
+            return subprocess.CompletedProcess(args, 1, "", f"patronictl: {e}")
+
+    def promote(self, why):
+        log(why)
+        done = self.patronictl_set("null")
+        if done.returncode:
+            log(f"could not promote this cloud: {done.stderr.strip()[-300:]}")
+
+    def stop_postgres(self, modes):
+        for mode in modes:
+            try:
+                stopped = subprocess.run(
+                    ["runuser", "-u", "postgres", "--", self.s.bin_dir + "/pg_ctl", "-D", self.s.data_dir]
+                    + ["stop", "-m", mode, "-t", "5"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=8,
+                )
+                if stopped.returncode == 0:
+                    return
+            except (subprocess.TimeoutExpired, OSError):
+                pass
+
+    def keep_past(self):
+        """After the stop: the WAL past the last position published to the
+        site (what the other clouds may lack) is copied aside and its commits
+        counted, since pg_rewind removes them from the data directory once
+        this cloud follows another. At most 64 segments (1 GiB) are kept."""
+        published = self.published
+        if not published:
+            return None
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        try:
+            control = subprocess.run(
+                as_postgres + [self.s.bin_dir + "/pg_controldata", self.s.data_dir],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
+            tli = int(next(line.split(":")[1] for line in control.splitlines() if line.startswith("Latest checkpoint's TimeLineID")))
+            wal = self.s.data_dir + "/pg_wal"
+            dump = subprocess.run(
+                as_postgres
+                + [self.s.bin_dir + "/pg_waldump", "-p", wal, "-t", str(tli), "-s", lsn_text(published), "-r", "Transaction"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            commits = sum(1 for line in dump.stdout.splitlines() if "COMMIT" in line)
+            first = f"{tli:08X}{published >> 32:08X}{(published & 0xFFFFFFFF) >> 24:08X}"
+            segments = sorted(n for n in os.listdir(wal) if len(n) == 24 and n[:8] == first[:8] and n >= first)[:64]
+            kept = f"{STATE_DIR}/fenced-wal/{int(time.time())}"
+            os.makedirs(kept, exist_ok=True)
+            for n in segments:
+                subprocess.run(["cp", "-p", f"{wal}/{n}", kept], timeout=60)
+            return {"commits_past_published": commits, "published": lsn_text(published), "kept": kept, "timeline": tli}
+        except (OSError, ValueError, StopIteration, subprocess.SubprocessError) as e:
+            log(f"could not keep the WAL past {lsn_text(published)}: {e}")
+            return None
+
+    def fence(self, why, lsn):
+        """PostgreSQL stops now and this cloud follows the others; Patroni starts it again read-only."""
+        log(f"fencing: {why}")
+        # PostgreSQL first: nothing below may delay the stop (patronictl can
+        # take 15 s). Patroni then fails over inside the cloud
+        # (primary_start_timeout 0), where pre_promote asks the lease.
+        self.stop_postgres(("immediate",))
+        if self.s.others:
+            follow = {
+                "host": ",".join(self.s.others),
+                "port": self.s.proxy_port,
+                "create_replica_methods": self.s.replica_methods,
+            }
+            done = self.patronictl_set(json.dumps(follow))
+            if done.returncode:
+                log(f"could not make the cloud a standby cluster: {done.stderr.strip()[-300:]}")
+        # Without the standby_cluster section Patroni would try to promote it
+        # again, and pre_promote refuses while the lease is not this cloud's.
+        past = self.keep_past()
+        if past:
+            log(
+                f"kept the WAL past {past['published']}, the last position published to the site, in {past['kept']}: "
+                f"{past['commits_past_published']} commit(s) the other clouds may lack"
+            )
+        os.makedirs(STATE_DIR, exist_ok=True)
+        with open(STATE_DIR + "/site-fenced.json", "a") as f:
+            f.write(json.dumps({"at": time.time(), "why": why, "lsn": lsn, **(past or {})}) + "\n")
+        mark(FENCED, why)
+        log(f"fenced at WAL position {lsn}")
+
+
+def mark(path, text):
+    os.makedirs(STATE_DIR, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def unmark(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def stamp(at):
+    """Records a successful renewal begun at `at` (atomically: the fence never reads half a number)."""
+    try:
+        if os.geteuid() == 0 and not os.path.isdir(RUN_DIR):
+            os.makedirs(RUN_DIR, mode=0o770, exist_ok=True)
+            pg = pwd.getpwnam("postgres")
+            os.chown(RUN_DIR, pg.pw_uid, pg.pw_gid)
+        tmp = f"{STAMP}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{at:.3f}\n")
+        os.replace(tmp, STAMP)
+    except (OSError, KeyError) as e:
+        # Fails closed: without a fresh stamp pgha-site-fence stops the master.
+        log(f"could not record the renewal in {STAMP}: {e}")
+
+
+def stamped():
+    """The last recorded renewal, or None when unknown."""
+    try:
+        with open(STAMP) as f:
+            at = float(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return at if at <= now() else None
+
+
+def arm():
+    if os.geteuid() == 0 and not os.path.exists(ARMED):
+        mark(ARMED, "the site answered; silence from it now fences this host's master")
+
+
+def may_promote(s, h):
+    """Patroni's pre_promote: 0 allows the promotion."""
+    ok, held, lease, last = h.read_site()
+    verdict, why = decide_promotion(s, ok, os.path.exists(ARMED), held, lease, last)
+    if ok:
+        arm()
+    allowed = (
+        verdict == "allow"
+        or (verdict == "keepalive" and h.keepalive(lease))
+        or (verdict == "claim" and h.claim(None))
+    )
+    if not allowed:
+        log(f"pre_promote: {why}")
+    return 0 if allowed else 1
+
+
+def act(s, h, o, d):
+    """Carries out a decision; returns the agent's memory for the next loop."""
+    last_renewal, free_since = o.last_renewal, d.free_since
+    if d.arm:
+        arm()
+    if d.renew:
+        renewed = h.claim(d.renew[1]) if d.renew[0] == "claim" else h.renew(d.renew[1], d.renew[2])
+        if renewed:
+            last_renewal = o.now
+            if d.renew[0] == "claim":
+                log("took the site lease")
+            for done in (FENCED, TAKING_OVER):
+                unmark(done)
+        elif d.fence_if_not_renewed:
+            h.fence(d.fence_if_not_renewed, o.lsn)
+            last_renewal = now()
+    if d.fence:
+        h.fence(d.fence, o.lsn)
+        last_renewal = now()
+    if d.reset_clock:
+        last_renewal = now()
+    for done in d.clear:
+        unmark(done)
+    if d.log:
+        log(d.log)
+    if d.claim_then_promote and h.claim(d.claim_then_promote[1]):
+        h.promote(d.claim_then_promote[0])
+    if d.promote:
+        h.promote(d.promote)
+    if d.take_over:
+        cloud, behind = d.take_over
+        mark(TAKING_OVER, f"cloud {cloud} left the lease; this cloud claims it")
+        if h.claim(o.lsn):
+            free_since = None
+            h.promote(f"the lease of cloud {cloud} was free for {s.hold_down:g} s; took it {behind} bytes behind its last position; promoting")
+        else:
+            unmark(TAKING_OVER)
+    return last_renewal, free_since
+
+
+def main(argv):
+    s = Settings.load()
+    h = Host(s)
+    if argv[1:] == ["--may-promote"]:
+        return may_promote(s, h)
+    log(f"site agent: lease ttl {s.ttl} s, fencing after {s.fence_after:.1f} s without renewal")
+    # A restart keeps the fence clock: the last renewal recorded. With none
+    # (a reboot, or the first agent that records) pgha-site-fence bounds
+    # this start by its own grace.
+    last_renewal = stamped() or now()
+    free_since = None
+    # Since when this replica has stayed behind its standby leader's
+    # timeline, and when it was last stopped for it.
+    behind_since = restarted_at = None
+    while True:
+        began = now()
+        role, lsn = h.patroni()
+        ok, held, lease, last = h.read_site()
+        config = h.rest("/config") if role and role != "master" else None
+        o = Observation(
+            now=began,
+            role=role,
+            lsn=lsn,
+            site_ok=ok,
+            held=held,
+            lease=lease,
+            last=last,
+            standby=None if config is None else bool(config.get("standby_cluster")),
+            armed=os.path.exists(ARMED),
+            fenced=os.path.exists(FENCED),
+            taking_over=os.path.exists(TAKING_OVER),
+            last_renewal=last_renewal,
+            free_since=free_since,
+        )
+        d = decide(s, o)
+        last_renewal, free_since = act(s, h, o, d)
+        if d.unstick:
+            mine, leader = h.timelines()
+            stop, behind_since = decide_unstick(now(), mine, leader, behind_since, restarted_at)
+            if stop:
+                log(f"this replica stays on timeline {mine}, its standby leader is on {leader}: stopping PostgreSQL so that Patroni rewinds it")
+                h.stop_postgres(("fast",))
+                restarted_at = now()
+        else:
+            behind_since = None
+        time.sleep(max(0.0, s.period - (now() - began)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

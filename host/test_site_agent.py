@@ -1,0 +1,363 @@
+"""Unit tests of the site agent's decisions (run by `cargo test`, tests/real_tools.rs).
+
+Each test names the branch it covers; `act` is driven against a fake host
+that records what the agent asked of etcd, Patroni and PostgreSQL.
+"""
+
+import os
+import tempfile
+import unittest
+from dataclasses import replace
+from unittest import mock
+
+import site_agent as a
+
+S = a.Settings(
+    cloud="dc1",
+    host="dc1-pg1",
+    endpoints=["https://10.0.0.1:2479"],
+    key="/pgha-site/c/primary",
+    last_key="/pgha-site/c/last",
+    ttl=30,
+    auto_failover=True,
+    hold_down=40,
+    maximum_lag=1000,
+    others=["10.0.1.1"],
+    proxy_port=5000,
+    rest="https://127.0.0.1:8008",
+    data_dir="/var/lib/postgresql/17/main",
+    bin_dir="/usr/lib/postgresql/17/bin",
+    trust="/etc/pgha/tls/trust.pem",
+    cert="/etc/pgha/tls/host.pem",
+    etcd_key="/etc/pgha/tls/etcd.key",
+    postgres_key="/etc/pgha/tls/postgres.key",
+    replica_methods=["basebackup"],
+)
+MANUAL = replace(S, auto_failover=False)
+DC1 = {"cloud": "dc1", "host": "dc1-pg1", "lsn": 5000}
+DC2 = {"cloud": "dc2", "host": "dc2-pg1", "lsn": 9000}
+
+
+def master(**kw):
+    base = dict(now=100.0, role="master", lsn=5000, site_ok=True, armed=True, last_renewal=99.0)
+    base.update(kw)
+    return a.Observation(**base)
+
+
+def leader(**kw):
+    base = dict(now=100.0, role="standby_leader", lsn=8500, site_ok=True, armed=True, standby=True)
+    base.update(kw)
+    return a.Observation(**base)
+
+
+class Master(unittest.TestCase):
+    def test_renews_the_lease_its_cloud_holds(self):
+        d = a.decide(S, master(held=DC1, lease=7, last=DC1))
+        self.assertEqual(d.renew, ("keepalive", 7, 5000))
+        self.assertIsNone(d.fence_if_not_renewed)
+        self.assertIsNone(d.fence)
+
+    def test_a_failed_renewal_fences_once_the_last_is_a_third_of_ttl_old(self):
+        d = a.decide(S, master(held=DC1, lease=7, last_renewal=90.0))
+        self.assertEqual(d.renew, ("keepalive", 7, 5000))
+        self.assertEqual(d.fence_if_not_renewed, "no renewal of the site lease for 10.0 s")
+
+    def test_claims_a_free_lease_it_held_last(self):
+        d = a.decide(S, master(held=None, last=DC1))
+        self.assertEqual(d.renew, ("claim", 5000))
+
+    def test_claims_a_lease_nobody_ever_held(self):
+        d = a.decide(S, master(held=None, last=None))
+        self.assertEqual(d.renew, ("claim", 5000))
+
+    def test_fences_when_the_free_lease_was_another_clouds(self):
+        d = a.decide(S, master(held=None, last=DC2))
+        self.assertIsNone(d.renew)
+        self.assertEqual(d.fence, "the site lease is free and cloud dc2 held it last")
+
+    def test_fences_when_another_cloud_holds_the_lease(self):
+        d = a.decide(S, master(held=DC2, lease=9, last=DC2))
+        self.assertEqual(d.fence, "cloud dc2 holds the site lease")
+
+    def test_a_silent_site_fences_after_a_third_of_ttl(self):
+        d = a.decide(S, master(site_ok=False, last_renewal=89.9))
+        self.assertEqual(d.fence, "no renewal of the site lease for 10.1 s")
+        self.assertIsNone(d.renew)
+
+    def test_a_silent_site_waits_before_the_bound(self):
+        d = a.decide(S, master(site_ok=False, last_renewal=95.0))
+        self.assertIsNone(d.fence)
+
+    def test_an_unarmed_host_never_fences_on_silence(self):
+        d = a.decide(S, master(site_ok=False, armed=False, last_renewal=0.0))
+        self.assertIsNone(d.fence)
+
+    def test_arms_once_the_site_answers(self):
+        self.assertTrue(a.decide(S, master(armed=False, held=DC1, lease=7)).arm)
+        self.assertFalse(a.decide(S, master(held=DC1, lease=7)).arm)
+        self.assertFalse(a.decide(S, master(armed=False, site_ok=False)).arm)
+
+    def test_the_first_answer_arms_and_counts_for_the_stale_check(self):
+        d = a.decide(S, master(armed=False, held=DC1, lease=7, last_renewal=0.0))
+        self.assertTrue(d.fence_if_not_renewed)
+
+    def test_a_master_forgets_the_free_lease_clock(self):
+        self.assertIsNone(a.decide(S, master(held=DC1, lease=7, free_since=50.0)).free_since)
+
+
+class NotMaster(unittest.TestCase):
+    def test_resets_its_clock(self):
+        d = a.decide(S, a.Observation(now=100.0, role="replica", standby=False))
+        self.assertTrue(d.reset_clock)
+        self.assertIsNone(d.renew)
+        self.assertIsNone(d.fence)
+
+    def test_patroni_silent_resets_its_clock_and_does_nothing_else(self):
+        d = a.decide(S, a.Observation(now=100.0, role=None, site_ok=True, held=DC2, fenced=True))
+        self.assertTrue(d.reset_clock)
+        self.assertIsNone(d.promote)
+        self.assertIsNone(d.claim_then_promote)
+
+    def test_a_primary_cloud_ends_the_fence_and_takeover_markers(self):
+        d = a.decide(S, leader(role="replica", standby=False, fenced=True, taking_over=True, held=DC1))
+        self.assertEqual(d.clear, [a.FENCED, a.TAKING_OVER])
+        self.assertIsNone(d.promote)
+
+    def test_a_replica_of_a_standby_cluster_checks_its_timeline(self):
+        self.assertTrue(a.decide(S, leader(role="replica", standby=True)).unstick)
+        self.assertFalse(a.decide(S, leader(role="replica", standby=None)).unstick)
+        self.assertFalse(a.decide(S, leader(standby=True)).unstick)
+
+    def test_a_replica_forgets_the_free_lease_clock(self):
+        self.assertIsNone(a.decide(S, leader(role="replica", free_since=50.0)).free_since)
+
+
+class Resume(unittest.TestCase):
+    def test_promotes_when_the_cloud_still_holds_the_lease(self):
+        d = a.decide(MANUAL, leader(fenced=True, held=DC1, lease=7))
+        self.assertIn("still holds", d.promote)
+
+    def test_a_fenced_replica_resumes_too(self):
+        d = a.decide(MANUAL, leader(role="replica", fenced=True, held=DC1, lease=7))
+        self.assertIn("still holds", d.promote)
+
+    def test_claims_back_a_lapsed_lease_it_held_last_then_promotes(self):
+        d = a.decide(MANUAL, leader(fenced=True, held=None, last=DC1))
+        self.assertIsNone(d.promote)
+        self.assertEqual(d.claim_then_promote[1], None)
+
+    def test_never_takes_a_lapsed_lease_another_cloud_held_last(self):
+        d = a.decide(MANUAL, leader(fenced=True, held=None, last=DC2))
+        self.assertIsNone(d.promote)
+        self.assertIsNone(d.claim_then_promote)
+        self.assertEqual(d.clear, [])
+
+    def test_follows_for_good_once_another_cloud_holds_it(self):
+        d = a.decide(MANUAL, leader(fenced=True, held=DC2, lease=9))
+        self.assertEqual(d.clear, [a.FENCED])
+        self.assertIsNone(d.promote)
+
+    def test_waits_while_the_site_is_silent(self):
+        d = a.decide(MANUAL, leader(fenced=True, site_ok=False))
+        self.assertIsNone(d.promote)
+        self.assertIsNone(d.claim_then_promote)
+
+    def test_resume_goes_before_auto_failover(self):
+        d = a.decide(S, leader(fenced=True, held=None, last=DC2, free_since=0.0))
+        self.assertIsNone(d.take_over)
+
+
+class TakeOver(unittest.TestCase):
+    def test_off_without_auto_failover(self):
+        d = a.decide(MANUAL, leader(held=None, last=DC2, free_since=0.0))
+        self.assertIsNone(d.take_over)
+        self.assertEqual(d.free_since, 0.0)
+
+    def test_a_silent_site_resets_the_hold_down(self):
+        d = a.decide(S, leader(site_ok=False, free_since=10.0))
+        self.assertIsNone(d.free_since)
+
+    def test_a_held_lease_resets_the_hold_down(self):
+        d = a.decide(S, leader(held=DC2, lease=9, free_since=10.0))
+        self.assertIsNone(d.free_since)
+        self.assertIsNone(d.take_over)
+
+    def test_starts_the_hold_down_when_the_lease_is_first_seen_free(self):
+        d = a.decide(S, leader(held=None, last=DC2))
+        self.assertEqual(d.free_since, 100.0)
+        self.assertIsNone(d.take_over)
+
+    def test_waits_out_the_hold_down(self):
+        d = a.decide(S, leader(held=None, last=DC2, free_since=60.5))
+        self.assertIsNone(d.take_over)
+
+    def test_takes_over_after_the_hold_down_when_caught_up(self):
+        d = a.decide(S, leader(held=None, last=DC2, free_since=60.0))
+        self.assertEqual(d.take_over, ("dc2", 500))
+
+    def test_a_standby_ahead_counts_as_zero_behind(self):
+        d = a.decide(S, leader(lsn=9500, held=None, last=DC2, free_since=0.0))
+        self.assertEqual(d.take_over, ("dc2", 0))
+
+    def test_refuses_when_further_behind_than_maximum_lag(self):
+        d = a.decide(S, leader(lsn=7000, held=None, last=DC2, free_since=0.0))
+        self.assertIsNone(d.take_over)
+        self.assertIn("2000 bytes behind", d.log)
+
+    def test_refuses_without_a_published_position(self):
+        d = a.decide(S, leader(held=None, last={"cloud": "dc2", "lsn": None}, free_since=0.0))
+        self.assertIsNone(d.take_over)
+
+    def test_never_takes_a_lease_its_own_cloud_held_last(self):
+        d = a.decide(S, leader(held=None, last=DC1, free_since=0.0))
+        self.assertIsNone(d.take_over)
+
+    def test_never_takes_a_lease_nobody_held(self):
+        d = a.decide(S, leader(held=None, last=None, free_since=0.0))
+        self.assertIsNone(d.take_over)
+
+    def test_promotes_again_a_claimed_lease(self):
+        d = a.decide(S, leader(taking_over=True, held=DC1, lease=7))
+        self.assertIn("not primary yet", d.promote)
+
+    def test_claims_again_a_lapsed_claim(self):
+        d = a.decide(S, leader(taking_over=True, held=None, last=DC1))
+        self.assertEqual(d.claim_then_promote[1], 8500)
+
+    def test_drops_the_claim_when_the_lease_moved_on(self):
+        d = a.decide(S, leader(taking_over=True, held=DC2, lease=9))
+        self.assertEqual(d.clear, [a.TAKING_OVER])
+        self.assertIsNone(d.promote)
+        self.assertIsNone(d.free_since)
+
+    def test_a_lapsed_claim_of_another_cloud_drops_the_marker_and_waits(self):
+        d = a.decide(S, leader(taking_over=True, held=None, last=DC2))
+        self.assertEqual(d.clear, [a.TAKING_OVER])
+        self.assertEqual(d.free_since, 100.0)
+        self.assertIsNone(d.take_over)
+
+
+class Promotion(unittest.TestCase):
+    def test_refuses_when_armed_and_the_site_is_silent(self):
+        self.assertEqual(a.decide_promotion(S, False, True, None, 0, None)[0], "refuse")
+
+    def test_allows_before_the_site_ever_answered(self):
+        self.assertEqual(a.decide_promotion(S, False, False, None, 0, None)[0], "allow")
+
+    def test_renews_its_own_clouds_lease(self):
+        self.assertEqual(a.decide_promotion(S, True, True, DC1, 7, DC1)[0], "keepalive")
+
+    def test_refuses_its_clouds_key_without_a_lease(self):
+        self.assertEqual(a.decide_promotion(S, True, True, DC1, 0, DC1)[0], "refuse")
+
+    def test_refuses_while_another_cloud_holds_it(self):
+        verdict, why = a.decide_promotion(S, True, True, DC2, 9, DC2)
+        self.assertEqual((verdict, why), ("refuse", "cloud dc2 holds the site lease"))
+
+    def test_claims_a_free_lease_it_held_last_or_nobody_held(self):
+        self.assertEqual(a.decide_promotion(S, True, True, None, 0, DC1)[0], "claim")
+        self.assertEqual(a.decide_promotion(S, True, True, None, 0, None)[0], "claim")
+
+    def test_refuses_a_free_lease_another_cloud_held_last(self):
+        self.assertEqual(a.decide_promotion(S, True, True, None, 0, DC2)[0], "refuse")
+
+
+class Unstick(unittest.TestCase):
+    def test_nothing_on_the_leaders_timeline(self):
+        self.assertEqual(a.decide_unstick(100, 3, 3, 50, None), (False, None))
+
+    def test_nothing_when_a_timeline_is_unknown(self):
+        self.assertEqual(a.decide_unstick(100, None, 3, 50, None), (False, None))
+
+    def test_starts_counting_when_behind(self):
+        self.assertEqual(a.decide_unstick(100, 2, 3, None, None), (False, 100))
+
+    def test_stops_after_twenty_seconds_behind(self):
+        self.assertEqual(a.decide_unstick(120, 2, 3, 100, None), (True, None))
+
+    def test_not_again_within_a_minute(self):
+        self.assertEqual(a.decide_unstick(120, 2, 3, 100, 80), (False, 100))
+        self.assertEqual(a.decide_unstick(141, 2, 3, 100, 80), (True, None))
+
+
+class FakeHost:
+    """What `act` asks of the world; claims and renewals succeed as told."""
+
+    def __init__(self, claims=True, renewals=True):
+        self.claims, self.renewals, self.calls = claims, renewals, []
+
+    def claim(self, lsn):
+        self.calls.append(("claim", lsn))
+        return self.claims
+
+    def renew(self, lease, lsn):
+        self.calls.append(("renew", lease, lsn))
+        return self.renewals
+
+    def fence(self, why, lsn):
+        self.calls.append(("fence", why))
+
+    def promote(self, why):
+        self.calls.append(("promote",))
+
+
+class Act(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.mkdtemp()
+        self.patch = mock.patch.multiple(
+            a,
+            STATE_DIR=tmp,
+            ARMED=tmp + "/armed",
+            FENCED=tmp + "/fenced",
+            TAKING_OVER=tmp + "/taking-over",
+            now=lambda: 200.0,
+            log=lambda m: None,
+        )
+        self.patch.start()
+        self.addCleanup(self.patch.stop)
+
+    def run_once(self, o, host):
+        return a.act(S, host, o, a.decide(S, o))
+
+    def test_a_renewal_moves_the_clock_and_ends_the_markers(self):
+        a.mark(a.FENCED, "x")
+        h = FakeHost()
+        last, _ = self.run_once(master(held=DC1, lease=7), h)
+        self.assertEqual(last, 100.0)
+        self.assertEqual(h.calls, [("renew", 7, 5000)])
+        self.assertFalse(os.path.exists(a.FENCED))
+
+    def test_a_failed_renewal_past_the_bound_fences(self):
+        h = FakeHost(renewals=False)
+        last, _ = self.run_once(master(held=DC1, lease=7, last_renewal=80.0), h)
+        self.assertEqual(h.calls[-1][0], "fence")
+        self.assertEqual(last, 200.0)
+
+    def test_a_failed_renewal_within_the_bound_keeps_the_clock(self):
+        h = FakeHost(renewals=False)
+        last, _ = self.run_once(master(held=DC1, lease=7, last_renewal=95.0), h)
+        self.assertEqual(h.calls, [("renew", 7, 5000)])
+        self.assertEqual(last, 95.0)
+
+    def test_a_takeover_marks_claims_and_promotes(self):
+        h = FakeHost()
+        _, free = self.run_once(leader(held=None, last=DC2, free_since=0.0), h)
+        self.assertEqual(h.calls, [("claim", 8500), ("promote",)])
+        self.assertTrue(os.path.exists(a.TAKING_OVER))
+        self.assertIsNone(free)
+
+    def test_a_failed_takeover_claim_drops_the_marker_and_keeps_waiting(self):
+        h = FakeHost(claims=False)
+        _, free = self.run_once(leader(held=None, last=DC2, free_since=0.0), h)
+        self.assertEqual(h.calls, [("claim", 8500)])
+        self.assertFalse(os.path.exists(a.TAKING_OVER))
+        self.assertEqual(free, 0.0)
+
+    def test_a_resume_promotes_only_after_its_claim(self):
+        h = FakeHost(claims=False)
+        self.run_once(leader(fenced=True, held=None, last=DC1), h)
+        self.assertEqual(h.calls, [("claim", None)])
+
+
+if __name__ == "__main__":
+    unittest.main()
