@@ -48,7 +48,7 @@ fn main() {
         set_auto_failover(&lab, auto);
         let cuts: Vec<Cut> = (0..runs)
             .map(|i| {
-                let cut = cut_primary(SITES, &lab, &pw, auto);
+                let cut = cut_primary(SITES, &lab, &pw, auto, None);
                 println!("run {}: {}", i + 1, cut.describe(mode));
                 cut
             })

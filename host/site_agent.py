@@ -38,7 +38,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 SETTINGS = "/etc/pgha/site-agent.json"
@@ -70,8 +70,6 @@ class Settings:
     auto_failover: bool
     hold_down: float
     maximum_lag: int
-    others: list
-    proxy_port: int
     rest: str
     data_dir: str
     bin_dir: str
@@ -79,7 +77,8 @@ class Settings:
     cert: str
     etcd_key: str
     postgres_key: str
-    replica_methods: list
+    # The standby_cluster section that makes this cloud follow the others.
+    follow: dict
 
     @property
     def fence_after(self):
@@ -119,27 +118,35 @@ class Observation:
     # The agent's memory: its last renewal, and since when it saw the lease free.
     last_renewal: float = 0.0
     free_since: Optional[float] = None
+    # Whether a member of this cloud runs as its master (None: not asked).
+    cloud_master: Optional[bool] = None
 
 
 @dataclass
 class Decision:
     """What to do, in order. `renew`: ("claim", lsn) or ("keepalive", lease,
-    lsn), and the fence reason to use when it fails (None: no fence).
+    lsn); when it fails at or past `fence_at` (None: never), fence.
     `claim_then_promote`: (why, lsn to publish): promote only when the claim succeeds.
-    `take_over`: (from cloud, bytes behind) for an auto failover."""
+    `take_over`: (from cloud, bytes behind) for an auto failover.
+    `follow`: make this cloud a standby cluster of the others, PostgreSQL untouched."""
 
     arm: bool = False
     renew: Optional[tuple] = None
-    fence_if_not_renewed: Optional[str] = None
+    fence_at: Optional[float] = None
     fence: Optional[str] = None
     reset_clock: bool = False
     clear: list = field(default_factory=list)
     claim_then_promote: Optional[str] = None
     promote: Optional[str] = None
     take_over: Optional[tuple] = None
+    follow: Optional[str] = None
     unstick: bool = False
     log: Optional[str] = None
     free_since: Optional[float] = None
+
+
+def stale(at, last_renewal):
+    return f"no renewal of the site lease for {at - last_renewal:.1f} s"
 
 
 def cloud_of(value):
@@ -151,19 +158,18 @@ def decide(s, o):
     d = Decision(arm=o.site_ok and not o.armed, free_since=o.free_since)
     if o.role == "master":
         d.free_since = None
-        age = o.now - o.last_renewal
-        stale = None
-        if (o.armed or o.site_ok) and age >= s.fence_after:
-            stale = f"no renewal of the site lease for {age:.1f} s"
+        # Silence fences only once the site answered this host.
+        d.fence_at = o.last_renewal + s.fence_after if o.armed or o.site_ok else None
         if not o.site_ok:
-            d.fence = stale
+            if d.fence_at is not None and o.now >= d.fence_at:
+                d.fence = stale(o.now, o.last_renewal)
         elif o.held is None:
             if o.last is None or cloud_of(o.last) == s.cloud:
-                d.renew, d.fence_if_not_renewed = ("claim", o.lsn), stale
+                d.renew = ("claim", o.lsn)
             else:
                 d.fence = f"the site lease is free and cloud {cloud_of(o.last)} held it last"
         elif cloud_of(o.held) == s.cloud:
-            d.renew, d.fence_if_not_renewed = ("keepalive", o.lease, o.lsn), stale
+            d.renew = ("keepalive", o.lease, o.lsn)
         else:
             d.fence = f"cloud {cloud_of(o.held)} holds the site lease"
         return d
@@ -173,6 +179,12 @@ def decide(s, o):
     d.reset_clock = True
     if o.role != "standby_leader":
         d.free_since = None
+    if needs_cloud_master(s, o) and o.cloud_master is False:
+        # Its master was stopped by pgha-site-fence (its agent dead, say)
+        # or is gone, and no member may promote (pre_promote refuses):
+        # the cloud follows the lease holder, as a fence would have made it.
+        d.follow = f"cloud {cloud_of(o.held)} holds the site lease and this cloud has no master: it follows"
+        return d
     if o.standby is False:
         # The cloud is primary again: a fence or a takeover is over,
         # whichever member became master.
@@ -187,6 +199,12 @@ def decide(s, o):
     elif o.role == "standby_leader" and s.auto_failover:
         decide_take_over(s, o, d)
     return d
+
+
+def needs_cloud_master(s, o):
+    """Whether the decision turns on this cloud having a master: a replica
+    of a cloud that is not a standby cluster while another cloud holds the lease."""
+    return o.role == "replica" and o.standby is False and o.site_ok and cloud_of(o.held) not in (None, s.cloud)
 
 
 def decide_resume(s, o, d):
@@ -424,6 +442,16 @@ class Host:
             return role, int(xlog.get("location", 0) or 0)
         return role, max(int(xlog.get("received_location", 0) or 0), int(xlog.get("replayed_location", 0) or 0))
 
+    def cloud_master(self):
+        """Whether a member of this cloud runs as master (None: Patroni did not answer)."""
+        cluster = self.rest("/cluster")
+        if cluster is None:
+            return None
+        return any(
+            m.get("role") in ("leader", "master", "primary") and m.get("state") == "running"
+            for m in cluster.get("members", [])
+        )
+
     def timelines(self):
         """(this member's timeline, its standby leader's), from Patroni's /cluster."""
         members = (self.rest("/cluster") or {}).get("members", [])
@@ -438,6 +466,12 @@ class Host:
             return subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=15)
         except (subprocess.TimeoutExpired, OSError) as e:
             return subprocess.CompletedProcess(args, 1, "", f"patronictl: {e}")
+
+    def follow(self):
+        """This cloud becomes a standby cluster of the others."""
+        done = self.patronictl_set(json.dumps(self.s.follow))
+        if done.returncode:
+            log(f"could not make the cloud a standby cluster: {done.stderr.strip()[-300:]}")
 
     def promote(self, why):
         log(why)
@@ -504,15 +538,7 @@ class Host:
         # take 15 s). Patroni then fails over inside the cloud
         # (primary_start_timeout 0), where pre_promote asks the lease.
         self.stop_postgres(("immediate",))
-        if self.s.others:
-            follow = {
-                "host": ",".join(self.s.others),
-                "port": self.s.proxy_port,
-                "create_replica_methods": self.s.replica_methods,
-            }
-            done = self.patronictl_set(json.dumps(follow))
-            if done.returncode:
-                log(f"could not make the cloud a standby cluster: {done.stderr.strip()[-300:]}")
+        self.follow()
         # Without the standby_cluster section Patroni would try to promote it
         # again, and pre_promote refuses while the lease is not this cloud's.
         past = self.keep_past()
@@ -594,15 +620,17 @@ def act(s, h, o, d):
     if d.arm:
         arm()
     if d.renew:
+        at = now()
         renewed = h.claim(d.renew[1]) if d.renew[0] == "claim" else h.renew(d.renew[1], d.renew[2])
         if renewed:
-            last_renewal = o.now
+            last_renewal = at
             if d.renew[0] == "claim":
                 log("took the site lease")
             for done in (FENCED, TAKING_OVER):
                 unmark(done)
-        elif d.fence_if_not_renewed:
-            h.fence(d.fence_if_not_renewed, o.lsn)
+        elif d.fence_at is not None and now() >= d.fence_at:
+            # Checked after the attempt, which may have waited on every member.
+            h.fence(stale(now(), o.last_renewal), o.lsn)
             last_renewal = now()
     if d.fence:
         h.fence(d.fence, o.lsn)
@@ -617,6 +645,9 @@ def act(s, h, o, d):
         h.promote(d.claim_then_promote[0])
     if d.promote:
         h.promote(d.promote)
+    if d.follow:
+        log(d.follow)
+        h.follow()
     if d.take_over:
         cloud, behind = d.take_over
         mark(TAKING_OVER, f"cloud {cloud} left the lease; this cloud claims it")
@@ -647,8 +678,10 @@ def main(argv):
         role, lsn = h.patroni()
         ok, held, lease, last = h.read_site()
         config = h.rest("/config") if role and role != "master" else None
+        # Decided now, after the requests (each may have waited): a
+        # renewal's age counts them.
         o = Observation(
-            now=began,
+            now=now(),
             role=role,
             lsn=lsn,
             site_ok=ok,
@@ -662,6 +695,8 @@ def main(argv):
             last_renewal=last_renewal,
             free_since=free_since,
         )
+        if needs_cloud_master(s, o):
+            o = replace(o, cloud_master=h.cloud_master())
         d = decide(s, o)
         last_renewal, free_since = act(s, h, o, d)
         if d.unstick:

@@ -22,8 +22,6 @@ S = a.Settings(
     auto_failover=True,
     hold_down=40,
     maximum_lag=1000,
-    others=["10.0.1.1"],
-    proxy_port=5000,
     rest="https://127.0.0.1:8008",
     data_dir="/var/lib/postgresql/17/main",
     bin_dir="/usr/lib/postgresql/17/bin",
@@ -31,7 +29,7 @@ S = a.Settings(
     cert="/etc/pgha/tls/host.pem",
     etcd_key="/etc/pgha/tls/etcd.key",
     postgres_key="/etc/pgha/tls/postgres.key",
-    replica_methods=["basebackup"],
+    follow={"host": "127.0.0.1", "port": 5000, "create_replica_methods": ["basebackup"]},
 )
 MANUAL = replace(S, auto_failover=False)
 DC1 = {"cloud": "dc1", "host": "dc1-pg1", "lsn": 5000}
@@ -54,13 +52,14 @@ class Master(unittest.TestCase):
     def test_renews_the_lease_its_cloud_holds(self):
         d = a.decide(S, master(held=DC1, lease=7, last=DC1))
         self.assertEqual(d.renew, ("keepalive", 7, 5000))
-        self.assertIsNone(d.fence_if_not_renewed)
+        self.assertEqual(d.fence_at, 99.0 + 10.0)
         self.assertIsNone(d.fence)
 
     def test_a_failed_renewal_fences_once_the_last_is_a_third_of_ttl_old(self):
         d = a.decide(S, master(held=DC1, lease=7, last_renewal=90.0))
         self.assertEqual(d.renew, ("keepalive", 7, 5000))
-        self.assertEqual(d.fence_if_not_renewed, "no renewal of the site lease for 10.0 s")
+        self.assertEqual(d.fence_at, 100.0)
+        self.assertIsNone(d.fence)
 
     def test_claims_a_free_lease_it_held_last(self):
         d = a.decide(S, master(held=None, last=DC1))
@@ -99,7 +98,10 @@ class Master(unittest.TestCase):
 
     def test_the_first_answer_arms_and_counts_for_the_stale_check(self):
         d = a.decide(S, master(armed=False, held=DC1, lease=7, last_renewal=0.0))
-        self.assertTrue(d.fence_if_not_renewed)
+        self.assertEqual(d.fence_at, 10.0)
+
+    def test_an_unarmed_host_has_no_fence_deadline(self):
+        self.assertIsNone(a.decide(S, master(armed=False, site_ok=False)).fence_at)
 
     def test_a_master_forgets_the_free_lease_clock(self):
         self.assertIsNone(a.decide(S, master(held=DC1, lease=7, free_since=50.0)).free_since)
@@ -130,6 +132,35 @@ class NotMaster(unittest.TestCase):
 
     def test_a_replica_forgets_the_free_lease_clock(self):
         self.assertIsNone(a.decide(S, leader(role="replica", free_since=50.0)).free_since)
+
+
+class Follow(unittest.TestCase):
+    def test_a_masterless_cloud_follows_the_holder(self):
+        d = a.decide(S, leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=False))
+        self.assertIn("no master", d.follow)
+
+    def test_not_while_its_cloud_has_a_master(self):
+        o = leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=True)
+        self.assertIsNone(a.decide(S, o).follow)
+
+    def test_not_when_unknown_whether_it_has_one(self):
+        o = leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=None)
+        self.assertIsNone(a.decide(S, o).follow)
+
+    def test_not_while_its_cloud_holds_or_nobody_holds_the_lease(self):
+        for held in (DC1, None):
+            o = leader(role="replica", standby=False, held=held, lease=7, cloud_master=False)
+            self.assertIsNone(a.decide(S, o).follow)
+            self.assertFalse(a.needs_cloud_master(S, o))
+
+    def test_not_when_already_a_standby_cluster_or_the_site_is_silent(self):
+        self.assertFalse(a.needs_cloud_master(S, leader(role="replica", standby=True, held=DC2)))
+        self.assertFalse(a.needs_cloud_master(S, leader(role="replica", standby=None, held=DC2)))
+        self.assertFalse(a.needs_cloud_master(S, leader(role="replica", standby=False, site_ok=False, held=DC2)))
+
+    def test_only_a_replica_asks(self):
+        self.assertTrue(a.needs_cloud_master(S, leader(role="replica", standby=False, held=DC2)))
+        self.assertFalse(a.needs_cloud_master(S, leader(role=None, standby=False, held=DC2)))
 
 
 class Resume(unittest.TestCase):
@@ -300,6 +331,9 @@ class FakeHost:
     def promote(self, why):
         self.calls.append(("promote",))
 
+    def follow(self):
+        self.calls.append(("follow",))
+
 
 class Act(unittest.TestCase):
     def setUp(self):
@@ -310,7 +344,7 @@ class Act(unittest.TestCase):
             ARMED=tmp + "/armed",
             FENCED=tmp + "/fenced",
             TAKING_OVER=tmp + "/taking-over",
-            now=lambda: 200.0,
+            now=lambda: 100.0,
             log=lambda m: None,
         )
         self.patch.start()
@@ -330,8 +364,15 @@ class Act(unittest.TestCase):
     def test_a_failed_renewal_past_the_bound_fences(self):
         h = FakeHost(renewals=False)
         last, _ = self.run_once(master(held=DC1, lease=7, last_renewal=80.0), h)
-        self.assertEqual(h.calls[-1][0], "fence")
-        self.assertEqual(last, 200.0)
+        self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 20.0 s"))
+        self.assertEqual(last, 100.0)
+
+    def test_a_renewal_that_fails_late_counts_its_own_wait(self):
+        # Decided at 95 (a renewal 5 s old), failed at 100: 10 s, fenced.
+        h = FakeHost(renewals=False)
+        o = master(now=95.0, held=DC1, lease=7, last_renewal=90.0)
+        a.act(S, h, o, a.decide(S, o))
+        self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 10.0 s"))
 
     def test_a_failed_renewal_within_the_bound_keeps_the_clock(self):
         h = FakeHost(renewals=False)
@@ -352,6 +393,11 @@ class Act(unittest.TestCase):
         self.assertEqual(h.calls, [("claim", 8500)])
         self.assertFalse(os.path.exists(a.TAKING_OVER))
         self.assertEqual(free, 0.0)
+
+    def test_a_masterless_cloud_follows_without_a_stop(self):
+        h = FakeHost()
+        self.run_once(leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=False), h)
+        self.assertEqual(h.calls, [("follow",)])
 
     def test_a_resume_promotes_only_after_its_claim(self):
         h = FakeHost(claims=False)

@@ -161,6 +161,9 @@ struct TemplateContext<'a> {
     site_data_dir: String,
     /// Seconds after its last lease renewal by which the site fence stops a master.
     fence_bound: u32,
+    /// The `standby_cluster` section a fenced cloud (or one with no master
+    /// while another holds the lease) takes: it follows the other clouds.
+    site_follow: serde_json::Value,
     primary_cloud: Option<&'a Cloud>,
     standby: Option<Standby>,
     synchronous_mode: bool,
@@ -266,7 +269,7 @@ impl Renderer {
             None
         } else {
             // Mid-flip, with no primary cloud, it waits on every other cloud's HAProxy.
-            let hosts = match primary {
+            let hosts: Vec<String> = match primary {
                 Some(p) => p.hosts.iter().map(|h| h.address.clone()).collect(),
                 None => design
                     .clouds
@@ -276,7 +279,7 @@ impl Renderer {
                     .collect(),
             };
             Some(Standby {
-                hosts,
+                hosts: components::patroni::standby_hosts(design, &hosts),
                 port: design.haproxy.port,
             })
         };
@@ -459,6 +462,15 @@ impl Renderer {
             site_last_key: components::site::last_key(&design.platform.name),
             site_data_dir: components::site::data_dir(&design.platform.name),
             fence_bound: design.site.as_ref().map_or(0, |s| components::site::fence_bound(s.ttl)),
+            site_follow: components::patroni::standby_cluster(
+                design,
+                &design
+                    .clouds
+                    .iter()
+                    .filter(|c| Some(c.name.as_str()) != cloud.map(|c| c.name.as_str()))
+                    .flat_map(|c| c.hosts.iter().map(|h| h.address.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
             primary_cloud: primary,
             standby: None,
             synchronous_mode: false,

@@ -205,6 +205,19 @@ impl World {
             .collect()
     }
 
+    /// The cloud `cloud` streams from: the one it names, or (following
+    /// through its own HAProxy) the one whose master takes writes.
+    pub(crate) fn follows(&self, cloud: &str) -> Option<String> {
+        match self.clouds[cloud].standby_of.as_deref()? {
+            THROUGH_HAPROXY => self
+                .clouds
+                .iter()
+                .find(|(_, c)| c.standby_of.is_none() && c.leader.as_ref().is_some_and(|l| self.hosts[l].up))
+                .map(|(name, _)| name.clone()),
+            named => Some(named.to_string()),
+        }
+    }
+
     /// Hosts whose PostgreSQL accepts writes now.
     pub(crate) fn writable_masters(&self) -> Vec<String> {
         self.clouds
@@ -442,14 +455,19 @@ impl World {
         if let Some(hosts) = standby_hosts(script) {
             let follow = patroni::standby_cluster(&d, &hosts).to_string();
             if script == patroni::edit_config_script(&[("standby_cluster".into(), follow)]) {
-                // Which clouds the addresses belong to, as `dc2` or `dc2,dc3`.
+                // Which clouds the addresses belong to, as `dc2` or
+                // `dc2,dc3`; with the site lease, the host's own HAProxy.
                 let followed: Vec<&str> = d
                     .clouds
                     .iter()
                     .filter(|c| c.hosts.iter().any(|h| hosts.contains(&h.address)))
                     .map(|c| c.name.as_str())
                     .collect();
-                let followed = followed.join(",");
+                let followed = if hosts == ["127.0.0.1"] {
+                    THROUGH_HAPROXY.to_string()
+                } else {
+                    followed.join(",")
+                };
                 let cloud = self.cloud_of(host).expect("a database host").name.clone();
                 self.clouds.get_mut(&cloud).expect("known cloud").standby_of = Some(followed.clone());
                 return ok(&format!("{cloud} follows {followed}"), String::new());
@@ -778,6 +796,10 @@ impl World {
         None
     }
 }
+
+/// What a cloud following its hosts' own HAProxy (with the site lease)
+/// records as `standby_of`.
+pub(crate) const THROUGH_HAPROXY: &str = "its HAProxy";
 
 /// The hosts of a `standby_cluster` edit-config script.
 fn standby_hosts(script: &str) -> Option<Vec<String>> {

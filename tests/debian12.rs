@@ -131,7 +131,7 @@ fn debian_12_deploys_fails_over_and_flips() {
         name: "pgha-deb12",
         prefix: P,
     };
-    let cut = common::partition::cut_primary(sites, &lab, &pw, false);
+    let cut = common::partition::cut_primary(sites, &lab, &pw, false, None);
     eprintln!("figure: Debian 12, {}", cut.describe("manual"));
     assert!(
         cut.fenced <= common::partition::fence_bound(),

@@ -7,8 +7,9 @@
 //!    member and agent restarts) fences nobody and stops no write;
 //! 2. a partition of the secondary cloud, then of the witness alone: the
 //!    primary keeps serving with no write gap over 2 s;
-//!    the site agent on the master stopped, then frozen: the site fence
-//!    stops that master within its bound, the cloud fails over inside itself;
+//!    the site agent on the master stopped, frozen, crash-looping, and
+//!    Patroni frozen with PostgreSQL running: the site fence stops that
+//!    master within its bound, the cloud fails over inside itself;
 //! 3. a partition of the primary cloud longer than the lease lives, nobody
 //!    acting: it fences, and after the heal it is primary again by itself;
 //! 4. a partition of the primary cloud, auto failover off: it fences itself
@@ -18,8 +19,10 @@
 //! 5. the primary cloud powered off whole, its repository host with it:
 //!    `cloud make-primary` of the other, which never waits on the lost
 //!    repository; powered on, the old cloud follows;
-//! 6. a partition with auto failover on: the other cloud takes over by itself
-//!    (after the lease was free for the hold-down);
+//! 6. a partition with auto failover on, the master's site agent crashing
+//!    at each start: pgha-site-fence stops the master, the other cloud takes
+//!    over by itself (after the lease was free for the hold-down), and after
+//!    the heal the cut-off cloud's other agents make it follow;
 //! 7. the primary's master powered off, auto failover still on: the new
 //!    master is in the same cloud, twice (PGHA_POWEROFFS for more).
 
@@ -66,10 +69,11 @@ fn partitions_never_leave_two_writable_masters() {
     rotate_under_writes(&lab, &pw);
     secondary_and_witness_cut_off(&lab, &pw);
 
-    // Issue 23: the site agent on the master stopped, then frozen: the site
-    // fence stops that master within its bound whatever became of the
+    // Issue 23: the site agent on the master stopped, frozen, crashing at
+    // each start, then Patroni frozen there with PostgreSQL running: the
+    // site fence stops that master within its bound whatever became of the
     // agent, and the cloud fails over inside itself.
-    for fault in ["stop", "freeze"] {
+    for fault in ["stop", "freeze", "crash-loop", "patroni-freeze"] {
         let f = agent_fault(SITES, &lab, &pw, fault);
         eprintln!("figure: {}", f.describe());
         assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
@@ -85,7 +89,7 @@ fn partitions_never_leave_two_writable_masters() {
     );
     assert_eq!(lost, 0, "acknowledged writes lost");
 
-    let manual = cut_primary(SITES, &lab, &pw, false);
+    let manual = cut_primary(SITES, &lab, &pw, false, None);
     eprintln!("figure: {}", manual.describe("manual"));
     assert!(manual.fenced <= fence_bound(), "fenced after {:?}", manual.fenced);
     // Asynchronous replication: what the GLB's writer lost (checked by
@@ -105,10 +109,17 @@ fn partitions_never_leave_two_writable_masters() {
     let loss = lose_primary(SITES, &lab, &pw);
     eprintln!("figure: {}", loss.describe());
 
+    // Auto failover, with the master's site agent crashing at each start
+    // from just before the cut: pgha-site-fence stops the master, and after
+    // the heal the cloud's other agents make it follow (its master's agent
+    // cannot).
     set_auto_failover(&lab, true);
-    let auto = cut_primary(SITES, &lab, &pw, true);
-    eprintln!("figure: {}", auto.describe("auto failover"));
-    assert!(auto.fenced <= fence_bound(), "fenced after {:?}", auto.fenced);
+    let auto = cut_primary(SITES, &lab, &pw, true, Some("crash-loop"));
+    eprintln!(
+        "figure: {}",
+        auto.describe("auto failover, the master's site agent crash-looping")
+    );
+    assert!(auto.fenced <= site_fence_bound(), "fenced after {:?}", auto.fenced);
     // Within the documented RPO (checked by `cut_primary`): the newest
     // writes before the cut, past what dc2 had received.
 

@@ -184,7 +184,7 @@ fn site_agent_decides_and_reads_its_settings() {
             .args([
                 "-B",
                 "-c",
-                "import site_agent, sys; s = site_agent.Settings.load(sys.argv[1]); assert s.endpoints and s.others, s",
+                "import site_agent, sys; s = site_agent.Settings.load(sys.argv[1]); assert s.endpoints and s.follow[\"host\"], s",
             ])
             .arg(&f)
             .current_dir(host_code())

@@ -54,14 +54,30 @@ pub(crate) fn replica_methods(design: &Design) -> Vec<&'static str> {
     }
 }
 
+/// Where a standby cloud's leader streams from: with a site lease, its own
+/// host's HAProxy, which lists every cloud's hosts and follows the one
+/// master wherever it is, and ends the session as soon as that master's
+/// checks fail (`on-marked-down shutdown-sessions`): a WAL receiver sent to
+/// another cloud's HAProxy host that lost power waited on a silent
+/// connection, then on TCP's connect retries to that host, for minutes.
+/// Without a site lease, HAProxy lists only the primary cloud's hosts
+/// (`hosts`: theirs), and the standby follows those.
+pub(crate) fn standby_hosts<S: AsRef<str>>(design: &Design, hosts: &[S]) -> Vec<String> {
+    if design.site.is_some() {
+        vec!["127.0.0.1".to_string()]
+    } else {
+        hosts.iter().map(|h| h.as_ref().to_string()).collect()
+    }
+}
+
 /// The dynamic `standby_cluster` section that makes a cloud follow `hosts`
-/// (the primary cloud's HAProxy instances). A standby cluster's members
-/// clone with its `create_replica_methods`. Also written by the fence and
-/// site agent templates, which must stay in step with it.
+/// (the primary cloud's HAProxy instances; see [`standby_hosts`]). A
+/// standby cluster's members clone with its `create_replica_methods`. The
+/// site agent's settings carry it as rendered here; the Patroni fence
+/// template writes the same shape.
 pub(crate) fn standby_cluster<S: AsRef<str>>(design: &Design, hosts: &[S]) -> serde_json::Value {
-    let hosts: Vec<&str> = hosts.iter().map(AsRef::as_ref).collect();
     serde_json::json!({
-        "host": hosts.join(","),
+        "host": standby_hosts(design, hosts).join(","),
         "port": design.haproxy.port,
         "create_replica_methods": replica_methods(design),
     })

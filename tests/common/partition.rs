@@ -444,6 +444,8 @@ fn settle(lab: &TestLab) {
 pub(crate) struct Cut {
     pub old: &'static str,
     pub new: &'static str,
+    /// The fence's documented bound in this run.
+    pub bound: Duration,
     /// From the cut to no host of the old cloud taking writes.
     pub fenced: Duration,
     /// From the cut to a host of the new cloud taking writes.
@@ -472,7 +474,12 @@ pub(crate) struct Cut {
 /// one follows with no pgha command, its rows equal to the new primary's.
 /// Ends recorded and healthy: after a takeover `make-primary` records it,
 /// and a deploy settles what the flip owed the cut-off cloud.
-pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> Cut {
+///
+/// `fault` (one of `agent_fault`'s) is made on the old master just before
+/// the cut and undone once the old cloud followed: then pgha-site-fence
+/// stops the master (within its bound), and the cloud's other agents make
+/// it follow after the heal.
+pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fault: Option<&'static str>) -> Cut {
     let (old, new, old_hosts, new_hosts) = sides(lab);
     let monitor = Monitor::start(sites);
     let (stop, handle) = writer(&sites.glb(), pw);
@@ -480,13 +487,21 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     assert!(old_master.starts_with(old), "{old_master}");
     let (stop_inside, inside) = inside_writer(sites, old_master.clone());
     std::thread::sleep(Duration::from_secs(2));
+    if let Some(f) = fault {
+        lab.ssh_ok(&sites.address(&old_master), fault_commands(f).0);
+    }
+    let bound = if fault.is_some() {
+        site_fence_bound()
+    } else {
+        fence_bound()
+    };
     let cut = Instant::now();
     let out = lab.lab(&["partition", old, "--operator"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let cut_done = Instant::now();
     wait_for(
         &format!("{old} to fence its master"),
-        fence_bound() + Duration::from_secs(5),
+        bound + Duration::from_secs(5),
         || old_hosts.iter().all(|h| sites.read_write(h) == Some(false)),
     );
     stop_inside.store(true, Ordering::Relaxed);
@@ -499,6 +514,9 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     let out = lab.lab(&["unpartition", old]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let followed = wait_followed(lab, old, new, Duration::from_secs(120));
+    if let Some(f) = fault {
+        lab.ssh_ok(&sites.address(&old_master), fault_commands(f).1);
+    }
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
@@ -514,15 +532,21 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     assert!(asked, "no pre_promote in {new}'s Patroni logs");
     let rows = sites.same_rows_everywhere(pw);
     let lost = sites.check_rpo(pw, &w, cut, cut_done);
-    // The fenced master's agent kept the WAL past its last published position.
-    let record = lab.ssh_ok(&sites.address(&old_master), "tail -1 /var/lib/pgha/site-fenced.json");
-    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
-    let kept_commits = record["commits_past_published"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{record}"));
-    let kept = record["kept"].as_str().unwrap();
-    let files = lab.ssh_ok(&sites.address(&old_master), &format!("ls {kept} | wc -l"));
-    assert!(files != "0", "no WAL kept in {kept}");
+    // The fenced master's agent kept the WAL past its last published
+    // position (pgha-site-fence, which stopped it when the agent could not,
+    // keeps nothing).
+    let kept_commits = if fault.is_some() {
+        0
+    } else {
+        let record = lab.ssh_ok(&sites.address(&old_master), "tail -1 /var/lib/pgha/site-fenced.json");
+        let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+        let kept = record["kept"].as_str().unwrap_or_else(|| panic!("{record}"));
+        let files = lab.ssh_ok(&sites.address(&old_master), &format!("ls {kept} | wc -l"));
+        assert!(files != "0", "no WAL kept in {kept}");
+        record["commits_past_published"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{record}"))
+    };
     if auto {
         assert_eq!(status_json(lab)["site"]["holder"], new);
         let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
@@ -537,6 +561,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool) -> 
     Cut {
         old,
         new,
+        bound,
         fenced: fenced - cut,
         promoted: promoted - cut,
         first_write: first_after.map(|t| t - last_before),
@@ -558,7 +583,7 @@ impl Cut {
              fenced master kept the WAL of: {}",
             self.old,
             secs(self.fenced),
-            secs(fence_bound()),
+            secs(self.bound),
             self.new,
             secs(self.promoted),
             self.first_write.map_or("-".into(), secs),
@@ -732,9 +757,15 @@ pub(crate) struct AgentFault {
 impl AgentFault {
     pub(crate) fn describe(&self) -> String {
         format!(
-            "site agent {} on the master: it stopped taking writes after {} (bound {}), a master again in its \
+            "{} on the master: it stopped taking writes after {} (bound {}), a master again in its \
              cloud after {}, first write through the GLB after {}; acknowledged writes lost: {} of {}{}",
-            self.fault,
+            match self.fault {
+                "stop" => "site agent stopped",
+                "freeze" => "site agent frozen (SIGSTOP)",
+                "crash-loop" => "site agent crashing at each start",
+                "patroni-freeze" => "Patroni frozen (SIGSTOP), PostgreSQL running,",
+                other => other,
+            },
             secs(self.stopped),
             secs(site_fence_bound()),
             secs(self.promoted),
@@ -746,8 +777,34 @@ impl AgentFault {
     }
 }
 
-/// The site agent on the primary cloud's master stopped (`stop`) or frozen
-/// (`freeze`, SIGSTOP), with a client writing through the GLB: the site
+/// The faults `agent_fault` makes, and how each is undone. Patroni's main
+/// process alone is frozen: PostgreSQL, in the same unit, keeps running.
+fn fault_commands(fault: &str) -> (&'static str, &'static str) {
+    match fault {
+        "stop" => ("systemctl stop pgha-site-agent", "systemctl start pgha-site-agent"),
+        "freeze" => (
+            "systemctl kill -s SIGSTOP pgha-site-agent",
+            "systemctl kill -s SIGCONT pgha-site-agent",
+        ),
+        // Its settings gone, the agent dies at each start (systemd restarts
+        // it every second, without end).
+        "crash-loop" => (
+            "mv /etc/pgha/site-agent.json /etc/pgha/site-agent.json.away && systemctl kill -s SIGKILL pgha-site-agent",
+            "mv /etc/pgha/site-agent.json.away /etc/pgha/site-agent.json",
+        ),
+        "patroni-freeze" => (
+            "kill -STOP \"$(systemctl show -p MainPID --value patroni)\"",
+            "kill -CONT \"$(systemctl show -p MainPID --value patroni)\"",
+        ),
+        _ => unreachable!("{fault}"),
+    }
+}
+
+/// The site agent on the primary cloud's master stopped (`stop`), frozen
+/// (`freeze`, SIGSTOP) or crashing at each start (`crash-loop`), or
+/// Patroni frozen there with PostgreSQL running (`patroni-freeze`: nothing
+/// demotes it, and its agent, without an answer from Patroni, renews
+/// nothing), with a client writing through the GLB: the site
 /// fence, which shares nothing with the agent, stops that master within
 /// its bound, Patroni fails over inside the cloud (pre_promote renews the
 /// lease there), and the lease never leaves the cloud. Then the agent runs
@@ -760,14 +817,7 @@ pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: &'static
     assert!(master.starts_with(old), "{master}");
     let address = sites.address(&master);
     std::thread::sleep(Duration::from_secs(2));
-    let (make, undo) = match fault {
-        "stop" => ("systemctl stop pgha-site-agent", "systemctl start pgha-site-agent"),
-        "freeze" => (
-            "systemctl kill -s SIGSTOP pgha-site-agent",
-            "systemctl kill -s SIGCONT pgha-site-agent",
-        ),
-        _ => unreachable!("{fault}"),
-    };
+    let (make, undo) = fault_commands(fault);
     let at = Instant::now();
     lab.ssh_ok(&address, make);
     wait_for(
