@@ -251,6 +251,20 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             design.etcd.peer_port
         ),
     );
+    // Before Patroni: with a site lease a standby cloud's leader clones and
+    // streams through its own host's HAProxy.
+    b.push(
+        c,
+        Action::ConfigureHaproxy,
+        names.clone(),
+        format!(
+            "write {}, route :{} to the read-write master{} (Patroni /primary on :{})",
+            haproxy_file.path,
+            design.haproxy.port,
+            if design.site.is_some() { " of any cloud" } else { "" },
+            design.governor.rest_port
+        ),
+    );
     let (first, rest) = names.split_first().expect("a validated cloud has hosts");
     let bootstrap = match cloud.status {
         CloudStatus::Primary => format!(
@@ -281,18 +295,6 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             ),
         );
     }
-    b.push(
-        c,
-        Action::ConfigureHaproxy,
-        names.clone(),
-        format!(
-            "write {}, route :{} to the read-write master{} (Patroni /primary on :{})",
-            haproxy_file.path,
-            design.haproxy.port,
-            if design.site.is_some() { " of any cloud" } else { "" },
-            design.governor.rest_port
-        ),
-    );
     let verify = match cloud.status {
         CloudStatus::Primary => "wait for one leader, streaming replicas and HAProxy routing to the leader",
         CloudStatus::Secondary => "wait for a standby leader streaming from the primary cloud, and its replicas",
