@@ -32,6 +32,7 @@ import http.client
 import json
 import os
 import pwd
+import signal
 import ssl
 import subprocess
 import sys
@@ -287,6 +288,28 @@ UNSTICK_AFTER = 20
 UNSTICK_AGAIN = 60
 
 
+RECEIVER_SILENT_AFTER = 20
+
+
+def decide_receiver(now, streaming, silent_since, restarted_at):
+    """A standby leader whose WAL receiver has not been streaming for
+    RECEIVER_SILENT_AFTER s has it restarted (again as long after at the
+    soonest): its connection through HAProxy can stay open and silent after
+    the upstream master died (HAProxy 3.0 kept such a session for its 30 min
+    client timeout), and PostgreSQL's receiver has no deadline while it
+    connects. Nothing is lost by a restart: PostgreSQL starts it again at
+    once. Returns (restart, silent_since); `streaming` None: not known."""
+    if streaming is not False:
+        return False, None
+    if silent_since is None:
+        return False, now
+    if now - silent_since < RECEIVER_SILENT_AFTER:
+        return False, silent_since
+    if restarted_at is not None and now - restarted_at < RECEIVER_SILENT_AFTER:
+        return False, silent_since
+    return True, now
+
+
 def decide_unstick(now, mine, leader, behind_since, restarted_at):
     """A replica of a standby cluster left on an older timeline than its
     standby leader for UNSTICK_AFTER s is stopped (again UNSTICK_AGAIN s
@@ -441,6 +464,37 @@ class Host:
         if role == "master":
             return role, int(xlog.get("location", 0) or 0)
         return role, max(int(xlog.get("received_location", 0) or 0), int(xlog.get("replayed_location", 0) or 0))
+
+    def psql(self, query):
+        """One value from PostgreSQL over its local socket, as postgres; None when it does not answer."""
+        try:
+            # As postgres without runuser: PAM would log two lines a loop.
+            done = subprocess.run(
+                ["psql", "-XAtqc", query],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                user="postgres",
+                group="postgres",
+                extra_groups=[],
+                cwd="/",
+            )
+        except (subprocess.TimeoutExpired, OSError, KeyError, ValueError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def streaming(self):
+        """Whether the WAL receiver streams (None: PostgreSQL did not answer)."""
+        status = self.psql("SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')")
+        return None if status is None else status == "streaming"
+
+    def restart_receiver(self):
+        """SIGTERM to the WAL receiver (pg_terminate_backend refuses it: not a backend)."""
+        pid = self.psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'")
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except (TypeError, ValueError, OSError) as e:
+            log(f"could not restart the WAL receiver: {e}")
 
     def cloud_master(self):
         """Whether a member of this cloud runs as master (None: Patroni did not answer)."""
@@ -673,6 +727,9 @@ def main(argv):
     # Since when this replica has stayed behind its standby leader's
     # timeline, and when it was last stopped for it.
     behind_since = restarted_at = None
+    # Since when the standby leader's WAL receiver has not streamed, and
+    # when it was last restarted for it.
+    silent_since = receiver_restarted = None
     while True:
         began = now()
         role, lsn = h.patroni()
@@ -708,6 +765,14 @@ def main(argv):
                 restarted_at = now()
         else:
             behind_since = None
+        if role == "standby_leader":
+            restart, silent_since = decide_receiver(now(), h.streaming(), silent_since, receiver_restarted)
+            if restart:
+                log(f"the WAL receiver has not streamed for {RECEIVER_SILENT_AFTER} s: restarting it")
+                h.restart_receiver()
+                receiver_restarted = now()
+        else:
+            silent_since = None
         time.sleep(max(0.0, s.period - (now() - began)))
 
 

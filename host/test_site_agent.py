@@ -311,6 +311,25 @@ class Unstick(unittest.TestCase):
         self.assertEqual(a.decide_unstick(141, 2, 3, 100, 80), (True, None))
 
 
+class Receiver(unittest.TestCase):
+    def test_nothing_while_it_streams_or_when_unknown(self):
+        self.assertEqual(a.decide_receiver(100, True, 50, None), (False, None))
+        self.assertEqual(a.decide_receiver(100, None, 50, None), (False, None))
+
+    def test_starts_counting_when_silent(self):
+        self.assertEqual(a.decide_receiver(100, False, None, None), (False, 100))
+
+    def test_waits_twenty_seconds(self):
+        self.assertEqual(a.decide_receiver(119, False, 100, None), (False, 100))
+
+    def test_restarts_after_twenty_seconds(self):
+        self.assertEqual(a.decide_receiver(120, False, 100, None), (True, 120))
+
+    def test_not_again_within_twenty_seconds(self):
+        self.assertEqual(a.decide_receiver(130, False, 100, 120), (False, 100))
+        self.assertEqual(a.decide_receiver(140, False, 100, 120), (True, 140))
+
+
 class FakeHost:
     """What `act` asks of the world; claims and renewals succeed as told."""
 
