@@ -74,6 +74,7 @@ class Settings:
     rest: str
     data_dir: str
     bin_dir: str
+    postgres_port: int
     trust: str
     cert: str
     etcd_key: str
@@ -108,6 +109,8 @@ class Observation:
     now: float
     role: Optional[str]
     lsn: int = 0
+    # Patroni says PostgreSQL runs (a master just stopped may still be named master).
+    running: bool = True
     site_ok: bool = False
     held: Optional[dict] = None
     lease: int = 0
@@ -129,15 +132,19 @@ class Decision:
     lsn); when it fails at or past `fence_at` (None: never), fence.
     `claim_then_promote`: (why, lsn to publish): promote only when the claim succeeds.
     `take_over`: (from cloud, bytes behind) for an auto failover.
-    `follow`: make this cloud a standby cluster of the others, PostgreSQL untouched."""
+    `follow`: make this cloud a standby cluster of the others, PostgreSQL untouched.
+    `clear_on_renewal`: a successful renewal ends the fence and takeover
+    markers (only once the cloud is primary again, not while a fence's
+    standby_cluster is still set)."""
 
     arm: bool = False
     renew: Optional[tuple] = None
     fence_at: Optional[float] = None
+    clear_on_renewal: bool = False
     fence: Optional[str] = None
     reset_clock: bool = False
     clear: list = field(default_factory=list)
-    claim_then_promote: Optional[str] = None
+    claim_then_promote: Optional[tuple] = None
     promote: Optional[str] = None
     take_over: Optional[tuple] = None
     follow: Optional[str] = None
@@ -151,14 +158,20 @@ def stale(at, last_renewal):
 
 
 def cloud_of(value):
-    return (value or {}).get("cloud")
+    return value.get("cloud") if isinstance(value, dict) else None
 
 
 def decide(s, o):
     """One loop's decision, from the settings and what was observed."""
     d = Decision(arm=o.site_ok and not o.armed, free_since=o.free_since)
+    if o.role == "master" and not o.running:
+        # Stopping, starting or just fenced: nothing to renew or fence (the
+        # clock keeps running; pgha-site-fence watches a postmaster).
+        d.free_since = None
+        return d
     if o.role == "master":
         d.free_since = None
+        d.clear_on_renewal = o.standby is False
         # Silence fences only once the site answered this host.
         d.fence_at = o.last_renewal + s.fence_after if o.armed or o.site_ok else None
         if not o.site_ok:
@@ -185,6 +198,7 @@ def decide(s, o):
         # or is gone, and no member may promote (pre_promote refuses):
         # the cloud follows the lease holder, as a fence would have made it.
         d.follow = f"cloud {cloud_of(o.held)} holds the site lease and this cloud has no master: it follows"
+        d.clear = [TAKING_OVER] if o.taking_over else []
         return d
     if o.standby is False:
         # The cloud is primary again: a fence or a takeover is over,
@@ -251,10 +265,14 @@ def decide_take_over(s, o, d):
         d.free_since = o.now
     if o.now - d.free_since < s.hold_down:
         return
-    last = o.last or {}
-    if cloud_of(last) in (None, s.cloud) or last.get("lsn") is None:
+    last = o.last if isinstance(o.last, dict) else {}
+    if cloud_of(last) in (None, s.cloud):
         return
-    behind = int(last["lsn"]) - o.lsn
+    try:
+        published = int(last.get("lsn"))
+    except (TypeError, ValueError):
+        return  # no position published: what this cloud lacks is unknown
+    behind = published - o.lsn
     if behind > s.maximum_lag:
         d.log = (
             f"the lease of cloud {last['cloud']} expired; this cloud is {behind} bytes behind "
@@ -343,6 +361,33 @@ def lsn_text(lsn):
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
+def parse_site(s, kvs):
+    """(held value, its lease id, last holder) from an etcd range answer.
+    A value that does not decode counts as held by no known cloud (never
+    as absent: an absent key lets a master claim)."""
+    held, lease, last = None, 0, None
+    for kv in kvs or []:
+        try:
+            name = base64.b64decode(kv.get("key", "")).decode()
+        except (ValueError, AttributeError):
+            continue
+        try:
+            value = json.loads(base64.b64decode(kv.get("value", "")))
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            value = {"cloud": None}
+        if name == s.key:
+            try:
+                lease = int(kv.get("lease", 0) or 0)
+            except (TypeError, ValueError):
+                lease = 0
+            held = value
+        elif name == s.last_key:
+            last = value
+    return held, lease, last
+
+
 class Host:
     """This host's etcd client, Patroni, PostgreSQL and files."""
 
@@ -380,20 +425,9 @@ class Host:
         """(answered, held value, its lease id, last holder), from one read of both keys."""
         low, high = sorted((self.s.key, self.s.last_key))
         out = self.etcd("/v3/kv/range", {"key": b64(low), "range_end": b64(high + "\0")})
-        if out is None:
+        if not isinstance(out, dict):
             return False, None, 0, None
-        held, lease, last = None, 0, None
-        for kv in out.get("kvs") or []:
-            try:
-                name = base64.b64decode(kv.get("key", "")).decode()
-                value = json.loads(base64.b64decode(kv.get("value", "")))
-            except ValueError:
-                name, value = None, {"cloud": None}
-            if name == self.s.key:
-                held, lease = value, int(kv.get("lease", 0) or 0)
-            elif name == self.s.last_key:
-                last = value
-        return True, held, lease, last
+        return (True, *parse_site(self.s, out.get("kvs")))
 
     def mine(self, lsn):
         # 0 is not a position: Patroni did not tell (a member not running).
@@ -453,24 +487,27 @@ class Host:
             return None
 
     def patroni(self):
-        """(role, WAL position) of the local member; role None when Patroni does not answer."""
+        """(role, WAL position, running) of the local member; role None when Patroni does not answer."""
         j = self.rest("/patroni")
-        if j is None:
-            return None, 0
+        if not isinstance(j, dict):
+            return None, 0, False
         role = "master" if j.get("role") in ("master", "primary") else j.get("role")
         if j.get("state") != "running":
-            return role, 0
+            return role, 0, False
         xlog = j.get("xlog") or {}
-        if role == "master":
-            return role, int(xlog.get("location", 0) or 0)
-        return role, max(int(xlog.get("received_location", 0) or 0), int(xlog.get("replayed_location", 0) or 0))
+        try:
+            if role == "master":
+                return role, int(xlog.get("location", 0) or 0), True
+            return role, max(int(xlog.get("received_location", 0) or 0), int(xlog.get("replayed_location", 0) or 0)), True
+        except (TypeError, ValueError, AttributeError):
+            return role, 0, True
 
     def psql(self, query):
         """One value from PostgreSQL over its local socket, as postgres; None when it does not answer."""
         try:
             # As postgres without runuser: PAM would log two lines a loop.
             done = subprocess.run(
-                ["psql", "-XAtqc", query],
+                ["psql", "-p", str(self.s.postgres_port), "-XAtqc", query],
                 capture_output=True,
                 text=True,
                 timeout=5,
@@ -491,6 +528,8 @@ class Host:
     def restart_receiver(self):
         """SIGTERM to the WAL receiver (pg_terminate_backend refuses it: not a backend)."""
         pid = self.psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walreceiver'")
+        if not pid:
+            return  # none running (restoring from the archive, say)
         try:
             os.kill(int(pid), signal.SIGTERM)
         except (TypeError, ValueError, OSError) as e:
@@ -587,12 +626,16 @@ class Host:
 
     def fence(self, why, lsn):
         """PostgreSQL stops now and this cloud follows the others; Patroni starts it again read-only."""
-        log(f"fencing: {why}")
+        again = os.path.exists(FENCED)
+        log(f"fencing{' again' if again else ''}: {why}")
         # PostgreSQL first: nothing below may delay the stop (patronictl can
         # take 15 s). Patroni then fails over inside the cloud
         # (primary_start_timeout 0), where pre_promote asks the lease.
         self.stop_postgres(("immediate",))
         self.follow()
+        if again:
+            # The WAL past the fork was kept by the first fence.
+            return
         # Without the standby_cluster section Patroni would try to promote it
         # again, and pre_promote refuses while the lease is not this cloud's.
         past = self.keep_past()
@@ -680,8 +723,9 @@ def act(s, h, o, d):
             last_renewal = at
             if d.renew[0] == "claim":
                 log("took the site lease")
-            for done in (FENCED, TAKING_OVER):
-                unmark(done)
+            if d.clear_on_renewal:
+                for done in (FENCED, TAKING_OVER):
+                    unmark(done)
         elif d.fence_at is not None and now() >= d.fence_at:
             # Checked after the attempt, which may have waited on every member.
             h.fence(stale(now(), o.last_renewal), o.lsn)
@@ -732,23 +776,28 @@ def main(argv):
     silent_since = receiver_restarted = None
     while True:
         began = now()
-        role, lsn = h.patroni()
+        role, lsn, running = h.patroni()
         ok, held, lease, last = h.read_site()
-        config = h.rest("/config") if role and role != "master" else None
+        fenced, taking_over = os.path.exists(FENCED), os.path.exists(TAKING_OVER)
+        # A master reads the config only to end its markers.
+        config = h.rest("/config") if role and (role != "master" or fenced or taking_over) else None
+        if not isinstance(config, dict):
+            config = None
         # Decided now, after the requests (each may have waited): a
         # renewal's age counts them.
         o = Observation(
             now=now(),
             role=role,
             lsn=lsn,
+            running=running,
             site_ok=ok,
             held=held,
             lease=lease,
             last=last,
             standby=None if config is None else bool(config.get("standby_cluster")),
             armed=os.path.exists(ARMED),
-            fenced=os.path.exists(FENCED),
-            taking_over=os.path.exists(TAKING_OVER),
+            fenced=fenced,
+            taking_over=taking_over,
             last_renewal=last_renewal,
             free_since=free_since,
         )

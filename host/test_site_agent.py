@@ -25,6 +25,7 @@ S = a.Settings(
     rest="https://127.0.0.1:8008",
     data_dir="/var/lib/postgresql/17/main",
     bin_dir="/usr/lib/postgresql/17/bin",
+    postgres_port=5432,
     trust="/etc/pgha/tls/trust.pem",
     cert="/etc/pgha/tls/host.pem",
     etcd_key="/etc/pgha/tls/etcd.key",
@@ -103,6 +104,18 @@ class Master(unittest.TestCase):
     def test_an_unarmed_host_has_no_fence_deadline(self):
         self.assertIsNone(a.decide(S, master(armed=False, site_ok=False)).fence_at)
 
+    def test_a_master_not_running_neither_renews_nor_fences(self):
+        for held in (DC1, DC2, None):
+            d = a.decide(S, master(running=False, held=held, lease=7, last=DC2, last_renewal=0.0))
+            self.assertIsNone(d.renew)
+            self.assertIsNone(d.fence)
+            self.assertFalse(d.reset_clock, "its fence clock keeps running")
+
+    def test_a_renewal_ends_the_markers_only_once_the_cloud_is_primary(self):
+        self.assertTrue(a.decide(S, master(held=DC1, lease=7, standby=False)).clear_on_renewal)
+        self.assertFalse(a.decide(S, master(held=DC1, lease=7, standby=True)).clear_on_renewal)
+        self.assertFalse(a.decide(S, master(held=DC1, lease=7, standby=None)).clear_on_renewal)
+
     def test_a_master_forgets_the_free_lease_clock(self):
         self.assertIsNone(a.decide(S, master(held=DC1, lease=7, free_since=50.0)).free_since)
 
@@ -138,6 +151,10 @@ class Follow(unittest.TestCase):
     def test_a_masterless_cloud_follows_the_holder(self):
         d = a.decide(S, leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=False))
         self.assertIn("no master", d.follow)
+
+    def test_following_ends_a_takeover_marker(self):
+        o = leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=False, taking_over=True)
+        self.assertEqual(a.decide(S, o).clear, [a.TAKING_OVER])
 
     def test_not_while_its_cloud_has_a_master(self):
         o = leader(role="replica", standby=False, held=DC2, lease=9, cloud_master=True)
@@ -236,8 +253,9 @@ class TakeOver(unittest.TestCase):
         self.assertIn("2000 bytes behind", d.log)
 
     def test_refuses_without_a_published_position(self):
-        d = a.decide(S, leader(held=None, last={"cloud": "dc2", "lsn": None}, free_since=0.0))
-        self.assertIsNone(d.take_over)
+        for lsn in (None, "garbage", [1]):
+            d = a.decide(S, leader(held=None, last={"cloud": "dc2", "lsn": lsn}, free_since=0.0))
+            self.assertIsNone(d.take_over)
 
     def test_never_takes_a_lease_its_own_cloud_held_last(self):
         d = a.decide(S, leader(held=None, last=DC1, free_since=0.0))
@@ -330,6 +348,34 @@ class Receiver(unittest.TestCase):
         self.assertEqual(a.decide_receiver(140, False, 100, 120), (True, 140))
 
 
+class SiteValues(unittest.TestCase):
+    def kv(self, key, value, lease=0):
+        import base64
+
+        b = lambda t: base64.b64encode(t.encode()).decode()
+        return {"key": b(key), "value": b(value), "lease": str(lease)}
+
+    def test_reads_the_lease_and_its_last_holder(self):
+        kvs = [self.kv(S.last_key, '{"cloud": "dc1", "lsn": 5}'), self.kv(S.key, '{"cloud": "dc1"}', 42)]
+        self.assertEqual(a.parse_site(S, kvs), ({"cloud": "dc1"}, 42, {"cloud": "dc1", "lsn": 5}))
+
+    def test_absent_keys(self):
+        self.assertEqual(a.parse_site(S, None), (None, 0, None))
+
+    def test_a_value_that_does_not_decode_is_held_by_no_known_cloud(self):
+        for bad in ("{not json", '"a string"', "[1, 2]", "7"):
+            held, _, last = a.parse_site(S, [self.kv(S.key, bad), self.kv(S.last_key, bad)])
+            self.assertEqual((held, last), ({"cloud": None}, {"cloud": None}), bad)
+
+    def test_a_master_fences_on_a_key_held_by_no_known_cloud(self):
+        self.assertEqual(a.decide(S, master(held={"cloud": None}, lease=3)).fence, "cloud None holds the site lease")
+
+    def test_cloud_of_anything(self):
+        self.assertIsNone(a.cloud_of("dc1"))
+        self.assertIsNone(a.cloud_of(None))
+        self.assertEqual(a.cloud_of(DC1), "dc1")
+
+
 class FakeHost:
     """What `act` asks of the world; claims and renewals succeed as told."""
 
@@ -375,10 +421,35 @@ class Act(unittest.TestCase):
     def test_a_renewal_moves_the_clock_and_ends_the_markers(self):
         a.mark(a.FENCED, "x")
         h = FakeHost()
-        last, _ = self.run_once(master(held=DC1, lease=7), h)
+        last, _ = self.run_once(master(held=DC1, lease=7, standby=False), h)
         self.assertEqual(last, 100.0)
         self.assertEqual(h.calls, [("renew", 7, 5000)])
         self.assertFalse(os.path.exists(a.FENCED))
+
+    def test_a_renewal_keeps_the_markers_while_the_cloud_is_a_standby(self):
+        a.mark(a.FENCED, "x")
+        self.run_once(master(held=DC1, lease=7, standby=True), FakeHost())
+        self.assertTrue(os.path.exists(a.FENCED))
+
+    def test_a_claim_moves_the_clock(self):
+        h = FakeHost()
+        last, _ = self.run_once(master(held=None, last=DC1, standby=False), h)
+        self.assertEqual((last, h.calls), (100.0, [("claim", 5000)]))
+
+    def test_another_holder_fences_at_once(self):
+        h = FakeHost()
+        last, _ = self.run_once(master(held=DC2, lease=9), h)
+        self.assertEqual(h.calls, [("fence", "cloud dc2 holds the site lease")])
+        self.assertEqual(last, 100.0)
+
+    def test_a_resume_promotes(self):
+        h = FakeHost()
+        self.run_once(leader(fenced=True, held=DC1, lease=7), h)
+        self.assertEqual(h.calls, [("promote",)])
+
+    def test_arms_on_the_first_answer(self):
+        self.run_once(leader(armed=False, held=DC1, lease=7), FakeHost())
+        self.assertEqual(os.path.exists(a.ARMED), os.geteuid() == 0)
 
     def test_a_failed_renewal_past_the_bound_fences(self):
         h = FakeHost(renewals=False)

@@ -899,7 +899,7 @@ impl PowerOff {
             self.acked,
             named(&self.lost),
             self.standby_caught_up.map_or(
-                "had NOT caught up a minute later (known, README)".to_string(),
+                "had NOT caught up a minute later (README: left open)".to_string(),
                 |d| format!("caught up {} later", secs(d))
             )
         )
@@ -956,10 +956,10 @@ pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOf
     assert_eq!(status_json(lab)["site"]["holder"], cloud, "the lease left {cloud}");
     let lost = sites.check_rpo(pw, &w, at, at);
     // Every host of the primary cloud holds the master's rows. The standby
-    // cloud is measured, not asserted: its WAL receiver, sent by an upstream
-    // HAProxy to the master that was just powered off, waits in silence
-    // (69 s measured, past 150 s once in CI-like runs): a known defect,
-    // left open in the README; it loses nothing of the primary cloud's.
+    // cloud is measured, not asserted: a standby leader that had received
+    // WAL past the new master's fork cannot follow it (README, "The standby
+    // cloud after the primary's master dies": left open); it loses nothing
+    // of the primary cloud's.
     let master = sites.same_rows_on(pw, &hosts);
     let standby: Vec<&str> = DC1.iter().chain(&DC2).copied().filter(|h| !hosts.contains(h)).collect();
     let from = Instant::now();
