@@ -161,9 +161,10 @@ struct TemplateContext<'a> {
     site_data_dir: String,
     /// Seconds after its last lease renewal by which the site fence stops a master.
     fence_bound: u32,
-    /// The `standby_cluster` section a fenced cloud (or one with no master
-    /// while another holds the lease) takes: it follows the other clouds.
-    site_follow: serde_json::Value,
+    /// With a site lease, the `standby_cluster` section a fenced cloud (or
+    /// one with no master while another holds the lease) takes: it follows
+    /// the master of any cloud through its hosts' own HAProxy.
+    site_follow: Option<serde_json::Value>,
     primary_cloud: Option<&'a Cloud>,
     standby: Option<Standby>,
     synchronous_mode: bool,
@@ -462,15 +463,10 @@ impl Renderer {
             site_last_key: components::site::last_key(&design.platform.name),
             site_data_dir: components::site::data_dir(&design.platform.name),
             fence_bound: design.site.as_ref().map_or(0, |s| components::site::fence_bound(s.ttl)),
-            site_follow: components::patroni::standby_cluster(
-                design,
-                &design
-                    .clouds
-                    .iter()
-                    .filter(|c| Some(c.name.as_str()) != cloud.map(|c| c.name.as_str()))
-                    .flat_map(|c| c.hosts.iter().map(|h| h.address.as_str()))
-                    .collect::<Vec<_>>(),
-            ),
+            site_follow: design
+                .site
+                .as_ref()
+                .map(|_| components::patroni::standby_cluster(design, &[components::patroni::LOCAL_HAPROXY])),
             primary_cloud: primary,
             standby: None,
             synchronous_mode: false,

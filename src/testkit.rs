@@ -463,7 +463,7 @@ impl World {
                     .filter(|c| c.hosts.iter().any(|h| hosts.contains(&h.address)))
                     .map(|c| c.name.as_str())
                     .collect();
-                let followed = if hosts == ["127.0.0.1"] {
+                let followed = if hosts == [patroni::LOCAL_HAPROXY] {
                     THROUGH_HAPROXY.to_string()
                 } else {
                     followed.join(",")

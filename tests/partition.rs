@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use common::partition::{
     agent_fault, blip_primary, cut_primary, fence_bound, lose_primary, power_off_master, secs, set_auto_failover,
-    site_fence_bound, status_json, Monitor, Sites, DC1, TTL,
+    site_fence_bound, status_json, Fault, Monitor, Sites, DC1, TTL,
 };
 use common::{stderr, stdout, writer, TestLab};
 
@@ -73,7 +73,7 @@ fn partitions_never_leave_two_writable_masters() {
     // each start, then Patroni frozen there with PostgreSQL running: the
     // site fence stops that master within its bound whatever became of the
     // agent, and the cloud fails over inside itself.
-    for fault in ["stop", "freeze", "crash-loop", "patroni-freeze"] {
+    for fault in Fault::ALL {
         let f = agent_fault(SITES, &lab, &pw, fault);
         eprintln!("figure: {}", f.describe());
         assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
@@ -114,7 +114,7 @@ fn partitions_never_leave_two_writable_masters() {
     // the heal the cloud's other agents make it follow (its master's agent
     // cannot).
     set_auto_failover(&lab, true);
-    let auto = cut_primary(SITES, &lab, &pw, true, Some("crash-loop"));
+    let auto = cut_primary(SITES, &lab, &pw, true, Some(Fault::CrashLoop));
     eprintln!(
         "figure: {}",
         auto.describe("auto failover, the master's site agent crash-looping")

@@ -54,6 +54,9 @@ pub(crate) fn replica_methods(design: &Design) -> Vec<&'static str> {
     }
 }
 
+/// A host's own HAProxy, as a standby cluster's `host`.
+pub(crate) const LOCAL_HAPROXY: &str = "127.0.0.1";
+
 /// Where a standby cloud's leader streams from: with a site lease, its own
 /// host's HAProxy, which lists every cloud's hosts and follows the one
 /// master wherever it is, and ends the session as soon as that master's
@@ -64,7 +67,7 @@ pub(crate) fn replica_methods(design: &Design) -> Vec<&'static str> {
 /// (`hosts`: theirs), and the standby follows those.
 pub(crate) fn standby_hosts<S: AsRef<str>>(design: &Design, hosts: &[S]) -> Vec<String> {
     if design.site.is_some() {
-        vec!["127.0.0.1".to_string()]
+        vec![LOCAL_HAPROXY.to_string()]
     } else {
         hosts.iter().map(|h| h.as_ref().to_string()).collect()
     }

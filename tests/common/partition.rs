@@ -475,11 +475,11 @@ pub(crate) struct Cut {
 /// Ends recorded and healthy: after a takeover `make-primary` records it,
 /// and a deploy settles what the flip owed the cut-off cloud.
 ///
-/// `fault` (one of `agent_fault`'s) is made on the old master just before
+/// `fault` is made on the old master just before
 /// the cut and undone once the old cloud followed: then pgha-site-fence
 /// stops the master (within its bound), and the cloud's other agents make
 /// it follow after the heal.
-pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fault: Option<&'static str>) -> Cut {
+pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fault: Option<Fault>) -> Cut {
     let (old, new, old_hosts, new_hosts) = sides(lab);
     let monitor = Monitor::start(sites);
     let (stop, handle) = writer(&sites.glb(), pw);
@@ -488,7 +488,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
     let (stop_inside, inside) = inside_writer(sites, old_master.clone());
     std::thread::sleep(Duration::from_secs(2));
     if let Some(f) = fault {
-        lab.ssh_ok(&sites.address(&old_master), fault_commands(f).0);
+        lab.ssh_ok(&sites.address(&old_master), f.commands().0);
     }
     let bound = if fault.is_some() {
         site_fence_bound()
@@ -515,7 +515,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let followed = wait_followed(lab, old, new, Duration::from_secs(120));
     if let Some(f) = fault {
-        lab.ssh_ok(&sites.address(&old_master), fault_commands(f).1);
+        lab.ssh_ok(&sites.address(&old_master), f.commands().1);
     }
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
@@ -744,7 +744,7 @@ pub(crate) fn site_fence_bound() -> Duration {
 
 /// What one fault of the site agent on the primary's master measured.
 pub(crate) struct AgentFault {
-    pub fault: &'static str,
+    pub fault: Fault,
     /// From the fault to the master taking no writes.
     pub stopped: Duration,
     /// From the fault to another host of the same cloud taking writes.
@@ -759,13 +759,7 @@ impl AgentFault {
         format!(
             "{} on the master: it stopped taking writes after {} (bound {}), a master again in its \
              cloud after {}, first write through the GLB after {}; acknowledged writes lost: {} of {}{}",
-            match self.fault {
-                "stop" => "site agent stopped",
-                "freeze" => "site agent frozen (SIGSTOP)",
-                "crash-loop" => "site agent crashing at each start",
-                "patroni-freeze" => "Patroni frozen (SIGSTOP), PostgreSQL running,",
-                other => other,
-            },
+            self.fault.label(),
             secs(self.stopped),
             secs(site_fence_bound()),
             secs(self.promoted),
@@ -777,39 +771,61 @@ impl AgentFault {
     }
 }
 
-/// The faults `agent_fault` makes, and how each is undone. Patroni's main
-/// process alone is frozen: PostgreSQL, in the same unit, keeps running.
-fn fault_commands(fault: &str) -> (&'static str, &'static str) {
-    match fault {
-        "stop" => ("systemctl stop pgha-site-agent", "systemctl start pgha-site-agent"),
-        "freeze" => (
-            "systemctl kill -s SIGSTOP pgha-site-agent",
-            "systemctl kill -s SIGCONT pgha-site-agent",
-        ),
-        // Its settings gone, the agent dies at each start (systemd restarts
-        // it every second, without end).
-        "crash-loop" => (
-            "mv /etc/pgha/site-agent.json /etc/pgha/site-agent.json.away && systemctl kill -s SIGKILL pgha-site-agent",
-            "mv /etc/pgha/site-agent.json.away /etc/pgha/site-agent.json",
-        ),
-        "patroni-freeze" => (
-            "kill -STOP \"$(systemctl show -p MainPID --value patroni)\"",
-            "kill -CONT \"$(systemctl show -p MainPID --value patroni)\"",
-        ),
-        _ => unreachable!("{fault}"),
+/// A fault made on the primary cloud's master. Patroni's main process alone
+/// is frozen: PostgreSQL, in the same unit, keeps running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The site agent stopped.
+    Stop,
+    /// The site agent frozen (SIGSTOP).
+    Freeze,
+    /// The site agent's settings gone: it dies at each start (systemd
+    /// restarts it every second, without end).
+    CrashLoop,
+    /// Patroni frozen with PostgreSQL running.
+    PatroniFreeze,
+}
+
+impl Fault {
+    pub(crate) const ALL: [Fault; 4] = [Fault::Stop, Fault::Freeze, Fault::CrashLoop, Fault::PatroniFreeze];
+
+    /// The commands that make it, and undo it.
+    fn commands(self) -> (&'static str, &'static str) {
+        match self {
+            Fault::Stop => ("systemctl stop pgha-site-agent", "systemctl start pgha-site-agent"),
+            Fault::Freeze => (
+                "systemctl kill -s SIGSTOP pgha-site-agent",
+                "systemctl kill -s SIGCONT pgha-site-agent",
+            ),
+            Fault::CrashLoop => (
+                "mv /etc/pgha/site-agent.json /etc/pgha/site-agent.json.away && systemctl kill -s SIGKILL pgha-site-agent",
+                "mv /etc/pgha/site-agent.json.away /etc/pgha/site-agent.json",
+            ),
+            Fault::PatroniFreeze => (
+                "kill -STOP \"$(systemctl show -p MainPID --value patroni)\"",
+                "kill -CONT \"$(systemctl show -p MainPID --value patroni)\"",
+            ),
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Fault::Stop => "site agent stopped",
+            Fault::Freeze => "site agent frozen (SIGSTOP)",
+            Fault::CrashLoop => "site agent crashing at each start",
+            Fault::PatroniFreeze => "Patroni frozen (SIGSTOP), PostgreSQL running,",
+        }
     }
 }
 
-/// The site agent on the primary cloud's master stopped (`stop`), frozen
-/// (`freeze`, SIGSTOP) or crashing at each start (`crash-loop`), or
-/// Patroni frozen there with PostgreSQL running (`patroni-freeze`: nothing
+/// A `Fault` on the primary cloud's master (with Patroni frozen nothing
 /// demotes it, and its agent, without an answer from Patroni, renews
 /// nothing), with a client writing through the GLB: the site
 /// fence, which shares nothing with the agent, stops that master within
 /// its bound, Patroni fails over inside the cloud (pre_promote renews the
 /// lease there), and the lease never leaves the cloud. Then the agent runs
 /// again; the old master follows. Never two writable hosts.
-pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: &'static str) -> AgentFault {
+pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: Fault) -> AgentFault {
     let (old, _, old_hosts, _) = sides(lab);
     let monitor = Monitor::start(sites);
     let (stop, handle) = writer(&sites.glb(), pw);
@@ -817,7 +833,7 @@ pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: &'static
     assert!(master.starts_with(old), "{master}");
     let address = sites.address(&master);
     std::thread::sleep(Duration::from_secs(2));
-    let (make, undo) = fault_commands(fault);
+    let (make, undo) = fault.commands();
     let at = Instant::now();
     lab.ssh_ok(&address, make);
     wait_for(
