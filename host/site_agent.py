@@ -76,9 +76,13 @@ class Settings:
     bin_dir: str
     postgres_port: int
     trust: str
-    cert: str
+    # The etcd gateway certificate (no common name) over the host's key:
+    # etcd's JSON gateway takes the user from a login, never a certificate.
+    etcd_cert: str
     etcd_key: str
     postgres_key: str
+    etcd_user: str
+    etcd_password: str
     # The standby_cluster section that makes this cloud follow the others.
     follow: dict
 
@@ -124,6 +128,8 @@ class Observation:
     free_since: Optional[float] = None
     # Whether a member of this cloud runs as its master (None: not asked).
     cloud_master: Optional[bool] = None
+    # The wall clock (a hand-over mark's end is one).
+    wall: float = 0.0
 
 
 @dataclass
@@ -159,6 +165,19 @@ def stale(at, last_renewal):
 
 def cloud_of(value):
     return value.get("cloud") if isinstance(value, dict) else None
+
+
+def handed_over(s, held, wall):
+    """The cloud `pgha cloud make-primary` is handing this cloud's lease to
+    (it marks the lease before it demotes this cloud, until `until`, wall
+    clock), or None: no member of this cloud may be promoted meanwhile, or a
+    resume after a fence would race the flip into two masters."""
+    if cloud_of(held) != s.cloud:
+        return None
+    to, until = held.get("handover"), held.get("until")
+    if not isinstance(to, str) or to == s.cloud or not isinstance(until, (int, float)) or isinstance(until, bool):
+        return None
+    return to if until > wall else None
 
 
 def decide(s, o):
@@ -227,7 +246,7 @@ def decide_resume(s, o, d):
     before another cloud was made primary) is primary again: it keeps its
     lease, or takes it back as its last holder. A cloud made secondary by
     pgha never fenced, so it is never promoted here."""
-    if not o.site_ok:
+    if not o.site_ok or handed_over(s, o.held, o.wall):
         return
     if o.held is None:
         if cloud_of(o.last) == s.cloud:
@@ -282,7 +301,7 @@ def decide_take_over(s, o, d):
     d.take_over = (last["cloud"], max(behind, 0))
 
 
-def decide_promotion(s, site_ok, armed, held, lease, last):
+def decide_promotion(s, site_ok, armed, held, lease, last, wall):
     """Patroni's pre_promote. Returns ("allow"|"keepalive"|"claim"|"refuse", why):
     keepalive and claim allow the promotion when they succeed."""
     if not site_ok:
@@ -290,6 +309,9 @@ def decide_promotion(s, site_ok, armed, held, lease, last):
             return "refuse", "the site does not answer: no promotion outside the lease"
         return "allow", "no site yet (first deploy): nothing to hold"
     if held is not None:
+        to = handed_over(s, held, wall)
+        if to:
+            return "refuse", f"pgha is handing the site lease over to cloud {to}"
         if cloud_of(held) == s.cloud:
             # Renewed now, so the new master has a whole ttl (and a fresh
             # stamp for the fence) before its agent's first renewal.
@@ -300,6 +322,22 @@ def decide_promotion(s, site_ok, armed, held, lease, last):
     if last is None or cloud_of(last) == s.cloud:
         return "claim", "the lease is free and this cloud could not claim it"
     return "refuse", "the lease is free but was not this cloud's: `pgha cloud make-primary` gives it"
+
+
+def decide_start(s, site_ok, held, last):
+    """Before Patroni starts (the Patroni fence): the cloud this one must
+    follow, from the site lease, or None. A cloud another one holds the
+    lease for (or held it last, the lease lapsed) follows it: Patroni's
+    recover() would start a crashed primary as primary without pre_promote
+    when no other member of its cloud is up (a whole cloud booting). No
+    answer from the site: None (the fence's other checks decide)."""
+    if not site_ok:
+        return None
+    holder = cloud_of(held) if held is not None else cloud_of(last)
+    if held is not None and holder is None:
+        # Held by a value this agent does not know: not this cloud's.
+        return "an unknown cloud"
+    return holder if holder not in (None, s.cloud) else None
 
 
 UNSTICK_AFTER = 20
@@ -388,6 +426,27 @@ def parse_site(s, kvs):
     return held, lease, last
 
 
+def refusal(error):
+    """The message of etcd's refusal (an HTTPError), or ''."""
+    try:
+        body = json.loads(error.read() or b"{}")
+    except (ValueError, OSError, http.client.HTTPException):
+        return ""
+    message = body.get("message", "") if isinstance(body, dict) else ""
+    return message if isinstance(message, str) else ""
+
+
+def needs_login(status, message):
+    """Whether etcd refused for want of a (valid) login: an unknown token
+    (401), no user at all (403 once authentication is on; etcd 3.4 may say
+    "user name is empty") or a token older than the users' last change."""
+    return status in (401, 403) or "auth store is old" in message or "user name is empty" in message
+
+
+def auth_not_enabled(status, message):
+    return status == 400 and "authentication is not enabled" in message
+
+
 class Host:
     """This host's etcd client, Patroni, PostgreSQL and files."""
 
@@ -396,23 +455,54 @@ class Host:
         self.etcd_tls = ssl.create_default_context(cafile=s.trust)
         # As root (the service) the etcd copy of the host key; as postgres
         # (Patroni's pre_promote) its own copy.
-        self.etcd_tls.load_cert_chain(s.cert, s.etcd_key if os.geteuid() == 0 else s.postgres_key)
+        self.etcd_tls.load_cert_chain(s.etcd_cert, s.etcd_key if os.geteuid() == 0 else s.postgres_key)
         self.rest_tls = ssl.create_default_context(cafile=s.trust)
         self.order = list(s.endpoints)
         # The WAL position this host last published to the site.
         self.published = 0
+        # etcd's login token (None: not logged in, or etcd has no users yet).
+        self.token = None
 
     # -- etcd
+
+    def post(self, endpoint, path, body):
+        """One member's JSON answer. Raises on no answer, HTTPError on a refusal."""
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = self.token
+        request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), headers=headers)
+        with urllib.request.urlopen(request, timeout=self.s.timeout, context=self.etcd_tls) as r:
+            return json.load(r)
+
+    def login(self, endpoint):
+        """Logs in at `endpoint`; True when a request is worth repeating."""
+        if not self.s.etcd_user:
+            return False
+        try:
+            out = self.post(endpoint, "/v3/auth/authenticate", {"name": self.s.etcd_user, "password": self.s.etcd_password})
+        except urllib.error.HTTPError as e:
+            # Users exist but authentication is not on yet: no token needed.
+            if auth_not_enabled(e.code, refusal(e)):
+                self.token = None
+            return False
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+            return False
+        token = out.get("token") if isinstance(out, dict) else None
+        self.token = token if isinstance(token, str) and token else None
+        return self.token is not None
 
     def etcd(self, path, body):
         """POSTs to etcd's JSON gateway, trying each member; None when no member answers."""
         for i, endpoint in enumerate(self.order):
-            request = urllib.request.Request(
-                endpoint + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-            )
             try:
-                with urllib.request.urlopen(request, timeout=self.s.timeout, context=self.etcd_tls) as r:
-                    out = json.load(r)
+                try:
+                    out = self.post(endpoint, path, body)
+                except urllib.error.HTTPError as e:
+                    # A token this member does not know (it restarted, or
+                    # authentication was just turned on): log in, once.
+                    if not (needs_login(e.code, refusal(e)) and self.login(endpoint)):
+                        raise
+                    out = self.post(endpoint, path, body)
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
                 # IncompleteRead, BadStatusLine and the like: no answer either.
                 continue
@@ -698,7 +788,7 @@ def arm():
 def may_promote(s, h):
     """Patroni's pre_promote: 0 allows the promotion."""
     ok, held, lease, last = h.read_site()
-    verdict, why = decide_promotion(s, ok, os.path.exists(ARMED), held, lease, last)
+    verdict, why = decide_promotion(s, ok, os.path.exists(ARMED), held, lease, last, time.time())
     if ok:
         arm()
     allowed = (
@@ -762,6 +852,11 @@ def main(argv):
     h = Host(s)
     if argv[1:] == ["--may-promote"]:
         return may_promote(s, h)
+    if argv[1:] == ["--follows"]:
+        # Prints the cloud to follow (nothing: none known).
+        ok, held, _, last = h.read_site()
+        print(decide_start(s, ok, held, last) or "")
+        return 0
     log(f"site agent: lease ttl {s.ttl} s, fencing after {s.fence_after:.1f} s without renewal")
     # A restart keeps the fence clock: the last renewal recorded. With none
     # (a reboot, or the first agent that records) pgha-site-fence bounds
@@ -800,6 +895,7 @@ def main(argv):
             taking_over=taking_over,
             last_renewal=last_renewal,
             free_since=free_since,
+            wall=time.time(),
         )
         if needs_cloud_master(s, o):
             o = replace(o, cloud_master=h.cloud_master())

@@ -4,9 +4,12 @@ Each test names the branch it covers; `act` is driven against a fake host
 that records what the agent asked of etcd, Patroni and PostgreSQL.
 """
 
+import io
+import json
 import os
 import tempfile
 import unittest
+import urllib.error
 from dataclasses import replace
 from unittest import mock
 
@@ -27,9 +30,11 @@ S = a.Settings(
     bin_dir="/usr/lib/postgresql/17/bin",
     postgres_port=5432,
     trust="/etc/pgha/tls/trust.pem",
-    cert="/etc/pgha/tls/host.pem",
+    etcd_cert="/etc/pgha/tls/gateway.pem",
     etcd_key="/etc/pgha/tls/etcd.key",
     postgres_key="/etc/pgha/tls/postgres.key",
+    etcd_user="site-agent",
+    etcd_password="pw",
     follow={"host": "127.0.0.1", "port": 5000, "create_replica_methods": ["basebackup"]},
 )
 MANUAL = replace(S, auto_failover=False)
@@ -288,27 +293,88 @@ class TakeOver(unittest.TestCase):
 
 class Promotion(unittest.TestCase):
     def test_refuses_when_armed_and_the_site_is_silent(self):
-        self.assertEqual(a.decide_promotion(S, False, True, None, 0, None)[0], "refuse")
+        self.assertEqual(a.decide_promotion(S, False, True, None, 0, None, 100.0)[0], "refuse")
 
     def test_allows_before_the_site_ever_answered(self):
-        self.assertEqual(a.decide_promotion(S, False, False, None, 0, None)[0], "allow")
+        self.assertEqual(a.decide_promotion(S, False, False, None, 0, None, 100.0)[0], "allow")
 
     def test_renews_its_own_clouds_lease(self):
-        self.assertEqual(a.decide_promotion(S, True, True, DC1, 7, DC1)[0], "keepalive")
+        self.assertEqual(a.decide_promotion(S, True, True, DC1, 7, DC1, 100.0)[0], "keepalive")
 
     def test_refuses_its_clouds_key_without_a_lease(self):
-        self.assertEqual(a.decide_promotion(S, True, True, DC1, 0, DC1)[0], "refuse")
+        self.assertEqual(a.decide_promotion(S, True, True, DC1, 0, DC1, 100.0)[0], "refuse")
 
     def test_refuses_while_another_cloud_holds_it(self):
-        verdict, why = a.decide_promotion(S, True, True, DC2, 9, DC2)
+        verdict, why = a.decide_promotion(S, True, True, DC2, 9, DC2, 100.0)
         self.assertEqual((verdict, why), ("refuse", "cloud dc2 holds the site lease"))
 
     def test_claims_a_free_lease_it_held_last_or_nobody_held(self):
-        self.assertEqual(a.decide_promotion(S, True, True, None, 0, DC1)[0], "claim")
-        self.assertEqual(a.decide_promotion(S, True, True, None, 0, None)[0], "claim")
+        self.assertEqual(a.decide_promotion(S, True, True, None, 0, DC1, 100.0)[0], "claim")
+        self.assertEqual(a.decide_promotion(S, True, True, None, 0, None, 100.0)[0], "claim")
 
     def test_refuses_a_free_lease_another_cloud_held_last(self):
-        self.assertEqual(a.decide_promotion(S, True, True, None, 0, DC2)[0], "refuse")
+        self.assertEqual(a.decide_promotion(S, True, True, None, 0, DC2, 100.0)[0], "refuse")
+
+
+HANDED = {"cloud": "dc1", "by": "pgha", "handover": "dc2", "until": 200.0}
+
+
+class HandOver(unittest.TestCase):
+    """`pgha cloud make-primary dc2` marks dc1's lease before it demotes dc1:
+    until the mark ends, no member of dc1 may be promoted."""
+
+    def test_pre_promote_refuses_while_the_lease_is_handed_over(self):
+        self.assertEqual(
+            a.decide_promotion(S, True, True, HANDED, 7, DC1, 100.0),
+            ("refuse", "pgha is handing the site lease over to cloud dc2"),
+        )
+
+    def test_an_ended_mark_is_no_mark(self):
+        self.assertEqual(a.decide_promotion(S, True, True, HANDED, 7, DC1, 300.0)[0], "keepalive")
+
+    def test_a_resume_waits_while_the_lease_is_handed_over(self):
+        d = a.decide(S, leader(fenced=True, held=HANDED, lease=7, last=DC1, wall=100.0))
+        self.assertIsNone(d.promote)
+        self.assertIsNone(d.claim_then_promote)
+        d = a.decide(S, leader(fenced=True, held=HANDED, lease=7, last=DC1, wall=300.0))
+        self.assertIsNotNone(d.promote)
+
+    def test_the_master_still_renews_while_handed_over(self):
+        d = a.decide(S, master(held=HANDED, lease=7, last=DC1, wall=100.0))
+        self.assertEqual(d.renew, ("keepalive", 7, 5000))
+
+    def test_marks_of_other_shapes_are_no_marks(self):
+        for held in (
+            dict(HANDED, handover="dc1"),
+            dict(HANDED, handover=5),
+            dict(HANDED, until="200"),
+            dict(HANDED, until=True),
+            {"cloud": "dc1", "handover": "dc2"},
+            dict(HANDED, cloud="dc3"),
+        ):
+            self.assertIsNone(a.handed_over(S, held, 100.0), held)
+        self.assertEqual(a.handed_over(S, HANDED, 100.0), "dc2")
+
+
+class Start(unittest.TestCase):
+    """The Patroni fence asks, before Patroni starts, whom the cloud follows."""
+
+    def test_another_cloud_holding_the_lease_is_followed(self):
+        self.assertEqual(a.decide_start(S, True, DC2, DC2), "dc2")
+
+    def test_a_lapsed_lease_whose_last_holder_is_another_cloud_is_followed(self):
+        self.assertEqual(a.decide_start(S, True, None, DC2), "dc2")
+
+    def test_this_clouds_lease_or_none_known_starts_as_configured(self):
+        self.assertIsNone(a.decide_start(S, True, DC1, DC1))
+        self.assertIsNone(a.decide_start(S, True, None, DC1))
+        self.assertIsNone(a.decide_start(S, True, None, None))
+
+    def test_no_answer_decides_nothing(self):
+        self.assertIsNone(a.decide_start(S, False, DC2, DC2))
+
+    def test_a_value_of_no_known_cloud_is_not_this_clouds(self):
+        self.assertEqual(a.decide_start(S, True, {"cloud": None}, DC1), "an unknown cloud")
 
 
 class Unstick(unittest.TestCase):
@@ -493,6 +559,79 @@ class Act(unittest.TestCase):
         h = FakeHost(claims=False)
         self.run_once(leader(fenced=True, held=None, last=DC1), h)
         self.assertEqual(h.calls, [("claim", None)])
+
+
+class EtcdLogin(unittest.TestCase):
+    """The gateway client: a refusal for want of a login logs in once and
+    repeats the request; anything else is no answer from that member."""
+
+    def host(self, answers):
+        h = a.Host.__new__(a.Host)
+        h.s, h.order, h.token, h.calls = S, list(S.endpoints) + ["https://10.0.0.2:2479"], None, []
+
+        def post(endpoint, path, body):
+            h.calls.append((endpoint, path, h.token))
+            answer = answers.pop(0)
+            if isinstance(answer, tuple):
+                status, message = answer
+                body = io.BytesIO(json.dumps({"message": message}).encode())
+                raise urllib.error.HTTPError(endpoint + path, status, "refused", {}, body)
+            if answer is None:
+                raise OSError("no answer")
+            return answer
+
+        h.post = post
+        return h
+
+    def test_a_refusal_for_want_of_a_login_logs_in_and_repeats(self):
+        h = self.host([(403, "etcdserver: permission denied"), {"token": "t1"}, {"kvs": []}])
+        self.assertEqual(h.etcd("/v3/kv/range", {}), {"kvs": []})
+        self.assertEqual([c[1] for c in h.calls], ["/v3/kv/range", "/v3/auth/authenticate", "/v3/kv/range"])
+        self.assertEqual(h.calls[-1][2], "t1")
+
+    def test_an_unknown_token_logs_in_again(self):
+        h = self.host([(401, "etcdserver: invalid auth token"), {"token": "t2"}, {"ok": 1}])
+        h.token = "old"
+        self.assertEqual(h.etcd("/v3/kv/put", {}), {"ok": 1})
+        self.assertEqual(h.token, "t2")
+
+    def test_a_failed_login_moves_to_the_next_member(self):
+        h = self.host([(403, "permission denied"), (400, "authentication failed"), {"ok": 2}])
+        self.assertEqual(h.etcd("/v3/kv/put", {}), {"ok": 2})
+        self.assertEqual(h.calls[-1][0], "https://10.0.0.2:2479")
+        self.assertEqual(h.order[0], "https://10.0.0.2:2479")
+
+    def test_a_refusal_after_a_login_is_no_answer_from_that_member(self):
+        h = self.host([(403, "permission denied"), {"token": "t"}, (403, "permission denied"), None])
+        self.assertIsNone(h.etcd("/v3/kv/put", {}))
+        self.assertEqual(len(h.calls), 4)
+
+    def test_other_refusals_never_log_in(self):
+        h = self.host([(400, "etcdserver: key not found"), None])
+        self.assertIsNone(h.etcd("/v3/kv/range", {}))
+        self.assertNotIn("/v3/auth/authenticate", [c[1] for c in h.calls])
+
+    def test_authentication_not_enabled_leaves_no_token(self):
+        h = self.host([(403, "x"), (400, "etcdserver: authentication is not enabled"), None])
+        h.token = "stale"
+        self.assertIsNone(h.etcd("/v3/kv/range", {}))
+        self.assertIsNone(h.token)
+
+    def test_no_user_no_login(self):
+        h = self.host([(403, "permission denied"), None])
+        h.s = replace(S, etcd_user="")
+        self.assertIsNone(h.etcd("/v3/kv/range", {}))
+        self.assertEqual(len(h.calls), 2)
+
+    def test_decisions(self):
+        self.assertTrue(a.needs_login(401, ""))
+        self.assertTrue(a.needs_login(403, ""))
+        self.assertTrue(a.needs_login(400, "etcdserver: revision of auth store is old"))
+        self.assertTrue(a.needs_login(400, "etcdserver: user name is empty"))
+        self.assertFalse(a.needs_login(400, "etcdserver: key not found"))
+        self.assertFalse(a.needs_login(500, ""))
+        self.assertTrue(a.auth_not_enabled(400, "etcdserver: authentication is not enabled"))
+        self.assertFalse(a.auth_not_enabled(403, "etcdserver: authentication is not enabled"))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ pub struct HostCert {
     pub cert: String,
     pub key: String,
     pub not_after: OffsetDateTime,
+    /// A client certificate over the same key with no common name: for
+    /// etcd's JSON gateway, which refuses a certificate naming a user once
+    /// authentication is on. Whoever presents it still logs in by password.
+    pub gateway: String,
 }
 
 impl std::fmt::Debug for HostCert {
@@ -178,6 +182,8 @@ struct CertInfo {
     not_after: OffsetDateTime,
     names: Vec<String>,
     der: Vec<u8>,
+    /// The subject's public key (DER).
+    spki: Vec<u8>,
 }
 
 fn parse_cert(pem: &str, what: &str) -> anyhow::Result<CertInfo> {
@@ -206,6 +212,7 @@ fn parse_cert(pem: &str, what: &str) -> anyhow::Result<CertInfo> {
         not_after,
         names,
         der: p.contents.clone(),
+        spki: cert.public_key().raw.to_vec(),
     })
 }
 
@@ -250,11 +257,29 @@ fn new_host_cert(ca: &Ca, host: &str, names: &[String], now: OffsetDateTime) -> 
     p.not_after = (now + HOST_VALIDITY).min(ca.not_after);
     p.use_authority_key_identifier_extension = true;
     let cert = p.signed_by(&key, &ca.issuer()?)?;
+    let key = key.serialize_pem();
     Ok(HostCert {
         cert: cert.pem(),
-        key: key.serialize_pem(),
+        gateway: new_gateway_cert(ca, &key, now, p.not_after)?,
+        key,
         not_after: p.not_after,
     })
+}
+
+/// The gateway certificate for a host's key (see [`HostCert::gateway`]):
+/// client use only, no names, the host certificate's expiry.
+fn new_gateway_cert(ca: &Ca, key_pem: &str, now: OffsetDateTime, not_after: OffsetDateTime) -> anyhow::Result<String> {
+    let key = KeyPair::from_pem(key_pem).map_err(|_| anyhow!("a host key pgha made does not load"))?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "pgha");
+    p.distinguished_name = dn;
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = now - BACKDATE;
+    p.not_after = not_after;
+    p.use_authority_key_identifier_extension = true;
+    Ok(p.signed_by(&key, &ca.issuer()?)?.pem())
 }
 
 /// What [`ensure`] changed, for the operator.
@@ -367,12 +392,39 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
                 }
             }
         };
+        let gw = host_path(&dir, &h.name, "gateway.crt");
         let cert = match (why, have) {
-            (None, Some((cert, key, info))) => HostCert {
-                cert,
-                key,
-                not_after: info.not_after,
-            },
+            (None, Some((cert, key, info))) => {
+                // The gateway certificate follows the host's: the same key,
+                // kept by the same rule; one that does not parse is issued again.
+                let gateway = read(&gw)?.filter(|pem| {
+                    parse_cert(pem, "gateway").is_ok_and(|g| {
+                        let by_previous = previous.as_deref().is_some_and(|p| signed_by(&g.der, p));
+                        g.spki == info.spki
+                            && g.not_after - now >= RENEW_BEFORE
+                            && (signed_by(&g.der, &ca.cert_pem) || (phase == Some(Phase::TrustBoth) && by_previous))
+                    })
+                });
+                let gateway = match gateway {
+                    Some(pem) => pem,
+                    None => {
+                        let pem = new_gateway_cert(&ca, &key, now, info.not_after)?;
+                        changes
+                            .lines
+                            .push(format!("issue the etcd gateway certificate of {}", h.name));
+                        if write {
+                            crate::fsutil::write_atomic(&gw, pem.as_bytes(), 0o644)?;
+                        }
+                        pem
+                    }
+                };
+                HostCert {
+                    cert,
+                    key,
+                    not_after: info.not_after,
+                    gateway,
+                }
+            }
             (why, _) => {
                 let c = new_host_cert(&ca, &h.name, &names, now)?;
                 changes
@@ -383,6 +435,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
                     std::fs::create_dir_all(dir.join("hosts"))?;
                     crate::fsutil::write_atomic(&crt, c.cert.as_bytes(), 0o644)?;
                     crate::fsutil::write_atomic(&key, c.key.as_bytes(), 0o600)?;
+                    crate::fsutil::write_atomic(&gw, c.gateway.as_bytes(), 0o644)?;
                 }
                 c
             }
@@ -610,6 +663,37 @@ mod tests {
         assert!(!format!("{first:?}").contains("PRIVATE KEY"));
         let info = parse_cert(&first.hosts["a1"].cert, "a1").unwrap();
         assert!(signed_by(&info.der, &first.trust));
+    }
+
+    /// Issue 23: etcd's gateway refuses a certificate with a common name
+    /// once authentication is on; each host gets one without, over its own
+    /// key, for client use only, renewed with the host's.
+    #[test]
+    fn each_host_has_a_gateway_certificate_without_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = design(dir.path());
+        let now = OffsetDateTime::now_utc();
+        let (first, _) = ensure(&d, now, true).unwrap();
+        let host = &first.hosts["a1"];
+        let (_, p) = x509_parser::pem::parse_x509_pem(host.gateway.as_bytes()).unwrap();
+        let cert = p.parse_x509().unwrap();
+        assert_eq!(cert.subject().iter_common_name().count(), 0, "{}", cert.subject());
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let info = parse_cert(&host.gateway, "gateway").unwrap();
+        assert_eq!(info.spki, parse_cert(&host.cert, "host").unwrap().spki);
+        assert!(signed_by(&info.der, &first.trust));
+        // Kept while the host's certificate is; a lost one is issued again.
+        let (second, changes) = ensure(&d, now, true).unwrap();
+        assert!(changes.lines.is_empty(), "{:?}", changes.lines);
+        assert_eq!(second.hosts["a1"].gateway, host.gateway);
+        std::fs::remove_file(d.pki_dir.join("hosts/a1.gateway.crt")).unwrap();
+        let (_, changes) = ensure(&d, now, true).unwrap();
+        assert_eq!(changes.lines, ["issue the etcd gateway certificate of a1"]);
+        let (later, _) = ensure(&d, now + Duration::days(340), true).unwrap();
+        let renewed = parse_cert(&later.hosts["a1"].gateway, "gateway").unwrap();
+        assert_eq!(renewed.spki, parse_cert(&later.hosts["a1"].cert, "host").unwrap().spki);
+        assert_ne!(renewed.spki, info.spki);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Action {
     /// Start Patroni on the other hosts: they clone and stream.
     JoinReplicas,
     ConfigureHaproxy,
+    /// etcd's users and roles in the cloud's etcd, then authentication on.
+    SecureEtcd,
     /// Wait until the cloud is what the design says.
     VerifyCloud,
     /// The witness: etcd and its certificate.
@@ -29,6 +31,8 @@ pub enum Action {
     ConfigureSite,
     /// The site agent on every database host.
     ConfigureSiteAgents,
+    /// etcd's users and roles in the site etcd, then authentication on.
+    SecureSite,
     /// Wait until the design's primary cloud holds the site lease.
     VerifySite,
     /// pgBackRest on a cloud's database hosts: its config and TLS server.
@@ -57,13 +61,15 @@ impl Action {
         match self {
             Action::InstallPackages => Component::Packages,
             Action::InstallCertificates => Component::Tls,
-            Action::ConfigureEtcd => Component::Etcd,
+            Action::ConfigureEtcd | Action::SecureEtcd => Component::Etcd,
             Action::BootstrapLeader | Action::JoinReplicas | Action::ApplyParameters => Component::Governor,
             Action::ConfigureHaproxy => Component::Haproxy,
             Action::VerifyCloud => Component::Cluster,
-            Action::InstallWitness | Action::ConfigureSite | Action::ConfigureSiteAgents | Action::VerifySite => {
-                Component::Site
-            }
+            Action::InstallWitness
+            | Action::ConfigureSite
+            | Action::ConfigureSiteAgents
+            | Action::SecureSite
+            | Action::VerifySite => Component::Site,
             Action::ConfigurePgbackrest
             | Action::ConfigureRepositories
             | Action::InitRepositories
@@ -86,6 +92,7 @@ impl Action {
             Action::InstallWitness => "install",
             Action::ConfigureSite => "configure",
             Action::ConfigureSiteAgents => "agents",
+            Action::SecureEtcd | Action::SecureSite => "access",
             Action::VerifySite => "verify",
             Action::ConfigurePgbackrest => "configure",
             Action::ConfigureRepositories => "repositories",
@@ -183,7 +190,7 @@ impl Builder {
 fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     let names: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
     let c = Some(cloud);
-    let [_, _, _, _, etcd_file, fence_file, _, patroni_file, haproxy_file] = DB_HOST_FILES;
+    let [_, _, _, _, _, etcd_file, fence_file, _, patroni_file, haproxy_file] = DB_HOST_FILES;
     b.push(
         c,
         Action::InstallPackages,
@@ -249,6 +256,19 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             cloud.name,
             design.etcd.client_port,
             design.etcd.peer_port
+        ),
+    );
+    b.push(
+        c,
+        Action::SecureEtcd,
+        names.clone(),
+        format!(
+            "etcd users: {}'s hosts by certificate (root), Patroni by password (only {}{}/); authentication on, \
+             before Patroni starts (it logs in from its first request); set from one member (one whose name is a \
+             user already, once there are users)",
+            cloud.name,
+            components::patroni::NAMESPACE,
+            design.platform.name
         ),
     );
     // Before Patroni: with a site lease a standby cloud's leader clones and
@@ -378,6 +398,23 @@ fn site_steps(b: &mut Builder, design: &Design) {
             members.len(),
             site.client_port,
             site.peer_port
+        ),
+    );
+    // Before the agents: they log in from their first request.
+    let access = site::access(design);
+    b.push(
+        None,
+        Action::SecureSite,
+        access.roots.clone(),
+        format!(
+            "site etcd users: {} by certificate (root), the agents by password (only {}){}; authentication on",
+            access.roots.join(", "),
+            access.prefix,
+            if access.readers.is_empty() {
+                String::new()
+            } else {
+                format!(", {} reads it", access.readers.join(", "))
+            }
         ),
     );
     let all: Vec<String> = design

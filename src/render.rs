@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 21] = [
+const EMBEDDED: [(&str, &str); 22] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     (
         "pgha-backup@.service.j2",
@@ -40,6 +40,7 @@ const EMBEDDED: [(&str, &str); 21] = [
     ("tls-trust.pem.j2", include_str!("../templates/tls-trust.pem.j2")),
     ("tls-cert.pem.j2", include_str!("../templates/tls-cert.pem.j2")),
     ("tls-key.pem.j2", include_str!("../templates/tls-key.pem.j2")),
+    ("tls-gateway.pem.j2", include_str!("../templates/tls-gateway.pem.j2")),
     ("etcd.env.j2", include_str!("../templates/etcd.env.j2")),
     ("patroni.yml.j2", include_str!("../templates/patroni.yml.j2")),
     ("patroni-fence.py.j2", include_str!("../templates/patroni-fence.py.j2")),
@@ -99,6 +100,9 @@ struct TlsContext<'a> {
     cert_path: &'static str,
     etcd_key_path: &'static str,
     postgres_key_path: &'static str,
+    /// The host's etcd gateway certificate (no common name).
+    gateway: &'a str,
+    gateway_path: &'static str,
     /// The CA whose certificates the metrics exporter lets in.
     metrics_ca: &'a str,
     metrics_ca_path: &'static str,
@@ -193,6 +197,8 @@ struct TemplateContext<'a> {
     replica_methods: Vec<&'static str>,
     /// The file that holds Patroni on a host until recover-node.
     hold_path: &'static str,
+    patroni_config: &'static str,
+    patroni_gateway_stamp: &'static str,
     /// The timer being rendered: its backup type and calendar.
     kind: &'static str,
     calendar: &'a str,
@@ -418,6 +424,10 @@ impl Renderer {
             cert_path: components::tls::CERT_PATH,
             etcd_key_path: components::tls::ETCD_KEY_PATH,
             postgres_key_path: components::tls::POSTGRES_KEY_PATH,
+            gateway: mine.map_or("# this host's etcd gateway certificate: issued by `pgha deploy`", |c| {
+                c.gateway.trim_end()
+            }),
+            gateway_path: components::tls::GATEWAY_CERT_PATH,
             metrics_ca: self
                 .pki
                 .as_ref()
@@ -451,6 +461,8 @@ impl Renderer {
             governor: &design.governor,
             haproxy: &design.haproxy,
             hold_path: components::patroni::HOLD_PATH,
+            patroni_config: components::patroni::CONFIG.path,
+            patroni_gateway_stamp: components::patroni::GATEWAY_STAMP,
             exporter: design.exporter.as_ref().map(|e| ExporterContext {
                 port: e.port,
                 web_config: components::exporter::WEB_CONFIG_PATH,

@@ -20,6 +20,11 @@ pub const MONITOR_USER: &str = "pgha_monitor";
 /// Overrides `monitor_password`.
 pub const MONITOR_ENV: &str = "PGHA_MONITOR_PASSWORD";
 
+/// Patroni's user in each cloud's etcd.
+pub const ETCD_PATRONI_USER: &str = "patroni";
+/// The site agents' user in the site etcd.
+pub const ETCD_AGENT_USER: &str = "site-agent";
+
 /// Environment variables that override the file, by field.
 pub const ENV: [(&str, &str); 3] = [
     ("superuser_password", "PGHA_SUPERUSER_PASSWORD"),
@@ -45,6 +50,13 @@ pub struct Secrets {
     /// existed lack it: it is generated then.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub monitor_password: String,
+    /// Patroni's password in its cloud's etcd ([`ETCD_PATRONI_USER`]).
+    /// Files written before etcd had users lack it: it is generated then.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etcd_patroni_password: String,
+    /// The site agents' password in the site etcd ([`ETCD_AGENT_USER`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etcd_agent_password: String,
 }
 
 impl fmt::Debug for Secrets {
@@ -62,6 +74,10 @@ pub struct TemplateSecrets<'a> {
     pub stats_password: &'a str,
     pub backup_passphrase: &'a str,
     pub monitor_password: &'a str,
+    pub etcd_patroni_password: &'a str,
+    pub etcd_agent_password: &'a str,
+    pub etcd_patroni_user: &'static str,
+    pub etcd_agent_user: &'static str,
     pub monitor_user: &'static str,
     pub replication_user: &'static str,
     pub restapi_user: &'static str,
@@ -79,6 +95,8 @@ impl Secrets {
             stats_password: r(),
             backup_passphrase: r(),
             monitor_password: r(),
+            etcd_patroni_password: r(),
+            etcd_agent_password: r(),
         }
     }
 
@@ -90,6 +108,8 @@ impl Secrets {
             stats_password: random_password()?,
             backup_passphrase: random_password()?,
             monitor_password: random_password()?,
+            etcd_patroni_password: random_password()?,
+            etcd_agent_password: random_password()?,
         })
     }
 
@@ -104,6 +124,8 @@ impl Secrets {
             &self.stats_password,
             &self.backup_passphrase,
             &self.monitor_password,
+            &self.etcd_patroni_password,
+            &self.etcd_agent_password,
         ] {
             if !s.is_empty() {
                 out = out.replace(s.as_str(), "REDACTED");
@@ -120,6 +142,10 @@ impl Secrets {
             stats_password: &self.stats_password,
             backup_passphrase: &self.backup_passphrase,
             monitor_password: &self.monitor_password,
+            etcd_patroni_password: &self.etcd_patroni_password,
+            etcd_agent_password: &self.etcd_agent_password,
+            etcd_patroni_user: ETCD_PATRONI_USER,
+            etcd_agent_user: ETCD_AGENT_USER,
             monitor_user: MONITOR_USER,
             replication_user: REPLICATION_USER,
             restapi_user: RESTAPI_USER,
@@ -149,6 +175,8 @@ impl Secrets {
                     stats_password: String::new(),
                     backup_passphrase: String::new(),
                     monitor_password: String::new(),
+                    etcd_patroni_password: String::new(),
+                    etcd_agent_password: String::new(),
                 },
                 _ => return Ok(None),
             },
@@ -191,14 +219,22 @@ impl Secrets {
                 )));
             }
         }
-        // They stand unquoted in HAProxy's config and in a libpq connection string.
+        // They stand unquoted in HAProxy's config and in a libpq connection
+        // string; etcdctl reads the etcd ones as one word from its input.
         for (name, var, value) in [
             ("stats_password", STATS_ENV, &secrets.stats_password),
             ("monitor_password", MONITOR_ENV, &secrets.monitor_password),
+            ("etcd_patroni_password", "", &secrets.etcd_patroni_password),
+            ("etcd_agent_password", "", &secrets.etcd_agent_password),
         ] {
             if !value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                let or_var = if var.is_empty() {
+                    String::new()
+                } else {
+                    format!(" or {var}")
+                };
                 bail!(
-                    "{name} (from {} or {var}) may hold only letters, digits and . _ -",
+                    "{name} (from {}{or_var}) may hold only letters, digits and . _ -",
                     path.display()
                 );
             }
@@ -222,6 +258,23 @@ impl Secrets {
                 if slot.is_empty() && (file || !needs_file) {
                     *slot = random_password()?;
                     added = true;
+                }
+            }
+            // etcd's users keep their passwords from run to run: without a
+            // file they derive from the superuser's (a new one each run
+            // would reset them under Patroni and the agents).
+            let superuser = s.superuser_password.clone();
+            for (slot, label) in [
+                (&mut s.etcd_patroni_password, "etcd-patroni"),
+                (&mut s.etcd_agent_password, "etcd-site-agent"),
+            ] {
+                if slot.is_empty() {
+                    *slot = if file {
+                        added = true;
+                        random_password()?
+                    } else {
+                        derived(&superuser, label)
+                    };
                 }
             }
             if added && file {
@@ -261,6 +314,12 @@ fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Secrets> {
 
 /// 32 characters from [A-Za-z0-9], from the kernel's random source: safe in
 /// YAML, libpq connection strings and HAProxy without quoting.
+/// 32 hex characters from `secret` and `label`: a password that stays the
+/// same while `secret` does.
+fn derived(secret: &str, label: &str) -> String {
+    crate::fsutil::sha256_hex(format!("pgha {label}\n{secret}").as_bytes())[..32].to_string()
+}
+
 fn random_password() -> anyhow::Result<String> {
     use std::io::Read;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -301,6 +360,19 @@ mod tests {
         let s = Secrets::generate().unwrap();
         assert!(!format!("{s:?}").contains(&s.superuser_password));
         assert_eq!(s.superuser_password.len(), 32);
+    }
+
+    /// Without a secrets file, etcd's passwords are the same each run
+    /// (a new one would reset the users under Patroni), one per user, and
+    /// shaped for etcdctl's input.
+    #[test]
+    fn etcd_passwords_without_a_file_derive_from_the_superuser_password() {
+        let a = derived("s3cret", "etcd-patroni");
+        assert_eq!(a, derived("s3cret", "etcd-patroni"));
+        assert_ne!(a, derived("s3cret", "etcd-site-agent"));
+        assert_ne!(a, derived("other", "etcd-patroni"));
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()) && !a.contains("s3cret"));
     }
 
     #[test]

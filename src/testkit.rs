@@ -85,6 +85,11 @@ pub(crate) struct SimHost {
     pub patroni_major: Option<u32>,
     /// `owner:group:mode` of each installed file.
     pub meta: BTreeMap<String, String>,
+    /// The access digests its cloud's etcd member and its site member hold.
+    pub cloud_access: Option<String>,
+    pub site_access: Option<String>,
+    /// Patroni started with the etcd gateway certificate.
+    pub patroni_gateway: bool,
 }
 
 impl SimHost {
@@ -113,6 +118,9 @@ impl SimHost {
             stuck_receiver: false,
             patroni_major: None,
             meta: BTreeMap::new(),
+            cloud_access: None,
+            site_access: None,
+            patroni_gateway: true,
         };
         for f in files {
             host.files.insert(f.spec.path.to_string(), f.content.clone());
@@ -148,6 +156,12 @@ pub(crate) struct World {
     pub site_holder: Option<String>,
     /// etcd no longer renews pgha's cluster lock (its lease lapsed).
     pub lock_renewals_fail: bool,
+    /// The cloud pgha marked the site lease as handed over to.
+    pub handover: Option<String>,
+    /// A cloud its site agent fenced: the agent resumes it (promotes it
+    /// again) as soon as it is a standby cluster holding the lease, unless
+    /// pre_promote refuses (the lease handed over).
+    pub fenced_agent: Option<String>,
 }
 
 impl World {
@@ -169,9 +183,18 @@ impl World {
                     paused: false,
                 },
             );
+            let site_access = design
+                .site
+                .as_ref()
+                .map(|_| site::access(design).digest(&secrets.etcd_agent_password));
             for h in &c.hosts {
                 let files = renderer.db_host(design, c, h, None, secrets).expect("render");
-                hosts.insert(h.name.clone(), SimHost::new(Some(c.name.clone()), &files, 0x5000060, 1));
+                let mut host = SimHost::new(Some(c.name.clone()), &files, 0x5000060, 1);
+                host.cloud_access = Some(etcd::cloud_access(design, c).digest(&secrets.etcd_patroni_password));
+                if design.site_members().iter().any(|(_, m)| m.name == h.name) {
+                    host.site_access.clone_from(&site_access);
+                }
+                hosts.insert(h.name.clone(), host);
             }
         }
         for h in design.glb_hosts() {
@@ -191,9 +214,40 @@ impl World {
             next_lease: 0x694d_a219_52c6_e400,
             site_holder: design.site.as_ref().and(primary).map(|p| p.name.clone()),
             lock_renewals_fail: false,
+            handover: None,
+            fenced_agent: None,
         };
         let m = w.writable_masters().len();
         Arc::new(Mutex::new(World { most_masters: m, ..w }))
+    }
+
+    /// The site agent of a cloud it fenced: the agent's `decide_resume` and
+    /// Patroni's `pre_promote` (see host/site_agent.py), as a process racing
+    /// pgha's flip at its worst moment: after pgha read the lease's
+    /// revision to take it (its demotion of the cloud checked and done).
+    fn agent_acts(&mut self) {
+        let Some(cloud) = self.fenced_agent.clone() else { return };
+        if self.log.last().map(|c| c.what.as_str()) != Some("read the lease revision") {
+            return;
+        }
+        let holds = self.site_holder.as_deref() == Some(cloud.as_str());
+        let standby = self.clouds.get(&cloud).is_some_and(|c| c.standby_of.is_some());
+        if !(holds && standby) {
+            return;
+        }
+        let what = match &self.handover {
+            Some(to) => format!("{cloud}'s pre_promote refuses: the lease is handed over to {to}"),
+            None => {
+                self.clouds.get_mut(&cloud).expect("known cloud").standby_of = None;
+                format!("{cloud} resumed after its fence")
+            }
+        };
+        if self.log.last().map(|c| &c.what) != Some(&what) {
+            self.log.push(Call {
+                host: "site agent".into(),
+                what,
+            });
+        }
     }
 
     /// The paused clouds, by name.
@@ -332,6 +386,38 @@ impl World {
                 return ok("journal", String::new());
             }
             return ok("read journal", String::new());
+        }
+        if let Some(digest) = script
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("e put {} ", etcd::ACCESS_MARKER)))
+        {
+            // etcd's users set: the marker is in the whole cluster the
+            // script's endpoint belongs to.
+            let digest = digest.trim_end_matches(" >/dev/null").to_string();
+            let site = d
+                .site
+                .as_ref()
+                .is_some_and(|s| script.contains(&format!("https://127.0.0.1:{} ", s.client_port)));
+            let cloud = self.hosts[host].cloud.clone();
+            let members: Vec<String> = if site {
+                d.site_members().iter().map(|(_, h)| h.name.clone()).collect()
+            } else {
+                self.hosts
+                    .iter()
+                    .filter(|(_, h)| h.cloud == cloud)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            };
+            for m in members {
+                if let Some(h) = self.hosts.get_mut(&m) {
+                    if site {
+                        h.site_access = Some(digest.clone());
+                    } else {
+                        h.cloud_access = Some(digest.clone());
+                    }
+                }
+            }
+            return ok(if site { "secure site etcd" } else { "secure etcd" }, String::new());
         }
         if script == crate::fleet::OS_SCRIPT {
             return ok("read os", format!("{}\n", self.hosts[host].os));
@@ -591,6 +677,16 @@ impl World {
             if d.exporter.is_some() && s.up {
                 out.push_str("exporter_login\n");
             }
+            if s.up && s.patroni_gateway {
+                out.push_str("patroni_gateway\n");
+            }
+            if s.up {
+                for (label, digest) in [("cloud_access", &s.cloud_access), ("site_access", &s.site_access)] {
+                    if let Some(digest) = digest {
+                        out.push_str(&format!("{label} {digest}\n"));
+                    }
+                }
+            }
             if s.up {
                 out.push_str(&format!("cluster {}\n", self.cluster_doc(host)));
                 let cloud = self.cloud_of(host).expect("a database host");
@@ -626,6 +722,20 @@ impl World {
             return Some(Ok(("read the site lease".into(), out)));
         }
         let revision = if self.site_holder.is_some() { Some(7) } else { None };
+        for from in &d.clouds {
+            for to in &d.clouds {
+                if script == site::handover_script(&d, &from.name, &to.name) {
+                    let held = self.site_holder.as_deref() == Some(from.name.as_str());
+                    if held {
+                        self.handover = Some(to.name.clone());
+                    }
+                    return Some(Ok((
+                        format!("{} hands the site lease over", from.name),
+                        if held { "marked" } else { "not held" }.into(),
+                    )));
+                }
+            }
+        }
         if script == site::revision_script(&d) {
             return Some(Ok((
                 "read the lease revision".into(),
@@ -642,6 +752,7 @@ impl World {
             }
             if script == site::take_script(&d, &c.name, site.ttl, revision) {
                 self.site_holder = Some(c.name.clone());
+                self.handover = None;
                 return Some(Ok((format!("{} takes the site lease", c.name), "taken\n".into())));
             }
         }
@@ -864,17 +975,19 @@ impl Transport for FakeHost {
                 }
                 crash => {
                     let answer = w.answer(&self.name, script, input);
+                    let answered = answer.as_ref().ok().map(|(what, _)| what.clone());
+                    if let Some(what) = answered {
+                        w.log.push(Call {
+                            host: self.name.clone(),
+                            what,
+                        });
+                    }
+                    w.agent_acts();
                     w.replicate();
                     let masters = w.writable_masters().len();
                     w.most_masters = w.most_masters.max(masters);
                     let (status, stdout, stderr) = match answer {
-                        Ok((what, out)) => {
-                            w.log.push(Call {
-                                host: self.name.clone(),
-                                what,
-                            });
-                            (0, out, String::new())
-                        }
+                        Ok((_, out)) => (0, out, String::new()),
                         Err(e) => (1, String::new(), e),
                     };
                     if matches!(crash, Some((at, CrashWhen::After)) if n == at) {

@@ -93,6 +93,12 @@ fn debian_12_deploys_fails_over_and_flips() {
     let version = sql(&glb(), 5000, &pw, "SHOW server_version").unwrap();
     assert!(version[0][0].as_deref().unwrap().starts_with("15."), "{version:?}");
     assert!(lab.ssh_ok(&addr("11"), "patroni --version").starts_with("patroni 3.0"));
+    // etcd 3.4 and Patroni 3.0 with etcd's users: the same least privilege,
+    // and a second run finds them set.
+    lab.etcd_least_privilege(P, false);
+    let out = lab.pgha(&["deploy", "--dry-run", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 0, "{}", common::stdout(&out));
 
     sql(
         &glb(),

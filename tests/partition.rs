@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use common::partition::{
     agent_fault, blip_primary, cut_primary, fence_bound, lose_primary, power_off_master, secs, set_auto_failover,
-    site_fence_bound, status_json, Fault, Monitor, Sites, DC1, TTL,
+    site_fence_bound, slow_site_links, status_json, Fault, Monitor, Sites, DC1, TTL,
 };
 use common::{stderr, stdout, writer, TestLab};
 
@@ -65,6 +65,7 @@ fn partitions_never_leave_two_writable_masters() {
     let out = lab.pgha(&["deploy", "--dry-run", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["changed"], 0, "{}", stdout(&out));
+    lab.etcd_least_privilege(SITES.prefix, true);
 
     rotate_under_writes(&lab, &pw);
     secondary_and_witness_cut_off(&lab, &pw);
@@ -78,6 +79,10 @@ fn partitions_never_leave_two_writable_masters() {
         eprintln!("figure: {}", f.describe());
         assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
     }
+    // The master's links to the site members slowed to a trickle.
+    let slow = slow_site_links(SITES, &lab, &pw);
+    eprintln!("figure: {}", slow.describe());
+    assert!(slow.stopped <= fence_bound(), "stopped after {:?}", slow.stopped);
 
     let cut_for = Duration::from_secs(TTL + 8);
     let (gap, lost) = blip_primary(SITES, &lab, &pw, cut_for);

@@ -49,6 +49,122 @@ pub(crate) fn etcdctl_at(endpoints: &str) -> String {
     )
 }
 
+/// Who may do what in one etcd cluster (a cloud's, or the site's): etcd's
+/// users and roles, with authentication on. Without them any certificate
+/// of the cluster CA (the witness's, a repository host's) is etcd's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Access {
+    /// Users named by their certificate's common name, with etcd's root
+    /// role: the hosts pgha runs etcdctl on.
+    pub roots: Vec<String>,
+    /// Users named by certificate that may only read `prefix`.
+    pub readers: Vec<String>,
+    /// The password user of the JSON gateway's clients (Patroni, the site
+    /// agents; the gateway takes no user from a certificate), and its role.
+    pub user: &'static str,
+    /// What `user` may read and write, and `readers` read.
+    pub prefix: String,
+}
+
+/// A cloud's etcd: its hosts are root (pgha runs etcdctl on each), Patroni
+/// reaches only its cluster's keys; the witness and the repository hosts
+/// are nobody.
+pub(crate) fn cloud_access(design: &crate::design::Design, cloud: &crate::design::Cloud) -> Access {
+    Access {
+        roots: cloud.hosts.iter().map(|h| h.name.clone()).collect(),
+        readers: Vec::new(),
+        user: crate::secrets::ETCD_PATRONI_USER,
+        prefix: format!("{}{}/", super::patroni::NAMESPACE, design.platform.name),
+    }
+}
+
+/// Where pgha records the digest of the access it set.
+pub(crate) const ACCESS_MARKER: &str = "/pgha-access";
+/// The role of [`Access::readers`].
+const READER_ROLE: &str = "reader";
+
+impl Access {
+    /// A digest of the users, roles and `password`: equal to the cluster's
+    /// marker when nothing needs setting.
+    pub(crate) fn digest(&self, password: &str) -> String {
+        crate::fsutil::sha256_hex(
+            format!(
+                "roots {}\nreaders {}\nuser {} {}\npassword {}\n",
+                self.roots.join(","),
+                self.readers.join(","),
+                self.user,
+                self.prefix,
+                crate::fsutil::sha256_hex(password.as_bytes())
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Sets the users and roles on the cluster at `endpoint` (as a root user
+    /// by certificate), removes a root or reader user the design no longer
+    /// names (a host gone, a witness replaced: their certificates stay
+    /// valid), turns authentication on and records `digest`. Idempotent.
+    /// The password comes in `$PGHA_INPUT`: never in argv.
+    pub(crate) fn script(&self, endpoint: &str, digest: &str) -> String {
+        let names = |v: &[String]| v.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ");
+        let keep: Vec<String> = ["root".to_string(), self.user.to_string()]
+            .into_iter()
+            .chain(self.roots.iter().cloned())
+            .chain(self.readers.iter().cloned())
+            .collect();
+        let readers = if self.readers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "role {READER_ROLE}\ne role grant-permission {READER_ROLE} read {prefix} --prefix=true >/dev/null\n\
+for u in {readers}; do user \"$u\"; e user grant-role \"$u\" {READER_ROLE} >/dev/null; done\n",
+                prefix = quote(&self.prefix),
+                readers = names(&self.readers),
+            )
+        };
+        format!(
+            "set -e\n\
+e() {{ {e} \"$@\"; }}\n\
+user() {{ e user get \"$1\" >/dev/null 2>&1 || e user add \"$1\" --no-password >/dev/null; }}\n\
+role() {{ e role get \"$1\" >/dev/null 2>&1 || e role add \"$1\" >/dev/null; }}\n\
+for u in root {roots}; do user \"$u\"; e user grant-role \"$u\" root >/dev/null; done\n\
+{readers}\
+role {user}\n\
+e role grant-permission {user} readwrite {prefix} --prefix=true >/dev/null\n\
+if e user get {user} >/dev/null 2>&1; then\n\
+  e user passwd {user} --interactive=false < \"$PGHA_INPUT\" >/dev/null\n\
+else\n\
+  e user add {user} --interactive=false < \"$PGHA_INPUT\" >/dev/null\n\
+fi\n\
+e user grant-role {user} {user} >/dev/null\n\
+for u in $(e user list); do\n\
+  case \" {keep} \" in *\" $u \"*) continue ;; esac\n\
+  r=$(e user get \"$u\" | sed -n 's/^Roles: *//p' | tr ' ' '\\n')\n\
+  if printf '%s\\n' \"$r\" | grep -qx -e root -e {READER_ROLE}; then e user delete \"$u\" >/dev/null; echo \"removed $u\"; fi\n\
+done\n\
+e auth enable >/dev/null\n\
+e put {marker} {digest} >/dev/null\n",
+            e = etcdctl_at(endpoint),
+            roots = names(&self.roots),
+            user = quote(self.user),
+            prefix = quote(&self.prefix),
+            keep = keep.join(" "),
+            marker = ACCESS_MARKER,
+            digest = quote(digest),
+        )
+    }
+}
+
+/// Prints `LABEL DIGEST`: the access marker at `endpoint`, empty when it is
+/// absent or etcd did not answer (see [`Access`]; the script writes it only
+/// after authentication is on; etcd 3.4 has no `auth status` to ask).
+pub(crate) fn access_probe_script(endpoint: &str, label: &str) -> String {
+    format!(
+        "echo \"{label} $({} get {ACCESS_MARKER} --print-value-only 2>/dev/null)\"\n",
+        etcdctl_at(endpoint)
+    )
+}
+
 /// Exits 0 when the local member is healthy (it has a leader and quorum).
 pub(crate) fn health_script(client_port: u16) -> String {
     format!("{} endpoint health", etcdctl(client_port))
@@ -281,6 +397,58 @@ mod tests {
                  rm -rf -- '/srv/pg data'\n"
             ),
             "{purge}"
+        );
+    }
+
+    /// Issue 23: the users and roles of a cloud's etcd; the password only
+    /// in the script's input; the digest changes with anything it covers.
+    #[test]
+    fn access_is_set_by_one_idempotent_script() {
+        let a = Access {
+            roots: vec!["dc1-pg1".into(), "dc1-pg2".into()],
+            readers: vec!["w1".into()],
+            user: "patroni",
+            prefix: "/pgha/c/".into(),
+        };
+        let s = a.script("https://127.0.0.1:2379", "abc123");
+        assert!(
+            s.starts_with("set -e\ne() { ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 "),
+            "{s}"
+        );
+        for line in [
+            "for u in root dc1-pg1 dc1-pg2; do user \"$u\"; e user grant-role \"$u\" root >/dev/null; done\n",
+            "role reader\ne role grant-permission reader read /pgha/c/ --prefix=true >/dev/null\n",
+            "for u in w1; do user \"$u\"; e user grant-role \"$u\" reader >/dev/null; done\n",
+            "e role grant-permission patroni readwrite /pgha/c/ --prefix=true >/dev/null\n",
+            "e user passwd patroni --interactive=false < \"$PGHA_INPUT\" >/dev/null\n",
+            "e user add patroni --interactive=false < \"$PGHA_INPUT\" >/dev/null\n",
+            "case \" root patroni dc1-pg1 dc1-pg2 w1 \" in *\" $u \"*) continue ;; esac\n",
+            "if printf '%s\\n' \"$r\" | grep -qx -e root -e reader; then e user delete \"$u\" >/dev/null; echo \"removed $u\"; fi\n",
+            "e auth enable >/dev/null\ne put /pgha-access abc123 >/dev/null\n",
+        ] {
+            assert!(s.contains(line), "{line}\n---\n{s}");
+        }
+        let no_readers = Access {
+            readers: vec![],
+            ..a.clone()
+        };
+        assert!(!no_readers.script("https://127.0.0.1:2379", "x").contains("role reader"));
+        let d = a.digest("pw");
+        assert_eq!(d.len(), 64);
+        assert!(!d.contains("pw"));
+        assert_ne!(d, a.digest("pw2"));
+        assert_ne!(d, no_readers.digest("pw"));
+        let more = Access {
+            roots: vec!["dc1-pg1".into(), "dc1-pg2".into(), "dc1-pg3".into()],
+            ..a.clone()
+        };
+        assert_ne!(d, more.digest("pw"));
+        assert_eq!(
+            access_probe_script("https://127.0.0.1:2479", "site_access"),
+            format!(
+                "echo \"site_access $({} get /pgha-access --print-value-only 2>/dev/null)\"\n",
+                etcdctl_at("https://127.0.0.1:2479")
+            )
         );
     }
 

@@ -64,11 +64,12 @@ pub struct FileSpec {
 }
 
 /// The files of a database host, in the order they are applied.
-pub(crate) const DB_HOST_FILES: [FileSpec; 9] = [
+pub(crate) const DB_HOST_FILES: [FileSpec; 10] = [
     tls::TRUST,
     tls::CERT,
     tls::ETCD_KEY,
     tls::POSTGRES_KEY,
+    tls::GATEWAY_CERT,
     etcd::CONFIG,
     patroni::FENCE,
     patroni::FENCE_UNIT,

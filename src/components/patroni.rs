@@ -5,6 +5,11 @@ use super::{Component, FileSpec};
 use crate::design::Design;
 use crate::shell::quote;
 
+/// Written as Patroni starts: how many times its config names the etcd
+/// gateway certificate (0: Patroni runs with the host's, from before etcd
+/// had users, and etcd's authentication must wait for its restart).
+pub(crate) const GATEWAY_STAMP: &str = "/run/pgha/patroni-gateway";
+
 pub(crate) const CONFIG: FileSpec = FileSpec {
     component: Component::Governor,
     template: "patroni.yml.j2",

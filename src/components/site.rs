@@ -55,14 +55,14 @@ pub(crate) const AGENT: FileSpec = FileSpec {
 };
 
 /// The agent's settings on this host (read by the agent and by Patroni's
-/// pre_promote, as postgres: no secrets in it).
+/// pre_promote, as postgres): they hold its etcd password.
 pub(crate) const AGENT_SETTINGS: FileSpec = FileSpec {
     component: Component::Site,
     template: "site-agent.json.j2",
     path: "/etc/pgha/site-agent.json",
     owner: "root",
-    group: "root",
-    mode: 0o644,
+    group: "postgres",
+    mode: 0o640,
     service: AGENT_SERVICE,
     check: Some("python3 -c 'import json, sys; json.load(open(sys.argv[1]))'"),
 };
@@ -144,6 +144,28 @@ pub(crate) fn primary_key(cluster: &str) -> String {
     format!("/pgha-site/{cluster}/primary")
 }
 
+/// The site etcd: the database hosts that are site members are root (pgha
+/// reads and moves the lease from them), the agents write the site keys by
+/// password, the witness only reads them (`status` may ask it), repository
+/// hosts are nobody.
+pub(crate) fn access(design: &Design) -> etcd::Access {
+    let members = design.site_members();
+    etcd::Access {
+        roots: members
+            .iter()
+            .filter(|(c, _)| c.is_some())
+            .map(|(_, h)| h.name.clone())
+            .collect(),
+        readers: members
+            .iter()
+            .filter(|(c, _)| c.is_none())
+            .map(|(_, h)| h.name.clone())
+            .collect(),
+        user: crate::secrets::ETCD_AGENT_USER,
+        prefix: format!("/pgha-site/{}/", design.platform.name),
+    }
+}
+
 /// The last holder and its WAL position, kept after the lease ends.
 pub(crate) fn last_key(cluster: &str) -> String {
     format!("/pgha-site/{cluster}/last")
@@ -223,16 +245,57 @@ fi\n"
 /// answer. The value and its lease come from one read (`-w fields`, where
 /// the value is Go-quoted).
 pub(crate) fn renew_script(design: &Design, cloud: &str) -> String {
+    format!(
+        "{}[ -n \"$l\" ] && [ \"$l\" != 0 ] || {{ echo 'not held'; exit 0; }}\n\
+out=$(e lease keep-alive --once \"$(printf '%x' \"$l\")\") || exit 1\n\
+case \"$out\" in *'keepalived with TTL'*) echo renewed ;; *) echo 'not held' ;; esac\n",
+        read_held(design, cloud)
+    )
+}
+
+/// The start of a script on the key while `cloud` holds it: `e`, the key's
+/// fields in `$f` (from one read), `not held` and exit when its value names
+/// another cloud or none, its lease id in `$l` (decimal).
+fn read_held(design: &Design, cloud: &str) -> String {
     let e = etcd::etcdctl_at(&endpoints(design));
     let key = primary_key(&design.platform.name);
     format!(
         "e() {{ {e} \"$@\"; }}\n\
 f=$(e get {key} -w fields) || exit 1\n\
 case \"$f\" in *'\\\"cloud\\\":\\\"{cloud}\\\"'* | *'\\\"cloud\\\": \\\"{cloud}\\\"'*) ;; *) echo 'not held'; exit 0 ;; esac\n\
-l=$(printf '%s\\n' \"$f\" | sed -n 's/^\"Lease\" : //p')\n\
-[ -n \"$l\" ] && [ \"$l\" != 0 ] || {{ echo 'not held'; exit 0; }}\n\
-out=$(e lease keep-alive --once \"$(printf '%x' \"$l\")\") || exit 1\n\
-case \"$out\" in *'keepalived with TTL'*) echo renewed ;; *) echo 'not held' ;; esac\n"
+l=$(printf '%s\\n' \"$f\" | sed -n 's/^\"Lease\" : //p')\n"
+    )
+}
+
+/// How long a hand-over mark holds (see [`handover_script`]): a flip that
+/// dies after marking blocks promotions in the old cloud no longer.
+pub(crate) const HANDOVER_SECS: u32 = 120;
+
+/// Marks the lease `from` holds as being handed over to `to`, before a
+/// planned flip demotes `from`: until the mark ends ([`HANDOVER_SECS`], by
+/// the host's clock) `from`'s agents neither resume a fenced cloud nor let
+/// pre_promote promote, so nothing in `from` is promoted between the
+/// demotion and `to` taking the lease. Keeps the key's lease; one
+/// transaction that holds only if the key did not change meanwhile. Prints
+/// `marked`, `not held` (the key names no lease of `from`: nothing to
+/// mark) or `moved`.
+pub(crate) fn handover_script(design: &Design, from: &str, to: &str) -> String {
+    let key = primary_key(&design.platform.name);
+    format!(
+        "{}r=$(printf '%s\\n' \"$f\" | sed -n 's/^\"ModRevision\" : //p')\n\
+[ -n \"$l\" ] && [ \"$l\" != 0 ] && [ -n \"$r\" ] || {{ echo 'not held'; exit 0; }}\n\
+until=$(($(date +%s) + {HANDOVER_SECS}))\n\
+if e txn <<EOF | head -1 | grep -qx SUCCESS\n\
+mod(\"{key}\") = \"$r\"\n\
+\n\
+put {key} \"{{\\\"cloud\\\":\\\"{from}\\\",\\\"by\\\":\\\"pgha\\\",\\\"handover\\\":\\\"{to}\\\",\\\"until\\\":$until}}\" --lease=$(printf '%x' \"$l\")\n\
+\n\
+\n\
+EOF\n\
+then echo marked\n\
+else echo moved\n\
+fi\n",
+        read_held(design, from)
     )
 }
 
@@ -335,6 +398,51 @@ mod tests {
         assert_eq!(fake(agents, true), (Some(0), "renewed".into()));
         assert_eq!(fake(theirs, true), (Some(0), "not held".into()));
         assert_eq!(fake(ours, false).0, Some(1), "a failed read is not \"not held\"");
+    }
+
+    /// Issue 23: the hand-over mark, run against etcdctl's output shapes (a
+    /// fake `e` that records the transaction): the same lease, a compare on
+    /// the key's revision, the JSON the agents read; nothing on a key that
+    /// names another cloud.
+    #[test]
+    fn the_hand_over_mark_keeps_the_lease_and_compares_the_revision() {
+        let d = crate::testkit::example("three-sites.yaml");
+        let script = handover_script(&d, "dc1", "dc2");
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let run = |value: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let txn = dir.path().join("txn");
+            let e = format!(
+                "e() {{ case $1 in get) printf '%s\\n' '\"Key\" : \"/pgha-site/pgha-demo/primary\"' \
+                 '\"ModRevision\" : 42' '\"Value\" : \"{value}\"' '\"Lease\" : 7587879436380054784' ;; \
+                 txn) cat > {}; echo SUCCESS ;; esac; }}",
+                txn.display()
+            );
+            let body = script.split_once('\n').unwrap().1;
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("{e}\n{body}")])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (said, std::fs::read_to_string(&txn).unwrap_or_default())
+        };
+        let (said, txn) = run(r#"{\"cloud\": \"dc1\", \"host\": \"dc1-pg1\"}"#);
+        assert_eq!(said, "marked");
+        let lines: Vec<&str> = txn.lines().collect();
+        assert_eq!(lines[0], r#"mod("/pgha-site/pgha-demo/primary") = "42""#);
+        assert_eq!(lines[1], "");
+        let put = lines[2];
+        assert!(put.starts_with(r#"put /pgha-site/pgha-demo/primary "{\"cloud\":\"dc1\",\"by\":\"pgha\",\"handover\":\"dc2\",\"until\":"#), "{put}");
+        assert!(put.ends_with(r#"}" --lease=694d902523eca500"#), "{put}");
+        assert_eq!(&lines[3..], ["", ""]);
+        assert_eq!(
+            run(r#"{\"cloud\":\"dc3\",\"by\":\"pgha\"}"#),
+            ("not held".into(), String::new())
+        );
     }
 
     #[test]

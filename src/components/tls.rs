@@ -10,6 +10,7 @@ pub(crate) const TRUST_PATH: &str = "/etc/pgha/tls/ca.crt";
 pub(crate) const CERT_PATH: &str = "/etc/pgha/tls/host.crt";
 pub(crate) const ETCD_KEY_PATH: &str = "/etc/pgha/tls/etcd.key";
 pub(crate) const POSTGRES_KEY_PATH: &str = "/etc/pgha/tls/postgres.key";
+pub(crate) const GATEWAY_CERT_PATH: &str = "/etc/pgha/tls/gateway.crt";
 
 /// What every service and pgha trust: the cluster CA (both CAs during a rotation).
 pub(crate) const TRUST: FileSpec = FileSpec {
@@ -56,11 +57,25 @@ pub(crate) const POSTGRES_KEY: FileSpec = FileSpec {
     check: None,
 };
 
+/// The host's client certificate for etcd's JSON gateway (no common name:
+/// Patroni and the site agent log in by password, see `etcd::Access`),
+/// over the host's key.
+pub(crate) const GATEWAY_CERT: FileSpec = FileSpec {
+    component: Component::Tls,
+    template: "tls-gateway.pem.j2",
+    path: GATEWAY_CERT_PATH,
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: "patroni",
+    check: None,
+};
+
 /// What an etcd member reads (a cloud's, or a site member on the witness too).
 pub(crate) const ETCD_FILES: [FileSpec; 3] = [TRUST, CERT, ETCD_KEY];
 
 /// The TLS files of a database host, in the order they are written.
-pub(crate) const FILES: [FileSpec; 4] = [TRUST, CERT, ETCD_KEY, POSTGRES_KEY];
+pub(crate) const FILES: [FileSpec; 5] = [TRUST, CERT, ETCD_KEY, POSTGRES_KEY, GATEWAY_CERT];
 
 /// Prints `cert_pem <base64 of the PEM>`: the host's installed certificate
 /// (public), which pgha reads itself.

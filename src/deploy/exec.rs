@@ -223,6 +223,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             return remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await;
         }
         Work::MonitorRole => return monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
+        Work::SecureEtcd { access, site } => return secure_etcd(ctx, host, access, *site, number).await,
         Work::RunGlbCommand(command) => {
             return crate::components::glb::run_external(d, command, ctx.secrets).await;
         }
@@ -316,9 +317,47 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         | Work::PatchDynamicConfig(_)
         | Work::ApplyParameters(_)
         | Work::MonitorRole
+        | Work::SecureEtcd { .. }
         | Work::RemoveHost(_) => {
             unreachable!("handled above")
         }
+    }
+    Ok(())
+}
+
+/// etcd's users and roles, then authentication on, from `host`'s member of
+/// the cloud's etcd or (`site`) the site etcd. The password goes in a
+/// private file; what etcdctl says back is scrubbed of it.
+async fn secure_etcd(
+    ctx: &Ctx<'_>,
+    host: &str,
+    access: &etcd::Access,
+    site: bool,
+    number: usize,
+) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let (port, password) = match (site, &d.site) {
+        (true, Some(s)) => (s.client_port, &ctx.secrets.etcd_agent_password),
+        _ => (d.etcd.client_port, &ctx.secrets.etcd_patroni_password),
+    };
+    let script = access.script(&format!("https://127.0.0.1:{port}"), &access.digest(password));
+    let out = ctx
+        .remote(host)?
+        .run_with_input(&script, Some(format!("{password}\n").as_bytes()))
+        .await?;
+    if !out.success() {
+        bail!(
+            "setting etcd's users failed (exit {:?}): {}",
+            out.status,
+            ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
+        );
+    }
+    for line in out.stdout.lines().filter(|l| l.starts_with("removed ")) {
+        let user = line.trim_start_matches("removed ");
+        ctx.say(
+            number,
+            format!("{host}: removed etcd user {user} (no longer in the design)"),
+        );
     }
     Ok(())
 }

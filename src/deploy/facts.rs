@@ -61,6 +61,13 @@ pub(crate) struct HostFacts {
     pub pg_contexts: BTreeMap<String, String>,
     /// The metrics exporter's connection logs in (its role and password are right).
     pub exporter_login: bool,
+    /// The access digest the local cloud etcd member holds (see
+    /// `etcd::Access`); `None` when it did not answer.
+    pub cloud_access: Option<String>,
+    /// The same of the local site member.
+    pub site_access: Option<String>,
+    /// Patroni runs and started with the etcd gateway certificate.
+    pub patroni_gateway: bool,
     /// The cloud's etcd members, as the local member lists them.
     pub etcd_members: Vec<components::etcd::MemberRow>,
     /// The site lease's etcd members, as a site member here lists them.
@@ -122,12 +129,15 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     let db_facts = if db {
         format!(
-            "{} 2>/dev/null | sed 's/^/config /'\n{} 2>/dev/null | sed 's/^/cluster /'\n{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}",
+            "{} 2>/dev/null | sed 's/^/config /'\n{} 2>/dev/null | sed 's/^/cluster /'\n{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}\
+systemctl is-active --quiet patroni && [ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n",
             components::patroni::config_script(design.governor.rest_port),
             components::patroni::cluster_script(design.governor.rest_port),
             components::etcd::member_list_script(design.etcd.client_port),
             postgres_script(design.platform.postgres_version),
-            contexts_script(design)
+            contexts_script(design),
+            components::etcd::access_probe_script(&format!("https://127.0.0.1:{}", design.etcd.client_port), "cloud_access"),
+            stamp = components::patroni::GATEWAY_STAMP,
         ) + &design
             .exporter
             .as_ref()
@@ -158,11 +168,15 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
         svcs = shell::words(&services),
         etcd_member = shell::quote(&etcd_member),
         site_member = shell::quote(&site_member),
-        site_list = design.site.as_ref().map_or(String::new(), |s| format!(
-            "[ -d {} ] && {} member list 2>/dev/null | sed 's/^/site_member /'\n",
-            shell::quote(&site_member),
-            components::etcd::etcdctl_at(&format!("https://127.0.0.1:{}", s.client_port))
-        )),
+        site_list = design.site.as_ref().map_or(String::new(), |s| {
+            let local = format!("https://127.0.0.1:{}", s.client_port);
+            format!(
+                "[ -d {m} ] && {} member list 2>/dev/null | sed 's/^/site_member /'\nif [ -d {m} ]; then\n{}fi\n",
+                components::etcd::etcdctl_at(&local),
+                components::etcd::access_probe_script(&local, "site_access"),
+                m = shell::quote(&site_member),
+            )
+        }),
         etcd_file = shell::quote(components::etcd::CONFIG.path),
         pg_version = shell::quote(&pg_version),
     )
@@ -298,6 +312,9 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("etcd_core") => f.etcd_core = w.next().map(str::to_string),
             Some("pgdata") => f.pgdata = true,
             Some("exporter_login") => f.exporter_login = true,
+            Some("cloud_access") => f.cloud_access = w.next().map(str::to_string),
+            Some("site_access") => f.site_access = w.next().map(str::to_string),
+            Some("patroni_gateway") => f.patroni_gateway = true,
             Some("stanza") => f.stanza = true,
             Some("full_backups") => f.full_backups = w.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),

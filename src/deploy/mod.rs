@@ -39,6 +39,45 @@ pub(crate) struct Options {
 /// The cluster's primary cloud differs from the design's: a flip made by
 /// another operator (or with another copy of the design). Deploying would
 /// promote the design's primary next to the live one.
+/// Issue 23: etcd's users go on before Patroni starts, since Patroni logs in
+/// from its first request (Patroni 4 cannot start while its credentials
+/// meet an etcd without authentication). A cloud whose running Patroni
+/// started before etcd had users (a cluster an earlier pgha deployed) still
+/// presents its host certificate to etcd's JSON gateway, which refuses it
+/// once authentication is on: turning it on under it would cut the cloud's
+/// Patroni off etcd. Refused before any change, with the way through.
+fn refuse_patroni_without_gateway(cloud: &Cloud, facts: &BTreeMap<String, HostFacts>) -> anyhow::Result<()> {
+    // A marker: authentication is on (the users may still change).
+    let set = cloud
+        .hosts
+        .iter()
+        .filter_map(|h| facts.get(&h.name))
+        .any(|f| f.cloud_access.as_deref().is_some_and(|d| !d.is_empty()));
+    let old: Vec<&str> = cloud
+        .hosts
+        .iter()
+        .filter(|h| {
+            facts
+                .get(&h.name)
+                .is_some_and(|f| f.service("patroni").is_active() && !f.patroni_gateway)
+        })
+        .map(|h| h.name.as_str())
+        .collect();
+    if old.is_empty() || set {
+        return Ok(());
+    }
+    bail!(
+        "{}'s etcd has no users yet, and Patroni runs on {} with the certificate it started with, which etcd's JSON \
+         gateway refuses once authentication is on: turning it on would cut {} off etcd. Nothing was changed\n  hint: \
+         stop Patroni on every host of {} (`systemctl stop patroni`, replicas first; PostgreSQL stops with it), then \
+         deploy: the users are set before Patroni starts again (see README, Security)",
+        cloud.name,
+        old.join(", "),
+        cloud.name,
+        cloud.name
+    )
+}
+
 fn refuse_stale_primary(design: &Design, clouds: &BTreeMap<String, CloudFacts>) -> anyhow::Result<()> {
     let standby = |name: &str| {
         clouds
@@ -446,6 +485,7 @@ impl Decide<'_, '_> {
                 eprintln!("{}", components::patroni::paused_warning(&cloud.name));
             }
             refuse_unknown_parameters(design, cloud, &f)?;
+            refuse_patroni_without_gateway(cloud, &host_facts)?;
             refuse_removing_the_leader(design, cloud, &f)?;
             cloud_facts.insert(cloud.name.clone(), f);
         }
@@ -474,6 +514,7 @@ impl Decide<'_, '_> {
             files: &files,
             glb_applied: recorded.as_deref(),
             delete_removed_data: self.delete_removed_data,
+            secrets,
         }))
     }
 }

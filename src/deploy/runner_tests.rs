@@ -336,6 +336,60 @@ fn only_consecutive_steps_without_changes_run_together() {
     assert_eq!(groups, [vec![1], vec![2], (3..=n).collect::<Vec<_>>()]);
 }
 
+/// Issue 23: etcd's users are set where a cluster lacks them (an etcd
+/// without authentication, or one set for other hosts or another password),
+/// in each cloud's etcd and the site's, from one member each; the next run
+/// finds the markers and changes nothing.
+#[tokio::test(start_paused = true)]
+async fn etcd_users_are_set_once_per_cluster() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    for h in sim.world().hosts.values_mut() {
+        h.cloud_access = None;
+        h.site_access = h.site_access.as_ref().map(|_| "stale".to_string());
+    }
+    deploy(&sim).await.unwrap();
+    let set: Vec<String> = changes(&sim).into_iter().filter(|e| e.contains("secure")).collect();
+    assert_eq!(
+        set,
+        [
+            "dc1-pg1: secure etcd",
+            "dc2-pg1: secure etcd",
+            "dc3-pg1: secure etcd",
+            "dc1-pg1: secure site etcd"
+        ],
+        "{:#?}",
+        sim.events()
+    );
+    sim.world().log.clear();
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), Vec::<String>::new());
+}
+
+/// Issue 23: a cloud whose etcd has no users while its Patroni runs with
+/// the certificate it started with before (a cluster an earlier pgha
+/// deployed) is refused before any change: the gateway would refuse that
+/// Patroni once authentication is on. With users set, it goes on.
+#[tokio::test(start_paused = true)]
+async fn etcd_users_are_refused_under_a_patroni_started_without_them() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    for (name, h) in sim.world().hosts.iter_mut() {
+        h.cloud_access = None;
+        h.patroni_gateway = name != "dc2-pg2";
+    }
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(
+        e.contains("dc2's etcd has no users yet, and Patroni runs on dc2-pg2") && e.contains("Nothing was changed"),
+        "{e}"
+    );
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    sim.world().hosts.get_mut("dc2-pg2").unwrap().patroni_gateway = true;
+    deploy(&sim).await.unwrap();
+    assert_eq!(
+        changes(&sim),
+        ["dc1-pg1: secure etcd", "dc2-pg1: secure etcd", "dc3-pg1: secure etcd"]
+    );
+}
+
 /// Issue 11: three clouds turn the site lease on; a converged cluster with
 /// its site members, agents and lease is only read, the lease verified.
 #[tokio::test(start_paused = true)]

@@ -46,6 +46,12 @@ pub(crate) enum Work {
     /// A host no longer in the design: out of its cloud's etcd, then its
     /// services stopped and disabled (its data directory kept).
     RemoveHost(Removal),
+    /// etcd's users and roles, then authentication on, in a cloud's etcd or
+    /// (`site`) the site etcd, from this host's member.
+    SecureEtcd {
+        access: components::etcd::Access,
+        site: bool,
+    },
 }
 
 /// A member of a cloud's etcd that the design no longer lists.
@@ -133,6 +139,12 @@ impl Work {
                     "data kept"
                 }
             ),
+            Work::SecureEtcd { access, .. } => format!(
+                "set etcd's users ({} root by certificate, {} by password on {}) and turn authentication on",
+                access.roots.join(", "),
+                access.user,
+                access.prefix
+            ),
             Work::MonitorRole => format!(
                 "create or update the role {} on the master",
                 crate::secrets::MONITOR_USER
@@ -211,6 +223,8 @@ pub(crate) struct Inputs<'a> {
     pub glb_applied: Option<&'a str>,
     /// A removed host's PostgreSQL data directory is deleted, not kept.
     pub delete_removed_data: bool,
+    /// For the etcd users' passwords (their digests, see `etcd::Access`).
+    pub secrets: &'a crate::secrets::Secrets,
 }
 
 pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
@@ -453,6 +467,27 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureRepositories => repository_work(&mut items, i, host, &facts),
+        Action::SecureEtcd => {
+            let cloud = cloud.expect("etcd steps belong to a cloud");
+            let access = components::etcd::cloud_access(d, cloud);
+            let wanted = access.digest(&i.secrets.etcd_patroni_password);
+            // A Patroni that started before etcd had users was refused
+            // before anything ran (see `refuse_patroni_without_gateway`).
+            if access_runner(i, &step.hosts, |f| &f.cloud_access) == host
+                && facts.cloud_access.as_deref() != Some(wanted.as_str())
+            {
+                items.push(Work::SecureEtcd { access, site: false });
+            }
+        }
+        Action::SecureSite => {
+            let access = site::access(d);
+            let wanted = access.digest(&i.secrets.etcd_agent_password);
+            if access_runner(i, &step.hosts, |f| &f.site_access) == host
+                && facts.site_access.as_deref() != Some(wanted.as_str())
+            {
+                items.push(Work::SecureEtcd { access, site: true });
+            }
+        }
         Action::ConfigureExporter => {
             let cloud = cloud.expect("exporter steps belong to a cloud");
             // One role for every cloud: made in the primary cloud, replicated.
@@ -613,6 +648,22 @@ fn monitor_role_needed(i: &Inputs) -> bool {
             .map(|have| have.sha256 != sha256(&file(i, &h.name, &components::exporter::ENV).content));
         !facts.is_some_and(|f| f.exporter_login) || env_differs != Some(false)
     })
+}
+
+/// The host that sets an etcd's users: once there are users, one whose
+/// certificate names one of them (a member just added or replaced is no
+/// user yet, and etcd would refuse it); before, the first.
+fn access_runner<'a>(i: &Inputs, hosts: &'a [String], marker: fn(&HostFacts) -> &Option<String>) -> &'a str {
+    hosts
+        .iter()
+        .find(|h| {
+            i.facts
+                .get(*h)
+                .and_then(|f| marker(f).as_deref())
+                .is_some_and(|m| !m.is_empty())
+        })
+        .or(hosts.first())
+        .map_or("", String::as_str)
 }
 
 fn etcd_exists(i: &Inputs, cloud: &Cloud) -> bool {
@@ -890,6 +941,7 @@ mod tests {
             files: &BTreeMap::new(),
             glb_applied: None,
             delete_removed_data: false,
+            secrets: &crate::secrets::Secrets::redacted(),
         };
         parameters_work(&i, step)
             .into_iter()
@@ -1031,6 +1083,7 @@ mod tests {
             files: &files,
             glb_applied: None,
             delete_removed_data: false,
+            secrets: &crate::secrets::Secrets::redacted(),
         };
         let step = plan
             .steps

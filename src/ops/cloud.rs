@@ -31,6 +31,9 @@ pub(crate) enum FlipAction {
     CheckNoDataLoss { new: String },
     /// The GLB forwards to no cloud.
     GlbDrain,
+    /// The site lease `from` holds is marked as handed over to `to`: no
+    /// member of `from` may be promoted until `to` takes it.
+    HandOver { from: String, to: String },
     /// The cloud becomes a standby cluster following `follow` (its master demotes).
     Demote { cloud: String, follow: Vec<String> },
     /// Wait until `new`'s standby leader has replayed all of `old`'s WAL.
@@ -209,6 +212,21 @@ pub(crate) fn plan(
                 Some(old) => {
                     // A planned switchover between two healthy clouds.
                     steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
+                    if design.site.is_some() {
+                        steps.push((
+                            format!(
+                                "site: mark {}'s lease as handed over to {name} (for {} s): from now no member of {} \
+                                 is promoted, not even by its agent resuming after a fence",
+                                old.name,
+                                crate::components::site::HANDOVER_SECS,
+                                old.name
+                            ),
+                            FlipAction::HandOver {
+                                from: old.name.clone(),
+                                to: name.into(),
+                            },
+                        ));
+                    }
                     steps.push((
                         format!("governor: {} becomes a standby cluster following {name}; its master demotes (no writes anywhere now)", old.name),
                         FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
@@ -474,6 +492,7 @@ impl Runner<'_> {
             }
             FlipAction::GlbPoint => self.write_glb(self.after).await,
             FlipAction::Haproxy => self.write_haproxy().await,
+            FlipAction::HandOver { from, to } => super::site::hand_over(self.fleet, from, to).await,
             FlipAction::Demote { cloud, follow } => self.demote(cloud, follow).await,
             FlipAction::Follow { cloud, follow } => {
                 let c = self.cloud(cloud)?;

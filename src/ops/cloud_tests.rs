@@ -278,6 +278,34 @@ async fn with_the_site_lease_a_planned_flip_moves_it_before_promoting() {
     assert!(w.most_masters <= 1);
 }
 
+/// Issue 23: a site agent that fenced dc1 resumes it as soon as it may,
+/// racing `make-primary dc2`: between pgha's demotion of dc1 and dc2 taking
+/// the lease, dc1 still holds it. The hand-over mark, set before the
+/// demotion, makes pre_promote refuse there: never two masters, and dc2
+/// serves. (Without the mark, seen failing: dc1 resumed just before dc2
+/// took the lease, then both were writable.)
+#[tokio::test(start_paused = true)]
+async fn a_fenced_cloud_resuming_never_races_a_flip_into_two_masters() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    sim.world().fenced_agent = Some("dc1".into());
+    let flipped = flip(&sim, "dc2", Flip::MakePrimary).await;
+    let e = sim.events();
+    assert!(
+        sim.world().most_masters <= 1,
+        "two writable masters at some point: {e:#?}"
+    );
+    flipped.unwrap();
+    let mark = position(&e, "dc1 hands the site lease over");
+    let demote = position(&e, "dc1 follows its HAProxy");
+    let refused = position(&e, "dc1's pre_promote refuses: the lease is handed over to dc2");
+    let lease = position(&e, "dc2 takes the site lease");
+    assert!(mark < demote && demote < refused && refused < lease, "{e:#?}");
+    assert!(!e.iter().any(|x| x.contains("resumed")), "{e:#?}");
+    let w = sim.world();
+    assert_eq!(w.site_holder.as_deref(), Some("dc2"));
+    assert_eq!(w.writable_masters(), ["dc2-pg1"]);
+}
+
 /// A primary cloud pgha cannot reach but that still renews the lease is on
 /// the majority side of the sites and serving: promoting elsewhere would
 /// make two masters. Refused, after waiting out the ttl, unless --accept-data-loss.

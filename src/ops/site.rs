@@ -64,6 +64,21 @@ pub(crate) async fn renew(fleet: &Fleet, cloud: &str) -> anyhow::Result<bool> {
     Ok(out.trim() == "renewed")
 }
 
+/// Marks `from`'s lease as handed over to `to` before a planned flip
+/// demotes `from` (see `site::handover_script`). Nothing to mark when the
+/// key names no lease of `from`.
+pub(crate) async fn hand_over(fleet: &Fleet, from: &str, to: &str) -> anyhow::Result<()> {
+    let script = site::handover_script(&fleet.design, from, to);
+    for _ in 0..5 {
+        let out = on_a_member(fleet, Some(from), "marking the site lease as handed over", &script).await?;
+        match out.trim() {
+            "marked" | "not held" => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    bail!("the site lease kept changing while pgha marked it as handed over to {to}; nothing was demoted")
+}
+
 pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool) -> anyhow::Result<()> {
     let d: &Design = &fleet.design;
     let Some(s) = &d.site else { return Ok(()) };

@@ -180,6 +180,78 @@ impl TestLab {
             .unwrap()
     }
 
+    /// Issue 23: least privilege in etcd, on a lab with a witness (`.4`)
+    /// and (`repository`) dc1's repository host (`.19`) under `prefix`. A database host
+    /// reaches its cloud's etcd by its certificate; the witness writes
+    /// neither a cloud's Patroni keys nor the site lease (it may read the
+    /// lease); a repository host reads and writes nothing anywhere.
+    pub(crate) fn etcd_least_privilege(&self, prefix: &str, repository: bool) {
+        let (db, witness, repo) = (format!("{prefix}.11"), format!("{prefix}.4"), format!("{prefix}.19"));
+        let e = |host_key: &str, port: u16, op: &str| {
+            format!(
+                "ETCDCTL_API=3 etcdctl --endpoints=https://{db}:{port} --cacert=/etc/pgha/tls/ca.crt \
+                 --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/{host_key} --dial-timeout=3s --command-timeout=3s {op}"
+            )
+        };
+        let leader = self.ssh_ok(&db, &e("etcd.key", 2379, "get /pgha/ --prefix --keys-only"));
+        let leader = leader
+            .lines()
+            .find(|k| k.ends_with("/leader"))
+            .unwrap_or_else(|| panic!("no Patroni leader key: {leader}"))
+            .to_string();
+        let site = self.ssh_ok(&db, &e("etcd.key", 2479, "get /pgha-site/ --prefix --keys-only"));
+        let lease = site
+            .lines()
+            .find(|k| k.ends_with("/primary"))
+            .unwrap_or_else(|| panic!("no site lease key: {site}"))
+            .to_string();
+        let refused = |host: &str, key: &str, port: u16, op: &str| {
+            let out = self.ssh(host, &e(key, port, op));
+            let said = stdout(&out) + &stderr(&out);
+            assert!(
+                !out.status.success() && (said.contains("permission denied") || said.contains("user name not found")),
+                "{host} may `{op}` on :{port}: {said}"
+            );
+        };
+        refused(&witness, "etcd.key", 2379, &format!("put {leader} witness"));
+        refused(&witness, "etcd.key", 2379, &format!("get {leader}"));
+        refused(&witness, "etcd.key", 2479, &format!("put {lease} witness"));
+        let read = self.ssh_ok(
+            &witness,
+            &e("etcd.key", 2479, &format!("get {lease} --print-value-only")),
+        );
+        assert!(read.contains("\"cloud\""), "the witness reads the lease: {read}");
+        for port in [2379, 2479].into_iter().filter(|_| repository) {
+            refused(&repo, "postgres.key", port, "put /pgha-x repository");
+            refused(&repo, "postgres.key", port, "get / --prefix --keys-only");
+            refused(&repo, "postgres.key", port, "user add intruder --no-password");
+        }
+        // Not a permission etcd gives a certificate, but its gateway: a
+        // certificate naming a host gets nothing through it.
+        let gateway = self.ssh(
+            &witness,
+            &format!(
+                r#"python3 - <<'PY'
+import ssl, urllib.error, urllib.request as u
+c = ssl.create_default_context(cafile='/etc/pgha/tls/ca.crt')
+c.load_cert_chain('/etc/pgha/tls/host.crt', '/etc/pgha/tls/etcd.key')
+try:
+    u.urlopen(u.Request('https://{db}:2379/v3/kv/range', data=b'{{}}'), context=c, timeout=3)
+    print('answered')
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+PY
+"#
+            ),
+        );
+        let said = stdout(&gateway);
+        assert!(
+            said.starts_with("400") && said.contains("CommonName of client"),
+            "the gateway and the witness's certificate: {said}{}",
+            stderr(&gateway)
+        );
+    }
+
     pub(crate) fn ssh_ok(&self, address: &str, cmd: &str) -> String {
         let out = self.ssh(address, cmd);
         assert!(out.status.success(), "{address}: {cmd}: {}", stderr(&out));

@@ -996,3 +996,102 @@ pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOf
         standby_caught_up: caught_up.then(|| from.elapsed()),
     }
 }
+
+/// The primary's master's links to the site members slowed: its site
+/// traffic (etcd client `:2479` and peer `:2480`, both ways) shaped to
+/// 8 kbit/s by tc's htb (this kernel has no netem; a trickle does the
+/// same: every request to the site outlasts its deadline).
+const SLOW_SITE: &str = "tc qdisc add dev eth0 root handle 1: htb default 1 \
+&& tc class add dev eth0 parent 1: classid 1:1 htb rate 1gbit \
+&& tc class add dev eth0 parent 1: classid 1:2 htb rate 8kbit ceil 8kbit \
+&& for p in 'dport 2479' 'sport 2479' 'dport 2480' 'sport 2480'; do \
+tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip $p 0xffff flowid 1:2 || exit 1; done";
+const UNSLOW_SITE: &str = "tc qdisc del dev eth0 root";
+
+/// What the slowed site links measured.
+pub(crate) struct SlowSite {
+    /// From the slowdown to the master taking no writes.
+    pub stopped: Duration,
+    /// From the links' recovery to a master again in the cloud.
+    pub again: Duration,
+    pub acked: usize,
+    pub lost: Vec<Lost>,
+}
+
+impl SlowSite {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "site links of the master slowed to 8 kbit/s: it stopped taking writes after {} (bound {}); no master \
+             anywhere while slowed (manual mode: nobody takes the lease); links back: a master again in its cloud \
+             after {}; acknowledged writes lost: {} of {}{}",
+            secs(self.stopped),
+            secs(fence_bound()),
+            secs(self.again),
+            self.lost.len(),
+            self.acked,
+            named(&self.lost)
+        )
+    }
+}
+
+/// Issue 23: a master whose requests to the site only trickle (it is alive,
+/// its agent too, but every renewal outlasts its deadline) fences within
+/// the agent's bound; its cloud stays fenced while the links are slow
+/// (it cannot tell a slow link from a cut), nobody else promotes, and once
+/// the links recover the cloud is primary again by itself. Never two
+/// writable hosts.
+pub(crate) fn slow_site_links(sites: Sites, lab: &TestLab, pw: &str) -> SlowSite {
+    let (old, _, _, _) = sides(lab);
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    let master = sites.writable_now().pop().expect("a master");
+    assert!(master.starts_with(old), "{master}");
+    let address = sites.address(&master);
+    std::thread::sleep(Duration::from_secs(2));
+    let at = Instant::now();
+    lab.ssh_ok(&address, SLOW_SITE);
+    let slowed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            &format!("{master} to stop taking writes"),
+            fence_bound() + Duration::from_secs(10),
+            || sites.read_write(&master) == Some(false),
+        );
+        // Past the lease's ttl: nobody takes it in manual mode.
+        std::thread::sleep(Duration::from_secs(TTL));
+    }));
+    let back = Instant::now();
+    lab.ssh_ok(&address, UNSLOW_SITE);
+    if let Err(e) = slowed {
+        std::panic::resume_unwind(e);
+    }
+    wait_for(
+        &format!("a master in {old} again"),
+        Duration::from_secs(TTL * 4),
+        || sites.writable_now().iter().any(|h| h.starts_with(old)),
+    );
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    let samples = monitor.finish();
+    let stopped = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
+    assert!(
+        samples
+            .iter()
+            .filter(|(t, _)| *t > stopped && *t < back)
+            .all(|(_, rw)| rw.is_empty()),
+        "a host took writes while the master's site links were slow"
+    );
+    let again = first(&samples, back, |rw| rw.iter().any(|h| h.starts_with(old))).unwrap();
+    assert_eq!(status_json(lab)["site"]["holder"], old, "the lease left the cloud");
+    sites.same_rows_everywhere(pw);
+    let lost = sites.check_rpo(pw, &w, at, stopped);
+    SlowSite {
+        stopped: stopped - at,
+        again: again - back,
+        acked: w.acked.len(),
+        lost,
+    }
+}
