@@ -308,7 +308,7 @@ fn seed_scenario() {
 
     // 9a. A master killed outright: a new master in dc1; the old one, back, is read-only.
     let master = wait_master(&pw, &DC1, Duration::from_secs(10));
-    assert!(lab.lab(&["kill", &master]).status.success());
+    assert!(monitor.around(|| lab.lab(&["kill", &master])).status.success());
     let others: Vec<&str> = DC1.iter().copied().filter(|h| *h != master).collect();
     let next = wait_master(&pw, &others, failover_limit);
     assert!(lab.lab(&["start", &master]).status.success());
@@ -320,10 +320,10 @@ fn seed_scenario() {
     only_master(&pw, &next);
 
     // 9b. The master's network cut: a new master; the old one, healed, is read-only.
-    assert!(lab.lab(&["cut", &next]).status.success());
+    assert!(monitor.around(|| lab.lab(&["cut", &next])).status.success());
     let others: Vec<&str> = DC1.iter().copied().filter(|h| *h != next).collect();
     let after_cut = wait_master(&pw, &others, failover_limit);
-    assert!(lab.lab(&["heal", &next]).status.success());
+    assert!(monitor.around(|| lab.lab(&["heal", &next])).status.success());
     wait_for(
         &format!("{next} back as a read-only member"),
         Duration::from_secs(90),
@@ -334,7 +334,7 @@ fn seed_scenario() {
     // 10. Losing the whole primary data center: dc1 powered off, dc2 promoted,
     // the GLB repointed, dc1's change recorded for when it returns.
     wait_master(&pw, &DC1, Duration::from_secs(30));
-    assert!(lab.lab(&["kill", "dc1"]).status.success());
+    assert!(monitor.around(|| lab.lab(&["kill", "dc1"])).status.success());
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
     assert_eq!(masters(&pw, &DC2).len(), 1);
     through_glb(
