@@ -113,6 +113,16 @@ impl Secrets {
         })
     }
 
+    /// The password of etcd's gateway user: the site agents' in the site
+    /// etcd (`site`), Patroni's in a cloud's.
+    pub fn etcd_password(&self, site: bool) -> &str {
+        if site {
+            &self.etcd_agent_password
+        } else {
+            &self.etcd_patroni_password
+        }
+    }
+
     /// `text` with every secret value replaced by `REDACTED`: for output
     /// pgha shows but did not write itself.
     pub fn scrub(&self, text: &str) -> String {

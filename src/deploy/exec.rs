@@ -336,10 +336,11 @@ async fn secure_etcd(
     number: usize,
 ) -> anyhow::Result<()> {
     let d = ctx.design;
-    let (port, password) = match (site, &d.site) {
-        (true, Some(s)) => (s.client_port, &ctx.secrets.etcd_agent_password),
-        _ => (d.etcd.client_port, &ctx.secrets.etcd_patroni_password),
+    let port = match (site, &d.site) {
+        (true, Some(s)) => s.client_port,
+        _ => d.etcd.client_port,
     };
+    let password = ctx.secrets.etcd_password(site);
     let script = access.script(&format!("https://127.0.0.1:{port}"), &access.digest(password));
     let out = ctx
         .remote(host)?

@@ -467,25 +467,19 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureRepositories => repository_work(&mut items, i, host, &facts),
-        Action::SecureEtcd => {
-            let cloud = cloud.expect("etcd steps belong to a cloud");
-            let access = components::etcd::cloud_access(d, cloud);
-            let wanted = access.digest(&i.secrets.etcd_patroni_password);
+        Action::SecureEtcd | Action::SecureSite => {
+            let site = step.action == Action::SecureSite;
+            let (access, marker): (_, fn(&HostFacts) -> &Option<String>) = if site {
+                (site::access(d), |f| &f.site_access)
+            } else {
+                let cloud = cloud.expect("etcd steps belong to a cloud");
+                (components::etcd::cloud_access(d, cloud), |f| &f.cloud_access)
+            };
+            let wanted = access.digest(i.secrets.etcd_password(site));
             // A Patroni that started before etcd had users was refused
             // before anything ran (see `refuse_patroni_without_gateway`).
-            if access_runner(i, &step.hosts, |f| &f.cloud_access) == host
-                && facts.cloud_access.as_deref() != Some(wanted.as_str())
-            {
-                items.push(Work::SecureEtcd { access, site: false });
-            }
-        }
-        Action::SecureSite => {
-            let access = site::access(d);
-            let wanted = access.digest(&i.secrets.etcd_agent_password);
-            if access_runner(i, &step.hosts, |f| &f.site_access) == host
-                && facts.site_access.as_deref() != Some(wanted.as_str())
-            {
-                items.push(Work::SecureEtcd { access, site: true });
+            if access_runner(i, &step.hosts, marker) == host && marker(&facts).as_deref() != Some(wanted.as_str()) {
+                items.push(Work::SecureEtcd { access, site });
             }
         }
         Action::ConfigureExporter => {

@@ -193,18 +193,14 @@ impl TestLab {
                  --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/{host_key} --dial-timeout=3s --command-timeout=3s {op}"
             )
         };
-        let leader = self.ssh_ok(&db, &e("etcd.key", 2379, "get /pgha/ --prefix --keys-only"));
-        let leader = leader
-            .lines()
-            .find(|k| k.ends_with("/leader"))
-            .unwrap_or_else(|| panic!("no Patroni leader key: {leader}"))
-            .to_string();
-        let site = self.ssh_ok(&db, &e("etcd.key", 2479, "get /pgha-site/ --prefix --keys-only"));
-        let lease = site
-            .lines()
-            .find(|k| k.ends_with("/primary"))
-            .unwrap_or_else(|| panic!("no site lease key: {site}"))
-            .to_string();
+        // The key under `prefix` ending in `end`, as the database host lists it.
+        let key = |port: u16, prefix: &str, end: &str| {
+            let keys = self.ssh_ok(&db, &e("etcd.key", port, &format!("get {prefix} --prefix --keys-only")));
+            let found = keys.lines().find(|k| k.ends_with(end)).map(str::to_string);
+            found.unwrap_or_else(|| panic!("no key ending in {end} under {prefix}: {keys}"))
+        };
+        let leader = key(2379, "/pgha/", "/leader");
+        let lease = key(2479, "/pgha-site/", "/primary");
         let refused = |host: &str, key: &str, port: u16, op: &str| {
             let out = self.ssh(host, &e(key, port, op));
             let said = stdout(&out) + &stderr(&out);
