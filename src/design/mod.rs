@@ -166,6 +166,21 @@ pub struct Governor {
     /// How a parameter change that needs a restart reaches the primary
     /// cloud's master, after its replicas restarted.
     pub leader_restart: LeaderRestart,
+    /// Patroni's use of the host's watchdog device (`/dev/watchdog`).
+    pub watchdog: Watchdog,
+}
+
+/// Patroni's watchdog: a leader whose loop stalls past its key's ttl (less
+/// a margin) resets the host before a replica may promote, a fence that
+/// outlives Patroni and the site agent both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Watchdog {
+    /// Used where the device exists and Patroni may open it, else not.
+    Automatic,
+    /// A host without a usable device never becomes leader.
+    Required,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

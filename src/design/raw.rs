@@ -107,6 +107,7 @@ pub struct RawGovernor {
     pub maximum_lag_on_failover: Option<u64>,
     pub rest_port: Option<u16>,
     pub leader_restart: Option<String>,
+    pub watchdog: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -589,6 +589,21 @@ fn build_governor(cx: &mut Checker, root: &Node, raw: RawGovernor) -> Governor {
                 LeaderRestart::Restart
             }
         },
+        watchdog: match raw.watchdog.as_deref() {
+            None | Some("automatic") => Watchdog::Automatic,
+            Some("required") => Watchdog::Required,
+            Some("off") => Watchdog::Off,
+            Some(other) => {
+                cx.error(
+                    root,
+                    "components.governor.watchdog",
+                    format!("unknown watchdog mode `{other}`"),
+                    "use `automatic` (default: where /dev/watchdog exists), `required` (a host without one is never \
+                     leader) or `off`",
+                );
+                Watchdog::Automatic
+            }
+        },
     };
     for (field, value) in [
         ("ttl", g.ttl),

@@ -35,6 +35,10 @@ pub(crate) struct HostRow {
     pub read_write: Option<bool>,
     /// The site lease's guards on this host, when the design has a site.
     pub site_guard: Option<SiteGuard>,
+    /// Patroni's watchdog here: `held` (Patroni has the device open: it
+    /// leads and is armed), `present` (a device, not held), `none` (no
+    /// device), `unknown` (not asked).
+    pub watchdog: String,
 }
 
 /// The processes that keep a master inside the site lease (issue #23).
@@ -130,6 +134,8 @@ pub(crate) struct SiteMember {
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
     pub cluster: String,
+    /// `components.governor.watchdog`: Patroni's watchdog mode.
+    pub watchdog_mode: crate::design::Watchdog,
     pub hosts: Vec<HostRow>,
     pub glb: Option<GlbStatus>,
     /// `None` without a site lease (two clouds, no witness).
@@ -367,6 +373,33 @@ pub(crate) fn findings(
     out
 }
 
+/// Patroni's watchdog mode and where it is armed.
+fn watchdog_line(s: &Status) -> String {
+    let on = |word: &str| -> Vec<&str> {
+        s.hosts
+            .iter()
+            .filter(|r| r.watchdog == word)
+            .map(|r| r.host.as_str())
+            .collect()
+    };
+    let (held, present, none) = (on("held"), on("present"), on("none"));
+    let mode = serde_json::to_value(s.watchdog_mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut parts = vec![format!("mode {mode}")];
+    if !held.is_empty() {
+        parts.push(format!("armed on {}", held.join(", ")));
+    }
+    if !present.is_empty() {
+        parts.push(format!("a device, not held, on {}", present.len()));
+    }
+    if !none.is_empty() {
+        parts.push(format!("no device on {} of {} hosts", none.len(), s.hosts.len()));
+    }
+    format!("Patroni watchdog: {}", parts.join("; "))
+}
+
 /// What the site lease says about the cluster.
 fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Level, String)) {
     for (r, g) in hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
@@ -448,7 +481,7 @@ fn probe_script(d: &Design) -> String {
         String::new()
     };
     format!(
-        "{site}echo \"patroni $(systemctl is-active patroni)\"\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{}\ntrue\n",
+        "{site}echo \"patroni $(systemctl is-active patroni)\"\n{WATCHDOG_PROBE}\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{}\ntrue\n",
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
         tls::expiry_script(),
@@ -457,6 +490,12 @@ fn probe_script(d: &Design) -> String {
         controldata_timeline_script(d),
     )
 }
+
+/// `watchdog held|present|none`: whether Patroni's main process has the
+/// watchdog device open (it does while it leads, with the mode on).
+const WATCHDOG_PROBE: &str = "p=$(systemctl show -p MainPID --value patroni 2>/dev/null); \
+if [ \"${p:-0}\" != 0 ] && ls -l \"/proc/$p/fd\" 2>/dev/null | grep -q ' /dev/watchdog'; then echo 'watchdog held'; \
+elif [ -c /dev/watchdog ]; then echo 'watchdog present'; else echo 'watchdog none'; fi";
 
 /// `stored_timeline N`: the timeline of the data directory's last
 /// checkpoint, which a host whose Patroni is stopped (no member any more)
@@ -590,6 +629,11 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                     .as_ref()
                     .zip(probe.as_deref())
                     .map(|(site, p)| SiteGuard::parse(p, crate::components::site::fence_bound(site.ttl))),
+                watchdog: probe
+                    .as_deref()
+                    .and_then(|p| p.lines().find_map(|l| l.strip_prefix("watchdog ")))
+                    .unwrap_or("unknown")
+                    .to_string(),
                 read_write: probe.as_deref().and_then(|p| {
                     p.lines().find_map(|l| match l.strip_prefix("read_write ") {
                         Some("t") => Some(true),
@@ -660,6 +704,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     Status {
         findings: found,
         backup,
+        watchdog_mode: d.governor.watchdog,
         cluster: d.platform.name.clone(),
         hosts,
         glb,
@@ -828,7 +873,7 @@ pub(crate) fn table(s: &Status) -> String {
         ),
         None => "TLS certificates: none read".to_string(),
     };
-    let mut text = format!("Cluster {}\n{t}\n{glb}\n{certs}", s.cluster);
+    let mut text = format!("Cluster {}\n{t}\n{glb}\n{certs}\n{}", s.cluster, watchdog_line(s));
     if let Some(site) = &s.site {
         let members: Vec<String> = site
             .members
@@ -989,6 +1034,7 @@ mod tests {
             cert_expires: None,
             read_write: Some(rw),
             site_guard: None,
+            watchdog: "none".into(),
         }
     }
 
@@ -1116,6 +1162,31 @@ mod tests {
     }
 
     #[test]
+    fn the_watchdog_line_names_where_patroni_holds_it() {
+        let mut rows = vec![
+            row("dc1", "primary", "a1", "leader", 3, true),
+            row("dc1", "primary", "a2", "replica", 3, false),
+            row("dc1", "primary", "a3", "replica", 3, false),
+        ];
+        rows[0].watchdog = "held".into();
+        rows[1].watchdog = "present".into();
+        let s = Status {
+            watchdog_mode: crate::design::Watchdog::Automatic,
+            cluster: "c".into(),
+            hosts: rows,
+            glb: None,
+            site: None,
+            earliest_cert_expiry: None,
+            backup: None,
+            findings: Vec::new(),
+        };
+        assert_eq!(
+            watchdog_line(&s),
+            "Patroni watchdog: mode automatic; armed on a1; a device, not held, on 1; no device on 1 of 3 hosts"
+        );
+    }
+
+    #[test]
     fn replicas_behind_and_pending_changes_are_warnings() {
         let rows = [
             row("dc1", "primary", "a1", "leader", 3, true),
@@ -1133,6 +1204,7 @@ mod tests {
             "{f:?}"
         );
         let s = Status {
+            watchdog_mode: crate::design::Watchdog::Automatic,
             cluster: "c".into(),
             hosts: Vec::new(),
             glb: None,

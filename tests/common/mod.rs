@@ -337,11 +337,21 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
 /// Runs SQL through a real PostgreSQL connection (TLS, verifying the
 /// cluster CA; PostgreSQL refuses anything else); rows as text.
 pub(crate) fn sql(host: &str, port: u16, password: &str, query: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    sql_within(host, port, password, query, std::time::Duration::from_secs(10))
+}
+
+/// [`sql`] with `limit` on the handshake and on the query each.
+pub(crate) fn sql_within(
+    host: &str,
+    port: u16,
+    password: &str,
+    query: &str,
+    limit: std::time::Duration,
+) -> Result<Vec<Vec<Option<String>>>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let limit = std::time::Duration::from_secs(10);
     rt.block_on(async {
         let conf = format!(
             "host={host} port={port} user=postgres password={password} dbname=postgres connect_timeout=3 sslmode=require"

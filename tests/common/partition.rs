@@ -301,7 +301,20 @@ pub(crate) struct Monitor {
     /// Set: take no sample (see [`Monitor::around`]); `idle` says none is under way.
     paused: Arc<AtomicBool>,
     idle: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(Vec<(Instant, Sample)>, bool)>,
+    handle: std::thread::JoinHandle<(Vec<Seen>, bool)>,
+}
+
+/// One whole sample: when it began asking, when the last answer came, and
+/// the hosts that answered "writable".
+pub(crate) struct Seen {
+    pub at: Instant,
+    /// A host's "not writable" holds by then at the latest: a write the
+    /// old master acknowledged between `at` and `done` is still before it
+    /// stopped.
+    pub done: Instant,
+    pub writable: Vec<String>,
+    /// Hosts that could not be asked, and why.
+    pub unknown: Vec<String>,
 }
 
 impl Monitor {
@@ -321,7 +334,14 @@ impl Monitor {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                samples.push((Instant::now(), sites.sample()));
+                let at = Instant::now();
+                let Sample { writable, unknown } = sites.sample();
+                samples.push(Seen {
+                    at,
+                    done: Instant::now(),
+                    writable,
+                    unknown,
+                });
                 std::thread::sleep(Duration::from_millis(200));
             }
             (samples, false)
@@ -359,14 +379,14 @@ impl Monitor {
     /// writable then, or another was unknown too), or if the monitor ran
     /// out before it was stopped (the end went unwatched). Returns the
     /// writable hosts of each sample.
-    pub(crate) fn finish(self) -> Vec<(Instant, Vec<String>)> {
+    pub(crate) fn finish(self) -> Vec<Seen> {
         self.stop.store(true, Ordering::Relaxed);
         let (samples, stopped) = self.handle.join().unwrap();
         assert!(
             stopped,
             "the monitor ran out of samples before the end: the rest went unwatched"
         );
-        for (_, s) in &samples {
+        for s in &samples {
             assert!(s.writable.len() <= 1, "two writable masters at once: {:?}", s.writable);
             assert!(
                 s.writable.len() + s.unknown.len() <= 1,
@@ -375,23 +395,20 @@ impl Monitor {
                 s.unknown
             );
         }
-        let unknown = samples.iter().filter(|(_, s)| !s.unknown.is_empty()).count();
+        let unknown = samples.iter().filter(|s| !s.unknown.is_empty()).count();
         if unknown > 0 {
             eprintln!(
                 "monitor: {unknown} of {} samples had a host that could not be asked",
                 samples.len()
             );
         }
-        samples.into_iter().map(|(at, s)| (at, s.writable)).collect()
+        samples
     }
 }
 
-/// The first sample at or after `from` for which `test` holds.
-fn first(samples: &[(Instant, Vec<String>)], from: Instant, test: impl Fn(&[String]) -> bool) -> Option<Instant> {
-    samples
-        .iter()
-        .find(|(at, rw)| *at >= from && test(rw))
-        .map(|(at, _)| *at)
+/// The first sample begun at or after `from` for which `test` holds.
+fn first(samples: &[Seen], from: Instant, test: impl Fn(&[String]) -> bool) -> Option<&Seen> {
+    samples.iter().find(|s| s.at >= from && test(&s.writable))
 }
 
 /// Writes on `host` itself every 200 ms (over its local socket, from inside
@@ -555,8 +572,12 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
-    let fenced = first(&samples, cut, |rw| rw.iter().all(|h| !h.starts_with(old))).unwrap();
-    let promoted = first(&samples, cut, |rw| rw.iter().any(|h| h.starts_with(new))).unwrap();
+    let fenced = first(&samples, cut, |rw| rw.iter().all(|h| !h.starts_with(old)))
+        .unwrap()
+        .at;
+    let promoted = first(&samples, cut, |rw| rw.iter().any(|h| h.starts_with(new)))
+        .unwrap()
+        .at;
     let last_before = w.at.iter().rev().find(|t| **t < cut).copied().unwrap_or(cut);
     let first_after = w.at.iter().find(|t| **t > promoted).copied();
     // Patroni asked the site agent before promoting.
@@ -679,14 +700,17 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
     let monitor = Monitor::start(sites);
     let (stop, handle) = writer(&sites.glb(), pw);
     std::thread::sleep(Duration::from_secs(2));
-    let cut = Instant::now();
-    let out = lab.lab(&["kill", old]);
+    // Between two whole samples (see `Monitor::around`), timed from inside.
+    let (cut, out, cut_done) = monitor.around(|| {
+        let cut = Instant::now();
+        let out = lab.lab(&["kill", old]);
+        (cut, out, Instant::now())
+    });
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let cut_done = Instant::now();
     let out = lab.pgha(&["cloud", "make-primary", new, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "make-primary: {}", stderr(&out));
     wait_new_master(sites, new, &new_hosts, pw);
-    let out = lab.lab(&["start", old]);
+    let out = monitor.around(|| lab.lab(&["start", old]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let followed = wait_followed(lab, old, new, Duration::from_secs(180));
     stop.store(true, Ordering::Relaxed);
@@ -695,10 +719,12 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
     assert!(
         samples
             .iter()
-            .all(|(at, rw)| *at < cut || rw.iter().all(|h| !old_hosts.contains(&h.as_str()))),
+            .all(|s| s.at < cut || s.writable.iter().all(|h| !old_hosts.contains(&h.as_str()))),
         "a host of the lost cloud took writes again"
     );
-    let promoted = first(&samples, cut, |rw| rw.iter().any(|h| h.starts_with(new))).unwrap();
+    let promoted = first(&samples, cut, |rw| rw.iter().any(|h| h.starts_with(new)))
+        .unwrap()
+        .at;
     let first_write = w.at.iter().find(|t| **t > promoted).copied().unwrap();
     sites.same_rows_everywhere(pw);
     let lost = sites.check_rpo(pw, &w, cut, cut_done);
@@ -901,15 +927,18 @@ pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: Fault) -
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
-    let stopped = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
-    let promoted = first(&samples, at, |rw| rw.iter().any(|h| h.starts_with(old) && *h != master)).unwrap();
+    let stop = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
+    let stopped = stop.at;
+    let promoted = first(&samples, at, |rw| rw.iter().any(|h| h.starts_with(old) && *h != master))
+        .unwrap()
+        .at;
     let last_before = w.at.iter().rev().find(|t| **t < stopped).copied().unwrap_or(at);
     let first_after = w.at.iter().find(|t| **t > promoted).copied();
     assert_eq!(status_json(lab)["site"]["holder"], old, "the lease left the cloud");
     sites.same_rows_everywhere(pw);
     // A master stopped at once may not have sent its last commits: the
     // documented in-cloud RPO, the newest before it stopped.
-    let lost = sites.check_rpo(pw, &w, at, stopped);
+    let lost = sites.check_rpo(pw, &w, at, stop.done);
     let out = lab.pgha(&["status"]);
     assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
     AgentFault {
@@ -970,8 +999,12 @@ pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOf
     let old = sites.writable_now().pop().expect("a master");
     assert!(old.starts_with(cloud), "{old}");
     std::thread::sleep(Duration::from_secs(2));
-    let at = Instant::now();
-    let out = lab.lab(&["kill", &old]);
+    // Between two whole samples (see `Monitor::around`), timed from inside.
+    let (at, out, done) = monitor.around(|| {
+        let at = Instant::now();
+        let out = lab.lab(&["kill", &old]);
+        (at, out, Instant::now())
+    });
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let mut new = None;
     wait_for("a new master", Duration::from_secs(TTL * 4), || {
@@ -991,7 +1024,7 @@ pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOf
         sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
     });
     std::thread::sleep(Duration::from_secs(2));
-    let out = lab.lab(&["start", &old]);
+    let out = monitor.around(|| lab.lab(&["start", &old]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     wait_for(&format!("{old} to follow {new}"), Duration::from_secs(120), || {
         status_json(lab)["hosts"]
@@ -1003,9 +1036,9 @@ pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOf
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
-    let promoted = first(&samples, at, |rw| rw.contains(&new)).unwrap();
+    let promoted = first(&samples, at, |rw| rw.contains(&new)).unwrap().at;
     assert_eq!(status_json(lab)["site"]["holder"], cloud, "the lease left {cloud}");
-    let lost = sites.check_rpo(pw, &w, at, at);
+    let lost = sites.check_rpo(pw, &w, at, done);
     // Every host of the primary cloud holds the master's rows. The standby
     // cloud is measured, not asserted: a standby leader that had received
     // WAL past the new master's fork cannot follow it (README, "The standby
@@ -1049,6 +1082,9 @@ pub(crate) struct SlowSite {
     pub stopped: Duration,
     /// From the links' recovery to a master again in the cloud.
     pub again: Duration,
+    /// Samples while slowed, and those that found a master (in the cloud).
+    pub slowed: usize,
+    pub served: usize,
     pub acked: usize,
     pub lost: Vec<Lost>,
 }
@@ -1056,11 +1092,13 @@ pub(crate) struct SlowSite {
 impl SlowSite {
     pub(crate) fn describe(&self) -> String {
         format!(
-            "site links of the master slowed to 8 kbit/s: it stopped taking writes after {} (bound {}); no master \
-             anywhere while slowed (manual mode: nobody takes the lease); links back: a master again in its cloud \
-             after {}; acknowledged writes lost: {} of {}{}",
+            "site links of the master slowed to 8 kbit/s: it stopped taking writes after {} (bound {}); while \
+             slowed a master of its cloud (no other: manual mode) in {} of {} samples; links back: a master again in \
+             its cloud after {}; acknowledged writes lost: {} of {}{}",
             secs(self.stopped),
             secs(fence_bound()),
+            self.served,
+            self.slowed,
             secs(self.again),
             self.lost.len(),
             self.acked,
@@ -1071,10 +1109,10 @@ impl SlowSite {
 
 /// Issue 23: a master whose requests to the site only trickle (it is alive,
 /// its agent too, but every renewal outlasts its deadline) fences within
-/// the agent's bound; its cloud stays fenced while the links are slow
-/// (it cannot tell a slow link from a cut), nobody else promotes, and once
-/// the links recover the cloud is primary again by itself. Never two
-/// writable hosts.
+/// the agent's bound; while the links are slow only its cloud may serve
+/// (a renewal that gets through, or another of its hosts made master),
+/// nobody else promotes, and once the links recover the cloud is primary
+/// again by itself. Never two writable hosts.
 pub(crate) fn slow_site_links(sites: Sites, lab: &TestLab, pw: &str) -> SlowSite {
     let (old, _, _, _) = sides(lab);
     let monitor = Monitor::start(sites);
@@ -1111,21 +1149,35 @@ pub(crate) fn slow_site_links(sites: Sites, lab: &TestLab, pw: &str) -> SlowSite
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
-    let stopped = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
+    let stop = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
+    let stopped = stop.at;
+    // The lease stays with the cloud (manual mode: nobody else may take
+    // it), so only its hosts may take writes, one at a time (the monitor
+    // checked that). A renewal that gets through the trickle, or another
+    // host of the cloud made master, may serve again while slowed: the
+    // lease is held, which is what the promise needs.
+    let slowed: Vec<&Seen> = samples.iter().filter(|s| s.at > stopped && s.done < back).collect();
+    let outside: Vec<&Vec<String>> = slowed
+        .iter()
+        .map(|s| &s.writable)
+        .filter(|rw| rw.iter().any(|h| !h.starts_with(old)))
+        .collect();
     assert!(
-        samples
-            .iter()
-            .filter(|(t, _)| *t > stopped && *t < back)
-            .all(|(_, rw)| rw.is_empty()),
-        "a host took writes while the master's site links were slow"
+        outside.is_empty(),
+        "a host outside {old} took writes while its master's site links were slow: {outside:?}"
     );
-    let again = first(&samples, back, |rw| rw.iter().any(|h| h.starts_with(old))).unwrap();
+    let served = slowed.iter().filter(|s| !s.writable.is_empty()).count();
+    let again = first(&samples, back, |rw| rw.iter().any(|h| h.starts_with(old)))
+        .unwrap()
+        .at;
     assert_eq!(status_json(lab)["site"]["holder"], old, "the lease left the cloud");
     sites.same_rows_everywhere(pw);
-    let lost = sites.check_rpo(pw, &w, at, stopped);
+    let lost = sites.check_rpo(pw, &w, at, stop.done);
     SlowSite {
         stopped: stopped - at,
         again: again - back,
+        slowed: slowed.len(),
+        served,
         acked: w.acked.len(),
         lost,
     }

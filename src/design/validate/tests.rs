@@ -597,3 +597,18 @@ fn the_leader_restarts_in_place_or_by_switchover() {
         18,
     );
 }
+
+#[test]
+fn patroni_uses_the_watchdog_where_there_is_one() {
+    assert_eq!(load(BASE).unwrap().design.governor.watchdog, Watchdog::Automatic);
+    for (word, mode) in [
+        ("required", Watchdog::Required),
+        ("off", Watchdog::Off),
+        ("\"off\"", Watchdog::Off),
+    ] {
+        let src = format!("{BASE}components:\n  governor:\n    watchdog: {word}\n");
+        assert_eq!(load(&src).unwrap().design.governor.watchdog, mode, "{word}");
+    }
+    let src = format!("{BASE}components:\n  governor:\n    watchdog: softdog\n");
+    assert_error(&src, "unknown watchdog mode", "components.governor.watchdog", 18);
+}
