@@ -20,6 +20,8 @@ pub enum Action {
     BootstrapLeader,
     /// Start Patroni on the other hosts: they clone and stream.
     JoinReplicas,
+    /// The site gate on a cloud's database hosts, before HAProxy names it.
+    ConfigureSiteGate,
     ConfigureHaproxy,
     /// etcd's users and roles in the cloud's etcd, then authentication on.
     SecureEtcd,
@@ -68,6 +70,7 @@ impl Action {
             Action::InstallWitness
             | Action::ConfigureSite
             | Action::ConfigureSiteAgents
+            | Action::ConfigureSiteGate
             | Action::SecureSite
             | Action::VerifySite => Component::Site,
             Action::ConfigurePgbackrest
@@ -92,6 +95,7 @@ impl Action {
             Action::InstallWitness => "install",
             Action::ConfigureSite => "configure",
             Action::ConfigureSiteAgents => "agents",
+            Action::ConfigureSiteGate => "gate",
             Action::SecureEtcd | Action::SecureSite => "access",
             Action::VerifySite => "verify",
             Action::ConfigurePgbackrest => "configure",
@@ -271,6 +275,23 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             design.platform.name
         ),
     );
+    if let Some(site) = &design.site {
+        // Before HAProxy on any host of the cloud names it in its checks.
+        b.push(
+            c,
+            Action::ConfigureSiteGate,
+            names.clone(),
+            format!(
+                "write {} and {}, run the site gate (TLS :{}{}): it answers 200 while this host's last site lease \
+                 renewal is younger than {:.0} s, and HAProxy and the GLB route to a master only then",
+                site::GATE.path,
+                site::GATE_UNIT.path,
+                site.gate_port,
+                site::GATE_PATH,
+                site::gate_bound(site.ttl)
+            ),
+        );
+    }
     // Before Patroni: with a site lease a standby cloud's leader clones and
     // streams through its own host's HAProxy.
     b.push(
@@ -374,7 +395,7 @@ fn parameter_steps(b: &mut Builder, design: &Design, clouds: &[&Cloud]) {
 
 fn site_steps(b: &mut Builder, design: &Design) {
     let Some(site) = &design.site else { return };
-    let [env, _, settings, agent, _, fence, _] = site::DB_HOST_FILES;
+    let [env, _, settings, agent, _, fence, _, _, _] = site::DB_HOST_FILES;
     if let Some(w) = &site.witness {
         b.push(
             None,

@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 22] = [
+const EMBEDDED: [(&str, &str); 23] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     (
         "pgha-backup@.service.j2",
@@ -37,6 +37,10 @@ const EMBEDDED: [(&str, &str); 22] = [
         "site-agent.service.j2",
         include_str!("../templates/site-agent.service.j2"),
     ),
+    (
+        "site-gate.service.j2",
+        include_str!("../templates/site-gate.service.j2"),
+    ),
     ("tls-trust.pem.j2", include_str!("../templates/tls-trust.pem.j2")),
     ("tls-cert.pem.j2", include_str!("../templates/tls-cert.pem.j2")),
     ("tls-key.pem.j2", include_str!("../templates/tls-key.pem.j2")),
@@ -57,7 +61,10 @@ const EMBEDDED: [(&str, &str); 22] = [
 
 /// Files installed as they are (code that runs on hosts, tested by
 /// `cargo test`): their settings come from a rendered file beside them.
-const STATIC: [(&str, &str); 1] = [("site_agent.py", include_str!("../host/site_agent.py"))];
+const STATIC: [(&str, &str); 2] = [
+    ("site_agent.py", include_str!("../host/site_agent.py")),
+    ("site_gate.py", include_str!("../host/site_gate.py")),
+];
 
 /// A file ready to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +172,11 @@ struct TemplateContext<'a> {
     site_data_dir: String,
     /// Seconds after its last lease renewal by which the site fence stops a master.
     fence_bound: u32,
+    /// Seconds after its last renewal at which a host's site gate closes
+    /// (one decimal: what the unit passes and HAProxy's comment says).
+    gate_bound: String,
+    gate_port: u16,
+    gate_path: &'static str,
     /// With a site lease, the `standby_cluster` section a fenced cloud (or
     /// one with no master while another holds the lease) takes: it follows
     /// the master of any cloud through its hosts' own HAProxy.
@@ -475,6 +487,12 @@ impl Renderer {
             site_last_key: components::site::last_key(&design.platform.name),
             site_data_dir: components::site::data_dir(&design.platform.name),
             fence_bound: design.site.as_ref().map_or(0, |s| components::site::fence_bound(s.ttl)),
+            gate_bound: design
+                .site
+                .as_ref()
+                .map_or(String::new(), |s| format!("{:.1}", components::site::gate_bound(s.ttl))),
+            gate_port: design.site.as_ref().map_or(0, |s| s.gate_port),
+            gate_path: components::site::GATE_PATH,
             site_follow: design
                 .site
                 .as_ref()

@@ -531,7 +531,13 @@ impl World {
         if let Some(out) = self.answer_site(script) {
             return out;
         }
-        for svc in ["patroni", "etcd", site::ETCD_SERVICE, site::AGENT_SERVICE] {
+        for svc in [
+            "patroni",
+            "etcd",
+            site::ETCD_SERVICE,
+            site::AGENT_SERVICE,
+            site::GATE_SERVICE,
+        ] {
             for verb in [Verb::Restart, Verb::Reload, Verb::Start, Verb::Enable] {
                 if script == systemd::unit_script(verb, svc) && !(svc == "patroni" && verb == Verb::Start) {
                     return ok(&format!("{} {svc}", verb.as_str()), String::new());

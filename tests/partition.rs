@@ -32,8 +32,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::partition::{
-    agent_fault, blip_primary, cut_primary, fence_bound, lose_primary, power_off_master, secs, set_auto_failover,
-    site_fence_bound, slow_site_links, status_json, Fault, Monitor, Sites, DC1, TTL,
+    agent_fault, blip_primary, cut_primary, fence_bound, gate_fault, lose_primary, power_off_master, secs,
+    set_auto_failover, site_fence_bound, slow_site_links, status_json, Fault, GateFaultKind, Monitor, Sites, DC1, TTL,
 };
 use common::{stderr, stdout, writer, TestLab};
 
@@ -78,6 +78,14 @@ fn partitions_never_leave_two_writable_masters() {
         let f = agent_fault(SITES, &lab, &pw, fault);
         eprintln!("figure: {}", f.describe());
         assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
+    }
+    // Issue 23: the client path's own guard. With the agent and the fence
+    // both frozen, nothing stops the master, yet the GLB stops sending it
+    // writes once its renewal is a third of the ttl old; a frozen gate
+    // closes the route too (fail closed).
+    for fault in GateFaultKind::ALL {
+        let g = gate_fault(SITES, &lab, &pw, fault);
+        eprintln!("figure: {}", g.describe());
     }
     // The master's links to the site members slowed to a trickle.
     let slow = slow_site_links(SITES, &lab, &pw);

@@ -119,6 +119,10 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt
             "usr/local/lib/pgha/site-agent",
             "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
         ),
+        (
+            "usr/local/lib/pgha/site-gate",
+            "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
+        ),
     ] {
         for f in having(&files, suffix) {
             // Each must pass and print nothing.
@@ -128,9 +132,9 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt
             ));
         }
     }
-    // The site agent's decisions, under the reference release's Python.
+    // The site agent's and the gate's decisions, under the reference release's Python.
     script.push_str(
-        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent 2>&1 | tail -3 | grep -qx OK\n",
+        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent test_site_gate 2>&1 | tail -3 | grep -qx OK\n",
     );
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "-v"])
@@ -155,7 +159,11 @@ fn patroni_accepts_every_rendered_config() {
 
 #[test]
 fn python_compiles_every_rendered_fence_and_site_agent() {
-    for script in ["usr/local/lib/pgha/patroni-fence", "usr/local/lib/pgha/site-agent"] {
+    for script in [
+        "usr/local/lib/pgha/patroni-fence",
+        "usr/local/lib/pgha/site-agent",
+        "usr/local/lib/pgha/site-gate",
+    ] {
         every_rendered_passes(script, "python3", &["-m", "py_compile"], true);
     }
 }
@@ -171,7 +179,7 @@ fn host_code() -> PathBuf {
 fn site_agent_decides_and_reads_its_settings() {
     require("python3");
     let out = Command::new("python3")
-        .args(["-B", "-m", "unittest", "test_site_agent"])
+        .args(["-B", "-m", "unittest", "test_site_agent", "test_site_gate"])
         .current_dir(host_code())
         .output()
         .unwrap();

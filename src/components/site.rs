@@ -116,9 +116,49 @@ pub(crate) fn fence_bound(ttl: u32) -> u32 {
     ttl / 2
 }
 
+/// The site gate (issue #23): the client path's own check of the lease.
+/// HAProxy and the GLB route to a master only while its gate answers 200,
+/// which it does while the host's last renewal is younger than
+/// [`gate_bound`]. Its own process, sharing no code with the agent: a dead
+/// gate fails the check and closes the route.
+pub(crate) const GATE_SERVICE: &str = "pgha-site-gate";
+
+/// The gate's code, the same on every host (host/site_gate.py).
+pub(crate) const GATE: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site_gate.py",
+    path: "/usr/local/lib/pgha/site-gate",
+    owner: "root",
+    group: "root",
+    mode: 0o755,
+    service: GATE_SERVICE,
+    check: Some("python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())'"),
+};
+
+pub(crate) const GATE_UNIT: FileSpec = FileSpec {
+    component: Component::Site,
+    template: "site-gate.service.j2",
+    path: "/etc/systemd/system/pgha-site-gate.service",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: GATE_SERVICE,
+    check: None,
+};
+
+/// The path HAProxy asks the gate.
+pub(crate) const GATE_PATH: &str = "/lease";
+
+/// Seconds after a master's last renewal at which its gate closes: when
+/// its agent would fence it (a third of the ttl). HAProxy takes the route
+/// away within its check's `fall` of that, well before the lease can pass.
+pub(crate) fn gate_bound(ttl: u32) -> f64 {
+    f64::from(ttl) / 3.0
+}
+
 /// The site files of a database host (the member files matter on the
 /// cloud's first host only).
-pub(crate) const DB_HOST_FILES: [FileSpec; 7] = [
+pub(crate) const DB_HOST_FILES: [FileSpec; 9] = [
     ETCD_ENV,
     ETCD_UNIT,
     AGENT_SETTINGS,
@@ -126,6 +166,8 @@ pub(crate) const DB_HOST_FILES: [FileSpec; 7] = [
     AGENT_UNIT,
     FENCE,
     FENCE_UNIT,
+    GATE,
+    GATE_UNIT,
 ];
 /// The files of the witness: TLS for etcd, and its member.
 pub(crate) const WITNESS_FILES: [FileSpec; 5] = [tls::TRUST, tls::CERT, tls::ETCD_KEY, ETCD_ENV, ETCD_UNIT];

@@ -2,7 +2,7 @@
 //! repaired with the least change (and verified), a stale design is refused.
 
 use super::*;
-use crate::components::{etcd, haproxy, patroni};
+use crate::components::{etcd, haproxy, patroni, site};
 use crate::deploy::work::{HostWork, Work};
 use crate::testkit::{Sim, THREE_CLOUDS};
 
@@ -402,4 +402,59 @@ async fn a_converged_cluster_with_the_site_lease_is_only_read() {
         e.iter().any(|x| x.ends_with(": read the site lease")),
         "the site lease is verified: {e:#?}"
     );
+}
+
+/// Issue 23: a cluster deployed before the site gate existed. Each cloud's
+/// gates run before any of its HAProxy instances names them in a check: a
+/// check of a gate that is not there yet would close the route to the master.
+#[tokio::test(start_paused = true)]
+async fn the_site_gates_of_a_cloud_run_before_its_haproxy_checks_them() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    let clouds: Vec<(String, Vec<String>)> = sim
+        .design()
+        .clouds
+        .iter()
+        .map(|c| (c.name.clone(), c.hosts.iter().map(|h| h.name.clone()).collect()))
+        .collect();
+    {
+        let mut w = sim.world();
+        for (_, hosts) in &clouds {
+            for name in hosts {
+                let h = w.hosts.get_mut(name).unwrap();
+                h.files.remove(site::GATE.path);
+                h.files.remove(site::GATE_UNIT.path);
+                // The config before the gate: Patroni's /primary alone.
+                let cfg: String = h.files[haproxy::CONFIG.path]
+                    .lines()
+                    .filter(|l| !l.contains("http-check connect port") && !l.contains("uri /lease"))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                h.files.insert(haproxy::CONFIG.path.into(), cfg.clone());
+                h.active_haproxy = cfg;
+            }
+        }
+    }
+    deploy(&sim).await.unwrap();
+    let c = changes(&sim);
+    for (cloud, hosts) in &clouds {
+        let at = |what: &str| -> Vec<usize> {
+            hosts
+                .iter()
+                .map(|h| {
+                    c.iter()
+                        .position(|x| *x == format!("{h}: {what}"))
+                        .unwrap_or_else(|| panic!("{h}: {what} missing: {c:#?}"))
+                })
+                .collect()
+        };
+        let gates = at("restart pgha-site-gate");
+        let reloads = at("reload haproxy");
+        assert!(
+            gates.iter().max() < reloads.iter().min(),
+            "{cloud}: every gate before any HAProxy reload: {c:#?}"
+        );
+    }
+    sim.world().log.clear();
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), Vec::<String>::new(), "the next deploy changes nothing");
 }

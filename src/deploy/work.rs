@@ -390,6 +390,20 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 }
             }
         }
+        // A changed unit alone restarts it too. A new certificate does not:
+        // the gate loads it when the files change (a restart would fail
+        // HAProxy's checks for a moment and close the route).
+        Action::ConfigureSiteGate => {
+            site_service(
+                &mut items,
+                i,
+                host,
+                &facts,
+                site::GATE_UNIT,
+                site::GATE,
+                &[site::GATE_UNIT],
+            );
+        }
         Action::ConfigureHaproxy => {
             converge(
                 &mut items,
@@ -408,12 +422,28 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 write_if_differs(&mut items, &facts, file(i, host, spec));
             }
         }
-        Action::ConfigureSite => site_service(&mut items, i, host, &facts, site::ETCD_UNIT, site::ETCD_ENV),
+        Action::ConfigureSite => site_service(
+            &mut items,
+            i,
+            host,
+            &facts,
+            site::ETCD_UNIT,
+            site::ETCD_ENV,
+            &tls::ETCD_FILES,
+        ),
         // The agent loads the host's certificate when it starts, like etcd.
         Action::ConfigureSiteAgents => {
             // Its settings, then its code: a change of either restarts it once.
             write_if_differs(&mut items, &facts, file(i, host, &site::AGENT_SETTINGS));
-            site_service(&mut items, i, host, &facts, site::AGENT_UNIT, site::AGENT);
+            site_service(
+                &mut items,
+                i,
+                host,
+                &facts,
+                site::AGENT_UNIT,
+                site::AGENT,
+                &tls::ETCD_FILES,
+            );
             reread(
                 &mut items,
                 i,
@@ -424,17 +454,14 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
             // After the agent: a new agent stamps its renewals before the
             // fence that reads them starts.
-            if write_if_differs(&mut items, &facts, file(i, host, &site::FENCE_UNIT)) {
-                items.push(Work::DaemonReload);
-            }
-            converge(&mut items, &facts, file(i, host, &site::FENCE), Work::Restart);
             // A changed unit alone restarts it too.
-            reread(
+            site_service(
                 &mut items,
                 i,
                 host,
                 &facts,
-                Work::Restart(site::FENCE_SERVICE),
+                site::FENCE_UNIT,
+                site::FENCE,
                 &[site::FENCE_UNIT],
             );
         }
@@ -527,12 +554,22 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
 /// A service of the site lease (its member or its agent): its unit file
 /// (systemd rereads it), its main file (a change restarts it) and the TLS
 /// files it loads at start (a change restarts it too).
-fn site_service(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts, unit: FileSpec, main: FileSpec) {
+/// A unit and its main file (code or settings); the service restarts when
+/// the main file or one of `rereads` changed.
+fn site_service(
+    items: &mut Vec<Work>,
+    i: &Inputs,
+    host: &str,
+    facts: &HostFacts,
+    unit: FileSpec,
+    main: FileSpec,
+    rereads: &[FileSpec],
+) {
     if write_if_differs(items, facts, file(i, host, &unit)) {
         items.push(Work::DaemonReload);
     }
     converge(items, facts, file(i, host, &main), Work::Restart);
-    reread(items, i, host, facts, Work::Restart(main.service), &tls::ETCD_FILES);
+    reread(items, i, host, facts, Work::Restart(main.service), rereads);
 }
 
 /// A repository host: the package, TLS, pgBackRest's config and server, the

@@ -228,6 +228,9 @@ pub struct Site {
     pub maximum_lag: u64,
     pub client_port: u16,
     pub peer_port: u16,
+    /// The site gate on every database host (TLS): HAProxy and the GLB
+    /// route to a master only while it answers 200 there.
+    pub gate_port: u16,
 }
 
 impl Site {

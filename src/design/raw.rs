@@ -138,6 +138,7 @@ pub struct RawSite {
     pub maximum_lag: Option<u64>,
     pub client_port: Option<u16>,
     pub peer_port: Option<u16>,
+    pub gate_port: Option<u16>,
 }
 
 /// Backups with pgBackRest: a repository host per cloud.

@@ -1137,6 +1137,7 @@ fn build_site(
         maximum_lag: raw.maximum_lag.unwrap_or(16 * 1024 * 1024),
         client_port: raw.client_port.unwrap_or(2479),
         peer_port: raw.peer_port.unwrap_or(2480),
+        gate_port: raw.gate_port.unwrap_or(2481),
     };
     if !(15..=600).contains(&site.ttl) {
         cx.error(
@@ -1438,7 +1439,11 @@ fn check_ports(
         ("components.haproxy.stats_port", haproxy.stats_port),
     ];
     if let Some(s) = site {
-        db_ports.extend([("site.client_port", s.client_port), ("site.peer_port", s.peer_port)]);
+        db_ports.extend([
+            ("site.client_port", s.client_port),
+            ("site.peer_port", s.peer_port),
+            ("site.gate_port", s.gate_port),
+        ]);
     }
     if let Some(b) = backup {
         db_ports.push(("backup.port", b.port));

@@ -50,6 +50,9 @@ pub(crate) struct SiteGuard {
     /// renewal is `fence_bound_s` old, whatever became of the agent.
     pub fence: String,
     pub fence_bound_s: u32,
+    /// `systemctl is-active pgha-site-gate`: HAProxy and the GLB route to
+    /// this host only while its gate answers that the lease is fresh.
+    pub gate: String,
     /// The site has answered this host: from now on silence fences.
     pub armed: bool,
 }
@@ -66,6 +69,7 @@ impl SiteGuard {
             agent: word("site_agent "),
             fence: word("site_fence "),
             fence_bound_s: bound,
+            gate: word("site_gate "),
             armed: probe.lines().any(|l| l == "site_armed"),
         }
     }
@@ -423,6 +427,16 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
                 ),
             );
         }
+        if g.gate != "active" {
+            say(
+                Level::Warning,
+                format!(
+                    "{}: the site gate (pgha-site-gate) is {}: HAProxy and the GLB send no client to this host, \
+                     even as the master; `systemctl start pgha-site-gate` there",
+                    r.host, g.gate
+                ),
+            );
+        }
     }
     if !site.readable {
         say(
@@ -473,9 +487,10 @@ fn probe_script(d: &Design) -> String {
     let site = if d.site.is_some() {
         format!(
             "echo \"site_agent $(systemctl is-active {})\"\necho \"site_fence $(systemctl is-active {})\"\n\
-             [ -f /var/lib/pgha/site-armed ] && echo site_armed\n",
+             echo \"site_gate $(systemctl is-active {})\"\n[ -f /var/lib/pgha/site-armed ] && echo site_armed\n",
             crate::components::site::AGENT_SERVICE,
-            crate::components::site::FENCE_SERVICE
+            crate::components::site::FENCE_SERVICE,
+            crate::components::site::GATE_SERVICE
         )
     } else {
         String::new()
@@ -915,14 +930,16 @@ pub(crate) fn table(s: &Status) -> String {
         };
         text.push_str(&format!(
             "\nSite lease: {lease}; auto failover {}\nSite members: {}\nSite fence: the agent fences a master {:.0} s \
-             after its last renewal ({}); pgha-site-fence, apart from it, stops one at {} s ({}); armed on {armed} of {} \
-             hosts",
+             after its last renewal ({}); pgha-site-fence, apart from it, stops one at {} s ({}); pgha-site-gate closes \
+             the client path to one at {:.1} s ({}); armed on {armed} of {} hosts",
             if site.auto_failover { "on" } else { "off" },
             members.join(", "),
             f64::from(site.ttl_s) / 3.0,
             running_on(|g| g.agent == "active"),
             crate::components::site::fence_bound(site.ttl_s),
             running_on(|g| g.fence == "active"),
+            crate::components::site::gate_bound(site.ttl_s),
+            running_on(|g| g.gate == "active"),
             guards.len()
         ));
     }

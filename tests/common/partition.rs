@@ -796,6 +796,35 @@ pub(crate) fn blip_primary(sites: Sites, lab: &TestLab, pw: &str, cut_for: Durat
     (w.gap, lost)
 }
 
+/// The start of a fault on the master of `cloud`: the monitor and a client
+/// writing through the GLB running, the master found, and two seconds of
+/// writes before anything happens.
+fn on_the_master(sites: Sites, pw: &str, cloud: &str) -> (Monitor, Arc<AtomicBool>, super::Ticks, String) {
+    let monitor = Monitor::start(sites);
+    let (stop, handle) = writer(&sites.glb(), pw);
+    let master = sites.writable_now().pop().expect("a master");
+    assert!(master.starts_with(cloud), "{master} is not in {cloud}");
+    std::thread::sleep(Duration::from_secs(2));
+    (monitor, stop, handle, master)
+}
+
+/// The end of a fault: writes go through the GLB again (a few more are
+/// acknowledged there), then the writer and the monitor stop.
+fn served_again(
+    sites: Sites,
+    pw: &str,
+    monitor: Monitor,
+    stop: &AtomicBool,
+    handle: super::Ticks,
+) -> (Written, Vec<Seen>) {
+    wait_for("writes through the GLB", Duration::from_secs(30), || {
+        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    (handle.join().unwrap(), monitor.finish())
+}
+
 /// The site fence's documented bound (issue 23): half the ttl after the
 /// last renewal, its 1 s period, the immediate stop (a few seconds at most
 /// on a busy machine).
@@ -888,12 +917,8 @@ impl Fault {
 /// again; the old master follows. Never two writable hosts.
 pub(crate) fn agent_fault(sites: Sites, lab: &TestLab, pw: &str, fault: Fault) -> AgentFault {
     let (old, _, old_hosts, _) = sides(lab);
-    let monitor = Monitor::start(sites);
-    let (stop, handle) = writer(&sites.glb(), pw);
-    let master = sites.writable_now().pop().expect("a master");
-    assert!(master.starts_with(old), "{master}");
+    let (monitor, stop, handle, master) = on_the_master(sites, pw, old);
     let address = sites.address(&master);
-    std::thread::sleep(Duration::from_secs(2));
     let (make, undo) = fault.commands();
     let at = Instant::now();
     lab.ssh_ok(&address, make);
@@ -994,11 +1019,7 @@ impl PowerOff {
 /// follows. Never two writable hosts.
 pub(crate) fn power_off_master(sites: Sites, lab: &TestLab, pw: &str) -> PowerOff {
     let (cloud, _, hosts, _) = sides(lab);
-    let monitor = Monitor::start(sites);
-    let (stop, handle) = writer(&sites.glb(), pw);
-    let old = sites.writable_now().pop().expect("a master");
-    assert!(old.starts_with(cloud), "{old}");
-    std::thread::sleep(Duration::from_secs(2));
+    let (monitor, stop, handle, old) = on_the_master(sites, pw, cloud);
     // Between two whole samples (see `Monitor::around`), timed from inside.
     let (at, out, done) = monitor.around(|| {
         let at = Instant::now();
@@ -1115,12 +1136,8 @@ impl SlowSite {
 /// again by itself. Never two writable hosts.
 pub(crate) fn slow_site_links(sites: Sites, lab: &TestLab, pw: &str) -> SlowSite {
     let (old, _, _, _) = sides(lab);
-    let monitor = Monitor::start(sites);
-    let (stop, handle) = writer(&sites.glb(), pw);
-    let master = sites.writable_now().pop().expect("a master");
-    assert!(master.starts_with(old), "{master}");
+    let (monitor, stop, handle, master) = on_the_master(sites, pw, old);
     let address = sites.address(&master);
-    std::thread::sleep(Duration::from_secs(2));
     let at = Instant::now();
     lab.ssh_ok(&address, SLOW_SITE);
     let slowed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1142,13 +1159,7 @@ pub(crate) fn slow_site_links(sites: Sites, lab: &TestLab, pw: &str) -> SlowSite
         Duration::from_secs(TTL * 4),
         || sites.writable_now().iter().any(|h| h.starts_with(old)),
     );
-    wait_for("writes through the GLB", Duration::from_secs(30), || {
-        sql(&sites.glb(), 5000, pw, "SELECT 1 WHERE NOT pg_is_in_recovery()").is_ok_and(|r| r.len() == 1)
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let w = handle.join().unwrap();
-    let samples = monitor.finish();
+    let (w, samples) = served_again(sites, pw, monitor, &stop, handle);
     let stop = first(&samples, at, |rw| !rw.contains(&master)).unwrap();
     let stopped = stop.at;
     // The lease stays with the cloud (manual mode: nobody else may take
@@ -1178,6 +1189,154 @@ pub(crate) fn slow_site_links(sites: Sites, lab: &TestLab, pw: &str) -> SlowSite
         again: again - back,
         slowed: slowed.len(),
         served,
+        acked: w.acked.len(),
+        lost,
+    }
+}
+
+/// What one fault of the client path's gate measured (issue 23).
+pub(crate) struct GateFault {
+    pub fault: GateFaultKind,
+    /// From the fault to the last write acknowledged through the GLB.
+    pub closed: Duration,
+    pub bound: Duration,
+    /// From the undo to the first write acknowledged through the GLB.
+    pub reopened: Duration,
+    /// Samples of the monitor that found the master writable meanwhile.
+    pub writable_samples: usize,
+    pub acked: usize,
+    pub lost: usize,
+}
+
+impl GateFault {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{}: the last write through the GLB acknowledged {} after it (bound {}), while the master stayed \
+             writable ({} samples); writes again {} after the undo; acknowledged writes lost: {} of {}",
+            self.fault.label(),
+            secs(self.closed),
+            secs(self.bound),
+            self.writable_samples,
+            secs(self.reopened),
+            self.lost,
+            self.acked
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GateFaultKind {
+    /// The site agent and the site fence both frozen on the master: nothing
+    /// renews the lease and nothing stops PostgreSQL; only the gate, seeing
+    /// the last renewal age, closes the route.
+    GuardsFrozen,
+    /// The gate itself frozen: HAProxy's checks time out, the route closes.
+    GateFrozen,
+}
+
+impl GateFaultKind {
+    pub(crate) const ALL: [GateFaultKind; 2] = [GateFaultKind::GuardsFrozen, GateFaultKind::GateFrozen];
+
+    fn label(self) -> &'static str {
+        match self {
+            GateFaultKind::GuardsFrozen => "site agent and site fence both frozen on the master",
+            GateFaultKind::GateFrozen => "site gate frozen on the master",
+        }
+    }
+
+    /// HAProxy's checks (inter 1 s, fall 2, timeout check 3 s) after the
+    /// gate stops answering 200, from the fault.
+    fn bound(self) -> Duration {
+        let checks = Duration::from_secs(2 * (1 + 3));
+        match self {
+            // The gate closes a third of the ttl after the last renewal,
+            // which came before the freeze.
+            GateFaultKind::GuardsFrozen => Duration::from_secs_f64(TTL as f64 / 3.0) + checks,
+            GateFaultKind::GateFrozen => checks,
+        }
+    }
+}
+
+/// A fault of the client path's guard on the primary's master, with a
+/// client writing through the GLB and the monitor inside every host: the
+/// GLB stops acknowledging writes within the gate's bound while the
+/// master itself stays writable (the gate alone closed the route), and
+/// once undone the route opens again. Held for 14 s, less than the lease's
+/// ttl minus a renewal period: the agent, thawed first, renews before the
+/// lease lapses and before the fence, thawed once the renewal is recorded,
+/// looks. Never two writable hosts; nothing lost.
+pub(crate) fn gate_fault(sites: Sites, lab: &TestLab, pw: &str, fault: GateFaultKind) -> GateFault {
+    let (old, _, _, _) = sides(lab);
+    let (monitor, stop, handle, master) = on_the_master(sites, pw, old);
+    let address = sites.address(&master);
+    let units = match fault {
+        GateFaultKind::GuardsFrozen => "pgha-site-agent pgha-site-fence",
+        GateFaultKind::GateFrozen => "pgha-site-gate",
+    };
+    let at = Instant::now();
+    lab.ssh_ok(&address, &format!("systemctl kill -s SIGSTOP {units}"));
+    let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            "the GLB to refuse writes",
+            fault.bound() + Duration::from_secs(5),
+            || super::sql_within(&sites.glb(), 5000, pw, "SELECT 1", Duration::from_secs(3)).is_err(),
+        );
+        let until = at + Duration::from_secs(14);
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    }));
+    let back = Instant::now();
+    if fault == GateFaultKind::GuardsFrozen {
+        // The agent first; the fence once a renewal is recorded again.
+        lab.ssh_ok(&address, "systemctl kill -s SIGCONT pgha-site-agent");
+        wait_for("the agent to renew", Duration::from_secs(TTL / 2), || {
+            lab.ssh(
+                &address,
+                "awk -v s=\"$(cat /run/pgha/site-renewed)\" '{ exit !($1 - s < 3) }' /proc/uptime",
+            )
+            .status
+            .success()
+        });
+    }
+    lab.ssh_ok(&address, &format!("systemctl kill -s SIGCONT {units}"));
+    if let Err(e) = held {
+        std::panic::resume_unwind(e);
+    }
+    let (w, samples) = served_again(sites, pw, monitor, &stop, handle);
+    let during: Vec<&Seen> = samples.iter().filter(|s| s.at > at && s.done < back).collect();
+    let not_writable: Vec<&&Seen> = during
+        .iter()
+        .filter(|s| !s.writable.contains(&master) && !s.unknown.iter().any(|u| u.starts_with(&master)))
+        .collect();
+    assert!(
+        not_writable.is_empty(),
+        "{master} stopped taking writes during the fault: the gate was not what closed the route ({} samples)",
+        not_writable.len()
+    );
+    let closed =
+        w.at.iter()
+            .filter(|t| **t > at && **t < back)
+            .max()
+            .map_or(Duration::ZERO, |t| *t - at);
+    assert!(
+        closed <= fault.bound(),
+        "a write through the GLB was acknowledged {} after the fault (bound {})",
+        secs(closed),
+        secs(fault.bound())
+    );
+    let reopened = w.at.iter().find(|t| **t > back).map_or(Duration::MAX, |t| *t - back);
+    assert_eq!(status_json(lab)["site"]["holder"], old, "the lease left the cloud");
+    assert_eq!(sites.writable_now(), vec![master.clone()], "the master changed");
+    sites.same_rows_everywhere(pw);
+    let lost = sites.lost(pw, &w.acked);
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    let out = lab.pgha(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "status: {}{}", stdout(&out), stderr(&out));
+    GateFault {
+        fault,
+        closed,
+        bound: fault.bound(),
+        reopened,
+        writable_samples: during.len(),
         acked: w.acked.len(),
         lost,
     }

@@ -1,0 +1,134 @@
+"""Unit tests of the site gate (run by `cargo test`, tests/real_tools.rs):
+its decision, every branch, and one server answering over TLS."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+from unittest import mock
+
+import site_gate as g
+
+
+class Decide(unittest.TestCase):
+    def test_open_before_the_site_first_answered(self):
+        self.assertEqual(g.decide(False, 100.0, None, 10)[0], 200)
+
+    def test_closed_without_a_renewal_since_boot(self):
+        code, why = g.decide(True, 100.0, None, 10)
+        self.assertEqual(code, 503)
+        self.assertIn("since boot", why)
+
+    def test_open_while_the_renewal_is_fresh(self):
+        self.assertEqual(g.decide(True, 100.0, 95.0, 10)[0], 200)
+
+    def test_closed_once_the_renewal_is_as_old_as_the_bound(self):
+        self.assertEqual(g.decide(True, 100.0, 90.0, 10)[0], 503)
+        code, why = g.decide(True, 100.0, 80.0, 10)
+        self.assertEqual(code, 503)
+        self.assertIn("20.0 s ago", why)
+
+    def test_closed_on_a_renewal_from_the_future(self):
+        # A stamp from before a reboot on a clock that restarted at zero.
+        self.assertEqual(g.decide(True, 5.0, 500.0, 10)[0], 503)
+
+
+class Reads(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_a_stamp_is_a_number_or_unknown(self):
+        p = os.path.join(self.dir, "stamp")
+        self.assertIsNone(g.read_stamp(p))
+        with open(p, "w") as f:
+            f.write("12.500\n")
+        self.assertEqual(g.read_stamp(p), 12.5)
+        with open(p, "w") as f:
+            f.write("half a numb")
+        self.assertIsNone(g.read_stamp(p))
+
+    def test_armed_when_marked_or_unreadable(self):
+        p = os.path.join(self.dir, "armed")
+        self.assertFalse(g.armed(p))
+        open(p, "w").close()
+        self.assertTrue(g.armed(p))
+        with mock.patch("builtins.open", side_effect=PermissionError("denied")):
+            self.assertTrue(g.armed(p))
+
+
+@unittest.skipUnless(shutil.which("openssl"), "needs openssl for a certificate")
+class Serves(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.cert = os.path.join(self.dir, "cert.pem")
+        self.key = os.path.join(self.dir, "key.pem")
+        self.issue(self.cert, self.key)
+        self.server = g.Server(("127.0.0.1", 0), g.Certificate(self.cert, self.key), 10.0)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.client = ssl.create_default_context(cafile=self.cert)
+
+    def issue(self, cert, key):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1",
+             "-keyout", key, "-out", cert],
+            check=True, capture_output=True, timeout=30,
+        )
+
+    def tearDown(self):
+        self.server.shutdown()
+        self.server.server_close()
+        shutil.rmtree(self.dir)
+
+    def get(self, path="/lease"):
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}", context=self.client, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def test_answers_the_verdict_over_tls(self):
+        with mock.patch.object(g, "verdict", return_value=(200, "fresh")):
+            self.assertEqual(self.get(), (200, "fresh\n"))
+        with mock.patch.object(g, "verdict", return_value=(503, "stale")):
+            self.assertEqual(self.get(), (503, "stale\n"))
+        self.assertEqual(self.get("/")[0], 404)
+
+    def test_a_new_certificate_is_served_without_a_restart(self):
+        new_cert, new_key = os.path.join(self.dir, "new.pem"), os.path.join(self.dir, "new.key")
+        self.issue(new_cert, new_key)
+        with mock.patch.object(g, "verdict", return_value=(200, "fresh")):
+            self.assertEqual(self.get()[0], 200)
+            # Half written (a key that does not match): the last good pair stays.
+            os.replace(new_key, self.key)
+            with mock.patch.object(g, "log"):
+                self.assertEqual(self.get()[0], 200)
+            os.replace(new_cert, self.cert)
+            self.client = ssl.create_default_context(cafile=self.cert)
+            with mock.patch.object(g, "log"):
+                self.assertEqual(self.get()[0], 200)
+
+    def test_a_client_that_never_shakes_hands_blocks_nobody(self):
+        idle = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        try:
+            began = time.monotonic()
+            with mock.patch.object(g, "verdict", return_value=(200, "fresh")):
+                self.assertEqual(self.get()[0], 200)
+            self.assertLess(time.monotonic() - began, 2)
+        finally:
+            idle.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
