@@ -18,14 +18,22 @@ Installed as it is by pgha; `python3 -m unittest test_site_gate` tests it.
 
 import argparse
 import http.server
+import math
 import os
+import socket
+import socketserver
 import ssl
 import sys
+import threading
 import time
 
 STAMP = "/run/pgha/site-renewed"
 ARMED = "/var/lib/pgha/site-armed"
 PATH = "/lease"
+# Connections served at once, and how long one may last in all: every
+# HAProxy asks once a second, so a client holding more is not a checker.
+MAX_CLIENTS = 64
+DEADLINE = 5.0
 
 
 def decide(armed, now, stamp, bound):
@@ -44,12 +52,14 @@ def decide(armed, now, stamp, bound):
 
 
 def read_stamp(path=STAMP):
-    """The recorded renewal, or None when missing or unreadable."""
+    """The recorded renewal, or None when missing, unreadable or not a
+    finite number (float() takes "nan", and no comparison fails on it)."""
     try:
         with open(path) as f:
-            return float(f.read().strip())
+            at = float(f.read().strip())
     except (OSError, ValueError):
         return None
+    return at if math.isfinite(at) else None
 
 
 def armed(path=ARMED):
@@ -103,6 +113,9 @@ class Certificate:
         self.paths = (cert, key)
         self.seen = None
         self.context = None
+        # The files as they were when they last failed to load: tried again
+        # (and logged) only once they change again.
+        self.failed = None
 
     def current(self):
         try:
@@ -110,9 +123,11 @@ class Certificate:
         except OSError as e:
             if self.context is None:
                 raise
-            log(f"cannot read the certificate ({e}): serving the last one loaded")
+            if self.failed != "unreadable":
+                self.failed = "unreadable"
+                log(f"cannot read the certificate ({e}): serving the last one loaded")
             return self.context
-        if seen != self.seen:
+        if seen != self.seen and seen != self.failed:
             try:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -120,6 +135,7 @@ class Certificate:
             except (OSError, ssl.SSLError) as e:
                 if self.context is None:
                     raise
+                self.failed = seen
                 log(f"cannot load the new certificate ({e}): serving the last one loaded")
                 return self.context
             if self.context is not None:
@@ -136,9 +152,16 @@ class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, certificate, bound):
-        super().__init__(address, Handler)
         self.certificate = certificate
         self.bound = bound
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        super().__init__(address, Handler)
+
+    def server_bind(self):
+        # HTTPServer's own asks DNS for the address's name before listening:
+        # a resolver that does not answer would keep the gate (and the route) down.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "pgha-site-gate", self.server_address[1]
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -147,8 +170,42 @@ class Server(http.server.ThreadingHTTPServer):
         context = self.certificate.current()
         return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
+    def verify_request(self, request, client_address):
+        # Beyond MAX_CLIENTS at once, a connection is closed unanswered.
+        return self.slots.acquire(blocking=False)
+
+    def process_request(self, request, client_address):
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            # No thread to give the slot back (one could not start).
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        # However slowly a client trickles bytes, its connection ends after
+        # DEADLINE seconds in all.
+        timer = threading.Timer(DEADLINE, shut, (request,))
+        try:
+            timer.start()
+            super().process_request_thread(request, client_address)
+        finally:
+            timer.cancel()
+            self.slots.release()
+
     def handle_error(self, request, client_address):
-        # A scanner or a dropped check is not the gate's failure.
+        # A dropped check, a scanner or a cut-off slow client is not the
+        # gate's failure; anything else is logged (and the answer is none:
+        # HAProxy's check fails, the route closes).
+        e = sys.exc_info()[1]
+        if not isinstance(e, (OSError, ssl.SSLError, ValueError)):
+            log(f"request from {client_address[0]} failed: {e!r}")
+
+
+def shut(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
         pass
 
 

@@ -56,6 +56,10 @@ class Reads(unittest.TestCase):
         with open(p, "w") as f:
             f.write("half a numb")
         self.assertIsNone(g.read_stamp(p))
+        for odd in ("nan", "inf", "-inf"):
+            with open(p, "w") as f:
+                f.write(odd)
+            self.assertIsNone(g.read_stamp(p), odd)
 
     def test_armed_when_marked_or_unreadable(self):
         p = os.path.join(self.dir, "armed")
@@ -118,6 +122,40 @@ class Serves(unittest.TestCase):
             self.client = ssl.create_default_context(cafile=self.cert)
             with mock.patch.object(g, "log"):
                 self.assertEqual(self.get()[0], 200)
+
+    def test_a_slow_client_is_cut_off_and_too_many_are_refused(self):
+        with mock.patch.object(g, "DEADLINE", 1.0):
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            slow = self.client.wrap_socket(raw, server_hostname="127.0.0.1")
+            try:
+                began = time.monotonic()
+                # A byte every 0.3 s, under the read timeout: the deadline ends it.
+                with self.assertRaises(OSError):
+                    for b in b"GET /lease HTTP/1.0\r\n" * 4:
+                        slow.send(bytes([b]))
+                        time.sleep(0.3)
+                        if time.monotonic() - began > 2.5:
+                            break
+                    # Nothing came back and the peer hung up.
+                    if slow.recv(1) == b"":
+                        raise ConnectionResetError("closed")
+                self.assertLess(time.monotonic() - began, 2.5)
+            finally:
+                slow.close()
+        # Every slot taken: a new connection is closed unanswered, at once.
+        for _ in range(g.MAX_CLIENTS):
+            self.assertTrue(self.server.slots.acquire(blocking=False))
+        try:
+            extra = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            began = time.monotonic()
+            self.assertEqual(extra.recv(1), b"", "closed unanswered")
+            self.assertLess(time.monotonic() - began, 1)
+            extra.close()
+        finally:
+            for _ in range(g.MAX_CLIENTS):
+                self.server.slots.release()
+        with mock.patch.object(g, "verdict", return_value=(200, "fresh")):
+            self.assertEqual(self.get()[0], 200)
 
     def test_a_client_that_never_shakes_hands_blocks_nobody(self):
         idle = socket.create_connection(("127.0.0.1", self.port), timeout=5)

@@ -283,7 +283,7 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             names.clone(),
             format!(
                 "write {} and {}, run the site gate (TLS :{}{}): it answers 200 while this host's last site lease \
-                 renewal is younger than {:.0} s, and HAProxy and the GLB route to a master only then",
+                 renewal is younger than {:.1} s, and HAProxy and the GLB route to a master only then",
                 site::GATE.path,
                 site::GATE_UNIT.path,
                 site.gate_port,

@@ -524,6 +524,10 @@ impl World {
         if script == systemd::DAEMON_RELOAD {
             return ok("daemon-reload", String::new());
         }
+        if script == site::gate_installed_script() {
+            let has = self.hosts[host].files.contains_key(site::GATE_UNIT.path);
+            return ok("look for the site gate", if has { "gate\n" } else { "none\n" }.into());
+        }
         if script == patroni::UNHOLD_SCRIPT {
             self.hosts.get_mut(host).expect("known host").held = false;
             return ok("unhold", String::new());

@@ -149,6 +149,11 @@ pub(crate) const GATE_UNIT: FileSpec = FileSpec {
 /// The path HAProxy asks the gate.
 pub(crate) const GATE_PATH: &str = "/lease";
 
+/// Prints `gate` where the gate's unit is installed, `none` where not.
+pub(crate) fn gate_installed_script() -> String {
+    format!("if test -f {}; then echo gate; else echo none; fi", GATE_UNIT.path)
+}
+
 /// Seconds after a master's last renewal at which its gate closes: when
 /// its agent would fence it (a third of the ttl). HAProxy takes the route
 /// away within its check's `fall` of that, well before the lease can pass.

@@ -341,6 +341,7 @@ pub(crate) async fn run_on(
     output: ui::Output,
 ) -> anyhow::Result<()> {
     let design = &fleet.design;
+    super::site::refuse_without_gates(fleet).await?;
     let session = crate::lock::Session::begin(design, &flip.command(name), Some((flip.verb(), name)))?;
     // The lock lives in the primary cloud's etcd, or, when that cloud is
     // unreachable (a lost data center), in the etcd of the cloud this flip promotes.

@@ -278,6 +278,33 @@ async fn with_the_site_lease_a_planned_flip_moves_it_before_promoting() {
     assert!(w.most_masters <= 1);
 }
 
+/// Issue 23: hosts deployed by a pgha without the site gate. A flip would
+/// write HAProxy and GLB configs that check the gate, closing every route:
+/// refused before any change, with the way through; after a deploy (the
+/// gate there) it runs.
+#[tokio::test(start_paused = true)]
+async fn a_flip_onto_hosts_without_the_site_gate_is_refused_before_any_change() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    let unit = crate::components::site::GATE_UNIT.path;
+    let kept = sim.world().hosts["dc2-pg2"].files[unit].clone();
+    sim.world().hosts.get_mut("dc2-pg2").unwrap().files.remove(unit);
+    let e = flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err().to_string();
+    assert!(
+        e.contains("dc2-pg2 has no site gate") && e.contains("Nothing was changed") && e.contains("pgha deploy"),
+        "{e}"
+    );
+    assert_eq!(sim.world().site_holder.as_deref(), Some("dc1"));
+    assert!(!sim.events().iter().any(|x| x.contains("lock")), "{:#?}", sim.events());
+    sim.world()
+        .hosts
+        .get_mut("dc2-pg2")
+        .unwrap()
+        .files
+        .insert(unit.into(), kept);
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+}
+
 /// Issue 23: a site agent that fenced dc1 resumes it as soon as it may,
 /// racing `make-primary dc2`: between pgha's demotion of dc1 and dc2 taking
 /// the lease, dc1 still holds it. The hand-over mark, set before the

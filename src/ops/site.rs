@@ -36,6 +36,50 @@ async fn on_a_member(fleet: &Fleet, prefer: Option<&str>, what: &str, script: &s
     Err(last)
 }
 
+/// A flip rewrites every HAProxy config and the GLB's, which check each
+/// server's site gate: on hosts deployed by a pgha without the gate, that
+/// would close every route. Refused before any change; a host that cannot
+/// tell is left to the flip's own checks.
+pub(crate) async fn refuse_without_gates(fleet: &Fleet) -> anyhow::Result<()> {
+    if fleet.design.site.is_none() {
+        return Ok(());
+    }
+    let script = site::gate_installed_script();
+    let asks = fleet
+        .design
+        .clouds
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .filter(|h| fleet.reachable(&h.name))
+        .map(|h| {
+            let script = &script;
+            async move {
+                let out = match fleet.remote(&h.name) {
+                    Ok(r) => r.check("looking for the site gate", script).await.ok(),
+                    Err(_) => None,
+                };
+                (h.name.as_str(), out)
+            }
+        });
+    let missing: Vec<&str> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter(|(_, out)| out.as_deref().map(str::trim) == Some("none"))
+        .map(|(h, _)| h)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} {} no site gate ({}): this pgha's HAProxy and GLB configs check it, and the flip would write them, \
+         closing every route. Nothing was changed\n  hint: run `pgha deploy` first (it starts the gates before \
+         HAProxy names them), then the flip",
+        missing.join(", "),
+        if missing.len() == 1 { "has" } else { "have" },
+        site::GATE_SERVICE
+    )
+}
+
 /// The lease, its holder and the members' health.
 pub(crate) async fn read(fleet: &Fleet, prefer: Option<&str>) -> anyhow::Result<SiteState> {
     let out = on_a_member(
