@@ -175,7 +175,6 @@ struct TemplateContext<'a> {
     /// Seconds after its last renewal at which a host's site gate closes
     /// (one decimal: what the unit passes and HAProxy's comment says).
     gate_bound: String,
-    gate_port: u16,
     gate_path: &'static str,
     /// With a site lease, the `standby_cluster` section a fenced cloud (or
     /// one with no master while another holds the lease) takes: it follows
@@ -491,7 +490,6 @@ impl Renderer {
                 .site
                 .as_ref()
                 .map_or(String::new(), |s| format!("{:.1}", components::site::gate_bound(s.ttl))),
-            gate_port: design.site.as_ref().map_or(0, |s| s.gate_port),
             gate_path: components::site::GATE_PATH,
             site_follow: design
                 .site
