@@ -200,6 +200,9 @@ fn run_args<'a>(network: &'a str, image: &'a str, h: &'a LabHost, label: &'a str
         "SYS_ADMIN",
         "--cap-add",
         "NET_ADMIN",
+        // As root on a real host: the site agent and fence raise their priority.
+        "--cap-add",
+        "SYS_NICE",
         "--security-opt",
         "seccomp=unconfined",
         "--cgroupns=host",

@@ -114,10 +114,28 @@ impl Sites {
             match rw {
                 Ok(true) => sample.writable.push(h),
                 Ok(false) => {}
-                Err(why) => sample.unknown.push(format!("{h} ({why})")),
+                Err(why) => {
+                    let state = self.container_state(&h);
+                    sample.unknown.push(format!("{h} ({why}; {state})"))
+                }
             }
         }
         sample
+    }
+
+    /// What Docker says of `host`'s container, for a host that could not be
+    /// asked: whether it was being started or stopped then.
+    fn container_state(&self, host: &str) -> String {
+        let out = Command::new("timeout")
+            .args(["5", "docker", "inspect", "-f"])
+            .arg("container {{.State.Status}}, started {{.State.StartedAt}}")
+            .arg(format!("{}-{host}", self.name))
+            .output();
+        match out {
+            Ok(out) if out.status.success() => stdout(&out).trim().to_string(),
+            Ok(out) => format!("docker inspect: {}", stderr(&out).trim()),
+            Err(e) => format!("docker inspect: {e}"),
+        }
     }
 
     /// The hosts that take writes at one moment; panics when a host could
@@ -308,6 +326,8 @@ pub(crate) struct Monitor {
 /// the hosts that answered "writable".
 pub(crate) struct Seen {
     pub at: Instant,
+    /// `at` on the wall clock, to find the moment in the hosts' journals.
+    pub wall: std::time::SystemTime,
     /// A host's "not writable" holds by then at the latest: a write the
     /// old master acknowledged between `at` and `done` is still before it
     /// stopped.
@@ -334,10 +354,11 @@ impl Monitor {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                let at = Instant::now();
+                let (at, wall) = (Instant::now(), std::time::SystemTime::now());
                 let Sample { writable, unknown } = sites.sample();
                 samples.push(Seen {
                     at,
+                    wall,
                     done: Instant::now(),
                     writable,
                     unknown,
@@ -390,9 +411,11 @@ impl Monitor {
             assert!(s.writable.len() <= 1, "two writable masters at once: {:?}", s.writable);
             assert!(
                 s.writable.len() + s.unknown.len() <= 1,
-                "two masters cannot be ruled out: {:?} writable, {:?} could not be asked",
+                "two masters cannot be ruled out: {:?} writable, {:?} could not be asked (sample begun {} s after the epoch, took {:.1} s)",
                 s.writable,
-                s.unknown
+                s.unknown,
+                s.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                (s.done - s.at).as_secs_f64()
             );
         }
         let unknown = samples.iter().filter(|s| !s.unknown.is_empty()).count();
