@@ -274,10 +274,10 @@ PY
     }
 
     /// A write gap through the GLB while the cluster changes under it. Over
-    /// 2 s, what `units` logged on `addresses` is printed: the cause seen
-    /// so far is Patroni demoting its master (an immediate restart) when an
-    /// etcd member it talks to shuts down mid-request (Patroni issues #3118,
-    /// #3407). Over 10 s the writes stopped as for an outage: the test fails.
+    /// 10 s the writes stopped as for an outage: the test fails, with what
+    /// `units` logged on `addresses` meanwhile (a cause seen before: Patroni
+    /// demoting its master when an etcd member it talks to shuts down
+    /// mid-request, Patroni issues #3118, #3407).
     pub(crate) fn check_gap(&self, what: &str, w: &Written, addresses: &[String], units: &[&str]) {
         // The journals only when it fails: CI shows the first part of the
         // output, and a dump for every gap over 2 s pushed a later panic out of it.
