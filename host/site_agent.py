@@ -10,10 +10,13 @@ this host's CLOCK_BOOTTIME (wall clocks never need to agree):
   - the master of the holding cloud renews every TTL/10 s and publishes its
     WAL position with each renewal;
   - a master that has not renewed for TTL/3 s (cut off from most sites)
-    fences: PostgreSQL stops at once and its cloud becomes a standby
-    cluster. pgha-site-fence, its own process, stops it at TTL/2 if this
-    agent cannot (dead, frozen, crash-looping). The lease lives TTL s from
-    the same renewal: no other cloud can take it before;
+    fences: PostgreSQL stops at once and Patroni fails over inside the
+    cloud, where pre_promote asks the lease (a member that still reaches
+    the site serves again). pgha-site-fence, its own process, stops it at
+    TTL/2 if this agent cannot (dead, frozen, crash-looping). The lease
+    lives TTL s from the same renewal: no other cloud can take it before;
+  - a master that sees another cloud holding the lease (or holding it
+    last) fences and makes its cloud a standby cluster of that one;
   - Patroni asks `site-agent --may-promote` before any promotion
     (pre_promote): only the holding cloud, or the last holder taking it
     back, may promote;
@@ -46,8 +49,10 @@ SETTINGS = "/etc/pgha/site-agent.json"
 STATE_DIR = "/var/lib/pgha"
 # Written once the site answered: from then on, silence from it fences.
 ARMED = STATE_DIR + "/site-armed"
-# Written by a fence, removed once the cloud is primary again: a fenced
-# cloud that is still the last holder when the link returns takes its lease back.
+# Written by a fence, removed once the cloud is primary again (at once after
+# a fence for silence, which leaves the cloud primary): a cloud a fence made
+# a standby cluster that is still the last holder when the link returns
+# takes its lease back.
 FENCED = STATE_DIR + "/site-fenced"
 # Written before an auto failover claims the lease, removed once the cloud
 # is primary or the lease moved on: a failed promotion is tried again.
@@ -128,6 +133,8 @@ class Observation:
     free_since: Optional[float] = None
     # Whether a member of this cloud runs as its master (None: not asked).
     cloud_master: Optional[bool] = None
+    # When this host's fence marker was written (wall clock; None: no marker).
+    fenced_at: Optional[float] = None
     # The wall clock (a hand-over mark's end is one).
     wall: float = 0.0
 
@@ -137,6 +144,11 @@ class Decision:
     """What to do, in order. `renew`: ("claim", lsn) or ("keepalive", lease,
     lsn); when it fails at or past `fence_at` (None: never), fence.
     `claim_then_promote`: (why, lsn to publish): promote only when the claim succeeds.
+    `fence_follows`: the fence also makes this cloud a standby cluster
+    (another cloud holds the lease, or held it last). A fence for silence
+    does not: the lease may still be this cloud's, and a member that reaches
+    the site may serve (seen: one master's slow links to the site kept its
+    whole cloud from taking writes until they healed).
     `take_over`: (from cloud, bytes behind) for an auto failover.
     `follow`: make this cloud a standby cluster of the others, PostgreSQL untouched.
     `clear_on_renewal`: a successful renewal ends the fence and takeover
@@ -148,6 +160,7 @@ class Decision:
     fence_at: Optional[float] = None
     clear_on_renewal: bool = False
     fence: Optional[str] = None
+    fence_follows: bool = False
     reset_clock: bool = False
     clear: list = field(default_factory=list)
     claim_then_promote: Optional[tuple] = None
@@ -201,10 +214,12 @@ def decide(s, o):
                 d.renew = ("claim", o.lsn)
             else:
                 d.fence = f"the site lease is free and cloud {cloud_of(o.last)} held it last"
+                d.fence_follows = True
         elif cloud_of(o.held) == s.cloud:
             d.renew = ("keepalive", o.lease, o.lsn)
         else:
             d.fence = f"cloud {cloud_of(o.held)} holds the site lease"
+            d.fence_follows = True
         return d
 
     # Not a master: a master-to-be passed pre_promote, which renewed the
@@ -212,6 +227,19 @@ def decide(s, o):
     d.reset_clock = True
     if o.role != "standby_leader":
         d.free_since = None
+    if blind_after_fence(o):
+        # A fence for silence leaves the cloud primary, so that a member that
+        # reaches the site serves (its pre_promote keeps the lease). This
+        # host still blind and its cloud without a master a whole ttl after
+        # the fence: the cloud is cut off and the lease may be another's by
+        # now. It follows, electing its standby leader while cut off (it
+        # then follows the new primary soon after the heal; otherwise that
+        # took a minute more), and this host resumes it if the lease is
+        # still its cloud's when the site answers.
+        fenced_for = o.wall - o.fenced_at if o.fenced_at is not None else None
+        if o.cloud_master is False and fenced_for is not None and fenced_for >= s.ttl:
+            d.follow = f"fenced {fenced_for:.0f} s ago, the site still silent and no master in this cloud: it follows"
+        return d
     if needs_cloud_master(s, o) and o.cloud_master is False:
         # Its master was stopped by pgha-site-fence (its agent dead, say)
         # or is gone, and no member may promote (pre_promote refuses):
@@ -237,8 +265,18 @@ def decide(s, o):
 
 def needs_cloud_master(s, o):
     """Whether the decision turns on this cloud having a master: a replica
-    of a cloud that is not a standby cluster while another cloud holds the lease."""
+    of a cloud that is not a standby cluster while another cloud holds the
+    lease, or a host that fenced for silence and is still blind."""
+    if o.role != "master" and o.fenced and o.standby is False and not o.site_ok:
+        return True
     return o.role == "replica" and o.standby is False and o.site_ok and cloud_of(o.held) not in (None, s.cloud)
+
+
+def blind_after_fence(o):
+    """This host fenced, is not a master, and still cannot tell whether its
+    cloud keeps the lease: its cloud is primary and has no master (or none
+    known). Its marker stays until it can tell."""
+    return o.role != "master" and o.fenced and o.standby is False and not o.site_ok and o.cloud_master is not True
 
 
 def decide_resume(s, o, d):
@@ -714,20 +752,22 @@ class Host:
             log(f"could not keep the WAL past {lsn_text(published)}: {e}")
             return None
 
-    def fence(self, why, lsn):
-        """PostgreSQL stops now and this cloud follows the others; Patroni starts it again read-only."""
+    def fence(self, why, lsn, follows):
+        """PostgreSQL stops now (and with `follows` this cloud follows the
+        others); Patroni starts it again read-only."""
         again = os.path.exists(FENCED)
         log(f"fencing{' again' if again else ''}: {why}")
         # PostgreSQL first: nothing below may delay the stop (patronictl can
         # take 15 s). Patroni then fails over inside the cloud
         # (primary_start_timeout 0), where pre_promote asks the lease.
         self.stop_postgres(("immediate",))
-        self.follow()
+        if follows:
+            self.follow()
         if again:
             # The WAL past the fork was kept by the first fence.
             return
-        # Without the standby_cluster section Patroni would try to promote it
-        # again, and pre_promote refuses while the lease is not this cloud's.
+        # Kept whether or not the cloud follows now: it may follow another
+        # later, and pg_rewind then removes what only this host had.
         past = self.keep_past()
         if past:
             log(
@@ -818,10 +858,10 @@ def act(s, h, o, d):
                     unmark(done)
         elif d.fence_at is not None and now() >= d.fence_at:
             # Checked after the attempt, which may have waited on every member.
-            h.fence(stale(now(), o.last_renewal), o.lsn)
+            h.fence(stale(now(), o.last_renewal), o.lsn, False)
             last_renewal = now()
     if d.fence:
-        h.fence(d.fence, o.lsn)
+        h.fence(d.fence, o.lsn, d.fence_follows)
         last_renewal = now()
     if d.reset_clock:
         last_renewal = now()
@@ -880,6 +920,10 @@ def main(argv):
         role, lsn, running = h.patroni()
         ok, held, lease, last = h.read_site()
         fenced, taking_over = os.path.exists(FENCED), os.path.exists(TAKING_OVER)
+        try:
+            fenced_at = os.path.getmtime(FENCED) if fenced else None
+        except OSError:
+            fenced_at = None
         # A master reads the config only to end its markers.
         config = h.rest("/config") if role and (role != "master" or fenced or taking_over) else None
         if not isinstance(config, dict):
@@ -899,6 +943,7 @@ def main(argv):
             armed=os.path.exists(ARMED),
             fenced=fenced,
             taking_over=taking_over,
+            fenced_at=fenced_at,
             last_renewal=last_renewal,
             free_since=free_since,
             wall=time.time(),

@@ -79,15 +79,20 @@ class Master(unittest.TestCase):
         d = a.decide(S, master(held=None, last=DC2))
         self.assertIsNone(d.renew)
         self.assertEqual(d.fence, "the site lease is free and cloud dc2 held it last")
+        self.assertTrue(d.fence_follows, "the cloud follows the last holder")
 
     def test_fences_when_another_cloud_holds_the_lease(self):
         d = a.decide(S, master(held=DC2, lease=9, last=DC2))
         self.assertEqual(d.fence, "cloud dc2 holds the site lease")
+        self.assertTrue(d.fence_follows, "the cloud follows the holder")
 
     def test_a_silent_site_fences_after_a_third_of_ttl(self):
         d = a.decide(S, master(site_ok=False, last_renewal=89.9))
         self.assertEqual(d.fence, "no renewal of the site lease for 10.1 s")
         self.assertIsNone(d.renew)
+        # The lease may still be this cloud's: a member that reaches the
+        # site may be promoted (pre_promote decides), so the cloud stays primary.
+        self.assertFalse(d.fence_follows)
 
     def test_a_silent_site_waits_before_the_bound(self):
         d = a.decide(S, master(site_ok=False, last_renewal=95.0))
@@ -123,6 +128,46 @@ class Master(unittest.TestCase):
 
     def test_a_master_forgets_the_free_lease_clock(self):
         self.assertIsNone(a.decide(S, master(held=DC1, lease=7, free_since=50.0)).free_since)
+
+
+def fenced_blind(**kw):
+    """The host that fenced for silence: a replica again, its cloud still primary, the site silent."""
+    base = dict(now=100.0, role="replica", site_ok=False, armed=True, standby=False, fenced=True, wall=1000.0)
+    base.update(kw)
+    return a.Observation(**base)
+
+
+class AfterAFenceForSilence(unittest.TestCase):
+    def test_the_cloud_stays_primary_while_a_member_may_serve(self):
+        d = a.decide(S, fenced_blind(cloud_master=False, fenced_at=1000.0 - S.ttl + 1))
+        self.assertIsNone(d.follow)
+        self.assertEqual(d.clear, [], "the marker stays until the host can tell")
+
+    def test_still_blind_a_ttl_later_with_no_master_the_cloud_follows(self):
+        d = a.decide(S, fenced_blind(cloud_master=False, fenced_at=1000.0 - S.ttl))
+        self.assertEqual(d.follow, "fenced 30 s ago, the site still silent and no master in this cloud: it follows")
+        self.assertEqual(d.clear, [])
+
+    def test_a_master_elsewhere_in_the_cloud_ends_the_fence(self):
+        d = a.decide(S, fenced_blind(cloud_master=True, fenced_at=0.0))
+        self.assertIsNone(d.follow)
+        self.assertEqual(d.clear, [a.FENCED])
+
+    def test_an_unknown_master_or_fence_time_never_follows(self):
+        for o in (fenced_blind(cloud_master=None, fenced_at=0.0), fenced_blind(cloud_master=False)):
+            d = a.decide(S, o)
+            self.assertIsNone(d.follow)
+            self.assertEqual(d.clear, [])
+
+    def test_the_site_answering_ends_the_fence(self):
+        d = a.decide(S, fenced_blind(site_ok=True, held=DC1, lease=7, cloud_master=False, fenced_at=0.0))
+        self.assertIsNone(d.follow)
+        self.assertEqual(d.clear, [a.FENCED])
+
+    def test_it_asks_whether_its_cloud_has_a_master(self):
+        self.assertTrue(a.needs_cloud_master(S, fenced_blind()))
+        self.assertFalse(a.needs_cloud_master(S, fenced_blind(site_ok=True, held=DC1)))
+        self.assertFalse(a.needs_cloud_master(S, fenced_blind(standby=True)))
 
 
 class NotMaster(unittest.TestCase):
@@ -456,8 +501,8 @@ class FakeHost:
         self.calls.append(("renew", lease, lsn))
         return self.renewals
 
-    def fence(self, why, lsn):
-        self.calls.append(("fence", why))
+    def fence(self, why, lsn, follows):
+        self.calls.append(("fence", why, follows))
 
     def promote(self, why):
         self.calls.append(("promote",))
@@ -505,7 +550,7 @@ class Act(unittest.TestCase):
     def test_another_holder_fences_at_once(self):
         h = FakeHost()
         last, _ = self.run_once(master(held=DC2, lease=9), h)
-        self.assertEqual(h.calls, [("fence", "cloud dc2 holds the site lease")])
+        self.assertEqual(h.calls, [("fence", "cloud dc2 holds the site lease", True)])
         self.assertEqual(last, 100.0)
 
     def test_a_resume_promotes(self):
@@ -520,7 +565,7 @@ class Act(unittest.TestCase):
     def test_a_failed_renewal_past_the_bound_fences(self):
         h = FakeHost(renewals=False)
         last, _ = self.run_once(master(held=DC1, lease=7, last_renewal=80.0), h)
-        self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 20.0 s"))
+        self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 20.0 s", False))
         self.assertEqual(last, 100.0)
 
     def test_a_renewal_that_fails_late_counts_its_own_wait(self):
@@ -528,7 +573,7 @@ class Act(unittest.TestCase):
         h = FakeHost(renewals=False)
         o = master(now=95.0, held=DC1, lease=7, last_renewal=90.0)
         a.act(S, h, o, a.decide(S, o))
-        self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 10.0 s"))
+        self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 10.0 s", False))
 
     def test_a_failed_renewal_within_the_bound_keeps_the_clock(self):
         h = FakeHost(renewals=False)
