@@ -124,18 +124,36 @@ impl Sites {
     }
 
     /// What Docker says of `host`'s container, for a host that could not be
-    /// asked: whether it was being started or stopped then.
+    /// asked: whether it was being started or stopped then, and its
+    /// PostgreSQL and Patroni processes (`docker top` does not exec in the
+    /// container: a seed run saw `docker exec … psql` unanswered for 21 s on
+    /// a container running since the lab began, cause not found).
     fn container_state(&self, host: &str) -> String {
+        let container = format!("{}-{host}", self.name);
         let out = Command::new("timeout")
             .args(["5", "docker", "inspect", "-f"])
             .arg("container {{.State.Status}}, started {{.State.StartedAt}}")
-            .arg(format!("{}-{host}", self.name))
+            .arg(&container)
             .output();
-        match out {
+        let state = match out {
             Ok(out) if out.status.success() => stdout(&out).trim().to_string(),
             Ok(out) => format!("docker inspect: {}", stderr(&out).trim()),
             Err(e) => format!("docker inspect: {e}"),
-        }
+        };
+        let top = Command::new("timeout")
+            .args(["5", "docker", "top", &container, "-o", "pid,stat,etime,args"])
+            .output()
+            .map(|o| {
+                stdout(&o)
+                    .lines()
+                    .filter(|l| l.contains("postgres") || l.contains("patroni") || l.contains("pg_"))
+                    .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .take(12)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_else(|e| format!("docker top: {e}"));
+        format!("{state}; processes: {top}")
     }
 
     /// The hosts that take writes at one moment; panics when a host could
@@ -511,12 +529,22 @@ fn wait_new_master(sites: Sites, new: &str, new_hosts: &[&str], pw: &str) {
     std::thread::sleep(Duration::from_secs(2));
 }
 
-/// How long, from now, until `old` follows `new` with no pgha command:
-/// every host of it read-only, replicating (Patroni 3.0 says `running`, 4
-/// `streaming`) on the new master's timeline.
-fn wait_followed(lab: &TestLab, old: &str, new: &str, limit: Duration) -> Duration {
+/// How long, from now, until `old` (its hosts `old_hosts`) follows `new`
+/// with no pgha command: every host of it read-only, replicating (Patroni
+/// 3.0 says `running`, 4 `streaming`) on the new master's timeline; and
+/// where the time went (`follow_events`). Past `limit` it fails with that
+/// and each host's replication and Patroni's last lines.
+fn wait_followed(
+    sites: Sites,
+    lab: &TestLab,
+    old: &str,
+    old_hosts: &[&str],
+    new: &str,
+    limit: Duration,
+) -> (Duration, String) {
     let from = Instant::now();
-    wait_for(&format!("{old} to follow {new}"), limit, || {
+    let since = unix_now();
+    let followed = || {
         let s = status_json(lab);
         let hosts = s["hosts"].as_array().unwrap();
         let newest = hosts.iter().filter_map(|h| h["timeline"].as_u64()).max();
@@ -526,8 +554,74 @@ fn wait_followed(lab: &TestLab, old: &str, new: &str, limit: Duration) -> Durati
                     && h["timeline"].as_u64() == newest
                     && (h["state"] == "streaming" || h["state"] == "running"))
         })
-    });
-    from.elapsed()
+    };
+    while !followed() {
+        if from.elapsed() >= limit {
+            let hosts: Vec<String> = old_hosts.iter().map(|h| sites.why_behind(h)).collect();
+            panic!(
+                "timed out after {limit:?} waiting for {old} to follow {new} ({})\n{}",
+                follow_events(sites, old_hosts, since),
+                hosts.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    (from.elapsed(), follow_events(sites, old_hosts, since))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// What `hosts` logged since `since` (Unix seconds) that takes a following
+/// cloud time, counted: where a slow follow went (a run took 139.5 s after
+/// a power-on where others took 35).
+fn follow_events(sites: Sites, hosts: &[&str], since: u64) -> String {
+    const EVENTS: [(&str, &str); 7] = [
+        ("so that Patroni rewinds it", "replicas stopped for a rewind"),
+        ("has not streamed for", "WAL receivers restarted"),
+        ("running pg_rewind from", "pg_rewinds"),
+        (
+            "doing crash recovery in a single user mode",
+            "single-user crash recoveries",
+        ),
+        ("Demoting self because", "Patroni demotions"),
+        ("Failing over", "crashed leaders handing over"),
+        (
+            "forked off current database system timeline",
+            "forks seen by the startup process",
+        ),
+    ];
+    let grep = EVENTS.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join("|");
+    let mut counts = [0usize; EVENTS.len()];
+    for host in hosts {
+        let out = Command::new("timeout")
+            .args(["10", "docker", "exec", &format!("{}-{host}", sites.name), "sh", "-c"])
+            .arg(format!(
+                "journalctl -u patroni -u pgha-site-agent --since @{since} --no-pager -o cat | grep -E '{grep}'"
+            ))
+            .output();
+        let Ok(out) = out else { continue };
+        for line in stdout(&out).lines() {
+            for (i, (pattern, _)) in EVENTS.iter().enumerate() {
+                counts[i] += usize::from(line.contains(pattern));
+            }
+        }
+    }
+    let seen: Vec<String> = EVENTS
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|((_, what), n)| format!("{what}: {n}"))
+        .collect();
+    if seen.is_empty() {
+        "no rewind, restart or demotion logged".into()
+    } else {
+        seen.join(", ")
+    }
 }
 
 /// A deploy settles what a flip owed an unreachable cloud; status is clean.
@@ -552,6 +646,8 @@ pub(crate) struct Cut {
     pub first_write: Option<Duration>,
     /// From the heal to every host of the old cloud following the new one.
     pub followed: Duration,
+    /// What its hosts logged meanwhile (`follow_events`).
+    pub follow_events: String,
     pub acked: usize,
     /// Acknowledged writes missing afterwards: within the documented RPO
     /// (checked), named.
@@ -611,7 +707,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
     wait_new_master(sites, new, &new_hosts, pw);
     let out = lab.lab(&["unpartition", old]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let followed = wait_followed(lab, old, new, Duration::from_secs(120));
+    let (followed, follow_events) = wait_followed(sites, lab, old, &old_hosts, new, Duration::from_secs(120));
     if let Some(f) = fault {
         lab.ssh_ok(&sites.address(&old_master), f.commands().1);
     }
@@ -668,6 +764,7 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
         promoted: promoted - cut,
         first_write: first_after.map(|t| t - last_before),
         followed,
+        follow_events,
         acked: w.acked.len(),
         lost,
         rows,
@@ -680,7 +777,7 @@ impl Cut {
     pub(crate) fn describe(&self, mode: &str) -> String {
         format!(
             "{mode}: {} partitioned: fenced after {} (bound {}), {} writable after {}, first write through the GLB \
-             after {}; {} followed {} after the heal; acknowledged writes lost: {} of {} (within the RPO: the newest before the cut){}; rows on all 6 \
+             after {}; {} followed {} after the heal ({}); acknowledged writes lost: {} of {} (within the RPO: the newest before the cut){}; rows on all 6 \
              hosts equal ({}); writes acknowledged inside {} after the cut (discarded by the rewind): {}, commits the \
              fenced master kept the WAL of: {}",
             self.old,
@@ -691,6 +788,7 @@ impl Cut {
             self.first_write.map_or("-".into(), secs),
             self.old,
             secs(self.followed),
+            self.follow_events,
             self.lost.len(),
             self.acked,
             named(&self.lost),
@@ -712,6 +810,8 @@ pub(crate) struct Loss {
     pub first_write: Duration,
     /// From the power-on to every host of the old cloud following.
     pub followed: Duration,
+    /// What its hosts logged meanwhile (`follow_events`).
+    pub follow_events: String,
     pub acked: usize,
     pub lost: Vec<Lost>,
 }
@@ -720,8 +820,8 @@ impl Loss {
     pub(crate) fn describe(&self) -> String {
         format!(
             "{} powered off whole (its repository host too), `cloud make-primary {}`: {} writable after {}, first \
-             write through the GLB after {}; powered on, {} followed after {}; acknowledged writes lost: {} of {} \
-             (within the RPO: the newest before the power-off){}",
+             write through the GLB after {}; powered on, {} followed after {} ({}); acknowledged writes lost: {} of \
+             {} (within the RPO: the newest before the power-off){}",
             self.old,
             self.new,
             self.new,
@@ -729,6 +829,7 @@ impl Loss {
             secs(self.first_write),
             self.old,
             secs(self.followed),
+            self.follow_events,
             self.lost.len(),
             self.acked,
             named(&self.lost)
@@ -758,7 +859,7 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
     wait_new_master(sites, new, &new_hosts, pw);
     let out = monitor.around(|| lab.lab(&["start", old]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let followed = wait_followed(lab, old, new, Duration::from_secs(180));
+    let (followed, follow_events) = wait_followed(sites, lab, old, &old_hosts, new, Duration::from_secs(180));
     stop.store(true, Ordering::Relaxed);
     let w = handle.join().unwrap();
     let samples = monitor.finish();
@@ -781,6 +882,7 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
         promoted: promoted - cut,
         first_write: first_write - cut,
         followed,
+        follow_events,
         acked: w.acked.len(),
         lost,
     }
