@@ -267,16 +267,21 @@ def needs_cloud_master(s, o):
     """Whether the decision turns on this cloud having a master: a replica
     of a cloud that is not a standby cluster while another cloud holds the
     lease, or a host that fenced for silence and is still blind."""
-    if o.role != "master" and o.fenced and o.standby is False and not o.site_ok:
+    if fenced_and_blind(o):
         return True
     return o.role == "replica" and o.standby is False and o.site_ok and cloud_of(o.held) not in (None, s.cloud)
 
 
+def fenced_and_blind(o):
+    """This host fenced, is not a master, its cloud is primary and the site silent."""
+    return o.role != "master" and o.fenced and o.standby is False and not o.site_ok
+
+
 def blind_after_fence(o):
-    """This host fenced, is not a master, and still cannot tell whether its
-    cloud keeps the lease: its cloud is primary and has no master (or none
-    known). Its marker stays until it can tell."""
-    return o.role != "master" and o.fenced and o.standby is False and not o.site_ok and o.cloud_master is not True
+    """This host fenced and still cannot tell whether its cloud keeps the
+    lease: its cloud has no master (or none known). Its marker stays until
+    it can tell."""
+    return fenced_and_blind(o) and o.cloud_master is not True
 
 
 def decide_resume(s, o, d):
