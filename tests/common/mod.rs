@@ -443,13 +443,22 @@ pub(crate) fn writer(glb: &str, pw: &str) -> (std::sync::Arc<std::sync::atomic::
 }
 
 /// Polls until `f` returns true; panics naming `what` after `limit`.
-pub(crate) fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, limit: std::time::Duration, f: impl FnMut() -> bool) {
+    wait_for_or(what, limit, f, String::new)
+}
+
+/// As `wait_for`; a timeout also says what `why` finds then.
+pub(crate) fn wait_for_or(
+    what: &str,
+    limit: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+    why: impl FnOnce() -> String,
+) {
     let deadline = std::time::Instant::now() + limit;
     while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}\n{}", why());
+        }
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }

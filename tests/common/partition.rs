@@ -7,9 +7,9 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{sql, stderr, stdout, wait_for, writer, TestLab, Written};
+use super::{sql, stderr, stdout, wait_for, wait_for_or, writer, TestLab, Written};
 
 pub(crate) const DC1: [&str; 3] = ["dc1-pg1", "dc1-pg2", "dc1-pg3"];
 pub(crate) const DC2: [&str; 3] = ["dc2-pg1", "dc2-pg2", "dc2-pg3"];
@@ -180,19 +180,38 @@ impl Sites {
     pub(crate) fn same_rows_on(&self, pw: &str, hosts: &[&str]) -> String {
         let master = self.rows(&self.glb(), 5000, pw).unwrap();
         for host in hosts {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !self.has_rows(pw, host, &master) {
-                if Instant::now() >= deadline {
-                    panic!(
-                        "timed out after 60s waiting for {host}'s rows to equal the master's ({master}); it has {:?}\n{}",
+            wait_for_or(
+                &format!("{host}'s rows to equal the master's ({master})"),
+                Duration::from_secs(60),
+                || self.has_rows(pw, host, &master),
+                || {
+                    format!(
+                        "it has {:?}\n{}",
                         self.rows(&self.address(host), 5432, pw),
                         self.why_behind(host)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
+                    )
+                },
+            );
         }
         master
+    }
+
+    /// The output of `script` run by root's shell in `host`'s container
+    /// within 10 s (what Docker said when it could not run it).
+    fn sh_inside(&self, host: &str, script: &str) -> String {
+        Command::new("timeout")
+            .args([
+                "10",
+                "docker",
+                "exec",
+                &format!("{}-{host}", self.name),
+                "sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .map(|o| stdout(&o))
+            .unwrap_or_else(|e| format!("docker: {e}"))
     }
 
     /// What `host` says of its replication, and its Patroni's last lines.
@@ -202,12 +221,10 @@ impl Sites {
             "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), (SELECT status || ' tl ' || received_tli || ' ' \
              || coalesce(conninfo, '') FROM pg_stat_wal_receiver)",
         );
-        let journal = Command::new("timeout")
-            .args(["10", "docker", "exec", &format!("{}-{host}", self.name), "sh", "-c"])
-            .arg("journalctl -u patroni -n 400 --no-pager -o short-precise | grep -v 'no action' | tail -40")
-            .output()
-            .map(|o| stdout(&o))
-            .unwrap_or_else(|e| format!("docker: {e}"));
+        let journal = self.sh_inside(
+            host,
+            "journalctl -u patroni -n 400 --no-pager -o short-precise | grep -v 'no action' | tail -40",
+        );
         format!("{host}: in recovery, replayed, receiver: {receiver:?}\n{host}'s Patroni:\n{journal}")
     }
 
@@ -368,7 +385,7 @@ pub(crate) struct Monitor {
 pub(crate) struct Seen {
     pub at: Instant,
     /// `at` on the wall clock, to find the moment in the hosts' journals.
-    pub wall: std::time::SystemTime,
+    pub wall: SystemTime,
     /// A host's "not writable" holds by then at the latest: a write the
     /// old master acknowledged between `at` and `done` is still before it
     /// stopped.
@@ -395,7 +412,7 @@ impl Monitor {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                let (at, wall) = (Instant::now(), std::time::SystemTime::now());
+                let (at, wall) = (Instant::now(), SystemTime::now());
                 let Sample { writable, unknown } = sites.sample();
                 samples.push(Seen {
                     at,
@@ -543,7 +560,7 @@ fn wait_followed(
     limit: Duration,
 ) -> (Duration, String) {
     let from = Instant::now();
-    let since = unix_now();
+    let since = SystemTime::now();
     let followed = || {
         let s = status_json(lab);
         let hosts = s["hosts"].as_array().unwrap();
@@ -555,31 +572,17 @@ fn wait_followed(
                     && (h["state"] == "streaming" || h["state"] == "running"))
         })
     };
-    while !followed() {
-        if from.elapsed() >= limit {
-            let hosts: Vec<String> = old_hosts.iter().map(|h| sites.why_behind(h)).collect();
-            panic!(
-                "timed out after {limit:?} waiting for {old} to follow {new} ({})\n{}",
-                follow_events(sites, old_hosts, since),
-                hosts.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_for_or(&format!("{old} to follow {new}"), limit, followed, || {
+        let hosts: Vec<String> = old_hosts.iter().map(|h| sites.why_behind(h)).collect();
+        format!("{}\n{}", follow_events(sites, old_hosts, since), hosts.join("\n"))
+    });
     (from.elapsed(), follow_events(sites, old_hosts, since))
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// What `hosts` logged since `since` (Unix seconds) that takes a following
+/// What `hosts` logged since `since` that takes a following
 /// cloud time, counted: where a slow follow went (a run took 139.5 s after
 /// a power-on where others took 35).
-fn follow_events(sites: Sites, hosts: &[&str], since: u64) -> String {
+fn follow_events(sites: Sites, hosts: &[&str], since: SystemTime) -> String {
     const EVENTS: [(&str, &str); 7] = [
         ("so that Patroni rewinds it", "replicas stopped for a rewind"),
         ("has not streamed for", "WAL receivers restarted"),
@@ -596,16 +599,12 @@ fn follow_events(sites: Sites, hosts: &[&str], since: u64) -> String {
         ),
     ];
     let grep = EVENTS.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join("|");
+    let since = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let script =
+        format!("journalctl -u patroni -u pgha-site-agent --since @{since} --no-pager -o cat | grep -E '{grep}'");
     let mut counts = [0usize; EVENTS.len()];
     for host in hosts {
-        let out = Command::new("timeout")
-            .args(["10", "docker", "exec", &format!("{}-{host}", sites.name), "sh", "-c"])
-            .arg(format!(
-                "journalctl -u patroni -u pgha-site-agent --since @{since} --no-pager -o cat | grep -E '{grep}'"
-            ))
-            .output();
-        let Ok(out) = out else { continue };
-        for line in stdout(&out).lines() {
+        for line in sites.sh_inside(host, &script).lines() {
             for (i, (pattern, _)) in EVENTS.iter().enumerate() {
                 counts[i] += usize::from(line.contains(pattern));
             }
