@@ -243,8 +243,9 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             Action::ConfigurePgbackrest,
             names.clone(),
             format!(
-                "write {}, run pgBackRest's TLS server (:{}) for the repositories",
+                "write {} and PostgreSQL's restore_command {}, run pgBackRest's TLS server (:{}) for the repositories",
                 components::backup::CONFIG.path,
+                components::backup::RESTORE_WAL.path,
                 backup.port
             ),
         );

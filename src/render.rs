@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 23] = [
+const EMBEDDED: [(&str, &str); 24] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     (
         "pgha-backup@.service.j2",
@@ -29,6 +29,7 @@ const EMBEDDED: [(&str, &str); 23] = [
     ),
     ("site-agent.json.j2", include_str!("../templates/site-agent.json.j2")),
     ("site-fence.sh.j2", include_str!("../templates/site-fence.sh.j2")),
+    ("restore-wal.sh.j2", include_str!("../templates/restore-wal.sh.j2")),
     (
         "site-fence.service.j2",
         include_str!("../templates/site-fence.service.j2"),
@@ -219,6 +220,8 @@ struct TemplateContext<'a> {
 struct BackupCommands {
     archive: String,
     restore: String,
+    /// What [`backup::RESTORE_WAL`] runs for a file it does not refuse.
+    archive_get: String,
     replica: String,
 }
 
@@ -503,9 +506,8 @@ impl Renderer {
             stanza: &design.platform.name,
             backup_commands: backup.map(|_| BackupCommands {
                 archive: backup::archive_command(design),
-                restore: cloud
-                    .map(|c| backup::restore_command(design, &c.name))
-                    .unwrap_or_default(),
+                restore: backup::restore_command(),
+                archive_get: cloud.map(|c| backup::archive_get(design, &c.name)).unwrap_or_default(),
                 replica: cloud
                     .map(|c| backup::replica_command(design, &c.name))
                     .unwrap_or_default(),
@@ -565,14 +567,13 @@ impl Renderer {
     }
 }
 
-/// Every database host, `cloud`'s first.
 /// What a repository's files add to a host's context: the repository, and
 /// the database hosts it backs up from, its own cloud's first (a host that
 /// holds the repository is its own local `pg1`, not in the list).
 fn repository_context<'a>(design: &'a Design, repo: &'a Repository, cx: TemplateContext<'a>) -> TemplateContext<'a> {
     TemplateContext {
         repository: Some(repo),
-        backup_sources: ordered_hosts(design, &repo.cloud)
+        backup_sources: backup::source_order(design, repo)
             .into_iter()
             .filter(|h| !repo.on_database_host || h.name != repo.host.name)
             .collect(),
@@ -584,12 +585,6 @@ fn repository_context<'a>(design: &'a Design, repo: &'a Repository, cx: Template
 fn unique(names: Vec<&str>) -> Vec<&str> {
     let mut seen = std::collections::BTreeSet::new();
     names.into_iter().filter(|n| seen.insert(*n)).collect()
-}
-
-fn ordered_hosts<'a>(design: &'a Design, cloud: &str) -> Vec<&'a Host> {
-    let mut clouds: Vec<&Cloud> = design.clouds.iter().collect();
-    clouds.sort_by_key(|c| c.name != cloud);
-    clouds.iter().flat_map(|c| &c.hosts).collect()
 }
 
 fn db_hosts(design: &Design) -> Vec<DbHost<'_>> {

@@ -251,6 +251,96 @@ fn site_fence_decides_from_the_last_renewal() {
     );
 }
 
+/// PostgreSQL's restore_command, run by `sh` (dash, as on the hosts) from
+/// the rendered script in a data directory whose pg_wal holds timeline 5's
+/// history (timeline 4 ended at 0/13045BB0), with a fake pgBackRest and
+/// pg_controldata: a segment of timeline 4 from the fork on is refused
+/// (seen on the lab: a standby replayed the old master's archived segment
+/// 13 past the fork and could no longer follow its upstream), anything
+/// else goes to archive-get.
+#[test]
+fn restore_command_refuses_an_abandoned_branch() {
+    let (dir, files) = rendered(DEBIAN12);
+    let script = files
+        .iter()
+        .find(|f| f.ends_with("dc1-pg1/usr/local/lib/pgha/restore-wal") && f.to_string_lossy().contains("three-sites"))
+        .expect("three-sites' dc1-pg1 has backups")
+        .clone();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("pg_wal")).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = |name: &str, body: &str| {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        Command::new("chmod").arg("755").arg(&path).status().unwrap();
+        path
+    };
+    let fetched = dir.path().join("fetched");
+    fake("pgbackrest", &format!("echo \"$*\" >> '{}'", fetched.display()));
+    let controldata = fake(
+        "pg_controldata",
+        "[ -e no-size ] && exit 1; echo 'Bytes per WAL segment:                16777216'",
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    let local = script.with_extension("local");
+    let original = "/usr/lib/postgresql/15/bin/pg_controldata";
+    assert!(text.contains(original), "{text}");
+    std::fs::write(&local, text.replace(original, &controldata.to_string_lossy())).unwrap();
+    let history = |text: &str| std::fs::write(data.join("pg_wal/00000005.history"), text).unwrap();
+    let restore = |file: &str| {
+        let _ = std::fs::remove_file(&fetched);
+        let out = Command::new("sh")
+            .arg(&local)
+            .arg(file)
+            .arg("pg_wal/RECOVERYXLOG")
+            .current_dir(&data)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        let got = std::fs::read_to_string(&fetched).unwrap_or_default();
+        (out.status.code(), got, common::stderr(&out))
+    };
+    let passed = |file: &str| {
+        let (code, got, err) = restore(file);
+        assert_eq!(code, Some(0), "{file}: {err}");
+        assert_eq!(
+            got,
+            format!("--stanza=pgha-demo --repo=1 archive-get {file} pg_wal/RECOVERYXLOG\n"),
+            "{file}"
+        );
+    };
+    let refused = |file: &str, why: &str| {
+        let (code, got, err) = restore(file);
+        assert_eq!(code, Some(1), "{file}: {err}");
+        assert_eq!(got, "", "{file}: archive-get must not run");
+        assert!(err.contains(why), "{file}: {err}");
+    };
+    // No history yet: every file is fetched.
+    passed("000000040000000000000013");
+    history("1\t0/3000000\tno recovery target specified\n\n4\t0/13045BB0\tno recovery target specified\n");
+    refused("000000040000000000000013", "timeline 4 ended at 0/13045BB0");
+    refused("000000040000000000000014", "timeline 4 ended at 0/13045BB0");
+    refused("000000040000000100000000", "timeline 4 ended at 0/13045BB0");
+    passed("000000040000000000000012");
+    passed("000000050000000000000013");
+    passed("000000010000000000000002");
+    refused("000000010000000000000003", "timeline 1 ended at 0/3000000");
+    passed("00000005.history");
+    passed("000000040000000000000013.partial");
+    // A timeline that ends on a segment boundary leaves that segment whole.
+    history("4\t0/14000000\tno recovery target specified\n");
+    passed("000000040000000000000013");
+    refused("000000040000000000000014", "timeline 4 ended at 0/14000000");
+    // The newest history is the one that counts; what cannot be read is refused.
+    std::fs::write(data.join("pg_wal/00000006.history"), "4\tgarbage\tx\n").unwrap();
+    refused("000000040000000000000013", "unreadable switchpoint");
+    std::fs::remove_file(data.join("pg_wal/00000006.history")).unwrap();
+    std::fs::write(data.join("no-size"), "").unwrap();
+    refused("000000040000000000000014", "segment size is unknown");
+    passed("000000050000000000000014");
+}
+
 /// Every name the site agent and the Patroni fence read is defined: a
 /// misspelt or dropped variable compiles, and fails only on the branch that
 /// reads it (pre_promote once refused every promotion for a `lease` it had

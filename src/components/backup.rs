@@ -15,7 +15,7 @@
 //! repositories are encrypted with the generated `backup_passphrase`.
 
 use super::{tls, Component, FileSpec};
-use crate::design::{Backup, Design, Repository};
+use crate::design::{Backup, Cloud, Design, Host, Repository};
 use crate::shell::quote;
 
 /// Debian's unit: `pgbackrest server` as `postgres`.
@@ -33,6 +33,19 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     mode: 0o640,
     service: SERVICE,
     check: None,
+};
+
+/// PostgreSQL's `restore_command` on a database host: archive-get from the
+/// cloud's repository, never a segment of an abandoned timeline branch.
+pub(crate) const RESTORE_WAL: FileSpec = FileSpec {
+    component: Component::Backup,
+    template: "restore-wal.sh.j2",
+    path: "/usr/local/lib/pgha/restore-wal",
+    owner: "root",
+    group: "root",
+    mode: 0o755,
+    service: "patroni",
+    check: Some("sh -n"),
 };
 
 /// The backup a timer runs on a repository host (`%i`: full, diff, incr).
@@ -147,16 +160,22 @@ pub(crate) fn archive_command(design: &Design) -> String {
     format!("pgbackrest --stanza={} archive-push %p", stanza(design))
 }
 
-/// PostgreSQL's `restore_command` on `cloud`'s hosts: WAL from the cloud's
-/// own repository only. Every repository holds the whole archive (the
-/// master pushes each segment to all of them), while archive-get without
-/// `--repo` asks every listed repository in turn, so a promotion would wait
-/// on the repository a lost data center took with it (seen: 90 s and more).
-/// A cloud whose own repository is down still streams from its upstream.
-pub(crate) fn restore_command(design: &Design, cloud: &str) -> String {
+/// PostgreSQL's `restore_command`: [`RESTORE_WAL`], which runs
+/// [`archive_get`] unless the segment belongs to an abandoned timeline branch.
+pub(crate) fn restore_command() -> String {
+    format!("{} %f \"%p\"", RESTORE_WAL.path)
+}
+
+/// The archive-get of `cloud`'s hosts: WAL from the cloud's own repository
+/// only. Every repository holds the whole archive (the master pushes each
+/// segment to all of them), while archive-get without `--repo` asks every
+/// listed repository in turn, so a promotion would wait on the repository a
+/// lost data center took with it (seen: 90 s and more). A cloud whose own
+/// repository is down still streams from its upstream.
+pub(crate) fn archive_get(design: &Design, cloud: &str) -> String {
     format!(
-        "pgbackrest --stanza={} --repo={} archive-get %f \"%p\"",
-        stanza(design),
+        "pgbackrest --stanza={} --repo={} archive-get",
+        quote(stanza(design)),
         repo_index(design, cloud)
     )
 }
@@ -196,12 +215,94 @@ pub(crate) fn stanza_create_script(design: &Design, repo: &Repository) -> String
     )
 }
 
+/// Where pgBackRest copies a backup's files from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The first running standby in the repository's host order, or the
+    /// master when none runs (`backup-standby=prefer`, the configuration's).
+    Standby,
+    /// The master only.
+    Master,
+}
+
 /// Runs a backup of `kind` on a repository host.
-pub(crate) fn backup_script(design: &Design, repo: &Repository, kind: Kind) -> String {
+pub(crate) fn backup_script(design: &Design, repo: &Repository, kind: Kind, from: Source) -> String {
+    let standby = match from {
+        Source::Standby => "",
+        Source::Master => "--backup-standby=n ",
+    };
     format!(
         "set -e\n{} >&2\n",
-        on_repository(design, repo, &format!("--type={} backup", kind.as_str()))
+        on_repository(design, repo, &format!("{standby}--type={} backup", kind.as_str()))
     )
+}
+
+/// The database hosts in the repository's `pgN` order: a repository on a
+/// database host is its own `pg1`, then its cloud's hosts, then the other
+/// clouds' in the design's order.
+pub(crate) fn source_order<'a>(design: &'a Design, repo: &Repository) -> Vec<&'a Host> {
+    let mut clouds: Vec<&Cloud> = design.clouds.iter().collect();
+    clouds.sort_by_key(|c| c.name != repo.cloud);
+    let mut hosts: Vec<&Host> = clouds.iter().flat_map(|c| &c.hosts).collect();
+    hosts.sort_by_key(|h| !(repo.on_database_host && h.name == repo.host.name));
+    hosts
+}
+
+/// The standby pgBackRest would copy a backup from, as Patroni sees the
+/// hosts: it takes the first in recovery it can reach, and if that one only
+/// replays the archive the backup fails after `archive-timeout` waiting for
+/// it to reach the backup's start (seen right after a flip).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StandbyPick {
+    /// This standby streams: the backup may come from it.
+    Streams(String),
+    /// No standby runs: pgBackRest takes the master (`prefer`).
+    NoStandby,
+    /// This one would be taken and does not stream (its Patroni state).
+    Behind(String, String),
+    /// Patroni does not show this host: whether pgBackRest takes it is unknown.
+    Unknown(String),
+}
+
+impl StandbyPick {
+    pub(crate) fn source(&self) -> Source {
+        match self {
+            StandbyPick::Streams(_) | StandbyPick::NoStandby => Source::Standby,
+            StandbyPick::Behind(..) | StandbyPick::Unknown(_) => Source::Master,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            StandbyPick::Streams(h) => format!("files from {h}, a streaming standby"),
+            StandbyPick::NoStandby => "files from the master (no standby runs)".into(),
+            StandbyPick::Behind(h, state) => {
+                format!("files from the master: {h}, the standby pgBackRest would take, does not stream ({state})")
+            }
+            StandbyPick::Unknown(h) => {
+                format!("files from the master: Patroni does not show {h}, which pgBackRest might take")
+            }
+        }
+    }
+}
+
+/// Walks `order` as pgBackRest does; `members` holds every member Patroni
+/// shows, of every cloud that answered.
+pub(crate) fn standby_pick(order: &[&Host], members: &[super::patroni::Member]) -> StandbyPick {
+    for h in order {
+        let Some(m) = members.iter().find(|m| m.name == h.name) else {
+            return StandbyPick::Unknown(h.name.clone());
+        };
+        if m.is_leader() || matches!(m.state.as_str(), "stopped" | "crashed" | "start failed") {
+            continue;
+        }
+        return if m.state == "streaming" {
+            StandbyPick::Streams(h.name.clone())
+        } else {
+            StandbyPick::Behind(h.name.clone(), m.state.clone())
+        };
+    }
+    StandbyPick::NoStandby
 }
 
 /// `pgbackrest info` as JSON, on a repository host.
@@ -390,10 +491,7 @@ pub(crate) fn restore_script(design: &Design, cloud: &str, target: &Target) -> S
             "--repo={} {} {} restore",
             repo_index(design, cloud),
             target.options(),
-            quote(&format!(
-                "--recovery-option=restore_command={}",
-                restore_command(design, cloud)
-            ))
+            quote(&format!("--recovery-option=restore_command={}", restore_command()))
         ),
     );
     format!("set -e\ninstall -d -m 0700 -o postgres -g postgres {data}\n{restore}\nrm -f {data}/standby.signal\n")
@@ -431,14 +529,6 @@ ALTER SYSTEM RESET recovery_target_time;
 ALTER SYSTEM RESET recovery_target;
 ALTER SYSTEM RESET recovery_target_action;
 ALTER SYSTEM RESET recovery_target_timeline;";
-
-/// A full backup from the master (no standby runs right after a restore).
-pub(crate) fn master_backup_script(design: &Design, repo: &Repository) -> String {
-    format!(
-        "set -e\n{} >&2\n",
-        on_repository(design, repo, "--backup-standby=n --type=full backup")
-    )
-}
 
 /// One backup of `pgbackrest info`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -607,12 +697,61 @@ mod tests {
         assert!(parse_info("not json", "x").is_err());
     }
 
+    fn member(name: &str, role: &str, state: &str) -> crate::components::patroni::Member {
+        serde_json::from_value(serde_json::json!({"name": name, "role": role, "state": state})).unwrap()
+    }
+
+    #[test]
+    fn the_standby_is_the_one_pgbackrest_takes_and_must_stream() {
+        let d = crate::testkit::example("three-sites.yaml");
+        let dc2 = &d.backup.as_ref().unwrap().repositories[1];
+        let order = source_order(&d, dc2);
+        let names: Vec<&str> = order.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(&names[..2], ["dc2-pg1", "dc2-pg2"], "{names:?}");
+        let everyone = |dc2_pg1: &str, dc2_pg2: &str| {
+            let mut m: Vec<_> = d
+                .clouds
+                .iter()
+                .flat_map(|c| &c.hosts)
+                .map(|h| member(&h.name, "replica", "streaming"))
+                .collect();
+            m.retain(|x| !x.name.starts_with("dc2-pg"));
+            m.push(member("dc2-pg1", "standby_leader", dc2_pg1));
+            m.push(member("dc2-pg2", "replica", dc2_pg2));
+            m
+        };
+        let pick = standby_pick(&order, &everyone("streaming", "streaming"));
+        assert_eq!(pick, StandbyPick::Streams("dc2-pg1".into()));
+        assert_eq!(pick.source(), Source::Standby);
+        // The first one replays the archive: pgBackRest would still take it.
+        let pick = standby_pick(&order, &everyone("in archive recovery", "streaming"));
+        assert_eq!(
+            pick,
+            StandbyPick::Behind("dc2-pg1".into(), "in archive recovery".into())
+        );
+        assert_eq!(pick.source(), Source::Master);
+        // A stopped one is skipped, as pgBackRest skips it.
+        let pick = standby_pick(&order, &everyone("stopped", "streaming"));
+        assert_eq!(pick, StandbyPick::Streams("dc2-pg2".into()));
+        // A host Patroni does not show: could not tell, so the master.
+        let mut partial = everyone("streaming", "streaming");
+        partial.retain(|m| m.name != "dc2-pg1");
+        assert_eq!(standby_pick(&order, &partial).source(), Source::Master);
+        // Leaders are not standbys; none running means the master (prefer).
+        let leaders: Vec<_> = order.iter().map(|h| member(&h.name, "leader", "running")).collect();
+        assert_eq!(standby_pick(&order, &leaders), StandbyPick::NoStandby);
+        assert_eq!(
+            backup_script(&d, dc2, Kind::Full, Source::Master),
+            "set -e\nrunuser -u postgres -- pgbackrest --stanza=pgha-demo --repo=2 --backup-standby=n --type=full backup >&2\n"
+        );
+    }
+
     #[test]
     fn commands_run_as_postgres_with_the_stanza_quoted() {
         let d = crate::testkit::example("three-sites.yaml");
         let dc2 = &d.backup.as_ref().unwrap().repositories[1];
         assert_eq!(
-            backup_script(&d, dc2, Kind::Diff),
+            backup_script(&d, dc2, Kind::Diff, Source::Standby),
             "set -e\nrunuser -u postgres -- pgbackrest --stanza=pgha-demo --repo=2 --type=diff backup >&2\n"
         );
         assert!(archive_command(&d).ends_with("archive-push %p"));
@@ -624,16 +763,15 @@ mod tests {
         assert!(
             pitr.contains(
                 "--repo=1 --type=time --target='2026-11-29 06:30:00+00' --target-action=promote \
-                 '--recovery-option=restore_command=pgbackrest --stanza=pgha-demo --repo=1 archive-get %f \"%p\"' restore"
+                 '--recovery-option=restore_command=/usr/local/lib/pgha/restore-wal %f \"%p\"' restore"
             ),
             "{pitr}"
         );
         assert!(restore_script(&d, "dc2", &Target::Backup("20261129-063000F".into()))
             .contains("--repo=2 --set=20261129-063000F --type=immediate --target-action=promote"));
-        assert!(
-            restore_command(&d, "dc2").ends_with(" --repo=2 archive-get %f \"%p\""),
-            "{}",
-            restore_command(&d, "dc2")
+        assert_eq!(
+            archive_get(&d, "dc2"),
+            "pgbackrest --stanza=pgha-demo --repo=2 archive-get"
         );
     }
 }

@@ -88,6 +88,7 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     }
     if design.backup.is_some() {
         files.push(backup::CONFIG);
+        files.push(backup::RESTORE_WAL);
     }
     if design.exporter.is_some() {
         files.extend(exporter::FILES);

@@ -69,7 +69,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
     let mut failure = None;
     let held = match cloud {
         Some(c) if sw.serial && sw.step.action == Action::ConfigureEtcd && restarts_etcd(sw) => {
-            hold_patroni(ctx, c, step.number).await
+            hold_patroni(ctx, c, step.number, "its etcd members restart").await
         }
         _ => None,
     };
@@ -308,7 +308,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             let repo = d.repository_on(host).expect("backup work runs on a repository host");
             r.check_within(
                 "taking a full backup",
-                &backup::backup_script(d, repo, backup::Kind::Full),
+                &backup::backup_script(d, repo, backup::Kind::Full, backup::Source::Standby),
                 crate::remote::LONG_DEADLINE,
             )
             .await?;
@@ -448,29 +448,24 @@ fn restarts_etcd(sw: &StepWork) -> bool {
         .any(|w| matches!(w, Work::Restart(s) if *s == etcd::CONFIG.service))
 }
 
-/// Pauses the cloud's Patroni while its etcd members restart, when it runs
-/// and is not paused already: Patroni 4.0 can take an error from an etcd
-/// member that shuts down mid-request for a lost leader lock and restart its
-/// master at once (seen on the lab during `certs rotate`; Patroni issues
-/// #3118, #3407); paused, it keeps its PostgreSQL as it is. Returns the
-/// cloud to resume. A cloud it cannot pause restarts etcd as before.
-async fn hold_patroni<'c>(ctx: &Ctx<'_>, cloud: &'c Cloud, number: usize) -> Option<&'c Cloud> {
+/// Pauses the cloud's Patroni while `what` (its etcd members restart, or
+/// one is removed and shuts down), when it runs and is not paused already:
+/// Patroni 4.0 can take an error from an etcd member that shuts down
+/// mid-request for a lost leader lock and restart its master at once (seen
+/// on the lab during `certs rotate`; Patroni issues #3118, #3407); paused,
+/// it keeps its PostgreSQL as it is. Returns the cloud to resume. A cloud
+/// it cannot pause goes on as before.
+async fn hold_patroni<'c>(ctx: &Ctx<'_>, cloud: &'c Cloud, number: usize, what: &str) -> Option<&'c Cloud> {
     let view = crate::fleet::cluster_state(ctx.design, ctx.remotes, cloud).await.ok()?;
     if view.paused || !view.members.iter().any(|m| m.is_leader() || m.is_standby_leader()) {
         return None;
     }
     let say = |message: String| ctx.say(number, message);
-    say(format!(
-        "pausing {}'s Patroni while its etcd members restart",
-        cloud.name
-    ));
+    say(format!("pausing {}'s Patroni while {what}", cloud.name));
     match on_any_member(ctx, cloud, "pausing Patroni", &patroni::pause_script(true)).await {
         Ok(_) => Some(cloud),
         Err(e) => {
-            say(format!(
-                "{} could not be paused ({e:#}); its etcd members restart anyway",
-                cloud.name
-            ));
+            say(format!("{} could not be paused ({e:#}); going on", cloud.name));
             None
         }
     }
@@ -534,10 +529,18 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
             r.name
         );
     }
+    // The removed member shuts itself down, maybe in the middle of a
+    // request from the master's Patroni; its services stop only after the
+    // resume (paused, stopping Patroni would leave its PostgreSQL running).
+    let held = hold_patroni(ctx, cloud, number, &format!("{}'s etcd member is removed", r.name)).await;
     say(format!("removing {}'s etcd member", r.name));
-    healthy[0]
+    let removed = healthy[0]
         .check("removing the etcd member", &etcd::member_remove_script(port, &r.id))
-        .await?;
+        .await;
+    if let Some(c) = held {
+        release_patroni(ctx, c, number).await?;
+    }
+    removed?;
     let Some(address) = &r.address else {
         say(format!(
             "{}: no address in its peer URL; its services were not stopped",

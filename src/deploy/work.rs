@@ -484,6 +484,8 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         }
         Action::ConfigurePgbackrest => {
             converge(&mut items, &facts, file(i, host, &backup::CONFIG), Work::Restart);
+            // Read at each call: no restart.
+            write_if_differs(&mut items, &facts, file(i, host, &backup::RESTORE_WAL));
             reread(
                 &mut items,
                 i,

@@ -90,14 +90,18 @@ pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -
     for (i, r) in repos.iter().enumerate() {
         rec.start(i + 1, &steps[i]);
         let ran = match fleet.remote(&r.host.name) {
-            Ok(remote) => remote
-                .check_within(
-                    "taking the backup",
-                    &backup::backup_script(design, r, opts.kind),
-                    crate::remote::LONG_DEADLINE,
-                )
-                .await
-                .map(|_| ()),
+            Ok(remote) => {
+                let pick = standby_pick(fleet, r).await;
+                rec.note(&pick.describe());
+                remote
+                    .check_within(
+                        "taking the backup",
+                        &backup::backup_script(design, r, opts.kind, pick.source()),
+                        crate::remote::LONG_DEADLINE,
+                    )
+                    .await
+                    .map(|_| ())
+            }
             Err(e) => Err(e),
         };
         result = rec.finish(ran);
@@ -110,6 +114,37 @@ pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -
     rec.print(output, "backup", false, &steps)?;
     result
 }
+
+/// The standby pgBackRest would take for `repo`'s backup, given up to
+/// [`STANDBY_WAIT`] to stream (a cloud that just followed a flip restarts
+/// its WAL receivers); a cloud Patroni does not answer for leaves its hosts
+/// unknown.
+async fn standby_pick(fleet: &Fleet, repo: &Repository) -> backup::StandbyPick {
+    let design = &fleet.design;
+    let order = backup::source_order(design, repo);
+    let look = || async {
+        let mut members = Vec::new();
+        for c in &design.clouds {
+            if let Ok(m) = fleet.cluster_view(c).await {
+                members.extend(m);
+            }
+        }
+        backup::standby_pick(&order, &members)
+    };
+    let deadline = std::time::Instant::now() + STANDBY_WAIT;
+    loop {
+        let pick = look().await;
+        if matches!(pick, backup::StandbyPick::Streams(_) | backup::StandbyPick::NoStandby)
+            || std::time::Instant::now() >= deadline
+        {
+            return pick;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// How long a backup waits for the standby it would copy from to stream.
+const STANDBY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One repository in `backup list` and `status`.
 #[derive(Debug, Clone, Serialize)]

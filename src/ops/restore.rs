@@ -303,7 +303,7 @@ async fn execute(
                 .remote(&r.host.name)?
                 .check_within(
                     "taking a full backup",
-                    &backup::master_backup_script(d, r),
+                    &backup::backup_script(d, r, backup::Kind::Full, backup::Source::Master),
                     crate::remote::LONG_DEADLINE,
                 )
                 .await

@@ -254,17 +254,19 @@ PY
         stdout(&out).trim().to_string()
     }
 
-    /// What `units` logged on the hosts at `addresses` in the 8 seconds
-    /// before `end`: printed when a write gap crosses its bound, so a rare
-    /// failure (seen once in CI, never here) says what happened meanwhile.
-    pub(crate) fn journals_before(&self, end: std::time::SystemTime, addresses: &[String], units: &[&str]) -> String {
-        let end = end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    /// What `units` logged on the hosts at `addresses` during the gap `w`
+    /// saw (and 2 s before it): printed when a write gap crosses its bound,
+    /// so a rare failure (seen once in CI, never here) says what happened
+    /// meanwhile.
+    pub(crate) fn journals_of_gap(&self, w: &Written, addresses: &[String], units: &[&str]) -> String {
+        let end = w.gap_end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let start = end - w.gap.as_secs() - 2;
         let units: String = units.iter().map(|u| format!(" -u {u}")).collect();
         let mut out = String::new();
         for a in addresses {
             let cmd = format!(
                 "journalctl --no-pager -o short-precise --since @{} --until @{}{units}",
-                end - 8,
+                start,
                 end + 1
             );
             let o = self.ssh(a, &cmd);
@@ -279,13 +281,25 @@ PY
     /// demoting its master when an etcd member it talks to shuts down
     /// mid-request, Patroni issues #3118, #3407).
     pub(crate) fn check_gap(&self, what: &str, w: &Written, addresses: &[String], units: &[&str]) {
+        self.check_gap_within(what, w, std::time::Duration::from_secs(10), addresses, units);
+    }
+
+    /// As [`TestLab::check_gap`], with the bound the change promises.
+    pub(crate) fn check_gap_within(
+        &self,
+        what: &str,
+        w: &Written,
+        bound: std::time::Duration,
+        addresses: &[String],
+        units: &[&str],
+    ) {
         // The journals only when it fails: CI shows the first part of the
         // output, and a dump for every gap over 2 s pushed a later panic out of it.
-        if w.gap > std::time::Duration::from_secs(10) {
+        if w.gap > bound {
             panic!(
-                "{what}: a write gap of {:?}, as long as an outage; the hosts logged:\n{}",
+                "{what}: a write gap of {:?} (bound {bound:?}); the hosts logged:\n{}",
                 w.gap,
-                self.journals_before(w.gap_end, addresses, units)
+                self.journals_of_gap(w, addresses, units)
             );
         }
     }
