@@ -265,10 +265,16 @@ pub(crate) enum StandbyPick {
 }
 
 impl StandbyPick {
+    /// The backup may copy from where pgBackRest's configuration says.
+    pub(crate) fn settled(&self) -> bool {
+        matches!(self, StandbyPick::Streams(_) | StandbyPick::NoStandby)
+    }
+
     pub(crate) fn source(&self) -> Source {
-        match self {
-            StandbyPick::Streams(_) | StandbyPick::NoStandby => Source::Standby,
-            StandbyPick::Behind(..) | StandbyPick::Unknown(_) => Source::Master,
+        if self.settled() {
+            Source::Standby
+        } else {
+            Source::Master
         }
     }
 

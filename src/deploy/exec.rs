@@ -69,7 +69,10 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
     let mut failure = None;
     let held = match cloud {
         Some(c) if sw.serial && sw.step.action == Action::ConfigureEtcd && restarts_etcd(sw) => {
-            hold_patroni(ctx, c, step.number, "its etcd members restart").await
+            match crate::fleet::cluster_state(ctx.design, ctx.remotes, c).await {
+                Ok(view) => hold_patroni(ctx, c, &view, step.number, "its etcd members restart").await,
+                Err(_) => None,
+            }
         }
         _ => None,
     };
@@ -453,10 +456,16 @@ fn restarts_etcd(sw: &StepWork) -> bool {
 /// Patroni 4.0 can take an error from an etcd member that shuts down
 /// mid-request for a lost leader lock and restart its master at once (seen
 /// on the lab during `certs rotate`; Patroni issues #3118, #3407); paused,
-/// it keeps its PostgreSQL as it is. Returns the cloud to resume. A cloud
-/// it cannot pause goes on as before.
-async fn hold_patroni<'c>(ctx: &Ctx<'_>, cloud: &'c Cloud, number: usize, what: &str) -> Option<&'c Cloud> {
-    let view = crate::fleet::cluster_state(ctx.design, ctx.remotes, cloud).await.ok()?;
+/// it keeps its PostgreSQL as it is. `view` is the cloud as the caller
+/// read it. Returns the cloud to resume. A cloud it cannot pause goes on as
+/// before.
+async fn hold_patroni<'c>(
+    ctx: &Ctx<'_>,
+    cloud: &'c Cloud,
+    view: &patroni::ClusterView,
+    number: usize,
+    what: &str,
+) -> Option<&'c Cloud> {
     if view.paused || !view.members.iter().any(|m| m.is_leader() || m.is_standby_leader()) {
         return None;
     }
@@ -494,13 +503,16 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
     let say = |message: String| ctx.say(number, message);
     // Patroni's view now (the facts may be minutes old): never the leader,
     // and never a host whose role cannot be told.
-    let members = cluster_view(ctx, cloud).await.with_context(|| {
-        format!(
-            "cannot tell whether {} leads {} now: it was not removed; deploy again once Patroni answers",
-            r.name, cloud.name
-        )
-    })?;
-    if let Some(m) = members
+    let view = crate::fleet::cluster_state(ctx.design, ctx.remotes, cloud)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot tell whether {} leads {} now: it was not removed; deploy again once Patroni answers",
+                r.name, cloud.name
+            )
+        })?;
+    if let Some(m) = view
+        .members
         .iter()
         .find(|m| m.name == r.name && (m.is_leader() || m.is_standby_leader()))
     {
@@ -532,7 +544,14 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
     // The removed member shuts itself down, maybe in the middle of a
     // request from the master's Patroni; its services stop only after the
     // resume (paused, stopping Patroni would leave its PostgreSQL running).
-    let held = hold_patroni(ctx, cloud, number, &format!("{}'s etcd member is removed", r.name)).await;
+    let held = hold_patroni(
+        ctx,
+        cloud,
+        &view,
+        number,
+        &format!("{}'s etcd member is removed", r.name),
+    )
+    .await;
     say(format!("removing {}'s etcd member", r.name));
     let removed = healthy[0]
         .check("removing the etcd member", &etcd::member_remove_script(port, &r.id))

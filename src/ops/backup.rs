@@ -122,25 +122,20 @@ pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -
 async fn standby_pick(fleet: &Fleet, repo: &Repository) -> backup::StandbyPick {
     let design = &fleet.design;
     let order = backup::source_order(design, repo);
-    let look = || async {
-        let mut members = Vec::new();
-        for c in &design.clouds {
-            if let Ok(m) = fleet.cluster_view(c).await {
-                members.extend(m);
-            }
-        }
-        backup::standby_pick(&order, &members)
-    };
-    let deadline = std::time::Instant::now() + STANDBY_WAIT;
-    loop {
-        let pick = look().await;
-        if matches!(pick, backup::StandbyPick::Streams(_) | backup::StandbyPick::NoStandby)
-            || std::time::Instant::now() >= deadline
-        {
-            return pick;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    }
+    // Until a look answers, the first host pgBackRest would try is unknown.
+    let pick = std::sync::Mutex::new(backup::StandbyPick::Unknown(
+        order.first().map_or_else(String::new, |h| h.name.clone()),
+    ));
+    let _ = crate::wait::poll(STANDBY_WAIT, || async {
+        let views = futures::future::join_all(design.clouds.iter().map(|c| fleet.cluster_view(c))).await;
+        let members: Vec<_> = views.into_iter().filter_map(Result::ok).flatten().collect();
+        let now = backup::standby_pick(&order, &members);
+        let settled = now.settled();
+        *pick.lock().expect("not poisoned") = now;
+        Ok(settled)
+    })
+    .await;
+    pick.into_inner().expect("not poisoned")
 }
 
 /// How long a backup waits for the standby it would copy from to stream.
