@@ -146,6 +146,21 @@ fn partitions_never_leave_two_writable_masters() {
         let p = power_off_master(SITES, &lab, &pw);
         eprintln!("figure: {}", p.describe());
     }
+
+    // Issue 23's whole matrix: each fault on the master, its cloud then cut
+    // off and the other made primary, by hand and by auto failover
+    // (PGHA_FAULT_MATRIX=1: about 20 minutes more; CI runs the cases above).
+    if std::env::var_os("PGHA_FAULT_MATRIX").is_some() {
+        for auto in [false, true] {
+            set_auto_failover(&lab, auto);
+            for fault in Fault::ALL {
+                let c = cut_primary(SITES, &lab, &pw, auto, Some(fault));
+                let mode = if auto { "auto failover" } else { "manual" };
+                eprintln!("figure: {}", c.describe(&format!("{mode}, {}", fault.label())));
+                assert!(c.fenced <= site_fence_bound(), "fenced after {:?}", c.fenced);
+            }
+        }
+    }
 }
 
 /// A certificate rotation restarts every site member (one at a time) and

@@ -154,6 +154,37 @@ pub(crate) fn gate_installed_script() -> String {
     format!("if test -f {}; then echo gate; else echo none; fi", GATE_UNIT.path)
 }
 
+/// Prints `site_gate_answer CODE WHY`, what this host's gate answers
+/// HAProxy now (asked here over TLS, trusting the cluster CA; the name is
+/// not checked, the probe asks itself), or `site_gate_answer none WHY`
+/// when it could not be asked. Python: the hosts have no curl, and the
+/// gate itself runs on it.
+pub(crate) fn gate_answer_script(port: u16) -> String {
+    const ASK: &str = r#"import socket, ssl
+try:
+    c = ssl.create_default_context(cafile=TRUST)
+    c.check_hostname = False
+    with socket.create_connection(("127.0.0.1", PORT), timeout=3) as s, c.wrap_socket(s) as t:
+        t.settimeout(3)
+        t.sendall(b"GET " + PATH.encode() + b" HTTP/1.0\r\n\r\n")
+        data = b""
+        while len(data) < 4096:
+            more = t.recv(4096)
+            if not more:
+                break
+            data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    print(int(head.split()[1]), " ".join(body.decode(errors="replace").split())[:200])
+except Exception as e:
+    print("none", type(e).__name__, " ".join(str(e).split())[:200])"#;
+    // Python literals (JSON's strings are Python's).
+    let script = ASK
+        .replace("TRUST", &serde_json::Value::from(tls::TRUST_PATH).to_string())
+        .replace("PORT", &port.to_string())
+        .replace("PATH", &serde_json::Value::from(GATE_PATH).to_string());
+    format!("python3 - <<'PGHA_GATE' 2>/dev/null | sed 's/^/site_gate_answer /'\n{script}\nPGHA_GATE")
+}
+
 /// Seconds after a master's last renewal at which its gate closes: when
 /// its agent would fence it (a third of the ttl). HAProxy takes the route
 /// away within its check's `fall` of that, well before the lease can pass.

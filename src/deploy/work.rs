@@ -988,14 +988,21 @@ mod tests {
     #[test]
     fn a_reload_parameter_is_set_everywhere_without_a_restart() {
         let d = design("  parameters:\n    max_connections: \"100\"\n    work_mem: 16MB");
-        let w = param_work(&d, serde_json::json!({"max_connections": "100", "work_mem": "8MB"}));
+        let w = param_work(
+            &d,
+            serde_json::json!({"max_connections": "100", "work_mem": "8MB", "authentication_timeout": "10s"}),
+        );
         assert_eq!(w.len(), 2);
         assert!(w
             .iter()
             .all(|p| p.sets == [("work_mem".to_string(), "16MB".to_string())] && !p.restart));
         assert_eq!(w[0].describe(), "set work_mem (reload)");
         // Converged: no work at all.
-        assert!(param_work(&d, serde_json::json!({"max_connections": 100, "work_mem": "16MB"})).is_empty());
+        assert!(param_work(
+            &d,
+            serde_json::json!({"max_connections": 100, "work_mem": "16MB", "authentication_timeout": "10s"})
+        )
+        .is_empty());
     }
 
     #[test]
@@ -1170,6 +1177,8 @@ mod tests {
         assert_eq!(
             parameter_changes(&d, Some(&facts(live))),
             [
+                // pgha's own default, unset on a cluster deployed before it.
+                ("authentication_timeout".to_string(), "10s".to_string(), None),
                 ("jit".to_string(), "off".to_string(), None),
                 (
                     "max_connections".to_string(),

@@ -474,7 +474,7 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
             "use an absolute path of letters, digits and `/._-+`, such as /var/lib/postgresql/15/pgha",
         );
     }
-    let parameters = raw.parameters.unwrap_or_default();
+    let mut parameters = raw.parameters.unwrap_or_default();
     for (key, value) in &parameters {
         let field = format!("platform.parameters.{key}");
         if !shape::pg_parameter(key) {
@@ -493,6 +493,12 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
                 "the value holds a control character (a line break?)",
                 "a PostgreSQL setting is one line: write it without line breaks or tabs",
             );
+        }
+    }
+    for (key, value) in DEFAULT_PARAMETERS {
+        // PostgreSQL's names are case-insensitive: the design's own wins.
+        if !parameters.keys().any(|k| k.eq_ignore_ascii_case(key)) {
+            parameters.insert(key.to_string(), value.to_string());
         }
     }
     // No network is opened unless the design names it: clients come through
@@ -526,6 +532,17 @@ fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) -> Option<Pla
         parameters,
     })
 }
+
+/// PostgreSQL settings pgha gives unless the design sets them.
+///
+/// `authentication_timeout` (60 s by default): before PostgreSQL 18 a
+/// stopping postmaster never signals a "dead-end" child (one forked for a
+/// connection that came while it was starting or stopping), stops
+/// listening, and waits for it. A client cut off before its first packet
+/// kept a fenced master's postmaster, and every local connection to it,
+/// waiting the whole timeout (seen in tests/seed_scenario.rs), and Patroni
+/// cannot start it again as a replica until it exits.
+pub(crate) const DEFAULT_PARAMETERS: [(&str, &str); 1] = [("authentication_timeout", "10s")];
 
 pub(super) fn default_data_dir(version: u32) -> String {
     format!("/var/lib/postgresql/{version}/pgha")

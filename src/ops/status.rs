@@ -53,6 +53,11 @@ pub(crate) struct SiteGuard {
     /// `systemctl is-active pgha-site-gate`: HAProxy and the GLB route to
     /// this host only while its gate answers that the lease is fresh.
     pub gate: String,
+    /// What the gate answers HAProxy now (200: open, 503: closed); `None`
+    /// when it could not be asked.
+    pub gate_answer: Option<u16>,
+    /// The gate's reason, or why it could not be asked.
+    pub gate_says: String,
     /// The site has answered this host: from now on silence fences.
     pub armed: bool,
 }
@@ -65,11 +70,15 @@ impl SiteGuard {
                 .find_map(|l| l.strip_prefix(key))
                 .map_or("unknown".to_string(), |v| v.trim().to_string())
         };
+        let answer = word("site_gate_answer ");
+        let (code, says) = answer.split_once(' ').unwrap_or((answer.as_str(), ""));
         SiteGuard {
             agent: word("site_agent "),
             fence: word("site_fence "),
             fence_bound_s: bound,
             gate: word("site_gate "),
+            gate_answer: code.parse().ok(),
+            gate_says: says.to_string(),
             armed: probe.lines().any(|l| l == "site_armed"),
         }
     }
@@ -436,6 +445,15 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
                     r.host, g.gate
                 ),
             );
+        } else if r.read_write == Some(true) && g.gate_answer != Some(200) {
+            say(
+                Level::Warning,
+                format!(
+                    "{}: the master's site gate is {}; it opens once the site agent renews the lease",
+                    r.host,
+                    gate_word(g)
+                ),
+            );
         }
     }
     if !site.readable {
@@ -483,14 +501,24 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
     }
 }
 
+/// The gate's answer as `status` prints it.
+fn gate_word(g: &SiteGuard) -> String {
+    match g.gate_answer {
+        Some(200) => format!("open ({})", g.gate_says),
+        Some(code) => format!("CLOSED, {code} ({}): no client reaches it through HAProxy", g.gate_says),
+        None => format!("could not be asked ({})", g.gate_says),
+    }
+}
+
 fn probe_script(d: &Design) -> String {
-    let site = if d.site.is_some() {
+    let site = if let Some(site) = &d.site {
         format!(
             "echo \"site_agent $(systemctl is-active {})\"\necho \"site_fence $(systemctl is-active {})\"\n\
-             echo \"site_gate $(systemctl is-active {})\"\n[ -f /var/lib/pgha/site-armed ] && echo site_armed\n",
+             echo \"site_gate $(systemctl is-active {})\"\n{}\n[ -f /var/lib/pgha/site-armed ] && echo site_armed\n",
             crate::components::site::AGENT_SERVICE,
             crate::components::site::FENCE_SERVICE,
-            crate::components::site::GATE_SERVICE
+            crate::components::site::GATE_SERVICE,
+            crate::components::site::gate_answer_script(site.gate_port)
         )
     } else {
         String::new()
@@ -942,6 +970,11 @@ pub(crate) fn table(s: &Status) -> String {
             running_on(|g| g.gate == "active"),
             guards.len()
         ));
+        for (r, g) in s.hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
+            if r.read_write == Some(true) {
+                text.push_str(&format!("\nSite gate of the master {}: {}", r.host, gate_word(g)));
+            }
+        }
     }
     if let Some(b) = &s.backup {
         for r in &b.repositories {
@@ -1060,14 +1093,64 @@ mod tests {
     /// host showed as unreachable).
     #[test]
     fn the_probe_parses_cleanly() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
-        let d = crate::design::load(&path).unwrap().design;
-        let script = probe_script(&d);
-        crate::shell::assert_parses_cleanly(&script);
-        assert!(
-            script.contains("\nPGHA_SQL\n} 2>/dev/null | sed 's/^/read_write /'\n"),
-            "{script}"
+        for example in ["two-clouds", "three-sites"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{example}.yaml"));
+            let d = crate::design::load(&path).unwrap().design;
+            let script = probe_script(&d);
+            crate::shell::assert_parses_cleanly(&script);
+            assert!(
+                script.contains("\nPGHA_SQL\n} 2>/dev/null | sed 's/^/read_write /'\n"),
+                "{script}"
+            );
+            // The site's gate is asked through a here-document of its own.
+            assert_eq!(script.contains("\nPGHA_GATE\n"), d.site.is_some(), "{script}");
+        }
+    }
+
+    #[test]
+    fn the_masters_closed_gate_is_a_finding_and_a_replicas_is_not() {
+        let probe =
+            |answer: &str| format!("site_agent active\nsite_fence active\nsite_gate active\n{answer}site_armed\n");
+        let open = SiteGuard::parse(
+            &probe("site_gate_answer 200 the site lease was renewed 1.2 s ago\n"),
+            14,
         );
+        assert_eq!(open.gate_answer, Some(200));
+        assert_eq!(open.gate_says, "the site lease was renewed 1.2 s ago");
+        assert!(open.armed);
+        let closed = SiteGuard::parse(
+            &probe("site_gate_answer 503 no renewal of the site lease is recorded since boot\n"),
+            14,
+        );
+        let silent = SiteGuard::parse(
+            &probe("site_gate_answer none ConnectionRefusedError [Errno 111] Connection refused\n"),
+            14,
+        );
+        assert_eq!(silent.gate_answer, None);
+        assert_eq!(SiteGuard::parse(&probe(""), 14).gate_answer, None);
+        let site = SiteStatus {
+            readable: true,
+            holder: Some("dc1".into()),
+            ..Default::default()
+        };
+        let with = |g: &SiteGuard, role: &str, rw: bool| {
+            let mut r = row("dc1", "primary", "a1", role, 1, rw);
+            r.site_guard = Some(g.clone());
+            let mut f = Vec::new();
+            site_findings(&site, &[r], &mut |l, m| f.push((l, m)));
+            f
+        };
+        assert!(with(&open, "leader", true).is_empty());
+        assert!(with(&closed, "replica", false).is_empty());
+        let f = with(&closed, "leader", true);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].1
+                .starts_with("a1: the master's site gate is CLOSED, 503 (no renewal of the site lease"),
+            "{f:?}"
+        );
+        let f = with(&silent, "leader", true);
+        assert!(f[0].1.contains("could not be asked (ConnectionRefusedError"), "{f:?}");
     }
 
     fn levels(f: &[Finding]) -> Vec<Level> {

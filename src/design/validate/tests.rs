@@ -579,6 +579,19 @@ fn a_parameter_value_is_one_line() {
 }
 
 #[test]
+fn authentication_timeout_is_pghas_unless_the_design_names_it() {
+    let params = |src: &str| load(src).unwrap().design.platform.parameters;
+    assert_eq!(params(BASE)["authentication_timeout"], "10s");
+    let own = BASE.replace(
+        "  name: demo\n",
+        "  name: demo\n  parameters:\n    Authentication_Timeout: 30s\n",
+    );
+    let p = params(&own);
+    assert_eq!(p["Authentication_Timeout"], "30s");
+    assert!(!p.contains_key("authentication_timeout"), "{p:?}");
+}
+
+#[test]
 fn the_leader_restarts_in_place_or_by_switchover() {
     assert_eq!(
         load(BASE).unwrap().design.governor.leader_restart,
