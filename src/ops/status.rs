@@ -78,7 +78,7 @@ impl SiteGuard {
             fence_bound_s: bound,
             gate: word("site_gate "),
             gate_answer: code.parse().ok(),
-            gate_says: says.to_string(),
+            gate_says: if says.is_empty() { "no answer" } else { says }.to_string(),
             armed: probe.lines().any(|l| l == "site_armed"),
         }
     }
