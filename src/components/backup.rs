@@ -215,6 +215,10 @@ pub(crate) fn stanza_create_script(design: &Design, repo: &Repository) -> String
     )
 }
 
+/// pgBackRest's exit code when WAL was not archived within
+/// `archive-timeout` (ArchiveTimeoutError, [082]).
+pub(crate) const ARCHIVE_TIMEOUT_EXIT: i32 = 82;
+
 /// Where pgBackRest copies a backup's files from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {

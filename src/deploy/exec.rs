@@ -309,10 +309,17 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         }
         Work::FirstBackup => {
             let repo = d.repository_on(host).expect("backup work runs on a repository host");
-            r.check_within(
+            // The master's archive_command fails for a repository until its
+            // stanza exists, and PostgreSQL's archiver, after three failures,
+            // waits for a wake or 60 s: pgBackRest's own archive-timeout. Seen
+            // once in CI: the first backup into the second repository timed
+            // out (082) waiting for its stop segment. A second run finds the
+            // archive caught up.
+            r.check_within_again_on(
                 "taking a full backup",
                 &backup::backup_script(d, repo, backup::Kind::Full, backup::Source::Standby),
                 crate::remote::LONG_DEADLINE,
+                backup::ARCHIVE_TIMEOUT_EXIT,
             )
             .await?;
         }

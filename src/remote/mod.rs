@@ -317,6 +317,28 @@ impl Remote {
         self.succeeded(out, what)
     }
 
+    /// As [`Remote::check_within`], running `script` once more when its
+    /// first run exits `again` (a failure that a second run outlives).
+    pub async fn check_within_again_on(
+        &self,
+        what: &str,
+        script: &str,
+        limit: Duration,
+        again: i32,
+    ) -> anyhow::Result<String> {
+        let mut out = self
+            .run_within(script, None, limit)
+            .await
+            .with_context(|| what.to_string())?;
+        if out.status == Some(again) {
+            out = self
+                .run_within(script, None, limit)
+                .await
+                .with_context(|| what.to_string())?;
+        }
+        self.succeeded(out, what)
+    }
+
     /// The output of a command that exited 0, else an error naming the host
     /// and quoting the end of stderr.
     fn succeeded(&self, out: Output, what: &str) -> anyhow::Result<String> {
@@ -469,6 +491,44 @@ pub fn connect_errors(errors: Vec<ConnectError>) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_second_run_comes_only_after_the_named_exit() {
+        /// Exits with each of its codes in turn, counting runs.
+        struct Codes(std::sync::Mutex<Vec<i32>>, std::sync::atomic::AtomicUsize);
+        impl Transport for Codes {
+            fn run<'a>(&'a self, _: &'a str, _: Option<&'a [u8]>) -> BoxFuture<'a, anyhow::Result<Output>> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let code = self.0.lock().unwrap().remove(0);
+                Box::pin(async move {
+                    Ok(Output {
+                        status: Some(code),
+                        stdout: String::new(),
+                        stderr: format!("exit {code}"),
+                    })
+                })
+            }
+            fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+                Box::pin(async {})
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let run = |codes: Vec<i32>| {
+            let t = Arc::new(Codes(std::sync::Mutex::new(codes), Default::default()));
+            let r = Remote::over("h", "10.0.0.1", t.clone());
+            let ok = rt
+                .block_on(r.check_within_again_on("x", "true", Duration::from_secs(5), 82))
+                .is_ok();
+            (ok, t.1.load(std::sync::atomic::Ordering::SeqCst))
+        };
+        assert_eq!(run(vec![0]), (true, 1));
+        assert_eq!(run(vec![82, 0]), (true, 2));
+        assert_eq!(run(vec![82, 82]), (false, 2));
+        assert_eq!(run(vec![1, 0]), (false, 1));
+    }
 
     #[test]
     fn base64_matches_the_reference() {
