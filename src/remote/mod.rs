@@ -310,11 +310,15 @@ impl Remote {
 
     /// [`Remote::check`] with its own deadline.
     pub async fn check_within(&self, what: &str, script: &str, limit: Duration) -> anyhow::Result<String> {
-        let out = self
-            .run_within(script, None, limit)
-            .await
-            .with_context(|| what.to_string())?;
+        let out = self.run_for(what, script, limit).await?;
         self.succeeded(out, what)
+    }
+
+    /// One run of `script` within `limit`, an error saying `what` it was.
+    async fn run_for(&self, what: &str, script: &str, limit: Duration) -> anyhow::Result<Output> {
+        self.run_within(script, None, limit)
+            .await
+            .with_context(|| what.to_string())
     }
 
     /// As [`Remote::check_within`], running `script` once more when its
@@ -326,15 +330,9 @@ impl Remote {
         limit: Duration,
         again: i32,
     ) -> anyhow::Result<String> {
-        let mut out = self
-            .run_within(script, None, limit)
-            .await
-            .with_context(|| what.to_string())?;
+        let mut out = self.run_for(what, script, limit).await?;
         if out.status == Some(again) {
-            out = self
-                .run_within(script, None, limit)
-                .await
-                .with_context(|| what.to_string())?;
+            out = self.run_for(what, script, limit).await?;
         }
         self.succeeded(out, what)
     }

@@ -110,15 +110,7 @@ impl Sites {
     /// `docker exec` could not ask: seed runs in CI saw one unanswered for
     /// 21 s three times, cause not found.
     fn postmaster_says(&self, host: &str) -> Result<bool, String> {
-        let container = format!("{}-{host}", self.name);
-        let out = Command::new("timeout")
-            .args(["5", "docker", "top", &container, "-o", "pid,args"])
-            .output()
-            .map_err(|e| format!("docker top: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("docker top: {}", stderr(&out).trim()));
-        }
-        let top = stdout(&out);
+        let top = self.top(host, "pid,args")?;
         let Some(line) = top
             .lines()
             .skip(1)
@@ -184,20 +176,32 @@ impl Sites {
             Ok(out) => format!("docker inspect: {}", stderr(&out).trim()),
             Err(e) => format!("docker inspect: {e}"),
         };
-        let top = Command::new("timeout")
-            .args(["5", "docker", "top", &container, "-o", "pid,stat,wchan:24,etime,args"])
-            .output()
-            .map(|o| {
-                stdout(&o)
-                    .lines()
+        let top = self
+            .top(host, "pid,stat,wchan:24,etime,args")
+            .map(|top| {
+                top.lines()
                     .filter(|l| l.contains("postgres") || l.contains("patroni") || l.contains("pg_"))
                     .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
                     .take(12)
                     .collect::<Vec<_>>()
                     .join(" | ")
             })
-            .unwrap_or_else(|e| format!("docker top: {e}"));
+            .unwrap_or_else(|e| e);
         format!("{state}; processes: {top}")
+    }
+
+    /// `host`'s processes with `columns`, as `docker top` lists them from
+    /// outside the container (PIDs of this machine), header first.
+    fn top(&self, host: &str, columns: &str) -> Result<String, String> {
+        let container = format!("{}-{host}", self.name);
+        let out = Command::new("timeout")
+            .args(["5", "docker", "top", &container, "-o", columns])
+            .output()
+            .map_err(|e| format!("docker top: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("docker top: {}", stderr(&out).trim()));
+        }
+        Ok(stdout(&out))
     }
 
     /// The hosts that take writes at one moment; panics when a host could
@@ -261,13 +265,12 @@ impl Sites {
     /// What `host` logged from `from` to `to` (wall clock), its last lines:
     /// why a host could not be asked then.
     fn journal_between(&self, host: &str, from: SystemTime, to: SystemTime) -> String {
-        let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.sh_inside(
             host,
             &format!(
                 "journalctl --no-pager -o short-precise --since @{} --until @{} | tail -80",
-                secs(from).saturating_sub(2),
-                secs(to) + 1
+                epoch_secs(from).saturating_sub(2),
+                epoch_secs(to) + 1
             ),
         )
     }
@@ -424,6 +427,11 @@ pub(crate) fn status_json(lab: &TestLab) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status json: {e}: {}", stderr(&out)))
 }
 
+/// Seconds since the epoch, as `journalctl --since @N` reads them.
+fn epoch_secs(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
@@ -541,7 +549,7 @@ impl Monitor {
                     "{journals}two masters cannot be ruled out: {:?} writable, {:?} could not be asked (sample begun {} s after the epoch, took {:.1} s)",
                     s.writable,
                     s.unknown,
-                    s.wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    epoch_secs(s.wall),
                     (s.done - s.at).as_secs_f64()
                 );
             }
@@ -669,7 +677,7 @@ fn follow_events(sites: Sites, hosts: &[&str], since: SystemTime) -> String {
         ),
     ];
     let grep = EVENTS.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>().join("|");
-    let since = since.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let since = epoch_secs(since);
     let script =
         format!("journalctl -u patroni -u pgha-site-agent --since @{since} --no-pager -o cat | grep -E '{grep}'");
     let mut counts = [0usize; EVENTS.len()];
