@@ -465,7 +465,10 @@ fn site_steps(b: &mut Builder, design: &Design) {
         None,
         Action::VerifySite,
         members,
-        format!("wait until the site members are healthy and {primary} holds the site lease"),
+        format!(
+            "wait until the site members are healthy, {primary} holds the site lease and every database host's site \
+             agent has reached the site (its fences armed)"
+        ),
     );
 }
 

@@ -90,6 +90,8 @@ pub(crate) struct SimHost {
     pub site_access: Option<String>,
     /// Patroni started with the etcd gateway certificate.
     pub patroni_gateway: bool,
+    /// Its site agent never reaches the site: its fences stay unarmed.
+    pub site_blind: bool,
 }
 
 impl SimHost {
@@ -121,6 +123,7 @@ impl SimHost {
             cloud_access: None,
             site_access: None,
             patroni_gateway: true,
+            site_blind: false,
         };
         for f in files {
             host.files.insert(f.spec.path.to_string(), f.content.clone());
@@ -527,6 +530,13 @@ impl World {
         if script == site::gate_installed_script() {
             let has = self.hosts[host].files.contains_key(site::GATE_UNIT.path);
             return ok("look for the site gate", if has { "gate\n" } else { "none\n" }.into());
+        }
+        if script == site::armed_script() {
+            // An agent that runs reaches the fake site at once, unless the
+            // test keeps it blind.
+            let h = &self.hosts[host];
+            let armed = h.files.contains_key(site::AGENT_SETTINGS.path) && !h.site_blind;
+            return ok("read the armed mark", if armed { "armed\n" } else { "" }.into());
         }
         if script == patroni::UNHOLD_SCRIPT {
             self.hosts.get_mut(host).expect("known host").held = false;

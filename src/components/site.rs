@@ -106,6 +106,15 @@ pub(crate) const FENCE_UNIT: FileSpec = FileSpec {
 
 /// The fence's first start since boot (its grace for a master with no
 /// recorded renewal). Written by the fence script, which names it too.
+/// Written by a database host's site agent once the site answered it: from
+/// then on its fences act on silence.
+pub(crate) const ARMED: &str = "/var/lib/pgha/site-armed";
+
+/// Prints `armed` on a host whose fences are armed.
+pub(crate) fn armed_script() -> String {
+    format!("[ -f {ARMED} ] && echo armed || true\n")
+}
+
 pub(crate) const FENCE_SINCE: &str = "/run/pgha/site-fence-since";
 
 /// Seconds after a master's last lease renewal by which the site fence

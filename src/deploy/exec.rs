@@ -831,12 +831,33 @@ async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Optio
                 Some(Some(c)) => state.holder.as_deref() == Some(c),
                 _ => true,
             };
-            return Ok(healthy * 2 > members && held);
+            if healthy * 2 <= members || !held {
+                return Ok(false);
+            }
+            return Ok(holder.is_none() || all_armed(ctx).await);
         }
         Ok(false)
     })
     .await
-    .context("the site members have no healthy majority, or the lease is not held as the design says")
+    .context(
+        "the site members have no healthy majority, the lease is not held as the design says, or a database \
+         host's site agent has not reached the site (its fences are not armed: `pgha status` names it)",
+    )
+}
+
+/// Every connected database host's site agent has reached the site once,
+/// so silence from it now fences that host's master: deploy does not call a
+/// site done before (a host that could not tell counts as not armed).
+async fn all_armed(ctx: &Ctx<'_>) -> bool {
+    let script = crate::components::site::armed_script();
+    let hosts = ctx.design.clouds.iter().flat_map(|c| &c.hosts);
+    for host in hosts.filter_map(|h| ctx.remotes.get(&h.name)) {
+        match host.check("asking whether the site fences are armed", &script).await {
+            Ok(out) if out.trim() == "armed" => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The cloud's Patroni cluster as one of its members sees it.

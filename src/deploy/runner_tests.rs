@@ -404,6 +404,20 @@ async fn a_converged_cluster_with_the_site_lease_is_only_read() {
     );
 }
 
+/// Issue 23: deploy calls the site done only once every database host's
+/// agent has reached it: until then silence from the site fences no master
+/// there.
+#[tokio::test(start_paused = true)]
+async fn deploy_fails_while_a_hosts_site_fences_are_unarmed() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    sim.world().hosts.get_mut("dc2-pg2").unwrap().site_blind = true;
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(e.contains("its fences are not armed"), "{e}");
+    assert!(e.contains("site/verify"), "{e}");
+    sim.world().hosts.get_mut("dc2-pg2").unwrap().site_blind = false;
+    deploy(&sim).await.unwrap();
+}
+
 /// Issue 23: a cluster deployed before the site gate existed. Each cloud's
 /// gates run before any of its HAProxy instances names them in a check: a
 /// check of a gate that is not there yet would close the route to the master.

@@ -436,6 +436,17 @@ fn site_findings(site: &SiteStatus, hosts: &[HostRow], say: &mut impl FnMut(Leve
                 ),
             );
         }
+        if !g.armed && site.readable {
+            say(
+                Level::Warning,
+                format!(
+                    "{}: the site fence is not armed: this host has not reached the site since it was deployed, and \
+                     until it does, silence from the site fences no master here; check its agent's journal \
+                     (`journalctl -u pgha-site-agent`) and its links to the site members",
+                    r.host
+                ),
+            );
+        }
         if g.gate != "active" {
             say(
                 Level::Warning,
@@ -514,11 +525,12 @@ fn probe_script(d: &Design) -> String {
     let site = if let Some(site) = &d.site {
         format!(
             "echo \"site_agent $(systemctl is-active {})\"\necho \"site_fence $(systemctl is-active {})\"\n\
-             echo \"site_gate $(systemctl is-active {})\"\n{}\n[ -f /var/lib/pgha/site-armed ] && echo site_armed\n",
+             echo \"site_gate $(systemctl is-active {})\"\n{}\n[ -f {} ] && echo site_armed\n",
             crate::components::site::AGENT_SERVICE,
             crate::components::site::FENCE_SERVICE,
             crate::components::site::GATE_SERVICE,
-            crate::components::site::gate_answer_script(site.gate_port)
+            crate::components::site::gate_answer_script(site.gate_port),
+            crate::components::site::ARMED,
         )
     } else {
         String::new()
@@ -942,7 +954,21 @@ pub(crate) fn table(s: &Status) -> String {
             (None, _) => "unknown (no majority of site members answers)".to_string(),
         };
         let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
-        let armed = guards.iter().filter(|g| g.armed).count();
+        let unarmed: Vec<&str> = s
+            .hosts
+            .iter()
+            .filter(|r| r.site_guard.as_ref().is_some_and(|g| !g.armed))
+            .map(|r| r.host.as_str())
+            .collect();
+        let armed = match unarmed.as_slice() {
+            [] => format!("armed on every database host ({})", guards.len()),
+            not => format!(
+                "armed on {} of {} hosts, NOT on {}",
+                guards.len() - not.len(),
+                guards.len(),
+                not.join(", ")
+            ),
+        };
         let running_on = |ok: fn(&SiteGuard) -> bool| {
             let down: Vec<&str> = s
                 .hosts
@@ -959,7 +985,7 @@ pub(crate) fn table(s: &Status) -> String {
         text.push_str(&format!(
             "\nSite lease: {lease}; auto failover {}\nSite members: {}\nSite fence: the agent fences a master {:.0} s \
              after its last renewal ({}); pgha-site-fence, apart from it, stops one at {} s ({}); pgha-site-gate closes \
-             the client path to one at {:.1} s ({}); armed on {armed} of {} hosts",
+             the client path to one at {:.1} s ({}); {armed}",
             if site.auto_failover { "on" } else { "off" },
             members.join(", "),
             f64::from(site.ttl_s) / 3.0,
@@ -968,7 +994,6 @@ pub(crate) fn table(s: &Status) -> String {
             running_on(|g| g.fence == "active"),
             crate::components::site::gate_bound(site.ttl_s),
             running_on(|g| g.gate == "active"),
-            guards.len()
         ));
         for (r, g) in s.hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
             if r.read_write == Some(true) {
@@ -1151,6 +1176,32 @@ mod tests {
         );
         let f = with(&silent, "leader", true);
         assert!(f[0].1.contains("could not be asked (ConnectionRefusedError"), "{f:?}");
+    }
+
+    #[test]
+    fn an_unarmed_host_is_a_finding_while_the_site_answers() {
+        let unarmed = SiteGuard::parse(
+            "site_agent active\nsite_fence active\nsite_gate active\nsite_gate_answer 200 not armed\n",
+            14,
+        );
+        assert!(!unarmed.armed);
+        let found = |readable: bool| {
+            let site = SiteStatus {
+                readable,
+                holder: Some("dc1".into()),
+                ..Default::default()
+            };
+            let mut r = row("dc1", "primary", "a2", "replica", 1, false);
+            r.site_guard = Some(unarmed.clone());
+            let mut f = Vec::new();
+            site_findings(&site, &[r], &mut |l, m| f.push((l, m)));
+            f
+        };
+        let f = found(true);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].1.starts_with("a2: the site fence is not armed"), "{f:?}");
+        // A site nobody can read is its own finding; arming waits on it.
+        assert!(found(false).iter().all(|(_, m)| !m.contains("not armed")));
     }
 
     fn levels(f: &[Finding]) -> Vec<Level> {
