@@ -300,7 +300,7 @@ impl Secrets {
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let text = format!(
             "# pgha secrets for the design next to this file. Keep it 0600 and out of version control.\n{}",
-            serde_yaml::to_string(self)?
+            crate::design::yaml::to_string(self)?
         );
         // A unique O_EXCL|O_NOFOLLOW temporary file, created 0600: a stale
         // temp file or a planted symlink never receives the passwords.
@@ -312,8 +312,8 @@ impl Secrets {
 /// would quote the value, which may be a password.
 fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Secrets> {
     let text = std::str::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
-    serde_yaml::from_str(text).map_err(|e| {
-        let at = e.location().map_or(String::new(), |l| format!(" (line {})", l.line()));
+    crate::design::yaml::from_str(text, true).map_err(|e| {
+        let at = format!(" (line {})", e.line);
         anyhow::anyhow!(
             "{}{at} is not a pgha secrets file: it must hold superuser_password, replication_password and \
              restapi_password, each a string, and nothing else",
@@ -406,6 +406,7 @@ mod tests {
             "hunter2-not-yaml: [",
             "superuser_password: [hunter2-not-yaml]\n",
             "hunter2-not-yaml\n",
+            "superuser_password: a\nreplication_password: b\nrestapi_password: c\nhunter2: x\n",
         ] {
             std::fs::write(&path, text).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -72,10 +72,12 @@ pub(crate) fn path(d: &Design) -> PathBuf {
 
 pub(crate) fn load(d: &Design) -> anyhow::Result<State> {
     match std::fs::read_to_string(path(d)) {
-        Ok(text) => serde_yaml::from_str(&text).with_context(|| {
-            format!(
-                "{} is damaged: pgha writes it atomically, so something else changed it; fix or remove it",
-                path(d).display()
+        Ok(text) => crate::design::yaml::from_str(&text, false).map_err(|e| {
+            anyhow::anyhow!(
+                "{} (line {}: {}) is damaged: pgha writes it atomically, so something else changed it; fix or remove it",
+                path(d).display(),
+                e.line,
+                e.message
             )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
@@ -84,7 +86,10 @@ pub(crate) fn load(d: &Design) -> anyhow::Result<State> {
 }
 
 pub(crate) fn save(d: &Design, state: &State) -> anyhow::Result<()> {
-    let text = format!("# Written by pgha; do not edit.\n{}", serde_yaml::to_string(state)?);
+    let text = format!(
+        "# Written by pgha; do not edit.\n{}",
+        crate::design::yaml::to_string(state)?
+    );
     crate::fsutil::write_atomic(&path(d), text.as_bytes(), 0o644)
 }
 

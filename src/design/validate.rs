@@ -1137,7 +1137,7 @@ fn build_site(
         return None;
     }
     let members = clouds + usize::from(witness.is_some());
-    if members % 2 == 0 {
+    if members.is_multiple_of(2) {
         cx.error(
             root,
             "witness",

@@ -730,6 +730,65 @@ impl<'de, 'a, I: Iterator<Item = (&'a Node, &'a Node)>> de::MapAccess<'de> for M
     }
 }
 
+/// Where a file pgha keeps (state, secrets) is not what it should be: the
+/// line, and a message that never quotes a value (it may be a password).
+#[derive(Debug, Clone)]
+pub struct FileError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads a file pgha writes itself through the design's own parser, with its
+/// depth and alias limits. Keys the type does not know are refused when
+/// `strict`, skipped otherwise (a newer pgha's additions).
+pub fn from_str<T: de::DeserializeOwned>(text: &str, strict: bool) -> Result<T, FileError> {
+    let node = Node::parse(text).map_err(|e| FileError {
+        line: e.span.line,
+        message: "not YAML".into(),
+    })?;
+    let (value, unknown) = from_node::<T>(&node).map_err(|e| FileError {
+        line: e.span.map_or(0, |s| s.line),
+        message: if e.path.is_empty() {
+            "not the expected shape".into()
+        } else {
+            format!("{} is not the expected shape", e.path)
+        },
+    })?;
+    match unknown.first() {
+        Some(k) if strict => Err(FileError {
+            line: k.span.line,
+            message: format!("unknown key {}", k.key),
+        }),
+        _ => Ok(value),
+    }
+}
+
+/// Writes `value` as a YAML document (block style, keys sorted).
+pub fn to_string<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    fn convert(v: serde_json::Value) -> yaml_rust2::Yaml {
+        use yaml_rust2::Yaml;
+        match v {
+            serde_json::Value::Null => Yaml::Null,
+            serde_json::Value::Bool(b) => Yaml::Boolean(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            serde_json::Value::String(s) => Yaml::String(s),
+            serde_json::Value::Array(a) => Yaml::Array(a.into_iter().map(convert).collect()),
+            serde_json::Value::Object(o) => {
+                Yaml::Hash(o.into_iter().map(|(k, v)| (Yaml::String(k), convert(v))).collect())
+            }
+        }
+    }
+    let yaml = convert(serde_json::to_value(value)?);
+    let mut out = String::new();
+    yaml_rust2::YamlEmitter::new(&mut out).dump(&yaml)?;
+    // The emitter opens with a document marker and ends without a newline.
+    let body = out.strip_prefix("---\n").unwrap_or(&out);
+    Ok(format!("{body}\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -787,5 +846,34 @@ mod tests {
             ));
         }
         assert!(Node::parse(&src).is_err());
+    }
+
+    #[test]
+    fn a_file_pgha_keeps_round_trips_and_names_only_lines() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Kept {
+            name: String,
+            count: u32,
+            #[serde(default)]
+            maybe: Option<String>,
+            lists: std::collections::BTreeMap<String, Vec<String>>,
+        }
+        let kept = Kept {
+            name: "a: b # not a comment".into(),
+            count: 7,
+            maybe: None,
+            lists: [("dc1".to_string(), vec!["x".to_string(), "yes".to_string()])].into(),
+        };
+        let text = to_string(&kept).unwrap();
+        assert!(!text.starts_with("---"), "{text}");
+        assert_eq!(from_str::<Kept>(&text, true).unwrap(), kept, "{text}");
+        let extra = format!("{text}newer: 1\n");
+        assert_eq!(from_str::<Kept>(&extra, false).unwrap(), kept);
+        let e = from_str::<Kept>(&extra, true).unwrap_err();
+        assert_eq!(e.message, "unknown key newer");
+        // A wrong value is named by line and field, never quoted.
+        let e = from_str::<Kept>("name: s3cret\ncount: s3cret\nlists: {}\n", true).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
     }
 }

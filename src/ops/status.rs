@@ -698,7 +698,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 }),
             });
             if let Some(at) = expires {
-                if !earliest.as_ref().is_some_and(|(_, e)| *e <= at) {
+                if earliest.as_ref().is_none_or(|(_, e)| *e > at) {
                     earliest = Some((h.name.clone(), at));
                 }
             }

@@ -129,7 +129,7 @@ impl TestLab {
     pub(crate) fn state(&self) -> serde_json::Value {
         std::fs::read_to_string(self.dir.join("pgha.state.yaml"))
             .ok()
-            .and_then(|t| serde_yaml::from_str(&t).ok())
+            .and_then(|t| pgha::design::yaml::from_str(&t, false).ok())
             .unwrap_or_else(|| serde_json::json!({}))
     }
 
