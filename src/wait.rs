@@ -34,12 +34,64 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
 {
+    poll_for(limit, || {
+        let now = check();
+        async move { now.await.map(|done| done.then_some(())) }
+    })
+    .await
+}
+
+/// [`poll`] for a value: `check` returns `Some` of what it waited for,
+/// `None` to try again (an error also tries again, and is the cause
+/// reported should the deadline pass).
+pub(crate) async fn poll_for<T, F, Fut>(limit: Duration, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    drive(limit, check, |found| found).await
+}
+
+/// What a [`poll_seen`] ended with: the last value a try saw (`None` when no
+/// try answered) and whether it was the one waited for.
+pub(crate) struct Seen<T> {
+    pub last: Option<T>,
+    pub outcome: anyhow::Result<()>,
+}
+
+/// [`poll`] that keeps what the last try saw, met or not: `check` returns
+/// it, and `done` says whether it is what the wait is for.
+pub(crate) async fn poll_seen<T, F, Fut>(limit: Duration, check: F, done: impl Fn(&T) -> bool) -> Seen<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut last = None;
+    let outcome = drive(limit, check, |seen| {
+        let met = done(&seen);
+        last = Some(seen);
+        met.then_some(())
+    })
+    .await;
+    Seen { last, outcome }
+}
+
+/// The one polling loop: each try's answer goes to `judge`, whose `Some`
+/// ends the wait.
+async fn drive<T, R, F, Fut>(limit: Duration, mut check: F, mut judge: impl FnMut(T) -> Option<R>) -> anyhow::Result<R>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let deadline = Instant::now() + limit;
     let mut last = anyhow!("condition not met");
     loop {
         match tokio::time::timeout_at(deadline, check()).await {
-            Ok(Ok(true)) => return Ok(()),
-            Ok(Ok(false)) => {}
+            Ok(Ok(seen)) => {
+                if let Some(found) = judge(seen) {
+                    return Ok(found);
+                }
+            }
             Ok(Err(e)) if e.downcast_ref::<Stop>().is_some() => return Err(e),
             Ok(Err(e)) => last = e,
             // Keep what the tries before said: it is usually why.
@@ -66,5 +118,35 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("did not answer before the deadline"), "{e:#}");
         assert_eq!(started.elapsed().as_secs(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_hands_back_what_it_found_and_what_it_last_saw() {
+        let mut n = 0;
+        let found = poll_for(Duration::from_secs(10), || {
+            n += 1;
+            let now = n;
+            async move { Ok((now == 3).then_some(now * 10)) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(found, 30);
+        let mut n = 0;
+        let seen = poll_seen(
+            Duration::from_secs(2),
+            || {
+                n += 1;
+                let now = n;
+                async move { Ok(now) }
+            },
+            |&v| v > 100,
+        )
+        .await;
+        assert!(seen.outcome.is_err());
+        // Tries every half second within 2 s, the last one at the deadline.
+        assert_eq!(seen.last, Some(5));
+        let seen = poll_seen(Duration::from_secs(1), || async { anyhow::Ok(7) }, |&v| v == 7).await;
+        assert!(seen.outcome.is_ok());
+        assert_eq!(seen.last, Some(7));
     }
 }

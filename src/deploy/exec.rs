@@ -16,7 +16,7 @@ use crate::remote::Remote;
 use crate::render::{EtcdBootstrap, Renderer};
 use crate::secrets::Secrets;
 use crate::ui::progress::{emit, Event, Events, Outcome};
-use crate::wait::poll;
+use crate::wait::{poll, poll_seen};
 
 pub(super) struct Ctx<'a> {
     pub design: &'a Design,
@@ -433,21 +433,22 @@ async fn wait_hosts_ready(
     limit: Duration,
     ready: impl Fn(&str) -> bool,
 ) -> Result<(), String> {
-    let behind = std::sync::Mutex::new(Vec::new());
-    let waited = poll(limit, || async {
-        let mut late = Vec::new();
-        for h in hosts {
-            let out = ctx.remote(h)?.run(script).await;
-            if !out.is_ok_and(|o| o.success() && ready(&o.stdout)) {
-                late.push(h.clone());
+    let seen = poll_seen(
+        limit,
+        || async {
+            let mut late = Vec::new();
+            for h in hosts {
+                let out = ctx.remote(h)?.run(script).await;
+                if !out.is_ok_and(|o| o.success() && ready(&o.stdout)) {
+                    late.push(h.clone());
+                }
             }
-        }
-        let done = late.is_empty();
-        *behind.lock().expect("not poisoned") = late;
-        Ok(done)
-    })
+            Ok(late)
+        },
+        Vec::is_empty,
+    )
     .await;
-    waited.map_err(|_| behind.lock().expect("not poisoned").join(", "))
+    seen.outcome.map_err(|_| seen.last.unwrap_or_default().join(", "))
 }
 
 /// The step restarts etcd on a running member.
@@ -885,26 +886,27 @@ async fn wait_members(
         format!("waiting for {} to stream", hosts.join(", "))
     };
     ctx.say(number, message);
-    let last = std::sync::Mutex::new(String::new());
-    let result = poll(limit, || async {
-        let members = cluster_view(ctx, cloud).await?;
-        *last.lock().expect("not poisoned") = describe_members(&members);
-        Ok(if leader {
-            members
-                .iter()
-                .any(|m| (m.is_leader() || m.is_standby_leader()) && m.is_healthy())
-        } else {
-            hosts
-                .iter()
-                .all(|h| members.iter().any(|m| &m.name == h && m.is_healthy()))
-        })
-    })
+    let seen = poll_seen(
+        limit,
+        || cluster_view(ctx, cloud),
+        |members| {
+            if leader {
+                members
+                    .iter()
+                    .any(|m| (m.is_leader() || m.is_standby_leader()) && m.is_healthy())
+            } else {
+                hosts
+                    .iter()
+                    .all(|h| members.iter().any(|m| &m.name == h && m.is_healthy()))
+            }
+        },
+    )
     .await;
-    result.with_context(|| {
+    seen.outcome.with_context(|| {
         format!(
             "{} never reached the wanted state; members: {}",
             cloud.name,
-            last.lock().expect("not poisoned")
+            seen.last.as_deref().map(describe_members).unwrap_or_default()
         )
     })
 }
@@ -938,14 +940,14 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
             .await?;
     }
     ctx.say(number, format!("verifying {}", cloud.name));
-    let last = std::sync::Mutex::new(String::new());
     let primary_names: Vec<String> = d
         .primary_clouds()
         .flat_map(|c| c.hosts.iter().map(|h| h.name.clone()))
         .collect();
+    // A try that finds the cloud not yet healthy says why as its error: the
+    // last one is what the failure reports.
     let result = poll(Duration::from_secs(180), || async {
         let members = cluster_view(ctx, cloud).await?;
-        *last.lock().expect("not poisoned") = describe_members(&members);
         let leaders: Vec<&patroni::Member> = members.iter().filter(|m| m.is_leader()).collect();
         let standby_leaders = members.iter().filter(|m| m.is_standby_leader()).count();
         if !cloud.is_primary() && !leaders.is_empty() {
@@ -965,7 +967,7 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
             .iter()
             .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy()));
         if !(led && all) {
-            return Ok(false);
+            bail!("members: {}", describe_members(&members));
         }
         // HAProxy everywhere in this cloud routes to the primary cloud's leader only.
         let leader = if cloud.is_primary() {
@@ -989,14 +991,13 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
                 None => up.len() == 1 && primary_names.contains(&up[0]),
             };
             if !ok {
-                *last.lock().expect("not poisoned") = format!("HAProxy on {} routes to {:?}", h.name, up);
-                return Ok(false);
+                bail!("HAProxy on {} routes to {:?}", h.name, up);
             }
         }
         Ok(true)
     })
     .await;
-    result.with_context(|| format!("{} is not healthy: {}", cloud.name, last.lock().expect("not poisoned")))
+    result.with_context(|| format!("{} is not healthy", cloud.name))
 }
 
 /// `pgbackrest check` from every repository: the master's WAL reaches it.

@@ -122,20 +122,19 @@ pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -
 async fn standby_pick(fleet: &Fleet, repo: &Repository) -> backup::StandbyPick {
     let design = &fleet.design;
     let order = backup::source_order(design, repo);
-    // Until a look answers, the first host pgBackRest would try is unknown.
-    let pick = std::sync::Mutex::new(backup::StandbyPick::Unknown(
-        order.first().map_or_else(String::new, |h| h.name.clone()),
-    ));
-    let _ = crate::wait::poll(STANDBY_WAIT, || async {
-        let views = futures::future::join_all(design.clouds.iter().map(|c| fleet.cluster_view(c))).await;
-        let members: Vec<_> = views.into_iter().filter_map(Result::ok).flatten().collect();
-        let now = backup::standby_pick(&order, &members);
-        let settled = now.settled();
-        *pick.lock().expect("not poisoned") = now;
-        Ok(settled)
-    })
+    let seen = crate::wait::poll_seen(
+        STANDBY_WAIT,
+        || async {
+            let views = futures::future::join_all(design.clouds.iter().map(|c| fleet.cluster_view(c))).await;
+            let members: Vec<_> = views.into_iter().filter_map(Result::ok).flatten().collect();
+            Ok(backup::standby_pick(&order, &members))
+        },
+        backup::StandbyPick::settled,
+    )
     .await;
-    pick.into_inner().expect("not poisoned")
+    // Until a look answers, the first host pgBackRest would try is unknown.
+    seen.last
+        .unwrap_or_else(|| backup::StandbyPick::Unknown(order.first().map_or_else(String::new, |h| h.name.clone())))
 }
 
 /// How long a backup waits for the standby it would copy from to stream.

@@ -22,7 +22,7 @@ use crate::render::{pick, Renderer};
 use crate::secrets::Secrets;
 use crate::state;
 use crate::ui;
-use crate::wait::poll;
+use crate::wait::{poll, poll_for, poll_seen};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -660,20 +660,15 @@ impl Runner<'_> {
     /// The cloud's running standby leader.
     async fn standby_leader(&self, cloud: &Cloud) -> anyhow::Result<String> {
         // It may be reconnecting after a flip's first steps: give it a moment.
-        let found = std::sync::Mutex::new(None);
-        poll(Duration::from_secs(60), || async {
+        poll_for(Duration::from_secs(60), || async {
             let members = self.fleet.cluster_view(cloud).await?;
-            let leader = members.into_iter().find(|m| m.is_standby_leader() && m.is_healthy());
-            let ok = leader.is_some();
-            *found.lock().expect("not poisoned") = leader.map(|m| m.name);
-            Ok(ok)
+            Ok(members
+                .into_iter()
+                .find(|m| m.is_standby_leader() && m.is_healthy())
+                .map(|m| m.name))
         })
         .await
-        .with_context(|| format!("{} has no running standby leader to promote", cloud.name))?;
-        Ok(found
-            .into_inner()
-            .expect("not poisoned")
-            .expect("set when the poll succeeded"))
+        .with_context(|| format!("{} has no running standby leader to promote", cloud.name))
     }
 
     /// The cloud's standby leader and its WAL position.
@@ -713,28 +708,24 @@ impl Runner<'_> {
         // WAL is what must arrive. Other hosts of the old cloud may hold WAL of
         // an abandoned timeline (an ex-master not yet rewound): not theirs.
         let old_cloud = self.cloud(old)?;
-        let old_end = std::sync::Mutex::new(0);
-        poll(Duration::from_secs(30), || async {
+        let old_end = poll_for(Duration::from_secs(30), || async {
             let (_, p) = self.standby_leader_position(old_cloud).await?;
-            *old_end.lock().expect("not poisoned") = p.lsn;
-            Ok(true)
+            Ok(Some(p.lsn))
         })
         .await
         .with_context(|| format!("{old}'s demoted master does not answer"))?;
-        let old_end = old_end.into_inner().expect("not poisoned");
         let new_cloud = self.cloud(new)?;
-        let last = std::sync::Mutex::new(0);
-        poll(Duration::from_secs(60), || async {
-            let (_, p) = self.standby_leader_position(new_cloud).await?;
-            *last.lock().expect("not poisoned") = p.lsn;
-            Ok(p.lsn >= old_end)
-        })
-        .await
-        .with_context(|| {
+        let seen = poll_seen(
+            Duration::from_secs(60),
+            || async { Ok(self.standby_leader_position(new_cloud).await?.1.lsn) },
+            |&lsn| lsn >= old_end,
+        )
+        .await;
+        seen.outcome.with_context(|| {
             format!(
                 "{new} replayed up to {} but {old} wrote up to {}: not promoting; {old} stays fenced \
                  (`pgha cloud make-primary {old}` takes it back)",
-                format_lsn(*last.lock().expect("not poisoned")),
+                format_lsn(seen.last.unwrap_or(0)),
                 format_lsn(old_end)
             )
         })
@@ -744,13 +735,16 @@ impl Runner<'_> {
         let new_cloud = self.cloud(new)?;
         let (leader, pos) = self.standby_leader_position(new_cloud).await?;
         let mut problems = Vec::new();
+        // A read-write master elsewhere is never forced past: that would be
+        // two masters, not a loss the DBA accepts.
+        let mut masters = false;
         for c in self.after.clouds.iter().filter(|c| c.name != new) {
             for h in c.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
                 // A reachable host whose position cannot be read may hold
                 // anything: that is a finding, never "nothing to lose".
-                let p = match wal::position(self.fleet, &h.name).await {
-                    Ok(p) => p,
-                    Err(e) if format!("{e:#}").contains("no data directory") => continue,
+                let p = match wal::position_if_any(self.fleet, &h.name).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => continue,
                     Err(e) => {
                         problems.push(format!(
                             "{}: its WAL position cannot be read, so commits past {leader}'s {} cannot be ruled out ({e:#})",
@@ -761,6 +755,7 @@ impl Runner<'_> {
                     }
                 };
                 if p.mode == "primary" {
+                    masters = true;
                     problems.push(format!(
                         "{} is a read-write master: make {} secondary first",
                         h.name, c.name
@@ -782,7 +777,7 @@ impl Runner<'_> {
         if problems.is_empty() {
             return Ok(());
         }
-        if self.force && !problems.iter().any(|p| p.contains("read-write")) {
+        if self.force && !masters {
             eprintln!(
                 "  --accept-data-loss: promoting anyway; these commits will be lost:\n  {}",
                 problems.join("\n  ")

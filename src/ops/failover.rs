@@ -83,10 +83,8 @@ pub(crate) fn losses(stakes: &[(String, AtStake)]) -> Vec<String> {
 /// everything it committed on its own timeline; else recover-node's
 /// comparison decides.
 async fn weigh(fleet: &Fleet, host: &Host, candidate: &Candidate) -> anyhow::Result<AtStake> {
-    let node = match wal::position(fleet, &host.name).await {
-        Ok(p) => p,
-        Err(e) if format!("{e:#}").contains("no data directory") => return Ok(AtStake::Nothing),
-        Err(e) => return Err(e),
+    let Some(node) = wal::position_if_any(fleet, &host.name).await? else {
+        return Ok(AtStake::Nothing);
     };
     let cand = &candidate.position;
     if node.timeline > cand.timeline {

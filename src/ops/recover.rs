@@ -22,7 +22,7 @@ use crate::fleet::{format_lsn, Fleet};
 use crate::shell::quote;
 use crate::ui;
 use crate::ui::confirm;
-use crate::wait::poll;
+use crate::wait::{poll, poll_for};
 
 pub(crate) struct Options {
     pub yes: bool,
@@ -299,39 +299,28 @@ async fn rejoin(fleet: &Fleet, cloud: &Cloud, host: &Host, opts: &Options, verdi
 /// Waits until the node is a member in Patroni's view *and* its WAL receiver
 /// streams: Patroni 3.0 says `running` of a replica stuck waiting for WAL.
 async fn wait_streaming(fleet: &Fleet, cloud: &Cloud, host: &Host, limit: Duration) -> anyhow::Result<patroni::Member> {
-    let found = std::sync::Mutex::new(None);
-    poll(limit, || async {
+    poll_for(limit, || async {
         let members = fleet.cluster_view(cloud).await?;
         let Some(m) = members
             .into_iter()
             .find(|m| m.name == host.name && !m.is_leader() && m.is_healthy())
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let receiver = fleet
             .psql(&host.name, "select status from pg_stat_wal_receiver")
             .await
             .unwrap_or_default();
-        if receiver != "streaming" {
-            return Ok(false);
-        }
-        *found.lock().expect("not poisoned") = Some(m);
-        Ok(true)
+        Ok((receiver == "streaming").then_some(m))
     })
     .await
-    .with_context(|| format!("{} did not start streaming", host.name))?;
-    Ok(found
-        .into_inner()
-        .expect("not poisoned")
-        .expect("set when the poll succeeded"))
+    .with_context(|| format!("{} did not start streaming", host.name))
 }
 
 /// The node's WAL against the master's: see the module comment.
 pub(crate) async fn compare(fleet: &Fleet, host: &Host, master: &str) -> anyhow::Result<Verdict> {
-    let node = match wal::position(fleet, &host.name).await {
-        Ok(p) => p,
-        Err(e) if format!("{e:#}").contains("no data directory") => return Ok(Verdict::Empty),
-        Err(e) => return Err(e),
+    let Some(node) = wal::position_if_any(fleet, &host.name).await? else {
+        return Ok(Verdict::Empty);
     };
     let m = wal::position(fleet, master).await?;
     let node_history = read_history(fleet, &host.name, node.timeline).await?;

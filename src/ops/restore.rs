@@ -25,7 +25,7 @@ use crate::fleet::Fleet;
 use crate::render::Renderer;
 use crate::secrets::Secrets;
 use crate::ui::{self, confirm};
-use crate::wait::poll;
+use crate::wait::{poll, poll_for};
 
 pub(crate) struct Options {
     pub target: Target,
@@ -392,6 +392,13 @@ pub(crate) fn set_aside_script(data_dir: &str, suffix: &str) -> String {
     format!("if [ -e {d} ]; then mv {d} {a}; echo \"kept the old data in \"{a} >&2; fi")
 }
 
+/// How the restored server's lone recovery ended.
+enum Recovery {
+    Promoted,
+    /// It stopped first: its log says why.
+    Stopped(String),
+}
+
 /// Starts the restored server without Patroni, waits until it has
 /// recovered to the target and promoted itself, and clears the recovery
 /// settings pgBackRest wrote (they would bind it again as a replica later).
@@ -404,8 +411,7 @@ async fn recover_alone(fleet: &Fleet, leader: &Host) -> anyhow::Result<()> {
         .await?;
     // A server that stops (the target lies past the archive's end, a
     // segment is missing) ends the wait at once with its log.
-    let died = std::sync::Mutex::new(None);
-    let promoted = poll(Duration::from_secs(1800), || async {
+    let ended = poll_for(Duration::from_secs(1800), || async {
         if r.check("checking the server", &backup::pg_ctl_script(d, "status"))
             .await
             .is_err()
@@ -414,17 +420,17 @@ async fn recover_alone(fleet: &Fleet, leader: &Host) -> anyhow::Result<()> {
                 .check("reading its log", &backup::restore_log_script())
                 .await
                 .unwrap_or_default();
-            *died.lock().expect("not poisoned") = Some(log);
-            return Ok(true);
+            return Ok(Some(Recovery::Stopped(log)));
         }
-        Ok(fleet
+        let promoted = fleet
             .psql(&leader.name, "SELECT pg_is_in_recovery()")
             .await
-            .is_ok_and(|v| v == "f"))
+            .is_ok_and(|v| v == "f");
+        Ok(promoted.then_some(Recovery::Promoted))
     })
     .await
     .with_context(|| format!("{} did not finish recovery", leader.name));
-    if let Some(log) = died.into_inner().expect("not poisoned") {
+    if let Ok(Recovery::Stopped(log)) = &ended {
         bail!(
             "the restored server on {} stopped before it reached the target (nothing was started; the old data \
              directories are kept aside):\n{log}\n  hint: a time after the archive's last transaction cannot be \
@@ -432,6 +438,7 @@ async fn recover_alone(fleet: &Fleet, leader: &Host) -> anyhow::Result<()> {
             leader.name
         );
     }
+    let promoted = ended.map(|_| ());
     if let Err(e) = promoted {
         // pg_ctl waits up to 300 s itself.
         let _ = r

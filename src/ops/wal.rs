@@ -78,7 +78,8 @@ if out=$(q "select case when pg_is_in_recovery() then 'recovery ' || pg_last_wal
   echo "$out $seg" | tr '|' ' '
   exit 0
 fi
-[ -f "$D/PG_VERSION" ] || {{ echo "no data directory" >&2; exit 3; }}
+# No data directory: nothing to lose here, said as data (not an error).
+[ -f "$D/PG_VERSION" ] || {{ echo empty; exit 0; }}
 # A server that runs but does not answer is not a stopped one: its WAL may grow.
 if runuser -u postgres -- "$B/pg_ctl" -D "$D" status >/dev/null 2>&1; then
   echo "PostgreSQL runs but does not answer psql: its position cannot be read" >&2; exit 4
@@ -97,7 +98,11 @@ echo "stopped $last $tli $seg"
     )
 }
 
-pub(crate) fn parse_position(out: &str) -> anyhow::Result<WalPos> {
+/// A position, or `None` for a host without a data directory (`empty`).
+pub(crate) fn parse_position(out: &str) -> anyhow::Result<Option<WalPos>> {
+    if out.trim() == "empty" {
+        return Ok(None);
+    }
     let mut w = out.split_whitespace();
     match (w.next(), w.next(), w.next(), w.next()) {
         (Some(mode), Some(lsn), Some(tli), Some(seg)) => {
@@ -106,18 +111,20 @@ pub(crate) fn parse_position(out: &str) -> anyhow::Result<WalPos> {
                 segment.is_power_of_two() && segment >= 1 << 20,
                 "not a WAL segment size: {seg}"
             );
-            Ok(WalPos {
+            Ok(Some(WalPos {
                 timeline: tli.parse()?,
                 lsn: parse_lsn(lsn)?,
                 mode: mode.to_string(),
                 segment,
-            })
+            }))
         }
         _ => anyhow::bail!("cannot read the WAL position: {out:?}"),
     }
 }
 
-pub(crate) async fn position(fleet: &Fleet, host: &str) -> anyhow::Result<WalPos> {
+/// `host`'s WAL position; `None` when it has no data directory (nothing
+/// there to lose). A position that cannot be read is an error, never `None`.
+pub(crate) async fn position_if_any(fleet: &Fleet, host: &str) -> anyhow::Result<Option<WalPos>> {
     let p = &fleet.design.platform;
     let out = fleet
         .remote(host)?
@@ -127,6 +134,13 @@ pub(crate) async fn position(fleet: &Fleet, host: &str) -> anyhow::Result<WalPos
         )
         .await?;
     parse_position(&out)
+}
+
+/// `host`'s WAL position, which must exist.
+pub(crate) async fn position(fleet: &Fleet, host: &str) -> anyhow::Result<WalPos> {
+    position_if_any(fleet, host)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{host} has no data directory"))
 }
 
 /// Committed transactions in a host's WAL after `from` on `timeline`: the
@@ -236,15 +250,21 @@ mod tests {
     fn positions_are_parsed() {
         assert_eq!(
             parse_position("recovery 0/5000148 2 16777216\n").unwrap(),
-            WalPos {
+            Some(WalPos {
                 timeline: 2,
                 lsn: 0x5000148,
                 mode: "recovery".into(),
                 segment: 16 << 20,
-            }
+            })
         );
-        assert_eq!(parse_position("stopped 0/3000028 1 1048576").unwrap().segment, 1 << 20);
+        assert_eq!(
+            parse_position("stopped 0/3000028 1 1048576")
+                .unwrap()
+                .map(|p| p.segment),
+            Some(1 << 20)
+        );
         assert!(parse_position("no data directory").is_err());
+        assert!(parse_position("empty\n").unwrap().is_none());
         // Without the segment size nothing is assumed.
         assert!(parse_position("stopped 0/3000028 1").is_err());
         assert!(parse_position("stopped 0/3000028 1 1000").is_err());
@@ -355,7 +375,7 @@ mod tests {
         // Stopped: the position from the WAL on disk, the segment size from the control file.
         let (code, out, err) = sh(&position_script(&data, BIN, 5499));
         assert_eq!(code, Some(0), "{err}");
-        let pos = parse_position(&out).unwrap();
+        let pos = parse_position(&out).unwrap().unwrap();
         assert_eq!(
             (pos.mode.as_str(), pos.timeline, pos.segment),
             ("stopped", 1, 1 << 20),
