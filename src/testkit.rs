@@ -531,6 +531,13 @@ impl World {
             let has = self.hosts[host].files.contains_key(site::GATE_UNIT.path);
             return ok("look for the site gate", if has { "gate\n" } else { "none\n" }.into());
         }
+        if script == components::exporter::running_login_script() {
+            let up = d.exporter.is_some() && self.hosts[host].up;
+            return ok(
+                "read the exporter's login",
+                if up { "exporter_login\n" } else { "" }.into(),
+            );
+        }
         if script == site::armed_script() {
             // An agent that runs reaches the fake site at once, unless the
             // test keeps it blind.
@@ -551,6 +558,7 @@ impl World {
             site::ETCD_SERVICE,
             site::AGENT_SERVICE,
             site::GATE_SERVICE,
+            components::exporter::SERVICE,
         ] {
             for verb in [Verb::Restart, Verb::Reload, Verb::Start, Verb::Enable] {
                 if script == systemd::unit_script(verb, svc) && !(svc == "patroni" && verb == Verb::Start) {

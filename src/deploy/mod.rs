@@ -215,12 +215,39 @@ fn refuse_unknown_parameters(design: &Design, cloud: &Cloud, f: &CloudFacts) -> 
     Ok(())
 }
 
-/// What a deploy did, for the summary and `--output json`.
+/// What a deploy did, for `--output json`: the document every changing
+/// command prints (`{command, dry_run, plan, results, ok}`), plus `changed`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
-    pub changed: usize,
+    pub command: &'static str,
     pub dry_run: bool,
+    pub plan: Vec<PlannedStep>,
     pub results: Vec<HostResult>,
+    pub ok: bool,
+    /// Steps with changes (planned, on a dry run) or hosts' steps changed.
+    pub changed: usize,
+}
+
+/// A step of the plan with what it changes on each host (none: unchanged).
+#[derive(Debug, Serialize)]
+pub(crate) struct PlannedStep {
+    #[serde(flatten)]
+    pub step: crate::plan::Step,
+    pub changes: Vec<String>,
+}
+
+impl PlannedStep {
+    fn of(sw: &StepWork) -> PlannedStep {
+        PlannedStep {
+            step: sw.step.clone(),
+            changes: sw
+                .hosts
+                .iter()
+                .filter(|h| h.changes())
+                .map(|h| format!("{}: {}", h.host, h.describe()))
+                .collect(),
+        }
+    }
 }
 
 /// Everything known before executing: connections, facts, rendered files, work.
@@ -612,13 +639,7 @@ pub(crate) fn work_table(work: &[StepWork]) -> String {
         let changes = if !s.action.changes_hosts() {
             s.description.clone()
         } else if sw.changes() {
-            let lines: Vec<String> = sw
-                .hosts
-                .iter()
-                .filter(|h| h.changes())
-                .map(|h| format!("{}: {}", h.host, h.describe()))
-                .collect();
-            lines.join("\n")
+            PlannedStep::of(sw).changes.join("\n")
         } else {
             "unchanged".to_string()
         };
@@ -734,10 +755,26 @@ pub(crate) async fn run_with(
     output: ui::Output,
     connect: Connector<'_>,
 ) -> anyhow::Result<()> {
+    let (report, outcome) = apply(design, opts, output == ui::Output::Text, connect).await?;
+    if output == ui::Output::Json {
+        ui::print_json(&report)?;
+    }
+    outcome
+}
+
+/// A deploy, its plan and summary drawn as text when `text`; the report is
+/// the caller's to print. The outer error: it stopped before any step ran
+/// (nothing to report); the inner: a step failed.
+pub(crate) async fn apply(
+    design: &Design,
+    opts: &Options,
+    text: bool,
+    connect: Connector<'_>,
+) -> anyhow::Result<(Report, anyhow::Result<()>)> {
     let session = crate::lock::Session::begin(design, "deploy", None)?;
     let p = prepare(design, opts, &session, connect).await?;
     let changes = p.work.iter().filter(|w| w.changes()).count();
-    if output == ui::Output::Text {
+    if text {
         ui::print(&format!(
             "Deployment plan for {} ({} steps, {changes} with changes):\n{}",
             design.platform.name,
@@ -745,16 +782,18 @@ pub(crate) async fn run_with(
             work_table(&p.work)
         ))?;
     }
+    let plan: Vec<PlannedStep> = p.work.iter().map(PlannedStep::of).collect();
     if opts.dry_run {
         close(p).await;
-        if output == ui::Output::Json {
-            ui::print_json(&Report {
-                changed: changes,
-                dry_run: true,
-                results: Vec::new(),
-            })?;
-        }
-        return Ok(());
+        let report = Report {
+            command: "deploy",
+            dry_run: true,
+            plan,
+            results: Vec::new(),
+            ok: true,
+            changed: changes,
+        };
+        return Ok((report, Ok(())));
     }
     if changes > 0 {
         let confirmed = confirm(&format!("Apply {changes} step(s) with changes?"), opts.yes)
@@ -767,21 +806,16 @@ pub(crate) async fn run_with(
     let (results, outcome) = execute(&p).await;
     // A deploy that changed something goes on the journal (a no-op one does not).
     if changes > 0 {
-        let plan: Vec<String> = p.work.iter().filter(|w| w.changes()).map(exec::title).collect();
+        let titles: Vec<String> = p.work.iter().filter(|w| w.changes()).map(exec::title).collect();
         let result = outcome.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}"));
-        crate::journal::record(&p.design, &p.remotes, &session.holder, &plan, &result).await;
+        crate::journal::record(&p.design, &p.remotes, &session.holder, &titles, &result).await;
     }
     let changed = results
         .iter()
         .filter(|r| matches!(r.outcome, progress::Outcome::Changed(_)))
         .count();
-    match output {
-        ui::Output::Text => ui::print(&format!("Summary:\n{}", summary_table(&results, &p.work)))?,
-        ui::Output::Json => ui::print_json(&Report {
-            changed,
-            dry_run: false,
-            results,
-        })?,
+    if text {
+        ui::print(&format!("Summary:\n{}", summary_table(&results, &p.work)))?;
     }
     close(p).await;
     if outcome.is_ok() {
@@ -789,7 +823,18 @@ pub(crate) async fn run_with(
         let names: Vec<String> = clouds.iter().map(|c| c.name.clone()).collect();
         state::clear_pending(design, &names)?;
     }
-    outcome.map_err(|e| anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged"))
+    let report = Report {
+        command: "deploy",
+        dry_run: false,
+        plan,
+        results,
+        ok: outcome.is_ok(),
+        changed,
+    };
+    let outcome = outcome.map_err(|e| {
+        anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged")
+    });
+    Ok((report, outcome))
 }
 
 async fn close(p: Prepared) {

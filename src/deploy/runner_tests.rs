@@ -472,3 +472,37 @@ async fn the_site_gates_of_a_cloud_run_before_its_haproxy_checks_them() {
     deploy(&sim).await.unwrap();
     assert_eq!(changes(&sim), Vec::<String>::new(), "the next deploy changes nothing");
 }
+
+/// Issue 24: deploy prints the document every changing command prints,
+/// `{command, dry_run, plan, results, ok}` (plus `changed`), its plan on a
+/// dry run too.
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_reports_its_plan_in_the_one_document() {
+    let sim = Sim::new(THREE_CLOUDS);
+    let design = sim.design();
+    sim.world()
+        .hosts
+        .get_mut("dc2-pg2")
+        .unwrap()
+        .files
+        .remove(haproxy::CONFIG.path);
+    let opts = Options { dry_run: true, ..yes() };
+    let (report, outcome) = apply(&design, &opts, false, &sim.connector()).await.unwrap();
+    outcome.unwrap();
+    let v = serde_json::to_value(&report).unwrap();
+    assert_eq!(v["command"], "deploy");
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["results"], serde_json::json!([]));
+    let plan = v["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), Plan::deployment(&design).steps.len());
+    let changing: Vec<&serde_json::Value> = plan.iter().filter(|s| s["changes"] != serde_json::json!([])).collect();
+    assert_eq!(changing.len(), 1, "{plan:#?}");
+    assert_eq!(v["changed"], 1);
+    assert!(
+        changing[0]["changes"][0].as_str().unwrap().starts_with("dc2-pg2: "),
+        "{changing:#?}"
+    );
+    assert!(changing[0]["number"].is_u64() && changing[0]["action"].is_string());
+    assert_eq!(changes(&sim), Vec::<String>::new(), "a dry run changes nothing");
+}

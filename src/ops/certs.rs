@@ -8,6 +8,7 @@
 use anyhow::Context;
 
 use crate::design::Design;
+use crate::ops::report::{numbered, Recorder};
 use crate::pki::{self, Phase};
 use crate::ui;
 
@@ -47,6 +48,16 @@ pub(crate) fn plan(design: &Design, phase: Option<Phase>) -> Vec<String> {
 }
 
 pub(crate) async fn rotate(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+    rotate_with(design, opts, output, &crate::deploy::ssh).await
+}
+
+/// The rotation, reaching hosts through `connect`.
+pub(crate) async fn rotate_with(
+    design: &Design,
+    opts: &Options,
+    output: ui::Output,
+    connect: crate::deploy::Connector<'_>,
+) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc;
     let Some(current) = pki::load(design, now())? else {
         anyhow::bail!(crate::error::Usage(format!(
@@ -60,12 +71,15 @@ pub(crate) async fn rotate(design: &Design, opts: &Options, output: ui::Output) 
     } else {
         ""
     };
-    eprintln!("Certificate rotation for {}{resuming}:", design.platform.name);
-    for (i, s) in steps.iter().enumerate() {
-        eprintln!("  {}. {s}", i + 1);
+    if output == ui::Output::Text {
+        ui::print(&numbered(
+            &format!("Certificate rotation for {}{resuming}", design.platform.name),
+            &steps,
+        ))?;
     }
+    let mut rec = Recorder::default();
     if opts.dry_run {
-        return Ok(());
+        return rec.print(output, COMMAND, true, &steps);
     }
     ui::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
     let deploy = crate::deploy::Options {
@@ -73,24 +87,39 @@ pub(crate) async fn rotate(design: &Design, opts: &Options, output: ui::Output) 
         yes: true,
         ..Default::default()
     };
-    if design.tls.ca.is_some() {
-        pki::reissue_all(design)?;
-        return crate::deploy::run(design, &deploy, output)
-            .await
-            .context("step 1 (reissue every certificate)");
-    }
+    // Each phase is a whole deploy: its table and summary are drawn as
+    // text; the rotation's one document reports the phases.
+    let text = output == ui::Output::Text;
+    let phase = |n: usize| {
+        let deploy = &deploy;
+        async move {
+            if design.tls.ca.is_some() {
+                pki::reissue_all(design)?;
+            } else {
+                pki::advance_rotation(design, now())?;
+            }
+            let (_, outcome) = crate::deploy::apply(design, deploy, text, connect).await?;
+            outcome.with_context(|| {
+                format!(
+                    "step {n} of the rotation failed; fix the cause and run `pgha certs rotate` again: it goes on \
+                     from there"
+                )
+            })
+        }
+    };
+    let mut result = Ok(());
     for (i, step) in steps.iter().enumerate() {
-        pki::advance_rotation(design, now())?;
-        eprintln!("step {}: {step}", i + 1);
-        crate::deploy::run(design, &deploy, output).await.with_context(|| {
-            format!(
-                "step {} of the rotation failed; fix the cause and run `pgha certs rotate` again: it goes on from there",
-                i + 1
-            )
-        })?;
+        rec.start(i + 1, step);
+        result = rec.finish(phase(i + 1).await);
+        if result.is_err() {
+            break;
+        }
     }
-    Ok(())
+    rec.print(output, COMMAND, false, &steps)?;
+    result
 }
+
+const COMMAND: &str = "certs rotate";
 
 #[cfg(test)]
 mod tests {
@@ -109,5 +138,42 @@ mod tests {
         assert_eq!(plan(&d, None).len(), 3);
         assert!(plan(&d, Some(Phase::TrustBoth))[0].starts_with("reissue"));
         assert!(plan(&d, Some(Phase::Reissue))[0].starts_with("trust the new CA only"));
+    }
+
+    /// Issue 24: the rotation runs its three phases as deploys against the
+    /// fake fleet and ends with the cluster on the new CA alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_runs_three_deploys_and_ends_on_the_new_ca() {
+        let sim = crate::testkit::Sim::new(crate::testkit::THREE_CLOUDS);
+        let design = sim.design();
+        let connect = sim.connector();
+        let yes = crate::deploy::Options {
+            yes: true,
+            ..Default::default()
+        };
+        crate::deploy::run_with(&design, &yes, ui::Output::Json, &connect)
+            .await
+            .unwrap();
+        let old_ca = std::fs::read_to_string(design.pki_dir.join("ca.crt")).unwrap();
+        let opts = Options {
+            yes: true,
+            dry_run: false,
+        };
+        rotate_with(&design, &opts, ui::Output::Json, &connect).await.unwrap();
+        let new_ca = std::fs::read_to_string(design.pki_dir.join("ca.crt")).unwrap();
+        assert_ne!(old_ca, new_ca);
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(
+            pki::load(&design, now).unwrap().unwrap().phase,
+            None,
+            "the rotation finished"
+        );
+        // Every database host trusts the new CA only.
+        let w = sim.world();
+        for (name, h) in &w.hosts {
+            if let Some(trust) = h.files.get(crate::components::tls::TRUST.path) {
+                assert_eq!(trust.trim(), new_ca.trim(), "{name} trusts only the new CA");
+            }
+        }
     }
 }
