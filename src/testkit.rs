@@ -92,6 +92,8 @@ pub(crate) struct SimHost {
     pub patroni_gateway: bool,
     /// Its site agent never reaches the site: its fences stay unarmed.
     pub site_blind: bool,
+    /// pgBackRest fails every backup it runs here (a repository host).
+    pub backup_fails: bool,
 }
 
 impl SimHost {
@@ -124,6 +126,7 @@ impl SimHost {
             site_access: None,
             patroni_gateway: true,
             site_blind: false,
+            backup_fails: false,
         };
         for f in files {
             host.files.insert(f.spec.path.to_string(), f.content.clone());
@@ -530,6 +533,21 @@ impl World {
         if script == site::gate_installed_script() {
             let has = self.hosts[host].files.contains_key(site::GATE_UNIT.path);
             return ok("look for the site gate", if has { "gate\n" } else { "none\n" }.into());
+        }
+        if let Some(b) = &d.backup {
+            use components::backup::{backup_script, Kind, Source};
+            for repo in &b.repositories {
+                for kind in Kind::ALL {
+                    for from in [Source::Standby, Source::Master] {
+                        if script == backup_script(&d, repo, kind, from) {
+                            if self.hosts[host].backup_fails {
+                                return Err("ERROR: [082]: WAL segment was not archived before the timeout".into());
+                            }
+                            return ok(&format!("backup {} into {}", kind.as_str(), repo.cloud), String::new());
+                        }
+                    }
+                }
+            }
         }
         if script == components::exporter::running_login_script() {
             let up = d.exporter.is_some() && self.hosts[host].up;
@@ -1086,6 +1104,11 @@ glb: {fqdn: 10.0.0.5, kind: haproxy, hosts: [{name: glb1, address: 10.0.0.5}]}
 # The flips as they run without the site lease; `WITH_SITE_LEASE` drops this.
 site: {enabled: false}
 ";
+
+/// [`THREE_CLOUDS`] with a repository in each cloud, on its third host.
+pub(crate) fn with_backups() -> String {
+    format!("{THREE_CLOUDS}backup: {{repositories: [{{cloud: dc1, host: dc1-pg3}}, {{cloud: dc2, host: dc2-pg3}}, {{cloud: dc3, host: dc3-pg3}}]}}\n")
+}
 
 /// [`THREE_CLOUDS`] with the site lease (on by default with three clouds).
 pub(crate) fn with_site_lease() -> String {

@@ -58,60 +58,66 @@ pub(crate) async fn take(design: &Design, opts: &Options, output: ui::Output) ->
     result
 }
 
-/// The backup on a connected fleet: plan, confirmation, one step per repository.
+/// The backup on a connected fleet: the cluster lock (no backup while a
+/// flip or a deploy changes the cluster under it), the plan, the
+/// confirmation, the design unchanged since, one step per repository.
 pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let design = &fleet.design;
     let repos = chosen(design, opts.cloud.as_deref())?;
-    let steps: Vec<String> = repos
-        .iter()
-        .map(|r| {
-            format!(
-                "take a {} backup of {} into {}'s repository on {} (from a standby where one streams)",
-                opts.kind.as_str(),
-                backup::stanza(design),
-                r.cloud,
-                r.host.name
-            )
-        })
-        .collect();
-    if output == ui::Output::Text {
-        ui::print(&numbered("Plan for `backup`", &steps))?;
-    }
-    let mut rec = Recorder::default();
-    if opts.dry_run {
-        return rec.print(output, "backup", true, &steps);
-    }
-    confirm("Take the backup?", opts.yes)?;
-    // No backup while a flip or a deploy changes the cluster under it.
     let session = crate::lock::Session::begin(design, "backup", None)?;
     let clouds: Vec<&crate::design::Cloud> = design.clouds.iter().collect();
     let lock = session.cluster(design, &clouds, &fleet.remotes).await?;
-    let mut result = Ok(());
-    for (i, r) in repos.iter().enumerate() {
-        rec.start(i + 1, &steps[i]);
-        let ran = match fleet.remote(&r.host.name) {
-            Ok(remote) => {
-                let pick = standby_pick(fleet, r).await;
-                rec.note(&pick.describe());
-                remote
-                    .check_within(
-                        "taking the backup",
-                        &backup::backup_script(design, r, opts.kind, pick.source()),
-                        crate::remote::LONG_DEADLINE,
-                    )
-                    .await
-                    .map(|_| ())
-            }
-            Err(e) => Err(e),
-        };
-        result = rec.finish(ran);
-        if result.is_err() {
-            break;
+    let result = async {
+        let steps: Vec<String> = repos
+            .iter()
+            .map(|r| {
+                format!(
+                    "take a {} backup of {} into {}'s repository on {} (from a standby where one streams)",
+                    opts.kind.as_str(),
+                    backup::stanza(design),
+                    r.cloud,
+                    r.host.name
+                )
+            })
+            .collect();
+        if output == ui::Output::Text {
+            ui::print(&numbered("Plan for `backup`", &steps))?;
         }
+        let mut rec = Recorder::default();
+        if opts.dry_run {
+            return rec.print(output, "backup", true, &steps);
+        }
+        confirm("Take the backup?", opts.yes)?;
+        session.ensure_unchanged(design)?;
+        let mut result = Ok(());
+        for (i, r) in repos.iter().enumerate() {
+            rec.start(i + 1, &steps[i]);
+            let ran = match fleet.remote(&r.host.name) {
+                Ok(remote) => {
+                    let pick = standby_pick(fleet, r).await;
+                    rec.note(&pick.describe());
+                    remote
+                        .check_within(
+                            "taking the backup",
+                            &backup::backup_script(design, r, opts.kind, pick.source()),
+                            crate::remote::LONG_DEADLINE,
+                        )
+                        .await
+                        .map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            result = rec.finish(ran);
+            if result.is_err() {
+                break;
+            }
+        }
+        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
+        rec.print(output, "backup", false, &steps)?;
+        result
     }
-    crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
+    .await;
     lock.release().await;
-    rec.print(output, "backup", false, &steps)?;
     result
 }
 
@@ -301,4 +307,91 @@ pub(crate) async fn check(design: &Design, output: ui::Output) -> anyhow::Result
         bail!("{}: pgbackrest check failed", bad.host);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! `pgha backup` against a fake fleet with a repository in each cloud.
+    use super::*;
+    use crate::testkit::{with_backups, Sim};
+
+    fn opts(yes: bool) -> Options {
+        Options {
+            kind: Kind::Full,
+            cloud: None,
+            yes,
+            dry_run: false,
+        }
+    }
+
+    async fn backup(sim: &Sim, opts: &Options) -> anyhow::Result<()> {
+        let design = sim.design();
+        take_on(&sim.fleet(&design), opts, ui::Output::Json).await
+    }
+
+    fn at(events: &[String], what: &str) -> usize {
+        events
+            .iter()
+            .position(|e| e == what)
+            .unwrap_or_else(|| panic!("{what} in {events:#?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backup_runs_under_the_cluster_lock_one_step_per_repository() {
+        let sim = Sim::new(&with_backups());
+        backup(&sim, &opts(true)).await.unwrap();
+        let e = sim.events();
+        let lock = at(&e, "dc1-pg1: lock");
+        let dc1 = at(&e, "dc1-pg3: backup full into dc1");
+        let dc2 = at(&e, "dc2-pg3: backup full into dc2");
+        let unlock = at(&e, "dc1-pg1: unlock");
+        assert!(lock < dc1 && dc1 < dc2 && dc2 < unlock, "{e:#?}");
+        assert_eq!(sim.world().journal.len(), 1, "the journal has the backup");
+        assert!(sim.world().lock.is_none());
+    }
+
+    /// Issue 24: the lock comes before the question (it used to come after),
+    /// so what the DBA confirms is what runs.
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_is_taken_before_the_question_and_released_on_a_refusal() {
+        let sim = Sim::new(&with_backups());
+        // No terminal and no --yes: refused.
+        let e = backup(&sim, &opts(false)).await.unwrap_err();
+        assert!(e.downcast_ref::<Usage>().is_some(), "{e:#}");
+        assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+    }
+
+    /// Issue 24: a design edited between the plan and the confirmation is
+    /// refused before any backup (backup never checked it).
+    #[tokio::test(start_paused = true)]
+    async fn a_design_changed_after_the_plan_is_refused() {
+        let sim = Sim::new(&with_backups());
+        let design = sim.design();
+        let text = std::fs::read_to_string(&sim.path).unwrap();
+        std::fs::write(&sim.path, format!("{text}# edited\n")).unwrap();
+        let e = take_on(&sim.fleet(&design), &opts(true), ui::Output::Json)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("changed while this command was planning"),
+            "{e:#}"
+        );
+        let events = sim.events();
+        assert!(!events.iter().any(|x| x.contains("backup")), "{events:#?}");
+        assert!(sim.world().lock.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_backup_stops_the_run_and_is_journaled() {
+        let sim = Sim::new(&with_backups());
+        sim.world().hosts.get_mut("dc1-pg3").unwrap().backup_fails = true;
+        let e = backup(&sim, &opts(true)).await.unwrap_err();
+        assert!(format!("{e:#}").contains("[082]"), "{e:#}");
+        let events = sim.events();
+        assert!(!events.iter().any(|x| x.contains("into dc2")), "{events:#?}");
+        let w = sim.world();
+        assert_eq!(w.journal.len(), 1);
+        assert!(w.journal[0].contains("082"), "{:?}", w.journal);
+        assert!(w.lock.is_none());
+    }
 }

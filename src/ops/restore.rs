@@ -138,31 +138,34 @@ pub(crate) async fn run_on(fleet: &Fleet, primary: &str, opts: &Options, output:
             unreachable.join(", ")
         );
     }
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let aside = format!(".pgha-restore-{stamp}");
-    let steps = plan(d, primary, &opts.target, &aside);
-    if output == ui::Output::Text {
-        ui::print(&numbered("Plan for `restore`", &steps))?;
-    }
-    let mut rec = Recorder::default();
-    if opts.dry_run {
-        return rec.print(output, "restore", true, &steps);
-    }
-    confirm(
-        "Restore the whole cluster? Every host stops, and writes after the target are set aside",
-        opts.yes,
-    )?;
+    // The lock before the plan and the question: what the DBA confirms is
+    // what runs, and a design edited meanwhile is refused.
     let session = crate::lock::Session::begin(d, "restore", None)?;
     let clouds: Vec<&Cloud> = d.clouds.iter().collect();
     let lock = session.cluster(d, &clouds, &fleet.remotes).await?;
     let result = async {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let aside = format!(".pgha-restore-{stamp}");
+        let steps = plan(d, primary, &opts.target, &aside);
+        if output == ui::Output::Text {
+            ui::print(&numbered("Plan for `restore`", &steps))?;
+        }
+        let mut rec = Recorder::default();
+        if opts.dry_run {
+            return rec.print(output, "restore", true, &steps);
+        }
+        confirm(
+            "Restore the whole cluster? Every host stops, and writes after the target are set aside",
+            opts.yes,
+        )?;
         session.ensure_unchanged(d)?;
-        execute(fleet, primary, opts, &aside, &steps, &mut rec).await
+        let result = execute(fleet, primary, opts, &aside, &steps, &mut rec).await;
+        crate::journal::record(d, &fleet.remotes, &session.holder, &steps, &result).await;
+        rec.print(output, "restore", false, &steps)?;
+        result
     }
     .await;
-    crate::journal::record(d, &fleet.remotes, &session.holder, &steps, &result).await;
     lock.release().await;
-    rec.print(output, "restore", false, &steps)?;
     result
 }
 
@@ -452,4 +455,64 @@ async fn recover_alone(fleet: &Fleet, leader: &Host) -> anyhow::Result<()> {
     }
     fleet.psql(&leader.name, backup::RESET_RECOVERY_SQL).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The restore's order against a fake fleet: the cluster lock before the
+    //! plan and the question, a design edited meanwhile refused before any
+    //! host is touched (issue 24: it confirmed first, and its check of the
+    //! design compared against a digest taken after the plan).
+    use super::*;
+    use crate::testkit::{with_backups, Sim};
+
+    fn opts(yes: bool) -> Options {
+        Options {
+            target: Target::Latest,
+            yes,
+            dry_run: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lock_comes_before_the_question_and_a_refusal_touches_nothing() {
+        let sim = Sim::new(&with_backups());
+        let design = sim.design();
+        let e = run_on(&sim.fleet(&design), "dc1", &opts(false), ui::Output::Json)
+            .await
+            .unwrap_err();
+        assert!(e.downcast_ref::<Usage>().is_some(), "{e:#}");
+        assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+        assert!(sim.world().journal.is_empty(), "a refusal is not journaled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_design_changed_after_the_plan_is_refused_before_any_host_stops() {
+        let sim = Sim::new(&with_backups());
+        let design = sim.design();
+        let text = std::fs::read_to_string(&sim.path).unwrap();
+        std::fs::write(&sim.path, format!("{text}# edited\n")).unwrap();
+        let e = run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("changed while this command was planning"),
+            "{e:#}"
+        );
+        assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dry_run_prints_the_plan_and_changes_nothing() {
+        let sim = Sim::new(&with_backups());
+        let design = sim.design();
+        let dry = Options {
+            dry_run: true,
+            ..opts(false)
+        };
+        run_on(&sim.fleet(&design), "dc1", &dry, ui::Output::Json)
+            .await
+            .unwrap();
+        assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+    }
 }
