@@ -106,7 +106,9 @@ pub(crate) async fn record(
             }
         }
     }
-    eprintln!("warning: pgha's journal could not be written (no etcd answered); the command's outcome stands");
+    crate::ui::progress::note(
+        "warning: pgha's journal could not be written (no etcd answered); the command's outcome stands".to_string(),
+    );
 }
 
 #[cfg(test)]

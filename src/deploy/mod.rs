@@ -347,7 +347,10 @@ pub(crate) async fn prepare(
     // Issued or renewed here, like the secrets: a dry run only says what it would do.
     let (pki, issued) = crate::pki::ensure(design, time::OffsetDateTime::now_utc(), !opts.dry_run)?;
     for line in &issued.lines {
-        eprintln!("tls: {line}{}", if opts.dry_run { " (dry run: not saved)" } else { "" });
+        progress::note(format!(
+            "tls: {line}{}",
+            if opts.dry_run { " (dry run: not saved)" } else { "" }
+        ));
     }
     let renderer = Renderer::for_design(design)?.with_pki(Some(pki));
 
@@ -381,7 +384,9 @@ pub(crate) async fn prepare(
         }
         Err(e) => {
             // A first deploy has no etcd yet; deploy is also what repairs it.
-            eprintln!("note: no cluster lock ({e:#}); only this machine's lock on the design protects this run");
+            progress::note(format!(
+                "note: no cluster lock ({e:#}); only this machine's lock on the design protects this run"
+            ));
             None
         }
     };
@@ -509,7 +514,7 @@ impl Decide<'_, '_> {
         for cloud in clouds {
             let f = read_cloud_facts(cloud, &host_facts);
             if f.dynamic_config.as_ref().is_some_and(|c| c["pause"] == true) {
-                eprintln!("{}", components::patroni::paused_warning(&cloud.name));
+                progress::note(components::patroni::paused_warning(&cloud.name).to_string());
             }
             refuse_unknown_parameters(design, cloud, &f)?;
             refuse_patroni_without_gateway(cloud, &host_facts)?;

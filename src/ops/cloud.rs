@@ -394,10 +394,10 @@ async fn run_locked(
         ))?;
     }
     for u in &fleet.unreachable {
-        eprintln!(
+        ui::progress::note(format!(
             "warning: {} ({}) is unreachable: what it must change is recorded and applied by the next deploy",
             u.host, u.address
-        );
+        ));
     }
     let mut rec = super::report::Recorder::default();
     if opts.dry_run {
@@ -505,7 +505,9 @@ impl Runner<'_> {
             FlipAction::WaitCaughtUp { .. } | FlipAction::CheckNoDataLoss { .. }
                 if self.already_promoted(action).await =>
             {
-                eprintln!("  the interrupted run already promoted the new cloud: this check was passed then");
+                ui::progress::note(
+                    "the interrupted run already promoted the new cloud: this check was passed then".to_string(),
+                );
                 Ok(())
             }
             FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
@@ -547,17 +549,19 @@ impl Runner<'_> {
     }
 
     fn pending(&self, cloud: &str, what: &str) -> anyhow::Result<()> {
-        eprintln!("  {cloud} is unreachable: recorded; `pgha deploy` applies it when {cloud} is back");
+        ui::progress::note(format!(
+            "{cloud} is unreachable: recorded; `pgha deploy` applies it when {cloud} is back"
+        ));
         state::record_pending(self.after, cloud, what)
     }
 
     async fn write_glb(&self, design: &Design) -> anyhow::Result<()> {
         for h in design.glb_hosts() {
             let Some(r) = self.fleet.remotes.get(&h.name) else {
-                eprintln!(
-                    "  GLB host {} is unreachable: it keeps its old target until the next deploy",
+                ui::progress::note(format!(
+                    "GLB host {} is unreachable: it keeps its old target until the next deploy",
                     h.name
-                );
+                ));
                 continue;
             };
             let files = self.renderer.glb_host(design, h, &self.secrets)?;
@@ -638,7 +642,7 @@ impl Runner<'_> {
                 // A planned switchover must not go on with the old master writable.
                 return Err(e);
             }
-            eprintln!("  {e:#}");
+            ui::progress::note(format!("{e:#}"));
             return self.pending(name, "become a standby cluster");
         }
         // Fenced: no host of the cloud may still be read-write. A host whose
@@ -690,7 +694,9 @@ impl Runner<'_> {
         if poll(Duration::from_secs(10), streaming).await.is_ok() {
             return Ok(());
         }
-        eprintln!("  {leader} (standby leader of {new}) does not stream: restarting its WAL receiver");
+        ui::progress::note(format!(
+            "{leader} (standby leader of {new}) does not stream: restarting its WAL receiver"
+        ));
         self.fleet
             .remote(&leader)?
             .check("restarting the WAL receiver", wal::RESTART_RECEIVER_SCRIPT)
@@ -778,10 +784,10 @@ impl Runner<'_> {
             return Ok(());
         }
         if self.force && !masters {
-            eprintln!(
-                "  --accept-data-loss: promoting anyway; these commits will be lost:\n  {}",
+            ui::progress::note(format!(
+                "--accept-data-loss: promoting anyway; these commits will be lost:\n  {}",
                 problems.join("\n  ")
-            );
+            ));
             return Ok(());
         }
         bail!("promoting {new} now would lose data:\n  {}\n  hint: start Patroni on those hosts so {new} can catch up, or pass --accept-data-loss to accept the loss", problems.join("\n  "))
@@ -805,7 +811,9 @@ impl Runner<'_> {
                     "the site lease no longer names {name}: not promoting it"
                 ))),
                 Err(e) => {
-                    eprintln!("  could not renew the site lease during the promotion (trying again): {e:#}");
+                    ui::progress::note(format!(
+                        "could not renew the site lease during the promotion (trying again): {e:#}"
+                    ));
                     *next.lock().expect("not poisoned") = now + Duration::from_secs(1);
                 }
             }

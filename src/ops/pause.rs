@@ -72,7 +72,11 @@ pub(crate) async fn run_on(
                 .await
                 .with_context(|| format!("reading whether {} is paused", c.name))?;
             if view.paused == pause {
-                eprintln!("{} is {} already", c.name, if pause { "paused" } else { "not paused" });
+                ui::progress::note(format!(
+                    "{} is {} already",
+                    c.name,
+                    if pause { "paused" } else { "not paused" }
+                ));
             } else {
                 todo.push(*c);
             }
@@ -213,7 +217,7 @@ pub(crate) async fn warn_if_paused(fleet: &Fleet, clouds: &[&Cloud]) {
 /// The same, from a view the command read anyway.
 pub(crate) fn warn(view: &patroni::ClusterView, cloud: &Cloud) {
     if view.paused {
-        eprintln!("{}", patroni::paused_warning(&cloud.name));
+        ui::progress::note(patroni::paused_warning(&cloud.name).to_string());
     }
 }
 

@@ -289,7 +289,9 @@ async fn rejoin(fleet: &Fleet, cloud: &Cloud, host: &Host, opts: &Options, verdi
     r.check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
         .await?;
     if let Err(e) = wait_streaming(fleet, cloud, host, Duration::from_secs(60)).await {
-        eprintln!("  the fast path did not converge ({e:#}); falling back to a fresh copy");
+        ui::progress::note(format!(
+            "the fast path did not converge ({e:#}); falling back to a fresh copy"
+        ));
         fresh_copy(fleet, cloud, host, false).await?;
         return Ok(true);
     }
@@ -338,13 +340,13 @@ pub(crate) async fn compare(fleet: &Fleet, host: &Host, master: &str) -> anyhow:
     let upto = fork.unwrap_or(node.lsn);
     let same = same_wal(fleet, &host.name, master, &node, start_of_node_tli, upto).await?;
     if same == Some(false) {
-        eprintln!(
-            "  {}'s timeline {} and the master's share a number, not their records (between {} and {})",
+        ui::progress::note(format!(
+            "{}'s timeline {} and the master's share a number, not their records (between {} and {})",
             host.name,
             node.timeline,
             format_lsn(start_of_node_tli),
             format_lsn(upto)
-        );
+        ));
     }
     let from = match commits_count_from(fork, same, start_of_node_tli) {
         Ok(from) => from,
@@ -479,7 +481,7 @@ async fn repair_etcd(fleet: &Fleet, cloud: &Cloud, host: &Host) -> anyhow::Resul
     if healthy().await.is_ok() {
         return Ok(());
     }
-    eprintln!("  etcd on {} is unhealthy: restarting it", host.name);
+    ui::progress::note(format!("etcd on {} is unhealthy: restarting it", host.name));
     r.check("restarting etcd", &systemd::unit_script(Verb::Restart, "etcd"))
         .await?;
     if poll(Duration::from_secs(30), healthy).await.is_ok() {
@@ -500,7 +502,7 @@ async fn repair_etcd(fleet: &Fleet, cloud: &Cloud, host: &Host) -> anyhow::Resul
         .find(|l| l.contains(&peer))
         .and_then(|l| l.split(',').next())
         .map(str::trim);
-    eprintln!("  re-adding {}'s etcd member", host.name);
+    ui::progress::note(format!("re-adding {}'s etcd member", host.name));
     if let Some(id) = id {
         other
             .check("removing the broken etcd member", &etcd::member_remove_script(port, id))

@@ -151,10 +151,10 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
             ),
             Some(holder) => {
                 if !told {
-                    eprintln!(
-                        "  cloud {holder} holds the site lease ({}s left): waiting for it to expire",
+                    crate::ui::progress::note(format!(
+                        "cloud {holder} holds the site lease ({}s left): waiting for it to expire",
                         state.remaining.unwrap_or(0)
-                    );
+                    ));
                     told = true;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;

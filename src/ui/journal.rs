@@ -3,8 +3,6 @@
 
 use std::sync::Mutex;
 
-use super::progress::Event;
-
 #[derive(Default)]
 struct Journal {
     done: Vec<usize>,
@@ -20,18 +18,24 @@ fn with<T>(f: impl FnOnce(&mut Journal) -> T) -> T {
     f(&mut JOURNAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Notes a step starting or ending, as the progress events say.
-pub(crate) fn observe(e: &Event) {
-    match e {
-        Event::StepStarted { number, title } => with(|j| j.running = Some((*number, title.clone()))),
-        Event::StepDone { number, ok, .. } => with(|j| {
-            if *ok {
-                j.done.push(*number);
-            }
-            j.running = None;
-        }),
-        _ => {}
-    }
+/// Notes a step starting.
+pub(crate) fn started(number: usize, title: &str) {
+    with(|j| j.running = Some((number, title.to_string())));
+}
+
+/// Notes a step ending (`ok`: it finished).
+pub(crate) fn finished(number: usize, ok: bool) {
+    with(|j| {
+        if ok {
+            j.done.push(number);
+        }
+        j.running = None;
+    });
+}
+
+/// The step running now, if any.
+pub(crate) fn running() -> Option<usize> {
+    with(|j| j.running.as_ref().map(|(n, _)| *n))
 }
 
 /// `steps 1, 2 completed; step 3 (...) was running`, in words.

@@ -75,15 +75,35 @@ pub type Events = mpsc::UnboundedSender<Event>;
 
 /// Sends an event; a closed monitor only means nobody is watching.
 pub fn emit(tx: &Events, e: Event) {
-    super::journal::observe(&e);
+    observe(&e);
     let _ = tx.send(e);
 }
 
 /// Draws one event now, as a plain line: for runners that draw as they go
 /// (the day-two commands), in the same words as [`monitor`]'s.
 pub(crate) fn draw(e: Event) {
-    super::journal::observe(&e);
+    observe(&e);
     eprintln!("[{} UTC] {}", clock(), line(&e));
+}
+
+/// A line of the running command outside its steps' own events (what it
+/// found, what it falls back to): the same renderer, under the running
+/// step's number when one runs.
+pub(crate) fn note(message: impl Into<String>) {
+    let message = message.into();
+    match super::journal::running() {
+        Some(number) => draw(Event::StepMessage { number, message }),
+        None => eprintln!("[{} UTC] {message}", clock()),
+    }
+}
+
+/// What an interrupted run tells its user: the steps begun and ended.
+fn observe(e: &Event) {
+    match e {
+        Event::StepStarted { number, title } => super::journal::started(*number, title),
+        Event::StepDone { number, ok, .. } => super::journal::finished(*number, *ok),
+        _ => {}
+    }
 }
 
 fn line(e: &Event) -> String {
