@@ -188,21 +188,42 @@ pub(crate) async fn cluster_state(
     cloud: &Cloud,
 ) -> anyhow::Result<patroni::ClusterView> {
     let script = patroni::cluster_script(design.governor.rest_port);
-    let mut last = anyhow!("no Patroni member of {} answered", cloud.name);
+    first_answer(remotes, cloud, "reading the Patroni cluster", &script, |out| {
+        let view = patroni::parse_cluster_view(&out)?;
+        anyhow::ensure!(!view.members.is_empty(), "no Patroni member of {} answered", cloud.name);
+        Ok(view)
+    })
+    .await
+}
+
+/// Runs `script` on the cloud's connected hosts in turn until one succeeds
+/// and `read` takes its output; else the last error, naming its host.
+pub(crate) async fn first_answer<T>(
+    remotes: &BTreeMap<String, Remote>,
+    cloud: &Cloud,
+    what: &str,
+    script: &str,
+    read: impl Fn(String) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut last = anyhow!("no host of {} answered (none is connected)", cloud.name);
     for h in &cloud.hosts {
-        if let Some(r) = remotes.get(&h.name) {
-            match r
-                .check("reading the Patroni cluster", &script)
-                .await
-                .and_then(|t| patroni::parse_cluster_view(&t))
-            {
-                Ok(view) if !view.members.is_empty() => return Ok(view),
-                Ok(_) => {}
-                Err(e) => last = e,
-            }
+        let Some(r) = remotes.get(&h.name) else { continue };
+        match r.check(what, script).await.and_then(&read) {
+            Ok(found) => return Ok(found),
+            Err(e) => last = e.context(h.name.clone()),
         }
     }
     Err(last)
+}
+
+/// [`first_answer`] for a script whose success is all that matters: its output.
+pub(crate) async fn on_first_answering(
+    remotes: &BTreeMap<String, Remote>,
+    cloud: &Cloud,
+    what: &str,
+    script: &str,
+) -> anyhow::Result<String> {
+    first_answer(remotes, cloud, what, script, Ok).await
 }
 
 /// An LSN such as `0/5000060` as a number, for comparisons.

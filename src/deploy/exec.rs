@@ -479,7 +479,7 @@ async fn hold_patroni<'c>(
     }
     let say = |message: String| ctx.say(number, message);
     say(format!("pausing {}'s Patroni while {what}", cloud.name));
-    match on_any_member(ctx, cloud, "pausing Patroni", &patroni::pause_script(true)).await {
+    match crate::fleet::on_first_answering(ctx.remotes, cloud, "pausing Patroni", &patroni::pause_script(true)).await {
         Ok(_) => Some(cloud),
         Err(e) => {
             say(format!("{} could not be paused ({e:#}); going on", cloud.name));
@@ -491,7 +491,7 @@ async fn hold_patroni<'c>(
 /// Resumes what [`hold_patroni`] paused.
 async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     ctx.say(number, format!("resuming {}'s Patroni", cloud.name));
-    on_any_member(ctx, cloud, "resuming Patroni", &patroni::pause_script(false))
+    crate::fleet::on_first_answering(ctx.remotes, cloud, "resuming Patroni", &patroni::pause_script(false))
         .await
         .map(|_| ())
         .with_context(|| {
@@ -615,20 +615,6 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
     }
 }
 
-/// Runs `script` on the first of the cloud's hosts where it succeeds.
-async fn on_any_member(ctx: &Ctx<'_>, cloud: &Cloud, what: &str, script: &str) -> anyhow::Result<String> {
-    let mut last = anyhow!("no host of {} is connected", cloud.name);
-    for h in &cloud.hosts {
-        if let Some(r) = ctx.remotes.get(&h.name) {
-            match r.check(what, script).await {
-                Ok(out) => return Ok(out),
-                Err(e) => last = e,
-            }
-        }
-    }
-    Err(last)
-}
-
 /// One cloud's parameter change: into the dynamic configuration, seen
 /// written and loaded by every running member, then the restarts in the
 /// order the work says, each waited for.
@@ -638,8 +624,8 @@ async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usi
         .cloud(&p.cloud)
         .ok_or_else(|| anyhow!("no cloud {} in the design", p.cloud))?;
     let say = |message: String| ctx.say(number, message);
-    on_any_member(
-        ctx,
+    crate::fleet::on_first_answering(
+        ctx.remotes,
         cloud,
         "updating Patroni's dynamic configuration",
         &patroni::edit_config_script(&patroni::parameter_sets(&p.sets)),
@@ -707,8 +693,8 @@ async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usi
     match replicas.first().filter(|_| p.switchover) {
         Some(candidate) => {
             say(format!("switching over from {leader} to {candidate}"));
-            on_any_member(
-                ctx,
+            crate::fleet::on_first_answering(
+                ctx.remotes,
                 cloud,
                 "switching over",
                 &patroni::switchover_script(&d.platform.name, &leader, candidate),

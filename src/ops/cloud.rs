@@ -617,19 +617,20 @@ impl Runner<'_> {
             sets.push(("synchronous_mode".into(), sync.to_string()));
         }
         let script = patroni::edit_config_script(&sets);
-        let mut last = anyhow!("no host of {} answered", cloud.name);
-        for h in &cloud.hosts {
-            if let Some(r) = self.fleet.remotes.get(&h.name) {
-                match r.check("changing Patroni's dynamic configuration", &script).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e,
-                }
-            }
-        }
-        Err(last.context(format!(
-            "{}: its etcd must have quorum to change the cluster's configuration",
-            cloud.name
-        )))
+        crate::fleet::on_first_answering(
+            &self.fleet.remotes,
+            cloud,
+            "changing Patroni's dynamic configuration",
+            &script,
+        )
+        .await
+        .map(|_| ())
+        .with_context(|| {
+            format!(
+                "{}: its etcd must have quorum to change the cluster's configuration",
+                cloud.name
+            )
+        })
     }
 
     async fn demote(&self, name: &str, follow: &[String]) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
 use super::report::{numbered, Recorder};
 use crate::components::patroni;
@@ -131,22 +131,8 @@ pub(crate) async fn run_on(
 /// Sets the cloud's pause key through the first member that answers, then
 /// waits until its cluster view shows it.
 async fn switch(fleet: &Fleet, cloud: &Cloud, pause: bool) -> anyhow::Result<()> {
-    let script = patroni::pause_script(pause);
-    let mut last = anyhow!("no host of {} answered", cloud.name);
-    let mut done = false;
-    for h in &cloud.hosts {
-        let Ok(r) = fleet.remote(&h.name) else { continue };
-        match r.check(&format!("patronictl {}", verb(pause)), &script).await {
-            Ok(_) => {
-                done = true;
-                break;
-            }
-            Err(e) => last = e.context(h.name.clone()),
-        }
-    }
-    if !done {
-        return Err(last);
-    }
+    let what = format!("patronictl {}", verb(pause));
+    crate::fleet::on_first_answering(&fleet.remotes, cloud, &what, &patroni::pause_script(pause)).await?;
     poll(Duration::from_secs(30), || async {
         Ok(fleet.cluster_state(cloud).await.is_ok_and(|v| v.paused == pause))
     })

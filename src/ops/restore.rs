@@ -228,7 +228,7 @@ async fn execute(
                     .await?;
             }
             let script = patroni::forget_cluster_script(d.etcd.client_port, &d.platform.name);
-            on_first_answering(fleet, c, "forgetting the Patroni cluster", &script).await?;
+            crate::fleet::on_first_answering(&fleet.remotes, c, "forgetting the Patroni cluster", &script).await?;
         }
         Ok::<(), anyhow::Error>(())
     }
@@ -374,18 +374,6 @@ async fn on_hosts<'a>(
             .with_context(|| h.name.clone())
     });
     futures::future::try_join_all(runs).await.map(|_| ())
-}
-
-/// Runs `script` on the cloud's first host that succeeds.
-async fn on_first_answering(fleet: &Fleet, cloud: &Cloud, what: &str, script: &str) -> anyhow::Result<()> {
-    let mut last = anyhow!("no host of {} answered", cloud.name);
-    for h in &cloud.hosts {
-        match fleet.remote(&h.name)?.check(what, script).await {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.context(h.name.clone()),
-        }
-    }
-    Err(last)
 }
 
 /// Moves the data directory aside (when there is one).
