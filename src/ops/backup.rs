@@ -6,12 +6,13 @@
 use anyhow::bail;
 use serde::Serialize;
 
-use super::report::{numbered, Recorder};
+use super::engine;
+use super::report::Recorder;
 use crate::components::backup::{self, Kind, RepoInfo};
 use crate::design::{Design, Repository};
 use crate::error::Usage;
 use crate::fleet::Fleet;
-use crate::ui::{self, confirm};
+use crate::ui;
 
 pub(crate) struct Options {
     pub kind: Kind,
@@ -58,67 +59,76 @@ pub(crate) async fn take(design: &Design, opts: &Options, output: ui::Output) ->
     result
 }
 
-/// The backup on a connected fleet: the cluster lock (no backup while a
-/// flip or a deploy changes the cluster under it), the plan, the
-/// confirmation, the design unchanged since, one step per repository.
+/// The backup on a connected fleet, run by the engine: under the cluster
+/// lock (no backup while a flip or a deploy changes the cluster under it),
+/// one step per repository.
 pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    let design = &fleet.design;
-    let repos = chosen(design, opts.cloud.as_deref())?;
-    let session = crate::lock::Session::begin(design, "backup", None)?;
-    let clouds: Vec<&crate::design::Cloud> = design.clouds.iter().collect();
-    let lock = session.cluster(design, &clouds, &fleet.remotes).await?;
-    let result = async {
-        let steps: Vec<String> = repos
-            .iter()
-            .map(|r| {
-                format!(
-                    "take a {} backup of {} into {}'s repository on {} (from a standby where one streams)",
-                    opts.kind.as_str(),
-                    backup::stanza(design),
-                    r.cloud,
-                    r.host.name
-                )
-            })
-            .collect();
-        if output == ui::Output::Text {
-            ui::print(&numbered("Plan for `backup`", &steps))?;
-        }
-        let mut rec = Recorder::default();
-        if opts.dry_run {
-            return rec.print(output, "backup", true, &steps);
-        }
-        confirm("Take the backup?", opts.yes)?;
-        session.ensure_unchanged(design)?;
-        let mut result = Ok(());
-        for (i, r) in repos.iter().enumerate() {
-            rec.start(i + 1, &steps[i]);
-            let ran = match fleet.remote(&r.host.name) {
-                Ok(remote) => {
-                    let pick = standby_pick(fleet, r).await;
-                    rec.note(&pick.describe());
-                    remote
-                        .check_within(
-                            "taking the backup",
-                            &backup::backup_script(design, r, opts.kind, pick.source()),
-                            crate::remote::LONG_DEADLINE,
-                        )
-                        .await
-                        .map(|_| ())
-                }
-                Err(e) => Err(e),
-            };
-            result = rec.finish(ran);
-            if result.is_err() {
-                break;
-            }
-        }
-        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
-        rec.print(output, "backup", false, &steps)?;
-        result
+    let repos = chosen(&fleet.design, opts.cloud.as_deref())?;
+    let flags = engine::Flags {
+        yes: opts.yes,
+        dry_run: opts.dry_run,
+        output,
+    };
+    engine::run(
+        fleet,
+        &mut Take {
+            fleet,
+            repos,
+            kind: opts.kind,
+        },
+        flags,
+    )
+    .await
+}
+
+struct Take<'a> {
+    fleet: &'a Fleet,
+    repos: Vec<&'a Repository>,
+    kind: Kind,
+}
+
+impl<'a> engine::Command for Take<'a> {
+    type Step = &'a Repository;
+
+    fn name(&self) -> String {
+        "backup".into()
     }
-    .await;
-    lock.release().await;
-    result
+
+    fn lock_clouds(&self) -> Vec<&crate::design::Cloud> {
+        self.fleet.design.clouds.iter().collect()
+    }
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<&'a Repository>> {
+        Ok(self.repos.clone())
+    }
+
+    fn describe(&self, r: &&'a Repository) -> String {
+        format!(
+            "take a {} backup of {} into {}'s repository on {} (from a standby where one streams)",
+            self.kind.as_str(),
+            backup::stanza(&self.fleet.design),
+            r.cloud,
+            r.host.name
+        )
+    }
+
+    fn question(&self) -> String {
+        "Take the backup?".into()
+    }
+
+    async fn run(&mut self, r: &&'a Repository, rec: &Recorder) -> anyhow::Result<()> {
+        let remote = self.fleet.remote(&r.host.name)?;
+        let pick = standby_pick(self.fleet, r).await;
+        rec.note(&pick.describe());
+        remote
+            .check_within(
+                "taking the backup",
+                &backup::backup_script(&self.fleet.design, r, self.kind, pick.source()),
+                crate::remote::LONG_DEADLINE,
+            )
+            .await
+            .map(|_| ())
+    }
 }
 
 /// The standby pgBackRest would take for `repo`'s backup, given up to

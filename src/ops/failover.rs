@@ -7,17 +7,17 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
+use super::engine;
 use super::recover::{self, Verdict};
-use super::report::{numbered, Recorder};
+use super::report::Recorder;
 use super::wal;
 use crate::components::patroni;
 use crate::design::{Cloud, Design, Host};
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::ui;
-use crate::ui::confirm;
 use crate::wait::poll;
 
 pub(crate) struct Options {
@@ -129,156 +129,192 @@ pub(crate) fn later_master_start(nh: &[(u32, u64)], ch: &[(u32, u64)], tli: u32,
 }
 
 async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    let design = &fleet.design;
-    let session = crate::lock::Session::begin(design, &format!("failover --to {}", opts.to), None)?;
-    let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
-    let mut rec = Recorder::default();
-    let result = failover(fleet, &session, cloud, opts, output, &mut rec).await;
-    if !rec.results.is_empty() {
-        let plan = result.as_ref().cloned().unwrap_or_default();
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}"));
-        crate::journal::record(design, &fleet.remotes, &session.holder, &plan, &outcome).await;
-    }
-    let printed = match &result {
-        Ok(plan) => rec.print(output, "failover", opts.dry_run, plan),
-        Err(_) if !rec.results.is_empty() => rec.print(output, "failover", false, &Vec::<String>::new()),
-        Err(_) => Ok(()),
+    let flags = engine::Flags {
+        yes: opts.yes,
+        dry_run: opts.dry_run,
+        output,
     };
-    lock.release().await;
-    result.and(printed).map(|_| ())
+    let mut cmd = Failover {
+        fleet,
+        cloud,
+        to: &opts.to,
+        accept_data_loss: opts.accept_data_loss,
+        held: Vec::new(),
+        lost: Vec::new(),
+    };
+    engine::run(fleet, &mut cmd, flags).await
 }
 
-async fn failover(
-    fleet: &Fleet,
-    session: &crate::lock::Session,
-    cloud: &Cloud,
-    opts: &Options,
-    output: ui::Output,
-    rec: &mut Recorder,
-) -> anyhow::Result<Vec<String>> {
-    let design = &fleet.design;
-    let to = opts.to.as_str();
-    let view = fleet.cluster_state(cloud).await?;
-    super::pause::warn(&view, cloud);
-    let members = view.members;
-    if let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) {
-        bail!(Usage(format!(
-            "{} has a master, {}: `pgha switchover --to {to}` changes it without losing anything",
-            cloud.name, leader.name
-        )));
+struct Failover<'a> {
+    fleet: &'a Fleet,
+    cloud: &'a Cloud,
+    to: &'a str,
+    accept_data_loss: bool,
+    /// Hosts that hold what the candidate lacks, and they are held first.
+    held: Vec<String>,
+    /// What the failover loses, in words.
+    lost: Vec<String>,
+}
+
+enum Step {
+    /// Patroni held on these hosts before the promotion.
+    Hold(Vec<String>),
+    /// Patroni promotes the candidate (of this timeline).
+    Promote {
+        timeline: String,
+    },
+    WaitForMaster,
+}
+
+impl engine::Command for Failover<'_> {
+    type Step = Step;
+
+    fn name(&self) -> String {
+        format!("failover --to {}", self.to)
     }
-    let candidate = members.iter().find(|m| m.name == to && m.is_healthy()).ok_or_else(|| {
-        Usage(format!(
-            "{to} is not a running member of {} (Patroni must run there to promote it); members: {}",
-            cloud.name,
-            members
-                .iter()
-                .map(|m| format!("{} {}", m.name, m.state))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
-    // What each other host holds past the candidate, compared as
-    // recover-node compares a node with the master.
-    let others: Vec<&Host> = cloud.hosts.iter().filter(|h| h.name != to).collect();
-    let position = wal::position(fleet, to).await?;
-    let read = Candidate {
-        name: to.to_string(),
-        history: recover::read_history(fleet, to, position.timeline).await?,
-        position,
-    };
-    let mut stakes = Vec::new();
-    for h in others {
-        let stake = if fleet.remotes.contains_key(&h.name) {
-            match weigh(fleet, h, &read).await {
-                Ok(s) => s,
-                Err(e) => AtStake::Unknown(format!("its WAL could not be read ({e:#})")),
-            }
-        } else {
-            AtStake::Unknown("unreachable: what it holds cannot be counted".into())
-        };
-        stakes.push((h.name.clone(), stake));
+
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        vec![self.cloud]
     }
-    let lost = losses(&stakes);
-    let timeline = candidate.timeline.map_or("?".into(), |t| t.to_string());
-    // Hosts that hold what the new master lacks: their WAL has left its
-    // lineage, and a timeline number may now mean two histories, which
-    // Patroni would stream across without a rewind. They are held before
-    // the promotion (a running one could follow the new master first), and
-    // their Patroni stays stopped until recover-node compares them.
-    let held: Vec<&str> = stakes
-        .iter()
-        .filter(|(h, s)| *s != AtStake::Nothing && fleet.remotes.contains_key(h))
-        .map(|(h, _)| h.as_str())
-        .collect();
-    let mut steps = Vec::new();
-    if !held.is_empty() {
-        steps.push(format!(
-            "hold Patroni on {} until `pgha recover-node` brings each back (the fence refuses to start it)",
-            held.join(", ")
-        ));
-    }
-    steps.push(format!(
-        "fail {} over to {to} (timeline {timeline}): Patroni promotes it although it may be behind{}",
-        cloud.name,
-        if lost.is_empty() {
-            String::new()
-        } else {
-            format!("; lost: {}", lost.join("; "))
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<Step>> {
+        let (fleet, cloud, to) = (self.fleet, self.cloud, self.to);
+        let view = fleet.cluster_state(cloud).await?;
+        super::pause::warn(&view, cloud);
+        let members = view.members;
+        if let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) {
+            bail!(Usage(format!(
+                "{} has a master, {}: `pgha switchover --to {to}` changes it without losing anything",
+                cloud.name, leader.name
+            )));
         }
-    ));
-    steps.push(format!("wait until {to} is the master of {}", cloud.name));
-    if output == ui::Output::Text {
-        ui::print(&numbered(&format!("Plan for `failover --to {to}`"), &steps))?;
-    }
-    if !lost.is_empty() && !opts.accept_data_loss {
-        bail!(Usage(format!(
-            "a failover to {to} would lose what the newest masters committed:\n  {}\n  hint: start Patroni on a host \
-             that holds them (Patroni then elects it), or accept the loss with --accept-data-loss; afterwards \
-             `pgha recover-node HOST` keeps a host's own commits aside on disk before copying it afresh",
-            lost.join("\n  ")
-        )));
-    }
-    if opts.dry_run {
-        return Ok(steps);
-    }
-    confirm(&format!("Fail {} over to {to}?", cloud.name), opts.yes)?;
-    session.ensure_unchanged(design)?;
-    let mut n = 0;
-    if !held.is_empty() {
-        n += 1;
-        rec.start(n, &steps[n - 1]);
-        let note =
-            format!("this host holds commits the master {to} lacks (`pgha failover --to {to} --accept-data-loss`)");
-        rec.finish(hold_all(fleet, &held, &note).await)?;
-    }
-    n += 1;
-    rec.start(n, &steps[n - 1]);
-    let done = fleet
-        .remote(to)?
-        .check("failing over", &patroni::failover_script(&design.platform.name, to))
-        .await
-        .map(|_| ());
-    let done = rec.finish(done);
-    if !held.is_empty() {
-        done.with_context(|| {
-            format!(
-                "the failover did not run; {} stay held until `pgha recover-node` brings each back",
-                held.join(", ")
-            )
+        let candidate = members.iter().find(|m| m.name == to && m.is_healthy()).ok_or_else(|| {
+            Usage(format!(
+                "{to} is not a running member of {} (Patroni must run there to promote it); members: {}",
+                cloud.name,
+                members
+                    .iter()
+                    .map(|m| format!("{} {}", m.name, m.state))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         })?;
-    } else {
-        done?;
+        // What each other host holds past the candidate, compared as
+        // recover-node compares a node with the master.
+        let position = wal::position(fleet, to).await?;
+        let read = Candidate {
+            name: to.to_string(),
+            history: recover::read_history(fleet, to, position.timeline).await?,
+            position,
+        };
+        let mut stakes = Vec::new();
+        for h in cloud.hosts.iter().filter(|h| h.name != to) {
+            let stake = if fleet.remotes.contains_key(&h.name) {
+                match weigh(fleet, h, &read).await {
+                    Ok(s) => s,
+                    Err(e) => AtStake::Unknown(format!("its WAL could not be read ({e:#})")),
+                }
+            } else {
+                AtStake::Unknown("unreachable: what it holds cannot be counted".into())
+            };
+            stakes.push((h.name.clone(), stake));
+        }
+        self.lost = losses(&stakes);
+        // Hosts that hold what the new master lacks: their WAL has left its
+        // lineage, and a timeline number may now mean two histories, which
+        // Patroni would stream across without a rewind. They are held before
+        // the promotion (a running one could follow the new master first),
+        // and their Patroni stays stopped until recover-node compares them.
+        self.held = stakes
+            .into_iter()
+            .filter(|(h, s)| *s != AtStake::Nothing && fleet.remotes.contains_key(h))
+            .map(|(h, _)| h)
+            .collect();
+        let mut steps = Vec::new();
+        if !self.held.is_empty() {
+            steps.push(Step::Hold(self.held.clone()));
+        }
+        steps.push(Step::Promote {
+            timeline: candidate.timeline.map_or("?".into(), |t| t.to_string()),
+        });
+        steps.push(Step::WaitForMaster);
+        Ok(steps)
     }
-    n += 1;
-    rec.start(n, &steps[n - 1]);
-    let waited = poll(Duration::from_secs(60), || async {
-        Ok(fleet.master(cloud).await?.as_deref() == Some(to))
-    })
-    .await
-    .with_context(|| format!("{to} did not become master"));
-    rec.finish(waited)?;
-    Ok(steps)
+
+    fn describe(&self, step: &Step) -> String {
+        let to = self.to;
+        match step {
+            Step::Hold(hosts) => format!(
+                "hold Patroni on {} until `pgha recover-node` brings each back (the fence refuses to start it)",
+                hosts.join(", ")
+            ),
+            Step::Promote { timeline } => format!(
+                "fail {} over to {to} (timeline {timeline}): Patroni promotes it although it may be behind{}",
+                self.cloud.name,
+                if self.lost.is_empty() {
+                    String::new()
+                } else {
+                    format!("; lost: {}", self.lost.join("; "))
+                }
+            ),
+            Step::WaitForMaster => format!("wait until {to} is the master of {}", self.cloud.name),
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if !self.lost.is_empty() && !self.accept_data_loss {
+            bail!(Usage(format!(
+                "a failover to {} would lose what the newest masters committed:\n  {}\n  hint: start Patroni on a \
+                 host that holds them (Patroni then elects it), or accept the loss with --accept-data-loss; \
+                 afterwards `pgha recover-node HOST` keeps a host's own commits aside on disk before copying it \
+                 afresh",
+                self.to,
+                self.lost.join("\n  ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn question(&self) -> String {
+        format!("Fail {} over to {}?", self.cloud.name, self.to)
+    }
+
+    async fn run(&mut self, step: &Step, _: &Recorder) -> anyhow::Result<()> {
+        let (fleet, to) = (self.fleet, self.to);
+        match step {
+            Step::Hold(hosts) => {
+                let note = format!(
+                    "this host holds commits the master {to} lacks (`pgha failover --to {to} --accept-data-loss`)"
+                );
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                hold_all(fleet, &hosts, &note).await
+            }
+            Step::Promote { .. } => {
+                let done = fleet
+                    .remote(to)?
+                    .check(
+                        "failing over",
+                        &patroni::failover_script(&fleet.design.platform.name, to),
+                    )
+                    .await
+                    .map(|_| ());
+                if self.held.is_empty() {
+                    return done;
+                }
+                done.with_context(|| {
+                    format!(
+                        "the failover did not run; {} stay held until `pgha recover-node` brings each back",
+                        self.held.join(", ")
+                    )
+                })
+            }
+            Step::WaitForMaster => poll(Duration::from_secs(60), || async {
+                Ok(fleet.master(self.cloud).await?.as_deref() == Some(to))
+            })
+            .await
+            .with_context(|| format!("{to} did not become master")),
+        }
+    }
 }
 
 /// Holds every host of `held`, or none: when one hold cannot be written,

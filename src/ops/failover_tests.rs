@@ -100,3 +100,47 @@ async fn a_hold_that_cannot_be_written_stops_before_any_promotion() {
     assert!(!w.hosts["dc1-pg1"].held && w.clouds["dc1"].leader.is_none());
     assert!(!w.hosts["dc1-pg1"].up, "an undo never starts what was stopped");
 }
+
+/// Issue 24: kill -9 at every host call of a failover that holds a host,
+/// before the host gets the command and after it applied it; then the same
+/// command again. Each time: never two masters, and in the end dc1-pg3
+/// leads with dc1-pg2 held (a rerun after the promotion is refused: the
+/// cloud has its master).
+#[tokio::test(start_paused = true)]
+async fn a_failover_killed_at_any_call_finishes_when_run_again() {
+    use crate::testkit::CrashWhen;
+    let commits = |h: &mut crate::testkit::SimHost| h.commits = vec!["2026-12-01 10:00:01+00".into()];
+    let calls = {
+        let sim = leaderless(commits);
+        failover(&sim, &opts(true)).await.unwrap();
+        let n = sim.world().calls;
+        n
+    };
+    assert!(calls > 5, "a failover makes {calls} calls");
+    for at in 0..calls {
+        for when in [CrashWhen::Before, CrashWhen::After] {
+            let sim = leaderless(commits);
+            sim.world().crash = Some((at, when));
+            let first = failover(&sim, &opts(true)).await;
+            {
+                let mut w = sim.world();
+                w.crash = None;
+                // The killed run's lease expires.
+                w.lock = None;
+            }
+            if first.is_err() {
+                if let Err(e) = failover(&sim, &opts(true)).await {
+                    let e = format!("{e:#}");
+                    assert!(
+                        e.contains("has a master, dc1-pg3"),
+                        "the rerun after a kill at call {at} ({when:?}): {e}"
+                    );
+                }
+            }
+            let w = sim.world();
+            assert_eq!(w.clouds["dc1"].leader.as_deref(), Some("dc1-pg3"), "call {at} {when:?}");
+            assert!(w.hosts["dc1-pg2"].held, "call {at} {when:?}: dc1-pg2 stays held");
+            assert!(w.most_masters <= 1, "call {at} {when:?}");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub(crate) mod backup;
 pub(crate) mod certs;
 pub(crate) mod cloud;
+pub(crate) mod engine;
 pub(crate) mod failover;
 pub(crate) mod history;
 pub(crate) mod pause;

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::report::{numbered, Recorder};
+use super::engine;
+use super::report::Recorder;
 use crate::components::patroni;
 use crate::design::{Cloud, Design};
 use crate::error::Usage;
 use crate::fleet::Fleet;
-use crate::ui::{self, confirm};
+use crate::ui;
 use crate::wait::poll;
 
 pub(crate) struct Options {
@@ -57,17 +58,41 @@ pub(crate) async fn run_on(
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let design = &fleet.design;
-    let command = verb(pause);
-    let session = crate::lock::Session::begin(design, command, None)?;
-    // Where every command takes it: the primary cloud's etcd first.
-    let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
-    lock_clouds.extend(clouds.iter().copied());
-    let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
-    let result = async {
+    let flags = engine::Flags {
+        yes: opts.yes,
+        dry_run: opts.dry_run,
+        output,
+    };
+    engine::run(fleet, &mut Switch { fleet, clouds, pause }, flags).await
+}
+
+/// Pausing or resuming some clouds, as the engine runs it.
+struct Switch<'a> {
+    fleet: &'a Fleet,
+    clouds: &'a [&'a Cloud],
+    pause: bool,
+}
+
+impl<'a> engine::Command for Switch<'a> {
+    type Step = &'a Cloud;
+
+    fn name(&self) -> String {
+        verb(self.pause).to_string()
+    }
+
+    /// Where every command takes it: the primary cloud's etcd first.
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        let mut clouds: Vec<&Cloud> = self.fleet.design.primary_clouds().collect();
+        clouds.extend(self.clouds.iter().copied());
+        clouds
+    }
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<&'a Cloud>> {
+        let pause = self.pause;
         let mut todo = Vec::new();
-        for c in clouds {
-            let view = fleet
+        for c in self.clouds {
+            let view = self
+                .fleet
                 .cluster_state(c)
                 .await
                 .with_context(|| format!("reading whether {} is paused", c.name))?;
@@ -82,50 +107,34 @@ pub(crate) async fn run_on(
             }
         }
         if !pause {
-            refuse_orphan_primaries(fleet, &todo).await?;
+            refuse_orphan_primaries(self.fleet, &todo).await?;
         }
-        let steps: Vec<String> = todo
-            .iter()
-            .map(|c| {
-                if pause {
-                    format!(
-                        "pause {}: Patroni stops failing over and leaves PostgreSQL as it is (maintenance mode) until \
-                         `pgha resume`",
-                        c.name
-                    )
-                } else {
-                    format!(
-                        "resume {}: Patroni fails over and restarts PostgreSQL again; a cloud without a running \
-                         master elects one",
-                        c.name
-                    )
-                }
-            })
-            .collect();
-        if output == ui::Output::Text {
-            ui::print(&numbered(&format!("Plan for `{command}`"), &steps))?;
-        }
-        let mut rec = Recorder::default();
-        if opts.dry_run || steps.is_empty() {
-            return rec.print(output, command, opts.dry_run, &steps);
-        }
-        confirm(if pause { "Pause?" } else { "Resume?" }, opts.yes)?;
-        session.ensure_unchanged(design)?;
-        let mut result = Ok(());
-        for (i, c) in todo.iter().enumerate() {
-            rec.start(i + 1, &steps[i]);
-            result = rec.finish(switch(fleet, c, pause).await);
-            if result.is_err() {
-                break;
-            }
-        }
-        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
-        rec.print(output, command, false, &steps)?;
-        result
+        Ok(todo)
     }
-    .await;
-    lock.release().await;
-    result
+
+    fn describe(&self, c: &&'a Cloud) -> String {
+        if self.pause {
+            format!(
+                "pause {}: Patroni stops failing over and leaves PostgreSQL as it is (maintenance mode) until \
+                 `pgha resume`",
+                c.name
+            )
+        } else {
+            format!(
+                "resume {}: Patroni fails over and restarts PostgreSQL again; a cloud without a running master \
+                 elects one",
+                c.name
+            )
+        }
+    }
+
+    fn question(&self) -> String {
+        if self.pause { "Pause?" } else { "Resume?" }.to_string()
+    }
+
+    async fn run(&mut self, c: &&'a Cloud, _: &Recorder) -> anyhow::Result<()> {
+        switch(self.fleet, c, self.pause).await
+    }
 }
 
 /// Sets the cloud's pause key through the first member that answers, then

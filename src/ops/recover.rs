@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
-use super::report::{numbered, Recorder};
+use super::engine;
+use super::report::Recorder;
 use super::wal::{self, WalPos};
 use crate::components::systemd::{self, Verb};
 use crate::components::{etcd, patroni};
@@ -21,7 +22,6 @@ use crate::error::Usage;
 use crate::fleet::{format_lsn, Fleet};
 use crate::shell::quote;
 use crate::ui;
-use crate::ui::confirm;
 use crate::wait::{poll, poll_for};
 
 pub(crate) struct Options {
@@ -109,7 +109,7 @@ pub(crate) async fn run(design: &Design, host_name: &str, opts: &Options, output
     result
 }
 
-/// The recovery on a connected fleet: locks, plan, confirmation, steps, report.
+/// The recovery on a connected fleet, run by the engine.
 pub(crate) async fn run_on(
     fleet: &Fleet,
     cloud: &Cloud,
@@ -117,148 +117,178 @@ pub(crate) async fn run_on(
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let design = &fleet.design;
-    let session = crate::lock::Session::begin(design, &format!("recover-node {}", host.name), None)?;
-    let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().collect();
-    lock_clouds.push(cloud);
-    let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
-    super::pause::warn_if_paused(fleet, &[cloud]).await;
-    let mut rec = Recorder::default();
-    let result = recover(fleet, &session, cloud, host, opts, output, &mut rec).await;
-    let command = format!("recover-node {}", host.name);
-    // Journaled when a step ran (not a refusal, not a dry run).
-    if !rec.results.is_empty() {
-        let plan = match &result {
-            Ok(Some(plan)) => plan.clone(),
-            _ => Vec::new(),
-        };
-        let outcome = result.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e:#}"));
-        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &plan, &outcome).await;
-    }
-    let printed = match &result {
-        Ok(Some(plan)) => rec.print(output, &command, opts.dry_run, plan),
-        Ok(None) => Ok(()),
-        Err(_) if !rec.results.is_empty() => rec.print(output, &command, false, &Vec::<String>::new()),
-        Err(_) => Ok(()),
+    let flags = engine::Flags {
+        yes: opts.yes,
+        dry_run: opts.dry_run,
+        output,
     };
-    lock.release().await;
-    result.and(printed)
+    let mut cmd = Recover {
+        fleet,
+        cloud,
+        host,
+        opts,
+        output,
+        master: String::new(),
+        verdict: None,
+        reclone: false,
+    };
+    engine::run(fleet, &mut cmd, flags).await
 }
 
-/// Runs the recovery; `Ok(Some(plan))` when a plan was made (for the report).
-async fn recover(
-    fleet: &Fleet,
-    session: &crate::lock::Session,
-    cloud: &Cloud,
-    host: &Host,
-    opts: &Options,
+struct Recover<'a> {
+    fleet: &'a Fleet,
+    cloud: &'a Cloud,
+    host: &'a Host,
+    opts: &'a Options,
     output: ui::Output,
-    rec: &mut Recorder,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let d = &fleet.design;
-    let r = fleet
-        .remote(&host.name)
-        .context("the node must be reachable to recover it")?;
-    let members = fleet.cluster_view(cloud).await.unwrap_or_default();
-    let me = members.iter().find(|m| m.name == host.name);
-    if let Some(m) = me.filter(|m| (m.is_leader() || m.is_standby_leader()) && m.is_healthy()) {
-        if !opts.force {
-            bail!(Usage(format!(
-                "{} is the current {} of {}: recovering it would stop it; use `pgha switchover` first, or --accept-data-loss",
-                host.name, m.role, cloud.name
-            )));
+    /// The primary cloud's master, which the node is compared with.
+    master: String,
+    /// What the comparison found (step 3), for the rejoin (step 4).
+    verdict: Option<Verdict>,
+    /// The rejoin copied afresh.
+    reclone: bool,
+}
+
+enum Step {
+    StopPatroni,
+    RepairEtcd,
+    Compare,
+    Rejoin,
+    WaitStreaming,
+}
+
+impl engine::Command for Recover<'_> {
+    type Step = Step;
+
+    fn name(&self) -> String {
+        format!("recover-node {}", self.host.name)
+    }
+
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        let mut clouds: Vec<&Cloud> = self.fleet.design.primary_clouds().collect();
+        clouds.push(self.cloud);
+        clouds
+    }
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<Step>> {
+        let (fleet, cloud, host, opts) = (self.fleet, self.cloud, self.host, self.opts);
+        super::pause::warn_if_paused(fleet, &[cloud]).await;
+        fleet
+            .remote(&host.name)
+            .context("the node must be reachable to recover it")?;
+        let members = fleet.cluster_view(cloud).await.unwrap_or_default();
+        let me = members.iter().find(|m| m.name == host.name);
+        if let Some(m) = me.filter(|m| (m.is_leader() || m.is_standby_leader()) && m.is_healthy()) {
+            if !opts.force {
+                bail!(Usage(format!(
+                    "{} is the current {} of {}: recovering it would stop it; use `pgha switchover` first, or \
+                     --accept-data-loss",
+                    host.name, m.role, cloud.name
+                )));
+            }
+        }
+        if let Some(m) = me.filter(|m| !m.is_leader() && !m.is_standby_leader() && m.is_healthy()) {
+            if !opts.reclone {
+                ui::progress::note(format!(
+                    "{} is already a healthy {} of {} ({}): nothing to do",
+                    host.name, m.role, cloud.name, m.state
+                ));
+                return Ok(Vec::new());
+            }
+        }
+        let primary = fleet
+            .design
+            .primary_clouds()
+            .next()
+            .ok_or_else(|| anyhow!("no cloud is primary: make one primary before recovering nodes"))?;
+        let pmembers = fleet.cluster_view(primary).await?;
+        self.master = pmembers
+            .iter()
+            .find(|m| m.is_leader() && m.is_healthy() && m.name != host.name)
+            .ok_or_else(|| anyhow!("{} has no running master to follow", primary.name))?
+            .name
+            .clone();
+        Ok(vec![
+            Step::StopPatroni,
+            Step::RepairEtcd,
+            Step::Compare,
+            Step::Rejoin,
+            Step::WaitStreaming,
+        ])
+    }
+
+    fn describe(&self, step: &Step) -> String {
+        let name = &self.host.name;
+        match step {
+            Step::StopPatroni => format!("stop Patroni on {name}"),
+            Step::RepairEtcd => format!(
+                "repair {name}'s etcd membership in {} if it is unhealthy",
+                self.cloud.name
+            ),
+            Step::Compare => format!(
+                "compare {name}'s WAL with the master {}'s (timeline history, bytes, commits past the fork)",
+                self.master
+            ),
+            Step::Rejoin => format!(
+                "rejoin: fast path (Patroni, pg_rewind when needed) or a fresh copy{}",
+                if self.opts.reclone { " (--reclone)" } else { "" }
+            ),
+            Step::WaitStreaming => format!("wait until {name} streams and show its lag"),
         }
     }
-    if let Some(m) = me.filter(|m| !m.is_leader() && !m.is_standby_leader() && m.is_healthy()) {
-        if !opts.reclone {
-            let text = format!(
-                "{} is already a healthy {} of {} ({}): nothing to do",
-                host.name, m.role, cloud.name, m.state
-            );
-            return match output {
-                ui::Output::Text => ui::print(&text).map(|_| None),
-                ui::Output::Json => Ok(Some(Vec::new())),
-            };
+
+    fn question(&self) -> String {
+        "Recover this node?".into()
+    }
+
+    async fn run(&mut self, step: &Step, rec: &Recorder) -> anyhow::Result<()> {
+        let (fleet, cloud, host) = (self.fleet, self.cloud, self.host);
+        match step {
+            Step::StopPatroni => fleet
+                .remote(&host.name)?
+                .check("stopping Patroni", &systemd::unit_script(Verb::Stop, "patroni"))
+                .await
+                .map(|_| ()),
+            Step::RepairEtcd => repair_etcd(fleet, cloud, host).await,
+            Step::Compare => {
+                let verdict = compare(fleet, host, &self.master).await?;
+                rec.note(&format!("verdict: {verdict:?}"));
+                self.verdict = Some(verdict);
+                Ok(())
+            }
+            Step::Rejoin => {
+                let verdict = self.verdict.as_ref().expect("the comparison ran first");
+                self.reclone = rejoin(fleet, cloud, host, self.opts, verdict).await?;
+                Ok(())
+            }
+            Step::WaitStreaming => {
+                let started = std::time::Instant::now();
+                let m = wait_streaming(fleet, cloud, host, Duration::from_secs(900)).await?;
+                let lag = m
+                    .lag
+                    .as_ref()
+                    .and_then(|l| l.as_u64())
+                    .map_or("unknown".into(), |l| format!("{l} bytes"));
+                let text = format!(
+                    "{} is a {} of {} again ({}, timeline {}, lag {lag}) after {:.1} s via {}",
+                    host.name,
+                    m.role,
+                    cloud.name,
+                    m.state,
+                    m.timeline.unwrap_or_default(),
+                    started.elapsed().as_secs_f64(),
+                    if self.reclone { "a fresh copy" } else { "the fast path" }
+                );
+                match self.output {
+                    ui::Output::Text => ui::print(&text),
+                    ui::Output::Json => {
+                        rec.note(&text);
+                        Ok(())
+                    }
+                }
+            }
         }
     }
-    let primary = d
-        .primary_clouds()
-        .next()
-        .ok_or_else(|| anyhow!("no cloud is primary: make one primary before recovering nodes"))?;
-    let pmembers = fleet.cluster_view(primary).await?;
-    let master = pmembers
-        .iter()
-        .find(|m| m.is_leader() && m.is_healthy() && m.name != host.name)
-        .ok_or_else(|| anyhow!("{} has no running master to follow", primary.name))?
-        .name
-        .clone();
-
-    let steps = [
-        format!("stop Patroni on {}", host.name),
-        format!(
-            "repair {}'s etcd membership in {} if it is unhealthy",
-            host.name, cloud.name
-        ),
-        format!(
-            "compare {}'s WAL with the master {master}'s (timeline history, bytes, commits past the fork)",
-            host.name
-        ),
-        format!(
-            "rejoin: fast path (Patroni, pg_rewind when needed) or a fresh copy{}",
-            if opts.reclone { " (--reclone)" } else { "" }
-        ),
-        format!("wait until {} streams and show its lag", host.name),
-    ];
-    let steps = steps.to_vec();
-    if output == ui::Output::Text {
-        ui::print(&numbered(&format!("Plan for `recover-node {}`", host.name), &steps))?;
-    }
-    if opts.dry_run {
-        return Ok(Some(steps));
-    }
-    confirm("Recover this node?", opts.yes)?;
-    session.ensure_unchanged(&fleet.design)?;
-
-    rec.start(1, &steps[0]);
-    let stopped = r
-        .check("stopping Patroni", &systemd::unit_script(Verb::Stop, "patroni"))
-        .await;
-    rec.finish(stopped)?;
-
-    rec.start(2, &steps[1]);
-    rec.finish(repair_etcd(fleet, cloud, host).await)?;
-
-    rec.start(3, &steps[2]);
-    let verdict = rec.finish(compare(fleet, host, &master).await)?;
-    rec.note(&format!("verdict: {verdict:?}"));
-
-    rec.start(4, &steps[3]);
-    let rejoined = rejoin(fleet, cloud, host, opts, &verdict).await;
-    let reclone = rec.finish(rejoined)?;
-
-    rec.start(5, &steps[4]);
-    let started = std::time::Instant::now();
-    let m = rec.finish(wait_streaming(fleet, cloud, host, Duration::from_secs(900)).await)?;
-    let lag = m
-        .lag
-        .as_ref()
-        .and_then(|l| l.as_u64())
-        .map_or("unknown".into(), |l| format!("{l} bytes"));
-    let text = format!(
-        "{} is a {} of {} again ({}, timeline {}, lag {lag}) after {:.1} s via {}",
-        host.name,
-        m.role,
-        cloud.name,
-        m.state,
-        m.timeline.unwrap_or_default(),
-        started.elapsed().as_secs_f64(),
-        if reclone { "a fresh copy" } else { "the fast path" }
-    );
-    match output {
-        ui::Output::Text => ui::print(&text)?,
-        ui::Output::Json => rec.note(&text),
-    }
-    Ok(Some(steps))
 }
 
 /// Step 4: the fast path or a fresh copy, as the verdict allows; says

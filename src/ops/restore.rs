@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use super::report::{numbered, Recorder};
+use super::engine;
+use super::report::Recorder;
 use crate::components::backup::{self, Target};
 use crate::components::systemd::{self, Verb};
 use crate::components::{patroni, site};
@@ -24,7 +25,7 @@ use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::render::Renderer;
 use crate::secrets::Secrets;
-use crate::ui::{self, confirm};
+use crate::ui;
 use crate::wait::{poll, poll_for};
 
 pub(crate) struct Options {
@@ -138,221 +139,246 @@ pub(crate) async fn run_on(fleet: &Fleet, primary: &str, opts: &Options, output:
             unreachable.join(", ")
         );
     }
-    // The lock before the plan and the question: what the DBA confirms is
-    // what runs, and a design edited meanwhile is refused.
-    let session = crate::lock::Session::begin(d, "restore", None)?;
-    let clouds: Vec<&Cloud> = d.clouds.iter().collect();
-    let lock = session.cluster(d, &clouds, &fleet.remotes).await?;
-    let result = async {
-        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let aside = format!(".pgha-restore-{stamp}");
-        let steps = plan(d, primary, &opts.target, &aside);
-        if output == ui::Output::Text {
-            ui::print(&numbered("Plan for `restore`", &steps))?;
-        }
-        let mut rec = Recorder::default();
-        if opts.dry_run {
-            return rec.print(output, "restore", true, &steps);
-        }
-        confirm(
-            "Restore the whole cluster? Every host stops, and writes after the target are set aside",
-            opts.yes,
-        )?;
-        session.ensure_unchanged(d)?;
-        let result = execute(fleet, primary, opts, &aside, &steps, &mut rec).await;
-        crate::journal::record(d, &fleet.remotes, &session.holder, &steps, &result).await;
-        rec.print(output, "restore", false, &steps)?;
-        result
-    }
-    .await;
-    lock.release().await;
-    result
+    let flags = engine::Flags {
+        yes: opts.yes,
+        dry_run: opts.dry_run,
+        output,
+    };
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut cmd = Restore {
+        fleet,
+        primary,
+        opts,
+        aside: format!(".pgha-restore-{stamp}"),
+    };
+    engine::run(fleet, &mut cmd, flags).await
 }
 
-async fn execute(
-    fleet: &Fleet,
-    primary: &Cloud,
-    opts: &Options,
-    aside: &str,
-    steps: &[String],
-    rec: &mut Recorder,
-) -> anyhow::Result<()> {
-    let d = &fleet.design;
-    let leader = &primary.hosts[0];
-    let order = d.clouds_in_order();
-    let mut n = 0;
-    let mut step = |rec: &mut Recorder| {
-        n += 1;
-        rec.start(n, &steps[n - 1]);
-    };
+struct Restore<'a> {
+    fleet: &'a Fleet,
+    primary: &'a Cloud,
+    opts: &'a Options,
+    /// The suffix every old data directory is moved aside to.
+    aside: String,
+}
 
-    step(rec);
-    let stopped = async {
-        if d.site.is_some() {
-            on_hosts(
-                fleet,
-                order.iter().flat_map(|c| &c.hosts),
-                "stopping the site agent and fence",
-                // The fence too: the cluster is down on purpose, and the
-                // restored master starts before its agent renews.
-                &format!("{}\n{}", stop(site::AGENT_SERVICE), stop(site::FENCE_SERVICE)),
-            )
-            .await?;
-        }
-        // Standby clouds, then the primary's replicas, then its master: no
-        // replica is left following a master that stopped first.
-        for c in order.iter().rev() {
-            let (firsts, rest) = c.hosts.split_at(1);
-            on_hosts(fleet, rest, "stopping Patroni", &stop("patroni")).await?;
-            on_hosts(fleet, firsts, "stopping Patroni", &stop("patroni")).await?;
-        }
-        Ok(())
+/// The restore's steps, in the order [`plan`] words them.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    StopAll,
+    Forget,
+    SetAside,
+    Restore,
+    RecoverAlone,
+    StartLeader,
+    Backup,
+    StartOthers,
+    WaitHealthy,
+}
+
+const STEPS: [Step; 9] = [
+    Step::StopAll,
+    Step::Forget,
+    Step::SetAside,
+    Step::Restore,
+    Step::RecoverAlone,
+    Step::StartLeader,
+    Step::Backup,
+    Step::StartOthers,
+    Step::WaitHealthy,
+];
+
+impl engine::Command for Restore<'_> {
+    type Step = Step;
+
+    fn name(&self) -> String {
+        "restore".into()
     }
-    .await;
-    rec.finish(stopped)?;
 
-    step(rec);
-    let forgotten = async {
-        // A cloud flipped since the last deploy still has the old role in
-        // its file, and Patroni bootstraps from the file: a former primary
-        // would initialise a cluster of its own.
-        let secrets = Secrets::load(&d.secrets_file)?
-            .ok_or_else(|| anyhow!("no secrets file {}: deploy first", d.secrets_file.display()))?;
-        let renderer = Renderer::for_design(d)?;
-        for c in &order {
-            for h in &c.hosts {
-                let files = renderer.db_host(d, c, h, None, &secrets)?;
-                fleet
-                    .remote(&h.name)?
-                    .install_file(crate::render::pick(&files, &patroni::CONFIG))
-                    .await?;
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        self.fleet.design.clouds.iter().collect()
+    }
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<Step>> {
+        Ok(STEPS.to_vec())
+    }
+
+    fn describe(&self, step: &Step) -> String {
+        let texts = plan(&self.fleet.design, self.primary, &self.opts.target, &self.aside);
+        texts[*step as usize].clone()
+    }
+
+    fn question(&self) -> String {
+        "Restore the whole cluster? Every host stops, and writes after the target are set aside".into()
+    }
+
+    async fn run(&mut self, step: &Step, _: &Recorder) -> anyhow::Result<()> {
+        let (fleet, primary) = (self.fleet, self.primary);
+        let d = &fleet.design;
+        let leader = &primary.hosts[0];
+        let order = d.clouds_in_order();
+        let all: Vec<&Host> = order.iter().flat_map(|c| &c.hosts).collect();
+        match step {
+            Step::StopAll => stop_all(fleet).await,
+            Step::Forget => forget(fleet).await,
+            Step::SetAside => {
+                on_hosts(
+                    fleet,
+                    all.iter().copied(),
+                    "moving the data directory aside",
+                    &set_aside_script(&d.platform.data_dir, &self.aside),
+                )
+                .await
             }
-            let script = patroni::forget_cluster_script(d.etcd.client_port, &d.platform.name);
-            crate::fleet::on_first_answering(&fleet.remotes, c, "forgetting the Patroni cluster", &script).await?;
-        }
-        Ok::<(), anyhow::Error>(())
-    }
-    .await;
-    rec.finish(forgotten)?;
-
-    step(rec);
-    let all: Vec<&Host> = order.iter().flat_map(|c| &c.hosts).collect();
-    let moved = on_hosts(
-        fleet,
-        all.iter().copied(),
-        "moving the data directory aside",
-        &set_aside_script(&d.platform.data_dir, aside),
-    )
-    .await;
-    rec.finish(moved)?;
-
-    step(rec);
-    let restored = fleet
-        .remote(&leader.name)?
-        .check_within(
-            "restoring with pgBackRest",
-            &backup::restore_script(d, &primary.name, &opts.target),
-            crate::remote::LONG_DEADLINE,
-        )
-        .await
-        .map(|_| ());
-    rec.finish(restored)?;
-
-    step(rec);
-    let recovered = recover_alone(fleet, leader).await;
-    rec.finish(recovered)?;
-
-    step(rec);
-    let started = async {
-        if d.site.is_some() {
-            super::site::take(fleet, &primary.name, false, false).await?;
-        }
-        fleet
-            .remote(&leader.name)?
-            .check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
-            .await?;
-        poll(Duration::from_secs(120), || async {
-            Ok(fleet.master(primary).await.ok().flatten().as_deref() == Some(leader.name.as_str()))
-        })
-        .await
-        .with_context(|| format!("Patroni on {} did not take the cluster as its master", leader.name))?;
-        if d.site.is_some() {
-            // Its master renews the lease it just took.
-            on_hosts(
-                fleet,
-                order.iter().flat_map(|c| &c.hosts),
-                "starting the site agent and fence",
-                // The restored master was promoted outside Patroni (no
-                // pre_promote, no recorded renewal): the fence starts with a
-                // fresh grace, in which the agent renews.
-                &format!(
-                    "{}\nrm -f {}\n{}",
-                    systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
-                    site::FENCE_SINCE,
-                    systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
-                ),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-    .await;
-    rec.finish(started)?;
-
-    step(rec);
-    let backed_up = async {
-        for r in d.backup.iter().flat_map(|b| &b.repositories) {
-            fleet
-                .remote(&r.host.name)?
+            Step::Restore => fleet
+                .remote(&leader.name)?
                 .check_within(
-                    "taking a full backup",
-                    &backup::backup_script(d, r, backup::Kind::Full, backup::Source::Master),
+                    "restoring with pgBackRest",
+                    &backup::restore_script(d, &primary.name, &self.opts.target),
                     crate::remote::LONG_DEADLINE,
                 )
                 .await
-                .with_context(|| format!("{}: the backup after the restore failed", r.host.name))?;
+                .map(|_| ()),
+            Step::RecoverAlone => recover_alone(fleet, leader).await,
+            Step::StartLeader => start_leader(fleet, primary).await,
+            Step::Backup => {
+                for r in d.backup.iter().flat_map(|b| &b.repositories) {
+                    fleet
+                        .remote(&r.host.name)?
+                        .check_within(
+                            "taking a full backup",
+                            &backup::backup_script(d, r, backup::Kind::Full, backup::Source::Master),
+                            crate::remote::LONG_DEADLINE,
+                        )
+                        .await
+                        .with_context(|| format!("{}: the backup after the restore failed", r.host.name))?;
+                }
+                Ok(())
+            }
+            Step::StartOthers => {
+                let rest = all.iter().copied().filter(|h| h.name != leader.name);
+                on_hosts(
+                    fleet,
+                    rest,
+                    "starting Patroni",
+                    &systemd::unit_script(Verb::Start, "patroni"),
+                )
+                .await
+            }
+            Step::WaitHealthy => wait_healthy(fleet, primary).await,
         }
-        Ok(())
     }
-    .await;
-    rec.finish(backed_up)?;
+}
 
-    step(rec);
-    let rest: Vec<&Host> = all.iter().copied().filter(|h| h.name != leader.name).collect();
-    let joined = on_hosts(
-        fleet,
-        rest.iter().copied(),
-        "starting Patroni",
-        &systemd::unit_script(Verb::Start, "patroni"),
-    )
-    .await;
-    rec.finish(joined)?;
-
-    step(rec);
-    let healthy = async {
-        for c in &order {
-            poll(Duration::from_secs(600), || async {
-                let members = fleet.cluster_view(c).await.unwrap_or_default();
-                let led = members.iter().any(|m| {
-                    (if c.is_primary() {
-                        m.is_leader()
-                    } else {
-                        m.is_standby_leader()
-                    }) && m.is_healthy()
-                });
-                Ok(led
-                    && c.hosts
-                        .iter()
-                        .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy())))
-            })
-            .await
-            .with_context(|| format!("{} did not become healthy after the restore", c.name))?;
-        }
-        super::cloud::wait_serving(fleet, d, primary).await
+/// Step 1: every host's Patroni stops (and the site's agents and fences).
+async fn stop_all(fleet: &Fleet) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    let order = d.clouds_in_order();
+    if d.site.is_some() {
+        on_hosts(
+            fleet,
+            order.iter().flat_map(|c| &c.hosts),
+            "stopping the site agent and fence",
+            // The fence too: the cluster is down on purpose, and the
+            // restored master starts before its agent renews.
+            &format!("{}\n{}", stop(site::AGENT_SERVICE), stop(site::FENCE_SERVICE)),
+        )
+        .await?;
     }
-    .await;
-    rec.finish(healthy)?;
+    // Standby clouds, then the primary's replicas, then its master: no
+    // replica is left following a master that stopped first.
+    for c in order.iter().rev() {
+        let (firsts, rest) = c.hosts.split_at(1);
+        on_hosts(fleet, rest, "stopping Patroni", &stop("patroni")).await?;
+        on_hosts(fleet, firsts, "stopping Patroni", &stop("patroni")).await?;
+    }
     Ok(())
+}
+
+/// Step 2: each cloud's Patroni cluster forgotten in its etcd, and every
+/// host's Patroni configuration written for its cloud's role now.
+async fn forget(fleet: &Fleet) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    // A cloud flipped since the last deploy still has the old role in its
+    // file, and Patroni bootstraps from the file: a former primary would
+    // initialise a cluster of its own.
+    let secrets = Secrets::load(&d.secrets_file)?
+        .ok_or_else(|| anyhow!("no secrets file {}: deploy first", d.secrets_file.display()))?;
+    let renderer = Renderer::for_design(d)?;
+    for c in &d.clouds_in_order() {
+        for h in &c.hosts {
+            let files = renderer.db_host(d, c, h, None, &secrets)?;
+            fleet
+                .remote(&h.name)?
+                .install_file(crate::render::pick(&files, &patroni::CONFIG))
+                .await?;
+        }
+        let script = patroni::forget_cluster_script(d.etcd.client_port, &d.platform.name);
+        crate::fleet::on_first_answering(&fleet.remotes, c, "forgetting the Patroni cluster", &script).await?;
+    }
+    Ok(())
+}
+
+/// Step 6: Patroni on the restored master takes the cluster (with the site
+/// lease first), then the site's agents and fences start again.
+async fn start_leader(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    let leader = &primary.hosts[0];
+    if d.site.is_some() {
+        super::site::take(fleet, &primary.name, false, false).await?;
+    }
+    fleet
+        .remote(&leader.name)?
+        .check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
+        .await?;
+    poll(Duration::from_secs(120), || async {
+        Ok(fleet.master(primary).await.ok().flatten().as_deref() == Some(leader.name.as_str()))
+    })
+    .await
+    .with_context(|| format!("Patroni on {} did not take the cluster as its master", leader.name))?;
+    if d.site.is_some() {
+        // Its master renews the lease it just took.
+        on_hosts(
+            fleet,
+            d.clouds_in_order().iter().flat_map(|c| &c.hosts),
+            "starting the site agent and fence",
+            // The restored master was promoted outside Patroni (no
+            // pre_promote, no recorded renewal): the fence starts with a
+            // fresh grace, in which the agent renews.
+            &format!(
+                "{}\nrm -f {}\n{}",
+                systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
+                site::FENCE_SINCE,
+                systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Step 9: every cloud led and whole again, and the GLB serving.
+async fn wait_healthy(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
+    let d = &fleet.design;
+    for c in &d.clouds_in_order() {
+        poll(Duration::from_secs(600), || async {
+            let members = fleet.cluster_view(c).await.unwrap_or_default();
+            let led = members.iter().any(|m| {
+                (if c.is_primary() {
+                    m.is_leader()
+                } else {
+                    m.is_standby_leader()
+                }) && m.is_healthy()
+            });
+            Ok(led
+                && c.hosts
+                    .iter()
+                    .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy())))
+        })
+        .await
+        .with_context(|| format!("{} did not become healthy after the restore", c.name))?;
+    }
+    super::cloud::wait_serving(fleet, d, primary).await
 }
 
 fn stop(unit: &str) -> String {

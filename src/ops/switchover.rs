@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use super::report::{numbered, Recorder};
+use super::engine;
+use super::report::Recorder;
 use crate::components::patroni;
 use crate::design::{Cloud, Design};
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::ui;
-use crate::ui::confirm;
 use crate::wait::poll;
 
 pub(crate) struct Options {
@@ -41,24 +41,61 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
     result
 }
 
-/// The switchover on a connected fleet: locks, plan, confirmation, steps.
+/// The switchover on a connected fleet, run by the engine.
 pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    let design = &fleet.design;
-    let to = opts.to.as_deref();
-    let session = crate::lock::Session::begin(design, "switchover", None)?;
-    let lock = session.cluster(design, &[cloud], &fleet.remotes).await?;
-    let result = async {
-        let view = fleet.cluster_state(cloud).await?;
+    let flags = engine::Flags {
+        yes: opts.yes,
+        dry_run: opts.dry_run,
+        output,
+    };
+    let mut cmd = Switchover {
+        fleet,
+        cloud,
+        to: opts.to.as_deref(),
+    };
+    engine::run(fleet, &mut cmd, flags).await
+}
+
+struct Switchover<'a> {
+    fleet: &'a Fleet,
+    cloud: &'a Cloud,
+    to: Option<&'a str>,
+}
+
+/// The switchover's two steps.
+enum Step {
+    /// Patroni demotes `from` cleanly, then promotes `to`.
+    Switch {
+        from: String,
+        to: String,
+    },
+    WaitFor(String),
+}
+
+impl engine::Command for Switchover<'_> {
+    type Step = Step;
+
+    fn name(&self) -> String {
+        "switchover".into()
+    }
+
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        vec![self.cloud]
+    }
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<Step>> {
+        let cloud = self.cloud;
+        let view = self.fleet.cluster_state(cloud).await?;
         super::pause::warn(&view, cloud);
         let members = view.members;
         let leader = members
             .iter()
             .find(|m| m.is_leader())
             .ok_or_else(|| anyhow!("{} has no master to switch from", cloud.name))?;
-        if to == Some(leader.name.as_str()) {
+        if self.to == Some(leader.name.as_str()) {
             bail!(Usage(format!("{} is already the master", leader.name)));
         }
-        let candidate = match to {
+        let candidate = match self.to {
             Some(t) => members
                 .iter()
                 .find(|m| m.name == t && m.is_healthy())
@@ -69,46 +106,43 @@ pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output:
                 .min_by_key(|m| m.lag.as_ref().and_then(|l| l.as_u64()).unwrap_or(u64::MAX))
                 .ok_or_else(|| anyhow!("no running replica in {} to switch to", cloud.name))?,
         };
-        let steps = vec![
-            format!(
-                "switch the master of {} from {} to {} (Patroni demotes {} cleanly first)",
-                cloud.name, leader.name, candidate.name, leader.name
+        Ok(vec![
+            Step::Switch {
+                from: leader.name.clone(),
+                to: candidate.name.clone(),
+            },
+            Step::WaitFor(candidate.name.clone()),
+        ])
+    }
+
+    fn describe(&self, step: &Step) -> String {
+        match step {
+            Step::Switch { from, to } => format!(
+                "switch the master of {} from {from} to {to} (Patroni demotes {from} cleanly first)",
+                self.cloud.name
             ),
-            format!("wait until {} is master", candidate.name),
-        ];
-        if output == ui::Output::Text {
-            ui::print(&numbered("Plan for `switchover`", &steps))?;
+            Step::WaitFor(to) => format!("wait until {to} is master"),
         }
-        let mut rec = Recorder::default();
-        if opts.dry_run {
-            return rec.print(output, "switchover", true, &steps);
-        }
-        confirm("Switch over?", opts.yes)?;
-        session.ensure_unchanged(design)?;
-        let script = patroni::switchover_script(&design.platform.name, &leader.name, &candidate.name);
-        rec.start(1, &steps[0]);
-        let switched = fleet
-            .remote(&leader.name)?
-            .check("switching over", &script)
-            .await
-            .map(|_| ());
-        let mut result = rec.finish(switched);
-        if result.is_ok() {
-            rec.start(2, &steps[1]);
-            let waited = poll(Duration::from_secs(60), || async {
-                Ok(fleet.master(cloud).await?.as_ref() == Some(&candidate.name))
+    }
+
+    fn question(&self) -> String {
+        "Switch over?".into()
+    }
+
+    async fn run(&mut self, step: &Step, _: &Recorder) -> anyhow::Result<()> {
+        let fleet = self.fleet;
+        match step {
+            Step::Switch { from, to } => {
+                let script = patroni::switchover_script(&fleet.design.platform.name, from, to);
+                fleet.remote(from)?.check("switching over", &script).await.map(|_| ())
+            }
+            Step::WaitFor(to) => poll(Duration::from_secs(60), || async {
+                Ok(fleet.master(self.cloud).await?.as_ref() == Some(to))
             })
             .await
-            .with_context(|| format!("{} did not become master", candidate.name));
-            result = rec.finish(waited);
+            .with_context(|| format!("{to} did not become master")),
         }
-        crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &steps, &result).await;
-        rec.print(output, "switchover", false, &steps)?;
-        result
     }
-    .await;
-    lock.release().await;
-    result
 }
 
 #[cfg(test)]
