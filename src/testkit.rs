@@ -1166,6 +1166,13 @@ impl Sim {
             .design
     }
 
+    /// Edits the design file on disk (a comment), as another operator
+    /// might between a command's plan and its question.
+    pub(crate) fn edit_design(&self) {
+        let text = std::fs::read_to_string(&self.path).expect("the design");
+        std::fs::write(&self.path, format!("{text}# edited\n")).expect("write the design");
+    }
+
     /// Cuts a cloud off: its hosts are down and do not answer SSH.
     pub(crate) fn lose_cloud(&mut self, cloud: &str) {
         let mut w = self.world();

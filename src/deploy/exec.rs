@@ -140,7 +140,10 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
         (Action::VerifySite, _) => {
             let primary = ctx.design.primary_clouds().next().map(|c| c.name.as_str());
-            wait_site(ctx, &step.hosts, step.number, Some(primary)).await
+            match wait_site(ctx, &step.hosts, step.number, Some(primary)).await {
+                Ok(()) => wait_armed(ctx, step.number).await,
+                e => e,
+            }
         }
         _ => Ok(()),
     };
@@ -818,33 +821,38 @@ async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Optio
                 Some(Some(c)) => state.holder.as_deref() == Some(c),
                 _ => true,
             };
-            if healthy * 2 <= members || !held {
-                return Ok(false);
-            }
-            return Ok(holder.is_none() || all_armed(ctx).await);
+            return Ok(healthy * 2 > members && held);
         }
         Ok(false)
     })
     .await
-    .context(
-        "the site members have no healthy majority, the lease is not held as the design says, or a database \
-         host's site agent has not reached the site (its fences are not armed: `pgha status` names it)",
-    )
+    .context("the site members have no healthy majority, or the lease is not held as the design says")
 }
 
-/// Every connected database host's site agent has reached the site once,
-/// so silence from it now fences that host's master: deploy does not call a
-/// site done before (a host that could not tell counts as not armed).
-async fn all_armed(ctx: &Ctx<'_>) -> bool {
-    let script = crate::components::site::armed_script();
-    let hosts = ctx.design.clouds.iter().flat_map(|c| &c.hosts);
-    for host in hosts.filter_map(|h| ctx.remotes.get(&h.name)) {
-        match host.check("asking whether the site fences are armed", &script).await {
-            Ok(out) if out.trim() == "armed" => {}
-            _ => return false,
-        }
-    }
-    true
+/// Every database host's site agent has reached the site once, so silence
+/// from it now fences that host's master: deploy does not call a site done
+/// before (a host that cannot tell counts as not armed).
+async fn wait_armed(ctx: &Ctx<'_>, number: usize) -> anyhow::Result<()> {
+    ctx.say(number, "waiting until every database host's site fences are armed");
+    let hosts: Vec<String> = ctx
+        .design
+        .clouds
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .filter(|h| ctx.remotes.contains_key(&h.name))
+        .map(|h| h.name.clone())
+        .collect();
+    wait_hosts_ready(
+        ctx,
+        &hosts,
+        &crate::components::site::armed_script(),
+        Duration::from_secs(90),
+        |out| out.trim() == "armed",
+    )
+    .await
+    .map_err(|behind| {
+        anyhow!("the site agent of {behind} has not reached the site: its fences are not armed (see `pgha status`)")
+    })
 }
 
 /// The cloud's Patroni cluster as one of its members sees it.

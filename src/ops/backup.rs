@@ -64,11 +64,7 @@ pub(crate) async fn take(design: &Design, opts: &Options, output: ui::Output) ->
 /// one step per repository.
 pub(crate) async fn take_on(fleet: &Fleet, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let repos = chosen(&fleet.design, opts.cloud.as_deref())?;
-    let flags = engine::Flags {
-        yes: opts.yes,
-        dry_run: opts.dry_run,
-        output,
-    };
+    let flags = engine::Flags::new(opts.yes, opts.dry_run, output);
     engine::run(
         fleet,
         &mut Take {
@@ -377,8 +373,7 @@ mod tests {
     async fn a_design_changed_after_the_plan_is_refused() {
         let sim = Sim::new(&with_backups());
         let design = sim.design();
-        let text = std::fs::read_to_string(&sim.path).unwrap();
-        std::fs::write(&sim.path, format!("{text}# edited\n")).unwrap();
+        sim.edit_design();
         let e = take_on(&sim.fleet(&design), &opts(true), ui::Output::Json)
             .await
             .unwrap_err();

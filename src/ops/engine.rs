@@ -19,6 +19,12 @@ pub(crate) struct Flags {
     pub output: ui::Output,
 }
 
+impl Flags {
+    pub(crate) fn new(yes: bool, dry_run: bool, output: ui::Output) -> Flags {
+        Flags { yes, dry_run, output }
+    }
+}
+
 /// A changing command, as the engine runs it.
 pub(crate) trait Command {
     /// One step of its plan.

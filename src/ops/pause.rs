@@ -58,11 +58,7 @@ pub(crate) async fn run_on(
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let flags = engine::Flags {
-        yes: opts.yes,
-        dry_run: opts.dry_run,
-        output,
-    };
+    let flags = engine::Flags::new(opts.yes, opts.dry_run, output);
     engine::run(fleet, &mut Switch { fleet, clouds, pause }, flags).await
 }
 

@@ -139,17 +139,15 @@ pub(crate) async fn run_on(fleet: &Fleet, primary: &str, opts: &Options, output:
             unreachable.join(", ")
         );
     }
-    let flags = engine::Flags {
-        yes: opts.yes,
-        dry_run: opts.dry_run,
-        output,
-    };
+    let flags = engine::Flags::new(opts.yes, opts.dry_run, output);
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let aside = format!(".pgha-restore-{stamp}");
     let mut cmd = Restore {
         fleet,
         primary,
         opts,
-        aside: format!(".pgha-restore-{stamp}"),
+        texts: plan(d, primary, &opts.target, &aside),
+        aside,
     };
     engine::run(fleet, &mut cmd, flags).await
 }
@@ -160,6 +158,8 @@ struct Restore<'a> {
     opts: &'a Options,
     /// The suffix every old data directory is moved aside to.
     aside: String,
+    /// The plan's words for each step, in [`STEPS`]' order.
+    texts: Vec<String>,
 }
 
 /// The restore's steps, in the order [`plan`] words them.
@@ -204,8 +204,7 @@ impl engine::Command for Restore<'_> {
     }
 
     fn describe(&self, step: &Step) -> String {
-        let texts = plan(&self.fleet.design, self.primary, &self.opts.target, &self.aside);
-        texts[*step as usize].clone()
+        self.texts[*step as usize].clone()
     }
 
     fn question(&self) -> String {
@@ -504,8 +503,7 @@ mod tests {
     async fn a_design_changed_after_the_plan_is_refused_before_any_host_stops() {
         let sim = Sim::new(&with_backups());
         let design = sim.design();
-        let text = std::fs::read_to_string(&sim.path).unwrap();
-        std::fs::write(&sim.path, format!("{text}# edited\n")).unwrap();
+        sim.edit_design();
         let e = run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json)
             .await
             .unwrap_err();

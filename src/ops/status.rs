@@ -954,13 +954,15 @@ pub(crate) fn table(s: &Status) -> String {
             (None, _) => "unknown (no majority of site members answers)".to_string(),
         };
         let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
-        let unarmed: Vec<&str> = s
-            .hosts
-            .iter()
-            .filter(|r| r.site_guard.as_ref().is_some_and(|g| !g.armed))
-            .map(|r| r.host.as_str())
-            .collect();
-        let armed = match unarmed.as_slice() {
+        // The database hosts whose guard fails `ok`.
+        let hosts_without = |ok: fn(&SiteGuard) -> bool| -> Vec<&str> {
+            s.hosts
+                .iter()
+                .filter(|r| r.site_guard.as_ref().is_some_and(|g| !ok(g)))
+                .map(|r| r.host.as_str())
+                .collect()
+        };
+        let armed = match hosts_without(|g| g.armed).as_slice() {
             [] => format!("armed on every database host ({})", guards.len()),
             not => format!(
                 "armed on {} of {} hosts, NOT on {}",
@@ -969,18 +971,9 @@ pub(crate) fn table(s: &Status) -> String {
                 not.join(", ")
             ),
         };
-        let running_on = |ok: fn(&SiteGuard) -> bool| {
-            let down: Vec<&str> = s
-                .hosts
-                .iter()
-                .filter(|r| r.site_guard.as_ref().is_some_and(|g| !ok(g)))
-                .map(|r| r.host.as_str())
-                .collect();
-            if down.is_empty() {
-                "running on every database host".to_string()
-            } else {
-                format!("NOT running on {}", down.join(", "))
-            }
+        let running_on = |ok: fn(&SiteGuard) -> bool| match hosts_without(ok).as_slice() {
+            [] => "running on every database host".to_string(),
+            down => format!("NOT running on {}", down.join(", ")),
         };
         text.push_str(&format!(
             "\nSite lease: {lease}; auto failover {}\nSite members: {}\nSite fence: the agent fences a master {:.0} s \

@@ -43,11 +43,7 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
 
 /// The switchover on a connected fleet, run by the engine.
 pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    let flags = engine::Flags {
-        yes: opts.yes,
-        dry_run: opts.dry_run,
-        output,
-    };
+    let flags = engine::Flags::new(opts.yes, opts.dry_run, output);
     let mut cmd = Switchover {
         fleet,
         cloud,
