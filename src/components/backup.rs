@@ -518,7 +518,15 @@ pub(crate) fn pg_ctl_script(design: &Design, action: &str) -> String {
         quote(&design.platform.data_dir)
     );
     match action {
-        "start" => format!("{base} -l {RESTORE_LOG} -W start"),
+        // `-W` returns before the postmaster writes postmaster.pid: a
+        // `status` asked at once said "no server running" of a server
+        // that was starting (seen in CI: a restore judged dead, its log
+        // still empty). The pid file is the postmaster's first act.
+        "start" => format!(
+            "{base} -l {RESTORE_LOG} -W start\nfor i in $(seq 100); do [ -f {pid} ] && exit 0; sleep 0.1; done\n\
+             echo 'the restored PostgreSQL wrote no postmaster.pid within 10 s' >&2\ntail -n 30 {RESTORE_LOG} >&2\nexit 1",
+            pid = quote(&format!("{}/postmaster.pid", design.platform.data_dir))
+        ),
         "stop" => format!("{base} -m fast -w -t 300 stop"),
         _ => format!("{base} status >/dev/null"),
     }
@@ -632,6 +640,18 @@ mod tests {
         "error":false,"info":{"delta":8192,"repository":{"delta":900,"size":4100900},"size":31500000},
         "label":"20261129-063000F_20261129-064000D","timestamp":{"start":1795934400,"stop":1795934402},"type":"diff"}],
       "name":"pgha-lab","status":{"code":0,"message":"ok"}}]"#;
+
+    /// A restore in CI was judged dead 0.1 s after `pg_ctl -W start`, its
+    /// log empty: the start now returns once the postmaster runs.
+    #[test]
+    fn the_restored_server_is_started_before_anyone_asks_about_it() {
+        let d = crate::testkit::example("two-clouds.yaml");
+        let start = pg_ctl_script(&d, "start");
+        crate::shell::assert_parses_cleanly(&start);
+        let pid = format!("[ -f {}/postmaster.pid ] && exit 0", d.platform.data_dir);
+        assert!(start.contains(&pid), "{start}");
+        assert!(start.ends_with("exit 1"), "{start}");
+    }
 
     #[test]
     fn restore_targets_are_checked_before_any_shell_sees_them() {
