@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
+use super::engine;
+use super::report::Recorder;
 use super::wal::{self, WalPos};
 use crate::components::systemd::{self, Verb};
 use crate::components::{glb as glb_component, haproxy, patroni};
@@ -290,14 +292,6 @@ pub(crate) fn plan(
         .collect())
 }
 
-pub(crate) fn plan_table(steps: &[FlipStep]) -> String {
-    let mut t = ui::table(&["#", "Step"]);
-    for s in steps {
-        t.add_row(vec![s.number.to_string(), s.description.clone()]);
-    }
-    t.to_string()
-}
-
 pub(crate) struct Options {
     pub yes: bool,
     pub force: bool,
@@ -332,7 +326,7 @@ pub(crate) async fn run(
     result
 }
 
-/// The flip on a connected fleet: locks, plan, confirmation, steps.
+/// The flip on a connected fleet, run by the engine.
 pub(crate) async fn run_on(
     fleet: &Fleet,
     name: &str,
@@ -340,132 +334,187 @@ pub(crate) async fn run_on(
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let design = &fleet.design;
     super::site::refuse_without_gates(fleet).await?;
-    let session = crate::lock::Session::begin(design, &flip.command(name), Some((flip.verb(), name)))?;
-    // The lock lives in the primary cloud's etcd, or, when that cloud is
-    // unreachable (a lost data center), in the etcd of the cloud this flip promotes.
-    let mut lock_clouds: Vec<&Cloud> = design.primary_clouds().filter(|c| fleet.cloud_reachable(c)).collect();
-    lock_clouds.extend(design.cloud(name).filter(|c| !c.is_primary()));
-    let lock = session.cluster(design, &lock_clouds, &fleet.remotes).await?;
-    let reachable: Vec<&Cloud> = design.clouds.iter().filter(|c| fleet.cloud_reachable(c)).collect();
-    super::pause::warn_if_paused(fleet, &reachable).await;
-    let result = run_locked(fleet, &session, &lock, name, flip, opts, output).await;
-    lock.release().await;
-    result
+    let after = flipped(&fleet.design, name, flip);
+    let mut cmd = FlipRun {
+        fleet,
+        name,
+        flip,
+        force: opts.force,
+        after: &after,
+        intent: None,
+        runner: None,
+    };
+    engine::run(fleet, &mut cmd, engine::Flags::new(opts.yes, opts.dry_run, output)).await
 }
 
-/// The flip under its locks; a run of the same flip that stopped half-way
-/// (`session.resuming`) is finished.
-async fn run_locked(
-    fleet: &Fleet,
-    session: &crate::lock::Session,
-    lock: &crate::lock::ClusterLock,
-    name: &str,
+/// A flip as the engine runs it; a run of the same flip that stopped
+/// half-way (`intent`) is finished.
+struct FlipRun<'a> {
+    fleet: &'a Fleet,
+    name: &'a str,
     flip: Flip,
-    opts: &Options,
-    output: ui::Output,
-) -> anyhow::Result<()> {
-    let design = &fleet.design;
-    let verb = flip.verb();
-    let command = flip.command(name);
-    let intent = session.resuming.clone();
-    let resuming = intent.is_some();
-    let reachable = |c: &Cloud| fleet.cloud_reachable(c);
-    // With a site lease, a cloud that holds it and has a master got there by
-    // an automatic failover: the flip only records it.
-    let taken_over = match (&design.site, design.cloud(name)) {
-        (Some(_), Some(c)) if flip == Flip::MakePrimary && !c.is_primary() && fleet.cloud_reachable(c) => {
-            let holder = super::site::read(fleet, Some(name)).await.ok().and_then(|s| s.holder);
-            holder.as_deref() == Some(name) && fleet.master(c).await.ok().flatten().is_some()
+    force: bool,
+    after: &'a Design,
+    /// What is on record of this flip: the half-done run it finishes, then
+    /// this run's progress.
+    intent: Option<state::FlipIntent>,
+    /// Made once the flip is confirmed.
+    runner: Option<Runner<'a>>,
+}
+
+impl FlipRun<'_> {
+    /// With a site lease, a cloud that holds it and has a master got there
+    /// by an automatic failover: the flip only records it.
+    async fn taken_over(&self) -> bool {
+        let fleet = self.fleet;
+        match (&fleet.design.site, fleet.design.cloud(self.name)) {
+            (Some(_), Some(c)) if self.flip == Flip::MakePrimary && !c.is_primary() && fleet.cloud_reachable(c) => {
+                let holder = super::site::read(fleet, Some(self.name))
+                    .await
+                    .ok()
+                    .and_then(|s| s.holder);
+                holder.as_deref() == Some(self.name) && fleet.master(c).await.ok().flatten().is_some()
+            }
+            _ => false,
         }
-        _ => false,
-    };
-    let steps = plan(design, name, flip, &reachable, resuming, taken_over)?;
-    if output == ui::Output::Text {
-        let resume = match &intent {
+    }
+}
+
+impl<'a> engine::Command for FlipRun<'a> {
+    type Step = FlipStep;
+
+    fn name(&self) -> String {
+        self.flip.command(self.name)
+    }
+
+    fn flip(&self) -> Option<(&'static str, &str)> {
+        Some((self.flip.verb(), self.name))
+    }
+
+    fn resume(&mut self, intent: Option<state::FlipIntent>) {
+        self.intent = intent;
+    }
+
+    /// The primary cloud's etcd, or, when that cloud is unreachable (a lost
+    /// data center), the etcd of the cloud this flip promotes.
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        let design = &self.fleet.design;
+        let mut clouds: Vec<&Cloud> = design
+            .primary_clouds()
+            .filter(|c| self.fleet.cloud_reachable(c))
+            .collect();
+        clouds.extend(design.cloud(self.name).filter(|c| !c.is_primary()));
+        clouds
+    }
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<FlipStep>> {
+        let fleet = self.fleet;
+        let reachable: Vec<&Cloud> = fleet
+            .design
+            .clouds
+            .iter()
+            .filter(|c| fleet.cloud_reachable(c))
+            .collect();
+        super::pause::warn_if_paused(fleet, &reachable).await;
+        let taken_over = self.taken_over().await;
+        let steps = plan(
+            &fleet.design,
+            self.name,
+            self.flip,
+            &|c: &Cloud| fleet.cloud_reachable(c),
+            self.intent.is_some(),
+            taken_over,
+        )?;
+        for u in &fleet.unreachable {
+            ui::progress::note(format!(
+                "warning: {} ({}) is unreachable: what it must change is recorded and applied by the next deploy",
+                u.host, u.address
+            ));
+        }
+        Ok(steps)
+    }
+
+    fn describe(&self, step: &FlipStep) -> String {
+        step.description.clone()
+    }
+
+    fn title(&self) -> String {
+        let resume = match &self.intent {
             Some(f) => format!(" (finishing the run that stopped after step {})", f.done_step),
             None => String::new(),
         };
-        ui::print(&format!(
-            "Plan for `{command}`{resume} ({} steps):\n{}",
-            steps.len(),
-            plan_table(&steps)
-        ))?;
+        format!("Plan for `{}`{resume}", self.flip.command(self.name))
     }
-    for u in &fleet.unreachable {
-        ui::progress::note(format!(
-            "warning: {} ({}) is unreachable: what it must change is recorded and applied by the next deploy",
-            u.host, u.address
-        ));
+
+    fn plan_json(&self, plan: &[FlipStep], _described: &[String]) -> serde_json::Value {
+        serde_json::to_value(plan).unwrap_or_default()
     }
-    let mut rec = super::report::Recorder::default();
-    if opts.dry_run {
-        return rec.print(output, &command, true, &steps);
+
+    fn question(&self) -> String {
+        "Run these steps?".to_string()
     }
-    ui::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
-    session.ensure_unchanged(design)?;
-    let after = flipped(design, name, flip);
-    let secrets = Secrets::load(&design.secrets_file)?
-        .ok_or_else(|| anyhow!("no secrets file {}: deploy first", design.secrets_file.display()))?;
-    let runner = Runner {
-        fleet,
-        before: design,
-        after: &after,
-        // A flip installs only HAProxy and GLB configs, never TLS files: it
-        // must not depend on the PKI (a CA near its expiry must not stop it).
-        renderer: Renderer::for_design(design)?,
-        secrets,
-        force: opts.force,
-        resuming,
-    };
-    if !resuming {
-        for s in &steps {
-            if let FlipAction::WaitCaughtUp { new, .. } = &s.action {
-                runner.ensure_streaming(new).await?;
+
+    /// The intent goes on record before any host changes: an interrupted
+    /// flip is finished by running the same command, and nothing else runs
+    /// meanwhile.
+    async fn prepare(&mut self, plan: &[FlipStep]) -> anyhow::Result<()> {
+        let design = &self.fleet.design;
+        let secrets = Secrets::load(&design.secrets_file)?
+            .ok_or_else(|| anyhow!("no secrets file {}: deploy first", design.secrets_file.display()))?;
+        let resuming = self.intent.is_some();
+        let runner = Runner {
+            fleet: self.fleet,
+            before: design,
+            after: self.after,
+            // A flip installs only HAProxy and GLB configs, never TLS files:
+            // it must not depend on the PKI (a CA near its expiry must not stop it).
+            renderer: Renderer::for_design(design)?,
+            secrets,
+            force: self.force,
+            resuming,
+        };
+        if !resuming {
+            for s in plan {
+                if let FlipAction::WaitCaughtUp { new, .. } = &s.action {
+                    runner.ensure_streaming(new).await?;
+                }
             }
         }
+        self.runner = Some(runner);
+        let record = self.intent.get_or_insert_with(|| state::FlipIntent {
+            verb: self.flip.verb().to_string(),
+            cloud: self.name.to_string(),
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            done_step: 0,
+        });
+        state::record_flip(self.after, Some(record.clone()))
     }
-    // The intent goes on record before any host changes: an interrupted flip
-    // is finished by running the same command, and nothing else runs meanwhile.
-    let mut record = intent.unwrap_or(state::FlipIntent {
-        verb: verb.to_string(),
-        cloud: name.to_string(),
-        since: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        done_step: 0,
-    });
-    state::record_flip(&after, Some(record.clone()))?;
-    let mut result = Ok(());
-    for s in &steps {
-        if let Err(e) = lock.ensure_held() {
-            result = Err(e.context(format!(
-                "step {} ({}) was not started; run `pgha {command}` again to finish the flip",
-                s.number, s.description
-            )));
-            break;
+
+    async fn run(&mut self, step: &FlipStep, _rec: &Recorder) -> anyhow::Result<()> {
+        match &self.runner {
+            Some(runner) => runner.step(&step.action).await,
+            None => bail!("the flip was not prepared"),
         }
-        rec.start(s.number, &s.description);
-        let done = rec.finish(runner.step(&s.action).await);
-        if let Err(e) = done {
-            result = Err(e.context(format!(
-                "step {} ({}) failed; run `pgha {command}` again to finish the flip",
-                s.number, s.description
-            )));
-            break;
-        }
-        record.done_step = s.number;
-        state::record_flip(&after, Some(record.clone()))?;
     }
-    if result.is_ok() {
-        state::record_flip(&after, None)?;
+
+    fn done(&mut self, number: usize) -> anyhow::Result<()> {
+        let Some(record) = &mut self.intent else { return Ok(()) };
+        record.done_step = number;
+        state::record_flip(self.after, Some(record.clone()))
+    }
+
+    fn finished(&mut self, rec: &Recorder) -> anyhow::Result<()> {
+        state::record_flip(self.after, None)?;
         rec.note("done");
+        Ok(())
     }
-    let plan: Vec<String> = steps.iter().map(|s| s.description.clone()).collect();
-    crate::journal::record(&fleet.design, &fleet.remotes, &session.holder, &plan, &result).await;
-    rec.print(output, &command, false, &steps)?;
-    result
+
+    fn again(&self) -> Option<&'static str> {
+        Some("finish the flip")
+    }
 }
 
 struct Runner<'a> {
