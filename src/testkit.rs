@@ -168,6 +168,14 @@ pub(crate) struct World {
     /// again) as soon as it is a standby cluster holding the lease, unless
     /// pre_promote refuses (the lease handed over).
     pub fenced_agent: Option<String>,
+    /// How many site members (the last ones) do not answer. Once they are
+    /// a majority, every write and lease read fails as etcd's does.
+    pub site_down: usize,
+    /// How many takes of the site lease lose a race (the lease changed
+    /// between its read and the transaction: `moved`).
+    pub lease_races: usize,
+    /// A cloud whose hosts stop replaying WAL.
+    pub replay_stalled: Option<String>,
 }
 
 impl World {
@@ -222,6 +230,9 @@ impl World {
             lock_renewals_fail: false,
             handover: None,
             fenced_agent: None,
+            site_down: 0,
+            lease_races: 0,
+            replay_stalled: None,
         };
         let m = w.writable_masters().len();
         Arc::new(Mutex::new(World { most_masters: m, ..w }))
@@ -329,12 +340,26 @@ impl World {
         serde_json::json!({ "members": members, "pause": self.clouds[&cloud.name].paused }).to_string()
     }
 
-    /// Every standby catches up with what it follows: instant replication.
+    /// Every standby catches up with what it follows: instant replication,
+    /// from the master, or with none, from the standby leader furthest
+    /// ahead (a demoted master's last WAL still reaches the others).
     fn replicate(&mut self) {
         let masters = self.writable_masters();
-        let Some(master) = masters.first() else { return };
+        let leaders = self.clouds.values().filter_map(|c| c.leader.as_ref());
+        let source = masters.first().cloned().or_else(|| {
+            leaders
+                .filter(|l| self.hosts[*l].up)
+                .max_by_key(|l| (self.hosts[*l].timeline, self.hosts[*l].lsn))
+                .cloned()
+        });
+        let Some(master) = source.as_ref() else { return };
         let (lsn, tli) = (self.hosts[master].lsn, self.hosts[master].timeline);
-        for s in self.hosts.values_mut().filter(|h| h.up && h.cloud.is_some()) {
+        let stalled = self.replay_stalled.clone();
+        for s in self
+            .hosts
+            .values_mut()
+            .filter(|h| h.up && h.cloud.is_some() && h.cloud != stalled)
+        {
             s.lsn = s.lsn.max(lsn);
             s.timeline = s.timeline.max(tli);
         }
@@ -751,21 +776,44 @@ impl World {
         Some(out)
     }
 
-    /// The site lease (three clouds or more): every member healthy, the
-    /// lease where the fake world says, `cloud make-primary` moving it.
+    /// The site lease (three clouds or more): the members `site_down`
+    /// leaves healthy, the lease where the fake world says, `cloud
+    /// make-primary` moving it.
     fn answer_site(&mut self, script: &str) -> Option<Result<(String, String), String>> {
         let d = self.design.clone();
         let site = d.site.as_ref()?;
+        let members = d.site_members();
+        let answering = members.len().saturating_sub(self.site_down);
+        let quorum = answering * 2 > members.len();
         if script == site::read_script(&d) {
-            let mut out: String = d
-                .site_members()
+            let mut out: String = members
                 .iter()
-                .map(|(_, h)| format!("health https://{}:{} healthy\n", h.address, site.client_port))
+                .enumerate()
+                .map(|(i, (_, h))| {
+                    let health = if i < answering { "healthy" } else { "unhealthy" };
+                    format!("health https://{}:{} {health}\n", h.address, site.client_port)
+                })
                 .collect();
-            if let Some(holder) = &self.site_holder {
+            if let (Some(holder), true) = (&self.site_holder, quorum) {
                 out.push_str(&format!("primary {{\"cloud\":\"{holder}\"}}\nremaining 25\n"));
             }
             return Some(Ok(("read the site lease".into(), out)));
+        }
+        let writes = [site::revision_script(&d)]
+            .into_iter()
+            .chain(d.clouds.iter().flat_map(|c| {
+                let mut w = vec![site::renew_script(&d, &c.name)];
+                w.extend(d.clouds.iter().map(|t| site::handover_script(&d, &c.name, &t.name)));
+                w.push(site::take_script(
+                    &d,
+                    &c.name,
+                    site.ttl,
+                    self.site_holder.as_ref().map(|_| 7),
+                ));
+                w
+            }));
+        if !quorum && writes.into_iter().any(|w| w == script) {
+            return Some(Err("context deadline exceeded: the site members have no quorum".into()));
         }
         let revision = if self.site_holder.is_some() { Some(7) } else { None };
         for from in &d.clouds {
@@ -797,6 +845,13 @@ impl World {
                 )));
             }
             if script == site::take_script(&d, &c.name, site.ttl, revision) {
+                if self.lease_races > 0 {
+                    self.lease_races -= 1;
+                    return Some(Ok((
+                        format!("{} loses the race for the site lease", c.name),
+                        "moved\n".into(),
+                    )));
+                }
                 self.site_holder = Some(c.name.clone());
                 self.handover = None;
                 return Some(Ok((format!("{} takes the site lease", c.name), "taken\n".into())));

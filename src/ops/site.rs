@@ -171,5 +171,7 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
         if Instant::now() >= deadline {
             bail!("the site lease kept changing while {cloud} took it; nothing was promoted");
         }
+        // Another writer moved it between the read and the transaction.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
