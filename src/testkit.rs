@@ -1312,3 +1312,31 @@ mod tests {
         }
     }
 }
+
+/// The commands the fake answers are built by the product's own builders,
+/// so a wrong builder would go unseen there: the ones safety rests on are
+/// pinned here as the hosts receive them (issue 24).
+#[cfg(test)]
+mod pins {
+    use crate::components::{patroni, site};
+
+    #[test]
+    fn the_commands_safety_rests_on_are_pinned() {
+        let d = super::Sim::new(&super::with_site_lease()).design();
+        let pinned = [
+        (site::take_script(&d, "dc2", 30, None), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\ncreate(\"/pgha-site/sim/primary\") = \"0\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
+        (site::take_script(&d, "dc2", 30, Some(7)), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\nmod(\"/pgha-site/sim/primary\") = \"7\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
+        (site::read_script(&d), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\ne endpoint health 2>&1 | sed -n 's/^\\(https:[^ ]*\\) is \\(healthy\\|unhealthy\\).*/health \\1 \\2/p'\nv=$(e get /pgha-site/sim/primary --print-value-only) || exit 1\n[ -n \"$v\" ] && printf 'primary %s\\n' \"$v\"\nl=$(e get /pgha-site/sim/primary -w fields | sed -n 's/^\"Lease\" : //p')\nif [ -n \"$l\" ] && [ \"$l\" != 0 ]; then\ne lease timetolive \"$(printf '%x' \"$l\")\" | sed -n 's/.*remaining(\\(-*[0-9]*\\)s).*/remaining \\1/p'\nfi\nw=$(e get /pgha-site/sim/last --print-value-only)\n[ -n \"$w\" ] && printf 'last %s\\n' \"$w\"\nexit 0\n"),
+        (site::revision_script(&d), "ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s get /pgha-site/sim/primary -w fields | sed -n 's/^\"ModRevision\" : //p' | head -1 | grep . || echo 0\n"),
+        (site::armed_script(), "[ -f /var/lib/pgha/site-armed ] && echo armed || true\n"),
+        (patroni::failover_script("sim-dc2", "dc2-pg2"), "patronictl -c /etc/patroni/config.yml failover sim-dc2 --candidate dc2-pg2 --force"),
+        (patroni::release_hold_script(true), "rm -f /var/lib/pgha/needs-recovery && systemctl start patroni"),
+        (patroni::release_hold_script(false), "rm -f /var/lib/pgha/needs-recovery"),
+        (patroni::hold_script(), "systemctl is-active --quiet patroni && echo was-running\ninstall -D -m 644 \"$PGHA_INPUT\" /var/lib/pgha/needs-recovery && systemctl stop patroni"),
+        (crate::fleet::server_role_script(5432, "/var/lib/postgresql/17/main", "/usr/lib/postgresql/17/bin"), "cd / && err=$(mktemp) || exit 1\ntrap 'rm -f \"$err\"' EXIT\nif out=$(runuser -u postgres -- psql -p 5432 -XAtq -c 'select pg_is_in_recovery()' 2>\"$err\"); then echo \"$out\"; exit 0; fi\nrunuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/main status >/dev/null 2>&1\ncase $? in 3|4) echo down; exit 0 ;; esac\ncat \"$err\" >&2\nexit 1\n"),
+        ];
+        for (i, (built, pin)) in pinned.iter().enumerate() {
+            assert_eq!(built, pin, "pin {i}");
+        }
+    }
+}
