@@ -111,6 +111,8 @@ pub(crate) async fn run<C: Command>(fleet: &Fleet, cmd: &mut C, flags: Flags) ->
     let session = crate::lock::Session::begin(design, &name, cmd.flip())?;
     cmd.resume(session.resuming.clone());
     let lock = session.cluster(design, &cmd.lock_clouds(), &fleet.remotes).await?;
+    let (events, monitor) = ui::progress::monitor();
+    let mut rec = Recorder::watched(events);
     let result = async {
         let plan = cmd.plan().await?;
         let steps: Vec<String> = plan.iter().map(|s| cmd.describe(s)).collect();
@@ -119,7 +121,6 @@ pub(crate) async fn run<C: Command>(fleet: &Fleet, cmd: &mut C, flags: Flags) ->
         }
         cmd.check()?;
         let json = cmd.plan_json(&plan, &steps);
-        let mut rec = Recorder::default();
         if flags.dry_run || steps.is_empty() {
             return rec.print(flags.output, &name, flags.dry_run, &json);
         }
@@ -161,6 +162,8 @@ pub(crate) async fn run<C: Command>(fleet: &Fleet, cmd: &mut C, flags: Flags) ->
         result
     }
     .await;
+    drop(rec);
+    let _ = monitor.await;
     lock.release().await;
     result
 }

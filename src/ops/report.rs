@@ -30,16 +30,33 @@ pub(crate) struct Report<'a, P: Serialize> {
     pub ok: bool,
 }
 
-/// Records step outcomes and draws progress in one style.
+/// Records step outcomes and draws progress: through the one monitor when
+/// watched, as plain lines otherwise.
 #[derive(Default)]
 pub(crate) struct Recorder {
     step: Option<(usize, Instant)>,
     pub results: Vec<StepResult>,
+    events: Option<progress::Events>,
 }
 
 impl Recorder {
+    /// Draws through `events` (spinners on a terminal, plain lines otherwise).
+    pub(crate) fn watched(events: progress::Events) -> Recorder {
+        Recorder {
+            events: Some(events),
+            ..Recorder::default()
+        }
+    }
+
+    fn draw(&self, e: Event) {
+        match &self.events {
+            Some(tx) => progress::emit(tx, e),
+            None => progress::draw(e),
+        }
+    }
+
     pub(crate) fn start(&mut self, number: usize, description: &str) {
-        progress::draw(Event::StepStarted {
+        self.draw(Event::StepStarted {
             number,
             title: description.to_string(),
         });
@@ -49,7 +66,7 @@ impl Recorder {
     /// Records the current step's outcome and passes the result on.
     pub(crate) fn finish<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
         if let Some((number, at)) = self.step.take() {
-            progress::draw(Event::StepDone {
+            self.draw(Event::StepDone {
                 number,
                 ok: result.is_ok(),
                 elapsed: at.elapsed(),
@@ -66,7 +83,7 @@ impl Recorder {
 
     pub(crate) fn note(&self, text: &str) {
         let number = self.results.last().map_or(0, |r| r.number);
-        progress::draw(Event::StepMessage {
+        self.draw(Event::StepMessage {
             number,
             message: text.to_string(),
         });
@@ -74,7 +91,7 @@ impl Recorder {
 
     /// Prints the report as JSON when asked; text output was drawn already.
     pub(crate) fn print<P: Serialize>(
-        self,
+        &mut self,
         output: ui::Output,
         command: &str,
         dry_run: bool,
@@ -86,7 +103,7 @@ impl Recorder {
                 command,
                 dry_run,
                 plan,
-                results: self.results,
+                results: std::mem::take(&mut self.results),
                 ok,
             })?;
         }

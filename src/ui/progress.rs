@@ -69,6 +69,10 @@ pub enum Event {
         ok: bool,
         elapsed: Duration,
     },
+    /// A line outside any step.
+    Note {
+        message: String,
+    },
 }
 
 pub type Events = mpsc::UnboundedSender<Event>;
@@ -86,14 +90,23 @@ pub(crate) fn draw(e: Event) {
     eprintln!("[{} UTC] {}", clock(), line(&e));
 }
 
+/// The monitor drawing now, if any: weak, so that it still ends when its
+/// runner drops the last sender.
+static ACTIVE: std::sync::Mutex<Option<mpsc::WeakUnboundedSender<Event>>> = std::sync::Mutex::new(None);
+
 /// A line of the running command outside its steps' own events (what it
-/// found, what it falls back to): the same renderer, under the running
-/// step's number when one runs.
+/// found, what it falls back to): through the monitor drawing now, under
+/// the running step's number when one runs.
 pub(crate) fn note(message: impl Into<String>) {
     let message = message.into();
-    match super::journal::running() {
-        Some(number) => draw(Event::StepMessage { number, message }),
-        None => eprintln!("[{} UTC] {message}", clock()),
+    let e = match super::journal::running() {
+        Some(number) => Event::StepMessage { number, message },
+        None => Event::Note { message },
+    };
+    let active = ACTIVE.lock().ok().and_then(|a| a.as_ref().and_then(|w| w.upgrade()));
+    match active {
+        Some(tx) => emit(&tx, e),
+        None => draw(e),
     }
 }
 
@@ -112,6 +125,7 @@ fn line(e: &Event) -> String {
         Event::HostStarted { number, host, what } => format!("step {number} {host}: {what}"),
         Event::HostMessage { number, host, message } => format!("step {number} {host}: {message}"),
         Event::StepMessage { number, message } => format!("step {number}: {message}"),
+        Event::Note { message } => message.clone(),
         Event::HostDone {
             number,
             host,
@@ -136,6 +150,9 @@ fn line(e: &Event) -> String {
 /// Starts the monitor; dropping every sender ends it.
 pub fn monitor() -> (Events, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut active) = ACTIVE.lock() {
+        *active = Some(tx.downgrade());
+    }
     let fancy = std::io::stderr().is_terminal() && std::env::var_os("PGHA_PLAIN").is_none();
     let handle = tokio::spawn(async move {
         if fancy {
@@ -166,8 +183,21 @@ async fn bars(mut rx: mpsc::UnboundedReceiver<Event>) {
         match e {
             Event::StepStarted { number, title } => {
                 let _ = multi.println(format!("step {number}: {title}"));
+                // The step's own spinner: a long wait shows it is alive.
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("step {number}"));
+                bar.set_message(title);
+                bar.enable_steady_tick(Duration::from_millis(120));
+                live.insert((number, String::new()), bar);
             }
-            e @ (Event::StepMessage { .. } | Event::StepDone { .. }) => {
+            e @ Event::StepDone { number, .. } => {
+                if let Some(bar) = live.remove(&(number, String::new())) {
+                    bar.finish_and_clear();
+                }
+                let _ = multi.println(line(&e));
+            }
+            e @ (Event::StepMessage { .. } | Event::Note { .. }) => {
                 let _ = multi.println(line(&e));
             }
             Event::HostStarted { number, host, what } => {
