@@ -94,6 +94,9 @@ pub(crate) struct SimHost {
     pub site_blind: bool,
     /// pgBackRest fails every backup it runs here (a repository host).
     pub backup_fails: bool,
+    /// A restored PostgreSQL runs without Patroni (it promoted itself at
+    /// the target: writable); stopping Patroni leaves it running.
+    pub plain: bool,
 }
 
 impl SimHost {
@@ -127,6 +130,7 @@ impl SimHost {
             patroni_gateway: true,
             site_blind: false,
             backup_fails: false,
+            plain: false,
         };
         for f in files {
             host.files.insert(f.spec.path.to_string(), f.content.clone());
@@ -289,14 +293,22 @@ impl World {
         }
     }
 
-    /// Hosts whose PostgreSQL accepts writes now.
+    /// Hosts whose PostgreSQL accepts writes now: leaders of clouds that
+    /// are no standby cluster, and servers running without Patroni.
     pub(crate) fn writable_masters(&self) -> Vec<String> {
-        self.clouds
+        let mut masters: Vec<String> = self
+            .clouds
             .values()
             .filter(|c| c.standby_of.is_none())
             .filter_map(|c| c.leader.clone())
             .filter(|l| self.hosts[l].up)
-            .collect()
+            .collect();
+        for (name, h) in &self.hosts {
+            if h.plain && !masters.contains(name) {
+                masters.push(name.clone());
+            }
+        }
+        masters
     }
 
     /// The servers a host's running HAProxy lists in `proxy`.
@@ -461,7 +473,7 @@ impl World {
         }
         if script == crate::fleet::psql_script(p.postgres_port, "select pg_is_in_recovery()") {
             let s = &self.hosts[host];
-            if !s.up {
+            if !s.up && !s.plain {
                 return Err("no server".into());
             }
             let writable = self.writable_masters().iter().any(|m| m == host);
@@ -891,6 +903,92 @@ impl World {
         serde_json::Value::Object(doc).to_string()
     }
 
+    /// A restore's scripts: each cloud's Patroni cluster forgotten, the data
+    /// set aside, restored on the primary cloud's first host, which recovers
+    /// and promotes itself as a server of its own (a new timeline).
+    fn answer_restore(&mut self, host: &str, script: &str) -> Option<Result<(String, String), String>> {
+        use crate::components::backup;
+        let d = self.design.clone();
+        let p = &d.platform;
+        let ok = |what: &str, out: &str| Some(Ok((what.to_string(), out.to_string())));
+        if let Some(c) = self.cloud_of(host).cloned() {
+            if script == patroni::forget_cluster_script(d.etcd.client_port, &p.name) {
+                let primary = d.primary_clouds().next().map(|p| p.name.clone());
+                let sim = self.clouds.get_mut(&c.name).expect("known cloud");
+                sim.leader = None;
+                sim.standby_of = if c.is_primary() { None } else { primary };
+                return ok("forget the Patroni cluster", "");
+            }
+            let restore = d
+                .backup
+                .is_some()
+                .then(|| backup::restore_script(&d, &c.name, &backup::Target::Latest));
+            if Some(script) == restore.as_deref() {
+                let s = self.hosts.get_mut(host).expect("known host");
+                s.data = true;
+                return ok("restore", "");
+            }
+        }
+        let aside = crate::ops::restore::set_aside_script(&p.data_dir, "");
+        let s = self.hosts.get_mut(host).expect("known host");
+        let head = aside.split(" mv ").next().unwrap_or_default();
+        if script.starts_with(head) && script.contains(" mv ") && script.contains(".pgha-restore-") {
+            // The running server (if any) keeps the moved directory open.
+            s.data = false;
+            s.kept_aside.append(&mut s.commits);
+            s.lsn = 0;
+            return ok("move the data aside", "");
+        }
+        for start in [false, true] {
+            if script == crate::ops::restore::site_services_script(start) {
+                let what = if start { "start" } else { "stop" };
+                return ok(&format!("{what} the site agent and fence"), "");
+            }
+        }
+        if script == crate::ops::restore::stop_all_script(&d) {
+            (s.up, s.plain) = (false, false);
+            return ok("stop patroni and postgresql", "");
+        }
+        if script == backup::pg_ctl_script(&d, "start") {
+            if s.plain || s.up {
+                return Some(Err(
+                    "could not bind: Address already in use (another server might be running)".into(),
+                ));
+            }
+            if !s.data {
+                return Some(Err("no data directory".into()));
+            }
+            s.plain = true;
+            s.timeline += 1;
+            return ok("start the restored server", "");
+        }
+        if script == backup::pg_ctl_script(&d, "status") {
+            return Some(if s.plain {
+                Ok(("server status".into(), String::new()))
+            } else {
+                Err("no server running".into())
+            });
+        }
+        if script == backup::pg_ctl_script(&d, "stop") {
+            s.plain = false;
+            return ok("stop the restored server", "");
+        }
+        if script == backup::restore_log_script() {
+            return ok("read the restore log", "");
+        }
+        if script == crate::fleet::psql_script(p.postgres_port, "SELECT pg_is_in_recovery()") {
+            return Some(if s.plain {
+                Ok(("read in-recovery".into(), "f".into()))
+            } else {
+                Err("no server".into())
+            });
+        }
+        if script == crate::fleet::psql_script(p.postgres_port, backup::RESET_RECOVERY_SQL) {
+            return ok("reset the recovery settings", "");
+        }
+        None
+    }
+
     /// Scripts about one node's services and data: recover-node, switchover.
     fn answer_node(&mut self, host: &str, script: &str) -> Option<Result<(String, String), String>> {
         let d = self.design.clone();
@@ -902,6 +1000,9 @@ impl World {
                 self.clouds.get_mut(cloud).expect("known cloud").leader = Some(host.to_string());
                 return ok("failover to it".into(), String::new());
             }
+        }
+        if let Some(answer) = self.answer_restore(host, script) {
+            return Some(answer);
         }
         let s = self.hosts.get_mut(host).expect("known host");
         if script == systemd::unit_script(Verb::Stop, "patroni") {
@@ -927,6 +1028,15 @@ impl World {
             }
         }
         if script == systemd::unit_script(Verb::Start, "patroni") {
+            if let Some(cloud) = &cloud {
+                let sim = self.clouds.get_mut(cloud).expect("known cloud");
+                if sim.leader.is_none() && (s.data || sim.standby_of.is_some()) {
+                    // A forgotten cluster: the first Patroni takes it, adopting
+                    // a running server; a standby cloud's copies from the primary.
+                    sim.leader = Some(host.to_string());
+                    s.plain = false;
+                }
+            }
             if !s.data {
                 // Patroni copies the data afresh from the cloud's leader.
                 s.data = true;

@@ -278,20 +278,33 @@ async fn stop_all(fleet: &Fleet) -> anyhow::Result<()> {
             fleet,
             order.iter().flat_map(|c| &c.hosts),
             "stopping the site agent and fence",
-            // The fence too: the cluster is down on purpose, and the
-            // restored master starts before its agent renews.
-            &format!("{}\n{}", stop(site::AGENT_SERVICE), stop(site::FENCE_SERVICE)),
+            &site_services_script(false),
         )
         .await?;
     }
     // Standby clouds, then the primary's replicas, then its master: no
     // replica is left following a master that stopped first.
+    let script = stop_all_script(d);
     for c in order.iter().rev() {
         let (firsts, rest) = c.hosts.split_at(1);
-        on_hosts(fleet, rest, "stopping Patroni", &stop("patroni")).await?;
-        on_hosts(fleet, firsts, "stopping Patroni", &stop("patroni")).await?;
+        on_hosts(fleet, rest, "stopping Patroni and PostgreSQL", &script).await?;
+        on_hosts(fleet, firsts, "stopping Patroni and PostgreSQL", &script).await?;
     }
     Ok(())
+}
+
+/// Stops Patroni, then a PostgreSQL still running outside it: the server
+/// a restore interrupted after step 5 left promoted on its own. Left
+/// running, it would take writes beside the next attempt's master, which
+/// could not even start on its port (seen in the kill-at-every-call test).
+pub(crate) fn stop_all_script(d: &Design) -> String {
+    format!(
+        "{}
+if {}; then {}; fi",
+        stop("patroni"),
+        backup::pg_ctl_script(d, "status"),
+        backup::pg_ctl_script(d, "stop")
+    )
 }
 
 /// Step 2: each cloud's Patroni cluster forgotten in its etcd, and every
@@ -341,15 +354,7 @@ async fn start_leader(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
             fleet,
             d.clouds_in_order().iter().flat_map(|c| &c.hosts),
             "starting the site agent and fence",
-            // The restored master was promoted outside Patroni (no
-            // pre_promote, no recorded renewal): the fence starts with a
-            // fresh grace, in which the agent renews.
-            &format!(
-                "{}\nrm -f {}\n{}",
-                systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
-                site::FENCE_SINCE,
-                systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
-            ),
+            &site_services_script(true),
         )
         .await?;
     }
@@ -378,6 +383,24 @@ async fn wait_healthy(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
         .with_context(|| format!("{} did not become healthy after the restore", c.name))?;
     }
     super::cloud::wait_serving(fleet, d, primary).await
+}
+
+/// Stops or starts the site's agent and fence. Stopped: the fence too,
+/// for the cluster is down on purpose and the restored master starts
+/// before its agent renews. Started: the restored master was promoted
+/// outside Patroni (no pre_promote, no recorded renewal), so the fence
+/// starts with a fresh grace, in which the agent renews.
+pub(crate) fn site_services_script(start: bool) -> String {
+    if start {
+        format!(
+            "{}\nrm -f {}\n{}",
+            systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
+            site::FENCE_SINCE,
+            systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
+        )
+    } else {
+        format!("{}\n{}", stop(site::AGENT_SERVICE), stop(site::FENCE_SERVICE))
+    }
 }
 
 fn stop(unit: &str) -> String {
@@ -526,5 +549,95 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sim.events(), ["dc1-pg1: lock", "dc1-pg1: unlock"]);
+    }
+
+    #[test]
+    fn stopping_every_host_stops_a_server_left_outside_patroni() {
+        let sim = Sim::new(&with_backups());
+        assert_eq!(
+            stop_all_script(&sim.design()),
+            "systemctl stop patroni\n\
+             if runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/pgha status >/dev/null; \
+             then runuser -u postgres -- /usr/lib/postgresql/17/bin/pg_ctl -D /var/lib/postgresql/17/pgha -m fast -w -t 300 stop; fi"
+        );
+    }
+
+    /// The end of every restore: one master, dc1-pg1, on a new timeline;
+    /// every host up with data on that timeline, every cloud led again.
+    fn assert_restored(sim: &Sim, at: &str) {
+        let w = sim.world();
+        assert_eq!(w.writable_masters(), ["dc1-pg1"], "{at}");
+        assert!(w.most_masters <= 1, "two writable masters at some point ({at})");
+        let timeline = w.hosts["dc1-pg1"].timeline;
+        assert!(timeline > 1, "a new timeline ({at})");
+        for (name, h) in w.hosts.iter().filter(|(_, h)| h.cloud.is_some()) {
+            assert!(h.up && h.data && !h.plain, "{name} runs under Patroni ({at})");
+            assert_eq!(h.timeline, timeline, "{name}'s timeline ({at})");
+        }
+        for (name, c) in &w.clouds {
+            assert!(c.leader.is_some(), "{name} is led ({at})");
+        }
+        assert!(w.lock.is_none(), "the lock is released ({at})");
+    }
+
+    /// The default lab's design: backups and the site lease.
+    fn with_site_and_backups() -> String {
+        with_backups().replace("site: {enabled: false}\n", "")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_brings_every_cloud_back_on_a_new_timeline() {
+        for design in [with_backups(), with_site_and_backups()] {
+            let sim = Sim::new(&design);
+            let design = sim.design();
+            run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json)
+                .await
+                .unwrap();
+            assert_restored(&sim, "one run");
+            assert_eq!(sim.world().journal.len(), 1, "journaled once");
+        }
+    }
+
+    /// Issue 24: kill -9 at every host call of a restore, before the host
+    /// gets the command and after it applied it; then the same command
+    /// again. Each time: never two writable masters, and in the end the
+    /// cluster restored and whole.
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_killed_at_any_call_finishes_when_run_again() {
+        for text in [with_backups(), with_site_and_backups()] {
+            killed_at_any_call(&text).await;
+        }
+    }
+
+    async fn killed_at_any_call(text: &str) {
+        let calls = {
+            let sim = Sim::new(text);
+            let design = sim.design();
+            run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json)
+                .await
+                .unwrap();
+            let n = sim.world().calls;
+            n
+        };
+        assert!(calls > 20, "a restore makes {calls} calls");
+        for at in 0..calls {
+            for when in [crate::testkit::CrashWhen::Before, crate::testkit::CrashWhen::After] {
+                let sim = Sim::new(text);
+                sim.world().crash = Some((at, when));
+                let design = sim.design();
+                let _ = run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json).await;
+                {
+                    let mut w = sim.world();
+                    w.crash = None;
+                    // The killed run's lease expires.
+                    w.lock = None;
+                }
+                let design = sim.design();
+                run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json)
+                    .await
+                    .unwrap_or_else(|e| panic!("run again after a kill at call {at} ({when:?}): {e:#}"));
+                assert_restored(&sim, &format!("killed at call {at} ({when:?})"));
+            }
+        }
     }
 }
