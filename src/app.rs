@@ -71,68 +71,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )),
             }
         }
-        Command::Deploy(args) => {
-            let design = load(&cli)?;
-            let opts = crate::deploy::Options {
-                only: args.clouds.clone(),
-                yes: args.confirm.yes,
-                dry_run: args.confirm.dry_run,
-                delete_removed_data: args.delete_removed_data,
-            };
-            interruptible(crate::deploy::run(&design, &opts, cli.output))
-        }
+        Command::Deploy(args) => deploy(&cli, args),
         Command::Status(args) => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             runtime()?.block_on(crate::ops::status::run(&design, cli.output, args.watch))
         }
-        Command::Cloud(cmd) => {
-            use crate::ops::cloud::{self, Flip};
-            let (args, flip, force) = match cmd {
-                CloudCommand::MakePrimary(a) => {
-                    refuse_old_force(&a.old_force)?;
-                    (&a.cloud, Flip::MakePrimary, a.accept_data_loss)
-                }
-                CloudCommand::MakeSecondary(a) => (a, Flip::MakeSecondary, false),
-            };
-            let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
-            let opts = cloud::Options {
-                yes: args.confirm.yes,
-                force,
-                dry_run: args.confirm.dry_run,
-            };
-            interruptible(cloud::run(&design, &args.name, flip, &opts, cli.output))
-        }
-        Command::RecoverNode(args) => {
-            refuse_old_force(&args.old_force)?;
-            let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
-            let opts = crate::ops::recover::Options {
-                yes: args.confirm.yes,
-                force: args.accept_data_loss,
-                reclone: args.reclone,
-                dry_run: args.confirm.dry_run,
-            };
-            interruptible(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
-        }
-        Command::Switchover(args) => {
-            let design = load(&cli)?;
-            let opts = crate::ops::switchover::Options {
-                to: args.to.clone(),
-                yes: args.confirm.yes,
-                dry_run: args.confirm.dry_run,
-            };
-            interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
-        }
-        Command::Failover(args) => {
-            refuse_old_force(&args.old_force)?;
-            let design = load(&cli)?;
-            let opts = crate::ops::failover::Options {
-                to: args.to.clone(),
-                accept_data_loss: args.accept_data_loss,
-                yes: args.confirm.yes,
-                dry_run: args.confirm.dry_run,
-            };
-            interruptible(crate::ops::failover::run(&design, &opts, cli.output))
-        }
+        Command::Cloud(cmd) => cloud(&cli, cmd),
+        Command::RecoverNode(args) => recover_node(&cli, args),
+        Command::Switchover(args) => switchover(&cli, args),
+        Command::Failover(args) => failover(&cli, args),
         Command::History => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             runtime()?.block_on(crate::ops::history::run(&design, cli.output))
@@ -147,40 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let pause = matches!(cli.command, Command::Pause(_));
             interruptible(crate::ops::pause::run(&design, &opts, pause, cli.output))
         }
-        Command::Backup(args) => {
-            use crate::ops::backup;
-            let design = load(&cli)?;
-            match args.command {
-                Some(BackupCommand::List) => runtime()?.block_on(backup::list(&design, cli.output)),
-                Some(BackupCommand::Check) => runtime()?.block_on(backup::check(&design, cli.output)),
-                None => {
-                    let opts = backup::Options {
-                        kind: args.kind,
-                        cloud: args.cloud.clone(),
-                        yes: args.confirm.yes,
-                        dry_run: args.confirm.dry_run,
-                    };
-                    interruptible(backup::take(&design, &opts, cli.output))
-                }
-            }
-        }
-        Command::Restore(args) => {
-            use crate::components::backup::Target;
-            let design = load(&cli)?;
-            let target = match (&args.to, &args.backup) {
-                (Some(t), _) => Target::Time(t.clone()),
-                (_, Some(l)) => Target::Backup(l.clone()),
-                _ => Target::Latest,
-            }
-            .checked()
-            .map_err(error::Usage)?;
-            let opts = crate::ops::restore::Options {
-                target,
-                yes: args.confirm.yes,
-                dry_run: args.confirm.dry_run,
-            };
-            interruptible(crate::ops::restore::run(&design, &opts, cli.output))
-        }
+        Command::Backup(args) => backup(&cli, args),
+        Command::Restore(args) => restore(&cli, args),
         Command::Certs(CertsCommand::Rotate(args)) => {
             let design = load(&cli)?;
             let opts = crate::ops::certs::Options {
@@ -196,6 +111,112 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Man(args) => man(&args.out),
     }
+}
+
+/// `pgha deploy`.
+fn deploy(cli: &Cli, args: &crate::cli::DeployArgs) -> anyhow::Result<()> {
+    let design = load(cli)?;
+    let opts = crate::deploy::Options {
+        only: args.clouds.clone(),
+        yes: args.confirm.yes,
+        dry_run: args.confirm.dry_run,
+        delete_removed_data: args.delete_removed_data,
+    };
+    interruptible(crate::deploy::run(&design, &opts, cli.output))
+}
+
+/// `pgha cloud make-primary|make-secondary`.
+fn cloud(cli: &Cli, cmd: &CloudCommand) -> anyhow::Result<()> {
+    use crate::ops::cloud::{self, Flip};
+    let (args, flip, force) = match cmd {
+        CloudCommand::MakePrimary(a) => {
+            refuse_old_force(&a.old_force)?;
+            (&a.cloud, Flip::MakePrimary, a.accept_data_loss)
+        }
+        CloudCommand::MakeSecondary(a) => (a, Flip::MakeSecondary, false),
+    };
+    let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
+    let opts = cloud::Options {
+        yes: args.confirm.yes,
+        force,
+        dry_run: args.confirm.dry_run,
+    };
+    interruptible(cloud::run(&design, &args.name, flip, &opts, cli.output))
+}
+
+/// `pgha recover-node`.
+fn recover_node(cli: &Cli, args: &crate::cli::RecoverArgs) -> anyhow::Result<()> {
+    refuse_old_force(&args.old_force)?;
+    let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
+    let opts = crate::ops::recover::Options {
+        yes: args.confirm.yes,
+        force: args.accept_data_loss,
+        reclone: args.reclone,
+        dry_run: args.confirm.dry_run,
+    };
+    interruptible(crate::ops::recover::run(&design, &args.host, &opts, cli.output))
+}
+
+/// `pgha switchover`.
+fn switchover(cli: &Cli, args: &crate::cli::SwitchoverArgs) -> anyhow::Result<()> {
+    let design = load(cli)?;
+    let opts = crate::ops::switchover::Options {
+        to: args.to.clone(),
+        yes: args.confirm.yes,
+        dry_run: args.confirm.dry_run,
+    };
+    interruptible(crate::ops::switchover::run(&design, &opts, cli.output))
+}
+
+/// `pgha failover`.
+fn failover(cli: &Cli, args: &crate::cli::FailoverArgs) -> anyhow::Result<()> {
+    refuse_old_force(&args.old_force)?;
+    let design = load(cli)?;
+    let opts = crate::ops::failover::Options {
+        to: args.to.clone(),
+        accept_data_loss: args.accept_data_loss,
+        yes: args.confirm.yes,
+        dry_run: args.confirm.dry_run,
+    };
+    interruptible(crate::ops::failover::run(&design, &opts, cli.output))
+}
+
+/// `pgha backup [list|check]`.
+fn backup(cli: &Cli, args: &crate::cli::BackupArgs) -> anyhow::Result<()> {
+    use crate::ops::backup;
+    let design = load(cli)?;
+    match args.command {
+        Some(BackupCommand::List) => runtime()?.block_on(backup::list(&design, cli.output)),
+        Some(BackupCommand::Check) => runtime()?.block_on(backup::check(&design, cli.output)),
+        None => {
+            let opts = backup::Options {
+                kind: args.kind,
+                cloud: args.cloud.clone(),
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
+            };
+            interruptible(backup::take(&design, &opts, cli.output))
+        }
+    }
+}
+
+/// `pgha restore`.
+fn restore(cli: &Cli, args: &crate::cli::RestoreArgs) -> anyhow::Result<()> {
+    use crate::components::backup::Target;
+    let design = load(cli)?;
+    let target = match (&args.to, &args.backup) {
+        (Some(t), _) => Target::Time(t.clone()),
+        (_, Some(l)) => Target::Backup(l.clone()),
+        _ => Target::Latest,
+    }
+    .checked()
+    .map_err(error::Usage)?;
+    let opts = crate::ops::restore::Options {
+        target,
+        yes: args.confirm.yes,
+        dry_run: args.confirm.dry_run,
+    };
+    interruptible(crate::ops::restore::run(&design, &opts, cli.output))
 }
 
 /// Loads and validates the design, printing its warnings.

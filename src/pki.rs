@@ -297,47 +297,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
     let dir = design.pki_dir.clone();
     let mut changes = Changes::default();
     let phase = read_phase(&dir)?;
-    let ca = match &design.tls.ca {
-        Some(own) => {
-            let cert_pem =
-                read(&own.cert)?.ok_or_else(|| anyhow!("tls.ca_cert: {} does not exist", own.cert.display()))?;
-            let key = read_key(&own.key)?.ok_or_else(|| anyhow!("tls.ca_key: {} does not exist", own.key.display()))?;
-            let not_after = parse_cert(&cert_pem, &own.cert.display().to_string())?.not_after;
-            Ca {
-                cert_pem,
-                key,
-                not_after,
-            }
-        }
-        None => match (read(&dir.join("ca.crt"))?, read_key(&dir.join("ca.key"))?) {
-            (Some(cert_pem), Some(key)) => {
-                let not_after = parse_cert(&cert_pem, "ca.crt")?.not_after;
-                Ca {
-                    cert_pem,
-                    key,
-                    not_after,
-                }
-            }
-            (None, None) => {
-                let (cert_pem, key) = new_ca(&design.platform.name, now)?;
-                changes
-                    .lines
-                    .push(format!("create the cluster CA in {}", dir.display()));
-                if write {
-                    save_ca(&dir, &cert_pem, &key)?;
-                }
-                Ca {
-                    cert_pem,
-                    key,
-                    not_after: now + CA_VALIDITY,
-                }
-            }
-            _ => bail!(
-                "{}: ca.crt and ca.key must both be there (or neither, for a new CA)",
-                dir.display()
-            ),
-        },
-    };
+    let ca = ensure_ca(design, &dir, now, write, &mut changes)?;
     if ca.not_after - now < RENEW_BEFORE {
         bail!(
             "the cluster CA expires at {}: run `pgha certs rotate` to replace it",
@@ -373,39 +333,15 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         };
         let why = match &have {
             None => Some("issue"),
-            Some((_, _, info)) => {
-                let by_ca = signed_by(&info.der, &ca.cert_pem);
-                let by_previous = previous.as_deref().is_some_and(|p| signed_by(&info.der, p));
-                let mut have_names: Vec<String> = info.names.iter().map(|n| canonical(n)).collect();
-                have_names.sort();
-                let want: Vec<String> = names.iter().map(|n| canonical(n)).collect();
-                if info.not_after - now < RENEW_BEFORE {
-                    Some("renew (expires within 30 days)")
-                } else if !want.iter().all(|n| have_names.contains(n)) {
-                    // A name more (a host added); one less (a host removed)
-                    // reissues nothing: every peer still finds its own.
-                    Some("reissue (names changed)")
-                } else if !(by_ca || (phase == Some(Phase::TrustBoth) && by_previous)) {
-                    Some("reissue (new CA)")
-                } else {
-                    None
-                }
-            }
+            Some((_, _, info)) => reissue_reason(info, &names, &ca, previous.as_deref(), phase, now),
         };
         let gw = host_path(&dir, &h.name, "gateway.crt");
         let cert = match (why, have) {
             (None, Some((cert, key, info))) => {
                 // The gateway certificate follows the host's: the same key,
                 // kept by the same rule; one that does not parse is issued again.
-                let gateway = read(&gw)?.filter(|pem| {
-                    parse_cert(pem, "gateway").is_ok_and(|g| {
-                        let by_previous = previous.as_deref().is_some_and(|p| signed_by(&g.der, p));
-                        g.spki == info.spki
-                            && g.not_after - now >= RENEW_BEFORE
-                            && (signed_by(&g.der, &ca.cert_pem) || (phase == Some(Phase::TrustBoth) && by_previous))
-                    })
-                });
-                let gateway = match gateway {
+                let kept = read(&gw)?.filter(|pem| gateway_valid(pem, &info, &ca, previous.as_deref(), phase, now));
+                let gateway = match kept {
                     Some(pem) => pem,
                     None => {
                         let pem = new_gateway_cert(&ca, &key, now, info.not_after)?;
@@ -461,6 +397,103 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         },
         changes,
     ))
+}
+
+/// The CA: the design's own, the one kept in the PKI directory, or a new
+/// one (saved when `write`).
+fn ensure_ca(
+    design: &Design,
+    dir: &Path,
+    now: OffsetDateTime,
+    write: bool,
+    changes: &mut Changes,
+) -> anyhow::Result<Ca> {
+    Ok(match &design.tls.ca {
+        Some(own) => {
+            let cert_pem =
+                read(&own.cert)?.ok_or_else(|| anyhow!("tls.ca_cert: {} does not exist", own.cert.display()))?;
+            let key = read_key(&own.key)?.ok_or_else(|| anyhow!("tls.ca_key: {} does not exist", own.key.display()))?;
+            let not_after = parse_cert(&cert_pem, &own.cert.display().to_string())?.not_after;
+            Ca {
+                cert_pem,
+                key,
+                not_after,
+            }
+        }
+        None => match (read(&dir.join("ca.crt"))?, read_key(&dir.join("ca.key"))?) {
+            (Some(cert_pem), Some(key)) => {
+                let not_after = parse_cert(&cert_pem, "ca.crt")?.not_after;
+                Ca {
+                    cert_pem,
+                    key,
+                    not_after,
+                }
+            }
+            (None, None) => {
+                let (cert_pem, key) = new_ca(&design.platform.name, now)?;
+                changes
+                    .lines
+                    .push(format!("create the cluster CA in {}", dir.display()));
+                if write {
+                    save_ca(dir, &cert_pem, &key)?;
+                }
+                Ca {
+                    cert_pem,
+                    key,
+                    not_after: now + CA_VALIDITY,
+                }
+            }
+            _ => bail!(
+                "{}: ca.crt and ca.key must both be there (or neither, for a new CA)",
+                dir.display()
+            ),
+        },
+    })
+}
+
+/// A kept gateway certificate: of the host's key, not expiring soon, and
+/// signed by the CA (or, while both are trusted, the previous one).
+fn gateway_valid(
+    pem: &str,
+    host: &CertInfo,
+    ca: &Ca,
+    previous: Option<&str>,
+    phase: Option<Phase>,
+    now: OffsetDateTime,
+) -> bool {
+    parse_cert(pem, "gateway").is_ok_and(|g| {
+        let by_previous = previous.is_some_and(|p| signed_by(&g.der, p));
+        g.spki == host.spki
+            && g.not_after - now >= RENEW_BEFORE
+            && (signed_by(&g.der, &ca.cert_pem) || (phase == Some(Phase::TrustBoth) && by_previous))
+    })
+}
+
+/// Why a host's certificate must be issued again, if it must.
+fn reissue_reason(
+    info: &CertInfo,
+    names: &[String],
+    ca: &Ca,
+    previous: Option<&str>,
+    phase: Option<Phase>,
+    now: OffsetDateTime,
+) -> Option<&'static str> {
+    let by_ca = signed_by(&info.der, &ca.cert_pem);
+    let by_previous = previous.is_some_and(|p| signed_by(&info.der, p));
+    let mut have_names: Vec<String> = info.names.iter().map(|n| canonical(n)).collect();
+    have_names.sort();
+    let want: Vec<String> = names.iter().map(|n| canonical(n)).collect();
+    if info.not_after - now < RENEW_BEFORE {
+        Some("renew (expires within 30 days)")
+    } else if !want.iter().all(|n| have_names.contains(n)) {
+        // A name more (a host added); one less (a host removed)
+        // reissues nothing: every peer still finds its own.
+        Some("reissue (names changed)")
+    } else if !(by_ca || (phase == Some(Phase::TrustBoth) && by_previous)) {
+        Some("reissue (new CA)")
+    } else {
+        None
+    }
 }
 
 /// The PKI as it is, changing nothing: for commands that install files

@@ -194,30 +194,8 @@ impl Builder {
 fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
     let names: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
     let c = Some(cloud);
-    let [_, _, _, _, _, etcd_file, fence_file, _, patroni_file, haproxy_file] = DB_HOST_FILES;
-    b.push(
-        c,
-        Action::InstallPackages,
-        names.clone(),
-        match design.platform.version_source {
-            // Not known before the hosts are read.
-            VersionSource::Reference => format!(
-                "install postgresql-N (N: the hosts' release's, {}), {} where missing",
-                release::SUPPORTED
-                    .iter()
-                    .map(|r| format!("{} on {}", r.postgres, r.os))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                packages::STACK
-                    .iter()
-                    .chain(design.backup.iter().map(|_| &packages::BACKUP))
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => format!("install {} where missing", packages::db_host_of(design).join(", ")),
-        },
-    );
+    let haproxy_file = DB_HOST_FILES[9];
+    b.push(c, Action::InstallPackages, names.clone(), install_description(design));
     b.push(
         c,
         Action::InstallCertificates,
@@ -250,32 +228,7 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             ),
         );
     }
-    b.push(
-        c,
-        Action::ConfigureEtcd,
-        names.clone(),
-        format!(
-            "write {}, run the {}-member etcd cluster of {} (client :{}, peer :{})",
-            etcd_file.path,
-            names.len(),
-            cloud.name,
-            design.etcd.client_port,
-            design.etcd.peer_port
-        ),
-    );
-    b.push(
-        c,
-        Action::SecureEtcd,
-        names.clone(),
-        format!(
-            "etcd users: {}'s hosts by certificate (root), Patroni by password (only {}{}/); authentication on, \
-             before Patroni starts (it logs in from its first request); set from one member (one whose name is a \
-             user already, once there are users)",
-            cloud.name,
-            components::patroni::NAMESPACE,
-            design.platform.name
-        ),
-    );
+    etcd_steps(b, design, cloud, &names);
     if let Some(site) = &design.site {
         // Before HAProxy on any host of the cloud names it in its checks.
         b.push(
@@ -307,6 +260,94 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             design.governor.rest_port
         ),
     );
+    governor_steps(b, design, cloud, &names);
+    if let Some(e) = &design.exporter {
+        let role = if cloud.is_primary() {
+            format!(
+                "create the role {} (pg_monitor) on the master where no exporter logs in, ",
+                crate::secrets::MONITOR_USER
+            )
+        } else {
+            String::new()
+        };
+        b.push(
+            c,
+            Action::ConfigureExporter,
+            names,
+            format!(
+                "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only)",
+                components::exporter::METRICS_CA.path,
+                components::exporter::KEY.path,
+                components::exporter::WEB.path,
+                components::exporter::ENV.path,
+                components::exporter::SERVICE,
+                e.port
+            ),
+        );
+    }
+}
+
+/// What installing a database host's packages says: with the PostgreSQL
+/// major of the hosts' release (not known before they are read), or the
+/// design's own.
+fn install_description(design: &Design) -> String {
+    match design.platform.version_source {
+        // Not known before the hosts are read.
+        VersionSource::Reference => format!(
+            "install postgresql-N (N: the hosts' release's, {}), {} where missing",
+            release::SUPPORTED
+                .iter()
+                .map(|r| format!("{} on {}", r.postgres, r.os))
+                .collect::<Vec<_>>()
+                .join(", "),
+            packages::STACK
+                .iter()
+                .chain(design.backup.iter().map(|_| &packages::BACKUP))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!("install {} where missing", packages::db_host_of(design).join(", ")),
+    }
+}
+
+/// The cloud's etcd cluster, then its users (before Patroni logs in).
+fn etcd_steps(b: &mut Builder, design: &Design, cloud: &Cloud, names: &[String]) {
+    let c = Some(cloud);
+    let etcd_file = DB_HOST_FILES[5];
+    b.push(
+        c,
+        Action::ConfigureEtcd,
+        names.to_vec(),
+        format!(
+            "write {}, run the {}-member etcd cluster of {} (client :{}, peer :{})",
+            etcd_file.path,
+            names.len(),
+            cloud.name,
+            design.etcd.client_port,
+            design.etcd.peer_port
+        ),
+    );
+    b.push(
+        c,
+        Action::SecureEtcd,
+        names.to_vec(),
+        format!(
+            "etcd users: {}'s hosts by certificate (root), Patroni by password (only {}{}/); authentication on, \
+             before Patroni starts (it logs in from its first request); set from one member (one whose name is a \
+             user already, once there are users)",
+            cloud.name,
+            components::patroni::NAMESPACE,
+            design.platform.name
+        ),
+    );
+}
+
+/// Patroni: the cloud's first host leads (master or standby leader), the
+/// others clone from it, then the cloud is verified.
+fn governor_steps(b: &mut Builder, design: &Design, cloud: &Cloud, names: &[String]) {
+    let c = Some(cloud);
+    let [_, _, _, _, _, _, fence_file, _, patroni_file, _] = DB_HOST_FILES;
     let (first, rest) = names.split_first().expect("a validated cloud has hosts");
     let bootstrap = match cloud.status {
         CloudStatus::Primary => format!(
@@ -341,31 +382,7 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         CloudStatus::Primary => "wait for one leader, streaming replicas and HAProxy routing to the leader",
         CloudStatus::Secondary => "wait for a standby leader streaming from the primary cloud, and its replicas",
     };
-    b.push(c, Action::VerifyCloud, names.clone(), verify.to_string());
-    if let Some(e) = &design.exporter {
-        let role = if cloud.is_primary() {
-            format!(
-                "create the role {} (pg_monitor) on the master where no exporter logs in, ",
-                crate::secrets::MONITOR_USER
-            )
-        } else {
-            String::new()
-        };
-        b.push(
-            c,
-            Action::ConfigureExporter,
-            names,
-            format!(
-                "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only)",
-                components::exporter::METRICS_CA.path,
-                components::exporter::KEY.path,
-                components::exporter::WEB.path,
-                components::exporter::ENV.path,
-                components::exporter::SERVICE,
-                e.port
-            ),
-        );
-    }
+    b.push(c, Action::VerifyCloud, names.to_vec(), verify.to_string());
 }
 
 /// After every cloud runs: raising a setting that hot standby needs at

@@ -335,55 +335,11 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             }
         }
         Action::ConfigureEtcd => {
-            let f = file(i, host, &components::etcd::CONFIG);
             let cloud = cloud.expect("etcd steps belong to a cloud");
-            if etcd_exists(i, cloud) && !facts.etcd_initialized {
-                items.push(Work::EtcdJoin);
-                if !facts.service("etcd").is_enabled() {
-                    items.push(Work::Enable("etcd"));
-                }
-            } else {
-                converge(&mut items, &facts, f, Work::Restart);
-                // etcd reads its INITIAL_* settings only when it creates its
-                // data: a change there alone (a member added) needs no restart.
-                let core = sha256(&components::etcd::core(&f.content));
-                if facts.etcd_initialized && facts.etcd_core.as_deref() == Some(core.as_str()) {
-                    items.retain(|w| !matches!(w, Work::Restart(_)));
-                }
-                // New certificates or trust: a running member restarts (one
-                // at a time, the cluster keeping quorum) to read them.
-                reread(&mut items, i, host, &facts, Work::Restart("etcd"), &tls::ETCD_FILES);
-            }
+            etcd_work(&mut items, i, cloud, host, &facts);
         }
         Action::BootstrapLeader | Action::JoinReplicas => {
-            let unit = distro_unit(d);
-            let distro = facts.service(&unit);
-            if distro.is_active() || distro.is_enabled() {
-                items.push(Work::DisableDistroCluster(unit));
-            }
-            let patroni_file = file(i, host, &patroni::CONFIG);
-            if !facts.service("patroni").is_active() {
-                items.push(Work::RequirePortsFree(vec![
-                    (d.platform.postgres_port, "PostgreSQL"),
-                    (d.governor.rest_port, "the Patroni REST API"),
-                ]));
-            }
-            // The fence is read when Patroni next starts: no restart for it.
-            write_if_differs(&mut items, &facts, file(i, host, &patroni::FENCE));
-            if write_if_differs(&mut items, &facts, file(i, host, &patroni::FENCE_UNIT)) {
-                items.push(Work::DaemonReload);
-            }
-            converge(&mut items, &facts, patroni_file, Work::Reload);
-            // A reload (SIGHUP) makes Patroni reread its REST certificate and
-            // PostgreSQL its SSL files; nothing restarts.
-            reread(
-                &mut items,
-                i,
-                host,
-                &facts,
-                Work::Reload("patroni"),
-                &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY],
-            );
+            patroni_work(&mut items, i, host, &facts);
             if step.action == Action::BootstrapLeader {
                 if let Some(sets) = cloud.and_then(|c| dynamic_config_changes(d, c, i.cloud_facts.get(&c.name))) {
                     items.push(Work::PatchDynamicConfig(sets));
@@ -432,56 +388,8 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             &tls::ETCD_FILES,
         ),
         // The agent loads the host's certificate when it starts, like etcd.
-        Action::ConfigureSiteAgents => {
-            // Its settings, then its code: a change of either restarts it once.
-            write_if_differs(&mut items, &facts, file(i, host, &site::AGENT_SETTINGS));
-            site_service(
-                &mut items,
-                i,
-                host,
-                &facts,
-                site::AGENT_UNIT,
-                site::AGENT,
-                &tls::ETCD_FILES,
-            );
-            reread(
-                &mut items,
-                i,
-                host,
-                &facts,
-                Work::Restart(site::AGENT_SERVICE),
-                &[site::AGENT_SETTINGS],
-            );
-            // After the agent: a new agent stamps its renewals before the
-            // fence that reads them starts.
-            // A changed unit alone restarts it too.
-            site_service(
-                &mut items,
-                i,
-                host,
-                &facts,
-                site::FENCE_UNIT,
-                site::FENCE,
-                &[site::FENCE_UNIT],
-            );
-        }
-        Action::ConfigureGlb => {
-            if !facts.missing_packages.is_empty() {
-                items.push(Work::InstallPackages(facts.missing_packages.clone()));
-            }
-            if d.site.is_some() {
-                write_if_differs(&mut items, &facts, file(i, host, &tls::TRUST));
-            }
-            converge(
-                &mut items,
-                &facts,
-                file(i, host, &components::glb::CONFIG),
-                Work::Reload,
-            );
-            if d.site.is_some() {
-                reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
-            }
-        }
+        Action::ConfigureSiteAgents => site_agents_work(&mut items, i, host, &facts),
+        Action::ConfigureGlb => glb_work(&mut items, i, host, &facts),
         Action::ConfigurePgbackrest => {
             converge(&mut items, &facts, file(i, host, &backup::CONFIG), Work::Restart);
             // Read at each call: no restart.
@@ -496,40 +404,14 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureRepositories => repository_work(&mut items, i, host, &facts),
-        Action::SecureEtcd | Action::SecureSite => {
-            let site = step.action == Action::SecureSite;
-            let (access, marker): (_, fn(&HostFacts) -> &Option<String>) = if site {
-                (site::access(d), |f| &f.site_access)
-            } else {
-                let cloud = cloud.expect("etcd steps belong to a cloud");
-                (components::etcd::cloud_access(d, cloud), |f| &f.cloud_access)
-            };
-            let wanted = access.digest(i.secrets.etcd_password(site));
-            // A Patroni that started before etcd had users was refused
-            // before anything ran (see `refuse_patroni_without_gateway`).
-            if access_runner(i, &step.hosts, marker) == host && marker(&facts).as_deref() != Some(wanted.as_str()) {
-                items.push(Work::SecureEtcd { access, site });
-            }
-        }
+        Action::SecureEtcd | Action::SecureSite => secure_work(&mut items, i, step, cloud, host, &facts),
         Action::ConfigureExporter => {
             let cloud = cloud.expect("exporter steps belong to a cloud");
             // One role for every cloud: made in the primary cloud, replicated.
             if cloud.is_primary() && step.hosts.first().map(String::as_str) == Some(host) && monitor_role_needed(i) {
                 items.push(Work::MonitorRole);
             }
-            let mut differs = false;
-            for spec in &components::exporter::FILES {
-                differs |= write_if_differs(&mut items, &facts, file(i, host, spec));
-            }
-            let svc = facts.service(components::exporter::SERVICE);
-            if !svc.is_enabled() {
-                items.push(Work::Enable(components::exporter::SERVICE));
-            }
-            if !svc.is_active() {
-                items.push(Work::Start(components::exporter::SERVICE));
-            } else if differs {
-                items.push(Work::Restart(components::exporter::SERVICE));
-            }
+            exporter_work(&mut items, i, host, &facts);
         }
         Action::InitRepositories => {
             if !facts.stanza {
@@ -550,6 +432,142 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
     HostWork {
         host: host.to_string(),
         items,
+    }
+}
+
+/// etcd on a cloud's host: a new member joins a running cluster; an
+/// existing one converges its settings and rereads new certificates.
+fn etcd_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts: &HostFacts) {
+    let f = file(i, host, &components::etcd::CONFIG);
+    if etcd_exists(i, cloud) && !facts.etcd_initialized {
+        items.push(Work::EtcdJoin);
+        if !facts.service("etcd").is_enabled() {
+            items.push(Work::Enable("etcd"));
+        }
+        return;
+    }
+    converge(items, facts, f, Work::Restart);
+    // etcd reads its INITIAL_* settings only when it creates its
+    // data: a change there alone (a member added) needs no restart.
+    let core = sha256(&components::etcd::core(&f.content));
+    if facts.etcd_initialized && facts.etcd_core.as_deref() == Some(core.as_str()) {
+        items.retain(|w| !matches!(w, Work::Restart(_)));
+    }
+    // New certificates or trust: a running member restarts (one
+    // at a time, the cluster keeping quorum) to read them.
+    reread(items, i, host, facts, Work::Restart("etcd"), &tls::ETCD_FILES);
+}
+
+/// Patroni on a database host: the distribution's own cluster out of the
+/// way, the ports free before a first start, the fence, the config.
+fn patroni_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    let d = i.design;
+    let unit = distro_unit(d);
+    let distro = facts.service(&unit);
+    if distro.is_active() || distro.is_enabled() {
+        items.push(Work::DisableDistroCluster(unit));
+    }
+    if !facts.service("patroni").is_active() {
+        items.push(Work::RequirePortsFree(vec![
+            (d.platform.postgres_port, "PostgreSQL"),
+            (d.governor.rest_port, "the Patroni REST API"),
+        ]));
+    }
+    // The fence is read when Patroni next starts: no restart for it.
+    write_if_differs(items, facts, file(i, host, &patroni::FENCE));
+    if write_if_differs(items, facts, file(i, host, &patroni::FENCE_UNIT)) {
+        items.push(Work::DaemonReload);
+    }
+    converge(items, facts, file(i, host, &patroni::CONFIG), Work::Reload);
+    // A reload (SIGHUP) makes Patroni reread its REST certificate and
+    // PostgreSQL its SSL files; nothing restarts.
+    reread(
+        items,
+        i,
+        host,
+        facts,
+        Work::Reload("patroni"),
+        &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY],
+    );
+}
+
+/// The site agent, then its fence. The agent loads the host's certificate
+/// when it starts, like etcd; its settings, then its code: a change of
+/// either restarts it once.
+fn site_agents_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    write_if_differs(items, facts, file(i, host, &site::AGENT_SETTINGS));
+    site_service(items, i, host, facts, site::AGENT_UNIT, site::AGENT, &tls::ETCD_FILES);
+    reread(
+        items,
+        i,
+        host,
+        facts,
+        Work::Restart(site::AGENT_SERVICE),
+        &[site::AGENT_SETTINGS],
+    );
+    // After the agent: a new agent stamps its renewals before the fence
+    // that reads them starts. A changed unit alone restarts it too.
+    site_service(
+        items,
+        i,
+        host,
+        facts,
+        site::FENCE_UNIT,
+        site::FENCE,
+        &[site::FENCE_UNIT],
+    );
+}
+
+/// A GLB host: its packages, its HAProxy config, and with the site lease
+/// the trust its checks of the site gates use.
+fn glb_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    if !facts.missing_packages.is_empty() {
+        items.push(Work::InstallPackages(facts.missing_packages.clone()));
+    }
+    let site = i.design.site.is_some();
+    if site {
+        write_if_differs(items, facts, file(i, host, &tls::TRUST));
+    }
+    converge(items, facts, file(i, host, &components::glb::CONFIG), Work::Reload);
+    if site {
+        reread(items, i, host, facts, Work::Reload("haproxy"), &[tls::TRUST]);
+    }
+}
+
+/// etcd's users and roles (the cloud's or the site's), set by one host
+/// of the step while the marker differs.
+fn secure_work(items: &mut Vec<Work>, i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str, facts: &HostFacts) {
+    let d = i.design;
+    let site = step.action == Action::SecureSite;
+    let (access, marker): (_, fn(&HostFacts) -> &Option<String>) = if site {
+        (site::access(d), |f| &f.site_access)
+    } else {
+        let cloud = cloud.expect("etcd steps belong to a cloud");
+        (components::etcd::cloud_access(d, cloud), |f| &f.cloud_access)
+    };
+    let wanted = access.digest(i.secrets.etcd_password(site));
+    // A Patroni that started before etcd had users was refused
+    // before anything ran (see `refuse_patroni_without_gateway`).
+    if access_runner(i, &step.hosts, marker) == host && marker(facts).as_deref() != Some(wanted.as_str()) {
+        items.push(Work::SecureEtcd { access, site });
+    }
+}
+
+/// The metrics exporter: its files, enabled and running, restarted when
+/// they changed.
+fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    let mut differs = false;
+    for spec in &components::exporter::FILES {
+        differs |= write_if_differs(items, facts, file(i, host, spec));
+    }
+    let svc = facts.service(components::exporter::SERVICE);
+    if !svc.is_enabled() {
+        items.push(Work::Enable(components::exporter::SERVICE));
+    }
+    if !svc.is_active() {
+        items.push(Work::Start(components::exporter::SERVICE));
+    } else if differs {
+        items.push(Work::Restart(components::exporter::SERVICE));
     }
 }
 

@@ -134,6 +134,133 @@ fn settle_new_primary(steps: &mut Vec<(String, FlipAction)>, design: &Design, ta
     steps.push(verify_step(name));
 }
 
+/// `make-secondary`: drain, demote, route to no master, record.
+fn make_secondary_steps(steps: &mut Vec<(String, FlipAction)>, design: &Design, target: &Cloud) -> anyhow::Result<()> {
+    let name = target.name.as_str();
+    let file = design.path.display();
+    if !target.is_primary() {
+        bail!(Usage(format!("cloud {name} is already secondary")));
+    }
+    let others: Vec<String> = design
+        .clouds
+        .iter()
+        .filter(|c| c.name != name)
+        .flat_map(addresses)
+        .collect();
+    steps.push((
+        "GLB: forward to no cloud until one is made primary".into(),
+        FlipAction::GlbDrain,
+    ));
+    steps.push((
+        format!("governor: {name} becomes a standby cluster (its master, if any, demotes) and will follow the next primary cloud"),
+        FlipAction::Demote { cloud: name.into(), follow: others },
+    ));
+    steps.push((
+        "haproxy on every host: route to no master until a cloud is primary".into(),
+        FlipAction::Haproxy,
+    ));
+    steps.push((format!("record {name} as secondary in {file}"), FlipAction::SaveDesign));
+    Ok(())
+}
+
+/// `make-primary`: fence the old primary cloud (as far as it answers),
+/// make sure nothing is lost, take the site lease, promote, settle.
+fn make_primary_steps(
+    steps: &mut Vec<(String, FlipAction)>,
+    design: &Design,
+    target: &Cloud,
+    reachable: &dyn Fn(&Cloud) -> bool,
+) -> anyhow::Result<()> {
+    let name = target.name.as_str();
+    if target.is_primary() {
+        bail!(Usage(format!("cloud {name} is already primary")));
+    }
+    let new_hosts = addresses(target);
+    match design.primary_clouds().next() {
+        Some(old) if !reachable(old) => {
+            // The old primary cloud is lost: fence it as far as we can
+            // (GLB, design, pending change) and promote from what we have.
+            steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
+            steps.push((
+                format!("governor: {} (unreachable) is recorded to become a standby cluster following {name} when it returns", old.name),
+                FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
+            ));
+            steps.push((
+                format!("check that no reachable host outside {name} holds commits {name} has not replayed"),
+                FlipAction::CheckNoDataLoss { new: name.into() },
+            ));
+        }
+        Some(old) => {
+            // A planned switchover between two healthy clouds.
+            steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
+            if design.site.is_some() {
+                steps.push((
+                    format!(
+                        "site: mark {}'s lease as handed over to {name} (for {} s): from now no member of {} \
+                         is promoted, not even by its agent resuming after a fence",
+                        old.name,
+                        crate::components::site::HANDOVER_SECS,
+                        old.name
+                    ),
+                    FlipAction::HandOver {
+                        from: old.name.clone(),
+                        to: name.into(),
+                    },
+                ));
+            }
+            steps.push((
+                format!("governor: {} becomes a standby cluster following {name}; its master demotes (no writes anywhere now)", old.name),
+                FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
+            ));
+            steps.push((
+                format!(
+                    "wait until {name}'s standby leader has replayed all of {}'s WAL (zero data loss)",
+                    old.name
+                ),
+                FlipAction::WaitCaughtUp {
+                    new: name.into(),
+                    old: old.name.clone(),
+                },
+            ));
+        }
+        None => steps.push((
+            format!("check that no host outside {name} holds commits {name} has not replayed"),
+            FlipAction::CheckNoDataLoss { new: name.into() },
+        )),
+    }
+    if let Some(site) = &design.site {
+        let old = design.primary_clouds().next();
+        let demoted = old.is_some_and(reachable);
+        let how = match old {
+            Some(o) if demoted => format!(" from {} (demoted above)", o.name),
+            Some(o) => format!(
+                "; while {} renews it, wait up to its ttl ({} s): cut off from most sites it cannot, and fenced itself",
+                o.name, site.ttl
+            ),
+            None => String::new(),
+        };
+        steps.push((
+            format!("site: {name} takes the site lease{how}"),
+            FlipAction::TakeLease {
+                cloud: name.into(),
+                demoted,
+            },
+        ));
+    }
+    steps.push((
+        format!("governor: promote {name}'s standby leader to master"),
+        FlipAction::Promote { cloud: name.into() },
+    ));
+    let old_primary = design.primary_clouds().next().map(|c| c.name.clone());
+    let others: Vec<&Cloud> = design
+        .clouds
+        .iter()
+        .filter(|c| c.name != name && Some(&c.name) != old_primary.as_ref())
+        .collect();
+    settle_new_primary(steps, design, target, &others);
+    Ok(())
+}
+
 /// The numbered plan. Pure: the design, the target and which clouds answer.
 pub(crate) fn plan(
     design: &Design,
@@ -147,7 +274,6 @@ pub(crate) fn plan(
         let names: Vec<&str> = design.clouds.iter().map(|c| c.name.as_str()).collect();
         Usage(format!("no cloud named `{name}` (clouds: {})", names.join(", ")))
     })?;
-    let file = design.path.display();
     let mut steps: Vec<(String, FlipAction)> = Vec::new();
     match flip {
         // An interrupted flip that already recorded itself in the design:
@@ -168,118 +294,8 @@ pub(crate) fn plan(
             let others: Vec<&Cloud> = design.clouds.iter().filter(|c| c.name != name).collect();
             settle_new_primary(&mut steps, design, target, &others);
         }
-        Flip::MakeSecondary => {
-            if !target.is_primary() {
-                bail!(Usage(format!("cloud {name} is already secondary")));
-            }
-            let others: Vec<String> = design
-                .clouds
-                .iter()
-                .filter(|c| c.name != name)
-                .flat_map(addresses)
-                .collect();
-            steps.push((
-                "GLB: forward to no cloud until one is made primary".into(),
-                FlipAction::GlbDrain,
-            ));
-            steps.push((
-                format!("governor: {name} becomes a standby cluster (its master, if any, demotes) and will follow the next primary cloud"),
-                FlipAction::Demote { cloud: name.into(), follow: others },
-            ));
-            steps.push((
-                "haproxy on every host: route to no master until a cloud is primary".into(),
-                FlipAction::Haproxy,
-            ));
-            steps.push((format!("record {name} as secondary in {file}"), FlipAction::SaveDesign));
-        }
-        Flip::MakePrimary => {
-            if target.is_primary() {
-                bail!(Usage(format!("cloud {name} is already primary")));
-            }
-            let new_hosts = addresses(target);
-            match design.primary_clouds().next() {
-                Some(old) if !reachable(old) => {
-                    // The old primary cloud is lost: fence it as far as we can
-                    // (GLB, design, pending change) and promote from what we have.
-                    steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
-                    steps.push((
-                        format!("governor: {} (unreachable) is recorded to become a standby cluster following {name} when it returns", old.name),
-                        FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
-                    ));
-                    steps.push((
-                        format!("check that no reachable host outside {name} holds commits {name} has not replayed"),
-                        FlipAction::CheckNoDataLoss { new: name.into() },
-                    ));
-                }
-                Some(old) => {
-                    // A planned switchover between two healthy clouds.
-                    steps.push(("GLB: forward to no cloud (drain)".into(), FlipAction::GlbDrain));
-                    if design.site.is_some() {
-                        steps.push((
-                            format!(
-                                "site: mark {}'s lease as handed over to {name} (for {} s): from now no member of {} \
-                                 is promoted, not even by its agent resuming after a fence",
-                                old.name,
-                                crate::components::site::HANDOVER_SECS,
-                                old.name
-                            ),
-                            FlipAction::HandOver {
-                                from: old.name.clone(),
-                                to: name.into(),
-                            },
-                        ));
-                    }
-                    steps.push((
-                        format!("governor: {} becomes a standby cluster following {name}; its master demotes (no writes anywhere now)", old.name),
-                        FlipAction::Demote { cloud: old.name.clone(), follow: new_hosts.clone() },
-                    ));
-                    steps.push((
-                        format!(
-                            "wait until {name}'s standby leader has replayed all of {}'s WAL (zero data loss)",
-                            old.name
-                        ),
-                        FlipAction::WaitCaughtUp {
-                            new: name.into(),
-                            old: old.name.clone(),
-                        },
-                    ));
-                }
-                None => steps.push((
-                    format!("check that no host outside {name} holds commits {name} has not replayed"),
-                    FlipAction::CheckNoDataLoss { new: name.into() },
-                )),
-            }
-            if let Some(site) = &design.site {
-                let old = design.primary_clouds().next();
-                let demoted = old.is_some_and(reachable);
-                let how = match old {
-                    Some(o) if demoted => format!(" from {} (demoted above)", o.name),
-                    Some(o) => format!(
-                        "; while {} renews it, wait up to its ttl ({} s): cut off from most sites it cannot, and fenced itself",
-                        o.name, site.ttl
-                    ),
-                    None => String::new(),
-                };
-                steps.push((
-                    format!("site: {name} takes the site lease{how}"),
-                    FlipAction::TakeLease {
-                        cloud: name.into(),
-                        demoted,
-                    },
-                ));
-            }
-            steps.push((
-                format!("governor: promote {name}'s standby leader to master"),
-                FlipAction::Promote { cloud: name.into() },
-            ));
-            let old_primary = design.primary_clouds().next().map(|c| c.name.clone());
-            let others: Vec<&Cloud> = design
-                .clouds
-                .iter()
-                .filter(|c| c.name != name && Some(&c.name) != old_primary.as_ref())
-                .collect();
-            settle_new_primary(&mut steps, design, target, &others);
-        }
+        Flip::MakeSecondary => make_secondary_steps(&mut steps, design, target)?,
+        Flip::MakePrimary => make_primary_steps(&mut steps, design, target, reachable)?,
     }
     Ok(steps
         .into_iter()

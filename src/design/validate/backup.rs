@@ -26,86 +26,12 @@ pub(super) fn build_backup(
     }
     let mut repositories = Vec::new();
     let raw_repos = raw.repositories.unwrap_or_default();
-    for (i, rr) in raw_repos.into_iter().enumerate() {
+    for (i, mut rr) in raw_repos.into_iter().enumerate() {
         let here = format!("backup.repositories[{i}]");
-        let cloud = match rr.cloud {
-            Some(c) if clouds.iter().any(|x| x.name == c) => Some(c),
-            Some(c) => {
-                let names: Vec<&str> = clouds.iter().map(|c| c.name.as_str()).collect();
-                cx.error(
-                    root,
-                    &format!("{here}.cloud"),
-                    format!("no cloud named `{c}`"),
-                    format!("name one of the design's clouds: {}", names.join(", ")),
-                );
-                None
-            }
-            None => {
-                cx.error(root, &here, "this repository names no cloud", "add `cloud: dc1`");
-                None
-            }
-        };
-        let path = rr.path.unwrap_or_else(|| DEFAULT_REPOSITORY_PATH.to_string());
-        if !shape::abs_path(&path) || path == "/" {
-            cx.error(
-                root,
-                &format!("{here}.path"),
-                format!("`{}` is not a plain absolute path", path.escape_debug()),
-                "the repository's directory, e.g. /var/lib/pgbackrest (letters, digits and / . _ -)",
-            );
-        } else if let Some(data_dir) = data_dir.filter(|d| overlaps(&path, d)) {
-            cx.error(
-                root,
-                &format!("{here}.path"),
-                format!("`{path}` overlaps the data directory {data_dir}"),
-                "a restore moves the data directory aside: keep the repository out of it, e.g. /var/lib/pgbackrest",
-            );
-        }
-        let (host, on_database_host) = match rr.host {
-            // On one of the cloud's database hosts: nothing else to describe.
-            Some(name) => {
-                if rr.name.is_some() || rr.address.is_some() || rr.ssh.is_some() {
-                    cx.error(
-                        root,
-                        &format!("{here}.host"),
-                        "this repository is both on a database host (`host`) and on a host of its own (`name`, `address`)",
-                        "keep `host` for a repository on a database host (small setups), or `name` and `address` \
-                         for a repository host",
-                    );
-                }
-                let of_cloud = cloud.as_deref().and_then(|c| clouds.iter().find(|x| x.name == c));
-                match of_cloud.map(|c| (c, c.hosts.iter().find(|h| h.name == name))) {
-                    Some((_, Some(h))) => (Some(h.clone()), true),
-                    Some((c, None)) => {
-                        let names: Vec<&str> = c.hosts.iter().map(|h| h.name.as_str()).collect();
-                        cx.error(
-                            root,
-                            &format!("{here}.host"),
-                            format!("`{}` is not a database host of cloud `{}`", name.escape_debug(), c.name),
-                            format!("name one of its hosts: {}", names.join(", ")),
-                        );
-                        (None, true)
-                    }
-                    None => (None, true),
-                }
-            }
-            None => {
-                let before = cx.problems.len();
-                let raw_host = RawHost {
-                    name: rr.name,
-                    address: rr.address,
-                    ssh: rr.ssh,
-                };
-                let mut hosts = build_hosts(cx, root, base, vec![raw_host], ssh, "backup.repositories");
-                // One host per entry: its fields are `backup.repositories[i].*`.
-                for p in &mut cx.problems[before..] {
-                    if let Some(rest) = p.field.strip_prefix("backup.repositories[0]") {
-                        p.field = format!("{here}{rest}");
-                    }
-                }
-                (hosts.pop(), false)
-            }
-        };
+        let cloud = repository_cloud(cx, root, &here, rr.cloud.take(), clouds);
+        let path = repository_path(cx, root, &here, rr.path.take(), data_dir);
+        let of_cloud = cloud.as_deref().and_then(|c| clouds.iter().find(|x| x.name == c));
+        let (host, on_database_host) = repository_host(cx, root, base, &here, rr, ssh, of_cloud);
         if let (Some(cloud), Some(host)) = (cloud, host) {
             if repositories.iter().any(|r: &Repository| r.cloud == cloud) {
                 cx.error(
@@ -166,6 +92,118 @@ pub(super) fn build_backup(
         io_timeout: raw.io_timeout.unwrap_or(15),
         port: raw.port.unwrap_or(8432),
     };
+    check_settings(cx, root, &backup);
+    Some(backup)
+}
+
+/// The cloud a repository serves: one of the design's.
+fn repository_cloud(
+    cx: &mut Checker,
+    root: &Node,
+    here: &str,
+    raw: Option<String>,
+    clouds: &[Cloud],
+) -> Option<String> {
+    match raw {
+        Some(c) if clouds.iter().any(|x| x.name == c) => Some(c),
+        Some(c) => {
+            let names: Vec<&str> = clouds.iter().map(|c| c.name.as_str()).collect();
+            cx.error(
+                root,
+                &format!("{here}.cloud"),
+                format!("no cloud named `{c}`"),
+                format!("name one of the design's clouds: {}", names.join(", ")),
+            );
+            None
+        }
+        None => {
+            cx.error(root, here, "this repository names no cloud", "add `cloud: dc1`");
+            None
+        }
+    }
+}
+
+/// Where the repository lives: on one of its cloud's database hosts
+/// (`host`), or on a host of its own (`name`, `address`, `ssh`). The
+/// second of the pair: on a database host.
+fn repository_host(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    here: &str,
+    rr: RawRepository,
+    ssh: &Ssh,
+    of_cloud: Option<&Cloud>,
+) -> (Option<Host>, bool) {
+    match rr.host {
+        // On one of the cloud's database hosts: nothing else to describe.
+        Some(name) => {
+            if rr.name.is_some() || rr.address.is_some() || rr.ssh.is_some() {
+                cx.error(
+                    root,
+                    &format!("{here}.host"),
+                    "this repository is both on a database host (`host`) and on a host of its own (`name`, `address`)",
+                    "keep `host` for a repository on a database host (small setups), or `name` and `address` \
+                     for a repository host",
+                );
+            }
+            match of_cloud.map(|c| (c, c.hosts.iter().find(|h| h.name == name))) {
+                Some((_, Some(h))) => (Some(h.clone()), true),
+                Some((c, None)) => {
+                    let names: Vec<&str> = c.hosts.iter().map(|h| h.name.as_str()).collect();
+                    cx.error(
+                        root,
+                        &format!("{here}.host"),
+                        format!("`{}` is not a database host of cloud `{}`", name.escape_debug(), c.name),
+                        format!("name one of its hosts: {}", names.join(", ")),
+                    );
+                    (None, true)
+                }
+                None => (None, true),
+            }
+        }
+        None => {
+            let before = cx.problems.len();
+            let raw_host = RawHost {
+                name: rr.name,
+                address: rr.address,
+                ssh: rr.ssh,
+            };
+            let mut hosts = build_hosts(cx, root, base, vec![raw_host], ssh, "backup.repositories");
+            // One host per entry: its fields are `backup.repositories[i].*`.
+            for p in &mut cx.problems[before..] {
+                if let Some(rest) = p.field.strip_prefix("backup.repositories[0]") {
+                    p.field = format!("{here}{rest}");
+                }
+            }
+            (hosts.pop(), false)
+        }
+    }
+}
+
+/// The repository's directory: plain, absolute, outside the data directory.
+fn repository_path(cx: &mut Checker, root: &Node, here: &str, raw: Option<String>, data_dir: Option<&str>) -> String {
+    let path = raw.unwrap_or_else(|| DEFAULT_REPOSITORY_PATH.to_string());
+    if !shape::abs_path(&path) || path == "/" {
+        cx.error(
+            root,
+            &format!("{here}.path"),
+            format!("`{}` is not a plain absolute path", path.escape_debug()),
+            "the repository's directory, e.g. /var/lib/pgbackrest (letters, digits and / . _ -)",
+        );
+    } else if let Some(data_dir) = data_dir.filter(|d| overlaps(&path, d)) {
+        cx.error(
+            root,
+            &format!("{here}.path"),
+            format!("`{path}` overlaps the data directory {data_dir}"),
+            "a restore moves the data directory aside: keep the repository out of it, e.g. /var/lib/pgbackrest",
+        );
+    }
+    path
+}
+
+/// The numbers' ranges: pgBackRest's timeout, the retention, the queue.
+fn check_settings(cx: &mut Checker, root: &Node, backup: &Backup) {
     if !(3..=600).contains(&backup.io_timeout) {
         cx.error(
             root,
@@ -197,5 +235,4 @@ pub(super) fn build_backup(
              to keep the master writable (default 4 GiB)",
         );
     }
-    Some(backup)
 }

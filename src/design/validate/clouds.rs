@@ -121,28 +121,7 @@ pub(super) fn build_clouds(
                 "give every cloud its own name",
             );
         }
-        let status = match rc.status.as_deref() {
-            Some("primary") => CloudStatus::Primary,
-            Some("secondary") => CloudStatus::Secondary,
-            Some(other) => {
-                cx.error(
-                    root,
-                    &format!("{at}.status"),
-                    format!("unknown cloud status `{other}`"),
-                    "use `primary` or `secondary`",
-                );
-                CloudStatus::Secondary
-            }
-            None => {
-                cx.error(
-                    root,
-                    &format!("{at}.status"),
-                    format!("cloud `{name}` has no status"),
-                    "add `status: primary` or `status: secondary`",
-                );
-                CloudStatus::Secondary
-            }
-        };
+        let status = cloud_status(cx, root, &at, &name, rc.status.as_deref());
         let cloud_ssh = layer_ssh(
             cx,
             root,
@@ -151,84 +130,8 @@ pub(super) fn build_clouds(
             rc.ssh.as_ref(),
             &format!("{at}.ssh"),
         );
-        let hosts = match (rc.hosts, rc.inventory) {
-            (Some(_), Some(_)) => {
-                cx.error(
-                    root,
-                    &format!("{at}.inventory"),
-                    format!("cloud `{name}` has both `hosts` and `inventory`"),
-                    "list the hosts in one place",
-                );
-                Vec::new()
-            }
-            (Some(hosts), None) => build_hosts(cx, root, base, hosts, &cloud_ssh, &format!("{at}.hosts")),
-            (None, Some(file)) => load_inventory(cx, root, base, &file, &cloud_ssh, &format!("{at}.inventory")),
-            (None, None) => {
-                cx.error(
-                    root,
-                    &at,
-                    format!("cloud `{name}` has no hosts"),
-                    "add `hosts:` (name and address of each compute) or `inventory: inventories/FILE.yaml`",
-                );
-                Vec::new()
-            }
-        };
-        let scaling = rc.scaling.unwrap_or(hosts.len());
-        if scaling != hosts.len() && !hosts.is_empty() {
-            cx.error(
-                root,
-                &format!("{at}.scaling"),
-                format!("cloud `{name}` has scaling {scaling} but {} host(s)", hosts.len()),
-                "scaling is the number of computes: list exactly that many hosts",
-            );
-        }
-        if scaling == 0 && rc.scaling.is_some() {
-            cx.error(
-                root,
-                &format!("{at}.scaling"),
-                "scaling must be at least 1",
-                "a cloud needs at least one compute",
-            );
-        }
-        let single = platform
-            .as_ref()
-            .is_some_and(|p| p.availability == Availability::Single);
-        if single && hosts.len() > 1 {
-            cx.error(
-                root,
-                &format!("{at}.scaling"),
-                format!(
-                    "availability is `single` but cloud `{name}` has {} computes",
-                    hosts.len()
-                ),
-                "use `availability: redundant` for more than one compute per cloud",
-            );
-        } else if !single && !hosts.is_empty() {
-            let n = hosts.len();
-            if n < 3 {
-                cx.warn(
-                    root,
-                    &format!("{at}.scaling"),
-                    format!("cloud `{name}` has {n} compute(s): its etcd cannot keep quorum if one fails"),
-                    "use at least 3 computes per cloud",
-                );
-            } else if n > 5 {
-                cx.warn(
-                    root,
-                    &format!("{at}.scaling"),
-                    format!("cloud `{name}` has {n} computes: more than 5 adds replicas but little availability"),
-                    "3 or 5 computes per cloud are usually enough",
-                );
-            }
-            if n % 2 == 0 {
-                cx.warn(
-                    root,
-                    &format!("{at}.scaling"),
-                    format!("cloud `{name}` runs an even number ({n}) of etcd members"),
-                    "an odd number tolerates as many failures with one member fewer",
-                );
-            }
-        }
+        let hosts = cloud_hosts(cx, root, base, &at, &name, (rc.hosts, rc.inventory), &cloud_ssh);
+        let scaling = check_scaling(cx, root, &at, &name, rc.scaling, hosts.len(), platform);
         clouds.push(Cloud {
             name,
             status,
@@ -236,6 +139,138 @@ pub(super) fn build_clouds(
             hosts,
         });
     }
+    check_one_primary(cx, root, &clouds, mode);
+    clouds
+}
+
+/// `primary` or `secondary`; anything else is an error (taken as secondary).
+fn cloud_status(cx: &mut Checker, root: &Node, at: &str, name: &str, raw: Option<&str>) -> CloudStatus {
+    match raw {
+        Some("primary") => CloudStatus::Primary,
+        Some("secondary") => CloudStatus::Secondary,
+        Some(other) => {
+            cx.error(
+                root,
+                &format!("{at}.status"),
+                format!("unknown cloud status `{other}`"),
+                "use `primary` or `secondary`",
+            );
+            CloudStatus::Secondary
+        }
+        None => {
+            cx.error(
+                root,
+                &format!("{at}.status"),
+                format!("cloud `{name}` has no status"),
+                "add `status: primary` or `status: secondary`",
+            );
+            CloudStatus::Secondary
+        }
+    }
+}
+
+/// A cloud's hosts: listed inline or in an inventory file, never both.
+fn cloud_hosts(
+    cx: &mut Checker,
+    root: &Node,
+    base: &Path,
+    at: &str,
+    name: &str,
+    raw: (Option<Vec<RawHost>>, Option<String>),
+    ssh: &Ssh,
+) -> Vec<Host> {
+    match raw {
+        (Some(_), Some(_)) => {
+            cx.error(
+                root,
+                &format!("{at}.inventory"),
+                format!("cloud `{name}` has both `hosts` and `inventory`"),
+                "list the hosts in one place",
+            );
+            Vec::new()
+        }
+        (Some(hosts), None) => build_hosts(cx, root, base, hosts, ssh, &format!("{at}.hosts")),
+        (None, Some(file)) => load_inventory(cx, root, base, &file, ssh, &format!("{at}.inventory")),
+        (None, None) => {
+            cx.error(
+                root,
+                at,
+                format!("cloud `{name}` has no hosts"),
+                "add `hosts:` (name and address of each compute) or `inventory: inventories/FILE.yaml`",
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The cloud's scaling: its number of hosts, and what that number means
+/// for etcd's quorum and the availability the platform asks.
+fn check_scaling(
+    cx: &mut Checker,
+    root: &Node,
+    at: &str,
+    name: &str,
+    raw: Option<usize>,
+    n: usize,
+    platform: &Option<Platform>,
+) -> usize {
+    let scaling = raw.unwrap_or(n);
+    if scaling != n && n > 0 {
+        cx.error(
+            root,
+            &format!("{at}.scaling"),
+            format!("cloud `{name}` has scaling {scaling} but {} host(s)", n),
+            "scaling is the number of computes: list exactly that many hosts",
+        );
+    }
+    if scaling == 0 && raw.is_some() {
+        cx.error(
+            root,
+            &format!("{at}.scaling"),
+            "scaling must be at least 1",
+            "a cloud needs at least one compute",
+        );
+    }
+    let single = platform
+        .as_ref()
+        .is_some_and(|p| p.availability == Availability::Single);
+    if single && n > 1 {
+        cx.error(
+            root,
+            &format!("{at}.scaling"),
+            format!("availability is `single` but cloud `{name}` has {} computes", n),
+            "use `availability: redundant` for more than one compute per cloud",
+        );
+    } else if !single && n > 0 {
+        if n < 3 {
+            cx.warn(
+                root,
+                &format!("{at}.scaling"),
+                format!("cloud `{name}` has {n} compute(s): its etcd cannot keep quorum if one fails"),
+                "use at least 3 computes per cloud",
+            );
+        } else if n > 5 {
+            cx.warn(
+                root,
+                &format!("{at}.scaling"),
+                format!("cloud `{name}` has {n} computes: more than 5 adds replicas but little availability"),
+                "3 or 5 computes per cloud are usually enough",
+            );
+        }
+        if n.is_multiple_of(2) {
+            cx.warn(
+                root,
+                &format!("{at}.scaling"),
+                format!("cloud `{name}` runs an even number ({n}) of etcd members"),
+                "an odd number tolerates as many failures with one member fewer",
+            );
+        }
+    }
+    scaling
+}
+
+/// Exactly one primary cloud (none is allowed while only validating).
+fn check_one_primary(cx: &mut Checker, root: &Node, clouds: &[Cloud], mode: Mode) {
     let primaries: Vec<&Cloud> = clouds.iter().filter(|c| c.is_primary()).collect();
     if primaries.is_empty() && mode == Mode::Deployable && !clouds.is_empty() {
         cx.error(
@@ -256,7 +291,6 @@ pub(super) fn build_clouds(
             "exactly one cloud elects the master and serves traffic; make the others `secondary`",
         );
     }
-    clouds
 }
 
 pub(super) fn build_hosts(

@@ -1,6 +1,7 @@
 //! What `status` asks every host, in parallel, each call with its deadline.
 
 use super::*;
+use crate::design::{Cloud, Host};
 
 pub(super) fn probe_script(d: &Design) -> String {
     let site = if let Some(site) = &d.site {
@@ -106,71 +107,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
             }
             let member = members.iter().find(|m| m.name == h.name);
             let expires = probe.as_deref().and_then(tls::parse_expiry);
-            let (patroni_active, etcd_state, routes) = match &probe {
-                Some(p) => {
-                    let csv: String = p
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("csv "))
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    let up: Vec<String> = haproxy::up_servers(&csv, &proxy);
-                    (
-                        p.contains("patroni active"),
-                        if p.contains("etcd healthy") {
-                            "healthy"
-                        } else {
-                            "unhealthy"
-                        },
-                        if up.is_empty() { "-".to_string() } else { up.join(",") },
-                    )
-                }
-                None => (false, "unknown", "unknown".to_string()),
-            };
-            let (role, state) = match (member, &probe) {
-                (_, None) => ("unreachable".to_string(), "-".to_string()),
-                (Some(m), _) if patroni_active => (role_label(m), m.state.clone()),
-                (_, Some(_)) if !patroni_active => ("stopped".to_string(), "patroni stopped".to_string()),
-                _ => ("unknown".to_string(), "not a member".to_string()),
-            };
-            hosts.push(HostRow {
-                cloud: cloud.name.clone(),
-                cloud_status: cloud.status.as_str().to_string(),
-                paused: view.paused,
-                host: h.name.clone(),
-                address: h.address.clone(),
-                role,
-                state,
-                timeline: member.and_then(|m| m.timeline).or_else(|| {
-                    probe.as_deref().and_then(|p| {
-                        p.lines()
-                            .find_map(|l| l.strip_prefix("stored_timeline "))
-                            .and_then(|t| t.trim().parse().ok())
-                    })
-                }),
-                lag_bytes: member.and_then(|m| m.lag.as_ref()).and_then(|l| l.as_u64()),
-                cloud_lag: None,
-                pending_restart: member.and_then(|m| m.pending_restart).unwrap_or(false),
-                etcd: etcd_state.to_string(),
-                haproxy_routes_to: routes,
-                cert_expires: expires.and_then(rfc3339),
-                site_guard: d
-                    .site
-                    .as_ref()
-                    .zip(probe.as_deref())
-                    .map(|(site, p)| SiteGuard::parse(p, crate::components::site::fence_bound(site.ttl))),
-                watchdog: probe
-                    .as_deref()
-                    .and_then(|p| p.lines().find_map(|l| l.strip_prefix("watchdog ")))
-                    .unwrap_or("unknown")
-                    .to_string(),
-                read_write: probe.as_deref().and_then(|p| {
-                    p.lines().find_map(|l| match l.strip_prefix("read_write ") {
-                        Some("t") => Some(true),
-                        Some("f") => Some(false),
-                        _ => None,
-                    })
-                }),
-            });
+            hosts.push(host_row(d, cloud, view.paused, h, member, probe.as_deref(), &proxy));
             if let Some(at) = expires {
                 if earliest.as_ref().is_none_or(|(_, e)| *e > at) {
                     earliest = Some((h.name.clone(), at));
@@ -182,7 +119,116 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     for row in hosts.iter_mut().filter(|r| r.role == "standby leader") {
         row.cloud_lag = senders.iter().find(|(n, _)| *n == row.host).map(|(_, l)| *l);
     }
-    let glb = match &d.glb {
+    let glb = glb_status(fleet).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let pending = crate::state::load(d).map(|s| s.pending).unwrap_or_default();
+    let site = site_status(fleet).await;
+    let backup = backup_status(fleet, &hosts, now).await;
+    let earliest_cert_expiry = earliest.and_then(|(host, at)| {
+        Some(CertExpiry {
+            host,
+            expires: rfc3339(at)?,
+            days_left: (at - now).div_euclid(86_400),
+        })
+    });
+    let mut found = findings(&hosts, &pending, site.as_ref());
+    found.extend(backup.iter().flat_map(backup_findings));
+    found.extend(cert_findings(earliest_cert_expiry.as_ref()));
+    found.sort_by_key(|f| std::cmp::Reverse(f.level));
+    Status {
+        findings: found,
+        backup,
+        watchdog_mode: d.governor.watchdog,
+        cluster: d.platform.name.clone(),
+        hosts,
+        glb,
+        site,
+        earliest_cert_expiry,
+    }
+}
+
+/// One host's row, from its Patroni member and its probe's answer (none:
+/// unreachable).
+fn host_row(
+    d: &Design,
+    cloud: &Cloud,
+    paused: bool,
+    h: &Host,
+    member: Option<&patroni::Member>,
+    probe: Option<&str>,
+    proxy: &str,
+) -> HostRow {
+    let expires = probe.and_then(tls::parse_expiry);
+    let (patroni_active, etcd_state, routes) = match probe {
+        Some(p) => {
+            let csv: String = p
+                .lines()
+                .filter_map(|l| l.strip_prefix("csv "))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let up: Vec<String> = haproxy::up_servers(&csv, proxy);
+            (
+                p.contains("patroni active"),
+                if p.contains("etcd healthy") {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                },
+                if up.is_empty() { "-".to_string() } else { up.join(",") },
+            )
+        }
+        None => (false, "unknown", "unknown".to_string()),
+    };
+    let (role, state) = match (member, probe) {
+        (_, None) => ("unreachable".to_string(), "-".to_string()),
+        (Some(m), _) if patroni_active => (role_label(m), m.state.clone()),
+        (_, Some(_)) if !patroni_active => ("stopped".to_string(), "patroni stopped".to_string()),
+        _ => ("unknown".to_string(), "not a member".to_string()),
+    };
+    HostRow {
+        cloud: cloud.name.clone(),
+        cloud_status: cloud.status.as_str().to_string(),
+        paused,
+        host: h.name.clone(),
+        address: h.address.clone(),
+        role,
+        state,
+        timeline: member.and_then(|m| m.timeline).or_else(|| {
+            probe.and_then(|p| {
+                p.lines()
+                    .find_map(|l| l.strip_prefix("stored_timeline "))
+                    .and_then(|t| t.trim().parse().ok())
+            })
+        }),
+        lag_bytes: member.and_then(|m| m.lag.as_ref()).and_then(|l| l.as_u64()),
+        cloud_lag: None,
+        pending_restart: member.and_then(|m| m.pending_restart).unwrap_or(false),
+        etcd: etcd_state.to_string(),
+        haproxy_routes_to: routes,
+        cert_expires: expires.and_then(rfc3339),
+        site_guard: d
+            .site
+            .as_ref()
+            .zip(probe)
+            .map(|(site, p)| SiteGuard::parse(p, crate::components::site::fence_bound(site.ttl))),
+        watchdog: probe
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("watchdog ")))
+            .unwrap_or("unknown")
+            .to_string(),
+        read_write: probe.and_then(|p| {
+            p.lines().find_map(|l| match l.strip_prefix("read_write ") {
+                Some("t") => Some(true),
+                Some("f") => Some(false),
+                _ => None,
+            })
+        }),
+    }
+}
+
+/// Where the GLB routes, read from its HAProxy's stats.
+async fn glb_status(fleet: &Fleet) -> Option<GlbStatus> {
+    let d = &fleet.design;
+    match &d.glb {
         None => None,
         Some(g) => {
             let proxy = format!("{}-glb", d.platform.name);
@@ -214,31 +260,6 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
                 up,
             })
         }
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let pending = crate::state::load(d).map(|s| s.pending).unwrap_or_default();
-    let site = site_status(fleet).await;
-    let backup = backup_status(fleet, &hosts, now).await;
-    let earliest_cert_expiry = earliest.and_then(|(host, at)| {
-        Some(CertExpiry {
-            host,
-            expires: rfc3339(at)?,
-            days_left: (at - now).div_euclid(86_400),
-        })
-    });
-    let mut found = findings(&hosts, &pending, site.as_ref());
-    found.extend(backup.iter().flat_map(backup_findings));
-    found.extend(cert_findings(earliest_cert_expiry.as_ref()));
-    found.sort_by_key(|f| std::cmp::Reverse(f.level));
-    Status {
-        findings: found,
-        backup,
-        watchdog_mode: d.governor.watchdog,
-        cluster: d.platform.name.clone(),
-        hosts,
-        glb,
-        site,
-        earliest_cert_expiry,
     }
 }
 

@@ -92,93 +92,10 @@ pub(crate) fn table(s: &Status) -> String {
     };
     let mut text = format!("Cluster {}\n{t}\n{glb}\n{certs}\n{}", s.cluster, watchdog_line(s));
     if let Some(site) = &s.site {
-        let members: Vec<String> = site
-            .members
-            .iter()
-            .map(|m| {
-                format!(
-                    "{} ({}) {}",
-                    m.host,
-                    m.site,
-                    if m.healthy { "healthy" } else { "UNHEALTHY" }
-                )
-            })
-            .collect();
-        let lease = match (&site.holder, site.lease_age_s) {
-            (Some(h), Some(age)) => format!(
-                "held by {h}{}, renewed {age} s ago, {} s left of {} s",
-                site.holder_host.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
-                site.lease_remaining_s.unwrap_or(0),
-                site.ttl_s
-            ),
-            (Some(h), None) => format!("held by {h}"),
-            (None, _) if site.readable => "held by no cloud".to_string(),
-            (None, _) => "unknown (no majority of site members answers)".to_string(),
-        };
-        let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
-        // The database hosts whose guard fails `ok`.
-        let hosts_without = |ok: fn(&SiteGuard) -> bool| -> Vec<&str> {
-            s.hosts
-                .iter()
-                .filter(|r| r.site_guard.as_ref().is_some_and(|g| !ok(g)))
-                .map(|r| r.host.as_str())
-                .collect()
-        };
-        let armed = match hosts_without(|g| g.armed).as_slice() {
-            [] => format!("armed on every database host ({})", guards.len()),
-            not => format!(
-                "armed on {} of {} hosts, NOT on {}",
-                guards.len() - not.len(),
-                guards.len(),
-                not.join(", ")
-            ),
-        };
-        let running_on = |ok: fn(&SiteGuard) -> bool| match hosts_without(ok).as_slice() {
-            [] => "running on every database host".to_string(),
-            down => format!("NOT running on {}", down.join(", ")),
-        };
-        text.push_str(&format!(
-            "\nSite lease: {lease}; auto failover {}\nSite members: {}\nSite fence: the agent fences a master {:.0} s \
-             after its last renewal ({}); pgha-site-fence, apart from it, stops one at {} s ({}); pgha-site-gate closes \
-             the client path to one at {:.1} s ({}); {armed}",
-            if site.auto_failover { "on" } else { "off" },
-            members.join(", "),
-            f64::from(site.ttl_s) / 3.0,
-            running_on(|g| g.agent == "active"),
-            crate::components::site::fence_bound(site.ttl_s),
-            running_on(|g| g.fence == "active"),
-            crate::components::site::gate_bound(site.ttl_s),
-            running_on(|g| g.gate == "active"),
-        ));
-        for (r, g) in s.hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
-            if r.read_write == Some(true) {
-                text.push_str(&format!("\nSite gate of the master {}: {}", r.host, gate_word(g)));
-            }
-        }
+        text.push_str(&site_text(s, site));
     }
     if let Some(b) = &s.backup {
-        for r in &b.repositories {
-            let last = match (&r.last_backup, r.last_backup_age_s) {
-                (Some(l), Some(age)) => format!(
-                    "newest backup {l} ({}, {} ago)",
-                    r.last_backup_type.as_deref().unwrap_or("?"),
-                    ago(age)
-                ),
-                _ => "no backup".to_string(),
-            };
-            text.push_str(&format!("\nBackups in {} ({}): {}, {last}", r.host, r.cloud, r.status));
-        }
-        if let Some(a) = &b.archiving {
-            text.push_str(&format!(
-                "\nWAL archiving from {}: {}, last archived {}{}",
-                a.host,
-                if a.failing { "FAILING" } else { "ok" },
-                a.last_archived_wal.as_deref().unwrap_or("none"),
-                a.last_archived_age_s
-                    .map(|s| format!(" {} ago", ago(s)))
-                    .unwrap_or_default()
-            ));
-        }
+        text.push_str(&backup_text(b));
     }
     for f in &s.findings {
         let label = match f.level {
@@ -186,6 +103,103 @@ pub(crate) fn table(s: &Status) -> String {
             Level::Warning => "warning",
         };
         text.push_str(&format!("\n{label}: {}", f.message));
+    }
+    text
+}
+
+/// The site lease's lines: the lease, its members, the fences.
+fn site_text(s: &Status, site: &SiteStatus) -> String {
+    let mut text = String::new();
+    let members: Vec<String> = site
+        .members
+        .iter()
+        .map(|m| {
+            format!(
+                "{} ({}) {}",
+                m.host,
+                m.site,
+                if m.healthy { "healthy" } else { "UNHEALTHY" }
+            )
+        })
+        .collect();
+    let lease = match (&site.holder, site.lease_age_s) {
+        (Some(h), Some(age)) => format!(
+            "held by {h}{}, renewed {age} s ago, {} s left of {} s",
+            site.holder_host.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
+            site.lease_remaining_s.unwrap_or(0),
+            site.ttl_s
+        ),
+        (Some(h), None) => format!("held by {h}"),
+        (None, _) if site.readable => "held by no cloud".to_string(),
+        (None, _) => "unknown (no majority of site members answers)".to_string(),
+    };
+    let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
+    // The database hosts whose guard fails `ok`.
+    let hosts_without = |ok: fn(&SiteGuard) -> bool| -> Vec<&str> {
+        s.hosts
+            .iter()
+            .filter(|r| r.site_guard.as_ref().is_some_and(|g| !ok(g)))
+            .map(|r| r.host.as_str())
+            .collect()
+    };
+    let armed = match hosts_without(|g| g.armed).as_slice() {
+        [] => format!("armed on every database host ({})", guards.len()),
+        not => format!(
+            "armed on {} of {} hosts, NOT on {}",
+            guards.len() - not.len(),
+            guards.len(),
+            not.join(", ")
+        ),
+    };
+    let running_on = |ok: fn(&SiteGuard) -> bool| match hosts_without(ok).as_slice() {
+        [] => "running on every database host".to_string(),
+        down => format!("NOT running on {}", down.join(", ")),
+    };
+    text.push_str(&format!(
+        "\nSite lease: {lease}; auto failover {}\nSite members: {}\nSite fence: the agent fences a master {:.0} s \
+         after its last renewal ({}); pgha-site-fence, apart from it, stops one at {} s ({}); pgha-site-gate closes \
+         the client path to one at {:.1} s ({}); {armed}",
+        if site.auto_failover { "on" } else { "off" },
+        members.join(", "),
+        f64::from(site.ttl_s) / 3.0,
+        running_on(|g| g.agent == "active"),
+        crate::components::site::fence_bound(site.ttl_s),
+        running_on(|g| g.fence == "active"),
+        crate::components::site::gate_bound(site.ttl_s),
+        running_on(|g| g.gate == "active"),
+    ));
+    for (r, g) in s.hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
+        if r.read_write == Some(true) {
+            text.push_str(&format!("\nSite gate of the master {}: {}", r.host, gate_word(g)));
+        }
+    }
+    text
+}
+
+/// The repositories' and WAL archiving's lines.
+fn backup_text(b: &BackupStatus) -> String {
+    let mut text = String::new();
+    for r in &b.repositories {
+        let last = match (&r.last_backup, r.last_backup_age_s) {
+            (Some(l), Some(age)) => format!(
+                "newest backup {l} ({}, {} ago)",
+                r.last_backup_type.as_deref().unwrap_or("?"),
+                ago(age)
+            ),
+            _ => "no backup".to_string(),
+        };
+        text.push_str(&format!("\nBackups in {} ({}): {}, {last}", r.host, r.cloud, r.status));
+    }
+    if let Some(a) = &b.archiving {
+        text.push_str(&format!(
+            "\nWAL archiving from {}: {}, last archived {}{}",
+            a.host,
+            if a.failing { "FAILING" } else { "ok" },
+            a.last_archived_wal.as_deref().unwrap_or("none"),
+            a.last_archived_age_s
+                .map(|s| format!(" {} ago", ago(s)))
+                .unwrap_or_default()
+        ));
     }
     text
 }
