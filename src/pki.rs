@@ -305,15 +305,7 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
         );
     }
     let previous = read(&dir.join("previous-ca.crt"))?;
-    let mut trust = match (&previous, phase) {
-        (Some(p), Some(_)) => format!("{}{}", ca.cert_pem, p),
-        _ => ca.cert_pem.clone(),
-    };
-    for path in &design.tls.trust_also {
-        let pem = read(path)?.ok_or_else(|| anyhow!("tls.trust_also: {} does not exist", path.display()))?;
-        parse_cert(&pem, &path.display().to_string())?;
-        trust.push_str(&pem);
-    }
+    let trust = trust_bundle(design, &ca, previous.as_deref(), phase)?;
     let mut hosts = BTreeMap::new();
     for h in design
         .clouds
@@ -449,6 +441,21 @@ fn ensure_ca(
             ),
         },
     })
+}
+
+/// What every host trusts: the CA, the previous one while a rotation is
+/// under way, and the design's `trust_also`.
+fn trust_bundle(design: &Design, ca: &Ca, previous: Option<&str>, phase: Option<Phase>) -> anyhow::Result<String> {
+    let mut trust = match (previous, phase) {
+        (Some(p), Some(_)) => format!("{}{}", ca.cert_pem, p),
+        _ => ca.cert_pem.clone(),
+    };
+    for path in &design.tls.trust_also {
+        let pem = read(path)?.ok_or_else(|| anyhow!("tls.trust_also: {} does not exist", path.display()))?;
+        parse_cert(&pem, &path.display().to_string())?;
+        trust.push_str(&pem);
+    }
+    Ok(trust)
 }
 
 /// A kept gateway certificate: of the host's key, not expiring soon, and

@@ -410,18 +410,11 @@ impl Renderer {
             .collect()
     }
 
-    fn context<'a>(
-        &'a self,
-        design: &'a Design,
-        cloud: Option<&'a Cloud>,
-        host: &'a Host,
-        primary: Option<&'a Cloud>,
-        secrets: &'a Secrets,
-    ) -> TemplateContext<'a> {
-        let backup = design.backup.as_ref();
-        let repositories: Vec<&Repository> = backup.map(|b| b.repositories.iter().collect()).unwrap_or_default();
+    /// The TLS files' contents and paths for `host`: placeholders (never a
+    /// secret) before the first deploy made the PKI.
+    fn tls_context(&self, host: &Host) -> TlsContext<'_> {
         let mine = self.pki.as_ref().and_then(|p| p.hosts.get(&host.name));
-        let tls = TlsContext {
+        TlsContext {
             trust: self
                 .pki
                 .as_ref()
@@ -448,7 +441,20 @@ impl Renderer {
                 .and_then(|p| p.metrics_ca.as_deref())
                 .map_or("# the metrics CA: made by the first `pgha deploy`", str::trim_end),
             metrics_ca_path: components::exporter::METRICS_CA_PATH,
-        };
+        }
+    }
+
+    fn context<'a>(
+        &'a self,
+        design: &'a Design,
+        cloud: Option<&'a Cloud>,
+        host: &'a Host,
+        primary: Option<&'a Cloud>,
+        secrets: &'a Secrets,
+    ) -> TemplateContext<'a> {
+        let backup = design.backup.as_ref();
+        let repositories: Vec<&Repository> = backup.map(|b| b.repositories.iter().collect()).unwrap_or_default();
+        let tls = self.tls_context(host);
         TemplateContext {
             tls,
             haproxy_stats_auth: crate::design::stats_open(&design.haproxy.stats_address),

@@ -222,28 +222,27 @@ async fn run_host(ctx: &Ctx<'_>, sw: &StepWork, cloud: Option<&Cloud>, hw: &Host
 }
 
 async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work, number: usize) -> anyhow::Result<()> {
-    let d = ctx.design;
     match item {
-        Work::ApplyParameters(p) => return apply_parameters(ctx, p, number).await,
-        Work::RemoveHost(r) => {
-            return remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await;
-        }
-        Work::MonitorRole => return monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
-        Work::SecureEtcd { access, site } => return secure_etcd(ctx, host, access, *site, number).await,
-        Work::RunGlbCommand(command) => {
-            return crate::components::glb::run_external(d, command, ctx.secrets).await;
-        }
-        Work::PatchDynamicConfig(sets) => {
-            ctx.remote(host)?
-                .check(
-                    "updating Patroni's dynamic configuration",
-                    &patroni::edit_config_script(sets),
-                )
-                .await?;
-            return Ok(());
-        }
-        _ => {}
+        Work::ApplyParameters(p) => apply_parameters(ctx, p, number).await,
+        Work::RemoveHost(r) => remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await,
+        Work::MonitorRole => monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
+        Work::SecureEtcd { access, site } => secure_etcd(ctx, host, access, *site, number).await,
+        Work::RunGlbCommand(command) => crate::components::glb::run_external(ctx.design, command, ctx.secrets).await,
+        Work::PatchDynamicConfig(sets) => ctx
+            .remote(host)?
+            .check(
+                "updating Patroni's dynamic configuration",
+                &patroni::edit_config_script(sets),
+            )
+            .await
+            .map(|_| ()),
+        _ => host_item(ctx, cloud, host, item).await,
     }
+}
+
+/// Work on one host itself: packages, files, services.
+async fn host_item(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work) -> anyhow::Result<()> {
+    let d = ctx.design;
     let r = ctx.remote(host)?;
     match item {
         Work::InstallPackages(pkgs) => {
@@ -301,9 +300,25 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             )
             .await?;
         }
+        Work::CreateStanza | Work::FirstBackup => repository_item(d, r, host, item).await?,
+        Work::RunGlbCommand(_)
+        | Work::PatchDynamicConfig(_)
+        | Work::ApplyParameters(_)
+        | Work::MonitorRole
+        | Work::SecureEtcd { .. }
+        | Work::RemoveHost(_) => {
+            unreachable!("handled above")
+        }
+    }
+    Ok(())
+}
+
+/// A repository host's stanza and first backup.
+async fn repository_item(d: &Design, r: &Remote, host: &str, item: &Work) -> anyhow::Result<()> {
+    let repo = d.repository_on(host).expect("backup work runs on a repository host");
+    match item {
         Work::CreateStanza => {
             // A database host's archive-push may hold its archive lock a moment.
-            let repo = d.repository_on(host).expect("backup work runs on a repository host");
             let script = backup::stanza_create_script(d, repo);
             poll(Duration::from_secs(120), || async {
                 r.check("creating the stanza", &script).await.map(|_| true)
@@ -311,7 +326,6 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             .await?;
         }
         Work::FirstBackup => {
-            let repo = d.repository_on(host).expect("backup work runs on a repository host");
             // The master's archive_command fails for a repository until its
             // stanza exists, and PostgreSQL's archiver, after three failures,
             // waits for a wake or 60 s: pgBackRest's own archive-timeout. Seen
@@ -326,14 +340,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             )
             .await?;
         }
-        Work::RunGlbCommand(_)
-        | Work::PatchDynamicConfig(_)
-        | Work::ApplyParameters(_)
-        | Work::MonitorRole
-        | Work::SecureEtcd { .. }
-        | Work::RemoveHost(_) => {
-            unreachable!("handled above")
-        }
+        _ => {}
     }
     Ok(())
 }
@@ -571,6 +578,14 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
         release_patroni(ctx, c, number).await?;
     }
     removed?;
+    retire(ctx, cloud, r, number).await
+}
+
+/// The removed host's services stopped and disabled (its data deleted only
+/// when asked); a host that does not answer is left as it is, said so.
+async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: usize) -> anyhow::Result<()> {
+    let d = ctx.design;
+    let say = |message: String| ctx.say(number, message);
     let Some(address) = &r.address else {
         say(format!(
             "{}: no address in its peer URL; its services were not stopped",

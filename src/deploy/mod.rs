@@ -315,15 +315,11 @@ pub(crate) fn ssh(hosts: Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<
     Box::pin(async move { remote::connect_all(&hosts, CONNECT_TIMEOUT).await })
 }
 
-pub(crate) async fn prepare(
-    design: &Design,
-    opts: &Options,
-    session: &crate::lock::Session,
-    connect: Connector<'_>,
-) -> anyhow::Result<Prepared> {
-    let (clouds, with_glb) = select(design, &opts.only)?;
-    let secrets = if opts.dry_run {
-        // A dry run writes nothing, not even the secrets file.
+/// The cluster's secrets, generated and saved on a first deploy (a dry run
+/// writes nothing, not even the secrets file); refused when a component
+/// that is on lacks its own.
+fn secrets_for(design: &Design, dry_run: bool) -> anyhow::Result<Secrets> {
+    let secrets = if dry_run {
         Secrets::load(&design.secrets_file)?.map_or_else(Secrets::generate, Ok)?
     } else {
         Secrets::load_or_generate(&design.secrets_file)?
@@ -344,6 +340,17 @@ pub(crate) async fn prepare(
             crate::secrets::MONITOR_ENV
         )));
     }
+    Ok(secrets)
+}
+
+pub(crate) async fn prepare(
+    design: &Design,
+    opts: &Options,
+    session: &crate::lock::Session,
+    connect: Connector<'_>,
+) -> anyhow::Result<Prepared> {
+    let (clouds, with_glb) = select(design, &opts.only)?;
+    let secrets = secrets_for(design, opts.dry_run)?;
     // Issued or renewed here, like the secrets: a dry run only says what it would do.
     let (pki, issued) = crate::pki::ensure(design, time::OffsetDateTime::now_utc(), !opts.dry_run)?;
     for line in &issued.lines {
@@ -438,12 +445,53 @@ impl Decide<'_, '_> {
             plan,
             clouds,
             hosts,
-            remotes,
-            renderer,
             secrets,
             ..
         } = *self;
-        // Facts from every host at once.
+        let host_facts = self.gather_facts().await?;
+        for (cloud, h) in hosts.iter() {
+            if cloud.is_some() {
+                refuse_plaintext_etcd(&h.name, &host_facts[&h.name])?;
+                refuse_unrunnable_postgres(design, &h.name, &host_facts[&h.name])?;
+            }
+            refuse_backups_by_address(design, h, &host_facts[&h.name])?;
+        }
+        refuse_new_site_members(design, &host_facts)?;
+        let mut cloud_facts = BTreeMap::new();
+        for cloud in clouds {
+            let f = read_cloud_facts(cloud, &host_facts);
+            if f.dynamic_config.as_ref().is_some_and(|c| c["pause"] == true) {
+                progress::note(components::patroni::paused_warning(&cloud.name).to_string());
+            }
+            refuse_unknown_parameters(design, cloud, &f)?;
+            refuse_patroni_without_gateway(cloud, &host_facts)?;
+            refuse_removing_the_leader(design, cloud, &f)?;
+            cloud_facts.insert(cloud.name.clone(), f);
+        }
+
+        refuse_stale_primary(design, &cloud_facts)?;
+
+        let files = self.render()?;
+        let recorded = state::load(design)?.glb_primary_cloud;
+        Ok(work::compute(&work::Inputs {
+            design,
+            plan,
+            facts: &host_facts,
+            cloud_facts: &cloud_facts,
+            files: &files,
+            glb_applied: recorded.as_deref(),
+            delete_removed_data: self.delete_removed_data,
+            secrets,
+        }))
+    }
+
+    /// Facts from every host at once, each by the script for its kind
+    /// (database host, GLB, witness, repository host, or a database host
+    /// that holds its cloud's repository); only Debian and Ubuntu hosts.
+    async fn gather_facts(&self) -> anyhow::Result<BTreeMap<String, HostFacts>> {
+        let Decide {
+            design, hosts, remotes, ..
+        } = *self;
         let db_script = facts::script(
             design,
             &packages::db_host_of(design),
@@ -502,28 +550,18 @@ impl Decide<'_, '_> {
             }
             host_facts.insert(name, f);
         }
-        for (cloud, h) in hosts.iter() {
-            if cloud.is_some() {
-                refuse_plaintext_etcd(&h.name, &host_facts[&h.name])?;
-                refuse_unrunnable_postgres(design, &h.name, &host_facts[&h.name])?;
-            }
-            refuse_backups_by_address(design, h, &host_facts[&h.name])?;
-        }
-        refuse_new_site_members(design, &host_facts)?;
-        let mut cloud_facts = BTreeMap::new();
-        for cloud in clouds {
-            let f = read_cloud_facts(cloud, &host_facts);
-            if f.dynamic_config.as_ref().is_some_and(|c| c["pause"] == true) {
-                progress::note(components::patroni::paused_warning(&cloud.name).to_string());
-            }
-            refuse_unknown_parameters(design, cloud, &f)?;
-            refuse_patroni_without_gateway(cloud, &host_facts)?;
-            refuse_removing_the_leader(design, cloud, &f)?;
-            cloud_facts.insert(cloud.name.clone(), f);
-        }
+        Ok(host_facts)
+    }
 
-        refuse_stale_primary(design, &cloud_facts)?;
-
+    /// Every host's files as the design wants them.
+    fn render(&self) -> anyhow::Result<BTreeMap<String, Vec<RenderedFile>>> {
+        let Decide {
+            design,
+            hosts,
+            renderer,
+            secrets,
+            ..
+        } = *self;
         let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();
         for (cloud, h) in hosts {
             let rendered = match cloud {
@@ -537,17 +575,7 @@ impl Decide<'_, '_> {
             };
             files.insert(h.name.clone(), rendered);
         }
-        let recorded = state::load(design)?.glb_primary_cloud;
-        Ok(work::compute(&work::Inputs {
-            design,
-            plan,
-            facts: &host_facts,
-            cloud_facts: &cloud_facts,
-            files: &files,
-            glb_applied: recorded.as_deref(),
-            delete_removed_data: self.delete_removed_data,
-            secrets,
-        }))
+        Ok(files)
     }
 }
 

@@ -361,12 +361,8 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureHaproxy => {
-            converge(
-                &mut items,
-                &facts,
-                file(i, host, &components::haproxy::CONFIG),
-                Work::Reload,
-            );
+            let config = file(i, host, &components::haproxy::CONFIG);
+            converge(&mut items, &facts, config, Work::Reload);
             // Its health checks verify Patroni's certificate with the trust bundle.
             reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
         }
@@ -390,19 +386,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         // The agent loads the host's certificate when it starts, like etcd.
         Action::ConfigureSiteAgents => site_agents_work(&mut items, i, host, &facts),
         Action::ConfigureGlb => glb_work(&mut items, i, host, &facts),
-        Action::ConfigurePgbackrest => {
-            converge(&mut items, &facts, file(i, host, &backup::CONFIG), Work::Restart);
-            // Read at each call: no restart.
-            write_if_differs(&mut items, &facts, file(i, host, &backup::RESTORE_WAL));
-            reread(
-                &mut items,
-                i,
-                host,
-                &facts,
-                Work::Restart(backup::SERVICE),
-                &backup::TLS_FILES,
-            );
-        }
+        Action::ConfigurePgbackrest => pgbackrest_work(&mut items, i, host, &facts),
         Action::ConfigureRepositories => repository_work(&mut items, i, host, &facts),
         Action::SecureEtcd | Action::SecureSite => secure_work(&mut items, i, step, cloud, host, &facts),
         Action::ConfigureExporter => {
@@ -551,6 +535,22 @@ fn secure_work(items: &mut Vec<Work>, i: &Inputs, step: &Step, cloud: Option<&Cl
     if access_runner(i, &step.hosts, marker) == host && marker(facts).as_deref() != Some(wanted.as_str()) {
         items.push(Work::SecureEtcd { access, site });
     }
+}
+
+/// pgBackRest on a database host: its config (its TLS server restarts on
+/// a change, or on new certificates) and the restore_command's script,
+/// read at each call.
+fn pgbackrest_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    converge(items, facts, file(i, host, &backup::CONFIG), Work::Restart);
+    write_if_differs(items, facts, file(i, host, &backup::RESTORE_WAL));
+    reread(
+        items,
+        i,
+        host,
+        facts,
+        Work::Restart(backup::SERVICE),
+        &backup::TLS_FILES,
+    );
 }
 
 /// The metrics exporter: its files, enabled and running, restarted when

@@ -261,26 +261,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
     let components = raw.components.unwrap_or_default();
     let etcd = build_etcd(cx, root, components.etcd.unwrap_or_default());
     let governor = build_governor(cx, root, components.governor.unwrap_or_default());
-    let hp = components.haproxy.unwrap_or_default();
-    let haproxy = Haproxy {
-        port: hp.port.unwrap_or(5000),
-        stats_port: hp.stats_port.unwrap_or(7000),
-        stats_address: stats_address(
-            cx,
-            root,
-            hp.stats_address,
-            "components.haproxy.stats_address",
-            "127.0.0.1",
-        ),
-    };
-    if platform.as_ref().is_some_and(|p| p.postgres_port == haproxy.port) {
-        cx.error(
-            root,
-            "components.haproxy.port",
-            format!("the HAProxy port {} is the PostgreSQL port", haproxy.port),
-            "clients reach the master through HAProxy on its own port (default 5000); PostgreSQL keeps its port",
-        );
-    }
+    let haproxy = build_haproxy(cx, root, components.haproxy.unwrap_or_default(), platform.as_ref());
 
     let ex = components.exporter.unwrap_or_default();
     let exporter = ex.enabled.unwrap_or(true).then(|| Exporter {
@@ -364,6 +345,30 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         templates_dir,
         source_sha256: String::new(),
     })
+}
+
+/// HAProxy's ports: clients' (never PostgreSQL's own) and its statistics page.
+fn build_haproxy(cx: &mut Checker, root: &Node, hp: RawHaproxy, platform: Option<&Platform>) -> Haproxy {
+    let haproxy = Haproxy {
+        port: hp.port.unwrap_or(5000),
+        stats_port: hp.stats_port.unwrap_or(7000),
+        stats_address: stats_address(
+            cx,
+            root,
+            hp.stats_address,
+            "components.haproxy.stats_address",
+            "127.0.0.1",
+        ),
+    };
+    if platform.is_some_and(|p| p.postgres_port == haproxy.port) {
+        cx.error(
+            root,
+            "components.haproxy.port",
+            format!("the HAProxy port {} is the PostgreSQL port", haproxy.port),
+            "clients reach the master through HAProxy on its own port (default 5000); PostgreSQL keeps its port",
+        );
+    }
+    haproxy
 }
 
 /// A statistics page's address: an IP address; loopback unless opened.

@@ -213,6 +213,39 @@ struct Builder {
 }
 
 impl Builder {
+    /// A copy of the anchored node, counted before it is copied: a bomb is
+    /// refused before it costs memory.
+    fn alias(&mut self, id: usize) -> Result<Node, &'static str> {
+        let size = self.anchors.get(&id).map(|(_, n)| *n).ok_or("unknown alias")?;
+        self.nodes += size;
+        if self.nodes > MAX_NODES {
+            return Err("document too large (aliases expand to too many nodes)");
+        }
+        let mut node = self.anchors[&id].0.clone();
+        node.aliased = true;
+        Ok(node)
+    }
+
+    /// A finished node: remembered under its anchor, then placed in its
+    /// parent (an item, a key, or a key's value), or made the root.
+    fn attach(&mut self, node: Node, anchor: usize, root: &mut Option<Node>) {
+        if anchor != 0 {
+            let size = count(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        match self.stack.last_mut() {
+            None => *root = Some(node),
+            Some((parent, pending_key, _)) => match &mut parent.kind {
+                Kind::Seq(items) => items.push(node),
+                Kind::Map(entries) => match pending_key.take() {
+                    None => *pending_key = Some(node),
+                    Some(key) => entries.push((key, node)),
+                },
+                _ => unreachable!("only collections are pushed on the stack"),
+            },
+        }
+    }
+
     fn run(mut self, src: &str) -> Result<Node, SyntaxError> {
         let mut parser = Parser::new_from_str(src);
         let mut root = None;
@@ -255,21 +288,7 @@ impl Builder {
                         anchor,
                     ))
                 }
-                Event::Alias(id) => {
-                    // Counted before it is copied: a bomb is refused before it costs memory.
-                    let size = self
-                        .anchors
-                        .get(&id)
-                        .map(|(_, n)| *n)
-                        .ok_or_else(|| err("unknown alias"))?;
-                    self.nodes += size;
-                    if self.nodes > MAX_NODES {
-                        return Err(err("document too large (aliases expand to too many nodes)"));
-                    }
-                    let mut node = self.anchors[&id].0.clone();
-                    node.aliased = true;
-                    Some((node, 0))
-                }
+                Event::Alias(id) => Some((self.alias(id).map_err(&err)?, 0)),
                 Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                     if self.stack.len() >= MAX_DEPTH {
                         return Err(err("nesting too deep"));
@@ -297,21 +316,7 @@ impl Builder {
                 _ => None,
             };
             if let Some((node, anchor)) = done {
-                if anchor != 0 {
-                    let size = count(&node);
-                    self.anchors.insert(anchor, (node.clone(), size));
-                }
-                match self.stack.last_mut() {
-                    None => root = Some(node),
-                    Some((parent, pending_key, _)) => match &mut parent.kind {
-                        Kind::Seq(items) => items.push(node),
-                        Kind::Map(entries) => match pending_key.take() {
-                            None => *pending_key = Some(node),
-                            Some(key) => entries.push((key, node)),
-                        },
-                        _ => unreachable!("only collections are pushed on the stack"),
-                    },
-                }
+                self.attach(node, anchor, &mut root);
             }
         }
         Ok(root.unwrap_or(Node {

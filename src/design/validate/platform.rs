@@ -65,33 +65,7 @@ pub(super) fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) ->
             "use an absolute path of letters, digits and `/._-+`, such as /var/lib/postgresql/15/pgha",
         );
     }
-    let mut parameters = raw.parameters.unwrap_or_default();
-    for (key, value) in &parameters {
-        let field = format!("platform.parameters.{key}");
-        if !shape::pg_parameter(key) {
-            cx.error(
-                root,
-                &field,
-                format!("`{key}` is not a PostgreSQL parameter name"),
-                "use a name such as work_mem or pg_stat_statements.max",
-            );
-        } else if value.len() > 1024 {
-            cx.error(root, &field, "the value is longer than 1024 characters", "shorten it");
-        } else if value.chars().any(char::is_control) {
-            cx.error(
-                root,
-                &field,
-                "the value holds a control character (a line break?)",
-                "a PostgreSQL setting is one line: write it without line breaks or tabs",
-            );
-        }
-    }
-    for (key, value) in DEFAULT_PARAMETERS {
-        // PostgreSQL's names are case-insensitive: the design's own wins.
-        if !parameters.keys().any(|k| k.eq_ignore_ascii_case(key)) {
-            parameters.insert(key.to_string(), value.to_string());
-        }
-    }
+    let parameters = parameters(cx, root, raw.parameters.unwrap_or_default());
     // No network is opened unless the design names it: clients come through
     // HAProxy and the GLB, whose hosts are allowed by address.
     let client_networks = raw.client_networks.unwrap_or_default();
@@ -122,6 +96,38 @@ pub(super) fn build_platform(cx: &mut Checker, root: &Node, raw: RawPlatform) ->
         client_networks,
         parameters,
     })
+}
+
+/// The design's PostgreSQL settings, each a parameter name and one line,
+/// with pgha's defaults where the design sets none.
+fn parameters(cx: &mut Checker, root: &Node, mut parameters: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    for (key, value) in &parameters {
+        let field = format!("platform.parameters.{key}");
+        if !shape::pg_parameter(key) {
+            cx.error(
+                root,
+                &field,
+                format!("`{key}` is not a PostgreSQL parameter name"),
+                "use a name such as work_mem or pg_stat_statements.max",
+            );
+        } else if value.len() > 1024 {
+            cx.error(root, &field, "the value is longer than 1024 characters", "shorten it");
+        } else if value.chars().any(char::is_control) {
+            cx.error(
+                root,
+                &field,
+                "the value holds a control character (a line break?)",
+                "a PostgreSQL setting is one line: write it without line breaks or tabs",
+            );
+        }
+    }
+    for (key, value) in DEFAULT_PARAMETERS {
+        // PostgreSQL's names are case-insensitive: the design's own wins.
+        if !parameters.keys().any(|k| k.eq_ignore_ascii_case(key)) {
+            parameters.insert(key.to_string(), value.to_string());
+        }
+    }
+    parameters
 }
 
 /// PostgreSQL settings pgha gives unless the design sets them.

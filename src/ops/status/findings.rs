@@ -138,45 +138,7 @@ pub(crate) fn findings(
     clouds.dedup();
     for cloud in clouds {
         let rows: Vec<&HostRow> = hosts.iter().filter(|r| r.cloud == cloud).collect();
-        let newest = rows.iter().filter_map(|r| r.timeline).max();
-        let led = rows.iter().any(|r| r.role == "leader" || r.role == "standby leader");
-        let behind: Vec<&&HostRow> = rows
-            .iter()
-            .filter(|r| r.timeline.is_some() && r.timeline < newest && r.role != "unreachable")
-            .collect();
-        if !led {
-            let reachable = rows.iter().any(|r| r.role != "unreachable");
-            let why = if !reachable {
-                "no host answers (a lost data center?)".to_string()
-            } else if behind.iter().any(|r| r.role != "stopped") {
-                // A stopped host on an old timeline is no candidate: name the running ones.
-                let behind: Vec<&&&HostRow> = behind.iter().filter(|r| r.role != "stopped").collect();
-                format!(
-                    "{} on an older timeline than the newest ({}): check_timeline keeps Patroni from promoting it \
-                     (its commits would fork from the newest master's); start a host of the newest timeline, or \
-                     `pgha failover --to HOST` names what promoting it would lose",
-                    behind.iter().map(|r| r.host.as_str()).collect::<Vec<_>>().join(", "),
-                    newest.unwrap_or_default()
-                )
-            } else if rows.iter().all(|r| r.role == "stopped" || r.role == "unreachable") {
-                "Patroni is stopped on every reachable host".to_string()
-            } else {
-                "Patroni has not elected one (yet)".to_string()
-            };
-            say(Level::Warning, format!("cloud {cloud} has no leader: {why}"));
-        } else {
-            for r in behind {
-                say(
-                    Level::Warning,
-                    format!(
-                        "{} is on timeline {}, the newest in {cloud} is {}: it has not followed the last failover",
-                        r.host,
-                        r.timeline.unwrap_or_default(),
-                        newest.unwrap_or_default()
-                    ),
-                );
-            }
-        }
+        leader_findings(cloud, &rows, &mut say);
     }
     for (cloud, items) in pending {
         say(
@@ -189,6 +151,50 @@ pub(crate) fn findings(
     }
     out.sort_by_key(|f| std::cmp::Reverse(f.level));
     out
+}
+
+/// A cloud without a leader (and why), or its hosts left on an older
+/// timeline than its newest.
+fn leader_findings(cloud: &str, rows: &[&HostRow], say: &mut impl FnMut(Level, String)) {
+    let newest = rows.iter().filter_map(|r| r.timeline).max();
+    let led = rows.iter().any(|r| r.role == "leader" || r.role == "standby leader");
+    let behind: Vec<&&HostRow> = rows
+        .iter()
+        .filter(|r| r.timeline.is_some() && r.timeline < newest && r.role != "unreachable")
+        .collect();
+    if !led {
+        let reachable = rows.iter().any(|r| r.role != "unreachable");
+        let why = if !reachable {
+            "no host answers (a lost data center?)".to_string()
+        } else if behind.iter().any(|r| r.role != "stopped") {
+            // A stopped host on an old timeline is no candidate: name the running ones.
+            let behind: Vec<&&&HostRow> = behind.iter().filter(|r| r.role != "stopped").collect();
+            format!(
+                "{} on an older timeline than the newest ({}): check_timeline keeps Patroni from promoting it \
+                 (its commits would fork from the newest master's); start a host of the newest timeline, or \
+                 `pgha failover --to HOST` names what promoting it would lose",
+                behind.iter().map(|r| r.host.as_str()).collect::<Vec<_>>().join(", "),
+                newest.unwrap_or_default()
+            )
+        } else if rows.iter().all(|r| r.role == "stopped" || r.role == "unreachable") {
+            "Patroni is stopped on every reachable host".to_string()
+        } else {
+            "Patroni has not elected one (yet)".to_string()
+        };
+        say(Level::Warning, format!("cloud {cloud} has no leader: {why}"));
+    } else {
+        for r in behind {
+            say(
+                Level::Warning,
+                format!(
+                    "{} is on timeline {}, the newest in {cloud} is {}: it has not followed the last failover",
+                    r.host,
+                    r.timeline.unwrap_or_default(),
+                    newest.unwrap_or_default()
+                ),
+            );
+        }
+    }
 }
 
 /// What the site lease says about the cluster.
