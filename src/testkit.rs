@@ -1053,7 +1053,7 @@ impl World {
                 Err("unhealthy".into())
             });
         }
-        if script == crate::ops::recover::history_script(&p.data_dir, s.timeline) {
+        if script == crate::ops::lineage::history_script(&p.data_dir, s.timeline) {
             return ok("read history".into(), s.history.clone());
         }
         if script.starts_with(&format!("[ -f {}/pg_wal/", p.data_dir)) && script.contains("sha256sum") {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::engine;
 use super::report::Recorder;
-use crate::components::backup::{self, Kind, RepoInfo};
+use crate::components::backup::{self, Kind};
 use crate::design::{Design, Repository};
 use crate::error::Usage;
 use crate::fleet::Fleet;
@@ -152,53 +152,10 @@ async fn standby_pick(fleet: &Fleet, repo: &Repository) -> backup::StandbyPick {
 /// How long a backup waits for the standby it would copy from to stream.
 const STANDBY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// One repository in `backup list` and `status`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct RepoReport {
-    pub cloud: String,
-    pub host: String,
-    /// pgBackRest's `info` of the stanza, or why it could not be read.
-    #[serde(flatten)]
-    pub info: RepoInfo,
-}
-
-/// Every repository's `pgbackrest info`; an unreachable one says so in its status.
-pub(crate) async fn read_all(fleet: &Fleet) -> Vec<RepoReport> {
-    let design = &fleet.design;
-    let Some(b) = &design.backup else { return Vec::new() };
-    let reads = b.repositories.iter().map(|r| {
-        let script = backup::info_script(design, r);
-        async move {
-            let info = match fleet.remote(&r.host.name) {
-                Ok(remote) => match remote.check("reading pgbackrest info", &script).await {
-                    Ok(out) => backup::parse_info(&out, backup::stanza(design)).unwrap_or_else(|e| RepoInfo {
-                        status: format!("{e:#}"),
-                        ..RepoInfo::default()
-                    }),
-                    Err(e) => RepoInfo {
-                        status: format!("{e:#}"),
-                        ..RepoInfo::default()
-                    },
-                },
-                Err(_) => RepoInfo {
-                    status: "unreachable over SSH".into(),
-                    ..RepoInfo::default()
-                },
-            };
-            RepoReport {
-                cloud: r.cloud.clone(),
-                host: r.host.name.clone(),
-                info,
-            }
-        }
-    });
-    futures::future::join_all(reads).await
-}
-
 pub(crate) async fn list(design: &Design, output: ui::Output) -> anyhow::Result<()> {
     repositories(design)?;
     let fleet = Fleet::connect(design, false).await?;
-    let repos = read_all(&fleet).await;
+    let repos = fleet.read_repositories().await;
     fleet.close().await;
     match output {
         ui::Output::Json => ui::print_json(&repos)?,
@@ -212,7 +169,7 @@ pub(crate) async fn list(design: &Design, output: ui::Output) -> anyhow::Result<
 
 /// `backup list` as a table: one row per backup, a row per repository
 /// without one.
-pub(crate) fn list_table(repos: &[RepoReport]) -> String {
+pub(crate) fn list_table(repos: &[super::cluster::RepoReport]) -> String {
     let mut t = ui::table(&[
         "Cloud",
         "Repository",

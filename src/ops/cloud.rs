@@ -432,7 +432,7 @@ impl<'a> engine::Command for FlipRun<'a> {
             .iter()
             .filter(|c| fleet.cloud_reachable(c))
             .collect();
-        super::pause::warn_if_paused(fleet, &reachable).await;
+        fleet.warn_if_paused(&reachable).await;
         let taken_over = self.taken_over().await;
         let steps = plan(
             &fleet.design,
@@ -899,56 +899,8 @@ impl Runner<'_> {
     }
 
     async fn verify(&self, name: &str) -> anyhow::Result<()> {
-        wait_serving(self.fleet, self.after, self.cloud(name)?).await
+        self.fleet.wait_serving(self.after, self.cloud(name)?).await
     }
-}
-
-/// Waits until `cloud` has a healthy master, its HAProxy instances route to
-/// it alone, and the GLB forwards to this cloud's HAProxy instances only.
-pub(crate) async fn wait_serving(fleet: &Fleet, d: &Design, cloud: &Cloud) -> anyhow::Result<()> {
-    let proxy = haproxy::primary_proxy(&d.platform.name);
-    poll(Duration::from_secs(90), || async {
-        let members = fleet.cluster_view(cloud).await?;
-        let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) else {
-            return Ok(false);
-        };
-        for h in &cloud.hosts {
-            let Some(r) = fleet.remotes.get(&h.name) else {
-                continue;
-            };
-            let csv = r
-                .check(
-                    "reading HAProxy stats",
-                    &haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
-                )
-                .await?;
-            let up: Vec<String> = haproxy::up_servers(&csv, &proxy);
-            if up != [leader.name.clone()] {
-                return Ok(false);
-            }
-        }
-        if let Some(g) = &d.glb {
-            let glb_proxy = format!("{}-glb", d.platform.name);
-            for h in d.glb_hosts() {
-                let Some(r) = fleet.remotes.get(&h.name) else {
-                    continue;
-                };
-                let csv = r
-                    .check(
-                        "reading GLB stats",
-                        &haproxy::stats_script(&g.stats_address, g.stats_port),
-                    )
-                    .await?;
-                let up: Vec<String> = haproxy::up_servers(&csv, &glb_proxy);
-                if up.is_empty() || !up.iter().all(|u| cloud.hosts.iter().any(|h| &h.name == u)) {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    })
-    .await
-    .with_context(|| format!("{} is not serving through HAProxy", cloud.name))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::engine;
-use super::recover::{self, Verdict};
+use super::lineage::Verdict;
 use super::report::Recorder;
 use super::wal;
 use crate::components::patroni;
@@ -88,7 +88,7 @@ async fn weigh(fleet: &Fleet, host: &Host, candidate: &Candidate) -> anyhow::Res
     };
     let cand = &candidate.position;
     if node.timeline > cand.timeline {
-        let nh = recover::read_history(fleet, &host.name, node.timeline).await?;
+        let nh = fleet.read_history(&host.name, node.timeline).await?;
         if let Some(start) = later_master_start(&nh, &candidate.history, cand.timeline, cand.lsn) {
             let commits = wal::commits_after(fleet, &host.name, node.timeline, start).await?;
             let between = node.timeline - cand.timeline - 1;
@@ -108,7 +108,7 @@ async fn weigh(fleet: &Fleet, host: &Host, candidate: &Candidate) -> anyhow::Res
             });
         }
     }
-    Ok(at_stake(&recover::compare(fleet, host, &candidate.name).await?))
+    Ok(at_stake(&fleet.compare(host, &candidate.name).await?))
 }
 
 /// The failover's candidate as read once: its WAL position and history.
@@ -176,7 +176,7 @@ impl engine::Command for Failover<'_> {
     async fn plan(&mut self) -> anyhow::Result<Vec<Step>> {
         let (fleet, cloud, to) = (self.fleet, self.cloud, self.to);
         let view = fleet.cluster_state(cloud).await?;
-        super::pause::warn(&view, cloud);
+        super::cluster::warn_paused(&view, cloud);
         let members = view.members;
         if let Some(leader) = members.iter().find(|m| m.is_leader() && m.is_healthy()) {
             bail!(Usage(format!(
@@ -200,7 +200,7 @@ impl engine::Command for Failover<'_> {
         let position = wal::position(fleet, to).await?;
         let read = Candidate {
             name: to.to_string(),
-            history: recover::read_history(fleet, to, position.timeline).await?,
+            history: fleet.read_history(to, position.timeline).await?,
             position,
         };
         let mut stakes = Vec::new();

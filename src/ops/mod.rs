@@ -4,9 +4,11 @@
 pub(crate) mod backup;
 pub(crate) mod certs;
 pub(crate) mod cloud;
+pub(crate) mod cluster;
 pub(crate) mod engine;
 pub(crate) mod failover;
 pub(crate) mod history;
+pub(crate) mod lineage;
 pub(crate) mod pause;
 pub(crate) mod recover;
 pub(crate) mod report;

@@ -195,23 +195,6 @@ async fn refuse_orphan_primaries(fleet: &Fleet, clouds: &[&Cloud]) -> anyhow::Re
     Ok(())
 }
 
-/// A line on stderr for each of `clouds` that is paused: changing commands
-/// say so before their plan (a paused cloud does not fail over by itself).
-pub(crate) async fn warn_if_paused(fleet: &Fleet, clouds: &[&Cloud]) {
-    for c in clouds {
-        if let Ok(view) = fleet.cluster_state(c).await {
-            warn(&view, c);
-        }
-    }
-}
-
-/// The same, from a view the command read anyway.
-pub(crate) fn warn(view: &patroni::ClusterView, cloud: &Cloud) {
-    if view.paused {
-        ui::progress::note(patroni::paused_warning(&cloud.name).to_string());
-    }
-}
-
 #[cfg(test)]
 mod runner_tests {
     use super::*;

@@ -382,7 +382,7 @@ async fn wait_healthy(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("{} did not become healthy after the restore", c.name))?;
     }
-    super::cloud::wait_serving(fleet, d, primary).await
+    fleet.wait_serving(d, primary).await
 }
 
 /// Stops or starts the site's agent and fence. Stopped: the fence too,

@@ -82,7 +82,7 @@ impl engine::Command for Switchover<'_> {
     async fn plan(&mut self) -> anyhow::Result<Vec<Step>> {
         let cloud = self.cloud;
         let view = self.fleet.cluster_state(cloud).await?;
-        super::pause::warn(&view, cloud);
+        super::cluster::warn_paused(&view, cloud);
         let members = view.members;
         let leader = members
             .iter()

@@ -266,7 +266,8 @@ async fn glb_status(fleet: &Fleet) -> Option<GlbStatus> {
 /// The repositories' newest backups and the master's archiver.
 pub(super) async fn backup_status(fleet: &Fleet, hosts: &[HostRow], now: i64) -> Option<BackupStatus> {
     fleet.design.backup.as_ref()?;
-    let repositories = crate::ops::backup::read_all(fleet)
+    let repositories = fleet
+        .read_repositories()
         .await
         .into_iter()
         .map(|r| {
