@@ -343,10 +343,12 @@ fn secrets_for(design: &Design, dry_run: bool) -> anyhow::Result<Secrets> {
     Ok(secrets)
 }
 
+/// `session`: the deploy's own, which takes the cluster lock; `None`: a
+/// step of a command that holds the session and the lock already.
 pub(crate) async fn prepare(
     design: &Design,
     opts: &Options,
-    session: &crate::lock::Session,
+    session: Option<&crate::lock::Session>,
     connect: Connector<'_>,
 ) -> anyhow::Result<Prepared> {
     let (clouds, with_glb) = select(design, &opts.only)?;
@@ -383,8 +385,12 @@ pub(crate) async fn prepare(
     let hosts = reach(design, &clouds, with_glb);
     let plan = Plan::for_clouds(design, &clouds, with_glb);
     // Facts are read under the cluster lock: nobody changes what they describe meanwhile.
-    let cluster_lock = match session.cluster(design, &clouds, &remotes).await {
-        Ok(l) => Some(l),
+    let taken = match session {
+        Some(session) => session.cluster(design, &clouds, &remotes).await.map(Some),
+        None => Ok(None),
+    };
+    let cluster_lock = match taken {
+        Ok(l) => l,
         Err(e) if e.downcast_ref::<crate::lock::Busy>().is_some() => {
             remote::close_all(remotes.into_values()).await;
             return Err(e);
@@ -805,7 +811,29 @@ pub(crate) async fn apply(
     connect: Connector<'_>,
 ) -> anyhow::Result<(Report, anyhow::Result<()>)> {
     let session = crate::lock::Session::begin(design, "deploy", None)?;
-    let p = prepare(design, opts, &session, connect).await?;
+    apply_under(design, opts, text, connect, Some(&session)).await
+}
+
+/// A deploy as a step of a command that holds the session and the cluster
+/// lock, asked and journaled as that command (certs rotate).
+pub(crate) async fn apply_as_step(
+    design: &Design,
+    opts: &Options,
+    text: bool,
+    connect: Connector<'_>,
+) -> anyhow::Result<(Report, anyhow::Result<()>)> {
+    apply_under(design, opts, text, connect, None).await
+}
+
+/// [`apply`] under its own `session`, or (`None`) as a step.
+async fn apply_under(
+    design: &Design,
+    opts: &Options,
+    text: bool,
+    connect: Connector<'_>,
+    session: Option<&crate::lock::Session>,
+) -> anyhow::Result<(Report, anyhow::Result<()>)> {
+    let p = prepare(design, opts, session, connect).await?;
     let changes = p.work.iter().filter(|w| w.changes()).count();
     if text {
         ui::print(&format!(
@@ -828,7 +856,7 @@ pub(crate) async fn apply(
         };
         return Ok((report, Ok(())));
     }
-    if changes > 0 {
+    if let (true, Some(session)) = (changes > 0, session) {
         let confirmed = confirm(&format!("Apply {changes} step(s) with changes?"), opts.yes)
             .and_then(|_| session.ensure_unchanged(design));
         if let Err(e) = confirmed {
@@ -838,7 +866,7 @@ pub(crate) async fn apply(
     }
     let (results, outcome) = execute(&p).await;
     // A deploy that changed something goes on the journal (a no-op one does not).
-    if changes > 0 {
+    if let (true, Some(session)) = (changes > 0, session) {
         let titles: Vec<String> = p.work.iter().filter(|w| w.changes()).map(exec::title).collect();
         let result = outcome.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}"));
         crate::journal::record(&p.design, &p.remotes, &session.holder, &titles, &result).await;

@@ -5,10 +5,10 @@
 //! last phase. The phase is kept in the PKI directory: an interrupted
 //! rotation finishes when the command runs again.
 
-use anyhow::Context;
-
-use crate::design::Design;
-use crate::ops::report::{numbered, Recorder};
+use super::engine;
+use super::report::Recorder;
+use crate::design::{Cloud, Design};
+use crate::fleet::Fleet;
 use crate::pki::{self, Phase};
 use crate::ui;
 
@@ -48,75 +48,107 @@ pub(crate) fn plan(design: &Design, phase: Option<Phase>) -> Vec<String> {
 }
 
 pub(crate) async fn rotate(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
-    rotate_with(design, opts, output, &crate::deploy::ssh).await
+    let current = current_phase(design)?;
+    let fleet = Fleet::connect(design, true).await?;
+    let result = rotate_on(design, &fleet, current, opts, output, &crate::deploy::ssh).await;
+    fleet.close().await;
+    result
 }
 
-/// The rotation, reaching hosts through `connect`.
-pub(crate) async fn rotate_with(
+/// Where the rotation stands; refused before the first deploy made a PKI.
+fn current_phase(design: &Design) -> anyhow::Result<Option<Phase>> {
+    match pki::load(design, time::OffsetDateTime::now_utc())? {
+        Some(pki) => Ok(pki.phase),
+        None => anyhow::bail!(crate::error::Usage(format!(
+            "no cluster PKI in {} yet: run `pgha deploy` first",
+            design.pki_dir.display()
+        ))),
+    }
+}
+
+/// The rotation on a connected fleet, its phases' deploys reaching hosts
+/// through `connect`.
+pub(crate) async fn rotate_on(
     design: &Design,
+    fleet: &Fleet,
+    current: Option<Phase>,
     opts: &Options,
     output: ui::Output,
     connect: crate::deploy::Connector<'_>,
 ) -> anyhow::Result<()> {
-    let now = time::OffsetDateTime::now_utc;
-    let Some(current) = pki::load(design, now())? else {
-        anyhow::bail!(crate::error::Usage(format!(
-            "no cluster PKI in {} yet: run `pgha deploy` first",
-            design.pki_dir.display()
-        )));
+    let mut cmd = Rotation {
+        design,
+        fleet,
+        current,
+        text: output == ui::Output::Text,
+        connect,
     };
-    let steps = plan(design, current.phase);
-    let resuming = if current.phase.is_some() {
-        " (resuming the rotation that was under way)"
-    } else {
-        ""
-    };
-    if output == ui::Output::Text {
-        ui::print(&numbered(
-            &format!("Certificate rotation for {}{resuming}", design.platform.name),
-            &steps,
-        ))?;
+    engine::run(fleet, &mut cmd, engine::Flags::new(opts.yes, opts.dry_run, output)).await
+}
+
+/// The rotation as the engine runs it: one step per phase, each a whole
+/// deploy (its table and summary drawn as text) under the rotation's locks.
+struct Rotation<'a, 'c> {
+    /// The design as loaded: each deploy reads the hosts' release itself.
+    design: &'a Design,
+    fleet: &'a Fleet,
+    current: Option<Phase>,
+    text: bool,
+    connect: crate::deploy::Connector<'c>,
+}
+
+impl engine::Command for Rotation<'_, '_> {
+    type Step = String;
+
+    fn name(&self) -> String {
+        COMMAND.to_string()
     }
-    let mut rec = Recorder::default();
-    if opts.dry_run {
-        return rec.print(output, COMMAND, true, &steps);
+
+    /// Where every command takes it: the primary cloud's etcd first.
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        self.fleet.design.clouds_in_order()
     }
-    ui::confirm(&format!("Run these {} steps?", steps.len()), opts.yes)?;
-    let deploy = crate::deploy::Options {
-        only: Vec::new(),
-        yes: true,
-        ..Default::default()
-    };
-    // Each phase is a whole deploy: its table and summary are drawn as
-    // text; the rotation's one document reports the phases.
-    let text = output == ui::Output::Text;
-    let phase = |n: usize| {
-        let deploy = &deploy;
-        async move {
-            if design.tls.ca.is_some() {
-                pki::reissue_all(design)?;
-            } else {
-                pki::advance_rotation(design, now())?;
-            }
-            let (_, outcome) = crate::deploy::apply(design, deploy, text, connect).await?;
-            outcome.with_context(|| {
-                format!(
-                    "step {n} of the rotation failed; fix the cause and run `pgha certs rotate` again: it goes on \
-                     from there"
-                )
-            })
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<String>> {
+        Ok(plan(&self.fleet.design, self.current))
+    }
+
+    fn describe(&self, step: &String) -> String {
+        step.clone()
+    }
+
+    fn title(&self) -> String {
+        let resuming = if self.current.is_some() {
+            " (resuming the rotation that was under way)"
+        } else {
+            ""
+        };
+        format!("Certificate rotation for {}{resuming}", self.fleet.design.platform.name)
+    }
+
+    fn question(&self) -> String {
+        "Run these steps?".into()
+    }
+
+    /// The next phase into the PKI directory, then a deploy installs it.
+    async fn run(&mut self, _: &String, _: &Recorder) -> anyhow::Result<()> {
+        let design = self.design;
+        if design.tls.ca.is_some() {
+            pki::reissue_all(design)?;
+        } else {
+            pki::advance_rotation(design, time::OffsetDateTime::now_utc())?;
         }
-    };
-    let mut result = Ok(());
-    for (i, step) in steps.iter().enumerate() {
-        rec.start(i + 1, step);
-        result = rec.finish(phase(i + 1).await);
-        if result.is_err() {
-            break;
-        }
+        let deploy = crate::deploy::Options {
+            yes: true,
+            ..Default::default()
+        };
+        let (_, outcome) = crate::deploy::apply_as_step(design, &deploy, self.text, self.connect).await?;
+        outcome
     }
-    rec.print(output, COMMAND, false, &steps)?;
-    result
+
+    fn again(&self) -> Option<&'static str> {
+        Some("go on from there")
+    }
 }
 
 const COMMAND: &str = "certs rotate";
@@ -140,11 +172,113 @@ mod tests {
         assert!(plan(&d, Some(Phase::Reissue))[0].starts_with("trust the new CA only"));
     }
 
+    use crate::testkit::{CrashWhen, Sim, THREE_CLOUDS};
+
+    fn yes() -> Options {
+        Options {
+            yes: true,
+            dry_run: false,
+        }
+    }
+
+    /// A converged fake fleet deployed once, so its PKI exists.
+    async fn deployed() -> Sim {
+        let sim = Sim::new(THREE_CLOUDS);
+        let opts = crate::deploy::Options {
+            yes: true,
+            ..Default::default()
+        };
+        crate::deploy::run_with(&sim.design(), &opts, ui::Output::Json, &sim.connector())
+            .await
+            .unwrap();
+        sim
+    }
+
+    async fn rotate_sim(sim: &Sim, opts: &Options) -> anyhow::Result<()> {
+        let design = sim.design();
+        let current = current_phase(&design)?;
+        rotate_on(
+            &design,
+            &sim.fleet(&design),
+            current,
+            opts,
+            ui::Output::Json,
+            &sim.connector(),
+        )
+        .await
+    }
+
+    /// Every host trusts `ca` alone, and the rotation is over.
+    fn assert_on_ca_alone(sim: &Sim, ca: &str) {
+        let design = sim.design();
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(
+            pki::load(&design, now).unwrap().unwrap().phase,
+            None,
+            "the rotation finished"
+        );
+        for (name, h) in &sim.world().hosts {
+            if let Some(trust) = h.files.get(crate::components::tls::TRUST.path) {
+                assert_eq!(trust.trim(), ca.trim(), "{name} trusts only the new CA");
+            }
+        }
+    }
+
+    /// Issue 24: the engine's order: the cluster lock before the question,
+    /// a refusal leaves the PKI as it was, and the rotation is one journal
+    /// entry (its deploys, steps of it, are not journaled apart).
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_rotation_changes_nothing_and_a_run_is_journaled_once() {
+        let sim = deployed().await;
+        let design = sim.design();
+        let ca = std::fs::read_to_string(design.pki_dir.join("ca.crt")).unwrap();
+        let journaled = sim.world().journal.len();
+        let no = Options {
+            yes: false,
+            dry_run: false,
+        };
+        let e = rotate_sim(&sim, &no).await.unwrap_err();
+        assert!(e.downcast_ref::<crate::error::Usage>().is_some(), "{e:#}");
+        assert_eq!(std::fs::read_to_string(design.pki_dir.join("ca.crt")).unwrap(), ca);
+        assert_eq!(current_phase(&design).unwrap(), None);
+        rotate_sim(&sim, &yes()).await.unwrap();
+        assert_eq!(sim.world().journal.len(), journaled + 1, "{:#?}", sim.world().journal);
+    }
+
+    /// Issue 24: a rotation killed in its second phase's deploy goes on from
+    /// the recorded phase when run again, and ends on the new CA alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_killed_half_way_goes_on_from_its_phase() {
+        let calls = {
+            let sim = deployed().await;
+            let before = sim.world().calls;
+            rotate_sim(&sim, &yes()).await.unwrap();
+            let n = sim.world().calls - before;
+            n
+        };
+        let sim = deployed().await;
+        let at = sim.world().calls + calls / 2;
+        sim.world().crash = Some((at, CrashWhen::After));
+        rotate_sim(&sim, &yes()).await.unwrap_err();
+        assert!(
+            current_phase(&sim.design()).unwrap().is_some(),
+            "stopped inside the rotation"
+        );
+        {
+            let mut w = sim.world();
+            w.crash = None;
+            w.lock = None;
+        }
+        rotate_sim(&sim, &yes()).await.unwrap();
+        let ca = std::fs::read_to_string(sim.design().pki_dir.join("ca.crt")).unwrap();
+        assert_on_ca_alone(&sim, &ca);
+    }
+
     /// Issue 24: the rotation runs its three phases as deploys against the
     /// fake fleet and ends with the cluster on the new CA alone.
     #[tokio::test(start_paused = true)]
     async fn a_rotation_runs_three_deploys_and_ends_on_the_new_ca() {
-        let sim = crate::testkit::Sim::new(crate::testkit::THREE_CLOUDS);
+        let sim = Sim::new(THREE_CLOUDS);
         let design = sim.design();
         let connect = sim.connector();
         let yes = crate::deploy::Options {
@@ -159,7 +293,10 @@ mod tests {
             yes: true,
             dry_run: false,
         };
-        rotate_with(&design, &opts, ui::Output::Json, &connect).await.unwrap();
+        let current = current_phase(&design).unwrap();
+        rotate_on(&design, &sim.fleet(&design), current, &opts, ui::Output::Json, &connect)
+            .await
+            .unwrap();
         let new_ca = std::fs::read_to_string(design.pki_dir.join("ca.crt")).unwrap();
         assert_ne!(old_ca, new_ca);
         let now = time::OffsetDateTime::now_utc();
