@@ -5,6 +5,7 @@ pub(crate) mod cli;
 pub(crate) mod components;
 pub(crate) mod deploy;
 pub mod design;
+pub(crate) mod engine;
 pub mod error;
 pub(crate) mod fleet;
 pub(crate) mod fsutil;

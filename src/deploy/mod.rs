@@ -16,14 +16,15 @@ use self::facts::HostFacts;
 use self::work::{CloudFacts, StepWork};
 use crate::components::{self, packages};
 use crate::design::{Cloud, Design, Host};
+use crate::engine::{self, report::Recorder};
 use crate::error::Usage;
 use crate::fleet;
+use crate::fleet::Fleet;
 use crate::plan::Plan;
 use crate::remote::{self, Remote};
 use crate::render::{RenderedFile, Renderer};
 use crate::secrets::Secrets;
 use crate::state;
-use crate::ui::confirm;
 use crate::ui::{self, progress};
 
 #[derive(Debug, Clone, Default)]
@@ -254,9 +255,9 @@ impl PlannedStep {
 pub(crate) struct Prepared {
     /// Held from before the facts were read until the run ends.
     pub cluster_lock: Option<crate::lock::ClusterLock>,
-    /// The design for the hosts as they run (their release's PostgreSQL).
-    pub design: Design,
-    pub remotes: BTreeMap<String, Remote>,
+    /// The hosts, connected, and the design for them as they run (their
+    /// release's PostgreSQL).
+    pub fleet: Fleet,
     pub work: Vec<StepWork>,
     pub secrets: Secrets,
     pub renderer: Renderer,
@@ -424,8 +425,11 @@ pub(crate) async fn prepare(
     };
     Ok(Prepared {
         cluster_lock,
-        design: resolved,
-        remotes,
+        fleet: Fleet {
+            design: resolved,
+            remotes,
+            unreachable: Vec::new(),
+        },
         work,
         secrets,
         renderer,
@@ -713,56 +717,6 @@ fn read_groups(work: &[StepWork]) -> Vec<&[StepWork]> {
     groups
 }
 
-/// Executes prepared work step by step (reads together), stopping after the
-/// first failed step.
-pub(crate) async fn execute(p: &Prepared) -> (Vec<HostResult>, anyhow::Result<()>) {
-    let (events, monitor) = progress::monitor();
-    let ctx = exec::Ctx {
-        design: &p.design,
-        remotes: &p.remotes,
-        renderer: &p.renderer,
-        secrets: &p.secrets,
-        events,
-    };
-    let mut results = Vec::new();
-    let mut outcome = Ok(());
-    for group in read_groups(&p.work) {
-        // A cluster lock that may have lapsed stops the run before its next step.
-        if let Some(Err(e)) = p.cluster_lock.as_ref().map(crate::lock::ClusterLock::ensure_held) {
-            outcome = Err(e);
-            break;
-        }
-        let runs = group.iter().map(|sw| {
-            let ctx = &ctx;
-            async move {
-                let started = std::time::Instant::now();
-                let (r, res) = exec::run_step(ctx, sw).await;
-                progress::emit(
-                    &ctx.events,
-                    progress::Event::StepDone {
-                        number: sw.step.number,
-                        ok: res.is_ok(),
-                        elapsed: started.elapsed(),
-                    },
-                );
-                (r, res)
-            }
-        });
-        for (r, res) in futures::future::join_all(runs).await {
-            results.extend(r);
-            if let Err(e) = res {
-                outcome = outcome.and(Err(e));
-            }
-        }
-        if outcome.is_err() {
-            break;
-        }
-    }
-    drop(ctx);
-    let _ = monitor.await;
-    (results, outcome)
-}
-
 pub(crate) fn summary_table(results: &[HostResult], work: &[StepWork]) -> String {
     let mut t = ui::table(&["#", "Step", "Host", "Outcome", "Seconds"]);
     for r in results {
@@ -794,112 +748,236 @@ pub(crate) async fn run_with(
     output: ui::Output,
     connect: Connector<'_>,
 ) -> anyhow::Result<()> {
-    let (report, outcome) = apply(design, opts, output == ui::Output::Text, connect).await?;
-    if output == ui::Output::Json {
-        ui::print_json(&report)?;
-    }
-    outcome
+    apply(design, opts, output, connect).await.1
 }
 
-/// A deploy, its plan and summary drawn as text when `text`; the report is
-/// the caller's to print. The outer error: it stopped before any step ran
-/// (nothing to report); the inner: a step failed.
+/// A deploy through the engine under its own session; its JSON document
+/// too, when one was printed.
 pub(crate) async fn apply(
     design: &Design,
     opts: &Options,
-    text: bool,
+    output: ui::Output,
     connect: Connector<'_>,
-) -> anyhow::Result<(Report, anyhow::Result<()>)> {
-    let session = crate::lock::Session::begin(design, "deploy", None)?;
-    apply_under(design, opts, text, connect, Some(&session)).await
+) -> (Option<Report>, anyhow::Result<()>) {
+    let session = match crate::lock::Session::begin(design, "deploy", None) {
+        Ok(s) => s,
+        Err(e) => return (None, Err(e)),
+    };
+    let p = match prepare(design, opts, Some(&session), connect).await {
+        Ok(p) => p,
+        Err(e) => return (None, Err(e)),
+    };
+    let (events, monitor) = progress::monitor();
+    let flags = engine::Flags::new(opts.yes, opts.dry_run, output);
+    let mut cmd = DeployRun::new(design, opts, &p, output == ui::Output::Text);
+    let result = engine::drive(
+        &p.fleet,
+        Some(&session),
+        p.cluster_lock.as_ref(),
+        &mut cmd,
+        flags,
+        events,
+    )
+    .await;
+    let report = cmd.report.take();
+    let _ = monitor.await;
+    close(p).await;
+    (report, result)
 }
 
 /// A deploy as a step of a command that holds the session and the cluster
-/// lock, asked and journaled as that command (certs rotate).
+/// lock, asked and journaled as that command (certs rotate), drawn by its
+/// monitor (`events`). Its plan and summary are drawn as text when `text`.
 pub(crate) async fn apply_as_step(
     design: &Design,
     opts: &Options,
     text: bool,
     connect: Connector<'_>,
-) -> anyhow::Result<(Report, anyhow::Result<()>)> {
-    apply_under(design, opts, text, connect, None).await
+    events: progress::Events,
+) -> anyhow::Result<()> {
+    let p = prepare(design, opts, None, connect).await?;
+    let output = if text { ui::Output::Text } else { ui::Output::Json };
+    let flags = engine::Flags {
+        report: false,
+        ..engine::Flags::new(true, false, output)
+    };
+    let mut cmd = DeployRun::new(design, opts, &p, text);
+    let result = engine::drive(&p.fleet, None, None, &mut cmd, flags, events).await;
+    close(p).await;
+    result
 }
 
-/// [`apply`] under its own `session`, or (`None`) as a step.
-async fn apply_under(
-    design: &Design,
-    opts: &Options,
+/// A deploy as the engine runs it: its steps in read groups (the steps of
+/// a group read together and run at once), each host's outcome kept.
+struct DeployRun<'a> {
+    /// The design as loaded: what the run clears from the state.
+    design: &'a Design,
+    opts: &'a Options,
+    p: &'a Prepared,
     text: bool,
-    connect: Connector<'_>,
-    session: Option<&crate::lock::Session>,
-) -> anyhow::Result<(Report, anyhow::Result<()>)> {
-    let p = prepare(design, opts, session, connect).await?;
-    let changes = p.work.iter().filter(|w| w.changes()).count();
-    if text {
-        ui::print(&format!(
-            "Deployment plan for {} ({} steps, {changes} with changes):\n{}",
-            design.platform.name,
-            p.work.len(),
-            work_table(&p.work)
-        ))?;
-    }
-    let plan: Vec<PlannedStep> = p.work.iter().map(PlannedStep::of).collect();
-    if opts.dry_run {
-        close(p).await;
-        let report = Report {
-            command: "deploy",
-            dry_run: true,
-            plan,
+    results: Vec<HostResult>,
+    report: Option<Report>,
+}
+
+impl<'a> DeployRun<'a> {
+    fn new(design: &'a Design, opts: &'a Options, p: &'a Prepared, text: bool) -> DeployRun<'a> {
+        DeployRun {
+            design,
+            opts,
+            p,
+            text,
             results: Vec::new(),
-            ok: true,
-            changed: changes,
-        };
-        return Ok((report, Ok(())));
-    }
-    if let (true, Some(session)) = (changes > 0, session) {
-        let confirmed = confirm(&format!("Apply {changes} step(s) with changes?"), opts.yes)
-            .and_then(|_| session.ensure_unchanged(design));
-        if let Err(e) = confirmed {
-            close(p).await;
-            return Err(e);
+            report: None,
         }
     }
-    let (results, outcome) = execute(&p).await;
-    // A deploy that changed something goes on the journal (a no-op one does not).
-    if let (true, Some(session)) = (changes > 0, session) {
-        let titles: Vec<String> = p.work.iter().filter(|w| w.changes()).map(exec::title).collect();
-        let result = outcome.as_ref().map(|_| ()).map_err(|e| anyhow!("{e:#}"));
-        crate::journal::record(&p.design, &p.remotes, &session.holder, &titles, &result).await;
+
+    fn changes(&self) -> usize {
+        self.p.work.iter().filter(|w| w.changes()).count()
     }
-    let changed = results
-        .iter()
-        .filter(|r| matches!(r.outcome, progress::Outcome::Changed(_)))
-        .count();
-    if text {
-        ui::print(&format!("Summary:\n{}", summary_table(&results, &p.work)))?;
+}
+
+impl engine::Command for DeployRun<'_> {
+    /// A read group: indices into the work.
+    type Step = Vec<usize>;
+
+    fn name(&self) -> String {
+        "deploy".into()
     }
-    close(p).await;
-    if outcome.is_ok() {
-        let (clouds, _) = select(design, &opts.only)?;
-        let names: Vec<String> = clouds.iter().map(|c| c.name.clone()).collect();
-        state::clear_pending(design, &names)?;
+
+    /// Taken by `prepare`, before the facts are read.
+    fn lock_clouds(&self) -> Vec<&Cloud> {
+        Vec::new()
     }
-    let report = Report {
-        command: "deploy",
-        dry_run: false,
-        plan,
-        results,
-        ok: outcome.is_ok(),
-        changed,
-    };
-    let outcome = outcome.map_err(|e| {
-        anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged")
-    });
-    Ok((report, outcome))
+
+    async fn plan(&mut self) -> anyhow::Result<Vec<Vec<usize>>> {
+        let mut at = 0;
+        Ok(read_groups(&self.p.work)
+            .into_iter()
+            .map(|g| {
+                at += g.len();
+                (at - g.len()..at).collect()
+            })
+            .collect())
+    }
+
+    fn describe(&self, group: &Vec<usize>) -> String {
+        let titles: Vec<String> = group.iter().map(|&i| exec::title(&self.p.work[i])).collect();
+        titles.join("; ")
+    }
+
+    fn plan_text(&self, _: &[Vec<usize>], _: &[String]) -> String {
+        format!(
+            "Deployment plan for {} ({} steps, {} with changes):\n{}",
+            self.design.platform.name,
+            self.p.work.len(),
+            self.changes(),
+            work_table(&self.p.work)
+        )
+    }
+
+    fn plan_json(&self, _: &[Vec<usize>], _: &[String]) -> serde_json::Value {
+        let plan: Vec<PlannedStep> = self.p.work.iter().map(PlannedStep::of).collect();
+        serde_json::to_value(plan).unwrap_or_default()
+    }
+
+    fn changing(&self, _: &[Vec<usize>]) -> usize {
+        self.changes()
+    }
+
+    fn runs_unchanged(&self) -> bool {
+        true
+    }
+
+    fn question(&self) -> String {
+        format!("Apply {} step(s) with changes?", self.changes())
+    }
+
+    /// A deploy that changed something goes on the journal (a no-op one does not).
+    fn journaled(&self, _: &[Vec<usize>], _: &[String]) -> Vec<String> {
+        self.p.work.iter().filter(|w| w.changes()).map(exec::title).collect()
+    }
+
+    fn draws_steps(&self) -> bool {
+        false
+    }
+
+    async fn run(&mut self, group: &Vec<usize>, rec: &Recorder) -> anyhow::Result<()> {
+        // Drawn by the engine's monitor; a Recorder without one draws nothing.
+        let events = rec
+            .events()
+            .cloned()
+            .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
+        let p = self.p;
+        let ctx = exec::Ctx {
+            design: &p.fleet.design,
+            remotes: &p.fleet.remotes,
+            renderer: &p.renderer,
+            secrets: &p.secrets,
+            events,
+        };
+        let runs = group.iter().map(|&i| {
+            let (ctx, sw) = (&ctx, &p.work[i]);
+            async move {
+                let started = std::time::Instant::now();
+                let (r, res) = exec::run_step(ctx, sw).await;
+                progress::emit(
+                    &ctx.events,
+                    progress::Event::StepDone {
+                        number: sw.step.number,
+                        ok: res.is_ok(),
+                        elapsed: started.elapsed(),
+                    },
+                );
+                (r, res)
+            }
+        });
+        let mut outcome = Ok(());
+        for (r, res) in futures::future::join_all(runs).await {
+            self.results.extend(r);
+            if let Err(e) = res {
+                outcome = outcome.and(Err(e));
+            }
+        }
+        outcome
+    }
+
+    fn ended(&mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        if self.text {
+            ui::print(&format!("Summary:\n{}", summary_table(&self.results, &self.p.work)))?;
+        }
+        if result.is_ok() {
+            let (clouds, _) = select(self.design, &self.opts.only)?;
+            let names: Vec<String> = clouds.iter().map(|c| c.name.clone()).collect();
+            state::clear_pending(self.design, &names)?;
+        }
+        result.map_err(|e| {
+            anyhow!("{e:#}\n  the deploy stopped there; fix the cause and run it again: finished steps are skipped as unchanged")
+        })
+    }
+
+    fn print_report(&mut self, dry_run: bool, ok: bool) -> Option<anyhow::Result<()>> {
+        let changed = if dry_run {
+            self.changes()
+        } else {
+            self.results
+                .iter()
+                .filter(|r| matches!(r.outcome, progress::Outcome::Changed(_)))
+                .count()
+        };
+        let report = self.report.insert(Report {
+            command: "deploy",
+            dry_run,
+            plan: self.p.work.iter().map(PlannedStep::of).collect(),
+            results: if dry_run { Vec::new() } else { self.results.clone() },
+            ok,
+            changed,
+        });
+        Some(ui::print_json(report))
+    }
 }
 
 async fn close(p: Prepared) {
-    let_go(p.cluster_lock, p.remotes).await;
+    let_go(p.cluster_lock, p.fleet.remotes).await;
 }
 
 /// Releases the cluster lock, then closes the connections.

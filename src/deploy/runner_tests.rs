@@ -487,8 +487,9 @@ async fn a_dry_run_reports_its_plan_in_the_one_document() {
         .files
         .remove(haproxy::CONFIG.path);
     let opts = Options { dry_run: true, ..yes() };
-    let (report, outcome) = apply(&design, &opts, false, &sim.connector()).await.unwrap();
+    let (report, outcome) = apply(&design, &opts, ui::Output::Json, &sim.connector()).await;
     outcome.unwrap();
+    let report = report.expect("the document was printed");
     let v = serde_json::to_value(&report).unwrap();
     assert_eq!(v["command"], "deploy");
     assert_eq!(v["dry_run"], true);

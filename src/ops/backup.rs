@@ -6,10 +6,10 @@
 use anyhow::bail;
 use serde::Serialize;
 
-use super::engine;
-use super::report::Recorder;
 use crate::components::backup::{self, Kind};
 use crate::design::{Design, Repository};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::ui;

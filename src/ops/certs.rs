@@ -5,9 +5,9 @@
 //! last phase. The phase is kept in the PKI directory: an interrupted
 //! rotation finishes when the command runs again.
 
-use super::engine;
-use super::report::Recorder;
 use crate::design::{Cloud, Design};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::fleet::Fleet;
 use crate::pki::{self, Phase};
 use crate::ui;
@@ -131,7 +131,7 @@ impl engine::Command for Rotation<'_, '_> {
     }
 
     /// The next phase into the PKI directory, then a deploy installs it.
-    async fn run(&mut self, _: &String, _: &Recorder) -> anyhow::Result<()> {
+    async fn run(&mut self, _: &String, rec: &Recorder) -> anyhow::Result<()> {
         let design = self.design;
         if design.tls.ca.is_some() {
             pki::reissue_all(design)?;
@@ -142,8 +142,12 @@ impl engine::Command for Rotation<'_, '_> {
             yes: true,
             ..Default::default()
         };
-        let (_, outcome) = crate::deploy::apply_as_step(design, &deploy, self.text, self.connect).await?;
-        outcome
+        // Its steps are drawn by the rotation's monitor.
+        let events = rec
+            .events()
+            .cloned()
+            .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
+        crate::deploy::apply_as_step(design, &deploy, self.text, self.connect, events).await
     }
 
     fn again(&self) -> Option<&'static str> {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
-use super::engine;
-use super::report::Recorder;
 use super::wal::{self, WalPos};
 use crate::components::systemd::{self, Verb};
 use crate::components::{glb as glb_component, haproxy, patroni};
 use crate::design::{edit, Cloud, CloudStatus, Design};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::{format_lsn, Fleet};
 use crate::render::{pick, Renderer};

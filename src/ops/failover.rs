@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::engine;
 use super::lineage::Verdict;
-use super::report::Recorder;
 use super::wal;
 use crate::components::patroni;
 use crate::design::{Cloud, Design, Host};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::ui;

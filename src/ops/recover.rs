@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use super::engine;
 use super::lineage::Verdict;
-use super::report::Recorder;
 use crate::components::systemd::{self, Verb};
 use crate::components::{etcd, patroni};
 use crate::design::{Cloud, Design, Host};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::shell::quote;

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use super::engine;
-use super::report::Recorder;
 use crate::components::backup::{self, Target};
 use crate::components::systemd::{self, Verb};
 use crate::components::{patroni, site};
 use crate::design::{Cloud, Design, Host};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::render::Renderer;

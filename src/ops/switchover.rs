@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use super::engine;
-use super::report::Recorder;
 use crate::components::patroni;
 use crate::design::{Cloud, Design};
+use crate::engine;
+use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::Fleet;
 use crate::ui;

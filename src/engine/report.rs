@@ -48,6 +48,11 @@ impl Recorder {
         }
     }
 
+    /// Where a command that draws its own steps sends their events.
+    pub(crate) fn events(&self) -> Option<&progress::Events> {
+        self.events.as_ref()
+    }
+
     fn draw(&self, e: Event) {
         match &self.events {
             Some(tx) => progress::emit(tx, e),
