@@ -172,16 +172,8 @@ pub(crate) fn psql_script(port: u16, sql: &str) -> String {
     format!("runuser -u postgres -- psql -p {port} -XAtq -v ON_ERROR_STOP=1 <<'PGHA_SQL'\n{sql}\nPGHA_SQL")
 }
 
-/// The cloud's Patroni cluster as the first member that answers sees it.
-pub(crate) async fn cluster_view(
-    design: &Design,
-    remotes: &BTreeMap<String, Remote>,
-    cloud: &Cloud,
-) -> anyhow::Result<Vec<patroni::Member>> {
-    cluster_state(design, remotes, cloud).await.map(|v| v.members)
-}
-
-/// The same, with whether the cloud is paused.
+/// The cloud's Patroni cluster as the first member that answers sees it,
+/// with whether the cloud is paused.
 pub(crate) async fn cluster_state(
     design: &Design,
     remotes: &BTreeMap<String, Remote>,

@@ -11,6 +11,7 @@ use super::work::{HostWork, StepWork, Work};
 use crate::components::systemd::{self, Verb};
 use crate::components::{backup, etcd, haproxy, patroni};
 use crate::design::{Cloud, Design};
+use crate::fleet::Fleet;
 use crate::plan::Action;
 use crate::remote::Remote;
 use crate::render::{EtcdBootstrap, Renderer};
@@ -19,14 +20,22 @@ use crate::ui::progress::{emit, Event, Events, Outcome};
 use crate::wait::{poll, poll_seen};
 
 pub(super) struct Ctx<'a> {
-    pub design: &'a Design,
-    pub remotes: &'a BTreeMap<String, Remote>,
+    /// The connected hosts and the design for them as they run.
+    pub fleet: &'a Fleet,
     pub renderer: &'a Renderer,
     pub secrets: &'a Secrets,
     pub events: Events,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn design(&self) -> &'a Design {
+        &self.fleet.design
+    }
+
+    fn remotes(&self) -> &'a BTreeMap<String, Remote> {
+        &self.fleet.remotes
+    }
+
     /// A line of a step's progress.
     fn say(&self, number: usize, message: impl Into<String>) {
         emit(
@@ -39,7 +48,7 @@ impl Ctx<'_> {
     }
 
     fn remote(&self, host: &str) -> anyhow::Result<&Remote> {
-        self.remotes.get(host).ok_or_else(|| anyhow!("{host}: not connected"))
+        self.remotes().get(host).ok_or_else(|| anyhow!("{host}: not connected"))
     }
 }
 
@@ -64,12 +73,12 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
             title: title(sw),
         },
     );
-    let cloud = step.cloud.as_deref().and_then(|c| ctx.design.cloud(c));
+    let cloud = step.cloud.as_deref().and_then(|c| ctx.design().cloud(c));
     let mut results = Vec::new();
     let mut failure = None;
     let held = match cloud {
         Some(c) if sw.serial && sw.step.action == Action::ConfigureEtcd && restarts_etcd(sw) => {
-            match crate::fleet::cluster_state(ctx.design, ctx.remotes, c).await {
+            match ctx.fleet.cluster_state(c).await {
                 Ok(view) => hold_patroni(ctx, c, &view, step.number, "its etcd members restart").await,
                 Err(_) => None,
             }
@@ -139,7 +148,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
         (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
         (Action::VerifySite, _) => {
-            let primary = ctx.design.primary_clouds().next().map(|c| c.name.as_str());
+            let primary = ctx.design().primary_clouds().next().map(|c| c.name.as_str());
             match wait_site(ctx, &step.hosts, step.number, Some(primary)).await {
                 Ok(()) => wait_armed(ctx, step.number).await,
                 e => e,
@@ -227,7 +236,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         Work::RemoveHost(r) => remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await,
         Work::MonitorRole => monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
         Work::SecureEtcd { access, site } => secure_etcd(ctx, host, access, *site, number).await,
-        Work::RunGlbCommand(command) => crate::components::glb::run_external(ctx.design, command, ctx.secrets).await,
+        Work::RunGlbCommand(command) => crate::components::glb::run_external(ctx.design(), command, ctx.secrets).await,
         Work::PatchDynamicConfig(sets) => ctx
             .remote(host)?
             .check(
@@ -242,7 +251,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
 
 /// Work on one host itself: packages, files, services.
 async fn host_item(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let r = ctx.remote(host)?;
     match item {
         Work::InstallPackages(pkgs) => {
@@ -355,7 +364,7 @@ async fn secure_etcd(
     site: bool,
     number: usize,
 ) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let port = match (site, &d.site) {
         (true, Some(s)) => s.client_port,
         _ => d.etcd.client_port,
@@ -385,7 +394,7 @@ async fn secure_etcd(
 
 /// The exporter's role, with the secrets file's password, on the cloud's master.
 async fn monitor_role(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let members = cluster_view(ctx, cloud).await?;
     let leader = members
         .iter()
@@ -489,7 +498,8 @@ async fn hold_patroni<'c>(
     }
     let say = |message: String| ctx.say(number, message);
     say(format!("pausing {}'s Patroni while {what}", cloud.name));
-    match crate::fleet::on_first_answering(ctx.remotes, cloud, "pausing Patroni", &patroni::pause_script(true)).await {
+    match crate::fleet::on_first_answering(ctx.remotes(), cloud, "pausing Patroni", &patroni::pause_script(true)).await
+    {
         Ok(_) => Some(cloud),
         Err(e) => {
             say(format!("{} could not be paused ({e:#}); going on", cloud.name));
@@ -501,7 +511,7 @@ async fn hold_patroni<'c>(
 /// Resumes what [`hold_patroni`] paused.
 async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     ctx.say(number, format!("resuming {}'s Patroni", cloud.name));
-    crate::fleet::on_first_answering(ctx.remotes, cloud, "resuming Patroni", &patroni::pause_script(false))
+    crate::fleet::on_first_answering(ctx.remotes(), cloud, "resuming Patroni", &patroni::pause_script(false))
         .await
         .map(|_| ())
         .with_context(|| {
@@ -516,19 +526,17 @@ async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow:
 /// removed while a quorum of the remaining members is healthy, then the
 /// host's services are stopped and disabled (when it still answers).
 async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: usize) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let port = d.etcd.client_port;
     let say = |message: String| ctx.say(number, message);
     // Patroni's view now (the facts may be minutes old): never the leader,
     // and never a host whose role cannot be told.
-    let view = crate::fleet::cluster_state(ctx.design, ctx.remotes, cloud)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot tell whether {} leads {} now: it was not removed; deploy again once Patroni answers",
-                r.name, cloud.name
-            )
-        })?;
+    let view = ctx.fleet.cluster_state(cloud).await.with_context(|| {
+        format!(
+            "cannot tell whether {} leads {} now: it was not removed; deploy again once Patroni answers",
+            r.name, cloud.name
+        )
+    })?;
     if let Some(m) = view
         .members
         .iter()
@@ -543,7 +551,7 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
     }
     let mut healthy = Vec::new();
     for h in &cloud.hosts {
-        if let Some(remote) = ctx.remotes.get(&h.name) {
+        if let Some(remote) = ctx.remotes().get(&h.name) {
             if remote.check("etcd health", &etcd::health_script(port)).await.is_ok() {
                 healthy.push(remote);
             }
@@ -584,7 +592,7 @@ async fn remove_host(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, num
 /// The removed host's services stopped and disabled (its data deleted only
 /// when asked); a host that does not answer is left as it is, said so.
 async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: usize) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let say = |message: String| ctx.say(number, message);
     let Some(address) = &r.address else {
         say(format!(
@@ -637,13 +645,13 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
 /// written and loaded by every running member, then the restarts in the
 /// order the work says, each waited for.
 async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usize) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let cloud = d
         .cloud(&p.cloud)
         .ok_or_else(|| anyhow!("no cloud {} in the design", p.cloud))?;
     let say = |message: String| ctx.say(number, message);
     crate::fleet::on_first_answering(
-        ctx.remotes,
+        ctx.remotes(),
         cloud,
         "updating Patroni's dynamic configuration",
         &patroni::edit_config_script(&patroni::parameter_sets(&p.sets)),
@@ -712,7 +720,7 @@ async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usi
         Some(candidate) => {
             say(format!("switching over from {leader} to {candidate}"));
             crate::fleet::on_first_answering(
-                ctx.remotes,
+                ctx.remotes(),
                 cloud,
                 "switching over",
                 &patroni::switchover_script(&d.platform.name, &leader, candidate),
@@ -738,13 +746,13 @@ async fn apply_parameters(ctx: &Ctx<'_>, p: &super::work::ParamWork, number: usi
 /// healthy, then store the canonical config (no restart: etcd ignores the
 /// initial-cluster settings once it has data).
 async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let port = d.etcd.client_port;
     let me = cloud.hosts.iter().find(|h| h.name == host).expect("host of this cloud");
     let peer = etcd::peer_url(&me.address, d.etcd.peer_port);
     let mut member = None;
     for h in cloud.hosts.iter().filter(|h| h.name != host) {
-        if let Some(r) = ctx.remotes.get(&h.name) {
+        if let Some(r) = ctx.remotes().get(&h.name) {
             if let Ok(out) = r.check("listing etcd members", &etcd::member_list_script(port)).await {
                 member = Some((r, out));
                 break;
@@ -794,7 +802,7 @@ async fn etcd_join(ctx: &Ctx<'_>, cloud: &Cloud, host: &str) -> anyhow::Result<(
 /// Waits until every member of the cloud's etcd but `joining` is healthy.
 async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, joining: &[&str]) -> anyhow::Result<()> {
     ctx.say(number, format!("waiting for etcd quorum in {}", cloud.name));
-    let script = etcd::health_script(ctx.design.etcd.client_port);
+    let script = etcd::health_script(ctx.design().etcd.client_port);
     let waits = cloud
         .hosts
         .iter()
@@ -814,7 +822,7 @@ async fn wait_etcd(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, joining: &[&str]
 /// `hosts` that answers, and (`holder`: `Some(cloud)`) that cloud holds the
 /// lease (`Some(None)`: the design names no primary cloud, nobody needs to).
 async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Option<Option<&str>>) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     ctx.say(
         number,
         match holder {
@@ -850,11 +858,11 @@ async fn wait_site(ctx: &Ctx<'_>, hosts: &[String], number: usize, holder: Optio
 async fn wait_armed(ctx: &Ctx<'_>, number: usize) -> anyhow::Result<()> {
     ctx.say(number, "waiting until every database host's site fences are armed");
     let hosts: Vec<String> = ctx
-        .design
+        .design()
         .clouds
         .iter()
         .flat_map(|c| &c.hosts)
-        .filter(|h| ctx.remotes.contains_key(&h.name))
+        .filter(|h| ctx.remotes().contains_key(&h.name))
         .map(|h| h.name.clone())
         .collect();
     wait_hosts_ready(
@@ -872,7 +880,7 @@ async fn wait_armed(ctx: &Ctx<'_>, number: usize) -> anyhow::Result<()> {
 
 /// The cloud's Patroni cluster as one of its members sees it.
 pub(super) async fn cluster_view(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<Vec<patroni::Member>> {
-    crate::fleet::cluster_view(ctx.design, ctx.remotes, cloud).await
+    ctx.fleet.cluster_view(cloud).await
 }
 
 /// Waits for the cloud's leader (`leader`) or for `hosts` to be healthy members.
@@ -932,7 +940,7 @@ pub(super) fn describe_members(members: &[patroni::Member]) -> String {
 /// streaming, pending restarts done (replicas first), and HAProxy on every
 /// host routing to the one read-write master.
 async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let members = cluster_view(ctx, cloud).await?;
     let mut pending: Vec<&patroni::Member> = members.iter().filter(|m| m.pending_restart == Some(true)).collect();
     pending.sort_by_key(|m| m.is_leader() || m.is_standby_leader());
@@ -1018,7 +1026,7 @@ async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow
         ctx.remote(h)?
             .check(
                 "checking the archive (pgbackrest check)",
-                &backup::check_script(ctx.design),
+                &backup::check_script(ctx.design()),
             )
             .await
             .with_context(|| format!("{h}: the WAL archive does not reach this repository"))?;
@@ -1027,7 +1035,7 @@ async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow
 }
 
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
-    let d = ctx.design;
+    let d = ctx.design();
     let Some(glb) = &d.glb else { return Ok(()) };
     ctx.say(
         number,

@@ -909,8 +909,7 @@ impl engine::Command for DeployRun<'_> {
             .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
         let p = self.p;
         let ctx = exec::Ctx {
-            design: &p.fleet.design,
-            remotes: &p.fleet.remotes,
+            fleet: &p.fleet,
             renderer: &p.renderer,
             secrets: &p.secrets,
             events,

@@ -128,7 +128,7 @@ pub(crate) fn later_master_start(nh: &[(u32, u64)], ch: &[(u32, u64)], tli: u32,
     through.then(|| nh.last().map_or(0, |(_, start)| *start))
 }
 
-async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
+pub(crate) async fn run_on(fleet: &Fleet, cloud: &Cloud, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let flags = engine::Flags::new(opts.yes, opts.dry_run, output);
     let mut cmd = Failover {
         fleet,

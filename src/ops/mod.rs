@@ -8,6 +8,8 @@ pub(crate) mod cluster;
 pub(crate) mod failover;
 pub(crate) mod history;
 pub(crate) mod lineage;
+#[cfg(test)]
+mod order_tests;
 pub(crate) mod pause;
 pub(crate) mod recover;
 pub(crate) mod restore;
