@@ -541,8 +541,14 @@ fn secure_work(items: &mut Vec<Work>, i: &Inputs, step: &Step, cloud: Option<&Cl
 /// a change, or on new certificates) and the restore_command's script,
 /// read at each call.
 fn pgbackrest_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
-    converge(items, facts, file(i, host, &backup::CONFIG), Work::Restart);
+    pgbackrest_server(items, i, host, facts);
     write_if_differs(items, facts, file(i, host, &backup::RESTORE_WAL));
+}
+
+/// pgBackRest's config and its TLS server, on a database host and on a
+/// repository's: restarted on a change of either.
+fn pgbackrest_server(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    converge(items, facts, file(i, host, &backup::CONFIG), Work::Restart);
     reread(
         items,
         i,
@@ -610,15 +616,7 @@ fn repository_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFa
     for spec in &backup::TLS_FILES {
         write_if_differs(items, facts, file(i, host, spec));
     }
-    converge(items, facts, file(i, host, &backup::CONFIG), Work::Restart);
-    reread(
-        items,
-        i,
-        host,
-        facts,
-        Work::Restart(backup::SERVICE),
-        &backup::TLS_FILES,
-    );
+    pgbackrest_server(items, i, host, facts);
     let mut units_changed = write_if_differs(items, facts, file(i, host, &backup::BACKUP_UNIT));
     let b = i.design.backup.as_ref().expect("repositories come with backups");
     let mut timers = Vec::new();
