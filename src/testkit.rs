@@ -1275,6 +1275,11 @@ pub(crate) fn with_backups() -> String {
     format!("{THREE_CLOUDS}backup: {{repositories: [{{cloud: dc1, host: dc1-pg3}}, {{cloud: dc2, host: dc2-pg3}}, {{cloud: dc3, host: dc3-pg3}}]}}\n")
 }
 
+/// The default lab's design: backups and the site lease.
+pub(crate) fn default_lab() -> String {
+    with_backups().replace("site: {enabled: false}\n", "")
+}
+
 /// [`THREE_CLOUDS`] with the site lease (on by default with three clouds).
 pub(crate) fn with_site_lease() -> String {
     THREE_CLOUDS.replace("site: {enabled: false}\n", "")

@@ -903,10 +903,7 @@ impl engine::Command for DeployRun<'_> {
 
     async fn run(&mut self, group: &Vec<usize>, rec: &Recorder) -> anyhow::Result<()> {
         // Drawn by the engine's monitor; a Recorder without one draws nothing.
-        let events = rec
-            .events()
-            .cloned()
-            .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
+        let events = rec.events();
         let p = self.p;
         let ctx = exec::Ctx {
             fleet: &p.fleet,

@@ -48,9 +48,12 @@ impl Recorder {
         }
     }
 
-    /// Where a command that draws its own steps sends their events.
-    pub(crate) fn events(&self) -> Option<&progress::Events> {
-        self.events.as_ref()
+    /// Where a command that draws its own steps sends their events (a
+    /// Recorder without a monitor gives one nobody reads).
+    pub(crate) fn events(&self) -> progress::Events {
+        self.events
+            .clone()
+            .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0)
     }
 
     fn draw(&self, e: Event) {

@@ -143,10 +143,7 @@ impl engine::Command for Rotation<'_, '_> {
             ..Default::default()
         };
         // Its steps are drawn by the rotation's monitor.
-        let events = rec
-            .events()
-            .cloned()
-            .unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().0);
+        let events = rec.events();
         crate::deploy::apply_as_step(design, &deploy, self.text, self.connect, events).await
     }
 

@@ -7,7 +7,7 @@
 //! nothing was journaled, and the cluster lock was released.
 
 use crate::design::Design;
-use crate::testkit::{with_backups, with_site_lease, Sim, World};
+use crate::testkit::{default_lab, with_site_lease, Sim, World};
 use crate::ui::Output;
 
 #[derive(Debug, Clone, Copy)]
@@ -38,11 +38,6 @@ const ALL: [Cmd; 11] = [
     Cmd::Resume,
     Cmd::CertsRotate,
 ];
-
-/// The default lab's design: backups and the site lease.
-fn default_lab() -> String {
-    with_backups().replace("site: {enabled: false}\n", "")
-}
 
 /// A fake fleet where `cmd` has something to do.
 async fn ready(cmd: Cmd) -> Sim {

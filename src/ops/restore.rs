@@ -580,14 +580,9 @@ mod tests {
         assert!(w.lock.is_none(), "the lock is released ({at})");
     }
 
-    /// The default lab's design: backups and the site lease.
-    fn with_site_and_backups() -> String {
-        with_backups().replace("site: {enabled: false}\n", "")
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_restore_brings_every_cloud_back_on_a_new_timeline() {
-        for design in [with_backups(), with_site_and_backups()] {
+        for design in [with_backups(), crate::testkit::default_lab()] {
             let sim = Sim::new(&design);
             let design = sim.design();
             run_on(&sim.fleet(&design), "dc1", &opts(true), ui::Output::Json)
@@ -604,7 +599,7 @@ mod tests {
     /// cluster restored and whole.
     #[tokio::test(start_paused = true)]
     async fn a_restore_killed_at_any_call_finishes_when_run_again() {
-        for text in [with_backups(), with_site_and_backups()] {
+        for text in [with_backups(), crate::testkit::default_lab()] {
             killed_at_any_call(&text).await;
         }
     }
