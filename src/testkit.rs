@@ -621,9 +621,15 @@ impl World {
                 }
             }
         }
+        // A change of the dynamic configuration, through etcd or through the
+        // member's own Patroni: the same change.
+        let config_change = |sets: &[(String, String)]| {
+            script == patroni::edit_config_script(sets)
+                || patroni::patch_config_script(d.governor.rest_port, sets).is_ok_and(|s| s == script)
+        };
         if let Some(hosts) = standby_hosts(script) {
             let follow = patroni::standby_cluster(&d, &hosts).to_string();
-            if script == patroni::edit_config_script(&[("standby_cluster".into(), follow)]) {
+            if config_change(&[("standby_cluster".into(), follow)]) {
                 // Which clouds the addresses belong to, as `dc2` or
                 // `dc2,dc3`; with the site lease, the host's own HAProxy.
                 let followed: Vec<&str> = d
@@ -643,12 +649,10 @@ impl World {
             }
         }
         let sync = (p.replication == Replication::Synchronous).to_string();
-        if script
-            == patroni::edit_config_script(&[
-                ("standby_cluster".into(), "null".into()),
-                ("synchronous_mode".into(), sync),
-            ])
-        {
+        if config_change(&[
+            ("standby_cluster".into(), "null".into()),
+            ("synchronous_mode".into(), sync),
+        ]) {
             let cloud = self.cloud_of(host).expect("a database host").name.clone();
             let leader = self.clouds[&cloud].leader.clone().expect("a leader");
             self.clouds.get_mut(&cloud).expect("known cloud").standby_of = None;
@@ -1125,8 +1129,14 @@ pub(crate) const THROUGH_HAPROXY: &str = "its HAProxy";
 
 /// The hosts of a `standby_cluster` edit-config script.
 fn standby_hosts(script: &str) -> Option<Vec<String>> {
-    let json = script.split_once("-s 'standby_cluster=")?.1.strip_suffix('\'')?;
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let v: serde_json::Value = match script.split_once("-s 'standby_cluster=") {
+        Some((_, json)) => serde_json::from_str(json.strip_suffix('\'')?).ok()?,
+        // The PATCH body, the script's first argument.
+        None => {
+            let body = script.strip_prefix("python3 - '")?.split_once("' <<")?.0;
+            serde_json::from_str::<serde_json::Value>(body).ok()?["standby_cluster"].clone()
+        }
+    };
     Some(v["host"].as_str()?.split(',').map(str::to_string).collect())
 }
 
@@ -1444,6 +1454,7 @@ mod pins {
         (site::read_script(&d), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\ne endpoint health 2>&1 | sed -n 's/^\\(https:[^ ]*\\) is \\(healthy\\|unhealthy\\).*/health \\1 \\2/p'\nv=$(e get /pgha-site/sim/primary --print-value-only) || exit 1\n[ -n \"$v\" ] && printf 'primary %s\\n' \"$v\"\nl=$(e get /pgha-site/sim/primary -w fields | sed -n 's/^\"Lease\" : //p')\nif [ -n \"$l\" ] && [ \"$l\" != 0 ]; then\ne lease timetolive \"$(printf '%x' \"$l\")\" | sed -n 's/.*remaining(\\(-*[0-9]*\\)s).*/remaining \\1/p'\nfi\nw=$(e get /pgha-site/sim/last --print-value-only)\n[ -n \"$w\" ] && printf 'last %s\\n' \"$w\"\nexit 0\n"),
         (site::revision_script(&d), "ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s get /pgha-site/sim/primary -w fields | sed -n 's/^\"ModRevision\" : //p' | head -1 | grep . || echo 0\n"),
         (site::armed_script(), "[ -f /var/lib/pgha/site-armed ] && echo armed || true\n"),
+        (patroni::patch_config_script(8008, &[("standby_cluster".into(), "null".into()), ("synchronous_mode".into(), "false".into())]).unwrap(), "python3 - '{\"standby_cluster\":null,\"synchronous_mode\":false}' <<'PGHA_PATCH'\nimport base64, ssl, sys, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\")\nrequest = urllib.request.Request(\"https://127.0.0.1:8008/config\", data=sys.argv[1].encode(), method=\"PATCH\",\n    headers={\"Content-Type\": \"application/json\", \"Authorization\": \"Basic \" + token})\nurllib.request.urlopen(request, timeout=10, context=context).read()\nPGHA_PATCH"),
         (patroni::failover_script("sim-dc2", "dc2-pg2"), "patronictl -c /etc/patroni/config.yml failover sim-dc2 --candidate dc2-pg2 --force"),
         (patroni::release_hold_script(true), "rm -f /var/lib/pgha/needs-recovery && systemctl start patroni"),
         (patroni::release_hold_script(false), "rm -f /var/lib/pgha/needs-recovery"),

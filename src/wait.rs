@@ -100,9 +100,14 @@ where
         if Instant::now() >= deadline {
             return Err(last.context(format!("gave up after {} s", limit.as_secs())));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
+
+/// The pause between tries. Each try is a remote round trip or more; a
+/// quarter second keeps a flip's or a switchover's waits (several in a row,
+/// each on the write path) from adding up to seconds of nothing.
+const POLL_EVERY: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
@@ -143,8 +148,8 @@ mod tests {
         )
         .await;
         assert!(seen.outcome.is_err());
-        // Tries every half second within 2 s, the last one at the deadline.
-        assert_eq!(seen.last, Some(5));
+        // Tries every quarter second within 2 s, the last one at the deadline.
+        assert_eq!(seen.last, Some(9));
         let seen = poll_seen(Duration::from_secs(1), || async { anyhow::Ok(7) }, |&v| v == 7).await;
         assert!(seen.outcome.is_ok());
         assert_eq!(seen.last, Some(7));

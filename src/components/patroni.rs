@@ -141,6 +141,42 @@ fn http_get_script(rest_port: u16, path: &str) -> String {
     )
 }
 
+/// Changes the dynamic configuration through this host's own Patroni
+/// (`PATCH /config`), which then runs its loop at once: a member told to
+/// demote or promote acts within a moment, where a change written to etcd
+/// by `patronictl edit-config` waits for the member's next loop (up to
+/// `loop_wait`). The REST credentials are read from Patroni's config file on
+/// the host, never carried in a command line. `sets` are as for
+/// [`edit_config_script`], each value JSON (`null` removes the key).
+pub(crate) fn patch_config_script(rest_port: u16, sets: &[(String, String)]) -> anyhow::Result<String> {
+    let mut body = serde_json::Map::new();
+    for (k, v) in sets {
+        let value: serde_json::Value =
+            serde_json::from_str(v).map_err(|e| anyhow::anyhow!("{k}: {v} is not JSON: {e}"))?;
+        body.insert(k.clone(), value);
+    }
+    let body = serde_json::Value::Object(body).to_string();
+    Ok(format!(
+        r#"python3 - {} <<'PGHA_PATCH'
+import base64, ssl, sys, urllib.request, yaml
+auth = yaml.safe_load(open({}))["restapi"]["authentication"]
+token = base64.b64encode(("%s:%s" % (auth["username"], auth["password"])).encode()).decode()
+context = ssl.create_default_context(cafile={})
+request = urllib.request.Request("https://127.0.0.1:{rest_port}/config", data=sys.argv[1].encode(), method="PATCH",
+    headers={{"Content-Type": "application/json", "Authorization": "Basic " + token}})
+urllib.request.urlopen(request, timeout=10, context=context).read()
+PGHA_PATCH"#,
+        quote(&body),
+        py_str(CONFIG.path),
+        py_str(super::tls::TRUST_PATH),
+    ))
+}
+
+/// A Python string literal (JSON's quoting is Python's for these paths).
+fn py_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
 /// Changes the dynamic configuration (kept in this cloud's etcd) with
 /// patronictl on the host, which reads the REST credentials from the config
 /// file: no password in any command line.

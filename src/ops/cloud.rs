@@ -659,7 +659,16 @@ impl Runner<'_> {
                     return Ok(());
                 };
                 let files = self.renderer.db_host(self.after, c, h, None, &self.secrets)?;
-                r.install_file(pick(&files, &haproxy::CONFIG)).await?;
+                let config = pick(&files, &haproxy::CONFIG);
+                // With the site lease every HAProxy lists every host, so a
+                // flip leaves its config as it was: no reload on the write path.
+                if let Some(was) = self.before.cloud(&c.name) {
+                    let before = self.renderer.db_host(self.before, was, h, None, &self.secrets)?;
+                    if pick(&before, &haproxy::CONFIG).content == config.content {
+                        return Ok(());
+                    }
+                }
+                r.install_file(config).await?;
                 r.check(
                     "reloading HAProxy",
                     &systemd::unit_script(Verb::ReloadOrRestart, "haproxy"),
@@ -681,6 +690,26 @@ impl Runner<'_> {
             let sync = self.after.platform.replication == crate::design::Replication::Synchronous;
             sets.push(("synchronous_mode".into(), sync.to_string()));
         }
+        // Through the member holding the cloud's lock, the one that must act
+        // (demote, promote, follow elsewhere), so it acts at once; through
+        // etcd from any host when that member cannot be asked.
+        if let Some(holder) = self.lock_holder(cloud).await {
+            let patched = match patroni::patch_config_script(self.after.governor.rest_port, &sets) {
+                Ok(script) => {
+                    self.fleet
+                        .remote(&holder)?
+                        .check("changing Patroni's dynamic configuration", &script)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match patched {
+                Ok(_) => return Ok(()),
+                Err(e) => ui::progress::note(format!(
+                    "{holder}'s Patroni did not take the change ({e:#}): writing it to etcd"
+                )),
+            }
+        }
         let script = patroni::edit_config_script(&sets);
         crate::fleet::on_first_answering(
             &self.fleet.remotes,
@@ -696,6 +725,16 @@ impl Runner<'_> {
                 cloud.name
             )
         })
+    }
+
+    /// The reachable member holding the cloud's leader lock (its master or
+    /// standby leader), if the cloud can tell.
+    async fn lock_holder(&self, cloud: &Cloud) -> Option<String> {
+        let members = self.fleet.cluster_view(cloud).await.ok()?;
+        members
+            .into_iter()
+            .find(|m| (m.is_leader() || m.is_standby_leader()) && self.fleet.reachable(&m.name))
+            .map(|m| m.name)
     }
 
     async fn demote(&self, name: &str, follow: &[String]) -> anyhow::Result<()> {
