@@ -769,15 +769,28 @@ impl Runner<'_> {
     /// The cloud's running standby leader.
     async fn standby_leader(&self, cloud: &Cloud) -> anyhow::Result<String> {
         // It may be reconnecting after a flip's first steps: give it a moment.
+        // What Patroni last said goes into the error: a cause, not a timeout.
+        let seen = std::sync::Mutex::new(String::from("no answer from the cloud's Patroni"));
         poll_for(Duration::from_secs(60), || async {
             let members = self.fleet.cluster_view(cloud).await?;
+            *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = members
+                .iter()
+                .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+                .collect::<Vec<_>>()
+                .join(", ");
             Ok(members
                 .into_iter()
                 .find(|m| m.is_standby_leader() && m.is_healthy())
                 .map(|m| m.name))
         })
         .await
-        .with_context(|| format!("{} has no running standby leader to promote", cloud.name))
+        .with_context(|| {
+            let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            format!(
+                "{} has no running standby leader to promote (last seen: {seen})",
+                cloud.name
+            )
+        })
     }
 
     /// The cloud's standby leader and its WAL position.
