@@ -770,27 +770,36 @@ impl Runner<'_> {
     async fn standby_leader(&self, cloud: &Cloud) -> anyhow::Result<String> {
         // It may be reconnecting after a flip's first steps: give it a moment.
         // What Patroni last said goes into the error: a cause, not a timeout.
-        let seen = std::sync::Mutex::new(String::from("no answer from the cloud's Patroni"));
-        poll_for(Duration::from_secs(60), || async {
-            let members = self.fleet.cluster_view(cloud).await?;
-            *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = members
+        let leader = |members: &[patroni::Member]| {
+            members
                 .iter()
-                .map(|m| format!("{} {} {}", m.name, m.role, m.state))
-                .collect::<Vec<_>>()
-                .join(", ");
-            Ok(members
-                .into_iter()
                 .find(|m| m.is_standby_leader() && m.is_healthy())
-                .map(|m| m.name))
-        })
-        .await
-        .with_context(|| {
-            let seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            format!(
-                "{} has no running standby leader to promote (last seen: {seen})",
-                cloud.name
-            )
-        })
+                .map(|m| m.name.clone())
+        };
+        let seen = poll_seen(
+            Duration::from_secs(60),
+            || self.fleet.cluster_view(cloud),
+            |members| leader(members).is_some(),
+        )
+        .await;
+        let members = seen.last.unwrap_or_default();
+        seen.outcome
+            .and_then(|()| leader(&members).context("no standby leader"))
+            .with_context(|| {
+                let states: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{} {} {}", m.name, m.role, m.state))
+                    .collect();
+                let states = if states.is_empty() {
+                    "no answer from the cloud's Patroni".to_string()
+                } else {
+                    states.join(", ")
+                };
+                format!(
+                    "{} has no running standby leader to promote (last seen: {states})",
+                    cloud.name
+                )
+            })
     }
 
     /// The cloud's standby leader and its WAL position.
