@@ -533,7 +533,9 @@ fn backup_steps(b: &mut Builder, design: &Design) {
         None,
         Action::VerifyBackup,
         names,
-        "pgbackrest check from each repository: a WAL segment the master switches to reaches it".to_string(),
+        "pgbackrest check from each repository: a WAL segment the master switches to reaches it (a deploy that changes \
+         nothing reads the master's archiver instead: no failure since its last success)"
+            .to_string(),
     );
 }
 

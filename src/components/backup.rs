@@ -323,6 +323,13 @@ pub(crate) fn info_script(design: &Design, repo: &Repository) -> String {
 /// `pgbackrest check`: the archive works end to end (a WAL switch on the
 /// master reaches this repository) and the configuration is right. (It
 /// takes no `--repo`: the repository host has its own only.)
+/// The master's archiver in one row (see `ops::status::gather::parse_archiver`):
+/// the last archived segment and its age, the failures, and whether the
+/// last failure came after the last success (archiving is failing now).
+pub(crate) const ARCHIVER_SQL: &str = "SELECT coalesce(last_archived_wal, ''), \
+     coalesce(extract(epoch FROM now() - last_archived_time)::bigint, -1), failed_count, coalesce(last_failed_wal, ''), \
+     coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) FROM pg_stat_archiver";
+
 pub(crate) fn check_script(design: &Design) -> String {
     format!("set -e\n{} >&2\n", pgbackrest(design, "check"))
 }

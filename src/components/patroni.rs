@@ -128,9 +128,21 @@ pub(crate) fn history_script(rest_port: u16) -> String {
     http_get_script(rest_port, "/history")
 }
 
-/// Prints the dynamic configuration (`/config`).
-pub(crate) fn config_script(rest_port: u16) -> String {
-    http_get_script(rest_port, "/config")
+/// Prints `config <JSON>` (the dynamic configuration) and `cluster <JSON>`
+/// (the members) from the local REST API, each when it answers: one Python
+/// start for both, as the facts of every database host need them.
+pub(crate) fn config_and_cluster_script(rest_port: u16) -> String {
+    format!(
+        "python3 -c 'import json, ssl, urllib.request as u
+c = ssl.create_default_context(cafile=\"{}\")
+for p in (\"config\", \"cluster\"):
+    try:
+        print(p, json.dumps(json.loads(u.urlopen(\"https://127.0.0.1:{rest_port}/\" + p, timeout=3, context=c).read())))
+    except Exception:
+        pass' 2>/dev/null
+",
+        super::tls::TRUST_PATH
+    )
 }
 
 /// GETs `path` from the local REST API over HTTPS, verifying the cluster CA.
@@ -156,20 +168,37 @@ pub(crate) fn patch_config_script(rest_port: u16, sets: &[(String, String)]) -> 
         body.insert(k.clone(), value);
     }
     let body = serde_json::Value::Object(body).to_string();
-    Ok(format!(
-        r#"python3 - {} <<'PGHA_PATCH'
-import base64, ssl, sys, urllib.request, yaml
+    Ok(rest_python(
+        rest_port,
+        &body,
+        "call(\"PATCH\", \"/config\", sys.argv[1])",
+    ))
+}
+
+/// A Python program on the host, run with `argument` as `sys.argv[1]`,
+/// whose `call(method, path, body, timeout)` asks the local REST API over
+/// HTTPS (the cluster CA verified) with the credentials read from
+/// Patroni's config file, never carried in a command line.
+fn rest_python(rest_port: u16, argument: &str, program: &str) -> String {
+    format!(
+        r#"python3 - {} <<'PGHA_REST'
+import base64, json, ssl, sys, threading, time, urllib.error, urllib.request, yaml
 auth = yaml.safe_load(open({}))["restapi"]["authentication"]
 token = base64.b64encode(("%s:%s" % (auth["username"], auth["password"])).encode()).decode()
 context = ssl.create_default_context(cafile={})
-request = urllib.request.Request("https://127.0.0.1:{rest_port}/config", data=sys.argv[1].encode(), method="PATCH",
-    headers={{"Content-Type": "application/json", "Authorization": "Basic " + token}})
-urllib.request.urlopen(request, timeout=10, context=context).read()
-PGHA_PATCH"#,
-        quote(&body),
+def call(method, path, body=None, timeout=10):
+    headers = {{"Authorization": "Basic " + token}}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        body = body.encode()
+    request = urllib.request.Request("https://127.0.0.1:{rest_port}" + path, data=body, method=method, headers=headers)
+    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()
+{program}
+PGHA_REST"#,
+        quote(argument),
         py_str(CONFIG.path),
         py_str(super::tls::TRUST_PATH),
-    ))
+    )
 }
 
 /// A Python string literal (JSON's quoting is Python's for these paths).
@@ -238,17 +267,43 @@ pub(crate) fn parameters_applied_sql(sets: &[(String, String)]) -> String {
     )
 }
 
-/// A planned switchover from `leader` to `candidate` (Patroni 3 and 4 both
-/// take `--leader`; 3.0 also knows it as `--master`).
-pub(crate) fn switchover_script(scope: &str, leader: &str, candidate: &str) -> String {
-    format!(
-        "patronictl -c {} switchover {} --leader {} --candidate {} --force",
-        quote(CONFIG.path),
-        quote(scope),
-        quote(leader),
-        quote(candidate)
-    )
+/// A planned switchover from `leader` to `candidate` through the local
+/// REST API (`POST /switchover`, Patroni 3 and 4): it ends as soon as the
+/// cluster shows `candidate` as leader. patronictl waits for Patroni's own
+/// answer, which polls the DCS once a second after the demotion it asked
+/// for, and loads itself first: both cost the command a second or more.
+/// A refusal (a candidate not healthy, say) is Patroni's answer, at once.
+pub(crate) fn switchover_script(rest_port: u16, leader: &str, candidate: &str) -> String {
+    let body = serde_json::json!({ "leader": leader, "candidate": candidate }).to_string();
+    rest_python(rest_port, &body, SWITCHOVER_PY)
 }
+
+/// Asks for the switchover in a thread; watches `/cluster` meanwhile.
+const SWITCHOVER_PY: &str = r#"answer = []
+def post():
+    try:
+        answer.append((200, call("POST", "/switchover", sys.argv[1], timeout=60)))
+    except urllib.error.HTTPError as e:
+        answer.append((e.code, e.read().decode(errors="replace")))
+    except Exception as e:
+        answer.append((0, str(e)))
+threading.Thread(target=post, daemon=True).start()
+candidate = json.loads(sys.argv[1])["candidate"]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    if answer:
+        code, text = answer[0]
+        if code == 200:
+            sys.exit(0)
+        sys.exit("Patroni did not switch over (%s): %s" % (code or "no answer", text.strip()))
+    try:
+        members = json.loads(call("GET", "/cluster", timeout=2))["members"]
+        if any(m["name"] == candidate and m["role"] in ("leader", "master", "primary") for m in members):
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.1)
+sys.exit("Patroni gave no answer within 60 s: whether the switchover happened is not known")"#;
 
 /// While this file exists on a host the fence keeps Patroni from starting
 /// there: the host holds commits the master lacks (a failover accepted
@@ -351,10 +406,11 @@ mod tests {
             restart_pending_script("c", "dc1-pg1"),
             "patronictl -c /etc/patroni/config.yml restart c dc1-pg1 --pending --force"
         );
-        assert_eq!(
-            switchover_script("c", "dc1-pg1", "dc1-pg2"),
-            "patronictl -c /etc/patroni/config.yml switchover c --leader dc1-pg1 --candidate dc1-pg2 --force"
-        );
+        let switch = switchover_script(8008, "dc1-pg1", "dc1-pg2");
+        assert!(switch.starts_with(r#"python3 - '{"candidate":"dc1-pg2","leader":"dc1-pg1"}' <<'PGHA_REST'"#));
+        assert!(switch.contains(r#"call("POST", "/switchover", sys.argv[1], timeout=60)"#));
+        assert!(switch.contains(r#"Request("https://127.0.0.1:8008" + path"#));
+        assert!(switch.ends_with("\nPGHA_REST"));
         assert_eq!(
             cluster_script(8008),
             r#"python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile="/etc/pgha/tls/ca.crt"); print(u.urlopen("https://127.0.0.1:8008/cluster", timeout=3, context=c).read().decode())'"#

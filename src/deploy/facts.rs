@@ -129,14 +129,16 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     let db_facts = if db {
         format!(
-            "{} 2>/dev/null | sed 's/^/config /'\n{} 2>/dev/null | sed 's/^/cluster /'\n{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}\
+            "{}{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}\
 systemctl is-active --quiet patroni && [ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n",
-            components::patroni::config_script(design.governor.rest_port),
-            components::patroni::cluster_script(design.governor.rest_port),
+            components::patroni::config_and_cluster_script(design.governor.rest_port),
             components::etcd::member_list_script(design.etcd.client_port),
             postgres_script(design.platform.postgres_version),
             contexts_script(design),
-            components::etcd::access_probe_script(&format!("https://127.0.0.1:{}", design.etcd.client_port), "cloud_access"),
+            components::etcd::access_probe_script(
+                &format!("https://127.0.0.1:{}", design.etcd.client_port),
+                "cloud_access"
+            ),
             stamp = components::patroni::GATEWAY_STAMP,
         ) + &design
             .exporter
@@ -153,7 +155,9 @@ for p in {pkgs}; do s=missing; while read -r n st; do [ "$n" = "$p" ] && s=$st; 
 $have
 PGHA_PKGS
 echo "pkg $p $s"; done
-for f in {paths}; do if [ -f "$f" ]; then echo "file $f $(sha256sum < "$f" | cut -d' ' -f1) $(stat -c '%U:%G:%a' "$f")"; else echo "file $f absent"; fi; done
+set --
+for f in {paths}; do if [ -f "$f" ]; then set -- "$@" "$f"; else echo "file $f absent"; fi; done
+[ $# -eq 0 ] || {{ sha256sum -- "$@"; stat -c 'meta %U:%G:%a %n' -- "$@"; }} | awk '$1 == "meta" {{ m[$3] = $2; next }} {{ h[$2] = $1; o[++n] = $2 }} END {{ for (i = 1; i <= n; i++) print "file " o[i] " " h[o[i]] " " m[o[i]] }}'
 systemctl show -p Id -p ActiveState -p UnitFileState {svcs} 2>/dev/null | sed 's/^/svc /'
 [ -d {etcd_member} ] && echo "etcd_initialized"
 [ -d {site_member} ] && echo "site_initialized"

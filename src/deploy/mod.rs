@@ -910,6 +910,7 @@ impl engine::Command for DeployRun<'_> {
             renderer: &p.renderer,
             secrets: &p.secrets,
             events,
+            unchanged: self.changes() == 0,
         };
         let runs = group.iter().map(|&i| {
             let (ctx, sw) = (&ctx, &p.work[i]);

@@ -9,6 +9,8 @@ use crate::ui;
 
 mod findings;
 mod gather;
+
+pub(crate) use gather::parse_archiver;
 mod table;
 
 pub(crate) use findings::*;

@@ -129,7 +129,7 @@ impl engine::Command for Switchover<'_> {
         let fleet = self.fleet;
         match step {
             Step::Switch { from, to } => {
-                let script = patroni::switchover_script(&fleet.design.platform.name, from, to);
+                let script = patroni::switchover_script(fleet.design.governor.rest_port, from, to);
                 fleet.remote(from)?.check("switching over", &script).await.map(|_| ())
             }
             Step::WaitFor(to) => poll(Duration::from_secs(60), || async {

@@ -286,10 +286,7 @@ pub(super) async fn backup_status(fleet: &Fleet, hosts: &[HostRow], now: i64) ->
         .collect();
     let mut archiving = None;
     if let Some(master) = hosts.iter().find(|r| r.read_write == Some(true)) {
-        let sql = "SELECT coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM now() - last_archived_time)::bigint, -1), \
-                   failed_count, coalesce(last_failed_wal, ''), \
-                   coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) FROM pg_stat_archiver";
-        if let Ok(out) = fleet.psql(&master.host, sql).await {
+        if let Ok(out) = fleet.psql(&master.host, crate::components::backup::ARCHIVER_SQL).await {
             archiving = parse_archiver(&master.host, &out);
         }
     }
@@ -300,7 +297,7 @@ pub(super) async fn backup_status(fleet: &Fleet, hosts: &[HostRow], now: i64) ->
 }
 
 /// One `pg_stat_archiver` row as `psql -At` prints it.
-pub(super) fn parse_archiver(host: &str, row: &str) -> Option<Archiving> {
+pub(crate) fn parse_archiver(host: &str, row: &str) -> Option<Archiving> {
     let f: Vec<&str> = row.trim().split('|').collect();
     let [wal, age, failed, failed_wal, failing] = f.as_slice() else {
         return None;
