@@ -238,15 +238,24 @@ fn clean_stop(b: &Bench, f: &mut Figures) {
     let t = Instant::now();
     b.lab.ssh_ok(&old, "systemctl stop patroni");
     f.add("clean stop of the master's Patroni: write gap", w.gap(t, |s| s != old));
+    // The new master's first acknowledged write: nobody can follow it sooner.
+    let took = (w.first_after(t, Duration::from_secs(60), |s| s != old).at - t).as_secs_f64();
     let m2 = b.master(cloud);
     let third = (1..=3)
         .map(|n| format!("{cloud}-pg{n}"))
         .find(|h| *h != m && *h != m2)
         .unwrap();
-    f.add("a replica follows the new master", b.follows(&third, &timeline, t));
+    let replica = b.follows(&third, &timeline, t);
+    let standby = b.follows(&standby_leader, &timeline, t);
+    f.add("a replica follows the new master (from the stop)", replica);
     f.add(
-        "the standby cloud's leader follows",
-        b.follows(&standby_leader, &timeline, t),
+        "a replica follows, from the new master's first write",
+        (replica - took).max(0.0),
+    );
+    f.add("the standby cloud's leader follows (from the stop)", standby);
+    f.add(
+        "the standby leader follows, from the new master's first write",
+        (standby - took).max(0.0),
     );
     b.lab.ssh_ok(&b.addr(&m), "systemctl start patroni");
     b.wait_healthy();

@@ -35,10 +35,12 @@ import http.client
 import json
 import os
 import pwd
+import queue
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -534,30 +536,54 @@ class Host:
         self.token = token if isinstance(token, str) and token else None
         return self.token is not None
 
+    def ask(self, endpoint, path, body):
+        """One member's answer, logging in once when it wants a login; None when it gives none."""
+        try:
+            try:
+                return self.post(endpoint, path, body)
+            except urllib.error.HTTPError as e:
+                # A token this member does not know (it restarted, or
+                # authentication was just turned on): log in, once.
+                if not (needs_login(e.code, refusal(e)) and self.login(endpoint)):
+                    raise
+                return self.post(endpoint, path, body)
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+            # IncompleteRead, BadStatusLine and the like: no answer either.
+            return None
+
     def etcd(self, path, body):
         """POSTs to etcd's JSON gateway, trying each member; None when no member answers."""
         for i, endpoint in enumerate(self.order):
-            try:
-                try:
-                    out = self.post(endpoint, path, body)
-                except urllib.error.HTTPError as e:
-                    # A token this member does not know (it restarted, or
-                    # authentication was just turned on): log in, once.
-                    if not (needs_login(e.code, refusal(e)) and self.login(endpoint)):
-                        raise
-                    out = self.post(endpoint, path, body)
-            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
-                # IncompleteRead, BadStatusLine and the like: no answer either.
+            out = self.ask(endpoint, path, body)
+            if out is None:
                 continue
             if i:
                 self.order = self.order[i:] + self.order[:i]
             return out
         return None
 
-    def read_site(self):
+    def etcd_first(self, path, body):
+        """A read asked of every member at once: the first answer (each
+        member's own deadline bounds the wait); None when none answers.
+        Patroni's pre_promote starts with no memory of a member that is
+        gone: asked one by one, a powered-off first member would cost a
+        promotion the whole timeout."""
+        answers = queue.Queue()
+        for endpoint in self.order:
+            threading.Thread(target=lambda e=endpoint: answers.put((e, self.ask(e, path, body))), daemon=True).start()
+        for _ in self.order:
+            endpoint, out = answers.get()
+            if out is not None:
+                i = self.order.index(endpoint)
+                self.order = self.order[i:] + self.order[:i]
+                return out
+        return None
+
+    def read_site(self, at_once=False):
         """(answered, held value, its lease id, last holder), from one read of both keys."""
         low, high = sorted((self.s.key, self.s.last_key))
-        out = self.etcd("/v3/kv/range", {"key": b64(low), "range_end": b64(high + "\0")})
+        ask = self.etcd_first if at_once else self.etcd
+        out = ask("/v3/kv/range", {"key": b64(low), "range_end": b64(high + "\0")})
         if not isinstance(out, dict):
             return False, None, 0, None
         return (True, *parse_site(self.s, out.get("kvs")))
@@ -832,7 +858,7 @@ def arm():
 
 def may_promote(s, h):
     """Patroni's pre_promote: 0 allows the promotion."""
-    ok, held, lease, last = h.read_site()
+    ok, held, lease, last = h.read_site(at_once=True)
     verdict, why = decide_promotion(s, ok, os.path.exists(ARMED), held, lease, last, time.time())
     if ok:
         arm()

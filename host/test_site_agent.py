@@ -8,6 +8,8 @@ import io
 import json
 import os
 import tempfile
+import threading
+import time
 import unittest
 import urllib.error
 from dataclasses import replace
@@ -667,6 +669,28 @@ class EtcdLogin(unittest.TestCase):
         h.s = replace(S, etcd_user="")
         self.assertIsNone(h.etcd("/v3/kv/range", {}))
         self.assertEqual(len(h.calls), 2)
+
+    def test_a_read_at_once_takes_the_first_answer_past_a_silent_member(self):
+        gone = threading.Event()
+        h = self.host([])
+
+        def post(endpoint, path, body):
+            if endpoint == S.endpoints[0]:
+                # A powered-off member: silent until its deadline.
+                gone.wait(5)
+                raise OSError("timed out")
+            return {"kvs": [], "from": endpoint}
+
+        h.post = post
+        started = time.monotonic()
+        self.assertEqual(h.etcd_first("/v3/kv/range", {})["from"], "https://10.0.0.2:2479")
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertEqual(h.order[0], "https://10.0.0.2:2479")
+        gone.set()
+
+    def test_a_read_at_once_with_no_answer_is_none(self):
+        h = self.host([None, None])
+        self.assertIsNone(h.etcd_first("/v3/kv/range", {}))
 
     def test_decisions(self):
         self.assertTrue(a.needs_login(401, ""))
