@@ -1,5 +1,5 @@
-//! `cargo bench --bench deploy`: on a fresh lab (2 clouds x 3 hosts + GLB,
-//! baked image), the time from `pgha deploy` to the first write acknowledged
+//! `cargo bench --bench deploy`: on a fresh default lab (2 clouds x 3 hosts,
+//! GLB, witness, a repository host per cloud; baked image), the time from `pgha deploy` to the first write acknowledged
 //! through the GLB, and the time of a no-op re-deploy. Prints figures only.
 
 #[path = "../tests/common/mod.rs"]
@@ -37,7 +37,7 @@ fn main() {
     }
     let first_write = start.elapsed();
     println!(
-        "fresh deploy ({}, 2x3 + GLB, baked): pgha deploy {:.1} s, first write through the GLB at {:.1} s",
+        "fresh deploy ({}, default lab: 2x3, GLB, witness, 2 repository hosts; baked): pgha deploy {:.1} s, first write through the GLB at {:.1} s",
         common::bench_os()[1],
         deployed.as_secs_f64(),
         first_write.as_secs_f64()

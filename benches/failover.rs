@@ -5,7 +5,8 @@
 //! through the GLB every 100 ms throughout; a gap is the longest pause
 //! between two acknowledged writes around a fault. Every run ends by
 //! checking that no acknowledged write is missing (a power-off or a cut may
-//! lose the asynchronous tail: counted, not hidden). Prints figures only.
+//! lose the asynchronous tail: counted, not hidden). It first times no-op
+//! deploys of the lab. Prints figures only.
 //!
 //! With `PGHA_BENCH_RECOVER=1` it then times recover-node on a database of
 //! about 1 GB (fast path, then --reclone).
@@ -342,6 +343,16 @@ fn measure(os: &str, p: &str, runs: usize) -> (Figures, String) {
         .collect::<Vec<_>>()
         .join(", ");
     let mut f = Figures::default();
+    // Every host already as designed: the facts-in, work-out diff alone.
+    for _ in 0..runs {
+        let t = Instant::now();
+        let out = b.lab.pgha(&["deploy", "--yes"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        f.add(
+            "no-op pgha deploy of the default lab (10 hosts)",
+            t.elapsed().as_secs_f64(),
+        );
+    }
     for run in 0..runs {
         eprintln!("{os}: run {} of {runs}", run + 1);
         clean_stop(&b, &mut f);

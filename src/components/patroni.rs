@@ -182,7 +182,7 @@ pub(crate) fn patch_config_script(rest_port: u16, sets: &[(String, String)]) -> 
 fn rest_python(rest_port: u16, argument: &str, program: &str) -> String {
     format!(
         r#"python3 - {} <<'PGHA_REST'
-import base64, json, ssl, sys, threading, time, urllib.error, urllib.request, yaml
+import base64, ssl, sys, urllib.error, urllib.request, yaml
 auth = yaml.safe_load(open({}))["restapi"]["authentication"]
 token = base64.b64encode(("%s:%s" % (auth["username"], auth["password"])).encode()).decode()
 context = ssl.create_default_context(cafile={})
@@ -268,42 +268,23 @@ pub(crate) fn parameters_applied_sql(sets: &[(String, String)]) -> String {
 }
 
 /// A planned switchover from `leader` to `candidate` through the local
-/// REST API (`POST /switchover`, Patroni 3 and 4): it ends as soon as the
-/// cluster shows `candidate` as leader. patronictl waits for Patroni's own
-/// answer, which polls the DCS once a second after the demotion it asked
-/// for, and loads itself first: both cost the command a second or more.
-/// A refusal (a candidate not healthy, say) is Patroni's answer, at once.
+/// REST API (`POST /switchover`, Patroni 3 and 4), which answers once the
+/// cluster has a new leader (a refusal, such as a candidate that is not
+/// healthy, at once). patronictl would first load itself and read the DCS:
+/// the request reaches Patroni about 0.4 s sooner this way. Nothing polls
+/// meanwhile: the old leader is shutting down PostgreSQL, and load on its
+/// host can only slow that (Patroni waits in whole seconds for it).
 pub(crate) fn switchover_script(rest_port: u16, leader: &str, candidate: &str) -> String {
     let body = serde_json::json!({ "leader": leader, "candidate": candidate }).to_string();
     rest_python(rest_port, &body, SWITCHOVER_PY)
 }
 
-/// Asks for the switchover in a thread; watches `/cluster` meanwhile.
-const SWITCHOVER_PY: &str = r#"answer = []
-def post():
-    try:
-        answer.append((200, call("POST", "/switchover", sys.argv[1], timeout=60)))
-    except urllib.error.HTTPError as e:
-        answer.append((e.code, e.read().decode(errors="replace")))
-    except Exception as e:
-        answer.append((0, str(e)))
-threading.Thread(target=post, daemon=True).start()
-candidate = json.loads(sys.argv[1])["candidate"]
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    if answer:
-        code, text = answer[0]
-        if code == 200:
-            sys.exit(0)
-        sys.exit("Patroni did not switch over (%s): %s" % (code or "no answer", text.strip()))
-    try:
-        members = json.loads(call("GET", "/cluster", timeout=2))["members"]
-        if any(m["name"] == candidate and m["role"] in ("leader", "master", "primary") for m in members):
-            sys.exit(0)
-    except Exception:
-        pass
-    time.sleep(0.1)
-sys.exit("Patroni gave no answer within 60 s: whether the switchover happened is not known")"#;
+const SWITCHOVER_PY: &str = r#"try:
+    print(call("POST", "/switchover", sys.argv[1], timeout=60))
+except urllib.error.HTTPError as e:
+    sys.exit("Patroni did not switch over (%s): %s" % (e.code, e.read().decode(errors="replace").strip()))
+except Exception as e:
+    sys.exit("no answer from Patroni (%s): whether the switchover happened is not known" % e)"#;
 
 /// While this file exists on a host the fence keeps Patroni from starting
 /// there: the host holds commits the master lacks (a failover accepted
