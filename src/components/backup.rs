@@ -323,12 +323,42 @@ pub(crate) fn info_script(design: &Design, repo: &Repository) -> String {
 /// `pgbackrest check`: the archive works end to end (a WAL switch on the
 /// master reaches this repository) and the configuration is right. (It
 /// takes no `--repo`: the repository host has its own only.)
-/// The master's archiver in one row (see `ops::status::gather::parse_archiver`):
+/// The master's archiver in one row (read by [`parse_archiver`]):
 /// the last archived segment and its age, the failures, and whether the
 /// last failure came after the last success (archiving is failing now).
 pub(crate) const ARCHIVER_SQL: &str = "SELECT coalesce(last_archived_wal, ''), \
      coalesce(extract(epoch FROM now() - last_archived_time)::bigint, -1), failed_count, coalesce(last_failed_wal, ''), \
      coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) FROM pg_stat_archiver";
+
+/// The master's archiver, as `pgha status` shows it and a no-op deploy reads it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct Archiving {
+    pub host: String,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_age_s: Option<i64>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    /// The last attempt failed: the WAL waits on the master (pgBackRest
+    /// drops it past `backup.archive_queue_max`, keeping the master writable).
+    pub failing: bool,
+}
+
+/// One [`ARCHIVER_SQL`] row as `psql -At` prints it.
+pub(crate) fn parse_archiver(host: &str, row: &str) -> Option<Archiving> {
+    let f: Vec<&str> = row.trim().split('|').collect();
+    let [wal, age, failed, failed_wal, failing] = f.as_slice() else {
+        return None;
+    };
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Some(Archiving {
+        host: host.to_string(),
+        last_archived_wal: some(wal),
+        last_archived_age_s: age.parse().ok().filter(|a| *a >= 0),
+        failed_count: failed.parse().unwrap_or(0),
+        last_failed_wal: some(failed_wal),
+        failing: *failing == "t",
+    })
+}
 
 pub(crate) fn check_script(design: &Design) -> String {
     format!("set -e\n{} >&2\n", pgbackrest(design, "check"))
@@ -638,6 +668,20 @@ pub(crate) fn parse_info(json: &str, stanza: &str) -> anyhow::Result<RepoInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_archiver_row_says_whether_archiving_fails() {
+        let a = parse_archiver("a1", "000000010000000000000009|12|3|00000001000000000000000A|t\n").unwrap();
+        assert!(a.failing);
+        assert_eq!(a.failed_count, 3);
+        assert_eq!(a.last_archived_age_s, Some(12));
+        let fresh = parse_archiver("a1", "|-1|0||f").unwrap();
+        assert_eq!(
+            (fresh.last_archived_wal, fresh.last_archived_age_s, fresh.failing),
+            (None, None, false)
+        );
+        assert!(parse_archiver("a1", "garbage").is_none());
+    }
 
     const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"17-1","max":"000000010000000000000007","min":"000000010000000000000001"}],
       "backup":[{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000003"},

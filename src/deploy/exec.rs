@@ -1056,7 +1056,7 @@ async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
     let cloud = ctx.design().primary_clouds().next()?;
     let master = ctx.fleet.master(cloud).await.ok()??;
     let row = ctx.fleet.psql(&master, backup::ARCHIVER_SQL).await.ok()?;
-    crate::ops::status::parse_archiver(&master, &row)
+    backup::parse_archiver(&master, &row)
         .filter(|a| !a.failing)
         .and_then(|a| a.last_archived_wal)
 }

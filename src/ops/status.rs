@@ -10,7 +10,7 @@ use crate::ui;
 mod findings;
 mod gather;
 
-pub(crate) use gather::parse_archiver;
+pub(crate) use crate::components::backup::Archiving;
 mod table;
 
 pub(crate) use findings::*;
@@ -193,18 +193,6 @@ pub(crate) struct RepoSummary {
     pub last_backup_age_s: Option<i64>,
     /// The newest WAL segment in the archive.
     pub archive_newest_wal: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Archiving {
-    pub host: String,
-    pub last_archived_wal: Option<String>,
-    pub last_archived_age_s: Option<i64>,
-    pub failed_count: i64,
-    pub last_failed_wal: Option<String>,
-    /// The last attempt failed: the WAL waits on the master (pgBackRest
-    /// drops it past `backup.archive_queue_max`, keeping the master writable).
-    pub failing: bool,
 }
 
 /// A standby's distance to its master, from a `sender NAME BYTES SECONDS` line.

@@ -287,29 +287,12 @@ pub(super) async fn backup_status(fleet: &Fleet, hosts: &[HostRow], now: i64) ->
     let mut archiving = None;
     if let Some(master) = hosts.iter().find(|r| r.read_write == Some(true)) {
         if let Ok(out) = fleet.psql(&master.host, crate::components::backup::ARCHIVER_SQL).await {
-            archiving = parse_archiver(&master.host, &out);
+            archiving = crate::components::backup::parse_archiver(&master.host, &out);
         }
     }
     Some(BackupStatus {
         repositories,
         archiving,
-    })
-}
-
-/// One `pg_stat_archiver` row as `psql -At` prints it.
-pub(crate) fn parse_archiver(host: &str, row: &str) -> Option<Archiving> {
-    let f: Vec<&str> = row.trim().split('|').collect();
-    let [wal, age, failed, failed_wal, failing] = f.as_slice() else {
-        return None;
-    };
-    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Some(Archiving {
-        host: host.to_string(),
-        last_archived_wal: some(wal),
-        last_archived_age_s: age.parse().ok().filter(|a| *a >= 0),
-        failed_count: failed.parse().unwrap_or(0),
-        last_failed_wal: some(failed_wal),
-        failing: *failing == "t",
     })
 }
 

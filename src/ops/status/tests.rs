@@ -279,20 +279,6 @@ fn replicas_behind_and_pending_changes_are_warnings() {
 }
 
 #[test]
-fn the_archiver_row_says_whether_archiving_fails() {
-    let a = parse_archiver("a1", "000000010000000000000009|12|3|00000001000000000000000A|t\n").unwrap();
-    assert!(a.failing);
-    assert_eq!(a.failed_count, 3);
-    assert_eq!(a.last_archived_age_s, Some(12));
-    let fresh = parse_archiver("a1", "|-1|0||f").unwrap();
-    assert_eq!(
-        (fresh.last_archived_wal, fresh.last_archived_age_s, fresh.failing),
-        (None, None, false)
-    );
-    assert!(parse_archiver("a1", "garbage").is_none());
-}
-
-#[test]
 fn certificates_near_expiry_warn_and_expired_ones_are_unsafe() {
     let c = |days_left| CertExpiry {
         host: "a2".into(),
