@@ -1054,9 +1054,12 @@ async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow
 /// The last segment the master archived, when archiving works now.
 async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
     let cloud = ctx.design().primary_clouds().next()?;
-    let master = ctx.fleet.master(cloud).await.ok()??;
-    let row = ctx.fleet.psql(&master, backup::ARCHIVER_SQL).await.ok()?;
-    backup::parse_archiver(&master, &row)
+    let members = ctx.fleet.cluster_view(cloud).await.ok()?;
+    let leader = members.iter().find(|m| m.is_leader() && m.is_healthy())?;
+    // One round trip: a leader not (yet) writable prints no row, and no row is no answer.
+    let sql = format!("{} WHERE NOT pg_is_in_recovery()", backup::ARCHIVER_SQL);
+    let row = ctx.fleet.psql(&leader.name, &sql).await.ok()?;
+    backup::parse_archiver(&leader.name, &row)
         .filter(|a| !a.failing)
         .and_then(|a| a.last_archived_wal)
 }
