@@ -20,16 +20,38 @@ pub(crate) struct Fleet {
     pub unreachable: Vec<ConnectError>,
 }
 
+/// The hosts a command reaches besides the clouds' own and the witness
+/// (its vote on the site lease is read or moved by every command).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reach {
+    pub glb: bool,
+    /// The repositories: backups, their list and the archive's health.
+    pub repositories: bool,
+}
+
+impl Reach {
+    pub(crate) const ALL: Reach = Reach {
+        glb: true,
+        repositories: true,
+    };
+    pub(crate) const NO_GLB: Reach = Reach {
+        glb: false,
+        repositories: true,
+    };
+}
+
 impl Fleet {
-    pub(crate) async fn connect(design: &Design, with_glb: bool) -> anyhow::Result<Fleet> {
+    /// Connects the design's hosts `reach` names: each SSH connection is
+    /// time on the way to a command's first step.
+    pub(crate) async fn connect(design: &Design, reach: Reach) -> anyhow::Result<Fleet> {
         let mut hosts: Vec<Host> = design.clouds.iter().flat_map(|c| c.hosts.iter().cloned()).collect();
-        if with_glb {
+        if reach.glb {
             hosts.extend(design.glb_hosts().iter().cloned());
         }
-        // The witness holds a vote on the site lease: commands that move or read it need it.
         hosts.extend(design.witness().cloned());
-        // The repositories: backups, their list and the archive's health.
-        hosts.extend(design.repository_hosts().cloned());
+        if reach.repositories {
+            hosts.extend(design.repository_hosts().cloned());
+        }
         let (ok, unreachable) = remote::connect_all(&hosts, Duration::from_secs(8)).await;
         let remotes: BTreeMap<String, Remote> = ok.into_iter().map(|r| (r.name.clone(), r)).collect();
         match resolve(design, &remotes).await {

@@ -548,8 +548,20 @@ impl World {
         let all_specs = components::db_host_files(&d)
             .into_iter()
             .chain(components::glb_host_files(&d));
+        let reload = systemd::unit_script(Verb::ReloadOrRestart, "haproxy");
         for spec in &all_specs.collect::<Vec<_>>() {
             let s = self.hosts.get_mut(host).expect("known host");
+            // A flip's GLB config: written and HAProxy reloaded only when it differs.
+            if script == crate::remote::install_if_changed_script(spec, &reload) {
+                let content = String::from_utf8_lossy(input.unwrap_or_default()).into_owned();
+                if s.files.get(spec.path) == Some(&content) {
+                    return ok(&format!("unchanged {}", spec.path), String::new());
+                }
+                s.files.insert(spec.path.to_string(), content.clone());
+                s.meta.insert(spec.path.to_string(), spec_meta(spec));
+                s.active_haproxy = content;
+                return ok(&format!("install {} and reload", spec.path), "pgha: changed\n".into());
+            }
             if script == install_script(spec) {
                 let content = String::from_utf8_lossy(input.unwrap_or_default()).into_owned();
                 s.files.insert(spec.path.to_string(), content);

@@ -11,7 +11,7 @@ use crate::design::{Design, Repository};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::ui;
 
 pub(crate) struct Options {
@@ -53,7 +53,7 @@ fn chosen<'a>(design: &'a Design, cloud: Option<&str>) -> anyhow::Result<Vec<&'a
 
 pub(crate) async fn take(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     chosen(design, opts.cloud.as_deref())?;
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     let result = take_on(&fleet, opts, output).await;
     fleet.close().await;
     result
@@ -154,7 +154,7 @@ const STANDBY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) async fn list(design: &Design, output: ui::Output) -> anyhow::Result<()> {
     repositories(design)?;
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     let repos = fleet.read_repositories().await;
     fleet.close().await;
     match output {
@@ -229,7 +229,7 @@ struct CheckResult {
 
 pub(crate) async fn check(design: &Design, output: ui::Output) -> anyhow::Result<()> {
     let repos = repositories(design)?;
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     // One at a time: two checks switching WAL on the master together can
     // leave one waiting for a segment that is never filled (seen: "WAL
     // segment ... was not archived before the 60000ms timeout").

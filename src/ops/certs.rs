@@ -8,7 +8,7 @@
 use crate::design::{Cloud, Design};
 use crate::engine;
 use crate::engine::report::Recorder;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::pki::{self, Phase};
 use crate::ui;
 
@@ -49,7 +49,7 @@ pub(crate) fn plan(design: &Design, phase: Option<Phase>) -> Vec<String> {
 
 pub(crate) async fn rotate(design: &Design, opts: &Options, output: ui::Output) -> anyhow::Result<()> {
     let current = current_phase(design)?;
-    let fleet = Fleet::connect(design, true).await?;
+    let fleet = Fleet::connect(design, Reach::ALL).await?;
     let result = rotate_on(design, &fleet, current, opts, output, &crate::deploy::ssh).await;
     fleet.close().await;
     result

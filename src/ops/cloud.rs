@@ -19,7 +19,7 @@ use crate::design::{edit, Cloud, CloudStatus, Design};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::{format_lsn, Fleet};
+use crate::fleet::{format_lsn, Fleet, Reach};
 use crate::render::{pick, Renderer};
 use crate::secrets::Secrets;
 use crate::state;
@@ -336,7 +336,12 @@ pub(crate) async fn run(
     opts: &Options,
     output: ui::Output,
 ) -> anyhow::Result<()> {
-    let fleet = Fleet::connect(design, true).await?;
+    // No repository host: a flip never asks one.
+    let reach = Reach {
+        glb: true,
+        repositories: false,
+    };
+    let fleet = Fleet::connect(design, reach).await?;
     let result = run_on(&fleet, name, flip, opts, output).await;
     fleet.close().await;
     result
@@ -432,8 +437,8 @@ impl<'a> engine::Command for FlipRun<'a> {
             .iter()
             .filter(|c| fleet.cloud_reachable(c))
             .collect();
-        fleet.warn_if_paused(&reachable).await;
-        let taken_over = self.taken_over().await;
+        // Both reads are on the way to the first step: at once.
+        let ((), taken_over) = tokio::join!(fleet.warn_if_paused(&reachable), self.taken_over());
         let steps = plan(
             &fleet.design,
             self.name,
@@ -489,6 +494,9 @@ impl<'a> engine::Command for FlipRun<'a> {
             secrets,
             force: self.force,
             resuming,
+            demoted: std::sync::Mutex::new(None),
+            caught_up: std::sync::Mutex::new(None),
+            lease_taken: std::sync::Mutex::new(None),
         };
         if !resuming {
             for s in plan {
@@ -543,6 +551,14 @@ struct Runner<'a> {
     /// Finishing an interrupted run of this flip: steps it completed are
     /// recognised as done.
     resuming: bool,
+    /// The master this run demoted (it took the change itself).
+    demoted: std::sync::Mutex<Option<String>>,
+    /// The new cloud's standby leader this run saw replay all of the old
+    /// cloud's WAL: the member to promote.
+    caught_up: std::sync::Mutex<Option<String>>,
+    /// When this run took the site lease: the promotion's first renewal
+    /// waits its turn.
+    lease_taken: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Runner<'_> {
@@ -565,7 +581,7 @@ impl Runner<'_> {
                 if !self.fleet.cloud_reachable(c) {
                     return self.pending(cloud, &format!("follow the primary cloud ({})", follow.join(",")));
                 }
-                self.set_standby(c, Some(follow)).await
+                self.set_standby(c, Some(follow), None).await.map(|_| ())
             }
             FlipAction::WaitCaughtUp { .. } | FlipAction::CheckNoDataLoss { .. }
                 if self.already_promoted(action).await =>
@@ -578,7 +594,9 @@ impl Runner<'_> {
             FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
             FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
             FlipAction::TakeLease { cloud, demoted } => {
-                super::site::take(self.fleet, cloud, *demoted, self.force).await
+                super::site::take(self.fleet, cloud, *demoted, self.force).await?;
+                *self.lease_taken.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
+                Ok(())
             }
             FlipAction::Promote { cloud } => self.promote(cloud).await,
             FlipAction::Verify { cloud } => self.verify(cloud).await,
@@ -629,10 +647,11 @@ impl Runner<'_> {
                 ));
                 continue;
             };
+            // With the site lease the GLB's config names every cloud: a flip
+            // leaves it as it was, and a reload would only cost time.
             let files = self.renderer.glb_host(design, h, &self.secrets)?;
-            r.install_file(pick(&files, &glb_component::CONFIG)).await?;
-            r.check(
-                "reloading the GLB",
+            r.install_if_changed(
+                pick(&files, &glb_component::CONFIG),
                 &systemd::unit_script(Verb::ReloadOrRestart, "haproxy"),
             )
             .await?;
@@ -679,8 +698,17 @@ impl Runner<'_> {
         futures::future::try_join_all(jobs).await.map(|_| ())
     }
 
-    /// Sets (or with `None` removes) the cloud's `standby_cluster`.
-    async fn set_standby(&self, cloud: &Cloud, follow: Option<&[String]>) -> anyhow::Result<()> {
+    /// Sets (or with `None` removes) the cloud's `standby_cluster`; the
+    /// member that took the change at once, when one did. `holder`: the
+    /// member this run just saw holding the cloud's lock, asked without
+    /// reading the cluster again (a member that lost the lock since still
+    /// writes the change, which its leader then takes at its next cycle).
+    async fn set_standby(
+        &self,
+        cloud: &Cloud,
+        follow: Option<&[String]>,
+        holder: Option<String>,
+    ) -> anyhow::Result<Option<String>> {
         let value = match follow {
             Some(hosts) => patroni::standby_cluster(self.after, hosts).to_string(),
             None => "null".into(),
@@ -693,7 +721,11 @@ impl Runner<'_> {
         // Through the member holding the cloud's lock, the one that must act
         // (demote, promote, follow elsewhere), so it acts at once; through
         // etcd from any host when that member cannot be asked.
-        if let Some(holder) = self.lock_holder(cloud).await {
+        let holder = match holder {
+            Some(h) => Some(h),
+            None => self.lock_holder(cloud).await,
+        };
+        if let Some(holder) = holder {
             let patched = match patroni::patch_config_script(self.after.governor.rest_port, &sets) {
                 Ok(script) => {
                     self.fleet
@@ -704,7 +736,7 @@ impl Runner<'_> {
                 Err(e) => Err(e),
             };
             match patched {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(Some(holder)),
                 Err(e) => ui::progress::note(format!(
                     "{holder}'s Patroni did not take the change ({e:#}): writing it to etcd"
                 )),
@@ -718,7 +750,7 @@ impl Runner<'_> {
             &script,
         )
         .await
-        .map(|_| ())
+        .map(|_| None)
         .with_context(|| {
             format!(
                 "{}: its etcd must have quorum to change the cluster's configuration",
@@ -742,25 +774,32 @@ impl Runner<'_> {
         if !self.fleet.cloud_reachable(cloud) {
             return self.pending(name, "become a standby cluster");
         }
-        if let Err(e) = self.set_standby(cloud, Some(follow)).await {
-            if self.before.cloud(name).is_some_and(|c| c.is_primary()) && self.after.primary_clouds().next().is_some() {
-                // A planned switchover must not go on with the old master writable.
-                return Err(e);
+        match self.set_standby(cloud, Some(follow), None).await {
+            Ok(holder) => *self.demoted.lock().expect("not poisoned") = holder,
+            Err(e) => {
+                if self.before.cloud(name).is_some_and(|c| c.is_primary())
+                    && self.after.primary_clouds().next().is_some()
+                {
+                    // A planned switchover must not go on with the old master writable.
+                    return Err(e);
+                }
+                ui::progress::note(format!("{e:#}"));
+                return self.pending(name, "become a standby cluster");
             }
-            ui::progress::note(format!("{e:#}"));
-            return self.pending(name, "become a standby cluster");
         }
         // Fenced: no host of the cloud may still be read-write. A host whose
         // PostgreSQL cannot be asked is not taken for read-only: the wait
         // goes on, and ends in an error at its bound (the flip resumes from
-        // here when run again).
+        // here when run again). Every host at once: this is the write path.
+        let hosts: Vec<&str> = cloud
+            .hosts
+            .iter()
+            .filter(|h| self.fleet.reachable(&h.name))
+            .map(|h| h.name.as_str())
+            .collect();
         poll(Duration::from_secs(90), || async {
-            for h in cloud.hosts.iter().filter(|h| self.fleet.reachable(&h.name)) {
-                if self.fleet.server_role(&h.name).await? == crate::fleet::ServerRole::Primary {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+            let roles = futures::future::try_join_all(hosts.iter().map(|h| self.fleet.server_role(h))).await?;
+            Ok(!roles.contains(&crate::fleet::ServerRole::Primary))
         })
         .await
         .with_context(|| format!("a host of {name} may still be read-write"))
@@ -841,27 +880,40 @@ impl Runner<'_> {
         // WAL is what must arrive. Other hosts of the old cloud may hold WAL of
         // an abandoned timeline (an ex-master not yet rewound): not theirs.
         let old_cloud = self.cloud(old)?;
+        let demoted = self.demoted.lock().expect("not poisoned").clone();
         let old_end = poll_for(Duration::from_secs(30), || async {
-            let (_, p) = self.standby_leader_position(old_cloud).await?;
-            Ok(Some(p.lsn))
+            match &demoted {
+                // The master this run demoted, asked itself: once in recovery
+                // it answers only after replaying all of its own WAL, and
+                // stopped its WAL is read from disk. Patroni's view of it
+                // lags by a cycle.
+                Some(host) => {
+                    let p = wal::position(self.fleet, host).await?;
+                    Ok((p.mode != "primary").then_some(p.lsn))
+                }
+                None => Ok(Some(self.standby_leader_position(old_cloud).await?.1.lsn)),
+            }
         })
         .await
         .with_context(|| format!("{old}'s demoted master does not answer"))?;
         let new_cloud = self.cloud(new)?;
         let seen = poll_seen(
             Duration::from_secs(60),
-            || async { Ok(self.standby_leader_position(new_cloud).await?.1.lsn) },
-            |&lsn| lsn >= old_end,
+            || self.standby_leader_position(new_cloud),
+            |(_, p)| p.lsn >= old_end,
         )
         .await;
+        let (leader, replayed) = seen.last.map_or((None, 0), |(name, p)| (Some(name), p.lsn));
         seen.outcome.with_context(|| {
             format!(
                 "{new} replayed up to {} but {old} wrote up to {}: not promoting; {old} stays fenced \
                  (`pgha cloud make-primary {old}` takes it back)",
-                format_lsn(seen.last.unwrap_or(0)),
+                format_lsn(replayed),
                 format_lsn(old_end)
             )
-        })
+        })?;
+        *self.caught_up.lock().expect("not poisoned") = leader;
+        Ok(())
     }
 
     async fn check_no_data_loss(&self, new: &str) -> anyhow::Result<()> {
@@ -926,7 +978,13 @@ impl Runner<'_> {
         // it has a master: it must not lapse before the new master's agent
         // renews it. A lease that names another cloud stops the promotion.
         let every = Duration::from_secs(self.after.site.as_ref().map_or(10, |s| u64::from(s.ttl) / 3));
-        let next = std::sync::Mutex::new(tokio::time::Instant::now());
+        // A lease this run took a moment ago is not renewed again before
+        // its turn: that round trip would come before the promotion.
+        let first = match *self.lease_taken.lock().expect("not poisoned") {
+            Some(at) => at + every,
+            None => tokio::time::Instant::now(),
+        };
+        let next = std::sync::Mutex::new(first);
         let renew = || async {
             let now = tokio::time::Instant::now();
             if now < *next.lock().expect("not poisoned") {
@@ -947,7 +1005,8 @@ impl Runner<'_> {
             Ok(())
         };
         renew().await?;
-        self.set_standby(cloud, None).await?;
+        let leader = self.caught_up.lock().expect("not poisoned").clone();
+        self.set_standby(cloud, None, leader).await?;
         poll(Duration::from_secs(90), || async {
             if self.fleet.master(cloud).await?.is_some() {
                 return Ok(true);

@@ -68,8 +68,11 @@ async fn a_planned_flip_drains_fences_waits_then_promotes() {
     flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
     let e = sim.events();
     assert_eq!(e[0], "dc1-pg1: lock", "the lock comes first: {e:#?}");
-    let drain = position(&e, "glb1: reload haproxy");
+    let drain = position(&e, "glb1: install /etc/haproxy/haproxy.cfg and reload");
     let demote = position(&e, "dc1 follows dc2");
+    // Where dc1's WAL ends is asked of the master it demoted, not of Patroni.
+    let old_end = position(&e, "dc1-pg1: read WAL position");
+    assert!(demote < old_end, "{e:#?}");
     let caught_up = e
         .iter()
         .rposition(|x| x == "dc2-pg1: read WAL position")
@@ -94,7 +97,10 @@ async fn a_stuck_wal_receiver_is_restarted_before_anything_is_fenced() {
     flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
     let e = sim.events();
     let restart = position(&e, "dc2-pg1: restart receiver");
-    assert!(restart < position(&e, "glb1: reload haproxy"), "{e:#?}");
+    assert!(
+        restart < position(&e, "glb1: install /etc/haproxy/haproxy.cfg and reload"),
+        "{e:#?}"
+    );
     assert_serving(&sim, "dc2");
 }
 
@@ -278,6 +284,13 @@ async fn with_the_site_lease_a_planned_flip_moves_it_before_promoting() {
     let lease = position(&e, "dc2 takes the site lease");
     let promote = position(&e, "promote dc2");
     assert!(demote < lease && lease < promote, "{e:#?}");
+    // The GLB lists every cloud, the lease decides: its config stays, and
+    // no reload comes on the write path.
+    assert!(
+        e.contains(&"glb1: unchanged /etc/haproxy/haproxy.cfg".to_string()),
+        "{e:#?}"
+    );
+    assert!(!e.iter().any(|x| x.starts_with("glb1: install")), "{e:#?}");
     let w = sim.world();
     assert_eq!(w.site_holder.as_deref(), Some("dc2"));
     assert_eq!(w.writable_masters(), ["dc2-pg1"]);

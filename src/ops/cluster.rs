@@ -52,8 +52,9 @@ impl Fleet {
     /// A line on stderr for each of `clouds` that is paused: changing commands
     /// say so before their plan (a paused cloud does not fail over by itself).
     pub(crate) async fn warn_if_paused(&self, clouds: &[&Cloud]) {
-        for c in clouds {
-            if let Ok(view) = self.cluster_state(c).await {
+        let views = futures::future::join_all(clouds.iter().map(|c| self.cluster_state(c))).await;
+        for (c, view) in clouds.iter().zip(views) {
+            if let Ok(view) = view {
                 warn_paused(&view, c);
             }
         }

@@ -16,7 +16,7 @@ use crate::design::{Cloud, Design, Host};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::ui;
 use crate::wait::poll;
 
@@ -38,7 +38,7 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
         Some((None, _)) => bail!(Usage(format!("{} is a GLB host: it has no database", opts.to))),
         None => bail!(Usage(format!("no database host named `{}` in the design", opts.to))),
     };
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     let result = run_on(&fleet, cloud, opts, output).await;
     fleet.close().await;
     result

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::components::{etcd, patroni};
 use crate::design::Design;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::journal::{self, Entry};
 use crate::ui;
 
@@ -107,7 +107,7 @@ pub(crate) fn merge(promotions: Vec<(i64, Promotion)>, entries: Vec<Entry>) -> V
 }
 
 pub(crate) async fn run(design: &Design, output: ui::Output) -> anyhow::Result<()> {
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     let events = gather(&fleet).await;
     fleet.close().await;
     match output {

@@ -13,7 +13,7 @@ use crate::design::{Cloud, Design};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::ui;
 use crate::wait::poll;
 
@@ -43,7 +43,7 @@ pub(crate) async fn run(design: &Design, opts: &Options, pause: bool, output: ui
         })?],
         None => design.clouds_in_order(),
     };
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     let result = run_on(&fleet, &clouds, pause, opts, output).await;
     fleet.close().await;
     result

@@ -18,7 +18,7 @@ use crate::design::{Cloud, Design, Host};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::shell::quote;
 use crate::ui;
 use crate::wait::{poll, poll_for};
@@ -38,7 +38,7 @@ pub(crate) async fn run(design: &Design, host_name: &str, opts: &Options, output
         ))),
         None => bail!(Usage(format!("no database host named `{host_name}` in the design"))),
     };
-    let fleet = Fleet::connect(design, false).await?;
+    let fleet = Fleet::connect(design, Reach::NO_GLB).await?;
     let result = run_on(&fleet, cloud, host, opts, output).await;
     fleet.close().await;
     result

@@ -22,7 +22,7 @@ use crate::design::{Cloud, Design, Host};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
 use crate::ui;
@@ -45,7 +45,7 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
         .primary_clouds()
         .next()
         .ok_or_else(|| Usage("no cloud is primary: make one primary first, then restore into it".into()))?;
-    let fleet = Fleet::connect(design, true).await?;
+    let fleet = Fleet::connect(design, Reach::ALL).await?;
     let result = run_on(&fleet, &primary.name, opts, output).await;
     fleet.close().await;
     result

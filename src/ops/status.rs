@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::components::{etcd, haproxy, patroni, tls};
 use crate::design::Design;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::ui;
 
 mod findings;
@@ -223,7 +223,7 @@ fn attention(s: &Status) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {
-    let fleet = Fleet::connect(design, true).await?;
+    let fleet = Fleet::connect(design, Reach::ALL).await?;
     let verdict = loop {
         let s = gather(&fleet).await;
         match output {

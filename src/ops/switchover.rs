@@ -11,7 +11,7 @@ use crate::design::{Cloud, Design};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Reach};
 use crate::ui;
 use crate::wait::poll;
 
@@ -35,7 +35,12 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
             )));
         }
     }
-    let fleet = Fleet::connect(design, false).await?;
+    // Patroni switches over inside the cloud: no GLB, no repository.
+    let reach = Reach {
+        glb: false,
+        repositories: false,
+    };
+    let fleet = Fleet::connect(design, reach).await?;
     let result = run_on(&fleet, cloud, opts, output).await;
     fleet.close().await;
     result

@@ -361,6 +361,20 @@ impl Remote {
         self.succeeded(out, &format!("writing {}", file.spec.path)).map(|_| ())
     }
 
+    /// Installs the file as [`Remote::install_file`] and then runs `then`
+    /// (a reload), both only when the host's file differs: one round trip,
+    /// and no reload for nothing. Whether it differed.
+    pub async fn install_if_changed(&self, file: &RenderedFile, then: &str) -> anyhow::Result<bool> {
+        let out = self
+            .run_with_input(
+                &install_if_changed_script(&file.spec, then),
+                Some(file.content.as_bytes()),
+            )
+            .await?;
+        let out = self.succeeded(out, &format!("writing {}", file.spec.path))?;
+        Ok(out.lines().any(|l| l == CHANGED))
+    }
+
     pub async fn close(self) {
         self.transport.close().await;
     }
@@ -388,6 +402,18 @@ pub fn install_script(spec: &FileSpec) -> String {
         .unwrap_or_default();
     format!(
         "set -e\n[ -d {qdir} ] || install -d -m 755 {qdir}\ntmp=$(mktemp {template})\ncat \"$PGHA_INPUT\" > \"$tmp\"\nchown {owner} \"$tmp\"\nchmod {mode:o} \"$tmp\"\n{check}mv -f \"$tmp\" {qpath}\n"
+    )
+}
+
+/// What [`install_if_changed_script`] prints when it wrote the file.
+const CHANGED: &str = "pgha: changed";
+
+/// [`install_script`] and `then`, unless the file already has the content.
+pub fn install_if_changed_script(spec: &FileSpec, then: &str) -> String {
+    format!(
+        "if cmp -s \"$PGHA_INPUT\" {}; then exit 0; fi\n{}echo '{CHANGED}'\n{then}\n",
+        quote(spec.path),
+        install_script(spec)
     )
 }
 
@@ -547,6 +573,18 @@ mod tests {
     fn only_root_runs_without_sudo() {
         assert_eq!(shell_command(needs_sudo("root")), ("sh", &["-s"][..]));
         assert_eq!(shell_command(needs_sudo("deploy")), ("sudo", &["-n", "sh", "-s"][..]));
+    }
+
+    #[test]
+    fn a_file_with_the_same_content_is_neither_written_nor_reloaded() {
+        let s = install_if_changed_script(&crate::components::glb::CONFIG, "systemctl reload haproxy");
+        let (compare, rest) = s.split_once('\n').unwrap();
+        assert_eq!(
+            compare,
+            "if cmp -s \"$PGHA_INPUT\" /etc/haproxy/haproxy.cfg; then exit 0; fi"
+        );
+        let install = install_script(&crate::components::glb::CONFIG);
+        assert_eq!(rest, format!("{install}echo '{CHANGED}'\nsystemctl reload haproxy\n"));
     }
 
     #[test]
