@@ -80,7 +80,7 @@ pub(crate) struct SimHost {
     /// PostgreSQL majors the apt sources ship, and the one Patroni is
     /// configured for; `None`: the design's (installed).
     pub apt_ships: Option<Vec<u32>>,
-    /// Its WAL receiver hangs on a dead proxy session until restarted.
+    /// Its WAL receiver does not stream (say, a proxy session that never answers).
     pub stuck_receiver: bool,
     pub patroni_major: Option<u32>,
     /// `owner:group:mode` of each installed file.
@@ -498,10 +498,6 @@ impl World {
                 "none"
             };
             return ok("read receiver", state.into());
-        }
-        if script == wal::RESTART_RECEIVER_SCRIPT {
-            self.hosts.get_mut(host).expect("known").stuck_receiver = false;
-            return ok("restart receiver", String::new());
         }
         if script == wal::position_script(&p.data_dir, &p.bin_dir, p.postgres_port) {
             let s = &self.hosts[host];

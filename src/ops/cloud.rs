@@ -850,27 +850,26 @@ impl Runner<'_> {
 
     /// Before a planned flip fences anything: the new cloud's standby leader
     /// must stream from the primary cloud, or the WAL the demotion flushes
-    /// never reaches it and the flip stops with no master anywhere. A WAL
-    /// receiver stuck on a proxy session that will never answer (seen with
-    /// HAProxy 3.0 after its server died) is restarted once.
+    /// never reaches it and the flip stops with no master anywhere. A
+    /// receiver reconnects every second (`wal_retrieve_retry_interval`);
+    /// one that does not is refused, never restarted here: the hung proxy
+    /// sessions that once needed that (HAProxy retrying a refused
+    /// connection) are gone with `retries 0`.
     async fn ensure_streaming(&self, new: &str) -> anyhow::Result<()> {
         let cloud = self.cloud(new)?;
         let leader = self.standby_leader(cloud).await?;
-        let streaming = || async { Ok(self.fleet.psql(&leader, wal::RECEIVER_SQL).await? == "streaming") };
-        if poll(Duration::from_secs(10), streaming).await.is_ok() {
-            return Ok(());
-        }
-        ui::progress::note(format!(
-            "{leader} (standby leader of {new}) does not stream: restarting its WAL receiver"
-        ));
-        self.fleet
-            .remote(&leader)?
-            .check("restarting the WAL receiver", wal::RESTART_RECEIVER_SCRIPT)
-            .await?;
-        poll(Duration::from_secs(30), streaming).await.with_context(|| {
+        let seen = poll_seen(
+            Duration::from_secs(30),
+            || self.fleet.psql(&leader, wal::RECEIVER_SQL),
+            |status| status == "streaming",
+        )
+        .await;
+        let status = seen.last.unwrap_or_else(|| "no answer".into());
+        seen.outcome.with_context(|| {
             format!(
-                "{leader}, {new}'s standby leader, does not stream from the primary cloud, even with a new WAL receiver: \
-                 nothing was changed (a flip now would wait for WAL it cannot receive); see its PostgreSQL log"
+                "{leader}, {new}'s standby leader, does not stream from the primary cloud (its WAL receiver: \
+                 {status}): nothing was changed (a flip now would wait for WAL it cannot receive); see its \
+                 PostgreSQL log"
             )
         })
     }

@@ -25,10 +25,6 @@ pub(crate) struct WalPos {
 /// `none` while it has none (connecting, or between attempts).
 pub(crate) const RECEIVER_SQL: &str = "select coalesce((select status from pg_stat_wal_receiver), 'none')";
 
-/// Ends the host's WAL receiver: PostgreSQL starts a new one, which connects
-/// afresh. (An auxiliary process: pg_terminate_backend cannot signal it.)
-pub(crate) const RESTART_RECEIVER_SCRIPT: &str = "pkill -TERM -u postgres -f '^postgres: (.+: )?walreceiver' || true";
-
 /// How pg_waldump says it reached the end of the WAL (PostgreSQL 15 to 17):
 /// the reader found no valid record where the WAL stops, as recovery does
 /// at its end. Anything else (a file not found, not readable) is a failure.
