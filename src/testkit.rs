@@ -97,6 +97,11 @@ pub(crate) struct SimHost {
     /// A restored PostgreSQL runs without Patroni (it promoted itself at
     /// the target: writable); stopping Patroni leaves it running.
     pub plain: bool,
+    /// A master just demoted into a standby cluster, which Patroni stops at
+    /// once and starts again in recovery: for this many more calls to any
+    /// host a read of its WAL position finds it stopped, and nothing streams
+    /// from it.
+    pub restarting: u32,
 }
 
 impl SimHost {
@@ -123,6 +128,7 @@ impl SimHost {
             os: "debian 13".into(),
             apt_ships: None,
             stuck_receiver: false,
+            restarting: 0,
             patroni_major: None,
             meta: BTreeMap::new(),
             cloud_access: None,
@@ -159,6 +165,9 @@ pub(crate) struct World {
     pub calls: usize,
     /// The most writable masters seen at once, over the whole run.
     pub most_masters: usize,
+    /// Hosts that held commits on a promoted leader's timeline past it when
+    /// it was promoted: what that promotion lost.
+    pub promoted_behind: Vec<String>,
     /// pgha's journal: each `put` line, in order.
     pub journal: Vec<String>,
     next_lease: u64,
@@ -228,6 +237,7 @@ impl World {
             crash: None,
             calls: 0,
             most_masters: 0,
+            promoted_behind: Vec::new(),
             journal: Vec::new(),
             next_lease: 0x694d_a219_52c6_e400,
             site_holder: design.site.as_ref().and(primary).map(|p| p.name.clone()),
@@ -360,7 +370,7 @@ impl World {
         let leaders = self.clouds.values().filter_map(|c| c.leader.as_ref());
         let source = masters.first().cloned().or_else(|| {
             leaders
-                .filter(|l| self.hosts[*l].up)
+                .filter(|l| self.hosts[*l].up && self.hosts[*l].restarting == 0)
                 .max_by_key(|l| (self.hosts[*l].timeline, self.hosts[*l].lsn))
                 .cloned()
         });
@@ -500,6 +510,7 @@ impl World {
             return ok("read receiver", state.into());
         }
         if script == wal::position_script(&p.data_dir, &p.bin_dir, p.postgres_port) {
+            let restarting = self.hosts[host].restarting > 0;
             let s = &self.hosts[host];
             if !s.up && !s.data {
                 return ok("read position", "empty\n".into());
@@ -507,16 +518,23 @@ impl World {
             if !s.up && s.wal_unreadable {
                 return Err(WAL_UNREADABLE.into());
             }
-            let mode = if !s.up {
+            let mode = if !s.up || restarting {
                 "stopped"
             } else if self.writable_masters().iter().any(|m| m == host) {
                 "primary"
             } else {
                 "recovery"
             };
+            // As pg_waldump says of a stopped server: where its last record
+            // (24 bytes at least) starts, not where its WAL ends.
+            let lsn = if mode == "stopped" {
+                s.lsn.saturating_sub(24)
+            } else {
+                s.lsn
+            };
             return ok(
                 "read WAL position",
-                format!("{mode} {} {} {}", crate::fleet::format_lsn(s.lsn), s.timeline, 16 << 20),
+                format!("{mode} {} {} {}", crate::fleet::format_lsn(lsn), s.timeline, 16 << 20),
             );
         }
         if script.contains("desc: COMMIT") && script.contains(&format!("{}/pg_waldump", p.bin_dir)) {
@@ -652,6 +670,20 @@ impl World {
                     followed.join(",")
                 };
                 let cloud = self.cloud_of(host).expect("a database host").name.clone();
+                // Its master stops at once: the commit it wrote last had not
+                // reached anyone (Patroni's immediate stop), and it starts
+                // again in recovery a dozen calls later (past the reads a flip makes
+                // before it promotes).
+                if let Some(master) = self
+                    .writable_masters()
+                    .into_iter()
+                    .find(|m| self.cloud_of(m).is_some_and(|c| c.name == cloud))
+                {
+                    let m = self.hosts.get_mut(&master).expect("known host");
+                    m.lsn += 24;
+                    m.commits.push("the demoted master's last commit".into());
+                    m.restarting = 12;
+                }
                 self.clouds.get_mut(&cloud).expect("known cloud").standby_of = Some(followed.clone());
                 return ok(&format!("{cloud} follows {followed}"), String::new());
             }
@@ -663,6 +695,19 @@ impl World {
         ]) {
             let cloud = self.cloud_of(host).expect("a database host").name.clone();
             let leader = self.clouds[&cloud].leader.clone().expect("a leader");
+            let (lsn, tli) = (self.hosts[&leader].lsn, self.hosts[&leader].timeline);
+            let behind: Vec<String> = self
+                .hosts
+                .iter()
+                .filter(|(_, h)| {
+                    h.cloud.as_deref() != Some(cloud.as_str())
+                        && h.timeline == tli
+                        && h.lsn > lsn
+                        && !h.commits.is_empty()
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            self.promoted_behind.extend(behind);
             self.clouds.get_mut(&cloud).expect("known cloud").standby_of = None;
             let l = self.hosts.get_mut(&leader).expect("known host");
             l.timeline += 1;
@@ -1212,6 +1257,9 @@ impl Transport for FakeHost {
                         });
                     }
                     w.agent_acts();
+                    for h in w.hosts.values_mut() {
+                        h.restarting = h.restarting.saturating_sub(1);
+                    }
                     w.replicate();
                     let masters = w.writable_masters().len();
                     w.most_masters = w.most_masters.max(masters);

@@ -594,8 +594,9 @@ impl Runner<'_> {
             FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
             FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
             FlipAction::TakeLease { cloud, demoted } => {
-                super::site::take(self.fleet, cloud, *demoted, self.force).await?;
-                *self.lease_taken.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
+                if super::site::take(self.fleet, cloud, *demoted, self.force).await? {
+                    *self.lease_taken.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
+                }
                 Ok(())
             }
             FlipAction::Promote { cloud } => self.promote(cloud).await,
@@ -647,14 +648,19 @@ impl Runner<'_> {
                 ));
                 continue;
             };
-            // With the site lease the GLB's config names every cloud: a flip
-            // leaves it as it was, and a reload would only cost time.
             let files = self.renderer.glb_host(design, h, &self.secrets)?;
-            r.install_if_changed(
-                pick(&files, &glb_component::CONFIG),
-                &systemd::unit_script(Verb::ReloadOrRestart, "haproxy"),
-            )
-            .await?;
+            let config = pick(&files, &glb_component::CONFIG);
+            let reload = systemd::unit_script(Verb::ReloadOrRestart, "haproxy");
+            if self.resuming {
+                // The run that stopped may have written the file and failed
+                // to reload it: the same content says nothing of what runs.
+                r.install_file(config).await?;
+                r.check("reloading the GLB", &reload).await?;
+            } else {
+                // With the site lease the GLB's config names every cloud: a
+                // flip leaves it as it was, and a reload would only cost time.
+                r.install_if_changed(config, &reload).await?;
+            }
         }
         // An external GLB is repointed by its command.
         if let Some(crate::design::Glb {
@@ -880,21 +886,39 @@ impl Runner<'_> {
         // an abandoned timeline (an ex-master not yet rewound): not theirs.
         let old_cloud = self.cloud(old)?;
         let demoted = self.demoted.lock().expect("not poisoned").clone();
-        let old_end = poll_for(Duration::from_secs(30), || async {
-            match &demoted {
-                // The master this run demoted, asked itself: once in recovery
-                // it answers only after replaying all of its own WAL, and
-                // stopped its WAL is read from disk. Patroni's view of it
-                // lags by a cycle.
-                Some(host) => {
+        let gone = || format!("{old}'s demoted master does not answer");
+        // The master this run demoted, asked itself once it runs in recovery:
+        // it lets a session in only after replaying all of its own WAL, and
+        // then says where that ends (stopped, pg_waldump gives where its last
+        // record starts: short of the end). Patroni's view of it lags a
+        // cycle. Taken only while it still holds its cloud's lock: a member
+        // that took the lock meanwhile may have written more.
+        let direct = match &demoted {
+            Some(host) => {
+                let end = poll_for(Duration::from_secs(30), || async {
                     let p = wal::position(self.fleet, host).await?;
-                    Ok((p.mode != "primary").then_some(p.lsn))
-                }
-                None => Ok(Some(self.standby_leader_position(old_cloud).await?.1.lsn)),
+                    Ok((p.mode == "recovery").then_some(p.lsn))
+                })
+                .await
+                .with_context(gone)?;
+                let holds = self.fleet.cluster_view(old_cloud).await.is_ok_and(|members| {
+                    members
+                        .iter()
+                        .any(|m| m.name == *host && (m.is_leader() || m.is_standby_leader()))
+                });
+                holds.then_some(end)
             }
-        })
-        .await
-        .with_context(|| format!("{old}'s demoted master does not answer"))?;
+            None => None,
+        };
+        let old_end = match direct {
+            Some(end) => end,
+            None => poll_for(Duration::from_secs(30), || async {
+                let (_, p) = self.standby_leader_position(old_cloud).await?;
+                Ok((p.mode == "recovery").then_some(p.lsn))
+            })
+            .await
+            .with_context(gone)?,
+        };
         let new_cloud = self.cloud(new)?;
         let seen = poll_seen(
             Duration::from_secs(60),
@@ -944,7 +968,7 @@ impl Runner<'_> {
                         "{} is a read-write master: make {} secondary first",
                         h.name, c.name
                     ));
-                } else if p.lsn > pos.lsn {
+                } else if ahead_of(&p, pos.lsn) {
                     match wal::commits_after(self.fleet, &h.name, p.timeline, pos.lsn).await {
                         Ok(c) if c.count() == 0 => {}
                         found => problems.push(format!(
@@ -1020,6 +1044,13 @@ impl Runner<'_> {
     async fn verify(&self, name: &str) -> anyhow::Result<()> {
         self.fleet.wait_serving(self.after, self.cloud(name)?).await
     }
+}
+
+/// Whether a host at `p` may hold WAL past `end` (where a running server's
+/// replay ends). A stopped host's position is where its last record starts
+/// (pg_waldump): equal to `end`, it may hold one record more.
+fn ahead_of(p: &WalPos, end: u64) -> bool {
+    p.lsn > end || (p.mode == "stopped" && p.lsn == end)
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ fn assert_serving(sim: &Sim, cloud: &str) {
     let leader = format!("{cloud}-pg1");
     assert_eq!(w.writable_masters(), [leader], "one master, in {cloud}");
     assert!(w.most_masters <= 1, "two writable masters at some point");
+    assert!(w.promoted_behind.is_empty(), "promoted behind {:?}", w.promoted_behind);
     for c in &design.clouds {
         assert_eq!(c.is_primary(), c.name == cloud, "design status of {}", c.name);
         if c.name != cloud {
@@ -163,6 +164,26 @@ async fn commits_only_another_cloud_holds_stop_the_promotion_unless_forced() {
         .await
         .unwrap();
     assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+}
+
+/// A stopped host's position is where its last record starts (pg_waldump):
+/// one record past the new leader's end it reads equal to that end, and
+/// its commits are still looked for, never taken for nothing to lose.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_host_one_record_ahead_is_not_taken_for_caught_up() {
+    let mut sim = Sim::new(THREE_CLOUDS);
+    sim.lose_cloud("dc1");
+    {
+        let mut w = sim.world();
+        let lsn = w.hosts["dc2-pg1"].lsn;
+        let h = w.hosts.get_mut("dc3-pg2").unwrap();
+        h.up = false;
+        h.lsn = lsn + 24;
+        h.commits = vec!["2026-12-04 18:00:00.000001+00".into()];
+    }
+    let e = format!("{:#}", flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err());
+    assert!(e.contains("would lose data") && e.contains("dc3-pg2"), "{e}");
+    assert!(sim.world().writable_masters().is_empty());
 }
 
 /// Issue 22: a reachable host whose WAL cannot be read (pg_waldump fails on

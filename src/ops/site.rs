@@ -123,9 +123,13 @@ pub(crate) async fn hand_over(fleet: &Fleet, from: &str, to: &str) -> anyhow::Re
     bail!("the site lease kept changing while pgha marked it as handed over to {to}; nothing was demoted")
 }
 
-pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool) -> anyhow::Result<()> {
+/// `cloud` takes the site lease: at once from a holder pgha just demoted
+/// (`demoted`) or with `force`, else once the lease expired. `Ok(true)` when
+/// this call wrote it, `Ok(false)` when `cloud` held it already (or there is
+/// no site lease).
+pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool) -> anyhow::Result<bool> {
     let d: &Design = &fleet.design;
-    let Some(s) = &d.site else { return Ok(()) };
+    let Some(s) = &d.site else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(u64::from(s.ttl) + 10);
     let mut told = false;
     loop {
@@ -139,7 +143,7 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
             );
         }
         match state.holder.as_deref() {
-            Some(h) if h == cloud => return Ok(()),
+            Some(h) if h == cloud => return Ok(false),
             None => {}
             Some(_) if demoted || force => {}
             Some(holder) if Instant::now() >= deadline => bail!(
@@ -166,7 +170,7 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
         let script = site::take_script(d, cloud, s.ttl, (rev > 0).then_some(rev));
         let out = on_a_member(fleet, Some(cloud), "taking the site lease", &script).await?;
         if out.trim() == "taken" {
-            return Ok(());
+            return Ok(true);
         }
         if Instant::now() >= deadline {
             bail!("the site lease kept changing while {cloud} took it; nothing was promoted");
