@@ -1101,25 +1101,27 @@ mod tests {
         );
     }
 
-    /// The governor work on dc1's first host when every service runs and each
+    /// The work of `action` on `d`'s first host when `services` run and each
     /// managed file is as `file_fact` says (`None`: absent).
-    fn governor_work(file_fact: impl Fn(&RenderedFile) -> Option<crate::deploy::facts::FileFact>) -> String {
-        let d = design("");
-        let plan = Plan::deployment(&d);
+    fn first_host_work(
+        d: &Design,
+        services: &[&str],
+        action: Action,
+        file_fact: impl Fn(&RenderedFile) -> Option<crate::deploy::facts::FileFact>,
+    ) -> String {
+        let plan = Plan::deployment(d);
         let cloud = &d.clouds[0];
         let host = &cloud.hosts[0];
-        let rendered = crate::render::Renderer::for_design(&d)
+        let rendered = crate::render::Renderer::for_design(d)
             .unwrap()
-            .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
+            .db_host(d, cloud, host, None, &crate::secrets::Secrets::redacted())
             .unwrap();
         let running = crate::deploy::facts::Service {
             active: "active".into(),
             enabled: "enabled".into(),
         };
         let mut facts = HostFacts {
-            services: ["etcd", "patroni", "haproxy"]
-                .map(|s| (s.to_string(), running.clone()))
-                .into(),
+            services: services.iter().map(|s| (s.to_string(), running.clone())).collect(),
             ..Default::default()
         };
         for f in &rendered {
@@ -1128,7 +1130,7 @@ mod tests {
         let facts = BTreeMap::from([(host.name.clone(), facts)]);
         let files = BTreeMap::from([(host.name.clone(), rendered)]);
         let i = Inputs {
-            design: &d,
+            design: d,
             plan: &plan,
             facts: &facts,
             cloud_facts: &BTreeMap::new(),
@@ -1140,9 +1142,20 @@ mod tests {
         let step = plan
             .steps
             .iter()
-            .find(|s| s.action == Action::BootstrapLeader && s.hosts.contains(&host.name))
+            .find(|s| s.action == action && s.hosts.contains(&host.name))
             .unwrap();
         host_work(&i, step, Some(cloud), &host.name).describe()
+    }
+
+    /// The governor work on dc1's first host when every service runs and each
+    /// managed file is as `file_fact` says (`None`: absent).
+    fn governor_work(file_fact: impl Fn(&RenderedFile) -> Option<crate::deploy::facts::FileFact>) -> String {
+        first_host_work(
+            &design(""),
+            &["etcd", "patroni", "haproxy"],
+            Action::BootstrapLeader,
+            file_fact,
+        )
     }
 
     #[test]
@@ -1187,51 +1200,15 @@ mod tests {
     fn pgbackrest_work_with(changed: &[FileSpec]) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
         let d = crate::design::load(&path).unwrap().design;
-        let plan = Plan::deployment(&d);
-        let cloud = &d.clouds[0];
-        let host = &cloud.hosts[0];
-        let rendered = crate::render::Renderer::for_design(&d)
-            .unwrap()
-            .db_host(&d, cloud, host, None, &crate::secrets::Secrets::redacted())
-            .unwrap();
-        let running = crate::deploy::facts::Service {
-            active: "active".into(),
-            enabled: "enabled".into(),
-        };
-        let mut facts = HostFacts {
-            services: [(backup::SERVICE.to_string(), running)].into(),
-            ..Default::default()
-        };
-        for f in &rendered {
+        first_host_work(&d, &[backup::SERVICE], Action::ConfigurePgbackrest, |f| {
             let s = &f.spec;
             let hash = if changed.contains(s) {
                 sha256("old")
             } else {
                 sha256(&f.content)
             };
-            facts.files.insert(
-                s.path.to_string(),
-                Some(crate::deploy::facts::FileFact::new(&hash, s.owner, s.group, s.mode)),
-            );
-        }
-        let facts = BTreeMap::from([(host.name.clone(), facts)]);
-        let files = BTreeMap::from([(host.name.clone(), rendered)]);
-        let i = Inputs {
-            design: &d,
-            plan: &plan,
-            facts: &facts,
-            cloud_facts: &BTreeMap::new(),
-            files: &files,
-            glb_applied: None,
-            delete_removed_data: false,
-            secrets: &crate::secrets::Secrets::redacted(),
-        };
-        let step = plan
-            .steps
-            .iter()
-            .find(|s| s.action == Action::ConfigurePgbackrest && s.hosts.contains(&host.name))
-            .unwrap();
-        host_work(&i, step, Some(cloud), &host.name).describe()
+            Some(crate::deploy::facts::FileFact::new(&hash, s.owner, s.group, s.mode))
+        })
     }
 
     #[test]
