@@ -9,6 +9,9 @@
 //! lose the asynchronous tail: counted, not hidden). It first times no-op
 //! deploys of the lab. Prints figures only.
 //!
+//! `PGHA_BENCH_ONLY` (comma-separated: noop, stop, power-off, cut,
+//! switchover, flip) runs only those scenarios.
+//!
 //! With `PGHA_BENCH_RECOVER=1` it then times recover-node on a database of
 //! about 1 GB (fast path, then --reclone).
 
@@ -267,12 +270,27 @@ fn clean_stop(b: &Bench, f: &mut Figures) {
 fn power_off_or_cut(b: &Bench, f: &mut Figures, cut: bool) {
     let m = b.master(b.primary_cloud());
     let old = b.addr(&m);
+    // Whether the master's host also led its cloud's etcd (the site agent
+    // hands that on): printed, so a slow run can be told apart.
+    let status = b.lab.ssh(
+        &old,
+        "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt \
+         --key=/etc/pgha/tls/etcd.key endpoint status -w json",
+    );
+    let leads = serde_json::from_slice::<serde_json::Value>(&status.stdout).is_ok_and(|s| {
+        let st = &s[0]["Status"];
+        st["leader"] == st["header"]["member_id"]
+    });
     let w = b.writer();
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     let (fault, undo) = if cut { ("cut", "heal") } else { ("kill", "start") };
     assert!(b.lab.lab(&[fault, &m]).status.success());
     let gap = w.gap(t, |s| s != old);
+    eprintln!(
+        "{fault} {m}: gap {gap:.1} s; its host led the cloud's etcd: {}",
+        if leads { "yes" } else { "no" }
+    );
     assert!(b.lab.lab(&[undo, &m]).status.success());
     b.wait_healthy();
     let lost = b.lost(&w.acks()) as f64;
@@ -355,8 +373,16 @@ fn measure(os: &str, p: &str, runs: usize) -> (Figures, String) {
         .collect::<Vec<_>>()
         .join(", ");
     let mut f = Figures::default();
+    let only = std::env::var("PGHA_BENCH_ONLY").unwrap_or_default();
+    for s in only.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        assert!(
+            ["noop", "stop", "power-off", "cut", "switchover", "flip"].contains(&s),
+            "PGHA_BENCH_ONLY: no scenario {s}"
+        );
+    }
+    let runs_scenario = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
     // Every host already as designed: the facts-in, work-out diff alone.
-    for _ in 0..runs {
+    for _ in 0..if runs_scenario("noop") { runs } else { 0 } {
         let t = Instant::now();
         let out = b.lab.pgha(&["deploy", "--yes"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -367,11 +393,21 @@ fn measure(os: &str, p: &str, runs: usize) -> (Figures, String) {
     }
     for run in 0..runs {
         eprintln!("{os}: run {} of {runs}", run + 1);
-        clean_stop(&b, &mut f);
-        power_off_or_cut(&b, &mut f, false);
-        power_off_or_cut(&b, &mut f, true);
-        switchover(&b, &mut f);
-        flip(&b, &mut f);
+        if runs_scenario("stop") {
+            clean_stop(&b, &mut f);
+        }
+        if runs_scenario("power-off") {
+            power_off_or_cut(&b, &mut f, false);
+        }
+        if runs_scenario("cut") {
+            power_off_or_cut(&b, &mut f, true);
+        }
+        if runs_scenario("switchover") {
+            switchover(&b, &mut f);
+        }
+        if runs_scenario("flip") {
+            flip(&b, &mut f);
+        }
     }
     if std::env::var("PGHA_BENCH_RECOVER").as_deref() == Ok("1") {
         recover_node(&b);

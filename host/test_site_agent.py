@@ -461,6 +461,86 @@ class Receiver(unittest.TestCase):
         self.assertEqual(a.decide_receiver(140, False, 100, 120), (True, 140))
 
 
+def status(endpoint, member, leader, applied=100):
+    return {"Endpoint": endpoint, "Status": {"header": {"member_id": member}, "leader": leader, "raftAppliedIndex": applied}}
+
+
+ONE, TWO, THREE = "https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"
+
+
+class EtcdLeader(unittest.TestCase):
+    """A host that leads both Patroni and its cloud's etcd hands etcd's
+    leadership to a member that follows it."""
+
+    def test_a_master_leading_etcd_hands_it_to_the_most_applied_follower(self):
+        rows = [status(ONE, 17, 17, 100), status(TWO, 18, 17, 99), status(THREE, 255, 17, 100)]
+        self.assertEqual(a.decide_etcd_leader("master", rows, ONE), "ff")
+        self.assertEqual(a.decide_etcd_leader("standby_leader", rows, ONE), "ff")
+
+    def test_a_replica_or_a_silent_patroni_leaves_it(self):
+        rows = [status(ONE, 17, 17), status(TWO, 18, 17)]
+        self.assertIsNone(a.decide_etcd_leader("replica", rows, ONE))
+        self.assertIsNone(a.decide_etcd_leader(None, rows, ONE))
+
+    def test_a_master_that_does_not_lead_etcd_leaves_it(self):
+        rows = [status(ONE, 17, 18), status(TWO, 18, 18)]
+        self.assertIsNone(a.decide_etcd_leader("master", rows, ONE))
+
+    def test_its_own_member_silent_or_no_follower_answering_leaves_it(self):
+        self.assertIsNone(a.decide_etcd_leader("master", [status(TWO, 18, 17)], ONE))
+        self.assertIsNone(a.decide_etcd_leader("master", [status(ONE, 17, 17)], ONE))
+        self.assertIsNone(a.decide_etcd_leader("master", [], ONE))
+        self.assertIsNone(a.decide_etcd_leader("master", None, ONE))
+
+    def test_a_member_that_names_another_leader_is_not_chosen(self):
+        rows = [status(ONE, 17, 17), status(TWO, 18, 19), status(THREE, 19, 17, 5)]
+        self.assertEqual(a.decide_etcd_leader("master", rows, ONE), "13")
+
+    def test_rows_it_cannot_read_are_skipped(self):
+        rows = [status(ONE, 17, 17), {"Endpoint": TWO}, "x", status(THREE, "n", 17), status(THREE, 19, 17)]
+        self.assertEqual(a.decide_etcd_leader("master", rows, ONE), "13")
+
+    def host(self, role, running, statuses, moved_rc=0):
+        h = a.Host.__new__(a.Host)
+        h.s = replace(S, cloud_etcd=[ONE, TWO], own_etcd=ONE, cert="/etc/pgha/tls/host.crt")
+        h.calls = []
+        h.patroni = lambda: (role, 5000, running)
+
+        def etcdctl(endpoints, *args):
+            h.calls.append((endpoints, args))
+            if args[0] == "endpoint":
+                return mock.Mock(stdout=json.dumps(statuses), returncode=1, stderr="")
+            return mock.Mock(stdout="", returncode=moved_rc, stderr="etcdserver: not leader")
+
+        h.etcdctl = etcdctl
+        return h
+
+    def test_one_look_moves_the_leadership_from_its_own_member(self):
+        h = self.host("master", True, [status(ONE, 17, 17), status(TWO, 18, 17)])
+        with mock.patch.object(a, "log") as logged:
+            self.assertTrue(h.steer_etcd_leader())
+        self.assertEqual(h.calls, [([ONE, TWO], ("endpoint", "status", "-w", "json")), ([ONE], ("move-leader", "12"))])
+        self.assertIn("handed etcd's leadership to member 12", logged.call_args[0][0])
+
+    def test_a_refused_move_is_logged_and_tried_at_the_next_look(self):
+        h = self.host("master", True, [status(ONE, 17, 17), status(TWO, 18, 17)], moved_rc=1)
+        with mock.patch.object(a, "log") as logged:
+            self.assertFalse(h.steer_etcd_leader())
+        self.assertIn("could not hand", logged.call_args[0][0])
+
+    def test_a_stopped_postgres_asks_nothing_of_etcd(self):
+        h = self.host("master", False, [status(ONE, 17, 17), status(TWO, 18, 17)])
+        self.assertFalse(h.steer_etcd_leader())
+        self.assertEqual(h.calls, [])
+
+    def test_settings_of_an_older_pgha_still_load(self):
+        old = {k: v for k, v in S.__dict__.items() if k not in ("cloud_etcd", "own_etcd", "cert")}
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(old, f)
+            f.flush()
+            self.assertEqual(a.Settings.load(f.name).cloud_etcd, [])
+
+
 class SiteValues(unittest.TestCase):
     def kv(self, key, value, lease=0):
         import base64

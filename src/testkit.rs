@@ -88,6 +88,8 @@ pub(crate) struct SimHost {
     /// The access digests its cloud's etcd member and its site member hold.
     pub cloud_access: Option<String>,
     pub site_access: Option<String>,
+    /// HAProxy's statistics page does not answer (in the facts, or read).
+    pub stats_silent: bool,
     /// Patroni started with the etcd gateway certificate.
     pub patroni_gateway: bool,
     /// Its site agent never reaches the site: its fences stay unarmed.
@@ -133,6 +135,7 @@ impl SimHost {
             meta: BTreeMap::new(),
             cloud_access: None,
             site_access: None,
+            stats_silent: false,
             patroni_gateway: true,
             site_blind: false,
             backup_fails: false,
@@ -549,6 +552,9 @@ impl World {
                 .as_ref()
                 .is_some_and(|g| script == haproxy::stats_script(&g.stats_address, g.stats_port))
         {
+            if self.hosts[host].stats_silent {
+                return Err("urllib.error.URLError: <urlopen error [Errno 111] Connection refused>".into());
+            }
             return ok("read stats", self.stats(host));
         }
         // Flips reload-or-restart, deploy reloads: HAProxy loads its file either way.
@@ -756,7 +762,10 @@ impl World {
         let s = &self.hosts[host];
         let (db_files, glb_files) = (components::db_host_files(d), components::glb_host_files(d));
         let db = crate::deploy::facts::script(d, &packages::db_host_of(d), &db_files, true);
-        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &glb_files, false);
+        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &glb_files, false)
+            + &d.glb.as_ref().map_or(String::new(), |g| {
+                patroni::local_reads_script(None, Some(&haproxy::stats_host(&g.stats_address, g.stats_port)))
+            });
         let specs: &[FileSpec] = if script == db {
             &db_files
         } else if script == glb_script {
@@ -779,6 +788,12 @@ impl World {
                 "svc Id={}.service\nsvc ActiveState=active\nsvc UnitFileState=enabled\nsvc \n",
                 spec.service
             ));
+        }
+        // The statistics page answers while HAProxy runs: on a host that is up.
+        if (s.up || s.cloud.is_none()) && !s.stats_silent {
+            for line in self.stats(host).lines() {
+                out.push_str(&format!("stat {line}\n"));
+            }
         }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
@@ -825,6 +840,19 @@ impl World {
                     if let Some(digest) = digest {
                         out.push_str(&format!("{label} {digest}\n"));
                     }
+                }
+                // The site member here answers as the site's read does.
+                let members = d.site_members();
+                let quorum = members.len().saturating_sub(self.site_down) * 2 > members.len();
+                if s.site_access.is_some() && quorum && members.iter().any(|(_, h)| h.name == host) {
+                    let holder = self
+                        .site_holder
+                        .as_ref()
+                        .map_or(String::new(), |c| format!("{{\"cloud\":\"{c}\"}}"));
+                    out.push_str(&format!("site_primary {holder}\n"));
+                }
+                if d.site.is_some() && s.files.contains_key(site::AGENT_SETTINGS.path) && !s.site_blind {
+                    out.push_str("site_armed\n");
                 }
             }
             if s.up {

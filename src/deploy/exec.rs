@@ -25,9 +25,11 @@ pub(super) struct Ctx<'a> {
     pub renderer: &'a Renderer,
     pub secrets: &'a Secrets,
     pub events: Events,
-    /// The deploy changes nothing: its verify steps may read state where
-    /// it says the same as a test that acts (see `verify_backup`).
-    pub unchanged: bool,
+    /// The deploy changes nothing: the facts it read under the cluster
+    /// lock, which its verify steps decide from when they say all is well
+    /// (else they check live), and by which they may read state where it
+    /// says the same as a test that acts (see `verify_backup`).
+    pub unchanged: Option<&'a BTreeMap<String, facts::HostFacts>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -150,6 +152,10 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::ConfigureSite, _) if sw.changes() => wait_site(ctx, &step.hosts, step.number, None).await,
         (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
         (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
+        (Action::VerifySite, _) if ctx.unchanged.is_some_and(|f| site_by_facts(ctx.design(), f)) => {
+            ctx.say(step.number, BY_FACTS);
+            Ok(())
+        }
         (Action::VerifySite, _) => {
             let primary = ctx.design().primary_clouds().next().map(|c| c.name.as_str());
             match wait_site(ctx, &step.hosts, step.number, Some(primary)).await {
@@ -939,11 +945,18 @@ pub(super) fn describe_members(members: &[patroni::Member]) -> String {
     parts.join(", ")
 }
 
+/// What a verify step that decided from the facts says.
+const BY_FACTS: &str = "as the facts read under the cluster lock show";
+
 /// The cloud is what the design says: one (standby) leader, everyone else
 /// streaming, pending restarts done (replicas first), and HAProxy on every
 /// host routing to the one read-write master.
 async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     let d = ctx.design();
+    if ctx.unchanged.is_some_and(|f| cloud_by_facts(d, cloud, f).is_ok()) {
+        ctx.say(number, format!("{} is healthy, {BY_FACTS}", cloud.name));
+        return Ok(());
+    }
     let members = cluster_view(ctx, cloud).await?;
     let mut pending: Vec<&patroni::Member> = members.iter().filter(|m| m.pending_restart == Some(true)).collect();
     pending.sort_by_key(|m| m.is_leader() || m.is_standby_leader());
@@ -960,41 +973,11 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
             .await?;
     }
     ctx.say(number, format!("verifying {}", cloud.name));
-    let primary_names: Vec<String> = d
-        .primary_clouds()
-        .flat_map(|c| c.hosts.iter().map(|h| h.name.clone()))
-        .collect();
     // A try that finds the cloud not yet healthy says why as its error: the
     // last one is what the failure reports.
     let result = poll(Duration::from_secs(180), || async {
         let members = cluster_view(ctx, cloud).await?;
-        let leaders: Vec<&patroni::Member> = members.iter().filter(|m| m.is_leader()).collect();
-        let standby_leaders = members.iter().filter(|m| m.is_standby_leader()).count();
-        if !cloud.is_primary() && !leaders.is_empty() {
-            bail!(
-                "secondary cloud {} has a read-write leader: {}",
-                cloud.name,
-                leaders[0].name
-            );
-        }
-        let led = if cloud.is_primary() {
-            leaders.len() == 1
-        } else {
-            standby_leaders == 1
-        };
-        let all = cloud
-            .hosts
-            .iter()
-            .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy()));
-        if !(led && all) {
-            bail!("members: {}", describe_members(&members));
-        }
-        // HAProxy everywhere in this cloud routes to the primary cloud's leader only.
-        let leader = if cloud.is_primary() {
-            Some(leaders[0].name.clone())
-        } else {
-            None
-        };
+        let leader = members_health(cloud, &members)?;
         let stats = futures::future::try_join_all(cloud.hosts.iter().map(|h| async {
             let r = ctx.remote(&h.name)?;
             r.check(
@@ -1004,20 +987,135 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
             .await
         }))
         .await?;
-        for (h, csv) in cloud.hosts.iter().zip(stats) {
-            let up: Vec<String> = haproxy::up_servers(&csv, &haproxy::primary_proxy(&d.platform.name));
-            let ok = match &leader {
-                Some(l) => up == [l.clone()],
-                None => up.len() == 1 && primary_names.contains(&up[0]),
-            };
-            if !ok {
-                bail!("HAProxy on {} routes to {:?}", h.name, up);
-            }
-        }
+        let stats: Vec<(&str, &str)> = cloud
+            .hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .zip(stats.iter().map(String::as_str))
+            .collect();
+        routes_health(d, leader.as_deref(), &stats)?;
         Ok(true)
     })
     .await;
     result.with_context(|| format!("{} is not healthy", cloud.name))
+}
+
+/// The cloud's members as the design wants them: one leader in a primary
+/// cloud (its name returned), one standby leader and no leader in a
+/// secondary one, every host a healthy member.
+fn members_health(cloud: &Cloud, members: &[patroni::Member]) -> anyhow::Result<Option<String>> {
+    let leaders: Vec<&patroni::Member> = members.iter().filter(|m| m.is_leader()).collect();
+    let standby_leaders = members.iter().filter(|m| m.is_standby_leader()).count();
+    if !cloud.is_primary() && !leaders.is_empty() {
+        bail!(
+            "secondary cloud {} has a read-write leader: {}",
+            cloud.name,
+            leaders[0].name
+        );
+    }
+    let led = if cloud.is_primary() {
+        leaders.len() == 1
+    } else {
+        standby_leaders == 1
+    };
+    let all = cloud
+        .hosts
+        .iter()
+        .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy()));
+    if !(led && all) {
+        bail!("members: {}", describe_members(members));
+    }
+    Ok(cloud.is_primary().then(|| leaders[0].name.clone()))
+}
+
+/// HAProxy on each host (`(host, its statistics CSV)`) routes to the
+/// primary cloud's master only: `leader` in a primary cloud, one host of
+/// a primary cloud in a secondary one.
+fn routes_health(d: &Design, leader: Option<&str>, stats: &[(&str, &str)]) -> anyhow::Result<()> {
+    let primary_names: Vec<&str> = d
+        .primary_clouds()
+        .flat_map(|c| c.hosts.iter().map(|h| h.name.as_str()))
+        .collect();
+    for (h, csv) in stats {
+        let up: Vec<String> = haproxy::up_servers(csv, &haproxy::primary_proxy(&d.platform.name));
+        let ok = match leader {
+            Some(l) => up == [l],
+            None => up.len() == 1 && primary_names.contains(&up[0].as_str()),
+        };
+        if !ok {
+            bail!("HAProxy on {h} routes to {up:?}");
+        }
+    }
+    Ok(())
+}
+
+/// A cloud verified by the facts of a deploy that changes nothing: the
+/// members as one of them listed them and each host's HAProxy statistics,
+/// read under the cluster lock moments before. Any doubt (a host silent,
+/// a restart pending, a check failing) is an error: the live checks decide.
+fn cloud_by_facts(d: &Design, cloud: &Cloud, facts: &BTreeMap<String, facts::HostFacts>) -> anyhow::Result<()> {
+    let members = cloud
+        .hosts
+        .iter()
+        .find_map(|h| facts.get(&h.name)?.patroni_members.clone())
+        .context("no member listed the cloud")?;
+    if members.iter().any(|m| m.pending_restart == Some(true)) {
+        bail!("a restart is pending");
+    }
+    let leader = members_health(cloud, &members)?;
+    let stats = cloud
+        .hosts
+        .iter()
+        .map(|h| {
+            let csv = facts.get(&h.name).and_then(|f| f.stats.as_deref());
+            Ok((
+                h.name.as_str(),
+                csv.with_context(|| format!("{}: no HAProxy statistics", h.name))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    routes_health(d, leader.as_deref(), &stats)
+}
+
+/// The site as a deploy that changes nothing sees it in its facts: most
+/// site members answered a (linearizable) read, the one that answered
+/// first names the primary cloud as the lease's holder, and every database
+/// host's agent is armed.
+fn site_by_facts(d: &Design, facts: &BTreeMap<String, facts::HostFacts>) -> bool {
+    let Some(primary) = d.primary_clouds().next() else {
+        return false;
+    };
+    let members = d.site_members();
+    let answered: Vec<&facts::HostFacts> = members
+        .iter()
+        .filter_map(|(_, h)| facts.get(&h.name))
+        .filter(|f| f.site_access.is_some() && f.site_primary.is_some())
+        .collect();
+    let holder = answered.first().and_then(|f| {
+        let v: serde_json::Value = serde_json::from_str(f.site_primary.as_deref()?).ok()?;
+        v["cloud"].as_str().map(str::to_string)
+    });
+    let armed = d
+        .clouds
+        .iter()
+        .flat_map(|c| &c.hosts)
+        .all(|h| facts.get(&h.name).is_some_and(|f| f.site_armed));
+    answered.len() * 2 > members.len() && holder.as_deref() == Some(primary.name.as_str()) && armed
+}
+
+/// The master's archiver as the facts of a deploy that changes nothing
+/// show it: its last archived segment when it works (see `archiving_well`).
+fn archiving_by_facts(d: &Design, facts: &BTreeMap<String, facts::HostFacts>) -> Option<String> {
+    let cloud = d.primary_clouds().next()?;
+    let members = cloud
+        .hosts
+        .iter()
+        .find_map(|h| facts.get(&h.name)?.patroni_members.clone())?;
+    let leader = members.iter().find(|m| m.is_leader() && m.is_healthy())?;
+    let row = facts.get(&leader.name)?.archiver.as_deref()?;
+    backup::parse_archiver(&leader.name, row)
+        .filter(|a| !a.failing)
+        .and_then(|a| a.last_archived_wal)
 }
 
 /// `pgbackrest check` from every repository: the master's WAL reaches it.
@@ -1027,8 +1125,12 @@ async fn verify_cloud(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Re
 /// its last failure, the same answer without a WAL switch per repository.
 /// Failing, never archived, or no answer: the checks run.
 async fn verify_backup(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
-    if ctx.unchanged {
-        if let Some(wal) = archiving_well(ctx).await {
+    if let Some(facts) = ctx.unchanged {
+        let wal = match archiving_by_facts(ctx.design(), facts) {
+            Some(wal) => Some(wal),
+            None => archiving_well(ctx).await,
+        };
+        if let Some(wal) = wal {
             ctx.say(
                 number,
                 format!("the master's archiver pushed {wal} with no failure since: the archive is reached"),
@@ -1067,11 +1169,24 @@ async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
     let d = ctx.design();
     let Some(glb) = &d.glb else { return Ok(()) };
+    let by_facts = ctx.unchanged.is_some_and(|f| {
+        hosts.iter().all(|h| {
+            f.get(h)
+                .and_then(|f| f.stats.as_deref())
+                .is_some_and(|csv| glb_serves(d, csv))
+        })
+    });
+    if by_facts {
+        ctx.say(
+            number,
+            format!("{}:{} reaches the primary cloud, {BY_FACTS}", glb.fqdn, glb.port),
+        );
+        return Ok(());
+    }
     ctx.say(
         number,
         format!("waiting until {}:{} reaches the primary cloud", glb.fqdn, glb.port),
     );
-    let proxy = format!("{}-glb", d.platform.name);
     for host in hosts {
         let r = ctx.remote(host)?;
         poll(Duration::from_secs(60), || async {
@@ -1081,16 +1196,7 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
                     &haproxy::stats_script(&glb.stats_address, glb.stats_port),
                 )
                 .await?;
-            let up = haproxy::up_servers(&csv, &proxy);
-            // With a site lease the GLB lists every host and a new one starts
-            // as up: wait until its checks leave the master's alone (a server
-            // going down, `UP 1/2`, still takes sessions), or a client sent to
-            // another would have its session shut down.
-            Ok(if d.site.is_some() {
-                up.len() == 1 && haproxy::serving_servers(&csv, &proxy) == up
-            } else {
-                !up.is_empty()
-            })
+            Ok(glb_serves(d, &csv))
         })
         .await
         .with_context(|| {
@@ -1102,4 +1208,19 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
         })?;
     }
     Ok(())
+}
+
+/// The GLB's statistics show it serving the primary cloud. With a site
+/// lease the GLB lists every host and a new one starts as up: its checks
+/// must have left the master's alone (a server going down, `UP 1/2`, still
+/// takes sessions), or a client sent to another would have its session
+/// shut down.
+fn glb_serves(d: &Design, csv: &str) -> bool {
+    let proxy = format!("{}-glb", d.platform.name);
+    let up = haproxy::up_servers(csv, &proxy);
+    if d.site.is_some() {
+        up.len() == 1 && haproxy::serving_servers(csv, &proxy) == up
+    } else {
+        !up.is_empty()
+    }
 }

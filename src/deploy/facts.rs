@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::components::{self, FileSpec};
+use crate::components::{self, backup, FileSpec};
 use crate::design::{Design, Repository};
 use crate::remote::Remote;
 use crate::shell;
@@ -66,7 +66,8 @@ pub(crate) struct HostFacts {
     pub cloud_access: Option<String>,
     /// The same of the local site member.
     pub site_access: Option<String>,
-    /// Patroni runs and started with the etcd gateway certificate.
+    /// Patroni's last start was with the etcd gateway certificate (whether
+    /// it runs is `services`').
     pub patroni_gateway: bool,
     /// The cloud's etcd members, as the local member lists them.
     pub etcd_members: Vec<components::etcd::MemberRow>,
@@ -74,6 +75,15 @@ pub(crate) struct HostFacts {
     pub site_members: Vec<components::etcd::MemberRow>,
     /// Patroni's members, from the local REST API.
     pub patroni_members: Option<Vec<components::patroni::Member>>,
+    /// The host's HAProxy (or GLB) statistics CSV, when its page answered.
+    pub stats: Option<String>,
+    /// A master's archiver row (with backups on; see `backup::parse_archiver`).
+    pub archiver: Option<String>,
+    /// The site agent here has reached the site once (its fences are armed).
+    pub site_armed: bool,
+    /// The site lease's holder as a site member here reads it (its JSON;
+    /// empty: nobody holds it); `None` when it did not answer.
+    pub site_primary: Option<String>,
 }
 
 /// A managed file as it is on the host.
@@ -130,16 +140,27 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let db_facts = if db {
         format!(
             "{}{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}\
-systemctl is-active --quiet patroni && [ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n",
-            components::patroni::config_and_cluster_script(design.governor.rest_port),
+[ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n{armed}",
+            components::patroni::local_reads_script(
+                Some(design.governor.rest_port),
+                Some(&components::haproxy::stats_host(
+                    &design.haproxy.stats_address,
+                    design.haproxy.stats_port
+                ))
+            ),
             components::etcd::member_list_script(design.etcd.client_port),
             postgres_script(design.platform.postgres_version),
-            contexts_script(design),
+            sql_script(design),
             components::etcd::access_probe_script(
                 &format!("https://127.0.0.1:{}", design.etcd.client_port),
                 "cloud_access"
             ),
             stamp = components::patroni::GATEWAY_STAMP,
+            armed = if design.site.is_some() {
+                format!("[ -f {} ] && echo site_armed\n", components::site::ARMED)
+            } else {
+                String::new()
+            },
         ) + &design
             .exporter
             .as_ref()
@@ -175,9 +196,11 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
         site_list = design.site.as_ref().map_or(String::new(), |s| {
             let local = format!("https://127.0.0.1:{}", s.client_port);
             format!(
-                "[ -d {m} ] && {} member list 2>/dev/null | sed 's/^/site_member /'\nif [ -d {m} ]; then\n{}fi\n",
-                components::etcd::etcdctl_at(&local),
+                "[ -d {m} ] && {e} member list 2>/dev/null | sed 's/^/site_member /'\nif [ -d {m} ]; then\n{}\
+v=$({e} get {} --print-value-only 2>/dev/null) && echo \"site_primary $v\"\nfi\n",
                 components::etcd::access_probe_script(&local, "site_access"),
+                shell::quote(&components::site::primary_key(&design.platform.name)),
+                e = components::etcd::etcdctl_at(&local),
                 m = shell::quote(&site_member),
             )
         }),
@@ -193,7 +216,7 @@ pub(crate) fn repository_script(design: &Design, repo: &Repository) -> String {
     let dir = shell::quote(&format!(
         "{}/backup/{}",
         repo.path.trim_end_matches('/'),
-        components::backup::stanza(design)
+        backup::stanza(design)
     ));
     format!(
         "[ -f {dir}/backup.info ] && echo stanza\n\
@@ -219,26 +242,38 @@ sed -n 's|^ *bin_dir: "/usr/lib/postgresql/\([0-9]*\)/bin"$|pg_configured |p' {
     )
 }
 
-/// The context of each design parameter PostgreSQL knows, when it runs:
-/// `pg_context <name> <context>` lines.
-fn contexts_script(design: &Design) -> String {
-    if design.platform.parameters.is_empty() {
+/// One psql, when PostgreSQL runs: the context of each design parameter it
+/// knows (`pg_context|<name>|<context>`: `postmaster` needs a restart) and,
+/// with backups on, the archiver of a master (`archiver|<row>`, see
+/// [`backup::ARCHIVER_SQL`]; a replica prints none).
+fn sql_script(design: &Design) -> String {
+    let mut queries = Vec::new();
+    if !design.platform.parameters.is_empty() {
+        let names: Vec<String> = design
+            .platform
+            .parameters
+            .keys()
+            .map(|k| shell::sql_literal(&k.to_lowercase()))
+            .collect();
+        queries.push(format!(
+            "SELECT 'pg_context', name, context FROM pg_settings WHERE lower(name) IN ({})",
+            names.join(", ")
+        ));
+    }
+    if design.backup.is_some() {
+        queries.push(format!(
+            "SELECT 'archiver', a.* FROM ({}) a WHERE NOT pg_is_in_recovery()",
+            backup::ARCHIVER_SQL
+        ));
+    }
+    if queries.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = design
-        .platform
-        .parameters
-        .keys()
-        .map(|k| shell::sql_literal(&k.to_lowercase()))
-        .collect();
-    let sql = format!(
-        "SELECT name, context FROM pg_settings WHERE lower(name) IN ({})",
-        names.join(", ")
-    );
+    let commands: Vec<String> = queries.iter().map(|q| format!("-c {}", shell::quote(q))).collect();
     format!(
-        "runuser -u postgres -- psql -p {} -XAtq -F ' ' -c {} 2>/dev/null | sed 's/^/pg_context /'\n",
+        "(cd / && runuser -u postgres -- psql -p {} -XAtq {}) 2>/dev/null\n",
         design.platform.postgres_port,
-        shell::quote(&sql)
+        commands.join(" ")
     )
 }
 
@@ -287,6 +322,24 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             f.etcd_members.extend(components::etcd::parse_member_rows(row));
             continue;
         }
+        if let Some(row) = line.strip_prefix("pg_context|") {
+            if let Some((name, context)) = row.split_once('|') {
+                f.pg_contexts.insert(name.to_lowercase(), context.to_string());
+            }
+            continue;
+        }
+        if let Some(row) = line.strip_prefix("archiver|") {
+            f.archiver = Some(row.to_string());
+            continue;
+        }
+        if let Some(row) = line.strip_prefix("stat ") {
+            f.stats.get_or_insert_with(String::new).push_str(&format!("{row}\n"));
+            continue;
+        }
+        if let Some(json) = line.strip_prefix("site_primary ") {
+            f.site_primary = Some(json.trim().to_string());
+            continue;
+        }
         if let Some(row) = line.strip_prefix("site_member ") {
             f.site_members.extend(components::etcd::parse_member_rows(row));
             continue;
@@ -319,17 +372,13 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("cloud_access") => f.cloud_access = w.next().map(str::to_string),
             Some("site_access") => f.site_access = w.next().map(str::to_string),
             Some("patroni_gateway") => f.patroni_gateway = true,
+            Some("site_armed") => f.site_armed = true,
             Some("stanza") => f.stanza = true,
             Some("full_backups") => f.full_backups = w.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),
             Some("pg_available") => f
                 .postgres_available
                 .extend(w.next().and_then(|v| v.parse::<u32>().ok())),
-            Some("pg_context") => {
-                if let (Some(name), Some(context)) = (w.next(), w.next()) {
-                    f.pg_contexts.insert(name.to_lowercase(), context.to_string());
-                }
-            }
             Some("pg_configured") => f.postgres_configured = w.next().and_then(|v| v.parse().ok()),
             Some("ss") => {
                 // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))
@@ -398,5 +447,24 @@ pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\n",
         assert!(f.etcd_initialized && f.etcd_plaintext && !f.pgdata);
         assert_eq!(f.listeners.get(&8008).map(String::as_str), Some("nc"));
         assert_eq!(f.listeners.get(&5432).map(String::as_str), Some("postgres"));
+    }
+
+    /// What a deploy that changes nothing verifies by (and one psql's two
+    /// kinds of rows).
+    #[test]
+    fn parses_the_facts_verify_steps_read() {
+        let f = parse(
+            "stat # pxname,svname,status\nstat pgha-primary,a1,UP\narchiver|00000001000000000000000C|3|0||f\n\
+pg_context|Max_Connections|postmaster\nsite_armed\nsite_primary {\"cloud\": \"dc1\", \"lsn\": 5}\n",
+        );
+        assert_eq!(f.stats.as_deref(), Some("# pxname,svname,status\npgha-primary,a1,UP\n"));
+        assert_eq!(f.archiver.as_deref(), Some("00000001000000000000000C|3|0||f"));
+        assert_eq!(f.pg_contexts["max_connections"], "postmaster");
+        assert!(f.site_armed);
+        assert_eq!(f.site_primary.as_deref(), Some(r#"{"cloud": "dc1", "lsn": 5}"#));
+        // A member that answered with nobody holding the lease, and one that did not answer.
+        assert_eq!(parse("site_primary \n").site_primary.as_deref(), Some(""));
+        let silent = parse("os debian 13\n");
+        assert!(silent.stats.is_none() && silent.site_primary.is_none() && !silent.site_armed);
     }
 }

@@ -259,6 +259,8 @@ pub(crate) struct Prepared {
     /// release's PostgreSQL).
     pub fleet: Fleet,
     pub work: Vec<StepWork>,
+    /// What every host reported, read under the cluster lock.
+    pub facts: BTreeMap<String, HostFacts>,
     pub secrets: Secrets,
     pub renderer: Renderer,
 }
@@ -415,7 +417,7 @@ pub(crate) async fn prepare(
         secrets: &secrets,
         delete_removed_data: opts.delete_removed_data,
     };
-    let work = match inputs.work().await {
+    let (work, facts) = match inputs.work().await {
         Ok(w) => w,
         Err(e) => {
             // Whatever stopped the run, nothing was changed: let go of everything now.
@@ -431,6 +433,7 @@ pub(crate) async fn prepare(
             unreachable: Vec::new(),
         },
         work,
+        facts,
         secrets,
         renderer,
     })
@@ -449,7 +452,7 @@ struct Decide<'a, 'b> {
 }
 
 impl Decide<'_, '_> {
-    async fn work(&self) -> anyhow::Result<Vec<StepWork>> {
+    async fn work(&self) -> anyhow::Result<(Vec<StepWork>, BTreeMap<String, HostFacts>)> {
         let Decide {
             design,
             plan,
@@ -483,7 +486,7 @@ impl Decide<'_, '_> {
 
         let files = self.render()?;
         let recorded = state::load(design)?.glb_primary_cloud;
-        Ok(work::compute(&work::Inputs {
+        let work = work::compute(&work::Inputs {
             design,
             plan,
             facts: &host_facts,
@@ -492,7 +495,8 @@ impl Decide<'_, '_> {
             glb_applied: recorded.as_deref(),
             delete_removed_data: self.delete_removed_data,
             secrets,
-        }))
+        });
+        Ok((work, host_facts))
     }
 
     /// Facts from every host at once, each by the script for its kind
@@ -526,6 +530,13 @@ impl Decide<'_, '_> {
             &components::backup::repository_fact_files(),
             false,
         );
+        // The GLB's statistics: what a deploy that changes nothing verifies it by.
+        let glb_stats = design.glb.as_ref().map_or(String::new(), |g| {
+            components::patroni::local_reads_script(
+                None,
+                Some(&components::haproxy::stats_host(&g.stats_address, g.stats_port)),
+            )
+        });
         // A database host that holds its cloud's repository has both kinds of files.
         let colocated_script = facts::script(
             design,
@@ -543,7 +554,7 @@ impl Decide<'_, '_> {
                 (Some(_), None) => db_script.clone(),
                 (None, _) if is_witness(design, h) => witness_script.clone(),
                 (None, Some(repo)) => repository_script.clone() + &facts::repository_script(design, repo),
-                (None, None) => glb_script.clone(),
+                (None, None) => glb_script.clone() + &glb_stats,
             };
             let r = &remotes[&h.name];
             async move { (h.name.clone(), facts::gather(r, &script).await) }
@@ -910,7 +921,7 @@ impl engine::Command for DeployRun<'_> {
             renderer: &p.renderer,
             secrets: &p.secrets,
             events,
-            unchanged: self.changes() == 0,
+            unchanged: (self.changes() == 0).then_some(&p.facts),
         };
         let runs = group.iter().map(|&i| {
             let (ctx, sw) = (&ctx, &p.work[i]);

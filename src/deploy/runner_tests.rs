@@ -43,8 +43,27 @@ async fn a_converged_cluster_is_only_read() {
         "releases first: {e:#?}"
     );
     assert_eq!(e[9], "dc1-pg1: lock", "facts are read under the lock: {e:#?}");
-    assert!(e.iter().any(|x| x == "glb1: read stats"), "the GLB is verified: {e:#?}");
-    assert!(e.iter().any(|x| x == "dc3-pg3: read stats"), "every cloud is verified");
+    // Verified by those facts: every host's, the GLB's statistics among
+    // them, and nothing read again.
+    let after: Vec<&String> = e[9..]
+        .iter()
+        .filter(|x| !x.ends_with(": read facts") && !x.contains("lock"))
+        .collect();
+    assert!(after.is_empty(), "read after the facts: {after:#?}");
+    assert!(e.iter().any(|x| x == "glb1: read facts"), "{e:#?}");
+}
+
+/// A deploy that changes nothing but whose facts cast a doubt (a host's
+/// HAProxy silent) checks live: here it waits for that host, and fails
+/// naming it.
+#[tokio::test(start_paused = true)]
+async fn a_converged_cluster_whose_facts_show_a_silent_haproxy_is_checked_live() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world().hosts.get_mut("dc2-pg3").unwrap().stats_silent = true;
+    let e = format!("{:#}", deploy(&sim).await.unwrap_err());
+    assert!(e.contains("dc2 is not healthy") && e.contains("dc2-pg3"), "{e}");
+    sim.world().hosts.get_mut("dc2-pg3").unwrap().stats_silent = false;
+    deploy(&sim).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -399,9 +418,10 @@ async fn a_converged_cluster_with_the_site_lease_is_only_read() {
     assert_eq!(changes(&sim), Vec::<String>::new());
     let e = sim.events();
     assert!(
-        e.iter().any(|x| x.ends_with(": read the site lease")),
-        "the site lease is verified: {e:#?}"
+        !e.iter().any(|x| x.ends_with(": read the site lease")),
+        "the site lease is verified by the facts: {e:#?}"
     );
+    assert!(!e.iter().any(|x| x.ends_with(": read the armed mark")), "{e:#?}");
 }
 
 /// Issue 23: deploy calls the site done only once every database host's
