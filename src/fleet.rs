@@ -27,16 +27,22 @@ pub(crate) struct Reach {
     pub glb: bool,
     /// The repositories: backups, their list and the archive's health.
     pub repositories: bool,
+    /// The secondary clouds and the witness; without them, the primary
+    /// clouds' hosts only (a switchover's: a lost host elsewhere then costs
+    /// it no connection timeout).
+    pub sites: bool,
 }
 
 impl Reach {
     pub(crate) const ALL: Reach = Reach {
         glb: true,
         repositories: true,
+        sites: true,
     };
     pub(crate) const NO_GLB: Reach = Reach {
         glb: false,
         repositories: true,
+        sites: true,
     };
 }
 
@@ -44,11 +50,18 @@ impl Fleet {
     /// Connects the design's hosts `reach` names: each SSH connection is
     /// time on the way to a command's first step.
     pub(crate) async fn connect(design: &Design, reach: Reach) -> anyhow::Result<Fleet> {
-        let mut hosts: Vec<Host> = design.clouds.iter().flat_map(|c| c.hosts.iter().cloned()).collect();
+        let mut hosts: Vec<Host> = design
+            .clouds
+            .iter()
+            .filter(|c| reach.sites || c.is_primary())
+            .flat_map(|c| c.hosts.iter().cloned())
+            .collect();
         if reach.glb {
             hosts.extend(design.glb_hosts().iter().cloned());
         }
-        hosts.extend(design.witness().cloned());
+        if reach.sites {
+            hosts.extend(design.witness().cloned());
+        }
         if reach.repositories {
             hosts.extend(design.repository_hosts().cloned());
         }

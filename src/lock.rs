@@ -118,8 +118,21 @@ impl LocalLock {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // A process another thread is starting holds a copy of this
+        // descriptor, and with it the lock of a run that just ended, until
+        // it execs: a few tries over 0.2 s tell that from a real holder
+        // (seen: a unit test resuming a killed command refused by itself).
         // SAFETY: a valid open descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let take = || unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        let mut taken = take();
+        for _ in 0..20 {
+            if taken {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            taken = take();
+        }
+        if !taken {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             bail!(Busy {
@@ -282,6 +295,11 @@ impl ClusterLock {
     /// Revokes the lease: the key goes with it. (Dropped without this, as
     /// when a command is interrupted, the lease is no longer renewed and
     /// expires.)
+    /// The host whose etcd holds the lock (its connection is needed to release it).
+    pub fn host(&self) -> &str {
+        &self.remote.name
+    }
+
     pub async fn release(self) {
         self.renew.abort();
         let _ = self

@@ -988,12 +988,17 @@ async fn close(p: Prepared) {
     let_go(p.cluster_lock, p.fleet.remotes).await;
 }
 
-/// Releases the cluster lock, then closes the connections.
-async fn let_go(lock: Option<crate::lock::ClusterLock>, remotes: BTreeMap<String, Remote>) {
-    if let Some(l) = lock {
-        l.release().await;
-    }
-    remote::close_all(remotes.into_values()).await;
+/// Releases the cluster lock and closes the connections: the lock's host
+/// after the release, every other one meanwhile.
+async fn let_go(lock: Option<crate::lock::ClusterLock>, mut remotes: BTreeMap<String, Remote>) {
+    let held = lock.as_ref().and_then(|l| remotes.remove(l.host()));
+    let release = async {
+        if let Some(l) = lock {
+            l.release().await;
+        }
+    };
+    tokio::join!(release, remote::close_all(remotes.into_values()));
+    remote::close_all(held).await;
 }
 
 #[cfg(test)]

@@ -340,6 +340,7 @@ pub(crate) async fn run(
     let reach = Reach {
         glb: true,
         repositories: false,
+        sites: true,
     };
     let fleet = Fleet::connect(design, reach).await?;
     let result = run_on(&fleet, name, flip, opts, output).await;

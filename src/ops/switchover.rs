@@ -35,10 +35,11 @@ pub(crate) async fn run(design: &Design, opts: &Options, output: ui::Output) -> 
             )));
         }
     }
-    // Patroni switches over inside the cloud: no GLB, no repository.
+    // Patroni switches over inside the cloud: no GLB, no repository, no other site.
     let reach = Reach {
         glb: false,
         repositories: false,
+        sites: false,
     };
     let fleet = Fleet::connect(design, reach).await?;
     let result = run_on(&fleet, cloud, opts, output).await;
