@@ -49,7 +49,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 SETTINGS = "/etc/pgha/site-agent.json"
@@ -119,7 +119,10 @@ class Settings:
     @staticmethod
     def load(path=SETTINGS):
         with open(path) as f:
-            return Settings(**json.load(f))
+            values = json.load(f)
+        # A newer pgha's keys, met while its deploy replaces this agent, wait for its code.
+        known = {f.name for f in fields(Settings)}
+        return Settings(**{k: v for k, v in values.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -426,6 +429,8 @@ def decide_receiver(now, streaming, silent_since, restarted_at):
 # cloud's etcd, and how long it waits after handing that leadership on.
 ETCD_LEADER_EVERY = 5.0
 ETCD_LEADER_AGAIN = 30.0
+# The roles that hold a Patroni leader key.
+LEADING = ("master", "standby_leader")
 
 
 def decide_etcd_leader(role, statuses, own):
@@ -438,7 +443,7 @@ def decide_etcd_leader(role, statuses, own):
     `statuses`: etcdctl's `endpoint status -w json` rows of the members that
     answered; `own`: this host's endpoint among them. Only a member that
     answered and follows this one is chosen, the most applied first."""
-    if role not in ("master", "standby_leader"):
+    if role not in LEADING:
         return None
     rows = []
     for row in statuses if isinstance(statuses, list) else []:
@@ -775,21 +780,23 @@ class Host:
         except ValueError:
             return []
 
-    def steer_etcd_leader(self):
+    def steer_etcd_leader(self, previous):
         """One look: hands this cloud's etcd leadership on when this host
-        leads it and its Patroni leads the cloud. True when it moved."""
+        leads it and its Patroni has led the cloud since the last look
+        (`previous`: the role it saw), so a promotion's own writes come
+        first. Only then is etcd asked. Returns (moved, role)."""
         role, _, running = self.patroni()
-        if not running:
-            return False
+        if not running or role != previous or role not in LEADING:
+            return False, role
         to = decide_etcd_leader(role, self.etcd_statuses(), self.s.own_etcd)
         if to is None:
-            return False
+            return False, role
         done = self.etcdctl([self.s.own_etcd], "move-leader", to)
         if done is None or done.returncode:
             log(f"could not hand the cloud's etcd leadership to member {to}: {(done.stderr.strip()[-300:] if done else 'no answer in time')}")
-            return False
+            return False, role
         log(f"this host leads both Patroni ({role}) and the cloud's etcd: handed etcd's leadership to member {to}")
-        return True
+        return True, role
 
     def patronictl_set(self, value):
         """Sets the cloud's standby_cluster; a timeout is a failure, never an exception that ends the agent."""
@@ -1001,12 +1008,13 @@ def act(s, h, o, d):
 def steer_etcd_leader(h):
     """Its own thread: an etcdctl call that waits on a silent member must
     never delay a renewal."""
+    role = None
     while True:
         try:
-            moved = h.steer_etcd_leader()
+            moved, role = h.steer_etcd_leader(role)
         except Exception as e:  # a bug here must not end the thread silently
             log(f"etcd leadership check failed: {e!r}")
-            moved = False
+            moved, role = False, None
         time.sleep(ETCD_LEADER_AGAIN if moved else ETCD_LEADER_EVERY)
 
 

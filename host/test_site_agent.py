@@ -518,20 +518,25 @@ class EtcdLeader(unittest.TestCase):
     def test_one_look_moves_the_leadership_from_its_own_member(self):
         h = self.host("master", True, [status(ONE, 17, 17), status(TWO, 18, 17)])
         with mock.patch.object(a, "log") as logged:
-            self.assertTrue(h.steer_etcd_leader())
+            self.assertEqual(h.steer_etcd_leader("master"), (True, "master"))
         self.assertEqual(h.calls, [([ONE, TWO], ("endpoint", "status", "-w", "json")), ([ONE], ("move-leader", "12"))])
         self.assertIn("handed etcd's leadership to member 12", logged.call_args[0][0])
 
     def test_a_refused_move_is_logged_and_tried_at_the_next_look(self):
         h = self.host("master", True, [status(ONE, 17, 17), status(TWO, 18, 17)], moved_rc=1)
         with mock.patch.object(a, "log") as logged:
-            self.assertFalse(h.steer_etcd_leader())
+            self.assertEqual(h.steer_etcd_leader("master"), (False, "master"))
         self.assertIn("could not hand", logged.call_args[0][0])
 
-    def test_a_stopped_postgres_asks_nothing_of_etcd(self):
-        h = self.host("master", False, [status(ONE, 17, 17), status(TWO, 18, 17)])
-        self.assertFalse(h.steer_etcd_leader())
-        self.assertEqual(h.calls, [])
+    def test_a_stopped_postgres_a_replica_or_a_role_just_taken_asks_nothing_of_etcd(self):
+        rows = [status(ONE, 17, 17), status(TWO, 18, 17)]
+        self.assertEqual(self.host("master", False, rows).steer_etcd_leader("master")[0], False)
+        replica = self.host("replica", True, rows)
+        self.assertEqual(replica.steer_etcd_leader("replica"), (False, "replica"))
+        promoted = self.host("master", True, rows)
+        self.assertEqual(promoted.steer_etcd_leader("replica"), (False, "master"))
+        for h in (replica, promoted):
+            self.assertEqual(h.calls, [])
 
     def test_settings_of_an_older_pgha_still_load(self):
         old = {k: v for k, v in S.__dict__.items() if k not in ("cloud_etcd", "own_etcd", "cert")}
@@ -539,6 +544,13 @@ class EtcdLeader(unittest.TestCase):
             json.dump(old, f)
             f.flush()
             self.assertEqual(a.Settings.load(f.name).cloud_etcd, [])
+
+    def test_settings_of_a_newer_pgha_load_without_its_keys(self):
+        newer = dict(S.__dict__, a_later_key=1)
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(newer, f)
+            f.flush()
+            self.assertEqual(a.Settings.load(f.name), S)
 
 
 class SiteValues(unittest.TestCase):

@@ -122,6 +122,7 @@ impl LocalLock {
         // descriptor, and with it the lock of a run that just ended, until
         // it execs: a few tries over 0.2 s tell that from a real holder
         // (seen: a unit test resuming a killed command refused by itself).
+        // A blocking wait, once per command and only while the lock is taken.
         // SAFETY: a valid open descriptor.
         let take = || unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         let mut taken = take();
@@ -292,14 +293,14 @@ impl ClusterLock {
         check_valid(&self.valid_until, tokio::time::Instant::now())
     }
 
-    /// Revokes the lease: the key goes with it. (Dropped without this, as
-    /// when a command is interrupted, the lease is no longer renewed and
-    /// expires.)
     /// The host whose etcd holds the lock (its connection is needed to release it).
     pub fn host(&self) -> &str {
         &self.remote.name
     }
 
+    /// Revokes the lease: the key goes with it. (Dropped without this, as
+    /// when a command is interrupted, the lease is no longer renewed and
+    /// expires.)
     pub async fn release(self) {
         self.renew.abort();
         let _ = self

@@ -764,7 +764,7 @@ impl World {
         let db = crate::deploy::facts::script(d, &packages::db_host_of(d), &db_files, true);
         let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &glb_files, false)
             + &d.glb.as_ref().map_or(String::new(), |g| {
-                patroni::local_reads_script(None, Some(&haproxy::stats_host(&g.stats_address, g.stats_port)))
+                patroni::local_reads_script(None, Some((&haproxy::stats_host(&g.stats_address), g.stats_port)))
             });
         let specs: &[FileSpec] = if script == db {
             &db_files

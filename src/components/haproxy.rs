@@ -38,21 +38,18 @@ PGHA_PY
 /// loopback when the page listens on every address, else from the address
 /// it listens on (the page lets the host's own reads in without a password).
 pub(crate) fn stats_script(stats_address: &str, stats_port: u16) -> String {
-    let host = stats_host(stats_address, stats_port);
-    format!(
-        "python3 -c 'import urllib.request as u; print(u.urlopen(\"http://{host}/;csv\", timeout=3).read().decode())'"
-    )
+    let host = crate::design::shape::url_host(&stats_host(stats_address));
+    format!("python3 -c 'import urllib.request as u; print(u.urlopen(\"http://{host}:{stats_port}/;csv\", timeout=3).read().decode())'")
 }
 
-/// `host:port` of the statistics page as the host itself reads it (see
-/// [`stats_script`]); an IPv6 address in brackets.
-pub(crate) fn stats_host(stats_address: &str, stats_port: u16) -> String {
-    let host = match stats_address.parse::<std::net::IpAddr>() {
+/// The address of the statistics page as the host itself reads it (see
+/// [`stats_script`]).
+pub(crate) fn stats_host(stats_address: &str) -> String {
+    match stats_address.parse::<std::net::IpAddr>() {
         Ok(ip) if ip.is_unspecified() && ip.is_ipv6() => "::1".to_string(),
         Ok(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
         _ => stats_address.to_string(),
-    };
-    format!("{}:{stats_port}", crate::design::shape::url_host(&host))
+    }
 }
 
 /// `(server, status)` of every server of `proxy` in a stats CSV.

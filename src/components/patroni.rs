@@ -131,11 +131,11 @@ pub(crate) fn history_script(rest_port: u16) -> String {
 /// Prints `config <JSON>` (the dynamic configuration) and `cluster <JSON>`
 /// (the members) from the local REST API, each when it answers, and
 /// `stat <line>` for each line of HAProxy's statistics CSV at `stats`
-/// (`host:port`, plain HTTP) when given: one Python start for all, as the
+/// (address and port, plain HTTP) when given: one Python start for all, as the
 /// facts of every host need them. Raw HTTP/1.0 over `socket` and `ssl`:
 /// importing `urllib` doubles the start's CPU, which ten hosts sharing a
 /// machine pay at once.
-pub(crate) fn local_reads_script(rest_port: Option<u16>, stats: Option<&str>) -> String {
+pub(crate) fn local_reads_script(rest_port: Option<u16>, stats: Option<(&str, u16)>) -> String {
     let rest = rest_port.map_or(String::new(), |port| {
         format!(
             "try:
@@ -151,9 +151,7 @@ except Exception:
             super::tls::TRUST_PATH
         )
     });
-    let stats = stats.map_or(String::new(), |hostport| {
-        let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, ""));
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+    let stats = stats.map_or(String::new(), |(host, port)| {
         format!(
             "try:
     for line in get(\"{host}\", {port}, \"/;csv\", None).splitlines():
@@ -404,11 +402,11 @@ mod tests {
         let port = serve(vec![
             "HTTP/1.0 200 OK\r\nContent-Type: text/csv\r\n\r\n# pxname,svname,status\npgha-primary,a1,UP\n",
         ]);
-        let out = run(&local_reads_script(Some(silent), Some(&format!("127.0.0.1:{port}"))));
+        let out = run(&local_reads_script(Some(silent), Some(("127.0.0.1", port))));
         assert_eq!(out, "stat # pxname,svname,status\nstat pgha-primary,a1,UP\n");
         let port = serve(vec!["HTTP/1.0 503 Service Unavailable\r\n\r\nno\n"]);
-        assert_eq!(run(&local_reads_script(None, Some(&format!("127.0.0.1:{port}")))), "");
-        assert_eq!(run(&local_reads_script(None, Some(&format!("127.0.0.1:{silent}")))), "");
+        assert_eq!(run(&local_reads_script(None, Some(("127.0.0.1", port)))), "");
+        assert_eq!(run(&local_reads_script(None, Some(("127.0.0.1", silent)))), "");
     }
 
     #[test]

@@ -206,8 +206,10 @@ pub(crate) fn gate_bound(ttl: u32) -> f64 {
 pub(crate) const DB_HOST_FILES: [FileSpec; 9] = [
     ETCD_ENV,
     ETCD_UNIT,
-    AGENT_SETTINGS,
+    // The code before its settings: a new agent reads older settings, an
+    // older one does not read newer ones.
     AGENT,
+    AGENT_SETTINGS,
     AGENT_UNIT,
     FENCE,
     FENCE_UNIT,

@@ -153,7 +153,13 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
         (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
         (Action::VerifySite, _) if ctx.unchanged.is_some_and(|f| site_by_facts(ctx.design(), f)) => {
-            ctx.say(step.number, BY_FACTS);
+            let primary = ctx.design().primary_clouds().next().map_or("", |c| c.name.as_str());
+            ctx.say(
+                step.number,
+                format!(
+                    "most site members answer, {primary} holds the lease and every site agent is armed, {BY_FACTS}"
+                ),
+            );
             Ok(())
         }
         (Action::VerifySite, _) => {
@@ -1112,8 +1118,13 @@ fn archiving_by_facts(d: &Design, facts: &BTreeMap<String, facts::HostFacts>) ->
         .iter()
         .find_map(|h| facts.get(&h.name)?.patroni_members.clone())?;
     let leader = members.iter().find(|m| m.is_leader() && m.is_healthy())?;
-    let row = facts.get(&leader.name)?.archiver.as_deref()?;
-    backup::parse_archiver(&leader.name, row)
+    archived(&leader.name, facts.get(&leader.name)?.archiver.as_deref()?)
+}
+
+/// The last segment the master `leader` archived, when its archiver's row
+/// (see [`backup::ARCHIVER_SQL`]) shows no failure since.
+fn archived(leader: &str, row: &str) -> Option<String> {
+    backup::parse_archiver(leader, row)
         .filter(|a| !a.failing)
         .and_then(|a| a.last_archived_wal)
 }
@@ -1161,9 +1172,7 @@ async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
     // One round trip: a leader not (yet) writable prints no row, and no row is no answer.
     let sql = format!("{} WHERE NOT pg_is_in_recovery()", backup::ARCHIVER_SQL);
     let row = ctx.fleet.psql(&leader.name, &sql).await.ok()?;
-    backup::parse_archiver(&leader.name, &row)
-        .filter(|a| !a.failing)
-        .and_then(|a| a.last_archived_wal)
+    archived(&leader.name, &row)
 }
 
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {

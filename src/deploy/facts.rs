@@ -143,8 +143,8 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
 [ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n{armed}",
             components::patroni::local_reads_script(
                 Some(design.governor.rest_port),
-                Some(&components::haproxy::stats_host(
-                    &design.haproxy.stats_address,
+                Some((
+                    &components::haproxy::stats_host(&design.haproxy.stats_address),
                     design.haproxy.stats_port
                 ))
             ),
@@ -197,7 +197,7 @@ ss -Hltnp 2>/dev/null | sed 's/^/ss /'
             let local = format!("https://127.0.0.1:{}", s.client_port);
             format!(
                 "[ -d {m} ] && {e} member list 2>/dev/null | sed 's/^/site_member /'\nif [ -d {m} ]; then\n{}\
-v=$({e} get {} --print-value-only 2>/dev/null) && echo \"site_primary $v\"\nfi\n",
+v=$({e} get {} --print-value-only 2>/dev/null) && printf 'site_primary %s\\n' \"$v\"\nfi\n",
                 components::etcd::access_probe_script(&local, "site_access"),
                 shell::quote(&components::site::primary_key(&design.platform.name)),
                 e = components::etcd::etcdctl_at(&local),

@@ -534,7 +534,7 @@ impl Decide<'_, '_> {
         let glb_stats = design.glb.as_ref().map_or(String::new(), |g| {
             components::patroni::local_reads_script(
                 None,
-                Some(&components::haproxy::stats_host(&g.stats_address, g.stats_port)),
+                Some((&components::haproxy::stats_host(&g.stats_address), g.stats_port)),
             )
         });
         // A database host that holds its cloud's repository has both kinds of files.
