@@ -102,7 +102,10 @@ pub(crate) fn merge(promotions: Vec<(i64, Promotion)>, entries: Vec<Entry>) -> V
             },
         ));
     }
-    all.sort_by_key(|(at, _)| *at);
+    // Both sources count whole seconds: within one, a command comes before
+    // a promotion, which a command started in that second (a resume, a
+    // flip) is what causes (seen: a resume and the failover it allowed).
+    all.sort_by_key(|(at, e)| (*at, matches!(e, Event::Promotion { .. })));
     all.into_iter().map(|(_, e)| e).collect()
 }
 
@@ -208,6 +211,12 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["deploy", "timeline 2", "cloud make-primary dc2", "timeline 3"]);
+        // In the same second as a promotion, the command is listed first.
+        let same = merge(parse_history("dc1", history), vec![entry("resume", t0)]);
+        assert!(
+            matches!(&same[0], Event::Command { entry, .. } if entry.command == "resume"),
+            "{same:?}"
+        );
         let json = serde_json::to_value(&events[0]).unwrap();
         assert_eq!(json["kind"], "command");
         assert_eq!(json["user"], "alice");
