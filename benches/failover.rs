@@ -272,11 +272,9 @@ fn power_off_or_cut(b: &Bench, f: &mut Figures, cut: bool) {
     let old = b.addr(&m);
     // Whether the master's host also led its cloud's etcd (the site agent
     // hands that on): printed, so a slow run can be told apart.
-    let status = b.lab.ssh(
-        &old,
-        "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt \
-         --key=/etc/pgha/tls/etcd.key endpoint status -w json",
-    );
+    let status = b
+        .lab
+        .ssh(&old, &format!("{} etcdctl endpoint status -w json", common::ETCD_ENV));
     let leads = serde_json::from_slice::<serde_json::Value>(&status.stdout).is_ok_and(|s| {
         let st = &s[0]["Status"];
         st["leader"] == st["header"]["member_id"]

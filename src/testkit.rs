@@ -762,10 +762,7 @@ impl World {
         let s = &self.hosts[host];
         let (db_files, glb_files) = (components::db_host_files(d), components::glb_host_files(d));
         let db = crate::deploy::facts::script(d, &packages::db_host_of(d), &db_files, true);
-        let glb_script = crate::deploy::facts::script(d, &packages::glb_host(), &glb_files, false)
-            + &d.glb.as_ref().map_or(String::new(), |g| {
-                patroni::local_reads_script(None, Some((&haproxy::stats_host(&g.stats_address), g.stats_port)))
-            });
+        let glb_script = crate::deploy::facts::glb_script(d);
         let specs: &[FileSpec] = if script == db {
             &db_files
         } else if script == glb_script {

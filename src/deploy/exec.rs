@@ -1060,15 +1060,11 @@ fn routes_health(d: &Design, leader: Option<&str>, stats: &[(&str, &str)]) -> an
 /// read under the cluster lock moments before. Any doubt (a host silent,
 /// a restart pending, a check failing) is an error: the live checks decide.
 fn cloud_by_facts(d: &Design, cloud: &Cloud, facts: &BTreeMap<String, facts::HostFacts>) -> anyhow::Result<()> {
-    let members = cloud
-        .hosts
-        .iter()
-        .find_map(|h| facts.get(&h.name)?.patroni_members.clone())
-        .context("no member listed the cloud")?;
+    let members = facts::cloud_members(cloud, facts).context("no member listed the cloud")?;
     if members.iter().any(|m| m.pending_restart == Some(true)) {
         bail!("a restart is pending");
     }
-    let leader = members_health(cloud, &members)?;
+    let leader = members_health(cloud, members)?;
     let stats = cloud
         .hosts
         .iter()
@@ -1112,11 +1108,7 @@ fn site_by_facts(d: &Design, facts: &BTreeMap<String, facts::HostFacts>) -> bool
 /// The master's archiver as the facts of a deploy that changes nothing
 /// show it: its last archived segment when it works (see `archiving_well`).
 fn archiving_by_facts(d: &Design, facts: &BTreeMap<String, facts::HostFacts>) -> Option<String> {
-    let cloud = d.primary_clouds().next()?;
-    let members = cloud
-        .hosts
-        .iter()
-        .find_map(|h| facts.get(&h.name)?.patroni_members.clone())?;
+    let members = facts::cloud_members(d.primary_clouds().next()?, facts)?;
     let leader = members.iter().find(|m| m.is_leader() && m.is_healthy())?;
     archived(&leader.name, facts.get(&leader.name)?.archiver.as_deref()?)
 }

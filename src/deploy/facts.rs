@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::components::{self, backup, FileSpec};
+use crate::components::{self, backup, packages, FileSpec};
 use crate::design::{Design, Repository};
 use crate::remote::Remote;
 use crate::shell;
@@ -117,6 +117,34 @@ impl HostFacts {
     pub(crate) fn file(&self, path: &str) -> Option<&FileFact> {
         self.files.get(path).and_then(Option::as_ref)
     }
+}
+
+/// The GLB host's facts script: [`script`]'s, then the GLB's statistics,
+/// which a deploy that changes nothing verifies it by.
+pub(crate) fn glb_script(design: &Design) -> String {
+    script(
+        design,
+        &packages::glb_host(),
+        &components::glb_host_files(design),
+        false,
+    ) + &design.glb.as_ref().map_or(String::new(), |g| {
+        components::patroni::local_reads_script(
+            None,
+            Some((&components::haproxy::stats_host(&g.stats_address), g.stats_port)),
+        )
+    })
+}
+
+/// Patroni's members as the first of `cloud`'s hosts whose REST API
+/// answered listed them.
+pub(crate) fn cloud_members<'a>(
+    cloud: &crate::design::Cloud,
+    facts: &'a BTreeMap<String, HostFacts>,
+) -> Option<&'a [components::patroni::Member]> {
+    cloud
+        .hosts
+        .iter()
+        .find_map(|h| facts.get(&h.name)?.patroni_members.as_deref())
 }
 
 /// The distribution's own cluster unit, which Patroni must not fight.

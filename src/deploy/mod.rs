@@ -512,12 +512,7 @@ impl Decide<'_, '_> {
             &components::db_host_files(design),
             true,
         );
-        let glb_script = facts::script(
-            design,
-            &packages::glb_host(),
-            &components::glb_host_files(design),
-            false,
-        );
+        let glb_script = facts::glb_script(design);
         let witness_script = facts::script(
             design,
             &components::site::witness_packages(),
@@ -530,13 +525,6 @@ impl Decide<'_, '_> {
             &components::backup::repository_fact_files(),
             false,
         );
-        // The GLB's statistics: what a deploy that changes nothing verifies it by.
-        let glb_stats = design.glb.as_ref().map_or(String::new(), |g| {
-            components::patroni::local_reads_script(
-                None,
-                Some((&components::haproxy::stats_host(&g.stats_address), g.stats_port)),
-            )
-        });
         // A database host that holds its cloud's repository has both kinds of files.
         let colocated_script = facts::script(
             design,
@@ -554,7 +542,7 @@ impl Decide<'_, '_> {
                 (Some(_), None) => db_script.clone(),
                 (None, _) if is_witness(design, h) => witness_script.clone(),
                 (None, Some(repo)) => repository_script.clone() + &facts::repository_script(design, repo),
-                (None, None) => glb_script.clone() + &glb_stats,
+                (None, None) => glb_script.clone(),
             };
             let r = &remotes[&h.name];
             async move { (h.name.clone(), facts::gather(r, &script).await) }
@@ -614,8 +602,8 @@ fn read_cloud_facts(cloud: &Cloud, facts: &BTreeMap<String, HostFacts>) -> Cloud
         etcd_members: first(&|f| !f.etcd_members.is_empty())
             .map(|f| f.etcd_members.clone())
             .unwrap_or_default(),
-        patroni_members: first(&|f| f.patroni_members.is_some())
-            .and_then(|f| f.patroni_members.clone())
+        patroni_members: facts::cloud_members(cloud, facts)
+            .map(<[_]>::to_vec)
             .unwrap_or_default(),
     }
 }
