@@ -394,7 +394,7 @@ impl World {
         let d = &self.design;
         let is_glb = self.hosts[host].cloud.is_none();
         let proxy = if is_glb {
-            format!("{}-glb", d.platform.name)
+            haproxy::glb_proxy(&d.platform.name)
         } else {
             haproxy::primary_proxy(&d.platform.name)
         };

@@ -96,6 +96,20 @@ fn debian_12_deploys_fails_over_and_flips() {
     // etcd 3.4 and Patroni 3.0 with etcd's users: the same least privilege,
     // and a second run finds them set.
     lab.etcd_least_privilege(P, false);
+    // Issue 26: `status` shows each host's release and server; one release
+    // and one major is no mixed cluster.
+    let out = lab.pgha(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for row in status["hosts"].as_array().unwrap() {
+        assert_eq!(row["release"], "12", "{row}");
+        assert!(row["postgres_running"].as_str().unwrap().starts_with("15."), "{row}");
+        assert_eq!(row["postgres_data"], 15, "{row}");
+    }
+    let findings = status["findings"].to_string();
+    assert!(
+        !findings.contains("mixed") && !findings.contains("majors differ"),
+        "{findings}"
+    );
     let out = lab.pgha(&["deploy", "--dry-run", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["changed"], 0, "{}", common::stdout(&out));

@@ -34,6 +34,54 @@ sys.stdout.write(out.decode())
 PGHA_PY
 "#;
 
+/// Sets `server` of `proxy` to `state` (`drain`: no new sessions, or
+/// `ready`) through the admin socket; with `drain`, waits up to 5 s for its
+/// sessions to end. Prints HAProxy's answer (`No such server.` when this
+/// HAProxy does not list it) and the sessions left. Both names are design
+/// names (letters, digits, `-`), passed to Python as JSON strings.
+pub(crate) fn server_state_script(proxy: &str, server: &str, state: &str) -> String {
+    let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    format!(
+        r#"python3 - <<'PGHA_PY'
+import socket, time
+proxy, server, state = {}, {}, {}
+def admin(command):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(3)
+    s.connect("/run/haproxy/pgha-admin.sock")
+    s.sendall(command.encode() + b"\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return out.decode()
+        out += b
+def sessions():
+    for line in admin("show stat").splitlines():
+        cols = line.split(",")
+        if len(cols) > 4 and cols[0] == proxy and cols[1] == server:
+            return int(cols[4] or 0)
+    return 0
+said = admin(f"set server {{proxy}}/{{server}} state {{state}}").strip()
+left = sessions()
+deadline = time.monotonic() + 5
+while state == "drain" and left and time.monotonic() < deadline:
+    time.sleep(0.1)
+    left = sessions()
+print(said or "done", left)
+PGHA_PY
+"#,
+        json(proxy),
+        json(server),
+        json(state)
+    )
+}
+
+/// The proxy name of the GLB's HAProxy.
+pub(crate) fn glb_proxy(cluster: &str) -> String {
+    format!("{cluster}-glb")
+}
+
 /// Prints HAProxy's statistics as CSV, read on the host itself: from
 /// loopback when the page listens on every address, else from the address
 /// it listens on (the page lets the host's own reads in without a password).
@@ -131,6 +179,42 @@ mod tests {
                 assert!(t.contains(config) && SAVE_STATE_SCRIPT.contains(script), "{config}");
             }
         }
+    }
+
+    #[test]
+    fn a_server_is_drained_through_the_admin_socket() {
+        let script = server_state_script("c-glb", "dc1-pg2", "drain");
+        crate::shell::assert_parses_cleanly(&script);
+        assert!(
+            script.contains("proxy, server, state = \"c-glb\", \"dc1-pg2\", \"drain\"\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("admin(f\"set server {proxy}/{server} state {state}\")"),
+            "{script}"
+        );
+        assert!(
+            script.contains("s.connect(\"/run/haproxy/pgha-admin.sock\")"),
+            "{script}"
+        );
+        // Python compiles it (a newline inside a literal once did not).
+        let body = script
+            .split("<<'PGHA_PY'\n")
+            .nth(1)
+            .unwrap()
+            .split("PGHA_PY\n")
+            .next()
+            .unwrap();
+        let py = std::process::Command::new("python3")
+            .args(["-c", "import sys; compile(sys.stdin.read(), 'drain', 'exec')"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(body.as_bytes())?;
+                c.wait()
+            });
+        assert!(py.is_ok_and(|s| s.success()), "{body}");
     }
 
     #[test]

@@ -621,6 +621,11 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
         address: address.clone(),
         ssh: cloud.hosts[0].ssh.clone(),
     };
+    // The GLB first stops sending it new sessions: stopped under a session
+    // the GLB was just connecting, its HAProxy left that client waiting
+    // with no timer (seen in CI: a 10 s write gap; HAProxy shuts a
+    // session down as the check marks the server down).
+    let drained = drain_from_glb(ctx, &r.name, "drain", number).await;
     match Remote::connect(&host, Duration::from_secs(10)).await {
         Ok(remote) => {
             say(format!("stopping {}'s services", r.name));
@@ -644,6 +649,10 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
                 )
                 .await;
             remote.close().await;
+            if done.is_err() && drained {
+                // It may serve again: the GLB sends it sessions again.
+                drain_from_glb(ctx, &r.name, "ready", number).await;
+            }
             done.map(|_| ())
         }
         Err(e) => {
@@ -654,6 +663,51 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
             Ok(())
         }
     }
+}
+
+/// Sets `host`'s server on every GLB host pgha runs to `state` (`drain`
+/// or `ready`); true when some GLB lists it. A GLB that does not answer is
+/// said and passed: the removal goes on as it would without one. Its
+/// reload later in the deploy drops the server.
+async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -> bool {
+    let d = ctx.design();
+    let Some(crate::design::Glb {
+        kind: crate::design::GlbKind::Haproxy { hosts },
+        ..
+    }) = &d.glb
+    else {
+        return false;
+    };
+    let proxy = haproxy::glb_proxy(&d.platform.name);
+    let mut listed = false;
+    for g in hosts {
+        let Ok(remote) = ctx.remote(&g.name) else { continue };
+        match remote
+            .check(
+                "setting a GLB server's state",
+                &haproxy::server_state_script(&proxy, host, state),
+            )
+            .await
+        {
+            Ok(out) if out.contains("No such server") => {}
+            Ok(out) => {
+                listed = true;
+                let left = out.split_whitespace().last().unwrap_or("0");
+                ctx.say(
+                    number,
+                    match (state, left) {
+                        ("drain", "0") => format!("{}: no new sessions to {host}", g.name),
+                        ("drain", n) => {
+                            format!("{}: no new sessions to {host}; {n} still open are cut with it", g.name)
+                        }
+                        _ => format!("{}: sessions to {host} again", g.name),
+                    },
+                );
+            }
+            Err(e) => ctx.say(number, format!("{}: could not set {host} to {state} ({e:#})", g.name)),
+        }
+    }
+    listed
 }
 
 /// One cloud's parameter change: into the dynamic configuration, seen
@@ -1217,7 +1271,7 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
 /// takes sessions), or a client sent to another would have its session
 /// shut down.
 fn glb_serves(d: &Design, csv: &str) -> bool {
-    let proxy = format!("{}-glb", d.platform.name);
+    let proxy = haproxy::glb_proxy(&d.platform.name);
     let up = haproxy::up_servers(csv, &proxy);
     if d.site.is_some() {
         up.len() == 1 && haproxy::serving_servers(csv, &proxy) == up

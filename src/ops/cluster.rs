@@ -85,7 +85,7 @@ impl Fleet {
                 }
             }
             if let Some(g) = &d.glb {
-                let glb_proxy = format!("{}-glb", d.platform.name);
+                let glb_proxy = haproxy::glb_proxy(&d.platform.name);
                 for h in d.glb_hosts() {
                     let Some(r) = self.remotes.get(&h.name) else {
                         continue;

@@ -17,7 +17,7 @@ pub(crate) use findings::*;
 pub(crate) use gather::*;
 pub(crate) use table::*;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct HostRow {
     pub cloud: String,
     pub cloud_status: String,
@@ -45,10 +45,36 @@ pub(crate) struct HostRow {
     pub read_write: Option<bool>,
     /// The site lease's guards on this host, when the design has a site.
     pub site_guard: Option<SiteGuard>,
+    /// The host's Debian release (`VERSION_ID` of /etc/os-release), when read.
+    pub release: Option<String>,
+    /// The PostgreSQL server that runs here (`17.6`), when it answered.
+    pub postgres_running: Option<String>,
+    /// The major version of the data directory (its `PG_VERSION`), when it has one.
+    pub postgres_data: Option<u32>,
     /// Patroni's watchdog here: `held` (Patroni has the device open: it
     /// leads and is armed), `present` (a device, not held), `none` (no
     /// device), `unknown` (not asked).
     pub watchdog: String,
+}
+
+impl HostRow {
+    /// The major version this host's PostgreSQL runs, or its data directory holds.
+    pub(crate) fn postgres_major(&self) -> Option<u32> {
+        self.postgres_running
+            .as_deref()
+            .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .or(self.postgres_data)
+    }
+
+    /// `13 / 17.6`: the release and the server (its data's major when it is stopped).
+    pub(crate) fn versions(&self) -> String {
+        let pg = match (&self.postgres_running, self.postgres_data) {
+            (Some(v), _) => v.clone(),
+            (None, Some(m)) => format!("{m} (data)"),
+            (None, None) => "-".to_string(),
+        };
+        format!("{} / {pg}", self.release.as_deref().unwrap_or("-"))
+    }
 }
 
 /// The processes that keep a master inside the site lease (issue #23).

@@ -134,6 +134,7 @@ pub(crate) fn findings(
             ),
         );
     }
+    version_findings(hosts, &mut say);
     let mut clouds: Vec<&str> = hosts.iter().map(|r| r.cloud.as_str()).collect();
     clouds.dedup();
     for cloud in clouds {
@@ -151,6 +152,46 @@ pub(crate) fn findings(
     }
     out.sort_by_key(|f| std::cmp::Reverse(f.level));
     out
+}
+
+/// A mixed cluster: hosts on different Debian releases (so different
+/// Patroni, etcd and HAProxy), or data of different PostgreSQL majors.
+fn version_findings(hosts: &[HostRow], say: &mut impl FnMut(Level, String)) {
+    let groups = |of: &dyn Fn(&HostRow) -> Option<String>| {
+        let mut by: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
+        for r in hosts {
+            if let Some(v) = of(r) {
+                by.entry(v).or_default().push(r.host.as_str());
+            }
+        }
+        by
+    };
+    let listed = |by: &std::collections::BTreeMap<String, Vec<&str>>, label: &str| {
+        by.iter()
+            .map(|(v, on)| format!("{label} {v} on {}", on.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let releases = groups(&|r| r.release.clone());
+    if releases.len() > 1 {
+        say(
+            Level::Warning,
+            format!(
+                "a mixed cluster: {}; hosts of two releases run different Patroni, etcd and HAProxy versions,                  for the span of a release upgrade only",
+                listed(&releases, "Debian")
+            ),
+        );
+    }
+    let majors = groups(&|r| r.postgres_major().map(|m| m.to_string()));
+    if majors.len() > 1 {
+        say(
+            Level::Warning,
+            format!(
+                "PostgreSQL major versions differ: {}; a replica streams only from a master of its own major",
+                listed(&majors, "PostgreSQL")
+            ),
+        );
+    }
 }
 
 /// A cloud without a leader (and why), or its hosts left on an older

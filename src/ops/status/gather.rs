@@ -18,14 +18,43 @@ pub(super) fn probe_script(d: &Design) -> String {
         String::new()
     };
     format!(
-        "{site}echo \"patroni $(systemctl is-active patroni)\"\n{WATCHDOG_PROBE}\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{}\ntrue\n",
+        "{site}echo \"patroni $(systemctl is-active patroni)\"\n{WATCHDOG_PROBE}\n{}\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{{ {}\n}} 2>/dev/null | sed 's/^/pg_server /'\n{}\ntrue\n",
+        versions_script(d),
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
         tls::expiry_script(),
         crate::fleet::psql_script(d.platform.postgres_port, "SELECT NOT pg_is_in_recovery()"),
         crate::fleet::psql_script(d.platform.postgres_port, SENDERS_SQL),
+        crate::fleet::psql_script(d.platform.postgres_port, SERVER_SQL),
         controldata_timeline_script(d),
     )
+}
+
+/// `release N` (the Debian release) and `pg_data N` (the data directory's
+/// major version): what an upgrade changes, readable with every service stopped.
+pub(super) fn versions_script(d: &Design) -> String {
+    format!(
+        "sed -n 's/^VERSION_ID=//p' /etc/os-release 2>/dev/null | tr -d '\"' | sed 's/^/release /'\n\
+         sed 's/^/pg_data /' {} 2>/dev/null",
+        crate::shell::quote(&format!("{}/PG_VERSION", d.platform.data_dir))
+    )
+}
+
+/// The running server's version, without Debian's suffix (`17.6`).
+pub(super) const SERVER_SQL: &str = "SELECT split_part(current_setting('server_version'), ' ', 1)";
+
+/// `13`, `17.6`, `18beta1`: what a version printed by a host may look like
+/// before it reaches the table.
+fn version_shaped(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 16 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
+/// The probe's `key value` line's value, when the line is there.
+fn probe_word<'a>(probe: Option<&'a str>, key: &str) -> Option<&'a str> {
+    probe?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .map(str::trim)
 }
 
 /// `watchdog held|present|none`: whether Patroni's main process has the
@@ -149,7 +178,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
 
 /// One host's row, from its Patroni member and its probe's answer (none:
 /// unreachable).
-fn host_row(
+pub(super) fn host_row(
     d: &Design,
     cloud: &Cloud,
     paused: bool,
@@ -215,6 +244,13 @@ fn host_row(
             .and_then(|p| p.lines().find_map(|l| l.strip_prefix("watchdog ")))
             .unwrap_or("unknown")
             .to_string(),
+        release: probe_word(probe, "release")
+            .filter(|v| version_shaped(v))
+            .map(str::to_string),
+        postgres_running: probe_word(probe, "pg_server")
+            .filter(|v| version_shaped(v))
+            .map(str::to_string),
+        postgres_data: probe_word(probe, "pg_data").and_then(|v| v.parse().ok()),
         read_write: probe.and_then(|p| {
             p.lines().find_map(|l| match l.strip_prefix("read_write ") {
                 Some("t") => Some(true),
@@ -231,7 +267,7 @@ async fn glb_status(fleet: &Fleet) -> Option<GlbStatus> {
     match &d.glb {
         None => None,
         Some(g) => {
-            let proxy = format!("{}-glb", d.platform.name);
+            let proxy = haproxy::glb_proxy(&d.platform.name);
             let mut up = Vec::new();
             for h in d.glb_hosts() {
                 if let Some(r) = fleet.remotes.get(&h.name) {

@@ -39,6 +39,7 @@ pub(crate) fn table(s: &Status) -> String {
         "Lag",
         "etcd",
         "HAProxy :5000 ->",
+        "Debian / PG",
     ]);
     for r in &s.hosts {
         let role = if r.pending_restart {
@@ -67,6 +68,7 @@ pub(crate) fn table(s: &Status) -> String {
             },
             r.etcd.clone(),
             r.haproxy_routes_to.clone(),
+            r.versions(),
         ]);
     }
     let glb = match &s.glb {

@@ -21,6 +21,9 @@ fn row(cloud: &str, status: &str, host: &str, role: &str, tl: u64, rw: bool) -> 
         read_write: Some(rw),
         site_guard: None,
         watchdog: "none".into(),
+        release: Some("13".into()),
+        postgres_running: Some("17.6".into()),
+        postgres_data: Some(17),
     }
 }
 
@@ -404,4 +407,59 @@ fn the_site_lease_decides_which_cloud_may_write() {
     };
     let f = findings(&healthy, &Default::default(), Some(&dark));
     assert!(f[0].message.contains("no majority"), "{f:?}");
+}
+
+/// Issue 26: each host's release and server, read from the probe (a line
+/// of another shape is left unread), and a mixed cluster named by release
+/// and by PostgreSQL major; a uniform one says nothing of versions.
+#[test]
+fn versions_are_read_and_a_mixed_cluster_is_a_finding() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
+    let d = crate::design::load(&path).unwrap().design;
+    let cloud = &d.clouds[0];
+    let read = |probe: &str| host_row(&d, cloud, false, &cloud.hosts[0], None, Some(probe), "p");
+    let running = read("patroni active\nrelease 13\npg_server 17.6\npg_data 17\n");
+    assert_eq!(
+        (
+            running.release.as_deref(),
+            running.postgres_running.as_deref(),
+            running.postgres_data
+        ),
+        (Some("13"), Some("17.6"), Some(17))
+    );
+    assert_eq!(running.versions(), "13 / 17.6");
+    let stopped = read("patroni inactive\nrelease 12\npg_data 15\n");
+    assert_eq!(
+        (stopped.postgres_major(), stopped.versions().as_str()),
+        (Some(15), "12 / 15 (data)")
+    );
+    let odd = read("release 13; reboot\npg_server $(x)\npg_data fifteen\n");
+    assert_eq!(
+        (odd.release, odd.postgres_running, odd.postgres_data),
+        (None, None, None)
+    );
+    assert_eq!(read("").versions(), "- / -");
+
+    let new = row("dc1", "primary", "dc1-pg1", "leader", 1, true);
+    let mut old = row("dc1", "primary", "dc1-pg2", "replica", 1, false);
+    let said = |rows: &[HostRow]| -> Vec<String> {
+        findings(rows, &Default::default(), None)
+            .into_iter()
+            .map(|f| f.message)
+            .collect()
+    };
+    assert_eq!(said(&[new.clone(), old.clone()]), Vec::<String>::new());
+    old.release = Some("12".into());
+    old.postgres_running = None;
+    old.postgres_data = Some(15);
+    let found = said(&[new, old]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("a mixed cluster: Debian 12 on dc1-pg2; Debian 13 on dc1-pg1;"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("PostgreSQL major versions differ: PostgreSQL 15 on dc1-pg2; PostgreSQL 17 on dc1-pg1;"),
+        "{found:?}"
+    );
 }
