@@ -107,7 +107,7 @@ fn debian_12_deploys_fails_over_and_flips() {
     }
     let findings = status["findings"].to_string();
     assert!(
-        !findings.contains("mixed") && !findings.contains("majors differ"),
+        !findings.contains("mixed") && !findings.contains("major versions differ"),
         "{findings}"
     );
     let out = lab.pgha(&["deploy", "--dry-run", "--output", "json"]);

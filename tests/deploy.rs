@@ -660,7 +660,8 @@ fn etcd_outage(lab: &TestLab, pw: &str) {
         &["haproxy", "patroni", "etcd"],
     );
     let after = sql(&master, 5432, pw, SERVER).unwrap();
-    if after != before {
+    let restarted = after != before;
+    if restarted {
         // Failsafe mode keeps a master only while every member answers its
         // POST /failsafe within 2 s (Patroni's ha.py); one that did not is
         // Patroni's documented demotion, the gap bound above still holds.
@@ -674,14 +675,20 @@ fn etcd_outage(lab: &TestLab, pw: &str) {
             .lines()
             .any(|l| l.contains("Request failed to") && l.contains("/failsafe"));
         assert!(
-            unanswered && journal.contains("demoting self because DCS is not accessible and I was a leader"),
+            // "demoting self …", or "demoted self …" when its async executor was busy.
+            unanswered && journal.contains(" self because DCS is not accessible and I was a leader"),
             "the master was demoted or restarted, not for a member silent to its failsafe check: before {before:?}, \
              after {after:?}; it logged:\n{journal}"
         );
         eprintln!("figure: the etcd outage: a member did not answer the master's failsafe check in 2 s: it demoted");
     }
     let common::Written { acked, read_only, .. } = written;
-    assert_eq!(read_only, 0, "writes reached a replica during the etcd outage");
+    // A demoted master starts again read-only at once; HAProxy's checks
+    // take up to 2 s to see it: those writes failed, none was acknowledged.
+    assert!(
+        read_only == 0 || restarted,
+        "{read_only} writes reached a replica during the etcd outage"
+    );
     every_tick_everywhere(pw, &acked);
 }
 

@@ -125,6 +125,7 @@ for u in {readers}; do user \"$u\"; e user grant-role \"$u\" {READER_ROLE} >/dev
         format!(
             "set -e\n\
 e() {{ {e} \"$@\"; }}\n\
+{MIXED_VERSIONS_GUARD}\
 user() {{ e user get \"$1\" >/dev/null 2>&1 || e user add \"$1\" --no-password >/dev/null; }}\n\
 role() {{ e role get \"$1\" >/dev/null 2>&1 || e role add \"$1\" >/dev/null; }}\n\
 for u in root {roots}; do user \"$u\"; e user grant-role \"$u\" root >/dev/null; done\n\
@@ -154,6 +155,19 @@ e put {marker} {digest} >/dev/null\n",
         )
     }
 }
+
+/// Stops the access script before any change (exit 3) when the members
+/// that answer run two etcd minor versions: a 3.5 member passes a new
+/// password on already hashed and empty in its log entry, which a 3.4
+/// member stores as the hash of an empty password (etcd's 3.5 upgrade guide:
+/// no mixed cluster with authentication on; release-3.5 v3_server.go).
+/// The third column of `endpoint status -w simple` is the version in 3.4
+/// and 3.5 alike. A member that does not answer is not counted.
+pub(crate) const MIXED_VERSIONS_GUARD: &str = "v=$(e endpoint status --cluster -w simple 2>/dev/null | cut -d, -f3 | \
+sed -n 's/^ *\\([0-9][0-9]*\\.[0-9][0-9]*\\)\\..*/\\1/p' | sort -u | tr '\\n' ' ')\n\
+case \"$v\" in *' '?*) echo \"etcd's members run versions ${v% }: etcd keeps users consistent only among members of \
+one version (its 3.5 upgrade guide); no user or password was changed: bring every member to one version, then deploy \
+again\" >&2; exit 3 ;; esac\n";
 
 /// Prints `LABEL DIGEST`: the access marker at `endpoint`, empty when it is
 /// absent or etcd did not answer (see [`Access`]; the script writes it only
@@ -400,6 +414,31 @@ mod tests {
         );
     }
 
+    /// Issue 26: members of two etcd minor versions stop the access script
+    /// before any change; one version (patch levels apart) does not, nor
+    /// a member that did not answer.
+    #[test]
+    fn two_etcd_versions_stop_the_access_script() {
+        let run = |rows: &str| {
+            let script = format!("e() {{ printf '%s' '{rows}'; }}\n{MIXED_VERSIONS_GUARD}echo changed\n");
+            crate::shell::assert_parses_cleanly(&script);
+            std::process::Command::new("sh").args(["-c", &script]).output().unwrap()
+        };
+        let row = |v: &str| format!("https://10.0.0.1:2379, 8e9e05c52164694d, {v}, 20 kB, true, false, 2, 8, 8, \n");
+        let mixed = run(&format!("{}{}", row("3.4.23"), row("3.5.16")));
+        assert_eq!(mixed.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&mixed.stderr).starts_with("etcd's members run versions 3.4 3.5: "));
+        assert!(mixed.stdout.is_empty());
+        for rows in [
+            format!("{}{}", row("3.5.16"), row("3.5.21")),
+            row("3.4.23"),
+            String::new(),
+        ] {
+            let out = run(&rows);
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "changed\n", "{rows}");
+        }
+    }
+
     /// Issue 23: the users and roles of a cloud's etcd; the password only
     /// in the script's input; the digest changes with anything it covers.
     #[test]
@@ -428,6 +467,7 @@ mod tests {
         ] {
             assert!(s.contains(line), "{line}\n---\n{s}");
         }
+        assert!(s.contains(MIXED_VERSIONS_GUARD), "{s}");
         let no_readers = Access {
             readers: vec![],
             ..a.clone()

@@ -35,10 +35,11 @@ PGHA_PY
 "#;
 
 /// Sets `server` of `proxy` to `state` (`drain`: no new sessions, or
-/// `ready`) through the admin socket; with `drain`, waits up to 5 s for its
-/// sessions to end. Prints HAProxy's answer (`No such server.` when this
-/// HAProxy does not list it) and the sessions left. Both names are design
-/// names (letters, digits, `-`), passed to Python as JSON strings.
+/// `ready`) through the admin socket. Prints HAProxy's answer on its first
+/// line (`done`: set; `No such server.`: this HAProxy does not list it);
+/// once drained, waits up to 5 s for its sessions to end and prints
+/// `sessions N`, those left. Both names are design names (letters, digits,
+/// `-`), passed to Python as JSON strings.
 pub(crate) fn server_state_script(proxy: &str, server: &str, state: &str) -> String {
     let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
     format!(
@@ -63,12 +64,14 @@ def sessions():
             return int(cols[4] or 0)
     return 0
 said = admin(f"set server {{proxy}}/{{server}} state {{state}}").strip()
-left = sessions()
-deadline = time.monotonic() + 5
-while state == "drain" and left and time.monotonic() < deadline:
-    time.sleep(0.1)
+print(said or "done", flush=True)
+if state == "drain" and not said:
+    deadline = time.monotonic() + 5
     left = sessions()
-print(said or "done", left)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = sessions()
+    print("sessions", left)
 PGHA_PY
 "#,
         json(proxy),
@@ -130,6 +133,16 @@ pub(crate) fn serving_servers(csv: &str, proxy: &str) -> Vec<String> {
         .collect()
 }
 
+/// Servers set to drain through the admin socket (an up one shows
+/// `DRAIN`): left so by a removal that did not reach the GLB's reload.
+pub(crate) fn drained_servers(csv: &str, proxy: &str) -> Vec<String> {
+    servers(csv, proxy)
+        .into_iter()
+        .filter(|(_, s)| s.starts_with("DRAIN"))
+        .map(|(n, _)| n)
+        .collect()
+}
+
 /// The proxy name a database host's HAProxy routes the master through.
 pub(crate) fn primary_proxy(cluster: &str) -> String {
     format!("{cluster}-primary")
@@ -157,6 +170,9 @@ mod tests {
             .join("\n");
         assert_eq!(up_servers(&csv, "c-glb"), ["a"]);
         assert_eq!(serving_servers(&csv, "c-glb"), ["a", "b"]);
+        assert!(drained_servers(&csv, "c-glb").is_empty());
+        let drained = csv.replace(",UP 1/2", ",DRAIN");
+        assert_eq!(drained_servers(&drained, "c-glb"), ["b"]);
     }
 
     #[test]

@@ -666,9 +666,10 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
 }
 
 /// Sets `host`'s server on every GLB host pgha runs to `state` (`drain`
-/// or `ready`); true when some GLB lists it. A GLB that does not answer is
-/// said and passed: the removal goes on as it would without one. Its
-/// reload later in the deploy drops the server.
+/// or `ready`); true when some GLB set it. A GLB that cannot be asked is
+/// said and passed: the removal goes on as it would without one. The GLB's
+/// reload later in the deploy drops the server; its verification sets any
+/// server left drained ready again.
 async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -> bool {
     let d = ctx.design();
     let Some(crate::design::Glb {
@@ -679,35 +680,58 @@ async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -
         return false;
     };
     let proxy = haproxy::glb_proxy(&d.platform.name);
-    let mut listed = false;
+    let mut set = false;
     for g in hosts {
-        let Ok(remote) = ctx.remote(&g.name) else { continue };
-        match remote
-            .check(
-                "setting a GLB server's state",
-                &haproxy::server_state_script(&proxy, host, state),
-            )
-            .await
-        {
-            Ok(out) if out.contains("No such server") => {}
-            Ok(out) => {
-                listed = true;
-                let left = out.split_whitespace().last().unwrap_or("0");
+        // A deploy of one cloud has not connected the GLB: it is asked all the same.
+        let mut own = None;
+        if ctx.remote(&g.name).is_err() {
+            own = Remote::connect(g, Duration::from_secs(10)).await.ok();
+        }
+        let said = match own.as_ref().map_or_else(|| ctx.remote(&g.name).ok(), Some) {
+            Some(remote) => remote
+                .check(
+                    "setting a GLB server's state",
+                    &haproxy::server_state_script(&proxy, host, state),
+                )
+                .await
+                .map_err(|e| format!("{e:#}")),
+            None => Err("it does not answer over SSH".to_string()),
+        };
+        if let Some(r) = own {
+            r.close().await;
+        }
+        let said = said.and_then(|out| {
+            let first = out.lines().next().unwrap_or_default().to_string();
+            let left = out
+                .lines()
+                .find_map(|l| l.strip_prefix("sessions "))
+                .map(str::to_string);
+            match first.as_str() {
+                "done" => Ok(Some(left)),
+                f if f.starts_with("No such server") => Ok(None),
+                f => Err(format!("HAProxy answered {f:?}")),
+            }
+        });
+        match said {
+            // Not listed there: nothing routes to it.
+            Ok(None) => {}
+            Ok(Some(left)) => {
+                set = true;
                 ctx.say(
                     number,
-                    match (state, left) {
-                        ("drain", "0") => format!("{}: no new sessions to {host}", g.name),
-                        ("drain", n) => {
-                            format!("{}: no new sessions to {host}; {n} still open are cut with it", g.name)
+                    match (state, left.as_deref()) {
+                        ("drain", Some(n)) if n != "0" => {
+                            format!("{}: no new sessions to {host}; {n} still open end with it", g.name)
                         }
+                        ("drain", _) => format!("{}: no new sessions to {host}", g.name),
                         _ => format!("{}: sessions to {host} again", g.name),
                     },
                 );
             }
-            Err(e) => ctx.say(number, format!("{}: could not set {host} to {state} ({e:#})", g.name)),
+            Err(e) => ctx.say(number, format!("{}: could not set {host} to {state}: {e}", g.name)),
         }
     }
-    listed
+    set
 }
 
 /// One cloud's parameter change: into the dynamic configuration, seen
@@ -1224,11 +1248,12 @@ async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
     let d = ctx.design();
     let Some(glb) = &d.glb else { return Ok(()) };
+    let proxy = haproxy::glb_proxy(&d.platform.name);
     let by_facts = ctx.unchanged.is_some_and(|f| {
         hosts.iter().all(|h| {
             f.get(h)
                 .and_then(|f| f.stats.as_deref())
-                .is_some_and(|csv| glb_serves(d, csv))
+                .is_some_and(|csv| glb_serves(d, csv) && haproxy::drained_servers(csv, &proxy).is_empty())
         })
     });
     if by_facts {
@@ -1244,6 +1269,23 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
     );
     for host in hosts {
         let r = ctx.remote(host)?;
+        let csv = r
+            .check(
+                "reading GLB stats",
+                &haproxy::stats_script(&glb.stats_address, glb.stats_port),
+            )
+            .await?;
+        for server in haproxy::drained_servers(&csv, &proxy) {
+            r.check(
+                "setting a GLB server ready",
+                &haproxy::server_state_script(&proxy, &server, "ready"),
+            )
+            .await?;
+            ctx.say(
+                number,
+                format!("{host}: {server} was left drained (a removal that did not finish): sessions to it again"),
+            );
+        }
         poll(Duration::from_secs(60), || async {
             let csv = r
                 .check(

@@ -177,7 +177,8 @@ fn version_findings(hosts: &[HostRow], say: &mut impl FnMut(Level, String)) {
         say(
             Level::Warning,
             format!(
-                "a mixed cluster: {}; hosts of two releases run different Patroni, etcd and HAProxy versions,                  for the span of a release upgrade only",
+                "a mixed cluster: {}; hosts of two releases run different Patroni, etcd and HAProxy versions, \
+                 for the span of a release upgrade only",
                 listed(&releases, "Debian")
             ),
         );

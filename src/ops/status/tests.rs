@@ -454,9 +454,10 @@ fn versions_are_read_and_a_mixed_cluster_is_a_finding() {
     old.postgres_data = Some(15);
     let found = said(&[new, old]);
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(
-        found[0].starts_with("a mixed cluster: Debian 12 on dc1-pg2; Debian 13 on dc1-pg1;"),
-        "{found:?}"
+    assert_eq!(
+        found[0],
+        "a mixed cluster: Debian 12 on dc1-pg2; Debian 13 on dc1-pg1; hosts of two releases run different Patroni, \
+         etcd and HAProxy versions, for the span of a release upgrade only"
     );
     assert!(
         found[1].starts_with("PostgreSQL major versions differ: PostgreSQL 15 on dc1-pg2; PostgreSQL 17 on dc1-pg1;"),
