@@ -14,38 +14,11 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     check: Some("haproxy -c -q -f"),
 };
 
-/// Saves `show servers state`, read from HAProxy's admin socket (root
-/// only), to the file the next process loads (`server-state-file` and
-/// `load-server-state-from-file` in both configs); on any failure there is
-/// no file, and the new process starts as HAProxy always did.
-pub(crate) const SAVE_STATE_SCRIPT: &str = r#"python3 - > /var/lib/haproxy/pgha-server-state.new <<'PGHA_PY' && mv -f /var/lib/haproxy/pgha-server-state.new /var/lib/haproxy/pgha-server-state || rm -f /var/lib/haproxy/pgha-server-state.new /var/lib/haproxy/pgha-server-state
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(3)
-s.connect("/run/haproxy/pgha-admin.sock")
-s.sendall(b"show servers state\n")
-out = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    out += b
-sys.stdout.write(out.decode())
-PGHA_PY
-"#;
-
-/// Sets `server` of `proxy` to `state` (`drain`: no new sessions, or
-/// `ready`) through the admin socket. Prints HAProxy's answer on its first
-/// line (`done`: set; `No such server.`: this HAProxy does not list it);
-/// once drained, waits up to 5 s for its sessions to end and prints
-/// `sessions N`, those left. Both names are design names (letters, digits,
-/// `-`), passed to Python as JSON strings.
-pub(crate) fn server_state_script(proxy: &str, server: &str, state: &str) -> String {
-    let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
-    format!(
-        r#"python3 - <<'PGHA_PY'
-import socket, time
-proxy, server, state = {}, {}, {}
+/// Python's `admin(command)`: one command to HAProxy's admin socket (root
+/// only), its whole answer (HAProxy closes the connection after it).
+macro_rules! admin_py {
+    () => {
+        r#"import socket
 def admin(command):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(3)
@@ -57,6 +30,33 @@ def admin(command):
         if not b:
             return out.decode()
         out += b
+"#
+    };
+}
+
+/// Saves `show servers state`, read from HAProxy's admin socket, to the
+/// file the next process loads (`server-state-file` and
+/// `load-server-state-from-file` in both configs); on any failure there is
+/// no file, and the new process starts as HAProxy always did.
+pub(crate) const SAVE_STATE_SCRIPT: &str = concat!(
+    "python3 - > /var/lib/haproxy/pgha-server-state.new <<'PGHA_PY' && mv -f /var/lib/haproxy/pgha-server-state.new \
+     /var/lib/haproxy/pgha-server-state || rm -f /var/lib/haproxy/pgha-server-state.new /var/lib/haproxy/pgha-server-state\n",
+    admin_py!(),
+    "import sys\nsys.stdout.write(admin(\"show servers state\"))\nPGHA_PY\n"
+);
+
+/// Sets `server` of `proxy` to `state` (`drain`: no new sessions, or
+/// `ready`) through the admin socket. Prints HAProxy's answer on its first
+/// line (`done`: set; `No such server.`: this HAProxy does not list it);
+/// once drained, waits up to 5 s for its sessions to end and prints
+/// `sessions N`, those left. Both names are design names (letters, digits,
+/// `-`), passed to Python as JSON strings.
+pub(crate) fn server_state_script(proxy: &str, server: &str, state: &str) -> String {
+    let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    format!(
+        r#"python3 - <<'PGHA_PY'
+{}import time
+proxy, server, state = {}, {}, {}
 def sessions():
     for line in admin("show stat").splitlines():
         cols = line.split(",")
@@ -74,6 +74,7 @@ if state == "drain" and not said:
     print("sessions", left)
 PGHA_PY
 "#,
+        admin_py!(),
         json(proxy),
         json(server),
         json(state)
@@ -213,24 +214,27 @@ mod tests {
             script.contains("s.connect(\"/run/haproxy/pgha-admin.sock\")"),
             "{script}"
         );
-        // Python compiles it (a newline inside a literal once did not).
-        let body = script
-            .split("<<'PGHA_PY'\n")
-            .nth(1)
-            .unwrap()
-            .split("PGHA_PY\n")
-            .next()
-            .unwrap();
-        let py = std::process::Command::new("python3")
-            .args(["-c", "import sys; compile(sys.stdin.read(), 'drain', 'exec')"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(body.as_bytes())?;
-                c.wait()
-            });
-        assert!(py.is_ok_and(|s| s.success()), "{body}");
+        // Python compiles both admin-socket scripts (a newline inside a literal once did not).
+        for script in [script.as_str(), SAVE_STATE_SCRIPT] {
+            let body = script
+                .split_once("<<'PGHA_PY'")
+                .and_then(|(_, rest)| rest.split_once('\n'))
+                .unwrap()
+                .1
+                .split("PGHA_PY\n")
+                .next()
+                .unwrap();
+            let py = std::process::Command::new("python3")
+                .args(["-c", "import sys; compile(sys.stdin.read(), 'drain', 'exec')"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(body.as_bytes())?;
+                    c.wait()
+                });
+            assert!(py.is_ok_and(|s| s.success()), "{body}");
+        }
     }
 
     #[test]

@@ -683,11 +683,12 @@ async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -
     let mut set = false;
     for g in hosts {
         // A deploy of one cloud has not connected the GLB: it is asked all the same.
-        let mut own = None;
-        if ctx.remote(&g.name).is_err() {
-            own = Remote::connect(g, Duration::from_secs(10)).await.ok();
-        }
-        let said = match own.as_ref().map_or_else(|| ctx.remote(&g.name).ok(), Some) {
+        let connected = ctx.remote(&g.name).ok();
+        let own = match connected {
+            Some(_) => None,
+            None => Remote::connect(g, Duration::from_secs(10)).await.ok(),
+        };
+        let said = match connected.or(own.as_ref()) {
             Some(remote) => remote
                 .check(
                     "setting a GLB server's state",
@@ -1269,23 +1270,6 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
     );
     for host in hosts {
         let r = ctx.remote(host)?;
-        let csv = r
-            .check(
-                "reading GLB stats",
-                &haproxy::stats_script(&glb.stats_address, glb.stats_port),
-            )
-            .await?;
-        for server in haproxy::drained_servers(&csv, &proxy) {
-            r.check(
-                "setting a GLB server ready",
-                &haproxy::server_state_script(&proxy, &server, "ready"),
-            )
-            .await?;
-            ctx.say(
-                number,
-                format!("{host}: {server} was left drained (a removal that did not finish): sessions to it again"),
-            );
-        }
         poll(Duration::from_secs(60), || async {
             let csv = r
                 .check(
@@ -1293,7 +1277,19 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
                     &haproxy::stats_script(&glb.stats_address, glb.stats_port),
                 )
                 .await?;
-            Ok(glb_serves(d, &csv))
+            let drained = haproxy::drained_servers(&csv, &proxy);
+            for server in &drained {
+                r.check(
+                    "setting a GLB server ready",
+                    &haproxy::server_state_script(&proxy, server, "ready"),
+                )
+                .await?;
+                ctx.say(
+                    number,
+                    format!("{host}: {server} was left drained (a removal that did not finish): sessions to it again"),
+                );
+            }
+            Ok(drained.is_empty() && glb_serves(d, &csv))
         })
         .await
         .with_context(|| {
