@@ -365,7 +365,7 @@ async fn start_leader(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
 async fn wait_healthy(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
     let d = &fleet.design;
     for c in &d.clouds_in_order() {
-        poll(Duration::from_secs(600), || async {
+        let waited = poll(Duration::from_secs(600), || async {
             let members = fleet.cluster_view(c).await.unwrap_or_default();
             let led = members.iter().any(|m| {
                 (if c.is_primary() {
@@ -379,8 +379,30 @@ async fn wait_healthy(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
                     .iter()
                     .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy())))
         })
-        .await
-        .with_context(|| format!("{} did not become healthy after the restore", c.name))?;
+        .await;
+        if let Err(e) = waited {
+            // Which member is not there yet, as Patroni last said: the error
+            // alone named only the cloud.
+            let members = fleet.cluster_view(c).await.unwrap_or_default();
+            let missing: Vec<String> = c
+                .hosts
+                .iter()
+                .filter(|h| !members.iter().any(|m| m.name == h.name && m.is_healthy()))
+                .map(|h| match members.iter().find(|m| m.name == h.name) {
+                    Some(m) => format!("{} ({} {})", h.name, m.role, m.state),
+                    None => format!("{} (not a Patroni member)", h.name),
+                })
+                .collect();
+            return Err(e.context(format!(
+                "{} did not become healthy after the restore; not healthy: {}",
+                c.name,
+                if missing.is_empty() {
+                    "none now".to_string()
+                } else {
+                    missing.join(", ")
+                }
+            )));
+        }
     }
     fleet.wait_serving(d, primary).await
 }
