@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{BackupCommand, CertsCommand, Cli, CloudCommand, Command, LabCommand};
+use crate::cli::{BackupCommand, CertsCommand, Cli, CloudCommand, Command, LabCommand, UpgradeCommand};
 use crate::design::{self, Design};
 use crate::error;
 use crate::plan::Plan;
@@ -103,6 +103,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run: args.confirm.dry_run,
             };
             interruptible(crate::ops::certs::rotate(&design, &opts, cli.output))
+        }
+        Command::Upgrade(UpgradeCommand::Release(args)) => {
+            let design = load(&cli)?;
+            let opts = crate::ops::upgrade::Options {
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
+            };
+            interruptible(crate::ops::upgrade::release(&design, &opts, cli.output))
         }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {

@@ -78,6 +78,10 @@ pub enum Command {
     /// Restore the whole cluster to a point in time, the end of the archive,
     /// or a backup: every host's data is replaced (the old kept aside).
     Restore(RestoreArgs),
+    /// Move the whole cluster to a new release, host by host, without
+    /// stopping it.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// A lab of real hosts (systemd containers with sshd) on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -205,6 +209,22 @@ pub struct LabImageArgs {
     /// The hosts' Debian release.
     #[arg(long, value_enum, default_value_t = crate::lab::Os::Debian13)]
     pub os: crate::lab::Os,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Every host from Debian 12 (bookworm) to Debian 13 (trixie), one at a
+    /// time: the secondary clouds first, then the primary cloud's replicas, a
+    /// switchover, the old master, the witness and the GLB. PostgreSQL keeps
+    /// its major version. Run it again after an interruption: it finishes
+    /// what is left.
+    Release(ReleaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use crate::components::patroni;
-use crate::design::{Cloud, Design, Host};
+use crate::design::{Cloud, Design, Host, HostRuns};
 use crate::remote::{self, ConnectError, Remote};
 use crate::shell::quote;
 
@@ -153,26 +153,47 @@ impl Fleet {
     }
 }
 
-/// Prints the host's release as the facts name it: `debian 13`.
-pub(crate) const OS_SCRIPT: &str = ". /etc/os-release 2>/dev/null; echo \"$ID $VERSION_ID\"";
+/// Prints what a database host runs: its release as the facts name it
+/// (`debian 13`), then the PostgreSQL major Patroni is configured for
+/// there (its `bin_dir`), if any.
+pub(crate) fn runs_script() -> String {
+    format!(
+        ". /etc/os-release 2>/dev/null; echo \"$ID $VERSION_ID\"\n\
+         sed -n 's|^ *bin_dir: \"/usr/lib/postgresql/\\([0-9]*\\)/bin\"$|\\1|p' {} 2>/dev/null | head -n 1\n",
+        quote(patroni::CONFIG.path)
+    )
+}
 
-/// `design` for its hosts as they run: each reachable database host's release is
-/// read at once and an unnamed PostgreSQL version becomes theirs
+/// [`runs_script`]'s output.
+pub(crate) fn parse_runs(out: &str) -> HostRuns {
+    let mut lines = out.lines().map(str::trim);
+    HostRuns {
+        os: lines.next().unwrap_or_default().to_string(),
+        configured: lines.next().and_then(|v| v.parse().ok()),
+    }
+}
+
+/// `design` for its hosts as they run: what each reachable database host
+/// runs is read at once, and an unnamed PostgreSQL version becomes theirs
 /// ([`Design::for_hosts`]).
 pub(crate) async fn resolve(design: &Design, remotes: &BTreeMap<String, Remote>) -> anyhow::Result<Design> {
     let db_hosts = remotes
         .values()
         .filter(|r| design.clouds.iter().any(|c| c.hosts.iter().any(|h| h.name == r.name)));
-    let read = futures::future::join_all(db_hosts.map(|r| async move {
-        let os = r.check("reading the OS release", OS_SCRIPT).await;
-        (r.name.clone(), os.map(|o| o.trim().to_string()))
+    let script = runs_script();
+    let read = futures::future::join_all(db_hosts.map(|r| {
+        let script = &script;
+        async move {
+            let runs = r.check("reading the OS release and PostgreSQL version", script).await;
+            (r.name.clone(), runs.map(|o| parse_runs(&o)))
+        }
     }))
     .await;
-    let mut os = BTreeMap::new();
-    for (name, release) in read {
-        os.insert(name, release?);
+    let mut hosts = BTreeMap::new();
+    for (name, runs) in read {
+        hosts.insert(name, runs?);
     }
-    Ok(design.for_hosts(&os)?)
+    Ok(design.for_hosts(&hosts)?)
 }
 
 /// What a host's PostgreSQL is, asked on the host.

@@ -475,7 +475,7 @@ impl World {
             }
             return ok(if site { "secure site etcd" } else { "secure etcd" }, String::new());
         }
-        if script == crate::fleet::OS_SCRIPT {
+        if script == crate::fleet::runs_script() {
             return ok("read os", format!("{}\n", self.hosts[host].os));
         }
         if script == patroni::cluster_script(d.governor.rest_port) {
@@ -1404,7 +1404,13 @@ impl Sim {
             .clouds
             .iter()
             .flat_map(|c| &c.hosts)
-            .map(|h| (h.name.clone(), release.os.to_string()))
+            .map(|h| {
+                let runs = crate::design::HostRuns {
+                    os: release.os.to_string(),
+                    configured: None,
+                };
+                (h.name.clone(), runs)
+            })
             .collect();
         let design = design.for_hosts(&os).expect("one release");
         let secrets = Secrets::load_or_generate(&design.secrets_file).expect("secrets");

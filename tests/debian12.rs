@@ -1,9 +1,13 @@
-//! Debian 12 (oldstable) stays supported: on a lab of Debian 12 hosts, the
-//! same design (no PostgreSQL version named) deploys PostgreSQL 15 under
-//! Patroni 3.0, fails over inside the primary cloud and flips clouds, with
-//! the rows compared on every host after each; with a witness, the primary
-//! cloud cut off from the other sites fences itself (etcd 3.4's gateway,
-//! Patroni 3.0's pre_promote) and follows the other cloud after the heal.
+//! Debian 12 (oldstable) stays supported, and moves to Debian 13: on a lab
+//! of Debian 12 hosts, the same design (no PostgreSQL version named)
+//! deploys PostgreSQL 15 under Patroni 3.0 and fails over inside the
+//! primary cloud. `pgha upgrade release` then moves every host to Debian 13
+//! (issue 26) with a client writing through the GLB and every host asked
+//! from inside whether it takes writes: one switchover's gap, no
+//! acknowledged write lost, never two writable hosts; PostgreSQL stays 15.
+//! On the moved cluster a failover, a flip and a cut of the primary cloud
+//! (it fences itself, the other cloud takes the lease) work, with the rows
+//! compared on every host after each.
 
 mod common;
 
@@ -65,7 +69,7 @@ fn pgha_ok(lab: &TestLab, args: &[&str]) {
 }
 
 #[test]
-fn debian_12_deploys_fails_over_and_flips() {
+fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     if !common::e2e() {
         return;
     }
@@ -124,26 +128,21 @@ fn debian_12_deploys_fails_over_and_flips() {
     sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (1, 'Paul')").unwrap();
     same_rows_everywhere(&pw, 1);
 
-    // A failover inside dc1: the master's governor stops, another dc1 host takes over.
-    let dc1 = ["11", "12", "13"];
-    let first = one_master(&pw, &dc1, Duration::from_secs(10));
-    lab.ssh_ok(&addr(&first), "systemctl stop patroni");
-    let rest: Vec<&str> = dc1.iter().copied().filter(|h| *h != first).collect();
-    one_master(&pw, &rest, Duration::from_secs(40));
-    wait_for(
-        "a write through the GLB after the failover",
-        Duration::from_secs(40),
-        || sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (2, 'Allen')").is_ok(),
-    );
-    lab.ssh_ok(&addr(&first), "systemctl start patroni");
+    // A failover inside dc1 on Debian 12.
+    failover_in_dc1(&lab, &pw, 2, "Allen");
+
+    release_upgrade(&lab, &pw);
     same_rows_everywhere(&pw, 2);
+
+    // On Debian 13 (Patroni 4.0, etcd 3.5, PostgreSQL still 15): a failover.
+    failover_in_dc1(&lab, &pw, 3, "Harry");
 
     // A planned flip: dc2 becomes the primary cloud.
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
     let master = one_master(&pw, &HOSTS, Duration::from_secs(10));
     assert!(master.starts_with('2'), "the master is in dc2: {master}");
-    sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (3, 'Teddy')").unwrap();
-    same_rows_everywhere(&pw, 3);
+    sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (4, 'Teddy')").unwrap();
+    same_rows_everywhere(&pw, 4);
 
     // dc2, now primary, cut off from dc1 and the witness: it fences itself;
     // make-primary dc1 takes the lease once it expired; dc2 follows after.
@@ -160,5 +159,185 @@ fn debian_12_deploys_fails_over_and_flips() {
     );
     // Asynchronous replication: the writes lost, if any, are the newest
     // before the cut (the documented RPO, checked by `cut_primary`; HAZARDS #8).
-    same_rows_everywhere(&pw, 3);
+    same_rows_everywhere(&pw, 4);
+}
+
+/// A moment of the upgrade, seen from outside.
+type Reached<'a> = Box<dyn Fn() -> bool + 'a>;
+
+/// Whether `host`'s package upgrade runs now (pgha's transient unit).
+fn upgrading(lab: &TestLab, host: &str) -> bool {
+    lab.ssh(&addr(host), "systemctl is-active --quiet pgha-release-upgrade.service")
+        .status
+        .success()
+}
+
+/// `pgha upgrade release --yes` in the background, once the cluster lock
+/// of a killed run has expired (a dry run takes the lock too).
+fn start_when_unlocked(lab: &TestLab) -> std::process::Child {
+    wait_for(
+        "the killed run's cluster lock to expire",
+        Duration::from_secs(90),
+        || {
+            let out = lab.pgha(&["upgrade", "release", "--dry-run"]);
+            assert!(
+                out.status.success() || stderr(&out).contains("lock"),
+                "{}{}",
+                common::stdout(&out),
+                stderr(&out)
+            );
+            out.status.success()
+        },
+    );
+    lab.spawn(&["upgrade", "release", "--yes"])
+}
+
+/// The master of dc1 loses its governor: another dc1 host takes over, a
+/// write through the GLB (row `id`) works, and the old one comes back.
+fn failover_in_dc1(lab: &TestLab, pw: &str, id: u32, name: &str) {
+    let dc1 = ["11", "12", "13"];
+    let first = one_master(pw, &dc1, Duration::from_secs(10));
+    lab.ssh_ok(&addr(&first), "systemctl stop patroni");
+    let rest: Vec<&str> = dc1.iter().copied().filter(|h| *h != first).collect();
+    one_master(pw, &rest, Duration::from_secs(40));
+    wait_for(
+        "a write through the GLB after the failover",
+        Duration::from_secs(40),
+        || {
+            sql(
+                &glb(),
+                5000,
+                pw,
+                &format!("INSERT INTO company VALUES ({id}, '{name}')"),
+            )
+            .is_ok()
+        },
+    );
+    lab.ssh_ok(&addr(&first), "systemctl start patroni");
+    same_rows_everywhere(pw, id as usize);
+}
+
+/// `pgha upgrade release` under a client and the monitor; every host ends
+/// on Debian 13 with PostgreSQL 15; a second run has nothing left to do.
+fn release_upgrade(lab: &TestLab, pw: &str) {
+    let sites = common::partition::Sites {
+        name: "pgha-deb12",
+        prefix: P,
+    };
+    let out = lab.pgha(&["upgrade", "release", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan = common::stdout(&out);
+    // The standby cloud first; the primary cloud's master after a switchover.
+    let at = |s: &str| plan.find(s).unwrap_or_else(|| panic!("{s:?} in {plan}"));
+    assert!(at("(standby leader of dc2)") < at("(replica of dc1)"), "{plan}");
+    assert!(at("switch the master of dc1") < at("(the old master of dc1)"), "{plan}");
+    assert!(at("(the old master of dc1)") < at("(the GLB)"), "{plan}");
+
+    let monitor = common::partition::Monitor::start_every(sites, Duration::from_secs(1));
+    let (stop, handle) = common::writer(&glb(), pw);
+    let started = std::time::Instant::now();
+    // Killed (SIGKILL) three times, each run resumed by the next: during
+    // a standby-cloud host's package upgrade, right after the switchover,
+    // and during the GLB's.
+    let dc1_master = one_master(pw, &["11", "12", "13"], Duration::from_secs(10));
+    let kills: [(&str, Reached); 3] = [
+        (
+            "a dc2 host's package upgrade",
+            Box::new(|| ["21", "22", "23"].iter().any(|h| upgrading(lab, h))),
+        ),
+        (
+            "the switchover",
+            Box::new(|| masters(pw, &["11", "12", "13"]).iter().any(|m| *m != dc1_master)),
+        ),
+        ("the GLB's package upgrade", Box::new(|| upgrading(lab, "5"))),
+    ];
+    let mut said = String::new();
+    for (during, now) in kills {
+        let mut run = start_when_unlocked(lab);
+        wait_for(
+            &format!("the upgrade to reach {during}"),
+            Duration::from_secs(600),
+            || {
+                assert!(run.try_wait().unwrap().is_none(), "the upgrade ended before {during}");
+                now()
+            },
+        );
+        run.kill().unwrap();
+        let out = run.wait_with_output().unwrap();
+        eprintln!("killed during {during} after {:.0} s", started.elapsed().as_secs_f64());
+        said.push_str(&common::stdout(&out));
+        said.push_str(&stderr(&out));
+        assert!(said.contains("Plan for `upgrade release`"), "{said}");
+    }
+    let run = start_when_unlocked(lab);
+    let out = run.wait_with_output().unwrap();
+    let took = started.elapsed();
+    said.push_str(&common::stdout(&out));
+    said.push_str(&stderr(&out));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    monitor.finish();
+    assert_eq!(out.status.code(), Some(0), "{}{}", common::stdout(&out), stderr(&out));
+    eprintln!(
+        "figure: Debian 12 -> 13 release upgrade of 8 hosts: {:.0} s ({:.0} s per host); longest write gap {:.2} s, \
+         {} writes acknowledged",
+        took.as_secs_f64(),
+        took.as_secs_f64() / 8.0,
+        w.gap.as_secs_f64(),
+        w.acked.len()
+    );
+    for line in said
+        .lines()
+        .filter(|l| l.contains("packages upgraded in") || l.contains("interrupted"))
+    {
+        eprintln!("figure: {}", line.trim());
+    }
+    // One switchover in the primary cloud: Patroni's clean demotion, then
+    // HAProxy's checks (2 s apart) find the new master.
+    let addresses: Vec<String> = HOSTS.iter().map(|h| addr(h)).collect();
+    lab.check_gap("the release upgrade", &w, &addresses, &["patroni", "haproxy"]);
+    assert!(sites.missing(pw, &w.acked).is_empty(), "acknowledged writes lost");
+    sites.same_rows_everywhere(pw);
+
+    let out = lab.pgha(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for row in status["hosts"].as_array().unwrap() {
+        assert_eq!(row["release"], "13", "{row}");
+        assert!(row["postgres_running"].as_str().unwrap().starts_with("15."), "{row}");
+    }
+    let findings = status["findings"].to_string();
+    assert!(!findings.contains("mixed"), "{findings}");
+    // The witness and the GLB too; the GLB's HAProxy runs the new binary.
+    for h in ["4", "5"] {
+        assert_eq!(lab.ssh_ok(&addr(h), ". /etc/os-release; echo $VERSION_ID"), "13", "{h}");
+    }
+    // No HAProxy runs a replaced (old) binary; every etcd member, of each
+    // cloud and of the site, runs 3.5.
+    for h in ["5", "11", "12", "13", "21", "22", "23"] {
+        let exes = lab.ssh_ok(&addr(h), "for p in $(pgrep -x haproxy); do readlink /proc/$p/exe; done");
+        assert!(!exes.is_empty() && !exes.contains("deleted"), "{h}: {exes}");
+    }
+    for (h, port) in [("11", 2379), ("21", 2379), ("11", 2479)] {
+        let members = lab.ssh_ok(
+            &addr(h),
+            &format!(
+                "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:{port} --cacert=/etc/pgha/tls/ca.crt \
+                 --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key endpoint status --cluster -w simple"
+            ),
+        );
+        assert_eq!(
+            members.lines().filter(|l| l.contains(", 3.5.")).count(),
+            3,
+            "{h}:{port}: {members}"
+        );
+    }
+    assert!(lab.ssh_ok(&addr("12"), "patroni --version").starts_with("patroni 4.0"));
+    // Resumable: run again, nothing is left; the design still deploys as is.
+    let out = lab.pgha(&["upgrade", "release", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(common::stdout(&out).contains("(0 steps)"), "{}", common::stdout(&out));
+    let out = lab.pgha(&["deploy", "--dry-run", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["changed"], 0, "{}", common::stdout(&out));
 }

@@ -11,6 +11,7 @@ pub(crate) mod patroni;
 pub(crate) mod site;
 pub(crate) mod systemd;
 pub(crate) mod tls;
+pub(crate) mod upgrade;
 
 use serde::Serialize;
 
@@ -61,6 +62,19 @@ pub struct FileSpec {
     /// A command that must accept the new file (appended as its last
     /// argument) before it replaces the old one.
     pub check: Option<&'static str>,
+}
+
+impl FileSpec {
+    /// Sets the file's owner, group and mode (its content is right).
+    pub(crate) fn mode_script(&self) -> String {
+        let quote = crate::shell::quote;
+        format!(
+            "chown {} {path} && chmod {:o} {path}",
+            quote(&format!("{}:{}", self.owner, self.group)),
+            self.mode,
+            path = quote(self.path)
+        )
+    }
 }
 
 /// The files of a database host, in the order they are applied.

@@ -103,8 +103,19 @@ pub enum VersionSource {
     /// The design names none and the hosts were not read yet: the reference
     /// release's, until [`Design::for_hosts`] learns theirs.
     Reference,
-    /// The release the hosts run ships it.
+    /// The release the hosts run ships it (no host runs Patroni yet).
     Hosts,
+    /// Patroni runs it on the hosts (its `bin_dir`), whatever their release.
+    Running,
+}
+
+/// What a database host runs, as [`Design::for_hosts`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRuns {
+    /// `$ID $VERSION_ID`: `debian 13`.
+    pub os: String,
+    /// The PostgreSQL major Patroni is configured for there, if any.
+    pub configured: Option<u32>,
 }
 
 impl VersionSource {
@@ -114,6 +125,7 @@ impl VersionSource {
             VersionSource::Design => "platform.postgres_version",
             VersionSource::Reference => "Debian 13's, as platform.postgres_version is not set and no host was read",
             VersionSource::Hosts => "the hosts' release's own, as platform.postgres_version is not set",
+            VersionSource::Running => "the one Patroni runs on the hosts, as platform.postgres_version is not set",
         }
     }
 }
@@ -334,45 +346,77 @@ impl Design {
         d
     }
 
-    /// This design for its database hosts as they run (`os`: host name ->
-    /// `$ID $VERSION_ID`, for the hosts that answered): an unnamed PostgreSQL
-    /// version becomes their release's. Hosts whose releases ship different
-    /// versions, or a release pgha does not know, need the version named.
-    pub fn for_hosts(&self, os: &BTreeMap<String, String>) -> Result<Design, crate::error::Usage> {
+    /// This design for its database hosts as they run (`hosts`: host name ->
+    /// what it runs, for the hosts that answered). An unnamed PostgreSQL
+    /// version is the one Patroni runs on the hosts (a cluster keeps its
+    /// major across a release upgrade); for a cluster not yet set up, their
+    /// release's. Hosts that run, or whose releases ship, different versions
+    /// need the version named.
+    pub fn for_hosts(&self, hosts: &BTreeMap<String, HostRuns>) -> Result<Design, crate::error::Usage> {
         if self.platform.version_source == VersionSource::Design {
             return Ok(self.clone());
         }
-        let mut by_version: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for h in self.clouds.iter().flat_map(|c| &c.hosts) {
-            let Some(host_os) = os.get(&h.name) else { continue };
-            let Some(release) = crate::release::of(host_os) else {
-                return Err(crate::error::Usage(format!(
-                    "{} runs `{host_os}`: pgha knows which PostgreSQL {} ship, not this release's\n  \
+        let running = self.versions_of(hosts, |h| Ok(h.configured))?;
+        let (by_version, source) = if running.is_empty() {
+            let shipped = self.versions_of(hosts, |h| match crate::release::of(&h.os) {
+                Some(r) => Ok(Some(r.postgres)),
+                None => Err(format!(
+                    "runs `{}`: pgha knows which PostgreSQL {} ship, not this release's\n  \
                      hint: name the version in the design (platform.postgres_version) and pgha installs that one",
-                    h.name,
+                    h.os,
                     crate::release::supported_list(),
-                )));
-            };
-            by_version
-                .entry(release.postgres)
-                .or_default()
-                .push(format!("{} ({host_os})", h.name));
-        }
+                )),
+            })?;
+            (shipped, VersionSource::Hosts)
+        } else {
+            (running, VersionSource::Running)
+        };
         match by_version.len() {
             0 => Ok(self.clone()),
-            1 => Ok(self.for_postgres(*by_version.keys().next().expect("one version"))),
+            1 => {
+                let mut d = self.for_postgres(*by_version.keys().next().expect("one version"));
+                d.platform.version_source = source;
+                Ok(d)
+            }
             _ => {
                 let groups: Vec<String> = by_version
                     .iter()
                     .map(|(v, hosts)| format!("PostgreSQL {v} on {}", hosts.join(", ")))
                     .collect();
+                let what = if source == VersionSource::Running {
+                    "Patroni runs different PostgreSQL versions on the hosts"
+                } else {
+                    "the hosts' releases ship different PostgreSQL versions"
+                };
                 Err(crate::error::Usage(format!(
-                    "the hosts' releases ship different PostgreSQL versions ({}): every host of a cluster runs one major version
-                       hint: name it in the design (platform.postgres_version) and make it installable on every host                      (the PostgreSQL project's apt repository, apt.postgresql.org, ships every version for both releases)",
+                    "{what} ({}): every host of a cluster runs one major version\n  \
+                     hint: name it in the design (platform.postgres_version) and make it installable on every host \
+                     (the PostgreSQL project's apt repository, apt.postgresql.org, ships every version for both releases)",
                     groups.join("; ")
                 )))
             }
         }
+    }
+
+    /// The database hosts that answered, by the version `of` gives each
+    /// (none: not counted); an error names the host.
+    fn versions_of(
+        &self,
+        hosts: &BTreeMap<String, HostRuns>,
+        of: impl Fn(&HostRuns) -> Result<Option<u32>, String>,
+    ) -> Result<BTreeMap<u32, Vec<String>>, crate::error::Usage> {
+        let mut by_version: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for h in self.clouds.iter().flat_map(|c| &c.hosts) {
+            let Some(runs) = hosts.get(&h.name) else { continue };
+            let version = of(runs).map_err(|e| crate::error::Usage(format!("{} {e}", h.name)))?;
+            if let Some(v) = version {
+                by_version
+                    .entry(v)
+                    .or_default()
+                    .push(format!("{} ({})", h.name, runs.os));
+            }
+        }
+        Ok(by_version)
     }
 
     pub fn primary_clouds(&self) -> impl Iterator<Item = &Cloud> {

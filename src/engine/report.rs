@@ -89,8 +89,13 @@ impl Recorder {
         result
     }
 
+    /// A message of the step running (after the last, of the last).
     pub(crate) fn note(&self, text: &str) {
-        let number = self.results.last().map_or(0, |r| r.number);
+        let number = self
+            .step
+            .map(|(n, _)| n)
+            .or(self.results.last().map(|r| r.number))
+            .unwrap_or(0);
         self.draw(Event::StepMessage {
             number,
             message: text.to_string(),

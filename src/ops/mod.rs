@@ -16,4 +16,5 @@ pub(crate) mod restore;
 pub(crate) mod site;
 pub(crate) mod status;
 pub(crate) mod switchover;
+pub(crate) mod upgrade;
 pub(crate) mod wal;

@@ -151,6 +151,9 @@ pub(crate) struct GlbStatus {
     /// The cloud whose HAProxy instances the GLB forwards to.
     pub routes_to_cloud: Option<String>,
     pub up: Vec<String>,
+    /// GLB hosts whose HAProxy could not be asked, with why: what they
+    /// route to is not known.
+    pub unread: Vec<String>,
 }
 
 /// The site lease, as the site members report it.

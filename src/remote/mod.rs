@@ -419,12 +419,7 @@ pub fn install_if_changed_script(spec: &FileSpec, then: &str) -> String {
 
 /// Sets a managed file's owner, group and mode (its content is right).
 pub fn file_mode_script(spec: &FileSpec) -> String {
-    format!(
-        "chown {} {path} && chmod {:o} {path}",
-        quote(&format!("{}:{}", spec.owner, spec.group)),
-        spec.mode,
-        path = quote(spec.path)
-    )
+    spec.mode_script()
 }
 
 fn explain(host: &Host, ssh: &Ssh, err: openssh::Error) -> ConnectError {

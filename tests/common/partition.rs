@@ -464,6 +464,13 @@ pub(crate) struct Seen {
 
 impl Monitor {
     pub(crate) fn start(sites: Sites) -> Monitor {
+        Monitor::start_every(sites, Duration::from_millis(200))
+    }
+
+    /// Samples `every` apart: for a long change (a release upgrade) whose
+    /// masters change only at its switchover, a slower pace leaves the
+    /// machine's two cores to the change.
+    pub(crate) fn start_every(sites: Sites, every: Duration) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
         let idle = Arc::new(AtomicBool::new(false));
@@ -488,7 +495,7 @@ impl Monitor {
                     writable,
                     unknown,
                 });
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(every);
             }
             (samples, false)
         });

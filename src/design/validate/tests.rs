@@ -83,6 +83,61 @@ fn an_unnamed_postgres_version_is_the_release_s_and_a_named_one_stays() {
 }
 
 #[test]
+fn the_version_patroni_runs_wins_over_the_hosts_release() {
+    let d = load(BASE).unwrap().design;
+    let runs = |pairs: &[(&str, &str, Option<u32>)]| -> BTreeMap<String, HostRuns> {
+        pairs
+            .iter()
+            .map(|(h, os, configured)| {
+                let r = HostRuns {
+                    os: os.to_string(),
+                    configured: *configured,
+                };
+                (h.to_string(), r)
+            })
+            .collect()
+    };
+    // Half-way through a release upgrade: 15 on both releases stays 15,
+    // and a new host on Debian 13 joins at 15.
+    let mid = d
+        .for_hosts(&runs(&[
+            ("a1", "debian 13", Some(15)),
+            ("a2", "debian 12", Some(15)),
+            ("b1", "debian 13", None),
+        ]))
+        .unwrap();
+    assert_eq!(mid.platform.postgres_version, 15);
+    assert_eq!(mid.platform.bin_dir, "/usr/lib/postgresql/15/bin");
+    assert_eq!(mid.platform.version_source, VersionSource::Running);
+    // Nothing set up yet: the release's own.
+    let fresh = d.for_hosts(&runs(&[("a1", "debian 12", None)])).unwrap();
+    assert_eq!(
+        (fresh.platform.postgres_version, fresh.platform.version_source),
+        (15, VersionSource::Hosts)
+    );
+    // Two majors under Patroni, or two releases' on fresh hosts: named.
+    let two = d
+        .for_hosts(&runs(&[("a1", "debian 13", Some(17)), ("a2", "debian 13", Some(15))]))
+        .unwrap_err()
+        .to_string();
+    assert!(two.contains("Patroni runs different PostgreSQL versions"), "{two}");
+    assert!(
+        two.contains("PostgreSQL 15 on a2 (debian 13)") && two.contains("\n  hint: "),
+        "{two}"
+    );
+    let releases = d
+        .for_hosts(&runs(&[("a1", "debian 13", None), ("a2", "debian 12", None)]))
+        .unwrap_err()
+        .to_string();
+    assert!(releases.contains("releases ship different"), "{releases}");
+    let unknown = d
+        .for_hosts(&runs(&[("a1", "debian 11", None)]))
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.starts_with("a1 runs `debian 11`"), "{unknown}");
+}
+
+#[test]
 fn unknown_key_suggests_the_close_one() {
     let src = BASE.replace("    status: secondary", "    status: secondary\n    scalling: 3");
     assert_error(&src, "unknown key `scalling`", "clouds[1].scalling", 12);

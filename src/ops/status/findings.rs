@@ -80,6 +80,28 @@ pub(crate) fn cert_findings(first: Option<&CertExpiry>) -> Vec<Finding> {
     vec![Finding { level, message }]
 }
 
+/// A GLB that routes no client, or whose HAProxy could not be asked (then
+/// where it routes is not known, never taken for "nowhere").
+pub(crate) fn glb_findings(g: &GlbStatus) -> Vec<Finding> {
+    let mut out: Vec<Finding> = g
+        .unread
+        .iter()
+        .map(|why| Finding {
+            level: Level::Warning,
+            message: format!("the GLB's HAProxy could not be asked ({why}): where it sends clients is not known"),
+        })
+        .collect();
+    if g.up.is_empty() && g.unread.is_empty() {
+        out.push(Finding {
+            level: Level::Warning,
+            message: "the GLB has no server up: clients through it reach no master (a flip or failover under way?); \
+                      `pgha status` again shows whether it lasts"
+                .to_string(),
+        });
+    }
+    out
+}
+
 /// What a DBA must know from the rows: writable hosts where none may be,
 /// clouds without a leader (and why), replicas behind the newest timeline,
 /// changes pgha still owes a cloud. Pure, so every rule is unit-tested.

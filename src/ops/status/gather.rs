@@ -163,6 +163,7 @@ pub(crate) async fn gather(fleet: &Fleet) -> Status {
     let mut found = findings(&hosts, &pending, site.as_ref());
     found.extend(backup.iter().flat_map(backup_findings));
     found.extend(cert_findings(earliest_cert_expiry.as_ref()));
+    found.extend(glb.iter().flat_map(glb_findings));
     found.sort_by_key(|f| std::cmp::Reverse(f.level));
     Status {
         findings: found,
@@ -269,17 +270,22 @@ async fn glb_status(fleet: &Fleet) -> Option<GlbStatus> {
         Some(g) => {
             let proxy = haproxy::glb_proxy(&d.platform.name);
             let mut up = Vec::new();
+            let mut unread = Vec::new();
             for h in d.glb_hosts() {
-                if let Some(r) = fleet.remotes.get(&h.name) {
-                    if let Ok(csv) = r
+                let read = match fleet.remotes.get(&h.name) {
+                    Some(r) => r
                         .check(
                             "reading GLB stats",
                             &haproxy::stats_script(&g.stats_address, g.stats_port),
                         )
                         .await
-                    {
-                        up.extend(haproxy::up_servers(&csv, &proxy));
-                    }
+                        .map_err(|e| format!("{e:#}")),
+                    None => Err("unreachable over SSH".to_string()),
+                };
+                match read {
+                    Ok(csv) => up.extend(haproxy::up_servers(&csv, &proxy)),
+                    // Not read is not "no server up".
+                    Err(e) => unread.push(format!("{}: {}", h.name, crate::shell::last_lines(&e, 1))),
                 }
             }
             up.sort();
@@ -294,6 +300,7 @@ async fn glb_status(fleet: &Fleet) -> Option<GlbStatus> {
                 port: g.port,
                 routes_to_cloud,
                 up,
+                unread,
             })
         }
     }

@@ -72,17 +72,23 @@ pub(crate) fn table(s: &Status) -> String {
         ]);
     }
     let glb = match &s.glb {
-        Some(g) => format!(
-            "GLB {}:{} -> {} ({})",
-            g.fqdn,
-            g.port,
-            g.routes_to_cloud.as_deref().unwrap_or("no cloud"),
-            if g.up.is_empty() {
-                "no server up".to_string()
-            } else {
-                g.up.join(", ")
+        Some(g) => {
+            let mut line = format!(
+                "GLB {}:{} -> {} ({})",
+                g.fqdn,
+                g.port,
+                g.routes_to_cloud.as_deref().unwrap_or("no cloud"),
+                match (g.up.is_empty(), g.unread.is_empty()) {
+                    (false, _) => g.up.join(", "),
+                    (true, true) => "no server up".to_string(),
+                    (true, false) => "none seen".to_string(),
+                }
+            );
+            if !g.unread.is_empty() {
+                line.push_str(&format!("; not read: {}", g.unread.join("; ")));
             }
-        ),
+            line
+        }
         None => "no GLB in the design".to_string(),
     };
     let certs = match &s.earliest_cert_expiry {

@@ -464,3 +464,22 @@ fn versions_are_read_and_a_mixed_cluster_is_a_finding() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_glb_not_asked_is_not_known_and_one_with_no_server_up_is_named() {
+    let glb = |up: &[&str], unread: &[&str]| GlbStatus {
+        fqdn: "db.example".into(),
+        port: 5000,
+        routes_to_cloud: None,
+        up: up.iter().map(|s| s.to_string()).collect(),
+        unread: unread.iter().map(|s| s.to_string()).collect(),
+    };
+    assert!(glb_findings(&glb(&["dc1-pg1"], &[])).is_empty());
+    let none = glb_findings(&glb(&[], &[]));
+    assert_eq!(none.len(), 1);
+    assert!(none[0].message.contains("no server up"), "{}", none[0].message);
+    let unread = glb_findings(&glb(&[], &["glb1: Connection refused"]));
+    assert_eq!(unread.len(), 1, "not read is not 'no server up'");
+    assert!(unread[0].message.contains("glb1: Connection refused") && unread[0].message.contains("not known"));
+    assert_eq!(unread[0].level, Level::Warning);
+}
