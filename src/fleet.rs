@@ -158,9 +158,8 @@ impl Fleet {
 /// there (its `bin_dir`), if any.
 pub(crate) fn runs_script() -> String {
     format!(
-        ". /etc/os-release 2>/dev/null; echo \"$ID $VERSION_ID\"\n\
-         sed -n 's|^ *bin_dir: \"/usr/lib/postgresql/\\([0-9]*\\)/bin\"$|\\1|p' {} 2>/dev/null | head -n 1\n",
-        quote(patroni::CONFIG.path)
+        ". /etc/os-release 2>/dev/null; echo \"$ID $VERSION_ID\"\n{}\n",
+        patroni::configured_major_script("")
     )
 }
 

@@ -187,6 +187,15 @@ def get(host, port, path, tls):
 }
 
 /// GETs `path` from the local REST API over HTTPS, verifying the cluster CA.
+/// Prints `{prefix}N`, N the PostgreSQL major Patroni's configuration
+/// names (its `bin_dir`), if it has one. `prefix` is a constant of pgha's.
+pub(crate) fn configured_major_script(prefix: &str) -> String {
+    format!(
+        r#"sed -n 's|^ *bin_dir: "/usr/lib/postgresql/\([0-9]*\)/bin"$|{prefix}\1|p' {} 2>/dev/null | head -n 1"#,
+        quote(CONFIG.path)
+    )
+}
+
 fn http_get_script(rest_port: u16, path: &str) -> String {
     format!(
         "python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile=\"{}\"); print(u.urlopen(\"https://127.0.0.1:{rest_port}{path}\", timeout=3, context=c).read().decode())'",

@@ -23,6 +23,27 @@ fn suites(from: Release, to: Release) -> String {
 /// back: a run interrupted in between finds the host to finish.
 pub(crate) const PENDING: &str = "/var/lib/pgha/release-upgrade-pending";
 
+/// Every member of the etcd cluster whose member listens on `client_port`
+/// here, asked for its health: `https://ADDR:PORT is healthy: ...` or
+/// `... is unhealthy: ...` per member (etcdctl exits 1 when one is not).
+pub(crate) fn etcd_health_script(client_port: u16) -> String {
+    format!("{} --cluster 2>&1; true", etcd::health_script(client_port))
+}
+
+/// The addresses [`etcd_health_script`] found healthy (a host name or an
+/// IP address, as the design gives it; IPv6 without brackets).
+pub(crate) fn healthy_endpoints(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.contains(" is healthy"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|url| url.strip_prefix("https://"))
+        .map(|hostport| {
+            let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+            host.trim_start_matches('[').trim_end_matches(']').to_string()
+        })
+        .collect()
+}
+
 /// Marks the host's upgrade begun, before anything of it stops.
 pub(crate) fn begin_script() -> String {
     format!("mkdir -p /var/lib/pgha && touch {PENDING}")
@@ -140,8 +161,13 @@ impl Reach {
     /// The host runs `to` and its moved packages are `to`'s: nothing to do
     /// but check its services.
     pub(crate) fn moved(&self, to: Release) -> bool {
+        !self.pending && self.packages_moved(to)
+    }
+
+    /// The host runs `to` and its moved packages are `to`'s (whether or not
+    /// its services were checked since).
+    pub(crate) fn packages_moved(&self, to: Release) -> bool {
         self.codename == to.codename
-            && !self.pending
             && moved_packages(to)
                 .iter()
                 .all(|(p, want)| self.installed.get(*p).is_none_or(|v| v.is_empty() || ships(v, want)))
@@ -203,22 +229,28 @@ pub(crate) fn upgrade_script(from: Release, to: Release) -> String {
     let inner = format!(
         r#"set -e
 export DEBIAN_FRONTEND=noninteractive
-mkdir -p /var/lib/pgha && touch {PENDING}
 for f in {SOURCE_FILES}; do
   if [ -f "$f" ]; then sed -i -E {sed} "$f"; fi
 done
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+trap 'rm -f /usr/sbin/policy-rc.d; exit 1' HUP INT PIPE TERM
 log=/var/log/pgha-release-upgrade.log
 keep="-o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef -o DPkg::Lock::Timeout=600"
+# Each command must succeed: `set -e` does not reach inside this group.
 {{
-  echo "== $(date -u +%FT%TZ) to {to}"
-  dpkg --force-confold --force-confdef --configure -a
-  apt-get update -q
-  apt-get -y -q $keep -f install
+  echo "== $(date -u +%FT%TZ) to {to}" &&
+  dpkg --force-confold --force-confdef --configure -a &&
+  apt-get update -q &&
+  apt-get -y -q $keep -f install &&
   apt-get -y -q $keep full-upgrade
 }} >> "$log" 2>&1 || {{ echo "the upgrade failed; the end of $log:" >&2; tail -n 15 "$log" >&2; exit 1; }}
+rm -f /usr/sbin/policy-rc.d
+# Debian restarts sshd on its upgrade; that was held back with the rest.
+# Sessions open now stay.
+systemctl try-restart ssh.service
 . /etc/os-release
+[ "$VERSION_CODENAME" = {to} ] || {{ echo "the host runs $VERSION_CODENAME after its upgrade, not {to}" >&2; exit 1; }}
 echo "release $VERSION_ID"
 "#,
         sed = suites(from, to),
@@ -235,45 +267,61 @@ echo "release $VERSION_ID"
 /// The host's services on the new binaries, after [`upgrade_script`]:
 /// pgha's `files` get their owner and mode back (a package's maintainer
 /// script may reset them: trixie's prometheus-postgres-exporter chowns the
-/// file that holds its password to itself); systemd reads the new units; sshd's listener restarts (this session
-/// stays); every pgha service that runs restarts, HAProxy by a reload
-/// (its master process re-executes the new binary and keeps its clients);
-/// then each etcd member here answers, within 60 s. Patroni is not started
+/// file that holds its password to itself); systemd reads the new units;
+/// a database host's etcd member restarts (also one that fell over during
+/// the upgrade), pgha's own units where they are enabled, the exporter and
+/// pgBackRest where they run, HAProxy on a database or GLB host (`proxy`)
+/// by a reload (its master process re-executes the new binary and keeps
+/// its clients); then each of pgha's etcd members here must answer within
+/// 60 s. Another host's etcd or HAProxy (Debian's default units on a
+/// witness, say) is not pgha's and is left alone. Patroni is not started
 /// here: its caller does, when its cloud may have it back.
-pub(crate) fn services_script(files: &[super::FileSpec], cloud_client_port: u16, site_client_port: u16) -> String {
-    let restarted = [
-        "etcd",
-        site::ETCD_SERVICE,
-        site::AGENT_SERVICE,
-        site::FENCE_SERVICE,
-        site::GATE_SERVICE,
-        exporter::SERVICE,
-        super::backup::SERVICE,
-    ];
+pub(crate) fn services_script(
+    files: &[super::FileSpec],
+    database: bool,
+    proxy: bool,
+    cloud_client_port: u16,
+    site_client_port: u16,
+) -> String {
     let mut s = "set -e\n".to_string();
     for f in files {
         s.push_str(&format!("if [ -e {} ]; then {}; fi\n", quote(f.path), f.mode_script()));
     }
-    s.push_str(&format!(
-        "{}\nsystemctl try-restart ssh.service\n",
-        systemd::DAEMON_RELOAD
-    ));
-    for u in restarted {
+    s.push_str(&format!("{}\n", systemd::DAEMON_RELOAD));
+    let restart = |s: &mut String, test: &str, unit: &str| {
         s.push_str(&format!(
-            "if systemctl is-active --quiet {}; then {}; fi\n",
-            quote(u),
-            systemd::unit_script(Verb::Restart, u)
+            "if {test}; then {}; fi\n",
+            systemd::unit_script(Verb::Restart, unit)
+        ));
+    };
+    restart(&mut s, if database { "true" } else { "false" }, "etcd");
+    for u in [
+        site::ETCD_SERVICE,
+        site::AGENT_SERVICE,
+        site::FENCE_SERVICE,
+        site::GATE_SERVICE,
+    ] {
+        restart(&mut s, &format!("systemctl is-enabled --quiet {}", quote(u)), u);
+    }
+    for u in [exporter::SERVICE, super::backup::SERVICE] {
+        restart(&mut s, &format!("systemctl is-active --quiet {}", quote(u)), u);
+    }
+    if proxy {
+        s.push_str(&format!(
+            "if systemctl is-active --quiet haproxy; then {}; fi\n",
+            systemd::unit_script(Verb::Reload, "haproxy")
         ));
     }
-    s.push_str(&format!(
-        "if systemctl is-active --quiet haproxy; then {}; fi\n",
-        systemd::unit_script(Verb::Reload, "haproxy")
-    ));
-    for (unit, port) in [("etcd", cloud_client_port), (site::ETCD_SERVICE, site_client_port)] {
+    let cloud_member = if database { "true" } else { "false" };
+    let site_member = format!("systemctl is-enabled --quiet {}", site::ETCD_SERVICE);
+    for (member, unit, port) in [
+        (cloud_member, "etcd", cloud_client_port),
+        (site_member.as_str(), site::ETCD_SERVICE, site_client_port),
+    ] {
         s.push_str(&format!(
-            "if systemctl is-active --quiet {unit}; then i=0; until {} >/dev/null 2>&1; do i=$((i+1)); \
-             [ $i -lt 60 ] || {{ echo '{unit}: its member is not healthy 60 s after its restart' >&2; exit 1; }}; \
-             sleep 1; done; fi\n",
+            "if {member}; then end=$(($(date +%s) + 60)); until {} >/dev/null 2>&1; do \
+             [ \"$(date +%s)\" -lt \"$end\" ] || {{ echo '{unit}: its member is not healthy 60 s after its restart' >&2; \
+             exit 1; }}; sleep 1; done; fi\n",
             etcd::health_script(port)
         ));
     }
@@ -346,11 +394,23 @@ installed haproxy 2.6.12-1+deb12u3\n";
     }
 
     #[test]
+    fn etcd_members_are_healthy_only_when_they_say_so() {
+        let out = "https://10.0.0.1:2379 is healthy: successfully committed proposal: took = 2.1ms\n\
+                   https://[fd00::2]:2379 is healthy: successfully committed proposal: took = 2.0ms\n\
+                   https://db3.example:2379 is unhealthy: failed to commit proposal: context deadline exceeded\n\
+                   Error: unhealthy cluster\n";
+        assert_eq!(healthy_endpoints(out), ["10.0.0.1", "fd00::2"]);
+        assert!(healthy_endpoints("Error: context deadline exceeded\n").is_empty());
+        assert!(etcd_health_script(2379).contains("endpoint health --cluster"));
+    }
+
+    #[test]
     fn the_scripts_are_valid_shell_and_change_only_the_suites() {
         for script in [
             reach_script(DEBIAN12, DEBIAN13),
             upgrade_script(DEBIAN12, DEBIAN13),
-            services_script(&[exporter::ENV], 2379, 2479),
+            services_script(&[exporter::ENV], true, true, 2379, 2479),
+            begin_script(),
         ] {
             let out = std::process::Command::new("sh")
                 .args(["-n", "-c", &script])
@@ -383,7 +443,17 @@ installed haproxy 2.6.12-1+deb12u3\n";
         );
         let up = upgrade_script(DEBIAN12, DEBIAN13);
         assert!(up.contains("--force-confold") && up.contains("policy-rc.d") && up.contains("full-upgrade"));
-        let s = services_script(&[exporter::ENV], 2379, 2479);
+        assert!(
+            up.contains("systemd-run") && up.contains("try-restart ssh.service"),
+            "{up}"
+        );
+        // A witness: Debian's own etcd and HAProxy units are not pgha's.
+        let witness = services_script(&[], false, false, 2379, 2479);
+        assert!(
+            !witness.contains("if true; then") && !witness.contains("haproxy"),
+            "{witness}"
+        );
+        let s = services_script(&[exporter::ENV], true, true, 2379, 2479);
         assert!(s.contains("systemctl reload haproxy") && !s.contains("patroni"), "{s}");
         assert!(
             s.contains("then chown root:prometheus /etc/default/prometheus-postgres-exporter && chmod 640"),

@@ -264,9 +264,9 @@ v=$(c); case "$v" in ''|'(none)') apt-get update -q >/dev/null 2>&1; v=$(c);; es
 echo "pg_candidate ${{v:-(none)}}"
 apt-cache pkgnames postgresql- 2>/dev/null | grep -E '^postgresql-[0-9]+$' | sed 's/^postgresql-/pg_available /'
 fi
-sed -n 's|^ *bin_dir: "/usr/lib/postgresql/\([0-9]*\)/bin"$|pg_configured |p' {config} 2>/dev/null
+{configured}
 "#,
-        config = shell::quote(components::patroni::CONFIG.path)
+        configured = components::patroni::configured_major_script("pg_configured ")
     )
 }
 

@@ -166,6 +166,11 @@ pub(crate) fn order(d: &Design, seen: &Seen) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
+/// `13` of Debian 13.
+fn number(r: Release) -> &'static str {
+    r.os.trim_start_matches("debian ")
+}
+
 /// The step as the plan shows it.
 pub(crate) fn describe(step: &Step) -> String {
     match step {
@@ -173,9 +178,9 @@ pub(crate) fn describe(step: &Step) -> String {
                              (reported, not changed: a REINDEX is the DBA's call)"
             .to_string(),
         Step::Switchover { cloud, from, to } => format!(
-            "switch the master of {cloud} over from {from} to {to}, on Debian {} already (Patroni demotes {from} \
-             cleanly first: no committed write is lost; writes pause for seconds)",
-            TO.os.trim_start_matches("debian ")
+            "switch the master of {cloud} over from {from} to {to} (or to the synchronous standby then), on Debian \
+             {} already (Patroni demotes {from} cleanly first: no committed write is lost; writes pause for seconds)",
+            number(TO)
         ),
         Step::Host { host, cloud, role } => {
             let cloud = cloud.as_deref().unwrap_or_default();
@@ -186,7 +191,8 @@ pub(crate) fn describe(step: &Step) -> String {
                 ),
                 Role::StandbyLeader => (
                     format!("standby leader of {cloud}"),
-                    "Patroni stops: another member of the cloud replicates from the primary cloud meanwhile",
+                    "Patroni stops: another member of the cloud, if it has one, replicates from the primary cloud \
+                     meanwhile",
                 ),
                 Role::OldMaster => (
                     format!("the old master of {cloud}"),
@@ -292,7 +298,7 @@ impl ReleaseUpgrade<'_> {
                  reach Debian {}'s packages when `{}` is read as `{}` (its mirror's suites {} and {}-updates; \
                  security.debian.org's {}-security)",
                 problems.join("\n  "),
-                TO.os.trim_start_matches("debian "),
+                number(TO),
                 FROM.codename,
                 TO.codename,
                 TO.codename,
@@ -325,6 +331,16 @@ impl ReleaseUpgrade<'_> {
                     c.name, c.name
                 ));
             }
+            // The order follows the design's primary cloud: a master
+            // elsewhere (an automatic failover the design does not record
+            // yet) is settled first.
+            if let (false, Some(m)) = (c.is_primary(), view.members.iter().find(|m| m.is_leader())) {
+                problems.push(format!(
+                    "{} is a secondary cloud in the design, but {} is a master there (an automatic failover?): \
+                     `pgha cloud make-primary {}` records it, or `pgha deploy` makes the cloud follow again",
+                    c.name, m.name, c.name
+                ));
+            }
             let leader = view.members.iter().find(|m| {
                 (if c.is_primary() {
                     m.is_leader()
@@ -332,11 +348,17 @@ impl ReleaseUpgrade<'_> {
                     m.is_standby_leader()
                 }) && m.is_healthy()
             });
-            match leader {
-                Some(l) => {
+            // A secondary cloud whose standby leader a killed run left
+            // stopped: that host goes on as its leader.
+            let left = c.hosts.iter().find(|h| pending.contains(&h.name));
+            match (leader, left) {
+                (Some(l), _) => {
                     leaders.insert(c.name.clone(), l.name.clone());
                 }
-                None => problems.push(format!("{} has no running leader", c.name)),
+                (None, Some(h)) if !c.is_primary() => {
+                    leaders.insert(c.name.clone(), h.name.clone());
+                }
+                (None, _) => problems.push(format!("{} has no running leader", c.name)),
             }
             for h in c.hosts.iter().filter(|h| !pending.contains(&h.name)) {
                 match view.members.iter().find(|m| m.name == h.name) {
@@ -355,6 +377,7 @@ impl ReleaseUpgrade<'_> {
                 }
             }
         }
+        problems.extend(self.etcd_down(pending).await);
         if !problems.is_empty() {
             bail!(
                 "the release upgrade cannot start (nothing was changed):\n  {}\n  hint: `pgha status` shows the \
@@ -365,6 +388,54 @@ impl ReleaseUpgrade<'_> {
         Ok(leaders)
     }
 
+    /// Every member of every etcd cluster (each cloud's, the site's) that
+    /// does not answer healthy, but for hosts a killed run left: stopping a
+    /// host beside one would leave its cluster without a majority (a cloud's
+    /// Patroni without its DCS; the site lease unrenewed, its master fenced).
+    async fn etcd_down(&self, pending: &BTreeSet<String>) -> Vec<String> {
+        let d = &self.fleet.design;
+        let mut clusters: Vec<(String, Vec<&crate::design::Host>, u16)> = d
+            .clouds
+            .iter()
+            .map(|c| {
+                (
+                    format!("{}'s etcd", c.name),
+                    c.hosts.iter().collect(),
+                    d.etcd.client_port,
+                )
+            })
+            .collect();
+        if let Some(site) = &d.site {
+            let members = d.site_members().into_iter().map(|(_, h)| h).collect();
+            clusters.push(("the site etcd".to_string(), members, site.client_port));
+        }
+        let mut problems = Vec::new();
+        for (what, members, port) in clusters {
+            let script = upgrade::etcd_health_script(port);
+            let mut out = Err(anyhow!("none of its hosts is connected"));
+            for h in members.iter().filter(|h| !pending.contains(&h.name)) {
+                let Ok(r) = self.fleet.remote(&h.name) else { continue };
+                out = r.check("asking etcd's members", &script).await;
+                if out.is_ok() {
+                    break;
+                }
+            }
+            let healthy = match out {
+                Ok(out) => upgrade::healthy_endpoints(&out),
+                Err(e) => {
+                    problems.push(format!("{what}: no member could be asked ({e:#})"));
+                    continue;
+                }
+            };
+            for h in members.iter().filter(|h| !pending.contains(&h.name)) {
+                if !healthy.iter().any(|a| a == &h.address) {
+                    problems.push(format!("{what}: the member on {} is not healthy", h.name));
+                }
+            }
+        }
+        problems
+    }
+
     async fn host(&self, host: &str, cloud: Option<&str>, role: Role, rec: &Recorder) -> anyhow::Result<()> {
         let fleet = self.fleet;
         let d = &fleet.design;
@@ -372,14 +443,32 @@ impl ReleaseUpgrade<'_> {
         let cloud = cloud.and_then(|c| d.cloud(c));
         if let (Some(c), true) = (cloud, role.is_database()) {
             // Only a switchover may take a master's place while Patroni runs
-            // two versions: a master is never stopped here.
-            if c.is_primary() && fleet.master(c).await?.as_deref() == Some(host) {
-                bail!(
-                    "{host} is the master of {} now: it is upgraded after a switchover\n  hint: run `pgha upgrade \
-                     release` again: its plan switches over first",
-                    c.name
-                );
+            // two versions: a master is never stopped here, nor any host
+            // while the primary cloud has no master (a failover under way).
+            for p in d.primary_clouds() {
+                match fleet.master(p).await? {
+                    Some(m) if m == host => bail!(
+                        "{host} is the master of {} now: it is upgraded after a switchover\n  hint: run `pgha \
+                         upgrade release` again: its plan switches over first",
+                        c.name
+                    ),
+                    Some(_) => {}
+                    None => bail!(
+                        "{} has no master now (a failover under way?): no host is stopped meanwhile\n  hint: \
+                         `pgha status`, then `pgha upgrade release` again",
+                        p.name
+                    ),
+                }
             }
+        }
+        // Every other etcd member healthy: this host's may be the one down.
+        let down = self.etcd_down(&BTreeSet::from([host.to_string()])).await;
+        if !down.is_empty() {
+            bail!(
+                "{host} is not stopped: {}\n  hint: bring that member back (`pgha status` shows etcd's health), \
+                 then `pgha upgrade release` again",
+                down.join("; ")
+            );
         }
         // From here a run killed anywhere leaves the host marked: the next
         // one finishes it (Patroni stopped is then no refusal).
@@ -418,7 +507,13 @@ impl ReleaseUpgrade<'_> {
         remote
             .check_within(
                 "restarting the services on the new versions",
-                &upgrade::services_script(&files, d.etcd.client_port, site_port),
+                &upgrade::services_script(
+                    &files,
+                    role.is_database(),
+                    role.is_database() || role == Role::Glb,
+                    d.etcd.client_port,
+                    site_port,
+                ),
                 Duration::from_secs(180),
             )
             .await?;
@@ -446,6 +541,21 @@ impl ReleaseUpgrade<'_> {
                 .next()
                 .ok_or_else(|| anyhow!("no cloud is primary"))?;
             fleet.wait_serving(d, primary).await?;
+        }
+        // Moved, or this is no success (an apt that upgraded nothing).
+        let now = remote
+            .check("reading the host's release", &upgrade::reach_script(FROM, TO))
+            .await
+            .map(|o| upgrade::parse_reach(&o))?;
+        if !now.packages_moved(TO) {
+            bail!(
+                "{host} does not run {}'s packages after its upgrade (Debian {} ({}), {:?})\n  hint: see \
+                 /var/log/pgha-release-upgrade.log there, then `pgha upgrade release` again",
+                TO.codename,
+                now.version,
+                now.codename,
+                now.installed
+            );
         }
         remote
             .check("ending the host's upgrade", &upgrade::finished_script())
@@ -486,6 +596,13 @@ impl ReleaseUpgrade<'_> {
         if fleet.master(c).await?.as_deref() == Some(to) {
             return Ok(());
         }
+        // Patroni switches only to the synchronous standby when there is
+        // one; it may have moved since the plan (each replica restarted).
+        let members = fleet.cluster_view(c).await?;
+        let to = members
+            .iter()
+            .find(|m| m.role == "sync_standby" && m.is_healthy())
+            .map_or(to, |m| m.name.as_str());
         let script = patroni::switchover_script(d.governor.rest_port, from, to);
         fleet.remote(from)?.check("switching over", &script).await?;
         poll(Duration::from_secs(90), || async {
@@ -539,9 +656,9 @@ impl engine::Command for ReleaseUpgrade<'_> {
         format!(
             "Plan for `upgrade release`: Debian {} ({}) to Debian {} ({}), one host at a time; a moved host does not \
              go back",
-            FROM.os.trim_start_matches("debian "),
+            number(FROM),
             FROM.codename,
-            TO.os.trim_start_matches("debian "),
+            number(TO),
             TO.codename
         )
     }
