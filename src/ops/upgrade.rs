@@ -237,17 +237,12 @@ struct ReleaseUpgrade<'a> {
 }
 
 impl ReleaseUpgrade<'_> {
-    /// Every host the design names, with its cloud: database hosts first.
-    fn hosts(&self) -> Vec<(String, Option<String>)> {
+    /// Every host the design names: database hosts first.
+    fn hosts(&self) -> Vec<String> {
         let d = &self.fleet.design;
-        let mut all: Vec<(String, Option<String>)> = d
-            .clouds
-            .iter()
-            .flat_map(|c| c.hosts.iter().map(|h| (h.name.clone(), Some(c.name.clone()))))
-            .collect();
+        let db = d.clouds.iter().flat_map(|c| &c.hosts);
         let others = d.repository_hosts().chain(d.witness()).chain(d.glb_hosts().iter());
-        all.extend(others.map(|h| (h.name.clone(), None)));
-        all
+        db.chain(others).map(|h| h.name.clone()).collect()
     }
 
     /// What each host runs and whether it can move, read at once; refuses
@@ -261,7 +256,7 @@ impl ReleaseUpgrade<'_> {
             );
         }
         let script = upgrade::reach_script(FROM, TO);
-        let read = futures::future::join_all(self.hosts().into_iter().map(|(name, _)| {
+        let read = futures::future::join_all(self.hosts().into_iter().map(|name| {
             let script = &script;
             async move {
                 let out = match self.fleet.remote(&name) {
