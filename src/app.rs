@@ -112,6 +112,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             interruptible(crate::ops::upgrade::release(&design, &opts, cli.output))
         }
+        Command::Upgrade(UpgradeCommand::Postgres(args)) => {
+            let design = load(&cli)?;
+            let opts = crate::ops::major::Options {
+                version: args.version,
+                yes: args.confirm.yes,
+                dry_run: args.confirm.dry_run,
+            };
+            interruptible(crate::ops::major::run(&design, &opts, cli.output))
+        }
         Command::Lab(cmd) => runtime()?.block_on(lab(cmd, cli.output)),
         Command::Completions(args) => {
             clap_complete::generate(args.shell, &mut Cli::command(), "pgha", &mut std::io::stdout());

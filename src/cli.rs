@@ -219,6 +219,24 @@ pub enum UpgradeCommand {
     /// its major version. Run it again after an interruption: it finishes
     /// what is left.
     Release(ReleaseArgs),
+    /// The PostgreSQL major version of every host of every cloud, by
+    /// pg_upgrade on the master and a copy of what it changed to each
+    /// standby (a full copy where the standby was not at the master's
+    /// position). `pg_upgrade --check` runs on every host first; the plan
+    /// names the point from which the old version cannot start again. Writes
+    /// stop from the master's stop until it runs the new version. Run it
+    /// again after an interruption: it finishes what is left.
+    Postgres(PostgresArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PostgresArgs {
+    /// The major version to move to, such as 17: installed from the hosts'
+    /// apt sources when missing.
+    #[arg(value_name = "VERSION")]
+    pub version: u32,
+    #[command(flatten)]
+    pub confirm: Confirm,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,12 @@ impl Fleet {
     /// Connects the design's hosts `reach` names: each SSH connection is
     /// time on the way to a command's first step.
     pub(crate) async fn connect(design: &Design, reach: Reach) -> anyhow::Result<Fleet> {
+        Fleet::connect_resolving(design, reach, true).await
+    }
+
+    /// As [`Fleet::connect`], with `design` as given when not `resolve`: a
+    /// major upgrade half-way has hosts configured for either version.
+    pub(crate) async fn connect_resolving(design: &Design, reach: Reach, resolve: bool) -> anyhow::Result<Fleet> {
         let mut hosts: Vec<Host> = design
             .clouds
             .iter()
@@ -67,7 +73,12 @@ impl Fleet {
         }
         let (ok, unreachable) = remote::connect_all(&hosts, Duration::from_secs(8)).await;
         let remotes: BTreeMap<String, Remote> = ok.into_iter().map(|r| (r.name.clone(), r)).collect();
-        match resolve(design, &remotes).await {
+        let resolved = if resolve {
+            self::resolve(design, &remotes).await
+        } else {
+            Ok(design.clone())
+        };
+        match resolved {
             Ok(design) => Ok(Fleet {
                 design,
                 remotes,

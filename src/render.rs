@@ -209,6 +209,7 @@ struct TemplateContext<'a> {
     replica_methods: Vec<&'static str>,
     /// The file that holds Patroni on a host until recover-node.
     hold_path: &'static str,
+    upgrade_hold_path: &'static str,
     patroni_config: &'static str,
     patroni_gateway_stamp: &'static str,
     /// The timer being rendered: its backup type and calendar.
@@ -481,6 +482,7 @@ impl Renderer {
             governor: &design.governor,
             haproxy: &design.haproxy,
             hold_path: components::patroni::HOLD_PATH,
+            upgrade_hold_path: components::major::HOLD,
             patroni_config: components::patroni::CONFIG.path,
             patroni_gateway_stamp: components::patroni::GATEWAY_STAMP,
             exporter: design.exporter.as_ref().map(|e| ExporterContext {

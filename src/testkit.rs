@@ -1022,7 +1022,7 @@ impl World {
             return ok("move the data aside", "");
         }
         for start in [false, true] {
-            if script == crate::ops::restore::site_services_script(start) {
+            if script == crate::ops::whole::site_services_script(start) {
                 let what = if start { "start" } else { "stop" };
                 return ok(&format!("{what} the site agent and fence"), "");
             }

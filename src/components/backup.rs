@@ -215,6 +215,15 @@ pub(crate) fn stanza_create_script(design: &Design, repo: &Repository) -> String
     )
 }
 
+/// Moves the stanza to the cluster's new major version and system
+/// identifier (after pg_upgrade, the new master running): the archive and
+/// backups of the old one stay, under their own history entry. Run on a
+/// repository host: it defines its own repository only (the command takes
+/// no `--repo`).
+pub(crate) fn stanza_upgrade_script(design: &Design) -> String {
+    format!("set -e\n{} >&2\n", pgbackrest(design, "stanza-upgrade"))
+}
+
 /// pgBackRest's exit code when WAL was not archived within
 /// `archive-timeout` (ArchiveTimeoutError, [082]).
 pub(crate) const ARCHIVE_TIMEOUT_EXIT: i32 = 82;

@@ -52,6 +52,8 @@ pub(crate) struct HostFacts {
     pub postgres_available: Vec<u32>,
     /// The major version Patroni is configured for now (its `bin_dir`).
     pub postgres_configured: Option<u32>,
+    /// The major version a `pgha upgrade postgres` under way moves to.
+    pub major_upgrade_to: Option<u32>,
     /// A repository host: the stanza exists, and how many full backups it holds.
     pub stanza: bool,
     pub full_backups: usize,
@@ -265,8 +267,10 @@ echo "pg_candidate ${{v:-(none)}}"
 apt-cache pkgnames postgresql- 2>/dev/null | grep -E '^postgresql-[0-9]+$' | sed 's/^postgresql-/pg_available /'
 fi
 {configured}
+[ -f {marker} ] && sed -n 's/^to /pg_upgrade_to /p' {marker}
 "#,
-        configured = components::patroni::configured_major_script("pg_configured ")
+        configured = components::patroni::configured_major_script("pg_configured "),
+        marker = components::major::MARKER,
     )
 }
 
@@ -408,6 +412,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
                 .postgres_available
                 .extend(w.next().and_then(|v| v.parse::<u32>().ok())),
             Some("pg_configured") => f.postgres_configured = w.next().and_then(|v| v.parse().ok()),
+            Some("pg_upgrade_to") => f.major_upgrade_to = w.next().and_then(|v| v.parse().ok()),
             Some("ss") => {
                 // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))
                 let cols: Vec<&str> = line.split_whitespace().collect();
@@ -458,8 +463,9 @@ svc ActiveState=inactive\nsvc Id=etcd.service\nsvc UnitFileState=disabled\netcd_
 config {\"ttl\": 30, \"standby_cluster\": null}\n\
 ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
 ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n\
-pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\n",
+pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\npg_upgrade_to 17\n",
         );
+        assert_eq!(f.major_upgrade_to, Some(17));
         assert_eq!(f.postgres_candidate.as_deref(), Some("17.12-1"));
         assert_eq!(f.postgres_available, [17, 15]);
         assert_eq!(f.postgres_configured, Some(15));

@@ -163,6 +163,13 @@ fn refuse_unrunnable_postgres(design: &Design, host: &str, f: &HostFacts) -> any
     let v = design.platform.postgres_version;
     let why = design.platform.version_source.describe();
     let file = design.path.display();
+    if let Some(to) = f.major_upgrade_to {
+        // Deploy would start Patroni on a cluster half-way between two majors.
+        bail!(Usage(format!(
+            "{host}: an upgrade to PostgreSQL {to} is under way (/var/lib/pgha/pg-upgrade); nothing was changed\n  \
+             hint: finish it with `pgha upgrade postgres {to}` first"
+        )));
+    }
     if let Some(running) = f.postgres_configured.filter(|r| *r != v) {
         bail!(Usage(format!(
             "{host}: Patroni runs PostgreSQL {running} there, and the design means {v} ({why}): a new major version is an \

@@ -346,6 +346,20 @@ impl Design {
         d
     }
 
+    /// This design at PostgreSQL `version` whatever it names: a major
+    /// upgrade's old and new cluster. A data directory the design names
+    /// stays the same for both.
+    pub fn with_major(&self, version: u32) -> Design {
+        let mut d = self.clone();
+        let p = &mut d.platform;
+        p.postgres_version = version;
+        p.bin_dir = validate::bin_dir(version);
+        if !p.data_dir_pinned {
+            p.data_dir = validate::default_data_dir(version);
+        }
+        d
+    }
+
     /// This design for its database hosts as they run (`hosts`: host name ->
     /// what it runs, for the hosts that answered). An unnamed PostgreSQL
     /// version is the one Patroni runs on the hosts (a cluster keeps its

@@ -25,6 +25,11 @@ const BASE_PACKAGES: [&str; 9] = [
     "python3",
 ];
 
+/// What the Debian 13 image with both servers installs after its release
+/// upgrade: the new server, and rsync (`pgha upgrade postgres` copies what
+/// pg_upgrade changed to the standbys with it).
+const UPGRADE_ADDS: [&str; 2] = ["postgresql-17", "rsync"];
+
 /// Baked: the HA stack pre-installed. Bare: a plain VM, deploy installs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,12 +44,18 @@ pub enum Variant {
 pub enum Os {
     Debian13,
     Debian12,
+    /// Debian 13 with PostgreSQL 15 beside 17: the Debian 12 image moved
+    /// to Debian 13 by a release upgrade, as a host `pgha upgrade release`
+    /// moved is; its labs run 15 until `pgha upgrade postgres 17`.
+    #[value(name = "debian13-pg15")]
+    #[serde(rename = "debian13-pg15")]
+    Debian13Pg15,
 }
 
 impl Os {
     pub(crate) fn release(self) -> Release {
         match self {
-            Os::Debian13 => release::DEBIAN13,
+            Os::Debian13 | Os::Debian13Pg15 => release::DEBIAN13,
             Os::Debian12 => release::DEBIAN12,
         }
     }
@@ -53,6 +64,15 @@ impl Os {
         match self {
             Os::Debian13 => "debian13",
             Os::Debian12 => "debian12",
+            Os::Debian13Pg15 => "debian13-pg15",
+        }
+    }
+
+    /// The PostgreSQL major its labs run: the old one where it has two.
+    pub(crate) fn postgres(self) -> u32 {
+        match self {
+            Os::Debian13Pg15 => release::DEBIAN12.postgres,
+            _ => self.release().postgres,
         }
     }
 }
@@ -60,6 +80,12 @@ impl Os {
 impl Variant {
     pub fn packages(self, os: Os) -> Vec<String> {
         let mut p: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+        if os == Os::Debian13Pg15 {
+            // The Debian 12 image's, then what its release upgrade adds.
+            p = Variant::Baked.packages(Os::Debian12);
+            p.extend(UPGRADE_ADDS.map(String::from));
+            return p;
+        }
         if self == Variant::Baked {
             p.extend(packages::db_host(os.release().postgres));
             // Labs have backups unless `--no-backup`: their hosts need it.
@@ -96,11 +122,19 @@ pub(crate) async fn ensure(os: Os, variant: Variant, say: &dyn Fn(&str)) -> anyh
     if docker(&["image", "inspect", "-f", "{{.Id}}", &tag]).await.is_ok() {
         return Ok(tag);
     }
-    say(&format!(
-        "building image {tag} with debootstrap (once; about 2 minutes)"
-    ));
     let start = std::time::Instant::now();
-    build(os, variant, &tag).await?;
+    if os == Os::Debian13Pg15 {
+        let from = Box::pin(ensure(Os::Debian12, Variant::Baked, say)).await?;
+        say(&format!(
+            "building image {tag} from {from} by a release upgrade (once; a few minutes)"
+        ));
+        upgrade_image(&from, &tag).await?;
+    } else {
+        say(&format!(
+            "building image {tag} with debootstrap (once; about 2 minutes)"
+        ));
+        build(os, variant, &tag).await?;
+    }
     say(&format!("built {tag} in {:.0} s", start.elapsed().as_secs_f64()));
     Ok(tag)
 }
@@ -156,6 +190,36 @@ async fn build(os: Os, variant: Variant, tag: &str) -> anyhow::Result<()> {
         bail!("docker import failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// Moves the Debian 12 image `from` to Debian 13 as `pgha upgrade release`
+/// moves a host (sources renamed, services held, a full upgrade keeping
+/// files), adds [`UPGRADE_ADDS`], and commits it as `tag`. PostgreSQL 15
+/// stays installed: Debian 13 no longer ships it, and apt removes nothing.
+async fn upgrade_image(from: &str, tag: &str) -> anyhow::Result<()> {
+    let name = format!("pgha-image-build-{}", std::process::id());
+    let script = format!(
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive\n\
+         sed -i 's/bookworm/trixie/g' /etc/apt/sources.list $(find /etc/apt/sources.list.d -type f)\n\
+         printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d\n\
+         apt-get update -q >/dev/null\n\
+         apt-get -y -q -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef full-upgrade >/dev/null\n\
+         apt-get install -y -q --no-install-recommends {} >/dev/null\n\
+         apt-get clean\nrm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_* \
+         /etc/systemd/system/multi-user.target.wants/pgbackrest.service\n: > /etc/machine-id\n\
+         grep -q trixie /etc/os-release\n",
+        UPGRADE_ADDS.join(" ")
+    );
+    let _ = docker(&["rm", "-f", &name]).await;
+    let run = docker(&["run", "--name", &name, from, "/bin/bash", "-c", &script]).await;
+    let committed = match run {
+        Ok(_) => docker(&["commit", "-c", "CMD [\"/lib/systemd/systemd\"]", &name, tag])
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e.context("the release upgrade inside the image failed")),
+    };
+    let _ = docker(&["rm", "-f", &name]).await;
+    committed
 }
 
 /// Makes one root filesystem serve many distinct hosts.
@@ -260,6 +324,11 @@ mod tests {
 
     #[test]
     fn tags_are_keyed_on_the_package_list() {
+        assert!(Variant::Baked
+            .packages(Os::Debian13Pg15)
+            .iter()
+            .any(|p| p == "postgresql-15"));
+        assert_ne!(Variant::Baked.tag(Os::Debian13Pg15), Variant::Baked.tag(Os::Debian12));
         for os in [Os::Debian13, Os::Debian12] {
             assert_ne!(Variant::Baked.tag(os), Variant::Bare.tag(os));
             assert_eq!(Variant::Baked.tag(os), Variant::Baked.tag(os));

@@ -511,6 +511,17 @@ ssh:\n  user: {}\n  identity_file: id_ed25519\n  known_hosts: known_hosts\n\nclo
         lab.subnet,
         lab.user.as_deref().unwrap_or("root")
     );
+    if lab.os == Os::Debian13Pg15 {
+        // Its hosts' release ships 17: the lab runs the old major, named.
+        d = d.replacen(
+            "  replication: asynchronous\n",
+            &format!(
+                "  replication: asynchronous\n  # The old major, beside 17: `pgha upgrade postgres 17` moves it.\n  postgres_version: {}\n",
+                lab.os.postgres()
+            ),
+            1,
+        );
+    }
     for (i, c) in clouds.iter().enumerate() {
         let status = if i == 0 { "primary" } else { "secondary" };
         let n = lab

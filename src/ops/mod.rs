@@ -8,6 +8,7 @@ pub(crate) mod cluster;
 pub(crate) mod failover;
 pub(crate) mod history;
 pub(crate) mod lineage;
+pub(crate) mod major;
 #[cfg(test)]
 mod order_tests;
 pub(crate) mod pause;
@@ -18,3 +19,4 @@ pub(crate) mod status;
 pub(crate) mod switchover;
 pub(crate) mod upgrade;
 pub(crate) mod wal;
+pub(crate) mod whole;

@@ -4,18 +4,16 @@
 //! PostgreSQL without a failover. `status` shows it, and every changing
 //! command warns while a cloud is paused.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 
-use crate::components::patroni;
 use crate::design::{Cloud, Design};
 use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::{Fleet, Reach};
 use crate::ui;
-use crate::wait::poll;
+
+use super::whole::switch;
 
 pub(crate) struct Options {
     pub cloud: Option<String>,
@@ -131,18 +129,6 @@ impl<'a> engine::Command for Switch<'a> {
     async fn run(&mut self, c: &&'a Cloud, _: &Recorder) -> anyhow::Result<()> {
         switch(self.fleet, c, self.pause).await
     }
-}
-
-/// Sets the cloud's pause key through the first member that answers, then
-/// waits until its cluster view shows it.
-async fn switch(fleet: &Fleet, cloud: &Cloud, pause: bool) -> anyhow::Result<()> {
-    let what = format!("patronictl {}", verb(pause));
-    crate::fleet::on_first_answering(&fleet.remotes, cloud, &what, &patroni::pause_script(pause)).await?;
-    poll(Duration::from_secs(30), || async {
-        Ok(fleet.cluster_state(cloud).await.is_ok_and(|v| v.paused == pause))
-    })
-    .await
-    .with_context(|| format!("{}'s Patroni does not show the change", cloud.name))
 }
 
 /// Prints `orphan` where Patroni is stopped while PostgreSQL runs as a

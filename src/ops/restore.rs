@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 use crate::components::backup::{self, Target};
+use crate::components::patroni;
 use crate::components::systemd::{self, Verb};
-use crate::components::{patroni, site};
 use crate::design::{Cloud, Design, Host};
 use crate::engine;
 use crate::engine::report::Recorder;
@@ -26,7 +26,9 @@ use crate::fleet::{Fleet, Reach};
 use crate::render::Renderer;
 use crate::secrets::Secrets;
 use crate::ui;
-use crate::wait::{poll, poll_for};
+use crate::wait::poll_for;
+
+use super::whole::{on_hosts, site_services_script, start_leader, wait_healthy};
 
 pub(crate) struct Options {
     pub target: Target,
@@ -239,7 +241,7 @@ impl engine::Command for Restore<'_> {
                 .await
                 .map(|_| ()),
             Step::RecoverAlone => recover_alone(fleet, leader).await,
-            Step::StartLeader => start_leader(fleet, primary).await,
+            Step::StartLeader => start_leader(fleet, primary, &leader.name).await,
             Step::Backup => {
                 for r in d.backup.iter().flat_map(|b| &b.repositories) {
                     fleet
@@ -331,119 +333,8 @@ async fn forget(fleet: &Fleet) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Step 6: Patroni on the restored master takes the cluster (with the site
-/// lease first), then the site's agents and fences start again.
-async fn start_leader(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
-    let d = &fleet.design;
-    let leader = &primary.hosts[0];
-    if d.site.is_some() {
-        super::site::take(fleet, &primary.name, false, false).await?;
-    }
-    fleet
-        .remote(&leader.name)?
-        .check("starting Patroni", &systemd::unit_script(Verb::Start, "patroni"))
-        .await?;
-    poll(Duration::from_secs(120), || async {
-        Ok(fleet.master(primary).await.ok().flatten().as_deref() == Some(leader.name.as_str()))
-    })
-    .await
-    .with_context(|| format!("Patroni on {} did not take the cluster as its master", leader.name))?;
-    if d.site.is_some() {
-        // Its master renews the lease it just took.
-        on_hosts(
-            fleet,
-            d.clouds_in_order().iter().flat_map(|c| &c.hosts),
-            "starting the site agent and fence",
-            &site_services_script(true),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Step 9: every cloud led and whole again, and the GLB serving.
-async fn wait_healthy(fleet: &Fleet, primary: &Cloud) -> anyhow::Result<()> {
-    let d = &fleet.design;
-    for c in &d.clouds_in_order() {
-        let waited = poll(Duration::from_secs(600), || async {
-            let members = fleet.cluster_view(c).await.unwrap_or_default();
-            let led = members.iter().any(|m| {
-                (if c.is_primary() {
-                    m.is_leader()
-                } else {
-                    m.is_standby_leader()
-                }) && m.is_healthy()
-            });
-            Ok(led
-                && c.hosts
-                    .iter()
-                    .all(|h| members.iter().any(|m| m.name == h.name && m.is_healthy())))
-        })
-        .await;
-        if let Err(e) = waited {
-            // Which member is not there yet, as Patroni last said: the error
-            // alone named only the cloud.
-            let members = fleet.cluster_view(c).await.unwrap_or_default();
-            let missing: Vec<String> = c
-                .hosts
-                .iter()
-                .filter(|h| !members.iter().any(|m| m.name == h.name && m.is_healthy()))
-                .map(|h| match members.iter().find(|m| m.name == h.name) {
-                    Some(m) => format!("{} ({} {})", h.name, m.role, m.state),
-                    None => format!("{} (not a Patroni member)", h.name),
-                })
-                .collect();
-            return Err(e.context(format!(
-                "{} did not become healthy after the restore; not healthy: {}",
-                c.name,
-                if missing.is_empty() {
-                    "none now".to_string()
-                } else {
-                    missing.join(", ")
-                }
-            )));
-        }
-    }
-    fleet.wait_serving(d, primary).await
-}
-
-/// Stops or starts the site's agent and fence. Stopped: the fence too,
-/// for the cluster is down on purpose and the restored master starts
-/// before its agent renews. Started: the restored master was promoted
-/// outside Patroni (no pre_promote, no recorded renewal), so the fence
-/// starts with a fresh grace, in which the agent renews.
-pub(crate) fn site_services_script(start: bool) -> String {
-    if start {
-        format!(
-            "{}\nrm -f {}\n{}",
-            systemd::unit_script(Verb::Start, site::AGENT_SERVICE),
-            site::FENCE_SINCE,
-            systemd::unit_script(Verb::Start, site::FENCE_SERVICE)
-        )
-    } else {
-        format!("{}\n{}", stop(site::AGENT_SERVICE), stop(site::FENCE_SERVICE))
-    }
-}
-
 fn stop(unit: &str) -> String {
     systemd::unit_script(Verb::Stop, unit)
-}
-
-/// Runs `script` on every host at once; the first failure names its host.
-async fn on_hosts<'a>(
-    fleet: &Fleet,
-    hosts: impl IntoIterator<Item = &'a Host>,
-    what: &str,
-    script: &str,
-) -> anyhow::Result<()> {
-    let runs = hosts.into_iter().map(|h| async move {
-        fleet
-            .remote(&h.name)?
-            .check(what, script)
-            .await
-            .with_context(|| h.name.clone())
-    });
-    futures::future::try_join_all(runs).await.map(|_| ())
 }
 
 /// Moves the data directory aside (when there is one).

@@ -23,6 +23,8 @@ use crate::release::{Release, DEBIAN12, DEBIAN13};
 use crate::ui;
 use crate::wait::poll;
 
+use super::whole::{etcd_down, healthy_leaders};
+
 pub(crate) struct Options {
     pub yes: bool,
     pub dry_run: bool,
@@ -304,133 +306,6 @@ impl ReleaseUpgrade<'_> {
         Ok(seen)
     }
 
-    /// Every cloud healthy before the first change: not paused, led, every
-    /// member running and close behind, but for hosts a run left half-way.
-    async fn leaders(&self, pending: &BTreeSet<String>) -> anyhow::Result<BTreeMap<String, String>> {
-        let d = &self.fleet.design;
-        let bound = d.governor.maximum_lag_on_failover;
-        let mut leaders = BTreeMap::new();
-        let mut problems = Vec::new();
-        for c in &d.clouds {
-            let view = match self.fleet.cluster_state(c).await {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("{}: Patroni's view cannot be read: {e:#}", c.name));
-                    continue;
-                }
-            };
-            if view.paused {
-                problems.push(format!(
-                    "{} is paused (maintenance mode): `pgha resume --cloud {}` first, for the upgrade \
-                     stops its members one by one and counts on Patroni",
-                    c.name, c.name
-                ));
-            }
-            // The order follows the design's primary cloud: a master
-            // elsewhere (an automatic failover the design does not record
-            // yet) is settled first.
-            if let (false, Some(m)) = (c.is_primary(), view.members.iter().find(|m| m.is_leader())) {
-                problems.push(format!(
-                    "{} is a secondary cloud in the design, but {} is a master there (an automatic failover?): \
-                     `pgha cloud make-primary {}` records it, or `pgha deploy` makes the cloud follow again",
-                    c.name, m.name, c.name
-                ));
-            }
-            let leader = view.members.iter().find(|m| {
-                (if c.is_primary() {
-                    m.is_leader()
-                } else {
-                    m.is_standby_leader()
-                }) && m.is_healthy()
-            });
-            // A secondary cloud whose standby leader a killed run left
-            // stopped: that host goes on as its leader.
-            let left = c.hosts.iter().find(|h| pending.contains(&h.name));
-            match (leader, left) {
-                (Some(l), _) => {
-                    leaders.insert(c.name.clone(), l.name.clone());
-                }
-                (None, Some(h)) if !c.is_primary() => {
-                    leaders.insert(c.name.clone(), h.name.clone());
-                }
-                (None, _) => problems.push(format!("{} has no running leader", c.name)),
-            }
-            for h in c.hosts.iter().filter(|h| !pending.contains(&h.name)) {
-                match view.members.iter().find(|m| m.name == h.name) {
-                    Some(m) if !m.is_healthy() => {
-                        problems.push(format!("{}: its member is {} ({})", h.name, m.state, m.role))
-                    }
-                    Some(m) => {
-                        if let Some(lag) = m.lag.as_ref().and_then(|l| l.as_u64()).filter(|l| *l > bound) {
-                            problems.push(format!(
-                                "{}: its replica is {lag} bytes behind (maximum_lag_on_failover: {bound})",
-                                h.name
-                            ));
-                        }
-                    }
-                    None => problems.push(format!("{}: not a member of {}'s Patroni cluster", h.name, c.name)),
-                }
-            }
-        }
-        problems.extend(self.etcd_down(pending).await);
-        if !problems.is_empty() {
-            bail!(
-                "the release upgrade cannot start (nothing was changed):\n  {}\n  hint: `pgha status` shows the \
-                 cluster; `pgha recover-node HOST` brings a failed member back",
-                problems.join("\n  ")
-            );
-        }
-        Ok(leaders)
-    }
-
-    /// Every member of every etcd cluster (each cloud's, the site's) that
-    /// does not answer healthy, but for hosts a killed run left: stopping a
-    /// host beside one would leave its cluster without a majority (a cloud's
-    /// Patroni without its DCS; the site lease unrenewed, its master fenced).
-    async fn etcd_down(&self, pending: &BTreeSet<String>) -> Vec<String> {
-        let d = &self.fleet.design;
-        let mut clusters: Vec<(String, Vec<&crate::design::Host>, u16)> = d
-            .clouds
-            .iter()
-            .map(|c| {
-                (
-                    format!("{}'s etcd", c.name),
-                    c.hosts.iter().collect(),
-                    d.etcd.client_port,
-                )
-            })
-            .collect();
-        if let Some(site) = &d.site {
-            let members = d.site_members().into_iter().map(|(_, h)| h).collect();
-            clusters.push(("the site etcd".to_string(), members, site.client_port));
-        }
-        let mut problems = Vec::new();
-        for (what, members, port) in clusters {
-            let script = upgrade::etcd_health_script(port);
-            let mut out = Err(anyhow!("none of its hosts is connected"));
-            for h in members.iter().filter(|h| !pending.contains(&h.name)) {
-                let Ok(r) = self.fleet.remote(&h.name) else { continue };
-                out = r.check("asking etcd's members", &script).await;
-                if out.is_ok() {
-                    break;
-                }
-            }
-            let healthy = match out {
-                Ok(out) => upgrade::healthy_endpoints(&out),
-                Err(e) => {
-                    problems.push(format!("{what}: no member could be asked ({e:#})"));
-                    continue;
-                }
-            };
-            for h in members.iter().filter(|h| !pending.contains(&h.name)) {
-                if !healthy.iter().any(|a| a == &h.address) {
-                    problems.push(format!("{what}: the member on {} is not healthy", h.name));
-                }
-            }
-        }
-        problems
-    }
-
     async fn host(&self, host: &str, cloud: Option<&str>, role: Role, rec: &Recorder) -> anyhow::Result<()> {
         let fleet = self.fleet;
         let d = &fleet.design;
@@ -457,7 +332,7 @@ impl ReleaseUpgrade<'_> {
             }
         }
         // Every other etcd member healthy: this host's may be the one down.
-        let down = self.etcd_down(&BTreeSet::from([host.to_string()])).await;
+        let down = etcd_down(fleet, &BTreeSet::from([host.to_string()])).await;
         if !down.is_empty() {
             bail!(
                 "{host} is not stopped: {}\n  hint: bring that member back (`pgha status` shows etcd's health), \
@@ -638,7 +513,7 @@ impl engine::Command for ReleaseUpgrade<'_> {
         let leaders = if todo.is_empty() {
             BTreeMap::new()
         } else {
-            self.leaders(&pending).await?
+            healthy_leaders(self.fleet, &pending, "release upgrade").await?
         };
         order(&self.fleet.design, &Seen { todo, leaders }).map_err(|e| anyhow!(crate::error::Usage(e)))
     }

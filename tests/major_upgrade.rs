@@ -1,0 +1,280 @@
+//! Issue 26, the major upgrade: on the default lab (backups, the witness
+//! and the site lease) of Debian 13 hosts with PostgreSQL 15 beside 17
+//! (`--os debian13-pg15`: the Debian 12 image moved by a release upgrade),
+//! `pgha upgrade postgres 17` runs under a client writing through the GLB
+//! and every host asked from inside whether it takes writes, killed
+//! (SIGKILL) at three different steps, each run finished by the next. Then
+//! every host runs 17 with the rows it had, no acknowledged write is lost,
+//! never two writable hosts; each standby got the new cluster by rsync (no
+//! full copy: each stopped at the master's position); a backup and a
+//! point-in-time restore, `recover-node` and a flip work on 17.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::partition::Sites;
+use common::{sql, stderr, stdout, wait_for, TestLab};
+
+const P: &str = "10.68.0";
+const SITES: Sites = Sites {
+    name: "pgha-major",
+    prefix: P,
+};
+const HOSTS: [&str; 6] = ["dc1-pg1", "dc1-pg2", "dc1-pg3", "dc2-pg1", "dc2-pg2", "dc2-pg3"];
+
+fn addr(host: &str) -> String {
+    SITES.address(host)
+}
+
+fn glb() -> String {
+    SITES.glb()
+}
+
+fn pgha_ok(lab: &TestLab, args: &[&str]) -> std::process::Output {
+    let out = lab.pgha(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "pgha {args:?}: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+}
+
+/// Runs SQL through the GLB until it works.
+fn via_glb(pw: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    let mut rows = None;
+    wait_for(&format!("`{query}` through the GLB"), Duration::from_secs(60), || {
+        rows = sql(&glb(), 5000, pw, query).ok();
+        rows.is_some()
+    });
+    rows.unwrap()
+}
+
+/// Every host holds exactly `want` (`count(*) sum(id)` of `table`).
+fn everywhere(pw: &str, table: &str, want: &str) {
+    for h in HOSTS {
+        let mut seen = String::new();
+        wait_for(
+            &format!("{table} on {h} to be {want}"),
+            Duration::from_secs(120),
+            || {
+                seen = sql(
+                    &addr(h),
+                    5432,
+                    pw,
+                    &format!("SELECT count(*) || ' ' || sum(id) FROM {table}"),
+                )
+                .map(|r| r[0][0].clone().unwrap_or_default())
+                .unwrap_or_else(|e| e);
+                seen == want
+            },
+        );
+    }
+}
+
+/// Runs `cmd` in a host's container as root (no SSH: a stopped sshd or
+/// a killed run's session does not hide it).
+fn inside(host: &str, cmd: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["exec", &format!("{}-{host}", SITES.name), "sh", "-c", cmd])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A line of the host's record of the upgrade.
+fn marked(host: &str, key: &str) -> bool {
+    !inside(host, &format!("grep '^{key} ' /var/lib/pgha/pg-upgrade 2>/dev/null")).is_empty()
+}
+
+/// `pgha upgrade postgres 17 --yes` in the background once the killed
+/// run's cluster lock expired (a dry run takes the lock too).
+fn start_when_unlocked(lab: &TestLab) -> std::process::Child {
+    wait_for(
+        "the killed run's cluster lock to expire",
+        Duration::from_secs(120),
+        || {
+            let out = lab.pgha(&["upgrade", "postgres", "17", "--dry-run"]);
+            let err = stderr(&out);
+            assert!(out.status.success() || err.contains("lock"), "{}{}", stdout(&out), err);
+            out.status.success()
+        },
+    );
+    lab.spawn(&["upgrade", "postgres", "17", "--yes"])
+}
+
+/// A moment of the upgrade, seen from inside the hosts.
+type Reached = Box<dyn Fn() -> bool>;
+
+#[test]
+fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_flip() {
+    if !common::e2e() {
+        return;
+    }
+    let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &["--os", "debian13-pg15"]);
+    pgha_ok(&lab, &["deploy", "--yes"]);
+    let pw = lab.superuser_password();
+    let version = via_glb(&pw, "SHOW server_version");
+    assert!(version[0][0].as_deref().unwrap().starts_with("15."), "{version:?}");
+    via_glb(&pw, "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL)");
+    via_glb(
+        &pw,
+        "INSERT INTO company SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+    );
+    everywhere(&pw, "company", "50000 1250025000");
+
+    // The design names 15: the upgrade is refused until it names 17.
+    let out = lab.pgha(&["upgrade", "postgres", "17", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("postgres_version: 17"), "{}", stderr(&out));
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    std::fs::write(
+        lab.design(),
+        design.replace("postgres_version: 15", "postgres_version: 17"),
+    )
+    .unwrap();
+    let out = pgha_ok(&lab, &["upgrade", "postgres", "17", "--dry-run"]);
+    let plan = stdout(&out);
+    let at = |s: &str| plan.find(s).unwrap_or_else(|| panic!("{s:?} in {plan}"));
+    assert!(at("pg_upgrade --check") < at("writes stop:"), "{plan}");
+    assert!(at("writes stop:") < at("POINT OF NO RETURN"), "{plan}");
+    assert!(at("dc2-pg3: rsync from dc1-pg1") < at("POINT OF NO RETURN"), "{plan}");
+
+    let monitor = common::partition::Monitor::start_every(SITES, Duration::from_secs(1));
+    let (stop, handle) = common::writer(&glb(), &pw);
+    let started = Instant::now();
+    // Killed at three steps: the stop (the master's server down, the
+    // standbys not yet), the copies (a standby's rsync begun), and after
+    // the point of no return (the master's record says started).
+    let kills: [(&str, Reached); 3] = [
+        (
+            "the stop",
+            Box::new(|| {
+                inside(
+                    "dc1-pg1",
+                    "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/15/pgha \
+                     status >/dev/null 2>&1 || echo stopped",
+                ) == "stopped"
+                    && marked("dc1-pg1", "master")
+            }),
+        ),
+        (
+            "the copies",
+            Box::new(|| HOSTS[1..].iter().any(|h| marked(h, "copying"))),
+        ),
+        ("the start on 17", Box::new(|| marked("dc1-pg1", "started"))),
+    ];
+    let mut said = String::new();
+    for (during, now) in kills {
+        let mut run = start_when_unlocked(&lab);
+        let mut ended = false;
+        wait_for(
+            &format!("the upgrade to reach {during}"),
+            Duration::from_secs(600),
+            || {
+                ended = run.try_wait().unwrap().is_some();
+                ended || now()
+            },
+        );
+        if !ended {
+            run.kill().unwrap();
+        }
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            !ended,
+            "the upgrade ended before {during}: {:?}\n{}{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        eprintln!("killed during {during} after {:.0} s", started.elapsed().as_secs_f64());
+        said.push_str(&stdout(&out));
+        said.push_str(&stderr(&out));
+    }
+    let run = start_when_unlocked(&lab);
+    let out = run.wait_with_output().unwrap();
+    let took = started.elapsed();
+    said.push_str(&stdout(&out));
+    said.push_str(&stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let w = handle.join().unwrap();
+    monitor.finish();
+    eprintln!(
+        "figure: PostgreSQL 15 -> 17 major upgrade of 6 database hosts, killed 3 times: {:.0} s; write downtime \
+         (longest gap) {:.1} s, {} writes acknowledged",
+        took.as_secs_f64(),
+        w.gap.as_secs_f64(),
+        w.acked.len()
+    );
+    for line in said
+        .lines()
+        .filter(|l| l.contains("rsync sent") || l.contains("pg_upgrade --link") || l.contains("copied in full"))
+    {
+        eprintln!("figure: {}", line.trim());
+    }
+    // Every standby by rsync: each stopped at the master's position.
+    assert!(!said.contains("copied in full"), "{said}");
+    for h in &HOSTS[1..] {
+        assert!(said.contains(&format!("{h}: rsync sent")), "{h}: {said}");
+    }
+    assert!(SITES.missing(&pw, &w.acked).is_empty(), "acknowledged writes lost");
+    SITES.same_rows_everywhere(&pw);
+    everywhere(&pw, "company", "50000 1250025000");
+    for h in HOSTS {
+        let v = sql(&addr(h), 5432, &pw, "SHOW server_version").unwrap();
+        assert!(v[0][0].as_deref().unwrap().starts_with("17."), "{h}: {v:?}");
+    }
+    let status = json(&lab.pgha(&["status", "--output", "json"]));
+    for row in status["hosts"].as_array().unwrap() {
+        assert!(row["postgres_running"].as_str().unwrap().starts_with("17."), "{row}");
+    }
+    // Nothing left: a run again has no step, the design deploys as is.
+    let out = pgha_ok(&lab, &["upgrade", "postgres", "17", "--yes"]);
+    assert!(stdout(&out).contains("(0 steps)") || stderr(&out).contains("runs PostgreSQL 17 already"));
+    let report = json(&lab.pgha(&["deploy", "--dry-run", "--output", "json"]));
+    assert_eq!(report["changed"], 0, "{report}");
+    assert_eq!(
+        inside("dc2-pg2", "ls /var/lib/pgha/pg-upgrade 2>&1 | grep -c 'No such'"),
+        "1"
+    );
+
+    // A backup and a point-in-time restore on 17.
+    pgha_ok(&lab, &["backup", "--type", "diff", "--yes"]);
+    via_glb(&pw, "CREATE TABLE after (id int PRIMARY KEY)");
+    via_glb(&pw, "INSERT INTO after SELECT generate_series(1, 100)");
+    let t = via_glb(
+        &pw,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    )[0][0]
+        .clone()
+        .unwrap();
+    wait_for("the server's clock to pass the target", Duration::from_secs(10), || {
+        via_glb(
+            &pw,
+            &format!("SELECT clock_timestamp() > '{t}'::timestamptz + interval '1 s'"),
+        )[0][0]
+            .as_deref()
+            == Some("t")
+    });
+    via_glb(&pw, "INSERT INTO after SELECT generate_series(101, 200)");
+    via_glb(&pw, "DROP TABLE company");
+    pgha_ok(&lab, &["backup", "check"]);
+    pgha_ok(&lab, &["restore", "--to", &t, "--yes"]);
+    everywhere(&pw, "after", "100 5050");
+    everywhere(&pw, "company", "50000 1250025000");
+
+    // recover-node (a full copy of a replica) and a flip, on 17.
+    pgha_ok(&lab, &["recover-node", "dc1-pg3", "--reclone", "--yes"]);
+    pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
+    via_glb(&pw, "INSERT INTO after VALUES (201)");
+    everywhere(&pw, "after", "101 5251");
+}
