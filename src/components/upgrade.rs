@@ -223,7 +223,10 @@ pub(crate) const UNIT: &str = "pgha-release-upgrade";
 /// the full upgrade, non-interactively, keeping every configuration file
 /// pgha manages (`--force-confold`) and starting no service (policy-rc.d):
 /// running services keep their old binaries until they are restarted one
-/// by one. Again after an interruption, it finishes what dpkg left.
+/// by one. Again after an interruption, it finishes what dpkg left; D-Bus,
+/// which systemd-run needs, is started first: a killed run's package
+/// upgrade may have stopped it and held its start (seen in CI: the GLB's
+/// resumed upgrade failed with "Failed to connect to system scope bus").
 /// Prints `release VERSION_ID` at the end.
 pub(crate) fn upgrade_script(from: Release, to: Release) -> String {
     let inner = format!(
@@ -259,6 +262,8 @@ echo "release $VERSION_ID"
     format!(
         "while systemctl is-active --quiet {UNIT}.service; do sleep 2; done\n\
          systemctl reset-failed {UNIT}.service >/dev/null 2>&1 || true\n\
+         systemctl start dbus.socket dbus.service >/dev/null 2>&1 || true\n\
+         for i in $(seq 60); do busctl --system status >/dev/null 2>&1 && break; sleep 1; done\n\
          exec systemd-run --quiet --wait --pipe --collect --unit={UNIT} /bin/sh -c {} </dev/null\n",
         quote(&inner)
     )
