@@ -983,7 +983,6 @@ impl engine::Command for MajorUpgrade<'_> {
     }
 
     async fn run(&mut self, step: &Step, rec: &Recorder) -> anyhow::Result<()> {
-        let d = &self.fleet.design;
         match step {
             Step::Install(hosts) => self.install(hosts).await,
             Step::Check => self.check(rec).await,
@@ -1032,7 +1031,6 @@ impl engine::Command for MajorUpgrade<'_> {
                      remove them once satisfied",
                     self.to, s.dirs.old_data
                 ));
-                let _ = d;
                 Ok(())
             }
         }
