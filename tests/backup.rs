@@ -20,12 +20,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{sql, stderr, stdout, wait_for, TestLab};
+use common::{stderr, stdout, wait_for, TestLab};
 
 const P: &str = "10.69.0";
 /// dc2's repository, on dc2-pg1.
 const REPO2: &str = "/var/lib/pgha-repository";
 const HOSTS: [&str; 6] = ["dc1-pg1", "dc1-pg2", "dc1-pg3", "dc2-pg1", "dc2-pg2", "dc2-pg3"];
+const SITES: common::partition::Sites = common::partition::Sites {
+    name: "pgha-bk",
+    prefix: P,
+};
 
 fn addr(host: &str) -> String {
     let (cloud, n) = host.split_once("-pg").unwrap();
@@ -33,27 +37,13 @@ fn addr(host: &str) -> String {
     format!("{P}.{}", 10 * c + n.parse::<u32>().unwrap())
 }
 
-fn glb() -> String {
-    format!("{P}.5")
-}
-
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
 }
 
-/// Runs SQL through the GLB until it works (a restore or flip just ended).
-fn via_glb(pw: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    let mut rows = None;
-    wait_for(&format!("`{query}` through the GLB"), Duration::from_secs(60), || {
-        rows = sql(&glb(), 5000, pw, query).ok();
-        rows.is_some()
-    });
-    rows.unwrap()
-}
-
 /// The server's clock now, as pgBackRest's `--target` takes it.
 fn server_now(pw: &str) -> String {
-    via_glb(
+    SITES.via_glb(
         pw,
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
     )[0][0]
@@ -65,35 +55,13 @@ fn server_now(pw: &str) -> String {
 /// it is after the target for sure.
 fn wait_past(pw: &str, t: &str) {
     wait_for("the server's clock to pass the target", Duration::from_secs(10), || {
-        via_glb(
+        SITES.via_glb(
             pw,
             &format!("SELECT clock_timestamp() > '{t}'::timestamptz + interval '1 s'"),
         )[0][0]
             .as_deref()
             == Some("t")
     });
-}
-
-/// Every host holds exactly `want` (`count(*), sum(id)` of `table`).
-fn everywhere(pw: &str, table: &str, want: &str) {
-    for h in HOSTS {
-        let mut seen = String::new();
-        wait_for(
-            &format!("{table} on {h} to be {want}"),
-            Duration::from_secs(120),
-            || {
-                seen = sql(
-                    &addr(h),
-                    5432,
-                    pw,
-                    &format!("SELECT count(*) || ' ' || sum(id) FROM {table}"),
-                )
-                .map(|r| r[0][0].clone().unwrap_or_default())
-                .unwrap_or_else(|e| e);
-                seen == want
-            },
-        );
-    }
 }
 
 fn pgha_ok(lab: &TestLab, args: &[&str]) -> std::process::Output {
@@ -135,8 +103,8 @@ fn backups_archive_and_point_in_time_recovery() {
     point_in_time_recovery(&lab, &pw, "pitr_a");
     // After a restore the cluster is highly available again.
     pgha_ok(&lab, &["switchover", "--yes"]);
-    via_glb(&pw, "INSERT INTO pitr_a VALUES (1000)");
-    everywhere(&pw, "pitr_a", "101 6050");
+    SITES.via_glb(&pw, "INSERT INTO pitr_a VALUES (1000)");
+    SITES.everywhere(&pw, "pitr_a", "101 6050");
     // Archive continuity across a flip: a backup and a recovery after it.
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
     pgha_ok(&lab, &["backup", "--type", "diff", "--yes"]);
@@ -206,11 +174,11 @@ fn replica_from_the_repository(lab: &TestLab) {
 /// With dc1's repository down, archiving fails and `status` says so, while
 /// the master keeps taking writes; with it back, archiving heals.
 fn archiving_failure(lab: &TestLab, pw: &str) {
-    via_glb(pw, "CREATE TABLE IF NOT EXISTS churn (id serial PRIMARY KEY, pad text)");
+    SITES.via_glb(pw, "CREATE TABLE IF NOT EXISTS churn (id serial PRIMARY KEY, pad text)");
     assert_eq!(lab.lab(&["kill", "dc1-backup"]).status.code(), Some(0));
     let mut status = serde_json::Value::Null;
     wait_for("status to report failing archiving", Duration::from_secs(120), || {
-        via_glb(pw, "INSERT INTO churn (pad) VALUES ('x'); SELECT pg_switch_wal()");
+        SITES.via_glb(pw, "INSERT INTO churn (pad) VALUES ('x'); SELECT pg_switch_wal()");
         let out = lab.pgha(&["status", "--output", "json"]);
         status = json(&out);
         out.status.code() == Some(3) && status["backup"]["archiving"]["failing"] == true
@@ -218,7 +186,7 @@ fn archiving_failure(lab: &TestLab, pw: &str) {
     let findings = status["findings"].to_string();
     assert!(findings.contains("WAL archiving fails"), "{status}");
     // Writes go on meanwhile.
-    via_glb(pw, "INSERT INTO churn (pad) VALUES ('still writable')");
+    SITES.via_glb(pw, "INSERT INTO churn (pad) VALUES ('still writable')");
     assert_eq!(lab.lab(&["start", "dc1-backup"]).status.code(), Some(0));
     // PostgreSQL retries a failing segment after a pause of up to a minute.
     wait_for("archiving to heal (pgbackrest check)", Duration::from_secs(300), || {
@@ -241,11 +209,11 @@ fn standby_catches_up_from_the_archive(lab: &TestLab, pw: &str) {
     for a in dc2.iter().rev() {
         lab.ssh_ok(a, "systemctl stop patroni");
     }
-    via_glb(pw, "CREATE TABLE IF NOT EXISTS catchup (id int PRIMARY KEY)");
+    SITES.via_glb(pw, "CREATE TABLE IF NOT EXISTS catchup (id int PRIMARY KEY)");
     for i in 1..=70 {
-        via_glb(pw, &format!("INSERT INTO catchup VALUES ({i}); SELECT pg_switch_wal()"));
+        SITES.via_glb(pw, &format!("INSERT INTO catchup VALUES ({i}); SELECT pg_switch_wal()"));
     }
-    via_glb(pw, "CHECKPOINT");
+    SITES.via_glb(pw, "CHECKPOINT");
     // The master no longer holds the segment dc2 stopped at.
     let started = Instant::now();
     let since = std::time::SystemTime::now()
@@ -255,7 +223,7 @@ fn standby_catches_up_from_the_archive(lab: &TestLab, pw: &str) {
     for a in &dc2 {
         lab.ssh_ok(a, "systemctl start patroni");
     }
-    everywhere(pw, "catchup", "70 2485");
+    SITES.everywhere(pw, "catchup", "70 2485");
     eprintln!(
         "figure: the standby cloud caught up on 70 WAL segments (1.1 GB past wal_keep_size) from the archive in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -276,12 +244,12 @@ fn standby_catches_up_from_the_archive(lab: &TestLab, pw: &str) {
 
 /// Rows A, time T, rows B, DROP TABLE; `restore --to T`: A and not B, everywhere.
 fn point_in_time_recovery(lab: &TestLab, pw: &str, table: &str) {
-    via_glb(pw, &format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
-    via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(1, 100)"));
+    SITES.via_glb(pw, &format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
+    SITES.via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(1, 100)"));
     let t = server_now(pw);
     wait_past(pw, &t);
-    via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(101, 200)"));
-    via_glb(pw, &format!("DROP TABLE {table}"));
+    SITES.via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(101, 200)"));
+    SITES.via_glb(pw, &format!("DROP TABLE {table}"));
     // Archived in every repository before the restore.
     pgha_ok(lab, &["backup", "check"]);
     let started = Instant::now();
@@ -292,7 +260,7 @@ fn point_in_time_recovery(lab: &TestLab, pw: &str, table: &str) {
         "figure: restore of the whole cluster to a point in time: {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    everywhere(pw, table, "100 5050");
+    SITES.everywhere(pw, table, "100 5050");
     // The old data directories are kept aside.
     let aside = lab.ssh_ok(
         &addr("dc1-pg2"),

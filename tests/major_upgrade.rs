@@ -47,38 +47,6 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
 }
 
-/// Runs SQL through the GLB until it works.
-fn via_glb(pw: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    let mut rows = None;
-    wait_for(&format!("`{query}` through the GLB"), Duration::from_secs(60), || {
-        rows = sql(&glb(), 5000, pw, query).ok();
-        rows.is_some()
-    });
-    rows.unwrap()
-}
-
-/// Every host holds exactly `want` (`count(*) sum(id)` of `table`).
-fn everywhere(pw: &str, table: &str, want: &str) {
-    for h in HOSTS {
-        let mut seen = String::new();
-        wait_for(
-            &format!("{table} on {h} to be {want}"),
-            Duration::from_secs(120),
-            || {
-                seen = sql(
-                    &addr(h),
-                    5432,
-                    pw,
-                    &format!("SELECT count(*) || ' ' || sum(id) FROM {table}"),
-                )
-                .map(|r| r[0][0].clone().unwrap_or_default())
-                .unwrap_or_else(|e| e);
-                seen == want
-            },
-        );
-    }
-}
-
 /// Runs `cmd` in a host's container as root (no SSH: a stopped sshd or
 /// a killed run's session does not hide it).
 fn inside(host: &str, cmd: &str) -> String {
@@ -121,14 +89,14 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &["--os", "debian13-pg15"]);
     pgha_ok(&lab, &["deploy", "--yes"]);
     let pw = lab.superuser_password();
-    let version = via_glb(&pw, "SHOW server_version");
+    let version = SITES.via_glb(&pw, "SHOW server_version");
     assert!(version[0][0].as_deref().unwrap().starts_with("15."), "{version:?}");
-    via_glb(&pw, "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL)");
-    via_glb(
+    SITES.via_glb(&pw, "CREATE TABLE company (id int PRIMARY KEY, name text NOT NULL)");
+    SITES.via_glb(
         &pw,
         "INSERT INTO company SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
     );
-    everywhere(&pw, "company", "50000 1250025000");
+    SITES.everywhere(&pw, "company", "50000 1250025000");
 
     // The design names 15: the upgrade is refused until it names 17.
     let out = lab.pgha(&["upgrade", "postgres", "17", "--dry-run"]);
@@ -228,7 +196,7 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     }
     assert!(SITES.missing(&pw, &w.acked).is_empty(), "acknowledged writes lost");
     SITES.same_rows_everywhere(&pw);
-    everywhere(&pw, "company", "50000 1250025000");
+    SITES.everywhere(&pw, "company", "50000 1250025000");
     for h in HOSTS {
         let v = sql(&addr(h), 5432, &pw, "SHOW server_version").unwrap();
         assert!(v[0][0].as_deref().unwrap().starts_with("17."), "{h}: {v:?}");
@@ -249,32 +217,32 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
 
     // A backup and a point-in-time restore on 17.
     pgha_ok(&lab, &["backup", "--type", "diff", "--yes"]);
-    via_glb(&pw, "CREATE TABLE after (id int PRIMARY KEY)");
-    via_glb(&pw, "INSERT INTO after SELECT generate_series(1, 100)");
-    let t = via_glb(
+    SITES.via_glb(&pw, "CREATE TABLE after (id int PRIMARY KEY)");
+    SITES.via_glb(&pw, "INSERT INTO after SELECT generate_series(1, 100)");
+    let t = SITES.via_glb(
         &pw,
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
     )[0][0]
         .clone()
         .unwrap();
     wait_for("the server's clock to pass the target", Duration::from_secs(10), || {
-        via_glb(
+        SITES.via_glb(
             &pw,
             &format!("SELECT clock_timestamp() > '{t}'::timestamptz + interval '1 s'"),
         )[0][0]
             .as_deref()
             == Some("t")
     });
-    via_glb(&pw, "INSERT INTO after SELECT generate_series(101, 200)");
-    via_glb(&pw, "DROP TABLE company");
+    SITES.via_glb(&pw, "INSERT INTO after SELECT generate_series(101, 200)");
+    SITES.via_glb(&pw, "DROP TABLE company");
     pgha_ok(&lab, &["backup", "check"]);
     pgha_ok(&lab, &["restore", "--to", &t, "--yes"]);
-    everywhere(&pw, "after", "100 5050");
-    everywhere(&pw, "company", "50000 1250025000");
+    SITES.everywhere(&pw, "after", "100 5050");
+    SITES.everywhere(&pw, "company", "50000 1250025000");
 
     // recover-node (a full copy of a replica) and a flip, on 17.
     pgha_ok(&lab, &["recover-node", "dc1-pg3", "--reclone", "--yes"]);
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
-    via_glb(&pw, "INSERT INTO after VALUES (201)");
-    everywhere(&pw, "after", "101 5251");
+    SITES.via_glb(&pw, "INSERT INTO after VALUES (201)");
+    SITES.everywhere(&pw, "after", "101 5251");
 }

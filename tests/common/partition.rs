@@ -24,6 +24,39 @@ pub(crate) struct Sites {
 }
 
 impl Sites {
+    /// Runs SQL through the GLB until it works (a restore, upgrade or flip
+    /// just ended).
+    pub(crate) fn via_glb(&self, pw: &str, query: &str) -> Vec<Vec<Option<String>>> {
+        let mut rows = None;
+        wait_for(&format!("`{query}` through the GLB"), Duration::from_secs(60), || {
+            rows = sql(&self.glb(), 5000, pw, query).ok();
+            rows.is_some()
+        });
+        rows.unwrap()
+    }
+
+    /// Every database host holds exactly `want` (`count(*) sum(id)` of `table`).
+    pub(crate) fn everywhere(&self, pw: &str, table: &str, want: &str) {
+        for h in DC1.iter().chain(&DC2) {
+            let mut seen = String::new();
+            wait_for(
+                &format!("{table} on {h} to be {want}"),
+                Duration::from_secs(120),
+                || {
+                    seen = sql(
+                        &self.address(h),
+                        5432,
+                        pw,
+                        &format!("SELECT count(*) || ' ' || sum(id) FROM {table}"),
+                    )
+                    .map(|r| r[0][0].clone().unwrap_or_default())
+                    .unwrap_or_else(|e| e);
+                    seen == want
+                },
+            );
+        }
+    }
+
     pub(crate) fn glb(&self) -> String {
         format!("{}.5", self.prefix)
     }
