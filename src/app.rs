@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser};
 use crate::cli::{BackupCommand, CertsCommand, Cli, CloudCommand, Command, LabCommand, UpgradeCommand};
 use crate::design::{self, Design};
 use crate::error;
+use crate::ops::connect;
 use crate::plan::Plan;
 use crate::render::{self, Renderer};
 use crate::secrets::Secrets;
@@ -43,6 +44,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        Command::Init(args) => init(&cli, args),
         Command::Validate => validate(&cli),
         Command::Plan => {
             let design = load(&cli)?;
@@ -80,6 +82,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RecoverNode(args) => recover_node(&cli, args),
         Command::Switchover(args) => switchover(&cli, args),
         Command::Failover(args) => failover(&cli, args),
+        Command::Dsn(args) => dsn(&cli, args),
+        Command::Psql(args) => psql(&cli, args),
         Command::History => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             runtime()?.block_on(crate::ops::history::run(&design, cli.output))
@@ -249,6 +253,108 @@ pub fn load_mode(cli: &Cli, mode: design::Mode) -> anyhow::Result<Design> {
         design.templates_dir = Some(dir.clone());
     }
     Ok(design)
+}
+
+/// Writes the design and its inventories, then reads them back as any
+/// command would.
+fn init(cli: &Cli, a: &crate::cli::InitArgs) -> anyhow::Result<()> {
+    use design::init;
+    let request = init::Request {
+        name: a.name.clone(),
+        clouds: a
+            .clouds
+            .iter()
+            .map(|c| init::parse_cloud(c))
+            .collect::<Result<_, _>>()?,
+        glb: a.glb.clone(),
+        glb_fqdn: a.glb_fqdn.clone(),
+        witness: a.witness.clone(),
+        repositories: a
+            .repositories
+            .iter()
+            .map(|r| init::parse_repository(r))
+            .collect::<Result<_, _>>()?,
+        no_backup: a.no_backup,
+        ssh_user: a.ssh_user.clone(),
+        identity_file: a.identity_file.clone(),
+        known_hosts: a.known_hosts.clone(),
+        client_networks: a.client_networks.clone(),
+    };
+    let files = init::render(&request)?;
+    let base = cli.design.parent().unwrap_or(std::path::Path::new("")).to_path_buf();
+    let mut writes = vec![(cli.design.clone(), files.design)];
+    writes.extend(files.inventories.into_iter().map(|(p, t)| (base.join(p), t)));
+    if !a.force {
+        if let Some((p, _)) = writes.iter().find(|(p, _)| p.exists()) {
+            anyhow::bail!(error::Usage(format!(
+                "{} exists: nothing was written (--force replaces it)",
+                p.display()
+            )));
+        }
+    }
+    for (p, text) in &writes {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let loaded = design::load_mode(&cli.design, design::Mode::Deployable)?;
+    ui::print_warnings(&loaded.warnings);
+    let names: Vec<String> = writes.iter().map(|(p, _)| p.display().to_string()).collect();
+    ui::print(&format!(
+        "wrote {}
+next: `pgha validate`, then `pgha plan` and `pgha deploy` (-f {} if not the default)",
+        names.join(", "),
+        cli.design.display()
+    ))
+}
+
+/// The endpoint's connection string and the file it verifies servers with.
+fn connection(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<(connect::Target, String)> {
+    let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
+    connect::check_name("--role", &a.role)?;
+    connect::check_name("--dbname", &a.dbname)?;
+    let target = connect::target(&design, a.endpoint, a.cloud.as_deref())?;
+    let rootcert = connect::client_trust(&design)?;
+    let dsn = connect::dsn(&target, &a.role, &a.dbname, &rootcert);
+    Ok((target, dsn))
+}
+
+fn dsn(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<()> {
+    let (target, dsn) = connection(cli, a)?;
+    match cli.output {
+        Output::Json => ui::print_json(&serde_json::json!({
+            "dsn": dsn,
+            "endpoint": target.endpoint,
+            "cloud": target.cloud,
+            "hosts": target.hosts,
+            "port": target.port,
+            "role": a.role,
+            "dbname": a.dbname,
+        })),
+        Output::Text => ui::print(&dsn),
+    }
+}
+
+/// Becomes psql (exec): its terminal, signals and exit code are the user's.
+fn psql(cli: &Cli, a: &crate::cli::PsqlArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
+    let (_, dsn) = connection(cli, &a.to)?;
+    let mut cmd = std::process::Command::new("psql");
+    cmd.arg(dsn).args(&a.args);
+    if a.to.role == connect::SUPERUSER {
+        // Read only for the superuser: other roles' passwords are the user's own.
+        let secrets = Secrets::load(&design.secrets_file)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} does not exist: `pgha deploy` writes the superuser's password there",
+                design.secrets_file.display()
+            )
+        })?;
+        cmd.env("PGPASSWORD", &secrets.superuser_password);
+    }
+    let err = cmd.exec();
+    Err(anyhow::anyhow!("could not run psql: {err} (install postgresql-client)"))
 }
 
 fn validate(cli: &Cli) -> anyhow::Result<()> {

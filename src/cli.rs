@@ -13,7 +13,9 @@ use crate::ui::Output;
     about = "Deploy and operate highly available PostgreSQL across clouds over SSH",
     long_about = "pgha turns a design file into PostgreSQL under Patroni, an etcd cluster per cloud, \
 HAProxy on every host and a global load balancer in front of the primary cloud.\n\n\
-Exit codes: 0 success, 2 invalid input (design, arguments, unconfirmed plan), 1 failure while running."
+Exit codes: 0 success, 2 invalid input (design, arguments, unconfirmed plan), 1 failure while running; \
+`pgha status` also 3 when degraded (its worst finding a warning) and 4 when unsafe (a host takes writes \
+where none may)."
 )]
 pub struct Cli {
     /// The design file.
@@ -40,6 +42,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a first design file (-f, default pgha.yaml) and its inventories
+    /// for the clouds and hosts given, every setting shown with its default.
+    Init(InitArgs),
     /// Check the design file and report every problem with its location.
     Validate,
     /// Print the numbered deployment plan. Changes nothing.
@@ -49,6 +54,8 @@ pub enum Command {
     /// Deploy the design over SSH: primary cloud first, then secondary clouds, then the GLB.
     Deploy(DeployArgs),
     /// The cluster at a glance: cloud, host, role, state, timeline, lag, etcd, HAProxy, GLB.
+    /// Exit 0 healthy, 3 degraded (a warning), 4 unsafe (a host takes writes
+    /// where none may), 1 when it cannot run.
     Status(StatusArgs),
     /// Flip which cloud serves traffic and may elect the master.
     #[command(subcommand)]
@@ -82,6 +89,12 @@ pub enum Command {
     /// stopping it.
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
+    /// Print the libpq connection string of an endpoint (TLS verify-full,
+    /// the cluster's CA), for the GLB or one cloud. No password in it.
+    Dsn(DsnArgs),
+    /// Open psql on an endpoint: the superuser's password from the secrets
+    /// file goes on psql's environment, never its arguments.
+    Psql(PsqlArgs),
     /// A lab of real hosts (systemd containers with sshd) on this machine.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -89,6 +102,71 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write man pages.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// A cloud and its hosts' addresses, NAME=ADDRESS[,ADDRESS...]; the
+    /// first is primary. Hosts are named NAME-pg1, NAME-pg2, ...
+    #[arg(long = "cloud", value_name = "NAME=ADDRESSES", required = true)]
+    pub clouds: Vec<String>,
+    /// The cluster's name.
+    #[arg(long, default_value = "pgha")]
+    pub name: String,
+    /// The GLB host's address (an HAProxy pgha configures).
+    #[arg(long, value_name = "ADDRESS")]
+    pub glb: Option<String>,
+    /// The name clients use for the GLB (default: its address).
+    #[arg(long, value_name = "NAME")]
+    pub glb_fqdn: Option<String>,
+    /// A host in a third site: turns the site lease on.
+    #[arg(long, value_name = "ADDRESS")]
+    pub witness: Option<String>,
+    /// A cloud's repository host, CLOUD=ADDRESS (default: the cloud's last
+    /// database host keeps the repository).
+    #[arg(long = "repository", value_name = "CLOUD=ADDRESS")]
+    pub repositories: Vec<String>,
+    /// No backups (the section is written commented out).
+    #[arg(long)]
+    pub no_backup: bool,
+    #[arg(long, value_name = "USER", default_value = "root")]
+    pub ssh_user: String,
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<String>,
+    /// A network whose clients may log in directly (CIDR); repeatable.
+    #[arg(long = "client-network", value_name = "CIDR")]
+    pub client_networks: Vec<String>,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DsnArgs {
+    /// rw: the master. ro: the replicas of the cloud that has the master
+    /// (the master when none is healthy). local: one cloud's own replicas.
+    #[arg(long, value_enum, default_value = "rw")]
+    pub endpoint: crate::ops::connect::Endpoint,
+    /// That cloud's HAProxy instances instead of the GLB.
+    #[arg(long, value_name = "NAME")]
+    pub cloud: Option<String>,
+    /// The role to log in as.
+    #[arg(long, value_name = "ROLE", default_value = crate::ops::connect::SUPERUSER)]
+    pub role: String,
+    /// The database.
+    #[arg(long, value_name = "NAME", default_value = "postgres")]
+    pub dbname: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PsqlArgs {
+    #[command(flatten)]
+    pub to: DsnArgs,
+    /// Passed to psql as they are (after `--`).
+    #[arg(last = true, value_name = "PSQL ARGS")]
+    pub args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -1224,8 +1224,11 @@ fn servers_in(cfg: &str, proxy: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in cfg.lines() {
         let t = line.trim();
-        if let Some(name) = t.strip_prefix("listen ") {
-            inside = name.trim() == proxy;
+        let section = ["listen ", "frontend ", "backend ", "global", "defaults", "userlist "]
+            .iter()
+            .find_map(|k| t.strip_prefix(k).map(|rest| (*k, rest)));
+        if !line.starts_with(' ') && section.is_some() {
+            inside = section.is_some_and(|(k, name)| k == "listen " && name.trim() == proxy);
         } else if inside {
             if let Some(rest) = t.strip_prefix("server ") {
                 out.extend(rest.split_whitespace().next().map(str::to_string));

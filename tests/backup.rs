@@ -64,18 +64,6 @@ fn wait_past(pw: &str, t: &str) {
     });
 }
 
-fn pgha_ok(lab: &TestLab, args: &[&str]) -> std::process::Output {
-    let out = lab.pgha(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "pgha {args:?}: {}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
 #[test]
 fn backups_archive_and_point_in_time_recovery() {
     if !common::e2e() {
@@ -90,7 +78,7 @@ fn backups_archive_and_point_in_time_recovery() {
     let on_db_host = format!("    - cloud: dc2\n      host: dc2-pg1\n      path: {REPO2}\n");
     std::fs::write(lab.design(), design.replace(&dedicated, &on_db_host)).unwrap();
     let started = Instant::now();
-    pgha_ok(&lab, &["deploy", "--yes"]);
+    lab.pgha_ok(&["deploy", "--yes"]);
     eprintln!(
         "figure: deploy with backups (stanza, a full backup into both repositories): {:.1} s",
         started.elapsed().as_secs_f64()
@@ -102,27 +90,27 @@ fn backups_archive_and_point_in_time_recovery() {
     standby_catches_up_from_the_archive(&lab, &pw);
     point_in_time_recovery(&lab, &pw, "pitr_a");
     // After a restore the cluster is highly available again.
-    pgha_ok(&lab, &["switchover", "--yes"]);
+    lab.pgha_ok(&["switchover", "--yes"]);
     SITES.via_glb(&pw, "INSERT INTO pitr_a VALUES (1000)");
     SITES.everywhere(&pw, "pitr_a", "101 6050");
     // Archive continuity across a flip: a backup and a recovery after it.
-    pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
-    pgha_ok(&lab, &["backup", "--type", "diff", "--yes"]);
+    lab.pgha_ok(&["cloud", "make-primary", "dc2", "--yes"]);
+    lab.pgha_ok(&["backup", "--type", "diff", "--yes"]);
     point_in_time_recovery(&lab, &pw, "pitr_b");
 }
 
 /// The stanza and a full backup in each repository; nothing to do again.
 fn deployed(lab: &TestLab) {
-    let list = json(&pgha_ok(lab, &["backup", "list", "--output", "json"]));
+    let list = json(&lab.pgha_ok(&["backup", "list", "--output", "json"]));
     let repos = list.as_array().unwrap();
     assert_eq!(repos.len(), 2, "{list}");
     for r in repos {
         assert_eq!(r["status"], "ok", "{list}");
         assert_eq!(r["backups"][0]["kind"], "full", "{list}");
     }
-    let dry = json(&pgha_ok(lab, &["deploy", "--dry-run", "--output", "json"]));
+    let dry = json(&lab.pgha_ok(&["deploy", "--dry-run", "--output", "json"]));
     assert_eq!(dry["changed"], 0, "a second deploy changes nothing: {dry}");
-    pgha_ok(lab, &["backup", "check"]);
+    lab.pgha_ok(&["backup", "check"]);
     // dc2's repository is on dc2-pg1, with its backup timers.
     let pg1 = addr("dc2-pg1");
     lab.ssh_ok(&pg1, &format!("test -f {REPO2}/backup/pgha-lab/backup.info"));
@@ -130,7 +118,7 @@ fn deployed(lab: &TestLab) {
         lab.ssh_ok(&pg1, "systemctl is-enabled pgha-backup-full.timer"),
         "enabled"
     );
-    let status = json(&pgha_ok(lab, &["status", "--output", "json"]));
+    let status = json(&lab.pgha_ok(&["status", "--output", "json"]));
     assert_eq!(status["backup"]["archiving"]["failing"], false, "{status}");
     assert!(status["findings"].as_array().unwrap().is_empty(), "{status}");
     // Issue 13: the lag between clouds, as the primary's master sees dc2's
@@ -145,8 +133,8 @@ fn deployed(lab: &TestLab) {
     assert!(leaders[0]["cloud_lag"]["bytes"].is_u64(), "{status}");
     assert!(leaders[0]["cloud_lag"]["seconds"].is_number(), "{status}");
     // A differential backup lands in both repositories.
-    pgha_ok(lab, &["backup", "--type", "diff", "--yes"]);
-    let list = json(&pgha_ok(lab, &["backup", "list", "--output", "json"]));
+    lab.pgha_ok(&["backup", "--type", "diff", "--yes"]);
+    let list = json(&lab.pgha_ok(&["backup", "list", "--output", "json"]));
     for r in list.as_array().unwrap() {
         assert_eq!(r["backups"].as_array().unwrap().len(), 2, "{list}");
         assert_eq!(r["backups"][1]["kind"], "diff", "{list}");
@@ -158,7 +146,7 @@ fn deployed(lab: &TestLab) {
 fn replica_from_the_repository(lab: &TestLab) {
     let host = addr("dc2-pg3");
     let started = Instant::now();
-    pgha_ok(lab, &["recover-node", "dc2-pg3", "--reclone", "--yes"]);
+    lab.pgha_ok(&["recover-node", "dc2-pg3", "--reclone", "--yes"]);
     eprintln!(
         "figure: a standby-cloud replica made afresh from its cloud's repository: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -192,7 +180,7 @@ fn archiving_failure(lab: &TestLab, pw: &str) {
     wait_for("archiving to heal (pgbackrest check)", Duration::from_secs(300), || {
         lab.pgha(&["backup", "check"]).status.code() == Some(0)
     });
-    let status = json(&pgha_ok(lab, &["status", "--output", "json"]));
+    let status = json(&lab.pgha_ok(&["status", "--output", "json"]));
     assert_eq!(status["backup"]["archiving"]["failing"], false, "{status}");
 }
 
@@ -251,9 +239,9 @@ fn point_in_time_recovery(lab: &TestLab, pw: &str, table: &str) {
     SITES.via_glb(pw, &format!("INSERT INTO {table} SELECT generate_series(101, 200)"));
     SITES.via_glb(pw, &format!("DROP TABLE {table}"));
     // Archived in every repository before the restore.
-    pgha_ok(lab, &["backup", "check"]);
+    lab.pgha_ok(&["backup", "check"]);
     let started = Instant::now();
-    let out = pgha_ok(lab, &["restore", "--to", &t, "--yes", "--output", "json"]);
+    let out = lab.pgha_ok(&["restore", "--to", &t, "--yes", "--output", "json"]);
     let report = json(&out);
     assert_eq!(report["ok"], true, "{report}");
     eprintln!(

@@ -31,18 +31,6 @@ fn glb() -> String {
     SITES.glb()
 }
 
-fn pgha_ok(lab: &TestLab, args: &[&str]) -> std::process::Output {
-    let out = lab.pgha(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "pgha {args:?}: {}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
 }
@@ -87,7 +75,7 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
         return;
     }
     let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &["--os", "debian13-pg15"]);
-    pgha_ok(&lab, &["deploy", "--yes"]);
+    lab.pgha_ok(&["deploy", "--yes"]);
     let pw = lab.superuser_password();
     let version = SITES.via_glb(&pw, "SHOW server_version");
     assert!(version[0][0].as_deref().unwrap().starts_with("15."), "{version:?}");
@@ -108,7 +96,7 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
         design.replace("postgres_version: 15", "postgres_version: 17"),
     )
     .unwrap();
-    let out = pgha_ok(&lab, &["upgrade", "postgres", "17", "--dry-run"]);
+    let out = lab.pgha_ok(&["upgrade", "postgres", "17", "--dry-run"]);
     let plan = stdout(&out);
     let at = |s: &str| plan.find(s).unwrap_or_else(|| panic!("{s:?} in {plan}"));
     assert!(at("pg_upgrade --check") < at("writes stop:"), "{plan}");
@@ -206,7 +194,7 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
         assert!(row["postgres_running"].as_str().unwrap().starts_with("17."), "{row}");
     }
     // Nothing left: a run again has no step, the design deploys as is.
-    let out = pgha_ok(&lab, &["upgrade", "postgres", "17", "--yes"]);
+    let out = lab.pgha_ok(&["upgrade", "postgres", "17", "--yes"]);
     assert!(stdout(&out).contains("(0 steps)") || stderr(&out).contains("runs PostgreSQL 17 already"));
     let report = json(&lab.pgha(&["deploy", "--dry-run", "--output", "json"]));
     assert_eq!(report["changed"], 0, "{report}");
@@ -216,7 +204,7 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     );
 
     // A backup and a point-in-time restore on 17.
-    pgha_ok(&lab, &["backup", "--type", "diff", "--yes"]);
+    lab.pgha_ok(&["backup", "--type", "diff", "--yes"]);
     SITES.via_glb(&pw, "CREATE TABLE after (id int PRIMARY KEY)");
     SITES.via_glb(&pw, "INSERT INTO after SELECT generate_series(1, 100)");
     let t = SITES.via_glb(
@@ -235,14 +223,14 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     });
     SITES.via_glb(&pw, "INSERT INTO after SELECT generate_series(101, 200)");
     SITES.via_glb(&pw, "DROP TABLE company");
-    pgha_ok(&lab, &["backup", "check"]);
-    pgha_ok(&lab, &["restore", "--to", &t, "--yes"]);
+    lab.pgha_ok(&["backup", "check"]);
+    lab.pgha_ok(&["restore", "--to", &t, "--yes"]);
     SITES.everywhere(&pw, "after", "100 5050");
     SITES.everywhere(&pw, "company", "50000 1250025000");
 
     // recover-node (a full copy of a replica) and a flip, on 17.
-    pgha_ok(&lab, &["recover-node", "dc1-pg3", "--reclone", "--yes"]);
-    pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
+    lab.pgha_ok(&["recover-node", "dc1-pg3", "--reclone", "--yes"]);
+    lab.pgha_ok(&["cloud", "make-primary", "dc2", "--yes"]);
     SITES.via_glb(&pw, "INSERT INTO after VALUES (201)");
     SITES.everywhere(&pw, "after", "101 5251");
 }

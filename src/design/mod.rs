@@ -4,6 +4,7 @@
 //! downstream ever looks at raw YAML.
 
 pub mod edit;
+pub mod init;
 pub mod raw;
 pub(crate) mod shape;
 mod validate;
@@ -213,11 +214,23 @@ pub struct Exporter {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Haproxy {
+    /// Read-write: the master, wherever it is.
     pub port: u16,
     pub stats_port: u16,
     /// Where the statistics page listens: loopback by default; any other
     /// address asks for the generated `stats_password`.
     pub stats_address: String,
+    /// Read-only: the replicas of the cloud that has the master.
+    pub read_only_port: u16,
+    /// This cloud's own replicas (the hop behind `read_only_port` with a
+    /// site lease; clients' too with `local_reads`).
+    pub local_read_port: u16,
+    /// Clients may read from their own cloud's members on `local_read_port`.
+    pub local_reads: bool,
+    /// Bytes a replica may lag its leader and stay in a read-only pool.
+    pub replica_max_lag: u64,
+    /// With no replica in the pool, read-only clients reach the master.
+    pub read_only_fallback: bool,
 }
 
 /// Whether a statistics page on `address` needs a password.
@@ -314,6 +327,8 @@ pub struct OwnCa {
 pub struct Glb {
     pub fqdn: String,
     pub port: u16,
+    /// Read-only: the replicas of the cloud that has the master.
+    pub read_only_port: u16,
     pub stats_port: u16,
     pub stats_address: String,
     pub kind: GlbKind,

@@ -115,6 +115,11 @@ pub struct RawHaproxy {
     pub port: Option<u16>,
     pub stats_port: Option<u16>,
     pub stats_address: Option<String>,
+    pub read_only_port: Option<u16>,
+    pub local_read_port: Option<u16>,
+    pub local_reads: Option<bool>,
+    pub replica_max_lag: Option<u64>,
+    pub read_only_fallback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +131,7 @@ pub struct RawGlb {
     pub command: Option<String>,
     pub stats_port: Option<u16>,
     pub stats_address: Option<String>,
+    pub read_only_port: Option<u16>,
 }
 
 /// The site lease: which cloud may have a writable master, held in a small

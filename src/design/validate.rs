@@ -359,7 +359,20 @@ fn build_haproxy(cx: &mut Checker, root: &Node, hp: RawHaproxy, platform: Option
             "components.haproxy.stats_address",
             "127.0.0.1",
         ),
+        read_only_port: hp.read_only_port.unwrap_or(5001),
+        local_read_port: hp.local_read_port.unwrap_or(5003),
+        local_reads: hp.local_reads.unwrap_or(false),
+        replica_max_lag: hp.replica_max_lag.unwrap_or(16 * 1024 * 1024),
+        read_only_fallback: hp.read_only_fallback.unwrap_or(true),
     };
+    if haproxy.replica_max_lag == 0 {
+        cx.error(
+            root,
+            "components.haproxy.replica_max_lag",
+            "a replica_max_lag of 0 bytes leaves every replica out of the read-only pool",
+            "give the bytes a replica may lag and still serve reads (default 16777216, 16 MiB)",
+        );
+    }
     if platform.is_some_and(|p| p.postgres_port == haproxy.port) {
         cx.error(
             root,

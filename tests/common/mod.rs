@@ -112,6 +112,19 @@ impl TestLab {
         pgha(all)
     }
 
+    /// `pgha ARGS -f <lab design>`, which must succeed.
+    pub(crate) fn pgha_ok(&self, args: &[&str]) -> Output {
+        let out = self.pgha(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "pgha {args:?}: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    }
+
     /// `pgha ARGS -f <lab design>` started in the background, output piped.
     pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
         Command::new(env!("CARGO_BIN_EXE_pgha"))

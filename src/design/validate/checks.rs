@@ -90,6 +90,8 @@ pub(super) fn check_ports(
         ("components.governor.rest_port", governor.rest_port),
         ("components.haproxy.port", haproxy.port),
         ("components.haproxy.stats_port", haproxy.stats_port),
+        ("components.haproxy.read_only_port", haproxy.read_only_port),
+        ("components.haproxy.local_read_port", haproxy.local_read_port),
     ];
     if let Some(s) = site {
         db_ports.extend([
@@ -105,7 +107,11 @@ pub(super) fn check_ports(
         db_ports.push(("components.exporter.port", e.port));
     }
     let glb_ports = match glb {
-        Some(Some(g)) => vec![("glb.port", g.port), ("glb.stats_port", g.stats_port)],
+        Some(Some(g)) => vec![
+            ("glb.port", g.port),
+            ("glb.stats_port", g.stats_port),
+            ("glb.read_only_port", g.read_only_port),
+        ],
         _ => Vec::new(),
     };
     for (field, port) in db_ports.iter().chain(&glb_ports) {
@@ -123,10 +129,11 @@ pub(super) fn check_ports(
     if let Some(Some(g)) = glb {
         if let GlbKind::Haproxy { hosts } = &g.kind {
             for host in hosts {
-                by_address
-                    .entry(&host.address)
-                    .or_default()
-                    .extend([("glb.port", g.port), ("glb.stats_port", g.stats_port)]);
+                by_address.entry(&host.address).or_default().extend([
+                    ("glb.port", g.port),
+                    ("glb.stats_port", g.stats_port),
+                    ("glb.read_only_port", g.read_only_port),
+                ]);
             }
         }
     }

@@ -71,6 +71,7 @@ pub(super) fn build_glb(
     Some(Glb {
         fqdn,
         port: raw.port.unwrap_or(haproxy.port),
+        read_only_port: raw.read_only_port.unwrap_or(haproxy.read_only_port),
         stats_port: raw.stats_port.unwrap_or(haproxy.stats_port),
         stats_address: stats_address(
             cx,

@@ -252,6 +252,31 @@ fn port_collision_between_components() {
 }
 
 #[test]
+fn read_only_endpoints_are_checked() {
+    let src = format!("{BASE}components:\n  haproxy:\n    read_only_port: 5000\n");
+    assert_error(
+        &src,
+        "collides with `components.haproxy.port`",
+        "components.haproxy.read_only_port",
+        18,
+    );
+    let src = format!("{BASE}components:\n  haproxy:\n    replica_max_lag: 0\n");
+    assert_error(&src, "replica_max_lag of 0", "components.haproxy.replica_max_lag", 18);
+    let d = load(BASE).unwrap().design;
+    let hp = &d.haproxy;
+    assert_eq!(
+        (
+            hp.read_only_port,
+            hp.local_read_port,
+            hp.local_reads,
+            hp.read_only_fallback
+        ),
+        (5001, 5003, false, true)
+    );
+    assert_eq!(hp.replica_max_lag, 16 * 1024 * 1024);
+}
+
+#[test]
 fn patroni_timing_rule() {
     let src = format!("{BASE}components:\n  governor:\n    ttl: 20\n    loop_wait: 10\n    retry_timeout: 10\n");
     assert_error(&src, "exceeds ttl (20)", "components.governor.ttl", 18);

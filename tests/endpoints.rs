@@ -1,0 +1,276 @@
+//! Issue 27, what applications connect to: on the default lab (backups, the
+//! witness and the site lease), the strings `pgha dsn` prints work with psql
+//! as they are (TLS verify-full); the read-only endpoint reads from the
+//! replicas of the cloud that has the master and refuses writes, falls back
+//! to the master when no replica is in the pool, and follows a switchover
+//! and a flip between clouds, while a client writes through the GLB and a
+//! monitor asks every host whether it takes writes. The design deployed is
+//! the one `pgha init` writes for the lab's hosts.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::partition::Sites;
+use common::{sql, stderr, stdout, wait_for, TestLab};
+
+const P: &str = "10.67.0";
+const SITES: Sites = Sites {
+    name: "pgha-ep",
+    prefix: P,
+};
+
+fn addr(host: &str) -> String {
+    SITES.address(host)
+}
+
+/// `pgha ARGS`'s output; it must succeed.
+fn ok(lab: &TestLab, args: &[&str]) -> String {
+    stdout(&lab.pgha_ok(args))
+}
+
+/// psql with a connection string as `pgha dsn` printed it: `Ok(output)`,
+/// else `Err(stderr)`.
+fn psql(dsn: &str, pw: &str, query: &str) -> Result<String, String> {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "psql", dsn, "-XAtc", query])
+        .env("PGPASSWORD", pw)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(stdout(&out).trim().to_string())
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+/// What one read through the read-only endpoint found: when, and the
+/// server's recovery state and address (`None`: the read failed).
+struct Read {
+    at: Instant,
+    seen: Option<(bool, String)>,
+}
+
+/// Reads through `dsn` every 200 ms until stopped. Bounded: 3000 reads.
+fn reader(dsn: String, pw: String) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<Read>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut reads = Vec::new();
+        for _ in 0..3000 {
+            if flag.load(Ordering::Relaxed) {
+                break;
+            }
+            let at = Instant::now();
+            let seen = psql(&dsn, &pw, "SELECT pg_is_in_recovery(), inet_server_addr()")
+                .ok()
+                .and_then(|o| {
+                    let (r, a) = o.split_once('|')?;
+                    Some((r == "t", a.to_string()))
+                });
+            reads.push(Read { at, seen });
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        reads
+    });
+    (stop, handle)
+}
+
+/// The address a read-only connection through `dsn` lands on, once it is
+/// a replica's in `cloud`.
+fn wait_replica_of(dsn: &str, pw: &str, cloud: &str) -> String {
+    let mut last = String::new();
+    wait_for(
+        &format!("the read-only endpoint to reach a replica of {cloud}"),
+        Duration::from_secs(60),
+        || {
+            last = psql(dsn, pw, "SELECT pg_is_in_recovery(), inet_server_addr()").unwrap_or_else(|e| e);
+            let prefix = format!("t|{P}.{}", if cloud == "dc1" { 1 } else { 2 });
+            last.starts_with(&prefix)
+        },
+    );
+    last
+}
+
+#[test]
+fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip() {
+    if !common::e2e() {
+        return;
+    }
+    let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &[]);
+    // The design `pgha init` writes for these hosts deploys as it is
+    // (production timings, not the lab's shorter ones).
+    let cloud = |c: u8| format!("dc{c}={P}.{c}1,{P}.{c}2,{P}.{c}3");
+    let out = ok(
+        &lab,
+        &[
+            "init",
+            "--force",
+            "--name",
+            "pgha-lab",
+            "--cloud",
+            &cloud(1),
+            "--cloud",
+            &cloud(2),
+            "--glb",
+            &format!("{P}.5"),
+            "--witness",
+            &format!("{P}.4"),
+            "--repository",
+            &format!("dc1={P}.19"),
+            "--repository",
+            &format!("dc2={P}.29"),
+            "--identity-file",
+            "id_ed25519",
+            "--known-hosts",
+            "known_hosts",
+            "--client-network",
+            &format!("{P}.0/24"),
+        ],
+    );
+    assert!(out.contains("inventories/dc2.yaml"), "{out}");
+    ok(&lab, &["validate"]);
+    ok(&lab, &["deploy", "--yes"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&lab, &["deploy", "--dry-run", "--output", "json"])).unwrap();
+    assert_eq!(report["changed"], 0, "{report}");
+    let pw = lab.superuser_password();
+
+    // `pgha dsn` works with psql unchanged: verify-full against the CA, no password.
+    let rw = ok(&lab, &["dsn"]).trim().to_string();
+    assert!(rw.contains("sslmode=verify-full") && !rw.contains(&pw), "{rw}");
+    assert_eq!(psql(&rw, &pw, "SELECT pg_is_in_recovery()").unwrap(), "f");
+    let ro = ok(&lab, &["dsn", "--endpoint", "ro"]).trim().to_string();
+    wait_replica_of(&ro, &pw, "dc1");
+    // A client that trusts other CAs, not the cluster's, is refused.
+    let wrong: Vec<String> = rw
+        .split(' ')
+        .map(|kv| match kv.starts_with("sslrootcert=") {
+            true => "sslrootcert=/etc/ssl/certs/ca-certificates.crt".to_string(),
+            false => kv.to_string(),
+        })
+        .collect();
+    let err = psql(&wrong.join(" "), &pw, "SELECT 1").unwrap_err();
+    assert!(err.contains("certificate verify failed"), "{err}");
+    // The read-only endpoint refuses writes.
+    let err = psql(&ro, &pw, "CREATE TABLE nope (id int)").unwrap_err();
+    assert!(err.contains("read-only transaction"), "{err}");
+    // A standby cloud's HAProxy instances lead to the serving cloud's replicas.
+    let dc2_ro = ok(&lab, &["dsn", "--endpoint", "ro", "--cloud", "dc2"])
+        .trim()
+        .to_string();
+    assert!(dc2_ro.contains(&addr("dc2-pg1")), "{dc2_ro}");
+    wait_replica_of(&dc2_ro, &pw, "dc1");
+    // Local reads are off by default: their port takes the cluster's own
+    // HAProxy instances only.
+    assert!(sql(&addr("dc2-pg2"), 5003, &pw, "SELECT 1").is_err());
+    let out = lab.pgha(&["dsn", "--endpoint", "local", "--cloud", "dc2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("local_reads"), "{}", stderr(&out));
+    // `pgha psql` takes the superuser's password from the secrets file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgha"))
+        .arg("-f")
+        .arg(lab.design())
+        .args(["psql", "--endpoint", "ro", "--", "-XAtc", "SELECT pg_is_in_recovery()"])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "t", "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&ok(&lab, &["dsn", "--output", "json"])).unwrap();
+    assert_eq!(json["port"], 5000, "{json}");
+
+    // Under a writer through the GLB and a reader through its read-only
+    // port: a switchover, the replicas gone (the master serves reads), a
+    // flip to dc2.
+    let monitor = common::partition::Monitor::start_every(SITES, Duration::from_secs(1));
+    let (stop_w, writer) = common::writer(&SITES.glb(), &pw);
+    let (stop_r, reader) = reader(ro.clone(), pw.clone());
+    // Moments when a role changes: a read may meet the master for the
+    // two checks (1 s apart) HAProxy takes to see a promoted replica leave.
+    let mut changes: Vec<(&str, Instant, Instant)> = Vec::new();
+
+    let t = Instant::now();
+    ok(&lab, &["switchover", "--yes"]);
+    wait_replica_of(&ro, &pw, "dc1");
+    changes.push(("switchover", t, Instant::now()));
+
+    // Both replicas of dc1 stopped: the master serves the reads.
+    let master = SITES.writable_now();
+    assert_eq!(master.len(), 1, "{master:?}");
+    let replicas: Vec<&str> = ["dc1-pg1", "dc1-pg2", "dc1-pg3"]
+        .into_iter()
+        .filter(|h| !master[0].starts_with(h))
+        .collect();
+    let t = Instant::now();
+    for h in &replicas {
+        lab.ssh_ok(&addr(h), "systemctl stop patroni");
+    }
+    wait_for("reads to fall back to the master", Duration::from_secs(30), || {
+        psql(&ro, &pw, "SELECT pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    for h in &replicas {
+        lab.ssh_ok(&addr(h), "systemctl start patroni");
+    }
+    wait_replica_of(&ro, &pw, "dc1");
+    changes.push(("replicas stopped and started", t, Instant::now()));
+
+    let t = Instant::now();
+    ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
+    wait_replica_of(&ro, &pw, "dc2");
+    changes.push(("flip to dc2", t, Instant::now()));
+    // Steady reads after the last change, all served by dc2's replicas.
+    std::thread::sleep(Duration::from_secs(5));
+
+    stop_r.store(true, Ordering::Relaxed);
+    stop_w.store(true, Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    let w = writer.join().unwrap();
+    monitor.finish();
+
+    // No acknowledged write lost, the same rows on every host.
+    assert!(SITES.missing(&pw, &w.acked).is_empty(), "acknowledged writes lost");
+    SITES.same_rows_everywhere(&pw);
+    // Outside a role change (and the two checks after it) the read-only
+    // endpoint served every read, from replicas only.
+    let grace = Duration::from_secs(3);
+    let during = |r: &Read| changes.iter().any(|(_, from, to)| r.at >= *from && r.at <= *to + grace);
+    let stray: Vec<String> = reads
+        .iter()
+        .filter(|r| !during(r) && !matches!(r.seen, Some((true, _))))
+        .map(|r| format!("{:?}", r.seen))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "outside role changes, reads failed or the master served them: {stray:?}"
+    );
+    for (what, from, to) in &changes {
+        let inside: Vec<&Read> = reads.iter().filter(|r| r.at >= *from && r.at <= *to + grace).collect();
+        eprintln!(
+            "figure: read-only endpoint during {what} ({:.1} s): {} reads, {} failed, {} served by the master",
+            (*to - *from).as_secs_f64(),
+            inside.len(),
+            inside.iter().filter(|r| r.seen.is_none()).count(),
+            inside.iter().filter(|r| matches!(r.seen, Some((false, _)))).count()
+        );
+    }
+    let served = reads.iter().filter(|r| r.seen.is_some()).count();
+    // From the last served read before failures to the next served one.
+    let mut longest = Duration::ZERO;
+    let mut last_ok: Option<Instant> = None;
+    for r in reads.iter().filter(|r| r.seen.is_some()) {
+        if let Some(prev) = last_ok {
+            longest = longest.max(r.at - prev);
+        }
+        last_ok = Some(r.at);
+    }
+    eprintln!(
+        "figure: read-only endpoint: {served} of {} reads served; write gap {:.1} s over {} acknowledged writes; \
+         longest time between served reads {:.1} s",
+        reads.len(),
+        w.gap.as_secs_f64(),
+        w.acked.len(),
+        longest.as_secs_f64()
+    );
+}
