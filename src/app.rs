@@ -281,6 +281,9 @@ fn init(cli: &Cli, a: &crate::cli::InitArgs) -> anyhow::Result<()> {
         client_networks: a.client_networks.clone(),
     };
     let files = init::render(&request)?;
+    // Checked where it will stand (relative paths resolve from there)
+    // before any file is written.
+    design::load_str_mode(&files.inline, &cli.design, design::Mode::Deployable)?;
     let base = cli.design.parent().unwrap_or(std::path::Path::new("")).to_path_buf();
     let mut writes = vec![(cli.design.clone(), files.design)];
     writes.extend(files.inventories.into_iter().map(|(p, t)| (base.join(p), t)));
@@ -310,18 +313,18 @@ next: `pgha validate`, then `pgha plan` and `pgha deploy` (-f {} if not the defa
 }
 
 /// The endpoint's connection string and the file it verifies servers with.
-fn connection(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<(connect::Target, String)> {
-    let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
+fn connection(design: &Design, a: &crate::cli::DsnArgs) -> anyhow::Result<(connect::Target, String)> {
     connect::check_name("--role", &a.role)?;
     connect::check_name("--dbname", &a.dbname)?;
-    let target = connect::target(&design, a.endpoint, a.cloud.as_deref())?;
-    let rootcert = connect::client_trust(&design)?;
+    let target = connect::target(design, a.endpoint, a.cloud.as_deref())?;
+    let rootcert = connect::client_trust(design)?;
     let dsn = connect::dsn(&target, &a.role, &a.dbname, &rootcert);
     Ok((target, dsn))
 }
 
 fn dsn(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<()> {
-    let (target, dsn) = connection(cli, a)?;
+    let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
+    let (target, dsn) = connection(&design, a)?;
     match cli.output {
         Output::Json => ui::print_json(&serde_json::json!({
             "dsn": dsn,
@@ -340,7 +343,7 @@ fn dsn(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<()> {
 fn psql(cli: &Cli, a: &crate::cli::PsqlArgs) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let design = load_mode(cli, design::Mode::AllowNoPrimary)?;
-    let (_, dsn) = connection(cli, &a.to)?;
+    let (_, dsn) = connection(&design, &a.to)?;
     let mut cmd = std::process::Command::new("psql");
     cmd.arg(dsn).args(&a.args);
     if a.to.role == connect::SUPERUSER {

@@ -210,6 +210,9 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     wait_for("reads to fall back to the master", Duration::from_secs(30), || {
         psql(&ro, &pw, "SELECT pg_is_in_recovery()").as_deref() == Ok("f")
     });
+    // On the master too, what the read-only string opens writes nothing.
+    let err = psql(&ro, &pw, "CREATE TABLE nope (id int)").unwrap_err();
+    assert!(err.contains("read-only transaction"), "{err}");
     for h in &replicas {
         lab.ssh_ok(&addr(h), "systemctl start patroni");
     }

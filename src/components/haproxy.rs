@@ -45,27 +45,30 @@ pub(crate) const SAVE_STATE_SCRIPT: &str = concat!(
     "import sys\nsys.stdout.write(admin(\"show servers state\"))\nPGHA_PY\n"
 );
 
-/// Sets `server` of `proxy` to `state` (`drain`: no new sessions, or
-/// `ready`) through the admin socket. Prints HAProxy's answer on its first
-/// line (`done`: set; `No such server.`: this HAProxy does not list it);
-/// once drained, waits up to 5 s for its sessions to end and prints
-/// `sessions N`, those left. Both names are design names (letters, digits,
-/// `-`), passed to Python as JSON strings.
-pub(crate) fn server_state_script(proxy: &str, server: &str, state: &str) -> String {
+/// Sets `server` of each of `proxies` to `state` (`drain`: no new
+/// sessions, or `ready`) through the admin socket. Prints the first
+/// proxy's answer on its first line (`done`: set; `No such server.`: this
+/// HAProxy does not list it; the others' answers are not printed: a proxy
+/// may not list it); once drained, waits up to 5 s for the sessions of all
+/// of them to end and prints `sessions N`, those left. The names are design
+/// names (letters, digits, `-`), passed to Python as JSON strings.
+pub(crate) fn server_state_script(proxies: &[String], server: &str, state: &str) -> String {
     let json = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    let list = serde_json::to_string(proxies).unwrap_or_default();
     format!(
         r#"python3 - <<'PGHA_PY'
 {}import time
-proxy, server, state = {}, {}, {}
+proxies, server, state = {}, {}, {}
 def sessions():
+    n = 0
     for line in admin("show stat").splitlines():
         cols = line.split(",")
-        if len(cols) > 4 and cols[0] == proxy and cols[1] == server:
-            return int(cols[4] or 0)
-    return 0
-said = admin(f"set server {{proxy}}/{{server}} state {{state}}").strip()
-print(said or "done", flush=True)
-if state == "drain" and not said:
+        if len(cols) > 4 and cols[0] in proxies and cols[1] == server:
+            n += int(cols[4] or 0)
+    return n
+said = [admin(f"set server {{proxy}}/{{server}} state {{state}}").strip() for proxy in proxies]
+print(said[0] or "done", flush=True)
+if state == "drain" and not said[0]:
     deadline = time.monotonic() + 5
     left = sessions()
     while left and time.monotonic() < deadline:
@@ -75,7 +78,7 @@ if state == "drain" and not said:
 PGHA_PY
 "#,
         admin_py!(),
-        json(proxy),
+        list,
         json(server),
         json(state)
     )
@@ -84,6 +87,12 @@ PGHA_PY
 /// The proxy name of the GLB's HAProxy.
 pub(crate) fn glb_proxy(cluster: &str) -> String {
     format!("{cluster}-glb")
+}
+
+/// Every proxy of the GLB's HAProxy that lists the database hosts: the
+/// read-write one first, then the read-only one.
+pub(crate) fn glb_proxies(cluster: &str) -> Vec<String> {
+    vec![glb_proxy(cluster), format!("{cluster}-glb-read-only")]
 }
 
 /// Prints HAProxy's statistics as CSV, read on the host itself: from
@@ -153,6 +162,37 @@ pub(crate) fn primary_proxy(cluster: &str) -> String {
 mod tests {
     use super::*;
 
+    /// dc2-pg1's HAProxy config for the three-sites example (a site lease)
+    /// with `edit` applied to the design.
+    fn dc2_config(edit: impl FnOnce(&mut crate::design::Design)) -> String {
+        let mut d = crate::testkit::example("three-sites.yaml");
+        edit(&mut d);
+        let cloud = d.clouds.iter().find(|c| c.name == "dc2").unwrap().clone();
+        let files = crate::render::Renderer::new(None)
+            .unwrap()
+            .db_host(&d, &cloud, &cloud.hosts[0], None, &crate::secrets::Secrets::redacted())
+            .unwrap();
+        crate::render::pick(&files, &CONFIG).content.clone()
+    }
+
+    #[test]
+    fn local_reads_take_clients_but_never_send_them_to_a_master() {
+        let closed = dc2_config(|_| {});
+        assert!(
+            closed.contains("tcp-request connection reject unless pgha_hop"),
+            "{closed}"
+        );
+        assert!(closed.contains("use_backend pgha-demo-primary if pgha_hop"), "{closed}");
+        assert!(closed.contains("server dc2-pg3 10.77.0.23:5432"), "{closed}");
+        let open = dc2_config(|d| d.haproxy.local_reads = true);
+        assert!(!open.contains("tcp-request connection reject"), "{open}");
+        // Only the hop falls back to the master: a local client is refused instead.
+        assert!(open.contains("use_backend pgha-demo-primary if pgha_hop"), "{open}");
+        assert!(open.contains("default_backend pgha-demo-local-replicas"), "{open}");
+        let strict = dc2_config(|d| d.haproxy.read_only_fallback = false);
+        assert!(!strict.contains("use_backend pgha-demo-primary"), "{strict}");
+    }
+
     #[test]
     fn a_server_going_down_still_serves() {
         let csv = "# pxname,svname,status\nc-glb,a,UP\nc-glb,b,UP 1/2\nc-glb,c,DOWN\nc-glb,d,DOWN 1/2\n";
@@ -200,14 +240,14 @@ mod tests {
 
     #[test]
     fn a_server_is_drained_through_the_admin_socket() {
-        let script = server_state_script("c-glb", "dc1-pg2", "drain");
+        let script = server_state_script(&glb_proxies("c"), "dc1-pg2", "drain");
         crate::shell::assert_parses_cleanly(&script);
         assert!(
-            script.contains("proxy, server, state = \"c-glb\", \"dc1-pg2\", \"drain\"\n"),
+            script.contains("proxies, server, state = [\"c-glb\",\"c-glb-read-only\"], \"dc1-pg2\", \"drain\"\n"),
             "{script}"
         );
         assert!(
-            script.contains("admin(f\"set server {proxy}/{server} state {state}\")"),
+            script.contains("admin(f\"set server {proxy}/{server} state {state}\").strip() for proxy in proxies]"),
             "{script}"
         );
         assert!(

@@ -679,7 +679,8 @@ async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -
     else {
         return false;
     };
-    let proxy = haproxy::glb_proxy(&d.platform.name);
+    // The read-only proxy too: both route to the host's HAProxy.
+    let proxies = haproxy::glb_proxies(&d.platform.name);
     let mut set = false;
     for g in hosts {
         // A deploy of one cloud has not connected the GLB: it is asked all the same.
@@ -692,7 +693,7 @@ async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -
             Some(remote) => remote
                 .check(
                     "setting a GLB server's state",
-                    &haproxy::server_state_script(&proxy, host, state),
+                    &haproxy::server_state_script(&proxies, host, state),
                 )
                 .await
                 .map_err(|e| format!("{e:#}")),
@@ -1249,12 +1250,12 @@ async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
     let d = ctx.design();
     let Some(glb) = &d.glb else { return Ok(()) };
-    let proxy = haproxy::glb_proxy(&d.platform.name);
+    let proxies = haproxy::glb_proxies(&d.platform.name);
     let by_facts = ctx.unchanged.is_some_and(|f| {
         hosts.iter().all(|h| {
-            f.get(h)
-                .and_then(|f| f.stats.as_deref())
-                .is_some_and(|csv| glb_serves(d, csv) && haproxy::drained_servers(csv, &proxy).is_empty())
+            f.get(h).and_then(|f| f.stats.as_deref()).is_some_and(|csv| {
+                glb_serves(d, csv) && proxies.iter().all(|p| haproxy::drained_servers(csv, p).is_empty())
+            })
         })
     });
     if by_facts {
@@ -1277,11 +1278,13 @@ async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::R
                     &haproxy::stats_script(&glb.stats_address, glb.stats_port),
                 )
                 .await?;
-            let drained = haproxy::drained_servers(&csv, &proxy);
+            let mut drained: Vec<String> = proxies.iter().flat_map(|p| haproxy::drained_servers(&csv, p)).collect();
+            drained.sort();
+            drained.dedup();
             for server in &drained {
                 r.check(
                     "setting a GLB server ready",
-                    &haproxy::server_state_script(&proxy, server, "ready"),
+                    &haproxy::server_state_script(&proxies, server, "ready"),
                 )
                 .await?;
                 ctx.say(

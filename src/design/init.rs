@@ -33,6 +33,9 @@ pub struct Request {
 pub struct Files {
     pub design: String,
     pub inventories: Vec<(String, String)>,
+    /// The same design with each cloud's hosts in it: what is checked
+    /// before any file is written.
+    pub inline: String,
 }
 
 /// `CLOUD=ADDR[,ADDR...]`, as `--cloud` takes it.
@@ -109,6 +112,28 @@ fn check(r: &Request) -> Result<(), Usage> {
             }
         }
     }
+    let site = r.witness.is_some() || r.clouds.len() >= 3;
+    let members = r.clouds.len() + usize::from(r.witness.is_some());
+    if site && members.is_multiple_of(2) {
+        return Err(Usage(format!(
+            "the site lease would have {members} members (one per cloud plus the witness), an even count: \
+             with an odd number of clouds leave --witness out, with an even number give one"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let all = r
+        .clouds
+        .iter()
+        .flat_map(|(_, h)| h.iter())
+        .chain(&r.glb)
+        .chain(&r.witness);
+    for a in all.chain(r.repositories.iter().map(|(_, a)| a)) {
+        if !seen.insert(a.to_ascii_lowercase()) {
+            return Err(Usage(format!(
+                "the address {a} is given twice: every host needs its own"
+            )));
+        }
+    }
     if r.glb_fqdn.is_some() && r.glb.is_none() {
         return Err(Usage("--glb-fqdn names the GLB host given with --glb".into()));
     }
@@ -139,9 +164,16 @@ fn check(r: &Request) -> Result<(), Usage> {
 /// A YAML scalar: plain when it is one of the shapes checked above, else
 /// double-quoted (JSON's quoting is YAML's).
 fn scalar(v: &str) -> String {
-    let plain = !v.is_empty()
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
-        && !matches!(v, "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~");
+    // A word YAML reads as a string: it starts with a letter or `/` (an
+    // IPv4 address or network reads as one too), and is no YAML keyword.
+    let keyword = ["true", "false", "yes", "no", "on", "off", "null", "y", "n"]
+        .iter()
+        .any(|k| v.eq_ignore_ascii_case(k));
+    let plain = v.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+        && (v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/')
+            || v.parse::<std::net::Ipv4Addr>().is_ok()
+            || shape::cidr(v) && v.contains('.'))
+        && !keyword;
     if plain {
         v.to_string()
     } else {
@@ -152,6 +184,18 @@ fn scalar(v: &str) -> String {
 /// The design and inventories, or why the request cannot make one (exit 2).
 pub fn render(r: &Request) -> Result<Files, Usage> {
     check(r)?;
+    let (design, inventories) = text(r, false);
+    let (inline, _) = text(r, true);
+    Ok(Files {
+        design,
+        inventories,
+        inline,
+    })
+}
+
+/// The design (each cloud's hosts in it when `inline`, else in its
+/// inventory) and the inventories.
+fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
     let mut d = String::new();
     let line = |d: &mut String, s: &str| {
         d.push_str(s);
@@ -248,7 +292,6 @@ pub fn render(r: &Request) -> Result<Files, Usage> {
         line(&mut d, &format!("  - name: {}", scalar(c)));
         line(&mut d, &format!("    status: {status}"));
         line(&mut d, &format!("    scaling: {}", hosts.len()));
-        line(&mut d, &format!("    inventory: {}", scalar(&path)));
         let mut inv = format!("# The hosts of cloud {c} (written by `pgha init`).\nhosts:\n");
         for (n, a) in hosts.iter().enumerate() {
             inv.push_str(&format!(
@@ -256,6 +299,12 @@ pub fn render(r: &Request) -> Result<Files, Usage> {
                 scalar(&host_name(c, n)),
                 scalar(a)
             ));
+        }
+        if inline {
+            let listed: Vec<&str> = inv.lines().skip(1).collect();
+            line(&mut d, &format!("    {}", listed.join("\n    ")));
+        } else {
+            line(&mut d, &format!("    inventory: {}", scalar(&path)));
         }
         inventories.push((path, inv));
     }
@@ -436,22 +485,35 @@ pub fn render(r: &Request) -> Result<Files, Usage> {
     line(&mut d, &format!("{hash}  archive_queue_max: 4294967296"));
     line(&mut d, &format!("{hash}  io_timeout: 15"));
     line(&mut d, &format!("{hash}  port: 8432"));
-    Ok(Files {
-        design: align(&d),
-        inventories,
-    })
+    (align(&d), inventories)
 }
 
 /// Every trailing comment starts in one column, for reading.
 fn align(text: &str) -> String {
     text.lines()
-        .map(|l| match l.split_once(" # ") {
+        .map(|l| match comment_at(l).map(|i| (&l[..i], &l[i + 3..])) {
             Some((value, comment)) if !l.trim_start().starts_with('#') => {
                 format!("{:<31} # {comment}\n", value.trim_end())
             }
             _ => format!("{l}\n"),
         })
         .collect()
+}
+
+/// Where a line's trailing ` # ` comment begins: the first one outside a
+/// double-quoted value.
+fn comment_at(line: &str) -> Option<usize> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ' ' if !quoted && line[i..].starts_with(" # ") => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `<cloud>-pg<N>`, from 1.
@@ -520,6 +582,14 @@ mod tests {
     }
 
     #[test]
+    fn the_inline_design_is_the_same_design() {
+        let files = render(&two_clouds()).unwrap();
+        let inline = crate::design::load_str(&files.inline, std::path::Path::new("pgha.yaml")).unwrap();
+        let written = load(&files).design;
+        assert_eq!(format!("{:?}", inline.design.clouds), format!("{:?}", written.clouds));
+    }
+
+    #[test]
     fn without_a_witness_or_backups_the_sections_are_left_as_comments() {
         let mut r = two_clouds();
         r.witness = None;
@@ -541,6 +611,12 @@ mod tests {
         let mut r = two_clouds();
         r.repositories = vec![("dc9".into(), "10.0.9.1".into())];
         assert!(render(&r).unwrap_err().0.contains("no cloud dc9"));
+        let mut r = two_clouds();
+        r.witness = Some("10.0.1.12".into());
+        assert!(render(&r).unwrap_err().0.contains("given twice"));
+        let mut r = two_clouds();
+        r.clouds.push(parse_cloud("dc3=10.0.4.1").unwrap());
+        assert!(render(&r).unwrap_err().0.contains("even count"));
         assert!(parse_cloud("dc1").is_err());
         assert!(parse_repository("dc1=a,b").is_err());
     }
@@ -550,6 +626,11 @@ mod tests {
         assert_eq!(scalar("10.0.0.1"), "10.0.0.1");
         assert_eq!(scalar("fd00::1"), "\"fd00::1\"");
         assert_eq!(scalar("yes"), "\"yes\"");
+        assert_eq!(scalar("NULL"), "\"NULL\"");
+        assert_eq!(scalar("123"), "\"123\"");
+        assert_eq!(scalar("-"), "\"-\"");
+        assert_eq!(scalar("10.0.0.0/8"), "10.0.0.0/8");
+        assert_eq!(align("  a: \"x # y\" # z\n"), format!("{:<31} # z\n", "  a: \"x # y\""));
         assert_eq!(scalar("my keys/id"), "\"my keys/id\"");
     }
 }

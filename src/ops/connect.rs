@@ -100,7 +100,7 @@ pub(crate) fn target(design: &Design, endpoint: Endpoint, cloud: Option<&str>) -
 /// it from `PGPASSWORD` or `~/.pgpass`.
 pub(crate) fn dsn(t: &Target, user: &str, dbname: &str, rootcert: &Path) -> String {
     let ports: Vec<String> = t.hosts.iter().map(|_| t.port.to_string()).collect();
-    [
+    let mut pairs = vec![
         ("host", t.hosts.join(",")),
         ("port", ports.join(",")),
         ("dbname", dbname.to_string()),
@@ -109,11 +109,18 @@ pub(crate) fn dsn(t: &Target, user: &str, dbname: &str, rootcert: &Path) -> Stri
         ("sslrootcert", rootcert.display().to_string()),
         // A host that does not answer costs seconds, not minutes, before the next.
         ("connect_timeout", "5".to_string()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k}={}", value(v)))
-    .collect::<Vec<_>>()
-    .join(" ")
+    ];
+    if t.endpoint != Endpoint::Rw {
+        // A session that fell back to the master (no replica in the pool)
+        // stays there when the replicas return: its transactions are
+        // read-only all the same.
+        pairs.push(("options", "-c default_transaction_read_only=on".to_string()));
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", value(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A value as libpq's `key=value` syntax reads it: bare when plain, else
@@ -196,6 +203,14 @@ mod tests {
             "host=10.77.0.11,10.77.0.12,10.77.0.13 port=5000,5000,5000 dbname=orders user=app \
              sslmode=verify-full sslrootcert='/home/dba/my pki/trust.crt' connect_timeout=5"
         );
+    }
+
+    #[test]
+    fn read_only_strings_make_transactions_read_only() {
+        let d = design("two-clouds.yaml");
+        let t = target(&d, Endpoint::Ro, None).unwrap();
+        assert!(dsn(&t, "app", "orders", Path::new("/ca.crt"))
+            .ends_with(" connect_timeout=5 options='-c default_transaction_read_only=on'"));
     }
 
     #[test]
