@@ -227,6 +227,13 @@ pub(crate) const UNIT: &str = "pgha-release-upgrade";
 /// which systemd-run needs, is started first: a killed run's package
 /// upgrade may have stopped it and held its start (seen in CI: the GLB's
 /// resumed upgrade failed with "Failed to connect to system scope bus").
+/// A killed run's upgrade goes on in its transient unit: this waits for
+/// its unit file to leave /run/systemd/transient (`--collect` unloads it
+/// when it ends, failed or not), read from the file system and not by
+/// systemctl, which a half-done upgrade can leave unable to start (seen in
+/// CI: with libcrypto.so.3 gone mid-way through trixie's libssl3t64
+/// transition `systemctl is-active` failed, was read as "not active", and
+/// the new systemd-run met the unit still running).
 /// Prints `release VERSION_ID` at the end.
 pub(crate) fn upgrade_script(from: Release, to: Release) -> String {
     let inner = format!(
@@ -260,7 +267,9 @@ echo "release $VERSION_ID"
         to = to.codename,
     );
     format!(
-        "while systemctl is-active --quiet {UNIT}.service; do sleep 2; done\n\
+        "t=/run/systemd/transient/{UNIT}.service\n\
+         for i in $(seq 600); do [ -e \"$t\" ] || break; sleep 2; done\n\
+         if [ -e \"$t\" ]; then echo \"the package upgrade an earlier run started ({UNIT}) still runs after 20 min\" >&2; exit 1; fi\n\
          systemctl reset-failed {UNIT}.service >/dev/null 2>&1 || true\n\
          systemctl start dbus.socket dbus.service >/dev/null 2>&1 || true\n\
          for i in $(seq 60); do busctl --system status >/dev/null 2>&1 && break; sleep 1; done\n\
@@ -451,6 +460,13 @@ installed haproxy 2.6.12-1+deb12u3\n";
         assert!(
             up.contains("systemd-run") && up.contains("try-restart ssh.service"),
             "{up}"
+        );
+        crate::shell::assert_parses_cleanly(&up);
+        // An earlier run's unit is waited for by its file, not by systemctl.
+        let head = up.split("exec systemd-run").next().unwrap();
+        assert!(
+            head.contains("[ -e \"$t\" ] || break") && !head.contains("is-active"),
+            "{head}"
         );
         // A witness: Debian's own etcd and HAProxy units are not pgha's.
         let witness = services_script(&[], false, false, 2379, 2479);
