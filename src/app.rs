@@ -346,15 +346,31 @@ fn psql(cli: &Cli, a: &crate::cli::PsqlArgs) -> anyhow::Result<()> {
     let (_, dsn) = connection(&design, &a.to)?;
     let mut cmd = std::process::Command::new("psql");
     cmd.arg(dsn).args(&a.args);
-    if a.to.role == connect::SUPERUSER {
-        // Read only for the superuser: other roles' passwords are the user's own.
+    // The superuser's password, and those of the design's roles kept in the
+    // secrets file, come from it; an env-sourced role's is the user's own.
+    let kept = design
+        .objects
+        .role(&a.to.role)
+        .is_some_and(|r| r.password == design::objects::PasswordSource::Secrets);
+    if a.to.role == connect::SUPERUSER || kept {
         let secrets = Secrets::load(&design.secrets_file)?.ok_or_else(|| {
             anyhow::anyhow!(
-                "{} does not exist: `pgha deploy` writes the superuser's password there",
+                "{} does not exist: `pgha deploy` writes the passwords there",
                 design.secrets_file.display()
             )
         })?;
-        cmd.env("PGPASSWORD", &secrets.superuser_password);
+        let password = if kept {
+            secrets.roles.get(&a.to.role).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} holds no password for {} yet: run `pgha deploy`",
+                    design.secrets_file.display(),
+                    a.to.role
+                )
+            })?
+        } else {
+            &secrets.superuser_password
+        };
+        cmd.env("PGPASSWORD", password);
     }
     let err = cmd.exec();
     Err(anyhow::anyhow!("could not run psql: {err} (install postgresql-client)"))

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod release;
 pub mod remote;
 pub mod render;
+pub(crate) mod scram;
 pub mod secrets;
 pub(crate) mod shell;
 pub(crate) mod state;

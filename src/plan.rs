@@ -53,6 +53,8 @@ pub enum Action {
     /// The design's PostgreSQL parameters into each cloud's dynamic
     /// configuration, then the rolling restarts they need.
     ApplyParameters,
+    /// The design's roles, databases and extensions on the master.
+    ConfigureObjects,
     ConfigureGlb,
     RunGlbCommand,
     VerifyGlb,
@@ -79,7 +81,7 @@ impl Action {
             | Action::VerifyBackup => Component::Backup,
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
             Action::ConfigureExporter => Component::Metrics,
-            Action::RemoveHosts => Component::Cluster,
+            Action::RemoveHosts | Action::ConfigureObjects => Component::Cluster,
         }
     }
 
@@ -108,6 +110,7 @@ impl Action {
             Action::ApplyParameters => "parameters",
             Action::ConfigureExporter => "exporter",
             Action::RemoveHosts => "remove",
+            Action::ConfigureObjects => "objects",
         }
     }
 
@@ -158,6 +161,7 @@ impl Plan {
             cloud_steps(&mut b, design, cloud);
         }
         parameter_steps(&mut b, design, clouds);
+        object_steps(&mut b, design, clouds);
         if all {
             site_steps(&mut b, design);
             backup_steps(&mut b, design);
@@ -383,6 +387,30 @@ fn governor_steps(b: &mut Builder, design: &Design, cloud: &Cloud, names: &[Stri
         CloudStatus::Secondary => "wait for a standby leader streaming from the primary cloud, and its replicas",
     };
     b.push(c, Action::VerifyCloud, names.to_vec(), verify.to_string());
+}
+
+/// The design's roles and databases, made on the master once its cloud
+/// runs; they reach the standby clouds by replication.
+fn object_steps(b: &mut Builder, design: &Design, clouds: &[&Cloud]) {
+    let o = &design.objects;
+    let Some(primary) = clouds.iter().find(|c| c.is_primary()) else {
+        return;
+    };
+    if o.is_empty() {
+        return;
+    }
+    b.push(
+        Some(primary),
+        Action::ConfigureObjects,
+        primary.hosts.iter().map(|h| h.name.clone()).collect(),
+        format!(
+            "on the master: create or alter the design's {} role(s) (passwords as SCRAM verifiers), {} database(s) \
+             and their extensions; drop roles marked absent; report roles, databases and extensions the design \
+             does not know (kept)",
+            o.roles.len(),
+            o.databases.len()
+        ),
+    );
 }
 
 /// After every cloud runs: raising a setting that hot standby needs at

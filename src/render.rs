@@ -158,6 +158,8 @@ struct TemplateContext<'a> {
     host: &'a Host,
     db_hosts: Vec<DbHost<'a>>,
     glb_hosts: Vec<GlbHost>,
+    /// `(database, role)` of each `hostssl` rule clients may use.
+    hba_rules: Vec<crate::design::objects::Access>,
     etcd: &'a Etcd,
     etcd_members: &'a [Host],
     etcd_cluster_state: &'a str,
@@ -475,6 +477,7 @@ impl Renderer {
                     hba_address: hba_address(&h.address),
                 })
                 .collect(),
+            hba_rules: design.objects.hba_rules(),
             etcd: &design.etcd,
             etcd_members: &[],
             etcd_cluster_state: "new",

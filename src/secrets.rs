@@ -8,15 +8,13 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-pub const REPLICATION_USER: &str = "replicator";
+pub use crate::design::objects::{MONITOR_USER, REPLICATION_USER, SUPERUSER};
 pub const RESTAPI_USER: &str = "pgha";
 pub const STATS_USER: &str = "pgha-stats";
 /// Overrides `stats_password`, like [`ENV`] the others.
 pub const STATS_ENV: &str = "PGHA_STATS_PASSWORD";
 /// Overrides `backup_passphrase`.
 pub const BACKUP_ENV: &str = "PGHA_BACKUP_PASSPHRASE";
-/// The PostgreSQL role the metrics exporter logs in as (member of `pg_monitor`).
-pub const MONITOR_USER: &str = "pgha_monitor";
 /// Overrides `monitor_password`.
 pub const MONITOR_ENV: &str = "PGHA_MONITOR_PASSWORD";
 
@@ -57,6 +55,10 @@ pub struct Secrets {
     /// The site agents' password in the site etcd ([`ETCD_AGENT_USER`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub etcd_agent_password: String,
+    /// The passwords of the design's roles whose source is `secrets`, by
+    /// role name: generated at the deploy that first meets the role.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub roles: std::collections::BTreeMap<String, String>,
 }
 
 impl fmt::Debug for Secrets {
@@ -97,6 +99,7 @@ impl Secrets {
             monitor_password: r(),
             etcd_patroni_password: r(),
             etcd_agent_password: r(),
+            roles: Default::default(),
         }
     }
 
@@ -110,6 +113,7 @@ impl Secrets {
             monitor_password: random_password()?,
             etcd_patroni_password: random_password()?,
             etcd_agent_password: random_password()?,
+            roles: Default::default(),
         })
     }
 
@@ -136,7 +140,10 @@ impl Secrets {
             &self.monitor_password,
             &self.etcd_patroni_password,
             &self.etcd_agent_password,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.roles.values())
+        {
             if !s.is_empty() {
                 out = out.replace(s.as_str(), "REDACTED");
             }
@@ -187,6 +194,7 @@ impl Secrets {
                     monitor_password: String::new(),
                     etcd_patroni_password: String::new(),
                     etcd_agent_password: String::new(),
+                    roles: Default::default(),
                 },
                 _ => return Ok(None),
             },
@@ -295,6 +303,19 @@ impl Secrets {
         let s = Self::generate()?;
         s.save(path)?;
         Ok(s)
+    }
+
+    /// Generates a password for each of these roles that has none here;
+    /// says whether it added one.
+    pub fn add_role_passwords<'a>(&mut self, roles: impl IntoIterator<Item = &'a str>) -> anyhow::Result<bool> {
+        let mut added = false;
+        for role in roles {
+            if !self.roles.contains_key(role) {
+                self.roles.insert(role.to_string(), random_password()?);
+                added = true;
+            }
+        }
+        Ok(added)
     }
 
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {

@@ -1343,6 +1343,13 @@ pub(crate) fn example(name: &str) -> Design {
     crate::design::load(&path).expect("the examples are valid").design
 }
 
+/// The two-clouds example with `extra` YAML appended at its top level.
+pub(crate) fn design_with(extra: &str) -> Design {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/two-clouds.yaml");
+    let src = std::fs::read_to_string(&path).expect("the example exists") + "\n" + extra;
+    crate::design::load_str(&src, &path).expect("a valid design").design
+}
+
 /// Three clouds of three hosts and a GLB host: every path of a flip.
 /// What the WAL reader says when pg_waldump could not read a host's WAL.
 const WAL_UNREADABLE: &str =

@@ -94,6 +94,107 @@ fn wait_replica_of(dsn: &str, pw: &str, cloud: &str) -> String {
     last
 }
 
+/// The application's objects, added to the design `pgha init` wrote.
+const OBJECTS: &str = "\
+roles:
+  - {name: app_owner, login: false}
+  - {name: app_rw, member_of: [app_owner]}
+  - {name: app_ro, member_of: [pg_read_all_data]}
+  - {name: no_rule}
+databases:
+  - {name: app, owner: app_owner, encoding: UTF8, locale: C.UTF-8, extensions: [pgcrypto]}
+access:
+  - {database: app, role: app_rw}
+  - {database: app, role: app_ro}
+";
+
+/// Every host holds the design's roles and database (a standby cloud by
+/// replication); the application's roles connect through the endpoints
+/// `pgha dsn` names, with verify-full; a role without a rule is refused.
+fn objects_after_deploy(lab: &TestLab, pw: &str) {
+    let want = "app_owner,app_ro,app_rw,no_rule|app|pgcrypto";
+    let query = "SELECT (SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN \
+                 ('app_owner', 'app_rw', 'app_ro', 'no_rule')) || '|' || (SELECT datname FROM pg_database \
+                 WHERE datname = 'app' AND pg_get_userbyid(datdba) = 'app_owner')";
+    for h in common::partition::DC1.iter().chain(&common::partition::DC2) {
+        wait_for(
+            &format!("the roles and database on {h}"),
+            Duration::from_secs(60),
+            || {
+                let out = lab.ssh(
+                &addr(h),
+                &format!(
+                    "cd / && runuser -u postgres -- psql -XAtc \"{query}\" && \
+                     runuser -u postgres -- psql -d app -XAtc \"SELECT extname FROM pg_extension WHERE extname = 'pgcrypto'\""
+                ),
+            );
+                stdout(&out).trim().replace('\n', "|") == want
+            },
+        );
+    }
+    let dsn = |role: &str, endpoint: &str| {
+        ok(lab, &["dsn", "--role", role, "--dbname", "app", "--endpoint", endpoint])
+            .trim()
+            .to_string()
+    };
+    let rw_pw = lab.role_password("app_rw");
+    let ro_pw = lab.role_password("app_ro");
+    assert!(!rw_pw.is_empty() && rw_pw != ro_pw);
+    psql(
+        &dsn("app_rw", "rw"),
+        &rw_pw,
+        "CREATE TABLE IF NOT EXISTS items (id int); INSERT INTO items VALUES (1)",
+    )
+    .unwrap();
+    let ro = dsn("app_ro", "ro");
+    wait_for("app_ro to read the table on a replica", Duration::from_secs(30), || {
+        psql(&ro, &ro_pw, "SELECT count(*) > 0 AND pg_is_in_recovery() FROM items").as_deref() == Ok("t")
+    });
+    let err = psql(&ro, &ro_pw, "INSERT INTO items VALUES (2)").unwrap_err();
+    assert!(err.contains("read-only transaction"), "{err}");
+    // A wrong password, and a role without an access rule, are refused.
+    let err = psql(&dsn("app_rw", "rw"), "wrong", "SELECT 1").unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+    let err = psql(&dsn("no_rule", "rw"), &lab.role_password("no_rule"), "SELECT 1").unwrap_err();
+    assert!(err.contains("no pg_hba.conf entry"), "{err}");
+    // The superuser still connects everywhere.
+    assert_eq!(psql(ok(lab, &["dsn"]).trim(), pw, "SELECT 1").unwrap(), "1");
+}
+
+/// After a flip: an attribute changed in the design is altered and said,
+/// a role made by hand is reported and kept, a second deploy changes nothing.
+fn objects_drift(lab: &TestLab, pw: &str) {
+    let rw = ok(lab, &["dsn"]).trim().to_string();
+    psql(&rw, pw, "CREATE ROLE by_hand").unwrap();
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let changed = design.replace(
+        "  - {name: app_rw, member_of: [app_owner]}",
+        "  - {name: app_rw, member_of: [app_owner], connection_limit: 20}",
+    );
+    assert_ne!(design, changed);
+    std::fs::write(lab.design(), changed).unwrap();
+    let out = lab.pgha_ok(&["deploy", "--dry-run"]);
+    let (said, notes) = (stdout(&out), stderr(&out));
+    assert!(said.contains("alter role app_rw (connection_limit -1 -> 20)"), "{said}");
+    assert!(
+        format!("{said}{notes}").contains("drift: role by_hand is not in the design: kept"),
+        "{said}{notes}"
+    );
+    let out = lab.pgha_ok(&["deploy", "--yes"]);
+    assert!(stdout(&out).contains("alter role app_rw"), "{}", stdout(&out));
+    assert_eq!(
+        psql(&rw, pw, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'app_rw'").unwrap(),
+        "20"
+    );
+    assert_eq!(
+        psql(&rw, pw, "SELECT count(*) FROM pg_roles WHERE rolname = 'by_hand'").unwrap(),
+        "1"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(lab, &["deploy", "--dry-run", "--output", "json"])).unwrap();
+    assert_eq!(report["changed"], 0, "{report}");
+}
+
 #[test]
 fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip() {
     if !common::e2e() {
@@ -131,12 +232,16 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
         ],
     );
     assert!(out.contains("inventories/dc2.yaml"), "{out}");
+    // With the application's database, roles and access rules.
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    std::fs::write(lab.design(), format!("{design}\n{OBJECTS}")).unwrap();
     ok(&lab, &["validate"]);
     ok(&lab, &["deploy", "--yes"]);
     let report: serde_json::Value =
         serde_json::from_str(&ok(&lab, &["deploy", "--dry-run", "--output", "json"])).unwrap();
     assert_eq!(report["changed"], 0, "{report}");
     let pw = lab.superuser_password();
+    objects_after_deploy(&lab, &pw);
 
     // `pgha dsn` works with psql unchanged: verify-full against the CA, no password.
     let rw = ok(&lab, &["dsn"]).trim().to_string();
@@ -225,6 +330,8 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     changes.push(("flip to dc2", t, Instant::now()));
     // Steady reads after the last change, all served by dc2's replicas.
     std::thread::sleep(Duration::from_secs(5));
+    // Objects through the flip: the next deploy makes them on dc2's master.
+    objects_drift(&lab, &pw);
 
     stop_r.store(true, Ordering::Relaxed);
     stop_w.store(true, Ordering::Relaxed);

@@ -7,6 +7,7 @@ pub(crate) mod exporter;
 pub(crate) mod glb;
 pub(crate) mod haproxy;
 pub(crate) mod major;
+pub(crate) mod objects;
 pub(crate) mod packages;
 pub(crate) mod patroni;
 pub(crate) mod site;

@@ -250,6 +250,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         Work::ApplyParameters(p) => apply_parameters(ctx, p, number).await,
         Work::RemoveHost(r) => remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await,
         Work::MonitorRole => monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
+        Work::ApplyObjects(_) => apply_objects(ctx, cloud.expect("objects are made in a cloud's step"), number).await,
         Work::SecureEtcd { access, site } => secure_etcd(ctx, host, access, *site, number).await,
         Work::RunGlbCommand(command) => crate::components::glb::run_external(ctx.design(), command, ctx.secrets).await,
         Work::PatchDynamicConfig(sets) => ctx
@@ -329,6 +330,7 @@ async fn host_item(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work
         | Work::PatchDynamicConfig(_)
         | Work::ApplyParameters(_)
         | Work::MonitorRole
+        | Work::ApplyObjects(_)
         | Work::SecureEtcd { .. }
         | Work::RemoveHost(_) => {
             unreachable!("handled above")
@@ -431,6 +433,70 @@ async fn monitor_role(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<()> {
             leader.name,
             out.status,
             ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
+        );
+    }
+    Ok(())
+}
+
+/// The design's roles, databases and extensions on the cloud's master:
+/// read there now (the plan's facts may be old), changed, read again.
+async fn apply_objects(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+    use crate::components::objects;
+    let d = ctx.design();
+    let members = cluster_view(ctx, cloud).await?;
+    let leader = members.iter().find(|m| m.is_leader()).ok_or_else(|| {
+        anyhow!(
+            "{} has no master to create the design's roles and databases on",
+            cloud.name
+        )
+    })?;
+    let r = ctx.remote(&leader.name)?;
+    let read = || async {
+        let out = r
+            .check("reading roles and databases", &objects::state_script(d))
+            .await?;
+        facts::parse(&out).objects.ok_or_else(|| {
+            anyhow!(
+                "{}: could not read its roles and databases (is it still the master?)",
+                leader.name
+            )
+        })
+    };
+    let passwords = objects::passwords(&d.objects, ctx.secrets).map_err(|e| anyhow!(e))?;
+    let diff = objects::diff(&d.objects, &read().await?, &passwords);
+    if !diff.refused.is_empty() {
+        bail!(
+            "the master cannot hold what the design declares: {}",
+            diff.refused.join("; ")
+        );
+    }
+    if diff.changes.is_empty() {
+        return Ok(());
+    }
+    for c in &diff.changes {
+        ctx.say(number, format!("{}: {}", leader.name, c.describe()));
+    }
+    let sql = objects::apply_sql(&d.objects, &diff.changes, &passwords)?;
+    let out = r
+        .run_with_input(&objects::apply_script(d.platform.postgres_port), Some(sql.as_bytes()))
+        .await?;
+    if !out.success() {
+        // psql may quote the statement: never a verifier in an error.
+        let said: Vec<&str> = out.stderr.lines().filter(|l| !l.contains("SCRAM-SHA-256")).collect();
+        bail!(
+            "{}: changing roles and databases failed (exit {:?}): {}",
+            leader.name,
+            out.status,
+            ctx.secrets.scrub(&crate::shell::last_lines(&said.join("\n"), 8))
+        );
+    }
+    let left = objects::diff(&d.objects, &read().await?, &passwords).changes;
+    if !left.is_empty() {
+        let left: Vec<String> = left.iter().map(objects::Change::describe).collect();
+        bail!(
+            "{}: after the changes these still differ: {} (a grant made by another role is revoked by that role)",
+            leader.name,
+            left.join(", ")
         );
     }
     Ok(())

@@ -86,6 +86,9 @@ pub(crate) struct HostFacts {
     /// The site lease's holder as a site member here reads it (its JSON;
     /// empty: nobody holds it); `None` when it did not answer.
     pub site_primary: Option<String>,
+    /// The design's databases and roles as a master here holds them (with
+    /// databases or roles declared); `None` on a replica, or unread.
+    pub objects: Option<components::objects::State>,
 }
 
 /// A managed file as it is on the host.
@@ -169,7 +172,7 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let pg_version = format!("{}/PG_VERSION", design.platform.data_dir);
     let db_facts = if db {
         format!(
-            "{}{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}\
+            "{}{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}{}\
 [ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n{armed}",
             components::patroni::local_reads_script(
                 Some(design.governor.rest_port),
@@ -181,6 +184,11 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
             components::etcd::member_list_script(design.etcd.client_port),
             postgres_script(design.platform.postgres_version),
             sql_script(design),
+            if design.objects.is_empty() {
+                String::new()
+            } else {
+                components::objects::state_script(design)
+            },
             components::etcd::access_probe_script(
                 &format!("https://127.0.0.1:{}", design.etcd.client_port),
                 "cloud_access"
@@ -337,7 +345,12 @@ fn finish_unit(unit: &mut Vec<(String, String)>, services: &mut BTreeMap<String,
 pub(crate) fn parse(text: &str) -> HostFacts {
     let mut f = HostFacts::default();
     let mut unit = Vec::new();
+    let mut objects = Vec::new();
     for line in text.lines() {
+        if let Some((k @ ("objects" | "objects_ext"), rest)) = line.split_once(' ') {
+            objects.push((k, rest));
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("svc ") {
             svc_line(rest, &mut unit, &mut f.services);
             continue;
@@ -433,6 +446,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
         }
     }
     finish_unit(&mut unit, &mut f.services);
+    f.objects = components::objects::parse_state(&objects);
     f
 }
 

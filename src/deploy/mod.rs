@@ -329,7 +329,7 @@ pub(crate) fn ssh(hosts: Vec<Host>) -> futures::future::BoxFuture<'static, (Vec<
 /// writes nothing, not even the secrets file); refused when a component
 /// that is on lacks its own.
 fn secrets_for(design: &Design, dry_run: bool) -> anyhow::Result<Secrets> {
-    let secrets = if dry_run {
+    let mut secrets = if dry_run {
         Secrets::load(&design.secrets_file)?.map_or_else(Secrets::generate, Ok)?
     } else {
         Secrets::load_or_generate(&design.secrets_file)?
@@ -350,6 +350,26 @@ fn secrets_for(design: &Design, dry_run: bool) -> anyhow::Result<Secrets> {
             crate::secrets::MONITOR_ENV
         )));
     }
+    // The design's roles kept in the secrets file get theirs once, saved
+    // before any host sees them.
+    let kept = design
+        .objects
+        .roles
+        .iter()
+        .filter(|r| r.present && r.password == crate::design::objects::PasswordSource::Secrets)
+        .map(|r| r.name.as_str());
+    if secrets.add_role_passwords(kept)? && !dry_run {
+        if !design.secrets_file.exists() {
+            bail!(Usage(format!(
+                "roles keep their passwords in the secrets file, and there is none at {}\n  \
+                 hint: create it (a deploy does when no PGHA_*_PASSWORD is set), or give the roles `password: env:VARIABLE`",
+                design.secrets_file.display()
+            )));
+        }
+        secrets.save(&design.secrets_file)?;
+    }
+    components::objects::passwords(&design.objects, &secrets)
+        .map_err(|e| Usage(format!("{e}\n  hint: see `password:` under roles in README.md")))?;
     Ok(secrets)
 }
 
@@ -490,6 +510,7 @@ impl Decide<'_, '_> {
         }
 
         refuse_stale_primary(design, &cloud_facts)?;
+        let objects = self.objects(&host_facts)?;
 
         let files = self.render()?;
         let recorded = state::load(design)?.glb_primary_cloud;
@@ -502,8 +523,36 @@ impl Decide<'_, '_> {
             glb_applied: recorded.as_deref(),
             delete_removed_data: self.delete_removed_data,
             secrets,
+            objects: objects.as_ref(),
         });
         Ok((work, host_facts))
+    }
+
+    /// What the design's roles and databases need on the master, when a
+    /// master reported its own; what it will not fix is said, and what it
+    /// cannot do refuses the deploy before any change.
+    fn objects(&self, host_facts: &BTreeMap<String, HostFacts>) -> anyhow::Result<Option<components::objects::Diff>> {
+        let design = self.design;
+        let state = self
+            .hosts
+            .iter()
+            .filter(|(c, _)| c.is_some_and(Cloud::is_primary))
+            .find_map(|(_, h)| host_facts.get(&h.name).and_then(|f| f.objects.as_ref()));
+        let Some(state) = state.filter(|_| !design.objects.is_empty()) else {
+            return Ok(None);
+        };
+        let passwords = components::objects::passwords(&design.objects, self.secrets).map_err(Usage)?;
+        let diff = components::objects::diff(&design.objects, state, &passwords);
+        if !diff.refused.is_empty() {
+            bail!(Usage(format!(
+                "the master cannot hold what the design declares:\n  {}",
+                diff.refused.join("\n  ")
+            )));
+        }
+        for d in &diff.drift {
+            progress::note(format!("drift: {d}"));
+        }
+        Ok(Some(diff))
     }
 
     /// Facts from every host at once, each by the script for its kind

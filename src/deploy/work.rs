@@ -43,6 +43,9 @@ pub(crate) enum Work {
     /// The metrics exporter's role, with the secrets file's password, on
     /// the cloud's master.
     MonitorRole,
+    /// The design's roles, databases and extensions on the master: these
+    /// changes, or (`None`, the master's were not read) what differs then.
+    ApplyObjects(Option<Vec<components::objects::Change>>),
     /// A host no longer in the design: out of its cloud's etcd, then its
     /// services stopped and disabled (its data directory kept).
     RemoveHost(Removal),
@@ -149,6 +152,13 @@ impl Work {
                 "create or update the role {} on the master",
                 crate::secrets::MONITOR_USER
             ),
+            Work::ApplyObjects(None) => {
+                "on the master: create or alter what differs from the design's roles and databases".into()
+            }
+            Work::ApplyObjects(Some(changes)) => {
+                let all: Vec<String> = changes.iter().map(components::objects::Change::describe).collect();
+                format!("on the master: {}", all.join(", "))
+            }
         }
     }
 }
@@ -225,6 +235,9 @@ pub(crate) struct Inputs<'a> {
     pub delete_removed_data: bool,
     /// For the etcd users' passwords (their digests, see `etcd::Access`).
     pub secrets: &'a crate::secrets::Secrets,
+    /// What the design's roles and databases need on the master, when its
+    /// were read.
+    pub objects: Option<&'a components::objects::Diff>,
 }
 
 pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
@@ -237,6 +250,7 @@ pub(crate) fn compute(i: &Inputs) -> Vec<StepWork> {
                 Action::RunGlbCommand => vec![glb_command_work(i)],
                 Action::ApplyParameters => parameters_work(i, step),
                 Action::RemoveHosts => cloud.map(|c| removal_work(i, c)).unwrap_or_default(),
+                Action::ConfigureObjects => vec![objects_work(i, step)],
                 _ => step.hosts.iter().map(|h| host_work(i, step, cloud, h)).collect(),
             };
             // A running etcd cluster keeps quorum: its members change one at a time.
@@ -411,12 +425,29 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         | Action::VerifySite
         | Action::VerifyBackup
         | Action::ApplyParameters
+        | Action::ConfigureObjects
         | Action::RemoveHosts => {}
     }
     HostWork {
         host: host.to_string(),
         items,
     }
+}
+
+/// The design's roles and databases, on the host whose master reported
+/// them (else the step's first host, deciding when it runs).
+fn objects_work(i: &Inputs, step: &Step) -> HostWork {
+    let master = step
+        .hosts
+        .iter()
+        .find(|h| i.facts.get(*h).is_some_and(|f| f.objects.is_some()));
+    let host = master.or(step.hosts.first()).cloned().unwrap_or_default();
+    let items = match (master, i.objects) {
+        (Some(_), Some(diff)) if diff.changes.is_empty() => Vec::new(),
+        (Some(_), Some(diff)) => vec![Work::ApplyObjects(Some(diff.changes.clone()))],
+        _ => vec![Work::ApplyObjects(None)],
+    };
+    HostWork { host, items }
 }
 
 /// etcd on a cloud's host: a new member joins a running cluster; an
@@ -987,6 +1018,7 @@ mod tests {
             glb_applied: None,
             delete_removed_data: false,
             secrets: &crate::secrets::Secrets::redacted(),
+            objects: None,
         };
         parameters_work(&i, step)
             .into_iter()
@@ -1138,6 +1170,7 @@ mod tests {
             glb_applied: None,
             delete_removed_data: false,
             secrets: &crate::secrets::Secrets::redacted(),
+            objects: None,
         };
         let step = plan
             .steps

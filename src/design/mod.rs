@@ -5,6 +5,7 @@
 
 pub mod edit;
 pub mod init;
+pub mod objects;
 pub mod raw;
 pub(crate) mod shape;
 mod validate;
@@ -65,6 +66,8 @@ pub struct Design {
     pub site: Option<Site>,
     /// Backups and the WAL archive (pgBackRest): a repository host per cloud.
     pub backup: Option<Backup>,
+    /// Databases, roles and access rules pgha keeps on the master.
+    pub objects: objects::Objects,
     /// Where the passwords live (0600); generated on first deploy.
     pub secrets_file: PathBuf,
     /// The cluster PKI's directory (0700): CA, host certificates, keys.

@@ -17,6 +17,9 @@ pub struct RawDesign {
     pub witness: Option<RawHost>,
     pub site: Option<RawSite>,
     pub backup: Option<RawBackup>,
+    pub roles: Option<Vec<RawRole>>,
+    pub databases: Option<Vec<RawDatabase>>,
+    pub access: Option<Vec<RawAccess>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,4 +180,39 @@ pub struct RawSchedule {
     pub full: Option<String>,
     pub diff: Option<String>,
     pub incr: Option<String>,
+}
+
+/// A role the design declares.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRole {
+    pub name: Option<String>,
+    pub login: Option<bool>,
+    pub inherit: Option<bool>,
+    pub createdb: Option<bool>,
+    pub createrole: Option<bool>,
+    pub bypassrls: Option<bool>,
+    pub connection_limit: Option<i32>,
+    pub valid_until: Option<String>,
+    pub member_of: Option<Vec<String>>,
+    /// `secrets`, `none` or `env:VARIABLE`.
+    pub password: Option<String>,
+    /// `present` or `absent`.
+    pub state: Option<String>,
+}
+
+/// A database the design declares.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawDatabase {
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub encoding: Option<String>,
+    pub locale: Option<String>,
+    pub extensions: Option<Vec<String>>,
+}
+
+/// A pg_hba rule: a database and a role, both names or `all`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAccess {
+    pub database: Option<String>,
+    pub role: Option<String>,
 }

@@ -95,6 +95,13 @@ pub(crate) fn posix_user(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
 }
 
+/// An environment variable's name, as POSIX shells take it.
+pub(crate) fn env_var(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// A network in CIDR form with a prefix that fits its family.
 pub(crate) fn cidr(s: &str) -> bool {
     let Some((addr, bits)) = s.split_once('/') else {

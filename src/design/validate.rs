@@ -14,6 +14,7 @@ mod backup;
 mod checks;
 mod clouds;
 mod glb;
+mod objects;
 mod platform;
 mod site;
 mod tls;
@@ -22,6 +23,7 @@ use backup::*;
 use checks::*;
 use clouds::*;
 use glb::*;
+use objects::build_objects;
 use platform::*;
 pub(in crate::design) use platform::{bin_dir, default_data_dir};
 use site::*;
@@ -285,6 +287,13 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         )
     });
 
+    let objects = build_objects(
+        cx,
+        root,
+        raw.roles.unwrap_or_default(),
+        raw.databases.unwrap_or_default(),
+        raw.access,
+    );
     check_unique_hosts(cx, root, &clouds, glb.as_ref(), site.as_ref(), backup.as_ref());
     check_ports(
         cx,
@@ -339,6 +348,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         glb: glb.flatten(),
         site,
         backup,
+        objects,
         secrets_file,
         pki_dir,
         tls,

@@ -16,7 +16,7 @@ use crate::fsutil;
 use crate::pki;
 
 /// The role `pgha psql` logs in as unless told: Patroni's superuser.
-pub(crate) const SUPERUSER: &str = "postgres";
+pub(crate) const SUPERUSER: &str = crate::secrets::SUPERUSER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

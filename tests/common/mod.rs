@@ -327,6 +327,16 @@ PY
         }
     }
 
+    /// The password the secrets file keeps for one of the design's roles.
+    pub(crate) fn role_password(&self, role: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.join("pgha.secrets.yaml")).unwrap();
+        let mut lines = text.lines().skip_while(|l| *l != "roles:").skip(1);
+        let line = lines
+            .find(|l| l.trim_start().starts_with(&format!("{role}:")))
+            .unwrap_or_else(|| panic!("no password for {role} in the secrets file"));
+        line.split_once(':').unwrap().1.trim().trim_matches('"').to_string()
+    }
+
     pub(crate) fn superuser_password(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("pgha.secrets.yaml")).unwrap();
         let line = text.lines().find(|l| l.starts_with("superuser_password:")).unwrap();

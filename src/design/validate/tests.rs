@@ -705,3 +705,140 @@ fn patroni_uses_the_watchdog_where_there_is_one() {
     let src = format!("{BASE}components:\n  governor:\n    watchdog: softdog\n");
     assert_error(&src, "unknown watchdog mode", "components.governor.watchdog", 18);
 }
+
+const OBJECTS: &str = "\
+roles:
+  - {name: app_owner, login: false}
+  - {name: app_rw, member_of: [app_owner], connection_limit: 20, valid_until: 2030-01-31}
+  - {name: report, password: 'env:REPORT_PASSWORD', member_of: [pg_read_all_data]}
+  - {name: old, state: absent}
+databases:
+  - {name: app, owner: app_owner, encoding: UTF8, locale: C.UTF-8, extensions: [pgcrypto, uuid-ossp]}
+access:
+  - {database: app, role: app_rw}
+  - {database: all, role: report}
+";
+
+#[test]
+fn databases_roles_and_access_are_read_with_their_defaults() {
+    let d = load(&format!("{BASE}{OBJECTS}")).unwrap().design;
+    let o = &d.objects;
+    use crate::design::objects::PasswordSource;
+    assert_eq!(o.roles.len(), 4);
+    assert_eq!(
+        o.roles[0].password,
+        PasswordSource::None,
+        "a group role has no password"
+    );
+    assert_eq!(
+        o.roles[1].password,
+        PasswordSource::Secrets,
+        "a login role's is kept in the secrets file"
+    );
+    assert_eq!(o.roles[1].valid_until, Some(1_896_048_000));
+    assert_eq!(o.roles[2].password, PasswordSource::Env("REPORT_PASSWORD".into()));
+    assert!(!o.roles[3].present);
+    assert_eq!(o.databases[0].extensions, ["pgcrypto", "uuid-ossp"]);
+    assert_eq!(o.hba_rules().len(), 4);
+}
+
+#[test]
+fn object_names_are_checked() {
+    let with = |extra: &str| format!("{BASE}{extra}");
+    assert_error(
+        &with("roles:\n  - {name: postgres}\n"),
+        "the role name `postgres` is reserved",
+        "roles[0].name",
+        17,
+    );
+    assert_error(&with("roles:\n  - {name: pg_x}\n"), "is reserved", "roles[0].name", 17);
+    assert_error(
+        &with("roles:\n  - {name: App}\n"),
+        "not a role name pgha manages",
+        "roles[0].name",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a}\n  - {name: a}\n"),
+        "declared twice",
+        "roles[1].name",
+        18,
+    );
+    assert_error(
+        &with("databases:\n  - {name: template1}\n"),
+        "is reserved",
+        "databases[0].name",
+        17,
+    );
+    assert_error(
+        &with("databases:\n  - {name: \"a;b\"}\n"),
+        "not a database name",
+        "databases[0].name",
+        17,
+    );
+}
+
+#[test]
+fn object_references_are_checked() {
+    let with = |extra: &str| format!("{BASE}{extra}");
+    assert_error(
+        &with("roles:\n  - {name: a, member_of: [b]}\n"),
+        "`b` is not a role the design declares",
+        "roles[0].member_of[0]",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, password: hunter2}\n"),
+        "not a password source",
+        "roles[0].password",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, state: gone}\n"),
+        "unknown state",
+        "roles[0].state",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, valid_until: soon}\n"),
+        "not a date",
+        "roles[0].valid_until",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, connection_limit: -2}\n"),
+        "connection limit of -2",
+        "roles[0].connection_limit",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, state: absent}\ndatabases:\n  - {name: d, owner: a}\n"),
+        "the owner `a` is not a role the design keeps",
+        "databases[0].owner",
+        19,
+    );
+    assert_error(
+        &with("access:\n  - {database: nope, role: all}\n"),
+        "not a database the design declares",
+        "access[0].database",
+        17,
+    );
+    assert_error(
+        &with("access:\n  - {database: all, role: ghost}\n"),
+        "not a role the design keeps",
+        "access[0].role",
+        17,
+    );
+    assert_error(
+        &with("access:\n  - {database: all}\n"),
+        "names a database and a role",
+        "access[0]",
+        17,
+    );
+    assert_error(
+        &with("databases:\n  - {name: d, extensions: [\"x;y\"]}\n"),
+        "not an extension name",
+        "databases[0].extensions[0]",
+        17,
+    );
+}
