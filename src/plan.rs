@@ -392,7 +392,7 @@ fn governor_steps(b: &mut Builder, design: &Design, cloud: &Cloud, names: &[Stri
 /// The design's roles and databases, made on the master once its cloud
 /// runs; they reach the standby clouds by replication.
 fn object_steps(b: &mut Builder, design: &Design, clouds: &[&Cloud]) {
-    let o = &design.objects;
+    let o = design.managed_objects();
     let Some(primary) = clouds.iter().find(|c| c.is_primary()) else {
         return;
     };

@@ -477,7 +477,7 @@ impl Renderer {
                     hba_address: hba_address(&h.address),
                 })
                 .collect(),
-            hba_rules: design.objects.hba_rules(),
+            hba_rules: design.managed_objects().hba_rules(),
             etcd: &design.etcd,
             etcd_members: &[],
             etcd_cluster_state: "new",

@@ -10,6 +10,7 @@ pub(crate) mod major;
 pub(crate) mod objects;
 pub(crate) mod packages;
 pub(crate) mod patroni;
+pub(crate) mod pgbouncer;
 pub(crate) mod site;
 pub(crate) mod systemd;
 pub(crate) mod tls;
@@ -30,6 +31,7 @@ pub enum Component {
     Site,
     Backup,
     Metrics,
+    Pooler,
     Glb,
 }
 
@@ -45,6 +47,7 @@ impl Component {
             Component::Site => "site",
             Component::Backup => "backup",
             Component::Metrics => "metrics",
+            Component::Pooler => "pooler",
             Component::Glb => "glb",
         }
     }
@@ -108,6 +111,9 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     }
     if design.exporter.is_some() {
         files.extend(exporter::FILES);
+    }
+    if design.pgbouncer.is_some() {
+        files.extend(pgbouncer::FILES);
     }
     files
 }

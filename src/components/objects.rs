@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::design::objects::{ident, Database, Objects, PasswordSource, Role, RESERVED_ROLES, SYSTEM_DATABASES};
+use crate::design::objects::{
+    ident, Database, Objects, PasswordSource, Role, POOLER_USER, RESERVED_ROLES, SUPERUSER, SYSTEM_DATABASES,
+};
 use crate::design::Design;
 use crate::shell::{quote, sql_literal};
 
@@ -18,16 +20,20 @@ const STATE_SQL: &str = "SELECT json_build_object(
    'createrole', a.rolcreaterole, 'bypassrls', a.rolbypassrls, 'superuser', a.rolsuper,
    'replication', a.rolreplication, 'connection_limit', a.rolconnlimit,
    'valid_until', CASE WHEN a.rolvaliduntil IS NULL OR a.rolvaliduntil = 'infinity' THEN NULL
+                  WHEN a.rolvaliduntil = '-infinity' THEN -9223372036854775808
                   ELSE extract(epoch FROM a.rolvaliduntil)::bigint END,
    'scram', CASE WHEN a.rolpassword LIKE 'SCRAM-SHA-256$%' THEN split_part(a.rolpassword, '$', 2) END,
    'password_sha256', encode(sha256(convert_to(a.rolpassword, 'UTF8')), 'hex'),
-   'member_of', (SELECT coalesce(json_agg(DISTINCT g.rolname), '[]') FROM pg_auth_members m
-                 JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid)
+   'member_of', (SELECT coalesce(json_agg(json_build_object(
+       'role', g.rolname, 'grantor', pg_get_userbyid(m.grantor), 'admin', m.admin_option,
+       'inherit', to_jsonb(m) -> 'inherit_option', 'set', to_jsonb(m) -> 'set_option') ORDER BY g.rolname), '[]')
+     FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid)
   ) ORDER BY a.rolname), '[]') FROM pg_authid a WHERE a.oid >= 16384),
  'databases', (SELECT coalesce(json_agg(json_build_object(
    'name', d.datname, 'owner', pg_get_userbyid(d.datdba), 'encoding', pg_encoding_to_char(d.encoding),
    'collate', d.datcollate, 'ctype', d.datctype) ORDER BY d.datname), '[]') FROM pg_database d),
- 'available', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM pg_available_extensions))";
+ 'available', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM pg_available_extensions),
+ 'version', current_setting('server_version_num')::int)";
 
 /// The extensions of one database, as a JSON array.
 const EXTENSIONS_SQL: &str = "SELECT coalesce(json_agg(extname ORDER BY extname), '[]') FROM pg_extension";
@@ -35,6 +41,9 @@ const EXTENSIONS_SQL: &str = "SELECT coalesce(json_agg(extname ORDER BY extname)
 /// What the master holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct State {
+    /// `server_version_num`: from 160000 each membership has its own
+    /// inherit option, and a role's `inherit` only sets new grants'.
+    pub version: u32,
     pub roles: Vec<RoleState>,
     pub databases: Vec<DatabaseState>,
     /// Extensions the host's packages offer.
@@ -43,6 +52,10 @@ pub(crate) struct State {
     /// there (or could not be read).
     #[serde(default)]
     pub extensions: BTreeMap<String, Vec<String>>,
+    /// With the pooler: how many databases lack its current lookup
+    /// function; `None`: not read.
+    #[serde(default)]
+    pub lookup_missing: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -61,7 +74,27 @@ pub(crate) struct RoleState {
     pub scram: Option<String>,
     /// SHA-256 of the stored verifier, in hex; `None`: no password.
     pub password_sha256: Option<String>,
-    pub member_of: Vec<String>,
+    pub member_of: Vec<Membership>,
+}
+
+/// One row of `pg_auth_members`: the member is in `role`, granted by `grantor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct Membership {
+    pub role: String,
+    pub grantor: String,
+    pub admin: bool,
+    /// PostgreSQL 16 and later; `None` before.
+    pub inherit: Option<bool>,
+    pub set: Option<bool>,
+}
+
+impl Membership {
+    /// A grant that only lets the member administer the role (PostgreSQL 16
+    /// gives one to a CREATEROLE role over each role it creates): not a
+    /// membership the design speaks of.
+    fn admin_only(&self) -> bool {
+        self.admin && self.inherit == Some(false) && self.set == Some(false)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -91,6 +124,9 @@ printf 'objects %s\\n' \"$( {psql} -c {q}) 2>/dev/null | tr -d '\\n')\"\n",
             q = quote(EXTENSIONS_SQL)
         ));
     }
+    if design.pgbouncer.is_some() {
+        s.push_str(&super::pgbouncer::lookup_state_script(port));
+    }
     s.push_str("fi\n");
     s
 }
@@ -102,6 +138,9 @@ pub(crate) fn parse_state(lines: &[(&str, &str)]) -> Option<State> {
         .find(|(k, _)| *k == "objects")
         .and_then(|(_, json)| serde_json::from_str(json).ok())?;
     for (k, rest) in lines {
+        if *k == "objects_lookup" {
+            state.lookup_missing = rest.trim().parse().ok();
+        }
         if *k == "objects_ext" {
             if let Some((db, json)) = rest.split_once(' ') {
                 if let Ok(exts) = serde_json::from_str(json) {
@@ -125,13 +164,16 @@ pub(crate) enum Change {
     },
     SetPassword(String),
     ClearPassword(String),
+    /// `inherit`: the membership's own inherit option (PostgreSQL 16 and later).
     Grant {
         group: String,
         member: String,
+        inherit: Option<bool>,
     },
     Revoke {
         group: String,
         member: String,
+        grantor: String,
     },
     CreateDatabase(String),
     SetOwner {
@@ -143,6 +185,8 @@ pub(crate) enum Change {
         extension: String,
     },
     DropRole(String),
+    /// PgBouncer's lookup function, in every database that lacks it.
+    PoolerLookup,
 }
 
 impl Change {
@@ -152,12 +196,19 @@ impl Change {
             Change::AlterRole { role, what, .. } => format!("alter role {role} ({})", what.join(", ")),
             Change::SetPassword(r) => format!("set the password of {r}"),
             Change::ClearPassword(r) => format!("remove the password of {r}"),
-            Change::Grant { group, member } => format!("grant {group} to {member}"),
-            Change::Revoke { group, member } => format!("revoke {group} from {member}"),
+            Change::Grant { group, member, inherit } => match inherit {
+                None => format!("grant {group} to {member}"),
+                Some(i) => format!("grant {group} to {member} (inherit {i})"),
+            },
+            Change::Revoke { group, member, grantor } if grantor == SUPERUSER => {
+                format!("revoke {group} from {member}")
+            }
+            Change::Revoke { group, member, grantor } => format!("revoke {group} from {member} (granted by {grantor})"),
             Change::CreateDatabase(d) => format!("create database {d}"),
             Change::SetOwner { database, owner } => format!("make {owner} the owner of database {database}"),
             Change::CreateExtension { database, extension } => format!("create extension {extension} in {database}"),
             Change::DropRole(r) => format!("drop role {r}"),
+            Change::PoolerLookup => "create PgBouncer's lookup function (pgha.user_lookup) in every database".into(),
         }
     }
 }
@@ -170,6 +221,16 @@ pub(crate) struct Diff {
     pub drift: Vec<String>,
     /// Refusals: the design asks for what the master cannot give.
     pub refused: Vec<String>,
+}
+
+/// A name read from the master (made by hand, any characters) as it may
+/// be shown on a terminal.
+fn printable(name: &str) -> String {
+    if name.chars().any(char::is_control) {
+        format!("{name:?}")
+    } else {
+        name.to_string()
+    }
 }
 
 /// The options that give a role the design's attributes.
@@ -190,6 +251,9 @@ fn role_options(r: &Role) -> Vec<String> {
 }
 
 fn valid_until_text(t: Option<i64>) -> String {
+    if t == Some(i64::MIN) {
+        return "-infinity".into();
+    }
     match t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) {
         None => "infinity".into(),
         Some(t) => t
@@ -226,6 +290,44 @@ fn attribute_changes(want: &Role, have: &RoleState) -> Vec<String> {
     what
 }
 
+/// Grants and revokes that make `want`'s memberships the design's: each
+/// group it names granted (from PostgreSQL 16 with the role's `inherit` as
+/// the membership's own option), every other membership revoked, by the
+/// role that granted it.
+fn membership_changes(out: &mut Vec<Change>, want: &Role, have: Option<&RoleState>, version: u32) {
+    let rows: Vec<&Membership> = have
+        .map(|h| h.member_of.iter().filter(|m| !m.admin_only()).collect())
+        .unwrap_or_default();
+    let inherit = (version >= 160_000).then_some(want.inherit);
+    for g in &want.member_of {
+        let mine: Vec<&&Membership> = rows.iter().filter(|m| &m.role == g).collect();
+        let right = |m: &&&Membership| inherit.is_none() || m.inherit == inherit;
+        // Another grantor's row with the wrong option would keep giving it.
+        for m in mine.iter().filter(|m| !right(m) && m.grantor != SUPERUSER) {
+            out.push(Change::Revoke {
+                group: g.clone(),
+                member: want.name.clone(),
+                grantor: m.grantor.clone(),
+            });
+        }
+        // The superuser's own grant made or set right, unless a right one stays.
+        if !mine.iter().any(right) {
+            out.push(Change::Grant {
+                group: g.clone(),
+                member: want.name.clone(),
+                inherit,
+            });
+        }
+    }
+    for m in rows.iter().filter(|m| !want.member_of.contains(&m.role)) {
+        out.push(Change::Revoke {
+            group: m.role.clone(),
+            member: want.name.clone(),
+            grantor: m.grantor.clone(),
+        });
+    }
+}
+
 /// Whether the stored password is `password`'s: its verifier recomputed
 /// with the stored salt and iterations, compared by digest.
 fn password_matches(have: &RoleState, password: &str) -> bool {
@@ -242,12 +344,14 @@ fn password_matches(have: &RoleState, password: &str) -> bool {
     crate::fsutil::sha256_hex(crate::scram::verifier(password, &salt, iterations).as_bytes()) == *digest
 }
 
-/// The changes that make the master hold what the design declares.
+/// The changes that make the master hold what the design declares, in an
+/// order PostgreSQL takes: every role made before any grant names it,
+/// databases after their owners, drops last.
 /// `passwords` holds the password of each role whose source has one.
 pub(crate) fn diff(objects: &Objects, state: &State, passwords: &BTreeMap<String, String>) -> Diff {
     let mut d = Diff::default();
     let have_role = |n: &str| state.roles.iter().find(|r| r.name == n);
-    let mut drops = Vec::new();
+    let (mut creates, mut alters, mut grants, mut drops) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for want in &objects.roles {
         let have = have_role(&want.name);
         if !want.present {
@@ -257,11 +361,11 @@ pub(crate) fn diff(objects: &Objects, state: &State, passwords: &BTreeMap<String
             continue;
         }
         match have {
-            None => d.changes.push(Change::CreateRole(want.name.clone())),
+            None => creates.push(Change::CreateRole(want.name.clone())),
             Some(h) => {
                 let what = attribute_changes(want, h);
                 if !what.is_empty() {
-                    d.changes.push(Change::AlterRole {
+                    alters.push(Change::AlterRole {
                         role: want.name.clone(),
                         options: role_options(want),
                         what,
@@ -271,7 +375,7 @@ pub(crate) fn diff(objects: &Objects, state: &State, passwords: &BTreeMap<String
         }
         match (&want.password, have) {
             (PasswordSource::None, Some(h)) if h.password_sha256.is_some() => {
-                d.changes.push(Change::ClearPassword(want.name.clone()))
+                alters.push(Change::ClearPassword(want.name.clone()))
             }
             (PasswordSource::None, _) => {}
             (_, h) => {
@@ -280,33 +384,20 @@ pub(crate) fn diff(objects: &Objects, state: &State, passwords: &BTreeMap<String
                     _ => false,
                 };
                 if !matches {
-                    d.changes.push(Change::SetPassword(want.name.clone()));
+                    alters.push(Change::SetPassword(want.name.clone()));
                 }
             }
         }
-        let had: &[String] = have.map_or(&[], |h| h.member_of.as_slice());
-        for g in &want.member_of {
-            if !had.contains(g) {
-                d.changes.push(Change::Grant {
-                    group: g.clone(),
-                    member: want.name.clone(),
-                });
-            }
-        }
-        for g in had {
-            if !want.member_of.contains(g) {
-                d.changes.push(Change::Revoke {
-                    group: g.clone(),
-                    member: want.name.clone(),
-                });
-            }
-        }
+        membership_changes(&mut grants, want, have, state.version);
     }
+    d.changes.extend(creates);
+    d.changes.extend(alters);
+    d.changes.extend(grants);
     for r in &state.roles {
         if objects.role(&r.name).is_none() && !RESERVED_ROLES.contains(&r.name.as_str()) {
             d.drift.push(format!(
                 "role {} is not in the design: kept (declare it, or with `state: absent` to drop it)",
-                r.name
+                printable(&r.name)
             ));
         }
     }
@@ -319,6 +410,9 @@ pub(crate) fn diff(objects: &Objects, state: &State, passwords: &BTreeMap<String
             d.drift
                 .push(format!("database {} is not in the design: kept", have.name));
         }
+    }
+    if objects.role(POOLER_USER).is_some() && state.lookup_missing != Some(0) {
+        d.changes.push(Change::PoolerLookup);
     }
     d.changes.extend(drops);
     d
@@ -386,10 +480,14 @@ pub(crate) fn apply_sql(
     changes: &[Change],
     passwords: &BTreeMap<String, String>,
 ) -> anyhow::Result<String> {
-    const QUIET: &str = "SET log_min_error_statement = panic;\nSET log_statement = 'none';\n";
+    // Nothing that logs or keeps statements sees a verifier.
+    const QUIET: &str = "SET log_min_error_statement = panic;\nSET log_statement = 'none';\n\
+SET log_min_duration_statement = -1;\nSET log_min_duration_sample = -1;\n\
+SET log_transaction_sample_rate = 0;\nSET pg_stat_statements.track_utility = off;\n";
     let mut out = String::from(QUIET);
     let mut connected: Option<&str> = None;
-    for c in changes {
+    // The lookup function goes to every database apart (see `pgbouncer`).
+    for c in changes.iter().filter(|c| **c != Change::PoolerLookup) {
         // Extensions are made in their database; everything else from postgres.
         let want_db = match c {
             Change::CreateExtension { database, .. } => database.as_str(),
@@ -416,8 +514,21 @@ pub(crate) fn apply_sql(
                 )
             }
             Change::ClearPassword(r) => format!("ALTER ROLE {} PASSWORD NULL;\n", ident(r)),
-            Change::Grant { group, member } => format!("GRANT {} TO {};\n", ident(group), ident(member)),
-            Change::Revoke { group, member } => format!("REVOKE {} FROM {};\n", ident(group), ident(member)),
+            Change::Grant { group, member, inherit } => format!(
+                "GRANT {} TO {}{};\n",
+                ident(group),
+                ident(member),
+                match inherit {
+                    None => String::new(),
+                    Some(i) => format!(" WITH INHERIT {}", if *i { "TRUE" } else { "FALSE" }),
+                }
+            ),
+            Change::Revoke { group, member, grantor } => format!(
+                "REVOKE {} FROM {} GRANTED BY {};\n",
+                ident(group),
+                ident(member),
+                ident(grantor)
+            ),
             Change::CreateDatabase(name) => {
                 let db = objects
                     .databases
@@ -441,9 +552,10 @@ pub(crate) fn apply_sql(
                 format!("ALTER DATABASE {} OWNER TO {};\n", ident(database), ident(owner))
             }
             Change::CreateExtension { extension, .. } => {
-                format!("CREATE EXTENSION IF NOT EXISTS {};\n", ident(extension))
+                format!("CREATE EXTENSION IF NOT EXISTS {} CASCADE;\n", ident(extension))
             }
             Change::DropRole(r) => format!("DROP ROLE IF EXISTS {};\n", ident(r)),
+            Change::PoolerLookup => unreachable!("filtered out above"),
         });
     }
     Ok(out)

@@ -250,7 +250,10 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
         Work::ApplyParameters(p) => apply_parameters(ctx, p, number).await,
         Work::RemoveHost(r) => remove_host(ctx, cloud.expect("removals belong to a cloud"), r, number).await,
         Work::MonitorRole => monitor_role(ctx, cloud.expect("the role is made in a cloud's step")).await,
-        Work::ApplyObjects(_) => apply_objects(ctx, cloud.expect("objects are made in a cloud's step"), number).await,
+        Work::ApplyObjects(planned) => {
+            let cloud = cloud.expect("objects are made in a cloud's step");
+            apply_objects(ctx, cloud, number, planned.is_some()).await
+        }
         Work::SecureEtcd { access, site } => secure_etcd(ctx, host, access, *site, number).await,
         Work::RunGlbCommand(command) => crate::components::glb::run_external(ctx.design(), command, ctx.secrets).await,
         Work::PatchDynamicConfig(sets) => ctx
@@ -440,7 +443,7 @@ async fn monitor_role(ctx: &Ctx<'_>, cloud: &Cloud) -> anyhow::Result<()> {
 
 /// The design's roles, databases and extensions on the cloud's master:
 /// read there now (the plan's facts may be old), changed, read again.
-async fn apply_objects(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+async fn apply_objects(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, planned: bool) -> anyhow::Result<()> {
     use crate::components::objects;
     let d = ctx.design();
     let members = cluster_view(ctx, cloud).await?;
@@ -462,13 +465,20 @@ async fn apply_objects(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::R
             )
         })
     };
-    let passwords = objects::passwords(&d.objects, ctx.secrets).map_err(|e| anyhow!(e))?;
-    let diff = objects::diff(&d.objects, &read().await?, &passwords);
+    let managed = d.managed_objects();
+    let passwords = objects::passwords(&managed, ctx.secrets).map_err(|e| anyhow!(e))?;
+    let diff = objects::diff(&managed, &read().await?, &passwords);
     if !diff.refused.is_empty() {
         bail!(
             "the master cannot hold what the design declares: {}",
             diff.refused.join("; ")
         );
+    }
+    // Said when planning if the plan read the master; else here.
+    if !planned {
+        for drift in &diff.drift {
+            ctx.say(number, format!("drift: {drift}"));
+        }
     }
     if diff.changes.is_empty() {
         return Ok(());
@@ -476,21 +486,28 @@ async fn apply_objects(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::R
     for c in &diff.changes {
         ctx.say(number, format!("{}: {}", leader.name, c.describe()));
     }
-    let sql = objects::apply_sql(&d.objects, &diff.changes, &passwords)?;
-    let out = r
-        .run_with_input(&objects::apply_script(d.platform.postgres_port), Some(sql.as_bytes()))
-        .await?;
-    if !out.success() {
-        // psql may quote the statement: never a verifier in an error.
-        let said: Vec<&str> = out.stderr.lines().filter(|l| !l.contains("SCRAM-SHA-256")).collect();
-        bail!(
-            "{}: changing roles and databases failed (exit {:?}): {}",
-            leader.name,
-            out.status,
-            ctx.secrets.scrub(&crate::shell::last_lines(&said.join("\n"), 8))
-        );
+    let port = d.platform.postgres_port;
+    let sql = objects::apply_sql(&managed, &diff.changes, &passwords)?;
+    let mut runs = vec![(objects::apply_script(port), sql)];
+    // After the roles: the function is granted to the pooler's.
+    if diff.changes.contains(&objects::Change::PoolerLookup) {
+        use crate::components::pgbouncer;
+        runs.push((pgbouncer::lookup_apply_script(port), pgbouncer::lookup_sql()));
     }
-    let left = objects::diff(&d.objects, &read().await?, &passwords).changes;
+    for (script, input) in runs {
+        let out = r.run_with_input(&script, Some(input.as_bytes())).await?;
+        if !out.success() {
+            // psql may quote the statement: never a verifier in an error.
+            let said: Vec<&str> = out.stderr.lines().filter(|l| !l.contains("SCRAM-SHA-256")).collect();
+            bail!(
+                "{}: changing roles and databases failed (exit {:?}): {}",
+                leader.name,
+                out.status,
+                ctx.secrets.scrub(&crate::shell::last_lines(&said.join("\n"), 8))
+            );
+        }
+    }
+    let left = objects::diff(&managed, &read().await?, &passwords).changes;
     if !left.is_empty() {
         let left: Vec<String> = left.iter().map(objects::Change::describe).collect();
         bail!(

@@ -184,7 +184,7 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
             components::etcd::member_list_script(design.etcd.client_port),
             postgres_script(design.platform.postgres_version),
             sql_script(design),
-            if design.objects.is_empty() {
+            if design.managed_objects().is_empty() {
                 String::new()
             } else {
                 components::objects::state_script(design)
@@ -347,7 +347,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
     let mut unit = Vec::new();
     let mut objects = Vec::new();
     for line in text.lines() {
-        if let Some((k @ ("objects" | "objects_ext"), rest)) = line.split_once(' ') {
+        if let Some((k @ ("objects" | "objects_ext" | "objects_lookup"), rest)) = line.split_once(' ') {
             objects.push((k, rest));
             continue;
         }

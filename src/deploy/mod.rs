@@ -352,8 +352,8 @@ fn secrets_for(design: &Design, dry_run: bool) -> anyhow::Result<Secrets> {
     }
     // The design's roles kept in the secrets file get theirs once, saved
     // before any host sees them.
-    let kept = design
-        .objects
+    let managed = design.managed_objects();
+    let kept = managed
         .roles
         .iter()
         .filter(|r| r.present && r.password == crate::design::objects::PasswordSource::Secrets)
@@ -368,7 +368,7 @@ fn secrets_for(design: &Design, dry_run: bool) -> anyhow::Result<Secrets> {
         }
         secrets.save(&design.secrets_file)?;
     }
-    components::objects::passwords(&design.objects, &secrets)
+    components::objects::passwords(&managed, &secrets)
         .map_err(|e| Usage(format!("{e}\n  hint: see `password:` under roles in README.md")))?;
     Ok(secrets)
 }
@@ -538,11 +538,12 @@ impl Decide<'_, '_> {
             .iter()
             .filter(|(c, _)| c.is_some_and(Cloud::is_primary))
             .find_map(|(_, h)| host_facts.get(&h.name).and_then(|f| f.objects.as_ref()));
-        let Some(state) = state.filter(|_| !design.objects.is_empty()) else {
+        let managed = design.managed_objects();
+        let Some(state) = state.filter(|_| !managed.is_empty()) else {
             return Ok(None);
         };
-        let passwords = components::objects::passwords(&design.objects, self.secrets).map_err(Usage)?;
-        let diff = components::objects::diff(&design.objects, state, &passwords);
+        let passwords = components::objects::passwords(&managed, self.secrets).map_err(Usage)?;
+        let diff = components::objects::diff(&managed, state, &passwords);
         if !diff.refused.is_empty() {
             bail!(Usage(format!(
                 "the master cannot hold what the design declares:\n  {}",

@@ -61,6 +61,8 @@ pub struct Design {
     pub haproxy: Haproxy,
     /// The PostgreSQL metrics exporter on every database host (on unless disabled).
     pub exporter: Option<Exporter>,
+    /// The connection pooler on every database host (off unless enabled).
+    pub pgbouncer: Option<Pgbouncer>,
     pub glb: Option<Glb>,
     /// The site lease across clouds: with a witness, or three clouds or more.
     pub site: Option<Site>,
@@ -215,6 +217,27 @@ pub struct Exporter {
     pub port: u16,
 }
 
+/// PgBouncer on every database host: clients' connections pooled onto
+/// few to the master, through the host's own HAProxy read-write port.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pgbouncer {
+    pub port: u16,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: u32,
+    pub default_pool_size: u32,
+    /// 0: no limit.
+    pub max_db_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A server connection per transaction: most clients on fewest connections.
+    Transaction,
+    /// A server connection per client session (session state kept).
+    Session,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Haproxy {
     /// Read-write: the master, wherever it is.
@@ -332,6 +355,8 @@ pub struct Glb {
     pub port: u16,
     /// Read-only: the replicas of the cloud that has the master.
     pub read_only_port: u16,
+    /// Pooled read-write: the database hosts' PgBouncer.
+    pub pooled_port: u16,
     pub stats_port: u16,
     pub stats_address: String,
     pub kind: GlbKind,
@@ -348,6 +373,16 @@ pub enum GlbKind {
 }
 
 impl Design {
+    /// The roles and databases pgha keeps on the master: the design's,
+    /// and PgBouncer's own role when the pooler is on.
+    pub fn managed_objects(&self) -> objects::Objects {
+        let mut o = self.objects.clone();
+        if self.pgbouncer.is_some() {
+            o.roles.push(objects::pooler_role());
+        }
+        o
+    }
+
     /// This design with PostgreSQL `version` where it names none: the
     /// version, its binaries and (unless named) its data directory.
     pub fn for_postgres(&self, version: u32) -> Design {

@@ -10,8 +10,12 @@ pub const REPLICATION_USER: &str = "replicator";
 /// The metrics exporter's role (`pg_monitor`).
 pub const MONITOR_USER: &str = "pgha_monitor";
 
+/// PgBouncer's `auth_user`: it reads login roles' verifiers through a
+/// lookup function, never the superuser's or the replication role's.
+pub const POOLER_USER: &str = "pgha_pgbouncer";
+
 /// Roles pgha or PostgreSQL own: never declared, never reported as drift.
-pub(crate) const RESERVED_ROLES: [&str; 3] = [SUPERUSER, REPLICATION_USER, MONITOR_USER];
+pub(crate) const RESERVED_ROLES: [&str; 4] = [SUPERUSER, REPLICATION_USER, MONITOR_USER, POOLER_USER];
 
 /// Databases every cluster has.
 pub(crate) const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
@@ -46,6 +50,10 @@ impl Objects {
             None => vec![pair("all", "all")],
             Some(rules) => {
                 let mut out = vec![pair("all", SUPERUSER), pair("postgres", MONITOR_USER)];
+                // PgBouncer looks roles up in the database a client asks for.
+                if self.role(POOLER_USER).is_some() {
+                    out.push(pair("all", POOLER_USER));
+                }
                 out.extend(rules.iter().cloned());
                 out
             }
@@ -96,6 +104,23 @@ pub struct Database {
 pub struct Access {
     pub database: String,
     pub role: String,
+}
+
+/// The pooler's own role, which pgha keeps like a declared one.
+pub(crate) fn pooler_role() -> Role {
+    Role {
+        name: POOLER_USER.to_string(),
+        present: true,
+        login: true,
+        inherit: true,
+        createdb: false,
+        createrole: false,
+        bypassrls: false,
+        connection_limit: -1,
+        valid_until: None,
+        member_of: Vec::new(),
+        password: PasswordSource::Secrets,
+    }
 }
 
 /// An SQL identifier as PostgreSQL reads it: double-quoted, quotes doubled.

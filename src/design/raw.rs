@@ -86,6 +86,17 @@ pub struct RawComponents {
     pub governor: Option<RawGovernor>,
     pub haproxy: Option<RawHaproxy>,
     pub exporter: Option<RawExporter>,
+    pub pgbouncer: Option<RawPgbouncer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPgbouncer {
+    pub enabled: Option<bool>,
+    pub port: Option<u16>,
+    pub pool_mode: Option<String>,
+    pub max_client_conn: Option<u32>,
+    pub default_pool_size: Option<u32>,
+    pub max_db_connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +146,7 @@ pub struct RawGlb {
     pub stats_port: Option<u16>,
     pub stats_address: Option<String>,
     pub read_only_port: Option<u16>,
+    pub pooled_port: Option<u16>,
 }
 
 /// The site lease: which cloud may have a writable master, held in a small

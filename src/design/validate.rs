@@ -270,9 +270,13 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         port: ex.port.unwrap_or(9187),
     });
 
+    let pgbouncer = build_pgbouncer(cx, root, components.pgbouncer.unwrap_or_default());
+
     let global_ssh = layer_ssh(cx, root, &base, default_ssh(), raw.ssh.as_ref(), "ssh");
     let clouds = build_clouds(cx, root, &base, raw.clouds, &global_ssh, &platform, mode);
-    let glb = raw.glb.map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy));
+    let glb = raw
+        .glb
+        .map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy, pgbouncer.as_ref()));
 
     let site = build_site(cx, root, &base, raw.witness, raw.site, &global_ssh, clouds.len());
     let backup = raw.backup.and_then(|b| {
@@ -303,6 +307,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         &governor,
         &haproxy,
         exporter.as_ref(),
+        pgbouncer.as_ref(),
         &clouds,
         glb.as_ref(),
         site.as_ref(),
@@ -345,6 +350,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         governor,
         haproxy,
         exporter,
+        pgbouncer,
         glb: glb.flatten(),
         site,
         backup,
@@ -392,6 +398,47 @@ fn build_haproxy(cx: &mut Checker, root: &Node, hp: RawHaproxy, platform: Option
         );
     }
     haproxy
+}
+
+/// PgBouncer: off unless enabled; transaction pooling by default.
+fn build_pgbouncer(cx: &mut Checker, root: &Node, raw: RawPgbouncer) -> Option<Pgbouncer> {
+    if !raw.enabled.unwrap_or(false) {
+        return None;
+    }
+    let pool_mode = match raw.pool_mode.as_deref() {
+        None | Some("transaction") => PoolMode::Transaction,
+        Some("session") => PoolMode::Session,
+        Some(other) => {
+            cx.error(
+                root,
+                "components.pgbouncer.pool_mode",
+                format!("unknown pool mode `{other}`"),
+                "use `transaction` (the default: a server connection per transaction) or `session`",
+            );
+            PoolMode::Transaction
+        }
+    };
+    let p = Pgbouncer {
+        port: raw.port.unwrap_or(6432),
+        pool_mode,
+        max_client_conn: raw.max_client_conn.unwrap_or(1000),
+        default_pool_size: raw.default_pool_size.unwrap_or(20),
+        max_db_connections: raw.max_db_connections.unwrap_or(0),
+    };
+    for (field, value) in [
+        ("components.pgbouncer.max_client_conn", p.max_client_conn),
+        ("components.pgbouncer.default_pool_size", p.default_pool_size),
+    ] {
+        if value == 0 || value > 100_000 {
+            cx.error(
+                root,
+                field,
+                format!("{value} is out of range"),
+                "give a number from 1 to 100000",
+            );
+        }
+    }
+    Some(p)
 }
 
 /// A statistics page's address: an IP address; loopback unless opened.

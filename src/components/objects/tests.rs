@@ -49,7 +49,17 @@ fn stored(password: &str) -> (Option<String>, Option<String>) {
     (Some(params), Some(crate::fsutil::sha256_hex(v.as_bytes())))
 }
 
-/// The master as a deploy of [`objects`] leaves it.
+fn member(role: &str, grantor: &str, inherit: Option<bool>) -> Membership {
+    Membership {
+        role: role.into(),
+        grantor: grantor.into(),
+        admin: false,
+        inherit,
+        set: inherit.map(|_| true),
+    }
+}
+
+/// The master as a deploy of [`objects`] leaves it (PostgreSQL 17).
 fn converged() -> State {
     let state_of = |r: &Role, password: Option<&str>| {
         let (scram, password_sha256) = password.map(stored).unwrap_or((None, None));
@@ -58,7 +68,7 @@ fn converged() -> State {
             login: r.login,
             inherit: r.inherit,
             connection_limit: -1,
-            member_of: r.member_of.clone(),
+            member_of: r.member_of.iter().map(|g| member(g, "postgres", Some(true))).collect(),
             scram,
             password_sha256,
             ..RoleState::default()
@@ -66,6 +76,8 @@ fn converged() -> State {
     };
     let o = objects();
     State {
+        version: 170_004,
+        lookup_missing: None,
         roles: vec![
             state_of(&o.roles[0], None),
             state_of(&o.roles[1], Some("s3cret pw")),
@@ -132,7 +144,20 @@ fn an_empty_master_gets_everything_in_order() {
         "CREATE DATABASE \"app\" OWNER \"app_owner\" TEMPLATE template0 ENCODING E'UTF8' LOCALE E'C.UTF-8';"
     ));
     // The extension is made in its database, quietly there too.
-    assert!(sql.ends_with("\\connect app\nSET log_min_error_statement = panic;\nSET log_statement = 'none';\nCREATE EXTENSION IF NOT EXISTS \"pgcrypto\";\n"), "{sql}");
+    let tail = sql
+        .split("\\connect app\n")
+        .nth(1)
+        .expect("the extension is made in its database");
+    assert!(
+        tail.starts_with("SET log_min_error_statement = panic;\nSET log_statement = 'none';\n"),
+        "quiet there too: {tail}"
+    );
+    assert!(
+        tail.ends_with(
+            "SET pg_stat_statements.track_utility = off;\nCREATE EXTENSION IF NOT EXISTS \"pgcrypto\" CASCADE;\n"
+        ),
+        "{tail}"
+    );
 }
 
 #[test]
@@ -217,7 +242,7 @@ fn an_absent_role_is_dropped_last_and_memberships_follow_the_design() {
     assert_eq!(
         d.changes.iter().map(Change::describe).collect::<Vec<_>>(),
         [
-            "grant pg_read_all_data to app_rw",
+            "grant pg_read_all_data to app_rw (inherit true)",
             "revoke app_owner from app_rw",
             "drop role old"
         ]
@@ -237,9 +262,9 @@ fn a_missing_extension_package_is_refused_and_a_password_cleared() {
 
 #[test]
 fn the_state_is_read_from_the_facts_lines() {
-    let json = r#"{"roles":[{"name":"app_rw","login":true,"inherit":true,"createdb":false,"createrole":false,"bypassrls":false,"superuser":false,"replication":false,"connection_limit":-1,"valid_until":null,"scram":"4096:AQID","password_sha256":"ab","member_of":["app_owner"]}],"databases":[{"name":"app","owner":"app_owner","encoding":"UTF8","collate":"C.UTF-8","ctype":"C.UTF-8"}],"available":["pgcrypto"]}"#;
+    let json = r#"{"roles":[{"name":"app_rw","login":true,"inherit":true,"createdb":false,"createrole":false,"bypassrls":false,"superuser":false,"replication":false,"connection_limit":-1,"valid_until":null,"scram":"4096:AQID","password_sha256":"ab","member_of":[{"role":"app_owner","grantor":"postgres","admin":false,"inherit":null,"set":null}]}],"databases":[{"name":"app","owner":"app_owner","encoding":"UTF8","collate":"C.UTF-8","ctype":"C.UTF-8"}],"available":["pgcrypto"],"version":170004}"#;
     let state = parse_state(&[("objects", json), ("objects_ext", r#"app ["plpgsql"]"#)]).unwrap();
-    assert_eq!(state.roles[0].member_of, ["app_owner"]);
+    assert_eq!(state.roles[0].member_of[0].role, "app_owner");
     assert_eq!(state.extensions["app"], ["plpgsql"]);
     assert!(
         parse_state(&[("objects", "")]).is_none(),
@@ -266,4 +291,79 @@ fn passwords_come_from_their_source_and_have_a_shape() {
     assert!(passwords(&o, &secrets).unwrap_err().contains("printable ASCII"));
     secrets.roles.insert("app_rw".into(), "fine pw".into());
     assert_eq!(passwords(&o, &secrets).unwrap()["app_rw"], "fine pw");
+}
+
+#[test]
+fn a_group_declared_after_its_member_is_made_first() {
+    let mut o = objects();
+    o.roles.reverse();
+    let d = diff(&o, &State::default(), &app_passwords());
+    let described: Vec<String> = d.changes.iter().map(Change::describe).collect();
+    assert_eq!(
+        &described[..4],
+        [
+            "create role app_rw",
+            "create role app_owner",
+            "set the password of app_rw",
+            "grant app_owner to app_rw"
+        ]
+    );
+}
+
+#[test]
+fn memberships_from_postgres_16_keep_their_own_inherit_option() {
+    let mut o = objects();
+    o.roles[1].inherit = false;
+    let mut state = converged();
+    state.roles[1].inherit = false;
+    // Granted with inherit by hand, by another role; and an admin-only
+    // grant PostgreSQL made when a CREATEROLE role made this one.
+    state.roles[1].member_of = vec![
+        member("app_owner", "admin_bot", Some(true)),
+        Membership {
+            admin: true,
+            set: Some(false),
+            ..member("ops", "ops", Some(false))
+        },
+    ];
+    let d = diff(&o, &state, &app_passwords());
+    assert_eq!(
+        d.changes.iter().map(Change::describe).collect::<Vec<_>>(),
+        [
+            "revoke app_owner from app_rw (granted by admin_bot)",
+            "grant app_owner to app_rw (inherit false)"
+        ]
+    );
+    let sql = apply_sql(&o, &d.changes, &app_passwords()).unwrap();
+    assert!(sql.contains("REVOKE \"app_owner\" FROM \"app_rw\" GRANTED BY \"admin_bot\";\nGRANT \"app_owner\" TO \"app_rw\" WITH INHERIT FALSE;"), "{sql}");
+    // Before 16 a membership has no option of its own.
+    state.version = 150_008;
+    state.roles[1].member_of = vec![member("app_owner", "postgres", None)];
+    assert!(diff(&o, &state, &app_passwords()).changes.is_empty());
+}
+
+#[test]
+fn an_expiry_in_the_past_forever_is_set_back() {
+    let mut state = converged();
+    state.roles[1].valid_until = Some(i64::MIN);
+    let d = diff(&objects(), &state, &app_passwords());
+    assert_eq!(
+        d.changes[0].describe(),
+        "alter role app_rw (valid_until -infinity -> infinity)"
+    );
+}
+
+#[test]
+fn names_made_by_hand_are_shown_escaped() {
+    let mut state = converged();
+    state.roles.push(RoleState {
+        name: "evil\u{1b}[2J".into(),
+        ..RoleState::default()
+    });
+    let d = diff(&objects(), &state, &app_passwords());
+    assert!(
+        d.drift[0].starts_with("role \"evil\\u{1b}[2J\" is not in the design"),
+        "{:?}",
+        d.drift
+    );
 }

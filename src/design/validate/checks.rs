@@ -77,6 +77,7 @@ pub(super) fn check_ports(
     governor: &Governor,
     haproxy: &Haproxy,
     exporter: Option<&Exporter>,
+    pgbouncer: Option<&Pgbouncer>,
     clouds: &[Cloud],
     glb: Option<&Option<Glb>>,
     site: Option<&Site>,
@@ -106,12 +107,21 @@ pub(super) fn check_ports(
     if let Some(e) = exporter {
         db_ports.push(("components.exporter.port", e.port));
     }
+    if let Some(p) = pgbouncer {
+        db_ports.push(("components.pgbouncer.port", p.port));
+    }
     let glb_ports = match glb {
-        Some(Some(g)) => vec![
-            ("glb.port", g.port),
-            ("glb.stats_port", g.stats_port),
-            ("glb.read_only_port", g.read_only_port),
-        ],
+        Some(Some(g)) => {
+            let mut ports = vec![
+                ("glb.port", g.port),
+                ("glb.stats_port", g.stats_port),
+                ("glb.read_only_port", g.read_only_port),
+            ];
+            if pgbouncer.is_some() {
+                ports.push(("glb.pooled_port", g.pooled_port));
+            }
+            ports
+        }
         _ => Vec::new(),
     };
     for (field, port) in db_ports.iter().chain(&glb_ports) {

@@ -9,6 +9,7 @@ pub(super) fn build_glb(
     raw: RawGlb,
     ssh: &Ssh,
     haproxy: &Haproxy,
+    pgbouncer: Option<&Pgbouncer>,
 ) -> Option<Glb> {
     let fqdn = raw.fqdn.unwrap_or_default();
     if fqdn.is_empty() {
@@ -72,6 +73,7 @@ pub(super) fn build_glb(
         fqdn,
         port: raw.port.unwrap_or(haproxy.port),
         read_only_port: raw.read_only_port.unwrap_or(haproxy.read_only_port),
+        pooled_port: raw.pooled_port.or(pgbouncer.map(|p| p.port)).unwrap_or(6432),
         stats_port: raw.stats_port.unwrap_or(haproxy.stats_port),
         stats_address: stats_address(
             cx,

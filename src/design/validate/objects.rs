@@ -17,6 +17,30 @@ const KEYWORDS: [&str; 10] = [
     "current_role",
 ];
 
+/// PostgreSQL's predefined roles a declared role may be a member of.
+const PREDEFINED: [&str; 12] = [
+    "pg_read_all_data",
+    "pg_write_all_data",
+    "pg_read_all_settings",
+    "pg_read_all_stats",
+    "pg_stat_scan_tables",
+    "pg_monitor",
+    "pg_signal_backend",
+    "pg_checkpoint",
+    "pg_use_reserved_connections",
+    "pg_create_subscription",
+    "pg_maintain",
+    "pg_signal_autovacuum_worker",
+];
+
+/// Predefined roles that give what a superuser has (files and programs of
+/// the server's account): refused like `superuser`.
+const AS_SUPERUSER: [&str; 3] = [
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+];
+
 const IDENT_HINT: &str = "use lowercase letters, digits and '_', starting with a letter or '_' (at most 63)";
 
 /// A name written in SQL and pg_hba.conf as it is: lowercase, so it needs
@@ -161,8 +185,15 @@ fn build_roles(cx: &mut Checker, root: &Node, raw: Vec<RawRole>) -> Vec<Role> {
         for (j, m) in role.member_of.iter().enumerate() {
             let field = format!("roles[{i}].member_of[{j}]");
             let declared = roles.iter().find(|r| &r.name == m);
-            let predefined = m.starts_with("pg_") && identifier(m);
-            if m == &role.name {
+            let predefined = PREDEFINED.contains(&m.as_str());
+            if AS_SUPERUSER.contains(&m.as_str()) {
+                cx.error(
+                    root,
+                    &field,
+                    format!("`{m}` reaches the server's files or programs, as a superuser does"),
+                    "pgha keeps superuser powers to postgres: grant narrower roles",
+                );
+            } else if m == &role.name {
                 cx.error(root, &field, format!("`{m}` cannot be a member of itself"), "remove it");
             } else if !role.present {
                 cx.error(
@@ -188,7 +219,37 @@ fn build_roles(cx: &mut Checker, root: &Node, raw: Vec<RawRole>) -> Vec<Role> {
             }
         }
     }
+    if let Some(i) = (0..roles.len()).find(|&i| in_cycle(&roles, &roles[i].name)) {
+        cx.error(
+            root,
+            &format!("roles[{i}].member_of"),
+            format!("`{}` is a member of itself through its groups", roles[i].name),
+            "PostgreSQL refuses circular memberships: remove one",
+        );
+    }
     roles
+}
+
+/// Whether following `member_of` from `start` leads back to it.
+fn in_cycle(roles: &[Role], start: &str) -> bool {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut next: Vec<&str> = vec![start];
+    while let Some(name) = next.pop() {
+        let Some(r) = roles.iter().find(|r| r.name == name) else {
+            continue;
+        };
+        for g in &r.member_of {
+            // Directly (`name == start`) is reported on its own.
+            if g == start && name != start {
+                return true;
+            }
+            if !seen.contains(&g.as_str()) {
+                seen.push(g);
+                next.push(g);
+            }
+        }
+    }
+    false
 }
 
 /// Seconds since the epoch of a date (midnight UTC) or an RFC 3339 time.

@@ -818,6 +818,24 @@ fn object_references_are_checked() {
         19,
     );
     assert_error(
+        &with("roles:\n  - {name: a, member_of: [pg_execute_server_program]}\n"),
+        "as a superuser does",
+        "roles[0].member_of[0]",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, member_of: [pg_typo]}\n"),
+        "not a role the design declares",
+        "roles[0].member_of[0]",
+        17,
+    );
+    assert_error(
+        &with("roles:\n  - {name: a, member_of: [b]}\n  - {name: b, member_of: [c]}\n  - {name: c, member_of: [a]}\n"),
+        "`a` is a member of itself through its groups",
+        "roles[0].member_of",
+        17,
+    );
+    assert_error(
         &with("access:\n  - {database: nope, role: all}\n"),
         "not a database the design declares",
         "access[0].database",
