@@ -47,6 +47,8 @@ pub enum Action {
     VerifyBackup,
     /// The metrics exporter on a cloud's database hosts (and its role).
     ConfigureExporter,
+    /// PgBouncer on a cloud's database hosts.
+    ConfigurePgbouncer,
     /// Hosts the design no longer lists leave their cloud: etcd member
     /// removed first, then their services stopped.
     RemoveHosts,
@@ -81,6 +83,7 @@ impl Action {
             | Action::VerifyBackup => Component::Backup,
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
             Action::ConfigureExporter => Component::Metrics,
+            Action::ConfigurePgbouncer => Component::Pooler,
             Action::RemoveHosts | Action::ConfigureObjects => Component::Cluster,
         }
     }
@@ -109,6 +112,7 @@ impl Action {
             Action::VerifyGlb => "verify",
             Action::ApplyParameters => "parameters",
             Action::ConfigureExporter => "exporter",
+            Action::ConfigurePgbouncer => "pgbouncer",
             Action::RemoveHosts => "remove",
             Action::ConfigureObjects => "objects",
         }
@@ -286,6 +290,25 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
                 components::exporter::ENV.path,
                 components::exporter::SERVICE,
                 e.port
+            ),
+        );
+    }
+    if let Some(p) = &design.pgbouncer {
+        b.push(
+            c,
+            Action::ConfigurePgbouncer,
+            cloud.hosts.iter().map(|h| h.name.clone()).collect(),
+            format!(
+                "write {} and {}, run PgBouncer on :{} ({} pooling, TLS both ways): clients' own roles, \
+                 server connections through this host's HAProxy :{} to the master; reloaded on change",
+                components::pgbouncer::CONFIG.path,
+                components::pgbouncer::USERLIST.path,
+                p.port,
+                match p.pool_mode {
+                    crate::design::PoolMode::Transaction => "transaction",
+                    crate::design::PoolMode::Session => "session",
+                },
+                design.haproxy.port
             ),
         );
     }

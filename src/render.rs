@@ -12,8 +12,13 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 24] = [
+const EMBEDDED: [(&str, &str); 26] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
+    ("pgbouncer.ini.j2", include_str!("../templates/pgbouncer.ini.j2")),
+    (
+        "pgbouncer-userlist.txt.j2",
+        include_str!("../templates/pgbouncer-userlist.txt.j2"),
+    ),
     (
         "pgha-backup@.service.j2",
         include_str!("../templates/pgha-backup@.service.j2"),
@@ -117,6 +122,14 @@ struct TlsContext<'a> {
 }
 
 #[derive(Serialize, Clone)]
+struct PgbouncerContext<'a> {
+    #[serde(flatten)]
+    settings: &'a crate::design::Pgbouncer,
+    auth_query: &'static str,
+    userlist: &'static str,
+}
+
+#[derive(Serialize, Clone)]
 struct ExporterContext {
     port: u16,
     web_config: &'static str,
@@ -167,6 +180,7 @@ struct TemplateContext<'a> {
     governor: &'a Governor,
     haproxy: &'a Haproxy,
     exporter: Option<ExporterContext>,
+    pgbouncer: Option<PgbouncerContext<'a>>,
     glb: Option<&'a Glb>,
     site: Option<&'a crate::design::Site>,
     site_members: Vec<&'a Host>,
@@ -488,6 +502,11 @@ impl Renderer {
             upgrade_hold_path: components::major::HOLD,
             patroni_config: components::patroni::CONFIG.path,
             patroni_gateway_stamp: components::patroni::GATEWAY_STAMP,
+            pgbouncer: design.pgbouncer.as_ref().map(|p| PgbouncerContext {
+                settings: p,
+                auth_query: components::pgbouncer::AUTH_QUERY,
+                userlist: components::pgbouncer::USERLIST.path,
+            }),
             exporter: design.exporter.as_ref().map(|e| ExporterContext {
                 port: e.port,
                 web_config: components::exporter::WEB_CONFIG_PATH,

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-pub use crate::design::objects::{MONITOR_USER, REPLICATION_USER, SUPERUSER};
+pub use crate::design::objects::{MONITOR_USER, POOLER_USER, REPLICATION_USER, SUPERUSER};
 pub const RESTAPI_USER: &str = "pgha";
 pub const STATS_USER: &str = "pgha-stats";
 /// Overrides `stats_password`, like [`ENV`] the others.
@@ -78,6 +78,9 @@ pub struct TemplateSecrets<'a> {
     pub monitor_password: &'a str,
     pub etcd_patroni_password: &'a str,
     pub etcd_agent_password: &'a str,
+    /// PgBouncer's auth_user's, quoted for its userlist (`"` doubled).
+    pub pgbouncer_userlist: String,
+    pub pgbouncer_user: &'static str,
     pub etcd_patroni_user: &'static str,
     pub etcd_agent_user: &'static str,
     pub monitor_user: &'static str,
@@ -99,7 +102,7 @@ impl Secrets {
             monitor_password: r(),
             etcd_patroni_password: r(),
             etcd_agent_password: r(),
-            roles: Default::default(),
+            roles: [(POOLER_USER.to_string(), r())].into(),
         }
     }
 
@@ -161,6 +164,15 @@ impl Secrets {
             monitor_password: &self.monitor_password,
             etcd_patroni_password: &self.etcd_patroni_password,
             etcd_agent_password: &self.etcd_agent_password,
+            pgbouncer_userlist: format!(
+                "\"{}\" \"{}\"",
+                POOLER_USER,
+                self.roles
+                    .get(POOLER_USER)
+                    .map_or("", String::as_str)
+                    .replace('"', "\"\"")
+            ),
+            pgbouncer_user: POOLER_USER,
             etcd_patroni_user: ETCD_PATRONI_USER,
             etcd_agent_user: ETCD_AGENT_USER,
             monitor_user: MONITOR_USER,

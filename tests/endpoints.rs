@@ -159,6 +159,81 @@ fn objects_after_deploy(lab: &TestLab, pw: &str) {
     assert!(err.contains("no pg_hba.conf entry"), "{err}");
     // The superuser still connects everywhere.
     assert_eq!(psql(ok(lab, &["dsn"]).trim(), pw, "SELECT 1").unwrap(), "1");
+
+    // Through PgBouncer, the GLB's and each cloud's, with verify-full: the
+    // application's roles, never the superuser.
+    let pooled = dsn("app_rw", "pooled");
+    assert!(pooled.contains(&format!("port={}", 6432)), "{pooled}");
+    psql(
+        &pooled,
+        &rw_pw,
+        "CREATE TABLE IF NOT EXISTS pooled_ticks (id int PRIMARY KEY)",
+    )
+    .unwrap();
+    assert_eq!(psql(&pooled, &rw_pw, "SELECT count(*) FROM items").unwrap(), "1");
+    let dc2_pooled = ok(
+        lab,
+        &[
+            "dsn",
+            "--role",
+            "app_rw",
+            "--dbname",
+            "app",
+            "--endpoint",
+            "pooled",
+            "--cloud",
+            "dc2",
+        ],
+    );
+    assert_eq!(
+        psql(dc2_pooled.trim(), &rw_pw, "SELECT pg_is_in_recovery()").unwrap(),
+        "f"
+    );
+    let superuser_pooled = ok(lab, &["dsn", "--endpoint", "pooled"]);
+    assert!(
+        psql(superuser_pooled.trim(), pw, "SELECT 1").is_err(),
+        "the superuser through PgBouncer"
+    );
+    assert!(psql(&pooled, "wrong", "SELECT 1").is_err());
+}
+
+/// The longest time between two acknowledgements that spans part of
+/// `[from, to]`.
+fn gap_within(at: &[Instant], from: Instant, to: Instant) -> Duration {
+    at.windows(2)
+        .filter(|w| w[1] >= from && w[0] <= to)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}
+
+/// Every write PgBouncer acknowledged is on the master, and every host
+/// holds the same rows.
+fn pooled_rows(lab: &TestLab, acked: &[i32]) {
+    let query = "SELECT count(*) || ':' || coalesce(sum(id), 0) FROM pooled_ticks";
+    let count = |h: &str| {
+        let out = lab.ssh(
+            &addr(h),
+            &format!("cd / && runuser -u postgres -- psql -d app -XAtc \"{query}\""),
+        );
+        stdout(&out).trim().to_string()
+    };
+    let master = SITES.writable_now();
+    assert_eq!(master.len(), 1, "{master:?}");
+    let master = master[0].split_whitespace().next().unwrap().to_string();
+    let ids = lab.ssh(
+        &addr(&master),
+        "cd / && runuser -u postgres -- psql -d app -XAtc 'SELECT id FROM pooled_ticks'",
+    );
+    let have: std::collections::BTreeSet<i32> = stdout(&ids).lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let lost: Vec<&i32> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged pooled writes lost: {lost:?}");
+    let want = count(&master);
+    for h in common::partition::DC1.iter().chain(&common::partition::DC2) {
+        wait_for(&format!("{h} to hold the pooled rows"), Duration::from_secs(30), || {
+            count(h) == want
+        });
+    }
 }
 
 /// After a flip: an attribute changed in the design is altered and said,
@@ -232,9 +307,21 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
         ],
     );
     assert!(out.contains("inventories/dc2.yaml"), "{out}");
-    // With the application's database, roles and access rules.
+    // With the application's database, roles and access rules, and PgBouncer.
     let design = std::fs::read_to_string(lab.design()).unwrap();
-    std::fs::write(lab.design(), format!("{design}\n{OBJECTS}")).unwrap();
+    let pooled: String = design
+        .lines()
+        .map(|l| match l.contains("the pooled endpoint") {
+            true => l.replace("enabled: false", "enabled: true "),
+            false => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        pooled.contains("enabled: true  "),
+        "pgha init shows pgbouncer's enabled"
+    );
+    std::fs::write(lab.design(), format!("{pooled}\n{OBJECTS}")).unwrap();
     ok(&lab, &["validate"]);
     ok(&lab, &["deploy", "--yes"]);
     let report: serde_json::Value =
@@ -291,6 +378,15 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     // flip to dc2.
     let monitor = common::partition::Monitor::start_every(SITES, Duration::from_secs(1));
     let (stop_w, writer) = common::writer(&SITES.glb(), &pw);
+    // And an application's session through the GLB's PgBouncer port, kept open.
+    let (stop_p, pooled_writer) = common::session_writer(
+        &format!(
+            "host={} port=6432 user=app_rw dbname=app password={}",
+            SITES.glb(),
+            lab.role_password("app_rw")
+        ),
+        "pooled_ticks",
+    );
     let (stop_r, reader) = reader(ro.clone(), pw.clone());
     // Moments when a role changes: a read may meet the master for the
     // two checks (1 s apart) HAProxy takes to see a promoted replica leave.
@@ -335,6 +431,8 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
 
     stop_r.store(true, Ordering::Relaxed);
     stop_w.store(true, Ordering::Relaxed);
+    stop_p.store(true, Ordering::Relaxed);
+    let p = pooled_writer.join().unwrap();
     let reads = reader.join().unwrap();
     let w = writer.join().unwrap();
     monitor.finish();
@@ -342,6 +440,21 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     // No acknowledged write lost, the same rows on every host.
     assert!(SITES.missing(&pw, &w.acked).is_empty(), "acknowledged writes lost");
     SITES.same_rows_everywhere(&pw);
+    pooled_rows(&lab, &p.written.acked);
+    for (what, from, to) in &changes {
+        eprintln!(
+            "figure: write gap during {what}: direct (a connection per write, GLB :5000) {:.1} s, \
+             pooled (one session, GLB :6432) {:.1} s",
+            gap_within(&w.at, *from, *to).as_secs_f64(),
+            gap_within(&p.written.at, *from, *to).as_secs_f64()
+        );
+    }
+    eprintln!(
+        "figure: pooled session: {} acknowledged writes, {} reconnections, longest gap {:.1} s",
+        p.written.acked.len(),
+        p.reconnects,
+        p.written.gap.as_secs_f64()
+    );
     // Outside a role change (and the two checks after it) the read-only
     // endpoint served every read, from replicas only.
     let grace = Duration::from_secs(3);

@@ -91,8 +91,13 @@ pub(crate) fn glb_proxy(cluster: &str) -> String {
 
 /// Every proxy of the GLB's HAProxy that lists the database hosts: the
 /// read-write one first, then the read-only one.
-pub(crate) fn glb_proxies(cluster: &str) -> Vec<String> {
-    vec![glb_proxy(cluster), format!("{cluster}-glb-read-only")]
+pub(crate) fn glb_proxies(design: &crate::design::Design) -> Vec<String> {
+    let cluster = &design.platform.name;
+    let mut proxies = vec![glb_proxy(cluster), format!("{cluster}-glb-read-only")];
+    if design.pgbouncer.is_some() {
+        proxies.push(format!("{cluster}-glb-pooled"));
+    }
+    proxies
 }
 
 /// Prints HAProxy's statistics as CSV, read on the host itself: from
@@ -240,10 +245,20 @@ mod tests {
 
     #[test]
     fn a_server_is_drained_through_the_admin_socket() {
-        let script = server_state_script(&glb_proxies("c"), "dc1-pg2", "drain");
+        let mut design = crate::testkit::design_with("");
+        design.pgbouncer = Some(crate::design::Pgbouncer {
+            port: 6432,
+            pool_mode: crate::design::PoolMode::Transaction,
+            max_client_conn: 10,
+            default_pool_size: 2,
+            max_db_connections: 0,
+        });
+        let script = server_state_script(&glb_proxies(&design), "dc1-pg2", "drain");
         crate::shell::assert_parses_cleanly(&script);
         assert!(
-            script.contains("proxies, server, state = [\"c-glb\",\"c-glb-read-only\"], \"dc1-pg2\", \"drain\"\n"),
+            script.contains(
+                "proxies, server, state = [\"pgha-demo-glb\",\"pgha-demo-glb-read-only\",\"pgha-demo-glb-pooled\"], \"dc1-pg2\", \"drain\"\n"
+            ),
             "{script}"
         );
         assert!(

@@ -121,6 +121,14 @@ pub(crate) fn lookup_apply_script(port: u16) -> String {
     )
 }
 
+/// Prints `pgbouncer_listening` when PgBouncer runs and its port listens
+/// (`ss -p` names no process for PgBouncer's sockets: they are checked apart).
+pub(crate) fn listening_script(port: u16) -> String {
+    format!(
+        "systemctl is-active --quiet {SERVICE} && ss -Hltn 'sport = :{port}' 2>/dev/null | grep -q . && echo pgbouncer_listening"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

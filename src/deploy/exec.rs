@@ -152,6 +152,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::ConfigureSite, _) if sw.changes() => wait_site(ctx, &step.hosts, step.number, None).await,
         (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
         (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
+        (Action::ConfigurePgbouncer, _) if sw.changes() => wait_pgbouncers(ctx, &step.hosts, step.number).await,
         (Action::VerifySite, _) if ctx.unchanged.is_some_and(|f| site_by_facts(ctx.design(), f)) => {
             let primary = ctx.design().primary_clouds().next().map_or("", |c| c.name.as_str());
             ctx.say(
@@ -541,6 +542,27 @@ async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::
     })
 }
 
+/// PgBouncer listens on every host of the step.
+async fn wait_pgbouncers(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
+    use crate::components::pgbouncer;
+    let port = ctx.design().pgbouncer.as_ref().map_or(0, |p| p.port);
+    ctx.say(number, "waiting for PgBouncer to listen".to_string());
+    wait_hosts_ready(
+        ctx,
+        hosts,
+        &pgbouncer::listening_script(port),
+        Duration::from_secs(60),
+        |out| out.contains("pgbouncer_listening"),
+    )
+    .await
+    .map_err(|behind| {
+        anyhow!(
+            "PgBouncer on {behind} does not listen on port {port} (see `journalctl -u {}` there)",
+            pgbouncer::SERVICE
+        )
+    })
+}
+
 /// Polls until `script` prints what `ready` wants on every one of `hosts`
 /// (a host that cannot run it is not ready); else the hosts still behind.
 async fn wait_hosts_ready(
@@ -763,7 +785,7 @@ async fn drain_from_glb(ctx: &Ctx<'_>, host: &str, state: &str, number: usize) -
         return false;
     };
     // The read-only proxy too: both route to the host's HAProxy.
-    let proxies = haproxy::glb_proxies(&d.platform.name);
+    let proxies = haproxy::glb_proxies(d);
     let mut set = false;
     for g in hosts {
         // A deploy of one cloud has not connected the GLB: it is asked all the same.
@@ -1333,7 +1355,7 @@ async fn archiving_well(ctx: &Ctx<'_>) -> Option<String> {
 async fn verify_glb(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
     let d = ctx.design();
     let Some(glb) = &d.glb else { return Ok(()) };
-    let proxies = haproxy::glb_proxies(&d.platform.name);
+    let proxies = haproxy::glb_proxies(d);
     let by_facts = ctx.unchanged.is_some_and(|f| {
         hosts.iter().all(|h| {
             f.get(h).and_then(|f| f.stats.as_deref()).is_some_and(|csv| {

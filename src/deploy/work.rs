@@ -411,6 +411,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             }
             exporter_work(&mut items, i, host, &facts);
         }
+        Action::ConfigurePgbouncer => pgbouncer_work(&mut items, i, host, &facts),
         Action::InitRepositories => {
             if !facts.stanza {
                 items.push(Work::CreateStanza);
@@ -601,6 +602,38 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
         items.push(Work::Start(components::exporter::SERVICE));
     } else if differs {
         items.push(Work::Restart(components::exporter::SERVICE));
+    }
+}
+
+/// PgBouncer: its files, reloaded (SIGHUP) when they or the TLS files it
+/// reads change; restarted when nothing listens on the design's port (a
+/// port is read at start only; `ss` names no process for PgBouncer's).
+fn pgbouncer_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    use components::pgbouncer::{FILES, SERVICE};
+    let mut differs = false;
+    for spec in &FILES {
+        differs |= write_if_differs(items, facts, file(i, host, spec));
+    }
+    let svc = facts.service(SERVICE);
+    if !svc.is_enabled() {
+        items.push(Work::Enable(SERVICE));
+    }
+    let port = i.design.pgbouncer.as_ref().map_or(0, |p| p.port);
+    if !svc.is_active() {
+        items.push(Work::Start(SERVICE));
+    } else if !facts.listeners.contains_key(&port) {
+        items.push(Work::Restart(SERVICE));
+    } else if differs {
+        items.push(Work::Reload(SERVICE));
+    } else {
+        reread(
+            items,
+            i,
+            host,
+            facts,
+            Work::Reload(SERVICE),
+            &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY],
+        );
     }
 }
 

@@ -368,6 +368,22 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
     );
     line(&mut d, "    enabled: true");
     line(&mut d, "    port: 9187");
+    line(
+        &mut d,
+        "  pgbouncer:                 # connection pooling on every database host",
+    );
+    line(
+        &mut d,
+        "    enabled: false           # true: the pooled endpoint (see `pgha dsn --endpoint pooled`)",
+    );
+    line(&mut d, "    port: 6432");
+    line(&mut d, "    pool_mode: transaction   # or session");
+    line(&mut d, "    max_client_conn: 1000");
+    line(
+        &mut d,
+        "    default_pool_size: 20      # server connections per database and role",
+    );
+    line(&mut d, "    max_db_connections: 0      # per database; 0: no limit");
     line(&mut d, "");
     match &r.glb {
         Some(a) => {
@@ -380,6 +396,7 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
             line(&mut d, &format!("  fqdn: {}", scalar(fqdn)));
             line(&mut d, "  port: 5000");
             line(&mut d, "  read_only_port: 5001");
+            line(&mut d, "  pooled_port: 6432          # with pgbouncer enabled");
             line(&mut d, "  stats_port: 7000");
             line(&mut d, "  stats_address: 127.0.0.1");
             line(

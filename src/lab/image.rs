@@ -92,6 +92,11 @@ impl Variant {
             p.push(packages::BACKUP.to_string());
             // And the metrics exporter, on unless the design turns it off.
             p.push(crate::components::exporter::PACKAGE.to_string());
+            // PgBouncer, which designs turn on (the reference release's
+            // image only: the others' tests leave it off).
+            if os == Os::Debian13 {
+                p.push(crate::components::pgbouncer::PACKAGE.to_string());
+            }
         }
         p
     }
@@ -240,7 +245,10 @@ fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     )?;
     // pgBackRest's server waits for pgha's config: not started at boot
     // (deploy enables it where a design has backups).
-    let _ = std::fs::remove_file(rootfs.join("etc/systemd/system/multi-user.target.wants/pgbackrest.service"));
+    // Nor PgBouncer, which would serve its package's sample config.
+    for unit in ["pgbackrest.service", "pgbouncer.service"] {
+        let _ = std::fs::remove_file(rootfs.join("etc/systemd/system/multi-user.target.wants").join(unit));
+    }
     // Downloaded packages only make the image bigger.
     if let Ok(entries) = std::fs::read_dir(rootfs.join("var/cache/apt/archives")) {
         for e in entries.flatten() {

@@ -28,6 +28,8 @@ pub enum Endpoint {
     Ro,
     /// Read-only from one cloud's own replicas (`local_reads`).
     Local,
+    /// Read-write through PgBouncer (`components.pgbouncer`).
+    Pooled,
 }
 
 /// Where a client connects: the hosts (tried in order) and their port.
@@ -44,19 +46,29 @@ pub(crate) struct Target {
 /// instances; invalid input (exit 2) when the design offers no such thing.
 pub(crate) fn target(design: &Design, endpoint: Endpoint, cloud: Option<&str>) -> Result<Target, error::Usage> {
     let hp = &design.haproxy;
+    let pooler = || {
+        design.pgbouncer.as_ref().map(|p| p.port).ok_or_else(|| {
+            error::Usage("the design runs no PgBouncer: set components.pgbouncer.enabled: true and deploy".into())
+        })
+    };
     let (hosts, port) = match cloud {
         None => {
             let glb = design.glb.as_ref().ok_or_else(|| {
                 error::Usage("the design has no GLB: name a cloud with --cloud to use its HAProxy instances".into())
             })?;
-            if matches!(glb.kind, GlbKind::External { .. }) && endpoint == Endpoint::Ro {
+            if matches!(glb.kind, GlbKind::External { .. }) && endpoint != Endpoint::Rw {
                 return Err(error::Usage(
-                    "an external GLB forwards the read-write port only: name a cloud with --cloud for reads".into(),
+                    "an external GLB forwards the read-write port only: name a cloud with --cloud for the others"
+                        .into(),
                 ));
             }
             let port = match endpoint {
                 Endpoint::Rw => glb.port,
                 Endpoint::Ro => glb.read_only_port,
+                Endpoint::Pooled => {
+                    pooler()?;
+                    glb.pooled_port
+                }
                 Endpoint::Local => {
                     return Err(error::Usage(
                         "the local endpoint is one cloud's own replicas: name the cloud with --cloud".into(),
@@ -76,6 +88,7 @@ pub(crate) fn target(design: &Design, endpoint: Endpoint, cloud: Option<&str>) -
             let port = match endpoint {
                 Endpoint::Rw => hp.port,
                 Endpoint::Ro => hp.read_only_port,
+                Endpoint::Pooled => pooler()?,
                 Endpoint::Local if hp.local_reads => hp.local_read_port,
                 Endpoint::Local => {
                     return Err(error::Usage(
@@ -110,7 +123,7 @@ pub(crate) fn dsn(t: &Target, user: &str, dbname: &str, rootcert: &Path) -> Stri
         // A host that does not answer costs seconds, not minutes, before the next.
         ("connect_timeout", "5".to_string()),
     ];
-    if t.endpoint != Endpoint::Rw {
+    if matches!(t.endpoint, Endpoint::Ro | Endpoint::Local) {
         // A session that fell back to the master (no replica in the pool)
         // stays there when the replicas return: its transactions are
         // read-only all the same.

@@ -532,3 +532,91 @@ fn remove_leftovers(name: &str) {
         let _ = Command::new("docker").args(["network", "rm", id]).output();
     }
 }
+
+/// What a session writer saw: [`Written`], and how many times it had to
+/// open its connection again.
+pub(crate) struct SessionWritten {
+    pub written: Written,
+    pub reconnects: usize,
+}
+
+/// Writes `INSERT INTO table VALUES (id)` every 100 ms on one connection
+/// kept open (a pooled client's way), opening another only when it breaks,
+/// until the returned flag is set. `conf` is a libpq-style string without
+/// the TLS part. Bounded: at most 6000 writes.
+pub(crate) fn session_writer(
+    conf: &str,
+    table: &str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<SessionWritten>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, conf, table) = (
+        stop.clone(),
+        format!("{conf} connect_timeout=3 sslmode=require"),
+        table.to_string(),
+    );
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let limit = std::time::Duration::from_secs(10);
+            let connect = || async {
+                let (client, conn) = tokio::time::timeout(limit, tokio_postgres::connect(&conf, tls()))
+                    .await
+                    .ok()?
+                    .ok()?;
+                tokio::spawn(conn);
+                Some(client)
+            };
+            let mut w = Written {
+                acked: Vec::new(),
+                at: Vec::new(),
+                read_only: 0,
+                gap: std::time::Duration::ZERO,
+                gap_end: std::time::SystemTime::now(),
+            };
+            let mut client = connect().await;
+            let mut reconnects = 0;
+            let mut last = std::time::Instant::now();
+            for id in 1..=6000 {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    reconnects += 1;
+                    client = connect().await;
+                }
+                if let Some(c) = &client {
+                    let q = format!("INSERT INTO {table} VALUES ({id})");
+                    match tokio::time::timeout(limit, c.simple_query(&q)).await {
+                        Ok(Ok(_)) => {
+                            w.acked.push(id);
+                            w.at.push(std::time::Instant::now());
+                            if last.elapsed() > w.gap {
+                                w.gap = last.elapsed();
+                                w.gap_end = std::time::SystemTime::now();
+                            }
+                            last = std::time::Instant::now();
+                        }
+                        Ok(Err(e)) if format!("{e:?}").contains("read-only") => w.read_only += 1,
+                        // A failed statement leaves the session usable; a
+                        // timed-out one does not.
+                        Ok(Err(_)) => {}
+                        Err(_) => client = None,
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if last.elapsed() > w.gap {
+                w.gap = last.elapsed();
+                w.gap_end = std::time::SystemTime::now();
+            }
+            SessionWritten { written: w, reconnects }
+        })
+    });
+    (stop, handle)
+}
