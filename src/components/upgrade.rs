@@ -317,7 +317,7 @@ pub(crate) fn services_script(
     ] {
         restart(&mut s, &format!("systemctl is-enabled --quiet {}", quote(u)), u);
     }
-    for u in [exporter::SERVICE, super::backup::SERVICE] {
+    for u in [exporter::SERVICE, super::backup::SERVICE, super::pgbouncer::SERVICE] {
         restart(&mut s, &format!("systemctl is-active --quiet {}", quote(u)), u);
     }
     if proxy {

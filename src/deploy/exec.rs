@@ -742,6 +742,7 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
                 etcd::CONFIG.service,
                 haproxy::CONFIG.service,
                 crate::components::exporter::SERVICE,
+                crate::components::pgbouncer::SERVICE,
             ];
             let done = remote
                 .check(
