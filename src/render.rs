@@ -173,6 +173,8 @@ struct TemplateContext<'a> {
     glb_hosts: Vec<GlbHost>,
     /// `(database, role)` of each `hostssl` rule clients may use.
     hba_rules: Vec<crate::design::objects::Access>,
+    /// The same, from the database hosts only.
+    hba_host_rules: Vec<crate::design::objects::Access>,
     etcd: &'a Etcd,
     etcd_members: &'a [Host],
     etcd_cluster_state: &'a str,
@@ -492,6 +494,7 @@ impl Renderer {
                 })
                 .collect(),
             hba_rules: design.managed_objects().hba_rules(),
+            hba_host_rules: design.managed_objects().hba_host_rules(),
             etcd: &design.etcd,
             etcd_members: &[],
             etcd_cluster_state: "new",

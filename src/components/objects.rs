@@ -411,7 +411,9 @@ pub(crate) fn diff(objects: &Objects, state: &State, passwords: &BTreeMap<String
                 .push(format!("database {} is not in the design: kept", have.name));
         }
     }
-    if objects.role(POOLER_USER).is_some() && state.lookup_missing != Some(0) {
+    // A database pgha creates comes from template0, without the function.
+    let created = d.changes.iter().any(|c| matches!(c, Change::CreateDatabase(_)));
+    if objects.role(POOLER_USER).is_some() && (state.lookup_missing != Some(0) || created) {
         d.changes.push(Change::PoolerLookup);
     }
     d.changes.extend(drops);

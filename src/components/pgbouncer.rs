@@ -54,6 +54,7 @@ pub(crate) fn lookup_sql() -> String {
     format!(
         "SET log_min_error_statement = panic;
 CREATE SCHEMA IF NOT EXISTS pgha;
+ALTER SCHEMA pgha OWNER TO postgres;
 REVOKE ALL ON SCHEMA pgha FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgha TO {user};
 CREATE OR REPLACE FUNCTION pgha.user_lookup(i_username text, OUT uname text, OUT phash text)
@@ -63,6 +64,7 @@ RETURNS record LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
     AND a.rolname NOT IN ({reserved})
     AND (a.rolvaliduntil IS NULL OR a.rolvaliduntil > pg_catalog.now())
 $f$;
+ALTER FUNCTION pgha.user_lookup(text) OWNER TO postgres;
 REVOKE ALL ON FUNCTION pgha.user_lookup(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgha.user_lookup(text) TO {user};
 COMMENT ON FUNCTION pgha.user_lookup(text) IS '{LOOKUP_MARK}';
@@ -96,8 +98,13 @@ PGHA_DBS
 /// Prints `objects_lookup <n>`: how many databases lack the current lookup
 /// function (facts, on a master).
 pub(crate) fn lookup_state_script(port: u16) -> String {
-    let query =
-        format!("SELECT obj_description(to_regprocedure('pgha.user_lookup(text)'), 'pg_proc') = '{LOOKUP_MARK}'");
+    // Its version, and no owner but the superuser for it and its schema
+    // (someone else's could change what PgBouncer is told).
+    let query = format!(
+        "SELECT obj_description(p.oid, 'pg_proc') = '{LOOKUP_MARK}' AND pg_get_userbyid(p.proowner) = 'postgres' \
+         AND pg_get_userbyid(n.nspowner) = 'postgres' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE p.oid = to_regprocedure('pgha.user_lookup(text)')"
+    );
     format!(
         "( missing=0\n{}echo \"objects_lookup $missing\" ) 2>/dev/null\n",
         each_database(
@@ -121,11 +128,12 @@ pub(crate) fn lookup_apply_script(port: u16) -> String {
     )
 }
 
-/// Prints `pgbouncer_listening` when PgBouncer runs and its port listens
+/// Prints `pgbouncer_listening` when PgBouncer runs and its port listens on
+/// every address, not only on localhost as Debian's sample config has it
 /// (`ss -p` names no process for PgBouncer's sockets: they are checked apart).
 pub(crate) fn listening_script(port: u16) -> String {
     format!(
-        "systemctl is-active --quiet {SERVICE} && ss -Hltn 'sport = :{port}' 2>/dev/null | grep -q . && echo pgbouncer_listening"
+        r"systemctl is-active --quiet {SERVICE} && ss -Hltn 'sport = :{port}' 2>/dev/null | grep -qE '(0\.0\.0\.0|\*|\[::\]):{port} ' && echo pgbouncer_listening"
     )
 }
 
@@ -147,6 +155,13 @@ mod tests {
         );
         assert!(sql.contains("rolvaliduntil > pg_catalog.now()"), "{sql}");
         assert!(sql.contains("REVOKE ALL ON FUNCTION pgha.user_lookup(text) FROM PUBLIC;"));
+    }
+
+    #[test]
+    fn listening_means_on_every_address() {
+        let s = listening_script(6432);
+        crate::shell::assert_parses_cleanly(&s);
+        assert!(s.contains(r"grep -qE '(0\.0\.0\.0|\*|\[::\]):6432 '"), "{s}");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub(crate) struct HostFacts {
     pub pgdata: bool,
     /// Listening TCP port -> process name.
     pub listeners: BTreeMap<u16, String>,
+    /// Ports listened on every address (`0.0.0.0`, `*`, `[::]`), not only one.
+    pub wildcard_ports: std::collections::BTreeSet<u16>,
     /// Patroni's dynamic configuration, when its REST API answered.
     pub dynamic_config: Option<serde_json::Value>,
     /// The version apt would install of the design's PostgreSQL package;
@@ -429,10 +431,13 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("ss") => {
                 // LISTEN 0 128 0.0.0.0:8008 0.0.0.0:* users:(("python3",pid=1,fd=5))
                 let cols: Vec<&str> = line.split_whitespace().collect();
-                let port = cols
-                    .get(4)
-                    .and_then(|a| a.rsplit(':').next())
-                    .and_then(|p| p.parse().ok());
+                let local = cols.get(4).and_then(|a| a.rsplit_once(':'));
+                let port = local.and_then(|(_, p)| p.parse().ok());
+                if let (Some((addr, _)), Some(port)) = (local, port) {
+                    if ["0.0.0.0", "*", "[::]"].contains(&addr) {
+                        f.wildcard_ports.insert(port);
+                    }
+                }
                 let proc = line
                     .split("((\"")
                     .nth(1)
@@ -494,6 +499,7 @@ pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\npg_upg
         assert_eq!(f.dynamic_config.as_ref().unwrap()["ttl"], 30);
         assert!(f.etcd_initialized && f.etcd_plaintext && !f.pgdata);
         assert_eq!(f.listeners.get(&8008).map(String::as_str), Some("nc"));
+        assert!(f.wildcard_ports.contains(&8008), "{:?}", f.wildcard_ports);
         assert_eq!(f.listeners.get(&5432).map(String::as_str), Some("postgres"));
     }
 

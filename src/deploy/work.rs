@@ -606,8 +606,9 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
 }
 
 /// PgBouncer: its files, reloaded (SIGHUP) when they or the TLS files it
-/// reads change; restarted when nothing listens on the design's port (a
-/// port is read at start only; `ss` names no process for PgBouncer's).
+/// reads change; restarted unless its port listens on every address: the
+/// address and port are read at start only, and Debian's package starts it
+/// on localhost (`ss` names no process for PgBouncer's sockets).
 fn pgbouncer_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
     use components::pgbouncer::{FILES, SERVICE};
     let mut differs = false;
@@ -621,7 +622,7 @@ fn pgbouncer_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFac
     let port = i.design.pgbouncer.as_ref().map_or(0, |p| p.port);
     if !svc.is_active() {
         items.push(Work::Start(SERVICE));
-    } else if !facts.listeners.contains_key(&port) {
+    } else if !facts.wildcard_ports.contains(&port) {
         items.push(Work::Restart(SERVICE));
     } else if differs {
         items.push(Work::Reload(SERVICE));

@@ -50,10 +50,6 @@ impl Objects {
             None => vec![pair("all", "all")],
             Some(rules) => {
                 let mut out = vec![pair("all", SUPERUSER), pair("postgres", MONITOR_USER)];
-                // PgBouncer looks roles up in the database a client asks for.
-                if self.role(POOLER_USER).is_some() {
-                    out.push(pair("all", POOLER_USER));
-                }
                 out.extend(rules.iter().cloned());
                 out
             }
@@ -104,6 +100,21 @@ pub struct Database {
 pub struct Access {
     pub database: String,
     pub role: String,
+}
+
+impl Objects {
+    /// Rules for the database hosts' addresses only: with access rules,
+    /// PgBouncer's role, which looks roles up in the database a client asks
+    /// for, from its own host's HAProxy.
+    pub fn hba_host_rules(&self) -> Vec<Access> {
+        match (&self.access, self.role(POOLER_USER)) {
+            (Some(_), Some(_)) => vec![Access {
+                database: "all".into(),
+                role: POOLER_USER.into(),
+            }],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The pooler's own role, which pgha keeps like a declared one.

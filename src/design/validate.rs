@@ -291,6 +291,28 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         )
     });
 
+    if let (Some(p), Some(pl)) = (&pgbouncer, &platform) {
+        // Every host's PgBouncer connects to the one master.
+        let hosts: u64 = clouds.iter().map(|c| c.hosts.len() as u64).sum();
+        let max = pl
+            .parameters
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("max_connections"))
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .unwrap_or(100);
+        let most = u64::from(p.default_pool_size) * hosts;
+        if most > max {
+            cx.warn(
+                root,
+                "components.pgbouncer.default_pool_size",
+                format!(
+                    "{hosts} PgBouncers may open {most} server connections to the master for one database and role, \
+                     more than its max_connections ({max})"
+                ),
+                "lower default_pool_size, set max_db_connections, or raise platform.parameters.max_connections",
+            );
+        }
+    }
     let objects = build_objects(
         cx,
         root,

@@ -367,3 +367,33 @@ fn names_made_by_hand_are_shown_escaped() {
         d.drift
     );
 }
+
+#[test]
+fn a_database_pgha_creates_gets_the_poolers_lookup() {
+    let mut o = objects();
+    o.roles.push(crate::design::objects::pooler_role());
+    let mut pw = app_passwords();
+    pw.insert("pgha_pgbouncer".into(), "pooler pw".into());
+    let mut state = converged();
+    state.lookup_missing = Some(0);
+    state.roles.push(RoleState {
+        name: "pgha_pgbouncer".into(),
+        login: true,
+        inherit: true,
+        connection_limit: -1,
+        ..RoleState::default()
+    });
+    let d = diff(&o, &state, &pw);
+    assert_eq!(
+        d.changes,
+        [Change::SetPassword("pgha_pgbouncer".into())],
+        "nothing else: {d:?}"
+    );
+    // The database made from template0 lacks the function every other has.
+    state.databases.retain(|db| db.name != "app");
+    let d = diff(&o, &state, &pw);
+    assert!(d.changes.ends_with(&[Change::PoolerLookup]), "{d:?}");
+    // And the pooler's role logs in from the database hosts only.
+    assert_eq!(o.hba_host_rules().len(), 1);
+    assert!(o.hba_rules().iter().all(|a| a.role != "pgha_pgbouncer"));
+}
