@@ -300,8 +300,8 @@ fn membership_changes(out: &mut Vec<Change>, want: &Role, have: Option<&RoleStat
         .unwrap_or_default();
     let inherit = (version >= 160_000).then_some(want.inherit);
     for g in &want.member_of {
-        let mine: Vec<&&Membership> = rows.iter().filter(|m| &m.role == g).collect();
-        let right = |m: &&&Membership| inherit.is_none() || m.inherit == inherit;
+        let mine: Vec<&Membership> = rows.iter().copied().filter(|m| &m.role == g).collect();
+        let right = |m: &&Membership| inherit.is_none() || m.inherit == inherit;
         // Another grantor's row with the wrong option would keep giving it.
         for m in mine.iter().filter(|m| !right(m) && m.grantor != SUPERUSER) {
             out.push(Change::Revoke {

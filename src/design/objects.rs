@@ -42,17 +42,23 @@ impl Objects {
     /// `(database, role)` pairs of `hostssl` lines, each written for every
     /// address clients arrive from.
     pub fn hba_rules(&self) -> Vec<Access> {
-        let pair = |database: &str, role: &str| Access {
-            database: database.to_string(),
-            role: role.to_string(),
-        };
         match &self.access {
-            None => vec![pair("all", "all")],
+            None => vec![Access::new("all", "all")],
             Some(rules) => {
-                let mut out = vec![pair("all", SUPERUSER), pair("postgres", MONITOR_USER)];
+                let mut out = vec![Access::new("all", SUPERUSER), Access::new("postgres", MONITOR_USER)];
                 out.extend(rules.iter().cloned());
                 out
             }
+        }
+    }
+
+    /// Rules for the database hosts' addresses only: with access rules,
+    /// PgBouncer's role, which looks roles up in the database a client asks
+    /// for, from its own host's HAProxy.
+    pub fn hba_host_rules(&self) -> Vec<Access> {
+        match (&self.access, self.role(POOLER_USER)) {
+            (Some(_), Some(_)) => vec![Access::new("all", POOLER_USER)],
+            _ => Vec::new(),
         }
     }
 }
@@ -102,36 +108,37 @@ pub struct Access {
     pub role: String,
 }
 
-impl Objects {
-    /// Rules for the database hosts' addresses only: with access rules,
-    /// PgBouncer's role, which looks roles up in the database a client asks
-    /// for, from its own host's HAProxy.
-    pub fn hba_host_rules(&self) -> Vec<Access> {
-        match (&self.access, self.role(POOLER_USER)) {
-            (Some(_), Some(_)) => vec![Access {
-                database: "all".into(),
-                role: POOLER_USER.into(),
-            }],
-            _ => Vec::new(),
+impl Access {
+    pub(crate) fn new(database: &str, role: &str) -> Access {
+        Access {
+            database: database.to_string(),
+            role: role.to_string(),
+        }
+    }
+}
+
+impl Role {
+    /// A login role with every default: its password kept in the secrets file.
+    pub(crate) fn login(name: &str) -> Role {
+        Role {
+            name: name.to_string(),
+            present: true,
+            login: true,
+            inherit: true,
+            createdb: false,
+            createrole: false,
+            bypassrls: false,
+            connection_limit: -1,
+            valid_until: None,
+            member_of: Vec::new(),
+            password: PasswordSource::Secrets,
         }
     }
 }
 
 /// The pooler's own role, which pgha keeps like a declared one.
 pub(crate) fn pooler_role() -> Role {
-    Role {
-        name: POOLER_USER.to_string(),
-        present: true,
-        login: true,
-        inherit: true,
-        createdb: false,
-        createrole: false,
-        bypassrls: false,
-        connection_limit: -1,
-        valid_until: None,
-        member_of: Vec::new(),
-        password: PasswordSource::Secrets,
-    }
+    Role::login(POOLER_USER)
 }
 
 /// An SQL identifier as PostgreSQL reads it: double-quoted, quotes doubled.

@@ -436,6 +436,39 @@ pub(crate) struct Written {
     pub gap: std::time::Duration,
     /// When the longest gap ended (wall clock, to match the hosts' journals).
     pub gap_end: std::time::SystemTime,
+    /// The last acknowledgement, or the writer's start: the wait for the
+    /// first acknowledgement is a gap too.
+    last: std::time::Instant,
+}
+
+impl Written {
+    fn new() -> Written {
+        Written {
+            acked: Vec::new(),
+            at: Vec::new(),
+            read_only: 0,
+            gap: std::time::Duration::ZERO,
+            gap_end: std::time::SystemTime::now(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Records an acknowledged write and the gap it ends.
+    fn ack(&mut self, id: i32) {
+        self.close_gap();
+        self.acked.push(id);
+        self.at.push(std::time::Instant::now());
+        self.last = std::time::Instant::now();
+    }
+
+    /// The time since the last acknowledgement, if it is the longest gap yet
+    /// (a writer that stops ends with it too).
+    fn close_gap(&mut self) {
+        if self.last.elapsed() > self.gap {
+            self.gap = self.last.elapsed();
+            self.gap_end = std::time::SystemTime::now();
+        }
+    }
 }
 
 pub(crate) type Ticks = std::thread::JoinHandle<Written>;
@@ -452,38 +485,20 @@ pub(crate) fn writer(glb: &str, pw: &str) -> (std::sync::Arc<std::sync::atomic::
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (flag, pw, glb) = (stop.clone(), pw.to_string(), glb.to_string());
     let handle = std::thread::spawn(move || {
-        let mut w = Written {
-            acked: Vec::new(),
-            at: Vec::new(),
-            read_only: 0,
-            gap: std::time::Duration::ZERO,
-            gap_end: std::time::SystemTime::now(),
-        };
-        let mut last = std::time::Instant::now();
+        let mut w = Written::new();
         for id in start..start + 6000 {
             if flag.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
             match sql(&glb, 5000, &pw, &format!("INSERT INTO ticks VALUES ({id})")) {
-                Ok(_) => {
-                    w.acked.push(id);
-                    w.at.push(std::time::Instant::now());
-                    if last.elapsed() > w.gap {
-                        w.gap = last.elapsed();
-                        w.gap_end = std::time::SystemTime::now();
-                    }
-                    last = std::time::Instant::now();
-                }
+                Ok(_) => w.ack(id),
                 // HAProxy sent the client to a replica.
                 Err(e) if e.contains("read-only") => w.read_only += 1,
                 Err(_) => {}
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        if last.elapsed() > w.gap {
-            w.gap = last.elapsed();
-            w.gap_end = std::time::SystemTime::now();
-        }
+        w.close_gap();
         w
     });
     (stop, handle)
@@ -572,16 +587,9 @@ pub(crate) fn session_writer(
                 tokio::spawn(conn);
                 Some(client)
             };
-            let mut w = Written {
-                acked: Vec::new(),
-                at: Vec::new(),
-                read_only: 0,
-                gap: std::time::Duration::ZERO,
-                gap_end: std::time::SystemTime::now(),
-            };
+            let mut w = Written::new();
             let mut client = connect().await;
             let mut reconnects = 0;
-            let mut last = std::time::Instant::now();
             for id in 1..=6000 {
                 if flag.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
@@ -593,15 +601,7 @@ pub(crate) fn session_writer(
                 if let Some(c) = &client {
                     let q = format!("INSERT INTO {table} VALUES ({id})");
                     match tokio::time::timeout(limit, c.simple_query(&q)).await {
-                        Ok(Ok(_)) => {
-                            w.acked.push(id);
-                            w.at.push(std::time::Instant::now());
-                            if last.elapsed() > w.gap {
-                                w.gap = last.elapsed();
-                                w.gap_end = std::time::SystemTime::now();
-                            }
-                            last = std::time::Instant::now();
-                        }
+                        Ok(Ok(_)) => w.ack(id),
                         Ok(Err(e)) if format!("{e:?}").contains("read-only") => w.read_only += 1,
                         // A failed statement leaves the session usable; a
                         // timed-out one does not.
@@ -611,10 +611,7 @@ pub(crate) fn session_writer(
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            if last.elapsed() > w.gap {
-                w.gap = last.elapsed();
-                w.gap_end = std::time::SystemTime::now();
-            }
+            w.close_gap();
             SessionWritten { written: w, reconnects }
         })
     });

@@ -2,19 +2,7 @@ use super::*;
 use crate::design::objects::Access;
 
 fn role(name: &str) -> Role {
-    Role {
-        name: name.into(),
-        present: true,
-        login: true,
-        inherit: true,
-        createdb: false,
-        createrole: false,
-        bypassrls: false,
-        connection_limit: -1,
-        valid_until: None,
-        member_of: vec![],
-        password: PasswordSource::Secrets,
-    }
+    Role::login(name)
 }
 
 fn objects() -> Objects {
