@@ -186,8 +186,8 @@ fn upgrading(last: &str) -> bool {
 /// of a killed run has expired (a dry run takes the lock too) and the
 /// cluster has settled (a member the killed run restarted may still be
 /// starting, or the killed run's package upgrade still runs on a host
-/// whose half-upgraded sshd takes no new session: the upgrade then
-/// refuses before any change).
+/// whose half-upgraded sshd takes no new session or cuts an open one: the
+/// upgrade then refuses before any change).
 fn start_when_unlocked(lab: &TestLab) -> std::process::Child {
     let hosts = ["21", "22", "23", "11", "12", "13", "5", "4"];
     let busy = || hosts.iter().any(|h| upgrading(h));
@@ -198,7 +198,10 @@ fn start_when_unlocked(lab: &TestLab) -> std::process::Child {
             let was_busy = busy();
             let out = lab.pgha(&["upgrade", "release", "--dry-run"]);
             let err = stderr(&out);
-            let unreachable = err.contains("cannot connect over SSH") && (was_busy || busy());
+            // Refused at connect, or cut once open: sshd restarts inside
+            // the package upgrade.
+            let ssh = err.contains("cannot connect over SSH") || err.contains("the SSH connection failed");
+            let unreachable = ssh && (was_busy || busy());
             assert!(
                 out.status.success() || err.contains("lock") || err.contains("cannot start") || unreachable,
                 "{}{}",
