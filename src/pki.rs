@@ -99,6 +99,8 @@ pub fn wanted_names(design: &Design, host: &str) -> Vec<String> {
     let mut addrs = vec!["127.0.0.1".to_string(), "::1".to_string()];
     for c in &design.clouds {
         addrs.extend(c.hosts.iter().map(|h| h.address.clone()));
+        // Clients reach the leader's HAProxy and PgBouncer at the cloud's virtual IP.
+        addrs.extend(c.vip.iter().map(|v| v.address.clone()));
     }
     if let Some(g) = &design.glb {
         names.push(g.fqdn.clone());

@@ -49,6 +49,9 @@ pub enum Action {
     ConfigureExporter,
     /// PgBouncer on a cloud's database hosts.
     ConfigurePgbouncer,
+    /// The cloud's virtual IP: vip-manager and the loop that names the
+    /// leader for it (or, for a cloud without one, their units removed).
+    ConfigureVip,
     /// Hosts the design no longer lists leave their cloud: etcd member
     /// removed first, then their services stopped.
     RemoveHosts,
@@ -84,6 +87,7 @@ impl Action {
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
             Action::ConfigureExporter => Component::Metrics,
             Action::ConfigurePgbouncer => Component::Pooler,
+            Action::ConfigureVip => Component::Vip,
             Action::RemoveHosts | Action::ConfigureObjects => Component::Cluster,
         }
     }
@@ -113,6 +117,7 @@ impl Action {
             Action::ApplyParameters => "parameters",
             Action::ConfigureExporter => "exporter",
             Action::ConfigurePgbouncer => "pgbouncer",
+            Action::ConfigureVip => "vip",
             Action::RemoveHosts => "remove",
             Action::ConfigureObjects => "objects",
         }
@@ -310,6 +315,30 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
                 },
                 design.haproxy.port
             ),
+        );
+    }
+    if components::vip::any(design) {
+        let description = match &cloud.vip {
+            Some(v) => format!(
+                "hold {}/{} on {} of the cloud's leader: etcd key {} names it (written by {}), {} moves the address",
+                v.address,
+                v.netmask,
+                v.interface,
+                components::vip::key(&design.platform.name, &cloud.name),
+                components::vip::LEADER_SERVICE,
+                components::vip::MANAGER_SERVICE,
+            ),
+            None => format!(
+                "no virtual IP in this cloud: {} and {} removed where they run",
+                components::vip::MANAGER_SERVICE,
+                components::vip::LEADER_SERVICE
+            ),
+        };
+        b.push(
+            c,
+            Action::ConfigureVip,
+            cloud.hosts.iter().map(|h| h.name.clone()).collect(),
+            description,
         );
     }
 }

@@ -12,9 +12,19 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 26] = [
+const EMBEDDED: [(&str, &str); 30] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     ("pgbouncer.ini.j2", include_str!("../templates/pgbouncer.ini.j2")),
+    ("vip-leader.json.j2", include_str!("../templates/vip-leader.json.j2")),
+    (
+        "vip-leader.service.j2",
+        include_str!("../templates/vip-leader.service.j2"),
+    ),
+    ("vip-manager.yml.j2", include_str!("../templates/vip-manager.yml.j2")),
+    (
+        "vip-manager.service.j2",
+        include_str!("../templates/vip-manager.service.j2"),
+    ),
     (
         "pgbouncer-userlist.txt.j2",
         include_str!("../templates/pgbouncer-userlist.txt.j2"),
@@ -67,9 +77,10 @@ const EMBEDDED: [(&str, &str); 26] = [
 
 /// Files installed as they are (code that runs on hosts, tested by
 /// `cargo test`): their settings come from a rendered file beside them.
-const STATIC: [(&str, &str); 2] = [
+const STATIC: [(&str, &str); 3] = [
     ("site_agent.py", include_str!("../host/site_agent.py")),
     ("site_gate.py", include_str!("../host/site_gate.py")),
+    ("vip_leader.py", include_str!("../host/vip_leader.py")),
 ];
 
 /// A file ready to install.
@@ -187,6 +198,8 @@ struct TemplateContext<'a> {
     site: Option<&'a crate::design::Site>,
     site_members: Vec<&'a Host>,
     site_key: String,
+    /// The etcd v2 key that names this cloud's leader for vip-manager.
+    vip_key: String,
     site_last_key: String,
     site_data_dir: String,
     /// Seconds after its last lease renewal by which the site fence stops a master.
@@ -355,6 +368,7 @@ impl Renderer {
         let mut files: Vec<RenderedFile> = components::db_host_files(design)
             .iter()
             .filter(|spec| member || ![components::site::ETCD_ENV, components::site::ETCD_UNIT].contains(spec))
+            .filter(|spec| cloud.vip.is_some() || spec.component != components::Component::Vip)
             .map(|spec| self.render(*spec, &cx))
             .collect::<anyhow::Result<_>>()?;
         if repository.is_some() {
@@ -519,6 +533,7 @@ impl Renderer {
             site: design.site.as_ref(),
             site_members: design.site_members().into_iter().map(|(_, h)| h).collect(),
             site_key: components::site::primary_key(&design.platform.name),
+            vip_key: cloud.map_or_else(String::new, |c| components::vip::key(&design.platform.name, &c.name)),
             site_last_key: components::site::last_key(&design.platform.name),
             site_data_dir: components::site::data_dir(&design.platform.name),
             fence_bound: design.site.as_ref().map_or(0, |s| components::site::fence_bound(s.ttl)),

@@ -646,6 +646,8 @@ impl World {
             site::AGENT_SERVICE,
             site::GATE_SERVICE,
             components::exporter::SERVICE,
+            components::vip::LEADER_SERVICE,
+            components::vip::MANAGER_SERVICE,
         ] {
             for verb in [Verb::Restart, Verb::Reload, Verb::Start, Verb::Enable] {
                 if script == systemd::unit_script(verb, svc) && !(svc == "patroni" && verb == Verb::Start) {

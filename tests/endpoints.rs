@@ -3,7 +3,8 @@
 //! as they are (TLS verify-full); the read-only endpoint reads from the
 //! replicas of the cloud that has the master and refuses writes, falls back
 //! to the master when no replica is in the pool, and follows a switchover
-//! and a flip between clouds, while a client writes through the GLB and a
+//! and a flip between clouds and the master's power-off, with each cloud's
+//! virtual IP following its leader, while a client writes through the GLB and a
 //! monitor asks every host whether it takes writes. The design deployed is
 //! the one `pgha init` writes for the lab's hosts.
 
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::partition::Sites;
+use common::partition::{Sites, DC1, DC2};
 use common::{sql, stderr, stdout, wait_for, TestLab};
 
 const P: &str = "10.67.0";
@@ -24,6 +25,181 @@ const SITES: Sites = Sites {
 
 fn addr(host: &str) -> String {
     SITES.address(host)
+}
+
+/// Each cloud's virtual IP: on its leader (vip-manager).
+const VIPS: [(&str, &str); 2] = [("dc1", "10.67.0.100"), ("dc2", "10.67.0.200")];
+
+/// Which database hosts hold each of [`VIPS`], asked from inside each (in
+/// parallel; a host that does not answer within 3 s holds none).
+fn vip_holders() -> [Vec<&'static str>; 2] {
+    let held: Vec<(&'static str, String)> = std::thread::scope(|s| {
+        let asks: Vec<_> = DC1
+            .iter()
+            .chain(&DC2)
+            .map(|h| {
+                s.spawn(move || {
+                    let out = std::process::Command::new("timeout")
+                        .args([
+                            "3",
+                            "docker",
+                            "exec",
+                            &format!("{}-{h}", SITES.name),
+                            "ip",
+                            "-o",
+                            "addr",
+                        ])
+                        .output()
+                        .unwrap();
+                    (*h, stdout(&out))
+                })
+            })
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    VIPS.map(|(_, vip)| {
+        held.iter()
+            .filter(|(_, out)| out.contains(&format!(" {vip}/")))
+            .map(|(h, _)| *h)
+            .collect()
+    })
+}
+
+/// Starts in `host` a loop that writes, every 250 ms, the kernel's uptime
+/// (the containers share this machine's kernel, so one clock) and the
+/// addresses on its interface to /var/tmp/pgha-vips (bounded: 7200
+/// samples, 30 min): sampled inside with three processes a sample, the
+/// watch costs the lab no `docker exec` per sample. A host powered on
+/// again needs it started again.
+fn watch_vips(host: &str) {
+    let script = "i=0; while [ $i -lt 7200 ]; do read up _ < /proc/uptime; \
+         echo \"$up\" $(ip -o -4 addr show dev eth0 | sed -n 's|.* inet \\([0-9.]*\\)/.*|\\1|p') >> /var/tmp/pgha-vips; \
+         i=$((i+1)); sleep 0.25; done";
+    let out = std::process::Command::new("docker")
+        .args(["exec", "-d", &format!("{}-{host}", SITES.name), "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Every host's samples: (host, uptime in seconds, the addresses it held).
+fn vip_samples() -> Vec<(&'static str, f64, Vec<String>)> {
+    let mut samples = Vec::new();
+    for h in DC1.iter().chain(&DC2) {
+        let out = std::process::Command::new("timeout")
+            .args([
+                "10",
+                "docker",
+                "exec",
+                &format!("{}-{h}", SITES.name),
+                "cat",
+                "/var/tmp/pgha-vips",
+            ])
+            .output()
+            .unwrap();
+        for line in stdout(&out).lines() {
+            let mut words = line.split_whitespace();
+            if let Some(at) = words.next().and_then(|w| w.parse::<f64>().ok()) {
+                samples.push((*h, at, words.map(str::to_string).collect()));
+            }
+        }
+    }
+    samples.sort_by(|a, b| a.1.total_cmp(&b.1));
+    samples
+}
+
+/// The kernel's uptime now, in seconds: the hosts' samples' clock.
+fn wall() -> f64 {
+    let up = std::fs::read_to_string("/proc/uptime").unwrap();
+    up.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// When `host` was first seen holding `vip` from `from` on.
+fn vip_on_at(samples: &[(&str, f64, Vec<String>)], vip: &str, host: &str, from: f64) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(h, at, held)| *h == host && *at >= from && held.iter().any(|v| v == vip))
+        .map(|(_, at, _)| *at)
+}
+
+/// The longest time `vip` was seen on two hosts at once: from a sample of
+/// one holding it to the other's next sample without it (so within the
+/// 250 ms sampling of the truth); a host powered off holds nothing.
+fn vip_longest_overlap(samples: &[(&'static str, f64, Vec<String>)], vip: &str) -> f64 {
+    // Each host's holding intervals.
+    let mut spans: Vec<(&str, f64, f64)> = Vec::new();
+    for h in DC1.iter().chain(&DC2) {
+        let mine: Vec<&(&str, f64, Vec<String>)> = samples.iter().filter(|s| s.0 == *h).collect();
+        let mut start = None;
+        let mut prev: Option<f64> = None;
+        for s in &mine {
+            let holds = s.2.iter().any(|v| v == vip);
+            // A gap in the samples is the host off: it held nothing then.
+            if let (Some(from), Some(p)) = (start, prev) {
+                if s.1 - p > 1.0 {
+                    spans.push((*h, from, p));
+                    start = None;
+                }
+            }
+            match (holds, start) {
+                (true, None) => start = Some(s.1),
+                (false, Some(from)) => {
+                    spans.push((*h, from, s.1));
+                    start = None;
+                }
+                _ => {}
+            }
+            prev = Some(s.1);
+        }
+        if let (Some(from), Some(last)) = (start, mine.last()) {
+            spans.push((*h, from, last.1));
+        }
+    }
+    let mut longest: f64 = 0.0;
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            if a.0 != b.0 {
+                longest = longest.max(a.2.min(b.2) - a.1.max(b.1));
+            }
+        }
+    }
+    longest
+}
+
+/// The leader of each of [`VIPS`]' clouds as `pgha status` names it
+/// (master or standby leader).
+fn leaders(lab: &TestLab) -> [Option<String>; 2] {
+    let status = common::partition::status_json(lab);
+    VIPS.map(|(cloud, _)| {
+        status["hosts"]
+            .as_array()?
+            .iter()
+            .find(|h| h["cloud"] == cloud && (h["role"] == "leader" || h["role"] == "standby leader"))
+            .and_then(|h| h["host"].as_str().map(str::to_string))
+    })
+}
+
+fn leader_of(lab: &TestLab, cloud: &str) -> Option<String> {
+    let i = VIPS.iter().position(|(c, _)| *c == cloud).unwrap();
+    leaders(lab)[i].clone()
+}
+
+/// Waits until every cloud's virtual IP is on its leader alone.
+fn wait_vips_on_leaders(lab: &TestLab) {
+    let mut last = String::new();
+    let on = (0..60).any(|_| {
+        let (leaders, held) = (leaders(lab), vip_holders());
+        let on = leaders
+            .iter()
+            .zip(&held)
+            .all(|(l, h)| l.as_deref().is_some_and(|l| h.as_slice() == [l]));
+        if !on {
+            last = format!("leaders {leaders:?}, held by {held:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        on
+    });
+    assert!(on, "the virtual IPs are not on their clouds' leaders: {last}");
 }
 
 /// `pgha ARGS`'s output; it must succeed.
@@ -116,7 +292,7 @@ fn objects_after_deploy(lab: &TestLab, pw: &str) {
     let query = "SELECT (SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN \
                  ('app_owner', 'app_rw', 'app_ro', 'no_rule')) || '|' || (SELECT datname FROM pg_database \
                  WHERE datname = 'app' AND pg_get_userbyid(datdba) = 'app_owner')";
-    for h in common::partition::DC1.iter().chain(&common::partition::DC2) {
+    for h in DC1.iter().chain(&DC2) {
         wait_for(
             &format!("the roles and database on {h}"),
             Duration::from_secs(60),
@@ -207,9 +383,11 @@ fn gap_within(at: &[Instant], from: Instant, to: Instant) -> Duration {
         .unwrap_or_default()
 }
 
-/// Every write PgBouncer acknowledged is on the master, and every host
-/// holds the same rows.
-fn pooled_rows(lab: &TestLab, acked: &[i32]) {
+/// Every write PgBouncer acknowledged is on the master but the newest ones
+/// before `killed` (a master powered off then), and every host of the
+/// master's cloud (dc2) holds the same rows; how many were lost.
+fn pooled_rows(lab: &TestLab, written: &common::Written, killed: Instant) -> usize {
+    let acked = &written.acked;
     let query = "SELECT count(*) || ':' || coalesce(sum(id), 0) FROM pooled_ticks";
     let count = |h: &str| {
         let out = lab.ssh(
@@ -226,14 +404,32 @@ fn pooled_rows(lab: &TestLab, acked: &[i32]) {
         "cd / && runuser -u postgres -- psql -d app -XAtc 'SELECT id FROM pooled_ticks'",
     );
     let have: std::collections::BTreeSet<i32> = stdout(&ids).lines().filter_map(|l| l.trim().parse().ok()).collect();
-    let lost: Vec<&i32> = acked.iter().filter(|id| !have.contains(id)).collect();
-    assert!(lost.is_empty(), "acknowledged pooled writes lost: {lost:?}");
+    let lost: Vec<(i32, Instant)> = acked
+        .iter()
+        .zip(&written.at)
+        .filter(|(id, _)| !have.contains(id))
+        .map(|(id, at)| (*id, *at))
+        .collect();
+    if let Some((_, first)) = lost.first() {
+        let tail: Vec<i32> = acked
+            .iter()
+            .zip(&written.at)
+            .filter(|(_, at)| *at >= first && **at < killed)
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(
+            lost.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            tail,
+            "pooled writes lost other than the newest before the power-off"
+        );
+    }
     let want = count(&master);
-    for h in common::partition::DC1.iter().chain(&common::partition::DC2) {
+    for h in DC2 {
         wait_for(&format!("{h} to hold the pooled rows"), Duration::from_secs(30), || {
             count(h) == want
         });
     }
+    lost.len()
 }
 
 /// After a flip: an attribute changed in the design is altered and said,
@@ -321,7 +517,18 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
         pooled.contains("enabled: true  "),
         "pgha init shows pgbouncer's enabled"
     );
-    std::fs::write(lab.design(), format!("{pooled}\n{OBJECTS}")).unwrap();
+    // And a virtual IP in each cloud, on the line `pgha init` leaves for it.
+    let mut design = pooled;
+    for (cloud, vip) in VIPS {
+        let at = design
+            .find("    # vip: {address: ADDRESS")
+            .unwrap_or_else(|| panic!("no vip line for {cloud}"));
+        design.replace_range(
+            at..at + "    # vip: {address: ADDRESS".len(),
+            &format!("    vip: {{address: {vip}"),
+        );
+    }
+    std::fs::write(lab.design(), format!("{design}\n{OBJECTS}")).unwrap();
     ok(&lab, &["validate"]);
     ok(&lab, &["deploy", "--yes"]);
     let report: serde_json::Value =
@@ -329,6 +536,38 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     assert_eq!(report["changed"], 0, "{report}");
     let pw = lab.superuser_password();
     objects_after_deploy(&lab, &pw);
+    wait_vips_on_leaders(&lab);
+    // Each process behind dc1's address killed on its leader: vip-manager
+    // (the address leaves with it and comes back with its restart), then
+    // the loop that names the leader (the key outlives it by its ttl).
+    let leader = leader_of(&lab, "dc1").unwrap();
+    for unit in ["pgha-vip-manager", "pgha-vip-leader"] {
+        let pid = |lab: &TestLab| lab.ssh_ok(&addr(&leader), &format!("systemctl show -P MainPID {unit}"));
+        let before = pid(&lab);
+        lab.ssh_ok(&addr(&leader), &format!("systemctl kill -s KILL {unit}"));
+        wait_for(&format!("{unit} restarted"), Duration::from_secs(30), || {
+            let now = pid(&lab);
+            now != before && now != "0"
+        });
+        wait_for(
+            &format!("dc1's virtual IP on {leader} alone"),
+            Duration::from_secs(30),
+            || vip_holders()[0] == [leader.as_str()],
+        );
+    }
+    // A cloud's string names its virtual IP, verified like any host.
+    let dc1 = ok(&lab, &["dsn", "--cloud", "dc1"]).trim().to_string();
+    assert!(dc1.contains(&format!("host={} ", VIPS[0].1)), "{dc1}");
+    let master = leader_of(&lab, "dc1").unwrap();
+    assert_eq!(
+        psql(
+            &dc1,
+            &pw,
+            "SELECT host(inet_server_addr()) || ' ' || pg_is_in_recovery()"
+        )
+        .unwrap(),
+        format!("{} false", addr(&master))
+    );
 
     // `pgha dsn` works with psql unchanged: verify-full against the CA, no password.
     let rw = ok(&lab, &["dsn"]).trim().to_string();
@@ -349,11 +588,12 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     // The read-only endpoint refuses writes.
     let err = psql(&ro, &pw, "CREATE TABLE nope (id int)").unwrap_err();
     assert!(err.contains("read-only transaction"), "{err}");
-    // A standby cloud's HAProxy instances lead to the serving cloud's replicas.
+    // A standby cloud's HAProxy instances (here the one at its virtual IP)
+    // lead to the serving cloud's replicas.
     let dc2_ro = ok(&lab, &["dsn", "--endpoint", "ro", "--cloud", "dc2"])
         .trim()
         .to_string();
-    assert!(dc2_ro.contains(&addr("dc2-pg1")), "{dc2_ro}");
+    assert!(dc2_ro.contains(&format!("host={} ", VIPS[1].1)), "{dc2_ro}");
     wait_replica_of(&dc2_ro, &pw, "dc1");
     // Local reads are off by default: their port takes the cluster's own
     // HAProxy instances only.
@@ -392,10 +632,20 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     // two checks (1 s apart) HAProxy takes to see a promoted replica leave.
     let mut changes: Vec<(&str, Instant, Instant)> = Vec::new();
 
-    let t = Instant::now();
+    // Where each virtual IP is, sampled inside every host every 250 ms.
+    for h in DC1.iter().chain(&DC2) {
+        watch_vips(h);
+    }
+    // (what, which of VIPS, its start and end on the wall clock, the leader it must reach)
+    let mut moves: Vec<(&str, usize, f64, f64, String)> = Vec::new();
+
+    let (t, began) = (Instant::now(), wall());
     ok(&lab, &["switchover", "--yes"]);
+    let switched = wall();
     wait_replica_of(&ro, &pw, "dc1");
     changes.push(("switchover", t, Instant::now()));
+    wait_vips_on_leaders(&lab);
+    moves.push(("switchover", 0, began, switched, leader_of(&lab, "dc1").unwrap()));
 
     // Both replicas of dc1 stopped: the master serves the reads.
     let master = SITES.writable_now();
@@ -424,23 +674,98 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
     wait_replica_of(&ro, &pw, "dc2");
     changes.push(("flip to dc2", t, Instant::now()));
-    // Steady reads after the last change, all served by dc2's replicas.
-    std::thread::sleep(Duration::from_secs(5));
+    // Each cloud's virtual IP stays on its own leader: dc2's master, dc1's standby leader.
+    wait_vips_on_leaders(&lab);
+    let dc2 = ok(&lab, &["dsn", "--cloud", "dc2"]).trim().to_string();
+    assert_eq!(psql(&dc2, &pw, "SELECT pg_is_in_recovery()").unwrap(), "f");
     // Objects through the flip: the next deploy makes them on dc2's master.
     objects_drift(&lab, &pw);
+
+    // Last, dc2's master powered off: a replica of dc2 takes over (after
+    // Patroni's ttl), the virtual IP follows; powered on, the old master
+    // follows. Last because dc1's standby leader may then be unable to
+    // follow the new master (README, "The standby cloud after the
+    // primary's master dies": left open), which a later flip needs.
+    let old = leader_of(&lab, "dc2").unwrap();
+    let (t_kill, began) = (Instant::now(), wall());
+    let out = lab.lab(&["kill", &old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let killed = Instant::now();
+    let mut new = None;
+    wait_for("a new master in dc2", Duration::from_secs(120), || {
+        new = DC2.iter().find(|h| **h != old && SITES.read_write(h) == Some(true));
+        new.is_some()
+    });
+    moves.push(("master power-off", 1, began, wall(), new.unwrap().to_string()));
+    let out = lab.lab(&["start", &old]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    watch_vips(&old);
+    wait_for(&format!("{old} to follow"), Duration::from_secs(120), || {
+        common::partition::status_json(&lab)["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["host"] == old.as_str() && h["read_write"] == false && h["state"] == "streaming")
+    });
+    wait_replica_of(&ro, &pw, "dc2");
+    changes.push(("master power-off", t_kill, Instant::now()));
+    // Steady reads after the last change, all served by dc2's replicas.
+    std::thread::sleep(Duration::from_secs(5));
 
     stop_r.store(true, Ordering::Relaxed);
     stop_w.store(true, Ordering::Relaxed);
     stop_p.store(true, Ordering::Relaxed);
+    let samples = vip_samples();
+    for (what, i, from, done, leader) in &moves {
+        let on = vip_on_at(&samples, VIPS[*i].1, leader, *from).expect("seen on the new leader");
+        eprintln!(
+            "figure: {what}: {}'s virtual IP on the new master {leader} {:.1} s after it began (the new master: {:.1} s)",
+            VIPS[*i].0,
+            on - from,
+            done - from
+        );
+    }
+    for (cloud, vip) in VIPS {
+        eprintln!(
+            "figure: {cloud}'s virtual IP: {} samples, on two hosts at once for at most {:.2} s (sampled every 0.25 s)",
+            samples.iter().filter(|s| s.2.iter().any(|v| v == vip)).count(),
+            vip_longest_overlap(&samples, vip)
+        );
+    }
     let p = pooled_writer.join().unwrap();
     let reads = reader.join().unwrap();
     let w = writer.join().unwrap();
     monitor.finish();
 
-    // No acknowledged write lost, the same rows on every host.
-    assert!(SITES.missing(&pw, &w.acked).is_empty(), "acknowledged writes lost");
-    SITES.same_rows_everywhere(&pw);
-    pooled_rows(&lab, &p.written.acked);
+    // No acknowledged write lost but, replication being asynchronous, the
+    // newest ones the powered-off master had not sent (README: the RPO of a
+    // master's crash); the same rows on every host of the primary cloud.
+    // dc1's are measured (see above).
+    let lost = SITES.check_rpo(&pw, &w, t_kill, killed);
+    let rows = SITES.same_rows_on(&pw, &DC2);
+    let caught_up = (0..30).any(|_| {
+        let all = DC1.iter().all(|h| SITES.has_rows(&pw, h, &rows));
+        if !all {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        all
+    });
+    eprintln!(
+        "figure: after the power-off dc1's hosts {} the new master's rows",
+        if caught_up {
+            "hold"
+        } else {
+            "had NOT caught up (30 s) with"
+        }
+    );
+    let pooled_lost = pooled_rows(&lab, &p.written, killed);
+    eprintln!(
+        "figure: master power-off: {} of {} direct and {} of {} pooled acknowledged writes lost (the tail before the power-off)",
+        lost.len(),
+        w.acked.len(),
+        pooled_lost,
+        p.written.acked.len()
+    );
     for (what, from, to) in &changes {
         eprintln!(
             "figure: write gap during {what}: direct (a connection per write, GLB :5000) {:.1} s, \

@@ -54,7 +54,8 @@ fn rendered(release: Release) -> (tempfile::TempDir, Vec<PathBuf>) {
 /// but for the site's files, which only the last one has).
 fn having(files: &[PathBuf], suffix: &str) -> Vec<PathBuf> {
     let found: Vec<PathBuf> = files.iter().filter(|f| f.ends_with(suffix)).cloned().collect();
-    let site = suffix.contains("site-");
+    // And a virtual IP (dc1's).
+    let site = suffix.contains("site-") || suffix.contains("vip-");
     for name in EXAMPLES.into_iter().filter(|n| !site || *n == "three-sites.yaml") {
         assert!(
             found.iter().any(|f| f.to_string_lossy().contains(name)),
@@ -123,6 +124,10 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt
             "usr/local/lib/pgha/site-gate",
             "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
         ),
+        (
+            "usr/local/lib/pgha/vip-leader",
+            "PYTHONPYCACHEPREFIX=/tmp/pyc python3 -m py_compile",
+        ),
     ] {
         for f in having(&files, suffix) {
             // Each must pass and print nothing.
@@ -134,7 +139,7 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt
     }
     // The site agent's and the gate's decisions, under the reference release's Python.
     script.push_str(
-        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent test_site_gate 2>&1 | tail -3 | grep -qx OK\n",
+        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent test_site_gate test_vip_leader 2>&1 | tail -3 | grep -qx OK\n",
     );
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "-v"])
@@ -163,6 +168,7 @@ fn python_compiles_every_rendered_fence_and_site_agent() {
         "usr/local/lib/pgha/patroni-fence",
         "usr/local/lib/pgha/site-agent",
         "usr/local/lib/pgha/site-gate",
+        "usr/local/lib/pgha/vip-leader",
     ] {
         every_rendered_passes(script, "python3", &["-m", "py_compile"], true);
     }
@@ -173,32 +179,46 @@ fn host_code() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("host")
 }
 
-/// The site agent's decisions, every branch (host/test_site_agent.py), and
-/// the settings rendered for it: every example's load into its `Settings`.
+/// The site agent's, the gate's and the VIP leader loop's decisions, every
+/// branch (host/test_*.py), and the settings rendered for the loops: every
+/// example's load into its `Settings`.
 #[test]
 fn site_agent_decides_and_reads_its_settings() {
     require("python3");
     let out = Command::new("python3")
-        .args(["-B", "-m", "unittest", "test_site_agent", "test_site_gate"])
+        .args([
+            "-B",
+            "-m",
+            "unittest",
+            "test_site_agent",
+            "test_site_gate",
+            "test_vip_leader",
+        ])
         .current_dir(host_code())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", common::stderr(&out));
     let (_dir, files) = rendered(DEBIAN12);
-    let settings = having(&files, "etc/pgha/site-agent.json");
-    assert!(!settings.is_empty(), "the site example renders the agent's settings");
-    for f in settings {
-        let out = Command::new("python3")
-            .args([
-                "-B",
-                "-c",
-                "import site_agent, sys; s = site_agent.Settings.load(sys.argv[1]); assert s.endpoints and s.follow[\"host\"], s",
-            ])
-            .arg(&f)
-            .current_dir(host_code())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}: {}", f.display(), common::stderr(&out));
+    // Each loop's settings, as rendered, load into its `Settings`.
+    for (suffix, check) in [
+        (
+            "etc/pgha/site-agent.json",
+            "import site_agent, sys; s = site_agent.Settings.load(sys.argv[1]); assert s.endpoints and s.follow[\"host\"], s",
+        ),
+        (
+            "etc/pgha/vip-leader.json",
+            "import vip_leader, sys; s = vip_leader.Settings.load(sys.argv[1]); assert s.endpoints and s.key.startswith('/pgha-vip/'), s",
+        ),
+    ] {
+        for f in having(&files, suffix) {
+            let out = Command::new("python3")
+                .args(["-B", "-c", check])
+                .arg(&f)
+                .current_dir(host_code())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}: {}", f.display(), common::stderr(&out));
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub(crate) mod site;
 pub(crate) mod systemd;
 pub(crate) mod tls;
 pub(crate) mod upgrade;
+pub(crate) mod vip;
 
 use serde::Serialize;
 
@@ -32,6 +33,7 @@ pub enum Component {
     Backup,
     Metrics,
     Pooler,
+    Vip,
     Glb,
 }
 
@@ -48,6 +50,7 @@ impl Component {
             Component::Backup => "backup",
             Component::Metrics => "metrics",
             Component::Pooler => "pooler",
+            Component::Vip => "vip",
             Component::Glb => "glb",
         }
     }
@@ -114,6 +117,11 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     }
     if design.pgbouncer.is_some() {
         files.extend(pgbouncer::FILES);
+    }
+    // Rendered for the hosts of a cloud with a virtual IP only; read on all
+    // (a cloud's setting removed leaves them, and their services, to stop).
+    if vip::any(design) {
+        files.extend(vip::FILES);
     }
     files
 }

@@ -33,6 +33,9 @@ pub(crate) fn db_host_of(design: &crate::design::Design) -> Vec<String> {
     if design.pgbouncer.is_some() {
         pkgs.push(super::pgbouncer::PACKAGE.to_string());
     }
+    if super::vip::any(design) {
+        pkgs.push(super::vip::PACKAGE.to_string());
+    }
     pkgs
 }
 

@@ -6,6 +6,8 @@ use crate::shell::quote;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verb {
     Enable,
+    /// Stopped and disabled, its failures forgotten.
+    Disable,
     Start,
     Restart,
     Reload,
@@ -17,6 +19,7 @@ impl Verb {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verb::Enable => "enable",
+            Verb::Disable => "disable",
             Verb::Start => "start",
             Verb::Restart => "restart",
             Verb::Reload => "reload",
@@ -44,6 +47,9 @@ pub(crate) fn unit_script(verb: Verb, unit: &str) -> String {
             )
         }
         Verb::Enable => format!("systemctl enable {u} 2>&1"),
+        Verb::Disable => {
+            format!("systemctl disable --now {u} 2>&1 && {{ systemctl reset-failed {u} 2>/dev/null; true; }}")
+        }
         // A new HAProxy process takes every server for UP until its checks
         // say otherwise (~2 s of clients sent to replicas): it starts from
         // the old process's view instead.
@@ -90,6 +96,10 @@ mod tests {
     #[test]
     fn scripts_are_exact() {
         assert_eq!(unit_script(Verb::Enable, "patroni"), "systemctl enable patroni 2>&1");
+        assert_eq!(
+            unit_script(Verb::Disable, "vip-manager"),
+            "systemctl disable --now vip-manager 2>&1 && { systemctl reset-failed vip-manager 2>/dev/null; true; }"
+        );
         assert_eq!(
             unit_script(Verb::Start, "patroni"),
             "systemctl start patroni || { journalctl -u patroni -n 20 --no-pager >&2; exit 1; }"

@@ -317,7 +317,13 @@ pub(crate) fn services_script(
     ] {
         restart(&mut s, &format!("systemctl is-enabled --quiet {}", quote(u)), u);
     }
-    for u in [exporter::SERVICE, super::backup::SERVICE, super::pgbouncer::SERVICE] {
+    for u in [
+        exporter::SERVICE,
+        super::backup::SERVICE,
+        super::pgbouncer::SERVICE,
+        super::vip::LEADER_SERVICE,
+        super::vip::MANAGER_SERVICE,
+    ] {
         restart(&mut s, &format!("systemctl is-active --quiet {}", quote(u)), u);
     }
     if proxy {

@@ -307,6 +307,10 @@ async fn host_item(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work
             r.check(&format!("enabling {s}"), &systemd::unit_script(Verb::Enable, s))
                 .await?;
         }
+        Work::Disable(s) => {
+            r.check(&format!("disabling {s}"), &systemd::unit_script(Verb::Disable, s))
+                .await?;
+        }
         Work::Start(s) => {
             r.check(&format!("starting {s}"), &systemd::unit_script(Verb::Start, s))
                 .await?;
@@ -743,6 +747,9 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
                 haproxy::CONFIG.service,
                 crate::components::exporter::SERVICE,
                 crate::components::pgbouncer::SERVICE,
+                // Its stop takes the cloud's virtual IP off the host.
+                crate::components::vip::MANAGER_SERVICE,
+                crate::components::vip::LEADER_SERVICE,
             ];
             let done = remote
                 .check(

@@ -166,6 +166,10 @@ pub(crate) fn distro_unit(design: &Design) -> String {
 pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], db: bool) -> String {
     let mut services: Vec<String> = files.iter().map(|f| f.service.to_string()).collect();
     services.push(distro_unit(design));
+    // The package's own vip-manager unit, which pgha keeps off.
+    if db && components::vip::any(design) {
+        services.push(components::vip::DEBIAN_SERVICE.to_string());
+    }
     services.sort();
     services.dedup();
     let paths: Vec<&str> = files.iter().map(|f| f.path).collect();

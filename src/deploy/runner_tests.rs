@@ -527,3 +527,42 @@ async fn a_dry_run_reports_its_plan_in_the_one_document() {
     assert!(changing[0]["number"].is_u64() && changing[0]["action"].is_string());
     assert_eq!(changes(&sim), Vec::<String>::new(), "a dry run changes nothing");
 }
+
+/// [`THREE_CLOUDS`] with a virtual IP in dc1 only.
+fn with_vip() -> String {
+    THREE_CLOUDS.replacen(
+        "    status: primary\n",
+        "    status: primary\n    vip: {address: 10.0.1.100}\n",
+        1,
+    )
+}
+
+/// Issue 27: a cloud's virtual IP. Converged, it is only read (its files on
+/// dc1's hosts only); an edited vip-manager config is rewritten and that
+/// host's vip-manager restarted, nothing else.
+#[tokio::test(start_paused = true)]
+async fn a_virtual_ip_converges_with_the_least_change() {
+    use crate::components::vip;
+    let sim = Sim::new(&with_vip());
+    deploy(&sim).await.unwrap();
+    assert_eq!(changes(&sim), Vec::<String>::new());
+    {
+        let mut w = sim.world();
+        let h = w.hosts.get_mut("dc1-pg2").unwrap();
+        let cfg = h.files[vip::MANAGER_CONFIG.path].replace("interval: 1000", "interval: 5000");
+        h.files.insert(vip::MANAGER_CONFIG.path.into(), cfg);
+        assert!(
+            !w.hosts["dc2-pg1"].files.contains_key(vip::MANAGER_CONFIG.path),
+            "only dc1 has a virtual IP"
+        );
+        w.log.clear();
+    }
+    deploy(&sim).await.unwrap();
+    assert_eq!(
+        changes(&sim),
+        [
+            "dc1-pg2: install /etc/pgha/vip-manager.yml",
+            "dc1-pg2: restart pgha-vip-manager"
+        ]
+    );
+}

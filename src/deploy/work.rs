@@ -24,6 +24,8 @@ pub(crate) enum Work {
     /// Join a running etcd cluster: `member add`, then start with state `existing`.
     EtcdJoin,
     Enable(&'static str),
+    /// Stop and disable a unit pgha does not run (a package's own).
+    Disable(&'static str),
     Start(&'static str),
     Restart(&'static str),
     Reload(&'static str),
@@ -119,6 +121,7 @@ impl Work {
             Work::FixFileMode(s) => format!("set owner {}:{} and mode {:o} on {}", s.owner, s.group, s.mode, s.path),
             Work::EtcdJoin => "join the running etcd cluster (member add)".into(),
             Work::Enable(s) => format!("enable {s}"),
+            Work::Disable(s) => format!("stop and disable {s}"),
             Work::Start(s) => format!("start {s}"),
             Work::Restart(s) => format!("restart {s}"),
             Work::Reload(s) => format!("reload {s}"),
@@ -412,6 +415,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             exporter_work(&mut items, i, host, &facts);
         }
         Action::ConfigurePgbouncer => pgbouncer_work(&mut items, i, host, &facts),
+        Action::ConfigureVip => vip_work(&mut items, i, cloud.expect("vip steps belong to a cloud"), host, &facts),
         Action::InitRepositories => {
             if !facts.stanza {
                 items.push(Work::CreateStanza);
@@ -636,6 +640,47 @@ fn pgbouncer_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFac
             &[tls::TRUST, tls::CERT, tls::POSTGRES_KEY],
         );
     }
+}
+
+/// The cloud's virtual IP: the loop that names the leader and vip-manager,
+/// each restarted when its code, settings or the TLS files it loads at
+/// start change. Debian's own vip-manager unit (enabled by the package,
+/// with no configuration) is kept off. A cloud without a virtual IP has
+/// both units removed (the address leaves with vip-manager's stop).
+fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts: &HostFacts) {
+    use components::vip::*;
+    let debian = facts.service(DEBIAN_SERVICE);
+    if debian.is_enabled() || debian.is_active() {
+        items.push(Work::Disable(DEBIAN_SERVICE));
+    }
+    if cloud.vip.is_none() {
+        for unit in [MANAGER_UNIT, LEADER_UNIT] {
+            if facts.file(unit.path).is_some() {
+                items.push(Work::Remove(unit));
+            }
+        }
+        return;
+    }
+    let tls = [tls::TRUST, tls::GATEWAY_CERT, tls::ETCD_KEY];
+    write_if_differs(items, facts, file(i, host, &LEADER_SETTINGS));
+    site_service(
+        items,
+        i,
+        host,
+        facts,
+        LEADER_UNIT,
+        LEADER,
+        &[&[LEADER_SETTINGS][..], &tls].concat(),
+    );
+    site_service(
+        items,
+        i,
+        host,
+        facts,
+        MANAGER_UNIT,
+        MANAGER_CONFIG,
+        &[&[MANAGER_UNIT][..], &tls].concat(),
+    );
 }
 
 /// A service of the site lease (its member or its agent): its unit file

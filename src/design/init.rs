@@ -306,6 +306,10 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
         } else {
             line(&mut d, &format!("    inventory: {}", scalar(&path)));
         }
+        line(
+            &mut d,
+            "    # vip: {address: ADDRESS, netmask: 24, interface: eth0}  # a virtual IP on the cloud's leader",
+        );
         inventories.push((path, inv));
     }
     line(&mut d, "");

@@ -142,6 +142,19 @@ pub struct Cloud {
     pub status: CloudStatus,
     pub scaling: usize,
     pub hosts: Vec<Host>,
+    /// A virtual IP on the cloud's leader (vip-manager), for sites without
+    /// a load balancer.
+    pub vip: Option<Vip>,
+}
+
+/// A cloud's virtual IP: held by the host whose Patroni leads the cloud
+/// (the master, or a standby cloud's standby leader), moved by vip-manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vip {
+    /// An IP address (never a name) on the hosts' network.
+    pub address: String,
+    pub netmask: u8,
+    pub interface: String,
 }
 
 impl Cloud {

@@ -64,6 +64,15 @@ pub struct RawCloud {
     pub hosts: Option<Vec<RawHost>>,
     pub inventory: Option<String>,
     pub ssh: Option<RawSsh>,
+    pub vip: Option<RawVip>,
+}
+
+/// A cloud's virtual IP (vip-manager on its database hosts).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawVip {
+    pub address: Option<String>,
+    pub netmask: Option<u8>,
+    pub interface: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,6 +24,14 @@ pub(crate) enum Address {
 
 /// An IPv4 or IPv6 address or an RFC 1123 host name. pg_hba's keywords are
 /// not host names there (`all` would match every address).
+/// A Linux network interface name (IFNAMSIZ: 15 characters; no `/`,
+/// space or `:` alias suffix).
+pub(crate) fn interface(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// A systemd calendar expression (OnCalendar=) in the characters its
 /// grammar uses: it stands alone on a unit file's line, never in a shell.
 pub(crate) fn calendar(s: &str) -> bool {

@@ -96,6 +96,7 @@ impl Variant {
             // image only: the others' tests leave it off).
             if os == Os::Debian13 {
                 p.push(crate::components::pgbouncer::PACKAGE.to_string());
+                p.push(crate::components::vip::PACKAGE.to_string());
             }
         }
         p
@@ -245,8 +246,9 @@ fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     )?;
     // pgBackRest's server waits for pgha's config: not started at boot
     // (deploy enables it where a design has backups).
-    // Nor PgBouncer, which would serve its package's sample config.
-    for unit in ["pgbackrest.service", "pgbouncer.service"] {
+    // Nor PgBouncer, which would serve its package's sample config, nor
+    // vip-manager, which has none.
+    for unit in ["pgbackrest.service", "pgbouncer.service", "vip-manager.service"] {
         let _ = std::fs::remove_file(rootfs.join("etc/systemd/system/multi-user.target.wants").join(unit));
     }
     // Downloaded packages only make the image bigger.

@@ -97,7 +97,13 @@ pub(crate) fn target(design: &Design, endpoint: Endpoint, cloud: Option<&str>) -
                     ))
                 }
             };
-            (c.hosts.iter().map(|h| h.address.clone()).collect(), port)
+            // The cloud's virtual IP is on its leader, whose HAProxy and
+            // PgBouncer serve every endpoint; without one, each host in turn.
+            let hosts = match &c.vip {
+                Some(v) => vec![v.address.clone()],
+                None => c.hosts.iter().map(|h| h.address.clone()).collect(),
+            };
+            (hosts, port)
         }
     };
     Ok(Target {

@@ -55,6 +55,9 @@ pub(crate) struct HostRow {
     /// leads and is armed), `present` (a device, not held), `none` (no
     /// device), `unknown` (not asked).
     pub watchdog: String,
+    /// The host holds its cloud's virtual IP (`None`: the cloud has none,
+    /// or the host did not answer).
+    pub holds_vip: Option<bool>,
 }
 
 impl HostRow {

@@ -65,6 +65,18 @@ pub(super) fn check_unique_hosts(
             );
         }
     }
+    // A virtual IP is nobody's own address, and each cloud has its own.
+    for (i, c) in clouds.iter().enumerate() {
+        let Some(vip) = &c.vip else { continue };
+        if let Some(first) = addresses.insert(&vip.address, format!("clouds[{i}].vip")) {
+            cx.error(
+                root,
+                &format!("clouds[{i}].vip.address"),
+                format!("the virtual IP `{}` is also {first}'s address", vip.address),
+                "a virtual IP must be an unused address on the cloud's network",
+            );
+        }
+    }
 }
 
 /// Every port one host listens on must be distinct.

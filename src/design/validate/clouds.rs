@@ -132,15 +132,69 @@ pub(super) fn build_clouds(
         );
         let hosts = cloud_hosts(cx, root, base, &at, &name, (rc.hosts, rc.inventory), &cloud_ssh);
         let scaling = check_scaling(cx, root, &at, &name, rc.scaling, hosts.len(), platform);
+        let vip = rc.vip.and_then(|v| build_vip(cx, root, &format!("{at}.vip"), v));
         clouds.push(Cloud {
             name,
             status,
             scaling,
             hosts,
+            vip,
         });
     }
     check_one_primary(cx, root, &clouds, mode);
     clouds
+}
+
+/// A cloud's virtual IP: an IP address (vip-manager takes no name), its
+/// prefix length and the interface it goes on.
+fn build_vip(cx: &mut Checker, root: &Node, at: &str, raw: RawVip) -> Option<Vip> {
+    let address = match raw.address.as_deref().map(|a| (a, a.parse::<std::net::IpAddr>())) {
+        Some((a, Ok(ip))) if !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast() => a.to_string(),
+        Some((a, _)) => {
+            cx.error(
+                root,
+                &format!("{at}.address"),
+                format!("invalid virtual IP `{a}`"),
+                "use an unused IPv4 or IPv6 address of the cloud's hosts' network, e.g. `address: 10.0.1.100`",
+            );
+            return None;
+        }
+        None => {
+            cx.error(
+                root,
+                &format!("{at}.address"),
+                "this virtual IP has no address",
+                "add `address: 10.0.1.100` (an unused address of the cloud's hosts' network)",
+            );
+            return None;
+        }
+    };
+    let max = if address.contains(':') { 128 } else { 32 };
+    let netmask = raw.netmask.unwrap_or(if max == 32 { 24 } else { 64 });
+    if !(1..=max).contains(&netmask) {
+        cx.error(
+            root,
+            &format!("{at}.netmask"),
+            format!("netmask {netmask} is out of range for `{address}`"),
+            format!("the prefix length of the hosts' network, 1 to {max}"),
+        );
+        return None;
+    }
+    let interface = raw.interface.unwrap_or_else(|| "eth0".to_string());
+    if !shape::interface(&interface) {
+        cx.error(
+            root,
+            &format!("{at}.interface"),
+            format!("invalid interface name `{interface}`"),
+            "the hosts' network interface, e.g. `interface: eth0` (at most 15 letters, digits, `-`, `_`, `.`)",
+        );
+        return None;
+    }
+    Some(Vip {
+        address,
+        netmask,
+        interface,
+    })
 }
 
 /// `primary` or `secondary`; anything else is an error (taken as secondary).

@@ -215,6 +215,85 @@ fn duplicate_addresses() {
     );
 }
 
+/// BASE with `vip` (a flow mapping) under dc1, on line 6.
+fn with_vip(vip: &str) -> String {
+    BASE.replacen(
+        "    status: primary\n",
+        &format!("    status: primary\n    vip: {vip}\n"),
+        1,
+    )
+}
+
+#[test]
+fn a_cloud_s_virtual_ip_has_defaults_and_its_shape_checked() {
+    let d = load(&with_vip("{address: 10.0.0.100}")).unwrap().design;
+    assert_eq!(
+        d.clouds[0].vip,
+        Some(Vip {
+            address: "10.0.0.100".into(),
+            netmask: 24,
+            interface: "eth0".into()
+        })
+    );
+    assert_eq!(d.clouds[1].vip, None);
+    let v6 = load(&with_vip("{address: 'fd00::64', interface: ens3}"))
+        .unwrap()
+        .design;
+    assert_eq!(v6.clouds[0].vip.as_ref().map(|v| v.netmask), Some(64));
+    assert_error(
+        &with_vip("{address: db.example.com}"),
+        "invalid virtual IP",
+        "clouds[0].vip.address",
+        6,
+    );
+    assert_error(
+        &with_vip("{address: 127.0.0.5}"),
+        "invalid virtual IP",
+        "clouds[0].vip.address",
+        6,
+    );
+    assert_error(&with_vip("{netmask: 24}"), "has no address", "clouds[0].vip.address", 6);
+    assert_error(
+        &with_vip("{address: 10.0.0.100, netmask: 33}"),
+        "netmask 33 is out of range",
+        "clouds[0].vip.netmask",
+        6,
+    );
+    assert_error(
+        &with_vip("{address: 10.0.0.100, interface: 'eth0; reboot'}"),
+        "invalid interface name",
+        "clouds[0].vip.interface",
+        6,
+    );
+    assert_error(
+        &with_vip("{address: 10.0.0.100, interface: averyveryverylongname}"),
+        "invalid interface name",
+        "clouds[0].vip.interface",
+        6,
+    );
+    assert_error(
+        &with_vip("{address: 10.0.0.100, mask: 24}"),
+        "mask",
+        "clouds[0].vip.mask",
+        6,
+    );
+}
+
+#[test]
+fn a_virtual_ip_is_nobody_s_address() {
+    assert_error(
+        &with_vip("{address: 10.0.1.2}"),
+        "the virtual IP `10.0.1.2` is also clouds[1].hosts[1]'s address",
+        "clouds[0].vip.address",
+        6,
+    );
+    let both = with_vip("{address: 10.0.0.100}").replace(
+        "    status: secondary\n",
+        "    status: secondary\n    vip: {address: 10.0.0.100}\n",
+    );
+    assert_error(&both, "also clouds[0].vip's address", "clouds[1].vip.address", 13);
+}
+
 #[test]
 fn scaling_must_match_hosts() {
     let src = BASE.replace("    status: secondary", "    status: secondary\n    scaling: 5");

@@ -162,6 +162,7 @@ pub(crate) fn findings(
     for cloud in clouds {
         let rows: Vec<&HostRow> = hosts.iter().filter(|r| r.cloud == cloud).collect();
         leader_findings(cloud, &rows, &mut say);
+        vip_findings(cloud, &rows, &mut say);
     }
     for (cloud, items) in pending {
         say(
@@ -258,6 +259,47 @@ fn leader_findings(cloud: &str, rows: &[&HostRow], say: &mut impl FnMut(Level, S
                 ),
             );
         }
+    }
+}
+
+/// A cloud's virtual IP belongs on its leader alone.
+fn vip_findings(cloud: &str, rows: &[&HostRow], say: &mut impl FnMut(Level, String)) {
+    if rows.iter().all(|r| r.holds_vip.is_none()) {
+        return;
+    }
+    let holders: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.holds_vip == Some(true))
+        .map(|r| r.host.as_str())
+        .collect();
+    // A leader that did not say what it holds is no evidence either way.
+    let leader = rows
+        .iter()
+        .find(|r| (r.role == "leader" || r.role == "standby leader") && r.holds_vip.is_some())
+        .map(|r| r.host.as_str());
+    let units = format!(
+        "`journalctl -u {} -u {}` there",
+        crate::components::vip::LEADER_SERVICE,
+        crate::components::vip::MANAGER_SERVICE
+    );
+    match (holders.as_slice(), leader) {
+        ([], Some(l)) => say(
+            Level::Warning,
+            format!("cloud {cloud}'s virtual IP is on no host, not on its leader {l}: {units}"),
+        ),
+        ([h], Some(l)) if *h != l => say(
+            Level::Warning,
+            format!("cloud {cloud}'s virtual IP is on {h}, not on its leader {l}: {units}"),
+        ),
+        ([_], _) | ([], None) => {}
+        (many, _) => say(
+            Level::Warning,
+            format!(
+                "cloud {cloud}'s virtual IP is on {} hosts ({}): its clients reach either; {units}",
+                many.len(),
+                many.join(", ")
+            ),
+        ),
     }
 }
 

@@ -18,7 +18,8 @@ pub(super) fn probe_script(d: &Design) -> String {
         String::new()
     };
     format!(
-        "{site}echo \"patroni $(systemctl is-active patroni)\"\n{WATCHDOG_PROBE}\n{}\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{{ {}\n}} 2>/dev/null | sed 's/^/pg_server /'\n{}\ntrue\n",
+        "{site}{}echo \"patroni $(systemctl is-active patroni)\"\n{WATCHDOG_PROBE}\n{}\n{} >/dev/null 2>&1 && echo 'etcd healthy' || echo 'etcd unhealthy'\n{} 2>/dev/null | sed 's/^/csv /'\n{}\n{{ {}\n}} 2>/dev/null | sed 's/^/read_write /'\n{{ {}\n}} 2>/dev/null | sed 's/^/sender /'\n{{ {}\n}} 2>/dev/null | sed 's/^/pg_server /'\n{}\ntrue\n",
+        crate::components::vip::held_script(d),
         versions_script(d),
         etcd::health_script(d.etcd.client_port),
         haproxy::stats_script(&d.haproxy.stats_address, d.haproxy.stats_port),
@@ -241,6 +242,11 @@ pub(super) fn host_row(
             .as_ref()
             .zip(probe)
             .map(|(site, p)| SiteGuard::parse(p, crate::components::site::fence_bound(site.ttl))),
+        holds_vip: cloud.vip.as_ref().zip(probe).map(|(v, p)| {
+            p.lines()
+                .filter_map(|l| l.strip_prefix("vip "))
+                .any(|a| a.trim() == v.address)
+        }),
         watchdog: probe
             .and_then(|p| p.lines().find_map(|l| l.strip_prefix("watchdog ")))
             .unwrap_or("unknown")

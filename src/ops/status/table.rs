@@ -42,11 +42,13 @@ pub(crate) fn table(s: &Status) -> String {
         "Debian / PG",
     ]);
     for r in &s.hosts {
-        let role = if r.pending_restart {
-            format!("{} (restart pending)", r.role)
-        } else {
-            r.role.clone()
-        };
+        let mut role = r.role.clone();
+        if r.pending_restart {
+            role.push_str(" (restart pending)");
+        }
+        if r.holds_vip == Some(true) {
+            role.push_str(" + virtual IP");
+        }
         t.add_row(vec![
             format!(
                 "{} ({}{})",

@@ -21,6 +21,7 @@ fn row(cloud: &str, status: &str, host: &str, role: &str, tl: u64, rw: bool) -> 
         read_write: Some(rw),
         site_guard: None,
         watchdog: "none".into(),
+        holds_vip: None,
         release: Some("13".into()),
         postgres_running: Some("17.6".into()),
         postgres_data: Some(17),
@@ -223,6 +224,46 @@ fn a_cloud_without_leader_says_why() {
         "{f:?}"
     );
     assert!(f[0].message.contains("`pgha failover --to HOST`"), "{f:?}");
+}
+
+#[test]
+fn a_virtual_ip_off_its_leader_or_on_two_hosts_is_a_finding() {
+    let cloud = |holders: [Option<bool>; 3]| {
+        let mut rows = vec![
+            row("dc1", "primary", "a1", "leader", 3, true),
+            row("dc1", "primary", "a2", "replica", 3, false),
+            row("dc1", "primary", "a3", "replica", 3, false),
+        ];
+        for (r, h) in rows.iter_mut().zip(holders) {
+            r.holds_vip = h;
+        }
+        findings(&rows, &Default::default(), None)
+    };
+    let (t, f, n) = (Some(true), Some(false), None);
+    assert!(cloud([t, f, f]).is_empty(), "on the leader alone");
+    assert!(cloud([n, n, n]).is_empty(), "no virtual IP");
+    assert!(cloud([n, f, f]).is_empty(), "the leader did not answer");
+    let off = cloud([f, t, n]);
+    assert_eq!(levels(&off), [Level::Warning]);
+    assert!(
+        off[0]
+            .message
+            .starts_with("cloud dc1's virtual IP is on a2, not on its leader a1"),
+        "{off:?}"
+    );
+    let none = cloud([f, f, f]);
+    assert!(
+        none[0].message.contains("is on no host, not on its leader a1"),
+        "{none:?}"
+    );
+    assert!(
+        none[0]
+            .message
+            .contains("journalctl -u pgha-vip-leader -u pgha-vip-manager"),
+        "{none:?}"
+    );
+    let two = cloud([t, t, f]);
+    assert!(two[0].message.contains("is on 2 hosts (a1, a2)"), "{two:?}");
 }
 
 #[test]
