@@ -143,6 +143,10 @@ class Host:
                     continue
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
                 continue
+            # A member without a raft leader (cut off from its cloud's
+            # majority) answers 5xx: another member may do.
+            if status >= 500:
+                continue
             if i:
                 self.order = self.order[i:] + self.order[:i]
             return status, out
@@ -152,8 +156,9 @@ class Host:
         # A local read: a quorum read in etcd v2 is a raft proposal (written
         # and synced on every member); a stale answer costs one more loop.
         status, out = self.v2("GET")
-        if status == 200 and isinstance(out, dict):
-            return (out.get("node") or {}).get("value")
+        node = out.get("node") if isinstance(out, dict) else None
+        if status == 200 and isinstance(node, dict):
+            return node.get("value")
         # errorCode 100: no such key.
         if status == 404 and isinstance(out, dict) and out.get("errorCode") == 100:
             return None
@@ -175,6 +180,8 @@ def main(argv):
     log(f"vip leader: {s.key} names this host ({s.host}) while its Patroni leads the cloud (ttl {s.ttl} s)")
     written = None
     was = None
+    # The last failure said (each said once, until the next success).
+    failed = None
     # Whether the key may still name this host: at start (an earlier run
     # may have written it), and from leading until it is known not to.
     pending = True
@@ -188,13 +195,21 @@ def main(argv):
         elif lead is False and mirrored is not UNKNOWN and mirrored != s.host:
             pending = False
         what = decide(s.host, role, state, mirrored, None if written is None else now() - written, s.refresh, pending)
+        done = None
         if what == "set":
-            if h.set():
+            done = h.set()
+            if done:
                 written = now()
         elif what == "release":
             written = None
-            if h.release():
+            done = h.release()
+            if done:
                 pending = False
+        if done is False and failed != what:
+            log(f"could not {what} {s.key} in etcd (no member answered, or each refused): trying again every second")
+            failed = what
+        elif done:
+            failed = None
         if lead != was:
             log(f"Patroni: {role or 'no answer'} ({state or '-'}): {'naming this host' if lead else 'not naming this host' if lead is False else 'unchanged'}")
             was = lead

@@ -794,6 +794,9 @@ impl World {
                 out.push_str(&format!("stat {line}\n"));
             }
         }
+        if s.cloud.is_some() && components::vip::any(d) {
+            out.push_str("iface eth0\niface lo\n");
+        }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
             if d.site_members().iter().any(|(_, h)| h.name == host) {

@@ -95,6 +95,9 @@ pub(crate) fn held_script(design: &crate::design::Design) -> String {
         .collect()
 }
 
+/// `iface NAME` for each network interface of the host (no process started).
+pub(crate) const INTERFACES_SCRIPT: &str = "for i in /sys/class/net/*; do echo \"iface ${i##*/}\"; done\n";
+
 /// Does any cloud of `design` have a virtual IP?
 pub(crate) fn any(design: &crate::design::Design) -> bool {
     design.clouds.iter().any(|c| c.vip.is_some())

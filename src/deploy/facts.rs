@@ -45,6 +45,8 @@ pub(crate) struct HostFacts {
     pub listeners: BTreeMap<u16, String>,
     /// Ports listened on every address (`0.0.0.0`, `*`, `[::]`), not only one.
     pub wildcard_ports: std::collections::BTreeSet<u16>,
+    /// The host's network interfaces (read when a cloud has a virtual IP).
+    pub interfaces: std::collections::BTreeSet<String>,
     /// Patroni's dynamic configuration, when its REST API answered.
     pub dynamic_config: Option<serde_json::Value>,
     /// The version apt would install of the design's PostgreSQL package;
@@ -210,6 +212,11 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
             .as_ref()
             .map(|_| components::exporter::login_script())
             .unwrap_or_default()
+            + if components::vip::any(design) {
+                components::vip::INTERFACES_SCRIPT
+            } else {
+                ""
+            }
     } else {
         String::new()
     };
@@ -424,6 +431,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("site_access") => f.site_access = w.next().map(str::to_string),
             Some("patroni_gateway") => f.patroni_gateway = true,
             Some("site_armed") => f.site_armed = true,
+            Some("iface") => f.interfaces.extend(w.next().map(str::to_string)),
             Some("stanza") => f.stanza = true,
             Some("full_backups") => f.full_backups = w.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             Some("pg_candidate") => f.postgres_candidate = w.next().filter(|v| *v != "(none)").map(str::to_string),

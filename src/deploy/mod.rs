@@ -141,6 +141,24 @@ fn refuse_backups_by_address(design: &Design, host: &Host, f: &HostFacts) -> any
     }
 }
 
+/// A cloud's virtual IP goes on an interface every host of the cloud has:
+/// vip-manager exits at once on one that is not there (and restarts for
+/// ever), which a deploy would call a success.
+fn refuse_missing_interface(cloud: &Cloud, host: &str, f: &HostFacts) -> anyhow::Result<()> {
+    let Some(vip) = &cloud.vip else { return Ok(()) };
+    if f.interfaces.contains(&vip.interface) {
+        return Ok(());
+    }
+    let has: Vec<&str> = f.interfaces.iter().map(String::as_str).collect();
+    bail!(Usage(format!(
+        "{host} has no network interface `{}` (it has {}): cloud {}'s virtual IP cannot go there; nothing was changed\n  \
+         hint: set the cloud's `vip.interface` to the interface of the hosts' network",
+        vip.interface,
+        if has.is_empty() { "none that pgha could read".to_string() } else { has.join(", ") },
+        cloud.name
+    )))
+}
+
 fn refuse_plaintext_etcd(host: &str, f: &HostFacts) -> anyhow::Result<()> {
     if f.etcd_plaintext {
         bail!(
@@ -490,9 +508,10 @@ impl Decide<'_, '_> {
         } = *self;
         let host_facts = self.gather_facts().await?;
         for (cloud, h) in hosts.iter() {
-            if cloud.is_some() {
+            if let Some(c) = cloud {
                 refuse_plaintext_etcd(&h.name, &host_facts[&h.name])?;
                 refuse_unrunnable_postgres(design, &h.name, &host_facts[&h.name])?;
+                refuse_missing_interface(c, &h.name, &host_facts[&h.name])?;
             }
             refuse_backups_by_address(design, h, &host_facts[&h.name])?;
         }

@@ -566,3 +566,18 @@ async fn a_virtual_ip_converges_with_the_least_change() {
         ]
     );
 }
+
+/// A virtual IP on an interface the hosts do not have is refused on the
+/// facts, before any change (vip-manager would exit and restart for ever).
+#[tokio::test(start_paused = true)]
+async fn a_virtual_ip_on_a_missing_interface_is_refused_before_any_change() {
+    let sim = Sim::new(&with_vip().replace("{address: 10.0.1.100}", "{address: 10.0.1.100, interface: ens9}"));
+    let err = deploy(&sim).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("dc1-pg1 has no network interface `ens9` (it has eth0, lo)"),
+        "{msg}"
+    );
+    assert!(err.downcast_ref::<Usage>().is_some(), "exit 2: {msg}");
+    assert_eq!(changes(&sim), Vec::<String>::new());
+}

@@ -670,7 +670,7 @@ fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts:
         facts,
         LEADER_UNIT,
         LEADER,
-        &[&[LEADER_SETTINGS][..], &tls].concat(),
+        &[&[LEADER_SETTINGS, LEADER_UNIT][..], &tls].concat(),
     );
     site_service(
         items,

@@ -22,8 +22,6 @@ pub(crate) enum Address {
     Host,
 }
 
-/// An IPv4 or IPv6 address or an RFC 1123 host name. pg_hba's keywords are
-/// not host names there (`all` would match every address).
 /// A Linux network interface name (IFNAMSIZ: 15 characters; no `/`,
 /// space or `:` alias suffix).
 pub(crate) fn interface(s: &str) -> bool {
@@ -40,6 +38,8 @@ pub(crate) fn calendar(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || " *.,:/~-".contains(c))
 }
 
+/// An IPv4 or IPv6 address or an RFC 1123 host name. pg_hba's keywords are
+/// not host names there (`all` would match every address).
 pub(crate) fn address(s: &str) -> Option<Address> {
     match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(_)) => Some(Address::V4),

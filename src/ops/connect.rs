@@ -97,12 +97,14 @@ pub(crate) fn target(design: &Design, endpoint: Endpoint, cloud: Option<&str>) -
                     ))
                 }
             };
-            // The cloud's virtual IP is on its leader, whose HAProxy and
-            // PgBouncer serve every endpoint; without one, each host in turn.
-            let hosts = match &c.vip {
-                Some(v) => vec![v.address.clone()],
-                None => c.hosts.iter().map(|h| h.address.clone()).collect(),
-            };
+            // The cloud's virtual IP first (on its leader, whose HAProxy and
+            // PgBouncer serve every endpoint), then each host in turn.
+            let hosts = c
+                .vip
+                .iter()
+                .map(|v| v.address.clone())
+                .chain(c.hosts.iter().map(|h| h.address.clone()))
+                .collect();
             (hosts, port)
         }
     };
@@ -222,6 +224,15 @@ mod tests {
             "host=10.77.0.11,10.77.0.12,10.77.0.13 port=5000,5000,5000 dbname=orders user=app \
              sslmode=verify-full sslrootcert='/home/dba/my pki/trust.crt' connect_timeout=5"
         );
+    }
+
+    #[test]
+    fn a_cloud_s_virtual_ip_comes_first() {
+        let d = design("three-sites.yaml");
+        let t = target(&d, Endpoint::Rw, Some("dc1")).unwrap();
+        assert_eq!(t.hosts[0], "10.77.0.100");
+        assert_eq!(t.hosts.len(), 4);
+        assert_eq!(target(&d, Endpoint::Rw, Some("dc2")).unwrap().hosts.len(), 3);
     }
 
     #[test]

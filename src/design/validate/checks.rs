@@ -66,6 +66,7 @@ pub(super) fn check_unique_hosts(
         }
     }
     // A virtual IP is nobody's own address, and each cloud has its own.
+    let hosts: Vec<(String, String)> = addresses.iter().map(|(a, at)| (a.to_string(), at.clone())).collect();
     for (i, c) in clouds.iter().enumerate() {
         let Some(vip) = &c.vip else { continue };
         if let Some(first) = addresses.insert(&vip.address, format!("clouds[{i}].vip")) {
@@ -74,6 +75,17 @@ pub(super) fn check_unique_hosts(
                 &format!("clouds[{i}].vip.address"),
                 format!("the virtual IP `{}` is also {first}'s address", vip.address),
                 "a virtual IP must be an unused address on the cloud's network",
+            );
+            continue;
+        }
+        // vip-manager 1.0.2 finds its address in `ip addr`'s text: one that
+        // begins another host address (10.0.1.10 in 10.0.1.100) looks held.
+        if let Some((a, at)) = hosts.iter().find(|(a, _)| a.starts_with(&vip.address)) {
+            cx.error(
+                root,
+                &format!("clouds[{i}].vip.address"),
+                format!("the virtual IP `{}` begins {at}'s address `{a}`", vip.address),
+                "Debian's vip-manager would take it for held where that address is: choose another",
             );
         }
     }

@@ -148,14 +148,19 @@ pub(super) fn build_clouds(
 /// A cloud's virtual IP: an IP address (vip-manager takes no name), its
 /// prefix length and the interface it goes on.
 fn build_vip(cx: &mut Checker, root: &Node, at: &str, raw: RawVip) -> Option<Vip> {
-    let address = match raw.address.as_deref().map(|a| (a, a.parse::<std::net::IpAddr>())) {
-        Some((a, Ok(ip))) if !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast() => a.to_string(),
+    // Debian's vip-manager (1.0.2) builds IPv4 masks only and announces
+    // the address by ARP: IPv6 it cannot hold.
+    let address = match raw.address.as_deref().map(|a| (a, a.parse::<std::net::Ipv4Addr>())) {
+        Some((_, Ok(ip))) if !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast() => {
+            ip.to_string()
+        }
         Some((a, _)) => {
             cx.error(
                 root,
                 &format!("{at}.address"),
                 format!("invalid virtual IP `{a}`"),
-                "use an unused IPv4 or IPv6 address of the cloud's hosts' network, e.g. `address: 10.0.1.100`",
+                "use an unused IPv4 address of the cloud's hosts' network, e.g. `address: 10.0.1.100` \
+                 (Debian's vip-manager holds no IPv6 address)",
             );
             return None;
         }
@@ -164,19 +169,18 @@ fn build_vip(cx: &mut Checker, root: &Node, at: &str, raw: RawVip) -> Option<Vip
                 root,
                 &format!("{at}.address"),
                 "this virtual IP has no address",
-                "add `address: 10.0.1.100` (an unused address of the cloud's hosts' network)",
+                "add `address: 10.0.1.100` (an unused IPv4 address of the cloud's hosts' network)",
             );
             return None;
         }
     };
-    let max = if address.contains(':') { 128 } else { 32 };
-    let netmask = raw.netmask.unwrap_or(if max == 32 { 24 } else { 64 });
-    if !(1..=max).contains(&netmask) {
+    let netmask = raw.netmask.unwrap_or(24);
+    if !(1..=32).contains(&netmask) {
         cx.error(
             root,
             &format!("{at}.netmask"),
             format!("netmask {netmask} is out of range for `{address}`"),
-            format!("the prefix length of the hosts' network, 1 to {max}"),
+            "the prefix length of the hosts' network, 1 to 32",
         );
         return None;
     }

@@ -236,10 +236,19 @@ fn a_cloud_s_virtual_ip_has_defaults_and_its_shape_checked() {
         })
     );
     assert_eq!(d.clouds[1].vip, None);
-    let v6 = load(&with_vip("{address: 'fd00::64', interface: ens3}"))
+    let ens3 = load(&with_vip("{address: 10.0.0.200, netmask: 16, interface: ens3}"))
         .unwrap()
         .design;
-    assert_eq!(v6.clouds[0].vip.as_ref().map(|v| v.netmask), Some(64));
+    assert_eq!(
+        ens3.clouds[0].vip.as_ref().map(|v| (v.netmask, v.interface.as_str())),
+        Some((16, "ens3"))
+    );
+    assert_error(
+        &with_vip("{address: 'fd00::64'}"),
+        "invalid virtual IP",
+        "clouds[0].vip.address",
+        6,
+    );
     assert_error(
         &with_vip("{address: db.example.com}"),
         "invalid virtual IP",
@@ -292,6 +301,12 @@ fn a_virtual_ip_is_nobody_s_address() {
         "    status: secondary\n    vip: {address: 10.0.0.100}\n",
     );
     assert_error(&both, "also clouds[0].vip's address", "clouds[1].vip.address", 13);
+    assert_error(
+        &with_vip("{address: 10.0.1.1}").replace("10.0.1.1}\n      - {name: b2", "10.0.1.10}\n      - {name: b2"),
+        "the virtual IP `10.0.1.1` begins clouds[1].hosts[0]'s address `10.0.1.10`",
+        "clouds[0].vip.address",
+        6,
+    );
 }
 
 #[test]
