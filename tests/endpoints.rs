@@ -30,6 +30,18 @@ fn addr(host: &str) -> String {
 /// Each cloud's virtual IP: on its leader (vip-manager).
 const VIPS: [(&str, &str); 2] = [("dc1", "10.67.0.100"), ("dc2", "10.67.0.200")];
 
+/// What `cmd` prints run inside `host`'s container within `secs` seconds
+/// (nothing when it does not answer).
+fn inside(host: &str, secs: u32, cmd: &[&str]) -> String {
+    let out = std::process::Command::new("timeout")
+        .arg(secs.to_string())
+        .args(["docker", "exec", &format!("{}-{host}", SITES.name)])
+        .args(cmd)
+        .output()
+        .unwrap();
+    stdout(&out)
+}
+
 /// Which database hosts hold each of [`VIPS`], asked from inside each (in
 /// parallel; a host that does not answer within 3 s holds none).
 fn vip_holders() -> [Vec<&'static str>; 2] {
@@ -37,23 +49,7 @@ fn vip_holders() -> [Vec<&'static str>; 2] {
         let asks: Vec<_> = DC1
             .iter()
             .chain(&DC2)
-            .map(|h| {
-                s.spawn(move || {
-                    let out = std::process::Command::new("timeout")
-                        .args([
-                            "3",
-                            "docker",
-                            "exec",
-                            &format!("{}-{h}", SITES.name),
-                            "ip",
-                            "-o",
-                            "addr",
-                        ])
-                        .output()
-                        .unwrap();
-                    (*h, stdout(&out))
-                })
-            })
+            .map(|h| s.spawn(move || (*h, inside(h, 3, &["ip", "-o", "addr"]))))
             .collect();
         asks.into_iter().map(|a| a.join().unwrap()).collect()
     });
@@ -86,18 +82,7 @@ fn watch_vips(host: &str) {
 fn vip_samples() -> Vec<(&'static str, f64, Vec<String>)> {
     let mut samples = Vec::new();
     for h in DC1.iter().chain(&DC2) {
-        let out = std::process::Command::new("timeout")
-            .args([
-                "10",
-                "docker",
-                "exec",
-                &format!("{}-{h}", SITES.name),
-                "cat",
-                "/var/tmp/pgha-vips",
-            ])
-            .output()
-            .unwrap();
-        for line in stdout(&out).lines() {
+        for line in inside(h, 10, &["cat", "/var/tmp/pgha-vips"]).lines() {
             let mut words = line.split_whitespace();
             if let Some(at) = words.next().and_then(|w| w.parse::<f64>().ok()) {
                 samples.push((*h, at, words.map(str::to_string).collect()));

@@ -367,7 +367,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
         // the gate loads it when the files change (a restart would fail
         // HAProxy's checks for a moment and close the route).
         Action::ConfigureSiteGate => {
-            site_service(
+            unit_service(
                 &mut items,
                 i,
                 host,
@@ -391,7 +391,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
                 write_if_differs(&mut items, &facts, file(i, host, spec));
             }
         }
-        Action::ConfigureSite => site_service(
+        Action::ConfigureSite => unit_service(
             &mut items,
             i,
             host,
@@ -516,7 +516,7 @@ fn patroni_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts
 /// either restarts it once.
 fn site_agents_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
     write_if_differs(items, facts, file(i, host, &site::AGENT_SETTINGS));
-    site_service(items, i, host, facts, site::AGENT_UNIT, site::AGENT, &tls::ETCD_FILES);
+    unit_service(items, i, host, facts, site::AGENT_UNIT, site::AGENT, &tls::ETCD_FILES);
     reread(
         items,
         i,
@@ -527,7 +527,7 @@ fn site_agents_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostF
     );
     // After the agent: a new agent stamps its renewals before the fence
     // that reads them starts. A changed unit alone restarts it too.
-    site_service(
+    unit_service(
         items,
         i,
         host,
@@ -663,7 +663,7 @@ fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts:
     }
     let tls = [tls::TRUST, tls::GATEWAY_CERT, tls::ETCD_KEY];
     write_if_differs(items, facts, file(i, host, &LEADER_SETTINGS));
-    site_service(
+    unit_service(
         items,
         i,
         host,
@@ -672,7 +672,7 @@ fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts:
         LEADER,
         &[&[LEADER_SETTINGS, LEADER_UNIT][..], &tls].concat(),
     );
-    site_service(
+    unit_service(
         items,
         i,
         host,
@@ -683,12 +683,11 @@ fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts:
     );
 }
 
-/// A service of the site lease (its member or its agent): its unit file
-/// (systemd rereads it), its main file (a change restarts it) and the TLS
-/// files it loads at start (a change restarts it too).
-/// A unit and its main file (code or settings); the service restarts when
-/// the main file or one of `rereads` changed.
-fn site_service(
+/// A service pgha writes the unit of (the site member and agent, the VIP's
+/// loop and vip-manager): its unit file (systemd rereads it), its main file
+/// (code or settings: a change restarts it) and the files it loads at start
+/// (`rereads`: a change restarts it too).
+fn unit_service(
     items: &mut Vec<Work>,
     i: &Inputs,
     host: &str,
