@@ -44,6 +44,8 @@ pub(crate) struct SimCloud {
     pub leader: Option<String>,
     /// Maintenance mode (`patronictl pause`).
     pub paused: bool,
+    /// It streams from one host's PostgreSQL directly, past HAProxy.
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +194,9 @@ pub(crate) struct World {
     pub lease_races: usize,
     /// A cloud whose hosts stop replaying WAL.
     pub replay_stalled: Option<String>,
+    /// A cloud whose route (HAProxy) brings it no WAL: it gets WAL only
+    /// while it streams from a host directly.
+    pub route_lost: Option<String>,
 }
 
 impl World {
@@ -211,6 +216,7 @@ impl World {
                     standby_of: (!c.is_primary()).then(|| primary.map_or(String::new(), |p| p.name.clone())),
                     leader: c.hosts.first().map(|h| h.name.clone()),
                     paused: false,
+                    direct: false,
                 },
             );
             let site_access = design
@@ -250,6 +256,7 @@ impl World {
             site_down: 0,
             lease_races: 0,
             replay_stalled: None,
+            route_lost: None,
         };
         let m = w.writable_masters().len();
         Arc::new(Mutex::new(World { most_masters: m, ..w }))
@@ -380,10 +387,11 @@ impl World {
         let Some(master) = source.as_ref() else { return };
         let (lsn, tli) = (self.hosts[master].lsn, self.hosts[master].timeline);
         let stalled = self.replay_stalled.clone();
+        let lost = self.route_lost.clone().filter(|c| !self.clouds[c].direct);
         for s in self
             .hosts
             .values_mut()
-            .filter(|h| h.up && h.cloud.is_some() && h.cloud != stalled)
+            .filter(|h| h.up && h.cloud.is_some() && h.cloud != stalled && h.cloud != lost)
         {
             s.lsn = s.lsn.max(lsn);
             s.timeline = s.timeline.max(tli);
@@ -662,6 +670,18 @@ impl World {
                 || patroni::patch_config_script(d.governor.rest_port, sets).is_ok_and(|s| s == script)
         };
         if let Some(hosts) = standby_hosts(script) {
+            let direct = patroni::standby_cluster_direct(&d, &hosts[0]).to_string();
+            if hosts.len() == 1 && config_change(&[("standby_cluster".into(), direct)]) {
+                let cloud = self.cloud_of(host).expect("a database host").name.clone();
+                let (of, _) = d
+                    .all_hosts()
+                    .find(|(_, h)| h.address == hosts[0])
+                    .expect("a known address");
+                let c = self.clouds.get_mut(&cloud).expect("known cloud");
+                c.standby_of = Some(of.expect("a database host").name.clone());
+                c.direct = true;
+                return ok(&format!("{cloud} streams from {} directly", hosts[0]), String::new());
+            }
             let follow = patroni::standby_cluster(&d, &hosts).to_string();
             if config_change(&[("standby_cluster".into(), follow)]) {
                 // Which clouds the addresses belong to, as `dc2` or
@@ -692,7 +712,9 @@ impl World {
                     m.commits.push("the demoted master's last commit".into());
                     m.restarting = 12;
                 }
-                self.clouds.get_mut(&cloud).expect("known cloud").standby_of = Some(followed.clone());
+                let c = self.clouds.get_mut(&cloud).expect("known cloud");
+                c.standby_of = Some(followed.clone());
+                c.direct = false;
                 return ok(&format!("{cloud} follows {followed}"), String::new());
             }
         }
@@ -716,7 +738,8 @@ impl World {
                 .map(|(n, _)| n.clone())
                 .collect();
             self.promoted_behind.extend(behind);
-            self.clouds.get_mut(&cloud).expect("known cloud").standby_of = None;
+            let c = self.clouds.get_mut(&cloud).expect("known cloud");
+            (c.standby_of, c.direct) = (None, false);
             let l = self.hosts.get_mut(&leader).expect("known host");
             l.timeline += 1;
             return ok(&format!("promote {cloud}"), String::new());

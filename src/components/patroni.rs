@@ -84,9 +84,20 @@ pub(crate) fn standby_hosts<S: AsRef<str>>(design: &Design, hosts: &[S]) -> Vec<
 /// site agent's settings carry it as rendered here; the Patroni fence
 /// template writes the same shape.
 pub(crate) fn standby_cluster<S: AsRef<str>>(design: &Design, hosts: &[S]) -> serde_json::Value {
+    standby_cluster_at(design, &standby_hosts(design, hosts).join(","), design.haproxy.port)
+}
+
+/// A `standby_cluster` that streams from PostgreSQL on `address` itself,
+/// past every HAProxy: a flip's new cloud fetching WAL from the demoted
+/// master (a standby serves its WAL to cascading standbys).
+pub(crate) fn standby_cluster_direct(design: &Design, address: &str) -> serde_json::Value {
+    standby_cluster_at(design, address, design.platform.postgres_port)
+}
+
+fn standby_cluster_at(design: &Design, host: &str, port: u16) -> serde_json::Value {
     serde_json::json!({
-        "host": standby_hosts(design, hosts).join(","),
-        "port": design.haproxy.port,
+        "host": host,
+        "port": port,
         "create_replica_methods": replica_methods(design),
     })
 }

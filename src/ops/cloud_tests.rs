@@ -505,3 +505,23 @@ async fn a_new_cloud_that_does_not_catch_up_is_not_promoted() {
     flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
     assert_serving(&sim, "dc2");
 }
+
+/// Debian's Patroni demotes a master to a standby cluster with an
+/// immediate stop: WAL it flushed but had not sent is then on that host
+/// alone, and the new cloud's route (HAProxy) has no master behind it. The
+/// new cloud streams the rest from the demoted master directly, and only
+/// then is promoted (the wait compares positions).
+#[tokio::test(start_paused = true)]
+async fn a_new_cloud_short_of_the_demoted_masters_last_wal_streams_it_directly() {
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    sim.world().route_lost = Some("dc2".into());
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    assert_serving(&sim, "dc2");
+    let w = sim.world();
+    assert!(
+        w.log.iter().any(|c| c.what == "dc2 streams from 10.0.1.1 directly"),
+        "{:#?}",
+        w.log
+    );
+    assert!(w.most_masters <= 1);
+}
