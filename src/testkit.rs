@@ -90,6 +90,8 @@ pub(crate) struct SimHost {
     /// The access digests its cloud's etcd member and its site member hold.
     pub cloud_access: Option<String>,
     pub site_access: Option<String>,
+    /// The v2 access digest of its cloud's etcd (the VIP's).
+    pub vip_access: Option<String>,
     /// HAProxy's statistics page does not answer (in the facts, or read).
     pub stats_silent: bool,
     /// Patroni started with the etcd gateway certificate.
@@ -137,6 +139,7 @@ impl SimHost {
             meta: BTreeMap::new(),
             cloud_access: None,
             site_access: None,
+            vip_access: None,
             stats_silent: false,
             patroni_gateway: true,
             site_blind: false,
@@ -227,6 +230,7 @@ impl World {
                 let files = renderer.db_host(design, c, h, None, secrets).expect("render");
                 let mut host = SimHost::new(Some(c.name.clone()), &files, 0x5000060, 1);
                 host.cloud_access = Some(etcd::cloud_access(design, c).digest(&secrets.etcd_patroni_password));
+                host.vip_access = c.vip.as_ref().map(|_| components::vip::access_digest(c));
                 if design.site_members().iter().any(|(_, m)| m.name == h.name) {
                     host.site_access.clone_from(&site_access);
                 }
@@ -450,6 +454,19 @@ impl World {
                 return ok("journal", String::new());
             }
             return ok("read journal", String::new());
+        }
+        if let Some(cloud) = self.cloud_of(host).cloned() {
+            let digest = components::vip::access_digest(&cloud);
+            if script == components::vip::access_script(&cloud, d.etcd.client_port, &digest) {
+                for h in self
+                    .hosts
+                    .values_mut()
+                    .filter(|h| h.cloud.as_deref() == Some(cloud.name.as_str()))
+                {
+                    h.vip_access = Some(digest.clone());
+                }
+                return ok("secure etcd v2", String::new());
+            }
         }
         if let Some(digest) = script
             .lines()
@@ -861,7 +878,11 @@ impl World {
                 out.push_str("patroni_gateway\n");
             }
             if s.up {
-                for (label, digest) in [("cloud_access", &s.cloud_access), ("site_access", &s.site_access)] {
+                for (label, digest) in [
+                    ("cloud_access", &s.cloud_access),
+                    ("site_access", &s.site_access),
+                    ("vip_access", &s.vip_access),
+                ] {
                     if let Some(digest) = digest {
                         out.push_str(&format!("{label} {digest}\n"));
                     }

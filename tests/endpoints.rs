@@ -42,6 +42,34 @@ fn inside(host: &str, secs: u32, cmd: &[&str]) -> String {
     stdout(&out)
 }
 
+/// etcd's v2 API, on for the VIPs, lets no other certificate of the
+/// cluster CA write under the VIPs' prefix: the witness's is refused (401)
+/// by each cloud's etcd, with v2's authentication on.
+fn v2_keys_refused_to_other_certificates() {
+    const WRITE: &str = r#"import json, ssl, sys, urllib.error, urllib.request
+c = ssl.create_default_context(cafile="/etc/pgha/tls/ca.crt")
+c.load_cert_chain("/etc/pgha/tls/host.crt", "/etc/pgha/tls/etcd.key")
+with urllib.request.urlopen(sys.argv[1] + "/v2/auth/enable", timeout=5, context=c) as r:
+    print("enabled", json.load(r)["enabled"])
+put = urllib.request.Request(sys.argv[1] + "/v2/keys/pgha-vip/probe", data=b"value=x", method="PUT",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+try:
+    urllib.request.urlopen(put, timeout=5, context=c)
+    print("written")
+except urllib.error.HTTPError as e:
+    print("refused", e.code)
+"#;
+    for host in ["dc1-pg1", "dc2-pg1"] {
+        let url = format!("https://{}:2379", addr(host));
+        let said = inside("witness", 20, &["python3", "-c", WRITE, &url]);
+        assert_eq!(
+            said.trim(),
+            "enabled True\nrefused 401",
+            "{host}'s etcd, written with the witness's certificate"
+        );
+    }
+}
+
 /// Which database hosts hold each of [`VIPS`], asked from inside each (in
 /// parallel; a host that does not answer within 3 s holds none).
 fn vip_holders() -> [Vec<&'static str>; 2] {
@@ -522,6 +550,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     let pw = lab.superuser_password();
     objects_after_deploy(&lab, &pw);
     wait_vips_on_leaders(&lab);
+    v2_keys_refused_to_other_certificates();
     // Each process behind dc1's address killed on its leader: vip-manager
     // (the address leaves with it and comes back with its restart), then
     // the loop that names the leader (the key outlives it by its ttl).

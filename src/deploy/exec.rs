@@ -256,6 +256,7 @@ async fn run_work(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work,
             apply_objects(ctx, cloud, number, planned.is_some()).await
         }
         Work::SecureEtcd { access, site } => secure_etcd(ctx, host, access, *site, number).await,
+        Work::SecureVip => secure_vip(ctx, host, cloud.expect("the VIP's steps belong to a cloud"), number).await,
         Work::RunGlbCommand(command) => crate::components::glb::run_external(ctx.design(), command, ctx.secrets).await,
         Work::PatchDynamicConfig(sets) => ctx
             .remote(host)?
@@ -340,6 +341,7 @@ async fn host_item(ctx: &Ctx<'_>, cloud: Option<&Cloud>, host: &str, item: &Work
         | Work::MonitorRole
         | Work::ApplyObjects(_)
         | Work::SecureEtcd { .. }
+        | Work::SecureVip
         | Work::RemoveHost(_) => {
             unreachable!("handled above")
         }
@@ -413,6 +415,35 @@ async fn secure_etcd(
             number,
             format!("{host}: removed etcd user {user} (no longer in the design)"),
         );
+    }
+    Ok(())
+}
+
+/// etcd's v2 access for the cloud's virtual IP, from `host`'s member (see
+/// [`crate::components::vip::access_digest`]).
+async fn secure_vip(ctx: &Ctx<'_>, host: &str, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
+    use crate::components::vip;
+    let script = vip::access_script(cloud, ctx.design().etcd.client_port, &vip::access_digest(cloud));
+    let out = ctx.remote(host)?.run_with_input(&script, None).await?;
+    if !out.success() {
+        bail!(
+            "setting etcd's v2 users failed (exit {:?}): {}",
+            out.status,
+            crate::shell::last_lines(&out.stderr, 8)
+        );
+    }
+    for line in out.stdout.lines() {
+        if let Some(user) = line.strip_prefix("added ") {
+            ctx.say(
+                number,
+                format!("{host}: etcd v2 user {user} added (root by certificate)"),
+            );
+        } else if let Some(user) = line.strip_prefix("removed ") {
+            ctx.say(
+                number,
+                format!("{host}: etcd v2 user {user} removed (no longer in the design)"),
+            );
+        }
     }
     Ok(())
 }

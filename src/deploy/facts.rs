@@ -72,6 +72,9 @@ pub(crate) struct HostFacts {
     pub cloud_access: Option<String>,
     /// The same of the local site member.
     pub site_access: Option<String>,
+    /// The v2 access digest of the local cloud member (see
+    /// `vip::access_digest`); `None` or empty when it could not be read.
+    pub vip_access: Option<String>,
     /// Patroni's last start was with the etcd gateway certificate (whether
     /// it runs is `services`').
     pub patroni_gateway: bool,
@@ -212,10 +215,14 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
             .as_ref()
             .map(|_| components::exporter::login_script())
             .unwrap_or_default()
-            + if components::vip::any(design) {
-                components::vip::INTERFACES_SCRIPT
+            + &if components::vip::any(design) {
+                format!(
+                    "{}{}",
+                    components::vip::INTERFACES_SCRIPT,
+                    components::vip::access_probe_script(design.etcd.client_port)
+                )
             } else {
-                ""
+                String::new()
             }
     } else {
         String::new()
@@ -429,6 +436,7 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("exporter_login") => f.exporter_login = true,
             Some("cloud_access") => f.cloud_access = w.next().map(str::to_string),
             Some("site_access") => f.site_access = w.next().map(str::to_string),
+            Some("vip_access") => f.vip_access = w.next().map(str::to_string),
             Some("patroni_gateway") => f.patroni_gateway = true,
             Some("site_armed") => f.site_armed = true,
             Some("iface") => f.interfaces.extend(w.next().map(str::to_string)),

@@ -565,6 +565,27 @@ async fn a_virtual_ip_converges_with_the_least_change() {
             "dc1-pg2: restart pgha-vip-manager"
         ]
     );
+    // etcd's v2 access, set by one host: the first that reads the marker
+    // (a v2 root already; a host that does not may be no v2 user yet).
+    for (unread, runner) in [
+        (&["dc1-pg1", "dc1-pg2", "dc1-pg3"][..], "dc1-pg1"),
+        (&["dc1-pg1"], "dc1-pg2"),
+    ] {
+        {
+            let mut w = sim.world();
+            for h in ["dc1-pg2", "dc1-pg3"] {
+                w.hosts.get_mut(h).unwrap().vip_access = Some("an older digest".into());
+            }
+            for h in unread {
+                w.hosts.get_mut(*h).unwrap().vip_access = None;
+            }
+            w.log.clear();
+        }
+        deploy(&sim).await.unwrap();
+        assert_eq!(changes(&sim), [format!("{runner}: secure etcd v2")]);
+        deploy(&sim).await.unwrap();
+        assert_eq!(changes(&sim), [format!("{runner}: secure etcd v2")], "once");
+    }
 }
 
 /// A virtual IP on an interface the hosts do not have is refused on the

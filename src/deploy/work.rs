@@ -57,6 +57,9 @@ pub(crate) enum Work {
         access: components::etcd::Access,
         site: bool,
     },
+    /// etcd's v2 users and guest role, then v2 authentication on, in the
+    /// cloud's etcd (it serves v2 for the virtual IP), from this host.
+    SecureVip,
 }
 
 /// A member of a cloud's etcd that the design no longer lists.
@@ -151,6 +154,9 @@ impl Work {
                 access.user,
                 access.prefix
             ),
+            Work::SecureVip => "set etcd's v2 users (the cloud's hosts root by certificate, any other certificate \
+                                reading /pgha-vip/* only) and turn v2 authentication on"
+                .into(),
             Work::MonitorRole => format!(
                 "create or update the role {} on the master",
                 crate::secrets::MONITOR_USER
@@ -661,7 +667,14 @@ fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts:
         }
         return;
     }
-    let tls = [tls::TRUST, tls::GATEWAY_CERT, tls::ETCD_KEY];
+    // One host sets v2's access: one that reads the marker (a v2 root
+    // already), else the first.
+    let hosts: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
+    if access_runner(i, &hosts, |f| &f.vip_access) == host && facts.vip_access.as_deref() != Some(&access_digest(cloud))
+    {
+        items.push(Work::SecureVip);
+    }
+    let tls = [tls::TRUST, tls::CERT, tls::ETCD_KEY];
     write_if_differs(items, facts, file(i, host, &LEADER_SETTINGS));
     unit_service(
         items,
