@@ -655,8 +655,10 @@ fn pgbouncer_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFac
 /// both units removed (the address leaves with vip-manager's stop).
 fn vip_work(items: &mut Vec<Work>, i: &Inputs, cloud: &Cloud, host: &str, facts: &HostFacts) {
     use components::vip::*;
+    // Installed by this deploy (its packages step), Debian's unit comes
+    // enabled: off in the same deploy, or the next one is not a no-op.
     let debian = facts.service(DEBIAN_SERVICE);
-    if debian.is_enabled() || debian.is_active() {
+    if debian.is_enabled() || debian.is_active() || facts.missing_packages.iter().any(|p| p == PACKAGE) {
         items.push(Work::Disable(DEBIAN_SERVICE));
     }
     if cloud.vip.is_none() {
@@ -1224,11 +1226,13 @@ mod tests {
         );
     }
 
-    /// The work of `action` on `d`'s first host when `services` run and each
-    /// managed file is as `file_fact` says (`None`: absent).
+    /// The work of `action` on `d`'s first host when `services` run, the
+    /// packages `missing` are not installed yet and each managed file is as
+    /// `file_fact` says (`None`: absent).
     fn first_host_work(
         d: &Design,
         services: &[&str],
+        missing: &[&str],
         action: Action,
         file_fact: impl Fn(&RenderedFile) -> Option<crate::deploy::facts::FileFact>,
     ) -> String {
@@ -1245,6 +1249,7 @@ mod tests {
         };
         let mut facts = HostFacts {
             services: services.iter().map(|s| (s.to_string(), running.clone())).collect(),
+            missing_packages: missing.iter().map(|p| p.to_string()).collect(),
             ..Default::default()
         };
         for f in &rendered {
@@ -1277,6 +1282,7 @@ mod tests {
         first_host_work(
             &design(""),
             &["etcd", "patroni", "haproxy"],
+            &[],
             Action::BootstrapLeader,
             file_fact,
         )
@@ -1319,12 +1325,36 @@ mod tests {
         );
     }
 
+    /// Debian's vip-manager unit comes enabled with its package: a deploy
+    /// that installs it turns it off too (the next deploy changes nothing).
+    #[test]
+    fn debians_vip_manager_unit_is_turned_off_by_the_deploy_that_installs_it() {
+        let d = crate::testkit::example("three-sites.yaml");
+        let work = |missing: &[&str]| {
+            first_host_work(&d, &[], missing, Action::ConfigureVip, |f| {
+                let s = &f.spec;
+                Some(crate::deploy::facts::FileFact::new(
+                    &sha256(&f.content),
+                    s.owner,
+                    s.group,
+                    s.mode,
+                ))
+            })
+        };
+        assert!(
+            work(&["vip-manager"]).contains("stop and disable vip-manager"),
+            "{}",
+            work(&["vip-manager"])
+        );
+        assert!(!work(&[]).contains("disable vip-manager"), "{}", work(&[]));
+    }
+
     /// pgBackRest's work on dc1's first host of the three-site example, its
     /// server running, with `changed` files differing from the design's.
     fn pgbackrest_work_with(changed: &[FileSpec]) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
         let d = crate::design::load(&path).unwrap().design;
-        first_host_work(&d, &[backup::SERVICE], Action::ConfigurePgbackrest, |f| {
+        first_host_work(&d, &[backup::SERVICE], &[], Action::ConfigurePgbackrest, |f| {
             let s = &f.spec;
             let hash = if changed.contains(s) {
                 sha256("old")
