@@ -398,19 +398,15 @@ async fn secure_etcd(
     };
     let password = ctx.secrets.etcd_password(site);
     let script = access.script(&format!("https://127.0.0.1:{port}"), &access.digest(password));
-    let out = ctx
-        .remote(host)?
-        .run_with_input(&script, Some(format!("{password}\n").as_bytes()))
-        .await?;
-    if !out.success() {
-        bail!(
-            "setting etcd's users failed (exit {:?}): {}",
-            out.status,
-            ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
-        );
-    }
-    for line in out.stdout.lines().filter(|l| l.starts_with("removed ")) {
-        let user = line.trim_start_matches("removed ");
+    let said = set_users(
+        ctx,
+        host,
+        &script,
+        Some(format!("{password}\n").as_bytes()),
+        "etcd's users",
+    )
+    .await?;
+    for user in said.lines().filter_map(|l| l.strip_prefix("removed ")) {
         ctx.say(
             number,
             format!("{host}: removed etcd user {user} (no longer in the design)"),
@@ -419,20 +415,33 @@ async fn secure_etcd(
     Ok(())
 }
 
+/// Runs a script that sets etcd users on `host`; what it printed. A failure
+/// says the end of its stderr, scrubbed of every secret.
+async fn set_users(
+    ctx: &Ctx<'_>,
+    host: &str,
+    script: &str,
+    input: Option<&[u8]>,
+    what: &str,
+) -> anyhow::Result<String> {
+    let out = ctx.remote(host)?.run_with_input(script, input).await?;
+    if !out.success() {
+        bail!(
+            "setting {what} failed (exit {:?}): {}",
+            out.status,
+            ctx.secrets.scrub(&crate::shell::last_lines(&out.stderr, 8))
+        );
+    }
+    Ok(out.stdout)
+}
+
 /// etcd's v2 access for the cloud's virtual IP, from `host`'s member (see
 /// [`crate::components::vip::access_digest`]).
 async fn secure_vip(ctx: &Ctx<'_>, host: &str, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     use crate::components::vip;
     let script = vip::access_script(cloud, ctx.design().etcd.client_port, &vip::access_digest(cloud));
-    let out = ctx.remote(host)?.run_with_input(&script, None).await?;
-    if !out.success() {
-        bail!(
-            "setting etcd's v2 users failed (exit {:?}): {}",
-            out.status,
-            crate::shell::last_lines(&out.stderr, 8)
-        );
-    }
-    for line in out.stdout.lines() {
+    let said = set_users(ctx, host, &script, None, "etcd's v2 users").await?;
+    for line in said.lines() {
         if let Some(user) = line.strip_prefix("added ") {
             ctx.say(
                 number,

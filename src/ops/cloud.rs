@@ -29,7 +29,7 @@ use crate::wait::{poll, poll_for, poll_seen};
 /// How long a flip's new cloud may take to replay the old one's WAL through
 /// its usual route (it streams while the flip drains and demotes: normally
 /// there within a second) before it streams from the old cloud's leader
-/// directly. A WAL receiver retries a lost upstream every 5 s.
+/// directly.
 const ROUTE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize)]
