@@ -418,9 +418,19 @@ impl MajorUpgrade<'_> {
                  (a scratch cluster, removed after): a failure stops here, nothing of the cluster changed"
             ),
             Step::Stop => format!(
-                "writes stop: {}pause every cloud, stop {master}'s PostgreSQL {from} cleanly, then each standby once \
-                 it replayed that shutdown checkpoint, then Patroni everywhere (the old cluster can still start again)",
-                if d.site.is_some() { "stop the site agents, " } else { "" }
+                "writes stop: {}pause every cloud, stop {master}'s PostgreSQL {from} cleanly{}, then each standby \
+                 once it replayed that shutdown checkpoint, then Patroni everywhere (the old cluster can still start \
+                 again)",
+                if d.site.is_some() {
+                    "stop the site agents but the master's, "
+                } else {
+                    ""
+                },
+                if d.site.is_some() {
+                    " (its site gate open until then: every cloud receives its last WAL), then its site agent"
+                } else {
+                    ""
+                }
             ),
             Step::Upgrade => format!(
                 "pg_upgrade on {master}: {} into {} by hard links (by copy if another file system), after an initdb \
@@ -567,10 +577,20 @@ impl MajorUpgrade<'_> {
             &major::hold_script(self.to),
         )
         .await?;
+        // The site agents and fences stop, the master's last: its agent's
+        // renewals keep its site gate open, and so the route of every other
+        // cloud's standby leader, until its server has stopped. A clean stop
+        // waits for each connected standby to flush the shutdown checkpoint;
+        // a route closed before (the gate shuts TTL/3 s after the last
+        // renewal) leaves that cloud short of the master's last WAL, to be
+        // copied in full (seen in CI: a slow pause and stop took longer).
+        // With the master's agent alone running no cloud can take the lease
+        // (a takeover is a standby leader's agent's), and a master not
+        // running is one its agent neither renews nor fences.
         if d.site.is_some() {
             on_hosts(
                 fleet,
-                hosts.iter().copied(),
+                others.iter().copied(),
                 "stopping the site agent and fence",
                 &site_services_script(false),
             )
@@ -590,6 +610,12 @@ impl MajorUpgrade<'_> {
                 }
             }
         }
+        // A checkpoint first, so the shutdown checkpoint writes little: as
+        // soon as the server refuses connections Patroni's /primary fails
+        // and HAProxy closes the routes (about 2 s), so a long shutdown
+        // checkpoint could leave another cloud without it too. A failure
+        // (a killed run's master is stopped already) leaves it to the stop.
+        let _ = fleet.psql(&s.master, "CHECKPOINT").await;
         let master = fleet.remote(&s.master)?;
         master
             .check_within(
@@ -598,6 +624,15 @@ impl MajorUpgrade<'_> {
                 Duration::from_secs(360),
             )
             .await?;
+        if d.site.is_some() {
+            on_hosts(
+                fleet,
+                master_host.iter().copied(),
+                "stopping the site agent and fence",
+                &site_services_script(false),
+            )
+            .await?;
+        }
         let m = self.facts(&s.master).await?;
         let checkpoint = match (
             m.mark("checkpoint"),
