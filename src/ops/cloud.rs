@@ -958,8 +958,9 @@ impl Runner<'_> {
         let (leader, replayed) = seen.last.map_or((None, 0), |(name, p)| (Some(name), p.lsn));
         seen.outcome.with_context(|| {
             format!(
-                "{new} replayed up to {} but {old} wrote up to {}: not promoting; {old} stays fenced \
-                 (`pgha cloud make-primary {old}` takes it back)",
+                "{new} replayed up to {} but {old} wrote up to {}: not promoting; {old} stays fenced, the rest \
+                 of its WAL on {source}\n  hint: with {source}'s PostgreSQL running, `pgha cloud make-primary \
+                 {new}` again goes on from this step (nothing else may change the cluster until it finished)",
                 format_lsn(replayed),
                 format_lsn(old_end)
             )
