@@ -73,7 +73,10 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     if !common::e2e() {
         return;
     }
+    let phases = common::Phases::start("debian12");
+    let phase = |what: &str| phases.done(what);
     let lab = TestLab::up("pgha-deb12", &format!("{P}.0/24"), &["--os", "debian12"]);
+    phase("lab up");
     // Debian 12's pgBackRest (2.45) checks certificates by DNS name only:
     // with the lab's hosts named by IP address, backups are refused before
     // any change (seen failing otherwise: "unable to find hostname ... in
@@ -93,6 +96,7 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     let design = std::fs::read_to_string(lab.design()).unwrap();
     std::fs::write(lab.design(), design.replace("backup:\n", "backup:\n  enabled: false\n")).unwrap();
     pgha_ok(&lab, &["deploy", "--yes"]);
+    phase("deploy");
     let pw = lab.superuser_password();
     let version = sql(&glb(), 5000, &pw, "SHOW server_version").unwrap();
     assert!(version[0][0].as_deref().unwrap().starts_with("15."), "{version:?}");
@@ -100,6 +104,7 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     // etcd 3.4 and Patroni 3.0 with etcd's users: the same least privilege,
     // and a second run finds them set.
     lab.etcd_least_privilege(P, false);
+    phase("etcd's users checked");
     // Issue 26: `status` shows each host's release and server; one release
     // and one major is no mixed cluster.
     let out = lab.pgha(&["status", "--output", "json"]);
@@ -130,12 +135,15 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
 
     // A failover inside dc1 on Debian 12.
     failover_in_dc1(&lab, &pw, 2, "Allen");
+    phase("a failover on Debian 12");
 
     release_upgrade(&lab, &pw);
     same_rows_everywhere(&pw, 2);
+    phase("the release upgrade");
 
     // On Debian 13 (Patroni 4.0, etcd 3.5, PostgreSQL still 15): a failover.
     failover_in_dc1(&lab, &pw, 3, "Harry");
+    phase("a failover on Debian 13");
 
     // A planned flip: dc2 becomes the primary cloud.
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
@@ -143,6 +151,7 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     assert!(master.starts_with('2'), "the master is in dc2: {master}");
     sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (4, 'Teddy')").unwrap();
     same_rows_everywhere(&pw, 4);
+    phase("the flip");
 
     // dc2, now primary, cut off from dc1 and the witness: it fences itself;
     // make-primary dc1 takes the lease once it expired; dc2 follows after.
@@ -151,6 +160,7 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
         prefix: P,
     };
     let cut = common::partition::cut_primary(sites, &lab, &pw, false, None);
+    phase("the partition");
     eprintln!("figure: Debian 12, {}", cut.describe("manual"));
     assert!(
         cut.fenced <= common::partition::fence_bound(),
@@ -174,12 +184,12 @@ fn upgrading(last: &str) -> bool {
         "4" => "witness".to_string(),
         n => format!("dc{}-pg{}", &n[..1], &n[1..]),
     };
-    std::process::Command::new("docker")
-        .args(["exec", &format!("pgha-deb12-{name}")])
-        // Its unit's file, not systemctl: mid-upgrade systemctl may not start.
-        .args(["test", "-e", "/run/systemd/transient/pgha-release-upgrade.service"])
-        .status()
-        .is_ok_and(|s| s.success())
+    // Its unit's file, not systemctl: mid-upgrade systemctl may not start.
+    common::container_file(
+        &format!("pgha-deb12-{name}"),
+        "/run/systemd/transient/pgha-release-upgrade.service",
+    )
+    .is_some()
 }
 
 /// `pgha upgrade release --yes` in the background, once the cluster lock

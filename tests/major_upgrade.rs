@@ -46,9 +46,11 @@ fn inside(host: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A line of the host's record of the upgrade.
+/// A line of the host's record of the upgrade (polled: read without a
+/// `docker exec`).
 fn marked(host: &str, key: &str) -> bool {
-    !inside(host, &format!("grep '^{key} ' /var/lib/pgha/pg-upgrade 2>/dev/null")).is_empty()
+    common::container_file(&format!("{}-{host}", SITES.name), "/var/lib/pgha/pg-upgrade")
+        .is_some_and(|r| r.lines().any(|l| l.starts_with(&format!("{key} "))))
 }
 
 /// `pgha upgrade postgres 17 --yes` in the background once the killed
@@ -114,12 +116,13 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
         (
             "the stop",
             Box::new(|| {
-                inside(
-                    "dc1-pg1",
-                    "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/postgresql/15/pgha \
-                     status >/dev/null 2>&1 || echo stopped",
-                ) == "stopped"
-                    && marked("dc1-pg1", "master")
+                // A clean stop removes postmaster.pid last.
+                marked("dc1-pg1", "master")
+                    && common::container_file(
+                        &format!("{}-dc1-pg1", SITES.name),
+                        "/var/lib/postgresql/15/pgha/postmaster.pid",
+                    )
+                    .is_none()
             }),
         ),
         (

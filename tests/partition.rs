@@ -47,9 +47,11 @@ fn partitions_never_leave_two_writable_masters() {
     if !common::e2e() {
         return;
     }
+    let phases = common::Phases::start("partition");
     let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &[]);
     let out = lab.pgha(&["deploy", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+    phases.done("lab up and deploy");
     let pw = lab.superuser_password();
     let s = status_json(&lab);
     assert_eq!(s["site"]["holder"], "dc1", "{s}");
@@ -68,7 +70,9 @@ fn partitions_never_leave_two_writable_masters() {
     lab.etcd_least_privilege(SITES.prefix, true);
 
     rotate_under_writes(&lab, &pw);
+    phases.done("certs rotate");
     secondary_and_witness_cut_off(&lab, &pw);
+    phases.done("dc2 and the witness cut off");
 
     // Issue 23: the site agent on the master stopped, frozen, crashing at
     // each start, then Patroni frozen there with PostgreSQL running: the
@@ -78,6 +82,7 @@ fn partitions_never_leave_two_writable_masters() {
         let f = agent_fault(SITES, &lab, &pw, fault);
         eprintln!("figure: {}", f.describe());
         assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
+        phases.done(fault.label());
     }
     // Issue 23: the client path's own guard. With the agent and the fence
     // both frozen, nothing stops the master, yet the GLB stops sending it
@@ -86,11 +91,13 @@ fn partitions_never_leave_two_writable_masters() {
     for fault in GateFaultKind::ALL {
         let g = gate_fault(SITES, &lab, &pw, fault);
         eprintln!("figure: {}", g.describe());
+        phases.done("a site gate fault");
     }
     // The master's links to the site members slowed to a trickle.
     let slow = slow_site_links(SITES, &lab, &pw);
     eprintln!("figure: {}", slow.describe());
     assert!(slow.stopped <= fence_bound(), "stopped after {:?}", slow.stopped);
+    phases.done("slowed site links");
 
     let cut_for = Duration::from_secs(TTL + 8);
     let (gap, lost) = blip_primary(SITES, &lab, &pw, cut_for);
@@ -101,6 +108,7 @@ fn partitions_never_leave_two_writable_masters() {
         secs(gap)
     );
     assert_eq!(lost, 0, "acknowledged writes lost");
+    phases.done("dc1 cut off with nobody acting");
 
     let manual = cut_primary(SITES, &lab, &pw, false, None);
     eprintln!("figure: {}", manual.describe("manual"));
@@ -116,11 +124,13 @@ fn partitions_never_leave_two_writable_masters() {
         manual.kept_commits,
         manual.inside_after_cut
     );
+    phases.done("dc1 partitioned, manual");
 
     // The primary data center lost whole, its repository host with it:
     // the promotion never waits on that repository.
     let loss = lose_primary(SITES, &lab, &pw);
     eprintln!("figure: {}", loss.describe());
+    phases.done("dc1 lost");
 
     // Auto failover, with the master's site agent crashing at each start
     // from just before the cut: pgha-site-fence stops the master, and after
@@ -133,6 +143,7 @@ fn partitions_never_leave_two_writable_masters() {
         auto.describe("auto failover, the master's site agent crash-looping")
     );
     assert!(auto.fenced <= site_fence_bound(), "fenced after {:?}", auto.fenced);
+    phases.done("dc1 partitioned, auto failover");
     // Within the documented RPO (checked by `cut_primary`): the newest
     // writes before the cut, past what dc2 had received.
 
@@ -145,6 +156,7 @@ fn partitions_never_leave_two_writable_masters() {
     for _ in 0..runs.min(20) {
         let p = power_off_master(SITES, &lab, &pw);
         eprintln!("figure: {}", p.describe());
+        phases.done("the master powered off");
     }
 
     // Issue 23's whole matrix: each fault on the master, its cloud then cut

@@ -12,7 +12,7 @@ use crate::components::packages;
 use crate::release::{self, Release};
 
 /// Bump when the build steps change in a way the package list does not show.
-const RECIPE: &str = "pgha-lab-image-1";
+const RECIPE: &str = "pgha-lab-image-2";
 const BASE_PACKAGES: [&str; 9] = [
     "systemd",
     "systemd-sysv",
@@ -251,6 +251,12 @@ fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     for unit in ["pgbackrest.service", "pgbouncer.service", "vip-manager.service"] {
         let _ = std::fs::remove_file(rootfs.join("etc/systemd/system/multi-user.target.wants").join(unit));
     }
+    // A lab host is a throwaway container: dpkg need not sync each file it
+    // unpacks (the release upgrade's package run took a quarter longer,
+    // 46 s against 35 s per host). Never written on a real host.
+    let dpkg = rootfs.join("etc/dpkg/dpkg.cfg.d");
+    std::fs::create_dir_all(&dpkg)?;
+    std::fs::write(dpkg.join("pgha-lab-unsafe-io"), "force-unsafe-io\n")?;
     // Downloaded packages only make the image bigger.
     if let Ok(entries) = std::fs::read_dir(rootfs.join("var/cache/apt/archives")) {
         for e in entries.flatten() {

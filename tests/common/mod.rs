@@ -48,6 +48,49 @@ print(u.urlopen(\"https://127.0.0.1:8008{path}\", timeout=5, context=c).read().d
     )
 }
 
+/// Where a long end-to-end test's time went: written to the process's
+/// stderr itself, past the test harness's capture, so that CI's output
+/// shows it as it happens (and, when a run is cut off, what ran last).
+pub(crate) struct Phases {
+    test: &'static str,
+    start: std::time::Instant,
+}
+
+impl Phases {
+    pub(crate) fn start(test: &'static str) -> Phases {
+        Phases {
+            test,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn done(&self, what: &str) {
+        use std::io::Write;
+        let line = format!(
+            "phase: {}: {what} done at {:.0} s\n",
+            self.test,
+            self.start.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+}
+
+/// A file of a running container, read through its init's `/proc/PID/root`
+/// (its own mounts, its /run too): None when the container or the file is
+/// not there. For conditions polled several times a second: a `docker
+/// exec` costs about 90 ms of CPU, which the lab's hosts need.
+pub(crate) fn container_file(container: &str, path: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", container])
+        .output()
+        .ok()?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || pid.is_empty() || pid == "0" {
+        return None;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/root{path}")).ok()
+}
+
 /// End-to-end tests need root and Docker (`.ci/setup`). They run unless
 /// PGHA_SKIP_E2E=1 says otherwise, so a missing engine fails loudly in CI.
 pub(crate) fn e2e() -> bool {
