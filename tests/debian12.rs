@@ -185,11 +185,10 @@ fn upgrading(last: &str) -> bool {
         n => format!("dc{}-pg{}", &n[..1], &n[1..]),
     };
     // Its unit's file, not systemctl: mid-upgrade systemctl may not start.
-    common::container_file(
+    common::container_has(
         &format!("pgha-deb12-{name}"),
         "/run/systemd/transient/pgha-release-upgrade.service",
-    )
-    .is_some()
+    ) == Some(true)
 }
 
 /// `pgha upgrade release --yes` in the background, once the cluster lock

@@ -116,13 +116,12 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
         (
             "the stop",
             Box::new(|| {
-                // A clean stop removes postmaster.pid last.
+                // A stop removes postmaster.pid last.
                 marked("dc1-pg1", "master")
-                    && common::container_file(
+                    && common::container_has(
                         &format!("{}-dc1-pg1", SITES.name),
                         "/var/lib/postgresql/15/pgha/postmaster.pid",
-                    )
-                    .is_none()
+                    ) == Some(false)
             }),
         ),
         (

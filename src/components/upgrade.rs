@@ -70,7 +70,8 @@ pub(crate) fn moved_packages(to: Release) -> [(&'static str, &'static str); 3] {
 /// already) whether its apt sources, with `from`'s suites read as `to`'s,
 /// reach `to`'s packages: `candidate PACKAGE VERSION|(none)`, or
 /// `unreachable LAST-LINE` when apt cannot read them. Nothing of the host
-/// changes: the lists go to a directory of their own, removed after.
+/// changes: the lists and apt's cache of them go to a directory of their
+/// own (under /var/tmp: tens of MB), removed after.
 pub(crate) fn reach_script(from: Release, to: Release) -> String {
     let packages: Vec<&str> = moved_packages(to).iter().map(|(p, _)| *p).collect();
     let packages = packages.join(" ");
@@ -80,7 +81,7 @@ echo "release $VERSION_ID $VERSION_CODENAME"
 for p in {packages}; do echo "installed $p $(dpkg-query -W -f='${{Version}}' "$p" 2>/dev/null)"; done
 [ -e {PENDING} ] && echo pending
 [ "$VERSION_CODENAME" = {to} ] && exit 0
-d=$(mktemp -d) || exit 1
+d=$(mktemp -d -p /var/tmp) || exit 1
 trap 'rm -rf "$d"' EXIT
 mkdir -p "$d/lists/partial" "$d/parts"
 : > "$d/sources.list"
@@ -90,14 +91,14 @@ for f in {SOURCE_FILES}; do
     *) [ -f "$f" ] && sed -E {sed} "$f" >> "$d/sources.list" ;;
   esac
 done
-set -- -o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=$d/parts" -o "Dir::State::Lists=$d/lists" -o "Dir::Cache::pkgcache=$d/pkgcache.bin" -o "Dir::Cache::srcpkgcache=$d/srcpkgcache.bin"
+set -- -o "Dir::Etc::SourceList=$d/sources.list" -o "Dir::Etc::SourceParts=$d/parts" -o "Dir::State::Lists=$d/lists" -o "Dir::Cache::pkgcache=$d/pkgcache.bin" -o Dir::Cache::srcpkgcache=
 if ! err=$(timeout 300 apt-get "$@" update -q 2>&1 >/dev/null); then
   echo "unreachable $(printf '%s\n' "$err" | tail -n 1)"
   exit 0
 fi
 # One policy for all, from the cache the update built: parsing the lists
 # again per package took most of a minute per host on a loaded machine.
-policy=$(apt-cache "$@" policy {packages} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^ *Candidate: / {{ print p, $2 }}')
+policy=$(LC_ALL=C apt-cache "$@" policy {packages} 2>/dev/null | awk '/^[^ ].*:$/ {{ p = substr($0, 1, length($0) - 1) }} /^ *Candidate: / {{ print p, $2 }}')
 for p in {packages}; do
   v=$(printf '%s\n' "$policy" | awk -v p="$p" '$1 == p {{ print $2 }}')
   echo "candidate $p ${{v:-(none)}}"

@@ -427,7 +427,8 @@ impl MajorUpgrade<'_> {
                     ""
                 },
                 if d.site.is_some() {
-                    " (its site gate open until then: every cloud receives its last WAL), then its site agent"
+                    " after a checkpoint and its site agent's stop (its site gate open until then: every cloud \
+                     receives its last WAL)"
                 } else {
                     ""
                 }
@@ -577,16 +578,17 @@ impl MajorUpgrade<'_> {
             &major::hold_script(self.to),
         )
         .await?;
-        // The site agents and fences stop, the master's last: its agent's
-        // renewals keep its site gate open, and so the route of every other
-        // cloud's standby leader, until its server has stopped. A clean stop
-        // waits for each connected standby to flush the shutdown checkpoint;
-        // a route closed before (the gate shuts TTL/3 s after the last
-        // renewal) leaves that cloud short of the master's last WAL, to be
-        // copied in full (seen in CI: a slow pause and stop took longer).
-        // With the master's agent alone running no cloud can take the lease
-        // (a takeover is a standby leader's agent's), and a master not
-        // running is one its agent neither renews nor fences.
+        // The site agents and fences stop, the master's last, just before
+        // its server: its agent's renewals keep its site gate open, and so
+        // the route of every other cloud's standby leader, through the
+        // pause. A clean stop waits for each connected standby to flush the
+        // shutdown checkpoint; a route closed before (the gate shuts TTL/3 s
+        // after the last renewal) left that cloud short of the master's last
+        // WAL, copied in full (seen in CI: a slow pause and stop). With the
+        // master's agent alone running no cloud can take the lease (a
+        // takeover is a standby leader's agent's). Its fence must not run
+        // into the stop: it would stop the server at once (unclean) when
+        // the renewals end, which they do as the server stops.
         if d.site.is_some() {
             on_hosts(
                 fleet,
@@ -616,14 +618,6 @@ impl MajorUpgrade<'_> {
         // checkpoint could leave another cloud without it too. A failure
         // (a killed run's master is stopped already) leaves it to the stop.
         let _ = fleet.psql(&s.master, "CHECKPOINT").await;
-        let master = fleet.remote(&s.master)?;
-        master
-            .check_within(
-                "stopping the master's PostgreSQL",
-                &major::stop_script(&s.dirs.old_bin, &s.dirs.old_data),
-                Duration::from_secs(360),
-            )
-            .await?;
         if d.site.is_some() {
             on_hosts(
                 fleet,
@@ -633,6 +627,14 @@ impl MajorUpgrade<'_> {
             )
             .await?;
         }
+        let master = fleet.remote(&s.master)?;
+        master
+            .check_within(
+                "stopping the master's PostgreSQL",
+                &major::stop_script(&s.dirs.old_bin, &s.dirs.old_data),
+                Duration::from_secs(360),
+            )
+            .await?;
         let m = self.facts(&s.master).await?;
         let checkpoint = match (
             m.mark("checkpoint"),

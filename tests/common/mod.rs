@@ -80,6 +80,21 @@ impl Phases {
 /// not there. For conditions polled several times a second: a `docker
 /// exec` costs about 90 ms of CPU, which the lab's hosts need.
 pub(crate) fn container_file(container: &str, path: &str) -> Option<String> {
+    std::fs::read_to_string(format!("{}{path}", container_root(container)?)).ok()
+}
+
+/// Whether a running container has `path`: None when that cannot be told
+/// (the container is not running, /proc says something else).
+pub(crate) fn container_has(container: &str, path: &str) -> Option<bool> {
+    match std::fs::symlink_metadata(format!("{}{path}", container_root(container)?)) {
+        Ok(_) => Some(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// `/proc/PID/root` of a running container's init.
+fn container_root(container: &str) -> Option<String> {
     let out = Command::new("docker")
         .args(["inspect", "-f", "{{.State.Pid}}", container])
         .output()
@@ -88,7 +103,8 @@ pub(crate) fn container_file(container: &str, path: &str) -> Option<String> {
     if !out.status.success() || pid.is_empty() || pid == "0" {
         return None;
     }
-    std::fs::read_to_string(format!("/proc/{pid}/root{path}")).ok()
+    let root = format!("/proc/{pid}/root");
+    Path::new(&root).exists().then_some(root)
 }
 
 /// End-to-end tests need root and Docker (`.ci/setup`). They run unless

@@ -36,23 +36,27 @@ fn classify(code: i32, out: &str, err: &str, secs: u64) -> Asked {
 /// (dockerd, containerd, runc): the monitor asking six hosts several times a
 /// second took most of this 2-core machine from the cluster it watched. The
 /// question and the answer are the same (psql over the local socket, as
-/// postgres, under `timeout`); a session that ends (a host powered off) or
-/// hangs is dropped, and that question asked by a `docker exec` of its own.
+/// postgres, under `timeout`). A session that hangs past the question's
+/// deadline is dropped and the question unanswered (as `timeout` says); one
+/// that ended (a host powered off) answers with what docker said; one busy
+/// with another thread's question, or that cannot start, leaves the
+/// question to a `docker exec` of its own.
 mod inside {
     use std::collections::HashMap;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::process::{Child, ChildStdin, Command, Stdio};
-    use std::sync::mpsc::{channel, Receiver};
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+    use std::sync::{Arc, Mutex, OnceLock, TryLockError};
     use std::time::{Duration, Instant};
 
     /// Reads `ID SECS QUERY` lines; answers with psql's output, a line
     /// `ERR`, its errors, a line `END ID CODE`, each marker after a 0x1f
     /// (bash builtins but for psql, so a question costs two processes).
     const LOOP: &str = r#"e=$(mktemp)
+trap 'rm -f "$e"' EXIT
 while IFS= read -r line; do
   id=${line%% *}; rest=${line#* }; secs=${rest%% *}; q=${rest#* }
-  out=$(timeout "$secs" psql -XAtc "$q" 2>"$e"); code=$?
+  out=$(timeout "$secs" psql -XAtc "$q" </dev/null 2>"$e"); code=$?
   printf '%s\n\037ERR\n%s\n\037END %s %s\n' "$out" "$(<"$e")" "$id" "$code"
 done"#;
 
@@ -60,6 +64,9 @@ done"#;
         child: Child,
         stdin: ChildStdin,
         answers: Receiver<String>,
+        /// What docker says on its stderr (why the session ended), read to
+        /// its end by a thread of its own.
+        said: Option<std::thread::JoinHandle<String>>,
         next: u64,
     }
 
@@ -76,72 +83,103 @@ done"#;
             .args(["exec", "-i", "-u", "postgres", container, "bash", "-c", LOOP])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .ok()?;
         let stdin = child.stdin.take()?;
         let stdout = child.stdout.take()?;
+        let mut stderr = child.stderr.take()?;
         let (tx, answers) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+                buf.clear();
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
+        let said = Some(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        }));
         Some(Session {
             child,
             stdin,
             answers,
+            said,
             next: 0,
         })
     }
 
-    /// psql's exit code, stdout and stderr, or None: no session answered
-    /// (the caller asks by a `docker exec` of its own).
+    /// psql's exit code, stdout and stderr (124: no answer within `secs`),
+    /// or None: the caller asks by a `docker exec` of its own.
     pub(super) fn ask(container: &str, query: &str, secs: u64) -> Option<(i32, String, String)> {
+        if query.contains('\n') {
+            return None;
+        }
         let slot = slot(container);
-        let mut held = slot.lock().unwrap();
+        let mut held = match slot.try_lock() {
+            Ok(held) => held,
+            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+        };
         if held.is_none() {
             *held = start(container);
         }
         let s = held.as_mut()?;
         s.next += 1;
         let id = s.next;
-        if query.contains('\n') {
-            return None;
-        }
         let sent = s
             .stdin
             .write_all(format!("{id} {secs} {query}\n").as_bytes())
             .and_then(|_| s.stdin.flush());
         let deadline = Instant::now() + Duration::from_secs(secs + 5);
         let (mut out, mut err, mut in_err) = (String::new(), String::new(), false);
-        let answer = sent.ok().and_then(|_| loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = s.answers.recv_timeout(left).ok()?;
-            if line == "\x1fERR" {
-                in_err = true;
-            } else if let Some(end) = line.strip_prefix("\x1fEND ") {
-                let (who, code) = end.split_once(' ').unwrap_or((end, ""));
-                if who == id.to_string() {
-                    break Some((code.parse().unwrap_or(-1), out, err));
+        let answer = match sent {
+            Err(_) => Err(RecvTimeoutError::Disconnected),
+            Ok(()) => loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = match s.answers.recv_timeout(left) {
+                    Ok(line) => line,
+                    Err(e) => break Err(e),
+                };
+                if line == "\x1fERR" {
+                    in_err = true;
+                } else if let Some(end) = line.strip_prefix("\x1fEND ") {
+                    let (who, code) = end.split_once(' ').unwrap_or((end, ""));
+                    if who == id.to_string() {
+                        break Ok((code.parse().unwrap_or(-1), out, err));
+                    }
+                    (out, err, in_err) = (String::new(), String::new(), false);
+                } else {
+                    let text = if in_err { &mut err } else { &mut out };
+                    text.push_str(&line);
+                    text.push('\n');
                 }
-                // An earlier question's answer: not this one's.
-                (out, err, in_err) = (String::new(), String::new(), false);
-            } else {
-                let text = if in_err { &mut err } else { &mut out };
-                text.push_str(&line);
-                text.push('\n');
+            },
+        };
+        match answer {
+            Ok(a) => Some(a),
+            Err(why) => {
+                let _ = s.child.kill();
+                let status = s.child.wait();
+                let said = s.said.take().and_then(|t| t.join().ok()).unwrap_or_default();
+                *held = None;
+                match why {
+                    RecvTimeoutError::Timeout => Some((124, String::new(), String::new())),
+                    // The session ended: what docker said, if anything
+                    // (a container not running); else ask once more apart.
+                    RecvTimeoutError::Disconnected if !said.trim().is_empty() => {
+                        Some((status.ok().and_then(|s| s.code()).unwrap_or(1), String::new(), said))
+                    }
+                    RecvTimeoutError::Disconnected => None,
+                }
             }
-        });
-        if answer.is_none() {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
-            *held = None;
         }
-        answer
     }
 }
 
