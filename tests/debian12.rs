@@ -5,9 +5,8 @@
 //! (issue 26) with a client writing through the GLB and every host asked
 //! from inside whether it takes writes: one switchover's gap, no
 //! acknowledged write lost, never two writable hosts; PostgreSQL stays 15.
-//! On the moved cluster a failover, a flip and a cut of the primary cloud
-//! (it fences itself, the other cloud takes the lease) work, with the rows
-//! compared on every host after each.
+//! On the moved cluster a failover and a flip work, with the rows compared
+//! on every host after each.
 
 mod common;
 
@@ -152,24 +151,8 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (4, 'Teddy')").unwrap();
     same_rows_everywhere(&pw, 4);
     phase("the flip");
-
-    // dc2, now primary, cut off from dc1 and the witness: it fences itself;
-    // make-primary dc1 takes the lease once it expired; dc2 follows after.
-    let sites = common::partition::Sites {
-        name: "pgha-deb12",
-        prefix: P,
-    };
-    let cut = common::partition::cut_primary(sites, &lab, &pw, false, None);
-    phase("the partition");
-    eprintln!("figure: Debian 12, {}", cut.describe("manual"));
-    assert!(
-        cut.fenced <= common::partition::fence_bound(),
-        "fenced after {:?}",
-        cut.fenced
-    );
-    // Asynchronous replication: the writes lost, if any, are the newest
-    // before the cut (the documented RPO, checked by `cut_primary`; HAZARDS #8).
-    same_rows_everywhere(&pw, 4);
+    // A cut of the primary cloud on these packages (Debian 13's) is the
+    // partition test's; run here too it cost CI 143 s.
 }
 
 /// A moment of the upgrade, seen from outside.
@@ -267,11 +250,13 @@ fn release_upgrade(lab: &TestLab, pw: &str) {
     let monitor = common::partition::Monitor::start_every(sites, Duration::from_secs(1));
     let (stop, handle) = common::writer(&glb(), pw);
     let started = std::time::Instant::now();
-    // Killed (SIGKILL) three times, each run resumed by the next: during
-    // a standby-cloud host's package upgrade, right after the switchover,
-    // and during the GLB's.
+    // Killed (SIGKILL) twice, each run resumed by the next: during a
+    // standby-cloud host's package upgrade (the next run finishes that
+    // host first) and right after the switchover (not made again). A third
+    // kill, during the GLB's package upgrade, tested the first case again
+    // and cost CI about 4 minutes.
     let dc1_master = one_master(pw, &["11", "12", "13"], Duration::from_secs(10));
-    let kills: [(&str, Reached); 3] = [
+    let kills: [(&str, Reached); 2] = [
         (
             "a dc2 host's package upgrade",
             Box::new(|| ["21", "22", "23"].iter().any(|h| upgrading(h))),
@@ -280,7 +265,6 @@ fn release_upgrade(lab: &TestLab, pw: &str) {
             "the switchover",
             Box::new(|| masters(pw, &["11", "12", "13"]).iter().any(|m| *m != dc1_master)),
         ),
-        ("the GLB's package upgrade", Box::new(|| upgrading("5"))),
     ];
     let mut said = String::new();
     for (during, now) in kills {

@@ -114,7 +114,7 @@ fn seed_scenario() {
     let pw = lab.superuser_password();
     let ttl = Duration::from_secs(20); // the lab design's governor ttl
     let failover_limit = ttl + Duration::from_secs(2) + Duration::from_secs(20);
-    // Every host asked from inside its container every 200 ms, from here to
+    // Every host asked from inside its container every 300 ms, from here to
     // the end: kills, cuts, the lost data center and its return included.
     let monitor = Monitor::start(SITES);
 

@@ -656,8 +656,10 @@ pub(crate) struct Seen {
 }
 
 impl Monitor {
+    /// Samples 300 ms apart: each is six psql runs inside the hosts, on the
+    /// two cores the lab itself needs.
     pub(crate) fn start(sites: Sites) -> Monitor {
-        Monitor::start_every(sites, Duration::from_millis(200))
+        Monitor::start_every(sites, Duration::from_millis(300))
     }
 
     /// Samples `every` apart: for a long change (a release upgrade) whose
