@@ -417,22 +417,22 @@ impl MajorUpgrade<'_> {
                 "run `pg_upgrade --check` from {from} to {to} on every database host while the cluster serves \
                  (a scratch cluster, removed after): a failure stops here, nothing of the cluster changed"
             ),
-            Step::Stop => format!(
-                "writes stop: {}pause every cloud, stop {master}'s PostgreSQL {from} cleanly{}, then each standby \
-                 once it replayed that shutdown checkpoint, then Patroni everywhere (the old cluster can still start \
-                 again)",
-                if d.site.is_some() {
-                    "stop the site agents but the master's, "
+            Step::Stop => {
+                let (agents, master_agent) = if d.site.is_some() {
+                    (
+                        "stop the site agents but the master's, ",
+                        " after a checkpoint and its site agent's stop (its site gate open until then: every cloud \
+                         receives its last WAL)",
+                    )
                 } else {
-                    ""
-                },
-                if d.site.is_some() {
-                    " after a checkpoint and its site agent's stop (its site gate open until then: every cloud \
-                     receives its last WAL)"
-                } else {
-                    ""
-                }
-            ),
+                    ("", "")
+                };
+                format!(
+                    "writes stop: {agents}pause every cloud, stop {master}'s PostgreSQL {from} cleanly{master_agent}, \
+                     then each standby once it replayed that shutdown checkpoint, then Patroni everywhere (the old \
+                     cluster can still start again)"
+                )
+            }
             Step::Upgrade => format!(
                 "pg_upgrade on {master}: {} into {} by hard links (by copy if another file system), after an initdb \
                  like the old cluster's",
@@ -589,15 +589,19 @@ impl MajorUpgrade<'_> {
         // takeover is a standby leader's agent's). Its fence must not run
         // into the stop: it would stop the server at once (unclean) when
         // the renewals end, which they do as the server stops.
-        if d.site.is_some() {
+        let stop_site = |on: Vec<_>| async move {
+            if d.site.is_none() {
+                return Ok(());
+            }
             on_hosts(
                 fleet,
-                others.iter().copied(),
+                on,
                 "stopping the site agent and fence",
                 &site_services_script(false),
             )
-            .await?;
-        }
+            .await
+        };
+        stop_site(others.clone()).await?;
         // Paused, Patroni neither fails over nor restarts a stopped server,
         // and leaves PostgreSQL running when it stops itself.
         for c in d.clouds_in_order() {
@@ -618,15 +622,7 @@ impl MajorUpgrade<'_> {
         // checkpoint could leave another cloud without it too. A failure
         // (a killed run's master is stopped already) leaves it to the stop.
         let _ = fleet.psql(&s.master, "CHECKPOINT").await;
-        if d.site.is_some() {
-            on_hosts(
-                fleet,
-                master_host.iter().copied(),
-                "stopping the site agent and fence",
-                &site_services_script(false),
-            )
-            .await?;
-        }
+        stop_site(master_host.clone()).await?;
         let master = fleet.remote(&s.master)?;
         master
             .check_within(
