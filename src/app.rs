@@ -24,6 +24,11 @@ pub fn main() -> ExitCode {
         Err(err) => {
             if err.downcast_ref::<error::Invalid>().is_some() {
                 eprintln!("{err}");
+            } else if err
+                .downcast_ref::<error::Attention>()
+                .is_some_and(|a| a.message.is_empty())
+            {
+                // Said on stdout already (`status --nagios`).
             } else {
                 eprintln!("error: {err:#}");
             }
@@ -73,7 +78,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )),
             }
         }
+        Command::Monitoring(args) => monitoring(&cli, args),
         Command::Deploy(args) => deploy(&cli, args),
+        Command::Status(args) if args.nagios => {
+            let design = match load_mode(&cli, design::Mode::AllowNoPrimary) {
+                Ok(d) => d,
+                Err(e) => {
+                    // A plugin that cannot tell says UNKNOWN, on stdout.
+                    println!("PGHA UNKNOWN - {}", format!("{e:#}").lines().next().unwrap_or_default());
+                    return Err(error::Attention {
+                        code: crate::ops::status::NAGIOS_UNKNOWN,
+                        message: format!("{e:#}"),
+                    }
+                    .into());
+                }
+            };
+            runtime()?.block_on(crate::ops::status::run_nagios(&design))
+        }
         Command::Status(args) => {
             let design = load_mode(&cli, design::Mode::AllowNoPrimary)?;
             runtime()?.block_on(crate::ops::status::run(&design, cli.output, args.watch))
@@ -320,6 +341,38 @@ fn connection(design: &Design, a: &crate::cli::DsnArgs) -> anyhow::Result<(conne
     let rootcert = connect::client_trust(design)?;
     let dsn = connect::dsn(&target, &a.role, &a.dbname, &rootcert);
     Ok((target, dsn))
+}
+
+/// `pgha monitoring`: the files written locally, from the design and the
+/// certificates the first deploy made.
+fn monitoring(cli: &Cli, args: &crate::cli::MonitoringArgs) -> anyhow::Result<()> {
+    use crate::ops::monitoring;
+    let design = load(cli)?;
+    let pki = &design.pki_dir;
+    let read = |p: std::path::PathBuf| {
+        crate::fsutil::read_text(&p, crate::fsutil::MAX_SMALL).with_context(|| {
+            format!(
+                "run `pgha deploy` first: it makes the metrics CA's client certificate in {}",
+                pki.display()
+            )
+        })
+    };
+    let tls = monitoring::ClientTls {
+        trust: read(pki.join("trust.crt"))?,
+        cert: read(pki.join("metrics/prometheus.crt"))?,
+        key: read(pki.join("metrics/prometheus.key"))?,
+    };
+    let files = monitoring::files(&design, &tls)?;
+    let written = monitoring::write(&args.out, &files)?;
+    match cli.output {
+        Output::Json => ui::print_json(&written),
+        Output::Text => ui::print(&format!(
+            "wrote {} files under {}: point Prometheus at {} (the client key is 0600)",
+            written.len(),
+            args.out.display(),
+            args.out.join("prometheus.yml").display()
+        )),
+    }
 }
 
 fn dsn(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<()> {

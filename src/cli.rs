@@ -51,6 +51,10 @@ pub enum Command {
     Plan,
     /// Write every file pgha would install, per host, for review (passwords redacted).
     Render(RenderArgs),
+    /// Write Prometheus's configuration for the cluster: scrape jobs with
+    /// file-based targets for every host and component, alert rules with the
+    /// design's bounds, and the metrics CA's client certificate. Changes no host.
+    Monitoring(MonitoringArgs),
     /// Deploy the design over SSH: primary cloud first, then secondary clouds, then the GLB.
     Deploy(DeployArgs),
     /// The cluster at a glance: cloud, host, role, state, timeline, lag, etcd, HAProxy, GLB.
@@ -172,6 +176,13 @@ pub struct PsqlArgs {
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// Where to write: DIR/<cloud>/<host>/<path on the host>.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitoringArgs {
+    /// Where to write: DIR/prometheus.yml, DIR/targets/, DIR/rules/, DIR/tls/.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }
@@ -394,6 +405,11 @@ pub struct StatusArgs {
     /// Refresh every SECONDS until interrupted.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
     pub watch: Option<u64>,
+    /// A Nagios plugin's answer: one line `PGHA OK|WARNING|CRITICAL|UNKNOWN - ...`,
+    /// the findings after it, and Nagios's exit codes (0 healthy, 1
+    /// degraded, 2 unsafe, 3 could not tell).
+    #[arg(long, conflicts_with = "watch")]
+    pub nagios: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -266,11 +266,15 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         Action::ConfigureHaproxy,
         names.clone(),
         format!(
-            "write {}, route :{} to the read-write master{} (Patroni /primary on :{})",
+            "write {}, route :{} to the read-write master{} (Patroni /primary on :{}){}",
             haproxy_file.path,
             design.haproxy.port,
             if design.site.is_some() { " of any cloud" } else { "" },
-            design.governor.rest_port
+            design.governor.rest_port,
+            design.exporter.as_ref().map_or(String::new(), |e| format!(
+                "; serve etcd's, Patroni's and HAProxy's metrics on :{} (TLS, clients of the metrics CA only)",
+                e.gateway_port
+            ))
         ),
     );
     governor_steps(b, design, cloud, &names);

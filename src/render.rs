@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 30] = [
+const EMBEDDED: [(&str, &str); 31] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     ("pgbouncer.ini.j2", include_str!("../templates/pgbouncer.ini.j2")),
     ("vip-leader.json.j2", include_str!("../templates/vip-leader.json.j2")),
@@ -73,6 +73,7 @@ const EMBEDDED: [(&str, &str); 30] = [
     ("exporter.env.j2", include_str!("../templates/exporter.env.j2")),
     ("exporter-web.yml.j2", include_str!("../templates/exporter-web.yml.j2")),
     ("exporter-ca.pem.j2", include_str!("../templates/exporter-ca.pem.j2")),
+    ("tls-haproxy.pem.j2", include_str!("../templates/tls-haproxy.pem.j2")),
 ];
 
 /// Files installed as they are (code that runs on hosts, tested by
@@ -141,10 +142,15 @@ struct PgbouncerContext<'a> {
 }
 
 #[derive(Serialize, Clone)]
-struct ExporterContext {
-    port: u16,
+struct ExporterContext<'a> {
+    #[serde(flatten)]
+    settings: &'a crate::design::Exporter,
     web_config: &'static str,
     key_path: &'static str,
+    /// HAProxy's certificate and key, for the metrics gateway.
+    gateway_pem: &'static str,
+    /// A site member runs here: the gateway leads to its metrics too.
+    site_member: bool,
 }
 
 /// How a cloud's etcd members start: all at once, or joining a running cluster.
@@ -192,7 +198,7 @@ struct TemplateContext<'a> {
     etcd_data_dir: String,
     governor: &'a Governor,
     haproxy: &'a Haproxy,
-    exporter: Option<ExporterContext>,
+    exporter: Option<ExporterContext<'a>>,
     pgbouncer: Option<PgbouncerContext<'a>>,
     glb: Option<&'a Glb>,
     site: Option<&'a crate::design::Site>,
@@ -525,9 +531,11 @@ impl Renderer {
                 userlist: components::pgbouncer::USERLIST.path,
             }),
             exporter: design.exporter.as_ref().map(|e| ExporterContext {
-                port: e.port,
+                settings: e,
                 web_config: components::exporter::WEB_CONFIG_PATH,
                 key_path: components::exporter::KEY_PATH,
+                gateway_pem: components::haproxy::METRICS_PEM.path,
+                site_member: design.site_members().iter().any(|(_, h)| h.name == host.name),
             }),
             glb: design.glb.as_ref(),
             site: design.site.as_ref(),

@@ -178,3 +178,35 @@ fn restore_times_are_refused_before_any_change() {
         assert!(stderr(&out).contains(why), "{to}: {}", stderr(&out));
     }
 }
+
+/// Issue 28: `status --nagios` that cannot tell says UNKNOWN (3) on its
+/// one line, never OK; `monitoring` without the first deploy's
+/// certificates says what to run.
+#[test]
+fn nagios_unknown_and_monitoring_before_a_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let out = pgha([
+        "status".as_ref(),
+        "--nagios".as_ref(),
+        "-f".as_ref(),
+        missing.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("PGHA UNKNOWN - "), "{}", stdout(&out));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    let out = pgha(["status", "--nagios", "--watch"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    let out_dir = dir.path().join("m");
+    let out = pgha([
+        "monitoring".as_ref(),
+        "-f".as_ref(),
+        example("two-clouds.yaml").as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("run `pgha deploy` first"), "{}", stderr(&out));
+    assert!(!out_dir.exists());
+}

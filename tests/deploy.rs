@@ -574,18 +574,21 @@ fn metrics(lab: &TestLab) {
             &format!("umask 077; mkdir -p /tmp/m; cat > /tmp/m/{name} <<'PEM'\n{pem}PEM"),
         );
     }
-    let scrape = |client: Option<&str>, address: &str| {
+    // The lines of `url` that start with `prefix`, or `refused <why>`.
+    let get = |client: Option<&str>, url: &str, prefix: &str| {
         let load = client.map_or(String::new(), |c| {
             format!("c.load_cert_chain('/tmp/m/{c}.crt', '/tmp/m/{c}.key')\n")
         });
         let py = format!(
             "import ssl, urllib.request as u\nc = ssl.create_default_context(cafile='/tmp/m/trust.crt')\n{load}\
-             try:\n    t = u.urlopen('https://{address}:9187/metrics', timeout=10, context=c).read().decode()\n\
-             \x20   print([l for l in t.splitlines() if l.startswith('pg_up ')])\n\
-             except Exception as e:\n    print('refused', type(e).__name__)\n"
+             try:\n    t = u.urlopen('{url}', timeout=10, context=c).read().decode()\n\
+             \x20   print([l for l in t.splitlines() if l.startswith('{prefix}')])\n\
+             except Exception as e:\n    print('refused', type(e).__name__, getattr(e, 'code', ''))\n"
         );
         lab.ssh_ok(GLB, &format!("python3 - <<'PY'\n{py}PY"))
     };
+    let scrape =
+        |client: Option<&str>, address: &str| get(client, &format!("https://{address}:9187/metrics"), "pg_up ");
     for addr in PRIMARY.iter().chain(&SECONDARY) {
         wait_for(
             &format!("pg_up 1 from {addr}'s exporter"),
@@ -597,6 +600,34 @@ fn metrics(lab: &TestLab) {
         let out = scrape(client, PRIMARY[0]);
         assert!(out.starts_with("refused"), "{client:?}: {out}");
     }
+    // Issue 28: HAProxy's gateway (:9188) serves etcd's, Patroni's and its
+    // own metrics to the same certificate only, and nothing else.
+    for addr in PRIMARY.iter().chain(&SECONDARY) {
+        let gateway = |path: &str, prefix: &str| get(Some("prometheus"), &format!("https://{addr}:9188{path}"), prefix);
+        assert_eq!(
+            gateway("/etcd/metrics", "etcd_server_has_leader "),
+            "['etcd_server_has_leader 1']",
+            "{addr}"
+        );
+        let running = gateway("/patroni/metrics", "patroni_postgres_running{");
+        assert!(
+            running.starts_with("['patroni_postgres_running{") && running.ends_with("} 1']"),
+            "{addr}: {running}"
+        );
+        assert!(
+            gateway("/haproxy/metrics", "haproxy_process_uptime_seconds ").contains("haproxy_process_uptime_seconds"),
+            "{addr}"
+        );
+        assert_eq!(gateway("/", "x"), "refused HTTPError 404", "{addr}");
+        assert_eq!(gateway("/metrics", "x"), "refused HTTPError 404", "{addr}");
+    }
+    for client in [None, Some("host")] {
+        let out = get(client, &format!("https://{}:9188/etcd/metrics", PRIMARY[0]), "etcd");
+        assert!(out.starts_with("refused"), "{client:?}: {out}");
+    }
+    // The metrics certificate opens no etcd.
+    let out = get(Some("prometheus"), &format!("https://{}:2379/version", PRIMARY[0]), "");
+    assert!(out.starts_with("refused"), "{out}");
 }
 
 /// Every acknowledged id is on every database host.

@@ -107,7 +107,7 @@ for a in $(sed -n 's/^    - \"\\([0-9.]*\\):2379\"$/\\1/p' $(find /r -name confi
 timeout 120 etcd --data-dir /tmp/etcd --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379 \
 --listen-peer-urls http://127.0.0.1:2380 >/dev/null 2>&1 &\n\
 n=0; until ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 100 ] || exit 1; sleep 0.1; done\n\
-mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/ca.crt' | head -1)\")\" /etc/pgha/tls\n",
+mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/haproxy.pem' | head -1)\")\" /etc/pgha/tls\n",
     );
     for (suffix, check) in [
         ("etc/haproxy/haproxy.cfg", "haproxy -q -c -f"),
@@ -400,4 +400,150 @@ sys.exit(1 if bad else 0)
             );
         }
     }
+}
+
+/// Issue 28: Debian's promtool accepts what `pgha monitoring` writes (the
+/// configuration, its targets and rules), and each alert's expression
+/// finds what it is written for in series shaped like the components'
+/// (`promtool test rules`), and nothing in a healthy cluster's.
+#[test]
+fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
+    require("promtool");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["examples", "inventories"] {
+        let cp = Command::new("cp")
+            .arg("-r")
+            .arg(common::repo().join(sub))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(cp.success());
+    }
+    let design = dir.path().join("examples/three-sites.yaml");
+    let d = pgha::design::load(&design).unwrap().design;
+    pgha::pki::ensure(&d, time::OffsetDateTime::now_utc(), true).unwrap();
+    let out_dir = dir.path().join("monitoring");
+    let out = pgha([
+        "-f".as_ref(),
+        design.as_os_str(),
+        "monitoring".as_ref(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let key = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(out_dir.join("tls/prometheus.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(key & 0o777, 0o600);
+    let promtool = |args: &[&str]| {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&out_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            common::stdout(&out),
+            common::stderr(&out)
+        );
+        common::stdout(&out) + &common::stderr(&out)
+    };
+    let said = promtool(&["check", "config", "prometheus.yml"]);
+    assert!(!said.contains("WARNING"), "{said}");
+
+    // Each rule's expression, by its alert's name.
+    let rules = std::fs::read_to_string(out_dir.join("rules/pgha.rules.yml")).unwrap();
+    let doc = &yaml_rust2::YamlLoader::load_from_str(&rules).unwrap()[0];
+    let expr = |alert: &str| {
+        doc["groups"][0]["rules"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(alert))
+            .unwrap_or_else(|| panic!("no {alert} in {rules}"))["expr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // A cluster of two clouds as Patroni reports it: dc1's master at 100 MB,
+    // its replica dc1-pg2 50 MB behind (over the 16 MiB bound), dc1-pg3
+    // 1 MB behind; dc2's standby leader 40 MB behind the master, its
+    // replica 1 MB behind that; dc3's standby leader as far behind. Then
+    // dc2-pg1 is promoted (two masters) and dc3-pg1 stops being standby
+    // leader (dc3 has no leader).
+    let host = |h: &str| {
+        format!(
+            "cluster=\"pgha-demo\",cloud=\"{}\",host=\"{h}\",job=\"pgha-patroni\"",
+            &h[..3]
+        )
+    };
+    let series = |name: &str, h: &str, values: &str| {
+        format!("      - series: '{name}{{{}}}'\n        values: '{values}'\n", host(h))
+    };
+    let mut input = String::new();
+    for (h, primary, standby, replica, location, replayed) in [
+        ("dc1-pg1", "1x8", "0x8", "0x8", "100000000x8", "0x8"),
+        ("dc1-pg2", "0x8", "0x8", "1x8", "0x8", "50000000x8"),
+        ("dc1-pg3", "0x8", "0x8", "1x8", "0x8", "99000000x8"),
+        ("dc2-pg1", "0x4 1x4", "1x4 0x4", "0x8", "0x8", "60000000x8"),
+        ("dc2-pg2", "0x8", "0x8", "1x8", "0x8", "59000000x8"),
+        ("dc3-pg1", "0x8", "1x4 0x4", "0x8", "0x8", "60000000x8"),
+    ] {
+        input.push_str(&series("patroni_primary", h, primary));
+        input.push_str(&series("patroni_standby_leader", h, standby));
+        input.push_str(&series("patroni_replica", h, replica));
+        input.push_str(&series("patroni_postgres_running", h, "1x8"));
+        input.push_str(&series("patroni_xlog_location", h, location));
+        input.push_str(&series("patroni_xlog_replayed_location", h, replayed));
+    }
+    input.push_str(
+        "      - series: 'pg_stat_archiver_failed_count{cluster=\"pgha-demo\",cloud=\"dc1\",host=\"dc1-pg1\",job=\"pgha-postgres\"}'\n        values: '0x4 1 2 3 4'\n",
+    );
+    let labels = |h: &str| format!("'{{{}}}'", host(h));
+    let test = |alert: &str, at: &str, samples: &[(String, &str)]| {
+        let mut t = format!(
+            "      - expr: '{}'\n        eval_time: {at}\n        exp_samples:\n",
+            expr(alert).replace('\'', "''")
+        );
+        for (labels, value) in samples {
+            t.push_str(&format!("          - labels: {labels}\n            value: {value}\n"));
+        }
+        if samples.is_empty() {
+            t = t.replace("        exp_samples:\n", "        exp_samples: []\n");
+        }
+        t
+    };
+    let archiver = "'{cluster=\"pgha-demo\",cloud=\"dc1\",host=\"dc1-pg1\",job=\"pgha-postgres\"}'".to_string();
+    let cases = [
+        test("PghaTwoWritableHosts", "30s", &[]),
+        test(
+            "PghaTwoWritableHosts",
+            "90s",
+            &[("'{cluster=\"pgha-demo\"}'".to_string(), "2")],
+        ),
+        test("PghaCloudWithoutLeader", "30s", &[]),
+        test(
+            "PghaCloudWithoutLeader",
+            "90s",
+            &[("'{cluster=\"pgha-demo\",cloud=\"dc3\"}'".to_string(), "0")],
+        ),
+        test("PghaReplicaLagging", "30s", &[(labels("dc1-pg2"), "50000000")]),
+        test(
+            "PghaStandbyCloudLagging",
+            "30s",
+            &[(labels("dc2-pg1"), "40000000"), (labels("dc3-pg1"), "40000000")],
+        ),
+        test("PghaStandbyCloudLagging", "90s", &[]),
+        test("PghaArchiveFailing", "45s", &[]),
+        test("PghaArchiveFailing", "120s", &[(archiver, "4")]),
+    ];
+    let spec = format!(
+        "rule_files: [rules/pgha.rules.yml]\nevaluation_interval: 15s\ntests:\n  - interval: 15s\n    input_series:\n{input}    promql_expr_test:\n{}",
+        cases.concat()
+    );
+    std::fs::write(out_dir.join("test.yml"), spec).unwrap();
+    promtool(&["test", "rules", "test.yml"]);
 }

@@ -14,6 +14,19 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     check: Some("haproxy -c -q -f"),
 };
 
+/// The host's certificate and key in one file, as HAProxy wants them, for
+/// the metrics gateway (its master process reads it as root).
+pub(crate) const METRICS_PEM: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "tls-haproxy.pem.j2",
+    path: "/etc/pgha/tls/haproxy.pem",
+    owner: "root",
+    group: "root",
+    mode: 0o600,
+    service: "haproxy",
+    check: None,
+};
+
 /// Python's `admin(command)`: one command to HAProxy's admin socket (root
 /// only), its whole answer (HAProxy closes the connection after it).
 macro_rules! admin_py {

@@ -384,10 +384,18 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureHaproxy => {
+            // The metrics gateway's files first: the config's check reads them.
+            let gateway = [components::exporter::METRICS_CA, components::haproxy::METRICS_PEM];
+            let gateway = if i.design.exporter.is_some() { &gateway[..] } else { &[] };
+            for spec in gateway {
+                write_if_differs(&mut items, &facts, file(i, host, spec));
+            }
             let config = file(i, host, &components::haproxy::CONFIG);
             converge(&mut items, &facts, config, Work::Reload);
-            // Its health checks verify Patroni's certificate with the trust bundle.
-            reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &[tls::TRUST]);
+            // Its health checks verify Patroni's certificate with the trust
+            // bundle; the gateway serves its certificate to the metrics CA's.
+            let rereads = [&[tls::TRUST][..], gateway].concat();
+            reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &rereads);
         }
         Action::InstallWitness => {
             if !facts.missing_packages.is_empty() {

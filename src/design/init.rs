@@ -374,6 +374,18 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
     line(&mut d, "    port: 9187");
     line(
         &mut d,
+        "    gateway_port: 9188       # HAProxy: /etcd/metrics, /site-etcd/metrics, /patroni/metrics, /haproxy/metrics",
+    );
+    line(
+        &mut d,
+        "    etcd_metrics_port: 2381  # etcd's metrics listener, loopback only",
+    );
+    line(
+        &mut d,
+        "    site_metrics_port: 2482  # the site member's, loopback only",
+    );
+    line(
+        &mut d,
         "  pgbouncer:                 # connection pooling on every database host",
     );
     line(

@@ -223,11 +223,18 @@ pub enum LeaderRestart {
     Switchover,
 }
 
-/// Debian's prometheus-postgres-exporter, served over TLS to clients with
-/// a certificate of the cluster CA.
+/// Metrics: Debian's prometheus-postgres-exporter, and HAProxy's gateway
+/// to etcd's, Patroni's and its own, each served over TLS to clients with
+/// a certificate of the metrics CA.
 #[derive(Debug, Clone, Serialize)]
 pub struct Exporter {
     pub port: u16,
+    /// HAProxy's metrics frontend on every database host.
+    pub gateway_port: u16,
+    /// The cloud's etcd member's metrics listener, on loopback only.
+    pub etcd_metrics_port: u16,
+    /// The site member's, on loopback only.
+    pub site_metrics_port: u16,
 }
 
 /// PgBouncer on every database host: clients' connections pooled onto

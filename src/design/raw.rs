@@ -112,6 +112,9 @@ pub struct RawPgbouncer {
 pub struct RawExporter {
     pub enabled: Option<bool>,
     pub port: Option<u16>,
+    pub gateway_port: Option<u16>,
+    pub etcd_metrics_port: Option<u16>,
+    pub site_metrics_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

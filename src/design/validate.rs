@@ -268,6 +268,9 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
     let ex = components.exporter.unwrap_or_default();
     let exporter = ex.enabled.unwrap_or(true).then(|| Exporter {
         port: ex.port.unwrap_or(9187),
+        gateway_port: ex.gateway_port.unwrap_or(9188),
+        etcd_metrics_port: ex.etcd_metrics_port.unwrap_or(2381),
+        site_metrics_port: ex.site_metrics_port.unwrap_or(2482),
     });
 
     let pgbouncer = build_pgbouncer(cx, root, components.pgbouncer.unwrap_or_default());

@@ -10,6 +10,7 @@ pub(crate) mod failover;
 pub(crate) mod history;
 pub(crate) mod lineage;
 pub(crate) mod major;
+pub(crate) mod monitoring;
 #[cfg(test)]
 mod order_tests;
 pub(crate) mod pause;

@@ -254,6 +254,71 @@ fn attention(s: &Status) -> anyhow::Result<()> {
     }
 }
 
+/// A Nagios plugin's exit code and output for `s`: the worst finding on
+/// the first line (what Nagios shows), every finding after it.
+pub(crate) fn nagios(s: &Status) -> (u8, String) {
+    let (code, state) = match s.findings.first().map(|f| f.level) {
+        None => (NAGIOS_OK, "OK"),
+        Some(Level::Warning) => (NAGIOS_WARNING, "WARNING"),
+        Some(Level::Danger) => (NAGIOS_CRITICAL, "CRITICAL"),
+    };
+    let first = match s.findings.first() {
+        None => format!(
+            "PGHA {state} - cluster {}: {} hosts, nothing needs attention",
+            s.cluster,
+            s.hosts.len()
+        ),
+        Some(worst) => format!(
+            "PGHA {state} - cluster {}: {} finding(s), the worst: {}",
+            s.cluster,
+            s.findings.len(),
+            one_line(&worst.message)
+        ),
+    };
+    let rest: String = s
+        .findings
+        .iter()
+        .map(|f| format!("\n{}", one_line(&f.message)))
+        .collect();
+    (code, first + &rest)
+}
+
+/// Nagios's plugin exit codes.
+pub(crate) const NAGIOS_OK: u8 = 0;
+pub(crate) const NAGIOS_WARNING: u8 = 1;
+pub(crate) const NAGIOS_CRITICAL: u8 = 2;
+pub(crate) const NAGIOS_UNKNOWN: u8 = 3;
+
+/// A message on one line; `|` starts Nagios's performance data, so it goes.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "/")
+}
+
+/// `status --nagios`: Nagios's answer; whatever keeps pgha from telling
+/// (an SSH failure, a bad design) is UNKNOWN, never OK.
+pub(crate) async fn run_nagios(design: &Design) -> anyhow::Result<()> {
+    let (code, out) = match Fleet::connect(design, Reach::ALL).await {
+        Ok(fleet) => {
+            let s = gather(&fleet).await;
+            fleet.close().await;
+            nagios(&s)
+        }
+        Err(e) => (
+            NAGIOS_UNKNOWN,
+            format!("PGHA UNKNOWN - {}", one_line(&format!("{e:#}"))),
+        ),
+    };
+    ui::print(&out)?;
+    if code == NAGIOS_OK {
+        return Ok(());
+    }
+    Err(crate::error::Attention {
+        code,
+        message: String::new(),
+    }
+    .into())
+}
+
 pub(crate) async fn run(design: &Design, output: ui::Output, watch: Option<u64>) -> anyhow::Result<()> {
     let fleet = Fleet::connect(design, Reach::ALL).await?;
     let verdict = loop {

@@ -129,7 +129,14 @@ pub(super) fn check_ports(
         db_ports.push(("backup.port", b.port));
     }
     if let Some(e) = exporter {
-        db_ports.push(("components.exporter.port", e.port));
+        db_ports.extend([
+            ("components.exporter.port", e.port),
+            ("components.exporter.gateway_port", e.gateway_port),
+            ("components.exporter.etcd_metrics_port", e.etcd_metrics_port),
+        ]);
+        if site.is_some() {
+            db_ports.push(("components.exporter.site_metrics_port", e.site_metrics_port));
+        }
     }
     if let Some(p) = pgbouncer {
         db_ports.push(("components.pgbouncer.port", p.port));

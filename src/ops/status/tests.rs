@@ -524,3 +524,40 @@ fn a_glb_not_asked_is_not_known_and_one_with_no_server_up_is_named() {
     assert!(unread[0].message.contains("glb1: Connection refused") && unread[0].message.contains("not known"));
     assert_eq!(unread[0].level, Level::Warning);
 }
+
+#[test]
+fn nagios_gets_its_own_codes_and_the_worst_finding_first() {
+    let status = |findings: Vec<Finding>| Status {
+        watchdog_mode: crate::design::Watchdog::Automatic,
+        cluster: "c".into(),
+        hosts: vec![row("dc1", "primary", "a1", "leader", 3, true)],
+        glb: None,
+        site: None,
+        earliest_cert_expiry: None,
+        backup: None,
+        findings,
+    };
+    let finding = |level, message: &str| Finding {
+        level,
+        message: message.into(),
+    };
+    assert_eq!(
+        nagios(&status(Vec::new())),
+        (0, "PGHA OK - cluster c: 1 hosts, nothing needs attention".to_string())
+    );
+    let (code, out) = nagios(&status(vec![finding(Level::Warning, "a2 lags | by\n 3 MB")]));
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "PGHA WARNING - cluster c: 1 finding(s), the worst: a2 lags / by 3 MB\na2 lags / by 3 MB"
+    );
+    let (code, out) = nagios(&status(vec![
+        finding(Level::Danger, "a1 and b1 take writes"),
+        finding(Level::Warning, "a2 lags"),
+    ]));
+    assert_eq!(code, 2);
+    assert_eq!(
+        out,
+        "PGHA CRITICAL - cluster c: 2 finding(s), the worst: a1 and b1 take writes\na1 and b1 take writes\na2 lags"
+    );
+}

@@ -1,0 +1,411 @@
+//! `pgha monitoring`: what a Prometheus needs to watch the cluster without
+//! pgha running. Scrape configuration with file-based targets (every
+//! database host, every component, labelled by cluster, cloud, host and
+//! role), alert rules with the design's bounds, and the metrics CA's client
+//! certificate, in one directory to copy to the Prometheus host.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::design::Design;
+
+/// Seconds between scrapes, and between rule evaluations.
+const SCRAPE_INTERVAL: u32 = 15;
+
+/// One scrape job: a component on every host that runs it.
+#[derive(Debug, Serialize)]
+struct Job {
+    name: &'static str,
+    path: &'static str,
+    what: &'static str,
+}
+
+/// A file `pgha monitoring` writes, relative to its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Generated {
+    pub(crate) path: PathBuf,
+    pub content: String,
+    /// 0600 for the client key, 0644 for the rest.
+    pub mode: u32,
+}
+
+/// The metrics CA's client certificate and key, and the cluster's trust
+/// bundle (what the targets' certificates are checked against).
+pub(crate) struct ClientTls {
+    pub trust: String,
+    pub cert: String,
+    pub key: String,
+}
+
+const POSTGRES: Job = Job {
+    name: "pgha-postgres",
+    path: "/metrics",
+    what: "PostgreSQL (prometheus-postgres-exporter), every database host",
+};
+const ETCD: Job = Job {
+    name: "pgha-etcd",
+    path: "/etcd/metrics",
+    what: "each cloud's etcd member, through HAProxy's metrics gateway",
+};
+const SITE_ETCD: Job = Job {
+    name: "pgha-site-etcd",
+    path: "/site-etcd/metrics",
+    what: "the site members of the clouds (the lease's etcd), through HAProxy's metrics gateway",
+};
+const PATRONI: Job = Job {
+    name: "pgha-patroni",
+    path: "/patroni/metrics",
+    what: "Patroni, through HAProxy's metrics gateway",
+};
+const HAPROXY: Job = Job {
+    name: "pgha-haproxy",
+    path: "/haproxy/metrics",
+    what: "the database hosts' HAProxy",
+};
+
+/// Every file for `design`, or why there is nothing to watch.
+pub(crate) fn files(design: &Design, tls: &ClientTls) -> anyhow::Result<Vec<Generated>> {
+    let Some(exporter) = &design.exporter else {
+        return Err(crate::error::Usage(
+            "metrics are off (components.exporter.enabled: false): no host serves any; turn them on and deploy first"
+                .to_string(),
+        )
+        .into());
+    };
+    let mut jobs = vec![POSTGRES, ETCD, PATRONI, HAPROXY];
+    if design.site.is_some() {
+        jobs.insert(2, SITE_ETCD);
+    }
+    let cluster = &design.platform.name;
+    let config = minijinja::Environment::new().render_str(
+        include_str!("../../templates/prometheus.yml.j2"),
+        minijinja::context! { cluster, jobs, scrape_interval => SCRAPE_INTERVAL },
+    )?;
+    let mut out = vec![
+        generated("prometheus.yml", config + "\n", 0o644),
+        generated("rules/pgha.rules.yml", rules(design), 0o644),
+        generated("tls/trust.crt", tls.trust.clone(), 0o644),
+        generated("tls/prometheus.crt", tls.cert.clone(), 0o644),
+        generated("tls/prometheus.key", tls.key.clone(), 0o600),
+    ];
+    for job in &jobs {
+        let port = if job.name == POSTGRES.name {
+            exporter.port
+        } else {
+            exporter.gateway_port
+        };
+        let members: Vec<String> = design.site_members().iter().map(|(_, h)| h.name.clone()).collect();
+        let groups: Vec<serde_json::Value> = design
+            .clouds
+            .iter()
+            .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
+            .filter(|(_, h)| job.name != SITE_ETCD.name || members.contains(&h.name))
+            .map(|(c, h)| {
+                serde_json::json!({
+                    "targets": [format!("{}:{port}", url_host(&h.address))],
+                    "labels": {"cluster": cluster, "cloud": c.name, "host": h.name, "role": "database"},
+                })
+            })
+            .collect();
+        out.push(generated(
+            &format!("targets/{}.json", job.name),
+            serde_json::to_string_pretty(&groups)? + "\n",
+            0o644,
+        ));
+    }
+    Ok(out)
+}
+
+fn generated(path: &str, content: String, mode: u32) -> Generated {
+    Generated {
+        path: PathBuf::from(path),
+        content,
+        mode,
+    }
+}
+
+/// An address as the host part of `host:port`.
+fn url_host(address: &str) -> String {
+    if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
+/// One alerting rule.
+struct Rule {
+    alert: &'static str,
+    expr: String,
+    for_: &'static str,
+    severity: &'static str,
+    summary: &'static str,
+    description: String,
+}
+
+/// The alert rules for `design`, each expression limited to its cluster.
+pub(crate) fn rules(design: &Design) -> String {
+    let c = format!("cluster={}", json(&design.platform.name));
+    let in_cloud = design.haproxy.replica_max_lag;
+    let between = design.site.as_ref().map_or(in_cloud, |s| s.maximum_lag);
+    let mut rules = vec![
+        Rule {
+            alert: "PghaTwoWritableHosts",
+            expr: format!(
+                "count by (cluster) (patroni_primary{{{c}}} == 1 and on (cluster, host) patroni_postgres_running{{{c}}} == 1) > 1"
+            ),
+            for_: "0s",
+            severity: "critical",
+            summary: "{{ $value }} hosts of cluster {{ $labels.cluster }} take writes",
+            description: "More than one PostgreSQL runs as a primary: writes may diverge. Run `pgha status` \
+                          (exit 4 names the hosts); the site fence should stop all but the lease holder's within its bound."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaCloudWithoutLeader",
+            expr: format!("sum by (cluster, cloud) (patroni_primary{{{c}}} + patroni_standby_leader{{{c}}}) == 0"),
+            for_: "1m",
+            severity: "critical",
+            summary: "cloud {{ $labels.cloud }} of {{ $labels.cluster }} has no leader",
+            description: "No member of the cloud is its master or standby leader: in the primary cloud writes stop, \
+                          in a secondary one nothing replicates. `pgha status`, then `pgha recover-node` or `pgha failover`."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaReplicaLagging",
+            // A replica against its own cloud's leader: the master's
+            // position, or in a standby cloud what its leader replayed.
+            expr: format!(
+                "max by (cluster, cloud) (patroni_xlog_location{{{c}}} * patroni_primary{{{c}}} \
+                 + patroni_xlog_replayed_location{{{c}}} * patroni_standby_leader{{{c}}}) \
+                 - on (cluster, cloud) group_right () (patroni_xlog_replayed_location{{{c}}} and on (cluster, host) patroni_replica{{{c}}} == 1) \
+                 > {in_cloud}"
+            ),
+            for_: "2m",
+            severity: "warning",
+            summary: "{{ $labels.host }} is {{ $value | humanize1024 }}B behind its cloud's leader",
+            description: format!(
+                "A replica lags its cloud's leader by more than {in_cloud} bytes (components.haproxy.replica_max_lag): \
+                 HAProxy leaves it out of the read-only pool and Patroni will not promote it."
+            ),
+        },
+        Rule {
+            alert: "PghaStandbyCloudLagging",
+            expr: format!(
+                "max by (cluster) (patroni_xlog_location{{{c}}} * patroni_primary{{{c}}}) \
+                 - on (cluster) group_right () (patroni_xlog_replayed_location{{{c}}} and on (cluster, host) patroni_standby_leader{{{c}}} == 1) \
+                 > {between}"
+            ),
+            for_: "2m",
+            severity: "warning",
+            summary: "cloud {{ $labels.cloud }} is {{ $value | humanize1024 }}B behind the master",
+            description: format!(
+                "A secondary cloud's standby leader lags the master by more than {between} bytes{}: a failover to that \
+                 cloud would lose those writes, and it may not take the lease by itself.",
+                if design.site.is_some() { " (site.maximum_lag)" } else { "" }
+            ),
+        },
+        Rule {
+            alert: "PghaPostgresDown",
+            expr: format!("patroni_postgres_running{{{c}}} == 0"),
+            for_: "1m",
+            severity: "warning",
+            summary: "PostgreSQL is not running on {{ $labels.host }}",
+            description: "Patroni runs but its PostgreSQL does not (stopped, crashed, or fenced). `pgha status`; \
+                          `pgha recover-node` brings a failed node back."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaEtcdWithoutLeader",
+            expr: format!("etcd_server_has_leader{{{c}}} == 0"),
+            for_: "30s",
+            severity: "critical",
+            summary: "etcd on {{ $labels.host }} ({{ $labels.job }}) sees no leader",
+            description: "This etcd member has no leader: its cluster lost quorum or the member is cut off. \
+                          Patroni's failsafe keeps a master that reaches every member; the lease is not renewed without quorum."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaNoWriteRoute",
+            expr: format!("haproxy_backend_active_servers{{{c}, proxy={}}} == 0", json(&format!("{}-primary", design.platform.name))),
+            for_: "1m",
+            severity: "critical",
+            summary: "HAProxy on {{ $labels.host }} has no master to send writes to",
+            description: "No server of the read-write listen passes its checks (Patroni's /primary and, with the \
+                          site lease, the site gate): clients of this host's port get no master."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaTargetDown",
+            expr: format!("up{{{c}}} == 0"),
+            for_: "1m",
+            severity: "warning",
+            summary: "{{ $labels.job }} on {{ $labels.host }} does not answer",
+            description: "Prometheus cannot scrape this target: the host, the exporter or HAProxy's metrics gateway \
+                          is down, or the metrics CA's certificate is refused."
+                .to_string(),
+        },
+    ];
+    if design.backup.is_some() {
+        rules.push(Rule {
+            alert: "PghaArchiveFailing",
+            expr: format!("increase(pg_stat_archiver_failed_count{{{c}}}[5m]) > 0"),
+            for_: "1m",
+            severity: "critical",
+            summary: "WAL archiving fails on {{ $labels.host }}",
+            description: "archive_command failed in the last 5 minutes: WAL piles up under pg_wal and point-in-time \
+                          recovery stops at the last archived segment. `pgha backup check`."
+                .to_string(),
+        });
+    }
+    let mut out = format!(
+        "# Written by `pgha monitoring` for cluster {}: what endangers it, with\n\
+         # the design's bounds. Labels: cluster, cloud, host, role (from the targets).\n\
+         groups:\n  - name: {}\n    rules:\n",
+        design.platform.name,
+        json(&design.platform.name)
+    );
+    for r in rules {
+        out.push_str(&format!(
+            "      - alert: {}\n        expr: {}\n        for: {}\n        labels:\n          severity: {}\n        \
+             annotations:\n          summary: {}\n          description: {}\n",
+            r.alert,
+            json(&r.expr),
+            r.for_,
+            r.severity,
+            json(r.summary),
+            json(&r.description)
+        ));
+    }
+    out
+}
+
+/// A string as a YAML double-quoted scalar (JSON's quoting is YAML's).
+fn json(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// Writes `files` under `dir` (made if missing), each atomically; the key
+/// is 0600 whatever an older copy's mode was.
+pub(crate) fn write(dir: &Path, files: &[Generated]) -> anyhow::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut written = Vec::new();
+    for f in files {
+        let path = dir.join(&f.path);
+        let parent = path.parent().expect("a file under the directory");
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        crate::fsutil::write_atomic(&path, f.content.as_bytes(), f.mode)?;
+        if f.mode == 0o600 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> ClientTls {
+        ClientTls {
+            trust: "T".into(),
+            cert: "C".into(),
+            key: "K".into(),
+        }
+    }
+
+    fn targets(files: &[Generated], job: &str) -> Vec<(String, String)> {
+        let f = files
+            .iter()
+            .find(|f| f.path == Path::new(&format!("targets/{job}.json")))
+            .unwrap_or_else(|| panic!("no {job} targets"));
+        let v: serde_json::Value = serde_json::from_str(&f.content).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                assert_eq!(g["labels"]["cluster"], "pgha-demo");
+                assert_eq!(g["labels"]["role"], "database");
+                (
+                    g["labels"]["host"].as_str().unwrap().to_string(),
+                    g["targets"][0].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_component_of_every_host_is_a_target_the_site_members_only_theirs() {
+        let d = crate::testkit::example("three-sites.yaml");
+        let files = files(&d, &tls()).unwrap();
+        let postgres = targets(&files, "pgha-postgres");
+        assert_eq!(postgres.len(), 6);
+        assert_eq!(postgres[0], ("dc1-pg1".to_string(), "10.77.0.11:9187".to_string()));
+        for job in ["pgha-etcd", "pgha-patroni", "pgha-haproxy"] {
+            let t = targets(&files, job);
+            assert_eq!(t.len(), 6, "{job}");
+            assert!(t.iter().all(|(_, a)| a.ends_with(":9188")), "{job}: {t:?}");
+        }
+        let site: Vec<String> = targets(&files, "pgha-site-etcd").into_iter().map(|(h, _)| h).collect();
+        assert_eq!(site, ["dc1-pg1", "dc2-pg1"]);
+        let key = files
+            .iter()
+            .find(|f| f.path == Path::new("tls/prometheus.key"))
+            .unwrap();
+        assert_eq!((key.content.as_str(), key.mode), ("K", 0o600));
+        let config = &files
+            .iter()
+            .find(|f| f.path == Path::new("prometheus.yml"))
+            .unwrap()
+            .content;
+        assert!(config.contains("    metrics_path: /site-etcd/metrics\n"), "{config}");
+        assert!(
+            config.contains("      - files: [targets/pgha-patroni.json]\n"),
+            "{config}"
+        );
+    }
+
+    #[test]
+    fn without_a_site_lease_or_backups_their_job_and_alert_are_left_out() {
+        let mut d = crate::testkit::example("three-sites.yaml");
+        d.site = None;
+        d.backup = None;
+        let files = files(&d, &tls()).unwrap();
+        assert!(!files.iter().any(|f| f.path == Path::new("targets/pgha-site-etcd.json")));
+        let rules = rules(&d);
+        assert!(!rules.contains("PghaArchiveFailing"), "{rules}");
+        // The cloud-to-cloud bound is then the replicas' own.
+        assert!(rules.contains(&format!("> {}", d.haproxy.replica_max_lag)), "{rules}");
+    }
+
+    #[test]
+    fn rules_carry_the_design_bounds_and_only_the_cluster_s_series() {
+        let mut d = crate::testkit::example("three-sites.yaml");
+        d.haproxy.replica_max_lag = 1234;
+        d.site.as_mut().unwrap().maximum_lag = 5678;
+        let rules = rules(&d);
+        assert!(rules.contains("> 1234\""), "{rules}");
+        assert!(rules.contains("> 5678\""), "{rules}");
+        // Every selector names the cluster.
+        for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+            assert_eq!(
+                line.matches('{').count(),
+                line.matches("{cluster=\\\"pgha-demo\\\"").count(),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_metrics_there_is_nothing_to_watch() {
+        let mut d = crate::testkit::example("three-sites.yaml");
+        d.exporter = None;
+        let e = files(&d, &tls()).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2);
+        assert!(e.to_string().contains("components.exporter.enabled"), "{e}");
+    }
+}
