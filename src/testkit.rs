@@ -582,6 +582,13 @@ impl World {
             }
             return ok("read stats", self.stats(host));
         }
+        if script == haproxy::has_metrics_pem_script() {
+            let has = self.hosts[host]
+                .files
+                .get(haproxy::METRICS_PEM.path)
+                .is_some_and(|c| !c.is_empty());
+            return ok("metrics pem", if has { "metrics_pem\n" } else { "" }.to_string());
+        }
         // Flips reload-or-restart, deploy reloads: HAProxy loads its file either way.
         if script == systemd::unit_script(Verb::ReloadOrRestart, "haproxy")
             || script == systemd::unit_script(Verb::Reload, "haproxy")
@@ -1268,7 +1275,7 @@ fn standby_hosts(script: &str) -> Option<Vec<String>> {
 }
 
 /// `server NAME ...` lines of `listen PROXY` in an HAProxy config.
-fn servers_in(cfg: &str, proxy: &str) -> Vec<String> {
+pub(crate) fn servers_in(cfg: &str, proxy: &str) -> Vec<String> {
     let mut inside = false;
     let mut out = Vec::new();
     for line in cfg.lines() {

@@ -471,9 +471,10 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     // A cluster of two clouds as Patroni reports it: dc1's master at 100 MB,
     // its replica dc1-pg2 50 MB behind (over the 16 MiB bound), dc1-pg3
     // 1 MB behind; dc2's standby leader 40 MB behind the master, its
-    // replica 1 MB behind that; dc3's standby leader as far behind. Then
-    // dc2-pg1 is promoted (two masters) and dc3-pg1 stops being standby
-    // leader (dc3 has no leader).
+    // replica 1 MB behind that; dc3's standby leader as far behind; dc1-pg4
+    // a stopped replica (Patroni reports 0 replayed: not a lagging one).
+    // Then dc2-pg1 is promoted (two masters) and dc3's leader key goes
+    // (dc3 has no leader).
     let host = |h: &str| {
         format!(
             "cluster=\"pgha-demo\",cloud=\"{}\",host=\"{h}\",job=\"pgha-patroni\"",
@@ -484,18 +485,38 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         format!("      - series: '{name}{{{}}}'\n        values: '{values}'\n", host(h))
     };
     let mut input = String::new();
-    for (h, primary, standby, replica, location, replayed) in [
-        ("dc1-pg1", "1x8", "0x8", "0x8", "100000000x8", "0x8"),
-        ("dc1-pg2", "0x8", "0x8", "1x8", "0x8", "50000000x8"),
-        ("dc1-pg3", "0x8", "0x8", "1x8", "0x8", "99000000x8"),
-        ("dc2-pg1", "0x4 1x4", "1x4 0x4", "0x8", "0x8", "60000000x8"),
-        ("dc2-pg2", "0x8", "0x8", "1x8", "0x8", "59000000x8"),
-        ("dc3-pg1", "0x8", "1x4 0x4", "0x8", "0x8", "60000000x8"),
+    for (h, primary, standby, replica, location, replayed, running, unlocked) in [
+        ("dc1-pg1", "1x8", "0x8", "0x8", "100000000x8", "0x8", "1x8", "0x8"),
+        ("dc1-pg2", "0x8", "0x8", "1x8", "0x8", "50000000x8", "1x8", "0x8"),
+        ("dc1-pg3", "0x8", "0x8", "1x8", "0x8", "99000000x8", "1x8", "0x8"),
+        ("dc1-pg4", "0x8", "0x8", "1x8", "0x8", "0x8", "0x8", "0x8"),
+        (
+            "dc2-pg1",
+            "0x4 1x4",
+            "1x4 0x4",
+            "0x8",
+            "0x8",
+            "60000000x8",
+            "1x8",
+            "0x8",
+        ),
+        ("dc2-pg2", "0x8", "0x8", "1x8", "0x8", "59000000x8", "1x8", "0x8"),
+        (
+            "dc3-pg1",
+            "0x8",
+            "1x4 0x4",
+            "0x8",
+            "0x8",
+            "60000000x8",
+            "1x8",
+            "0x4 1x4",
+        ),
     ] {
         input.push_str(&series("patroni_primary", h, primary));
         input.push_str(&series("patroni_standby_leader", h, standby));
         input.push_str(&series("patroni_replica", h, replica));
-        input.push_str(&series("patroni_postgres_running", h, "1x8"));
+        input.push_str(&series("patroni_postgres_running", h, running));
+        input.push_str(&series("patroni_cluster_unlocked", h, unlocked));
         input.push_str(&series("patroni_xlog_location", h, location));
         input.push_str(&series("patroni_xlog_replayed_location", h, replayed));
     }
@@ -528,7 +549,7 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         test(
             "PghaCloudWithoutLeader",
             "90s",
-            &[("'{cluster=\"pgha-demo\",cloud=\"dc3\"}'".to_string(), "0")],
+            &[("'{cluster=\"pgha-demo\",cloud=\"dc3\"}'".to_string(), "1")],
         ),
         test("PghaReplicaLagging", "30s", &[(labels("dc1-pg2"), "50000000")]),
         test(

@@ -27,6 +27,14 @@ pub(crate) const METRICS_PEM: FileSpec = FileSpec {
     check: None,
 };
 
+/// Prints `metrics_pem` when the host has the gateway's certificate.
+pub(crate) fn has_metrics_pem_script() -> String {
+    format!(
+        "[ -s {} ] && echo metrics_pem || true",
+        crate::shell::quote(METRICS_PEM.path)
+    )
+}
+
 /// Python's `admin(command)`: one command to HAProxy's admin socket (root
 /// only), its whole answer (HAProxy closes the connection after it).
 macro_rules! admin_py {

@@ -701,6 +701,28 @@ impl Runner<'_> {
                         return Ok(());
                     }
                 }
+                // A host an older pgha deployed has no certificate for the
+                // metrics gateway yet (the next deploy writes it, and a flip
+                // writes no TLS file): its config goes without the gateway,
+                // which HAProxy would refuse to load.
+                let without_gateway;
+                let config = if self.after.exporter.is_some()
+                    && !r
+                        .check(
+                            "reading the metrics gateway's certificate",
+                            &haproxy::has_metrics_pem_script(),
+                        )
+                        .await?
+                        .contains("metrics_pem")
+                {
+                    let mut d = self.after.clone();
+                    d.exporter = None;
+                    let cloud = d.cloud(&c.name).expect("the same clouds");
+                    without_gateway = self.renderer.db_host(&d, cloud, h, None, &self.secrets)?;
+                    pick(&without_gateway, &haproxy::CONFIG)
+                } else {
+                    config
+                };
                 r.install_file(config).await?;
                 r.check(
                     "reloading HAProxy",

@@ -2,7 +2,7 @@
 //! a flip killed at every call then run again.
 
 use super::*;
-use crate::testkit::{CrashWhen, Sim, THREE_CLOUDS};
+use crate::testkit::{servers_in, CrashWhen, Sim, THREE_CLOUDS};
 
 const YES: Options = Options {
     yes: true,
@@ -86,6 +86,35 @@ async fn a_planned_flip_drains_fences_waits_then_promotes() {
     );
     assert_eq!(e.last().unwrap(), "dc1-pg1: unlock");
     assert_serving(&sim, "dc2");
+}
+
+/// A host an older pgha deployed has no certificate for the metrics
+/// gateway (a flip writes no TLS file): its HAProxy gets the new route
+/// without the gateway, which HAProxy would refuse to load; the others'
+/// keep it.
+#[tokio::test(start_paused = true)]
+async fn a_flip_onto_a_host_without_the_gateway_s_certificate_routes_without_the_gateway() {
+    let sim = Sim::new(THREE_CLOUDS);
+    sim.world()
+        .hosts
+        .get_mut("dc2-pg2")
+        .unwrap()
+        .files
+        .remove(haproxy::METRICS_PEM.path);
+    flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
+    assert_serving(&sim, "dc2");
+    let w = sim.world();
+    let config = |h: &str| w.hosts[h].files[haproxy::CONFIG.path].clone();
+    assert!(!config("dc2-pg2").contains("-metrics"), "{}", config("dc2-pg2"));
+    assert!(
+        config("dc2-pg1").contains("frontend sim-metrics"),
+        "{}",
+        config("dc2-pg1")
+    );
+    assert_eq!(
+        servers_in(&config("dc2-pg2"), "sim-primary"),
+        servers_in(&config("dc2-pg1"), "sim-primary")
+    );
 }
 
 /// A standby leader whose WAL receiver does not stream: the flip is

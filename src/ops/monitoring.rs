@@ -156,7 +156,9 @@ pub(crate) fn rules(design: &Design) -> String {
             expr: format!(
                 "count by (cluster) (patroni_primary{{{c}}} == 1 and on (cluster, host) patroni_postgres_running{{{c}}} == 1) > 1"
             ),
-            for_: "0s",
+            // Each host's sample is up to a scrape old: a switchover's old
+            // master may still read primary while the new one already does.
+            for_: "45s",
             severity: "critical",
             summary: "{{ $value }} hosts of cluster {{ $labels.cluster }} take writes",
             description: "More than one PostgreSQL runs as a primary: writes may diverge. Run `pgha status` \
@@ -165,7 +167,9 @@ pub(crate) fn rules(design: &Design) -> String {
         },
         Rule {
             alert: "PghaCloudWithoutLeader",
-            expr: format!("sum by (cluster, cloud) (patroni_primary{{{c}}} + patroni_standby_leader{{{c}}}) == 0"),
+            // Every member says whether its cloud's leader key is held, so a
+            // leader that cannot be scraped does not look like none.
+            expr: format!("max by (cluster, cloud) (patroni_cluster_unlocked{{{c}}}) == 1"),
             for_: "1m",
             severity: "critical",
             summary: "cloud {{ $labels.cloud }} of {{ $labels.cluster }} has no leader",
@@ -175,26 +179,28 @@ pub(crate) fn rules(design: &Design) -> String {
         },
         Rule {
             alert: "PghaReplicaLagging",
-            // A replica against its own cloud's leader: the master's
-            // position, or in a standby cloud what its leader replayed.
+            // A running replica against its own cloud's leader: the master's
+            // position, or in a standby cloud what its leader replayed, a
+            // scrape earlier (targets are scraped at different moments: the
+            // leader's newer sample would count the WAL written between).
             expr: format!(
-                "max by (cluster, cloud) (patroni_xlog_location{{{c}}} * patroni_primary{{{c}}} \
-                 + patroni_xlog_replayed_location{{{c}}} * patroni_standby_leader{{{c}}}) \
-                 - on (cluster, cloud) group_right () (patroni_xlog_replayed_location{{{c}}} and on (cluster, host) patroni_replica{{{c}}} == 1) \
-                 > {in_cloud}"
+                "max by (cluster, cloud) (patroni_xlog_location{{{c}}} offset {SCRAPE_INTERVAL}s * patroni_primary{{{c}}} offset {SCRAPE_INTERVAL}s \
+                 + patroni_xlog_replayed_location{{{c}}} offset {SCRAPE_INTERVAL}s * patroni_standby_leader{{{c}}} offset {SCRAPE_INTERVAL}s) \
+                 - on (cluster, cloud) group_right () (patroni_xlog_replayed_location{{{c}}} and on (cluster, host) patroni_replica{{{c}}} == 1 \
+                 and on (cluster, host) patroni_postgres_running{{{c}}} == 1) > {in_cloud}"
             ),
             for_: "2m",
             severity: "warning",
             summary: "{{ $labels.host }} is {{ $value | humanize1024 }}B behind its cloud's leader",
             description: format!(
                 "A replica lags its cloud's leader by more than {in_cloud} bytes (components.haproxy.replica_max_lag): \
-                 HAProxy leaves it out of the read-only pool and Patroni will not promote it."
+                 HAProxy leaves it out of the read-only pool."
             ),
         },
         Rule {
             alert: "PghaStandbyCloudLagging",
             expr: format!(
-                "max by (cluster) (patroni_xlog_location{{{c}}} * patroni_primary{{{c}}}) \
+                "max by (cluster) (patroni_xlog_location{{{c}}} offset {SCRAPE_INTERVAL}s * patroni_primary{{{c}}} offset {SCRAPE_INTERVAL}s) \
                  - on (cluster) group_right () (patroni_xlog_replayed_location{{{c}}} and on (cluster, host) patroni_standby_leader{{{c}}} == 1) \
                  > {between}"
             ),
@@ -296,11 +302,13 @@ pub(crate) fn write(dir: &Path, files: &[Generated]) -> anyhow::Result<Vec<PathB
         let path = dir.join(&f.path);
         let parent = path.parent().expect("a file under the directory");
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        crate::fsutil::write_atomic(&path, f.content.as_bytes(), f.mode)?;
-        if f.mode == 0o600 {
+        // write_atomic keeps an older copy's mode: a private file's is
+        // narrowed first, so the new content is never readable by others.
+        if f.mode == 0o600 && path.exists() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("cannot make {} private", path.display()))?;
         }
+        crate::fsutil::write_atomic(&path, f.content.as_bytes(), f.mode)?;
         written.push(path);
     }
     Ok(written)

@@ -298,6 +298,12 @@ fn one_line(s: &str) -> String {
 /// (an SSH failure, a bad design) is UNKNOWN, never OK.
 pub(crate) async fn run_nagios(design: &Design) -> anyhow::Result<()> {
     let (code, out) = match Fleet::connect(design, Reach::ALL).await {
+        // No host answering is pgha's own view failing (its key, its
+        // network), not the cluster's: could not tell.
+        Ok(fleet) if fleet.remotes.is_empty() => {
+            fleet.close().await;
+            (NAGIOS_UNKNOWN, "PGHA UNKNOWN - no host answers over SSH".to_string())
+        }
         Ok(fleet) => {
             let s = gather(&fleet).await;
             fleet.close().await;
