@@ -84,11 +84,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let design = match load_mode(&cli, design::Mode::AllowNoPrimary) {
                 Ok(d) => d,
                 Err(e) => {
-                    // A plugin that cannot tell says UNKNOWN, on stdout.
-                    println!("PGHA UNKNOWN - {}", format!("{e:#}").lines().next().unwrap_or_default());
+                    // A plugin that cannot tell says UNKNOWN, on stdout; the
+                    // whole error goes to stderr.
+                    let why = format!("{e:#}");
+                    println!(
+                        "{}",
+                        crate::ops::status::nagios_unknown(why.lines().next().unwrap_or_default())
+                    );
                     return Err(error::Attention {
                         code: crate::ops::status::NAGIOS_UNKNOWN,
-                        message: format!("{e:#}"),
+                        message: why,
                     }
                     .into());
                 }

@@ -370,7 +370,7 @@ impl Renderer {
             };
         }
         // The site member's files only where a member runs (the cloud's first host).
-        let member = design.site_members().iter().any(|(_, h)| h.name == host.name);
+        let member = design.is_site_member(&host.name);
         let mut files: Vec<RenderedFile> = components::db_host_files(design)
             .iter()
             .filter(|spec| member || ![components::site::ETCD_ENV, components::site::ETCD_UNIT].contains(spec))
@@ -535,7 +535,7 @@ impl Renderer {
                 web_config: components::exporter::WEB_CONFIG_PATH,
                 key_path: components::exporter::KEY_PATH,
                 gateway_pem: components::haproxy::METRICS_PEM.path,
-                site_member: design.site_members().iter().any(|(_, h)| h.name == host.name),
+                site_member: design.is_site_member(&host.name),
             }),
             glb: design.glb.as_ref(),
             site: design.site.as_ref(),

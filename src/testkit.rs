@@ -231,7 +231,7 @@ impl World {
                 let mut host = SimHost::new(Some(c.name.clone()), &files, 0x5000060, 1);
                 host.cloud_access = Some(etcd::cloud_access(design, c).digest(&secrets.etcd_patroni_password));
                 host.vip_access = c.vip.as_ref().map(|_| components::vip::access_digest(c));
-                if design.site_members().iter().any(|(_, m)| m.name == h.name) {
+                if design.is_site_member(&h.name) {
                     host.site_access.clone_from(&site_access);
                 }
                 hosts.insert(h.name.clone(), host);
@@ -846,7 +846,7 @@ impl World {
         }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
-            if d.site_members().iter().any(|(_, h)| h.name == host) {
+            if d.is_site_member(host) {
                 out.push_str("site_initialized\n");
                 let port = d.site.as_ref().map_or(0, |s| s.peer_port);
                 for (i, (_, m)) in d.site_members().iter().enumerate() {

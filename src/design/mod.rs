@@ -545,6 +545,11 @@ impl Design {
         self.all_hosts().find(|(_, h)| h.name == name || h.address == name)
     }
 
+    /// Whether a site member runs on the host named `name`.
+    pub fn is_site_member(&self, name: &str) -> bool {
+        self.site_members().iter().any(|(_, h)| h.name == name)
+    }
+
     /// The site members: each cloud's first host, then the witness.
     pub fn site_members(&self) -> Vec<(Option<&Cloud>, &Host)> {
         let Some(site) = &self.site else { return Vec::new() };

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::design::shape::url_host;
 use crate::design::Design;
 
 /// Seconds between scrapes, and between rule evaluations.
@@ -96,12 +97,11 @@ pub(crate) fn files(design: &Design, tls: &ClientTls) -> anyhow::Result<Vec<Gene
         } else {
             exporter.gateway_port
         };
-        let members: Vec<String> = design.site_members().iter().map(|(_, h)| h.name.clone()).collect();
         let groups: Vec<serde_json::Value> = design
             .clouds
             .iter()
             .flat_map(|c| c.hosts.iter().map(move |h| (c, h)))
-            .filter(|(_, h)| job.name != SITE_ETCD.name || members.contains(&h.name))
+            .filter(|(_, h)| job.name != SITE_ETCD.name || design.is_site_member(&h.name))
             .map(|(c, h)| {
                 serde_json::json!({
                     "targets": [format!("{}:{port}", url_host(&h.address))],
@@ -123,15 +123,6 @@ fn generated(path: &str, content: String, mode: u32) -> Generated {
         path: PathBuf::from(path),
         content,
         mode,
-    }
-}
-
-/// An address as the host part of `host:port`.
-fn url_host(address: &str) -> String {
-    if address.contains(':') {
-        format!("[{address}]")
-    } else {
-        address.to_string()
     }
 }
 

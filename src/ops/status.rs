@@ -257,24 +257,26 @@ fn attention(s: &Status) -> anyhow::Result<()> {
 /// A Nagios plugin's exit code and output for `s`: the worst finding on
 /// the first line (what Nagios shows), every finding after it.
 pub(crate) fn nagios(s: &Status) -> (u8, String) {
-    let (code, state) = match s.findings.first().map(|f| f.level) {
-        None => (NAGIOS_OK, "OK"),
-        Some(Level::Warning) => (NAGIOS_WARNING, "WARNING"),
-        Some(Level::Danger) => (NAGIOS_CRITICAL, "CRITICAL"),
+    let Some(worst) = s.findings.first() else {
+        return (
+            NAGIOS_OK,
+            format!(
+                "PGHA OK - cluster {}: {} hosts, nothing needs attention",
+                s.cluster,
+                s.hosts.len()
+            ),
+        );
     };
-    let first = match s.findings.first() {
-        None => format!(
-            "PGHA {state} - cluster {}: {} hosts, nothing needs attention",
-            s.cluster,
-            s.hosts.len()
-        ),
-        Some(worst) => format!(
-            "PGHA {state} - cluster {}: {} finding(s), the worst: {}",
-            s.cluster,
-            s.findings.len(),
-            one_line(&worst.message)
-        ),
+    let (code, state) = match worst.level {
+        Level::Warning => (NAGIOS_WARNING, "WARNING"),
+        Level::Danger => (NAGIOS_CRITICAL, "CRITICAL"),
     };
+    let first = format!(
+        "PGHA {state} - cluster {}: {} finding(s), the worst: {}",
+        s.cluster,
+        s.findings.len(),
+        one_line(&worst.message)
+    );
     let rest: String = s
         .findings
         .iter()
@@ -289,6 +291,11 @@ pub(crate) const NAGIOS_WARNING: u8 = 1;
 pub(crate) const NAGIOS_CRITICAL: u8 = 2;
 pub(crate) const NAGIOS_UNKNOWN: u8 = 3;
 
+/// Nagios's line for what kept pgha from telling.
+pub(crate) fn nagios_unknown(why: &str) -> String {
+    format!("PGHA UNKNOWN - {}", one_line(why))
+}
+
 /// A message on one line; `|` starts Nagios's performance data, so it goes.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "/")
@@ -302,17 +309,14 @@ pub(crate) async fn run_nagios(design: &Design) -> anyhow::Result<()> {
         // network), not the cluster's: could not tell.
         Ok(fleet) if fleet.remotes.is_empty() => {
             fleet.close().await;
-            (NAGIOS_UNKNOWN, "PGHA UNKNOWN - no host answers over SSH".to_string())
+            (NAGIOS_UNKNOWN, nagios_unknown("no host answers over SSH"))
         }
         Ok(fleet) => {
             let s = gather(&fleet).await;
             fleet.close().await;
             nagios(&s)
         }
-        Err(e) => (
-            NAGIOS_UNKNOWN,
-            format!("PGHA UNKNOWN - {}", one_line(&format!("{e:#}"))),
-        ),
+        Err(e) => (NAGIOS_UNKNOWN, nagios_unknown(&format!("{e:#}"))),
     };
     ui::print(&out)?;
     if code == NAGIOS_OK {
