@@ -73,6 +73,9 @@ pub(crate) struct SimHost {
     pub wal_unreadable: bool,
     /// Every call to it hangs (its storage or network stopped answering).
     pub hangs: bool,
+    /// The lag Patroni's view reports for it, one reading each (a member
+    /// key a loop old), then none.
+    pub lag_reports: Vec<u64>,
     /// `pgha failover`'s hold is on it; writing one fails there.
     pub held: bool,
     pub refuses_hold: bool,
@@ -130,6 +133,7 @@ impl SimHost {
             held: false,
             refuses_hold: false,
             hangs: false,
+            lag_reports: Vec::new(),
             etcd_healthy: true,
             os: "debian 13".into(),
             apt_ships: None,
@@ -357,7 +361,7 @@ impl World {
         }
     }
 
-    fn cluster_doc(&self, host: &str) -> String {
+    fn cluster_doc(&self, host: &str, lags: &BTreeMap<String, u64>) -> String {
         let cloud = self.cloud_of(host).expect("a database host");
         let members: Vec<serde_json::Value> = cloud
             .hosts
@@ -370,7 +374,11 @@ impl World {
                     (true, "leader") => "running",
                     _ => "streaming",
                 };
-                serde_json::json!({"name": h.name, "role": role, "state": state, "host": h.address, "timeline": s.timeline})
+                let mut m = serde_json::json!({"name": h.name, "role": role, "state": state, "host": h.address, "timeline": s.timeline});
+                if let Some(lag) = lags.get(&h.name) {
+                    m["lag"] = (*lag).into();
+                }
+                m
             })
             .collect();
         serde_json::json!({ "members": members, "pause": self.clouds[&cloud.name].paused }).to_string()
@@ -503,11 +511,46 @@ impl World {
         if script == crate::fleet::runs_script() {
             return ok("read os", format!("{}\n", self.hosts[host].os));
         }
+        // `endpoint health --cluster`: one line per member of the host's
+        // etcd cluster (its cloud's, or the site's).
+        let site_port = d.site.as_ref().map(|s| s.client_port);
+        for port in std::iter::once(d.etcd.client_port).chain(site_port) {
+            if script != components::upgrade::etcd_health_script(port) {
+                continue;
+            }
+            let members: Vec<&crate::design::Host> = if Some(port) == site_port {
+                d.site_members().into_iter().map(|(_, h)| h).collect()
+            } else {
+                self.cloud_of(host)
+                    .map(|c| c.hosts.iter().collect())
+                    .unwrap_or_default()
+            };
+            let lines: String = members
+                .iter()
+                .filter(|h| self.hosts.get(&h.name).is_some_and(|s| s.etcd_healthy))
+                .map(|h| {
+                    format!(
+                        "https://{}:{port} is healthy: successfully committed proposal\n",
+                        h.address
+                    )
+                })
+                .collect();
+            return ok("etcd health", lines);
+        }
         if script == patroni::cluster_script(d.governor.rest_port) {
             if !self.hosts[host].up {
                 return Err("Connection refused".into());
             }
-            return ok("read cluster", self.cluster_doc(host));
+            let cloud = self.cloud_of(host).expect("a database host").clone();
+            let lags: BTreeMap<String, u64> = cloud
+                .hosts
+                .iter()
+                .filter_map(|h| {
+                    let reports = &mut self.hosts.get_mut(&h.name)?.lag_reports;
+                    (!reports.is_empty()).then(|| (h.name.clone(), reports.remove(0)))
+                })
+                .collect();
+            return ok("read cluster", self.cluster_doc(host, &lags));
         }
         if script == crate::fleet::psql_script(p.postgres_port, "select pg_is_in_recovery()") {
             let s = &self.hosts[host];
@@ -909,7 +952,7 @@ impl World {
                 }
             }
             if s.up {
-                out.push_str(&format!("cluster {}\n", self.cluster_doc(host)));
+                out.push_str(&format!("cluster {}\n", self.cluster_doc(host, &BTreeMap::new())));
                 let cloud = self.cloud_of(host).expect("a database host");
                 for (i, h) in cloud.hosts.iter().enumerate() {
                     out.push_str(&format!(

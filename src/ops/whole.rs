@@ -16,15 +16,41 @@ use crate::wait::poll;
 
 /// Every cloud healthy before the first change: not paused, led, every
 /// member running and close behind, but for hosts a run left half-way.
+/// Patroni's view of a replica's position is its member key, refreshed
+/// once a loop: right after a burst of writes it reads behind a replica
+/// that has caught up, so lag alone is read again for two loops before
+/// it refuses (any other problem refuses at once).
 pub(crate) async fn healthy_leaders(
     fleet: &Fleet,
     pending: &BTreeSet<String>,
     what: &str,
 ) -> anyhow::Result<BTreeMap<String, String>> {
+    let settle = Duration::from_secs(2 * u64::from(fleet.design.governor.loop_wait) + 5);
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        let (leaders, problems, only_lag) = health_once(fleet, pending).await;
+        if problems.is_empty() {
+            return Ok(leaders);
+        }
+        if !only_lag || tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the {what} cannot start (nothing was changed):\n  {}\n  hint: `pgha status` shows the \
+                 cluster; `pgha recover-node HOST` brings a failed member back",
+                problems.join("\n  ")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// One reading of [`healthy_leaders`]: the leaders, the problems, and
+/// whether every problem is a replica's lag.
+async fn health_once(fleet: &Fleet, pending: &BTreeSet<String>) -> (BTreeMap<String, String>, Vec<String>, bool) {
     let d = &fleet.design;
     let bound = d.governor.maximum_lag_on_failover;
     let mut leaders = BTreeMap::new();
     let mut problems = Vec::new();
+    let mut lagging = 0;
     for c in &d.clouds {
         let view = match fleet.cluster_state(c).await {
             Ok(v) => v,
@@ -76,6 +102,7 @@ pub(crate) async fn healthy_leaders(
                 }
                 Some(m) => {
                     if let Some(lag) = m.lag.as_ref().and_then(|l| l.as_u64()).filter(|l| *l > bound) {
+                        lagging += 1;
                         problems.push(format!(
                             "{}: its replica is {lag} bytes behind (maximum_lag_on_failover: {bound})",
                             h.name
@@ -87,14 +114,8 @@ pub(crate) async fn healthy_leaders(
         }
     }
     problems.extend(etcd_down(fleet, pending).await);
-    if !problems.is_empty() {
-        bail!(
-            "the {what} cannot start (nothing was changed):\n  {}\n  hint: `pgha status` shows the \
-             cluster; `pgha recover-node HOST` brings a failed member back",
-            problems.join("\n  ")
-        );
-    }
-    Ok(leaders)
+    let only_lag = lagging == problems.len();
+    (leaders, problems, only_lag)
 }
 
 /// Every member of every etcd cluster (each cloud's, the site's) that
@@ -274,4 +295,55 @@ pub(crate) async fn on_hosts<'a>(
             .with_context(|| h.name.clone())
     });
     futures::future::try_join_all(runs).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{default_lab, Sim};
+
+    /// The major upgrade's CI run: a replica read 6 MB behind in Patroni's
+    /// view right after a bulk insert it had replayed (its member key a
+    /// loop old), and the upgrade was refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_lag_that_a_loop_later_is_gone_does_not_refuse() {
+        let sim = Sim::new(&default_lab());
+        for h in ["dc2-pg2", "dc2-pg3"] {
+            sim.world().hosts.get_mut(h).unwrap().lag_reports = vec![6_427_992, 6_427_992];
+        }
+        let fleet = sim.fleet(&sim.design());
+        let leaders = healthy_leaders(&fleet, &BTreeSet::new(), "major upgrade")
+            .await
+            .unwrap();
+        assert_eq!(leaders.len(), 3, "{leaders:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lag_that_stays_refuses_once_two_loops_passed() {
+        let sim = Sim::new(&default_lab());
+        sim.world().hosts.get_mut("dc2-pg2").unwrap().lag_reports = vec![6_427_992; 100];
+        let fleet = sim.fleet(&sim.design());
+        let started = tokio::time::Instant::now();
+        let e = healthy_leaders(&fleet, &BTreeSet::new(), "major upgrade")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("dc2-pg2: its replica is 6427992 bytes behind"),
+            "{e:#}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(25), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_member_refuses_at_once() {
+        let sim = Sim::new(&default_lab());
+        sim.world().hosts.get_mut("dc2-pg2").unwrap().up = false;
+        let fleet = sim.fleet(&sim.design());
+        let started = tokio::time::Instant::now();
+        let e = healthy_leaders(&fleet, &BTreeSet::new(), "major upgrade")
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("dc2-pg2: its member is stopped"), "{e:#}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
 }
