@@ -69,6 +69,8 @@ TAKING_OVER = STATE_DIR + "/site-taking-over"
 # when it grows old, and by this agent when it starts again.
 RUN_DIR = "/run/pgha"
 STAMP = RUN_DIR + "/site-renewed"
+# What the last loop saw, for the site gate's metrics.
+STATE = RUN_DIR + "/site-state.json"
 PATRONI_CONFIG = "/etc/patroni/config.yml"
 
 
@@ -912,20 +914,39 @@ def unmark(path):
         pass
 
 
+def write_run(path, text):
+    """Writes a file of RUN_DIR atomically (its readers never see half of it)."""
+    if os.geteuid() == 0 and not os.path.isdir(RUN_DIR):
+        os.makedirs(RUN_DIR, mode=0o770, exist_ok=True)
+        pg = pwd.getpwnam("postgres")
+        os.chown(RUN_DIR, pg.pw_uid, pg.pw_gid)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def stamp(at):
-    """Records a successful renewal begun at `at` (atomically: the fence never reads half a number)."""
+    """Records a successful renewal begun at `at`."""
     try:
-        if os.geteuid() == 0 and not os.path.isdir(RUN_DIR):
-            os.makedirs(RUN_DIR, mode=0o770, exist_ok=True)
-            pg = pwd.getpwnam("postgres")
-            os.chown(RUN_DIR, pg.pw_uid, pg.pw_gid)
-        tmp = f"{STAMP}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(f"{at:.3f}\n")
-        os.replace(tmp, STAMP)
+        write_run(STAMP, f"{at:.3f}\n")
     except (OSError, KeyError) as e:
         # Fails closed: without a fresh stamp pgha-site-fence stops the master.
         log(f"could not record the renewal in {STAMP}: {e}")
+
+
+def state_text(at, site_ok, held):
+    """The loop's state for the gate's metrics: when, whether the site
+    answered, and the lease holder's cloud (None: unknown or free)."""
+    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": cloud_of(held) if site_ok else None}) + "\n"
+
+
+def record_state(at, site_ok, held):
+    try:
+        write_run(STATE, state_text(at, site_ok, held))
+    except (OSError, KeyError) as e:
+        # Only the metrics miss it (the gate reports the loop as old).
+        log(f"could not record the loop's state in {STATE}: {e}")
 
 
 def stamped():
@@ -1052,6 +1073,7 @@ def main(argv):
         began = now()
         role, lsn, running = h.patroni()
         ok, held, lease, last = h.read_site()
+        record_state(now(), ok, held)
         fenced, taking_over = os.path.exists(FENCED), os.path.exists(TAKING_OVER)
         try:
             fenced_at = os.path.getmtime(FENCED) if fenced else None

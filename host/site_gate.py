@@ -13,11 +13,17 @@ so the route closes too. Before the site first answered this host (a new
 cluster, before its agents run) nothing is fenced and the gate is open,
 like pgha-site-fence.
 
+GET /metrics, to loopback clients only (HAProxy's metrics gateway, which
+asks for Prometheus with the metrics CA's certificate), says the same in
+Prometheus's text format, with what the agent last saw (its state file)
+and how many times this host was fenced.
+
 Installed as it is by pgha; `python3 -m unittest test_site_gate` tests it.
 """
 
 import argparse
 import http.server
+import json
 import math
 import os
 import socket
@@ -29,7 +35,14 @@ import time
 
 STAMP = "/run/pgha/site-renewed"
 ARMED = "/var/lib/pgha/site-armed"
+# The agent's last loop: when (CLOCK_BOOTTIME), whether a site member
+# answered, and which cloud held the lease.
+AGENT_STATE = "/run/pgha/site-state.json"
+# One line per fence of this host.
+FENCES = "/var/lib/pgha/site-fenced.json"
 PATH = "/lease"
+METRICS = "/metrics"
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 # Connections served at once, and how long one may last in all: every
 # HAProxy asks once a second, so a client holding more is not a checker.
 MAX_CLIENTS = 64
@@ -49,6 +62,49 @@ def decide(armed, now, stamp, bound):
     if age >= bound:
         return 503, f"the site lease was last renewed {age:.1f} s ago (bound {bound:g} s)"
     return 200, f"the site lease was renewed {age:.1f} s ago"
+
+
+def metrics(armed, now, stamp, bound, state, fences):
+    """Prometheus's text from what was read: as for decide(), plus the
+    agent's state (None: unknown) and the count of fences (None: unknown)."""
+    code, _ = decide(armed, now, stamp, bound)
+    lines = []
+
+    def gauge(name, help, value, labels=""):
+        lines.extend([f"# HELP {name} {help}", f"# TYPE {name} gauge", f"{name}{labels} {value:g}"])
+
+    gauge("pgha_site_armed", "1 once the site answered this host: silence from it now fences its master.", int(armed))
+    gauge("pgha_site_gate_open", "1 while the gate lets clients reach this host's master.", int(code == 200))
+    gauge("pgha_site_gate_bound_seconds", "The renewal age at which the gate closes.", bound)
+    if stamp is not None and stamp <= now + 1:
+        gauge("pgha_site_renewal_age_seconds", "Seconds since this host last renewed the site lease.", max(0.0, now - stamp))
+    if isinstance(state, dict) and isinstance(state.get("at"), (int, float)) and not isinstance(state.get("at"), bool):
+        gauge("pgha_site_agent_loop_age_seconds", "Seconds since the site agent's last loop.", max(0.0, now - state["at"]))
+        gauge("pgha_site_reachable", "1 when a site member answered the agent's last loop.", int(state.get("site_ok") is True))
+        holder = state.get("holder")
+        if isinstance(holder, str) and holder.replace("-", "").replace("_", "").isalnum():
+            gauge("pgha_site_lease_holder", "The cloud holding the site lease, as the agent last read it.", 1, f'{{holder="{holder}"}}')
+    if fences is not None:
+        lines.extend(["# HELP pgha_site_fences_total Times this host's master was fenced.", "# TYPE pgha_site_fences_total counter", f"pgha_site_fences_total {fences}"])
+    return "\n".join(lines) + "\n"
+
+
+def read_state(path=AGENT_STATE):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def count_fences(path=FENCES):
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        return None
 
 
 def read_stamp(path=STAMP):
@@ -84,15 +140,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
 
     def do_GET(self):
+        if self.path == METRICS and self.client_address[0] in LOOPBACK:
+            now = time.clock_gettime(time.CLOCK_BOOTTIME)
+            text = metrics(armed(), now, read_stamp(), self.server.bound, read_state(), count_fences())
+            self.answer(200, text.rstrip("\n"), "text/plain; version=0.0.4")
+            return
         if self.path != PATH:
             self.answer(404, f"only {PATH} is here")
             return
         self.answer(*verdict(self.server.bound))
 
-    def answer(self, code, why):
+    def answer(self, code, why, kind="text/plain"):
         body = (why + "\n").encode()
         self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()

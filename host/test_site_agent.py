@@ -795,5 +795,23 @@ class EtcdLogin(unittest.TestCase):
         self.assertFalse(a.auth_not_enabled(403, "etcdserver: authentication is not enabled"))
 
 
+class State(unittest.TestCase):
+    def test_the_loop_s_state_names_the_holder_only_when_the_site_answered(self):
+        self.assertEqual(
+            json.loads(a.state_text(12.3456, True, {"cloud": "dc2", "lsn": 5})),
+            {"at": 12.346, "site_ok": True, "holder": "dc2"},
+        )
+        self.assertIsNone(json.loads(a.state_text(1.0, True, None))["holder"])
+        self.assertIsNone(json.loads(a.state_text(1.0, False, {"cloud": "dc1"}))["holder"])
+
+    def test_it_is_written_whole(self):
+        with tempfile.TemporaryDirectory() as d:
+            with mock.patch.object(a, "RUN_DIR", d), mock.patch.object(a, "STATE", d + "/s.json"):
+                a.record_state(3.0, True, {"cloud": "dc1"})
+                with open(d + "/s.json") as f:
+                    self.assertEqual(json.load(f)["holder"], "dc1")
+                self.assertEqual(os.listdir(d), ["s.json"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -40,6 +40,38 @@ class Decide(unittest.TestCase):
         self.assertEqual(g.decide(True, 5.0, 500.0, 10)[0], 503)
 
 
+class Metrics(unittest.TestCase):
+    def values(self, text):
+        return dict(l.rsplit(" ", 1) for l in text.splitlines() if not l.startswith("#"))
+
+    def test_a_renewing_host_of_the_holder_cloud(self):
+        state = {"at": 99.0, "site_ok": True, "holder": "dc1"}
+        v = self.values(g.metrics(True, 100.0, 98.5, 10.0, state, 2))
+        self.assertEqual(v["pgha_site_armed"], "1")
+        self.assertEqual(v["pgha_site_gate_open"], "1")
+        self.assertEqual(v["pgha_site_gate_bound_seconds"], "10")
+        self.assertEqual(v["pgha_site_renewal_age_seconds"], "1.5")
+        self.assertEqual(v["pgha_site_agent_loop_age_seconds"], "1")
+        self.assertEqual(v["pgha_site_reachable"], "1")
+        self.assertEqual(v['pgha_site_lease_holder{holder="dc1"}'], "1")
+        self.assertEqual(v["pgha_site_fences_total"], "2")
+
+    def test_a_stale_renewal_closes_and_unknowns_are_left_out(self):
+        v = self.values(g.metrics(True, 100.0, 80.0, 10.0, None, None))
+        self.assertEqual(v["pgha_site_gate_open"], "0")
+        self.assertEqual(v["pgha_site_renewal_age_seconds"], "20")
+        for absent in ("pgha_site_agent_loop_age_seconds", "pgha_site_reachable", "pgha_site_fences_total"):
+            self.assertNotIn(absent, v)
+        v = self.values(g.metrics(True, 100.0, None, 10.0, {"at": "x", "holder": 'a"} 1\nb'}, 0))
+        self.assertNotIn("pgha_site_renewal_age_seconds", v)
+        self.assertNotIn("pgha_site_agent_loop_age_seconds", v)
+        self.assertEqual(v["pgha_site_fences_total"], "0")
+        # A holder that is not a cloud's name never reaches a label.
+        v = self.values(g.metrics(True, 100.0, 99.0, 10.0, {"at": 99.0, "site_ok": False, "holder": 'a"} 1'}, 0))
+        self.assertEqual(v["pgha_site_reachable"], "0")
+        self.assertFalse(any(k.startswith("pgha_site_lease_holder") for k in v), v)
+
+
 class Reads(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp()
@@ -108,6 +140,13 @@ class Serves(unittest.TestCase):
         with mock.patch.object(g, "verdict", return_value=(503, "stale")):
             self.assertEqual(self.get(), (503, "stale\n"))
         self.assertEqual(self.get("/")[0], 404)
+
+    def test_metrics_are_served_to_loopback_only(self):
+        status, text = self.get("/metrics")
+        self.assertEqual(status, 200)
+        self.assertIn("pgha_site_gate_bound_seconds 10\n", text)
+        with mock.patch.object(g, "LOOPBACK", ("192.0.2.1",)):
+            self.assertEqual(self.get("/metrics")[0], 404)
 
     def test_a_new_certificate_is_served_without_a_restart(self):
         new_cert, new_key = os.path.join(self.dir, "new.pem"), os.path.join(self.dir, "new.key")

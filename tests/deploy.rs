@@ -560,33 +560,8 @@ fn live_parameters(lab: &TestLab, pw: &str) {
 /// etcd and Patroni, and must not open the metrics). Asked from glb1, a lab
 /// host that is not a member.
 fn metrics(lab: &TestLab) {
-    let pki = lab.dir.join("pgha.pki");
-    for (name, file) in [
-        ("trust.crt", pki.join("trust.crt")),
-        ("prometheus.crt", pki.join("metrics/prometheus.crt")),
-        ("prometheus.key", pki.join("metrics/prometheus.key")),
-        ("host.crt", pki.join("hosts/dc1-pg1.crt")),
-        ("host.key", pki.join("hosts/dc1-pg1.key")),
-    ] {
-        let pem = std::fs::read_to_string(file).unwrap();
-        lab.ssh_ok(
-            GLB,
-            &format!("umask 077; mkdir -p /tmp/m; cat > /tmp/m/{name} <<'PEM'\n{pem}PEM"),
-        );
-    }
-    // The lines of `url` that start with `prefix`, or `refused <why>`.
-    let get = |client: Option<&str>, url: &str, prefix: &str| {
-        let load = client.map_or(String::new(), |c| {
-            format!("c.load_cert_chain('/tmp/m/{c}.crt', '/tmp/m/{c}.key')\n")
-        });
-        let py = format!(
-            "import ssl, urllib.request as u\nc = ssl.create_default_context(cafile='/tmp/m/trust.crt')\n{load}\
-             try:\n    t = u.urlopen('{url}', timeout=10, context=c).read().decode()\n\
-             \x20   print([l for l in t.splitlines() if l.startswith('{prefix}')])\n\
-             except Exception as e:\n    print('refused', type(e).__name__, getattr(e, 'code', ''))\n"
-        );
-        lab.ssh_ok(GLB, &format!("python3 - <<'PY'\n{py}PY"))
-    };
+    lab.metrics_client(GLB);
+    let get = |client: Option<&str>, url: &str, prefix: &str| lab.metrics_get(GLB, client, url, prefix);
     let scrape =
         |client: Option<&str>, address: &str| get(client, &format!("https://{address}:9187/metrics"), "pg_up ");
     for addr in PRIMARY.iter().chain(&SECONDARY) {

@@ -479,6 +479,63 @@ fn objects_drift(lab: &TestLab, pw: &str) {
     assert_eq!(report["changed"], 0, "{report}");
 }
 
+/// Issue 28: every database host's site gate, through HAProxy's metrics
+/// gateway and to Prometheus's certificate, says which cloud holds the
+/// lease (`holder`, after a flip); the master's gate is open with a fresh
+/// renewal; the gate port itself serves no metrics past loopback.
+fn site_metrics(lab: &TestLab, holder: &str) {
+    let glb = SITES.glb();
+    lab.metrics_client(&glb);
+    let master = SITES.writable_now();
+    assert_eq!(master.len(), 1, "{master:?}");
+    let held = format!("['pgha_site_lease_holder{{holder=\"{holder}\"}} 1']");
+    for h in DC1.iter().chain(&DC2) {
+        let url = format!("https://{}:9188/site/metrics", addr(h));
+        wait_for(
+            &format!("{h}'s agent to see {holder} hold the lease"),
+            Duration::from_secs(30),
+            || lab.metrics_get(&glb, Some("prometheus"), &url, "pgha_site_lease_holder") == held,
+        );
+        assert_eq!(
+            lab.metrics_get(&glb, Some("prometheus"), &url, "pgha_site_armed"),
+            "['pgha_site_armed 1']",
+            "{h}"
+        );
+        assert_eq!(
+            lab.metrics_get(&glb, Some("prometheus"), &url, "pgha_site_reachable"),
+            "['pgha_site_reachable 1']",
+            "{h}"
+        );
+        assert_eq!(
+            lab.metrics_get(&glb, Some("prometheus"), &url, "pgha_site_fences_total"),
+            "['pgha_site_fences_total 0']",
+            "{h}"
+        );
+        if master[0].split_whitespace().next() == Some(*h) {
+            assert_eq!(
+                lab.metrics_get(&glb, Some("prometheus"), &url, "pgha_site_gate_open"),
+                "['pgha_site_gate_open 1']",
+                "{h}"
+            );
+            let age = lab.metrics_get(&glb, Some("prometheus"), &url, "pgha_site_renewal_age_seconds");
+            let secs: f64 = age
+                .trim_start_matches("['pgha_site_renewal_age_seconds ")
+                .trim_end_matches("']")
+                .parse()
+                .unwrap_or_else(|_| panic!("{h}: {age}"));
+            assert!(secs < 5.0, "{h}: {age}");
+        }
+        assert!(lab.metrics_get(&glb, None, &url, "pgha").starts_with("refused"), "{h}");
+        let direct = lab.metrics_get(
+            &glb,
+            Some("prometheus"),
+            &format!("https://{}:2481/metrics", addr(h)),
+            "pgha",
+        );
+        assert_eq!(direct, "refused HTTPError 404", "{h}");
+    }
+}
+
 #[test]
 fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip() {
     if !common::e2e() {
@@ -696,6 +753,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     });
     // Objects through the flip: the next deploy makes them on dc2's master.
     objects_drift(&lab, &pw);
+    site_metrics(&lab, "dc2");
 
     // Last, dc2's master powered off: a replica of dc2 takes over (after
     // Patroni's ttl), the virtual IP follows; powered on, the old master

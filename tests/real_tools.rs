@@ -523,6 +523,33 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     input.push_str(
         "      - series: 'pg_stat_archiver_failed_count{cluster=\"pgha-demo\",cloud=\"dc1\",host=\"dc1-pg1\",job=\"pgha-postgres\"}'\n        values: '0x4 1 2 3 4'\n",
     );
+    // The site lease as each host's gate reports it: every agent reads dc1
+    // as the holder; dc1-pg1's renewal is 20 s old from 75 s (late), and it
+    // was fenced at 105 s; dc2-pg2 reaches no site member and its agent
+    // stops looping from 75 s.
+    let site = |name: &str, h: &str, extra: &str, values: &str| {
+        format!(
+            "      - series: '{name}{{cluster=\"pgha-demo\",cloud=\"{}\",host=\"{h}\",job=\"pgha-site\"{extra}}}'\n        values: '{values}'\n",
+            &h[..3]
+        )
+    };
+    for h in ["dc1-pg1", "dc2-pg1", "dc2-pg2"] {
+        input.push_str(&site("pgha_site_lease_holder", h, ",holder=\"dc1\"", "1x8"));
+    }
+    input.push_str(&site("pgha_site_renewal_age_seconds", "dc1-pg1", "", "1x4 20x4"));
+    input.push_str(&site("pgha_site_fences_total", "dc1-pg1", "", "0x6 1x2"));
+    input.push_str(&site("pgha_site_reachable", "dc2-pg2", "", "1x4 0x4"));
+    input.push_str(&site("pgha_site_agent_loop_age_seconds", "dc2-pg2", "", "1x4 30x4"));
+    // A comparison that filters keeps the series' name (a function drops it).
+    let at_site = |name: &str, h: &str| {
+        let site = host(h).replace("pgha-patroni", "pgha-site");
+        let named = if name.is_empty() {
+            String::new()
+        } else {
+            format!("__name__=\"{name}\",")
+        };
+        format!("'{{{named}{site}}}'")
+    };
     let labels = |h: &str| format!("'{{{}}}'", host(h));
     let test = |alert: &str, at: &str, samples: &[(String, &str)]| {
         let mut t = format!(
@@ -558,6 +585,31 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
             &[(labels("dc2-pg1"), "40000000"), (labels("dc3-pg1"), "40000000")],
         ),
         test("PghaStandbyCloudLagging", "90s", &[]),
+        test("PghaWritableOutsideLeaseCloud", "30s", &[]),
+        test(
+            "PghaWritableOutsideLeaseCloud",
+            "90s",
+            &[(format!("'{{__name__=\"patroni_primary\",{}}}'", host("dc2-pg1")), "1")],
+        ),
+        test("PghaSiteLeaseLate", "30s", &[]),
+        test(
+            "PghaSiteLeaseLate",
+            "90s",
+            &[(at_site("pgha_site_renewal_age_seconds", "dc1-pg1"), "20")],
+        ),
+        test("PghaSiteFenced", "90s", &[]),
+        test("PghaSiteFenced", "120s", &[(at_site("", "dc1-pg1"), "1")]),
+        test("PghaSiteUnreachable", "30s", &[]),
+        test(
+            "PghaSiteUnreachable",
+            "90s",
+            &[(at_site("pgha_site_reachable", "dc2-pg2"), "0")],
+        ),
+        test(
+            "PghaSiteAgentStuck",
+            "90s",
+            &[(at_site("pgha_site_agent_loop_age_seconds", "dc2-pg2"), "30")],
+        ),
         test("PghaArchiveFailing", "45s", &[]),
         test("PghaArchiveFailing", "120s", &[(archiver, "4")]),
     ];

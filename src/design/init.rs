@@ -374,7 +374,7 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
     line(&mut d, "    port: 9187");
     line(
         &mut d,
-        "    gateway_port: 9188       # HAProxy: /etcd/metrics, /site-etcd/metrics, /patroni/metrics, /haproxy/metrics",
+        "    gateway_port: 9188       # HAProxy: /etcd/, /site-etcd/, /site/, /patroni/, /haproxy/metrics",
     );
     line(
         &mut d,

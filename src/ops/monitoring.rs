@@ -55,6 +55,11 @@ const SITE_ETCD: Job = Job {
     path: "/site-etcd/metrics",
     what: "the site members of the clouds (the lease's etcd), through HAProxy's metrics gateway",
 };
+const SITE: Job = Job {
+    name: "pgha-site",
+    path: "/site/metrics",
+    what: "the site lease on every database host (its site gate), through HAProxy's metrics gateway",
+};
 const PATRONI: Job = Job {
     name: "pgha-patroni",
     path: "/patroni/metrics",
@@ -78,6 +83,7 @@ pub(crate) fn files(design: &Design, tls: &ClientTls) -> anyhow::Result<Vec<Gene
     let mut jobs = vec![POSTGRES, ETCD, PATRONI, HAPROXY];
     if design.site.is_some() {
         jobs.insert(2, SITE_ETCD);
+        jobs.insert(3, SITE);
     }
     let cluster = &design.platform.name;
     let config = minijinja::Environment::new().render_str(
@@ -245,6 +251,9 @@ pub(crate) fn rules(design: &Design) -> String {
                 .to_string(),
         },
     ];
+    if let Some(site) = &design.site {
+        rules.extend(site_rules(&c, site.ttl));
+    }
     if design.backup.is_some() {
         rules.push(Rule {
             alert: "PghaArchiveFailing",
@@ -277,6 +286,79 @@ pub(crate) fn rules(design: &Design) -> String {
         ));
     }
     out
+}
+
+/// The site lease's rules: each host's gate reports what its agent saw.
+fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
+    let bound = crate::components::site::gate_bound(ttl);
+    // Two renewals missed (the agent renews every tenth of the ttl, at
+    // least every second); the gate closes at the bound.
+    let late = (f64::from(ttl) / 5.0).max(2.0);
+    vec![
+        Rule {
+            alert: "PghaWritableOutsideLeaseCloud",
+            // The holder as any host's agent last read it: during a flip both
+            // clouds count, and with no holder known every master is outside.
+            expr: format!(
+                "patroni_primary{{{c}}} == 1 and on (cluster, host) patroni_postgres_running{{{c}}} == 1 \
+                 unless on (cluster, cloud) label_replace(max by (cluster, holder) (pgha_site_lease_holder{{{c}}}), \
+                 \"cloud\", \"$1\", \"holder\", \"(.+)\")"
+            ),
+            for_: "45s",
+            severity: "critical",
+            summary: "{{ $labels.host }} takes writes but cloud {{ $labels.cloud }} does not hold the site lease",
+            description: format!(
+                "A master runs in a cloud that does not hold the site lease (or no agent can read who does): its site \
+                 gate closes within {bound:.0} s of its last renewal and its agent fences it. If it stays, `pgha status` \
+                 and the host's `journalctl -u pgha-site-agent`."
+            ),
+        },
+        Rule {
+            alert: "PghaSiteLeaseLate",
+            expr: format!(
+                "pgha_site_renewal_age_seconds{{{c}}} > {late} and on (cluster, host) patroni_primary{{{c}}} == 1"
+            ),
+            for_: "0s",
+            severity: "critical",
+            summary: "the master {{ $labels.host }} last renewed the site lease {{ $value | humanizeDuration }} ago",
+            description: format!(
+                "The master's site agent has missed renewals of the site lease (over {late:.0} s; it renews every tenth \
+                 of site.ttl): at {bound:.0} s its gate closes and it is fenced. The site members or the links to \
+                 them are failing."
+            ),
+        },
+        Rule {
+            alert: "PghaSiteFenced",
+            expr: format!("increase(pgha_site_fences_total{{{c}}}[10m]) > 0"),
+            for_: "0s",
+            severity: "critical",
+            summary: "the site agent fenced the master on {{ $labels.host }}",
+            description: "The host's master stopped because it could not renew the site lease or another cloud holds \
+                          it: writes move to the lease holder's cloud. `pgha status`; the WAL it had past the other \
+                          clouds is kept (see /var/lib/pgha/site-fenced.json)."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaSiteUnreachable",
+            expr: format!("pgha_site_reachable{{{c}}} == 0"),
+            for_: "1m",
+            severity: "warning",
+            summary: "the site agent on {{ $labels.host }} reaches no site member",
+            description: "No member of the site etcd answers this host: its cloud cannot keep or take the lease, and a \
+                          master there is fenced."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaSiteAgentStuck",
+            expr: format!("pgha_site_agent_loop_age_seconds{{{c}}} > {bound}"),
+            for_: "30s",
+            severity: "warning",
+            summary: "the site agent on {{ $labels.host }} has not looped for {{ $value | humanizeDuration }}",
+            description: "The site agent is stopped, frozen or crash-looping: on the master, pgha-site-fence stops \
+                          PostgreSQL once the renewal is as old as its bound."
+                .to_string(),
+        },
+    ]
 }
 
 /// A string as a YAML double-quoted scalar (JSON's quoting is YAML's).
@@ -344,7 +426,7 @@ mod tests {
         let postgres = targets(&files, "pgha-postgres");
         assert_eq!(postgres.len(), 6);
         assert_eq!(postgres[0], ("dc1-pg1".to_string(), "10.77.0.11:9187".to_string()));
-        for job in ["pgha-etcd", "pgha-patroni", "pgha-haproxy"] {
+        for job in ["pgha-etcd", "pgha-site", "pgha-patroni", "pgha-haproxy"] {
             let t = targets(&files, job);
             assert_eq!(t.len(), 6, "{job}");
             assert!(t.iter().all(|(_, a)| a.ends_with(":9188")), "{job}: {t:?}");
@@ -375,8 +457,10 @@ mod tests {
         d.backup = None;
         let files = files(&d, &tls()).unwrap();
         assert!(!files.iter().any(|f| f.path == Path::new("targets/pgha-site-etcd.json")));
+        assert!(!files.iter().any(|f| f.path == Path::new("targets/pgha-site.json")));
         let rules = rules(&d);
         assert!(!rules.contains("PghaArchiveFailing"), "{rules}");
+        assert!(!rules.contains("pgha_site_"), "{rules}");
         // The cloud-to-cloud bound is then the replicas' own.
         assert!(rules.contains(&format!("> {}", d.haproxy.replica_max_lag)), "{rules}");
     }
@@ -389,6 +473,15 @@ mod tests {
         let rules = rules(&d);
         assert!(rules.contains("> 1234\""), "{rules}");
         assert!(rules.contains("> 5678\""), "{rules}");
+        // The site's from its ttl (30 s): late after a fifth, the gate's bound a third.
+        assert!(
+            rules.contains("pgha_site_renewal_age_seconds{cluster=\\\"pgha-demo\\\"} > 6 and"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("pgha_site_agent_loop_age_seconds{cluster=\\\"pgha-demo\\\"} > 10\""),
+            "{rules}"
+        );
         // Every selector names the cluster.
         for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
             assert_eq!(

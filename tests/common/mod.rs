@@ -320,6 +320,42 @@ PY
         );
     }
 
+    /// Issue 28: puts on the host at `from` the trust bundle, Prometheus's
+    /// metrics certificate (`prometheus`) and dc1-pg1's own (`host`), for
+    /// [`TestLab::metrics_get`].
+    pub(crate) fn metrics_client(&self, from: &str) {
+        let pki = self.dir.join("pgha.pki");
+        for (name, file) in [
+            ("trust.crt", pki.join("trust.crt")),
+            ("prometheus.crt", pki.join("metrics/prometheus.crt")),
+            ("prometheus.key", pki.join("metrics/prometheus.key")),
+            ("host.crt", pki.join("hosts/dc1-pg1.crt")),
+            ("host.key", pki.join("hosts/dc1-pg1.key")),
+        ] {
+            let pem = std::fs::read_to_string(file).unwrap();
+            self.ssh_ok(
+                from,
+                &format!("umask 077; mkdir -p /tmp/m; cat > /tmp/m/{name} <<'PEM'\n{pem}PEM"),
+            );
+        }
+    }
+
+    /// The lines of `url`, asked from `from` with the `client` certificate
+    /// ([`TestLab::metrics_client`]; `None`: none), that start with
+    /// `prefix`, as Python prints a list; or `refused <why>`.
+    pub(crate) fn metrics_get(&self, from: &str, client: Option<&str>, url: &str, prefix: &str) -> String {
+        let load = client.map_or(String::new(), |c| {
+            format!("c.load_cert_chain('/tmp/m/{c}.crt', '/tmp/m/{c}.key')\n")
+        });
+        let py = format!(
+            "import ssl, urllib.request as u\nc = ssl.create_default_context(cafile='/tmp/m/trust.crt')\n{load}\
+             try:\n    t = u.urlopen('{url}', timeout=10, context=c).read().decode()\n\
+             \x20   print([l for l in t.splitlines() if l.startswith('{prefix}')])\n\
+             except Exception as e:\n    print('refused', type(e).__name__, getattr(e, 'code', ''))\n"
+        );
+        self.ssh_ok(from, &format!("python3 - <<'PY'\n{py}PY"))
+    }
+
     pub(crate) fn ssh_ok(&self, address: &str, cmd: &str) -> String {
         let out = self.ssh(address, cmd);
         assert!(out.status.success(), "{address}: {cmd}: {}", stderr(&out));
