@@ -57,15 +57,25 @@ class Metrics(unittest.TestCase):
         self.assertEqual(v["pgha_site_fences_total"], "2")
 
     def test_a_stale_renewal_closes_and_unknowns_are_left_out(self):
-        v = self.values(g.metrics(True, 100.0, 80.0, 10.0, None, None))
-        self.assertEqual(v["pgha_site_gate_open"], "0")
+        v = self.values(g.metrics(False, 100.0, 80.0, 10.0, None, None))
         self.assertEqual(v["pgha_site_renewal_age_seconds"], "20")
         for absent in ("pgha_site_agent_loop_age_seconds", "pgha_site_reachable", "pgha_site_fences_total"):
             self.assertNotIn(absent, v)
-        v = self.values(g.metrics(True, 100.0, None, 10.0, {"at": "x", "holder": 'a"} 1\nb'}, 0))
+        v = self.values(g.metrics(True, 100.0, 80.0, 10.0, None, None))
+        self.assertEqual(v["pgha_site_gate_open"], "0")
+        # Armed, and no loop since boot: the agent does not run.
+        self.assertEqual(v["pgha_site_agent_loop_age_seconds"], "100")
+        self.assertNotIn("pgha_site_reachable", v)
+        v = self.values(g.metrics(False, 100.0, None, 10.0, {"at": "x", "holder": 'a"} 1\nb'}, 0))
         self.assertNotIn("pgha_site_renewal_age_seconds", v)
         self.assertNotIn("pgha_site_agent_loop_age_seconds", v)
         self.assertEqual(v["pgha_site_fences_total"], "0")
+
+    def test_a_stuck_agent_s_last_holder_is_not_said(self):
+        v = self.values(g.metrics(True, 100.0, 98.0, 10.0, {"at": 85.0, "site_ok": True, "holder": "dc1"}, 0))
+        self.assertEqual(v["pgha_site_agent_loop_age_seconds"], "15")
+        self.assertNotIn("pgha_site_reachable", v)
+        self.assertFalse(any(k.startswith("pgha_site_lease_holder") for k in v), v)
         # A holder that is not a cloud's name never reaches a label.
         v = self.values(g.metrics(True, 100.0, 99.0, 10.0, {"at": 99.0, "site_ok": False, "holder": 'a"} 1'}, 0))
         self.assertEqual(v["pgha_site_reachable"], "0")

@@ -273,7 +273,11 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             design.governor.rest_port,
             design.exporter.as_ref().map_or(String::new(), |e| format!(
                 "; serve etcd's, Patroni's{} metrics on :{} (TLS, clients of the metrics CA only)",
-                if design.site.is_some() { ", HAProxy's and the site lease's" } else { " and HAProxy's" },
+                if design.site.is_some() {
+                    ", HAProxy's and the site lease's"
+                } else {
+                    " and HAProxy's"
+                },
                 e.gateway_port
             ))
         ),

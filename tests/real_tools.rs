@@ -524,9 +524,10 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         "      - series: 'pg_stat_archiver_failed_count{cluster=\"pgha-demo\",cloud=\"dc1\",host=\"dc1-pg1\",job=\"pgha-postgres\"}'\n        values: '0x4 1 2 3 4'\n",
     );
     // The site lease as each host's gate reports it: every agent reads dc1
-    // as the holder; dc1-pg1's renewal is 20 s old from 75 s (late), and it
-    // was fenced at 105 s; dc2-pg2 reaches no site member and its agent
-    // stops looping from 75 s.
+    // as the holder until 105 s, then none does (the lease is free);
+    // dc1-pg1's renewal is 20 s old from 75 s (late), and it was fenced at
+    // 105 s; dc2-pg2 reaches no site member and its agent stops looping
+    // from 75 s.
     let site = |name: &str, h: &str, extra: &str, values: &str| {
         format!(
             "      - series: '{name}{{cluster=\"pgha-demo\",cloud=\"{}\",host=\"{h}\",job=\"pgha-site\"{extra}}}'\n        values: '{values}'\n",
@@ -534,8 +535,10 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         )
     };
     for h in ["dc1-pg1", "dc2-pg1", "dc2-pg2"] {
-        input.push_str(&site("pgha_site_lease_holder", h, ",holder=\"dc1\"", "1x8"));
+        input.push_str(&site("pgha_site_lease_holder", h, ",holder=\"dc1\"", "1x6 stale"));
     }
+    input.push_str(&site("pgha_site_gate_bound_seconds", "dc2-pg2", "", "10x8"));
+    input.push_str(&site("pgha_site_reachable", "dc1-pg2", "", "1x8"));
     input.push_str(&site("pgha_site_renewal_age_seconds", "dc1-pg1", "", "1x4 20x4"));
     input.push_str(&site("pgha_site_fences_total", "dc1-pg1", "", "0x6 1x2"));
     input.push_str(&site("pgha_site_reachable", "dc2-pg2", "", "1x4 0x4"));
@@ -599,6 +602,12 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         ),
         test("PghaSiteFenced", "90s", &[]),
         test("PghaSiteFenced", "120s", &[(at_site("", "dc1-pg1"), "1")]),
+        test("PghaSiteLeaseNotHeld", "90s", &[]),
+        test(
+            "PghaSiteLeaseNotHeld",
+            "120s",
+            &[("'{cluster=\"pgha-demo\"}'".to_string(), "1")],
+        ),
         test("PghaSiteUnreachable", "30s", &[]),
         test(
             "PghaSiteUnreachable",

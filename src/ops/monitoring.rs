@@ -291,18 +291,21 @@ pub(crate) fn rules(design: &Design) -> String {
 /// The site lease's rules: each host's gate reports what its agent saw.
 fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
     let bound = crate::components::site::gate_bound(ttl);
-    // Two renewals missed (the agent renews every tenth of the ttl, at
-    // least every second); the gate closes at the bound.
-    let late = (f64::from(ttl) / 5.0).max(2.0);
+    // Most of the way to the gate's bound (the agent renews every tenth of
+    // the ttl): one slow site member does not page, a fence near does.
+    let late = (bound * 0.7 * 10.0).round() / 10.0;
     vec![
         Rule {
             alert: "PghaWritableOutsideLeaseCloud",
-            // The holder as any host's agent last read it: during a flip both
-            // clouds count, and with no holder known every master is outside.
+            // The holder as any host's running agent last read it (a stuck
+            // agent's gate says none): during a flip both clouds count, and
+            // with no holder known every master is outside; not when no
+            // gate answers (PghaTargetDown says that).
             expr: format!(
                 "patroni_primary{{{c}}} == 1 and on (cluster, host) patroni_postgres_running{{{c}}} == 1 \
                  unless on (cluster, cloud) label_replace(max by (cluster, holder) (pgha_site_lease_holder{{{c}}}), \
-                 \"cloud\", \"$1\", \"holder\", \"(.+)\")"
+                 \"cloud\", \"$1\", \"holder\", \"(.+)\") \
+                 and on (cluster) count by (cluster) (pgha_site_gate_bound_seconds{{{c}}}) > 0"
             ),
             for_: "45s",
             severity: "critical",
@@ -319,13 +322,27 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
                 "pgha_site_renewal_age_seconds{{{c}}} > {late} and on (cluster, host) patroni_primary{{{c}}} == 1"
             ),
             for_: "0s",
-            severity: "critical",
+            severity: "warning",
             summary: "the master {{ $labels.host }} last renewed the site lease {{ $value | humanizeDuration }} ago",
             description: format!(
-                "The master's site agent has missed renewals of the site lease (over {late:.0} s; it renews every tenth \
-                 of site.ttl): at {bound:.0} s its gate closes and it is fenced. The site members or the links to \
+                "The master's site agent has missed renewals of the site lease (over {late} s; it renews every tenth \
+                 of site.ttl): at {bound:.1} s its gate closes and it is fenced. The site members or the links to \
                  them are failing."
             ),
+        },
+        Rule {
+            alert: "PghaSiteLeaseNotHeld",
+            expr: format!(
+                "count by (cluster) (pgha_site_reachable{{{c}}} == 1) unless on (cluster) count by (cluster) \
+                 (pgha_site_lease_holder{{{c}}})"
+            ),
+            for_: "1m",
+            severity: "critical",
+            summary: "no cloud of {{ $labels.cluster }} holds the site lease",
+            description: "Site agents reach the site and read no lease holder: no master may take writes. The primary \
+                          cloud's master is down or fenced; with site.auto_failover another cloud claims the lease once it \
+                          is close enough, else `pgha cloud make-primary CLOUD`."
+                .to_string(),
         },
         Rule {
             alert: "PghaSiteFenced",
@@ -354,8 +371,9 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
             for_: "30s",
             severity: "warning",
             summary: "the site agent on {{ $labels.host }} has not looped for {{ $value | humanizeDuration }}",
-            description: "The site agent is stopped, frozen or crash-looping: on the master, pgha-site-fence stops \
-                          PostgreSQL once the renewal is as old as its bound."
+            description: "The site agent is stopped, frozen or crash-looping (or fencing: keeping the WAL past the \
+                          fork can take a minute): on the master, pgha-site-fence stops PostgreSQL once the renewal \
+                          is as old as its bound."
                 .to_string(),
         },
     ]
@@ -473,9 +491,9 @@ mod tests {
         let rules = rules(&d);
         assert!(rules.contains("> 1234\""), "{rules}");
         assert!(rules.contains("> 5678\""), "{rules}");
-        // The site's from its ttl (30 s): late after a fifth, the gate's bound a third.
+        // The site's from its ttl (30 s): the gate's bound a third, late at 70% of it.
         assert!(
-            rules.contains("pgha_site_renewal_age_seconds{cluster=\\\"pgha-demo\\\"} > 6 and"),
+            rules.contains("pgha_site_renewal_age_seconds{cluster=\\\"pgha-demo\\\"} > 7 and"),
             "{rules}"
         );
         assert!(
