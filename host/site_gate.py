@@ -70,32 +70,32 @@ def metrics(armed, now, stamp, bound, state, fences):
     code, _ = decide(armed, now, stamp, bound)
     lines = []
 
-    def gauge(name, help, value, labels=""):
-        lines.extend([f"# HELP {name} {help}", f"# TYPE {name} gauge", f"{name}{labels} {value:g}"])
+    def metric(name, help, value, labels="", kind="gauge"):
+        lines.extend([f"# HELP {name} {help}", f"# TYPE {name} {kind}", f"{name}{labels} {value:g}"])
 
-    gauge("pgha_site_armed", "1 once the site answered this host: silence from it now fences its master.", int(armed))
-    gauge("pgha_site_gate_open", "1 while the gate lets clients reach this host's master.", int(code == 200))
-    gauge("pgha_site_gate_bound_seconds", "The renewal age at which the gate closes.", bound)
+    metric("pgha_site_armed", "1 once the site answered this host: silence from it now fences its master.", int(armed))
+    metric("pgha_site_gate_open", "1 while the gate lets clients reach this host's master.", int(code == 200))
+    metric("pgha_site_gate_bound_seconds", "The renewal age at which the gate closes.", bound)
     if stamp is not None and stamp <= now + 1:
-        gauge("pgha_site_renewal_age_seconds", "Seconds since this host last renewed the site lease.", max(0.0, now - stamp))
+        metric("pgha_site_renewal_age_seconds", "Seconds since this host last renewed the site lease.", max(0.0, now - stamp))
     at = state.get("at") if isinstance(state, dict) else None
     loop = "Seconds since the site agent's last loop (since boot: none yet)."
     if isinstance(at, (int, float)) and not isinstance(at, bool) and at <= now + 1:
         age = max(0.0, now - at)
-        gauge("pgha_site_agent_loop_age_seconds", loop, age)
+        metric("pgha_site_agent_loop_age_seconds", loop, age)
         # What a stopped or frozen agent last saw is not said: its old
         # holder would hide a master outside the lease holder's cloud.
         if age < bound:
-            gauge("pgha_site_reachable", "1 when a site member answered the agent's last loop.", int(state.get("site_ok") is True))
+            metric("pgha_site_reachable", "1 when a site member answered the agent's last loop.", int(state.get("site_ok") is True))
             holder = state.get("holder")
             if isinstance(holder, str) and holder.replace("-", "").replace("_", "").isalnum():
-                gauge("pgha_site_lease_holder", "The cloud holding the site lease, as the agent last read it.", 1, f'{{holder="{holder}"}}')
+                metric("pgha_site_lease_holder", "The cloud holding the site lease, as the agent last read it.", 1, f'{{holder="{holder}"}}')
     elif armed:
         # No loop recorded since boot (/run is emptied) on a host the site
         # answered once: the agent does not run.
-        gauge("pgha_site_agent_loop_age_seconds", loop, now)
+        metric("pgha_site_agent_loop_age_seconds", loop, now)
     if fences is not None:
-        lines.extend(["# HELP pgha_site_fences_total Times this host's master was fenced.", "# TYPE pgha_site_fences_total counter", f"pgha_site_fences_total {fences}"])
+        metric("pgha_site_fences_total", "Times this host's master was fenced.", fences, kind="counter")
     return "\n".join(lines) + "\n"
 
 
