@@ -297,13 +297,18 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             Action::ConfigureExporter,
             names,
             format!(
-                "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only)",
+                "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only); \
+                 write {} and {}, (re)start {} on 127.0.0.1:{}",
                 components::exporter::METRICS_CA.path,
                 components::exporter::KEY.path,
                 components::exporter::WEB.path,
                 components::exporter::ENV.path,
                 components::exporter::SERVICE,
-                e.port
+                e.port,
+                components::exporter::NODE_ENV.path,
+                components::exporter::NODE_TEXTFILE.path,
+                components::exporter::NODE_SERVICE,
+                e.node_port
             ),
         );
     }

@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 31] = [
+const EMBEDDED: [(&str, &str); 33] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     ("pgbouncer.ini.j2", include_str!("../templates/pgbouncer.ini.j2")),
     ("vip-leader.json.j2", include_str!("../templates/vip-leader.json.j2")),
@@ -74,6 +74,11 @@ const EMBEDDED: [(&str, &str); 31] = [
     ("exporter-web.yml.j2", include_str!("../templates/exporter-web.yml.j2")),
     ("exporter-ca.pem.j2", include_str!("../templates/exporter-ca.pem.j2")),
     ("tls-haproxy.pem.j2", include_str!("../templates/tls-haproxy.pem.j2")),
+    (
+        "node-exporter.env.j2",
+        include_str!("../templates/node-exporter.env.j2"),
+    ),
+    ("node-pgha.prom.j2", include_str!("../templates/node-pgha.prom.j2")),
 ];
 
 /// Files installed as they are (code that runs on hosts, tested by
@@ -151,6 +156,9 @@ struct ExporterContext<'a> {
     gateway_pem: &'static str,
     /// A site member runs here: the gateway leads to its metrics too.
     site_member: bool,
+    /// The node exporter's textfile directory, and pgha's file in it.
+    textfile_dir: &'static str,
+    textfile: &'static str,
 }
 
 /// How a cloud's etcd members start: all at once, or joining a running cluster.
@@ -277,6 +285,8 @@ impl Renderer {
         env.add_filter("url_host", |a: String| crate::design::shape::url_host(&a));
         // A word of a POSIX shell line.
         env.add_filter("sh", |a: String| crate::shell::quote(&a));
+        // When a PEM certificate expires (Unix seconds); none for a placeholder.
+        env.add_filter("cert_expiry", |a: String| crate::pki::not_after(&a));
         for (name, source) in EMBEDDED {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => crate::fsutil::read_text(&path, crate::fsutil::MAX_SMALL)
@@ -536,6 +546,8 @@ impl Renderer {
                 key_path: components::exporter::KEY_PATH,
                 gateway_pem: components::haproxy::METRICS_PEM.path,
                 site_member: design.is_site_member(&host.name),
+                textfile_dir: components::exporter::TEXTFILE_DIR,
+                textfile: components::exporter::NODE_TEXTFILE.path,
             }),
             glb: design.glb.as_ref(),
             site: design.site.as_ref(),

@@ -693,11 +693,13 @@ impl World {
                 }
             }
         }
-        if script == components::exporter::running_login_script() {
+        let node_port = d.exporter.as_ref().map_or(0, |e| e.node_port);
+        let node_up = components::exporter::node_up_script(node_port);
+        if script == format!("{}{node_up}", components::exporter::running_login_script()) {
             let up = d.exporter.is_some() && self.hosts[host].up;
             return ok(
-                "read the exporter's login",
-                if up { "exporter_login\n" } else { "" }.into(),
+                "read the exporters",
+                if up { "exporter_login\nnode_up\n" } else { "" }.into(),
             );
         }
         if script == site::armed_script() {
@@ -721,6 +723,7 @@ impl World {
             site::AGENT_SERVICE,
             site::GATE_SERVICE,
             components::exporter::SERVICE,
+            components::exporter::NODE_SERVICE,
             components::vip::LEADER_SERVICE,
             components::vip::MANAGER_SERVICE,
         ] {

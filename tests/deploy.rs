@@ -593,6 +593,27 @@ fn metrics(lab: &TestLab) {
             gateway("/haproxy/metrics", "haproxy_process_uptime_seconds ").contains("haproxy_process_uptime_seconds"),
             "{addr}"
         );
+        // The node exporter: the container's root (overlay) and pgha's
+        // certificates' expiry, a year or so ahead.
+        let root = gateway("/node/metrics", "node_filesystem_avail_bytes{");
+        assert!(root.contains("mountpoint=\"/\""), "{addr}: {root}");
+        let expiry = gateway(
+            "/node/metrics",
+            "pgha_certificate_expiry_timestamp_seconds{certificate=\"host\"",
+        );
+        let at: f64 = expiry
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.trim_end_matches("']").parse().ok())
+            .unwrap_or_else(|| panic!("{addr}: {expiry}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(at > now + 30.0 * 86400.0, "{addr}: {expiry}");
+        // Its own port listens on loopback only.
+        let direct = get(None, &format!("http://{addr}:9100/metrics"), "node");
+        assert!(direct.starts_with("refused URLError"), "{addr}: {direct}");
         assert_eq!(gateway("/", "x"), "refused HTTPError 404", "{addr}");
         assert_eq!(gateway("/metrics", "x"), "refused HTTPError 404", "{addr}");
     }

@@ -137,6 +137,21 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/haprox
             ));
         }
     }
+    // The node exporter runs with a host's arguments (a wrong flag ends it at
+    // once) and reads pgha's textfile: the certificates' expiry, parsed.
+    let env = having(&files, "etc/default/prometheus-node-exporter")[0].clone();
+    let prom = having(&files, "var/lib/prometheus/node-exporter/pgha.prom")[0].clone();
+    script.push_str(&format!(
+        "cp '{}' /var/lib/prometheus/node-exporter/pgha.prom\n\
+         . '{}'\n\
+         prometheus-node-exporter $ARGS >/tmp/node.log 2>&1 &\n\
+         n=0; until python3 -c \"import urllib.request as u; t = u.urlopen('http://127.0.0.1:9100/metrics', timeout=2).read().decode(); \
+         assert 'pgha_certificate_expiry_timestamp_seconds{{certificate=\\\"host\\\"' in t and 'node_textfile_scrape_error 0' in t \
+         and 'node_filesystem_avail_bytes{{' in t\" 2>/dev/null; do n=$((n+1)); \
+         [ $n -lt 100 ] || {{ echo node exporter:; cat /tmp/node.log; exit 1; }}; sleep 0.1; done\n",
+        inside(&prom),
+        inside(&env)
+    ));
     // The site agent's and the gate's decisions, under the reference release's Python.
     script.push_str(
         "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent test_site_gate test_vip_leader 2>&1 | tail -3 | grep -qx OK\n",
@@ -155,6 +170,33 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/haprox
 #[test]
 fn haproxy_accepts_every_rendered_config() {
     every_rendered_passes("etc/haproxy/haproxy.cfg", "haproxy", &["-c", "-f"], false);
+}
+
+/// pgha's textfile for the node exporter passes promtool's lint and
+/// names the host certificate's expiry.
+#[test]
+fn promtool_lints_every_rendered_textfile() {
+    require("promtool");
+    let (_dir, files) = rendered(DEBIAN12);
+    for file in having(&files, "var/lib/prometheus/node-exporter/pgha.prom") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains("pgha_certificate_expiry_timestamp_seconds{certificate=\"host\""),
+            "{text}"
+        );
+        let out = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            common::stdout(&out),
+            common::stderr(&out)
+        );
+    }
 }
 
 #[test]
@@ -553,6 +595,39 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         };
         format!("'{{{named}{site}}}'")
     };
+    // The node exporter: dc1-pg1's data filesystem at half, then 5% free
+    // from 75 s; dc2-pg1's root, a third free, losing 10 MB a scrape (full
+    // within 4 h);
+    // dc1-pg1's host certificate expiring 10 days after the epoch, dc2's in
+    // over a year.
+    let node_labels = |h: &str, extra: &str| format!("{},{extra}", host(h).replace("pgha-patroni", "pgha-node"));
+    let data = "device=\"/dev/sdb1\",fstype=\"ext4\",mountpoint=\"/var/lib/postgresql\"";
+    let root = "device=\"overlay\",fstype=\"overlay\",mountpoint=\"/\"";
+    for (name, h, fs, values) in [
+        (
+            "node_filesystem_avail_bytes",
+            "dc1-pg1",
+            data,
+            "50000000000x4 5000000000x4",
+        ),
+        ("node_filesystem_size_bytes", "dc1-pg1", data, "100000000000x8"),
+        ("node_filesystem_readonly", "dc1-pg1", data, "0x8"),
+        ("node_filesystem_avail_bytes", "dc2-pg1", root, "700000000-10000000x8"),
+        ("node_filesystem_size_bytes", "dc2-pg1", root, "2000000000x8"),
+        ("node_filesystem_readonly", "dc2-pg1", root, "0x8"),
+    ] {
+        input.push_str(&format!(
+            "      - series: '{name}{{{}}}'\n        values: '{values}'\n",
+            node_labels(h, fs)
+        ));
+    }
+    let cert = "certificate=\"host\",path=\"/etc/pgha/tls/host.crt\"";
+    for (h, values) in [("dc1-pg1", "864000x8"), ("dc2-pg1", "40000000x8")] {
+        input.push_str(&format!(
+            "      - series: 'pgha_certificate_expiry_timestamp_seconds{{{}}}'\n        values: '{values}'\n",
+            node_labels(h, cert)
+        ));
+    }
     let labels = |h: &str| format!("'{{{}}}'", host(h));
     let test = |alert: &str, at: &str, samples: &[(String, &str)]| {
         let mut t = format!(
@@ -618,6 +693,22 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
             "PghaSiteAgentStuck",
             "90s",
             &[(at_site("pgha_site_agent_loop_age_seconds", "dc2-pg2"), "30")],
+        ),
+        test("PghaFilesystemFilling", "30s", &[]),
+        test(
+            "PghaFilesystemFilling",
+            "90s",
+            &[(format!("'{{{}}}'", node_labels("dc1-pg1", data)), "0.05")],
+        ),
+        test(
+            "PghaFilesystemFullIn4h",
+            "30s",
+            &[(format!("'{{{}}}'", node_labels("dc2-pg1", root)), "-8920000000")],
+        ),
+        test(
+            "PghaCertificateExpiring",
+            "90s",
+            &[(format!("'{{{}}}'", node_labels("dc1-pg1", cert)), "863910")],
         ),
         test("PghaArchiveFailing", "45s", &[]),
         test("PghaArchiveFailing", "120s", &[(archiver, "4")]),

@@ -64,6 +64,41 @@ pub(crate) const KEY: FileSpec = FileSpec {
 
 pub(crate) const FILES: [FileSpec; 4] = [METRICS_CA, KEY, WEB, ENV];
 
+/// Debian's node exporter: the host's filesystems, memory, CPU and load,
+/// and pgha's textfile, on loopback only (HAProxy's metrics gateway serves
+/// it over TLS).
+pub(crate) const NODE_PACKAGE: &str = "prometheus-node-exporter";
+pub(crate) const NODE_SERVICE: &str = "prometheus-node-exporter";
+/// Debian's default textfile directory (root's, readable by the exporter).
+pub(crate) const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// Its arguments (Debian's unit reads `$ARGS` from here).
+pub(crate) const NODE_ENV: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "node-exporter.env.j2",
+    path: "/etc/default/prometheus-node-exporter",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: NODE_SERVICE,
+    check: None,
+};
+
+/// What pgha knows of the host that no exporter reads elsewhere: when its
+/// certificates expire. Read at each scrape: no restart.
+pub(crate) const NODE_TEXTFILE: FileSpec = FileSpec {
+    component: Component::Metrics,
+    template: "node-pgha.prom.j2",
+    path: "/var/lib/prometheus/node-exporter/pgha.prom",
+    owner: "root",
+    group: "root",
+    mode: 0o644,
+    service: NODE_SERVICE,
+    check: None,
+};
+
+pub(crate) const NODE_FILES: [FileSpec; 2] = [NODE_ENV, NODE_TEXTFILE];
+
 /// Creates the exporter's role, or sets its password, on the master. The
 /// password travels on stdin; errors are not logged with the statement.
 pub(crate) fn role_sql(user: &str, password: &str) -> String {
@@ -97,6 +132,15 @@ PGPASSWORD=$(x password) PGSSLMODE=verify-full PGSSLROOTCERT=$(x sslrootcert) PG
 fi
 "#,
         env = quote(ENV.path)
+    )
+}
+
+/// Prints `node_up` when the node exporter answers on its loopback port
+/// (its unit's start succeeds even when a flag ends it at once).
+pub(crate) fn node_up_script(port: u16) -> String {
+    format!(
+        "python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:{port}/metrics\", timeout=3).read()' \
+         >/dev/null 2>&1 && echo node_up\n"
     )
 }
 

@@ -114,6 +114,7 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     }
     if design.exporter.is_some() {
         files.extend(exporter::FILES);
+        files.extend(exporter::NODE_FILES);
         files.push(haproxy::METRICS_PEM);
     }
     if design.pgbouncer.is_some() {

@@ -29,6 +29,7 @@ pub(crate) fn db_host_of(design: &crate::design::Design) -> Vec<String> {
     }
     if design.exporter.is_some() {
         pkgs.push(super::exporter::PACKAGE.to_string());
+        pkgs.push(super::exporter::NODE_PACKAGE.to_string());
     }
     if design.pgbouncer.is_some() {
         pkgs.push(super::pgbouncer::PACKAGE.to_string());

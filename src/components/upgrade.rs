@@ -323,6 +323,7 @@ pub(crate) fn services_script(
     }
     for u in [
         exporter::SERVICE,
+        exporter::NODE_SERVICE,
         super::backup::SERVICE,
         super::pgbouncer::SERVICE,
         super::vip::LEADER_SERVICE,

@@ -568,20 +568,26 @@ async fn apply_objects(ctx: &Ctx<'_>, cloud: &Cloud, number: usize, planned: boo
 /// reaches a standby cloud by replication).
 async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     use crate::components::exporter;
-    ctx.say(number, format!("waiting for {}'s exporters to log in", cloud.name));
+    ctx.say(
+        number,
+        format!(
+            "waiting for {}'s exporters to log in and its node exporters to answer",
+            cloud.name
+        ),
+    );
     let hosts: Vec<String> = cloud.hosts.iter().map(|h| h.name.clone()).collect();
-    wait_hosts_ready(
-        ctx,
-        &hosts,
-        &exporter::running_login_script(),
-        Duration::from_secs(60),
-        |out| out.contains("exporter_login"),
-    )
+    let port = ctx.design().exporter.as_ref().map_or(0, |e| e.node_port);
+    let script = format!("{}{}", exporter::running_login_script(), exporter::node_up_script(port));
+    wait_hosts_ready(ctx, &hosts, &script, Duration::from_secs(60), |out| {
+        out.contains("exporter_login") && out.contains("node_up")
+    })
     .await
     .map_err(|behind| {
         anyhow!(
-            "the metrics exporter on {behind} does not run or cannot log in (see `journalctl -u {}` there)",
-            exporter::SERVICE
+            "the metrics exporter on {behind} does not run or cannot log in, or its node exporter does not \
+             answer (see `journalctl -u {} -u {}` there)",
+            exporter::SERVICE,
+            exporter::NODE_SERVICE
         )
     })
 }
@@ -786,6 +792,7 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
                 etcd::CONFIG.service,
                 haproxy::CONFIG.service,
                 crate::components::exporter::SERVICE,
+                crate::components::exporter::NODE_SERVICE,
                 crate::components::pgbouncer::SERVICE,
                 // Its stop takes the cloud's virtual IP off the host.
                 crate::components::vip::MANAGER_SERVICE,

@@ -621,6 +621,21 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
     } else if differs {
         items.push(Work::Restart(components::exporter::SERVICE));
     }
+    use components::exporter::{NODE_ENV, NODE_SERVICE, NODE_TEXTFILE};
+    // Debian's package enables it at install with empty arguments (every
+    // address, every collector): a host booted before this deploy runs it
+    // so until the restart with these.
+    let node_differs = write_if_differs(items, facts, file(i, host, &NODE_ENV));
+    write_if_differs(items, facts, file(i, host, &NODE_TEXTFILE));
+    let node = facts.service(NODE_SERVICE);
+    if !node.is_enabled() {
+        items.push(Work::Enable(NODE_SERVICE));
+    }
+    if !node.is_active() {
+        items.push(Work::Start(NODE_SERVICE));
+    } else if node_differs {
+        items.push(Work::Restart(NODE_SERVICE));
+    }
 }
 
 /// PgBouncer: its files, reloaded (SIGHUP) when they or the TLS files it
@@ -1384,6 +1399,53 @@ mod tests {
             "write /etc/pgbackrest.conf, restart pgbackrest"
         );
         assert_eq!(pgbackrest_work_with(&[]), "unchanged");
+    }
+
+    /// The metrics work on dc1's first host of the three-site example, both
+    /// exporters running (`node` false: the node exporter not yet), with
+    /// `changed` files differing from the design's.
+    fn metrics_work_with(changed: &[FileSpec], node: bool) -> String {
+        use crate::components::exporter;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
+        let d = crate::design::load(&path).unwrap().design;
+        let services: &[&str] = if node {
+            &[exporter::SERVICE, exporter::NODE_SERVICE]
+        } else {
+            &[exporter::SERVICE]
+        };
+        first_host_work(&d, services, &[], Action::ConfigureExporter, |f| {
+            let s = &f.spec;
+            let hash = if changed.contains(s) {
+                sha256("old")
+            } else {
+                sha256(&f.content)
+            };
+            Some(crate::deploy::facts::FileFact::new(&hash, s.owner, s.group, s.mode))
+        })
+    }
+
+    #[test]
+    fn the_node_exporter_restarts_on_new_arguments_only() {
+        use crate::components::exporter::{NODE_ENV, NODE_TEXTFILE};
+        // Installed: Debian enabled it with its own arguments; pgha's start it.
+        let first = metrics_work_with(&[], false);
+        assert!(first.contains("start prometheus-node-exporter"), "{first}");
+        // (The role's work comes first: whether the exporter logs in is
+        // not among these facts.)
+        let args = metrics_work_with(&[NODE_ENV], true);
+        assert!(
+            args.ends_with("write /etc/default/prometheus-node-exporter, restart prometheus-node-exporter")
+                && !args.contains("postgres-exporter"),
+            "{args}"
+        );
+        // The textfile is read at each scrape.
+        let textfile = metrics_work_with(&[NODE_TEXTFILE], true);
+        assert!(
+            textfile.ends_with("write /var/lib/prometheus/node-exporter/pgha.prom"),
+            "{textfile}"
+        );
+        let none = metrics_work_with(&[], true);
+        assert!(!none.contains("node-exporter"), "{none}");
     }
 
     #[test]

@@ -374,7 +374,7 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
     line(&mut d, "    port: 9187");
     line(
         &mut d,
-        "    gateway_port: 9188       # HAProxy: /etcd/, /site-etcd/, /site/, /patroni/, /haproxy/metrics",
+        "    gateway_port: 9188       # HAProxy: /etcd/, /site-etcd/, /site/, /patroni/, /haproxy/, /node/metrics",
     );
     line(
         &mut d,
@@ -383,6 +383,10 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
     line(
         &mut d,
         "    site_metrics_port: 2482  # the site member's, loopback only",
+    );
+    line(
+        &mut d,
+        "    node_port: 9100          # the node exporter's (disks, memory, certificates), loopback only",
     );
     line(
         &mut d,

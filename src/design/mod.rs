@@ -235,6 +235,9 @@ pub struct Exporter {
     pub etcd_metrics_port: u16,
     /// The site member's, on loopback only.
     pub site_metrics_port: u16,
+    /// Debian's node exporter (the host's disks, memory, load, and pgha's
+    /// own textfile), on loopback only.
+    pub node_port: u16,
 }
 
 /// PgBouncer on every database host: clients' connections pooled onto

@@ -115,6 +115,7 @@ pub struct RawExporter {
     pub gateway_port: Option<u16>,
     pub etcd_metrics_port: Option<u16>,
     pub site_metrics_port: Option<u16>,
+    pub node_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

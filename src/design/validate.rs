@@ -271,6 +271,7 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         gateway_port: ex.gateway_port.unwrap_or(9188),
         etcd_metrics_port: ex.etcd_metrics_port.unwrap_or(2381),
         site_metrics_port: ex.site_metrics_port.unwrap_or(2482),
+        node_port: ex.node_port.unwrap_or(9100),
     });
 
     let pgbouncer = build_pgbouncer(cx, root, components.pgbouncer.unwrap_or_default());

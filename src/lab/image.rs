@@ -92,6 +92,7 @@ impl Variant {
             p.push(packages::BACKUP.to_string());
             // And the metrics exporter, on unless the design turns it off.
             p.push(crate::components::exporter::PACKAGE.to_string());
+            p.push(crate::components::exporter::NODE_PACKAGE.to_string());
             // PgBouncer, which designs turn on (the reference release's
             // image only: the others' tests leave it off).
             if os == Os::Debian13 {
@@ -212,7 +213,8 @@ async fn upgrade_image(from: &str, tag: &str) -> anyhow::Result<()> {
          apt-get -y -q -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef full-upgrade >/dev/null\n\
          apt-get install -y -q --no-install-recommends {} >/dev/null\n\
          apt-get clean\nrm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_* \
-         /etc/systemd/system/multi-user.target.wants/pgbackrest.service\n: > /etc/machine-id\n\
+         /etc/systemd/system/multi-user.target.wants/pgbackrest.service \
+         /etc/systemd/system/multi-user.target.wants/prometheus-node-exporter.service\n: > /etc/machine-id\n\
          grep -q trixie /etc/os-release\n",
         UPGRADE_ADDS.join(" ")
     );
@@ -247,8 +249,14 @@ fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     // pgBackRest's server waits for pgha's config: not started at boot
     // (deploy enables it where a design has backups).
     // Nor PgBouncer, which would serve its package's sample config, nor
-    // vip-manager, which has none.
-    for unit in ["pgbackrest.service", "pgbouncer.service", "vip-manager.service"] {
+    // vip-manager, which has none, nor the node exporter, which would
+    // listen on every address with every collector.
+    for unit in [
+        "pgbackrest.service",
+        "pgbouncer.service",
+        "vip-manager.service",
+        "prometheus-node-exporter.service",
+    ] {
         let _ = std::fs::remove_file(rootfs.join("etc/systemd/system/multi-user.target.wants").join(unit));
     }
     // A lab host is a throwaway container: dpkg need not sync each file it

@@ -60,6 +60,11 @@ const SITE: Job = Job {
     path: "/site/metrics",
     what: "the site lease on every database host (its site gate), through HAProxy's metrics gateway",
 };
+const NODE: Job = Job {
+    name: "pgha-node",
+    path: "/node/metrics",
+    what: "the database hosts' filesystems, memory and load, and pgha's certificates (the node exporter), through HAProxy's metrics gateway",
+};
 const PATRONI: Job = Job {
     name: "pgha-patroni",
     path: "/patroni/metrics",
@@ -80,7 +85,7 @@ pub(crate) fn files(design: &Design, tls: &ClientTls) -> anyhow::Result<Vec<Gene
         )
         .into());
     };
-    let mut jobs = vec![POSTGRES, ETCD, PATRONI, HAPROXY];
+    let mut jobs = vec![POSTGRES, ETCD, PATRONI, HAPROXY, NODE];
     if design.site.is_some() {
         jobs.insert(2, SITE_ETCD);
         jobs.insert(3, SITE);
@@ -241,6 +246,45 @@ pub(crate) fn rules(design: &Design) -> String {
                 .to_string(),
         },
         Rule {
+            alert: "PghaFilesystemFilling",
+            // Not /boot, nor files a container's runtime binds in (its host's disk).
+            expr: format!(
+                "node_filesystem_avail_bytes{{{c}, {FS}}} / node_filesystem_size_bytes{{{c}, {FS}}} < 0.10 \
+                 and on (cluster, host, mountpoint) node_filesystem_readonly{{{c}}} == 0"
+            ),
+            for_: "5m",
+            severity: "critical",
+            summary: "{{ $labels.mountpoint }} on {{ $labels.host }} has {{ $value | humanizePercentage }} left",
+            description: "A filesystem of a database host (the data directory's, pg_wal's or another) is over 90% full: \
+                          PostgreSQL stops when pg_wal cannot grow. Archiving failing keeps WAL there; a lagging \
+                          replica or an old replication slot too."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaFilesystemFullIn4h",
+            // Not a mostly empty one a base backup or a WAL burst fills fast.
+            expr: format!(
+                "predict_linear(node_filesystem_avail_bytes{{{c}, {FS}}}[1h], 4 * 3600) < 0 \
+                 and on (cluster, host, mountpoint) node_filesystem_avail_bytes{{{c}, {FS}}} \
+                 / node_filesystem_size_bytes{{{c}, {FS}}} < 0.4 \
+                 and on (cluster, host, mountpoint) node_filesystem_readonly{{{c}}} == 0"
+            ),
+            for_: "15m",
+            severity: "warning",
+            summary: "{{ $labels.mountpoint }} on {{ $labels.host }} fills up within 4 hours at the last hour's rate",
+            description: "At the last hour's rate this filesystem of a database host is full within 4 hours.".to_string(),
+        },
+        Rule {
+            alert: "PghaCertificateExpiring",
+            expr: format!("pgha_certificate_expiry_timestamp_seconds{{{c}}} - time() < 30 * 86400"),
+            for_: "0s",
+            severity: "warning",
+            summary: "{{ $labels.certificate }} certificate on {{ $labels.host }} expires in {{ $value | humanizeDuration }}",
+            description: "A certificate pgha installed expires within 30 days: `pgha deploy` renews a host's certificate \
+                          then; a CA near its end needs `pgha certs rotate`. Expired, TLS between the components fails."
+                .to_string(),
+        },
+        Rule {
             alert: "PghaTargetDown",
             expr: format!("up{{{c}}} == 0"),
             for_: "1m",
@@ -287,6 +331,9 @@ pub(crate) fn rules(design: &Design) -> String {
     }
     out
 }
+
+/// The filesystems the disk alerts watch.
+const FS: &str = "mountpoint!~\"/boot.*|/etc/.+\"";
 
 /// The site lease's rules: each host's gate reports what its agent saw.
 fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
@@ -444,7 +491,7 @@ mod tests {
         let postgres = targets(&files, "pgha-postgres");
         assert_eq!(postgres.len(), 6);
         assert_eq!(postgres[0], ("dc1-pg1".to_string(), "10.77.0.11:9187".to_string()));
-        for job in ["pgha-etcd", "pgha-site", "pgha-patroni", "pgha-haproxy"] {
+        for job in ["pgha-etcd", "pgha-site", "pgha-patroni", "pgha-haproxy", "pgha-node"] {
             let t = targets(&files, job);
             assert_eq!(t.len(), 6, "{job}");
             assert!(t.iter().all(|(_, a)| a.ends_with(":9188")), "{job}: {t:?}");

@@ -133,6 +133,7 @@ pub(super) fn check_ports(
             ("components.exporter.port", e.port),
             ("components.exporter.gateway_port", e.gateway_port),
             ("components.exporter.etcd_metrics_port", e.etcd_metrics_port),
+            ("components.exporter.node_port", e.node_port),
         ]);
         if site.is_some() {
             db_ports.push(("components.exporter.site_metrics_port", e.site_metrics_port));
