@@ -292,13 +292,23 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         } else {
             String::new()
         };
+        let backups = if design.backup.is_some() {
+            format!(
+                "; write {} and {}, start {} (what each repository holds, every 5 minutes)",
+                components::backup::METRICS_CODE.path,
+                components::backup::METRICS_SETTINGS.path,
+                components::backup::METRICS_TIMER_UNIT
+            )
+        } else {
+            String::new()
+        };
         b.push(
             c,
             Action::ConfigureExporter,
             names,
             format!(
                 "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only); \
-                 write {} and {}, (re)start {} on 127.0.0.1:{}",
+                 write {} and {}, (re)start {} on 127.0.0.1:{}{backups}",
                 components::exporter::METRICS_CA.path,
                 components::exporter::KEY.path,
                 components::exporter::WEB.path,

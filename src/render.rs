@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 33] = [
+const EMBEDDED: [(&str, &str); 36] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     ("pgbouncer.ini.j2", include_str!("../templates/pgbouncer.ini.j2")),
     ("vip-leader.json.j2", include_str!("../templates/vip-leader.json.j2")),
@@ -79,11 +79,24 @@ const EMBEDDED: [(&str, &str); 33] = [
         include_str!("../templates/node-exporter.env.j2"),
     ),
     ("node-pgha.prom.j2", include_str!("../templates/node-pgha.prom.j2")),
+    (
+        "backup-metrics.json.j2",
+        include_str!("../templates/backup-metrics.json.j2"),
+    ),
+    (
+        "pgha-backup-metrics.service.j2",
+        include_str!("../templates/pgha-backup-metrics.service.j2"),
+    ),
+    (
+        "pgha-backup-metrics.timer.j2",
+        include_str!("../templates/pgha-backup-metrics.timer.j2"),
+    ),
 ];
 
 /// Files installed as they are (code that runs on hosts, tested by
 /// `cargo test`): their settings come from a rendered file beside them.
-const STATIC: [(&str, &str); 3] = [
+const STATIC: [(&str, &str); 4] = [
+    ("backup_metrics.py", include_str!("../host/backup_metrics.py")),
     ("site_agent.py", include_str!("../host/site_agent.py")),
     ("site_gate.py", include_str!("../host/site_gate.py")),
     ("vip_leader.py", include_str!("../host/vip_leader.py")),

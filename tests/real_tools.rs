@@ -54,9 +54,14 @@ fn rendered(release: Release) -> (tempfile::TempDir, Vec<PathBuf>) {
 /// but for the site's files, which only the last one has).
 fn having(files: &[PathBuf], suffix: &str) -> Vec<PathBuf> {
     let found: Vec<PathBuf> = files.iter().filter(|f| f.ends_with(suffix)).cloned().collect();
-    // And a virtual IP (dc1's).
+    // And a virtual IP (dc1's); two-clouds.yaml has no backups.
     let site = suffix.contains("site-") || suffix.contains("vip-");
-    for name in EXAMPLES.into_iter().filter(|n| !site || *n == "three-sites.yaml") {
+    let backups = suffix.contains("backup-metrics");
+    for name in EXAMPLES
+        .into_iter()
+        .filter(|n| !site || *n == "three-sites.yaml")
+        .filter(|n| !backups || *n != "two-clouds.yaml")
+    {
         assert!(
             found.iter().any(|f| f.to_string_lossy().contains(name)),
             "no {suffix} rendered for {name}"
@@ -152,9 +157,16 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/haprox
         inside(&prom),
         inside(&env)
     ));
-    // The site agent's and the gate's decisions, under the reference release's Python.
+    // The backup metrics' textfile, as this release's node exporter reads it.
     script.push_str(
-        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent test_site_gate test_vip_leader 2>&1 | tail -3 | grep -qx OK\n",
+        r#"cd /h && python3 -B -c 'import backup_metrics as m; m.write_whole("/var/lib/prometheus/node-exporter/pgha-backup.prom", m.render(5, {"dc1": (True, 2, {"full": 1})}, 60))'
+python3 -c "import urllib.request as u; t = u.urlopen('http://127.0.0.1:9100/metrics', timeout=2).read().decode(); assert 'pgha_backup_count{repository=\"dc1\"} 2' in t and 'node_textfile_scrape_error 0' in t, t"
+"#,
+    );
+    // The site agent's, the gate's and the backup metrics' logic (systemd's
+    // calendar included), under the reference release's Python.
+    script.push_str(
+        "cd /h && PYTHONDONTWRITEBYTECODE=1 python3 -m unittest -q test_site_agent test_site_gate test_vip_leader test_backup_metrics 2>&1 | tail -3 | grep -qx OK\n",
     );
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "--cap-add", "NET_ADMIN", "-v"])
@@ -235,6 +247,7 @@ fn site_agent_decides_and_reads_its_settings() {
             "test_site_agent",
             "test_site_gate",
             "test_vip_leader",
+            "test_backup_metrics",
         ])
         .current_dir(host_code())
         .output()
@@ -246,6 +259,10 @@ fn site_agent_decides_and_reads_its_settings() {
         (
             "etc/pgha/site-agent.json",
             "import site_agent, sys; s = site_agent.Settings.load(sys.argv[1]); assert s.endpoints and s.follow[\"host\"], s",
+        ),
+        (
+            "etc/pgha/backup-metrics.json",
+            "import json, sys; s = json.load(open(sys.argv[1])); assert s['stanza'] and s['repositories'] and len(s['schedules']) == 2 and s['output'].endswith('/pgha-backup.prom'), s",
         ),
         (
             "etc/pgha/vip-leader.json",
@@ -430,7 +447,11 @@ sys.exit(1 if bad else 0)
     let (dir, files) = rendered(DEBIAN12);
     let check = dir.path().join("undefined.py");
     std::fs::write(&check, CHECK).unwrap();
-    for suffix in ["usr/local/lib/pgha/patroni-fence", "usr/local/lib/pgha/site-agent"] {
+    for suffix in [
+        "usr/local/lib/pgha/patroni-fence",
+        "usr/local/lib/pgha/site-agent",
+        "usr/local/lib/pgha/backup-metrics",
+    ] {
         for file in having(&files, suffix) {
             let out = Command::new("python3").arg(&check).arg(&file).output().unwrap();
             assert!(
@@ -628,6 +649,58 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
             node_labels(h, cert)
         ));
     }
+    // The backup metrics as the database hosts' textfiles say: two scheduled
+    // backups at most 40 s apart (60 s allowed); repository dc1's newest
+    // backup completed at 20 s (dc2-pg1 reads it), dc2's at 50 s; dc2 held
+    // none before 60 s, and from 75 s no host reads it; dc2-pg2's info
+    // fails from 75 s; dc1-pg1's timer last ran long ago.
+    let backup = |name: &str, h: &str, repo: &str, values: &str| {
+        let repo = if repo.is_empty() {
+            String::new()
+        } else {
+            format!(",repository=\"{repo}\"")
+        };
+        let labels = host(h).replace("pgha-patroni", "pgha-node");
+        format!("      - series: '{name}{{{labels}{repo}}}'\n        values: '{values}'\n")
+    };
+    for (name, h, repo, values) in [
+        ("pgha_backup_allowed_age_seconds", "dc1-pg1", "", "60x8"),
+        ("pgha_backup_allowed_age_seconds", "dc2-pg1", "", "60x8"),
+        (
+            "pgha_backup_last_completion_timestamp_seconds",
+            "dc1-pg1",
+            "dc1\",type=\"full",
+            "0x8",
+        ),
+        (
+            "pgha_backup_last_completion_timestamp_seconds",
+            "dc2-pg1",
+            "dc1\",type=\"diff",
+            "20x8",
+        ),
+        (
+            "pgha_backup_last_completion_timestamp_seconds",
+            "dc1-pg1",
+            "dc2\",type=\"full",
+            "50x8",
+        ),
+        ("pgha_backup_count", "dc1-pg1", "dc1", "2x8"),
+        ("pgha_backup_count", "dc1-pg1", "dc2", "0x3 1x5"),
+        ("pgha_backup_repository_ok", "dc1-pg1", "dc2", "0x8"),
+        ("pgha_backup_repository_ok", "dc2-pg1", "dc2", "1x4 0x4"),
+        ("pgha_backup_info_ok", "dc2-pg2", "", "1x4 0x4"),
+        ("pgha_backup_info_timestamp_seconds", "dc1-pg1", "", "-2000x8"),
+        ("pgha_backup_info_timestamp_seconds", "dc2-pg1", "", "0+15x8"),
+    ] {
+        input.push_str(&backup(name, h, repo, values));
+    }
+    let repository = |r: &str| format!("'{{cluster=\"pgha-demo\",repository=\"{r}\"}}'");
+    let at_node = |name: &str, h: &str| {
+        format!(
+            "'{{__name__=\"{name}\",{}}}'",
+            host(h).replace("pgha-patroni", "pgha-node")
+        )
+    };
     let labels = |h: &str| format!("'{{{}}}'", host(h));
     let test = |alert: &str, at: &str, samples: &[(String, &str)]| {
         let mut t = format!(
@@ -712,6 +785,26 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         ),
         test("PghaArchiveFailing", "45s", &[]),
         test("PghaArchiveFailing", "120s", &[(archiver, "4")]),
+        test("PghaBackupTooOld", "30s", &[]),
+        test("PghaBackupTooOld", "90s", &[(repository("dc1"), "70")]),
+        test("PghaBackupMissing", "30s", &[(repository("dc2"), "0")]),
+        test("PghaBackupMissing", "90s", &[]),
+        test("PghaBackupRepositoryUnreadable", "30s", &[]),
+        test("PghaBackupRepositoryUnreadable", "90s", &[(repository("dc2"), "0")]),
+        test("PghaBackupInfoFailing", "30s", &[]),
+        test(
+            "PghaBackupInfoFailing",
+            "90s",
+            &[(at_node("pgha_backup_info_ok", "dc2-pg2"), "0")],
+        ),
+        test(
+            "PghaBackupMetricsStale",
+            "90s",
+            &[(
+                format!("'{{{}}}'", host("dc1-pg1").replace("pgha-patroni", "pgha-node")),
+                "2090",
+            )],
+        ),
     ];
     let spec = format!(
         "rule_files: [rules/pgha.rules.yml]\nevaluation_interval: 15s\ntests:\n  - interval: 15s\n    input_series:\n{input}    promql_expr_test:\n{}",

@@ -78,6 +78,52 @@ const fn timer(path: &'static str, unit: &'static str) -> FileSpec {
     }
 }
 
+/// The backup metrics on a database host (with metrics on): what each
+/// repository holds and how old a backup the schedule allows, written every
+/// 5 minutes into the node exporter's textfile directory (host/backup_metrics.py).
+pub(crate) const METRICS_SERVICE: &str = "pgha-backup-metrics";
+pub(crate) const METRICS_TIMER_UNIT: &str = "pgha-backup-metrics.timer";
+
+/// Its code, the same on every host; run by the timer, so a change needs no restart.
+pub(crate) const METRICS_CODE: FileSpec = metrics_file(
+    "backup_metrics.py",
+    "/usr/local/lib/pgha/backup-metrics",
+    0o755,
+    Some("python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())'"),
+);
+/// Its settings: the stanza, the repositories' clouds, the schedules.
+pub(crate) const METRICS_SETTINGS: FileSpec =
+    metrics_file("backup-metrics.json.j2", "/etc/pgha/backup-metrics.json", 0o644, None);
+pub(crate) const METRICS_UNIT: FileSpec = metrics_file(
+    "pgha-backup-metrics.service.j2",
+    "/etc/systemd/system/pgha-backup-metrics.service",
+    0o644,
+    None,
+);
+pub(crate) const METRICS_TIMER: FileSpec = FileSpec {
+    service: METRICS_TIMER_UNIT,
+    ..metrics_file(
+        "pgha-backup-metrics.timer.j2",
+        "/etc/systemd/system/pgha-backup-metrics.timer",
+        0o644,
+        None,
+    )
+};
+pub(crate) const METRICS_FILES: [FileSpec; 4] = [METRICS_CODE, METRICS_SETTINGS, METRICS_UNIT, METRICS_TIMER];
+
+const fn metrics_file(template: &'static str, path: &'static str, mode: u32, check: Option<&'static str>) -> FileSpec {
+    FileSpec {
+        component: Component::Metrics,
+        template,
+        path,
+        owner: "root",
+        group: "root",
+        mode,
+        service: METRICS_SERVICE,
+        check,
+    }
+}
+
 /// The TLS files pgBackRest reads (the key is the `postgres` user's copy).
 pub(crate) const TLS_FILES: [FileSpec; 3] = [tls::TRUST, tls::CERT, tls::POSTGRES_KEY];
 

@@ -116,6 +116,9 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
         files.extend(exporter::FILES);
         files.extend(exporter::NODE_FILES);
         files.push(haproxy::METRICS_PEM);
+        if design.backup.is_some() {
+            files.extend(backup::METRICS_FILES);
+        }
     }
     if design.pgbouncer.is_some() {
         files.extend(pgbouncer::FILES);

@@ -636,6 +636,32 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
     } else if node_differs {
         items.push(Work::Restart(NODE_SERVICE));
     }
+    if i.design.backup.is_some() {
+        backup_metrics_work(items, i, host, facts);
+    }
+}
+
+/// The backup metrics' code, settings and units; its timer enabled and
+/// running, restarted when its unit changed (the service runs the code and
+/// settings anew each time).
+fn backup_metrics_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
+    use backup::{METRICS_CODE, METRICS_SETTINGS, METRICS_TIMER, METRICS_TIMER_UNIT, METRICS_UNIT};
+    write_if_differs(items, facts, file(i, host, &METRICS_CODE));
+    write_if_differs(items, facts, file(i, host, &METRICS_SETTINGS));
+    let unit = write_if_differs(items, facts, file(i, host, &METRICS_UNIT));
+    let timer = write_if_differs(items, facts, file(i, host, &METRICS_TIMER));
+    if unit || timer {
+        items.push(Work::DaemonReload);
+    }
+    let svc = facts.service(METRICS_TIMER_UNIT);
+    if !svc.is_enabled() {
+        items.push(Work::Enable(METRICS_TIMER_UNIT));
+    }
+    if !svc.is_active() {
+        items.push(Work::Start(METRICS_TIMER_UNIT));
+    } else if timer {
+        items.push(Work::Restart(METRICS_TIMER_UNIT));
+    }
 }
 
 /// PgBouncer: its files, reloaded (SIGHUP) when they or the TLS files it
@@ -1409,7 +1435,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
         let d = crate::design::load(&path).unwrap().design;
         let services: &[&str] = if node {
-            &[exporter::SERVICE, exporter::NODE_SERVICE]
+            &[exporter::SERVICE, exporter::NODE_SERVICE, backup::METRICS_TIMER_UNIT]
         } else {
             &[exporter::SERVICE]
         };
@@ -1446,6 +1472,30 @@ mod tests {
         );
         let none = metrics_work_with(&[], true);
         assert!(!none.contains("node-exporter"), "{none}");
+    }
+
+    #[test]
+    fn the_backup_metrics_timer_restarts_on_a_new_timer_only() {
+        use backup::{METRICS_CODE, METRICS_SETTINGS, METRICS_TIMER};
+        let first = metrics_work_with(&[], false);
+        assert!(
+            first.ends_with("enable pgha-backup-metrics.timer, start pgha-backup-metrics.timer"),
+            "{first}"
+        );
+        // The service runs the code and reads the settings anew each time.
+        let code = metrics_work_with(&[METRICS_CODE, METRICS_SETTINGS], true);
+        assert!(
+            code.ends_with("write /usr/local/lib/pgha/backup-metrics, write /etc/pgha/backup-metrics.json"),
+            "{code}"
+        );
+        let timer = metrics_work_with(&[METRICS_TIMER], true);
+        assert!(
+            timer.ends_with(
+                "write /etc/systemd/system/pgha-backup-metrics.timer, reload systemd units, restart pgha-backup-metrics.timer"
+            ),
+            "{timer}"
+        );
+        assert!(!metrics_work_with(&[], true).contains("backup-metrics"));
     }
 
     #[test]

@@ -309,6 +309,7 @@ pub(crate) fn rules(design: &Design) -> String {
                           recovery stops at the last archived segment. `pgha backup check`."
                 .to_string(),
         });
+        rules.extend(backup_rules(&c));
     }
     let mut out = format!(
         "# Written by `pgha monitoring` for cluster {}: what endangers it, with\n\
@@ -426,6 +427,70 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
     ]
 }
 
+/// The repositories' rules, from what every database host's backup metrics
+/// read (the newest of them counts: a host cut off from one repository
+/// does not make its backups old).
+fn backup_rules(c: &str) -> Vec<Rule> {
+    vec![
+        Rule {
+            alert: "PghaBackupTooOld",
+            expr: format!(
+                "time() - max by (cluster, repository) (pgha_backup_last_completion_timestamp_seconds{{{c}}}) \
+                 > on (cluster) group_left () max by (cluster) (pgha_backup_allowed_age_seconds{{{c}}})"
+            ),
+            for_: "10m",
+            severity: "warning",
+            summary: "the newest backup in repository {{ $labels.repository }} is {{ $value | humanizeDuration }} old",
+            description: "No backup completed in this repository for longer than backup.schedule allows (1.5 times \
+                          the longest interval between two scheduled backups): the scheduled ones fail or do not run. \
+                          On its host, `systemctl list-timers 'pgha-backup-*'` and `journalctl -u 'pgha-backup@*'`; \
+                          `pgha backup list`."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaBackupMissing",
+            expr: format!("max by (cluster, repository) (pgha_backup_count{{{c}}}) == 0"),
+            for_: "15m",
+            severity: "critical",
+            summary: "repository {{ $labels.repository }} holds no backup",
+            description: "pgBackRest reads the repository and finds no backup that completed: nothing can be restored \
+                          from it, nor a replica made from it. `pgha backup --cloud CLOUD` takes one."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaBackupRepositoryUnreadable",
+            expr: format!("max by (cluster, repository) (pgha_backup_repository_ok{{{c}}}) == 0"),
+            for_: "15m",
+            severity: "warning",
+            summary: "no database host reads repository {{ $labels.repository }}",
+            description: "pgBackRest's info on every database host that answers fails for this repository: its host \
+                          or pgBackRest's server there is down, or the link to it. The WAL archive's copy there stops \
+                          growing; `pgha backup check`."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaBackupInfoFailing",
+            expr: format!("pgha_backup_info_ok{{{c}}} == 0"),
+            for_: "15m",
+            severity: "warning",
+            summary: "pgBackRest's info fails on {{ $labels.host }}",
+            description: "The backup metrics cannot read any repository from this host (`journalctl -u \
+                          pgha-backup-metrics` on it says why): the backup alerts know nothing from it."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaBackupMetricsStale",
+            expr: format!("time() - pgha_backup_info_timestamp_seconds{{{c}}} > 1200"),
+            for_: "0s",
+            severity: "warning",
+            summary: "the backup metrics on {{ $labels.host }} are {{ $value | humanizeDuration }} old",
+            description: "pgha-backup-metrics.timer writes them every 5 minutes: it is stopped, or each run hangs. \
+                          `systemctl status pgha-backup-metrics.timer` on the host."
+                .to_string(),
+        },
+    ]
+}
+
 /// A string as a YAML double-quoted scalar (JSON's quoting is YAML's).
 fn json(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
@@ -524,7 +589,10 @@ mod tests {
         assert!(!files.iter().any(|f| f.path == Path::new("targets/pgha-site-etcd.json")));
         assert!(!files.iter().any(|f| f.path == Path::new("targets/pgha-site.json")));
         let rules = rules(&d);
-        assert!(!rules.contains("PghaArchiveFailing"), "{rules}");
+        assert!(
+            !rules.contains("PghaArchiveFailing") && !rules.contains("PghaBackup"),
+            "{rules}"
+        );
         assert!(!rules.contains("pgha_site_"), "{rules}");
         // The cloud-to-cloud bound is then the replicas' own.
         assert!(rules.contains(&format!("> {}", d.haproxy.replica_max_lag)), "{rules}");
