@@ -33,43 +33,45 @@ def info(backups, repos):
     ]
 
 
-class Newest(unittest.TestCase):
-    def test_the_newest_good_backup_of_each_type_per_repository(self):
-        got = m.newest(
-            info(
-                [
-                    backup(1, "full", 100),
-                    backup(1, "diff", 300),
-                    backup(1, "diff", 200),
-                    backup(1, "full", 500, error=True),
-                    backup(2, "full", 150),
-                ],
-                [(1, 0), (2, 0)],
-            ),
-            "lab",
-            ["dc1", "dc2"],
+class Repository(unittest.TestCase):
+    def test_the_newest_backup_of_each_type(self):
+        i = info(
+            [
+                backup(1, "full", 100),
+                backup(1, "diff", 300),
+                backup(1, "diff", 200),
+                backup(1, "full", 500, error=True),
+                backup(2, "full", 150),
+            ],
+            [(1, 0), (2, 0)],
         )
-        self.assertEqual(got["dc1"], (True, 3, {"full": 100, "diff": 300}))
-        self.assertEqual(got["dc2"], (True, 1, {"full": 150}))
+        # A backup with page checksum errors is whole: counted, and reported.
+        self.assertEqual(m.repository(i, "lab", 1), m.Repo(0, 4, 1, {"full": 500, "diff": 300}))
+        self.assertEqual(m.repository(i, "lab", 2), m.Repo(0, 1, 0, {"full": 150}))
 
-    def test_a_repository_without_backups_answered_with_none(self):
-        got = m.newest(info([backup(1, "full", 100)], [(1, 0), (2, 2)]), "lab", ["dc1", "dc2"])
-        self.assertEqual(got["dc2"], (True, 0, {}))
+    def test_a_repository_without_backups_was_read(self):
+        r = m.repository(info([], [(2, 2)]), "lab", 2)
+        self.assertEqual(r, m.Repo(2))
+        self.assertTrue(r.read)
 
     def test_a_repository_not_read_claims_nothing(self):
-        # 99: pgBackRest's "other" (the repository host did not answer).
-        got = m.newest(info([backup(2, "full", 100)], [(1, 0), (2, 99)]), "lab", ["dc1", "dc2"])
-        self.assertEqual(got["dc2"], (False, 0, {}))
-        # Not listed at all, nor the stanza.
-        self.assertEqual(m.newest(info([], [(1, 0)]), "lab", ["dc1", "dc2"])["dc2"], (False, 0, {}))
-        self.assertEqual(m.newest([], "lab", ["dc1"]), {"dc1": (False, 0, {})})
+        # 99: pgBackRest's "other" (the repository host did not answer);
+        # 1: no stanza yet.
+        for code in (99, 1):
+            r = m.repository(info([backup(2, "full", 100)], [(2, code)]), "lab", 2)
+            self.assertEqual(r, m.Repo(code))
+            self.assertFalse(r.read)
+        # Not listed, no such stanza, not pgBackRest's shape.
+        self.assertEqual(m.repository(info([], [(1, 0)]), "lab", 2), m.Repo(-1))
+        self.assertEqual(m.repository([], "lab", 1), m.Repo(-1))
+        self.assertEqual(m.repository({"x": 1}, "lab", 1), m.Repo(-1))
 
     def test_malformed_entries_are_skipped(self):
         b = backup(1, "full", 100)
         b["timestamp"] = {"stop": "soon"}
         odd = backup(1, "snapshot", 200)
-        got = m.newest(info([b, odd, backup(1, "incr", 50)], [(1, 0)]), "lab", ["dc1"])
-        self.assertEqual(got["dc1"], (True, 1, {"incr": 50}))
+        got = m.repository(info([b, odd, backup(1, "incr", 50)], [(1, 0)]), "lab", 1)
+        self.assertEqual(got, m.Repo(0, 1, 0, {"incr": 50}))
 
 
 SYSTEMD_OUTPUT = """  Original form: Sun *-*-* 01:00:00
@@ -93,8 +95,19 @@ class Schedule(unittest.TestCase):
         full = [7 * day * i for i in range(1, 5)]
         diff = [7 * day * w + day * d for w in range(0, 4) for d in range(1, 7)]
         # Sunday's full, Monday to Saturday's differential: a day apart.
-        self.assertEqual(m.allowed_age([full, diff]), 1.5 * day)
-        self.assertEqual(m.allowed_age([full]), 1.5 * 7 * day)
+        self.assertEqual(m.allowed_age([full, diff]), 2 * day)
+        self.assertEqual(m.allowed_age([full]), 2 * 7 * day)
+
+    def test_a_weekend_gap_is_seen_whatever_the_day(self):
+        # Hourly from 8 to 18, Monday to Friday (2026-12-07 is a Monday),
+        # asked on each day of a week: the weekend's 62 h gap every time.
+        hour, day = 3600, 86400
+        monday = 1796601600
+        weekdays = [monday + w * 7 * day + d * day + h * hour for w in range(12) for d in range(5) for h in range(8, 19)]
+        for start in range(7):
+            now = monday + start * day
+            elapses = [t for t in weekdays if t > now][: m.ITERATIONS]
+            self.assertEqual(m.allowed_age([elapses]), 2 * 62 * hour, start)
 
     def test_nothing_allowed_without_elapses(self):
         self.assertIsNone(m.allowed_age([]))
@@ -105,7 +118,7 @@ class Schedule(unittest.TestCase):
     def test_systemd_analyze_on_this_host(self):
         daily = m.read_elapses("*-*-* 01:00:00")
         self.assertGreaterEqual(len(daily), 10)
-        self.assertEqual(m.allowed_age([daily]), 1.5 * 86400)
+        self.assertEqual(m.allowed_age([daily]), 2 * 86400)
         self.assertEqual(m.read_elapses("not a calendar"), [])
 
 
@@ -118,21 +131,27 @@ class Render(unittest.TestCase):
                 self.assertRegex(line, self.SAMPLE)
 
     def test_every_repository_and_type(self):
-        text = m.render(1000, {"dc1": (True, 2, {"full": 100, "diff": 300}), "dc2": (False, 0, {})}, 129600.0)
+        repos = {"dc1": m.Repo(0, 2, 1, {"full": 100, "diff": 300}), "dc2": m.Repo(99)}
+        text = m.render(1000, repos, True, 172800.0)
         self.check_format(text)
         self.assertIn("pgha_backup_info_ok 1\n", text)
         self.assertIn("pgha_backup_info_timestamp_seconds 1000\n", text)
-        self.assertIn("pgha_backup_allowed_age_seconds 129600\n", text)
+        self.assertIn("pgha_backup_schedule_ok 1\n", text)
+        self.assertIn("pgha_backup_allowed_age_seconds 172800\n", text)
         self.assertIn('pgha_backup_repository_ok{repository="dc2"} 0\n', text)
+        self.assertIn('pgha_backup_repository_status{repository="dc2"} 99\n', text)
         self.assertIn('pgha_backup_count{repository="dc1"} 2\n', text)
+        self.assertIn('pgha_backup_page_errors{repository="dc1"} 1\n', text)
         self.assertNotIn('pgha_backup_count{repository="dc2"}', text)
         self.assertIn('pgha_backup_last_completion_timestamp_seconds{repository="dc1",type="diff"} 300\n', text)
 
     def test_could_not_tell_names_no_backup(self):
-        text = m.render(1000, None, None)
+        text = m.render(1000, {"dc1": m.Repo(-1)}, False, None)
         self.check_format(text)
         self.assertIn("pgha_backup_info_ok 0\n", text)
-        self.assertNotIn("pgha_backup_count", text)
+        self.assertIn("pgha_backup_schedule_ok 0\n", text)
+        self.assertIn('pgha_backup_repository_status{repository="dc1"} -1\n', text)
+        self.assertNotIn("pgha_backup_count{", text)
         self.assertNotIn("allowed_age", text)
 
     def test_label_values_are_escaped(self):
@@ -155,21 +174,32 @@ class Write(unittest.TestCase):
 
 
 class Main(unittest.TestCase):
-    def test_a_failed_info_is_written_and_reported(self):
+    def test_a_repository_not_read_is_written_and_reported(self):
         d = tempfile.mkdtemp()
         try:
             settings = os.path.join(d, "s.json")
             out = os.path.join(d, "pgha-backup.prom")
             with open(settings, "w") as f:
-                f.write('{"stanza": "lab", "repositories": ["dc1"], "schedules": [], "output": "%s"}' % out)
+                f.write('{"stanza": "lab", "repositories": ["dc1", "dc2"], "schedules": [], "deadline": 75, "output": "%s"}' % out)
+            asked = []
+
+            def read_info(stanza, key, deadline):
+                asked.append((stanza, key, deadline))
+                return info([backup(1, "full", 100)], [(1, 0)]) if key == 1 else None
+
             saved = (m.SETTINGS, m.read_info)
-            m.SETTINGS, m.read_info = settings, lambda stanza: None
+            m.SETTINGS, m.read_info = settings, read_info
             try:
                 self.assertEqual(m.main(), 1)
             finally:
                 m.SETTINGS, m.read_info = saved
+            # Each repository on its own: dc2's silence hides none of dc1's.
+            self.assertEqual(asked, [("lab", 1, 75), ("lab", 2, 75)])
             with open(out) as f:
-                self.assertIn("pgha_backup_info_ok 0\n", f.read())
+                text = f.read()
+            self.assertIn("pgha_backup_info_ok 1\n", text)
+            self.assertIn('pgha_backup_count{repository="dc1"} 1\n', text)
+            self.assertIn('pgha_backup_repository_ok{repository="dc2"} 0\n', text)
         finally:
             shutil.rmtree(d)
 

@@ -47,6 +47,9 @@ pub enum Action {
     VerifyBackup,
     /// The metrics exporter on a cloud's database hosts (and its role).
     ConfigureExporter,
+    /// The backup metrics' timer on every database host, once the
+    /// repositories hold their first backups.
+    ConfigureBackupMetrics,
     /// PgBouncer on a cloud's database hosts.
     ConfigurePgbouncer,
     /// The cloud's virtual IP: vip-manager and the loop that names the
@@ -85,7 +88,7 @@ impl Action {
             | Action::InitRepositories
             | Action::VerifyBackup => Component::Backup,
             Action::ConfigureGlb | Action::RunGlbCommand | Action::VerifyGlb => Component::Glb,
-            Action::ConfigureExporter => Component::Metrics,
+            Action::ConfigureExporter | Action::ConfigureBackupMetrics => Component::Metrics,
             Action::ConfigurePgbouncer => Component::Pooler,
             Action::ConfigureVip => Component::Vip,
             Action::RemoveHosts | Action::ConfigureObjects => Component::Cluster,
@@ -116,6 +119,7 @@ impl Action {
             Action::VerifyGlb => "verify",
             Action::ApplyParameters => "parameters",
             Action::ConfigureExporter => "exporter",
+            Action::ConfigureBackupMetrics => "backups",
             Action::ConfigurePgbouncer => "pgbouncer",
             Action::ConfigureVip => "vip",
             Action::RemoveHosts => "remove",
@@ -292,23 +296,13 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
         } else {
             String::new()
         };
-        let backups = if design.backup.is_some() {
-            format!(
-                "; write {} and {}, start {} (what each repository holds, every 5 minutes)",
-                components::backup::METRICS_CODE.path,
-                components::backup::METRICS_SETTINGS.path,
-                components::backup::METRICS_TIMER_UNIT
-            )
-        } else {
-            String::new()
-        };
         b.push(
             c,
             Action::ConfigureExporter,
             names,
             format!(
                 "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only); \
-                 write {} and {}, (re)start {} on 127.0.0.1:{}{backups}",
+                 write {} and {}, (re)start {} on 127.0.0.1:{}",
                 components::exporter::METRICS_CA.path,
                 components::exporter::KEY.path,
                 components::exporter::WEB.path,
@@ -641,6 +635,25 @@ fn backup_steps(b: &mut Builder, design: &Design) {
          nothing reads the master's archiver instead: no failure since its last success)"
             .to_string(),
     );
+    if design.exporter.is_some() {
+        // After the first backups: a new repository is not reported empty
+        // while its first full backup runs.
+        b.push(
+            None,
+            Action::ConfigureBackupMetrics,
+            design
+                .clouds
+                .iter()
+                .flat_map(|c| c.hosts.iter().map(|h| h.name.clone()))
+                .collect(),
+            format!(
+                "write {} and {}, run {} (what each repository holds, for Prometheus: soon, then every 5 minutes)",
+                backup::METRICS_CODE.path,
+                backup::METRICS_SETTINGS.path,
+                backup::METRICS_TIMER_UNIT
+            ),
+        );
+    }
 }
 
 fn glb_steps(b: &mut Builder, design: &Design) {

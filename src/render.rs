@@ -172,6 +172,8 @@ struct ExporterContext<'a> {
     /// The node exporter's textfile directory, and pgha's file in it.
     textfile_dir: &'static str,
     textfile: &'static str,
+    /// What the backup metrics write there.
+    backup_textfile: &'static str,
 }
 
 /// How a cloud's etcd members start: all at once, or joining a running cluster.
@@ -561,6 +563,7 @@ impl Renderer {
                 site_member: design.is_site_member(&host.name),
                 textfile_dir: components::exporter::TEXTFILE_DIR,
                 textfile: components::exporter::NODE_TEXTFILE.path,
+                backup_textfile: backup::METRICS_TEXTFILE,
             }),
             glb: design.glb.as_ref(),
             site: design.site.as_ref(),

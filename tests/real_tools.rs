@@ -159,7 +159,7 @@ mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/haprox
     ));
     // The backup metrics' textfile, as this release's node exporter reads it.
     script.push_str(
-        r#"cd /h && python3 -B -c 'import backup_metrics as m; m.write_whole("/var/lib/prometheus/node-exporter/pgha-backup.prom", m.render(5, {"dc1": (True, 2, {"full": 1})}, 60))'
+        r#"cd /h && python3 -B -c 'import backup_metrics as m; m.write_whole("/var/lib/prometheus/node-exporter/pgha-backup.prom", m.render(5, {"dc1": m.Repo(0, 2, 0, {"full": 1})}, True, 60))'
 python3 -c "import urllib.request as u; t = u.urlopen('http://127.0.0.1:9100/metrics', timeout=2).read().decode(); assert 'pgha_backup_count{repository=\"dc1\"} 2' in t and 'node_textfile_scrape_error 0' in t, t"
 "#,
     );
@@ -516,6 +516,24 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     };
     let said = promtool(&["check", "config", "prometheus.yml"]);
     assert!(!said.contains("WARNING"), "{said}");
+    // Every query of the dashboard is PromQL Prometheus parses (each as a
+    // recording rule: promtool checks rules offline).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("dashboards/pgha.json")).unwrap()).unwrap();
+    let mut records = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut n = 0;
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            n += 1;
+            records.push_str(&format!(
+                "      - record: pgha:dashboard:{n}\n        expr: {}\n",
+                serde_json::Value::from(t["expr"].as_str().unwrap())
+            ));
+        }
+    }
+    assert!(n > 15, "{dashboard}");
+    std::fs::write(out_dir.join("dashboard.rules.yml"), records).unwrap();
+    promtool(&["check", "rules", "dashboard.rules.yml"]);
 
     // Each rule's expression, by its alert's name.
     let rules = std::fs::read_to_string(out_dir.join("rules/pgha.rules.yml")).unwrap();
@@ -649,11 +667,12 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
             node_labels(h, cert)
         ));
     }
-    // The backup metrics as the database hosts' textfiles say: two scheduled
-    // backups at most 40 s apart (60 s allowed); repository dc1's newest
-    // backup completed at 20 s (dc2-pg1 reads it), dc2's at 50 s; dc2 held
-    // none before 60 s, and from 75 s no host reads it; dc2-pg2's info
-    // fails from 75 s; dc1-pg1's timer last ran long ago.
+    // The backup metrics as the database hosts' textfiles say: 60 s
+    // allowed; repository dc1's newest backup completed at 20 s (dc2-pg1
+    // reads it), dc2's at 50 s; dc2 held none before 60 s, and from 75 s no
+    // host reads it; dc2-pg2's info fails from 75 s. dc1-pg1's timer last
+    // ran long ago: what its stale file says (a newer backup, dc2 read and
+    // holding five) counts for nothing.
     let backup = |name: &str, h: &str, repo: &str, values: &str| {
         let repo = if repo.is_empty() {
             String::new()
@@ -664,11 +683,11 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         format!("      - series: '{name}{{{labels}{repo}}}'\n        values: '{values}'\n")
     };
     for (name, h, repo, values) in [
-        ("pgha_backup_allowed_age_seconds", "dc1-pg1", "", "60x8"),
+        ("pgha_backup_allowed_age_seconds", "dc1-pg2", "", "60x8"),
         ("pgha_backup_allowed_age_seconds", "dc2-pg1", "", "60x8"),
         (
             "pgha_backup_last_completion_timestamp_seconds",
-            "dc1-pg1",
+            "dc1-pg2",
             "dc1\",type=\"full",
             "0x8",
         ),
@@ -680,17 +699,28 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         ),
         (
             "pgha_backup_last_completion_timestamp_seconds",
-            "dc1-pg1",
+            "dc1-pg2",
             "dc2\",type=\"full",
             "50x8",
         ),
-        ("pgha_backup_count", "dc1-pg1", "dc1", "2x8"),
-        ("pgha_backup_count", "dc1-pg1", "dc2", "0x3 1x5"),
-        ("pgha_backup_repository_ok", "dc1-pg1", "dc2", "0x8"),
+        (
+            "pgha_backup_last_completion_timestamp_seconds",
+            "dc1-pg1",
+            "dc1\",type=\"full",
+            "85x8",
+        ),
+        ("pgha_backup_count", "dc1-pg2", "dc1", "2x8"),
+        ("pgha_backup_count", "dc1-pg2", "dc2", "0x3 1x5"),
+        ("pgha_backup_count", "dc1-pg1", "dc2", "5x8"),
+        ("pgha_backup_repository_ok", "dc1-pg2", "dc2", "0x8"),
         ("pgha_backup_repository_ok", "dc2-pg1", "dc2", "1x4 0x4"),
+        ("pgha_backup_repository_ok", "dc1-pg1", "dc2", "1x8"),
         ("pgha_backup_info_ok", "dc2-pg2", "", "1x4 0x4"),
+        ("pgha_backup_schedule_ok", "dc2-pg2", "", "1x8"),
         ("pgha_backup_info_timestamp_seconds", "dc1-pg1", "", "-2000x8"),
+        ("pgha_backup_info_timestamp_seconds", "dc1-pg2", "", "0+15x8"),
         ("pgha_backup_info_timestamp_seconds", "dc2-pg1", "", "0+15x8"),
+        ("pgha_backup_info_timestamp_seconds", "dc2-pg2", "", "0+15x8"),
     ] {
         input.push_str(&backup(name, h, repo, values));
     }

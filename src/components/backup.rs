@@ -111,6 +111,14 @@ pub(crate) const METRICS_TIMER: FileSpec = FileSpec {
 };
 pub(crate) const METRICS_FILES: [FileSpec; 4] = [METRICS_CODE, METRICS_SETTINGS, METRICS_UNIT, METRICS_TIMER];
 
+/// Where the backup metrics are written (the node exporter's textfile).
+pub(crate) const METRICS_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/pgha-backup.prom";
+
+/// Prints `backup_metrics` once the backup metrics' file is written.
+pub(crate) fn metrics_written_script() -> String {
+    format!("test -s {} && echo backup_metrics\n", quote(METRICS_TEXTFILE))
+}
+
 const fn metrics_file(template: &'static str, path: &'static str, mode: u32, check: Option<&'static str>) -> FileSpec {
     FileSpec {
         component: Component::Metrics,

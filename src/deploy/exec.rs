@@ -153,6 +153,7 @@ pub(super) async fn run_step(ctx: &Ctx<'_>, sw: &StepWork) -> (Vec<HostResult>, 
         (Action::VerifyBackup, _) => verify_backup(ctx, &step.hosts, step.number).await,
         (Action::ConfigureExporter, Some(c)) if sw.changes() => wait_exporters(ctx, c, step.number).await,
         (Action::ConfigurePgbouncer, _) if sw.changes() => wait_pgbouncers(ctx, &step.hosts, step.number).await,
+        (Action::ConfigureBackupMetrics, _) if sw.changes() => wait_backup_metrics(ctx, &step.hosts, step.number).await,
         (Action::VerifySite, _) if ctx.unchanged.is_some_and(|f| site_by_facts(ctx.design(), f)) => {
             let primary = ctx.design().primary_clouds().next().map_or("", |c| c.name.as_str());
             ctx.say(
@@ -592,6 +593,26 @@ async fn wait_exporters(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::
     })
 }
 
+/// Every host's backup metrics were written once: their timer's first run
+/// (5 s after its start) read each repository or gave up on it.
+async fn wait_backup_metrics(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
+    use crate::components::backup;
+    ctx.say(number, "waiting for each host's first backup metrics".to_string());
+    let d = ctx.design();
+    let b = d.backup.as_ref().expect("backup metrics come with backups");
+    let limit = Duration::from_secs(30 + b.repositories.len() as u64 * (u64::from(b.io_timeout) + 60));
+    wait_hosts_ready(ctx, hosts, &backup::metrics_written_script(), limit, |out| {
+        out.contains("backup_metrics")
+    })
+    .await
+    .map_err(|behind| {
+        anyhow!(
+            "the backup metrics on {behind} were not written (see `journalctl -u {}` there)",
+            backup::METRICS_SERVICE
+        )
+    })
+}
+
 /// PgBouncer listens on every host of the step.
 async fn wait_pgbouncers(ctx: &Ctx<'_>, hosts: &[String], number: usize) -> anyhow::Result<()> {
     use crate::components::pgbouncer;
@@ -793,6 +814,7 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
                 haproxy::CONFIG.service,
                 crate::components::exporter::SERVICE,
                 crate::components::exporter::NODE_SERVICE,
+                backup::METRICS_TIMER_UNIT,
                 crate::components::pgbouncer::SERVICE,
                 // Its stop takes the cloud's virtual IP off the host.
                 crate::components::vip::MANAGER_SERVICE,

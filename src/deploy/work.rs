@@ -428,6 +428,7 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             }
             exporter_work(&mut items, i, host, &facts);
         }
+        Action::ConfigureBackupMetrics => backup_metrics_work(&mut items, i, host, &facts),
         Action::ConfigurePgbouncer => pgbouncer_work(&mut items, i, host, &facts),
         Action::ConfigureVip => vip_work(&mut items, i, cloud.expect("vip steps belong to a cloud"), host, &facts),
         Action::InitRepositories => {
@@ -635,9 +636,6 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
         items.push(Work::Start(NODE_SERVICE));
     } else if node_differs {
         items.push(Work::Restart(NODE_SERVICE));
-    }
-    if i.design.backup.is_some() {
-        backup_metrics_work(items, i, host, facts);
     }
 }
 
@@ -1431,6 +1429,10 @@ mod tests {
     /// exporters running (`node` false: the node exporter not yet), with
     /// `changed` files differing from the design's.
     fn metrics_work_with(changed: &[FileSpec], node: bool) -> String {
+        metrics_step_work(Action::ConfigureExporter, changed, node)
+    }
+
+    fn metrics_step_work(action: Action, changed: &[FileSpec], node: bool) -> String {
         use crate::components::exporter;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
         let d = crate::design::load(&path).unwrap().design;
@@ -1439,7 +1441,7 @@ mod tests {
         } else {
             &[exporter::SERVICE]
         };
-        first_host_work(&d, services, &[], Action::ConfigureExporter, |f| {
+        first_host_work(&d, services, &[], action, |f| {
             let s = &f.spec;
             let hash = if changed.contains(s) {
                 sha256("old")
@@ -1477,6 +1479,9 @@ mod tests {
     #[test]
     fn the_backup_metrics_timer_restarts_on_a_new_timer_only() {
         use backup::{METRICS_CODE, METRICS_SETTINGS, METRICS_TIMER};
+        let metrics_work_with = |changed: &[FileSpec], installed| {
+            metrics_step_work(Action::ConfigureBackupMetrics, changed, installed)
+        };
         let first = metrics_work_with(&[], false);
         assert!(
             first.ends_with("enable pgha-backup-metrics.timer, start pgha-backup-metrics.timer"),
@@ -1495,7 +1500,7 @@ mod tests {
             ),
             "{timer}"
         );
-        assert!(!metrics_work_with(&[], true).contains("backup-metrics"));
+        assert_eq!(metrics_work_with(&[], true), "unchanged");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub(crate) mod certs;
 pub(crate) mod cloud;
 pub(crate) mod cluster;
 pub(crate) mod connect;
+pub(crate) mod dashboard;
 pub(crate) mod failover;
 pub(crate) mod history;
 pub(crate) mod lineage;

@@ -98,6 +98,7 @@ pub(crate) fn files(design: &Design, tls: &ClientTls) -> anyhow::Result<Vec<Gene
     let mut out = vec![
         generated("prometheus.yml", config + "\n", 0o644),
         generated("rules/pgha.rules.yml", rules(design), 0o644),
+        generated("dashboards/pgha.json", super::dashboard::dashboard(design), 0o644),
         generated("tls/trust.crt", tls.trust.clone(), 0o644),
         generated("tls/prometheus.crt", tls.cert.clone(), 0o644),
         generated("tls/prometheus.key", tls.key.clone(), 0o600),
@@ -334,7 +335,7 @@ pub(crate) fn rules(design: &Design) -> String {
 }
 
 /// The filesystems the disk alerts watch.
-const FS: &str = "mountpoint!~\"/boot.*|/etc/.+\"";
+pub(crate) const FS: &str = "mountpoint!~\"/boot.*|/etc/.+\"";
 
 /// The site lease's rules: each host's gate reports what its agent saw.
 fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
@@ -429,67 +430,74 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
 
 /// The repositories' rules, from what every database host's backup metrics
 /// read (the newest of them counts: a host cut off from one repository
-/// does not make its backups old).
+/// does not make its backups old; a host whose metrics went stale counts
+/// for nothing).
 fn backup_rules(c: &str) -> Vec<Rule> {
+    let fresh = format!("and on (cluster, host) (time() - pgha_backup_info_timestamp_seconds{{{c}}} < {BACKUP_STALE})");
     vec![
         Rule {
             alert: "PghaBackupTooOld",
             expr: format!(
-                "time() - max by (cluster, repository) (pgha_backup_last_completion_timestamp_seconds{{{c}}}) \
+                "time() - max by (cluster, repository) (pgha_backup_last_completion_timestamp_seconds{{{c}}} {fresh}) \
                  > on (cluster) group_left () max by (cluster) (pgha_backup_allowed_age_seconds{{{c}}})"
             ),
             for_: "10m",
             severity: "warning",
             summary: "the newest backup in repository {{ $labels.repository }} is {{ $value | humanizeDuration }} old",
-            description: "No backup completed in this repository for longer than backup.schedule allows (1.5 times \
-                          the longest interval between two scheduled backups): the scheduled ones fail or do not run. \
+            description: "No backup completed in this repository for longer than backup.schedule allows (twice the \
+                          longest interval between two scheduled backups): the scheduled ones fail or do not run. \
                           On its host, `systemctl list-timers 'pgha-backup-*'` and `journalctl -u 'pgha-backup@*'`; \
                           `pgha backup list`."
                 .to_string(),
         },
         Rule {
             alert: "PghaBackupMissing",
-            expr: format!("max by (cluster, repository) (pgha_backup_count{{{c}}}) == 0"),
+            expr: format!("max by (cluster, repository) (pgha_backup_count{{{c}}} {fresh}) == 0"),
             for_: "15m",
             severity: "critical",
             summary: "repository {{ $labels.repository }} holds no backup",
-            description: "pgBackRest reads the repository and finds no backup that completed: nothing can be restored \
+            description: "pgBackRest reads the repository and finds no completed backup: nothing can be restored \
                           from it, nor a replica made from it. `pgha backup --cloud CLOUD` takes one."
                 .to_string(),
         },
         Rule {
             alert: "PghaBackupRepositoryUnreadable",
-            expr: format!("max by (cluster, repository) (pgha_backup_repository_ok{{{c}}}) == 0"),
+            expr: format!("max by (cluster, repository) (pgha_backup_repository_ok{{{c}}} {fresh}) == 0"),
             for_: "15m",
             severity: "warning",
             summary: "no database host reads repository {{ $labels.repository }}",
-            description: "pgBackRest's info on every database host that answers fails for this repository: its host \
+            description: "pgBackRest's info fails for this repository on every database host whose metrics are \
+                          fresh (pgha_backup_repository_status: 1 no stanza, 99 other, -1 no answer in time): its host \
                           or pgBackRest's server there is down, or the link to it. The WAL archive's copy there stops \
                           growing; `pgha backup check`."
                 .to_string(),
         },
         Rule {
             alert: "PghaBackupInfoFailing",
-            expr: format!("pgha_backup_info_ok{{{c}}} == 0"),
+            expr: format!("pgha_backup_info_ok{{{c}}} == 0 or pgha_backup_schedule_ok{{{c}}} == 0"),
             for_: "15m",
             severity: "warning",
-            summary: "pgBackRest's info fails on {{ $labels.host }}",
-            description: "The backup metrics cannot read any repository from this host (`journalctl -u \
-                          pgha-backup-metrics` on it says why): the backup alerts know nothing from it."
+            summary: "the backup metrics on {{ $labels.host }} read no repository, or not the schedule",
+            description: "pgBackRest's info answers for no repository on this host, or systemd could not read a \
+                          backup.schedule expression (then no backup counts as too old): the backup alerts know \
+                          nothing from it. `journalctl -u pgha-backup-metrics` on it says why."
                 .to_string(),
         },
         Rule {
             alert: "PghaBackupMetricsStale",
-            expr: format!("time() - pgha_backup_info_timestamp_seconds{{{c}}} > 1200"),
+            expr: format!("time() - pgha_backup_info_timestamp_seconds{{{c}}} > {BACKUP_STALE}"),
             for_: "0s",
             severity: "warning",
             summary: "the backup metrics on {{ $labels.host }} are {{ $value | humanizeDuration }} old",
-            description: "pgha-backup-metrics.timer writes them every 5 minutes: it is stopped, or each run hangs. \
-                          `systemctl status pgha-backup-metrics.timer` on the host."
+            description: "pgha-backup-metrics.timer writes them every 5 minutes: it is stopped, or each run hangs \
+                          (deploy waits for each host's first). `systemctl status pgha-backup-metrics.timer` on the host."
                 .to_string(),
         },
     ]
 }
+
+/// Seconds after which a host's backup metrics are stale: four runs missed.
+const BACKUP_STALE: u32 = 1200;
 
 /// A string as a YAML double-quoted scalar (JSON's quoting is YAML's).
 fn json(s: &str) -> String {
