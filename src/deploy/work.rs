@@ -613,29 +613,26 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
     for spec in &components::exporter::FILES {
         differs |= write_if_differs(items, facts, file(i, host, spec));
     }
-    let svc = facts.service(components::exporter::SERVICE);
-    if !svc.is_enabled() {
-        items.push(Work::Enable(components::exporter::SERVICE));
-    }
-    if !svc.is_active() {
-        items.push(Work::Start(components::exporter::SERVICE));
-    } else if differs {
-        items.push(Work::Restart(components::exporter::SERVICE));
-    }
+    keep_running(items, facts, components::exporter::SERVICE, differs);
     use components::exporter::{NODE_ENV, NODE_SERVICE, NODE_TEXTFILE};
     // Debian's package enables it at install with empty arguments (every
     // address, every collector): a host booted before this deploy runs it
     // so until the restart with these.
     let node_differs = write_if_differs(items, facts, file(i, host, &NODE_ENV));
     write_if_differs(items, facts, file(i, host, &NODE_TEXTFILE));
-    let node = facts.service(NODE_SERVICE);
-    if !node.is_enabled() {
-        items.push(Work::Enable(NODE_SERVICE));
+    keep_running(items, facts, NODE_SERVICE, node_differs);
+}
+
+/// `service` enabled and running; restarted when `changed` and it ran.
+fn keep_running(items: &mut Vec<Work>, facts: &HostFacts, service: &'static str, changed: bool) {
+    let svc = facts.service(service);
+    if !svc.is_enabled() {
+        items.push(Work::Enable(service));
     }
-    if !node.is_active() {
-        items.push(Work::Start(NODE_SERVICE));
-    } else if node_differs {
-        items.push(Work::Restart(NODE_SERVICE));
+    if !svc.is_active() {
+        items.push(Work::Start(service));
+    } else if changed {
+        items.push(Work::Restart(service));
     }
 }
 
@@ -651,15 +648,7 @@ fn backup_metrics_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &Ho
     if unit || timer {
         items.push(Work::DaemonReload);
     }
-    let svc = facts.service(METRICS_TIMER_UNIT);
-    if !svc.is_enabled() {
-        items.push(Work::Enable(METRICS_TIMER_UNIT));
-    }
-    if !svc.is_active() {
-        items.push(Work::Start(METRICS_TIMER_UNIT));
-    } else if timer {
-        items.push(Work::Restart(METRICS_TIMER_UNIT));
-    }
+    keep_running(items, facts, METRICS_TIMER_UNIT, timer);
 }
 
 /// PgBouncer: its files, reloaded (SIGHUP) when they or the TLS files it
@@ -800,17 +789,9 @@ fn repository_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFa
         items.push(Work::DaemonReload);
     }
     for spec in timers {
-        let svc = facts.service(spec.service);
-        if !svc.is_enabled() {
-            items.push(Work::Enable(spec.service));
-        }
-        if !svc.is_active() {
-            items.push(Work::Start(spec.service));
-        } else if facts.file(spec.path).map(|f| f.sha256.as_str())
-            != Some(sha256(&file(i, host, &spec).content).as_str())
-        {
-            items.push(Work::Restart(spec.service));
-        }
+        let changed =
+            facts.file(spec.path).map(|f| f.sha256.as_str()) != Some(sha256(&file(i, host, &spec).content).as_str());
+        keep_running(items, facts, spec.service, changed);
     }
 }
 
@@ -1479,9 +1460,8 @@ mod tests {
     #[test]
     fn the_backup_metrics_timer_restarts_on_a_new_timer_only() {
         use backup::{METRICS_CODE, METRICS_SETTINGS, METRICS_TIMER};
-        let metrics_work_with = |changed: &[FileSpec], installed| {
-            metrics_step_work(Action::ConfigureBackupMetrics, changed, installed)
-        };
+        let metrics_work_with =
+            |changed: &[FileSpec], installed| metrics_step_work(Action::ConfigureBackupMetrics, changed, installed);
         let first = metrics_work_with(&[], false);
         assert!(
             first.ends_with("enable pgha-backup-metrics.timer, start pgha-backup-metrics.timer"),
