@@ -110,6 +110,7 @@ fn deployed(lab: &TestLab) {
     }
     let dry = json(&lab.pgha_ok(&["deploy", "--dry-run", "--output", "json"]));
     assert_eq!(dry["changed"], 0, "a second deploy changes nothing: {dry}");
+    backup_metrics(lab);
     lab.pgha_ok(&["backup", "check"]);
     // dc2's repository is on dc2-pg1, with its backup timers.
     let pg1 = addr("dc2-pg1");
@@ -138,6 +139,44 @@ fn deployed(lab: &TestLab) {
     for r in list.as_array().unwrap() {
         assert_eq!(r["backups"].as_array().unwrap().len(), 2, "{list}");
         assert_eq!(r["backups"][1]["kind"], "diff", "{list}");
+    }
+}
+
+/// Issue 28: every database host's backup metrics timer runs, and its first
+/// run (deploy waits for it, after the first backups) read the first full
+/// backup in both repositories (dc2's on a database host): served by the
+/// node exporter through HAProxy's metrics gateway to Prometheus's
+/// certificate.
+fn backup_metrics(lab: &TestLab) {
+    let glb = format!("{P}.5");
+    lab.metrics_client(&glb);
+    for h in HOSTS {
+        let a = addr(h);
+        lab.ssh_ok(
+            &a,
+            "systemctl is-enabled --quiet pgha-backup-metrics.timer && systemctl is-active --quiet pgha-backup-metrics.timer",
+        );
+        let get = |prefix: &str| {
+            lab.metrics_get(
+                &glb,
+                Some("prometheus"),
+                &format!("https://{a}:9188/node/metrics"),
+                prefix,
+            )
+        };
+        assert_eq!(get("pgha_backup_info_ok "), "['pgha_backup_info_ok 1']", "{h}");
+        let full = get("pgha_backup_last_completion_timestamp_seconds{");
+        for repo in ["dc1", "dc2"] {
+            assert!(
+                full.contains(&format!("{{repository=\"{repo}\",type=\"full\"}} ")),
+                "{h}: {full}"
+            );
+            assert_eq!(
+                get(&format!("pgha_backup_count{{repository=\"{repo}\"}} ")),
+                format!("['pgha_backup_count{{repository=\"{repo}\"}} 1']"),
+                "{h}"
+            );
+        }
     }
 }
 

@@ -611,30 +611,6 @@ fn metrics(lab: &TestLab) {
             .unwrap()
             .as_secs_f64();
         assert!(at > now + 30.0 * 86400.0, "{addr}: {expiry}");
-        // The backup metrics: the timer runs, and its first run (deploy
-        // waits for it, after the first backups) read the first full backup
-        // in each cloud's repository, served in the node exporter's metrics.
-        lab.ssh_ok(
-            addr,
-            "systemctl is-enabled --quiet pgha-backup-metrics.timer && systemctl is-active --quiet pgha-backup-metrics.timer",
-        );
-        assert_eq!(
-            gateway("/node/metrics", "pgha_backup_info_ok "),
-            "['pgha_backup_info_ok 1']",
-            "{addr}"
-        );
-        let full = gateway("/node/metrics", "pgha_backup_last_completion_timestamp_seconds{");
-        for repo in ["dc1", "dc2"] {
-            assert!(
-                full.contains(&format!("{{repository=\"{repo}\",type=\"full\"}} ")),
-                "{addr}: {full}"
-            );
-            let count = gateway("/node/metrics", &format!("pgha_backup_count{{repository=\"{repo}\"}} "));
-            assert!(
-                count.starts_with("['pgha_backup_count") && !count.ends_with(" 0']"),
-                "{addr}: {count}"
-            );
-        }
         // Its own port listens on loopback only.
         let direct = get(None, &format!("http://{addr}:9100/metrics"), "node");
         assert!(direct.starts_with("refused URLError"), "{addr}: {direct}");
