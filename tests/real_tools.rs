@@ -516,6 +516,16 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     };
     let said = promtool(&["check", "config", "prometheus.yml"]);
     assert!(!said.contains("WARNING"), "{said}");
+    // Issue 28's figure: the generated files' sizes.
+    for f in [
+        "prometheus.yml",
+        "rules/pgha.rules.yml",
+        "dashboards/pgha.json",
+        "targets/pgha-node.json",
+    ] {
+        let size = std::fs::metadata(out_dir.join(f)).unwrap().len();
+        eprintln!("figure: pgha monitoring for examples/three-sites.yaml: {f} {size} bytes");
+    }
     // Every query of the dashboard is PromQL Prometheus parses (each as a
     // recording rule: promtool checks rules offline).
     let dashboard: serde_json::Value =
