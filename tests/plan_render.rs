@@ -187,7 +187,12 @@ fn a_repository_on_a_database_host_splits_pgbackrest_sections() {
     // Its own repository (repo2: dc2 is the second cloud) is local.
     assert!(has("global", "repo2-path=/var/lib/pgbackrest"));
     assert!(!has("global", "repo1-host=") && !has("global", "repo2-host="));
-    for s in ["global:archive-push", "global:archive-get", "global:restore", "global:info"] {
+    for s in [
+        "global:archive-push",
+        "global:archive-get",
+        "global:restore",
+        "global:info",
+    ] {
         assert!(has(s, "repo1-host=10.77.0.19") && !has(s, "repo2-host="), "{s}");
     }
     assert!(has("pgha-demo", "pg1-path=") && !has("pgha-demo", "pg2-host="));
