@@ -1380,9 +1380,15 @@ mod tests {
     /// pgBackRest's work on dc1's first host of the three-site example, its
     /// server running, with `changed` files differing from the design's.
     fn pgbackrest_work_with(changed: &[FileSpec]) -> String {
+        example_step_work(Action::ConfigurePgbackrest, &[backup::SERVICE], changed)
+    }
+
+    /// `action`'s work on dc1's first host of the three-site example, with
+    /// `services` running and `changed` files differing from the design's.
+    fn example_step_work(action: Action, services: &[&str], changed: &[FileSpec]) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
         let d = crate::design::load(&path).unwrap().design;
-        first_host_work(&d, &[backup::SERVICE], &[], Action::ConfigurePgbackrest, |f| {
+        first_host_work(&d, services, &[], action, |f| {
             let s = &f.spec;
             let hash = if changed.contains(s) {
                 sha256("old")
@@ -1415,22 +1421,12 @@ mod tests {
 
     fn metrics_step_work(action: Action, changed: &[FileSpec], node: bool) -> String {
         use crate::components::exporter;
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/three-sites.yaml");
-        let d = crate::design::load(&path).unwrap().design;
         let services: &[&str] = if node {
             &[exporter::SERVICE, exporter::NODE_SERVICE, backup::METRICS_TIMER_UNIT]
         } else {
             &[exporter::SERVICE]
         };
-        first_host_work(&d, services, &[], action, |f| {
-            let s = &f.spec;
-            let hash = if changed.contains(s) {
-                sha256("old")
-            } else {
-                sha256(&f.content)
-            };
-            Some(crate::deploy::facts::FileFact::new(&hash, s.owner, s.group, s.mode))
-        })
+        example_step_work(action, services, changed)
     }
 
     #[test]

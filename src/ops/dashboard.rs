@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use super::monitoring::json as json_str;
 use crate::design::Design;
 
 /// One panel: a title, its kind, its queries (`expr`, legend) and unit.
@@ -35,7 +36,7 @@ impl Panel {
 
 /// The dashboard's rows, each a title and its panels, for `design`.
 fn rows(design: &Design) -> Vec<(&'static str, Vec<Panel>)> {
-    let c = format!("cluster={}", Value::from(design.platform.name.as_str()));
+    let c = format!("cluster={}", json_str(&design.platform.name));
     let fs = super::monitoring::FS;
     let mut rows = vec![
         (
@@ -55,7 +56,7 @@ fn rows(design: &Design) -> Vec<(&'static str, Vec<Panel>)> {
                 panel("Write route", "timeseries", "none", "Servers each HAProxy sends writes to (1 is right).").query(
                     format!(
                         "haproxy_backend_active_servers{{{c}, proxy={}}}",
-                        Value::from(format!("{}-primary", design.platform.name))
+                        json_str(&format!("{}-primary", design.platform.name))
                     ),
                     "{{host}}",
                 ),

@@ -500,7 +500,7 @@ fn backup_rules(c: &str) -> Vec<Rule> {
 const BACKUP_STALE: u32 = 1200;
 
 /// A string as a YAML double-quoted scalar (JSON's quoting is YAML's).
-fn json(s: &str) -> String {
+pub(crate) fn json(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
 }
 
