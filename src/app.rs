@@ -353,6 +353,23 @@ fn connection(design: &Design, a: &crate::cli::DsnArgs) -> anyhow::Result<(conne
 fn monitoring(cli: &Cli, args: &crate::cli::MonitoringArgs) -> anyhow::Result<()> {
     use crate::ops::monitoring;
     let design = load(cli)?;
+    let files = monitoring_files(&design)?;
+    let written = monitoring::write(&args.out, &files)?;
+    match cli.output {
+        Output::Json => ui::print_json(&written),
+        Output::Text => ui::print(&format!(
+            "wrote {} files under {}: point Prometheus at {} (the client key is 0600)",
+            written.len(),
+            args.out.display(),
+            args.out.join("prometheus.yml").display()
+        )),
+    }
+}
+
+/// `pgha monitoring`'s files for `design`, with the metrics CA's client
+/// certificate the first deploy made.
+fn monitoring_files(design: &Design) -> anyhow::Result<Vec<crate::ops::monitoring::Generated>> {
+    use crate::ops::monitoring;
     let pki = &design.pki_dir;
     let read = |p: std::path::PathBuf| {
         crate::fsutil::read_text(&p, crate::fsutil::MAX_SMALL).with_context(|| {
@@ -367,17 +384,7 @@ fn monitoring(cli: &Cli, args: &crate::cli::MonitoringArgs) -> anyhow::Result<()
         cert: read(pki.join("metrics/prometheus.crt"))?,
         key: read(pki.join("metrics/prometheus.key"))?,
     };
-    let files = monitoring::files(&design, &tls)?;
-    let written = monitoring::write(&args.out, &files)?;
-    match cli.output {
-        Output::Json => ui::print_json(&written),
-        Output::Text => ui::print(&format!(
-            "wrote {} files under {}: point Prometheus at {} (the client key is 0600)",
-            written.len(),
-            args.out.display(),
-            args.out.join("prometheus.yml").display()
-        )),
-    }
+    monitoring::files(design, &tls)
 }
 
 fn dsn(cli: &Cli, a: &crate::cli::DsnArgs) -> anyhow::Result<()> {
@@ -533,7 +540,15 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
                 // An odd count of sites: a witness next to an even number of clouds.
                 witness: !a.no_witness && a.clouds % 2 == 0,
                 backup: !a.no_backup,
+                monitor: a.monitor,
             };
+            if a.monitor && (a.os != lab::Os::Debian13 || a.image != lab::image::Variant::Baked) {
+                return Err(error::Usage(
+                    "--monitor needs the Debian 13 baked image (--os debian13 --image baked): it carries Prometheus"
+                        .to_string(),
+                )
+                .into());
+            }
             let l = lab::up(&spec, &say).await?;
             match output {
                 Output::Json => ui::print_json(&l)?,
@@ -568,6 +583,13 @@ async fn lab(cmd: &LabCommand, output: Output) -> anyhow::Result<()> {
         LabCommand::Heal(t) => lab::fault(&t.lab.dir, &t.target, Fault::Heal, &say).await,
         LabCommand::Partition(a) => lab::partition(&a.cloud.lab.dir, &a.cloud.cloud, Some(a.operator), &say).await,
         LabCommand::Unpartition(a) => lab::partition(&a.lab.dir, &a.cloud, None, &say).await,
+        LabCommand::Monitor(d) => {
+            let path = d.dir.join(lab::DESIGN_FILE);
+            let loaded = design::load_mode(&path, design::Mode::Deployable)?;
+            ui::print_warnings(&loaded.warnings);
+            let files = monitoring_files(&loaded.design)?;
+            lab::monitor(&d.dir, &files, &say).await
+        }
     }
 }
 

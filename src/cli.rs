@@ -230,6 +230,9 @@ pub enum LabCommand {
     Partition(LabPartitionArgs),
     /// End a partition of a cloud (and the operator's cut, if any).
     Unpartition(LabCloud),
+    /// After a deploy: put `pgha monitoring`'s files for the lab's design on
+    /// its monitoring host and (re)start Prometheus and Alertmanager there.
+    Monitor(LabDir),
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +284,10 @@ pub struct LabUpArgs {
     /// No backup repository hosts: the design written has no backups.
     #[arg(long)]
     pub no_backup: bool,
+    /// A monitoring host too, with Debian's Prometheus and Alertmanager
+    /// (Debian 13 baked image); `pgha lab monitor` sets it up after a deploy.
+    #[arg(long)]
+    pub monitor: bool,
 }
 
 #[derive(Debug, Args)]

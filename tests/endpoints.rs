@@ -537,12 +537,94 @@ fn site_metrics(lab: &TestLab, holder: &str) {
     }
 }
 
+/// Issue 28 on the lab's monitoring host: `pgha lab monitor` puts
+/// `pgha monitoring`'s files there and starts Debian's Prometheus and
+/// Alertmanager; every target is up, every dashboard query returns data,
+/// and a replica's stopped Patroni fires its alert (seen by Alertmanager
+/// too), which resolves once it runs again.
+fn monitoring(lab: &TestLab) {
+    let targets = lab.start_monitoring();
+    let mut by_job = std::collections::BTreeMap::<String, f64>::new();
+    for t in &targets {
+        let job = t["labels"]["job"].as_str().unwrap().to_string();
+        let secs = t["lastScrapeDuration"].as_f64().unwrap();
+        let slowest = by_job.entry(job).or_insert(0.0);
+        *slowest = slowest.max(secs);
+    }
+    eprintln!(
+        "figure: {} targets up; slowest scrape per job (s): {by_job:?}",
+        targets.len()
+    );
+
+    // The dashboard's every query returns data.
+    let out_dir = lab.dir.join("monitoring");
+    let out = lab.pgha(&["monitoring", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("dashboards/pgha.json")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() > 10, "{dashboard}");
+    // Rates need two scrapes of a counter: a minute after the targets came up.
+    let mut empty = Vec::new();
+    wait_for("every dashboard query to return data", Duration::from_secs(120), || {
+        empty = exprs
+            .iter()
+            .filter(|e| {
+                let r = lab.monitor_api(9090, "/api/v1/query", &[("query", e)]);
+                r["data"]["result"].as_array().is_none_or(|a| a.is_empty())
+            })
+            .cloned()
+            .collect();
+        empty.is_empty()
+    });
+    eprintln!("figure: {} dashboard queries, each returned data", exprs.len());
+
+    // A replica of the standby cloud stopped: its Patroni's target is down.
+    let leader = leader_of(lab, "dc2").unwrap();
+    let replica = DC2.iter().copied().find(|h| *h != leader).unwrap();
+    assert!(lab.firing(replica).is_empty(), "{:?}", lab.firing(replica));
+    lab.ssh_ok(&addr(replica), "systemctl stop patroni");
+    let stopped = Instant::now();
+    wait_for(
+        &format!("PghaTargetDown firing for {replica}"),
+        Duration::from_secs(240),
+        || lab.firing(replica).iter().any(|a| a == "PghaTargetDown"),
+    );
+    let fired = stopped.elapsed();
+    wait_for("Alertmanager to have it", Duration::from_secs(60), || {
+        let alerts = lab.monitor_api(9093, "/api/v2/alerts", &[]);
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "PghaTargetDown" && a["labels"]["host"] == replica)
+    });
+    lab.ssh_ok(&addr(replica), "systemctl start patroni");
+    let started = Instant::now();
+    wait_for(
+        &format!("{replica}'s alerts to resolve"),
+        Duration::from_secs(180),
+        || lab.firing(replica).is_empty(),
+    );
+    eprintln!(
+        "figure: a replica's Patroni stopped: PghaTargetDown firing after {:.0} s (for: 1m, scrapes 15 s); \
+         resolved {:.0} s after its start",
+        fired.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
 #[test]
 fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip() {
     if !common::e2e() {
         return;
     }
-    let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &[]);
+    let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &["--monitor"]);
     // The design `pgha init` writes for these hosts deploys as it is
     // (production timings, not the lab's shorter ones).
     let cloud = |c: u8| format!("dc{c}={P}.{c}1,{P}.{c}2,{P}.{c}3");
@@ -607,6 +689,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     assert_eq!(report["changed"], 0, "{report}");
     let pw = lab.superuser_password();
     objects_after_deploy(&lab, &pw);
+    monitoring(&lab);
     wait_vips_on_leaders(&lab);
     v2_keys_refused_to_other_certificates();
     // Each process behind dc1's address killed on its leader: vip-manager

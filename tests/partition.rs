@@ -35,7 +35,7 @@ use common::partition::{
     agent_fault, blip_primary, cut_primary, fence_bound, gate_fault, lose_primary, power_off_master, secs,
     set_auto_failover, site_fence_bound, slow_site_links, status_json, Fault, GateFaultKind, Monitor, Sites, DC1, TTL,
 };
-use common::{stderr, stdout, writer, TestLab};
+use common::{stderr, stdout, wait_for, writer, TestLab};
 
 const SITES: Sites = Sites {
     name: "pgha-part",
@@ -48,7 +48,8 @@ fn partitions_never_leave_two_writable_masters() {
         return;
     }
     let phases = common::Phases::start("partition");
-    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &[]);
+    // With the monitoring host (issue 28): Prometheus sees the fences.
+    let lab = TestLab::up(SITES.name, &format!("{}.0/24", SITES.prefix), &["--monitor"]);
     let out = lab.pgha(&["deploy", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
     phases.done("lab up and deploy");
@@ -73,6 +74,9 @@ fn partitions_never_leave_two_writable_masters() {
     phases.done("certs rotate");
     secondary_and_witness_cut_off(&lab, &pw);
     phases.done("dc2 and the witness cut off");
+    // After the rotation: Prometheus gets the new CA's trust (issue 28).
+    lab.start_monitoring();
+    phases.done("monitoring started");
 
     // Issue 23: the site agent on the master stopped, frozen, crashing at
     // each start, then Patroni frozen there with PostgreSQL running: the
@@ -84,6 +88,21 @@ fn partitions_never_leave_two_writable_masters() {
         assert!(f.stopped <= site_fence_bound(), "stopped after {:?}", f.stopped);
         phases.done(fault.label());
     }
+    // Issue 28: the lab's Prometheus, outside the clouds, alerts on the
+    // fences (a count that grew in the last 10 minutes).
+    let mut fenced = Vec::new();
+    wait_for(
+        "PghaSiteFenced firing for a host of dc1",
+        Duration::from_secs(90),
+        || {
+            fenced = DC1
+                .iter()
+                .filter(|h| lab.firing(h).iter().any(|a| a == "PghaSiteFenced"))
+                .collect();
+            !fenced.is_empty()
+        },
+    );
+    eprintln!("figure: PghaSiteFenced firing for {fenced:?} after the site agent's faults");
     // Issue 23: the client path's own guard. With the agent and the fence
     // both frozen, nothing stops the master, yet the GLB stops sending it
     // writes once its renewal is a third of the ttl old; a frozen gate

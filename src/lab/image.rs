@@ -30,6 +30,9 @@ const BASE_PACKAGES: [&str; 9] = [
 /// pg_upgrade changed to the standbys with it).
 const UPGRADE_ADDS: [&str; 2] = ["postgresql-17", "rsync"];
 
+/// Debian's Prometheus and Alertmanager, for the lab's monitoring host.
+const MONITOR_PACKAGES: [&str; 2] = ["prometheus", "prometheus-alertmanager"];
+
 /// Baked: the HA stack pre-installed. Bare: a plain VM, deploy installs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +101,8 @@ impl Variant {
             if os == Os::Debian13 {
                 p.push(crate::components::pgbouncer::PACKAGE.to_string());
                 p.push(crate::components::vip::PACKAGE.to_string());
+                // The monitoring host's (`lab up --monitor`).
+                p.extend(MONITOR_PACKAGES.map(String::from));
             }
         }
         p
@@ -250,8 +255,11 @@ fn prepare_rootfs(rootfs: &Path) -> anyhow::Result<()> {
     // (deploy enables it where a design has backups).
     // Nor PgBouncer, which would serve its package's sample config, nor
     // vip-manager, which has none, nor the node exporter, which would
-    // listen on every address with every collector.
+    // listen on every address with every collector, nor Prometheus and
+    // Alertmanager (the monitoring host's; `lab monitor` starts them).
     for unit in [
+        "prometheus.service",
+        "prometheus-alertmanager.service",
         "pgbackrest.service",
         "pgbouncer.service",
         "vip-manager.service",

@@ -34,6 +34,8 @@ pub(crate) struct LabSpec {
     pub witness: bool,
     /// A backup repository host in each cloud.
     pub backup: bool,
+    /// A monitoring host (Prometheus and Alertmanager) outside the clouds.
+    pub monitor: bool,
 }
 
 impl LabSpec {
@@ -49,6 +51,7 @@ impl LabSpec {
                     name,
                     witness: false,
                     repository: false,
+                    monitor: false,
                 });
             }
             if self.backup {
@@ -61,6 +64,7 @@ impl LabSpec {
                     name,
                     witness: false,
                     repository: true,
+                    monitor: false,
                 });
             }
         }
@@ -71,6 +75,7 @@ impl LabSpec {
             name: "glb1".into(),
             witness: false,
             repository: false,
+            monitor: false,
         });
         if self.witness {
             hosts.push(LabHost {
@@ -80,6 +85,19 @@ impl LabSpec {
                 name: "witness".into(),
                 witness: true,
                 repository: false,
+                monitor: false,
+            });
+        }
+        if self.monitor {
+            // Outside every cloud: a partition cuts a cloud off from it too.
+            hosts.push(LabHost {
+                container: format!("{}-monitor", self.name),
+                address: format!("{}.6", self.subnet_prefix),
+                cloud: None,
+                name: "monitor".into(),
+                witness: false,
+                repository: false,
+                monitor: true,
             });
         }
         hosts
@@ -99,19 +117,23 @@ pub(crate) struct LabHost {
     /// Its cloud's backup repository, not a database host.
     #[serde(default)]
     pub repository: bool,
+    /// The monitoring host (`lab up --monitor`): Prometheus, not the design's.
+    #[serde(default)]
+    pub monitor: bool,
 }
 
 impl LabHost {
     fn is_glb(&self) -> bool {
-        self.cloud.is_none() && !self.witness
+        self.cloud.is_none() && !self.witness && !self.monitor
     }
 
-    /// The site this host is in: its cloud, `witness` or `glb`.
+    /// The site this host is in: its cloud, `witness`, `monitor` or `glb`.
     fn site(&self) -> &str {
-        match (&self.cloud, self.witness) {
-            (Some(c), _) => c,
-            (None, true) => "witness",
-            (None, false) => "glb",
+        match (&self.cloud, self.witness, self.monitor) {
+            (Some(c), _, _) => c,
+            (None, true, _) => "witness",
+            (None, false, true) => "monitor",
+            (None, false, false) => "glb",
         }
     }
 }
@@ -642,6 +664,97 @@ pub(crate) async fn down(dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the monitoring host keeps `pgha monitoring`'s files.
+pub(crate) const MONITOR_DIR: &str = "/etc/pgha/prometheus";
+
+/// What the lab adds to the generated `prometheus.yml`: its own Alertmanager.
+const ALERTING: &str = "\n# Added by `pgha lab monitor`: the monitoring host's own Alertmanager.\n\
+alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:9093']\n";
+
+/// Checks the files with promtool, points Debian's Prometheus (loopback
+/// 9090) and Alertmanager (loopback 9093, no cluster listener on 9094) at
+/// them, restarts both and waits until each answers ready.
+pub(crate) fn monitor_start_script() -> String {
+    let config = format!("{MONITOR_DIR}/prometheus.yml");
+    let prometheus = format!("ARGS=\"--config.file={config} --web.listen-address=127.0.0.1:9090\"\n");
+    let alertmanager = "ARGS=\"--cluster.listen-address= --web.listen-address=127.0.0.1:9093\"\n";
+    format!(
+        "set -e\n\
+         promtool check config {config} >/dev/null 2>&1 || {{ promtool check config {config} >&2; exit 1; }}\n\
+         printf '%s' {} > /etc/default/prometheus\n\
+         printf '%s' {} > /etc/default/prometheus-alertmanager\n\
+         systemctl enable --quiet prometheus prometheus-alertmanager\n\
+         systemctl restart prometheus prometheus-alertmanager\n\
+         for port in 9090 9093; do\n\
+         \x20 for i in $(seq 120); do\n\
+         \x20   python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/-/ready', timeout=2)\" 2>/dev/null && break\n\
+         \x20   [ \"$i\" = 120 ] && {{ echo \"nothing ready on port $port after 60 s\" >&2; journalctl -n 10 --no-pager -u prometheus -u prometheus-alertmanager >&2; exit 1; }}\n\
+         \x20   sleep 0.5\n\
+         \x20 done\n\
+         done\n",
+        crate::shell::quote(&prometheus),
+        crate::shell::quote(alertmanager),
+    )
+}
+
+/// `lab monitor`: installs `files` (`pgha monitoring`'s, for the lab's
+/// design) under [`MONITOR_DIR`] on the lab's monitoring host, the client
+/// key readable by Prometheus alone, and starts Prometheus with them.
+pub(crate) async fn monitor(
+    dir: &Path,
+    files: &[crate::ops::monitoring::Generated],
+    say: &dyn Fn(&str),
+) -> anyhow::Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("no lab at {}", dir.display()))?;
+    let lab = Lab::load(&dir)?;
+    let Some(h) = lab.hosts.iter().find(|h| h.monitor) else {
+        bail!(crate::error::Usage(
+            "this lab has no monitoring host: make the lab with `pgha lab up --monitor`".to_string()
+        ));
+    };
+    let host = Host {
+        name: h.name.clone(),
+        address: h.address.clone(),
+        ssh: lab.ssh(&dir),
+    };
+    let remote = Remote::connect(&host, Duration::from_secs(10)).await?;
+    let result = async {
+        for f in files {
+            let path = format!("{MONITOR_DIR}/{}", f.path.display());
+            let mut content = f.content.clone();
+            if f.path == Path::new("prometheus.yml") {
+                content.push_str(ALERTING);
+            }
+            let owner = if f.mode & 0o077 == 0 { "prometheus" } else { "root" };
+            let script = crate::remote::install_path_script(&path, owner, owner, f.mode, None);
+            let out = remote
+                .run_within(&script, Some(content.as_bytes()), Duration::from_secs(30))
+                .await?;
+            if !out.success() {
+                bail!(
+                    "{}: writing {path} failed: {}",
+                    h.name,
+                    crate::shell::last_lines(&out.stderr, 5)
+                );
+            }
+        }
+        remote
+            .check_within("starting Prometheus", &monitor_start_script(), Duration::from_secs(150))
+            .await
+    }
+    .await;
+    remote.close().await;
+    result?;
+    say(&format!(
+        "{}: Prometheus (127.0.0.1:9090) and Alertmanager (127.0.0.1:9093) run with the {} files under {MONITOR_DIR}",
+        h.name,
+        files.len()
+    ));
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
     /// Power off: the container is killed.
@@ -770,5 +883,54 @@ mod tests {
             "{s}"
         );
         assert!(!add_user_script("nosudo", false).contains("sudoers"));
+    }
+
+    #[test]
+    fn the_monitoring_host_is_outside_every_cloud_and_not_the_glb() {
+        let spec = LabSpec {
+            name: "l".into(),
+            dir: PathBuf::from("lab"),
+            clouds: 2,
+            hosts_per_cloud: 3,
+            variant: Variant::Baked,
+            os: Os::Debian13,
+            subnet_prefix: "10.77.0".into(),
+            user: None,
+            witness: true,
+            backup: true,
+            monitor: true,
+        };
+        let hosts = spec.hosts();
+        let m: Vec<&LabHost> = hosts.iter().filter(|h| h.monitor).collect();
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].address.as_str(), m[0].site()), ("10.77.0.6", "monitor"));
+        assert_eq!(m[0].container, "l-monitor");
+        let glbs: Vec<&str> = hosts.iter().filter(|h| h.is_glb()).map(|h| h.name.as_str()).collect();
+        assert_eq!(glbs, ["glb1"]);
+        let none = LabSpec { monitor: false, ..spec };
+        assert!(none.hosts().iter().all(|h| !h.monitor));
+        // A lab.json written before the monitoring host reads as without one.
+        let old: LabHost =
+            serde_json::from_str(r#"{"name":"glb1","cloud":null,"address":"10.77.0.5","container":"l-glb1"}"#).unwrap();
+        assert!(old.is_glb() && !old.monitor);
+    }
+
+    #[test]
+    fn prometheus_starts_on_loopback_with_checked_files() {
+        let s = monitor_start_script();
+        let check = s
+            .find("promtool check config /etc/pgha/prometheus/prometheus.yml")
+            .unwrap();
+        assert!(check < s.find("systemctl restart").unwrap(), "{s}");
+        assert!(
+            s.contains("'ARGS=\"--config.file=/etc/pgha/prometheus/prometheus.yml --web.listen-address=127.0.0.1:9090\"\n' > /etc/default/prometheus\n"),
+            "{s}"
+        );
+        // No Alertmanager cluster listener (9094 on every address by default).
+        assert!(
+            s.contains("--cluster.listen-address= --web.listen-address=127.0.0.1:9093"),
+            "{s}"
+        );
+        assert!(ALERTING.contains("targets: ['127.0.0.1:9093']"));
     }
 }

@@ -382,13 +382,11 @@ impl Remote {
 
 /// The shell that installs `$PGHA_INPUT` per `spec`. Pure, so it is tested as a string.
 pub fn install_script(spec: &FileSpec) -> String {
-    let FileSpec {
-        path,
-        owner,
-        group,
-        mode,
-        ..
-    } = *spec;
+    install_path_script(spec.path, spec.owner, spec.group, spec.mode, spec.check)
+}
+
+/// [`install_script`] for a path no spec names (files made at run time).
+pub fn install_path_script(path: &str, owner: &str, group: &str, mode: u32, check: Option<&str>) -> String {
     // A new directory is made world-traversable whatever the SSH session's
     // umask: services run as their own users (Patroni's fence as postgres).
     let dir = Path::new(path).parent().map_or("/".into(), |d| d.display().to_string());
@@ -396,8 +394,7 @@ pub fn install_script(spec: &FileSpec) -> String {
     let template = quote(&format!("{dir}/.pgha.XXXXXX"));
     let owner = quote(&format!("{owner}:{group}"));
     // The check command is a constant of the spec, written as shell.
-    let check = spec
-        .check
+    let check = check
         .map(|c| format!("{c} \"$tmp\" || {{ rm -f \"$tmp\"; echo 'the new file was rejected; the old one stays' >&2; exit 1; }}\n"))
         .unwrap_or_default();
     format!(

@@ -356,6 +356,59 @@ PY
         self.ssh_ok(from, &format!("python3 - <<'PY'\n{py}PY"))
     }
 
+    /// An answer of Prometheus's (port 9090) or Alertmanager's (9093) HTTP API
+    /// on the lab's monitoring host, asked there: `path` with the query
+    /// parameters `params`.
+    pub(crate) fn monitor_api(&self, port: u16, path: &str, params: &[(&str, &str)]) -> serde_json::Value {
+        let params = serde_json::to_string(&params.iter().map(|(k, v)| [*k, *v]).collect::<Vec<_>>()).unwrap();
+        let py = format!(
+            "import json, urllib.parse as p, urllib.request as u\n\
+             q = p.urlencode([tuple(x) for x in json.loads({params:?})])\n\
+             print(u.urlopen('http://127.0.0.1:{port}{path}?' + q, timeout=10).read().decode())\n"
+        );
+        let out = self.ssh_ok(&self.monitor_address(), &format!("python3 - <<'PY'\n{py}PY"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+    }
+
+    /// The alerts Prometheus has firing (`state` firing) for `host`, by name.
+    pub(crate) fn firing(&self, host: &str) -> Vec<String> {
+        let alerts = self.monitor_api(9090, "/api/v1/alerts", &[]);
+        alerts["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["state"] == "firing" && a["labels"]["host"] == host)
+            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The lab's monitoring host (`lab up --monitor`): `.6` of its subnet.
+    pub(crate) fn monitor_address(&self) -> String {
+        let lab: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("lab.json")).unwrap()).unwrap();
+        let subnet = lab["subnet"].as_str().unwrap();
+        format!("{}.6", subnet.strip_suffix(".0/24").unwrap())
+    }
+
+    /// `pgha lab monitor`, then every active target of the lab's Prometheus
+    /// once all are up (seven jobs on six database hosts, less the site's
+    /// etcd on those without a member of it: at least 36).
+    pub(crate) fn start_monitoring(&self) -> Vec<serde_json::Value> {
+        let out = self.lab(&["monitor"]);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let mut targets = Vec::new();
+        wait_for(
+            "every target up in Prometheus",
+            std::time::Duration::from_secs(120),
+            || {
+                let t = self.monitor_api(9090, "/api/v1/targets", &[("state", "active")]);
+                targets = t["data"]["activeTargets"].as_array().unwrap().clone();
+                targets.len() >= 36 && targets.iter().all(|t| t["health"] == "up")
+            },
+        );
+        targets
+    }
+
     pub(crate) fn ssh_ok(&self, address: &str, cmd: &str) -> String {
         let out = self.ssh(address, cmd);
         assert!(out.status.success(), "{address}: {cmd}: {}", stderr(&out));

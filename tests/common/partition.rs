@@ -1020,11 +1020,14 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
     let lost = sites.check_rpo(pw, &w, cut, cut_done);
     // The fenced master's agent kept the WAL past its last published
     // position (pgha-site-fence, which stopped it when the agent could not,
-    // keeps nothing).
+    // keeps nothing; its record names no WAL kept).
     let kept_commits = if fault.is_some() {
         0
     } else {
-        let record = lab.ssh_ok(&sites.address(&old_master), "tail -1 /var/lib/pgha/site-fenced.json");
+        let record = lab.ssh_ok(
+            &sites.address(&old_master),
+            "grep '\"kept\"' /var/lib/pgha/site-fenced.json | tail -1",
+        );
         let record: serde_json::Value = serde_json::from_str(&record).unwrap();
         let kept = record["kept"].as_str().unwrap_or_else(|| panic!("{record}"));
         let files = lab.ssh_ok(&sites.address(&old_master), &format!("ls {kept} | wc -l"));
