@@ -685,10 +685,10 @@ pub(crate) fn monitor_start_script() -> String {
          printf '%s' {} > /etc/default/prometheus-alertmanager\n\
          systemctl enable --quiet prometheus prometheus-alertmanager\n\
          systemctl restart prometheus prometheus-alertmanager\n\
+         end=$(( $(date +%s) + 60 ))\n\
          for port in 9090 9093; do\n\
-         \x20 for i in $(seq 120); do\n\
-         \x20   python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/-/ready', timeout=2)\" 2>/dev/null && break\n\
-         \x20   [ \"$i\" = 120 ] && {{ echo \"nothing ready on port $port after 60 s\" >&2; journalctl -n 10 --no-pager -u prometheus -u prometheus-alertmanager >&2; exit 1; }}\n\
+         \x20 until python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/-/ready', timeout=2)\" 2>/dev/null; do\n\
+         \x20   [ \"$(date +%s)\" -lt \"$end\" ] || {{ echo \"nothing ready on port $port within 60 s\" >&2; journalctl -n 10 --no-pager -u prometheus -u prometheus-alertmanager >&2; exit 1; }}\n\
          \x20   sleep 0.5\n\
          \x20 done\n\
          done\n",

@@ -398,10 +398,11 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
             expr: format!("increase(pgha_site_fences_total{{{c}}}[10m]) > 0"),
             for_: "0s",
             severity: "critical",
-            summary: "the site agent fenced the master on {{ $labels.host }}",
-            description: "The host's master stopped because it could not renew the site lease or another cloud holds \
-                          it: writes move to the lease holder's cloud. `pgha status`; the WAL it had past the other \
-                          clouds is kept (see /var/lib/pgha/site-fenced.json)."
+            summary: "the master on {{ $labels.host }} was fenced",
+            description: "The host's master was stopped, by its site agent or by pgha-site-fence (the agent stopped, \
+                          frozen or crashing), because it could not renew the site lease or another cloud holds it: \
+                          writes move to the lease holder's cloud. `pgha status`; /var/lib/pgha/site-fenced.json \
+                          says why, and where the agent fenced, where it kept the WAL past the other clouds."
                 .to_string(),
         },
         Rule {

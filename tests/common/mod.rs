@@ -366,8 +366,21 @@ PY
              q = p.urlencode([tuple(x) for x in json.loads({params:?})])\n\
              print(u.urlopen('http://127.0.0.1:{port}{path}?' + q, timeout=10).read().decode())\n"
         );
-        let out = self.ssh_ok(&self.monitor_address(), &format!("python3 - <<'PY'\n{py}PY"));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"))
+        // Asked again on a failure (an SSH connection or the API's answer),
+        // three times in all: one transient error is no finding.
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
+            let out = self.ssh(&self.monitor_address(), &format!("python3 - <<'PY'\n{py}PY"));
+            match serde_json::from_str(&stdout(&out)) {
+                Ok(v) if out.status.success() => return v,
+                Ok(_) => last = stderr(&out),
+                Err(e) => last = format!("{e}: {}{}", stdout(&out), stderr(&out)),
+            }
+        }
+        panic!("{path}: {last}")
     }
 
     /// The alerts Prometheus has firing (`state` firing) for `host`, by name.

@@ -1026,7 +1026,8 @@ pub(crate) fn cut_primary(sites: Sites, lab: &TestLab, pw: &str, auto: bool, fau
     } else {
         let record = lab.ssh_ok(
             &sites.address(&old_master),
-            "grep '\"kept\"' /var/lib/pgha/site-fenced.json | tail -1",
+            // The agent's last record (pgha-site-fence's say "by").
+            "grep -v '\"by\"' /var/lib/pgha/site-fenced.json | tail -1",
         );
         let record: serde_json::Value = serde_json::from_str(&record).unwrap();
         let kept = record["kept"].as_str().unwrap_or_else(|| panic!("{record}"));
