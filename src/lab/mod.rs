@@ -40,64 +40,42 @@ pub(crate) struct LabSpec {
 
 impl LabSpec {
     pub(crate) fn hosts(&self) -> Vec<LabHost> {
-        let mut hosts = Vec::new();
-        for c in 1..=self.clouds {
-            for h in 1..=self.hosts_per_cloud {
-                let name = format!("dc{c}-pg{h}");
-                hosts.push(LabHost {
-                    container: format!("{}-{name}", self.name),
-                    address: format!("{}.{}", self.subnet_prefix, 10 * c + h),
-                    cloud: Some(format!("dc{c}")),
-                    name,
-                    witness: false,
-                    repository: false,
-                    monitor: false,
-                });
-            }
-            if self.backup {
-                // In its cloud's data center: a partition cuts it off with it.
-                let name = format!("dc{c}-backup");
-                hosts.push(LabHost {
-                    container: format!("{}-{name}", self.name),
-                    address: format!("{}.{}", self.subnet_prefix, 10 * c + 9),
-                    cloud: Some(format!("dc{c}")),
-                    name,
-                    witness: false,
-                    repository: true,
-                    monitor: false,
-                });
-            }
-        }
-        hosts.push(LabHost {
-            container: format!("{}-glb1", self.name),
-            address: format!("{}.5", self.subnet_prefix),
-            cloud: None,
-            name: "glb1".into(),
+        // A host with address `.last`, every role off.
+        let host = |name: String, last: usize, cloud: Option<String>| LabHost {
+            container: format!("{}-{name}", self.name),
+            address: format!("{}.{last}", self.subnet_prefix),
+            cloud,
+            name,
             witness: false,
             repository: false,
             monitor: false,
-        });
+        };
+        let mut hosts = Vec::new();
+        for c in 1..=self.clouds {
+            let cloud = || Some(format!("dc{c}"));
+            for h in 1..=self.hosts_per_cloud {
+                hosts.push(host(format!("dc{c}-pg{h}"), 10 * c + h, cloud()));
+            }
+            if self.backup {
+                // In its cloud's data center: a partition cuts it off with it.
+                hosts.push(LabHost {
+                    repository: true,
+                    ..host(format!("dc{c}-backup"), 10 * c + 9, cloud())
+                });
+            }
+        }
+        hosts.push(host("glb1".into(), 5, None));
         if self.witness {
             hosts.push(LabHost {
-                container: format!("{}-witness", self.name),
-                address: format!("{}.4", self.subnet_prefix),
-                cloud: None,
-                name: "witness".into(),
                 witness: true,
-                repository: false,
-                monitor: false,
+                ..host("witness".into(), 4, None)
             });
         }
         if self.monitor {
             // Outside every cloud: a partition cuts a cloud off from it too.
             hosts.push(LabHost {
-                container: format!("{}-monitor", self.name),
-                address: format!("{}.6", self.subnet_prefix),
-                cloud: None,
-                name: "monitor".into(),
-                witness: false,
-                repository: false,
                 monitor: true,
+                ..host("monitor".into(), 6, None)
             });
         }
         hosts
