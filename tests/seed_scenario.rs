@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::partition::{Monitor, Sites};
-use common::{sql, stderr, wait_for, TestLab};
+use common::{sql, stderr, wait_for, wait_for_or, TestLab};
 
 const P: &str = "10.73.0";
 const DC1: [&str; 3] = ["dc1-pg1", "dc1-pg2", "dc1-pg3"];
@@ -399,20 +399,52 @@ fn seed_scenario() {
     // 11. The lost data center comes back with nobody running pgha: its
     // etcd still says "primary cluster", but the fence run before Patroni
     // sees dc2's master and makes dc1 follow it. No second master, ever.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     assert!(monitor.around(|| lab.lab(&["start", "dc1"])).status.success());
     let quiet_until = Instant::now() + 3 * ttl;
     while Instant::now() < quiet_until {
         assert!(masters(&pw, &DC1).is_empty(), "the returning dc1 elected a master");
         std::thread::sleep(Duration::from_millis(500));
     }
-    wait_for("dc1 to run as a standby cluster", Duration::from_secs(60), || {
-        let out = lab.pgha(&["status", "--output", "json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
-            s["hosts"]
-                .as_array()
-                .is_some_and(|h| h.iter().any(|r| r["cloud"] == "dc1" && r["role"] == "standby leader"))
-        })
-    });
+    wait_for_or(
+        "dc1 to run as a standby cluster",
+        Duration::from_secs(60),
+        || {
+            let out = lab.pgha(&["status", "--output", "json"]);
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| {
+                s["hosts"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|r| r["cloud"] == "dc1" && r["role"] == "standby leader"))
+            })
+        },
+        // CI once timed out here with nothing else to read.
+        || {
+            let status = lab.pgha(&["status"]);
+            let dc1: Vec<String> = DC1.iter().map(|h| addr(h)).collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            format!(
+                "pgha status:\n{}\nthe hosts logged:\n{}",
+                String::from_utf8_lossy(&status.stdout),
+                lab.journals_between(started, now, &dc1, &["patroni", "etcd"])
+            )
+        },
+    );
+    eprintln!(
+        "dc1 back as a standby cluster {:?} after its hosts started",
+        Duration::from_secs(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - started
+        )
+    );
     assert!(masters(&pw, &DC1).is_empty());
     assert_eq!(masters(&pw, &DC2).len(), 1);
     // Panics if two hosts took writes at once at any moment, or could have.
