@@ -428,10 +428,16 @@ fn seed_scenario() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_secs();
+            // pg_controldata's dumps say little; the status last, where CI's excerpt ends.
+            let logged: String = lab
+                .journals_between(started, now, &dc1, &["patroni", "etcd"])
+                .lines()
+                .filter(|l| !l.contains("]:   "))
+                .map(|l| format!("{l}\n"))
+                .collect();
             format!(
-                "pgha status:\n{}\nthe hosts logged:\n{}",
-                String::from_utf8_lossy(&status.stdout),
-                lab.journals_between(started, now, &dc1, &["patroni", "etcd"])
+                "the hosts logged:\n{logged}\npgha status:\n{}",
+                String::from_utf8_lossy(&status.stdout)
             )
         },
     );
