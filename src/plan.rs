@@ -302,7 +302,7 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
             names,
             format!(
                 "{role}write {}, {}, {} and {}, (re)start {} on port {} (TLS, clients of the metrics CA only); \
-                 write {} and {}, (re)start {} on 127.0.0.1:{}",
+                 write {}, (re)start {} on 127.0.0.1:{}; run {} (the certificates' expiry, from the files, every minute)",
                 components::exporter::METRICS_CA.path,
                 components::exporter::KEY.path,
                 components::exporter::WEB.path,
@@ -310,9 +310,9 @@ fn cloud_steps(b: &mut Builder, design: &Design, cloud: &Cloud) {
                 components::exporter::SERVICE,
                 e.port,
                 components::exporter::NODE_ENV.path,
-                components::exporter::NODE_TEXTFILE.path,
                 components::exporter::NODE_SERVICE,
-                e.node_port
+                e.node_port,
+                components::exporter::CERT_METRICS_TIMER_UNIT
             ),
         );
     }

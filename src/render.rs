@@ -12,7 +12,7 @@ use crate::components::{self, FileSpec};
 use crate::design::{Backup, Cloud, Design, Etcd, Glb, Governor, Haproxy, Host, Platform, Replication, Repository};
 use crate::secrets::{Secrets, TemplateSecrets};
 
-const EMBEDDED: [(&str, &str); 36] = [
+const EMBEDDED: [(&str, &str); 38] = [
     ("pgbackrest.conf.j2", include_str!("../templates/pgbackrest.conf.j2")),
     ("pgbouncer.ini.j2", include_str!("../templates/pgbouncer.ini.j2")),
     ("vip-leader.json.j2", include_str!("../templates/vip-leader.json.j2")),
@@ -78,7 +78,15 @@ const EMBEDDED: [(&str, &str); 36] = [
         "node-exporter.env.j2",
         include_str!("../templates/node-exporter.env.j2"),
     ),
-    ("node-pgha.prom.j2", include_str!("../templates/node-pgha.prom.j2")),
+    ("cert-metrics.sh.j2", include_str!("../templates/cert-metrics.sh.j2")),
+    (
+        "pgha-cert-metrics.service.j2",
+        include_str!("../templates/pgha-cert-metrics.service.j2"),
+    ),
+    (
+        "pgha-cert-metrics.timer.j2",
+        include_str!("../templates/pgha-cert-metrics.timer.j2"),
+    ),
     (
         "backup-metrics.json.j2",
         include_str!("../templates/backup-metrics.json.j2"),
@@ -301,7 +309,6 @@ impl Renderer {
         // A word of a POSIX shell line.
         env.add_filter("sh", |a: String| crate::shell::quote(&a));
         // When a PEM certificate expires (Unix seconds); none for a placeholder.
-        env.add_filter("cert_expiry", |a: String| crate::pki::not_after(&a));
         for (name, source) in EMBEDDED {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => crate::fsutil::read_text(&path, crate::fsutil::MAX_SMALL)
@@ -562,7 +569,7 @@ impl Renderer {
                 gateway_pem: components::haproxy::METRICS_PEM.path,
                 site_member: design.is_site_member(&host.name),
                 textfile_dir: components::exporter::TEXTFILE_DIR,
-                textfile: components::exporter::NODE_TEXTFILE.path,
+                textfile: components::exporter::NODE_TEXTFILE,
                 backup_textfile: backup::METRICS_TEXTFILE,
             }),
             glb: design.glb.as_ref(),

@@ -617,6 +617,54 @@ fn monitoring(lab: &TestLab) {
         fired.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    expiring_certificate(lab, replica);
+}
+
+/// A host certificate that expires in 10 days, as if no deploy had run for
+/// 355 days: the same key, names and extensions, signed by the cluster CA
+/// for 10 days. The certificate metrics read it from the file within a
+/// minute and `PghaCertificateExpiring` fires; `pgha deploy` of its cloud
+/// puts the design's certificate back and the alert resolves.
+fn expiring_certificate(lab: &TestLab, host: &str) {
+    let ca_key = std::fs::read(lab.dir.join("pgha.pki/ca.key")).unwrap();
+    // The CA key comes on stdin into a private directory removed on exit.
+    let reissue = "set -e\n\
+        t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT\n\
+        cat > \"$t/ca.key\"\n\
+        cd /etc/pgha/tls\n\
+        openssl x509 -x509toreq -copy_extensions copyall -in host.crt -key postgres.key -out \"$t/req\" 2>/dev/null\n\
+        openssl x509 -req -in \"$t/req\" -CA ca.crt -CAkey \"$t/ca.key\" -days 10 -copy_extensions copyall -out \"$t/crt\" 2>/dev/null\n\
+        cat \"$t/crt\" > host.crt\n\
+        openssl x509 -in host.crt -noout -enddate\n";
+    let out = lab.ssh_input(&addr(host), reissue, &ca_key);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    eprintln!("{host}'s host certificate now ends {}", stdout(&out).trim());
+    let planted = Instant::now();
+    wait_for(
+        &format!("PghaCertificateExpiring firing for {host}"),
+        Duration::from_secs(150),
+        || lab.firing(host).iter().any(|a| a == "PghaCertificateExpiring"),
+    );
+    let fired = planted.elapsed();
+    let out = lab.pgha(&["deploy", "--cloud", "dc2", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("write /etc/pgha/tls/host.crt") || stderr(&out).contains("write /etc/pgha/tls/host.crt"),
+        "the deploy did not put {host}'s certificate back: {}",
+        stdout(&out)
+    );
+    let deployed = Instant::now();
+    wait_for(
+        &format!("PghaCertificateExpiring on {host} to resolve"),
+        Duration::from_secs(150),
+        || !lab.firing(host).iter().any(|a| a == "PghaCertificateExpiring"),
+    );
+    eprintln!(
+        "figure: a host certificate 10 days from its end: PghaCertificateExpiring firing after {:.0} s \
+         (the file read each minute, scrapes 15 s); resolved {:.0} s after `pgha deploy --cloud dc2`",
+        fired.as_secs_f64(),
+        deployed.elapsed().as_secs_f64()
+    );
 }
 
 #[test]

@@ -84,20 +84,57 @@ pub(crate) const NODE_ENV: FileSpec = FileSpec {
     check: None,
 };
 
-/// What pgha knows of the host that no exporter reads elsewhere: when its
-/// certificates expire. Read at each scrape: no restart.
-pub(crate) const NODE_TEXTFILE: FileSpec = FileSpec {
-    component: Component::Metrics,
-    template: "node-pgha.prom.j2",
-    path: "/var/lib/prometheus/node-exporter/pgha.prom",
-    owner: "root",
-    group: "root",
-    mode: 0o644,
-    service: NODE_SERVICE,
-    check: None,
+/// What no exporter reads elsewhere: when the host's certificates expire,
+/// written by the certificate metrics from the files themselves (a deploy's
+/// own record would miss a certificate it has not renewed or one replaced
+/// by hand). The node exporter reads it at each scrape.
+pub(crate) const NODE_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/pgha.prom";
+
+pub(crate) const CERT_METRICS_SERVICE: &str = "pgha-cert-metrics";
+pub(crate) const CERT_METRICS_TIMER_UNIT: &str = "pgha-cert-metrics.timer";
+
+const fn cert_metrics_file(
+    template: &'static str,
+    path: &'static str,
+    mode: u32,
+    check: Option<&'static str>,
+) -> FileSpec {
+    FileSpec {
+        component: Component::Metrics,
+        template,
+        path,
+        owner: "root",
+        group: "root",
+        mode,
+        service: CERT_METRICS_SERVICE,
+        check,
+    }
+}
+
+/// Its code; run by the timer, so a change needs no restart.
+pub(crate) const CERT_METRICS_CODE: FileSpec = cert_metrics_file(
+    "cert-metrics.sh.j2",
+    "/usr/local/lib/pgha/cert-metrics",
+    0o755,
+    Some("sh -n"),
+);
+pub(crate) const CERT_METRICS_UNIT: FileSpec = cert_metrics_file(
+    "pgha-cert-metrics.service.j2",
+    "/etc/systemd/system/pgha-cert-metrics.service",
+    0o644,
+    None,
+);
+pub(crate) const CERT_METRICS_TIMER: FileSpec = FileSpec {
+    service: CERT_METRICS_TIMER_UNIT,
+    ..cert_metrics_file(
+        "pgha-cert-metrics.timer.j2",
+        "/etc/systemd/system/pgha-cert-metrics.timer",
+        0o644,
+        None,
+    )
 };
 
-pub(crate) const NODE_FILES: [FileSpec; 2] = [NODE_ENV, NODE_TEXTFILE];
+pub(crate) const NODE_FILES: [FileSpec; 4] = [NODE_ENV, CERT_METRICS_CODE, CERT_METRICS_UNIT, CERT_METRICS_TIMER];
 
 /// Creates the exporter's role, or sets its password, on the master. The
 /// password travels on stdin; errors are not logged with the statement.

@@ -814,6 +814,7 @@ async fn retire(ctx: &Ctx<'_>, cloud: &Cloud, r: &super::work::Removal, number: 
                 haproxy::CONFIG.service,
                 crate::components::exporter::SERVICE,
                 crate::components::exporter::NODE_SERVICE,
+                crate::components::exporter::CERT_METRICS_TIMER_UNIT,
                 backup::METRICS_TIMER_UNIT,
                 crate::components::pgbouncer::SERVICE,
                 // Its stop takes the cloud's virtual IP off the host.

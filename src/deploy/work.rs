@@ -614,13 +614,23 @@ fn exporter_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFact
         differs |= write_if_differs(items, facts, file(i, host, spec));
     }
     keep_running(items, facts, components::exporter::SERVICE, differs);
-    use components::exporter::{NODE_ENV, NODE_SERVICE, NODE_TEXTFILE};
+    use components::exporter::{
+        CERT_METRICS_CODE, CERT_METRICS_TIMER, CERT_METRICS_TIMER_UNIT, CERT_METRICS_UNIT, NODE_ENV, NODE_SERVICE,
+    };
     // Debian's package enables it at install with empty arguments (every
     // address, every collector): a host booted before this deploy runs it
     // so until the restart with these.
     let node_differs = write_if_differs(items, facts, file(i, host, &NODE_ENV));
-    write_if_differs(items, facts, file(i, host, &NODE_TEXTFILE));
     keep_running(items, facts, NODE_SERVICE, node_differs);
+    timer_work(
+        items,
+        i,
+        host,
+        facts,
+        &[CERT_METRICS_CODE],
+        (&CERT_METRICS_UNIT, &CERT_METRICS_TIMER),
+        CERT_METRICS_TIMER_UNIT,
+    );
 }
 
 /// `service` enabled and running; restarted when `changed` and it ran.
@@ -636,19 +646,41 @@ fn keep_running(items: &mut Vec<Work>, facts: &HostFacts, service: &'static str,
     }
 }
 
-/// The backup metrics' code, settings and units; its timer enabled and
-/// running, restarted when its unit changed (the service runs the code and
-/// settings anew each time).
+/// The backup metrics' code, settings and units, run by their timer.
 fn backup_metrics_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
     use backup::{METRICS_CODE, METRICS_SETTINGS, METRICS_TIMER, METRICS_TIMER_UNIT, METRICS_UNIT};
-    write_if_differs(items, facts, file(i, host, &METRICS_CODE));
-    write_if_differs(items, facts, file(i, host, &METRICS_SETTINGS));
-    let unit = write_if_differs(items, facts, file(i, host, &METRICS_UNIT));
-    let timer = write_if_differs(items, facts, file(i, host, &METRICS_TIMER));
+    timer_work(
+        items,
+        i,
+        host,
+        facts,
+        &[METRICS_CODE, METRICS_SETTINGS],
+        (&METRICS_UNIT, &METRICS_TIMER),
+        METRICS_TIMER_UNIT,
+    );
+}
+
+/// A job a timer runs: its code (and settings), its service and timer units;
+/// the timer enabled and running, restarted when it changed (the service
+/// runs the code and settings anew each time).
+fn timer_work(
+    items: &mut Vec<Work>,
+    i: &Inputs,
+    host: &str,
+    facts: &HostFacts,
+    code: &[FileSpec],
+    (unit, timer): (&FileSpec, &FileSpec),
+    timer_unit: &'static str,
+) {
+    for spec in code {
+        write_if_differs(items, facts, file(i, host, spec));
+    }
+    let unit = write_if_differs(items, facts, file(i, host, unit));
+    let timer = write_if_differs(items, facts, file(i, host, timer));
     if unit || timer {
         items.push(Work::DaemonReload);
     }
-    keep_running(items, facts, METRICS_TIMER_UNIT, timer);
+    keep_running(items, facts, timer_unit, timer);
 }
 
 /// PgBouncer: its files, reloaded (SIGHUP) when they or the TLS files it
@@ -1422,7 +1454,12 @@ mod tests {
     fn metrics_step_work(action: Action, changed: &[FileSpec], node: bool) -> String {
         use crate::components::exporter;
         let services: &[&str] = if node {
-            &[exporter::SERVICE, exporter::NODE_SERVICE, backup::METRICS_TIMER_UNIT]
+            &[
+                exporter::SERVICE,
+                exporter::NODE_SERVICE,
+                exporter::CERT_METRICS_TIMER_UNIT,
+                backup::METRICS_TIMER_UNIT,
+            ]
         } else {
             &[exporter::SERVICE]
         };
@@ -1431,7 +1468,7 @@ mod tests {
 
     #[test]
     fn the_node_exporter_restarts_on_new_arguments_only() {
-        use crate::components::exporter::{NODE_ENV, NODE_TEXTFILE};
+        use crate::components::exporter::{CERT_METRICS_CODE, CERT_METRICS_TIMER, NODE_ENV};
         // Installed: Debian enabled it with its own arguments; pgha's start it.
         let first = metrics_work_with(&[], false);
         assert!(first.contains("start prometheus-node-exporter"), "{first}");
@@ -1443,14 +1480,22 @@ mod tests {
                 && !args.contains("postgres-exporter"),
             "{args}"
         );
-        // The textfile is read at each scrape.
-        let textfile = metrics_work_with(&[NODE_TEXTFILE], true);
+        // The certificate metrics: the code runs anew each time; a new
+        // timer restarts it, the exporter stays.
+        let code = metrics_work_with(&[CERT_METRICS_CODE], true);
+        assert!(code.ends_with("write /usr/local/lib/pgha/cert-metrics"), "{code}");
+        let timer = metrics_work_with(&[CERT_METRICS_TIMER], true);
         assert!(
-            textfile.ends_with("write /var/lib/prometheus/node-exporter/pgha.prom"),
-            "{textfile}"
+            timer.ends_with(
+                "write /etc/systemd/system/pgha-cert-metrics.timer, reload systemd units, restart pgha-cert-metrics.timer"
+            ) && !timer.contains("node-exporter"),
+            "{timer}"
         );
         let none = metrics_work_with(&[], true);
-        assert!(!none.contains("node-exporter"), "{none}");
+        assert!(
+            !none.contains("node-exporter") && !none.contains("cert-metrics"),
+            "{none}"
+        );
     }
 
     #[test]

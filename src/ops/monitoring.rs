@@ -281,8 +281,9 @@ pub(crate) fn rules(design: &Design) -> String {
             for_: "0s",
             severity: "warning",
             summary: "{{ $labels.certificate }} certificate on {{ $labels.host }} expires in {{ $value | humanizeDuration }}",
-            description: "A certificate pgha installed expires within 30 days: `pgha deploy` renews a host's certificate \
-                          then; a CA near its end needs `pgha certs rotate`. Expired, TLS between the components fails."
+            description: "A certificate pgha installed expires within 30 days (read from the file each minute; 0: the file \
+                          could not be read): `pgha deploy` renews a host's certificate then; a CA near its end needs \
+                          `pgha certs rotate`. Expired, TLS between the components fails."
                 .to_string(),
         },
         Rule {

@@ -231,10 +231,28 @@ impl TestLab {
         self.ssh_checking(&self.dir.join("known_hosts"), address, cmd)
     }
 
+    /// Like `ssh`, with `input` on the command's stdin (a key stays out of argv).
+    pub(crate) fn ssh_input(&self, address: &str, cmd: &str, input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .ssh_command(&self.dir.join("known_hosts"), address, cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Like `ssh`, checking the host key against `known_hosts`.
     pub(crate) fn ssh_checking(&self, known_hosts: &Path, address: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .arg("-i")
+        self.ssh_command(known_hosts, address, cmd).output().unwrap()
+    }
+
+    fn ssh_command(&self, known_hosts: &Path, address: &str, cmd: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-i")
             .arg(self.dir.join("id_ed25519"))
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
@@ -247,9 +265,8 @@ impl TestLab {
                 "ConnectTimeout=3",
             ])
             .arg(format!("root@{address}"))
-            .arg(cmd)
-            .output()
-            .unwrap()
+            .arg(cmd);
+        c
     }
 
     /// Issue 23: least privilege in etcd, on a lab with a witness (`.4`)
