@@ -308,7 +308,6 @@ impl Renderer {
         env.add_filter("url_host", |a: String| crate::design::shape::url_host(&a));
         // A word of a POSIX shell line.
         env.add_filter("sh", |a: String| crate::shell::quote(&a));
-        // When a PEM certificate expires (Unix seconds); none for a placeholder.
         for (name, source) in EMBEDDED {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(path) => crate::fsutil::read_text(&path, crate::fsutil::MAX_SMALL)

@@ -728,35 +728,10 @@ fn etcd_outage(lab: &TestLab, pw: &str) {
 /// trusting it meanwhile; the original goes back afterwards.
 fn expiring_certificate(lab: &TestLab) {
     let (host, host_name) = (SECONDARY[1], "dc2-pg2");
-    let pki = lab.dir.join("pgha.pki");
-    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
     let installed = lab.ssh_ok(host, "cat /etc/pgha/tls/host.crt");
-    let design = pgha::design::load(&lab.design()).unwrap().design;
-    let mut params = rcgen::CertificateParams::new(pgha::pki::wanted_names(&design, host_name)).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "pgha");
-    params.distinguished_name.push(rcgen::DnType::CommonName, host_name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::DigitalSignature,
-        rcgen::KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10) + time::Duration::hours(1);
-    let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), ca_key).unwrap();
-    let key = rcgen::KeyPair::from_pem(&read(&format!("hosts/{host_name}.key"))).unwrap();
-    let short = params.signed_by(&key, &issuer).unwrap().pem();
-    let swap = |pem: &str| {
-        let b64 = pgha::remote::base64(pem.as_bytes()).replace('\n', "");
-        lab.ssh_ok(host, &format!("echo {b64} | base64 -d > /etc/pgha/tls/host.crt"));
-    };
-    swap(&short);
+    lab.put_host_certificate(host, &lab.host_certificate_for_days(host_name, 10));
     let out = lab.pgha(&["status", "--output", "json"]);
-    swap(&installed);
+    lab.put_host_certificate(host, &installed);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let findings = status["findings"].to_string();

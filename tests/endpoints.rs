@@ -620,25 +620,13 @@ fn monitoring(lab: &TestLab) {
     expiring_certificate(lab, replica);
 }
 
-/// A host certificate that expires in 10 days, as if no deploy had run for
-/// 355 days: the same key, names and extensions, signed by the cluster CA
-/// for 10 days. The certificate metrics read it from the file within a
-/// minute and `PghaCertificateExpiring` fires; `pgha deploy` of its cloud
-/// puts the design's certificate back and the alert resolves.
+/// A host certificate that expires in 10 days, as if no deploy had renewed
+/// it for a year (the lab's CA, the host's own key and names): the
+/// certificate metrics read it from the file within a minute and
+/// `PghaCertificateExpiring` fires; `pgha deploy` of its cloud puts the
+/// design's certificate back and the alert resolves.
 fn expiring_certificate(lab: &TestLab, host: &str) {
-    let ca_key = std::fs::read(lab.dir.join("pgha.pki/ca.key")).unwrap();
-    // The CA key comes on stdin into a private directory removed on exit.
-    let reissue = "set -e\n\
-        t=$(mktemp -d); trap 'rm -rf \"$t\"' EXIT\n\
-        cat > \"$t/ca.key\"\n\
-        cd /etc/pgha/tls\n\
-        openssl x509 -x509toreq -copy_extensions copyall -in host.crt -key postgres.key -out \"$t/req\" 2>/dev/null\n\
-        openssl x509 -req -in \"$t/req\" -CA ca.crt -CAkey \"$t/ca.key\" -days 10 -copy_extensions copyall -out \"$t/crt\" 2>/dev/null\n\
-        cat \"$t/crt\" > host.crt\n\
-        openssl x509 -in host.crt -noout -enddate\n";
-    let out = lab.ssh_input(&addr(host), reissue, &ca_key);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    eprintln!("{host}'s host certificate now ends {}", stdout(&out).trim());
+    lab.put_host_certificate(&addr(host), &lab.host_certificate_for_days(host, 10));
     let planted = Instant::now();
     wait_for(
         &format!("PghaCertificateExpiring firing for {host}"),
@@ -648,10 +636,12 @@ fn expiring_certificate(lab: &TestLab, host: &str) {
     let fired = planted.elapsed();
     let out = lab.pgha(&["deploy", "--cloud", "dc2", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+    // Its step lines are on stderr.
+    let log = stderr(&out);
     assert!(
-        stdout(&out).contains("write /etc/pgha/tls/host.crt") || stderr(&out).contains("write /etc/pgha/tls/host.crt"),
-        "the deploy did not put {host}'s certificate back: {}",
-        stdout(&out)
+        log.lines()
+            .any(|l| l.contains(&format!(" {host}: ")) && l.contains("write /etc/pgha/tls/host.crt")),
+        "the deploy did not put {host}'s certificate back:\n{log}"
     );
     let deployed = Instant::now();
     wait_for(

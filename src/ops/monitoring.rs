@@ -280,10 +280,26 @@ pub(crate) fn rules(design: &Design) -> String {
             expr: format!("pgha_certificate_expiry_timestamp_seconds{{{c}}} - time() < 30 * 86400"),
             for_: "0s",
             severity: "warning",
-            summary: "{{ $labels.certificate }} certificate on {{ $labels.host }} expires in {{ $value | humanizeDuration }}",
+            summary: "{{ $labels.certificate }} certificate on {{ $labels.host }} \
+                      {{ if lt $value -1e9 }}could not be read{{ else }}expires in {{ $value | humanizeDuration }}{{ end }}",
             description: "A certificate pgha installed expires within 30 days (read from the file each minute; 0: the file \
                           could not be read): `pgha deploy` renews a host's certificate then; a CA near its end needs \
                           `pgha certs rotate`. Expired, TLS between the components fails."
+                .to_string(),
+        },
+        Rule {
+            alert: "PghaCertMetricsStale",
+            expr: format!(
+                "time() - pgha_cert_metrics_timestamp_seconds{{{c}}} > {CERT_STALE} \
+                 or (up{{{c}, job=\"{node}\"}} == 1 unless on (cluster, host) pgha_cert_metrics_timestamp_seconds{{{c}}})",
+                node = NODE.name
+            ),
+            for_: "5m",
+            severity: "warning",
+            summary: "the certificate metrics on {{ $labels.host }} are stale or missing",
+            description: "pgha-cert-metrics.timer reads the certificates' expiry every minute: it is stopped, its runs \
+                          fail, or the textfile cannot be written, so PghaCertificateExpiring cannot see this host. \
+                          `systemctl status pgha-cert-metrics.timer pgha-cert-metrics.service` on the host."
                 .to_string(),
         },
         Rule {
@@ -500,6 +516,8 @@ fn backup_rules(c: &str) -> Vec<Rule> {
 
 /// Seconds after which a host's backup metrics are stale: four runs missed.
 const BACKUP_STALE: u32 = 1200;
+/// The certificate metrics are read every minute: five missed runs.
+const CERT_STALE: u32 = 300;
 
 /// A string as a YAML double-quoted scalar (JSON's quoting is YAML's).
 pub(crate) fn json(s: &str) -> String {

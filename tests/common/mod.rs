@@ -231,18 +231,37 @@ impl TestLab {
         self.ssh_checking(&self.dir.join("known_hosts"), address, cmd)
     }
 
-    /// Like `ssh`, with `input` on the command's stdin (a key stays out of argv).
-    pub(crate) fn ssh_input(&self, address: &str, cmd: &str, input: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .ssh_command(&self.dir.join("known_hosts"), address, cmd)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
+    /// `host_name`'s certificate as the lab's CA would issue it for its own
+    /// key and names, but ending in `days` days (and an hour): as if no deploy
+    /// had renewed it for a year. Nothing stops trusting the host meanwhile.
+    pub(crate) fn host_certificate_for_days(&self, host_name: &str, days: i64) -> String {
+        let pki = self.dir.join("pgha.pki");
+        let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+        let design = pgha::design::load(&self.design()).unwrap().design;
+        let mut params = rcgen::CertificateParams::new(pgha::pki::wanted_names(&design, host_name)).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "pgha");
+        params.distinguished_name.push(rcgen::DnType::CommonName, host_name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days) + time::Duration::hours(1);
+        let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.crt"), ca_key).unwrap();
+        let key = rcgen::KeyPair::from_pem(&read(&format!("hosts/{host_name}.key"))).unwrap();
+        params.signed_by(&key, &issuer).unwrap().pem()
+    }
+
+    /// Writes `pem` over the host certificate at `address` (its owner and mode stay).
+    pub(crate) fn put_host_certificate(&self, address: &str, pem: &str) {
+        let b64 = pgha::remote::base64(pem.as_bytes()).replace('\n', "");
+        self.ssh_ok(address, &format!("echo {b64} | base64 -d > /etc/pgha/tls/host.crt"));
     }
 
     /// Like `ssh`, checking the host key against `known_hosts`.
