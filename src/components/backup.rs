@@ -120,16 +120,7 @@ pub(crate) fn metrics_written_script() -> String {
 }
 
 const fn metrics_file(template: &'static str, path: &'static str, mode: u32, check: Option<&'static str>) -> FileSpec {
-    FileSpec {
-        component: Component::Metrics,
-        template,
-        path,
-        owner: "root",
-        group: "root",
-        mode,
-        service: METRICS_SERVICE,
-        check,
-    }
+    super::timer_job_file(METRICS_SERVICE, template, path, mode, check)
 }
 
 /// The TLS files pgBackRest reads (the key is the `postgres` user's copy).

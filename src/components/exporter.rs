@@ -99,16 +99,7 @@ const fn cert_metrics_file(
     mode: u32,
     check: Option<&'static str>,
 ) -> FileSpec {
-    FileSpec {
-        component: Component::Metrics,
-        template,
-        path,
-        owner: "root",
-        group: "root",
-        mode,
-        service: CERT_METRICS_SERVICE,
-        check,
-    }
+    super::timer_job_file(CERT_METRICS_SERVICE, template, path, mode, check)
 }
 
 /// Its code; run by the timer, so a change needs no restart.

@@ -98,6 +98,26 @@ pub(crate) const DB_HOST_FILES: [FileSpec; 10] = [
     patroni::CONFIG,
     haproxy::CONFIG,
 ];
+/// A file of a metrics job a timer runs (`service`): root's.
+pub(crate) const fn timer_job_file(
+    service: &'static str,
+    template: &'static str,
+    path: &'static str,
+    mode: u32,
+    check: Option<&'static str>,
+) -> FileSpec {
+    FileSpec {
+        component: Component::Metrics,
+        template,
+        path,
+        owner: "root",
+        group: "root",
+        mode,
+        service,
+        check,
+    }
+}
+
 /// The files of a GLB host.
 pub(crate) const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];
 
