@@ -9,9 +9,9 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use common::partition::{Monitor, Sites};
+use common::partition::{epoch_secs, Monitor, Sites};
 use common::{sql, stderr, wait_for, wait_for_or, TestLab};
 
 const P: &str = "10.73.0";
@@ -142,10 +142,7 @@ fn seed_scenario() {
         .is_ok_and(|r| r[0][0].as_deref() == Some("0"))
     });
     let stopped = Instant::now();
-    let stopped_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let stopped_at = epoch_secs(SystemTime::now());
     stop_patroni(&lab, &first);
     through_glb(
         &pw,
@@ -399,10 +396,7 @@ fn seed_scenario() {
     // 11. The lost data center comes back with nobody running pgha: its
     // etcd still says "primary cluster", but the fence run before Patroni
     // sees dc2's master and makes dc1 follow it. No second master, ever.
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let (started, start) = (epoch_secs(SystemTime::now()), Instant::now());
     assert!(monitor.around(|| lab.lab(&["start", "dc1"])).status.success());
     let quiet_until = Instant::now() + 3 * ttl;
     while Instant::now() < quiet_until {
@@ -424,10 +418,7 @@ fn seed_scenario() {
         || {
             let status = lab.pgha(&["status"]);
             let dc1: Vec<String> = DC1.iter().map(|h| addr(h)).collect();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
+            let now = epoch_secs(SystemTime::now());
             // pg_controldata's dumps say little; the status last, where CI's excerpt ends.
             let logged: String = lab
                 .journals_between(started, now, &dc1, &["patroni", "etcd"])
@@ -442,14 +433,8 @@ fn seed_scenario() {
         },
     );
     eprintln!(
-        "dc1 back as a standby cluster {:?} after its hosts started",
-        Duration::from_secs(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                - started
-        )
+        "dc1 back as a standby cluster {:.0?} after its hosts started",
+        start.elapsed()
     );
     assert!(masters(&pw, &DC1).is_empty());
     assert_eq!(masters(&pw, &DC2).len(), 1);

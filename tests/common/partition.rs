@@ -621,7 +621,7 @@ pub(crate) fn status_json(lab: &TestLab) -> serde_json::Value {
 }
 
 /// Seconds since the epoch, as `journalctl --since @N` reads them.
-fn epoch_secs(t: SystemTime) -> u64 {
+pub(crate) fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
