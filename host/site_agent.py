@@ -105,10 +105,17 @@ class Settings:
     cloud_etcd: list = field(default_factory=list)
     own_etcd: str = ""
     cert: str = ""
+    # The master's renewal age past which it renewed late (pgha's alert
+    # rules say the same figure); 0 in an older pgha's settings.
+    late_after: float = 0.0
 
     @property
     def fence_after(self):
         return self.ttl / 3.0
+
+    @property
+    def late_bound(self):
+        return self.late_after if self.late_after > 0 else round(self.fence_after * 0.7, 1)
 
     @property
     def period(self):
@@ -188,6 +195,9 @@ class Decision:
     unstick: bool = False
     log: Optional[str] = None
     free_since: Optional[float] = None
+    # The master's last renewal is older than its late bound: late or lost
+    # (act sets it too when its renewal attempt ran past the fence's bound).
+    late: bool = False
 
 
 def stale(at, last_renewal):
@@ -224,6 +234,7 @@ def decide(s, o):
         d.clear_on_renewal = o.standby is False
         # Silence fences only once the site answered this host.
         d.fence_at = o.last_renewal + s.fence_after if o.armed or o.site_ok else None
+        d.late = d.fence_at is not None and o.now - o.last_renewal >= s.late_bound
         if not o.site_ok:
             if d.fence_at is not None and o.now >= d.fence_at:
                 d.fence = stale(o.now, o.last_renewal)
@@ -935,18 +946,37 @@ def stamp(at):
         log(f"could not record the renewal in {STAMP}: {e}")
 
 
-def state_text(at, site_ok, held):
+def state_text(at, site_ok, held, late):
     """The loop's state for the gate's metrics: when, whether the site
-    answered, and the lease holder's cloud (None: unknown or free)."""
-    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": cloud_of(held) if site_ok else None}) + "\n"
+    answered, the lease holder's cloud (None: unknown or free), and how
+    many times this host's master renewed late since boot."""
+    holder = cloud_of(held) if site_ok else None
+    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": holder, "late_renewals": late}) + "\n"
 
 
-def record_state(at, site_ok, held):
+def record_state(at, site_ok, held, late):
     try:
-        write_run(STATE, state_text(at, site_ok, held))
+        write_run(STATE, state_text(at, site_ok, held, late))
     except (OSError, KeyError) as e:
         # Only the metrics miss it (the gate reports the loop as old).
         log(f"could not record the loop's state in {STATE}: {e}")
+
+
+def recorded_late_renewals(path=STATE):
+    """The count of late renewals a previous run of the agent recorded
+    since boot (0: none, or unreadable: a counter may start again)."""
+    try:
+        with open(path) as f:
+            n = json.load(f).get("late_renewals")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+
+
+def late_episode(was_late, d):
+    """Whether this loop begins a late renewal (one count per episode,
+    however many loops it lasts)."""
+    return d.late and not was_late
 
 
 def stamped():
@@ -997,6 +1027,8 @@ def act(s, h, o, d):
                     unmark(done)
         elif d.fence_at is not None and now() >= d.fence_at:
             # Checked after the attempt, which may have waited on every member.
+            # Late too, if the loop began before the late bound.
+            d.late = True
             h.fence(stale(now(), o.last_renewal), o.lsn, False)
             last_renewal = now()
     if d.fence:
@@ -1061,6 +1093,7 @@ def main(argv):
     # this start by its own grace.
     last_renewal = stamped() or now()
     free_since = None
+    late_renewals, was_late = recorded_late_renewals(), False
     if s.cloud_etcd and s.own_etcd and s.cert:
         threading.Thread(target=steer_etcd_leader, args=(Host(s),), daemon=True).start()
     # Since when this replica has stayed behind its standby leader's
@@ -1073,7 +1106,7 @@ def main(argv):
         began = now()
         role, lsn, running = h.patroni()
         ok, held, lease, last = h.read_site()
-        record_state(now(), ok, held)
+        record_state(now(), ok, held, late_renewals)
         fenced, taking_over = os.path.exists(FENCED), os.path.exists(TAKING_OVER)
         try:
             fenced_at = os.path.getmtime(FENCED) if fenced else None
@@ -1107,6 +1140,11 @@ def main(argv):
             o = replace(o, cloud_master=h.cloud_master())
         d = decide(s, o)
         last_renewal, free_since = act(s, h, o, d)
+        if late_episode(was_late, d):
+            late_renewals += 1
+            log(f"{stale(now(), o.last_renewal)}: late (after {s.late_bound:g} s)")
+            record_state(now(), ok, held, late_renewals)
+        was_late = d.late
         if d.unstick:
             mine, leader = h.timelines()
             stop, behind_since = decide_unstick(now(), mine, leader, behind_since, restarted_at)

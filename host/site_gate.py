@@ -96,6 +96,12 @@ def metrics(armed, now, stamp, bound, state, fences):
         metric("pgha_site_agent_loop_age_seconds", loop, now)
     if fences is not None:
         metric("pgha_site_fences_total", "Times this host's master was fenced.", fences, kind="counter")
+    late = state.get("late_renewals") if isinstance(state, dict) else None
+    # Counted by the agent, since boot: each time this host's master found
+    # its last renewal older than its late bound (a fence's warning, and
+    # what a scrape between two renewals misses).
+    if isinstance(late, int) and not isinstance(late, bool) and late >= 0:
+        metric("pgha_site_late_renewals_total", "Times this host's master renewed the site lease late (or not at all).", late, kind="counter")
     return "\n".join(lines) + "\n"
 
 

@@ -666,8 +666,12 @@ class Act(unittest.TestCase):
         # Decided at 95 (a renewal 5 s old), failed at 100: 10 s, fenced.
         h = FakeHost(renewals=False)
         o = master(now=95.0, held=DC1, lease=7, last_renewal=90.0)
-        a.act(S, h, o, a.decide(S, o))
+        d = a.decide(S, o)
+        self.assertFalse(d.late)
+        a.act(S, h, o, d)
         self.assertEqual(h.calls[-1], ("fence", "no renewal of the site lease for 10.0 s", False))
+        # It was late before it was fenced: counted.
+        self.assertTrue(d.late)
 
     def test_a_failed_renewal_within_the_bound_keeps_the_clock(self):
         h = FakeHost(renewals=False)
@@ -798,19 +802,60 @@ class EtcdLogin(unittest.TestCase):
 class State(unittest.TestCase):
     def test_the_loop_s_state_names_the_holder_only_when_the_site_answered(self):
         self.assertEqual(
-            json.loads(a.state_text(12.3456, True, {"cloud": "dc2", "lsn": 5})),
-            {"at": 12.346, "site_ok": True, "holder": "dc2"},
+            json.loads(a.state_text(12.3456, True, {"cloud": "dc2", "lsn": 5}, 3)),
+            {"at": 12.346, "site_ok": True, "holder": "dc2", "late_renewals": 3},
         )
-        self.assertIsNone(json.loads(a.state_text(1.0, True, None))["holder"])
-        self.assertIsNone(json.loads(a.state_text(1.0, False, {"cloud": "dc1"}))["holder"])
+        self.assertIsNone(json.loads(a.state_text(1.0, True, None, 0))["holder"])
+        self.assertIsNone(json.loads(a.state_text(1.0, False, {"cloud": "dc1"}, 0))["holder"])
 
     def test_it_is_written_whole(self):
         with tempfile.TemporaryDirectory() as d:
             with mock.patch.object(a, "RUN_DIR", d), mock.patch.object(a, "STATE", d + "/s.json"):
-                a.record_state(3.0, True, {"cloud": "dc1"})
+                a.record_state(3.0, True, {"cloud": "dc1"}, 2)
                 with open(d + "/s.json") as f:
                     self.assertEqual(json.load(f)["holder"], "dc1")
                 self.assertEqual(os.listdir(d), ["s.json"])
+                # A restarted agent counts on from the recorded count.
+                self.assertEqual(a.recorded_late_renewals(d + "/s.json"), 2)
+
+    def test_a_count_it_cannot_read_starts_again(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = d + "/s.json"
+            self.assertEqual(a.recorded_late_renewals(p), 0)
+            for text in ("{", "[1]", '{"late_renewals": -1}', '{"late_renewals": true}', '{"late_renewals": "7"}'):
+                with open(p, "w") as f:
+                    f.write(text)
+                self.assertEqual(a.recorded_late_renewals(p), 0, text)
+
+
+class LateRenewals(unittest.TestCase):
+    def test_a_master_s_renewal_older_than_the_late_bound_is_late(self):
+        # ttl 30: fenced at 10 s, late from 7 s.
+        self.assertEqual(S.late_bound, 7.0)
+        self.assertFalse(a.decide(S, master(held=DC1, lease=7, last_renewal=93.1)).late)
+        for o in (master(held=DC1, lease=7, last_renewal=93.0), master(site_ok=False, last_renewal=92.0)):
+            self.assertTrue(a.decide(S, o).late, o)
+        # The fence's own loop too.
+        d = a.decide(S, master(site_ok=False, last_renewal=89.0))
+        self.assertTrue(d.late and d.fence)
+
+    def test_the_design_s_bound_wins(self):
+        self.assertFalse(a.decide(replace(S, late_after=8.5), master(held=DC1, lease=7, last_renewal=92.0)).late)
+
+    def test_never_late_unarmed_stopped_or_not_master(self):
+        for o in (
+            master(site_ok=False, armed=False, last_renewal=0.0),
+            master(running=False, held=DC1, last_renewal=0.0),
+            leader(last_renewal=0.0),
+        ):
+            self.assertFalse(a.decide(S, o).late, o)
+
+    def test_one_count_per_episode(self):
+        late, on_time = a.Decision(late=True), a.Decision()
+        self.assertEqual(
+            [a.late_episode(w, d) for w, d in ((False, late), (True, late), (True, on_time), (False, late))],
+            [True, False, False, True],
+        )
 
 
 if __name__ == "__main__":

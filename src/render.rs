@@ -244,6 +244,8 @@ struct TemplateContext<'a> {
     /// Seconds after its last renewal at which a host's site gate closes
     /// (one decimal: what the unit passes and HAProxy's comment says).
     gate_bound: String,
+    /// Seconds after its last renewal past which a master renewed late.
+    late_after: String,
     gate_path: &'static str,
     /// With a site lease, the `standby_cluster` section a fenced cloud (or
     /// one with no master while another holds the lease) takes: it follows
@@ -583,6 +585,10 @@ impl Renderer {
                 .site
                 .as_ref()
                 .map_or(String::new(), |s| format!("{:.1}", components::site::gate_bound(s.ttl))),
+            late_after: design
+                .site
+                .as_ref()
+                .map_or(String::new(), |s| format!("{:.1}", components::site::late_bound(s.ttl))),
             gate_path: components::site::GATE_PATH,
             site_follow: design
                 .site

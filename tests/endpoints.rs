@@ -617,23 +617,72 @@ fn monitoring(lab: &TestLab) {
         fired.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    expiring_certificate(lab, replica);
+    slow_alerts(lab, replica);
 }
 
-/// A host certificate that expires in 10 days, as if no deploy had renewed
-/// it for a year (the lab's CA, the host's own key and names): the
-/// certificate metrics read it from the file within a minute and
-/// `PghaCertificateExpiring` fires; `pgha deploy` of its cloud puts the
-/// design's certificate back and the alert resolves.
-fn expiring_certificate(lab: &TestLab, host: &str) {
-    lab.put_host_certificate(&addr(host), &lab.host_certificate_for_days(host, 10));
-    let planted = Instant::now();
-    wait_for(
-        &format!("PghaCertificateExpiring firing for {host}"),
-        Duration::from_secs(150),
-        || lab.firing(host).iter().any(|a| a == "PghaCertificateExpiring"),
+/// Whether `alert` fires for `host` now.
+fn fires(lab: &TestLab, host: &str, alert: &str) -> bool {
+    lab.firing(host).iter().any(|a| a == alert)
+}
+
+/// A WAL record and a segment switch on `host`: its archiver has a
+/// segment to push now (a message needs no table).
+fn new_segment(host: &str) {
+    let out = SITES.psql_inside(
+        host,
+        "SELECT pg_logical_emit_message(false, 'pgha-test', 'archive'); SELECT pg_switch_wal()",
     );
-    let fired = planted.elapsed();
+    assert!(out.is_some(), "no segment switch on {host}");
+}
+
+/// Two faults whose alerts take over a minute each, planted together so
+/// their waits overlap:
+/// - dc1's repository stopped (its pgBackRest server): the master's
+///   `archive_command` fails and `PghaArchiveFailing` fires; the server
+///   started again, the next segment is archived and the alert resolves;
+/// - a certificate of `replica` that expires in 10 days, as if no deploy
+///   had renewed it for a year (the lab's CA, the host's own key and
+///   names): the certificate metrics read it from the file within a minute
+///   and `PghaCertificateExpiring` fires; `pgha deploy` of its cloud puts
+///   the design's certificate back and the alert resolves.
+fn slow_alerts(lab: &TestLab, replica: &str) {
+    let master = leader_of(lab, "dc1").unwrap();
+    let repository = format!("{P}.19");
+    assert!(!fires(lab, &master, "PghaArchiveFailing"));
+    lab.ssh_ok(&repository, "systemctl stop pgbackrest");
+    let stopped = Instant::now();
+    new_segment(&master);
+    lab.put_host_certificate(&addr(replica), &lab.host_certificate_for_days(replica, 10));
+    let planted = Instant::now();
+    let mut cert_fired = None;
+    wait_for(
+        &format!("PghaArchiveFailing firing for {master} and PghaCertificateExpiring for {replica}"),
+        Duration::from_secs(240),
+        || {
+            if cert_fired.is_none() && fires(lab, replica, "PghaCertificateExpiring") {
+                cert_fired = Some(planted.elapsed());
+            }
+            cert_fired.is_some() && fires(lab, &master, "PghaArchiveFailing")
+        },
+    );
+    let archive_fired = stopped.elapsed();
+    let failed = SITES.psql_inside(&master, "SELECT failed_count FROM pg_stat_archiver");
+    lab.ssh_ok(&repository, "systemctl start pgbackrest");
+    let repaired = Instant::now();
+    new_segment(&master);
+    wait_for(
+        &format!("PghaArchiveFailing on {master} to resolve"),
+        Duration::from_secs(150),
+        || !fires(lab, &master, "PghaArchiveFailing"),
+    );
+    eprintln!(
+        "figure: dc1's repository stopped: PghaArchiveFailing firing after {:.0} s ({failed:?} failures; for: 1m, \
+         scrapes 15 s); resolved {:.0} s after its start",
+        archive_fired.as_secs_f64(),
+        repaired.elapsed().as_secs_f64()
+    );
+    let host = replica;
+    let fired = cert_fired.unwrap();
     let out = lab.pgha(&["deploy", "--cloud", "dc2", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
     // Its step lines are on stderr.
@@ -647,7 +696,7 @@ fn expiring_certificate(lab: &TestLab, host: &str) {
     wait_for(
         &format!("PghaCertificateExpiring on {host} to resolve"),
         Duration::from_secs(150),
-        || !lab.firing(host).iter().any(|a| a == "PghaCertificateExpiring"),
+        || !fires(lab, host, "PghaCertificateExpiring"),
     );
     eprintln!(
         "figure: a host certificate 10 days from its end: PghaCertificateExpiring firing after {:.0} s \

@@ -592,6 +592,25 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     input.push_str(
         "      - series: 'pg_stat_archiver_failed_count{cluster=\"pgha-demo\",cloud=\"dc1\",host=\"dc1-pg1\",job=\"pgha-postgres\"}'\n        values: '0x4 1 2 3 4'\n",
     );
+    // dc1-pg1 last archived 30 s before the start and fails from 75 s;
+    // dc2-pg1 failed once at 75 s and archived a segment then: not failing.
+    for (h, failed, age) in [
+        ("dc1-pg1", None, "30+15x8"),
+        ("dc2-pg1", Some("0x4 1x4"), "100+15x4 5+15x3"),
+    ] {
+        let labels = format!(
+            "cluster=\"pgha-demo\",cloud=\"{}\",host=\"{h}\",job=\"pgha-postgres\"",
+            &h[..3]
+        );
+        if let Some(values) = failed {
+            input.push_str(&format!(
+                "      - series: 'pg_stat_archiver_failed_count{{{labels}}}'\n        values: '{values}'\n"
+            ));
+        }
+        input.push_str(&format!(
+            "      - series: 'pg_stat_archiver_last_archive_age{{{labels}}}'\n        values: '{age}'\n"
+        ));
+    }
     // The site lease as each host's gate reports it: every agent reads dc1
     // as the holder until 105 s, then none does (the lease is free);
     // dc1-pg1's renewal is 20 s old from 75 s (late), and it was fenced at
@@ -610,6 +629,9 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     input.push_str(&site("pgha_site_reachable", "dc1-pg2", "", "1x8"));
     input.push_str(&site("pgha_site_renewal_age_seconds", "dc1-pg1", "", "1x4 20x4"));
     input.push_str(&site("pgha_site_fences_total", "dc1-pg1", "", "0x6 1x2"));
+    // dc1-pg3's agent counted a late renewal at 75 s, between two scrapes
+    // of its age.
+    input.push_str(&site("pgha_site_late_renewals_total", "dc1-pg3", "", "0x4 1x4"));
     input.push_str(&site("pgha_site_reachable", "dc2-pg2", "", "1x4 0x4"));
     input.push_str(&site("pgha_site_agent_loop_age_seconds", "dc2-pg2", "", "1x4 30x4"));
     // A comparison that filters keeps the series' name (a function drops it).
@@ -764,7 +786,10 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
         test(
             "PghaSiteLeaseLate",
             "90s",
-            &[(at_site("pgha_site_renewal_age_seconds", "dc1-pg1"), "20")],
+            &[
+                (at_site("pgha_site_renewal_age_seconds", "dc1-pg1"), "20"),
+                (at_site("", "dc1-pg3"), "1"),
+            ],
         ),
         test("PghaSiteFenced", "90s", &[]),
         test("PghaSiteFenced", "120s", &[(at_site("", "dc1-pg1"), "1")]),

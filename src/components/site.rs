@@ -201,6 +201,15 @@ pub(crate) fn gate_bound(ttl: u32) -> f64 {
     f64::from(ttl) / 3.0
 }
 
+/// Seconds after its last renewal past which a master renewed late: most
+/// of the way to the gate's bound (the agent renews every tenth of the
+/// ttl), so one slow site member does not warn and a fence near does. The
+/// site agent counts these (its settings carry the figure) and the alert
+/// rules read it.
+pub(crate) fn late_bound(ttl: u32) -> f64 {
+    (gate_bound(ttl) * 0.7 * 10.0).round() / 10.0
+}
+
 /// The site files of a database host (the member files matter on the
 /// cloud's first host only).
 pub(crate) const DB_HOST_FILES: [FileSpec; 9] = [

@@ -319,12 +319,20 @@ pub(crate) fn rules(design: &Design) -> String {
     if design.backup.is_some() {
         rules.push(Rule {
             alert: "PghaArchiveFailing",
-            expr: format!("increase(pg_stat_archiver_failed_count{{{c}}}[5m]) > 0"),
+            // Failing now: a failure in the last 2 minutes (the archiver
+            // retries at least each minute) and no segment archived in the
+            // last minute. Unless, not and: a host that never archived has
+            // no age (NaN), and it fails too. It resolves at the first
+            // segment archived after the repair, not 5 minutes later.
+            expr: format!(
+                "increase(pg_stat_archiver_failed_count{{{c}}}[2m]) > 0 \
+                 unless pg_stat_archiver_last_archive_age{{{c}}} <= 60"
+            ),
             for_: "1m",
             severity: "critical",
             summary: "WAL archiving fails on {{ $labels.host }}",
-            description: "archive_command failed in the last 5 minutes: WAL piles up under pg_wal and point-in-time \
-                          recovery stops at the last archived segment. `pgha backup check`."
+            description: "archive_command fails and no segment was archived in the last minute: WAL piles up under \
+                          pg_wal and point-in-time recovery stops at the last archived segment. `pgha backup check`."
                 .to_string(),
         });
         rules.extend(backup_rules(&c));
@@ -357,9 +365,7 @@ pub(crate) const FS: &str = "mountpoint!~\"/boot.*|/etc/.+\"";
 /// The site lease's rules: each host's gate reports what its agent saw.
 fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
     let bound = crate::components::site::gate_bound(ttl);
-    // Most of the way to the gate's bound (the agent renews every tenth of
-    // the ttl): one slow site member does not page, a fence near does.
-    let late = (bound * 0.7 * 10.0).round() / 10.0;
+    let late = crate::components::site::late_bound(ttl);
     vec![
         Rule {
             alert: "PghaWritableOutsideLeaseCloud",
@@ -384,16 +390,20 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
         },
         Rule {
             alert: "PghaSiteLeaseLate",
+            // The agent's count catches what lasts between two scrapes (a
+            // late renewal lasts at most bound - late seconds before the
+            // fence); the age now, a master whose agent counts nothing.
             expr: format!(
-                "pgha_site_renewal_age_seconds{{{c}}} > {late} and on (cluster, host) patroni_primary{{{c}}} == 1"
+                "increase(pgha_site_late_renewals_total{{{c}}}[5m]) > 0 or pgha_site_renewal_age_seconds{{{c}}} > {late} \
+                 and on (cluster, host) patroni_primary{{{c}}} == 1"
             ),
             for_: "0s",
             severity: "warning",
-            summary: "the master {{ $labels.host }} last renewed the site lease {{ $value | humanizeDuration }} ago",
+            summary: "the master {{ $labels.host }} renewed the site lease late, or not at all",
             description: format!(
-                "The master's site agent has missed renewals of the site lease (over {late} s; it renews every tenth \
-                 of site.ttl): at {bound:.1} s its gate closes and it is fenced. The site members or the links to \
-                 them are failing."
+                "In the last 5 minutes the master's site agent found its last renewal of the site lease over {late} s \
+                 old (it renews every tenth of site.ttl), or it is that old now: at {bound:.1} s its gate closes and it \
+                 is fenced. The site members or the links to them are failing or slow."
             ),
         },
         Rule {
