@@ -38,6 +38,7 @@ Their tests are host/test_site_agent.py, run by `cargo test`.
 import base64
 import http.client
 import json
+import math
 import os
 import pwd
 import queue
@@ -198,6 +199,8 @@ class Decision:
     # The master's last renewal is older than its late bound: late or lost
     # (act sets it too when its renewal attempt ran past the fence's bound).
     late: bool = False
+    # The loop saw a running master: its renewal clock is watched.
+    master: bool = False
 
 
 def stale(at, last_renewal):
@@ -230,6 +233,7 @@ def decide(s, o):
         d.free_since = None
         return d
     if o.role == "master":
+        d.master = True
         d.free_since = None
         d.clear_on_renewal = o.standby is False
         # Silence fences only once the site answered this host.
@@ -948,10 +952,13 @@ def stamp(at):
 
 def state_text(at, site_ok, held, late):
     """The loop's state for the gate's metrics: when, whether the site
-    answered, the lease holder's cloud (None: unknown or free), and how
-    many times this host's master renewed late since boot."""
+    answered, the lease holder's cloud (None: unknown or free), and `late`:
+    how many times this host's master renewed late since boot, and when the
+    last time began (None: never)."""
     holder = cloud_of(held) if site_ok else None
-    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": holder, "late_renewals": late}) + "\n"
+    count, late_at = late
+    late_at = None if late_at is None else round(late_at, 3)
+    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": holder, "late_renewals": count, "late_at": late_at}) + "\n"
 
 
 def record_state(at, site_ok, held, late):
@@ -962,21 +969,28 @@ def record_state(at, site_ok, held, late):
         log(f"could not record the loop's state in {STATE}: {e}")
 
 
-def recorded_late_renewals(path=STATE):
-    """The count of late renewals a previous run of the agent recorded
-    since boot (0: none, or unreadable: a counter may start again)."""
+def recorded_late(path=STATE):
+    """(count, when the last began) of the late renewals a previous run of
+    the agent recorded since boot; (0, None) when none or unreadable (a
+    counter may start again)."""
     try:
         with open(path) as f:
-            n = json.load(f).get("late_renewals")
+            state = json.load(f)
+        n, at = state.get("late_renewals"), state.get("late_at")
     except (OSError, ValueError, AttributeError):
-        return 0
-    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else 0
+        return 0, None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        return 0, None
+    return n, at if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at) else None
 
 
-def late_episode(was_late, d):
-    """Whether this loop begins a late renewal (one count per episode,
-    however many loops it lasts)."""
-    return d.late and not was_late
+def late_episode(previous, d):
+    """Whether this loop begins a late renewal: one count per episode,
+    however many loops it lasts, and only once the previous loop watched a
+    running master on time. A master's first loop after PostgreSQL's
+    restart (its clock waited meanwhile) or after the agent's start is not
+    one."""
+    return d.late and previous is not None and previous.master and not previous.late
 
 
 def stamped():
@@ -1093,7 +1107,7 @@ def main(argv):
     # this start by its own grace.
     last_renewal = stamped() or now()
     free_since = None
-    late_renewals, was_late = recorded_late_renewals(), False
+    late, previous = recorded_late(), None
     if s.cloud_etcd and s.own_etcd and s.cert:
         threading.Thread(target=steer_etcd_leader, args=(Host(s),), daemon=True).start()
     # Since when this replica has stayed behind its standby leader's
@@ -1106,7 +1120,7 @@ def main(argv):
         began = now()
         role, lsn, running = h.patroni()
         ok, held, lease, last = h.read_site()
-        record_state(now(), ok, held, late_renewals)
+        record_state(now(), ok, held, late)
         fenced, taking_over = os.path.exists(FENCED), os.path.exists(TAKING_OVER)
         try:
             fenced_at = os.path.getmtime(FENCED) if fenced else None
@@ -1140,11 +1154,11 @@ def main(argv):
             o = replace(o, cloud_master=h.cloud_master())
         d = decide(s, o)
         last_renewal, free_since = act(s, h, o, d)
-        if late_episode(was_late, d):
-            late_renewals += 1
+        if late_episode(previous, d):
+            late = (late[0] + 1, now())
             log(f"{stale(now(), o.last_renewal)}: late (after {s.late_bound:g} s)")
-            record_state(now(), ok, held, late_renewals)
-        was_late = d.late
+            record_state(now(), ok, held, late)
+        previous = d
         if d.unstick:
             mine, leader = h.timelines()
             stop, behind_since = decide_unstick(now(), mine, leader, behind_since, restarted_at)

@@ -96,12 +96,17 @@ def metrics(armed, now, stamp, bound, state, fences):
         metric("pgha_site_agent_loop_age_seconds", loop, now)
     if fences is not None:
         metric("pgha_site_fences_total", "Times this host's master was fenced.", fences, kind="counter")
-    late = state.get("late_renewals") if isinstance(state, dict) else None
-    # Counted by the agent, since boot: each time this host's master found
+    # Recorded by the agent, since boot: each time this host's master found
     # its last renewal older than its late bound (a fence's warning, and
-    # what a scrape between two renewals misses).
+    # what a scrape between two renewals misses), and when the last began:
+    # its age tells a late renewal from a Prometheus that could not scrape
+    # this host meanwhile (a partition), however long that lasted.
+    late = state.get("late_renewals") if isinstance(state, dict) else None
     if isinstance(late, int) and not isinstance(late, bool) and late >= 0:
         metric("pgha_site_late_renewals_total", "Times this host's master renewed the site lease late (or not at all).", late, kind="counter")
+    late_at = state.get("late_at") if isinstance(state, dict) else None
+    if isinstance(late_at, (int, float)) and not isinstance(late_at, bool) and math.isfinite(late_at) and late_at <= now + 1:
+        metric("pgha_site_last_late_renewal_age_seconds", "Seconds since this host's master last began to renew the site lease late (since boot: none yet).", max(0.0, now - late_at))
     return "\n".join(lines) + "\n"
 
 

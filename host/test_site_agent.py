@@ -802,30 +802,35 @@ class EtcdLogin(unittest.TestCase):
 class State(unittest.TestCase):
     def test_the_loop_s_state_names_the_holder_only_when_the_site_answered(self):
         self.assertEqual(
-            json.loads(a.state_text(12.3456, True, {"cloud": "dc2", "lsn": 5}, 3)),
-            {"at": 12.346, "site_ok": True, "holder": "dc2", "late_renewals": 3},
+            json.loads(a.state_text(12.3456, True, {"cloud": "dc2", "lsn": 5}, (3, 10.12345))),
+            {"at": 12.346, "site_ok": True, "holder": "dc2", "late_renewals": 3, "late_at": 10.123},
         )
-        self.assertIsNone(json.loads(a.state_text(1.0, True, None, 0))["holder"])
-        self.assertIsNone(json.loads(a.state_text(1.0, False, {"cloud": "dc1"}, 0))["holder"])
+        self.assertIsNone(json.loads(a.state_text(1.0, True, None, (0, None)))["holder"])
+        self.assertIsNone(json.loads(a.state_text(1.0, False, {"cloud": "dc1"}, (0, None)))["holder"])
 
     def test_it_is_written_whole(self):
         with tempfile.TemporaryDirectory() as d:
             with mock.patch.object(a, "RUN_DIR", d), mock.patch.object(a, "STATE", d + "/s.json"):
-                a.record_state(3.0, True, {"cloud": "dc1"}, 2)
+                a.record_state(3.0, True, {"cloud": "dc1"}, (2, 1.5))
                 with open(d + "/s.json") as f:
                     self.assertEqual(json.load(f)["holder"], "dc1")
                 self.assertEqual(os.listdir(d), ["s.json"])
                 # A restarted agent counts on from the recorded count.
-                self.assertEqual(a.recorded_late_renewals(d + "/s.json"), 2)
+                self.assertEqual(a.recorded_late(d + "/s.json"), (2, 1.5))
 
     def test_a_count_it_cannot_read_starts_again(self):
         with tempfile.TemporaryDirectory() as d:
             p = d + "/s.json"
-            self.assertEqual(a.recorded_late_renewals(p), 0)
+            self.assertEqual(a.recorded_late(p), (0, None))
             for text in ("{", "[1]", '{"late_renewals": -1}', '{"late_renewals": true}', '{"late_renewals": "7"}'):
                 with open(p, "w") as f:
                     f.write(text)
-                self.assertEqual(a.recorded_late_renewals(p), 0, text)
+                self.assertEqual(a.recorded_late(p), (0, None), text)
+            # An older agent's state: a count, no time.
+            for text in ('{"late_renewals": 4}', '{"late_renewals": 4, "late_at": "x"}'):
+                with open(p, "w") as f:
+                    f.write(text)
+                self.assertEqual(a.recorded_late(p), (4, None), text)
 
 
 class LateRenewals(unittest.TestCase):
@@ -850,12 +855,20 @@ class LateRenewals(unittest.TestCase):
         ):
             self.assertFalse(a.decide(S, o).late, o)
 
-    def test_one_count_per_episode(self):
-        late, on_time = a.Decision(late=True), a.Decision()
+    def test_one_count_per_episode_after_a_loop_on_time(self):
+        late, on_time = a.Decision(late=True, master=True), a.Decision(master=True)
         self.assertEqual(
-            [a.late_episode(w, d) for w, d in ((False, late), (True, late), (True, on_time), (False, late))],
+            [a.late_episode(p, d) for p, d in ((on_time, late), (late, late), (late, on_time), (on_time, late))],
             [True, False, False, True],
         )
+
+    def test_not_after_a_restart_of_postgres_or_of_the_agent(self):
+        # The clock waits while the master is not running: its first loop
+        # running again may find it old, and renews.
+        late = a.Decision(late=True, master=True)
+        self.assertFalse(a.late_episode(a.decide(S, master(running=False)), late))
+        self.assertFalse(a.late_episode(None, late), "the agent's first loop")
+        self.assertFalse(a.late_episode(a.decide(S, leader()), late), "just promoted")
 
 
 if __name__ == "__main__":

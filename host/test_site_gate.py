@@ -45,7 +45,7 @@ class Metrics(unittest.TestCase):
         return dict(l.rsplit(" ", 1) for l in text.splitlines() if not l.startswith("#"))
 
     def test_a_renewing_host_of_the_holder_cloud(self):
-        state = {"at": 99.0, "site_ok": True, "holder": "dc1", "late_renewals": 4}
+        state = {"at": 99.0, "site_ok": True, "holder": "dc1", "late_renewals": 4, "late_at": 40.0}
         v = self.values(g.metrics(True, 100.0, 98.5, 10.0, state, 2))
         self.assertEqual(v["pgha_site_armed"], "1")
         self.assertEqual(v["pgha_site_gate_open"], "1")
@@ -56,6 +56,7 @@ class Metrics(unittest.TestCase):
         self.assertEqual(v['pgha_site_lease_holder{holder="dc1"}'], "1")
         self.assertEqual(v["pgha_site_fences_total"], "2")
         self.assertEqual(v["pgha_site_late_renewals_total"], "4")
+        self.assertEqual(v["pgha_site_last_late_renewal_age_seconds"], "60")
 
     def test_a_stale_renewal_closes_and_unknowns_are_left_out(self):
         v = self.values(g.metrics(False, 100.0, 80.0, 10.0, None, None))
@@ -67,9 +68,10 @@ class Metrics(unittest.TestCase):
         # Armed, and no loop since boot: the agent does not run.
         self.assertEqual(v["pgha_site_agent_loop_age_seconds"], "100")
         self.assertNotIn("pgha_site_reachable", v)
-        v = self.values(g.metrics(False, 100.0, None, 10.0, {"at": "x", "holder": 'a"} 1\nb', "late_renewals": "3"}, 0))
+        v = self.values(g.metrics(False, 100.0, None, 10.0, {"at": "x", "holder": 'a"} 1\nb', "late_renewals": "3", "late_at": 200.0}, 0))
         self.assertNotIn("pgha_site_renewal_age_seconds", v)
         self.assertNotIn("pgha_site_late_renewals_total", v)
+        self.assertNotIn("pgha_site_last_late_renewal_age_seconds", v, "a time in the future")
         self.assertNotIn("pgha_site_agent_loop_age_seconds", v)
         self.assertEqual(v["pgha_site_fences_total"], "0")
 

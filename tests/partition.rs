@@ -114,13 +114,13 @@ fn partitions_never_leave_two_writable_masters() {
     }
     // The master's links to the site members slowed to a trickle.
     let slowed = SITES.writable_now().pop().expect("a master");
-    let counts = SiteCounts::of(&lab, &slowed);
+    let alerts = SiteAlerts::before(&lab, &slowed);
     let slow = slow_site_links(SITES, &lab, &pw);
     eprintln!("figure: {}", slow.describe());
     assert!(slow.stopped <= fence_bound(), "stopped after {:?}", slow.stopped);
     // Issue 28: the renewals it missed before it stopped (a few seconds,
-    // between two scrapes) reach Prometheus as the agent's count.
-    counts.alerted(&lab, false);
+    // between two scrapes) reach Prometheus as the agent's record.
+    alerts.alerted(&lab, false);
     phases.done("slowed site links");
 
     let cut_for = Duration::from_secs(TTL + 8);
@@ -135,11 +135,11 @@ fn partitions_never_leave_two_writable_masters() {
     phases.done("dc1 cut off with nobody acting");
 
     let cut_master = SITES.writable_now().pop().expect("a master");
-    let counts = SiteCounts::of(&lab, &cut_master);
+    let alerts = SiteAlerts::before(&lab, &cut_master);
     let manual = cut_primary(SITES, &lab, &pw, false, None);
     // Issue 28: Prometheus, cut off from dc1 too, reads after the heal
     // that its master renewed late, then was fenced.
-    counts.alerted(&lab, true);
+    alerts.alerted(&lab, true);
     eprintln!("figure: {}", manual.describe("manual"));
     assert!(manual.fenced <= fence_bound(), "fenced after {:?}", manual.fenced);
     // Asynchronous replication: what the GLB's writer lost (checked by
@@ -204,54 +204,67 @@ fn partitions_never_leave_two_writable_masters() {
     }
 }
 
-/// A master's site counters as the lab's Prometheus has them.
-struct SiteCounts {
+/// What the lab's Prometheus must say of a master after a fault that cut
+/// it from the site, from when the fault began.
+struct SiteAlerts {
     host: String,
-    late: f64,
+    since: std::time::Instant,
+    /// Its fences so far, read on the host (a series Prometheus saw go
+    /// stale, a frozen gate's, would read as none).
     fences: f64,
 }
 
-impl SiteCounts {
-    fn of(lab: &TestLab, host: &str) -> SiteCounts {
-        SiteCounts {
+impl SiteAlerts {
+    fn before(lab: &TestLab, host: &str) -> SiteAlerts {
+        let lines = lab.ssh_ok(
+            &SITES.address(host),
+            "grep -c . /var/lib/pgha/site-fenced.json 2>/dev/null || true",
+        );
+        SiteAlerts {
             host: host.to_string(),
-            late: site_counter(lab, "pgha_site_late_renewals_total", host),
-            fences: site_counter(lab, "pgha_site_fences_total", host),
+            since: std::time::Instant::now(),
+            fences: lines.trim().parse().unwrap_or(0.0),
         }
     }
 
-    /// After a fault that cut the master from the site: its late renewals
-    /// counted, `PghaSiteLeaseLate` firing for it, and (`fenced`) its
-    /// fences counted.
+    /// Its agent recorded a late renewal that began after the fault did,
+    /// `PghaSiteLeaseLate` fires for it, and (`fenced`) its fence is
+    /// counted and `PghaSiteFenced` fires.
     fn alerted(&self, lab: &TestLab, fenced: bool) {
-        let start = std::time::Instant::now();
         let host = &self.host;
+        let ended = std::time::Instant::now();
+        let mut began = None;
         wait_for(
-            &format!("PghaSiteLeaseLate firing for {host} and its counts grown"),
+            &format!("PghaSiteLeaseLate firing for {host} on a late renewal of this fault"),
             Duration::from_secs(90),
             || {
-                let now = SiteCounts::of(lab, host);
-                now.late > self.late
-                    && (!fenced || now.fences > self.fences)
-                    && lab.firing(host).iter().any(|a| a == "PghaSiteLeaseLate")
+                // The last late renewal's age now, however old its sample.
+                let age = format!("pgha_site_last_late_renewal_age_seconds{{host=\"{host}\"}}");
+                began = prometheus_value(lab, &format!("{age} + time() - timestamp({age})"))
+                    .map(|age| self.since.elapsed().as_secs_f64() - age)
+                    .filter(|after| *after >= 0.0);
+                let firing = lab.firing(host);
+                let counted = !fenced
+                    || (prometheus_value(lab, &format!("pgha_site_fences_total{{host=\"{host}\"}}"))
+                        .is_some_and(|n| n > self.fences)
+                        && firing.iter().any(|a| a == "PghaSiteFenced"));
+                began.is_some() && counted && firing.iter().any(|a| a == "PghaSiteLeaseLate")
             },
         );
         eprintln!(
-            "figure: PghaSiteLeaseLate firing for {host}{} {:.0} s after the fault's end",
-            if fenced { ", its fence counted," } else { "" },
-            start.elapsed().as_secs_f64()
+            "figure: {host}'s late renewal began {:.1} s into the fault; PghaSiteLeaseLate{} firing {:.0} s after the \
+             fault's end",
+            began.unwrap(),
+            if fenced { " and PghaSiteFenced" } else { "" },
+            ended.elapsed().as_secs_f64()
         );
     }
 }
 
-/// A counter of `host`'s site gate in the lab's Prometheus now (0: none yet).
-fn site_counter(lab: &TestLab, name: &str, host: &str) -> f64 {
-    let query = format!("{name}{{host=\"{host}\"}}");
-    let r = lab.monitor_api(9090, "/api/v1/query", &[("query", &query)]);
-    r["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// The value of `query`'s first series in the lab's Prometheus now.
+fn prometheus_value(lab: &TestLab, query: &str) -> Option<f64> {
+    let r = lab.monitor_api(9090, "/api/v1/query", &[("query", query)]);
+    r["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
 /// A certificate rotation restarts every site member (one at a time) and

@@ -629,9 +629,14 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
     input.push_str(&site("pgha_site_reachable", "dc1-pg2", "", "1x8"));
     input.push_str(&site("pgha_site_renewal_age_seconds", "dc1-pg1", "", "1x4 20x4"));
     input.push_str(&site("pgha_site_fences_total", "dc1-pg1", "", "0x6 1x2"));
-    // dc1-pg3's agent counted a late renewal at 75 s, between two scrapes
-    // of its age.
-    input.push_str(&site("pgha_site_late_renewals_total", "dc1-pg3", "", "0x4 1x4"));
+    // dc1-pg3's agent recorded a late renewal 1000 s before the start, and
+    // another at 65 s, between two scrapes of its renewal's age.
+    input.push_str(&site(
+        "pgha_site_last_late_renewal_age_seconds",
+        "dc1-pg3",
+        "",
+        "1000+15x4 10+15x3",
+    ));
     input.push_str(&site("pgha_site_reachable", "dc2-pg2", "", "1x4 0x4"));
     input.push_str(&site("pgha_site_agent_loop_age_seconds", "dc2-pg2", "", "1x4 30x4"));
     // A comparison that filters keeps the series' name (a function drops it).
@@ -788,7 +793,7 @@ fn promtool_accepts_the_monitoring_files_and_the_rules_find_their_faults() {
             "90s",
             &[
                 (at_site("pgha_site_renewal_age_seconds", "dc1-pg1"), "20"),
-                (at_site("", "dc1-pg3"), "1"),
+                (at_site("pgha_site_last_late_renewal_age_seconds", "dc1-pg3"), "25"),
             ],
         ),
         test("PghaSiteFenced", "90s", &[]),

@@ -390,18 +390,19 @@ fn site_rules(c: &str, ttl: u32) -> Vec<Rule> {
         },
         Rule {
             alert: "PghaSiteLeaseLate",
-            // The agent's count catches what lasts between two scrapes (a
+            // The agent's record catches what lasts between two scrapes (a
             // late renewal lasts at most bound - late seconds before the
-            // fence); the age now, a master whose agent counts nothing.
+            // fence) and what Prometheus could not scrape (a partition, of
+            // any length); the age now, a master whose agent records nothing.
             expr: format!(
-                "increase(pgha_site_late_renewals_total{{{c}}}[5m]) > 0 or pgha_site_renewal_age_seconds{{{c}}} > {late} \
+                "pgha_site_last_late_renewal_age_seconds{{{c}}} < 600 or pgha_site_renewal_age_seconds{{{c}}} > {late} \
                  and on (cluster, host) patroni_primary{{{c}}} == 1"
             ),
             for_: "0s",
             severity: "warning",
             summary: "the master {{ $labels.host }} renewed the site lease late, or not at all",
             description: format!(
-                "In the last 5 minutes the master's site agent found its last renewal of the site lease over {late} s \
+                "In the last 10 minutes the master's site agent found its last renewal of the site lease over {late} s \
                  old (it renews every tenth of site.ttl), or it is that old now: at {bound:.1} s its gate closes and it \
                  is fenced. The site members or the links to them are failing or slow."
             ),
