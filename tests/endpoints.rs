@@ -593,7 +593,7 @@ fn monitoring(lab: &TestLab) {
     wait_for(
         &format!("PghaTargetDown firing for {replica}"),
         Duration::from_secs(240),
-        || lab.firing(replica).iter().any(|a| a == "PghaTargetDown"),
+        || lab.fires(replica, "PghaTargetDown"),
     );
     let fired = stopped.elapsed();
     wait_for("Alertmanager to have it", Duration::from_secs(60), || {
@@ -620,11 +620,6 @@ fn monitoring(lab: &TestLab) {
     slow_alerts(lab, replica);
 }
 
-/// Whether `alert` fires for `host` now.
-fn fires(lab: &TestLab, host: &str, alert: &str) -> bool {
-    lab.firing(host).iter().any(|a| a == alert)
-}
-
 /// A WAL record and a segment switch on `host`: its archiver has a
 /// segment to push now (a message needs no table).
 /// Whether it was done (a busy machine may leave `docker exec` unanswered
@@ -649,7 +644,7 @@ fn new_segment(host: &str) -> bool {
 fn slow_alerts(lab: &TestLab, replica: &str) {
     let master = leader_of(lab, "dc1").unwrap();
     let repository = format!("{P}.19");
-    assert!(!fires(lab, &master, "PghaArchiveFailing"));
+    assert!(!lab.fires(&master, "PghaArchiveFailing"));
     lab.ssh_ok(&repository, "systemctl stop pgbackrest");
     let stopped = Instant::now();
     assert!(new_segment(&master), "no segment switch on {master}");
@@ -660,10 +655,10 @@ fn slow_alerts(lab: &TestLab, replica: &str) {
         &format!("PghaArchiveFailing firing for {master} and PghaCertificateExpiring for {replica}"),
         Duration::from_secs(240),
         || {
-            if cert_fired.is_none() && fires(lab, replica, "PghaCertificateExpiring") {
+            if cert_fired.is_none() && lab.fires(replica, "PghaCertificateExpiring") {
                 cert_fired = Some(planted.elapsed());
             }
-            cert_fired.is_some() && fires(lab, &master, "PghaArchiveFailing")
+            cert_fired.is_some() && lab.fires(&master, "PghaArchiveFailing")
         },
     );
     let archive_fired = stopped.elapsed();
@@ -675,7 +670,7 @@ fn slow_alerts(lab: &TestLab, replica: &str) {
     wait_for(
         &format!("PghaArchiveFailing on {master} to resolve"),
         Duration::from_secs(150),
-        || !fires(lab, &master, "PghaArchiveFailing"),
+        || !lab.fires(&master, "PghaArchiveFailing"),
     );
     eprintln!(
         "figure: dc1's repository stopped: PghaArchiveFailing firing after {:.0} s ({failed:?} failures; for: 1m, \
@@ -698,7 +693,7 @@ fn slow_alerts(lab: &TestLab, replica: &str) {
     wait_for(
         &format!("PghaCertificateExpiring on {host} to resolve"),
         Duration::from_secs(150),
-        || !fires(lab, host, "PghaCertificateExpiring"),
+        || !lab.fires(host, "PghaCertificateExpiring"),
     );
     eprintln!(
         "figure: a host certificate 10 days from its end: PghaCertificateExpiring firing after {:.0} s \

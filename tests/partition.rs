@@ -95,10 +95,7 @@ fn partitions_never_leave_two_writable_masters() {
         "PghaSiteFenced firing for a host of dc1",
         Duration::from_secs(90),
         || {
-            fenced = DC1
-                .iter()
-                .filter(|h| lab.firing(h).iter().any(|a| a == "PghaSiteFenced"))
-                .collect();
+            fenced = DC1.iter().filter(|h| lab.fires(h, "PghaSiteFenced")).collect();
             !fenced.is_empty()
         },
     );

@@ -431,6 +431,11 @@ PY
             .collect()
     }
 
+    /// Whether `alert` fires for `host` now.
+    pub(crate) fn fires(&self, host: &str, alert: &str) -> bool {
+        self.firing(host).iter().any(|a| a == alert)
+    }
+
     /// The lab's monitoring host (`lab up --monitor`): `.6` of its subnet.
     pub(crate) fn monitor_address(&self) -> String {
         let lab: serde_json::Value =
