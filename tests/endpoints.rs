@@ -236,10 +236,12 @@ fn psql(dsn: &str, pw: &str, query: &str) -> Result<String, String> {
 }
 
 /// What one read through the read-only endpoint found: when, and the
-/// server's recovery state and address (`None`: the read failed).
+/// server's recovery state and address (`None`: the read failed, with
+/// psql's `error`).
 struct Read {
     at: Instant,
     seen: Option<(bool, String)>,
+    error: String,
 }
 
 /// Reads through `dsn` every 200 ms until stopped. Bounded: 3000 reads.
@@ -253,13 +255,13 @@ fn reader(dsn: String, pw: String) -> (Arc<AtomicBool>, std::thread::JoinHandle<
                 break;
             }
             let at = Instant::now();
-            let seen = psql(&dsn, &pw, "SELECT pg_is_in_recovery(), inet_server_addr()")
-                .ok()
-                .and_then(|o| {
-                    let (r, a) = o.split_once('|')?;
-                    Some((r == "t", a.to_string()))
-                });
-            reads.push(Read { at, seen });
+            let out = psql(&dsn, &pw, "SELECT pg_is_in_recovery(), inet_server_addr()");
+            let seen = out.as_ref().ok().and_then(|o| {
+                let (r, a) = o.split_once('|')?;
+                Some((r == "t", a.to_string()))
+            });
+            let error = out.err().unwrap_or_default().trim().to_string();
+            reads.push(Read { at, seen, error });
             std::thread::sleep(Duration::from_millis(200));
         }
         reads
@@ -1041,7 +1043,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     let stray: Vec<String> = reads
         .iter()
         .filter(|r| !during(r) && !matches!(r.seen, Some((true, _))))
-        .map(|r| format!("{:?} {}", r.seen, after(r)))
+        .map(|r| format!("{:?} {} ({})", r.seen, after(r), r.error))
         .collect();
     assert!(
         stray.is_empty(),
