@@ -271,14 +271,24 @@ echo "release $VERSION_ID"
         to = to.codename,
     );
     format!(
-        "t=/run/systemd/transient/{UNIT}.service\n\
-         for i in $(seq 600); do [ -e \"$t\" ] || break; sleep 2; done\n\
-         if [ -e \"$t\" ]; then echo \"the package upgrade an earlier run started ({UNIT}) still runs after 20 min\" >&2; exit 1; fi\n\
-         systemctl reset-failed {UNIT}.service >/dev/null 2>&1 || true\n\
+        "{}systemctl reset-failed {UNIT}.service >/dev/null 2>&1 || true\n\
          systemctl start dbus.socket dbus.service >/dev/null 2>&1 || true\n\
          for i in $(seq 60); do busctl --system status >/dev/null 2>&1 && break; sleep 1; done\n\
          exec systemd-run --quiet --wait --pipe --collect --unit={UNIT} /bin/sh -c {} </dev/null\n",
+        wait_for_earlier_script(),
         quote(&inner)
+    )
+}
+
+/// Waits (up to 20 minutes) while the package upgrade a killed run started
+/// still runs in its transient unit, read from the file system: meanwhile
+/// systemctl itself may not start (a library it needs is mid-replacement,
+/// seen in CI as exit 127 when a resumed run stopped Patroni first).
+pub(crate) fn wait_for_earlier_script() -> String {
+    format!(
+        "t=/run/systemd/transient/{UNIT}.service\n\
+         for i in $(seq 600); do [ -e \"$t\" ] || break; sleep 2; done\n\
+         if [ -e \"$t\" ]; then echo \"the package upgrade an earlier run started ({UNIT}) still runs after 20 min\" >&2; exit 1; fi\n"
     )
 }
 

@@ -346,9 +346,9 @@ impl ReleaseUpgrade<'_> {
             .check("marking the host's upgrade begun", &upgrade::begin_script())
             .await?;
         if role.is_database() {
-            remote
-                .check("stopping Patroni", &systemd::unit_script(Verb::Stop, "patroni"))
-                .await?;
+            // After a killed run's package upgrade, which may go on.
+            let stop = upgrade::wait_for_earlier_script() + &systemd::unit_script(Verb::Stop, "patroni");
+            remote.check_within("stopping Patroni", &stop, UPGRADE_DEADLINE).await?;
         }
         let started = Instant::now();
         let out = remote
