@@ -567,8 +567,14 @@ class Host:
         self.etcd_tls = ssl.create_default_context(cafile=s.trust)
         # As root (the service) the etcd copy of the host key; as postgres
         # (Patroni's pre_promote) its own copy.
-        self.etcd_tls.load_cert_chain(s.etcd_cert, s.etcd_key if os.geteuid() == 0 else s.postgres_key)
+        key = s.etcd_key if os.geteuid() == 0 else s.postgres_key
+        self.etcd_tls.load_cert_chain(s.etcd_cert, key)
+        # Patroni's REST API wants a client certificate of the cluster CA:
+        # the host's own (an older pgha's settings name none).
+        # pgha: presents this host's certificate to Patroni's REST API
         self.rest_tls = ssl.create_default_context(cafile=s.trust)
+        if s.cert:
+            self.rest_tls.load_cert_chain(s.cert, key)
         self.order = list(s.endpoints)
         # The WAL position this host last published to the site.
         self.published = 0

@@ -111,7 +111,10 @@ class Host:
         self.s = s
         self.tls = ssl.create_default_context(cafile=s.trust)
         self.tls.load_cert_chain(s.cert, s.cert_key)
+        # Patroni's REST API wants a client certificate of the cluster CA too.
+        # pgha: presents this host's certificate to Patroni's REST API
         self.rest_tls = ssl.create_default_context(cafile=s.trust)
+        self.rest_tls.load_cert_chain(s.cert, s.cert_key)
         self.order = list(s.endpoints)
 
     def patroni(self):

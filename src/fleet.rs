@@ -91,6 +91,29 @@ impl Fleet {
         }
     }
 
+    /// The renderer for a command that rewrites hosts' files outside a
+    /// deploy (a restore, a major upgrade): the PKI as it is (Patroni's
+    /// config holds the trust bundle's digest), and Patroni requiring client
+    /// certificates if one of its hosts does now. Only a deploy moves a
+    /// cluster an older pgha deployed to require them (see
+    /// `components::rest`): its older clients may still run.
+    pub(crate) async fn renderer(&self) -> anyhow::Result<crate::render::Renderer> {
+        let d = &self.design;
+        let pki = crate::pki::load(d, time::OffsetDateTime::now_utc())?;
+        let script = crate::components::rest::required_script();
+        let asks = d
+            .clouds
+            .iter()
+            .flat_map(|c| &c.hosts)
+            .filter_map(|h| self.remotes.get(&h.name))
+            .map(|r| r.check("reading whether Patroni requires client certificates", &script));
+        let answers = futures::future::try_join_all(asks).await?;
+        let require = answers.iter().any(|a| a.contains("rest_verify_required"));
+        Ok(crate::render::Renderer::for_design(d)?
+            .with_pki(pki)
+            .with_rest_clients(crate::render::RestClients { present: true, require }))
+    }
+
     pub(crate) fn remote(&self, host: &str) -> anyhow::Result<&Remote> {
         self.remotes
             .get(host)

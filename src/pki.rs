@@ -248,13 +248,19 @@ fn new_ca(cluster: &str, now: OffsetDateTime) -> anyhow::Result<(String, KeyPair
     Ok((cert.pem(), key))
 }
 
+/// A host's certificate over a new key: for `names`, a server's and a
+/// client's; without names, a client's only.
 fn new_host_cert(ca: &Ca, host: &str, names: &[String], now: OffsetDateTime) -> anyhow::Result<HostCert> {
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::new(names.to_vec()).with_context(|| format!("certificate names of {host}"))?;
     p.distinguished_name = dn(host);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     // etcd peers present the same certificate as clients and as servers.
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    p.extended_key_usages = if names.is_empty() {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+    };
     p.not_before = now - BACKDATE;
     p.not_after = (now + HOST_VALIDITY).min(ca.not_after);
     p.use_authority_key_identifier_extension = true;
@@ -309,14 +315,23 @@ pub fn ensure(design: &Design, now: OffsetDateTime, write: bool) -> anyhow::Resu
     let previous = read(&dir.join("previous-ca.crt"))?;
     let trust = trust_bundle(design, &ca, previous.as_deref(), phase)?;
     let mut hosts = BTreeMap::new();
+    // With the site lease a GLB host's checks present a certificate to
+    // Patroni's REST API: a client's only, without names, so that a GLB
+    // can pose as no server (clients' TLS runs through it to the master).
+    let glb: &[crate::design::Host] = if design.site.is_some() { design.glb_hosts() } else { &[] };
     for h in design
         .clouds
         .iter()
         .flat_map(|c| &c.hosts)
         .chain(design.witness())
         .chain(design.repository_hosts())
+        .chain(glb)
     {
-        let names = wanted_names(design, &h.name);
+        let names = if glb.iter().any(|g| g.name == h.name) {
+            Vec::new()
+        } else {
+            wanted_names(design, &h.name)
+        };
         let (crt, key) = (host_path(&dir, &h.name, "crt"), host_path(&dir, &h.name, "key"));
         let have = match (read(&crt)?, read_private(&key)?) {
             (Some(cert), Some(key_pem)) => {
@@ -736,6 +751,36 @@ mod tests {
         let renewed = parse_cert(&later.hosts["a1"].gateway, "gateway").unwrap();
         assert_eq!(renewed.spki, parse_cert(&later.hosts["a1"].cert, "host").unwrap().spki);
         assert_ne!(renewed.spki, info.spki);
+    }
+
+    /// Issue 28: with the site lease a GLB host gets a certificate its
+    /// checks present to Patroni's REST API: a client's only, naming no
+    /// server, so a GLB poses as no database host to the clients whose TLS
+    /// it carries. Without the lease it needs none.
+    #[test]
+    fn a_glb_host_gets_a_client_certificate_with_the_site_lease_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (without, _) = ensure(&design(dir.path()), now, false).unwrap();
+        assert!(!without.hosts.contains_key("g1"));
+        let path = dir.path().join("site.yaml");
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(dir.path().join("d.yaml")).unwrap() + "witness: {name: w1, address: 10.0.0.8}\n",
+        )
+        .unwrap();
+        let d = crate::design::load(&path).unwrap().design;
+        assert!(d.site.is_some());
+        let (with, _) = ensure(&d, now, false).unwrap();
+        let (_, p) = x509_parser::pem::parse_x509_pem(with.hosts["g1"].cert.as_bytes()).unwrap();
+        let cert = p.parse_x509().unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        assert!(cert.subject_alternative_name().unwrap().is_none());
+        assert!(signed_by(
+            &parse_cert(&with.hosts["g1"].cert, "g1").unwrap().der,
+            &with.trust
+        ));
     }
 
     #[test]

@@ -134,17 +134,31 @@ pub struct HostFiles {
     pub files: Vec<RenderedFile>,
 }
 
+#[derive(Clone)]
 pub struct Renderer {
     env: Environment<'static>,
     /// Certificates and keys to install; without them (`pgha render`, or
     /// before the first deploy) the TLS files hold placeholders.
     pki: Option<crate::pki::Pki>,
+    rest: RestClients,
+}
+
+/// How the clients of Patroni's REST API and Patroni meet (see
+/// `components::rest`): whether HAProxy's checks present the host's
+/// certificate (not while a host an older pgha deployed lacks the file), and
+/// whether Patroni requires one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestClients {
+    pub present: bool,
+    pub require: bool,
 }
 
 /// What templates see of TLS: file contents and where they live on the host.
 #[derive(Serialize, Clone)]
 struct TlsContext<'a> {
     trust: &'a str,
+    /// The first 16 hex digits of the trust bundle's SHA-256.
+    trust_digest: String,
     cert: &'a str,
     key: &'a str,
     trust_path: &'static str,
@@ -213,6 +227,10 @@ struct Standby {
 
 #[derive(Serialize, Clone)]
 struct TemplateContext<'a> {
+    /// ` crt PEM` on HAProxy's lines that ask Patroni's REST API, or empty.
+    rest_client_crt: String,
+    /// Patroni's `restapi.verify_client`.
+    rest_verify_client: &'static str,
     platform: &'a Platform,
     clouds: &'a [Cloud],
     cloud: Option<&'a Cloud>,
@@ -319,13 +337,36 @@ impl Renderer {
             env.add_template_owned(name.to_string(), source)
                 .map_err(|e| anyhow!("template {name}: {e}"))?;
         }
-        Ok(Renderer { env, pki: None })
+        Ok(Renderer {
+            env,
+            pki: None,
+            rest: RestClients {
+                present: true,
+                require: true,
+            },
+        })
     }
 
     /// Installs `pki`'s certificates and keys instead of placeholders.
     pub fn with_pki(mut self, pki: Option<crate::pki::Pki>) -> Self {
         self.pki = pki;
         self
+    }
+
+    /// How Patroni's REST API and its clients meet (by default: every
+    /// client presents a certificate, Patroni requires one).
+    pub fn with_rest_clients(mut self, rest: RestClients) -> Self {
+        self.rest = rest;
+        self
+    }
+
+    /// For a host an older pgha deployed, which has no haproxy.pem yet:
+    /// HAProxy's checks present no certificate (Patroni lets them in until
+    /// every host presents one, see `components::rest`).
+    pub fn without_client_pem(&self) -> Self {
+        let mut r = self.clone();
+        r.rest.present = false;
+        r
     }
 
     pub fn for_design(design: &Design) -> anyhow::Result<Self> {
@@ -486,13 +527,15 @@ impl Renderer {
     /// secret) before the first deploy made the PKI.
     fn tls_context(&self, host: &Host) -> TlsContext<'_> {
         let mine = self.pki.as_ref().and_then(|p| p.hosts.get(&host.name));
+        let trust = self
+            .pki
+            .as_ref()
+            .map_or("# the cluster CA: made by the first `pgha deploy`", |p| {
+                p.trust.trim_end()
+            });
         TlsContext {
-            trust: self
-                .pki
-                .as_ref()
-                .map_or("# the cluster CA: made by the first `pgha deploy`", |p| {
-                    p.trust.trim_end()
-                }),
+            trust,
+            trust_digest: crate::fsutil::sha256_hex(trust.as_bytes())[..16].to_string(),
             cert: mine.map_or("# this host's certificate: issued by `pgha deploy`", |c| {
                 c.cert.trim_end()
             }),
@@ -529,6 +572,12 @@ impl Renderer {
         let tls = self.tls_context(host);
         TemplateContext {
             tls,
+            rest_client_crt: if self.rest.present {
+                format!(" crt {}", components::haproxy::PEM.path)
+            } else {
+                String::new()
+            },
+            rest_verify_client: components::rest::verify_client(self.rest.require),
             haproxy_stats_auth: crate::design::stats_open(&design.haproxy.stats_address),
             glb_stats_auth: design
                 .glb
@@ -567,7 +616,7 @@ impl Renderer {
                 settings: e,
                 web_config: components::exporter::WEB_CONFIG_PATH,
                 key_path: components::exporter::KEY_PATH,
-                gateway_pem: components::haproxy::METRICS_PEM.path,
+                gateway_pem: components::haproxy::PEM.path,
                 site_member: design.is_site_member(&host.name),
                 textfile_dir: components::exporter::TEXTFILE_DIR,
                 textfile: components::exporter::NODE_TEXTFILE,

@@ -625,12 +625,22 @@ impl World {
             }
             return ok("read stats", self.stats(host));
         }
-        if script == haproxy::has_metrics_pem_script() {
+        if script == components::rest::required_script() {
+            let required = self.hosts[host]
+                .files
+                .get(patroni::CONFIG.path)
+                .is_some_and(|c| c.contains("\n  verify_client: required\n"));
+            return ok(
+                "rest required",
+                if required { "rest_verify_required\n" } else { "" }.to_string(),
+            );
+        }
+        if script == haproxy::has_pem_script() {
             let has = self.hosts[host]
                 .files
-                .get(haproxy::METRICS_PEM.path)
+                .get(haproxy::PEM.path)
                 .is_some_and(|c| !c.is_empty());
-            return ok("metrics pem", if has { "metrics_pem\n" } else { "" }.to_string());
+            return ok("haproxy pem", if has { "haproxy_pem\n" } else { "" }.to_string());
         }
         // Flips reload-or-restart, deploy reloads: HAProxy loads its file either way.
         if script == systemd::unit_script(Verb::ReloadOrRestart, "haproxy")
@@ -889,6 +899,21 @@ impl World {
         }
         if s.cloud.is_some() && components::vip::any(d) {
             out.push_str("iface eth0\niface lo\n");
+        }
+        // What `rest::probe_script` reads of the files as they are.
+        for path in components::rest::client_files_among(&components::db_host_files(d)) {
+            if s.files
+                .get(path)
+                .is_some_and(|c| c.contains("pgha") && !c.contains(components::rest::MARKER))
+            {
+                out.push_str(&format!("rest_client_old {path}\n"));
+            }
+        }
+        if s.files
+            .get(patroni::CONFIG.path)
+            .is_some_and(|c| c.contains("\n  verify_client: required\n"))
+        {
+            out.push_str("rest_verify_required\n");
         }
         if s.cloud.is_some() {
             let etcd_file = s.files.get(etcd::CONFIG.path).map_or("", String::as_str);
@@ -1653,8 +1678,8 @@ mod pins {
         (site::read_script(&d), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\ne endpoint health 2>&1 | sed -n 's/^\\(https:[^ ]*\\) is \\(healthy\\|unhealthy\\).*/health \\1 \\2/p'\nv=$(e get /pgha-site/sim/primary --print-value-only) || exit 1\n[ -n \"$v\" ] && printf 'primary %s\\n' \"$v\"\nl=$(e get /pgha-site/sim/primary -w fields | sed -n 's/^\"Lease\" : //p')\nif [ -n \"$l\" ] && [ \"$l\" != 0 ]; then\ne lease timetolive \"$(printf '%x' \"$l\")\" | sed -n 's/.*remaining(\\(-*[0-9]*\\)s).*/remaining \\1/p'\nfi\nw=$(e get /pgha-site/sim/last --print-value-only)\n[ -n \"$w\" ] && printf 'last %s\\n' \"$w\"\nexit 0\n"),
         (site::revision_script(&d), "ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s get /pgha-site/sim/primary -w fields | sed -n 's/^\"ModRevision\" : //p' | head -1 | grep . || echo 0\n"),
         (site::armed_script(), "[ -f /var/lib/pgha/site-armed ] && echo armed || true\n"),
-        (patroni::patch_config_script(8008, &[("standby_cluster".into(), "null".into()), ("synchronous_mode".into(), "false".into())]).unwrap(), "python3 - '{\"standby_cluster\":null,\"synchronous_mode\":false}' <<'PGHA_REST'\nimport base64, ssl, sys, urllib.error, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\")\ndef call(method, path, body=None, timeout=10):\n    headers = {\"Authorization\": \"Basic \" + token}\n    if body is not None:\n        headers[\"Content-Type\"] = \"application/json\"\n        body = body.encode()\n    request = urllib.request.Request(\"https://127.0.0.1:8008\" + path, data=body, method=method, headers=headers)\n    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()\ncall(\"PATCH\", \"/config\", sys.argv[1])\nPGHA_REST"),
-        (patroni::switchover_script(8008, "dc2-pg1", "dc2-pg2"), "python3 - '{\"candidate\":\"dc2-pg2\",\"leader\":\"dc2-pg1\"}' <<'PGHA_REST'\nimport base64, ssl, sys, urllib.error, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\")\ndef call(method, path, body=None, timeout=10):\n    headers = {\"Authorization\": \"Basic \" + token}\n    if body is not None:\n        headers[\"Content-Type\"] = \"application/json\"\n        body = body.encode()\n    request = urllib.request.Request(\"https://127.0.0.1:8008\" + path, data=body, method=method, headers=headers)\n    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()\ntry:\n    print(call(\"POST\", \"/switchover\", sys.argv[1], timeout=60))\nexcept urllib.error.HTTPError as e:\n    sys.exit(\"Patroni did not switch over (%s): %s\" % (e.code, e.read().decode(errors=\"replace\").strip()))\nexcept Exception as e:\n    sys.exit(\"no answer from Patroni (%s): whether the switchover happened is not known\" % e)\nPGHA_REST"),
+        (patroni::patch_config_script(8008, &[("standby_cluster".into(), "null".into()), ("synchronous_mode".into(), "false".into())]).unwrap(), "python3 - '{\"standby_cluster\":null,\"synchronous_mode\":false}' <<'PGHA_REST'\nimport base64, ssl, sys, urllib.error, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\"); context.load_cert_chain(\"/etc/pgha/tls/host.crt\", \"/etc/pgha/tls/postgres.key\")\ndef call(method, path, body=None, timeout=10):\n    headers = {\"Authorization\": \"Basic \" + token}\n    if body is not None:\n        headers[\"Content-Type\"] = \"application/json\"\n        body = body.encode()\n    request = urllib.request.Request(\"https://127.0.0.1:8008\" + path, data=body, method=method, headers=headers)\n    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()\ncall(\"PATCH\", \"/config\", sys.argv[1])\nPGHA_REST"),
+        (patroni::switchover_script(8008, "dc2-pg1", "dc2-pg2"), "python3 - '{\"candidate\":\"dc2-pg2\",\"leader\":\"dc2-pg1\"}' <<'PGHA_REST'\nimport base64, ssl, sys, urllib.error, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\"); context.load_cert_chain(\"/etc/pgha/tls/host.crt\", \"/etc/pgha/tls/postgres.key\")\ndef call(method, path, body=None, timeout=10):\n    headers = {\"Authorization\": \"Basic \" + token}\n    if body is not None:\n        headers[\"Content-Type\"] = \"application/json\"\n        body = body.encode()\n    request = urllib.request.Request(\"https://127.0.0.1:8008\" + path, data=body, method=method, headers=headers)\n    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()\ntry:\n    print(call(\"POST\", \"/switchover\", sys.argv[1], timeout=60))\nexcept urllib.error.HTTPError as e:\n    sys.exit(\"Patroni did not switch over (%s): %s\" % (e.code, e.read().decode(errors=\"replace\").strip()))\nexcept Exception as e:\n    sys.exit(\"no answer from Patroni (%s): whether the switchover happened is not known\" % e)\nPGHA_REST"),
         (patroni::failover_script("sim-dc2", "dc2-pg2"), "patronictl -c /etc/patroni/config.yml failover sim-dc2 --candidate dc2-pg2 --force"),
         (patroni::release_hold_script(true), "rm -f /var/lib/pgha/needs-recovery && systemctl start patroni"),
         (patroni::release_hold_script(false), "rm -f /var/lib/pgha/needs-recovery"),

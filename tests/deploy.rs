@@ -557,8 +557,9 @@ fn live_parameters(lab: &TestLab, pw: &str) {
 /// Issue 13: every database host's exporter answers `pg_up 1` over TLS to
 /// Prometheus's certificate (the metrics CA's), and refuses a client
 /// without one or with a host certificate of the cluster CA (which opens
-/// etcd and Patroni, and must not open the metrics). Asked from glb1, a lab
-/// host that is not a member.
+/// etcd and Patroni, and must not open the metrics); Patroni's REST API
+/// refuses a client without a certificate of the cluster CA (issue 28).
+/// Asked from glb1, a lab host that is not a member.
 fn metrics(lab: &TestLab) {
     lab.metrics_client(GLB);
     let get = |client: Option<&str>, url: &str, prefix: &str| lab.metrics_get(GLB, client, url, prefix);
@@ -624,6 +625,16 @@ fn metrics(lab: &TestLab) {
     // The metrics certificate opens no etcd.
     let out = get(Some("prometheus"), &format!("https://{}:2379/version", PRIMARY[0]), "");
     assert!(out.starts_with("refused"), "{out}");
+    // Nor Patroni's REST API, whose metrics (and members, and config) go to
+    // a certificate of the cluster CA only: none, or the metrics CA's, is
+    // refused in the handshake.
+    let rest = format!("https://{}:8008/metrics", PRIMARY[0]);
+    for client in [None, Some("prometheus")] {
+        let out = get(client, &rest, "patroni_postgres_running");
+        assert!(out.starts_with("refused"), "{client:?}: {out}");
+    }
+    let out = get(Some("host"), &rest, "patroni_postgres_running");
+    assert!(out.starts_with("['patroni_postgres_running"), "{out}");
 }
 
 /// Every acknowledged id is on every database host.

@@ -112,7 +112,7 @@ for a in $(sed -n 's/^    - \"\\([0-9.]*\\):2379\"$/\\1/p' $(find /r -name confi
 timeout 120 etcd --data-dir /tmp/etcd --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls http://127.0.0.1:2379 \
 --listen-peer-urls http://127.0.0.1:2380 >/dev/null 2>&1 &\n\
 n=0; until ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health >/dev/null 2>&1; do n=$((n+1)); [ $n -lt 100 ] || exit 1; sleep 0.1; done\n\
-mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/haproxy.pem' | head -1)\")\" /etc/pgha/tls\n",
+mkdir -p /etc/pgha && cp -r \"$(dirname \"$(find /r -path '*/etc/pgha/tls/metrics-ca.crt' | head -1)\")\" /etc/pgha/tls\n",
     );
     for (suffix, check) in [
         ("etc/haproxy/haproxy.cfg", "haproxy -q -c -f"),

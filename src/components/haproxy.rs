@@ -14,10 +14,11 @@ pub(crate) const CONFIG: FileSpec = FileSpec {
     check: Some("haproxy -c -q -f"),
 };
 
-/// The host's certificate and key in one file, as HAProxy wants them, for
-/// the metrics gateway (its master process reads it as root).
-pub(crate) const METRICS_PEM: FileSpec = FileSpec {
-    component: Component::Metrics,
+/// The host's certificate and key in one file, as HAProxy wants them (its
+/// master process reads it as root): presented to Patroni's REST API by the
+/// checks (a GLB's too, with the site lease), and the metrics gateway's own.
+pub(crate) const PEM: FileSpec = FileSpec {
+    component: Component::Haproxy,
     template: "tls-haproxy.pem.j2",
     path: "/etc/pgha/tls/haproxy.pem",
     owner: "root",
@@ -27,12 +28,9 @@ pub(crate) const METRICS_PEM: FileSpec = FileSpec {
     check: None,
 };
 
-/// Prints `metrics_pem` when the host has the gateway's certificate.
-pub(crate) fn has_metrics_pem_script() -> String {
-    format!(
-        "[ -s {} ] && echo metrics_pem || true",
-        crate::shell::quote(METRICS_PEM.path)
-    )
+/// Prints `haproxy_pem` when the host has [`PEM`].
+pub(crate) fn has_pem_script() -> String {
+    format!("[ -s {} ] && echo haproxy_pem || true", crate::shell::quote(PEM.path))
 }
 
 /// Python's `admin(command)`: one command to HAProxy's admin socket (root

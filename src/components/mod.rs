@@ -11,6 +11,7 @@ pub(crate) mod objects;
 pub(crate) mod packages;
 pub(crate) mod patroni;
 pub(crate) mod pgbouncer;
+pub(crate) mod rest;
 pub(crate) mod site;
 pub(crate) mod systemd;
 pub(crate) mod tls;
@@ -125,6 +126,7 @@ pub(crate) const GLB_HOST_FILES: [FileSpec; 1] = [glb::CONFIG];
 /// and agent files too.
 pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     let mut files = DB_HOST_FILES.to_vec();
+    files.push(haproxy::PEM);
     if design.site.is_some() {
         files.extend(site::DB_HOST_FILES);
     }
@@ -135,7 +137,6 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     if design.exporter.is_some() {
         files.extend(exporter::FILES);
         files.extend(exporter::NODE_FILES);
-        files.push(haproxy::METRICS_PEM);
         if design.backup.is_some() {
             files.extend(backup::METRICS_FILES);
         }
@@ -152,11 +153,13 @@ pub(crate) fn db_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
 }
 
 /// The files of a GLB host: with a site lease the GLB checks every cloud's
-/// Patroni over TLS, so it trusts the cluster CA.
+/// Patroni over TLS, so it trusts the cluster CA and presents its own
+/// certificate.
 pub(crate) fn glb_host_files(design: &crate::design::Design) -> Vec<FileSpec> {
     let mut files = Vec::new();
     if design.site.is_some() {
         files.push(tls::TRUST);
+        files.push(haproxy::PEM);
     }
     files.extend(GLB_HOST_FILES);
     files

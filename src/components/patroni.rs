@@ -150,7 +150,7 @@ pub(crate) fn local_reads_script(rest_port: Option<u16>, stats: Option<(&str, u1
     let rest = rest_port.map_or(String::new(), |port| {
         format!(
             "try:
-    c = ssl.create_default_context(cafile=\"{}\")
+    {}
     for p in (\"config\", \"cluster\"):
         try:
             print(p, json.dumps(json.loads(get(\"127.0.0.1\", {port}, \"/\" + p, c))))
@@ -159,7 +159,7 @@ pub(crate) fn local_reads_script(rest_port: Option<u16>, stats: Option<(&str, u1
 except Exception:
     pass
 ",
-            super::tls::TRUST_PATH
+            rest_context_py("c")
         )
     });
     let stats = stats.map_or(String::new(), |(host, port)| {
@@ -209,8 +209,20 @@ pub(crate) fn configured_major_script(prefix: &str) -> String {
 
 fn http_get_script(rest_port: u16, path: &str) -> String {
     format!(
-        "python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile=\"{}\"); print(u.urlopen(\"https://127.0.0.1:{rest_port}{path}\", timeout=3, context=c).read().decode())'",
-        super::tls::TRUST_PATH
+        "python3 -c 'import ssl, urllib.request as u; {}; print(u.urlopen(\"https://127.0.0.1:{rest_port}{path}\", timeout=3, context=c).read().decode())'",
+        rest_context_py("c")
+    )
+}
+
+/// Python statements (one line) that make `name` the TLS context for the
+/// local REST API: the cluster CA verified, and the host's certificate
+/// presented, as Patroni wants of every client. pgha's scripts run as root.
+fn rest_context_py(name: &str) -> String {
+    format!(
+        "{name} = ssl.create_default_context(cafile={}); {name}.load_cert_chain({}, {})",
+        py_str(super::tls::TRUST_PATH),
+        py_str(super::tls::CERT_PATH),
+        py_str(super::tls::POSTGRES_KEY_PATH)
     )
 }
 
@@ -246,7 +258,7 @@ fn rest_python(rest_port: u16, argument: &str, program: &str) -> String {
 import base64, ssl, sys, urllib.error, urllib.request, yaml
 auth = yaml.safe_load(open({}))["restapi"]["authentication"]
 token = base64.b64encode(("%s:%s" % (auth["username"], auth["password"])).encode()).decode()
-context = ssl.create_default_context(cafile={})
+{}
 def call(method, path, body=None, timeout=10):
     headers = {{"Authorization": "Basic " + token}}
     if body is not None:
@@ -258,7 +270,7 @@ def call(method, path, body=None, timeout=10):
 PGHA_REST"#,
         quote(argument),
         py_str(CONFIG.path),
-        py_str(super::tls::TRUST_PATH),
+        rest_context_py("context"),
     )
 }
 
@@ -496,7 +508,7 @@ mod tests {
         assert!(switch.ends_with("\nPGHA_REST"));
         assert_eq!(
             cluster_script(8008),
-            r#"python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile="/etc/pgha/tls/ca.crt"); print(u.urlopen("https://127.0.0.1:8008/cluster", timeout=3, context=c).read().decode())'"#
+            r#"python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile="/etc/pgha/tls/ca.crt"); c.load_cert_chain("/etc/pgha/tls/host.crt", "/etc/pgha/tls/postgres.key"); print(u.urlopen("https://127.0.0.1:8008/cluster", timeout=3, context=c).read().decode())'"#
         );
     }
 }

@@ -78,6 +78,8 @@ pub(crate) struct HostFacts {
     /// Patroni's last start was with the etcd gateway certificate (whether
     /// it runs is `services`').
     pub patroni_gateway: bool,
+    /// The clients of Patroni's REST API here (see `components::rest`).
+    pub rest: components::rest::Facts,
     /// The cloud's etcd members, as the local member lists them.
     pub etcd_members: Vec<components::etcd::MemberRow>,
     /// The site lease's etcd members, as a site member here lists them.
@@ -139,7 +141,12 @@ pub(crate) fn glb_script(design: &Design) -> String {
         &packages::glb_host(),
         &components::glb_host_files(design),
         false,
-    ) + &design.glb.as_ref().map_or(String::new(), |g| {
+    ) + &if design.site.is_some() {
+        // With the site lease the GLB checks every host's Patroni.
+        components::rest::probe_script(&[components::glb::CONFIG.path], false)
+    } else {
+        String::new()
+    } + &design.glb.as_ref().map_or(String::new(), |g| {
         components::patroni::local_reads_script(
             None,
             Some((&components::haproxy::stats_host(&g.stats_address), g.stats_port)),
@@ -184,7 +191,7 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
     let db_facts = if db {
         format!(
             "{}{} 2>/dev/null | sed 's/^/etcd_member /'\n{}{}{}{}\
-[ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n{armed}",
+[ \"$(cat {stamp} 2>/dev/null)\" -gt 0 ] 2>/dev/null && echo patroni_gateway\n{armed}{rest}",
             components::patroni::local_reads_script(
                 Some(design.governor.rest_port),
                 Some((
@@ -205,6 +212,7 @@ pub(crate) fn script(design: &Design, packages: &[String], files: &[FileSpec], d
                 "cloud_access"
             ),
             stamp = components::patroni::GATEWAY_STAMP,
+            rest = components::rest::probe_script(&components::rest::client_files_among(files), true),
             armed = if design.site.is_some() {
                 format!("[ -f {} ] && echo site_armed\n", components::site::ARMED)
             } else {
@@ -438,6 +446,8 @@ pub(crate) fn parse(text: &str) -> HostFacts {
             Some("site_access") => f.site_access = w.next().map(str::to_string),
             Some("vip_access") => f.vip_access = w.next().map(str::to_string),
             Some("patroni_gateway") => f.patroni_gateway = true,
+            Some("rest_client_old") => f.rest.old_clients.extend(w.next().map(str::to_string)),
+            Some("rest_verify_required") => f.rest.required = true,
             Some("site_armed") => f.site_armed = true,
             Some("iface") => f.interfaces.extend(w.next().map(str::to_string)),
             Some("stanza") => f.stanza = true,
@@ -502,8 +512,14 @@ svc ActiveState=inactive\nsvc Id=etcd.service\nsvc UnitFileState=disabled\netcd_
 config {\"ttl\": 30, \"standby_cluster\": null}\n\
 ss LISTEN 0      128          0.0.0.0:8008      0.0.0.0:*    users:((\"nc\",pid=42,fd=3))\n\
 ss LISTEN 0 244 [::]:5432 [::]:* users:((\"postgres\",pid=7,fd=6))\n\
-pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\npg_upgrade_to 17\n",
+pg_candidate 17.12-1\npg_available 17\npg_available 15\npg_configured 15\npg_upgrade_to 17\n\
+rest_client_old /etc/haproxy/haproxy.cfg\nrest_client_old /usr/local/lib/pgha/site-agent\nrest_verify_required\n",
         );
+        assert_eq!(
+            f.rest.old_clients,
+            ["/etc/haproxy/haproxy.cfg", "/usr/local/lib/pgha/site-agent"]
+        );
+        assert!(f.rest.required);
         assert_eq!(f.major_upgrade_to, Some(17));
         assert_eq!(f.postgres_candidate.as_deref(), Some("17.12-1"));
         assert_eq!(f.postgres_available, [17, 15]);

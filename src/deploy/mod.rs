@@ -22,7 +22,7 @@ use crate::fleet;
 use crate::fleet::Fleet;
 use crate::plan::Plan;
 use crate::remote::{self, Remote};
-use crate::render::{RenderedFile, Renderer};
+use crate::render::{RenderedFile, Renderer, RestClients};
 use crate::secrets::Secrets;
 use crate::state;
 use crate::ui::{self, progress};
@@ -462,7 +462,7 @@ pub(crate) async fn prepare(
         secrets: &secrets,
         delete_removed_data: opts.delete_removed_data,
     };
-    let (work, facts) = match inputs.work().await {
+    let (work, facts, rest) = match inputs.work().await {
         Ok(w) => w,
         Err(e) => {
             // Whatever stopped the run, nothing was changed: let go of everything now.
@@ -480,7 +480,7 @@ pub(crate) async fn prepare(
         work,
         facts,
         secrets,
-        renderer,
+        renderer: renderer.with_rest_clients(rest),
     })
 }
 
@@ -497,7 +497,7 @@ struct Decide<'a, 'b> {
 }
 
 impl Decide<'_, '_> {
-    async fn work(&self) -> anyhow::Result<(Vec<StepWork>, BTreeMap<String, HostFacts>)> {
+    async fn work(&self) -> anyhow::Result<(Vec<StepWork>, BTreeMap<String, HostFacts>, RestClients)> {
         let Decide {
             design,
             plan,
@@ -531,7 +531,13 @@ impl Decide<'_, '_> {
         refuse_stale_primary(design, &cloud_facts)?;
         let objects = self.objects(&host_facts)?;
 
-        let files = self.render()?;
+        // Patroni requires client certificates once no client an older
+        // pgha deployed runs (this deploy replaces them).
+        let require = components::rest::require(design, |h| host_facts.get(h).map(|f| &f.rest))
+            .inspect_err(|behind| progress::note(components::rest::not_yet_note(behind)))
+            .is_ok();
+        let rest = RestClients { present: true, require };
+        let files = self.render(rest)?;
         let recorded = state::load(design)?.glb_primary_cloud;
         let work = work::compute(&work::Inputs {
             design,
@@ -544,7 +550,7 @@ impl Decide<'_, '_> {
             secrets,
             objects: objects.as_ref(),
         });
-        Ok((work, host_facts))
+        Ok((work, host_facts, rest))
     }
 
     /// What the design's roles and databases need on the master, when a
@@ -639,7 +645,7 @@ impl Decide<'_, '_> {
     }
 
     /// Every host's files as the design wants them.
-    fn render(&self) -> anyhow::Result<BTreeMap<String, Vec<RenderedFile>>> {
+    fn render(&self, rest: RestClients) -> anyhow::Result<BTreeMap<String, Vec<RenderedFile>>> {
         let Decide {
             design,
             hosts,
@@ -647,6 +653,7 @@ impl Decide<'_, '_> {
             secrets,
             ..
         } = *self;
+        let renderer = &renderer.clone().with_rest_clients(rest);
         let mut files: BTreeMap<String, Vec<RenderedFile>> = BTreeMap::new();
         for (cloud, h) in hosts {
             let rendered = match cloud {

@@ -2,7 +2,7 @@
 //! repaired with the least change (and verified), a stale design is refused.
 
 use super::*;
-use crate::components::{etcd, haproxy, patroni, site};
+use crate::components::{etcd, glb, haproxy, patroni, site};
 use crate::deploy::work::{HostWork, Work};
 use crate::testkit::{Sim, THREE_CLOUDS};
 
@@ -601,4 +601,57 @@ async fn a_virtual_ip_on_a_missing_interface_is_refused_before_any_change() {
     );
     assert!(err.downcast_ref::<Usage>().is_some(), "exit 2: {msg}");
     assert_eq!(changes(&sim), Vec::<String>::new());
+}
+
+/// Issue 28: a cluster an older pgha deployed runs clients of Patroni's
+/// REST API that present no certificate (every file without the marker,
+/// the GLB's checks included). A deploy replaces them while Patroni still
+/// lets clients without one read (`optional`); the next requires
+/// certificates; a deploy never loosens that again.
+#[tokio::test(start_paused = true)]
+async fn patroni_requires_client_certificates_once_no_older_client_runs() {
+    use crate::components::rest::MARKER;
+    let sim = Sim::new(&crate::testkit::with_site_lease());
+    let verify = |sim: &Sim| {
+        let w = sim.world();
+        let modes: std::collections::BTreeSet<String> = w
+            .hosts
+            .values()
+            .filter_map(|h| h.files.get(patroni::CONFIG.path))
+            .map(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("  verify_client: "))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        modes.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(verify(&sim), ["  verify_client: required"]);
+    for h in sim.world().hosts.values_mut() {
+        for content in h.files.values_mut() {
+            *content = content
+                .replace(MARKER, "an older pgha")
+                .replace("verify_client: required", "verify_client: none");
+        }
+    }
+    deploy(&sim).await.unwrap();
+    assert_eq!(verify(&sim), ["  verify_client: optional"]);
+    {
+        let w = sim.world();
+        assert!(w.hosts["glb1"].files[glb::CONFIG.path].contains(MARKER));
+        assert!(w.hosts["dc2-pg2"].files[site::AGENT.path].contains(MARKER));
+    }
+    deploy(&sim).await.unwrap();
+    assert_eq!(verify(&sim), ["  verify_client: required"]);
+    // One host's client back to an older pgha's: Patroni keeps requiring.
+    let old = sim.world().hosts["glb1"].files[glb::CONFIG.path].replace(MARKER, "x");
+    sim.world()
+        .hosts
+        .get_mut("glb1")
+        .unwrap()
+        .files
+        .insert(glb::CONFIG.path.to_string(), old);
+    deploy(&sim).await.unwrap();
+    assert_eq!(verify(&sim), ["  verify_client: required"]);
 }

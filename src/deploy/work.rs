@@ -384,17 +384,20 @@ fn host_work(i: &Inputs, step: &Step, cloud: Option<&Cloud>, host: &str) -> Host
             );
         }
         Action::ConfigureHaproxy => {
-            // The metrics gateway's files first: the config's check reads them.
-            let gateway = [components::exporter::METRICS_CA, components::haproxy::METRICS_PEM];
-            let gateway = if i.design.exporter.is_some() { &gateway[..] } else { &[] };
-            for spec in gateway {
+            // The files the config names first: the config's check reads them.
+            let mut named = vec![components::haproxy::PEM];
+            if i.design.exporter.is_some() {
+                named.push(components::exporter::METRICS_CA);
+            }
+            for spec in &named {
                 write_if_differs(&mut items, &facts, file(i, host, spec));
             }
             let config = file(i, host, &components::haproxy::CONFIG);
             converge(&mut items, &facts, config, Work::Reload);
             // Its health checks verify Patroni's certificate with the trust
-            // bundle; the gateway serves its certificate to the metrics CA's.
-            let rereads = [&[tls::TRUST][..], gateway].concat();
+            // bundle and present the host's; the gateway serves the host's
+            // to the metrics CA's.
+            let rereads = [&[tls::TRUST][..], &named].concat();
             reread(&mut items, i, host, &facts, Work::Reload("haproxy"), &rereads);
         }
         Action::InstallWitness => {
@@ -560,13 +563,13 @@ fn glb_work(items: &mut Vec<Work>, i: &Inputs, host: &str, facts: &HostFacts) {
         items.push(Work::InstallPackages(facts.missing_packages.clone()));
     }
     let site = i.design.site.is_some();
-    if site {
-        write_if_differs(items, facts, file(i, host, &tls::TRUST));
+    let named = [tls::TRUST, components::haproxy::PEM];
+    let named = if site { &named[..] } else { &[] };
+    for spec in named {
+        write_if_differs(items, facts, file(i, host, spec));
     }
     converge(items, facts, file(i, host, &components::glb::CONFIG), Work::Reload);
-    if site {
-        reread(items, i, host, facts, Work::Reload("haproxy"), &[tls::TRUST]);
-    }
+    reread(items, i, host, facts, Work::Reload("haproxy"), named);
 }
 
 /// etcd's users and roles (the cloud's or the site's), set by one host

@@ -656,7 +656,11 @@ impl Runner<'_> {
                 ));
                 continue;
             };
-            let files = self.renderer.glb_host(design, h, &self.secrets)?;
+            let files = if design.site.is_some() && lacks_pem(r).await? {
+                self.renderer.without_client_pem().glb_host(design, h, &self.secrets)?
+            } else {
+                self.renderer.glb_host(design, h, &self.secrets)?
+            };
             let config = pick(&files, &glb_component::CONFIG);
             let reload = systemd::unit_script(Verb::ReloadOrRestart, "haproxy");
             if self.resuming {
@@ -701,28 +705,20 @@ impl Runner<'_> {
                         return Ok(());
                     }
                 }
-                // A host an older pgha deployed has no certificate for the
-                // metrics gateway yet (the next deploy writes it, and a flip
-                // writes no TLS file): its config goes without the gateway,
-                // which HAProxy would refuse to load.
-                let without_gateway;
-                let config = if self.after.exporter.is_some()
-                    && !r
-                        .check(
-                            "reading the metrics gateway's certificate",
-                            &haproxy::has_metrics_pem_script(),
-                        )
-                        .await?
-                        .contains("metrics_pem")
-                {
+                // Without haproxy.pem, no metrics gateway either (it serves
+                // that certificate).
+                let without_pem;
+                let config = if lacks_pem(r).await? {
                     let mut d = self.after.clone();
                     d.exporter = None;
                     let cloud = d.cloud(&c.name).expect("the same clouds");
-                    without_gateway = self.renderer.db_host(&d, cloud, h, None, &self.secrets)?;
-                    pick(&without_gateway, &haproxy::CONFIG)
+                    without_pem = self.renderer.without_client_pem();
+                    let files = without_pem.db_host(&d, cloud, h, None, &self.secrets)?;
+                    pick(&files, &haproxy::CONFIG).clone()
                 } else {
-                    config
+                    config.clone()
                 };
+                let config = &config;
                 r.install_file(config).await?;
                 r.check(
                     "reloading HAProxy",
@@ -1103,6 +1099,17 @@ impl Runner<'_> {
 /// (pg_waldump): equal to `end`, it may hold one record more.
 fn ahead_of(p: &WalPos, end: u64) -> bool {
     p.lsn > end || (p.mode == "stopped" && p.lsn == end)
+}
+
+/// A host an older pgha deployed has no haproxy.pem yet (the next deploy
+/// writes it; a flip writes no TLS file), and HAProxy refuses a config that
+/// names a missing file: such a host's config goes without it (see
+/// [`Renderer::without_client_pem`]).
+async fn lacks_pem(r: &crate::remote::Remote) -> anyhow::Result<bool> {
+    Ok(!r
+        .check("reading HAProxy's certificate", &haproxy::has_pem_script())
+        .await?
+        .contains("haproxy_pem"))
 }
 
 #[cfg(test)]

@@ -93,19 +93,26 @@ async fn a_planned_flip_drains_fences_waits_then_promotes() {
 /// without the gateway, which HAProxy would refuse to load; the others'
 /// keep it.
 #[tokio::test(start_paused = true)]
-async fn a_flip_onto_a_host_without_the_gateway_s_certificate_routes_without_the_gateway() {
+async fn a_flip_onto_a_host_without_haproxy_pem_routes_without_naming_it() {
     let sim = Sim::new(THREE_CLOUDS);
     sim.world()
         .hosts
         .get_mut("dc2-pg2")
         .unwrap()
         .files
-        .remove(haproxy::METRICS_PEM.path);
+        .remove(haproxy::PEM.path);
     flip(&sim, "dc2", Flip::MakePrimary).await.unwrap();
     assert_serving(&sim, "dc2");
     let w = sim.world();
     let config = |h: &str| w.hosts[h].files[haproxy::CONFIG.path].clone();
+    // Neither the metrics gateway nor the checks' client certificate.
     assert!(!config("dc2-pg2").contains("-metrics"), "{}", config("dc2-pg2"));
+    assert!(!config("dc2-pg2").contains(haproxy::PEM.path), "{}", config("dc2-pg2"));
+    assert!(
+        config("dc2-pg1").contains(&format!("ca-file /etc/pgha/tls/ca.crt crt {}", haproxy::PEM.path)),
+        "{}",
+        config("dc2-pg1")
+    );
     assert!(
         config("dc2-pg1").contains("frontend sim-metrics"),
         "{}",

@@ -29,7 +29,7 @@ use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::{parse_lsn, Fleet, Reach};
-use crate::render::{RenderedFile, Renderer};
+use crate::render::RenderedFile;
 use crate::secrets::Secrets;
 use crate::ui;
 use crate::wait::poll;
@@ -850,7 +850,7 @@ impl MajorUpgrade<'_> {
         }
         let secrets = Secrets::load(&d.secrets_file)?
             .ok_or_else(|| anyhow!("no secrets file {}: deploy first", d.secrets_file.display()))?;
-        let renderer = Renderer::for_design(d)?;
+        let renderer = fleet.renderer().await?;
         // Rendered first, written on every host at once: the cluster is
         // down meanwhile.
         let mut writes = Vec::new();

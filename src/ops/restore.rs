@@ -23,7 +23,6 @@ use crate::engine;
 use crate::engine::report::Recorder;
 use crate::error::Usage;
 use crate::fleet::{Fleet, Reach};
-use crate::render::Renderer;
 use crate::secrets::Secrets;
 use crate::ui;
 use crate::wait::poll_for;
@@ -318,7 +317,7 @@ async fn forget(fleet: &Fleet) -> anyhow::Result<()> {
     // initialise a cluster of its own.
     let secrets = Secrets::load(&d.secrets_file)?
         .ok_or_else(|| anyhow!("no secrets file {}: deploy first", d.secrets_file.display()))?;
-    let renderer = Renderer::for_design(d)?;
+    let renderer = fleet.renderer().await?;
     for c in &d.clouds_in_order() {
         for h in &c.hosts {
             let files = renderer.db_host(d, c, h, None, &secrets)?;

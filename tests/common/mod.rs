@@ -40,11 +40,11 @@ pub(crate) const ETCD_ENV: &str = "ETCDCTL_API=3 ETCDCTL_ENDPOINTS=https://127.0
 ETCDCTL_CACERT=/etc/pgha/tls/ca.crt ETCDCTL_CERT=/etc/pgha/tls/host.crt ETCDCTL_KEY=/etc/pgha/tls/etcd.key";
 
 /// A shell line that prints `path` of the host's own Patroni REST API
-/// (HTTPS, verifying the cluster CA).
+/// (HTTPS, verifying the cluster CA, with the host's certificate).
 pub(crate) fn rest_get(path: &str) -> String {
     format!(
         "python3 -c 'import ssl, urllib.request as u; c = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\"); \
-print(u.urlopen(\"https://127.0.0.1:8008{path}\", timeout=5, context=c).read().decode())'"
+c.load_cert_chain(\"/etc/pgha/tls/host.crt\", \"/etc/pgha/tls/postgres.key\"); print(u.urlopen(\"https://127.0.0.1:8008{path}\", timeout=5, context=c).read().decode())'"
     )
 }
 
