@@ -629,7 +629,7 @@ impl World {
             let required = self.hosts[host]
                 .files
                 .get(patroni::CONFIG.path)
-                .is_some_and(|c| c.contains("\n  verify_client: required\n"));
+                .is_some_and(|c| components::rest::requires(c));
             return ok(
                 "rest required",
                 if required { "rest_verify_required\n" } else { "" }.to_string(),
@@ -911,7 +911,7 @@ impl World {
         }
         if s.files
             .get(patroni::CONFIG.path)
-            .is_some_and(|c| c.contains("\n  verify_client: required\n"))
+            .is_some_and(|c| components::rest::requires(c))
         {
             out.push_str("rest_verify_required\n");
         }

@@ -70,13 +70,25 @@ pub(crate) fn probe_script(paths: &[&str], patroni_config: bool) -> String {
     s
 }
 
+/// The line of Patroni's config (as pgha renders it) that requires client
+/// certificates.
+pub(crate) const REQUIRED_LINE: &str = "  verify_client: required";
+
 /// Prints `rest_verify_required` when Patroni's config here requires
 /// client certificates.
 pub(crate) fn required_script() -> String {
     format!(
-        "grep -qsx '  verify_client: required' {} && echo rest_verify_required || true\n",
+        "grep -qsx {} {} && echo rest_verify_required || true\n",
+        crate::shell::quote(REQUIRED_LINE),
         crate::shell::quote(super::patroni::CONFIG.path)
     )
+}
+
+/// Whether Patroni's config `content` requires client certificates (what
+/// [`required_script`] reads on a host).
+#[cfg(test)]
+pub(crate) fn requires(content: &str) -> bool {
+    content.lines().any(|l| l == REQUIRED_LINE)
 }
 
 /// Whether this deploy makes Patroni require client certificates: yes when

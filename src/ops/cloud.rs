@@ -707,18 +707,19 @@ impl Runner<'_> {
                 }
                 // Without haproxy.pem, no metrics gateway either (it serves
                 // that certificate).
-                let without_pem;
+                let fallback;
                 let config = if lacks_pem(r).await? {
                     let mut d = self.after.clone();
                     d.exporter = None;
                     let cloud = d.cloud(&c.name).expect("the same clouds");
-                    without_pem = self.renderer.without_client_pem();
-                    let files = without_pem.db_host(&d, cloud, h, None, &self.secrets)?;
-                    pick(&files, &haproxy::CONFIG).clone()
+                    fallback = self
+                        .renderer
+                        .without_client_pem()
+                        .db_host(&d, cloud, h, None, &self.secrets)?;
+                    pick(&fallback, &haproxy::CONFIG)
                 } else {
-                    config.clone()
+                    config
                 };
-                let config = &config;
                 r.install_file(config).await?;
                 r.check(
                     "reloading HAProxy",
