@@ -1074,6 +1074,51 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
         stray.is_empty(),
         "outside role changes, reads failed or the master served them: {stray:?}"
     );
+    // A read cut during the deploy after the flip (cause still sought):
+    // what HAProxy, Patroni and the site units logged around it.
+    if let Some((_, from, to)) = changes.iter().find(|(what, _, _)| *what == "the deploy after the flip") {
+        for r in reads
+            .iter()
+            .filter(|r| r.seen.is_none() && r.at >= *from && r.at <= *to + grace)
+        {
+            let unix = r
+                .when
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            eprintln!("diagnosis: read failed at unix time {unix:.1}: {}", r.error);
+            let (since, until) = (
+                format!("--since=@{:.0}", unix - 8.0),
+                format!("--until=@{:.0}", unix + 4.0),
+            );
+            for h in DC2.iter().copied().chain(["glb"]) {
+                let log = inside(
+                    h,
+                    10,
+                    &[
+                        "journalctl",
+                        "-q",
+                        "-o",
+                        "short-unix",
+                        "--no-pager",
+                        &since,
+                        &until,
+                        "-u",
+                        "haproxy",
+                        "-u",
+                        "patroni",
+                        "-u",
+                        "pgha-site-agent",
+                        "-u",
+                        "pgha-site-gate",
+                        "-u",
+                        "postgresql*",
+                    ],
+                );
+                eprintln!("diagnosis: {h}:\n{log}");
+            }
+        }
+    }
     for (what, from, to) in &changes {
         let inside: Vec<&Read> = reads.iter().filter(|r| r.at >= *from && r.at <= *to + grace).collect();
         eprintln!(
