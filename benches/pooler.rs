@@ -19,41 +19,13 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A figure pgbench printed after `label` (`tps = `, `average connection time = `).
-fn figure(out: &str, label: &str) -> Option<f64> {
-    let line = out.lines().find(|l| l.starts_with(label))?;
-    line[label.len()..].split_whitespace().next()?.parse().ok()
-}
-
 fn pgbench(lab: &TestLab, port: u16, password: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("timeout")
-        .arg("300")
-        .arg("pgbench")
-        .args([
-            "-h",
-            &common::partition::Sites {
-                name: "pgha-pooler",
-                prefix: "10.69.0",
-            }
-            .glb(),
-        ])
-        .args(["-p", &port.to_string(), "-U", "bench", "bench"])
-        .args(args)
-        .env("PGPASSWORD", password)
-        .env("PGSSLMODE", "verify-full")
-        .env(
-            "PGSSLROOTCERT",
-            lab.design().with_file_name("pgha.pki").join("trust.crt"),
-        )
-        .output()
-        .expect("pgbench runs (install postgresql-client)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pgbench {args:?} on :{port} failed: {text}");
-    text
+    let glb = common::partition::Sites {
+        name: "pgha-pooler",
+        prefix: "10.69.0",
+    }
+    .glb();
+    common::pgbench(lab, &glb, port, "bench", password, args)
 }
 
 fn main() {
@@ -81,9 +53,9 @@ fn main() {
             let mut args = vec!["-n", "-S", "-c", &clients, "-j", "2", "-T", &seconds];
             args.extend(extra);
             let out = pgbench(&lab, port, &password, &args);
-            let tps = figure(&out, "tps = ").unwrap_or(f64::NAN);
-            let connect = figure(&out, "average connection time = ")
-                .or_else(|| figure(&out, "initial connection time = "))
+            let tps = common::figure(&out, "tps = ").unwrap_or(f64::NAN);
+            let connect = common::figure(&out, "average connection time = ")
+                .or_else(|| common::figure(&out, "initial connection time = "))
                 .unwrap_or(f64::NAN);
             println!("{:<58} {tps:>8.0} {connect:>22.2}", format!("{name}, {mode}"));
         }

@@ -109,6 +109,18 @@ class Settings:
     # The master's renewal age past which it renewed late (pgha's alert
     # rules say the same figure); 0 in an older pgha's settings.
     late_after: float = 0.0
+    # Synchronous replication between clouds (site.synchronous): the site
+    # key of its record (empty in an older pgha's settings: none is read),
+    # whether the design asks for it, the seconds a commit may wait for the
+    # partner cloud before the master records asynchronous and goes on, and
+    # each other cloud's member names (PostgreSQL's application_name).
+    sync_key: str = ""
+    synchronous: bool = False
+    sync_after: float = 10.0
+    partners: dict = field(default_factory=dict)
+    # Patroni's REST API user, for PATCH /config.
+    rest_user: str = ""
+    rest_password: str = ""
 
     @property
     def fence_after(self):
@@ -163,6 +175,17 @@ class Observation:
     fenced_at: Optional[float] = None
     # The wall clock (a hand-over mark's end is one).
     wall: float = 0.0
+    # The site's record of replication between clouds (read with the lease,
+    # None: absent) and the revisions its write compares: its own and the
+    # lease key's.
+    sync: Optional[dict] = None
+    sync_rev: int = 0
+    held_rev: int = 0
+    # A master's replication (None: not asked, or PostgreSQL silent), and
+    # the agent's memory of it (see SyncStep).
+    replication: Optional["Replication"] = None
+    sync_target: Optional[tuple] = None
+    sync_gone_since: Optional[float] = None
 
 
 @dataclass
@@ -201,6 +224,10 @@ class Decision:
     late: bool = False
     # The loop saw a running master: its renewal clock is watched.
     master: bool = False
+    # Synchronous replication's step is decided once the renewal succeeded
+    # (`sync_due`), from the replication read then; `sync` is that step.
+    sync_due: bool = False
+    sync: Optional["SyncStep"] = None
 
 
 def stale(at, last_renewal):
@@ -250,6 +277,8 @@ def decide(s, o):
                 d.fence_follows = True
         elif cloud_of(o.held) == s.cloud:
             d.renew = ("keepalive", o.lease, o.lsn)
+            # Asked of PostgreSQL after the renewal, which it must never delay.
+            d.sync_due = s.synchronous or cloud_of(o.sync) == s.cloud
         else:
             d.fence = f"cloud {cloud_of(o.held)} holds the site lease"
             d.fence_follows = True
@@ -362,6 +391,14 @@ def decide_take_over(s, o, d):
         return
     last = o.last if isinstance(o.last, dict) else {}
     if cloud_of(last) in (None, s.cloud):
+        return
+    rule, why = sync_rule(s, o, last)
+    if rule == "refuse":
+        d.log = f"the lease of cloud {last['cloud']} expired; {why}: not taking over"
+        return
+    if rule == "synchronous":
+        d.log = why
+        d.take_over = (last["cloud"], 0)
         return
     try:
         published = int(last.get("lsn"))
@@ -491,11 +528,210 @@ def decide_unstick(now, mine, leader, behind_since, restarted_at):
     return True, None
 
 
+# ------------------------------------------------- synchronous between clouds
+
+# A cloud whose member has flushed to within this many bytes of the master is
+# asked to confirm every commit (synchronous_standby_names names it).
+SYNC_CATCH_UP = 1 << 20
+
+
+def ssn_for(s, cloud):
+    """synchronous_standby_names that makes every commit wait for one member of `cloud`
+    (its standby leader is the one that streams from this cloud's master)."""
+    return "ANY 1 (" + ", ".join(f'"{n}"' for n in s.partners.get(cloud, [])) + ")"
+
+
+def ssn_partner(s, ssn):
+    """The cloud `ssn` (as PostgreSQL shows it) waits for, or None."""
+    return next((c for c in sorted(s.partners) if s.partners[c] and ssn_for(s, c) == ssn), None)
+
+
+def is_position(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# How many earlier states a record keeps, for `pgha history`.
+SYNC_HISTORY = 20
+
+
+def sync_record(s, mode, lsn, why, partner=None, wall=0.0, previous=None):
+    """The site's record of this cloud's replication to the others: `sync`
+    with `partner`, every commit from `lsn` on waits for that cloud; `async`,
+    commits past `lsn` may be missing from every other cloud. It keeps the
+    last SYNC_HISTORY states before it (`previous`: the record it replaces)."""
+    history = []
+    if isinstance(previous, dict) and sync_state(previous):
+        earlier = previous.get("history")
+        history = [h for h in earlier if isinstance(h, dict)] if isinstance(earlier, list) else []
+        history = (history + [{k: v for k, v in previous.items() if k != "history"}])[-SYNC_HISTORY:]
+    return {"cloud": s.cloud, "mode": mode, "partner": partner, "lsn": lsn, "why": why, "at": round(wall, 3), "history": history}
+
+
+def sync_state(rec):
+    """(mode, partner, lsn) of a record that reads, else None."""
+    if not isinstance(rec, dict) or rec.get("mode") not in ("sync", "async") or not is_position(rec.get("lsn")):
+        return None
+    partner = rec.get("partner")
+    if rec["mode"] == "sync" and not isinstance(partner, str):
+        return None
+    return rec["mode"], partner if rec["mode"] == "sync" else None, rec["lsn"]
+
+
+@dataclass(frozen=True)
+class Replication:
+    """What the master's PostgreSQL said, in one query: its
+    synchronous_standby_names, its WAL position, how long the oldest commit
+    has waited for a synchronous standby (0: none waits), and its WAL
+    senders as dicts {name, state, sync, flush}."""
+
+    ssn: str
+    lsn: int
+    waiting: float
+    senders: list
+    # The checkpointer waits in its main loop: it has handled every reload
+    # signalled before (only it tells commits to wait for synchronous
+    # standbys, and not while a checkpoint is behind schedule).
+    checkpointer_idle: bool = False
+
+
+@dataclass
+class SyncStep:
+    """What a master holding the lease does about synchronous replication
+    once its renewal succeeded: write `record` to the site (compared with the
+    revisions it read), then, only if that succeeded (or with no record),
+    set synchronous_standby_names to `patch` ("" drops it). `target`: (cloud,
+    position) being confirmed; `gone_since`: since when the partner has not
+    streamed. Both are the agent's memory for the next loop."""
+
+    record: Optional[dict] = None
+    patch: Optional[str] = None
+    target: Optional[tuple] = None
+    gone_since: Optional[float] = None
+    log: Optional[str] = None
+
+
+def streaming(s, senders, cloud):
+    """The senders that stream to a member of `cloud`."""
+    names = set(s.partners.get(cloud, []))
+    return [r for r in senders if r.get("name") in names and r.get("state") == "streaming" and is_position(r.get("flush"))]
+
+
+def degrade(s, o, v, why):
+    """Asynchronous from now on: recorded first, synchronous_standby_names dropped after."""
+    return SyncStep(record=sync_record(s, "async", v.lsn, why, wall=o.wall, previous=o.sync), patch="", log=f"replication to the other clouds is asynchronous from {lsn_text(v.lsn)}: {why}")
+
+
+def decide_sync(s, o):
+    """The master's step for synchronous replication to another cloud, from
+    the site's record (`o.sync`, read with the lease) and its PostgreSQL's
+    replication (`o.replication`; None: not known, nothing is done).
+
+    Safe order both ways (Patroni's for synchronous_mode): a commit is
+    confirmed without the partner only once the site records asynchronous
+    since a position at or past it; the site records synchronous only once
+    the partner has flushed past the first position every commit waits for."""
+    v = o.replication
+    step = SyncStep(target=o.sync_target, gone_since=o.sync_gone_since)
+    if v is None:
+        return step
+    state = sync_state(o.sync) if isinstance(o.sync, dict) and o.sync.get("cloud") == s.cloud else None
+    mode, partner = (state[0], state[1]) if state else (None, None)
+    ours = ssn_partner(s, v.ssn)
+    if not s.synchronous:
+        if mode == "sync":
+            return degrade(s, o, v, "synchronous replication between clouds is off in the design")
+        if ours:
+            return SyncStep(patch="", log="synchronous replication between clouds is off in the design: dropped")
+        return SyncStep()
+    if state is None:
+        # No record of this cloud's (just promoted or made primary, or a
+        # record that does not read): asynchronous, since now.
+        return degrade(s, o, v, "no record of this cloud's replication yet")
+    if mode == "sync":
+        if ours != partner:
+            return degrade(s, o, v, f"synchronous_standby_names does not wait for cloud {partner}")
+        gone_since = None if streaming(s, v.senders, partner) else (o.now if o.sync_gone_since is None else o.sync_gone_since)
+        if v.waiting >= s.sync_after:
+            return degrade(s, o, v, f"a commit has waited {v.waiting:.1f} s for cloud {partner}")
+        if gone_since is not None and o.now - gone_since >= s.sync_after:
+            return degrade(s, o, v, f"no member of cloud {partner} has streamed for {o.now - gone_since:.1f} s")
+        return SyncStep(gone_since=gone_since)
+    # Asynchronous: back to synchronous with a cloud that caught up.
+    if ours:
+        if v.waiting >= s.sync_after:
+            return SyncStep(patch="", log=f"cloud {ours} did not confirm a commit for {v.waiting:.1f} s: asynchronous again")
+        confirming = [r for r in streaming(s, v.senders, ours) if r.get("sync") in ("sync", "quorum")]
+        target = o.sync_target if o.sync_target and o.sync_target[0] == ours else None
+        if target is None or target[1] is None:
+            # The position every later commit waits for is taken a loop
+            # after the setting is seen in force, once a sender of that
+            # cloud confirms and the checkpointer is idle: it has then
+            # handled the reload, and commits wait.
+            ready = target is not None and confirming and v.checkpointer_idle
+            return SyncStep(target=(ours, v.lsn if ready else None))
+        flushed = max((r["flush"] for r in confirming), default=-1)
+        if flushed >= target[1]:
+            why = f"cloud {ours} confirms every commit from {lsn_text(target[1])}"
+            record = sync_record(s, "sync", target[1], why, partner=ours, wall=o.wall, previous=o.sync)
+            return SyncStep(record=record, log=f"synchronous again: {why}")
+        return SyncStep(target=target)
+    if v.ssn:
+        return SyncStep()  # someone else's setting: left alone
+    close = [
+        (r["flush"], c)
+        for c in sorted(s.partners)
+        for r in streaming(s, v.senders, c)
+        if v.lsn - r["flush"] <= SYNC_CATCH_UP
+    ]
+    if not close:
+        return SyncStep()
+    cloud = max(close)[1]
+    return SyncStep(patch=ssn_for(s, cloud), log=f"cloud {cloud} caught up: commits wait for it again")
+
+
+def sync_rule(s, o, last):
+    """What the site's record says of an automatic takeover of `last`'s
+    lease: ("synchronous", why) takes it whatever the lag (every
+    acknowledged commit reached this cloud), ("refuse", why), or ("lag",
+    None): no record of that cloud's, maximum_lag decides."""
+    rec = o.sync
+    if isinstance(rec, dict) and rec.get("unreadable"):
+        return "refuse", "the site's record of replication between clouds does not read"
+    if not isinstance(rec, dict) or rec.get("cloud") != cloud_of(last):
+        return "lag", None
+    state = sync_state(rec)
+    if state is None:
+        return "refuse", f"the site's record of cloud {cloud_of(last)}'s replication does not read"
+    mode, partner, lsn = state
+    if mode == "sync" and partner != s.cloud:
+        return "refuse", f"cloud {partner}, not this one, confirmed cloud {cloud_of(last)}'s commits"
+    if o.lsn < lsn:
+        since = "confirms every commit" if mode == "sync" else "may lack commits"
+        return "refuse", f"cloud {cloud_of(last)}'s record says a cloud {since} from {lsn_text(lsn)}; this cloud is at {lsn_text(o.lsn)}"
+    if mode == "sync":
+        return "synchronous", f"this cloud confirmed every commit of cloud {cloud_of(last)} from {lsn_text(lsn)}"
+    return "lag", None
+
+
 # ---------------------------------------------------------------- the world
 
 
 def log(message):
     print(message, flush=True)
+
+
+# One query: what `decide_sync` needs of the master (positions in bytes).
+REPLICATION_QUERY = (
+    "SELECT json_build_object("
+    "'ssn', current_setting('synchronous_standby_names'), "
+    "'lsn', pg_current_wal_lsn() - '0/0'::pg_lsn, "
+    "'waiting', (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0) "
+    "FROM pg_stat_activity WHERE wait_event = 'SyncRep'), "
+    "'senders', (SELECT coalesce(json_agg(json_build_object('name', application_name, 'state', state, "
+    "'sync', sync_state, 'flush', flush_lsn - '0/0'::pg_lsn)), '[]') FROM pg_stat_replication), "
+    "'checkpointer_idle', coalesce((SELECT wait_event = 'CheckpointerMain' FROM pg_stat_activity "
+    "WHERE backend_type = 'checkpointer'), false))"
+)
 
 
 def now():
@@ -536,6 +772,36 @@ def parse_site(s, kvs):
         elif name == s.last_key:
             last = value
     return held, lease, last
+
+
+def revision(kv):
+    try:
+        return int(kv.get("mod_revision", 0) or 0)
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+def parse_sync(s, kvs):
+    """(the replication record, its revision, the lease key's revision) from
+    an etcd range answer. A record that does not decode is kept as one that
+    does not read (never as absent: `sync_rule` refuses on it)."""
+    record, sync_rev, held_rev = None, 0, 0
+    for kv in kvs or []:
+        try:
+            name = base64.b64decode(kv.get("key", "")).decode()
+        except (ValueError, AttributeError):
+            continue
+        if name == s.key:
+            held_rev = revision(kv)
+        elif s.sync_key and name == s.sync_key:
+            sync_rev = revision(kv)
+            try:
+                record = json.loads(base64.b64decode(kv.get("value", "")))
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                record = {"cloud": None, "unreadable": True}
+    return record, sync_rev, held_rev
 
 
 def refusal(error):
@@ -652,21 +918,32 @@ class Host:
                 return out
         return None
 
-    def read_site(self, at_once=False):
-        """(answered, held value, its lease id, last holder), from one read of both keys."""
-        low, high = sorted((self.s.key, self.s.last_key))
+    def read_all(self, at_once=False):
+        """(answered, held value, its lease id, last holder, replication
+        record, its revision, the lease key's revision), from one read."""
+        low, high = min(self.keys()), max(self.keys())
         ask = self.etcd_first if at_once else self.etcd
         out = ask("/v3/kv/range", {"key": b64(low), "range_end": b64(high + "\0")})
         if not isinstance(out, dict):
-            return False, None, 0, None
-        return (True, *parse_site(self.s, out.get("kvs")))
+            return False, None, 0, None, None, 0, 0
+        kvs = out.get("kvs")
+        return (True, *parse_site(self.s, kvs), *parse_sync(self.s, kvs))
+
+    def keys(self):
+        return [k for k in (self.s.key, self.s.last_key, self.s.sync_key) if k]
+
+    def read_site(self, at_once=False):
+        """(answered, held value, its lease id, last holder), from one read of the keys."""
+        return self.read_all(at_once)[:4]
 
     def mine(self, lsn):
         # 0 is not a position: Patroni did not tell (a member not running).
         return json.dumps({"cloud": self.s.cloud, "host": self.s.host, "lsn": lsn or None})
 
-    def claim(self, lsn):
-        """Takes the lease if nobody holds it (one etcd transaction)."""
+    def claim(self, lsn, sync=None, sync_rev=0):
+        """Takes the lease if nobody holds it (one etcd transaction); with
+        `sync`, writes that replication record too, if its key is still at
+        `sync_rev` (the record the decision read)."""
         began = now()
         grant = self.etcd("/v3/lease/grant", {"TTL": self.s.ttl})
         lease = (grant or {}).get("ID")
@@ -680,6 +957,9 @@ class Host:
                 {"request_put": {"key": last, "value": b64(self.mine(lsn))}},
             ],
         }
+        if sync is not None and self.s.sync_key:
+            txn["compare"].append(self.unchanged(self.s.sync_key, sync_rev))
+            txn["success"].append({"request_put": {"key": b64(self.s.sync_key), "value": b64(json.dumps(sync))}})
         out = self.etcd("/v3/kv/txn", txn)
         if out and out.get("succeeded"):
             stamp(began)
@@ -687,6 +967,24 @@ class Host:
             return True
         self.etcd("/v3/lease/revoke", {"ID": lease})
         return False
+
+    @staticmethod
+    def unchanged(key, rev):
+        """A transaction's compare: `key` is at revision `rev` (0: absent)."""
+        return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(rev)}
+
+    def record_sync(self, record, sync_rev, held_rev):
+        """Writes the replication record while this cloud still holds the
+        lease key it read (at `held_rev`) and nobody wrote the record since
+        (`sync_rev`): one transaction with the witness's majority."""
+        if not (self.s.sync_key and held_rev):
+            return False
+        txn = {
+            "compare": [self.unchanged(self.s.key, held_rev), self.unchanged(self.s.sync_key, sync_rev)],
+            "success": [{"request_put": {"key": b64(self.s.sync_key), "value": b64(json.dumps(record))}}],
+        }
+        out = self.etcd("/v3/kv/txn", txn)
+        return bool(out and out.get("succeeded"))
 
     def keepalive(self, lease):
         """Renews the lease; records the renewal."""
@@ -734,7 +1032,34 @@ class Host:
         except (TypeError, ValueError, AttributeError):
             return role, 0, True
 
-    def psql(self, query):
+    def patch_ssn(self, value):
+        """Sets synchronous_standby_names in the cloud's dynamic config
+        ("" drops it) through the local Patroni's PATCH /config, which wakes
+        its loop: applied within a second, not a loop_wait."""
+        body = {"postgresql": {"parameters": {"synchronous_standby_names": value or None}}}
+        request = urllib.request.Request(self.s.rest + "/config", data=json.dumps(body).encode(), method="PATCH")
+        request.add_header("Content-Type", "application/json")
+        if self.s.rest_user:
+            request.add_header("Authorization", "Basic " + b64(f"{self.s.rest_user}:{self.s.rest_password}"))
+        try:
+            # Short: the next renewal waits for it (the loop is ttl/10).
+            with urllib.request.urlopen(request, timeout=2, context=self.rest_tls) as r:
+                return 200 <= r.status < 300
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+            log(f"could not set synchronous_standby_names: {e}")
+            return False
+
+    def replication(self):
+        """The master's Replication (None: PostgreSQL did not answer)."""
+        out = self.psql(REPLICATION_QUERY, timeout=2)
+        try:
+            j = json.loads(out)
+            senders = [r for r in j["senders"] if isinstance(r, dict)]
+            return Replication(str(j["ssn"]), int(j["lsn"]), float(j["waiting"]), senders, j.get("checkpointer_idle") is True)
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    def psql(self, query, timeout=5):
         """One value from PostgreSQL over its local socket, as postgres; None when it does not answer."""
         try:
             # As postgres without runuser: PAM would log two lines a loop.
@@ -742,7 +1067,7 @@ class Host:
                 ["psql", "-p", str(self.s.postgres_port), "-XAtqc", query],
                 capture_output=True,
                 text=True,
-                timeout=5,
+                timeout=timeout,
                 user="postgres",
                 group="postgres",
                 extra_groups=[],
@@ -822,8 +1147,12 @@ class Host:
         return True, role
 
     def patronictl_set(self, value):
-        """Sets the cloud's standby_cluster; a timeout is a failure, never an exception that ends the agent."""
+        """Sets the cloud's standby_cluster; a timeout is a failure, never an
+        exception that ends the agent. A cloud that follows waits for no
+        other cloud's confirmation (synchronous_standby_names goes with it)."""
         args = ["patronictl", "-c", PATRONI_CONFIG, "edit-config", "--force", "--quiet", "-s", "standby_cluster=" + value]
+        if self.s.synchronous and value != "null":
+            args += ["-s", "postgresql.parameters.synchronous_standby_names=null"]
         try:
             return subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=15)
         except (subprocess.TimeoutExpired, OSError) as e:
@@ -956,20 +1285,23 @@ def stamp(at):
         log(f"could not record the renewal in {STAMP}: {e}")
 
 
-def state_text(at, site_ok, held, late):
+def state_text(at, site_ok, held, late, sync=None):
     """The loop's state for the gate's metrics: when, whether the site
-    answered, the lease holder's cloud (None: unknown or free), and `late`:
+    answered, the lease holder's cloud (None: unknown or free), `late`:
     how many times this host's master renewed late since boot, and when the
-    last time began (None: never)."""
+    last time began (None: never), and the replication record's cloud, mode
+    and partner (None: none that reads)."""
     holder = cloud_of(held) if site_ok else None
     count, late_at = late
     late_at = None if late_at is None else round(late_at, 3)
-    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": holder, "late_renewals": count, "late_at": late_at}) + "\n"
+    state = sync_state(sync) if site_ok and isinstance(sync, dict) else None
+    replication = {"cloud": sync.get("cloud"), "mode": state[0], "partner": state[1]} if state else None
+    return json.dumps({"at": round(at, 3), "site_ok": site_ok, "holder": holder, "late_renewals": count, "late_at": late_at, "replication": replication}) + "\n"
 
 
-def record_state(at, site_ok, held, late):
+def record_state(at, site_ok, held, late, sync=None):
     try:
-        write_run(STATE, state_text(at, site_ok, held, late))
+        write_run(STATE, state_text(at, site_ok, held, late, sync))
     except (OSError, KeyError) as e:
         # Only the metrics miss it (the gate reports the loop as old).
         log(f"could not record the loop's state in {STATE}: {e}")
@@ -1045,6 +1377,9 @@ def act(s, h, o, d):
             if d.clear_on_renewal:
                 for done in (FENCED, TAKING_OVER):
                     unmark(done)
+            if d.sync_due:
+                d.sync = decide_sync(s, replace(o, replication=h.replication()))
+                act_sync(h, o, d.sync)
         elif d.fence_at is not None and now() >= d.fence_at:
             # Checked after the attempt, which may have waited on every member.
             # Late too, if the loop began before the late bound.
@@ -1070,12 +1405,26 @@ def act(s, h, o, d):
     if d.take_over:
         cloud, behind = d.take_over
         mark(TAKING_OVER, f"cloud {cloud} left the lease; this cloud claims it")
-        if h.claim(o.lsn):
+        # Asynchronous from its first position: no other cloud confirms yet.
+        why = f"took the lease of cloud {cloud}"
+        record = sync_record(s, "async", o.lsn, why, wall=o.wall, previous=o.sync) if s.synchronous else None
+        if h.claim(o.lsn, sync=record, sync_rev=o.sync_rev):
             free_since = None
             h.promote(f"the lease of cloud {cloud} was free for {s.hold_down:g} s; took it {behind} bytes behind its last position; promoting")
         else:
             unmark(TAKING_OVER)
     return last_renewal, free_since
+
+
+def act_sync(h, o, step):
+    """Carries out a SyncStep: the record first; the setting only after it."""
+    if step.record is not None and not h.record_sync(step.record, o.sync_rev, o.held_rev):
+        log("could not record the replication state at the site: tried again next loop")
+        return
+    if step.log:
+        log(step.log)
+    if step.patch is not None:
+        h.patch_ssn(step.patch)
 
 
 def steer_etcd_leader(h):
@@ -1113,6 +1462,8 @@ def main(argv):
     # this start by its own grace.
     last_renewal = stamped() or now()
     free_since = None
+    # What synchronous replication is confirming, and since when its partner is silent.
+    sync_target = sync_gone_since = None
     late, previous = recorded_late(), None
     if s.cloud_etcd and s.own_etcd and s.cert:
         threading.Thread(target=steer_etcd_leader, args=(Host(s),), daemon=True).start()
@@ -1125,8 +1476,8 @@ def main(argv):
     while True:
         began = now()
         role, lsn, running = h.patroni()
-        ok, held, lease, last = h.read_site()
-        record_state(now(), ok, held, late)
+        ok, held, lease, last, sync, sync_rev, held_rev = h.read_all()
+        record_state(now(), ok, held, late, sync)
         fenced, taking_over = os.path.exists(FENCED), os.path.exists(TAKING_OVER)
         try:
             fenced_at = os.path.getmtime(FENCED) if fenced else None
@@ -1155,15 +1506,23 @@ def main(argv):
             last_renewal=last_renewal,
             free_since=free_since,
             wall=time.time(),
+            sync=sync,
+            sync_rev=sync_rev,
+            held_rev=held_rev,
+            sync_target=sync_target,
+            sync_gone_since=sync_gone_since,
         )
         if needs_cloud_master(s, o):
             o = replace(o, cloud_master=h.cloud_master())
         d = decide(s, o)
         last_renewal, free_since = act(s, h, o, d)
+        if d.sync or not d.sync_due:
+            # Kept over a loop whose renewal failed.
+            sync_target, sync_gone_since = (d.sync.target, d.sync.gone_since) if d.sync else (None, None)
         if late_episode(previous, d):
             late = (late[0] + 1, now())
             log(f"{stale(now(), o.last_renewal)}: late (after {s.late_bound:g} s)")
-            record_state(now(), ok, held, late)
+            record_state(now(), ok, held, late, sync)
         previous = d
         if d.unstick:
             mine, leader = h.timelines()

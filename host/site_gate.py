@@ -88,8 +88,17 @@ def metrics(armed, now, stamp, bound, state, fences):
         if age < bound:
             metric("pgha_site_reachable", "1 when a site member answered the agent's last loop.", int(state.get("site_ok") is True))
             holder = state.get("holder")
-            if isinstance(holder, str) and holder.replace("-", "").replace("_", "").isalnum():
+            if label_value(holder):
                 metric("pgha_site_lease_holder", "The cloud holding the site lease, as the agent last read it.", 1, f'{{holder="{holder}"}}')
+            r = state.get("replication")
+            if isinstance(r, dict) and label_value(r.get("cloud")) and r.get("mode") in ("sync", "async"):
+                partner = r.get("partner") if label_value(r.get("partner")) else ""
+                metric(
+                    "pgha_site_synchronous",
+                    "1 while the site records that every commit of `cloud` waits for `partner`, 0 while it records asynchronous.",
+                    int(r["mode"] == "sync"),
+                    f'{{cloud="{r["cloud"]}",partner="{partner}"}}',
+                )
     elif armed:
         # No loop recorded since boot (/run is emptied) on a host the site
         # answered once: the agent does not run.
@@ -108,6 +117,11 @@ def metrics(armed, now, stamp, bound, state, fences):
     if isinstance(late_at, (int, float)) and not isinstance(late_at, bool) and math.isfinite(late_at) and late_at <= now + 1:
         metric("pgha_site_last_late_renewal_age_seconds", "Seconds since this host's master last began to renew the site lease late (since boot: none yet).", max(0.0, now - late_at))
     return "\n".join(lines) + "\n"
+
+
+def label_value(value):
+    """A cloud's name, safe as a label value (anything else is not said)."""
+    return isinstance(value, str) and value != "" and value.replace("-", "").replace("_", "").isalnum()
 
 
 def read_state(path=AGENT_STATE):

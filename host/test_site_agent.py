@@ -584,12 +584,26 @@ class SiteValues(unittest.TestCase):
 class FakeHost:
     """What `act` asks of the world; claims and renewals succeed as told."""
 
-    def __init__(self, claims=True, renewals=True):
-        self.claims, self.renewals, self.calls = claims, renewals, []
+    def __init__(self, claims=True, renewals=True, records=True):
+        self.claims, self.renewals, self.records, self.calls = claims, renewals, records, []
+        self.seen = None
 
-    def claim(self, lsn):
+    def claim(self, lsn, sync=None, sync_rev=0):
         self.calls.append(("claim", lsn))
+        self.claimed_sync = (sync, sync_rev)
         return self.claims
+
+    def record_sync(self, record, sync_rev, held_rev):
+        self.calls.append(("record", record["mode"], record["lsn"], sync_rev, held_rev))
+        return self.records
+
+    def patch_ssn(self, value):
+        self.calls.append(("ssn", value))
+        return True
+
+    def replication(self):
+        self.calls.append(("replication",))
+        return self.seen
 
     def renew(self, lease, lsn):
         self.calls.append(("renew", lease, lsn))
@@ -803,8 +817,16 @@ class State(unittest.TestCase):
     def test_the_loop_s_state_names_the_holder_only_when_the_site_answered(self):
         self.assertEqual(
             json.loads(a.state_text(12.3456, True, {"cloud": "dc2", "lsn": 5}, (3, 10.12345))),
-            {"at": 12.346, "site_ok": True, "holder": "dc2", "late_renewals": 3, "late_at": 10.123},
+            {"at": 12.346, "site_ok": True, "holder": "dc2", "late_renewals": 3, "late_at": 10.123, "replication": None},
         )
+        sync = {"cloud": "dc2", "mode": "sync", "partner": "dc1", "lsn": 7, "why": "w"}
+        self.assertEqual(
+            json.loads(a.state_text(1.0, True, None, (0, None), sync))["replication"],
+            {"cloud": "dc2", "mode": "sync", "partner": "dc1"},
+        )
+        # Not said when the site is silent or the record does not read.
+        self.assertIsNone(json.loads(a.state_text(1.0, False, None, (0, None), sync))["replication"])
+        self.assertIsNone(json.loads(a.state_text(1.0, True, None, (0, None), {"cloud": "dc2", "mode": "x"}))["replication"])
         self.assertIsNone(json.loads(a.state_text(1.0, True, None, (0, None)))["holder"])
         self.assertIsNone(json.loads(a.state_text(1.0, False, {"cloud": "dc1"}, (0, None)))["holder"])
 
@@ -873,3 +895,224 @@ class LateRenewals(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# Synchronous replication between clouds: dc1 primary, dc2 its partner.
+SY = replace(
+    S,
+    sync_key="/pgha-site/c/sync",
+    synchronous=True,
+    sync_after=10.0,
+    partners={"dc2": ["dc2-pg1", "dc2-pg2"], "dc3": ["dc3-pg1"]},
+)
+WANT = 'ANY 1 ("dc2-pg1", "dc2-pg2")'
+
+
+def repl(ssn="", lsn=5000, waiting=0.0, senders=None, idle=True):
+    return a.Replication(ssn, lsn, waiting, senders if senders is not None else [], idle)
+
+
+def sender(name="dc2-pg1", flush=5000, sync="async", state="streaming"):
+    return {"name": name, "state": state, "sync": sync, "flush": flush}
+
+
+def rec(mode, lsn, partner=None, cloud="dc1"):
+    return {"cloud": cloud, "mode": mode, "partner": partner, "lsn": lsn}
+
+
+def sync_master(**kw):
+    base = dict(held=DC1, lease=7, held_rev=11, sync_rev=12, wall=1000.0)
+    base.update(kw)
+    return master(**base)
+
+
+class Sync(unittest.TestCase):
+    """decide_sync: a master holding the lease, after its renewal."""
+
+    def step(self, **kw):
+        o = sync_master(**kw)
+        d = a.decide(SY, o)
+        self.assertEqual((d.renew, d.sync_due), (("keepalive", 7, 5000), True))
+        return a.decide_sync(SY, o)
+
+    def test_nothing_without_knowing_the_replication(self):
+        self.assertEqual(self.step(sync=rec("sync", 100, "dc2"), replication=None), a.SyncStep())
+
+    def test_no_record_of_its_own_records_asynchronous_since_now(self):
+        for sync in (None, rec("sync", 100, "dc1", cloud="dc2"), {"cloud": None, "unreadable": True}):
+            s = self.step(sync=sync, replication=repl(lsn=6000))
+            self.assertEqual((s.record["mode"], s.record["lsn"], s.record["cloud"]), ("async", 6000, "dc1"))
+            self.assertEqual(s.patch, "")
+
+    def test_asynchronous_asks_a_cloud_that_caught_up(self):
+        far = repl(lsn=5000 + a.SYNC_CATCH_UP + 1, senders=[sender(flush=5000)])
+        self.assertEqual(self.step(sync=rec("async", 100), replication=far), a.SyncStep())
+        close = repl(lsn=5000 + a.SYNC_CATCH_UP, senders=[sender(flush=5000), sender("dc1-pg2", flush=5000)])
+        s = self.step(sync=rec("async", 100), replication=close)
+        self.assertEqual((s.record, s.patch), (None, WANT))
+
+    def test_a_member_not_streaming_or_of_no_other_cloud_is_not_asked(self):
+        senders = [sender(state="catchup"), sender("dc1-pg2"), sender("stranger")]
+        self.assertIsNone(self.step(sync=rec("async", 100), replication=repl(senders=senders)).patch)
+
+    def test_a_setting_not_its_own_is_left_alone(self):
+        s = self.step(sync=rec("async", 100), replication=repl(ssn="FIRST 1 (x)", senders=[sender()]))
+        self.assertEqual(s, a.SyncStep())
+
+    def test_records_synchronous_once_the_partner_flushed_past_a_later_position(self):
+        senders = [sender(flush=5000, sync="quorum")]
+        # First seen in force: no position yet.
+        s = self.step(sync=rec("async", 100), replication=repl(ssn=WANT, lsn=7000, senders=senders))
+        self.assertEqual((s.record, s.patch, s.target), (None, None, ("dc2", None)))
+        # A loop later, with a sender confirming: the position.
+        s = self.step(sync=rec("async", 100), sync_target=s.target, replication=repl(ssn=WANT, lsn=7000, senders=senders))
+        self.assertEqual((s.record, s.target), (None, ("dc2", 7000)))
+        # Flushed short of it: waits.
+        s = self.step(sync=rec("async", 100), sync_target=s.target, replication=repl(ssn=WANT, lsn=9000, senders=senders))
+        self.assertEqual((s.record, s.target), (None, ("dc2", 7000)))
+        senders = [sender(flush=7000, sync="quorum")]
+        s = self.step(sync=rec("async", 100), sync_target=s.target, replication=repl(ssn=WANT, lsn=9000, senders=senders))
+        self.assertEqual((s.record["mode"], s.record["partner"], s.record["lsn"], s.patch), ("sync", "dc2", 7000, None))
+
+    def test_no_position_while_no_sender_confirms(self):
+        s = self.step(sync=rec("async", 100), sync_target=("dc2", None), replication=repl(ssn=WANT, senders=[sender()]))
+        self.assertEqual(s.target, ("dc2", None))
+
+    def test_no_position_while_the_checkpointer_may_not_have_read_the_setting(self):
+        senders = [sender(sync="quorum")]
+        s = self.step(sync=rec("async", 100), sync_target=("dc2", None), replication=repl(ssn=WANT, senders=senders, idle=False))
+        self.assertEqual(s.target, ("dc2", None))
+        s = self.step(sync=rec("async", 100), sync_target=("dc2", None), replication=repl(ssn=WANT, senders=senders))
+        self.assertEqual(s.target, ("dc2", 5000))
+
+    def test_a_partner_that_never_confirms_is_dropped_after_the_bound(self):
+        s = self.step(sync=rec("async", 100), sync_target=("dc2", 7000), replication=repl(ssn=WANT, waiting=10.0))
+        self.assertEqual((s.record, s.patch), (None, ""))
+
+    def test_synchronous_stays_while_the_partner_streams(self):
+        s = self.step(sync=rec("sync", 100, "dc2"), replication=repl(ssn=WANT, waiting=9.9, senders=[sender(sync="quorum")]))
+        self.assertEqual(s, a.SyncStep())
+
+    def test_a_commit_waiting_the_bound_degrades_record_first(self):
+        s = self.step(sync=rec("sync", 100, "dc2"), replication=repl(ssn=WANT, lsn=8000, waiting=10.0, senders=[sender()]))
+        self.assertEqual((s.record["mode"], s.record["lsn"], s.record["partner"], s.patch), ("async", 8000, None, ""))
+
+    def test_a_partner_silent_for_the_bound_degrades(self):
+        s = self.step(sync=rec("sync", 100, "dc2"), replication=repl(ssn=WANT), now=100.0)
+        self.assertEqual((s.record, s.gone_since), (None, 100.0))
+        s = self.step(sync=rec("sync", 100, "dc2"), replication=repl(ssn=WANT), now=109.0, last_renewal=108.0, sync_gone_since=100.0)
+        self.assertEqual((s.record, s.gone_since), (None, 100.0))
+        s = self.step(sync=rec("sync", 100, "dc2"), replication=repl(ssn=WANT), now=110.0, last_renewal=109.0, sync_gone_since=100.0)
+        self.assertEqual((s.record["mode"], s.patch), ("async", ""))
+
+    def test_synchronous_recorded_but_not_in_force_degrades(self):
+        s = self.step(sync=rec("sync", 100, "dc2"), replication=repl(ssn="", senders=[sender()]))
+        self.assertEqual((s.record["mode"], s.patch), ("async", ""))
+
+    def test_off_in_the_design_drops_what_it_set(self):
+        off = replace(SY, synchronous=False)
+        s = a.decide_sync(off, sync_master(sync=rec("sync", 100, "dc2"), replication=repl(ssn=WANT)))
+        self.assertEqual((s.record["mode"], s.patch), ("async", ""))
+        s = a.decide_sync(off, sync_master(sync=rec("async", 100), replication=repl(ssn=WANT)))
+        self.assertEqual((s.record, s.patch), (None, ""))
+        # Only a record of its own cloud's is looked after; none: PostgreSQL is not even asked.
+        self.assertEqual(a.decide_sync(off, sync_master(sync=rec("sync", 1, "dc1", cloud="dc2"), replication=repl())), a.SyncStep())
+        self.assertFalse(a.decide(off, sync_master(sync=None)).sync_due)
+        self.assertTrue(a.decide(off, sync_master(sync=rec("async", 100))).sync_due)
+
+
+DC1_FAR = {"cloud": "dc1", "host": "dc1-pg1", "lsn": 10**9}
+
+
+class SyncTakeOver(unittest.TestCase):
+    """The record decides an automatic takeover before maximum_lag does."""
+
+    def take(self, sync, lsn=8500, last=DC1_FAR):
+        o = leader(held=None, last=last, free_since=0.0, lsn=lsn, sync=sync)
+        return a.decide(replace(SY, cloud="dc2", host="dc2-pg1", partners={"dc1": ["dc1-pg1"]}), o)
+
+    def test_the_synchronous_partner_takes_it_however_far_the_last_position(self):
+        d = self.take(rec("sync", 8000, "dc2"))
+        self.assertEqual(d.take_over, ("dc1", 0))
+
+    def test_not_behind_the_position_it_confirmed_from(self):
+        self.assertIsNone(self.take(rec("sync", 9000, "dc2")).take_over)
+
+    def test_another_partner_refuses(self):
+        self.assertIsNone(self.take(rec("sync", 8000, "dc3")).take_over)
+
+    def test_asynchronous_behind_its_position_refuses(self):
+        d = self.take(rec("async", 8600), last=dict(DC1_FAR, lsn=8600))
+        self.assertIsNone(d.take_over)
+        self.assertIn("this cloud is at", d.log)
+
+    def test_asynchronous_past_its_position_leaves_it_to_maximum_lag(self):
+        self.assertEqual(self.take(rec("async", 8000), last=dict(DC1_FAR, lsn=9000)).take_over, ("dc1", 500))
+        self.assertIsNone(self.take(rec("async", 8000)).take_over)
+
+    def test_a_record_that_does_not_read_refuses(self):
+        self.assertIsNone(self.take({"cloud": "dc1", "mode": "sync"}, last=dict(DC1_FAR, lsn=8500)).take_over)
+
+    def test_another_clouds_record_leaves_it_to_maximum_lag(self):
+        self.assertEqual(self.take(rec("sync", 100, "dc1", cloud="dc2"), last=dict(DC1_FAR, lsn=9000)).take_over, ("dc1", 500))
+
+
+class ActSync(unittest.TestCase):
+    setUp = Act.setUp
+    def test_the_record_goes_before_the_setting_and_only_after_a_renewal(self):
+        o = sync_master(sync=rec("sync", 100, "dc2"))
+        seen = repl(ssn=WANT, lsn=8000, waiting=11.0)
+        h = FakeHost()
+        h.seen = seen
+        d = a.decide(SY, o)
+        a.act(SY, h, o, d)
+        self.assertEqual(h.calls, [("renew", 7, 5000), ("replication",), ("record", "async", 8000, 12, 11), ("ssn", "")])
+        self.assertEqual(d.sync.patch, "")
+        h = FakeHost(records=False)
+        h.seen = seen
+        a.act(SY, h, o, a.decide(SY, o))
+        self.assertEqual(h.calls, [("renew", 7, 5000), ("replication",), ("record", "async", 8000, 12, 11)])
+        h = FakeHost(renewals=False)
+        d = a.decide(SY, o)
+        a.act(SY, h, o, d)
+        self.assertEqual((h.calls, d.sync), ([("renew", 7, 5000)], None))
+
+    def test_a_takeover_claims_with_an_asynchronous_record(self):
+        o = leader(held=None, last=DC2, free_since=0.0, sync=None, sync_rev=0)
+        h = FakeHost()
+        a.act(SY, h, o, a.decide(SY, o))
+        record, rev = h.claimed_sync
+        self.assertEqual((record["cloud"], record["mode"], record["lsn"], rev), ("dc1", "async", 8500, 0))
+
+
+class ParseSync(unittest.TestCase):
+    def kv(self, key, value, rev):
+        return {"key": a.b64(key), "value": a.b64(value), "mod_revision": str(rev)}
+
+    def test_the_record_and_both_revisions(self):
+        kvs = [self.kv(SY.key, json.dumps(DC1), 11), self.kv(SY.sync_key, json.dumps(rec("sync", 5, "dc2")), 12)]
+        self.assertEqual(a.parse_sync(SY, kvs), (rec("sync", 5, "dc2"), 12, 11))
+        self.assertEqual(a.parse_sync(SY, []), (None, 0, 0))
+
+    def test_a_record_that_does_not_decode_is_kept_as_unreadable(self):
+        record, rev, _ = a.parse_sync(SY, [self.kv(SY.sync_key, "{", 3)])
+        self.assertEqual((record["unreadable"], rev), (True, 3))
+        self.assertEqual(a.sync_rule(SY, leader(lsn=10**9, sync=record), DC2)[0], "refuse")
+
+    def test_the_names_it_waits_for(self):
+        self.assertEqual(a.ssn_for(SY, "dc2"), WANT)
+        self.assertEqual(a.ssn_partner(SY, WANT), "dc2")
+        self.assertIsNone(a.ssn_partner(SY, "ANY 1 (x)"))
+
+
+class SyncHistory(unittest.TestCase):
+    def test_a_record_keeps_the_states_before_it_bounded(self):
+        r = None
+        for i in range(a.SYNC_HISTORY + 3):
+            r = a.sync_record(SY, "async" if i % 2 else "sync", i, f"w{i}", partner=None if i % 2 else "dc2", wall=float(i), previous=r)
+        self.assertEqual(len(r["history"]), a.SYNC_HISTORY)
+        self.assertEqual([h["lsn"] for h in r["history"]][-2:], [a.SYNC_HISTORY + 0, a.SYNC_HISTORY + 1])
+        self.assertTrue(all("history" not in h for h in r["history"]))
+        # A record that does not read leaves no history behind.
+        self.assertEqual(a.sync_record(SY, "async", 1, "w", previous={"cloud": None, "unreadable": True})["history"], [])
+

@@ -58,6 +58,17 @@ class Metrics(unittest.TestCase):
         self.assertEqual(v["pgha_site_late_renewals_total"], "4")
         self.assertEqual(v["pgha_site_last_late_renewal_age_seconds"], "60")
 
+    def test_the_replication_record_as_the_agent_read_it(self):
+        state = {"at": 99.0, "site_ok": True, "holder": "dc1", "replication": {"cloud": "dc1", "mode": "sync", "partner": "dc2"}}
+        v = self.values(g.metrics(True, 100.0, 98.5, 10.0, state, 0))
+        self.assertEqual(v['pgha_site_synchronous{cloud="dc1",partner="dc2"}'], "1")
+        state["replication"] = {"cloud": "dc1", "mode": "async", "partner": None}
+        v = self.values(g.metrics(True, 100.0, 98.5, 10.0, state, 0))
+        self.assertEqual(v['pgha_site_synchronous{cloud="dc1",partner=""}'], "0")
+        state["replication"] = {"cloud": 'x"} 1\n', "mode": "sync", "partner": "dc2"}
+        v = self.values(g.metrics(True, 100.0, 98.5, 10.0, state, 0))
+        self.assertFalse(any(k.startswith("pgha_site_synchronous") for k in v))
+
     def test_a_stale_renewal_closes_and_unknowns_are_left_out(self):
         v = self.values(g.metrics(False, 100.0, 80.0, 10.0, None, None))
         self.assertEqual(v["pgha_site_renewal_age_seconds"], "20")

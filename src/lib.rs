@@ -12,6 +12,7 @@ pub(crate) mod fsutil;
 pub(crate) mod journal;
 pub(crate) mod lab;
 pub mod lock;
+pub(crate) mod lsn;
 pub(crate) mod ops;
 pub mod pki;
 pub mod plan;

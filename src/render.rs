@@ -256,6 +256,10 @@ struct TemplateContext<'a> {
     /// The etcd v2 key that names this cloud's leader for vip-manager.
     vip_key: String,
     site_last_key: String,
+    site_sync_key: String,
+    /// Each other cloud's member names (their application_name), for this
+    /// cloud's synchronous_standby_names.
+    site_partners: serde_json::Value,
     site_data_dir: String,
     /// Seconds after its last lease renewal by which the site fence stops a master.
     fence_bound: u32,
@@ -628,6 +632,19 @@ impl Renderer {
             site_key: components::site::primary_key(&design.platform.name),
             vip_key: cloud.map_or_else(String::new, |c| components::vip::key(&design.platform.name, &c.name)),
             site_last_key: components::site::last_key(&design.platform.name),
+            site_sync_key: components::site::sync_key(&design.platform.name),
+            site_partners: design
+                .clouds
+                .iter()
+                .filter(|c| cloud.is_some_and(|own| own.name != c.name))
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>().into(),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
             site_data_dir: components::site::data_dir(&design.platform.name),
             fence_bound: design.site.as_ref().map_or(0, |s| components::site::fence_bound(s.ttl)),
             gate_bound: design

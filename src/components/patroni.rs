@@ -238,7 +238,21 @@ pub(crate) fn patch_config_script(rest_port: u16, sets: &[(String, String)]) -> 
     for (k, v) in sets {
         let value: serde_json::Value =
             serde_json::from_str(v).map_err(|e| anyhow::anyhow!("{k}: {v} is not JSON: {e}"))?;
-        body.insert(k.clone(), value);
+        // Dotted as patronictl takes them; a GUC's own name may hold dots.
+        let path: Vec<&str> = match k.strip_prefix("postgresql.parameters.") {
+            Some(guc) => vec!["postgresql", "parameters", guc],
+            None => k.split('.').collect(),
+        };
+        let (leaf, parents) = path.split_last().expect("split yields one part");
+        let mut at = &mut body;
+        for p in parents {
+            at = at
+                .entry(p.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                .as_object_mut()
+                .ok_or_else(|| anyhow::anyhow!("{k}: {p} is set twice"))?;
+        }
+        at.insert(leaf.to_string(), value);
     }
     let body = serde_json::Value::Object(body).to_string();
     Ok(rest_python(
@@ -394,6 +408,34 @@ pub(crate) fn failover_script(scope: &str, candidate: &str) -> String {
         quote(scope),
         quote(candidate)
     )
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+
+    #[test]
+    fn dotted_keys_nest_and_a_gucs_name_stays_whole() {
+        let sets = [
+            ("standby_cluster".to_string(), "null".to_string()),
+            (
+                "postgresql.parameters.synchronous_standby_names".to_string(),
+                "null".to_string(),
+            ),
+            (
+                "postgresql.parameters.pg_stat_statements.max".to_string(),
+                "100".to_string(),
+            ),
+        ];
+        let script = patch_config_script(8008, &sets).unwrap();
+        let want = r#"{"postgresql":{"parameters":{"pg_stat_statements.max":100,"synchronous_standby_names":null}},"standby_cluster":null}"#;
+        assert!(
+            script.contains(&format!("python3 - '{want}' <<'PGHA_REST'")),
+            "{script}"
+        );
+        let clash = [("a".to_string(), "1".to_string()), ("a.b".to_string(), "2".to_string())];
+        assert!(patch_config_script(8008, &clash).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -269,6 +269,13 @@ pub(crate) fn last_key(cluster: &str) -> String {
     format!("/pgha-site/{cluster}/last")
 }
 
+/// The primary cloud's record of its replication to the others (issue 29):
+/// synchronous with which cloud from which position, or asynchronous since
+/// which. Written by its master's site agent, read with the lease.
+pub(crate) fn sync_key(cluster: &str) -> String {
+    format!("/pgha-site/{cluster}/sync")
+}
+
 /// Every site member's client URL, comma-separated.
 pub(crate) fn endpoints(design: &Design) -> String {
     let port = design.site.as_ref().map_or(2479, |s| s.client_port);
@@ -280,13 +287,15 @@ pub(crate) fn endpoints(design: &Design) -> String {
         .join(",")
 }
 
-/// Health of every member, the key, its lease's time to live, and the last
-/// holder: lines `health URL healthy|unhealthy`, `primary JSON`,
-/// `remaining SECONDS`, `last JSON`.
+/// Health of every member, the key, its lease's time to live, the last
+/// holder and the replication record: lines `health URL
+/// healthy|unhealthy`, `primary JSON`, `remaining SECONDS`, `last JSON`,
+/// `sync JSON`.
 pub(crate) fn read_script(design: &Design) -> String {
     let e = etcd::etcdctl_at(&endpoints(design));
     let key = primary_key(&design.platform.name);
     let last = last_key(&design.platform.name);
+    let sync = sync_key(&design.platform.name);
     format!(
         "e() {{ {e} \"$@\"; }}\n\
 e endpoint health 2>&1 | sed -n 's/^\\(https:[^ ]*\\) is \\(healthy\\|unhealthy\\).*/health \\1 \\2/p'\n\
@@ -298,6 +307,8 @@ if [ -n \"$l\" ] && [ \"$l\" != 0 ]; then\n\
 fi\n\
 w=$(e get {last} --print-value-only)\n\
 [ -n \"$w\" ] && printf 'last %s\\n' \"$w\"\n\
+y=$(e get {sync} --print-value-only) || exit 1\n\
+[ -n \"$y\" ] && printf 'sync %s\\n' \"$y\"\n\
 exit 0\n"
     )
 }
@@ -416,6 +427,87 @@ pub(crate) struct SiteState {
     pub remaining: Option<i64>,
     /// The last holder (also after its lease ended).
     pub last: Option<String>,
+    /// The primary cloud's record of its replication to the others.
+    pub sync: Option<SyncRecord>,
+    /// A record is there and does not read: nothing may be concluded from it.
+    pub sync_unreadable: bool,
+}
+
+/// What the primary cloud's site agent recorded of its replication (issue 29).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SyncRecord {
+    /// The cloud that wrote it (the lease holder then).
+    pub cloud: String,
+    pub mode: SyncMode,
+    /// `sync`: the cloud that confirmed every commit from `lsn` on.
+    #[serde(default)]
+    pub partner: Option<String>,
+    /// `sync`: from here every commit reached `partner`; `async`: commits
+    /// past here may be on `cloud` alone.
+    pub lsn: u64,
+    #[serde(default)]
+    pub why: String,
+    /// When it was written (Unix time, the writing host's clock).
+    #[serde(default)]
+    pub at: f64,
+    /// The states before it, oldest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SyncRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SyncMode {
+    Sync,
+    Async,
+}
+
+/// What the record says of making `new` primary while `old`, the last
+/// holder, cannot be asked, `new`'s standby leader being at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SyncVerdict {
+    /// Every commit `old` acknowledged reached `new`.
+    NothingLost(String),
+    /// Commits `old` acknowledged may be missing (asynchronous): the RPO.
+    Tail(String),
+    /// `new` lacks commits the record proves were acknowledged, or the
+    /// record cannot be read: refused without `--accept-data-loss`.
+    Lost(String),
+}
+
+pub(crate) fn sync_verdict(s: &SiteState, old: &str, new: &str, at: u64) -> SyncVerdict {
+    if s.sync_unreadable {
+        return SyncVerdict::Lost("the site's record of replication between clouds does not read".into());
+    }
+    let tail = || {
+        SyncVerdict::Tail(format!(
+            "{old} replicated to {new} asynchronously: commits {old} acknowledged after {new}'s {} may be lost",
+            crate::lsn::format_lsn(at)
+        ))
+    };
+    let Some(r) = s.sync.as_ref().filter(|r| r.cloud == old) else {
+        return tail();
+    };
+    let pos = crate::lsn::format_lsn(r.lsn);
+    match (r.mode, r.partner.as_deref()) {
+        (SyncMode::Sync, Some(p)) if p != new => SyncVerdict::Lost(format!(
+            "cloud {p}, not {new}, confirmed {old}'s commits (synchronous since {pos}): make {p} primary instead"
+        )),
+        (SyncMode::Sync, None) => SyncVerdict::Lost(format!("{old}'s record says synchronous but names no cloud")),
+        (SyncMode::Sync, _) if at < r.lsn => SyncVerdict::Lost(format!(
+            "{new} confirmed {old}'s commits from {pos}, and its standby leader is at {}, short of it",
+            crate::lsn::format_lsn(at)
+        )),
+        (SyncMode::Sync, _) => SyncVerdict::NothingLost(format!(
+            "{new} confirmed every commit of {old} from {pos} (synchronous replication between clouds): nothing acknowledged is lost"
+        )),
+        (SyncMode::Async, _) if at < r.lsn => SyncVerdict::Lost(format!(
+            "{old} went on without a synchronous cloud from {pos} ({}); {new} is at {}: it lacks commits acknowledged since",
+            r.why,
+            crate::lsn::format_lsn(at)
+        )),
+        (SyncMode::Async, _) => tail(),
+    }
 }
 
 pub(crate) fn parse_read(out: &str) -> SiteState {
@@ -444,6 +536,10 @@ pub(crate) fn parse_read(out: &str) -> SiteState {
             }
             "remaining" => s.remaining = rest.trim().parse().ok(),
             "last" => s.last = cloud_of(rest).and_then(|(c, _)| c),
+            "sync" => match serde_json::from_str::<SyncRecord>(rest) {
+                Ok(r) => s.sync = Some(r),
+                Err(_) => s.sync_unreadable = true,
+            },
             _ => {}
         }
     }
@@ -453,6 +549,42 @@ pub(crate) fn parse_read(out: &str) -> SiteState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replication_record_is_read_and_judged() {
+        let s = parse_read(
+            "last {\"cloud\": \"dc1\", \"lsn\": 9}\n\
+             sync {\"cloud\": \"dc1\", \"mode\": \"sync\", \"partner\": \"dc2\", \"lsn\": 5000, \"why\": \"w\", \"at\": 1.5}\n",
+        );
+        let rec = s.sync.clone().unwrap();
+        assert_eq!(
+            (rec.mode, rec.partner.as_deref(), rec.lsn),
+            (SyncMode::Sync, Some("dc2"), 5000)
+        );
+        assert!(matches!(
+            sync_verdict(&s, "dc1", "dc2", 5000),
+            SyncVerdict::NothingLost(_)
+        ));
+        assert!(matches!(sync_verdict(&s, "dc1", "dc2", 4999), SyncVerdict::Lost(_)));
+        assert!(matches!(sync_verdict(&s, "dc1", "dc3", 9000), SyncVerdict::Lost(w) if w.contains("make dc2 primary")));
+        // Another cloud's record says nothing of dc3's: asynchronous.
+        assert!(matches!(sync_verdict(&s, "dc3", "dc2", 1), SyncVerdict::Tail(_)));
+        let a = parse_read("sync {\"cloud\": \"dc1\", \"mode\": \"async\", \"lsn\": 7000, \"why\": \"dc2 cut off\"}\n");
+        assert!(matches!(sync_verdict(&a, "dc1", "dc2", 6999), SyncVerdict::Lost(w) if w.contains("dc2 cut off")));
+        assert!(matches!(sync_verdict(&a, "dc1", "dc2", 7000), SyncVerdict::Tail(_)));
+        assert!(matches!(
+            sync_verdict(&SiteState::default(), "dc1", "dc2", 1),
+            SyncVerdict::Tail(_)
+        ));
+        // A record there that does not read proves nothing either way.
+        for bad in ["sync {", "sync {\"cloud\": \"dc1\", \"mode\": \"maybe\", \"lsn\": 1}"] {
+            let b = parse_read(bad);
+            assert!(b.sync_unreadable && b.sync.is_none(), "{bad}");
+            assert!(matches!(sync_verdict(&b, "dc1", "dc2", 10), SyncVerdict::Lost(_)));
+        }
+        let none = parse_read("sync {\"cloud\": \"dc1\", \"mode\": \"sync\", \"lsn\": 1}");
+        assert!(matches!(sync_verdict(&none, "dc1", "dc2", 10), SyncVerdict::Lost(_)));
+    }
 
     #[test]
     fn the_renewal_keeps_only_a_lease_that_names_the_cloud() {

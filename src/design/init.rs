@@ -483,6 +483,12 @@ fn text(r: &Request, inline: bool) -> (String, Vec<(String, String)>) {
         &mut d,
         &format!("{hash}  maximum_lag: 16777216       # bytes a cloud may miss and still take over"),
     );
+    line(
+        &mut d,
+        &format!(
+            "{hash}  synchronous: false          # true: every commit waits for another cloud (RPO 0 across clouds)"
+        ),
+    );
     line(&mut d, &format!("{hash}  client_port: 2479"));
     line(&mut d, &format!("{hash}  peer_port: 2480"));
     line(&mut d, &format!("{hash}  gate_port: 2481"));

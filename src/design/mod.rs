@@ -305,6 +305,12 @@ pub struct Site {
     /// The site gate on every database host (TLS): HAProxy and the GLB
     /// route to a master only while it answers 200 there.
     pub gate_port: u16,
+    /// Every commit of the primary cloud's master waits for a member of
+    /// another cloud (issue 29), as long as the site records it so.
+    pub synchronous: bool,
+    /// Seconds a commit may wait for that cloud before the master records
+    /// "asynchronous since" at the site and goes on without it.
+    pub synchronous_timeout: u32,
 }
 
 impl Site {

@@ -173,6 +173,8 @@ pub struct RawSite {
     pub client_port: Option<u16>,
     pub peer_port: Option<u16>,
     pub gate_port: Option<u16>,
+    pub synchronous: Option<bool>,
+    pub synchronous_timeout: Option<u32>,
 }
 
 /// Backups with pgBackRest: a repository host per cloud.

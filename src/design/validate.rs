@@ -283,6 +283,9 @@ fn build(cx: &mut Checker, root: &Node, raw: RawDesign, mode: Mode) -> Option<De
         .map(|g| build_glb(cx, root, &base, g, &global_ssh, &haproxy, pgbouncer.as_ref()));
 
     let site = build_site(cx, root, &base, raw.witness, raw.site, &global_ssh, clouds.len());
+    if let (Some(s), Some(p)) = (&site, &platform) {
+        check_synchronous_site(cx, root, s, p);
+    }
     let backup = raw.backup.and_then(|b| {
         build_backup(
             cx,
@@ -484,3 +487,49 @@ fn stats_address(cx: &mut Checker, root: &Node, raw: Option<String>, field: &str
 
 #[cfg(test)]
 mod tests;
+
+/// Synchronous replication between clouds sets synchronous_standby_names
+/// itself (the master's site agent, through Patroni's dynamic config).
+/// Patroni's synchronous_mode owns that setting inside a cloud and would
+/// overwrite it; PostgreSQL has one list, so a commit cannot wait for both a
+/// member of its own cloud and one of another.
+fn check_synchronous_site(cx: &mut Checker, root: &Node, site: &Site, platform: &Platform) {
+    if !site.synchronous {
+        return;
+    }
+    if platform.replication == Replication::Synchronous {
+        cx.error(
+            root,
+            "site.synchronous",
+            "synchronous replication between clouds and `platform.replication: synchronous` both want \
+             synchronous_standby_names",
+            "choose one: `site.synchronous: true` makes every commit wait for another cloud; \
+             `replication: synchronous` for a member of the same cloud",
+        );
+    }
+    if let Some((_, v)) = platform
+        .parameters
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("synchronous_commit"))
+        .filter(|(_, v)| ["off", "local"].contains(&v.to_ascii_lowercase().as_str()))
+    {
+        cx.error(
+            root,
+            "platform.parameters.synchronous_commit",
+            format!("synchronous_commit `{v}` confirms commits without waiting for another cloud"),
+            "remove it (PostgreSQL's `on` waits) or leave `site.synchronous` off",
+        );
+    }
+    if platform
+        .parameters
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("synchronous_standby_names"))
+    {
+        cx.error(
+            root,
+            "platform.parameters.synchronous_standby_names",
+            "with `site.synchronous: true` the site agent sets synchronous_standby_names",
+            "remove it from platform.parameters",
+        );
+    }
+}

@@ -796,6 +796,12 @@ pub(crate) async fn partition(dir: &Path, cloud: &str, cut: Option<bool>, say: &
             .map(|h| (h, partition_script(&addresses(&inside), is_cut))),
     );
     for (h, script) in jobs {
+        // A powered-off host has no routes to change: they went with its
+        // network namespace, and it starts again with none.
+        if !running(&h.container).await {
+            say(&format!("{} is not running: its routes left as they are", h.name));
+            continue;
+        }
         exec(&h.container, &script)
             .await
             .with_context(|| format!("{}: changing its routes", h.name))?;
@@ -808,6 +814,13 @@ pub(crate) async fn partition(dir: &Path, cloud: &str, cut: Option<bool>, say: &
         None => format!("ended the partition of {cloud}"),
     });
     Ok(())
+}
+
+/// Whether the container runs (false also when Docker cannot tell).
+async fn running(container: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", container])
+        .await
+        .is_ok_and(|s| s.trim() == "true")
 }
 
 pub(crate) async fn fault(dir: &Path, target: &str, fault: Fault, say: &dyn Fn(&str)) -> anyhow::Result<()> {

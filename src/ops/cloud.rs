@@ -37,6 +37,9 @@ const ROUTE_GRACE: Duration = Duration::from_secs(10);
 pub(crate) enum FlipAction {
     /// Refuse unless no other host holds WAL (commits) the new primary lacks.
     CheckNoDataLoss { new: String },
+    /// The lost primary cloud `old`'s record of its replication, at the
+    /// site: what `new` may lack of its acknowledged commits.
+    CheckSynchronous { new: String, old: String },
     /// The GLB forwards to no cloud.
     GlbDrain,
     /// The site lease `from` holds is marked as handed over to `to`: no
@@ -195,6 +198,18 @@ fn make_primary_steps(
                 format!("check that no reachable host outside {name} holds commits {name} has not replayed"),
                 FlipAction::CheckNoDataLoss { new: name.into() },
             ));
+            if design.site.is_some() {
+                steps.push((
+                    format!(
+                        "site: read {}'s record of its replication: {name} must hold every commit it proves acknowledged",
+                        old.name
+                    ),
+                    FlipAction::CheckSynchronous {
+                        new: name.into(),
+                        old: old.name.clone(),
+                    },
+                ));
+            }
         }
         Some(old) => {
             // A planned switchover between two healthy clouds.
@@ -591,7 +606,9 @@ impl Runner<'_> {
                 let value = patroni::standby_cluster(self.after, follow);
                 self.set_standby(c, Some(value), None).await.map(|_| ())
             }
-            FlipAction::WaitCaughtUp { .. } | FlipAction::CheckNoDataLoss { .. }
+            FlipAction::WaitCaughtUp { .. }
+            | FlipAction::CheckNoDataLoss { .. }
+            | FlipAction::CheckSynchronous { .. }
                 if self.already_promoted(action).await =>
             {
                 ui::progress::note(
@@ -601,6 +618,7 @@ impl Runner<'_> {
             }
             FlipAction::WaitCaughtUp { new, old } => self.wait_caught_up(new, old).await,
             FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
+            FlipAction::CheckSynchronous { new, old } => self.check_synchronous(new, old).await,
             FlipAction::TakeLease { cloud, demoted } => {
                 if super::site::take(self.fleet, cloud, *demoted, self.force).await? {
                     *self.lease_taken.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
@@ -614,7 +632,10 @@ impl Runner<'_> {
 
     /// When finishing an interrupted flip: has it promoted the new cloud already?
     async fn already_promoted(&self, action: &FlipAction) -> bool {
-        let (FlipAction::WaitCaughtUp { new, .. } | FlipAction::CheckNoDataLoss { new }) = action else {
+        let (FlipAction::WaitCaughtUp { new, .. }
+        | FlipAction::CheckNoDataLoss { new }
+        | FlipAction::CheckSynchronous { new, .. }) = action
+        else {
             return false;
         };
         if !self.resuming {
@@ -745,6 +766,14 @@ impl Runner<'_> {
     ) -> anyhow::Result<Option<String>> {
         let value = follow.as_ref().map_or_else(|| "null".into(), |v| v.to_string());
         let mut sets = vec![("standby_cluster".to_string(), value)];
+        // The cloud promoted waits for no other cloud until its agent has
+        // recorded a partner at the site. A demoted cloud keeps its
+        // setting: dropped before Patroni demotes, it would confirm the
+        // commits waiting for the partner while the site still says
+        // synchronous (a standby ignores it).
+        if follow.is_none() && self.after.site.as_ref().is_some_and(|s| s.synchronous) {
+            sets.push(("postgresql.parameters.synchronous_standby_names".into(), "null".into()));
+        }
         if follow.is_none() {
             let sync = self.after.platform.replication == crate::design::Replication::Synchronous;
             sets.push(("synchronous_mode".into(), sync.to_string()));
@@ -1042,6 +1071,29 @@ impl Runner<'_> {
             return Ok(());
         }
         bail!("promoting {new} now would lose data:\n  {}\n  hint: start Patroni on those hosts so {new} can catch up, or pass --accept-data-loss to accept the loss", problems.join("\n  "))
+    }
+
+    /// With the site lease and the old primary cloud unreachable: the
+    /// record its master's agent kept says whether `new` confirmed every
+    /// commit (synchronous), or since which position it may lack some.
+    async fn check_synchronous(&self, new: &str, old: &str) -> anyhow::Result<()> {
+        use crate::components::site::{sync_verdict, SyncVerdict};
+        let state = super::site::read(self.fleet, Some(new)).await?;
+        let (_, pos) = self.standby_leader_position(self.cloud(new)?).await?;
+        match sync_verdict(&state, old, new, pos.lsn) {
+            SyncVerdict::NothingLost(why) | SyncVerdict::Tail(why) => {
+                ui::progress::note(why);
+                Ok(())
+            }
+            SyncVerdict::Lost(why) if self.force => {
+                ui::progress::note(format!("--accept-data-loss: promoting anyway: {why}"));
+                Ok(())
+            }
+            SyncVerdict::Lost(why) => bail!(
+                "promoting {new} now would lose acknowledged commits: {why}\n  hint: bring {old} back so {new} can catch up, \
+                 or pass --accept-data-loss to accept the loss"
+            ),
+        }
     }
 
     async fn promote(&self, name: &str) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::components::{etcd, patroni};
 use crate::design::Design;
-use crate::fleet::{Fleet, Reach};
+use crate::fleet::{format_lsn, Fleet, Reach};
 use crate::journal::{self, Entry};
 use crate::ui;
 
@@ -64,11 +64,22 @@ pub(crate) enum Event {
         #[serde(flatten)]
         entry: Entry,
     },
+    /// The primary cloud's replication to the others, as its master's site
+    /// agent recorded it (issue 29).
+    Replication {
+        time: String,
+        #[serde(flatten)]
+        record: crate::components::site::SyncRecord,
+    },
 }
 
 /// Both sources, oldest first; a journal entry read from two clouds' etcd
 /// (written before and after a flip) counts once.
-pub(crate) fn merge(promotions: Vec<(i64, Promotion)>, entries: Vec<Entry>) -> Vec<Event> {
+pub(crate) fn merge(
+    promotions: Vec<(i64, Promotion)>,
+    entries: Vec<Entry>,
+    replication: Option<crate::components::site::SyncRecord>,
+) -> Vec<Event> {
     let time = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .ok()
@@ -102,6 +113,14 @@ pub(crate) fn merge(promotions: Vec<(i64, Promotion)>, entries: Vec<Entry>) -> V
             },
         ));
     }
+    if let Some(mut r) = replication {
+        let earlier = std::mem::take(&mut r.history);
+        for record in earlier.into_iter().chain([r]) {
+            // Whole seconds, as the other sources (the agent writes fractions).
+            let at = record.at as i64;
+            all.push((at, Event::Replication { time: time(at), record }));
+        }
+    }
     // Both sources count whole seconds: within one, a command comes before
     // a promotion, which a command started in that second (a resume, a
     // flip) is what causes (seen: a resume and the failover it allowed).
@@ -133,6 +152,16 @@ pub(crate) async fn run(design: &Design, output: ui::Output) -> anyhow::Result<(
                         time.clone(),
                         format!("pgha {} ({}@{})", c.command, c.user, c.from),
                         format!("{} ({} steps)", c.outcome, c.plan.len()),
+                    ]),
+                    Event::Replication { time, record: r } => t.add_row(vec![
+                        time.clone(),
+                        match (&r.mode, &r.partner) {
+                            (crate::components::site::SyncMode::Sync, Some(p)) => {
+                                format!("{}: synchronous with {p} from {}", r.cloud, format_lsn(r.lsn))
+                            }
+                            _ => format!("{}: asynchronous from {}", r.cloud, format_lsn(r.lsn)),
+                        },
+                        r.why.clone(),
                     ]),
                 };
             }
@@ -171,7 +200,12 @@ pub(crate) async fn gather(fleet: &Fleet) -> Vec<Event> {
             }
         }
     }
-    merge(promotions, entries)
+    // The site's record of replication between clouds, with the states before it.
+    let replication = match &d.site {
+        Some(_) => super::site::read(fleet, None).await.ok().and_then(|s| s.sync),
+        None => None,
+    };
+    merge(promotions, entries, replication)
 }
 
 #[cfg(test)]
@@ -202,17 +236,18 @@ mod tests {
         assert_eq!(promotions[1].1.new_leader, None);
         let t0 = promotions[0].0 as u64;
         let flip = entry("cloud make-primary dc2", t0 + 60);
-        let events = merge(promotions, vec![flip.clone(), entry("deploy", t0 - 60), flip]);
+        let events = merge(promotions, vec![flip.clone(), entry("deploy", t0 - 60), flip], None);
         let kinds: Vec<String> = events
             .iter()
             .map(|e| match e {
                 Event::Promotion { promotion, .. } => format!("timeline {}", promotion.timeline),
                 Event::Command { entry, .. } => entry.command.clone(),
+                Event::Replication { record, .. } => record.why.clone(),
             })
             .collect();
         assert_eq!(kinds, ["deploy", "timeline 2", "cloud make-primary dc2", "timeline 3"]);
         // In the same second as a promotion, the command is listed first.
-        let same = merge(parse_history("dc1", history), vec![entry("resume", t0)]);
+        let same = merge(parse_history("dc1", history), vec![entry("resume", t0)], None);
         assert!(
             matches!(&same[0], Event::Command { entry, .. } if entry.command == "resume"),
             "{same:?}"
@@ -242,5 +277,28 @@ mod tests {
             .output()
             .unwrap();
         assert!(out.status.success());
+    }
+
+    #[test]
+    fn the_replication_record_and_the_states_before_it_are_events() {
+        let record: crate::components::site::SyncRecord = serde_json::from_str(
+            r#"{"cloud": "dc1", "mode": "sync", "partner": "dc2", "lsn": 100, "why": "dc2 confirms", "at": 300.5,
+                "history": [{"cloud": "dc1", "mode": "async", "partner": null, "lsn": 50, "why": "a commit waited", "at": 100.0}]}"#,
+        )
+        .unwrap();
+        let events = merge(Vec::new(), vec![entry("deploy", 200)], Some(record));
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .map(|v| format!("{} {}", v["kind"], v["why"]))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "\"replication\" \"a commit waited\"",
+                "\"command\" null",
+                "\"replication\" \"dc2 confirms\""
+            ]
+        );
     }
 }

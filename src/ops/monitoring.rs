@@ -315,6 +315,22 @@ pub(crate) fn rules(design: &Design) -> String {
     ];
     if let Some(site) = &design.site {
         rules.extend(site_rules(&c, site.ttl));
+        if site.synchronous {
+            rules.push(Rule {
+                alert: "PghaSiteAsynchronous",
+                expr: format!("max by (cluster, cloud) (pgha_site_synchronous{{{c}}}) == 0"),
+                for_: "2m",
+                severity: "warning",
+                summary: "cloud {{ $labels.cloud }} commits without waiting for another cloud",
+                description: format!(
+                    "site.synchronous is on, and the site records that the primary cloud's master went on \
+                     without another cloud's confirmation (a commit waited {} s, or no member of the partner \
+                     streamed that long): a failover between clouds may now lose what it acknowledged since. \
+                     `pgha status` says since when and why; it is synchronous again once a cloud has caught up.",
+                    site.synchronous_timeout
+                ),
+            });
+        }
     }
     if design.backup.is_some() {
         rules.push(Rule {

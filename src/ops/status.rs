@@ -176,6 +176,12 @@ pub(crate) struct SiteStatus {
     /// The last holder, also after its lease ended.
     pub last_holder: Option<String>,
     pub auto_failover: bool,
+    /// `site.synchronous` in the design.
+    pub synchronous: bool,
+    /// The primary cloud's record of its replication to the others: what
+    /// a failover between clouds may lose (issue 29).
+    pub replication: Option<crate::components::site::SyncRecord>,
+    pub replication_unreadable: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

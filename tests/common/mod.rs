@@ -819,3 +819,35 @@ pub(crate) fn session_writer(
     });
     (stop, handle)
 }
+
+/// A figure pgbench printed after `label` (`tps = `, `latency average = `).
+pub(crate) fn figure(out: &str, label: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.starts_with(label))?;
+    line[label.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// pgbench on this machine against `host:port`, as `user` on its own
+/// database, TLS verified against the lab's cluster CA (the password in
+/// the environment, never in argv): its output, asserted successful.
+pub(crate) fn pgbench(lab: &TestLab, host: &str, port: u16, user: &str, password: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("300")
+        .arg("pgbench")
+        .args(["-h", host, "-p", &port.to_string(), "-U", user, user])
+        .args(args)
+        .env("PGPASSWORD", password)
+        .env("PGSSLMODE", "verify-full")
+        .env(
+            "PGSSLROOTCERT",
+            lab.design().with_file_name("pgha.pki").join("trust.crt"),
+        )
+        .output()
+        .expect("pgbench runs (install postgresql-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench {args:?} on :{port} failed: {text}");
+    text
+}

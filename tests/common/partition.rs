@@ -1180,6 +1180,20 @@ pub(crate) fn lose_primary(sites: Sites, lab: &TestLab, pw: &str) -> Loss {
     }
 }
 
+/// Turns synchronous replication between clouds on in the lab's design
+/// (`site.synchronous`, issue 29) and deploys.
+pub(crate) fn set_synchronous(lab: &TestLab) {
+    let design = std::fs::read_to_string(lab.design()).unwrap();
+    let with = design.replace(
+        "  auto_failover: false\n",
+        "  auto_failover: false\n  synchronous: true\n",
+    );
+    assert_ne!(design, with, "the lab's design has a site section");
+    std::fs::write(lab.design(), with).unwrap();
+    let out = lab.pgha(&["deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
+}
+
 /// Turns auto failover on or off in the lab's design and deploys (the
 /// agents restart with it).
 pub(crate) fn set_auto_failover(lab: &TestLab, on: bool) {

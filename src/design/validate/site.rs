@@ -65,7 +65,28 @@ pub(super) fn build_site(
         client_port: raw.client_port.unwrap_or(2479),
         peer_port: raw.peer_port.unwrap_or(2480),
         gate_port: raw.gate_port.unwrap_or(2481),
+        synchronous: raw.synchronous.unwrap_or(false),
+        synchronous_timeout: raw.synchronous_timeout.unwrap_or(10),
     };
+    if !(5..=300).contains(&site.synchronous_timeout) {
+        cx.error(
+            root,
+            "site.synchronous_timeout",
+            format!(
+                "synchronous_timeout {} is out of range (5 to 300 seconds)",
+                site.synchronous_timeout
+            ),
+            "how long a commit waits for another cloud before the master goes on without it (default 10)",
+        );
+    }
+    if raw.synchronous_timeout.is_some() && !site.synchronous {
+        cx.warn(
+            root,
+            "site.synchronous_timeout",
+            "synchronous_timeout does nothing without `synchronous: true`",
+            "add `synchronous: true` under site, or remove synchronous_timeout",
+        );
+    }
     if !(15..=600).contains(&site.ttl) {
         cx.error(
             root,

@@ -954,3 +954,48 @@ fn object_references_are_checked() {
         17,
     );
 }
+
+#[test]
+fn synchronous_sites_leave_synchronous_standby_names_to_the_agent() {
+    let w = "witness: {name: w, address: 10.0.2.1}\n";
+    let sync = "site:\n  synchronous: true\n";
+    let with = |platform_line: &str| {
+        format!(
+            "{}{w}{sync}",
+            BASE.replace("  name: demo\n", &format!("  name: demo\n{platform_line}"))
+        )
+    };
+    assert_error(
+        &with("  replication: synchronous\n"),
+        "both want synchronous_standby_names",
+        "site.synchronous",
+        19,
+    );
+    assert_error(
+        &with("  parameters: {synchronous_standby_names: 'ANY 1 (b1)'}\n"),
+        "the site agent sets synchronous_standby_names",
+        "platform.parameters.synchronous_standby_names",
+        3,
+    );
+    assert_error(
+        &with("  parameters: {synchronous_commit: local}\n"),
+        "confirms commits without waiting",
+        "platform.parameters.synchronous_commit",
+        3,
+    );
+    assert_error(
+        &format!("{BASE}{w}{sync}  synchronous_timeout: 2\n"),
+        "synchronous_timeout 2 is out of range",
+        "site.synchronous_timeout",
+        19,
+    );
+    let warned = warnings(&format!("{BASE}{w}site:\n  synchronous_timeout: 20\n"));
+    assert!(
+        warned.iter().any(|p| p.field == "site.synchronous_timeout"),
+        "{warned:?}"
+    );
+    let l = load(&format!("{BASE}{w}{sync}")).unwrap();
+    let site = l.design.site.as_ref().unwrap();
+    assert!(site.synchronous);
+    assert_eq!(site.synchronous_timeout, 10);
+}

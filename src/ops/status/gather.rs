@@ -351,6 +351,7 @@ pub(super) async fn site_status(fleet: &Fleet) -> Option<SiteStatus> {
     let mut out = SiteStatus {
         ttl_s: site.ttl,
         auto_failover: site.auto_failover,
+        synchronous: site.synchronous,
         members: d
             .site_members()
             .iter()
@@ -382,6 +383,8 @@ pub(super) async fn site_status(fleet: &Fleet) -> Option<SiteStatus> {
     out.lease_remaining_s = state.remaining;
     out.lease_age_s = state.remaining.map(|r| i64::from(site.ttl) - r);
     out.last_holder = state.last;
+    out.replication = state.sync;
+    out.replication_unreadable = state.sync_unreadable;
     Some(out)
 }
 

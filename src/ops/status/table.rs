@@ -117,6 +117,36 @@ pub(crate) fn table(s: &Status) -> String {
     text
 }
 
+/// Between clouds: synchronous with which cloud, or asynchronous since when
+/// and why, as the primary cloud's master recorded it at the site.
+fn replication_text(site: &SiteStatus) -> String {
+    use crate::components::site::SyncMode;
+    let design = if site.synchronous {
+        "synchronous"
+    } else {
+        "asynchronous"
+    };
+    let state = match &site.replication {
+        _ if site.replication_unreadable => "its record at the site DOES NOT READ".to_string(),
+        None if site.synchronous => "no record yet (the primary's master writes one)".to_string(),
+        None => return String::new(),
+        Some(r) => match (r.mode, &r.partner) {
+            (SyncMode::Sync, Some(p)) => format!(
+                "{} waits for {p} on every commit since {} (a failover to {p} loses nothing)",
+                r.cloud,
+                crate::fleet::format_lsn(r.lsn)
+            ),
+            _ => format!(
+                "{} ASYNCHRONOUS since {} ({})",
+                r.cloud,
+                crate::fleet::format_lsn(r.lsn),
+                r.why
+            ),
+        },
+    };
+    format!("\nBetween clouds: {design} (the design); {state}")
+}
+
 /// The site lease's lines: the lease, its members, the fences.
 fn site_text(s: &Status, site: &SiteStatus) -> String {
     let mut text = String::new();
@@ -143,6 +173,7 @@ fn site_text(s: &Status, site: &SiteStatus) -> String {
         (None, _) if site.readable => "held by no cloud".to_string(),
         (None, _) => "unknown (no majority of site members answers)".to_string(),
     };
+    let replication = replication_text(site);
     let guards: Vec<&SiteGuard> = s.hosts.iter().filter_map(|r| r.site_guard.as_ref()).collect();
     // The database hosts whose guard fails `ok`.
     let hosts_without = |ok: fn(&SiteGuard) -> bool| -> Vec<&str> {
@@ -178,6 +209,7 @@ fn site_text(s: &Status, site: &SiteStatus) -> String {
         crate::components::site::gate_bound(site.ttl_s),
         running_on(|g| g.gate == "active"),
     ));
+    text.push_str(&replication);
     for (r, g) in s.hosts.iter().filter_map(|r| r.site_guard.as_ref().map(|g| (r, g))) {
         if r.read_write == Some(true) {
             text.push_str(&format!("\nSite gate of the master {}: {}", r.host, gate_word(g)));
