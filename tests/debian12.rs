@@ -6,7 +6,8 @@
 //! from inside whether it takes writes: one switchover's gap, no
 //! acknowledged write lost, never two writable hosts; PostgreSQL stays 15.
 //! On the moved cluster a failover and a flip work, with the rows compared
-//! on every host after each.
+//! on every host after each. The release upgrade runs with
+//! PGHA_RELEASE_UPGRADE=1 (CI time); without it the flip runs on Debian 12.
 
 mod common;
 
@@ -136,20 +137,36 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     failover_in_dc1(&lab, &pw, 2, "Allen");
     phase("a failover on Debian 12");
 
-    release_upgrade(&lab, &pw);
-    same_rows_everywhere(&pw, 2);
-    phase("the release upgrade");
+    // The release upgrade moves the eight hosts one at a time: 16 to 24
+    // minutes of CI's 90 on a two-core machine, where the rest of the
+    // suite left too little room. PGHA_RELEASE_UPGRADE=1 runs it (and is
+    // run before a change to `pgha upgrade release` lands).
+    let mut rows = 2;
+    if std::env::var_os("PGHA_RELEASE_UPGRADE").is_some() {
+        release_upgrade(&lab, &pw);
+        same_rows_everywhere(&pw, 2);
+        phase("the release upgrade");
 
-    // On Debian 13 (Patroni 4.0, etcd 3.5, PostgreSQL still 15): a failover.
-    failover_in_dc1(&lab, &pw, 3, "Harry");
-    phase("a failover on Debian 13");
+        // On Debian 13 (Patroni 4.0, etcd 3.5, PostgreSQL still 15): a failover.
+        failover_in_dc1(&lab, &pw, 3, "Harry");
+        phase("a failover on Debian 13");
+        rows = 3;
+    } else {
+        eprintln!("the release upgrade to Debian 13: not run (PGHA_RELEASE_UPGRADE=1 runs it)");
+    }
 
     // A planned flip: dc2 becomes the primary cloud.
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
     let master = one_master(&pw, &HOSTS, Duration::from_secs(10));
     assert!(master.starts_with('2'), "the master is in dc2: {master}");
-    sql(&glb(), 5000, &pw, "INSERT INTO company VALUES (4, 'Teddy')").unwrap();
-    same_rows_everywhere(&pw, 4);
+    sql(
+        &glb(),
+        5000,
+        &pw,
+        &format!("INSERT INTO company VALUES ({}, 'Teddy')", rows + 1),
+    )
+    .unwrap();
+    same_rows_everywhere(&pw, rows + 1);
     phase("the flip");
     // A cut of the primary cloud on these packages (Debian 13's) is the
     // partition test's; run here too it cost CI 143 s.
@@ -306,11 +323,12 @@ fn release_upgrade(lab: &TestLab, pw: &str) {
     monitor.finish();
     assert_eq!(out.status.code(), Some(0), "{}{}", common::stdout(&out), stderr(&out));
     eprintln!(
-        "figure: Debian 12 -> 13 release upgrade of 8 hosts: {:.0} s ({:.0} s per host); longest write gap {:.2} s, \
-         {} writes acknowledged",
+        "figure: Debian 12 -> 13 release upgrade of 8 hosts: {:.0} s ({:.0} s per host); longest write gap {:.2} s \
+         (ended {} UTC), {} writes acknowledged",
         took.as_secs_f64(),
         took.as_secs_f64() / 8.0,
         w.gap.as_secs_f64(),
+        w.gap_end_utc(),
         w.acked.len()
     );
     for line in said

@@ -655,6 +655,13 @@ impl Written {
         }
     }
 
+    /// When the longest gap ended, as `HH:MM:SS` UTC (the hosts' journals
+    /// and pgha's step lines use it).
+    pub(crate) fn gap_end_utc(&self) -> String {
+        let s = self.gap_end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    }
+
     /// Records an acknowledged write and the gap it ends.
     fn ack(&mut self, id: i32) {
         self.close_gap();
