@@ -141,8 +141,7 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
     // minutes of CI's 90 on a two-core machine, where the rest of the
     // suite left too little room. PGHA_RELEASE_UPGRADE=1 runs it (and is
     // run before a change to `pgha upgrade release` lands).
-    let mut rows = 2;
-    if std::env::var_os("PGHA_RELEASE_UPGRADE").is_some() {
+    let rows = if std::env::var_os("PGHA_RELEASE_UPGRADE").is_some() {
         release_upgrade(&lab, &pw);
         same_rows_everywhere(&pw, 2);
         phase("the release upgrade");
@@ -150,10 +149,11 @@ fn debian_12_deploys_fails_over_moves_to_13_and_flips() {
         // On Debian 13 (Patroni 4.0, etcd 3.5, PostgreSQL still 15): a failover.
         failover_in_dc1(&lab, &pw, 3, "Harry");
         phase("a failover on Debian 13");
-        rows = 3;
+        3
     } else {
         eprintln!("the release upgrade to Debian 13: not run (PGHA_RELEASE_UPGRADE=1 runs it)");
-    }
+        2
+    };
 
     // A planned flip: dc2 becomes the primary cloud.
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);

@@ -655,11 +655,11 @@ impl Written {
         }
     }
 
-    /// When the longest gap ended, as `HH:MM:SS` UTC (the hosts' journals
-    /// and pgha's step lines use it).
+    /// When the longest gap ended, in UTC as pgha prints times (its step
+    /// lines and the hosts' journals match it).
     pub(crate) fn gap_end_utc(&self) -> String {
-        let s = self.gap_end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
-        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+        let secs = self.gap_end.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        pgha::ui::utc(secs as i64)
     }
 
     /// Records an acknowledged write and the gap it ends.
