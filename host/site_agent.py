@@ -725,13 +725,38 @@ REPLICATION_QUERY = (
     "SELECT json_build_object("
     "'ssn', current_setting('synchronous_standby_names'), "
     "'lsn', pg_current_wal_lsn() - '0/0'::pg_lsn, "
-    "'waiting', (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0) "
+    # A waiter is its backend and transaction (a procedure commits many in
+    # one statement), its age how long ago that transaction or statement began.
+    "'waiters', (SELECT coalesce(json_agg(json_build_object('id', pid || '/' || greatest(state_change, xact_start), "
+    "'age', extract(epoch FROM clock_timestamp() - greatest(state_change, xact_start)))), '[]') "
     "FROM pg_stat_activity WHERE wait_event = 'SyncRep'), "
     "'senders', (SELECT coalesce(json_agg(json_build_object('name', application_name, 'state', state, "
     "'sync', sync_state, 'flush', flush_lsn - '0/0'::pg_lsn)), '[]') FROM pg_stat_replication), "
     "'checkpointer_idle', coalesce((SELECT wait_event = 'CheckpointerMain' FROM pg_stat_activity "
     "WHERE backend_type = 'checkpointer'), false))"
 )
+
+
+def waited(seen, waiters, asked, at, previous):
+    """How long the oldest commit has waited for a synchronous standby. A
+    statement's start alone would count a long statement's work as waiting;
+    a commit first seen waiting now began to wait after the previous look
+    was asked (`previous`, None on the first) and after its transaction or
+    statement began (`age` s before this look was asked, at `asked`; it
+    answered at `at`), so it is counted from the later of the two: never
+    less than it waited, at most a look's interval more. `seen` maps each
+    waiter (backend and transaction) to that time, `waiters` are those
+    waiting now ({id, age}). Returns the map for the next look and the wait
+    (0: none waits)."""
+    kept = {}
+    for w in waiters:
+        if not isinstance(w, dict) or not isinstance(w.get("id"), str):
+            continue
+        began = asked - float(w.get("age") or 0)
+        if previous is not None:
+            began = max(began, previous)
+        kept[w["id"]] = seen.get(w["id"], began)
+    return kept, max((at - t for t in kept.values()), default=0.0)
 
 
 def now():
@@ -846,6 +871,10 @@ class Host:
         self.published = 0
         # etcd's login token (None: not logged in, or etcd has no users yet).
         self.token = None
+        # Commits waiting for a synchronous standby, since when, and when
+        # this agent last looked (see waited).
+        self.sync_waiters = {}
+        self.sync_looked = None
 
     # -- etcd
 
@@ -1051,11 +1080,14 @@ class Host:
 
     def replication(self):
         """The master's Replication (None: PostgreSQL did not answer)."""
+        asked = now()
         out = self.psql(REPLICATION_QUERY, timeout=2)
         try:
             j = json.loads(out)
             senders = [r for r in j["senders"] if isinstance(r, dict)]
-            return Replication(str(j["ssn"]), int(j["lsn"]), float(j["waiting"]), senders, j.get("checkpointer_idle") is True)
+            self.sync_waiters, waiting = waited(self.sync_waiters, list(j["waiters"]), asked, now(), self.sync_looked)
+            self.sync_looked = asked
+            return Replication(str(j["ssn"]), int(j["lsn"]), waiting, senders, j.get("checkpointer_idle") is True)
         except (TypeError, ValueError, KeyError):
             return None
 

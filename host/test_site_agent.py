@@ -1024,6 +1024,43 @@ class Sync(unittest.TestCase):
 DC1_FAR = {"cloud": "dc1", "host": "dc1-pg1", "lsn": 10**9}
 
 
+class Waited(unittest.TestCase):
+    """waited: how long the oldest commit has waited for a synchronous standby."""
+
+    def test_a_long_statement_counts_from_the_previous_look_not_its_start(self):
+        # 30 s of work, then its commit waits: not "30 s waiting" at once.
+        seen, wait = a.waited({}, [{"id": "7/t", "age": 30.0}], 100.0, 100.0, 99.0)
+        self.assertEqual((seen, wait), ({"7/t": 99.0}, 1.0))
+        seen, wait = a.waited(seen, [{"id": "7/t", "age": 34.0}], 104.0, 104.0, 100.0)
+        self.assertEqual(wait, 5.0)
+
+    def test_a_short_statement_counts_from_its_start(self):
+        seen, wait = a.waited({}, [{"id": "8/t", "age": 0.5}], 100.0, 100.0, 97.0)
+        self.assertEqual((seen, wait), ({"8/t": 99.5}, 0.5))
+
+    def test_the_first_look_counts_from_the_statement(self):
+        self.assertEqual(a.waited({}, [{"id": "8/t", "age": 12.0}], 100.0, 100.0, None), ({"8/t": 88.0}, 12.0))
+
+    def test_the_oldest_waiter_counts_and_gone_ones_are_forgotten(self):
+        seen = {"1/a": 90.0, "2/b": 95.0}
+        seen, wait = a.waited(seen, [{"id": "2/b", "age": 9.0}, {"id": "3/c", "age": 0.2}], 100.0, 100.0, 98.0)
+        self.assertEqual((seen, wait), ({"2/b": 95.0, "3/c": 99.8}, 5.0))
+        self.assertEqual(a.waited(seen, [], 101.0, 101.0, 100.0), ({}, 0.0))
+
+    def test_each_transaction_of_a_procedure_counts_on_its_own(self):
+        seen, _ = a.waited({}, [{"id": "7/t1", "age": 0.2}], 100.0, 100.0, 97.0)
+        seen, wait = a.waited(seen, [{"id": "7/t2", "age": 0.1}], 103.0, 103.5, 100.0)
+        self.assertEqual(list(seen), ["7/t2"])
+        self.assertAlmostEqual(wait, 0.6)
+
+    def test_the_query_s_round_trip_counts_as_waiting(self):
+        # Asked at 100, answered at 101.5: the commit began 2 s before the ask.
+        self.assertEqual(a.waited({}, [{"id": "8/t", "age": 2.0}], 100.0, 101.5, 97.0), ({"8/t": 98.0}, 3.5))
+
+    def test_what_does_not_read_is_skipped(self):
+        self.assertEqual(a.waited({}, ["x", {"age": 3}, None], 100.0, 100.0, 99.0), ({}, 0.0))
+
+
 class SyncTakeOver(unittest.TestCase):
     """The record decides an automatic takeover before maximum_lag does."""
 

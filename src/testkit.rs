@@ -199,6 +199,14 @@ pub(crate) struct World {
     /// How many takes of the site lease lose a race (the lease changed
     /// between its read and the transaction: `moved`).
     pub lease_races: usize,
+    /// The site's replication record (issue 29), as its JSON, and its mod
+    /// revision (moves with each write).
+    pub site_sync: Option<String>,
+    pub site_sync_rev: u64,
+    /// The old primary cloud's agent rewrites the record to this after
+    /// that many more reads of the lease (the reads it is seen by, then the
+    /// change): a flip's take must judge the record it stands on.
+    pub sync_rewrite: Option<(usize, String)>,
     /// A cloud whose hosts stop replaying WAL.
     pub replay_stalled: Option<String>,
     /// A cloud whose route (HAProxy) brings it no WAL: it gets WAL only
@@ -263,6 +271,9 @@ impl World {
             fenced_agent: None,
             site_down: 0,
             lease_races: 0,
+            site_sync: None,
+            site_sync_rev: 0,
+            sync_rewrite: None,
             replay_stalled: None,
             route_lost: None,
         };
@@ -1018,25 +1029,48 @@ impl World {
             if let (Some(holder), true) = (&self.site_holder, quorum) {
                 out.push_str(&format!("primary {{\"cloud\":\"{holder}\"}}\nremaining 25\n"));
             }
+            if let (Some(record), true) = (&self.site_sync, quorum) {
+                out.push_str(&format!("sync {record}\n"));
+            }
+            match self.sync_rewrite.take() {
+                Some((0, record)) => {
+                    self.site_sync = Some(record);
+                    self.site_sync_rev += 1;
+                }
+                Some((n, record)) => self.sync_rewrite = Some((n - 1, record)),
+                None => {}
+            }
             return Some(Ok(("read the site lease".into(), out)));
         }
+        let primary_rev = if self.site_holder.is_some() { 7 } else { 0 };
+        // A take as built from each revision of the record up to now (all
+        // but the last are stale), plain or judged.
+        let sync_rev = self.site_sync_rev;
+        let design = &d;
+        let takes = |cloud: &str| {
+            let cloud = cloud.to_string();
+            (0..=sync_rev).flat_map(move |sync| {
+                let revisions = site::Revisions {
+                    primary: primary_rev,
+                    sync,
+                };
+                [false, true].map(|judged| {
+                    let script = site::take_script(design, &cloud, site.ttl, revisions, judged);
+                    (script, judged && sync != sync_rev)
+                })
+            })
+        };
         let writes = [site::revision_script(&d)]
             .into_iter()
             .chain(d.clouds.iter().flat_map(|c| {
                 let mut w = vec![site::renew_script(&d, &c.name)];
                 w.extend(d.clouds.iter().map(|t| site::handover_script(&d, &c.name, &t.name)));
-                w.push(site::take_script(
-                    &d,
-                    &c.name,
-                    site.ttl,
-                    self.site_holder.as_ref().map(|_| 7),
-                ));
+                w.extend(takes(&c.name).map(|(s, _)| s));
                 w
             }));
         if !quorum && writes.into_iter().any(|w| w == script) {
             return Some(Err("context deadline exceeded: the site members have no quorum".into()));
         }
-        let revision = if self.site_holder.is_some() { Some(7) } else { None };
         for from in &d.clouds {
             for to in &d.clouds {
                 if script == site::handover_script(&d, &from.name, &to.name) {
@@ -1054,7 +1088,7 @@ impl World {
         if script == site::revision_script(&d) {
             return Some(Ok((
                 "read the lease revision".into(),
-                format!("{}\n", revision.unwrap_or(0)),
+                format!("primary {primary_rev}\nsync {}\n", self.site_sync_rev),
             )));
         }
         for c in &d.clouds {
@@ -1065,18 +1099,25 @@ impl World {
                     if held { "renewed\n" } else { "not held\n" }.into(),
                 )));
             }
-            if script == site::take_script(&d, &c.name, site.ttl, revision) {
-                if self.lease_races > 0 {
-                    self.lease_races -= 1;
-                    return Some(Ok((
-                        format!("{} loses the race for the site lease", c.name),
-                        "moved\n".into(),
-                    )));
-                }
-                self.site_holder = Some(c.name.clone());
-                self.handover = None;
-                return Some(Ok((format!("{} takes the site lease", c.name), "taken\n".into())));
+            let Some((_, stale)) = takes(&c.name).find(|(s, _)| *s == script) else {
+                continue;
+            };
+            if stale {
+                return Some(Ok((
+                    format!("{} loses the take: the replication record changed", c.name),
+                    "moved\n".into(),
+                )));
             }
+            if self.lease_races > 0 {
+                self.lease_races -= 1;
+                return Some(Ok((
+                    format!("{} loses the race for the site lease", c.name),
+                    "moved\n".into(),
+                )));
+            }
+            self.site_holder = Some(c.name.clone());
+            self.handover = None;
+            return Some(Ok((format!("{} takes the site lease", c.name), "taken\n".into())));
         }
         None
     }
@@ -1673,10 +1714,11 @@ mod pins {
     fn the_commands_safety_rests_on_are_pinned() {
         let d = super::Sim::new(&super::with_site_lease()).design();
         let pinned = [
-        (site::take_script(&d, "dc2", 30, None), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\ncreate(\"/pgha-site/sim/primary\") = \"0\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
-        (site::take_script(&d, "dc2", 30, Some(7)), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\nmod(\"/pgha-site/sim/primary\") = \"7\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
+        (site::take_script(&d, "dc2", 30, site::Revisions::default(), false), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\ncreate(\"/pgha-site/sim/primary\") = \"0\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
+        (site::take_script(&d, "dc2", 30, site::Revisions { primary: 7, sync: 0 }, false), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\nmod(\"/pgha-site/sim/primary\") = \"7\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
+        (site::take_script(&d, "dc2", 30, site::Revisions { primary: 7, sync: 4 }, true), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nid=$(e lease grant 30 | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n[ -n \"$id\" ] || { echo 'the sites granted no lease: no quorum among the site members' >&2; exit 1; }\nif e txn <<EOF | head -1 | grep -qx SUCCESS\nmod(\"/pgha-site/sim/primary\") = \"7\"\nmod(\"/pgha-site/sim/sync\") = \"4\"\n\nput /pgha-site/sim/primary \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\" --lease=$id\nput /pgha-site/sim/last \"{\\\"by\\\":\\\"pgha\\\",\\\"cloud\\\":\\\"dc2\\\"}\"\n\n\nEOF\nthen echo taken\nelse e lease revoke \"$id\" >/dev/null 2>&1; echo moved\nfi\n"),
         (site::read_script(&d), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\ne endpoint health 2>&1 | sed -n 's/^\\(https:[^ ]*\\) is \\(healthy\\|unhealthy\\).*/health \\1 \\2/p'\nv=$(e get /pgha-site/sim/primary --print-value-only) || exit 1\n[ -n \"$v\" ] && printf 'primary %s\\n' \"$v\"\nl=$(e get /pgha-site/sim/primary -w fields | sed -n 's/^\"Lease\" : //p')\nif [ -n \"$l\" ] && [ \"$l\" != 0 ]; then\ne lease timetolive \"$(printf '%x' \"$l\")\" | sed -n 's/.*remaining(\\(-*[0-9]*\\)s).*/remaining \\1/p'\nfi\nw=$(e get /pgha-site/sim/last --print-value-only)\n[ -n \"$w\" ] && printf 'last %s\\n' \"$w\"\ny=$(e get /pgha-site/sim/sync --print-value-only) || exit 1\n[ -n \"$y\" ] && printf 'sync %s\\n' \"$y\"\nexit 0\n"),
-        (site::revision_script(&d), "ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s get /pgha-site/sim/primary -w fields | sed -n 's/^\"ModRevision\" : //p' | head -1 | grep . || echo 0\n"),
+        (site::revision_script(&d), "e() { ETCDCTL_API=3 etcdctl --endpoints=https://10.0.1.1:2479,https://10.0.2.1:2479,https://10.0.3.1:2479 --cacert=/etc/pgha/tls/ca.crt --cert=/etc/pgha/tls/host.crt --key=/etc/pgha/tls/etcd.key --command-timeout=3s \"$@\"; }\nfor k in /pgha-site/sim/primary /pgha-site/sim/sync; do\nf=$(e get \"$k\" -w fields) || exit 1\nr=$(printf '%s\\n' \"$f\" | sed -n 's/^\"ModRevision\" : //p' | head -1)\nprintf '%s %s\\n' \"${k##*/}\" \"${r:-0}\"\ndone\n"),
         (site::armed_script(), "[ -f /var/lib/pgha/site-armed ] && echo armed || true\n"),
         (patroni::patch_config_script(8008, &[("standby_cluster".into(), "null".into()), ("synchronous_mode".into(), "false".into())]).unwrap(), "python3 - '{\"standby_cluster\":null,\"synchronous_mode\":false}' <<'PGHA_REST'\nimport base64, ssl, sys, urllib.error, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\"); context.load_cert_chain(\"/etc/pgha/tls/host.crt\", \"/etc/pgha/tls/postgres.key\")\ndef call(method, path, body=None, timeout=10):\n    headers = {\"Authorization\": \"Basic \" + token}\n    if body is not None:\n        headers[\"Content-Type\"] = \"application/json\"\n        body = body.encode()\n    request = urllib.request.Request(\"https://127.0.0.1:8008\" + path, data=body, method=method, headers=headers)\n    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()\ncall(\"PATCH\", \"/config\", sys.argv[1])\nPGHA_REST"),
         (patroni::switchover_script(8008, "dc2-pg1", "dc2-pg2"), "python3 - '{\"candidate\":\"dc2-pg2\",\"leader\":\"dc2-pg1\"}' <<'PGHA_REST'\nimport base64, ssl, sys, urllib.error, urllib.request, yaml\nauth = yaml.safe_load(open(\"/etc/patroni/config.yml\"))[\"restapi\"][\"authentication\"]\ntoken = base64.b64encode((\"%s:%s\" % (auth[\"username\"], auth[\"password\"])).encode()).decode()\ncontext = ssl.create_default_context(cafile=\"/etc/pgha/tls/ca.crt\"); context.load_cert_chain(\"/etc/pgha/tls/host.crt\", \"/etc/pgha/tls/postgres.key\")\ndef call(method, path, body=None, timeout=10):\n    headers = {\"Authorization\": \"Basic \" + token}\n    if body is not None:\n        headers[\"Content-Type\"] = \"application/json\"\n        body = body.encode()\n    request = urllib.request.Request(\"https://127.0.0.1:8008\" + path, data=body, method=method, headers=headers)\n    return urllib.request.urlopen(request, timeout=timeout, context=context).read().decode()\ntry:\n    print(call(\"POST\", \"/switchover\", sys.argv[1], timeout=60))\nexcept urllib.error.HTTPError as e:\n    sys.exit(\"Patroni did not switch over (%s): %s\" % (e.code, e.read().decode(errors=\"replace\").strip()))\nexcept Exception as e:\n    sys.exit(\"no answer from Patroni (%s): whether the switchover happened is not known\" % e)\nPGHA_REST"),

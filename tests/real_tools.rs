@@ -259,8 +259,8 @@ fn site_agent_decides_and_reads_its_settings() {
     }
 }
 
-/// The site fence's decision, every branch, run by `sh` (dash, as on the
-/// hosts) from the rendered script (the example's ttl is 30: bound 15 s).
+/// The site fence's decision, every branch, run by `bash` (as on the hosts)
+/// from the rendered script (the example's ttl is 30: bound 15 s).
 #[test]
 fn site_fence_decides_from_the_last_renewal() {
     let (_dir, files) = rendered(DEBIAN12);
@@ -268,7 +268,7 @@ fn site_fence_decides_from_the_last_renewal() {
     let text = std::fs::read_to_string(&fence).unwrap();
     assert!(text.contains("\nBOUND=15\n"), "{text}");
     let decide = |args: &[&str]| {
-        let out = Command::new("sh")
+        let out = Command::new("bash")
             .arg(&fence)
             .arg("--decide")
             .args(args)
@@ -305,6 +305,33 @@ fn site_fence_decides_from_the_last_renewal() {
         decide(&["1", "1", "100", "1e9", ""]),
         "fence unknown",
         "not a plain number"
+    );
+    for since in ["", "10"] {
+        assert_eq!(
+            decide(&["1", "1", "100", "99999999999999999999", since]),
+            "fence unknown",
+            "too long for the shell's arithmetic: the future"
+        );
+    }
+    assert_eq!(
+        decide(&["1", "1", "100", "0", ""]),
+        "fence unknown",
+        "no start, a zero stamp"
+    );
+    assert_eq!(
+        decide(&["1", "1", "100.25", "85.2", "10"]),
+        "fence 15.1",
+        "rounded to a tenth"
+    );
+    assert_eq!(
+        decide(&["1", "1", "100", "100.5", ""]),
+        "hold",
+        "within the clock's second"
+    );
+    assert_eq!(
+        decide(&["1", "1", "1e2", "95", ""]),
+        "fence unknown",
+        "the clock unreadable"
     );
 }
 

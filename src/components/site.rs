@@ -90,7 +90,7 @@ pub(crate) const FENCE: FileSpec = FileSpec {
     group: "root",
     mode: 0o755,
     service: FENCE_SERVICE,
-    check: Some("sh -n"),
+    check: Some("bash -n"),
 };
 
 pub(crate) const FENCE_UNIT: FileSpec = FileSpec {
@@ -313,22 +313,40 @@ exit 0\n"
     )
 }
 
+/// The mod revisions of the lease key and of the replication record (0:
+/// absent), read before what a take judges: a transaction that compares
+/// them holds only if neither changed since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Revisions {
+    pub primary: u64,
+    pub sync: u64,
+}
+
 /// Gives the lease to `cloud`: a new lease of `ttl` seconds, put in one
-/// transaction that holds only if the key is as it was read (`revision`:
-/// its mod revision, `None`: absent). Prints `taken` or `moved` (someone
-/// changed it meanwhile). Cloud names are validated names; the JSON is
-/// Go-quoted for etcdctl's transaction syntax and checked plain here.
-pub(crate) fn take_script(design: &Design, cloud: &str, ttl: u32, revision: Option<u64>) -> String {
+/// transaction that holds only if the key is as it was read (`revisions`;
+/// with `judged`, the replication record too: what the flip judged is what
+/// the old primary cloud left). Prints `taken` or `moved` (someone changed
+/// it meanwhile). Cloud names are validated names; the JSON is Go-quoted
+/// for etcdctl's transaction syntax and checked plain here.
+pub(crate) fn take_script(design: &Design, cloud: &str, ttl: u32, revisions: Revisions, judged: bool) -> String {
     let e = etcd::etcdctl_at(&endpoints(design));
     let key = primary_key(&design.platform.name);
     let last = last_key(&design.platform.name);
     let value = serde_json::json!({"cloud": cloud, "by": "pgha"}).to_string();
     assert!(!value.contains(['$', '`', '\\', '\n']), "the lease value is plain");
     let quoted = format!("\"{}\"", value.replace('"', "\\\""));
-    let compare = match revision {
-        Some(r) => format!("mod(\"{key}\") = \"{r}\""),
-        None => format!("create(\"{key}\") = \"0\""),
+    let mut compare = match revisions.primary {
+        0 => format!("create(\"{key}\") = \"0\""),
+        r => format!("mod(\"{key}\") = \"{r}\""),
     };
+    if judged {
+        // An absent key's mod revision compares as 0.
+        compare.push_str(&format!(
+            "\nmod(\"{}\") = \"{}\"",
+            sync_key(&design.platform.name),
+            revisions.sync
+        ));
+    }
     format!(
         "e() {{ {e} \"$@\"; }}\n\
 id=$(e lease grant {ttl} | sed -n 's/^lease \\([0-9a-f]*\\) granted.*/\\1/p')\n\
@@ -408,11 +426,37 @@ fi\n",
     )
 }
 
-/// The key's mod revision (0: absent), for [`take_script`].
+/// The [`Revisions`] for [`take_script`]: lines `primary REV` and `sync
+/// REV`; fails when etcd does not answer.
 pub(crate) fn revision_script(design: &Design) -> String {
     let e = etcd::etcdctl_at(&endpoints(design));
     let key = primary_key(&design.platform.name);
-    format!("{e} get {key} -w fields | sed -n 's/^\"ModRevision\" : //p' | head -1 | grep . || echo 0\n")
+    let sync = sync_key(&design.platform.name);
+    format!(
+        "e() {{ {e} \"$@\"; }}\n\
+for k in {key} {sync}; do\n\
+  f=$(e get \"$k\" -w fields) || exit 1\n\
+  r=$(printf '%s\\n' \"$f\" | sed -n 's/^\"ModRevision\" : //p' | head -1)\n\
+  printf '%s %s\\n' \"${{k##*/}}\" \"${{r:-0}}\"\n\
+done\n"
+    )
+}
+
+/// Reads [`revision_script`]'s lines; a line missing or not a number does
+/// not read (a guess could let a take pass over a change).
+pub(crate) fn parse_revisions(out: &str) -> Option<Revisions> {
+    let mut found = (None, None);
+    for line in out.lines() {
+        match line.split_once(' ') {
+            Some(("primary", r)) => found.0 = Some(r.trim().parse().ok()?),
+            Some(("sync", r)) => found.1 = Some(r.trim().parse().ok()?),
+            _ => {}
+        }
+    }
+    Some(Revisions {
+        primary: found.0?,
+        sync: found.1?,
+    })
 }
 
 /// What the site said.
@@ -549,6 +593,17 @@ pub(crate) fn parse_read(out: &str) -> SiteState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revisions_read_only_when_both_are_numbers() {
+        assert_eq!(
+            parse_revisions("primary 7\nsync 0\n"),
+            Some(Revisions { primary: 7, sync: 0 })
+        );
+        for out in ["primary 7\n", "primary 7\nsync x\n", "", "sync 3\nprimary -1\n"] {
+            assert_eq!(parse_revisions(out), None, "{out:?}");
+        }
+    }
 
     #[test]
     fn the_replication_record_is_read_and_judged() {

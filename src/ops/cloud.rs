@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::wal::{self, WalPos};
 use crate::components::systemd::{self, Verb};
-use crate::components::{glb as glb_component, haproxy, patroni};
+use crate::components::{glb as glb_component, haproxy, patroni, site};
 use crate::design::{edit, Cloud, CloudStatus, Design};
 use crate::engine;
 use crate::engine::report::Recorder;
@@ -220,7 +220,7 @@ fn make_primary_steps(
                         "site: mark {}'s lease as handed over to {name} (for {} s): from now no member of {} \
                          is promoted, not even by its agent resuming after a fence",
                         old.name,
-                        crate::components::site::HANDOVER_SECS,
+                        site::HANDOVER_SECS,
                         old.name
                     ),
                     FlipAction::HandOver {
@@ -519,6 +519,7 @@ impl<'a> engine::Command for FlipRun<'a> {
             demoted: std::sync::Mutex::new(None),
             caught_up: std::sync::Mutex::new(None),
             lease_taken: std::sync::Mutex::new(None),
+            sync_judged: std::sync::Mutex::new(None),
         };
         if !resuming {
             for s in plan {
@@ -581,6 +582,17 @@ struct Runner<'a> {
     /// When this run took the site lease: the promotion's first renewal
     /// waits its turn.
     lease_taken: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// What this run concluded from the old primary cloud's replication
+    /// record: the take of the lease holds it to that.
+    sync_judged: std::sync::Mutex<Option<SyncJudged>>,
+}
+
+#[derive(Clone)]
+struct SyncJudged {
+    old: String,
+    /// The new cloud's standby leader's position when it was judged.
+    at: u64,
+    verdict: site::SyncVerdict,
 }
 
 impl Runner<'_> {
@@ -620,7 +632,13 @@ impl Runner<'_> {
             FlipAction::CheckNoDataLoss { new } => self.check_no_data_loss(new).await,
             FlipAction::CheckSynchronous { new, old } => self.check_synchronous(new, old).await,
             FlipAction::TakeLease { cloud, demoted } => {
-                if super::site::take(self.fleet, cloud, *demoted, self.force).await? {
+                let judged = self.sync_judged.lock().expect("not poisoned").clone();
+                let judge = |s: &site::SiteState| match &judged {
+                    Some(j) => self.judge_again(cloud, j, s),
+                    None => Ok(()),
+                };
+                let judge = judged.is_some().then_some(&judge as super::site::Judge<'_>);
+                if super::site::take(self.fleet, cloud, *demoted, self.force, judge).await? {
                     *self.lease_taken.lock().expect("not poisoned") = Some(tokio::time::Instant::now());
                 }
                 Ok(())
@@ -1076,13 +1094,42 @@ impl Runner<'_> {
     /// With the site lease and the old primary cloud unreachable: the
     /// record its master's agent kept says whether `new` confirmed every
     /// commit (synchronous), or since which position it may lack some.
+    /// The take of the lease judges the record again (it may have changed
+    /// while the old lease ran out): see [`Self::judge_again`].
     async fn check_synchronous(&self, new: &str, old: &str) -> anyhow::Result<()> {
-        use crate::components::site::{sync_verdict, SyncVerdict};
         let state = super::site::read(self.fleet, Some(new)).await?;
         let (_, pos) = self.standby_leader_position(self.cloud(new)?).await?;
-        match sync_verdict(&state, old, new, pos.lsn) {
+        let verdict = site::sync_verdict(&state, old, new, pos.lsn);
+        self.accept(new, old, &verdict)?;
+        *self.sync_judged.lock().expect("not poisoned") = Some(SyncJudged {
+            old: old.to_string(),
+            at: pos.lsn,
+            verdict,
+        });
+        Ok(())
+    }
+
+    /// The record as the take of the lease reads it, against the new
+    /// cloud's position read before (it only grows): quiet when the
+    /// verdict stands, judged afresh when the old primary cloud's agent
+    /// rewrote it meanwhile.
+    fn judge_again(&self, new: &str, judged: &SyncJudged, state: &site::SiteState) -> anyhow::Result<()> {
+        let verdict = site::sync_verdict(state, &judged.old, new, judged.at);
+        if verdict == judged.verdict {
+            return Ok(());
+        }
+        ui::progress::note(format!(
+            "{}'s record of its replication changed while {new} waited for the site lease",
+            judged.old
+        ));
+        self.accept(new, &judged.old, &verdict)
+    }
+
+    fn accept(&self, new: &str, old: &str, verdict: &site::SyncVerdict) -> anyhow::Result<()> {
+        use site::SyncVerdict;
+        match verdict {
             SyncVerdict::NothingLost(why) | SyncVerdict::Tail(why) => {
-                ui::progress::note(why);
+                ui::progress::note(why.clone());
                 Ok(())
             }
             SyncVerdict::Lost(why) if self.force => {

@@ -368,7 +368,7 @@ async fn with_the_site_lease_a_planned_flip_moves_it_before_promoting() {
 #[tokio::test(start_paused = true)]
 async fn a_flip_onto_hosts_without_the_site_gate_is_refused_before_any_change() {
     let sim = Sim::new(&crate::testkit::with_site_lease());
-    let unit = crate::components::site::GATE_UNIT.path;
+    let unit = site::GATE_UNIT.path;
     let kept = sim.world().hosts["dc2-pg2"].files[unit].clone();
     sim.world().hosts.get_mut("dc2-pg2").unwrap().files.remove(unit);
     let e = flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err().to_string();
@@ -432,6 +432,55 @@ async fn a_lease_still_renewed_by_an_unreachable_cloud_stops_the_promotion_unles
         .unwrap();
     assert_eq!(sim.world().site_holder.as_deref(), Some("dc2"));
     assert_eq!(sim.world().writable_masters(), ["dc2-pg1"]);
+}
+
+/// Issue 29: while a flip waits for the lost primary cloud's lease to run
+/// out, that cloud's agent may still rewrite its replication record
+/// (asynchronous since a position the new cloud lacks, then commits alone).
+/// The take judges the record it stands on: one rewritten after the check
+/// refuses the promotion, and so does one rewritten between the take's read
+/// and its transaction (the transaction compares the record's revision;
+/// the take tries again and reads it).
+#[tokio::test(start_paused = true)]
+async fn a_record_rewritten_before_the_take_is_judged_again() {
+    let lease = crate::testkit::with_site_lease() + "site: {synchronous: true}\n";
+    // Reads of the lease: the flip's first look, the check, the take's.
+    for (reads, changed) in [(1, false), (2, true)] {
+        let mut sim = Sim::new(&lease);
+        sim.lose_cloud("dc1");
+        let at = sim.world().hosts["dc2-pg1"].lsn;
+        {
+            let mut w = sim.world();
+            // dc1's lease ran out; its record said dc2 confirmed every commit.
+            w.site_holder = None;
+            w.site_sync = Some(format!(
+                r#"{{"cloud": "dc1", "mode": "sync", "partner": "dc2", "lsn": {at}, "why": "dc2 streams"}}"#
+            ));
+            w.site_sync_rev = 3;
+            w.sync_rewrite = Some((
+                reads,
+                format!(
+                    r#"{{"cloud": "dc1", "mode": "async", "lsn": {}, "why": "dc2 stopped confirming"}}"#,
+                    at + 0x1000
+                ),
+            ));
+        }
+        let e = format!("{:#}", flip(&sim, "dc2", Flip::MakePrimary).await.unwrap_err());
+        assert!(
+            e.contains("would lose acknowledged commits") && e.contains("dc2 stopped confirming"),
+            "after {reads} reads: {e}"
+        );
+        let w = sim.world();
+        assert_eq!(
+            w.log.iter().any(|c| c.what.contains("the replication record changed")),
+            changed,
+            "{:#?}",
+            w.log
+        );
+        assert!(w.writable_masters().is_empty(), "{:?}", w.writable_masters());
+        assert!(!w.log.iter().any(|c| c.what.contains("promote")), "{:#?}", w.log);
+        assert_eq!(w.site_holder, None);
+    }
 }
 
 /// Issue 22: a host of the demoted cloud whose every call hangs (its

@@ -123,16 +123,39 @@ pub(crate) async fn hand_over(fleet: &Fleet, from: &str, to: &str) -> anyhow::Re
     bail!("the site lease kept changing while pgha marked it as handed over to {to}; nothing was demoted")
 }
 
+/// What a flip checks of the site's replication record (issue 29) just
+/// before it takes the lease: the record is read after the revisions the
+/// take compares, so the one judged is the one the old primary cloud left.
+pub(crate) type Judge<'a> = &'a (dyn Fn(&SiteState) -> anyhow::Result<()> + Sync);
+
 /// `cloud` takes the site lease: at once from a holder pgha just demoted
-/// (`demoted`) or with `force`, else once the lease expired. `Ok(true)` when
-/// this call wrote it, `Ok(false)` when `cloud` held it already (or there is
-/// no site lease).
-pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool) -> anyhow::Result<bool> {
+/// (`demoted`) or with `force`, else once the lease expired. With `judge`,
+/// the replication record the take would stand on must pass it, and the
+/// take holds only if the record did not change since. `Ok(true)` when
+/// this call wrote it, `Ok(false)` when `cloud` held it already (or there
+/// is no site lease).
+pub(crate) async fn take(
+    fleet: &Fleet,
+    cloud: &str,
+    demoted: bool,
+    force: bool,
+    judge: Option<Judge<'_>>,
+) -> anyhow::Result<bool> {
     let d: &Design = &fleet.design;
     let Some(s) = &d.site else { return Ok(false) };
     let deadline = Instant::now() + Duration::from_secs(u64::from(s.ttl) + 10);
     let mut told = false;
     loop {
+        // The revisions before what is judged (the holder, the record): a
+        // change after them fails the transaction. Its error waits for the
+        // members' health, which says why.
+        let revisions = on_a_member(
+            fleet,
+            Some(cloud),
+            "reading the site's revisions",
+            &site::revision_script(d),
+        )
+        .await;
         let state = read(fleet, Some(cloud)).await?;
         let healthy = state.members.iter().filter(|(_, ok)| *ok).count();
         if healthy * 2 <= d.site_members().len() {
@@ -165,17 +188,30 @@ pub(crate) async fn take(fleet: &Fleet, cloud: &str, demoted: bool, force: bool)
                 continue;
             }
         }
-        let rev = on_a_member(fleet, Some(cloud), "reading the site lease", &site::revision_script(d)).await?;
-        let rev: u64 = rev.trim().parse().unwrap_or(0);
-        let script = site::take_script(d, cloud, s.ttl, (rev > 0).then_some(rev));
-        let out = on_a_member(fleet, Some(cloud), "taking the site lease", &script).await?;
-        if out.trim() == "taken" {
-            return Ok(true);
+        let late = Instant::now() >= deadline;
+        match revisions.map(|out| site::parse_revisions(&out).ok_or(out)) {
+            Ok(Ok(revisions)) => {
+                if let Some(judge) = judge {
+                    judge(&state)?;
+                }
+                let script = site::take_script(d, cloud, s.ttl, revisions, judge.is_some());
+                let out = on_a_member(fleet, Some(cloud), "taking the site lease", &script).await?;
+                if out.trim() == "taken" {
+                    return Ok(true);
+                }
+                if late {
+                    bail!("the site lease kept changing while {cloud} took it; nothing was promoted");
+                }
+                // Another writer moved it between the read and the transaction.
+            }
+            Ok(Err(out)) if late => bail!(
+                "the site's revisions do not read: {:?}; nothing was promoted",
+                out.trim()
+            ),
+            Err(e) if late => return Err(e.context("nothing was promoted")),
+            // Revisions that did not read are read again, as after a lost race.
+            Ok(Err(_)) | Err(_) => {}
         }
-        if Instant::now() >= deadline {
-            bail!("the site lease kept changing while {cloud} took it; nothing was promoted");
-        }
-        // Another writer moved it between the read and the transaction.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

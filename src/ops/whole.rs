@@ -184,7 +184,7 @@ pub(crate) async fn switch(fleet: &Fleet, cloud: &Cloud, pause: bool) -> anyhow:
 pub(crate) async fn start_leader(fleet: &Fleet, primary: &Cloud, leader: &str) -> anyhow::Result<()> {
     let d = &fleet.design;
     if d.site.is_some() {
-        super::site::take(fleet, &primary.name, false, false).await?;
+        super::site::take(fleet, &primary.name, false, false, None).await?;
         // A whole ttl from now: a Patroni that promotes (the data stopped
         // as a primary) asks for the lease in its pre_promote, and the
         // agents that would renew it are stopped until the master runs.

@@ -79,6 +79,22 @@ pub(super) fn build_site(
             "how long a commit waits for another cloud before the master goes on without it (default 10)",
         );
     }
+    // A commit first seen waiting counts from the agent's previous look, up
+    // to a loop (ttl/10) before it began to wait.
+    if site.synchronous && site.synchronous_timeout <= (site.ttl / 10).max(1) {
+        cx.warn(
+            root,
+            "site.synchronous_timeout",
+            format!(
+                "synchronous_timeout {} is not longer than the site agent's loop ({} s, a tenth of the ttl): \
+                 a commit may count as waiting a loop longer than it did, and the master go on asynchronously \
+                 after a short wait",
+                site.synchronous_timeout,
+                (site.ttl / 10).max(1)
+            ),
+            "raise synchronous_timeout above a tenth of the ttl, or lower the ttl",
+        );
+    }
     if raw.synchronous_timeout.is_some() && !site.synchronous {
         cx.warn(
             root,

@@ -994,7 +994,18 @@ fn synchronous_sites_leave_synchronous_standby_names_to_the_agent() {
         warned.iter().any(|p| p.field == "site.synchronous_timeout"),
         "{warned:?}"
     );
+    let slow = warnings(&format!("{BASE}{w}{sync}  ttl: 120\n"));
+    assert!(
+        slow.iter()
+            .any(|p| p.field == "site.synchronous_timeout" && p.message.contains("the site agent's loop (12 s")),
+        "{slow:?}"
+    );
     let l = load(&format!("{BASE}{w}{sync}")).unwrap();
+    assert!(
+        l.warnings.iter().all(|p| p.field != "site.synchronous_timeout"),
+        "{:?}",
+        l.warnings
+    );
     let site = l.design.site.as_ref().unwrap();
     assert!(site.synchronous);
     assert_eq!(site.synchronous_timeout, 10);
