@@ -277,62 +277,46 @@ fn site_fence_decides_from_the_last_renewal() {
         assert!(out.status.success(), "{}", common::stderr(&out));
         common::stdout(&out).trim().to_string()
     };
-    // armed, primary, now, last renewal, the fence's first start
-    assert_eq!(decide(&["0", "1", "100", "", ""]), "hold", "never armed: no site yet");
-    assert_eq!(decide(&["1", "0", "100", "", ""]), "hold", "not a primary");
-    assert_eq!(decide(&["1", "1", "100", "95.5", "10"]), "hold", "renewed 4.5 s ago");
-    assert_eq!(decide(&["1", "1", "100", "85", "10"]), "fence 15.0", "renewed 15 s ago");
-    assert_eq!(decide(&["1", "1", "100", "85.5", "10"]), "hold", "renewed 14.5 s ago");
-    assert_eq!(decide(&["1", "1", "100", "", "10"]), "fence 90.0", "never stamped");
-    assert_eq!(
-        decide(&["1", "1", "100", "", "95"]),
-        "hold",
-        "never stamped, fence started 5 s ago"
-    );
-    assert_eq!(
-        decide(&["1", "1", "100", "50", "95"]),
-        "hold",
-        "old stamp, fence started 5 s ago"
-    );
-    assert_eq!(decide(&["1", "1", "100", "garbage", ""]), "fence unknown", "unreadable");
-    assert_eq!(decide(&["1", "1", "100", "", ""]), "fence unknown", "nothing known");
-    assert_eq!(
-        decide(&["1", "1", "100", "150", ""]),
-        "fence unknown",
-        "a renewal in the future"
-    );
-    assert_eq!(
-        decide(&["1", "1", "100", "1e9", ""]),
-        "fence unknown",
-        "not a plain number"
-    );
-    for since in ["", "10"] {
-        assert_eq!(
-            decide(&["1", "1", "100", "99999999999999999999", since]),
+    // armed, primary, now, last renewal, the fence's first start; verdict; why
+    let cases = [
+        (["0", "1", "100", "", ""], "hold", "never armed: no site yet"),
+        (["1", "0", "100", "", ""], "hold", "not a primary"),
+        (["1", "1", "100", "95.5", "10"], "hold", "renewed 4.5 s ago"),
+        (["1", "1", "100", "85", "10"], "fence 15.0", "renewed 15 s ago"),
+        (["1", "1", "100", "85.5", "10"], "hold", "renewed 14.5 s ago"),
+        (["1", "1", "100", "", "10"], "fence 90.0", "never stamped"),
+        (
+            ["1", "1", "100", "", "95"],
+            "hold",
+            "never stamped, fence started 5 s ago",
+        ),
+        (
+            ["1", "1", "100", "50", "95"],
+            "hold",
+            "old stamp, fence started 5 s ago",
+        ),
+        (["1", "1", "100", "garbage", ""], "fence unknown", "unreadable"),
+        (["1", "1", "100", "", ""], "fence unknown", "nothing known"),
+        (["1", "1", "100", "150", ""], "fence unknown", "a renewal in the future"),
+        (["1", "1", "100", "1e9", ""], "fence unknown", "not a plain number"),
+        (
+            ["1", "1", "100", "99999999999999999999", ""],
             "fence unknown",
-            "too long for the shell's arithmetic: the future"
-        );
+            "too long for the shell's arithmetic: the future",
+        ),
+        (
+            ["1", "1", "100", "99999999999999999999", "10"],
+            "fence unknown",
+            "too long for the shell's arithmetic: the future",
+        ),
+        (["1", "1", "100", "0", ""], "fence unknown", "no start, a zero stamp"),
+        (["1", "1", "100.25", "85.2", "10"], "fence 15.1", "rounded to a tenth"),
+        (["1", "1", "100", "100.5", ""], "hold", "within the clock's second"),
+        (["1", "1", "1e2", "95", ""], "fence unknown", "the clock unreadable"),
+    ];
+    for (args, want, why) in cases {
+        assert_eq!(decide(&args), want, "{why}");
     }
-    assert_eq!(
-        decide(&["1", "1", "100", "0", ""]),
-        "fence unknown",
-        "no start, a zero stamp"
-    );
-    assert_eq!(
-        decide(&["1", "1", "100.25", "85.2", "10"]),
-        "fence 15.1",
-        "rounded to a tenth"
-    );
-    assert_eq!(
-        decide(&["1", "1", "100", "100.5", ""]),
-        "hold",
-        "within the clock's second"
-    );
-    assert_eq!(
-        decide(&["1", "1", "1e2", "95", ""]),
-        "fence unknown",
-        "the clock unreadable"
-    );
 }
 
 /// PostgreSQL's restore_command, run by `sh` (dash, as on the hosts) from
