@@ -105,6 +105,7 @@ fn deploy_end_to_end() {
         return;
     }
     let _one_lab_at_a_time = serial();
+    let phases = common::Phases::start("deploy end to end");
     // Logged in as a user with passwordless sudo, not root (issue 10).
     let lab = TestLab::up(
         "pgha-lab",
@@ -198,6 +199,7 @@ fn deploy_end_to_end() {
     assert!(version[0][0].as_deref().unwrap().starts_with("17."), "{version:?}");
     assert!(lab.ssh_ok(PRIMARY[0], "patroni --version").starts_with("patroni 4.0"));
 
+    phases.done("refusals, lab up and deploy");
     // 1. Through the GLB: the seed's insert, readable on every other host.
     sql(GLB, 5000, &pw, PAUL).unwrap();
     for addr in PRIMARY.iter().chain(&SECONDARY) {
@@ -365,6 +367,7 @@ fn deploy_end_to_end() {
         lab.pgha(&["deploy", "--yes"]).status.success()
     });
 
+    phases.done("steps 1 to 12");
     // 8. A second failover before the last replica followed the first: that
     // replica, still on the old timeline, must not be promoted. It would
     // start "timeline 2" again without the new master's commits (seen in the
@@ -416,14 +419,19 @@ fn deploy_end_to_end() {
     }
     assert_eq!(leader().as_ref(), Some(second));
 
+    phases.done("a second failover");
     security(&lab, &pw);
+    phases.done("security, certs rotate");
     expiring_certificate(&lab);
     etcd_outage(&lab, &pw);
+    phases.done("etcd outage");
     no_silent_session_after_a_stop(&lab, &pw);
     live_parameters(&lab, &pw);
     metrics(&lab);
+    phases.done("sessions, parameters, metrics");
     // Last: it leaves two masters behind.
     split_brain_is_flagged(&lab);
+    phases.done("split brain flagged");
 }
 
 /// HAZARDS #5 (issue 11): a partition between data centers, not a lost one.
@@ -913,6 +921,7 @@ fn deploy_on_bare_hosts_installs_everything() {
         return;
     }
     let _one_lab_at_a_time = serial();
+    let phases = common::Phases::start("deploy on bare hosts");
     // One host per cloud keeps the package downloads small; the path is the same.
     let lab = TestLab::up(
         "pgha-bare",
@@ -935,6 +944,7 @@ fn deploy_on_bare_hosts_installs_everything() {
         lab.ssh_ok("10.76.0.11", "ls -d /etc/postgresql/*/main 2>/dev/null || echo no"),
         "no"
     );
+    phases.done("lab up, deploy, rows");
 }
 
 #[test]
@@ -943,6 +953,7 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
         return;
     }
     let _one_lab_at_a_time = serial();
+    let phases = common::Phases::start("deploy grows a cloud");
     let lab = TestLab::up("pgha-grow", "10.71.0.0/24", &["--clouds", "1", "--no-backup"]);
     // First deploy two of the three hosts.
     let inventory = lab.dir.join("inventories/dc1.yaml");
@@ -1001,9 +1012,12 @@ fn deploy_grows_a_cloud_with_etcd_member_add() {
     let out = lab.pgha(&["deploy", "--yes", "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["changed"], 0, "{report}");
+    phases.done("lab up, two hosts, grown to three");
     maintenance_mode(&lab, &pw);
     manual_failover(&lab, &pw);
+    phases.done("maintenance, manual failover");
     shrink_and_grow(&lab, &pw);
+    phases.done("shrink and grow");
 }
 
 /// Issue 13: dc1 shrinks from 3 hosts to 2 and grows back to 3 under

@@ -596,40 +596,7 @@ fn monitoring(lab: &TestLab) {
     });
     eprintln!("figure: {} dashboard queries, each returned data", exprs.len());
 
-    // A replica of the standby cloud stopped: its Patroni's target is down.
-    let leader = leader_of(lab, "dc2").unwrap();
-    let replica = DC2.iter().copied().find(|h| *h != leader).unwrap();
-    assert!(lab.firing(replica).is_empty(), "{:?}", lab.firing(replica));
-    lab.ssh_ok(&addr(replica), "systemctl stop patroni");
-    let stopped = Instant::now();
-    wait_for(
-        &format!("PghaTargetDown firing for {replica}"),
-        Duration::from_secs(240),
-        || lab.fires(replica, "PghaTargetDown"),
-    );
-    let fired = stopped.elapsed();
-    wait_for("Alertmanager to have it", Duration::from_secs(60), || {
-        let alerts = lab.monitor_api(9093, "/api/v2/alerts", &[]);
-        alerts
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["labels"]["alertname"] == "PghaTargetDown" && a["labels"]["host"] == replica)
-    });
-    lab.ssh_ok(&addr(replica), "systemctl start patroni");
-    let started = Instant::now();
-    wait_for(
-        &format!("{replica}'s alerts to resolve"),
-        Duration::from_secs(180),
-        || lab.firing(replica).is_empty(),
-    );
-    eprintln!(
-        "figure: a replica's Patroni stopped: PghaTargetDown firing after {:.0} s (for: 1m, scrapes 15 s); \
-         resolved {:.0} s after its start",
-        fired.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    slow_alerts(lab, replica);
+    slow_alerts(lab);
 }
 
 /// A WAL record and a segment switch on `host`: its archiver has a
@@ -643,74 +610,116 @@ fn new_segment(host: &str) -> bool {
         .any(|secs| matches!(SITES.ask_inside(host, query, secs), common::partition::Asked::Answer(_)))
 }
 
-/// Two faults whose alerts take over a minute each, planted together so
-/// their waits overlap:
+/// Three faults whose alerts take a minute or more each, planted together
+/// so that their waits overlap (CI time):
+/// - a replica of the standby cloud stopped (its Patroni): its target is
+///   down and `PghaTargetDown` fires, reaching Alertmanager; started
+///   again, its alerts resolve;
 /// - dc1's repository stopped (its pgBackRest server): the master's
 ///   `archive_command` fails and `PghaArchiveFailing` fires; the server
 ///   started again, the next segment is archived and the alert resolves;
-/// - a certificate of `replica` that expires in 10 days, as if no deploy
-///   had renewed it for a year (the lab's CA, the host's own key and
-///   names): the certificate metrics read it from the file within a minute
-///   and `PghaCertificateExpiring` fires; `pgha deploy` of its cloud puts
-///   the design's certificate back and the alert resolves.
-fn slow_alerts(lab: &TestLab, replica: &str) {
+/// - a certificate of dc2's other replica that expires in 10 days, as if
+///   no deploy had renewed it for a year (the lab's CA, the host's own key
+///   and names): the certificate metrics read it from the file within a
+///   minute and `PghaCertificateExpiring` fires; `pgha deploy` of its cloud
+///   puts the design's certificate back and the alert resolves.
+fn slow_alerts(lab: &TestLab) {
+    let leader = leader_of(lab, "dc2").unwrap();
+    let mut replicas = DC2.iter().copied().filter(|h| *h != leader);
+    let (stopped_replica, expiring) = (replicas.next().unwrap(), replicas.next().unwrap());
     let master = leader_of(lab, "dc1").unwrap();
     let repository = format!("{P}.19");
+    for h in [stopped_replica, expiring] {
+        assert!(lab.firing(h).is_empty(), "{h}: {:?}", lab.firing(h));
+    }
     assert!(!lab.fires(&master, "PghaArchiveFailing"));
+    lab.ssh_ok(&addr(stopped_replica), "systemctl stop patroni");
+    let replica_stopped = Instant::now();
     lab.ssh_ok(&repository, "systemctl stop pgbackrest");
-    let stopped = Instant::now();
+    let repository_stopped = Instant::now();
     assert!(new_segment(&master), "no segment switch on {master}");
-    lab.put_host_certificate(&addr(replica), &lab.host_certificate_for_days(replica, 10));
+    lab.put_host_certificate(&addr(expiring), &lab.host_certificate_for_days(expiring, 10));
     let planted = Instant::now();
-    let mut cert_fired = None;
+    let (mut down_fired, mut cert_fired, mut archive_fired) = (None, None, None);
     wait_for(
-        &format!("PghaArchiveFailing firing for {master} and PghaCertificateExpiring for {replica}"),
+        &format!(
+            "PghaTargetDown firing for {stopped_replica}, PghaArchiveFailing for {master} and \
+             PghaCertificateExpiring for {expiring}"
+        ),
         Duration::from_secs(240),
         || {
-            if cert_fired.is_none() && lab.fires(replica, "PghaCertificateExpiring") {
+            if down_fired.is_none() && lab.fires(stopped_replica, "PghaTargetDown") {
+                down_fired = Some(replica_stopped.elapsed());
+            }
+            if cert_fired.is_none() && lab.fires(expiring, "PghaCertificateExpiring") {
                 cert_fired = Some(planted.elapsed());
             }
-            cert_fired.is_some() && lab.fires(&master, "PghaArchiveFailing")
+            if archive_fired.is_none() && lab.fires(&master, "PghaArchiveFailing") {
+                archive_fired = Some(repository_stopped.elapsed());
+            }
+            down_fired.is_some() && cert_fired.is_some() && archive_fired.is_some()
         },
     );
-    let archive_fired = stopped.elapsed();
+    wait_for("Alertmanager to have it", Duration::from_secs(60), || {
+        let alerts = lab.monitor_api(9093, "/api/v2/alerts", &[]);
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "PghaTargetDown" && a["labels"]["host"] == stopped_replica)
+    });
     let failed = SITES.psql_inside(&master, "SELECT failed_count FROM pg_stat_archiver");
+    lab.ssh_ok(&addr(stopped_replica), "systemctl start patroni");
+    let replica_started = Instant::now();
     lab.ssh_ok(&repository, "systemctl start pgbackrest");
     let repaired = Instant::now();
     // Not needed: the archiver tries again within a minute by itself.
     new_segment(&master);
+    let (mut down_resolved, mut archive_resolved) = (None, None);
     wait_for(
-        &format!("PghaArchiveFailing on {master} to resolve"),
-        Duration::from_secs(150),
-        || !lab.fires(&master, "PghaArchiveFailing"),
+        &format!("{stopped_replica}'s alerts and PghaArchiveFailing on {master} to resolve"),
+        Duration::from_secs(180),
+        || {
+            if down_resolved.is_none() && lab.firing(stopped_replica).is_empty() {
+                down_resolved = Some(replica_started.elapsed());
+            }
+            if archive_resolved.is_none() && !lab.fires(&master, "PghaArchiveFailing") {
+                archive_resolved = Some(repaired.elapsed());
+            }
+            down_resolved.is_some() && archive_resolved.is_some()
+        },
+    );
+    eprintln!(
+        "figure: a replica's Patroni stopped: PghaTargetDown firing after {:.0} s (for: 1m, scrapes 15 s); \
+         resolved {:.0} s after its start",
+        down_fired.unwrap().as_secs_f64(),
+        down_resolved.unwrap().as_secs_f64()
     );
     eprintln!(
         "figure: dc1's repository stopped: PghaArchiveFailing firing after {:.0} s ({failed:?} failures; for: 1m, \
          scrapes 15 s); resolved {:.0} s after its start",
-        archive_fired.as_secs_f64(),
-        repaired.elapsed().as_secs_f64()
+        archive_fired.unwrap().as_secs_f64(),
+        archive_resolved.unwrap().as_secs_f64()
     );
-    let host = replica;
-    let fired = cert_fired.unwrap();
     let out = lab.pgha(&["deploy", "--cloud", "dc2", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "deploy: {}", stderr(&out));
     // Its step lines are on stderr.
     let log = stderr(&out);
     assert!(
         log.lines()
-            .any(|l| l.contains(&format!(" {host}: ")) && l.contains("write /etc/pgha/tls/host.crt")),
-        "the deploy did not put {host}'s certificate back:\n{log}"
+            .any(|l| l.contains(&format!(" {expiring}: ")) && l.contains("write /etc/pgha/tls/host.crt")),
+        "the deploy did not put {expiring}'s certificate back:\n{log}"
     );
     let deployed = Instant::now();
     wait_for(
-        &format!("PghaCertificateExpiring on {host} to resolve"),
+        &format!("PghaCertificateExpiring on {expiring} to resolve"),
         Duration::from_secs(150),
-        || !lab.fires(host, "PghaCertificateExpiring"),
+        || !lab.fires(expiring, "PghaCertificateExpiring"),
     );
     eprintln!(
         "figure: a host certificate 10 days from its end: PghaCertificateExpiring firing after {:.0} s \
          (the file read each minute, scrapes 15 s); resolved {:.0} s after `pgha deploy --cloud dc2`",
-        fired.as_secs_f64(),
+        cert_fired.unwrap().as_secs_f64(),
         deployed.elapsed().as_secs_f64()
     );
 }
@@ -720,6 +729,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     if !common::e2e() {
         return;
     }
+    let phases = common::Phases::start("endpoints");
     let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &["--monitor"]);
     // The design `pgha init` writes for these hosts deploys as it is
     // (production timings, not the lab's shorter ones).
@@ -780,12 +790,15 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     std::fs::write(lab.design(), format!("{design}\n{OBJECTS}")).unwrap();
     ok(&lab, &["validate"]);
     ok(&lab, &["deploy", "--yes"]);
+    phases.done("lab up and deploy");
     let report: serde_json::Value =
         serde_json::from_str(&ok(&lab, &["deploy", "--dry-run", "--output", "json"])).unwrap();
     assert_eq!(report["changed"], 0, "{report}");
     let pw = lab.superuser_password();
     objects_after_deploy(&lab, &pw);
+    phases.done("objects");
     monitoring(&lab);
+    phases.done("monitoring");
     wait_vips_on_leaders(&lab);
     v2_keys_refused_to_other_certificates();
     // Each process behind dc1's address killed on its leader: vip-manager
@@ -806,6 +819,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
             || vip_holders()[0] == [leader.as_str()],
         );
     }
+    phases.done("virtual IPs' processes killed");
     // A cloud's string names its virtual IP, verified like any host.
     let dc1 = ok(&lab, &["dsn", "--cloud", "dc1"]).trim().to_string();
     assert!(dc1.contains(&format!("host={},", VIPS[0].1)), "{dc1}");
@@ -890,6 +904,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     // (what, which of VIPS, its start and end on the wall clock, the leader it must reach)
     let mut moves: Vec<(&str, usize, f64, f64, String)> = Vec::new();
 
+    phases.done("connection strings");
     let (t, began) = (Instant::now(), wall());
     ok(&lab, &["switchover", "--yes"]);
     let switched = wall();
@@ -920,6 +935,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     }
     wait_replica_of(&ro, &pw, "dc1");
     changes.push(("replicas stopped and started", t, Instant::now()));
+    phases.done("switchover, replicas stopped");
 
     let t = Instant::now();
     ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
@@ -940,6 +956,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     objects_drift(&lab, &pw);
     changes.push(("the deploy after the flip", t, Instant::now()));
     site_metrics(&lab, "dc2");
+    phases.done("flip, objects after it");
 
     // Last, dc2's master powered off: a replica of dc2 takes over (after
     // Patroni's ttl), the virtual IP follows; powered on, the old master
@@ -974,6 +991,7 @@ fn read_write_and_read_only_endpoints_through_a_switchover_a_fallback_and_a_flip
     // when replicas stop. Its return belongs to the power-off.
     std::thread::sleep(Duration::from_secs(5));
     changes.push(("master power-off", t_kill, Instant::now()));
+    phases.done("master power-off");
 
     stop_r.store(true, Ordering::Relaxed);
     stop_w.store(true, Ordering::Relaxed);

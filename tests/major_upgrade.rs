@@ -77,8 +77,10 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     if !common::e2e() {
         return;
     }
+    let phases = common::Phases::start("major");
     let lab = TestLab::up(SITES.name, &format!("{P}.0/24"), &["--os", "debian13-pg15"]);
     lab.pgha_ok(&["deploy", "--yes"]);
+    phases.done("lab up and deploy");
     let pw = lab.superuser_password();
     let version = SITES.via_glb(&pw, "SHOW server_version");
     assert!(version[0][0].as_deref().unwrap().starts_with("15."), "{version:?}");
@@ -167,6 +169,7 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let w = handle.join().unwrap();
     monitor.finish();
+    phases.done("the upgrade, killed three times");
     eprintln!(
         "figure: PostgreSQL 15 -> 17 major upgrade of 6 database hosts, killed 3 times: {:.0} s; write downtime \
          (longest gap) {:.1} s, {} writes acknowledged",
@@ -230,12 +233,15 @@ fn major_upgrade_15_to_17_killed_three_times_then_backup_restore_recover_and_fli
     lab.pgha_ok(&["restore", "--to", &t, "--yes"]);
     SITES.everywhere(&pw, "after", "100 5050");
     SITES.everywhere(&pw, "company", "50000 1250025000");
+    phases.done("backup and restore");
 
     // recover-node (a full copy of a replica) and a flip, on 17.
     lab.pgha_ok(&["recover-node", "dc1-pg3", "--reclone", "--yes"]);
+    phases.done("recover-node");
     flip_with_the_route_frozen(&lab, &pw);
     SITES.via_glb(&pw, "INSERT INTO after VALUES (202)");
     SITES.everywhere(&pw, "after", "102 5453");
+    phases.done("flip with the route frozen");
 }
 
 /// A planned flip whose new cloud's route to the old master (its standby

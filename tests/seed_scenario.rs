@@ -4,7 +4,14 @@
 //! flip back under write load, and kill / network-cut failovers. A monitor
 //! asks every host from inside its container throughout, and fails the test
 //! if two are ever read-write, or a host that could not be asked might have been.
+//!
+//! Its lab first runs the backup scenario (issue 12, `seed_scenario/backup.rs`):
+//! the same lab (no witness, backups on), brought up and deployed once for
+//! both (CI time). The seed scenario then starts from dc1 made primary again.
 
+// Not at tests/ itself: Cargo would build it as a test of its own.
+#[path = "seed_scenario/backup.rs"]
+mod backup;
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,8 +117,11 @@ fn seed_scenario() {
     }
     // The seed has no witness; backups on, as users deploy (a lost data
     // center takes its repository host with it).
+    let phases = common::Phases::start("seed");
     let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &["--no-witness"]);
-    pgha_ok(&lab, &["deploy", "--yes"]);
+    backup::backups_archive_and_point_in_time_recovery(&lab, &phases);
+    pgha_ok(&lab, &["cloud", "make-primary", "dc1", "--yes"]);
+    phases.done("dc1 primary again");
     let pw = lab.superuser_password();
     let ttl = Duration::from_secs(20); // the lab design's governor ttl
     let failover_limit = ttl + Duration::from_secs(2) + Duration::from_secs(20);
@@ -127,6 +137,7 @@ fn seed_scenario() {
         Duration::from_secs(10),
     );
 
+    phases.done("step 1");
     // 2. Stop the governor on the master: a new one among dc1's other hosts.
     let first = wait_master(&pw, &DC1, Duration::from_secs(5));
     // A clean stop archives every finished segment first (PostgreSQL's
@@ -187,12 +198,14 @@ fn seed_scenario() {
         });
     }
 
+    phases.done("step 2");
     // 3. Stop the new master: the last dc1 host takes over.
     stop_patroni(&lab, &second);
     let last: Vec<&str> = rest.iter().copied().filter(|h| *h != second).collect();
     let third = wait_master(&pw, &last, failover_limit);
     through_glb(&pw, "SELECT count(*) FROM company", failover_limit);
 
+    phases.done("step 3");
     // 4. Stop the last one: nobody is elected, and dc2 stays read-only for 2 x ttl.
     stop_patroni(&lab, &third);
     let until = Instant::now() + 2 * ttl;
@@ -205,6 +218,7 @@ fn seed_scenario() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    phases.done("step 4");
     // 5. The seed's order: make dc1 secondary, then dc2 primary.
     pgha_ok(&lab, &["cloud", "make-secondary", "dc1", "--yes"]);
     pgha_ok(&lab, &["cloud", "make-primary", "dc2", "--yes"]);
@@ -224,6 +238,7 @@ fn seed_scenario() {
     );
 
     eprintln!("dc1's masters in turn: {first}, {second}, {third}");
+    phases.done("step 5");
     // 6. Recover the old primary cloud, the most advanced node first (it
     // becomes dc1's standby leader); data compared row by row.
     for h in [third.as_str(), second.as_str(), first.as_str()] {
@@ -239,6 +254,7 @@ fn seed_scenario() {
         );
     }
 
+    phases.done("step 6");
     // 7. Status shows it; no two masters at any moment so far. (Exit 3, not
     // 4, is allowed: a replica may still be catching up.)
     let out = lab.pgha(&["status", "--output", "json"]);
@@ -261,6 +277,7 @@ fn seed_scenario() {
     );
     assert_eq!(status["glb"]["routes_to_cloud"], "dc2", "{status}");
 
+    phases.done("step 7");
     // 8. Planned flip back with both clouds healthy, under writes every 100 ms.
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -351,6 +368,7 @@ fn seed_scenario() {
         "acknowledged writes lost in the planned flip: {lost:?}"
     );
 
+    phases.done("step 8");
     // 9a. A master killed outright: a new master in dc1; the old one, back, is read-only.
     let master = wait_master(&pw, &DC1, Duration::from_secs(10));
     assert!(monitor.around(|| lab.lab(&["kill", &master])).status.success());
@@ -377,6 +395,7 @@ fn seed_scenario() {
     );
     only_master(&pw, &after_cut);
 
+    phases.done("step 9");
     // 10. Losing the whole primary data center: dc1 powered off, dc2 promoted,
     // the GLB repointed, dc1's change recorded for when it returns.
     wait_master(&pw, &DC1, Duration::from_secs(30));
@@ -393,6 +412,7 @@ fn seed_scenario() {
     let state = std::fs::read_to_string(lab.dir.join("pgha.state.yaml")).unwrap();
     assert!(state.contains("dc1:") && state.contains("standby cluster"), "{state}");
 
+    phases.done("step 10");
     // 11. The lost data center comes back with nobody running pgha: its
     // etcd still says "primary cluster", but the fence run before Patroni
     // sees dc2's master and makes dc1 follow it. No second master, ever.
@@ -440,4 +460,5 @@ fn seed_scenario() {
     assert_eq!(masters(&pw, &DC2).len(), 1);
     // Panics if two hosts took writes at once at any moment, or could have.
     monitor.finish();
+    phases.done("step 11");
 }

@@ -511,13 +511,20 @@ fn check_synchronous_site(cx: &mut Checker, root: &Node, site: &Site, platform: 
         .parameters
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("synchronous_commit"))
-        .filter(|(_, v)| ["off", "local"].contains(&v.to_ascii_lowercase().as_str()))
+        .filter(|(_, v)| ["off", "local", "remote_write"].contains(&v.to_ascii_lowercase().as_str()))
     {
+        // remote_write confirms once the other cloud's OS has the WAL, not
+        // its disk: that host's crash plus the primary cloud's loss loses it.
+        let why = if v.eq_ignore_ascii_case("remote_write") {
+            "before another cloud has written the WAL to its disk"
+        } else {
+            "without waiting for another cloud"
+        };
         cx.error(
             root,
             "platform.parameters.synchronous_commit",
-            format!("synchronous_commit `{v}` confirms commits without waiting for another cloud"),
-            "remove it (PostgreSQL's `on` waits) or leave `site.synchronous` off",
+            format!("synchronous_commit `{v}` confirms commits {why}"),
+            "remove it (PostgreSQL's `on` waits for the other cloud's flush) or leave `site.synchronous` off",
         );
     }
     if platform

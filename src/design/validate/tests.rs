@@ -984,6 +984,16 @@ fn synchronous_sites_leave_synchronous_standby_names_to_the_agent() {
         3,
     );
     assert_error(
+        &with("  parameters: {synchronous_commit: remote_write}\n"),
+        "before another cloud has written the WAL to its disk",
+        "platform.parameters.synchronous_commit",
+        3,
+    );
+    assert!(
+        warnings(&with("  parameters: {synchronous_commit: remote_apply}\n")).is_empty(),
+        "remote_apply waits longer than on"
+    );
+    assert_error(
         &format!("{BASE}{w}{sync}  synchronous_timeout: 2\n"),
         "synchronous_timeout 2 is out of range",
         "site.synchronous_timeout",

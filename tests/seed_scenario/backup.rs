@@ -1,7 +1,8 @@
 //! Issue 12 end to end: backups and point-in-time recovery with pgBackRest,
-//! and a WAL archive the standby cloud uses. One lab (two clouds of three
-//! hosts, the GLB; dc1's repository on a host of its own, dc2's under a
-//! path of its database host dc2-pg1, the small setup), in order:
+//! and a WAL archive the standby cloud uses. On the seed scenario's lab,
+//! before it (two clouds of three hosts, the GLB; dc1's repository on a
+//! host of its own, dc2's under a path of its database host dc2-pg1, the
+//! small setup), in order:
 //!
 //! 1. deploy: the stanza and a first full backup in every repository, a
 //!    second deploy changes nothing, `backup check`, `status` shows them;
@@ -16,20 +17,15 @@
 //!    --to T`: rows A and not B on every host, and a switchover works after;
 //! 6. a flip to dc2, a backup after it, and a recovery to a time after it.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, wait_for, TestLab};
+use crate::common::{stderr, stdout, wait_for, Phases, TestLab};
 
-const P: &str = "10.69.0";
+const P: &str = super::P;
 /// dc2's repository, on dc2-pg1.
 const REPO2: &str = "/var/lib/pgha-repository";
 const HOSTS: [&str; 6] = ["dc1-pg1", "dc1-pg2", "dc1-pg3", "dc2-pg1", "dc2-pg2", "dc2-pg3"];
-const SITES: common::partition::Sites = common::partition::Sites {
-    name: "pgha-bk",
-    prefix: P,
-};
+const SITES: crate::common::partition::Sites = super::SITES;
 
 fn addr(host: &str) -> String {
     let (cloud, n) = host.split_once("-pg").unwrap();
@@ -64,12 +60,9 @@ fn wait_past(pw: &str, t: &str) {
     });
 }
 
-#[test]
-fn backups_archive_and_point_in_time_recovery() {
-    if !common::e2e() {
-        return;
-    }
-    let lab = TestLab::up("pgha-bk", &format!("{P}.0/24"), &["--no-witness"]);
+/// The scenario on a lab just up (`--no-witness`), deployed here. It ends
+/// with dc2 primary.
+pub(crate) fn backups_archive_and_point_in_time_recovery(lab: &TestLab, phases: &Phases) {
     // dc2's repository moves onto its database host dc2-pg1 (the lab's
     // dc2-backup container stays idle).
     let design = std::fs::read_to_string(lab.design()).unwrap();
@@ -83,12 +76,18 @@ fn backups_archive_and_point_in_time_recovery() {
         "figure: deploy with backups (stanza, a full backup into both repositories): {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    phases.done("lab up and deploy");
     let pw = lab.superuser_password();
-    deployed(&lab);
-    replica_from_the_repository(&lab);
-    archiving_failure(&lab, &pw);
-    standby_catches_up_from_the_archive(&lab, &pw);
-    point_in_time_recovery(&lab, &pw, "pitr_a");
+    deployed(lab);
+    phases.done("backups deployed");
+    replica_from_the_repository(lab);
+    phases.done("a replica from the repository");
+    archiving_failure(lab, &pw);
+    phases.done("archiving failure");
+    standby_catches_up_from_the_archive(lab, &pw);
+    phases.done("standby from the archive");
+    point_in_time_recovery(lab, &pw, "pitr_a");
+    phases.done("point-in-time recovery");
     // After a restore the cluster is highly available again.
     lab.pgha_ok(&["switchover", "--yes"]);
     SITES.via_glb(&pw, "INSERT INTO pitr_a VALUES (1000)");
@@ -96,7 +95,8 @@ fn backups_archive_and_point_in_time_recovery() {
     // Archive continuity across a flip: a backup and a recovery after it.
     lab.pgha_ok(&["cloud", "make-primary", "dc2", "--yes"]);
     lab.pgha_ok(&["backup", "--type", "diff", "--yes"]);
-    point_in_time_recovery(&lab, &pw, "pitr_b");
+    point_in_time_recovery(lab, &pw, "pitr_b");
+    phases.done("flip, backup and recovery after it");
 }
 
 /// The stanza and a full backup in each repository; nothing to do again.
