@@ -139,6 +139,34 @@ impl Fleet {
         cluster_state(&self.design, &self.remotes, cloud).await
     }
 
+    /// Sets the cloud's pause key through the first member that answers,
+    /// until its cluster view shows it. What counts is the view, not the
+    /// command's exit: a `patronictl` whose reply was lost after the change
+    /// fails, and one sent again is then told "already paused" (or "not
+    /// paused"); one that failed before any change is sent again.
+    pub(crate) async fn set_paused(&self, cloud: &Cloud, pause: bool) -> anyhow::Result<()> {
+        let what = format!("patronictl {}", if pause { "pause" } else { "resume" });
+        let script = patroni::pause_script(pause);
+        // The last command's error, for the message should the view not change.
+        let sent: std::cell::RefCell<Option<anyhow::Error>> = Default::default();
+        let outcome = crate::wait::poll(Duration::from_secs(30), || async {
+            if self.cluster_state(cloud).await?.paused == pause {
+                return Ok(true);
+            }
+            let failed = on_first_answering(&self.remotes, cloud, &what, &script).await.err();
+            *sent.borrow_mut() = failed;
+            Ok(false)
+        })
+        .await;
+        outcome.map_err(|e| match &*sent.borrow() {
+            Some(s) => e.context(format!(
+                "{}'s Patroni does not show the change ({what}: {s:#})",
+                cloud.name
+            )),
+            None => e.context(format!("{}'s Patroni does not show the change", cloud.name)),
+        })
+    }
+
     /// The cloud's master: the healthy leader in Patroni's view that takes
     /// writes (Patroni 4 names the leader before PostgreSQL has left recovery).
     pub(crate) async fn master(&self, cloud: &Cloud) -> anyhow::Result<Option<String>> {

@@ -165,6 +165,7 @@ fn spec_meta(spec: &FileSpec) -> String {
 }
 
 /// The whole fake fleet.
+#[derive(Clone)]
 pub(crate) struct World {
     design: Design,
     pub clouds: BTreeMap<String, SimCloud>,
@@ -209,6 +210,9 @@ pub(crate) struct World {
     pub sync_rewrite: Option<(usize, String)>,
     /// A cloud whose hosts stop replaying WAL.
     pub replay_stalled: Option<String>,
+    /// The next pause or resume commands (this many) change the cluster,
+    /// then fail, as a `patronictl` whose REST reply was lost.
+    pub pause_replies_lost: usize,
     /// A cloud whose route (HAProxy) brings it no WAL: it gets WAL only
     /// while it streams from a host directly.
     pub route_lost: Option<String>,
@@ -275,6 +279,7 @@ impl World {
             site_sync_rev: 0,
             sync_rewrite: None,
             replay_stalled: None,
+            pause_replies_lost: 0,
             route_lost: None,
         };
         let m = w.writable_masters().len();
@@ -1347,7 +1352,17 @@ impl World {
         let cloud = cloud?;
         for pause in [true, false] {
             if script == patroni::pause_script(pause) {
-                self.clouds.get_mut(&cloud).expect("known").paused = pause;
+                // patronictl refuses a change already made.
+                let c = self.clouds.get_mut(&cloud).expect("known");
+                if c.paused == pause {
+                    let state = if pause { "already paused" } else { "not paused" };
+                    return Some(Err(format!("Error: Cluster is {state}")));
+                }
+                c.paused = pause;
+                if self.pause_replies_lost > 0 {
+                    self.pause_replies_lost -= 1;
+                    return Some(Err("Error: Member is not accessible (read timed out)".into()));
+                }
                 return ok(
                     format!("{} patroni", if pause { "pause" } else { "resume" }),
                     String::new(),
@@ -1554,6 +1569,70 @@ pub(crate) fn with_site_lease() -> String {
     THREE_CLOUDS.replace("site: {enabled: false}\n", "")
 }
 
+/// A converged fleet as [`Sim::on`] first built it for a design and a
+/// release: its directory (design, secrets, PKI) and its world, copied for
+/// every later `Sim` of the same design. Keys, certificates and every
+/// host's rendered files were a third of the kill-at-every-call tests'
+/// CPU. The world names the first directory's paths; it reads no file.
+struct Template {
+    /// Each entry under the directory, parents first: its relative path,
+    /// its mode, and its contents (`None`: a directory).
+    entries: Vec<(std::path::PathBuf, u32, Option<Vec<u8>>)>,
+    world: World,
+}
+
+type Templates = Mutex<std::collections::HashMap<(String, String), Arc<Template>>>;
+
+impl Template {
+    fn all() -> &'static Templates {
+        static ALL: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+        ALL.get_or_init(Templates::default)
+    }
+
+    fn read(dir: &std::path::Path, world: World) -> Template {
+        fn walk(
+            root: &std::path::Path,
+            at: &std::path::Path,
+            out: &mut Vec<(std::path::PathBuf, u32, Option<Vec<u8>>)>,
+        ) {
+            use std::os::unix::fs::PermissionsExt;
+            let mut names: Vec<_> = std::fs::read_dir(at)
+                .expect("read the sim's directory")
+                .map(|e| e.expect("an entry").path())
+                .collect();
+            names.sort();
+            for p in names {
+                let meta = std::fs::symlink_metadata(&p).expect("stat");
+                let rel = p.strip_prefix(root).expect("under the root").to_path_buf();
+                let mode = meta.permissions().mode() & 0o7777;
+                if meta.is_dir() {
+                    out.push((rel, mode, None));
+                    walk(root, &p, out);
+                } else {
+                    out.push((rel, mode, Some(std::fs::read(&p).expect("read"))));
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        walk(dir, dir, &mut entries);
+        Template { entries, world }
+    }
+
+    fn write(&self, dir: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt;
+        for (rel, _, contents) in &self.entries {
+            match contents {
+                None => std::fs::create_dir(dir.join(rel)).expect("mkdir"),
+                Some(bytes) => std::fs::write(dir.join(rel), bytes).expect("write"),
+            }
+        }
+        // Children first: a directory's own mode may forbid writing in it.
+        for (rel, mode, _) in self.entries.iter().rev() {
+            std::fs::set_permissions(dir.join(rel), std::fs::Permissions::from_mode(*mode)).expect("chmod");
+        }
+    }
+}
+
 /// A design in a private directory (with its secrets file) and the fake
 /// fleet it describes, converged.
 pub(crate) struct Sim {
@@ -1572,8 +1651,19 @@ impl Sim {
 
     /// The design's fleet, every host running `release`.
     pub(crate) fn on(design_text: &str, release: crate::release::Release) -> Sim {
+        let key = (design_text.to_string(), release.os.to_string());
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("pgha.yaml");
+        let cached = Template::all().lock().expect("templates").get(&key).cloned();
+        if let Some(t) = cached {
+            t.write(dir.path());
+            return Sim {
+                _dir: dir,
+                path,
+                world: Arc::new(Mutex::new(t.world.clone())),
+                unreachable: Vec::new(),
+            };
+        }
         std::fs::write(&path, design_text).expect("write design");
         let design = crate::design::load_mode(&path, crate::design::Mode::AllowNoPrimary)
             .expect("a valid design")
@@ -1596,6 +1686,11 @@ impl Sim {
         for h in world.lock().expect("world").hosts.values_mut() {
             h.os = release.os.to_string();
         }
+        let template = Template::read(dir.path(), world.lock().expect("world").clone());
+        Template::all()
+            .lock()
+            .expect("templates")
+            .insert(key, Arc::new(template));
         Sim {
             _dir: dir,
             path,

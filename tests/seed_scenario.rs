@@ -115,8 +115,9 @@ fn seed_scenario() {
     if !common::e2e() {
         return;
     }
-    // The seed has no witness; backups on, as users deploy (a lost data
-    // center takes its repository host with it).
+    // The seed has no witness; backups on (a lost data center takes its
+    // repository host with it: dc1's has a host of its own; the backup
+    // scenario put dc2's under a path of dc2-pg1).
     let phases = common::Phases::start("seed");
     let lab = TestLab::up("pgha-seed", &format!("{P}.0/24"), &["--no-witness"]);
     backup::backups_archive_and_point_in_time_recovery(&lab, &phases);
@@ -141,8 +142,9 @@ fn seed_scenario() {
     // 2. Stop the governor on the master: a new one among dc1's other hosts.
     let first = wait_master(&pw, &DC1, Duration::from_secs(5));
     // A clean stop archives every finished segment first (PostgreSQL's
-    // rule): right after the deploy its first backups may still queue some,
-    // each a push to the repository host; what is measured is the handover.
+    // rule): right after the flip its new timeline's segments may still
+    // queue, each a push to the repository host; what is measured is the
+    // handover.
     wait_for("the master's archive queue to drain", Duration::from_secs(120), || {
         sql(
             &addr(&first),

@@ -675,8 +675,10 @@ fn restarts_etcd(sw: &StepWork) -> bool {
 /// mid-request for a lost leader lock and restart its master at once (seen
 /// on the lab during `certs rotate`; Patroni issues #3118, #3407); paused,
 /// it keeps its PostgreSQL as it is. `view` is the cloud as the caller
-/// read it. Returns the cloud to resume. A cloud it cannot pause goes on as
-/// before.
+/// read it. Returns the cloud to resume: every cloud that may be paused
+/// now (a pause whose command failed may have been applied, and a cloud
+/// left paused never fails over). A cloud that reads as not paused after
+/// a failed pause goes on as before.
 async fn hold_patroni<'c>(
     ctx: &Ctx<'_>,
     cloud: &'c Cloud,
@@ -689,28 +691,34 @@ async fn hold_patroni<'c>(
     }
     let say = |message: String| ctx.say(number, message);
     say(format!("pausing {}'s Patroni while {what}", cloud.name));
-    match crate::fleet::on_first_answering(ctx.remotes(), cloud, "pausing Patroni", &patroni::pause_script(true)).await
-    {
-        Ok(_) => Some(cloud),
-        Err(e) => {
+    let Err(e) = ctx.fleet.set_paused(cloud, true).await else {
+        return Some(cloud);
+    };
+    match ctx.fleet.cluster_state(cloud).await {
+        Ok(view) if !view.paused => {
             say(format!("{} could not be paused ({e:#}); going on", cloud.name));
             None
+        }
+        Ok(_) => Some(cloud),
+        Err(read) => {
+            say(format!(
+                "{} may be paused ({e:#}; its state does not read: {read:#}); resumed after the step",
+                cloud.name
+            ));
+            Some(cloud)
         }
     }
 }
 
-/// Resumes what [`hold_patroni`] paused.
+/// Resumes what [`hold_patroni`] paused, until the cloud reads as resumed.
 async fn release_patroni(ctx: &Ctx<'_>, cloud: &Cloud, number: usize) -> anyhow::Result<()> {
     ctx.say(number, format!("resuming {}'s Patroni", cloud.name));
-    crate::fleet::on_first_answering(ctx.remotes(), cloud, "resuming Patroni", &patroni::pause_script(false))
-        .await
-        .map(|_| ())
-        .with_context(|| {
-            format!(
-                "{} stays paused: `pgha resume --cloud {}` ends it",
-                cloud.name, cloud.name
-            )
-        })
+    ctx.fleet.set_paused(cloud, false).await.with_context(|| {
+        format!(
+            "{} stays paused: `pgha resume --cloud {}` ends it",
+            cloud.name, cloud.name
+        )
+    })
 }
 
 /// Takes a host the design dropped out of its cloud: the etcd member is

@@ -511,12 +511,15 @@ fn check_synchronous_site(cx: &mut Checker, root: &Node, site: &Site, platform: 
         .parameters
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("synchronous_commit"))
-        .filter(|(_, v)| ["off", "local", "remote_write"].contains(&v.to_ascii_lowercase().as_str()))
+        // PostgreSQL takes false, no and 0 for off too.
+        .filter(|(_, v)| {
+            ["off", "false", "no", "0", "local", "remote_write"].contains(&v.to_ascii_lowercase().as_str())
+        })
     {
         // remote_write confirms once the other cloud's OS has the WAL, not
         // its disk: that host's crash plus the primary cloud's loss loses it.
         let why = if v.eq_ignore_ascii_case("remote_write") {
-            "before another cloud has written the WAL to its disk"
+            "before another cloud has flushed the WAL to its disk"
         } else {
             "without waiting for another cloud"
         };

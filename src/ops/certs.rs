@@ -246,6 +246,27 @@ mod tests {
         assert_eq!(sim.world().journal.len(), journaled + 1, "{:#?}", sim.world().journal);
     }
 
+    /// A rotation pauses each cloud's Patroni while its etcd members
+    /// restart. A `patronictl pause` (or resume) whose reply is lost after
+    /// the change fails, and sent again is told "already paused": the cloud
+    /// must still be resumed (CI once found dc2 left paused after a
+    /// rotation: no automatic failover there, silently).
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_pause_reply_leaves_no_cloud_paused() {
+        for lost in [1, 2, 3] {
+            let sim = deployed().await;
+            sim.world().pause_replies_lost = lost;
+            rotate_sim(&sim, &yes()).await.unwrap();
+            let w = sim.world();
+            assert_eq!(w.pause_replies_lost, 0, "the rotation paused no cloud");
+            assert!(
+                w.paused().is_empty(),
+                "{lost} replies lost, left paused: {:?}",
+                w.paused()
+            );
+        }
+    }
+
     /// Issue 24: a rotation killed in its second phase's deploy goes on from
     /// the recorded phase when run again, and ends on the new CA alone.
     #[tokio::test(start_paused = true)]

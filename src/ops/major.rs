@@ -608,7 +608,7 @@ impl MajorUpgrade<'_> {
             if fleet.cluster_state(c).await.is_ok_and(|v| v.paused) {
                 continue;
             }
-            if let Err(e) = super::whole::switch(fleet, c, true).await {
+            if let Err(e) = fleet.set_paused(c, true).await {
                 // A run killed after Patroni stopped finds no Patroni to ask.
                 let running = self.patroni_running(c).await;
                 if running {

@@ -13,8 +13,6 @@ use crate::error::Usage;
 use crate::fleet::{Fleet, Reach};
 use crate::ui;
 
-use super::whole::switch;
-
 pub(crate) struct Options {
     pub cloud: Option<String>,
     pub yes: bool,
@@ -127,7 +125,7 @@ impl<'a> engine::Command for Switch<'a> {
     }
 
     async fn run(&mut self, c: &&'a Cloud, _: &Recorder) -> anyhow::Result<()> {
-        switch(self.fleet, c, self.pause).await
+        self.fleet.set_paused(c, self.pause).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 use crate::components::systemd::{self, Verb};
-use crate::components::{patroni, site, upgrade};
+use crate::components::{site, upgrade};
 use crate::design::{Cloud, Host};
 use crate::fleet::Fleet;
 use crate::wait::poll;
@@ -164,18 +164,6 @@ pub(crate) async fn etcd_down(fleet: &Fleet, pending: &BTreeSet<String>) -> Vec<
         }
     }
     problems
-}
-
-/// Sets the cloud's pause key through the first member that answers, then
-/// waits until its cluster view shows it.
-pub(crate) async fn switch(fleet: &Fleet, cloud: &Cloud, pause: bool) -> anyhow::Result<()> {
-    let what = format!("patronictl {}", if pause { "pause" } else { "resume" });
-    crate::fleet::on_first_answering(&fleet.remotes, cloud, &what, &patroni::pause_script(pause)).await?;
-    poll(Duration::from_secs(30), || async {
-        Ok(fleet.cluster_state(cloud).await.is_ok_and(|v| v.paused == pause))
-    })
-    .await
-    .with_context(|| format!("{}'s Patroni does not show the change", cloud.name))
 }
 
 /// Patroni on `leader`, the primary cloud's new master (restored, or

@@ -985,10 +985,18 @@ fn synchronous_sites_leave_synchronous_standby_names_to_the_agent() {
     );
     assert_error(
         &with("  parameters: {synchronous_commit: remote_write}\n"),
-        "before another cloud has written the WAL to its disk",
+        "before another cloud has flushed the WAL to its disk",
         "platform.parameters.synchronous_commit",
         3,
     );
+    for off in ["'false'", "false", "no", "0", "OFF"] {
+        assert_error(
+            &with(&format!("  parameters: {{synchronous_commit: {off}}}\n")),
+            "confirms commits without waiting",
+            "platform.parameters.synchronous_commit",
+            3,
+        );
+    }
     assert!(
         warnings(&with("  parameters: {synchronous_commit: remote_apply}\n")).is_empty(),
         "remote_apply waits longer than on"
