@@ -158,13 +158,11 @@ impl Fleet {
             Ok(false)
         })
         .await;
-        outcome.map_err(|e| match &*sent.borrow() {
-            Some(s) => e.context(format!(
-                "{}'s Patroni does not show the change ({what}: {s:#})",
-                cloud.name
-            )),
-            None => e.context(format!("{}'s Patroni does not show the change", cloud.name)),
-        })
+        let said = sent
+            .borrow()
+            .as_ref()
+            .map_or(String::new(), |s| format!(" ({what}: {s:#})"));
+        outcome.map_err(|e| e.context(format!("{}'s Patroni does not show the change{said}", cloud.name)))
     }
 
     /// The cloud's master: the healthy leader in Patroni's view that takes

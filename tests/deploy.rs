@@ -680,10 +680,7 @@ fn etcd_outage(lab: &TestLab, pw: &str) {
     let before = sql(GLB, 5000, pw, SERVER).unwrap();
     let master = before[0][0].clone().unwrap();
     let down: Vec<&str> = PRIMARY.iter().copied().filter(|a| *a != master).collect();
-    let outage = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let outage = common::partition::epoch_secs(std::time::SystemTime::now());
     for a in &down {
         lab.ssh_ok(a, "systemctl stop etcd");
     }

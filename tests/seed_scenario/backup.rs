@@ -243,10 +243,7 @@ fn standby_catches_up_from_the_archive(lab: &TestLab, pw: &str) {
     SITES.via_glb(pw, "CHECKPOINT");
     // The master no longer holds the segment dc2 stopped at.
     let started = Instant::now();
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let since = crate::common::partition::epoch_secs(std::time::SystemTime::now());
     for a in &dc2 {
         lab.ssh_ok(a, "systemctl start patroni");
     }
